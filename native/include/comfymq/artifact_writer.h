@@ -1,0 +1,56 @@
+// ArtifactWriter: writes output files under a root directory so that no file is ever visible half-written
+// and no file is ever overwritten: temp file in the same directory, write, fsync, rename without replace
+// (a name already taken gets a "-1", "-2", ... suffix), fsync the directory.
+//
+// Relative paths from callers are untrusted: absolute paths, "..", NUL and control characters, and
+// symlinks that lead outside the root are rejected with InvalidArgument before anything is written.
+// Stale temp files (from crashed writers) are removed when a writer opens the root.
+// Thread safety: ArtifactWriter is thread-safe; an ArtifactStream has one owner.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "comfymq/env.h"
+#include "comfymq/status.h"
+
+namespace comfymq {
+
+struct ArtifactInfo {
+  std::string path;       // relative to the root, as finally named (may carry a collision suffix)
+  std::string full_path;  // root + path
+  uint64_t size = 0;
+  std::string sha256;     // lowercase hex
+};
+
+class ArtifactStream {
+ public:
+  virtual ~ArtifactStream() = default;  // aborts (removes the temp file) unless committed
+  virtual Status Append(std::string_view data) = 0;
+  // Makes the file durable and visible under its final name. The stream is finished afterwards.
+  virtual Status Commit(ArtifactInfo* info) = 0;
+  // Drops the file. Idempotent.
+  virtual Status Abort() = 0;
+  virtual uint64_t size() const = 0;
+};
+
+class ArtifactWriter {
+ public:
+  // Opens (creating) the root and removes stale temp files under it; *stale_removed counts them.
+  static Status Open(Env* env, const std::string& root, std::unique_ptr<ArtifactWriter>* writer,
+                     uint64_t* stale_removed = nullptr);
+  virtual ~ArtifactWriter() = default;
+
+  // Writes a whole file.
+  virtual Status Write(const std::string& relative_path, std::string_view data, ArtifactInfo* info) = 0;
+  // Starts a streamed file (for large outputs written in chunks).
+  virtual Status Begin(const std::string& relative_path, std::unique_ptr<ArtifactStream>* stream) = 0;
+  virtual const std::string& root() const = 0;
+};
+
+// Checks a caller's relative path and returns it normalized ("a//b/./c" -> "a/b/c").
+Status NormalizeRelativePath(std::string_view path, std::string* normalized);
+
+}  // namespace comfymq

@@ -1,0 +1,173 @@
+// Store: the durable job queue and result store, one engine on an append-only, checksummed log.
+//
+// Durability contract: every call that changes state returns OK only after the change is on stable
+// storage (fdatasync of the log; fsync of the directory after creating or renaming files). Concurrent
+// callers share syncs (group commit). Reads may observe a change whose committing call has not returned
+// yet; a change a caller was told about by an OK return is never lost.
+//
+// Failure contract: bad input -> InvalidArgument, nothing changed. Illegal transition -> Conflict, stale
+// fencing token -> LeaseLost, nothing changed. Disk full -> NoSpace, nothing changed, later calls work once
+// space frees. Any other write or sync failure -> IOError and the handle is unusable ("failed"): the outcome
+// of the failed call is unknown, no later call is acknowledged, and reopening the store recovers.
+//
+// Thread safety: all methods are thread-safe. Listener callbacks run on the committing thread after the
+// commit, with no store lock held; they must not block for long and may call back into the store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comfymq/env.h"
+#include "comfymq/job.h"
+#include "comfymq/status.h"
+
+namespace comfymq {
+
+struct StoreOptions {
+  Env* env = nullptr;                            // nullptr = Env::Default()
+  uint64_t segment_bytes = 64ull << 20;          // preallocated size of each log segment
+  uint64_t checkpoint_every_bytes = 256ull << 20;// write a checkpoint after this much log
+  uint64_t compact_min_garbage_bytes = 64ull << 20;  // compact when dead bytes exceed this ...
+  double compact_garbage_ratio = 0.5;            // ... and this share of the log
+  int64_t reopen_lease_grace_ms = 30000;         // running jobs found at open keep their lease this long
+  int64_t default_lease_ms = 30000;
+  bool background_thread = true;                 // expire leases, checkpoint and compact by itself
+  size_t max_history_entries = 50;
+  size_t max_prompt_bytes = 64u << 20;
+};
+
+struct RecoveryReport {
+  uint32_t checkpoint_segment = 0;   // 0 = no checkpoint was used (full replay)
+  uint64_t segments_replayed = 0;
+  uint64_t records_replayed = 0;
+  uint64_t jobs = 0;
+  uint64_t torn_tail_bytes = 0;      // cut off the end of the log
+  struct BadRegion {
+    std::string file;
+    uint64_t begin = 0, end = 0;
+  };
+  std::vector<BadRegion> bad_regions;  // skipped in the middle of the log
+  std::vector<std::string> warnings;   // anything else worth a log line
+  int64_t open_micros = 0;
+  std::string ToString() const;
+};
+
+struct ListQuery {
+  uint32_t state_mask = 0;     // bit (1 << JobState); 0 = every state
+  std::string batch_id;        // empty = any
+  int64_t since_ms = 0;        // enqueue time lower bound (inclusive); 0 = none
+  int64_t until_ms = 0;        // enqueue time upper bound (exclusive); 0 = none
+  uint64_t cursor = 0;         // continue after this id (exclusive); 0 = from the start
+  size_t limit = 100;          // 1..1000
+  bool newest_first = true;
+  bool with_prompt = false;
+};
+
+struct ListPage {
+  std::vector<Job> jobs;
+  uint64_t next_cursor = 0;    // 0 = no more
+};
+
+struct StoreStats {
+  uint64_t counts[kNumJobStates] = {0, 0, 0, 0, 0};
+  uint64_t total = 0;
+  int64_t oldest_pending_age_ms = 0;  // 0 when nothing is pending
+  uint64_t finished_last_minute = 0;  // succeeded + failed + cancelled ended in the last 60 s
+  uint64_t finished_last_hour = 0;
+  bool paused = false;
+  uint64_t log_bytes = 0;      // bytes of log segments holding records
+  uint64_t live_bytes = 0;     // bytes of records still referenced
+  uint64_t segments = 0;
+  uint32_t checkpoint_segment = 0;
+  std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
+};
+
+struct EnqueueResult {
+  uint64_t id = 0;
+  bool existed = false;  // true when the prompt_id was already queued: id is the existing job's
+};
+
+// Chooses among pending jobs in dispatch order (priority, then age); called with the store's lock held,
+// so it must be quick and must not call into the store.
+using JobFilter = std::function<bool(uint64_t job_id)>;
+
+struct TakeOptions {
+  std::string worker_id;       // required
+  int64_t lease_ms = 0;        // 0 = StoreOptions::default_lease_ms
+  JobFilter filter;            // optional
+  size_t max_scan = 0;         // stop looking after this many candidates; 0 = no limit
+  bool ignore_pause = false;
+};
+
+// What happened, for listeners (the broker; the plugin's event stream).
+struct StoreEvent {
+  enum class Kind { kJobChanged, kJobRemoved, kPausedChanged };
+  Kind kind = Kind::kJobChanged;
+  uint64_t job_id = 0;
+  JobState from = JobState::kPending;
+  JobState to = JobState::kPending;
+  std::string worker_id;       // the run's worker, when the job was or is running
+  std::string reason;          // e.g. "lease expired", "cancelled", "completed"
+};
+using StoreListener = std::function<void(const std::vector<StoreEvent>&)>;
+
+class Store {
+ public:
+  // Opens (creating if missing) the store in `dir`. Busy when another process has it open.
+  static Status Open(const StoreOptions& options, const std::string& dir, std::unique_ptr<Store>* store,
+                     RecoveryReport* report = nullptr);
+  virtual ~Store() = default;  // closes
+
+  // Adds a job. A prompt_id that is already in the store returns that job (existed = true), unchanged.
+  virtual Status Enqueue(const NewJob& job, EnqueueResult* result) = 0;
+  // Adds many jobs with one sync. All are validated first; one bad job fails the call and adds none.
+  virtual Status EnqueueMany(const std::vector<NewJob>& jobs, std::vector<EnqueueResult>* results) = 0;
+
+  virtual Status Get(uint64_t id, bool with_prompt, Job* job) = 0;
+  virtual Status GetByPromptId(const std::string& prompt_id, bool with_prompt, Job* job) = 0;
+  virtual Status List(const ListQuery& query, ListPage* page) = 0;
+  virtual Status Stats(StoreStats* stats) = 0;
+
+  // Leases the first pending job (in dispatch order) that `filter` accepts. *lease is cleared and OK is
+  // returned when there is none (or dispatch is paused).
+  virtual Status Take(const TakeOptions& options, std::unique_ptr<Lease>* lease) = 0;
+  // Extends a lease to now + lease_ms (in memory: leases found at reopen get a grace period instead).
+  virtual Status Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) = 0;
+  // Records node-level progress (JSON text) of a run, in memory only.
+  virtual Status Progress(uint64_t id, uint64_t token, const std::string& progress_json) = 0;
+  // running -> succeeded. outputs_json: object (or empty).
+  virtual Status Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
+                          const std::vector<Artifact>& artifacts) = 0;
+  // running -> failed, or -> pending when retryable and attempts remain.
+  virtual Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) = 0;
+
+  // pending | running -> cancelled. A running job's lease ends; its worker must be told (see listener).
+  virtual Status Cancel(uint64_t id, const std::string& reason) = 0;
+  // failed | cancelled -> pending, with a fresh count of attempts.
+  virtual Status Retry(uint64_t id) = 0;
+  // Removes a finished job (succeeded | failed | cancelled).
+  virtual Status Delete(uint64_t id) = 0;
+
+  virtual Status SetPaused(bool paused) = 0;
+  virtual bool paused() = 0;
+
+  // Returns jobs whose lease or timeout ran out to pending (or failed past max attempts).
+  virtual Status ExpireLeases(int* expired) = 0;
+  // Removes finished jobs that ended before `finished_before_ms`.
+  virtual Status Purge(int64_t finished_before_ms, uint64_t* removed) = 0;
+  // Writes a checkpoint now (open then replays only the log written after it).
+  virtual Status Checkpoint() = 0;
+  // Moves live records out of old segments and deletes segments that hold nothing live.
+  virtual Status Compact() = 0;
+
+  virtual void SetListener(StoreListener listener) = 0;
+  // Checkpoints (when healthy) and releases the directory lock. Later calls fail. Idempotent.
+  virtual Status Close() = 0;
+  // OK, or the error that made the handle unusable.
+  virtual Status health() = 0;
+};
+
+}  // namespace comfymq

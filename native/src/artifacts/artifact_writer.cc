@@ -1,0 +1,277 @@
+#include "comfymq/artifact_writer.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "util/sha256.h"
+
+namespace comfymq {
+namespace {
+
+constexpr const char* kTempPrefix = ".cmq-tmp.";
+constexpr int64_t kStaleTempMicros = 24ll * 3600 * 1000000;
+
+std::string HostName() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string h = host;
+  for (char& c : h) {
+    if (c == '.' || c == '/') c = '_';
+  }
+  return h.empty() ? "host" : h;
+}
+
+uint64_t RandomToken() {
+  thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                   static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  return rng();
+}
+
+// "name.ext" -> "name-<n>.ext"
+std::string WithSuffix(const std::string& name, int n) {
+  size_t dot = name.find_last_of('.');
+  if (dot == std::string::npos || dot == 0) return name + "-" + std::to_string(n);
+  return name.substr(0, dot) + "-" + std::to_string(n) + name.substr(dot);
+}
+
+bool Within(const std::string& path, const std::string& root) {
+  if (path == root) return true;
+  const std::string prefix = root == "/" ? "/" : root + "/";
+  return path.compare(0, prefix.size(), prefix) == 0;
+}
+
+class WriterImpl;
+
+class StreamImpl final : public ArtifactStream {
+ public:
+  StreamImpl(Env* env, std::string root, std::string dir_rel, std::string name, std::string temp_path,
+             std::unique_ptr<WritableFile> file)
+      : env_(env), root_(std::move(root)), dir_rel_(std::move(dir_rel)), name_(std::move(name)),
+        temp_path_(std::move(temp_path)), file_(std::move(file)) {}
+  ~StreamImpl() override { Abort(); }
+
+  Status Append(std::string_view data) override {
+    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    Status s = file_->WriteAt(size_, data);
+    if (!s.ok()) {
+      Abort();
+      return s.WithContext("writing artifact " + name_);
+    }
+    hash_.Update(data);
+    size_ += data.size();
+    return Status::OK();
+  }
+
+  Status Commit(ArtifactInfo* info) override {
+    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    Status s = file_->Sync();
+    Status c = file_->Close();
+    if (s.ok()) s = c;
+    if (!s.ok()) {
+      Abort();
+      return s.WithContext("syncing artifact " + name_);
+    }
+    const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
+    std::string final_name = name_;
+    for (int n = 1;; ++n) {
+      s = env_->RenameNoReplace(temp_path_, JoinPath(dir, final_name));
+      if (!s.IsAlreadyExists()) break;
+      if (n > 100000) break;
+      final_name = WithSuffix(name_, n);
+    }
+    if (s.ok()) s = env_->SyncDir(dir);
+    if (!s.ok()) {
+      Abort();
+      return s.WithContext("publishing artifact " + name_);
+    }
+    finished_ = true;
+    info->path = dir_rel_.empty() ? final_name : dir_rel_ + "/" + final_name;
+    info->full_path = JoinPath(dir, final_name);
+    info->size = size_;
+    info->sha256 = hash_.HexDigest();
+    return Status::OK();
+  }
+
+  Status Abort() override {
+    if (finished_) return Status::OK();
+    finished_ = true;
+    file_->Close();
+    Status s = env_->RemoveFile(temp_path_);
+    return s.IsNotFound() ? Status::OK() : s;
+  }
+
+  uint64_t size() const override { return size_; }
+
+ private:
+  Env* env_;
+  std::string root_, dir_rel_, name_, temp_path_;
+  std::unique_ptr<WritableFile> file_;
+  Sha256 hash_;
+  uint64_t size_ = 0;
+  bool finished_ = false;
+};
+
+class WriterImpl final : public ArtifactWriter {
+ public:
+  WriterImpl(Env* env, std::string root, std::string real_root)
+      : env_(env), root_(std::move(root)), real_root_(std::move(real_root)), host_(HostName()) {}
+
+  const std::string& root() const override { return root_; }
+
+  Status Write(const std::string& rel, std::string_view data, ArtifactInfo* info) override {
+    std::unique_ptr<ArtifactStream> stream;
+    CMQ_RETURN_IF_ERROR(Begin(rel, &stream));
+    CMQ_RETURN_IF_ERROR(stream->Append(data));
+    return stream->Commit(info);
+  }
+
+  Status Begin(const std::string& rel, std::unique_ptr<ArtifactStream>* stream) override {
+    std::string norm;
+    CMQ_RETURN_IF_ERROR(NormalizeRelativePath(rel, &norm));
+    size_t slash = norm.find_last_of('/');
+    std::string dir_rel = slash == std::string::npos ? "" : norm.substr(0, slash);
+    std::string name = slash == std::string::npos ? norm : norm.substr(slash + 1);
+    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel));
+    const std::string dir = dir_rel.empty() ? root_ : JoinPath(root_, dir_rel);
+    char tag[64];
+    std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
+                  static_cast<unsigned long long>(RandomToken()));
+    std::string temp_name = std::string(kTempPrefix) + host_ + "." + tag + name.substr(0, 64);
+    const std::string temp_path = JoinPath(dir, temp_name);
+    std::unique_ptr<WritableFile> file;
+    CMQ_RETURN_IF_ERROR(env_->NewWritableFile(temp_path, Env::OpenMode::kCreateNew, &file)
+                            .WithContext("creating artifact " + norm));
+    stream->reset(new StreamImpl(env_, root_, dir_rel, name, temp_path, std::move(file)));
+    return Status::OK();
+  }
+
+  // Removes temp files left by writers that are gone: this host's dead processes, or anything a day old.
+  uint64_t CleanStaleTemps(const std::string& dir, int depth) {
+    uint64_t removed = 0;
+    std::vector<std::string> names;
+    if (depth > 16 || !env_->GetChildren(dir, &names).ok()) return 0;
+    const int64_t now = env_->NowMicros();
+    for (const std::string& n : names) {
+      const std::string path = JoinPath(dir, n);
+      FileInfo fi;
+      if (!env_->GetFileInfo(path, &fi).ok() || !fi.exists || fi.is_symlink) continue;
+      if (fi.is_dir) {
+        removed += CleanStaleTemps(path, depth + 1);
+        continue;
+      }
+      if (n.compare(0, std::string(kTempPrefix).size(), kTempPrefix) != 0) continue;
+      bool stale = now - fi.mtime_us > kStaleTempMicros;
+      // .cmq-tmp.<host>.<pid>.<random>.<name>
+      const std::string rest = n.substr(std::string(kTempPrefix).size());
+      if (!stale && rest.compare(0, host_.size() + 1, host_ + ".") == 0) {
+        int pid = std::atoi(rest.c_str() + host_.size() + 1);
+        stale = pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
+      }
+      if (stale && env_->RemoveFile(path).ok()) removed++;
+    }
+    return removed;
+  }
+
+ private:
+  // Creates the directories of dir_rel under the root, refusing symlinks that lead outside it.
+  Status MakeParents(const std::string& dir_rel) {
+    if (dir_rel.empty()) return Status::OK();
+    std::string cur = root_;
+    size_t pos = 0;
+    while (pos <= dir_rel.size()) {
+      size_t next = dir_rel.find('/', pos);
+      if (next == std::string::npos) next = dir_rel.size();
+      const std::string part = dir_rel.substr(pos, next - pos);
+      const std::string path = JoinPath(cur, part);
+      FileInfo fi;
+      CMQ_RETURN_IF_ERROR(env_->GetFileInfo(path, &fi));
+      if (!fi.exists) {
+        Status s = env_->CreateDir(path);
+        if (s.ok()) s = env_->SyncDir(cur);
+        CMQ_RETURN_IF_ERROR(s.WithContext("creating artifact directory"));
+      } else if (fi.is_symlink) {
+        std::string real;
+        CMQ_RETURN_IF_ERROR(env_->RealPath(path, &real));
+        if (!Within(real, real_root_)) {
+          return Status::InvalidArgument("artifact path '" + dir_rel + "' leaves the artifact root through the link '" +
+                                         dir_rel.substr(0, next) + "'");
+        }
+      } else if (!fi.is_dir) {
+        return Status::InvalidArgument("artifact path '" + dir_rel + "': '" + dir_rel.substr(0, next) +
+                                       "' is a file, not a directory");
+      }
+      cur = path;
+      pos = next + 1;
+    }
+    std::string real;
+    CMQ_RETURN_IF_ERROR(env_->RealPath(cur, &real));
+    if (!Within(real, real_root_)) {
+      return Status::InvalidArgument("artifact path '" + dir_rel + "' leaves the artifact root");
+    }
+    return Status::OK();
+  }
+
+  Env* env_;
+  std::string root_;
+  std::string real_root_;
+  std::string host_;
+};
+
+}  // namespace
+
+Status NormalizeRelativePath(std::string_view path, std::string* normalized) {
+  auto bad = [&](const std::string& why) {
+    std::string shown(path.substr(0, 200));
+    for (char& c : shown) {
+      if (static_cast<unsigned char>(c) < 0x20) c = '?';
+    }
+    return Status::InvalidArgument("artifact path '" + shown + "' " + why);
+  };
+  if (path.empty()) return bad("is empty");
+  if (path.size() > 4096) return bad("is too long");
+  if (path.find('\0') != std::string_view::npos) return bad("contains a NUL byte");
+  if (path[0] == '/' || path[0] == '\\' || (path.size() > 1 && path[1] == ':')) return bad("must be relative");
+  std::string out;
+  size_t pos = 0;
+  while (pos <= path.size()) {
+    size_t next = path.find('/', pos);
+    if (next == std::string_view::npos) next = path.size();
+    std::string_view part = path.substr(pos, next - pos);
+    pos = next + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") return bad("must not contain '..'");
+    if (part.size() > 255) return bad("has a name longer than 255 bytes");
+    for (char c : part) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return bad("contains a control character or backslash");
+    }
+    if (part.compare(0, 9, kTempPrefix) == 0) return bad("uses the reserved prefix .cmq-tmp.");
+    if (!out.empty()) out += "/";
+    out.append(part.data(), part.size());
+  }
+  if (out.empty()) return bad("names no file");
+  if (path.back() == '/') return bad("names a directory, not a file");
+  *normalized = out;
+  return Status::OK();
+}
+
+Status ArtifactWriter::Open(Env* env, const std::string& root, std::unique_ptr<ArtifactWriter>* writer,
+                            uint64_t* stale_removed) {
+  if (env == nullptr) env = Env::Default();
+  if (root.empty()) return Status::InvalidArgument("artifact root is empty");
+  CMQ_RETURN_IF_ERROR(CreateDirs(env, root).WithContext("creating artifact root"));
+  std::string real;
+  CMQ_RETURN_IF_ERROR(env->RealPath(root, &real));
+  auto impl = std::make_unique<WriterImpl>(env, root, real);
+  uint64_t removed = impl->CleanStaleTemps(root, 0);
+  if (stale_removed != nullptr) *stale_removed = removed;
+  *writer = std::move(impl);
+  return Status::OK();
+}
+
+}  // namespace comfymq

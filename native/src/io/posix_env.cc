@@ -1,0 +1,281 @@
+// The real Env: POSIX calls with EINTR handled, errors turned into Status values that name the path.
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "comfymq/env.h"
+
+namespace comfymq {
+namespace {
+
+Status PosixError(const std::string& what, const std::string& path, int err) {
+  std::string msg = what + " " + path + ": " + strerror(err);
+  if (err == ENOENT) return Status::NotFound(msg);
+  if (err == ENOSPC || err == EDQUOT) return Status::NoSpace(msg);
+  if (err == EEXIST) return Status::AlreadyExists(msg);
+  return Status::IOError(msg);
+}
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixWritableFile() override { if (fd_ >= 0) ::close(fd_); }
+
+  Status Append(std::string_view data) override {
+    off_t end = ::lseek(fd_, 0, SEEK_END);
+    if (end < 0) return PosixError("seek", path_, errno);
+    return WriteAt(static_cast<uint64_t>(end), data);
+  }
+
+  Status WriteAt(uint64_t offset, std::string_view data) override {
+    const char* p = data.data();
+    size_t left = data.size();
+    while (left > 0) {
+      ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return PosixError("write", path_, errno);
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+      offset += static_cast<uint64_t>(n);
+    }
+    return Status::OK();
+  }
+
+  Status Allocate(uint64_t size) override {
+    int err = ::posix_fallocate(fd_, 0, static_cast<off_t>(size));
+    if (err != 0) return PosixError("allocate", path_, err);
+    return Status::OK();
+  }
+
+  Status Truncate(uint64_t size) override {
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return PosixError("truncate", path_, errno);
+    return Status::OK();
+  }
+
+  Status Sync() override {
+    if (::fdatasync(fd_) != 0) return PosixError("fdatasync", path_, errno);
+    return Status::OK();
+  }
+
+  Status Close() override {
+    if (fd_ < 0) return Status::OK();
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) return PosixError("close", path_, errno);
+    return Status::OK();
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+class PosixRandomAccessFile final : public RandomAccessFile {
+ public:
+  PosixRandomAccessFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixRandomAccessFile() override { ::close(fd_); }
+
+  Status Read(uint64_t offset, size_t n, std::string* out) const override {
+    out->resize(n);
+    size_t got = 0;
+    while (got < n) {
+      ssize_t r = ::pread(fd_, &(*out)[got], n - got, static_cast<off_t>(offset + got));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        out->clear();
+        return PosixError("read", path_, errno);
+      }
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+    }
+    out->resize(got);
+    return Status::OK();
+  }
+
+  Status Size(uint64_t* size) const override {
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return PosixError("stat", path_, errno);
+    *size = static_cast<uint64_t>(st.st_size);
+    return Status::OK();
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+class PosixFileLock final : public FileLock {
+ public:
+  explicit PosixFileLock(int fd) : fd_(fd) {}
+  ~PosixFileLock() override {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+
+ private:
+  int fd_;
+};
+
+class PosixEnv final : public Env {
+ public:
+  Status NewWritableFile(const std::string& path, OpenMode mode,
+                         std::unique_ptr<WritableFile>* out) override {
+    int flags = O_WRONLY | O_CLOEXEC;
+    if (mode == OpenMode::kCreateNew) flags |= O_CREAT | O_EXCL;
+    if (mode == OpenMode::kTruncate) flags |= O_CREAT | O_TRUNC;
+    int fd;
+    do {
+      fd = ::open(path.c_str(), flags, 0644);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return PosixError("open", path, errno);
+    out->reset(new PosixWritableFile(path, fd));
+    return Status::OK();
+  }
+
+  Status NewRandomAccessFile(const std::string& path,
+                             std::unique_ptr<RandomAccessFile>* out) override {
+    int fd;
+    do {
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return PosixError("open", path, errno);
+    out->reset(new PosixRandomAccessFile(path, fd));
+    return Status::OK();
+  }
+
+  Status GetFileInfo(const std::string& path, FileInfo* info) override {
+    *info = FileInfo();
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) return Status::OK();
+      return PosixError("stat", path, errno);
+    }
+    info->exists = true;
+    info->is_dir = S_ISDIR(st.st_mode);
+    info->is_symlink = S_ISLNK(st.st_mode);
+    info->size = static_cast<uint64_t>(st.st_size);
+    info->mtime_us = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;
+    return Status::OK();
+  }
+
+  Status GetChildren(const std::string& dir, std::vector<std::string>* names) override {
+    names->clear();
+    DIR* d = ::opendir(dir.c_str());
+    if (d == nullptr) return PosixError("list", dir, errno);
+    while (struct dirent* e = ::readdir(d)) {
+      std::string n = e->d_name;
+      if (n != "." && n != "..") names->push_back(std::move(n));
+    }
+    ::closedir(d);
+    return Status::OK();
+  }
+
+  Status CreateDir(const std::string& dir) override {
+    if (::mkdir(dir.c_str(), 0755) == 0) return Status::OK();
+    int err = errno;
+    if (err == EEXIST) {
+      struct stat st;
+      if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return Status::OK();
+      return Status::AlreadyExists("create dir " + dir + ": exists and is not a directory");
+    }
+    return PosixError("create dir", dir, err);
+  }
+
+  Status RemoveFile(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0) return PosixError("remove", path, errno);
+    return Status::OK();
+  }
+
+  Status RemoveDir(const std::string& dir) override {
+    if (::rmdir(dir.c_str()) != 0) return PosixError("remove dir", dir, errno);
+    return Status::OK();
+  }
+
+  Status RenameFile(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) return PosixError("rename", from + " -> " + to, errno);
+    return Status::OK();
+  }
+
+  Status RenameNoReplace(const std::string& from, const std::string& to) override {
+#ifdef SYS_renameat2
+    long rc = ::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), 1 /*RENAME_NOREPLACE*/);
+    if (rc == 0) return Status::OK();
+    int err = errno;
+    if (err != EINVAL && err != ENOSYS && err != ENOTSUP) {
+      return PosixError("rename", from + " -> " + to, err);
+    }
+#endif
+    // File systems without renameat2 (some NAS mounts): link() fails with EEXIST atomically.
+    if (::link(from.c_str(), to.c_str()) != 0) return PosixError("link", from + " -> " + to, errno);
+    if (::unlink(from.c_str()) != 0) return PosixError("remove", from, errno);
+    return Status::OK();
+  }
+
+  Status SyncDir(const std::string& dir) override {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return PosixError("open dir", dir, errno);
+    int rc = ::fsync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0 && err != EINVAL) return PosixError("fsync dir", dir, err);
+    return Status::OK();
+  }
+
+  Status RealPath(const std::string& path, std::string* out) override {
+    char buf[PATH_MAX];
+    if (::realpath(path.c_str(), buf) == nullptr) return PosixError("resolve", path, errno);
+    *out = buf;
+    return Status::OK();
+  }
+
+  Status LockFile(const std::string& path, const std::string& owner,
+                  std::unique_ptr<FileLock>* lock) override {
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return PosixError("open lock file", path, errno);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      std::string holder(256, '\0');
+      ssize_t n = ::pread(fd, &holder[0], holder.size(), 0);
+      holder.resize(n > 0 ? static_cast<size_t>(n) : 0);
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        return Status::Busy(path + " is locked by another process" +
+                            (holder.empty() ? std::string() : " (" + holder + ")"));
+      }
+      return PosixError("lock", path, err);
+    }
+    if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, owner.data(), owner.size(), 0) < 0) {
+      // The lock is held; the owner note is only informative.
+    }
+    lock->reset(new PosixFileLock(fd));
+    return Status::OK();
+  }
+
+  int64_t NowMicros() override {
+    struct timeval tv;
+    ::gettimeofday(&tv, nullptr);
+    return static_cast<int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec;
+  }
+};
+
+}  // namespace
+
+Env* Env::Default() {
+  static PosixEnv* env = new PosixEnv();
+  return env;
+}
+
+}  // namespace comfymq

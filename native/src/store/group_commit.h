@@ -1,0 +1,42 @@
+// GroupCommitter: callers queue their operations; the caller at the front of the queue becomes the leader,
+// takes every operation queued so far as one group, and runs the group function once for all of them (one
+// log write and one sync), while later callers queue up for the next group (leveldb's writer queue).
+// Thread-safe. The group function runs on one thread at a time, in queue order.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+#include "comfymq/status.h"
+
+namespace comfymq {
+
+struct PendingOp {
+  std::function<Status()> apply;  // run by the leader with the store's state locked; owns its result
+  Status status;                  // set by the group function
+  size_t bytes_hint = 0;          // rough record size, to bound groups
+  bool done = false;
+  std::condition_variable cv;
+};
+
+class GroupCommitter {
+ public:
+  using GroupFn = std::function<void(std::vector<PendingOp*>& group)>;
+  explicit GroupCommitter(GroupFn fn, size_t max_group_bytes = 64u << 20)
+      : fn_(std::move(fn)), max_group_bytes_(max_group_bytes) {}
+
+  // Blocks until op's group has been processed; returns op->status.
+  Status Commit(PendingOp* op);
+
+ private:
+  GroupFn fn_;
+  size_t max_group_bytes_;
+  std::mutex mu_;
+  std::deque<PendingOp*> queue_;
+};
+
+}  // namespace comfymq

@@ -1,0 +1,225 @@
+#include "store/job_table.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace comfymq {
+
+size_t JobTable::LowerBound(uint64_t id) const {
+  auto it = std::lower_bound(jobs_.begin(), jobs_.end(), id,
+                             [](const JobMeta& m, uint64_t v) { return m.id < v; });
+  return static_cast<size_t>(it - jobs_.begin());
+}
+
+const JobMeta* JobTable::Find(uint64_t id) const {
+  size_t i = LowerBound(id);
+  if (i < jobs_.size() && jobs_[i].id == id && !jobs_[i].erased) return &jobs_[i];
+  return nullptr;
+}
+
+JobMeta* JobTable::FindSlot(uint64_t id) {
+  size_t i = LowerBound(id);
+  if (i < jobs_.size() && jobs_[i].id == id) return &jobs_[i];
+  return nullptr;
+}
+
+void JobTable::AddLive(const log::RecordLoc& loc, int64_t sign) {
+  if (!loc.valid()) return;
+  uint64_t& v = segment_live_[loc.segment];
+  if (sign > 0) {
+    v += loc.size;
+    total_live_ += loc.size;
+  } else {
+    v -= loc.size;
+    total_live_ -= loc.size;
+    if (v == 0) segment_live_.erase(loc.segment);
+  }
+}
+
+void JobTable::Index(const JobMeta& m) {
+  counts_[static_cast<int>(m.state)]++;
+  live_++;
+  if (m.prompt_id_hash != 0) prompt_index_.Insert(m.prompt_id_hash, m.id);
+  AddLive(m.job_loc, +1);
+  AddLive(m.status_loc, +1);
+  if (m.state == JobState::kPending) {
+    auto& q = pending_[m.priority];
+    if (q.empty() || q.back() < m.id) {
+      q.push_back(m.id);
+    } else {
+      q.insert(std::lower_bound(q.begin(), q.end(), m.id), m.id);
+    }
+  }
+}
+
+void JobTable::Unindex(const JobMeta& m) {
+  counts_[static_cast<int>(m.state)]--;
+  live_--;
+  if (m.prompt_id_hash != 0) prompt_index_.Erase(m.prompt_id_hash, m.id);
+  AddLive(m.job_loc, -1);
+  AddLive(m.status_loc, -1);
+  if (m.state == JobState::kPending) {
+    auto p = pending_.find(m.priority);
+    assert(p != pending_.end());
+    auto& q = p->second;
+    if (!q.empty() && q.front() == m.id) {
+      q.pop_front();
+    } else {
+      auto it = std::lower_bound(q.begin(), q.end(), m.id);
+      assert(it != q.end() && *it == m.id);
+      q.erase(it);
+    }
+    if (q.empty()) pending_.erase(p);
+  }
+}
+
+void JobTable::Insert(const JobMeta& meta) {
+  JobMeta m = meta;
+  m.erased = false;
+  if (jobs_.empty() || jobs_.back().id < m.id) {
+    jobs_.push_back(m);
+  } else {
+    size_t i = LowerBound(m.id);
+    if (i < jobs_.size() && jobs_[i].id == m.id) {
+      assert(jobs_[i].erased);
+      jobs_[i] = m;
+      erased_--;
+    } else {
+      jobs_.insert(jobs_.begin() + static_cast<std::ptrdiff_t>(i), m);
+    }
+  }
+  Index(m);
+}
+
+void JobTable::Replace(const JobMeta& meta) {
+  JobMeta* slot = FindSlot(meta.id);
+  assert(slot != nullptr && !slot->erased);
+  Unindex(*slot);
+  *slot = meta;
+  slot->erased = false;
+  Index(*slot);
+}
+
+void JobTable::Erase(uint64_t id) {
+  JobMeta* slot = FindSlot(id);
+  assert(slot != nullptr && !slot->erased);
+  Unindex(*slot);
+  slot->erased = true;
+  erased_++;
+}
+
+const RunInfo* JobTable::Run(uint64_t id) const {
+  auto it = runs_.find(id);
+  return it == runs_.end() ? nullptr : &it->second;
+}
+
+RunInfo* JobTable::MutableRun(uint64_t id) {
+  auto it = runs_.find(id);
+  return it == runs_.end() ? nullptr : &it->second;
+}
+
+void JobTable::SetRun(uint64_t id, std::optional<RunInfo> run) {
+  if (run) {
+    runs_[id] = std::move(*run);
+  } else {
+    runs_.erase(id);
+  }
+}
+
+void JobTable::ForEachPending(const std::function<bool(uint64_t)>& fn) const {
+  for (const auto& [prio, q] : pending_) {
+    for (uint64_t id : q) {
+      if (!fn(id)) return;
+    }
+  }
+}
+
+void JobTable::FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const {
+  ids->clear();
+  prompt_index_.ForEach(hash, [&](uint64_t id) { ids->push_back(id); });
+}
+
+void JobTable::Scan(uint64_t cursor, bool descending, uint64_t lo_id, uint64_t hi_id,
+                    const std::function<bool(const JobMeta&)>& fn) const {
+  if (jobs_.empty()) return;
+  if (descending) {
+    uint64_t upper = hi_id;  // exclusive
+    if (cursor != 0 && (upper == 0 || cursor < upper)) upper = cursor;
+    size_t i = upper == 0 ? jobs_.size() : LowerBound(upper);
+    while (i > 0) {
+      const JobMeta& m = jobs_[--i];
+      if (m.id < lo_id) return;
+      if (m.erased) continue;
+      if (!fn(m)) return;
+    }
+  } else {
+    uint64_t lower = lo_id;  // inclusive
+    if (cursor != 0 && cursor + 1 > lower) lower = cursor + 1;
+    for (size_t i = LowerBound(lower); i < jobs_.size(); ++i) {
+      const JobMeta& m = jobs_[i];
+      if (hi_id != 0 && m.id >= hi_id) return;
+      if (m.erased) continue;
+      if (!fn(m)) return;
+    }
+  }
+}
+
+void JobTable::ForEach(const std::function<void(const JobMeta&)>& fn) const {
+  for (const JobMeta& m : jobs_) {
+    if (!m.erased) fn(m);
+  }
+}
+
+uint32_t JobTable::InternBatch(std::string_view name) {
+  if (name.empty()) return 0;
+  auto it = batch_index_.find(std::string(name));
+  if (it != batch_index_.end()) return it->second;
+  uint32_t index = static_cast<uint32_t>(batch_names_.size());
+  batch_names_.emplace_back(name);
+  batch_index_.emplace(std::string(name), index);
+  return index;
+}
+
+bool JobTable::FindBatch(std::string_view name, uint32_t* index) const {
+  auto it = batch_index_.find(std::string(name));
+  if (it == batch_index_.end()) return false;
+  *index = it->second;
+  return true;
+}
+
+const std::string& JobTable::BatchName(uint32_t index) const {
+  static const std::string kEmpty;
+  return index < batch_names_.size() ? batch_names_[index] : kEmpty;
+}
+
+void JobTable::SetBatchNames(std::vector<std::string> names) {
+  batch_names_ = std::move(names);
+  if (batch_names_.empty()) batch_names_.emplace_back();
+  batch_index_.clear();
+  for (uint32_t i = 1; i < batch_names_.size(); ++i) batch_index_.emplace(batch_names_[i], i);
+}
+
+uint64_t JobTable::oldest_pending_id() const {
+  uint64_t best = 0;
+  for (const auto& [prio, q] : pending_) {
+    if (!q.empty() && (best == 0 || q.front() < best)) best = q.front();
+  }
+  return best;
+}
+
+uint64_t JobTable::SegmentLiveBytes(uint32_t segment) const {
+  auto it = segment_live_.find(segment);
+  return it == segment_live_.end() ? 0 : it->second;
+}
+
+void JobTable::CompactSlots() {
+  if (erased_ == 0) return;
+  std::deque<JobMeta> kept;
+  for (const JobMeta& m : jobs_) {
+    if (!m.erased) kept.push_back(m);
+  }
+  jobs_.swap(kept);
+  erased_ = 0;
+}
+
+}  // namespace comfymq

@@ -1,0 +1,116 @@
+// JobTable: the store's in-memory index. Holds 64 bytes of metadata per job (prompts stay on disk) plus the
+// derived indexes: dispatch order of pending jobs, prompt_id hashes, counts per state, live bytes per log
+// segment, and the run (lease) of every running job.
+//
+// Every change goes through Insert / Replace / Erase / SetRun, which keep the derived indexes in step, so
+// the inverse call undoes a change exactly (the store's group commit relies on that to roll back).
+// Not thread-safe: the store guards it with its state lock.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "comfymq/job.h"
+#include "store/log_segment.h"
+#include "util/flat_multimap.h"
+
+namespace comfymq {
+
+struct JobMeta {
+  uint64_t id = 0;
+  uint64_t prompt_id_hash = 0;
+  log::RecordLoc job_loc;     // the job as enqueued (prompt, workflow, ...)
+  log::RecordLoc status_loc;  // the latest status; invalid for a job never run or changed
+  int64_t updated_ms = 0;
+  int32_t priority = 0;
+  uint32_t batch = 0;         // interned batch id; 0 = none
+  uint16_t attempts = 0;
+  uint16_t max_attempts = 0;
+  JobState state = JobState::kPending;
+  bool erased = false;        // slot kept until the next Compact() so an undo can revive it
+};
+static_assert(sizeof(JobMeta) <= 64, "JobMeta must stay small: one per job in memory");
+
+// The current run of a running job.
+struct RunInfo {
+  uint64_t token = 0;
+  int64_t expires_ms = 0;
+  int64_t deadline_ms = 0;  // 0 = no timeout
+  int64_t started_ms = 0;
+  std::string worker_id;
+  std::string progress;     // JSON text, memory only
+};
+
+class JobTable {
+ public:
+  const JobMeta* Find(uint64_t id) const;
+  // Adds a job (or revives an erased slot with the same id).
+  void Insert(const JobMeta& meta);
+  // Replaces the job with meta.id, which must exist.
+  void Replace(const JobMeta& meta);
+  // Removes the job, which must exist.
+  void Erase(uint64_t id);
+
+  const RunInfo* Run(uint64_t id) const;
+  RunInfo* MutableRun(uint64_t id);  // for in-memory-only fields (expiry, progress)
+  void SetRun(uint64_t id, std::optional<RunInfo> run);
+  const std::unordered_map<uint64_t, RunInfo>& runs() const { return runs_; }
+  std::unordered_map<uint64_t, RunInfo>& mutable_runs() { return runs_; }  // in-memory fields only
+
+  // Pending jobs in dispatch order (priority high to low, then id); fn returns false to stop.
+  void ForEachPending(const std::function<bool(uint64_t id)>& fn) const;
+  // Jobs whose prompt_id hashes to `hash`.
+  void FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const;
+  // Walks live jobs by id starting after `cursor` (0 = from the end in that direction), within
+  // [lo_id, hi_id); fn returns false to stop.
+  void Scan(uint64_t cursor, bool descending, uint64_t lo_id, uint64_t hi_id,
+            const std::function<bool(const JobMeta&)>& fn) const;
+  void ForEach(const std::function<void(const JobMeta&)>& fn) const;
+
+  uint32_t InternBatch(std::string_view name);          // 0 for ""
+  bool FindBatch(std::string_view name, uint32_t* index) const;
+  const std::string& BatchName(uint32_t index) const;
+  const std::vector<std::string>& batch_names() const { return batch_names_; }
+  void SetBatchNames(std::vector<std::string> names);  // for checkpoint load; index 0 must be ""
+
+  uint64_t count(JobState s) const { return counts_[static_cast<int>(s)]; }
+  uint64_t size() const { return live_; }
+  uint64_t oldest_pending_id() const;  // 0 when none
+  uint64_t SegmentLiveBytes(uint32_t segment) const;
+  uint64_t total_live_bytes() const { return total_live_; }
+  const std::map<uint32_t, uint64_t>& segment_live_bytes() const { return segment_live_; }
+  uint64_t max_id() const { return jobs_.empty() ? 0 : jobs_.back().id; }
+
+  // Drops erased slots. Only between groups (no undo may still refer to them).
+  void CompactSlots();
+  void Reserve(size_t jobs) { prompt_index_.Reserve(jobs); }
+
+ private:
+  size_t LowerBound(uint64_t id) const;
+  JobMeta* FindSlot(uint64_t id);
+  void Index(const JobMeta& m);
+  void Unindex(const JobMeta& m);
+  void AddLive(const log::RecordLoc& loc, int64_t sign);
+
+  std::deque<JobMeta> jobs_;  // sorted by id, erased slots included
+  uint64_t live_ = 0;
+  uint64_t erased_ = 0;
+  std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> pending_;
+  FlatMultiMap64 prompt_index_;
+  std::array<uint64_t, kNumJobStates> counts_{};
+  std::map<uint32_t, uint64_t> segment_live_;
+  uint64_t total_live_ = 0;
+  std::unordered_map<uint64_t, RunInfo> runs_;
+  std::vector<std::string> batch_names_{""};
+  std::unordered_map<std::string, uint32_t> batch_index_;
+};
+
+}  // namespace comfymq

@@ -1,0 +1,33 @@
+// The log's on-disk format (see docs/store-format.md for the grammar).
+//
+//   segment  := segment_header record* zero_fill
+//   segment_header := "CMQLOG01" u64:segment_number                       (16 bytes)
+//   record   := u32:kRecordMagic u32:checksum u32:length u8:type payload[length]
+//   checksum := low 32 bits of XXH3-64 over (length, type, payload)
+//
+// Segments are preallocated (zero-filled) to their capacity, so appends never grow the file and a full disk
+// shows up when a segment is created, before anything is written. All integers are little-endian.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace comfymq::log {
+
+constexpr char kSegmentMagic[8] = {'C', 'M', 'Q', 'L', 'O', 'G', '0', '1'};
+constexpr size_t kSegmentHeaderSize = 16;
+constexpr uint32_t kRecordMagic = 0x52514D43;  // "CMQR" little-endian
+constexpr size_t kRecordHeaderSize = 13;        // magic, checksum, length, type
+constexpr size_t kChecksumCoverageOffset = 8;   // checksum covers bytes from `length` on
+constexpr uint32_t kMaxRecordPayload = 512u << 20;
+
+enum class RecordType : uint8_t {
+  kJob = 1,     // a job as enqueued (also written again, unchanged, when compaction moves it)
+  kStatus = 2,  // the whole mutable status of a job; the latest one wins
+  kErase = 3,   // ids of jobs removed (purge / delete)
+  kMeta = 4,    // store-wide settings (paused)
+};
+
+inline bool IsKnownRecordType(uint8_t t) { return t >= 1 && t <= 4; }
+
+}  // namespace comfymq::log

@@ -1,0 +1,236 @@
+#include "store/log_segment.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "util/checksum.h"
+#include "util/coding.h"
+
+namespace comfymq::log {
+
+std::string SegmentFileName(uint32_t segment) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "log-%08u.cmq", segment);
+  return buf;
+}
+
+bool ParseSegmentFileName(const std::string& name, uint32_t* segment) {
+  unsigned v = 0;
+  char tail[8] = {0};
+  if (name.size() != 16 || std::sscanf(name.c_str(), "log-%8u.%3s", &v, tail) != 2) return false;
+  if (std::strcmp(tail, "cmq") != 0 || SegmentFileName(v) != name) return false;
+  *segment = v;
+  return true;
+}
+
+void AppendRecord(RecordType type, std::string_view payload, std::string* out) {
+  size_t start = out->size();
+  PutU32(out, kRecordMagic);
+  PutU32(out, 0);  // checksum, filled below
+  PutU32(out, static_cast<uint32_t>(payload.size()));
+  PutU8(out, static_cast<uint8_t>(type));
+  out->append(payload.data(), payload.size());
+  char* base = &(*out)[start];
+  uint32_t crc = RecordChecksum(base + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + payload.size());
+  StoreU32At(base + 4, crc);
+}
+
+Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
+                     std::unique_ptr<WritableFile>* out) {
+  std::unique_ptr<WritableFile> file;
+  CMQ_RETURN_IF_ERROR(env->NewWritableFile(path, Env::OpenMode::kCreateNew, &file));
+  std::string header(kSegmentMagic, sizeof(kSegmentMagic));
+  PutU64(&header, segment);
+  Status s = file->Allocate(std::max<uint64_t>(capacity, kSegmentHeaderSize));
+  if (s.ok()) s = file->WriteAt(0, header);
+  if (s.ok()) s = file->Sync();
+  if (s.ok()) s = env->SyncDir(DirName(path));
+  if (!s.ok()) {
+    file->Close();
+    env->RemoveFile(path);
+    return s.WithContext("creating log segment " + path);
+  }
+  *out = std::move(file);
+  return Status::OK();
+}
+
+namespace {
+
+// Checks a framed record at the start of `buf` (which may extend past it). Returns the total size, or 0
+// if there is no valid record there. `need` is set to the bytes required to decide when buf is too short.
+size_t ValidRecordAt(std::string_view buf, size_t* need) {
+  *need = kRecordHeaderSize;
+  if (buf.size() < kRecordHeaderSize) return 0;
+  if (LoadFixed<uint32_t>(buf.data()) != kRecordMagic) return 0;
+  uint32_t len = LoadFixed<uint32_t>(buf.data() + 8);
+  uint8_t type = static_cast<uint8_t>(buf[12]);
+  if (len > kMaxRecordPayload || !IsKnownRecordType(type)) return 0;
+  *need = kRecordHeaderSize + len;
+  if (buf.size() < kRecordHeaderSize + len) return 0;
+  uint32_t crc = RecordChecksum(buf.data() + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + len);
+  if (crc != LoadFixed<uint32_t>(buf.data() + 4)) return 0;
+  return kRecordHeaderSize + len;
+}
+
+// A read window over a file, refilled on demand.
+class Window {
+ public:
+  Window(const RandomAccessFile& f, uint64_t size) : file_(f), size_(size) {}
+  // Makes [off, off+n) available (clipped at end of file) and returns a view of it.
+  Status View(uint64_t off, size_t n, std::string_view* out) {
+    if (off >= size_) {
+      *out = std::string_view();
+      return Status::OK();
+    }
+    n = static_cast<size_t>(std::min<uint64_t>(n, size_ - off));
+    if (off < start_ || off + n > start_ + buf_.size()) {
+      size_t want = std::max<size_t>(n, kChunk);
+      want = static_cast<size_t>(std::min<uint64_t>(want, size_ - off));
+      CMQ_RETURN_IF_ERROR(file_.Read(off, want, &buf_));
+      start_ = off;
+      if (buf_.size() < n) n = buf_.size();
+    }
+    *out = std::string_view(buf_).substr(static_cast<size_t>(off - start_), n);
+    return Status::OK();
+  }
+
+ private:
+  static constexpr size_t kChunk = 4u << 20;
+  const RandomAccessFile& file_;
+  uint64_t size_;
+  uint64_t start_ = 0;
+  std::string buf_;
+};
+
+// Finds the first offset >= from holding a valid record; returns file size when there is none.
+Status FindNextRecord(Window& w, uint64_t from, uint64_t size, uint64_t* found) {
+  const char magic[4] = {static_cast<char>(kRecordMagic & 0xff), static_cast<char>((kRecordMagic >> 8) & 0xff),
+                         static_cast<char>((kRecordMagic >> 16) & 0xff), static_cast<char>(kRecordMagic >> 24)};
+  uint64_t pos = from;
+  while (pos + kRecordHeaderSize <= size) {
+    std::string_view v;
+    CMQ_RETURN_IF_ERROR(w.View(pos, 1u << 20, &v));
+    if (v.size() < 4) break;
+    size_t hit = v.find(std::string_view(magic, 4));
+    if (hit == std::string_view::npos) {
+      pos += v.size() - 3;
+      continue;
+    }
+    uint64_t cand = pos + hit;
+    std::string_view head;
+    CMQ_RETURN_IF_ERROR(w.View(cand, kRecordHeaderSize, &head));
+    size_t need = 0;
+    size_t n = ValidRecordAt(head, &need);
+    if (n == 0 && need > kRecordHeaderSize && cand + need <= size) {
+      std::string_view full;
+      CMQ_RETURN_IF_ERROR(w.View(cand, need, &full));
+      n = ValidRecordAt(full, &need);
+    }
+    if (n != 0) {
+      *found = cand;
+      return Status::OK();
+    }
+    pos = cand + 1;
+  }
+  *found = size;
+  return Status::OK();
+}
+
+// Finds the end of the last non-zero byte in [from, size); returns `from` when all are zero.
+Status LastNonZero(Window& w, uint64_t from, uint64_t size, uint64_t* end) {
+  *end = from;
+  for (uint64_t pos = from; pos < size;) {
+    std::string_view v;
+    CMQ_RETURN_IF_ERROR(w.View(pos, 1u << 20, &v));
+    if (v.empty()) break;
+    for (size_t i = v.size(); i > 0; --i) {
+      if (v[i - 1] != 0) {
+        *end = pos + i;
+        break;
+      }
+    }
+    pos += v.size();
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status ParseFramedRecord(std::string_view framed, RecordType* type, std::string_view* payload) {
+  size_t need = 0;
+  size_t n = ValidRecordAt(framed, &need);
+  if (n == 0 || n != framed.size()) return Status::Corruption("record failed its checksum or framing check");
+  *type = static_cast<RecordType>(framed[12]);
+  *payload = framed.substr(kRecordHeaderSize);
+  return Status::OK();
+}
+
+Status ReadRecord(const RandomAccessFile& file, const RecordLoc& loc, RecordType* type, std::string* payload) {
+  std::string buf;
+  CMQ_RETURN_IF_ERROR(file.Read(loc.offset, loc.size, &buf));
+  std::string_view p;
+  Status s = ParseFramedRecord(buf, type, &p);
+  if (!s.ok()) {
+    return Status::Corruption("record at " + SegmentFileName(loc.segment) + " offset " + std::to_string(loc.offset) +
+                              " (" + std::to_string(loc.size) + " bytes) failed its checksum or framing check");
+  }
+  payload->assign(p.data(), p.size());
+  return Status::OK();
+}
+
+Status ScanSegment(const RandomAccessFile& file, uint32_t expected_segment, const RecordVisitor& visit,
+                   SegmentScan* scan) {
+  *scan = SegmentScan();
+  uint64_t size = 0;
+  CMQ_RETURN_IF_ERROR(file.Size(&size));
+  scan->file_size = size;
+  Window w(file, size);
+  std::string_view head;
+  CMQ_RETURN_IF_ERROR(w.View(0, kSegmentHeaderSize, &head));
+  if (head.size() < kSegmentHeaderSize || std::memcmp(head.data(), kSegmentMagic, sizeof(kSegmentMagic)) != 0 ||
+      LoadFixed<uint64_t>(head.data() + 8) != expected_segment) {
+    return Status::OK();
+  }
+  scan->header_ok = true;
+  uint64_t pos = kSegmentHeaderSize;
+  scan->valid_end = pos;
+  while (pos < size) {
+    std::string_view v;
+    CMQ_RETURN_IF_ERROR(w.View(pos, kRecordHeaderSize, &v));
+    size_t need = 0;
+    size_t n = ValidRecordAt(v, &need);
+    if (n == 0 && need > kRecordHeaderSize && pos + need <= size) {
+      CMQ_RETURN_IF_ERROR(w.View(pos, need, &v));
+      n = ValidRecordAt(v, &need);
+    }
+    if (n != 0) {
+      RecordLoc loc{0, static_cast<uint32_t>(pos), static_cast<uint32_t>(n)};
+      loc.segment = expected_segment;
+      CMQ_RETURN_IF_ERROR(visit(static_cast<RecordType>(v[12]), v.substr(kRecordHeaderSize, n - kRecordHeaderSize), loc));
+      scan->records++;
+      pos += n;
+      scan->valid_end = pos;
+      continue;
+    }
+    // Not a record here. Zeros to the end mean a clean end; a valid record further on means a bad region
+    // in the middle; anything else is a torn tail.
+    uint64_t next = size;
+    CMQ_RETURN_IF_ERROR(FindNextRecord(w, pos + 1, size, &next));
+    if (next < size) {
+      scan->bad_regions.emplace_back(pos, next);
+      pos = next;
+      continue;
+    }
+    uint64_t nz = pos;
+    CMQ_RETURN_IF_ERROR(LastNonZero(w, pos, size, &nz));
+    if (nz > pos) {
+      scan->tail_garbage_begin = pos;
+      scan->tail_garbage_end = nz;
+    }
+    break;
+  }
+  return Status::OK();
+}
+
+}  // namespace comfymq::log

@@ -1,0 +1,107 @@
+#include "store/records.h"
+
+#include "util/coding.h"
+
+namespace comfymq::records {
+namespace {
+
+Status Bad(const char* what) { return Status::Corruption(std::string("malformed ") + what + " record"); }
+
+bool Version(Decoder& d) {
+  uint8_t v = 0;
+  return d.U8(&v) && v == kVersion;
+}
+
+}  // namespace
+
+void EncodeJob(const JobView& v, std::string* out) {
+  PutU8(out, kVersion);
+  PutU64(out, v.id);
+  PutI32(out, v.priority);
+  PutU16(out, v.max_attempts);
+  PutI64(out, v.timeout_ms);
+  PutI64(out, v.create_time_ms);
+  PutBytes(out, v.prompt_id);
+  PutBytes(out, v.batch_id);
+  PutBytes(out, v.owner);
+  PutBytes(out, v.prompt);
+  PutBytes(out, v.workflow);
+}
+
+void PatchJobId(std::string* payload, uint64_t id) {
+  for (size_t i = 0; i < 8; ++i) (*payload)[kJobIdOffset + i] = static_cast<char>((id >> (8 * i)) & 0xff);
+}
+
+Status DecodeJob(std::string_view payload, JobView* v) {
+  Decoder d(payload);
+  if (!Version(d) || !d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) ||
+      !d.I64(&v->timeout_ms) || !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) ||
+      !d.Bytes(&v->owner) || !d.Bytes(&v->prompt) || !d.Bytes(&v->workflow) || !d.done()) {
+    return Bad("job");
+  }
+  return Status::OK();
+}
+
+void EncodeStatus(const StatusView& v, std::string* out) {
+  PutU8(out, kVersion);
+  PutU64(out, v.id);
+  PutU8(out, static_cast<uint8_t>(v.state));
+  PutU16(out, v.attempts);
+  PutU64(out, v.token);
+  PutI64(out, v.lease_expires_ms);
+  PutI64(out, v.deadline_ms);
+  PutI64(out, v.started_ms);
+  PutI64(out, v.finished_ms);
+  PutI64(out, v.updated_ms);
+  PutBytes(out, v.worker_id);
+  PutBytes(out, v.outputs);
+  PutBytes(out, v.artifacts);
+  PutBytes(out, v.error);
+  PutBytes(out, v.history);
+}
+
+Status DecodeStatus(std::string_view payload, StatusView* v) {
+  Decoder d(payload);
+  uint8_t state = 0;
+  if (!Version(d) || !d.U64(&v->id) || !d.U8(&state) || state >= kNumJobStates || !d.U16(&v->attempts) ||
+      !d.U64(&v->token) || !d.I64(&v->lease_expires_ms) || !d.I64(&v->deadline_ms) || !d.I64(&v->started_ms) ||
+      !d.I64(&v->finished_ms) || !d.I64(&v->updated_ms) || !d.Bytes(&v->worker_id) || !d.Bytes(&v->outputs) ||
+      !d.Bytes(&v->artifacts) || !d.Bytes(&v->error) || !d.Bytes(&v->history) || !d.done()) {
+    return Bad("status");
+  }
+  v->state = static_cast<JobState>(state);
+  return Status::OK();
+}
+
+void EncodeErase(int64_t at_ms, const uint64_t* ids, size_t n, std::string* out) {
+  PutU8(out, kVersion);
+  PutI64(out, at_ms);
+  PutU32(out, static_cast<uint32_t>(n));
+  for (size_t i = 0; i < n; ++i) PutU64(out, ids[i]);
+}
+
+Status DecodeErase(std::string_view payload, EraseView* v) {
+  Decoder d(payload);
+  uint32_t n = 0;
+  if (!Version(d) || !d.I64(&v->at_ms) || !d.U32(&n) || d.remaining() != static_cast<size_t>(n) * 8) {
+    return Bad("erase");
+  }
+  v->ids.resize(n);
+  for (uint32_t i = 0; i < n; ++i) d.U64(&v->ids[i]);
+  return Status::OK();
+}
+
+void EncodeMeta(bool paused, std::string* out) {
+  PutU8(out, kVersion);
+  PutU8(out, paused ? 1 : 0);
+}
+
+Status DecodeMeta(std::string_view payload, bool* paused) {
+  Decoder d(payload);
+  uint8_t p = 0;
+  if (!Version(d) || !d.U8(&p) || p > 1 || !d.done()) return Bad("meta");
+  *paused = p == 1;
+  return Status::OK();
+}
+
+}  // namespace comfymq::records

@@ -1,0 +1,60 @@
+// Payloads of the log's record types (grammar in docs/store-format.md). Views point into the buffer they
+// were decoded from; Encode* functions append to *out. Every payload starts with a version byte.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "comfymq/job.h"
+#include "comfymq/status.h"
+
+namespace comfymq::records {
+
+constexpr uint8_t kVersion = 1;
+// Byte offset of the job id inside a job payload, so a payload prepared before the id is known can be
+// patched in place.
+constexpr size_t kJobIdOffset = 1;
+
+struct JobView {
+  uint64_t id = 0;
+  int32_t priority = 1;
+  uint16_t max_attempts = 1;
+  int64_t timeout_ms = 0;
+  int64_t create_time_ms = 0;
+  std::string_view prompt_id, batch_id, owner, prompt, workflow;
+};
+
+struct StatusView {
+  uint64_t id = 0;
+  JobState state = JobState::kPending;
+  uint16_t attempts = 0;
+  uint64_t token = 0;
+  int64_t lease_expires_ms = 0;
+  int64_t deadline_ms = 0;
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int64_t updated_ms = 0;
+  std::string_view worker_id, outputs, artifacts, error, history;
+};
+
+struct EraseView {
+  int64_t at_ms = 0;
+  std::vector<uint64_t> ids;
+};
+
+void EncodeJob(const JobView& v, std::string* out);
+Status DecodeJob(std::string_view payload, JobView* v);
+void PatchJobId(std::string* payload, uint64_t id);
+
+void EncodeStatus(const StatusView& v, std::string* out);
+Status DecodeStatus(std::string_view payload, StatusView* v);
+
+void EncodeErase(int64_t at_ms, const uint64_t* ids, size_t n, std::string* out);
+Status DecodeErase(std::string_view payload, EraseView* v);
+
+void EncodeMeta(bool paused, std::string* out);
+Status DecodeMeta(std::string_view payload, bool* paused);
+
+}  // namespace comfymq::records

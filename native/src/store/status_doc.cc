@@ -1,0 +1,98 @@
+#include "store/status_doc.h"
+
+#include <nlohmann/json.hpp>
+
+#include "util/json_checks.h"
+
+namespace comfymq {
+
+using json = nlohmann::json;
+
+StatusDoc StatusDoc::FromView(const records::StatusView& v) {
+  StatusDoc d;
+  d.state = v.state;
+  d.attempts = v.attempts;
+  d.token = v.token;
+  d.lease_expires_ms = v.lease_expires_ms;
+  d.deadline_ms = v.deadline_ms;
+  d.started_ms = v.started_ms;
+  d.finished_ms = v.finished_ms;
+  d.updated_ms = v.updated_ms;
+  d.worker_id = v.worker_id;
+  d.outputs = v.outputs;
+  d.artifacts = v.artifacts;
+  d.error = v.error;
+  d.history = v.history;
+  return d;
+}
+
+records::StatusView StatusDoc::View(uint64_t id) const {
+  records::StatusView v;
+  v.id = id;
+  v.state = state;
+  v.attempts = attempts;
+  v.token = token;
+  v.lease_expires_ms = lease_expires_ms;
+  v.deadline_ms = deadline_ms;
+  v.started_ms = started_ms;
+  v.finished_ms = finished_ms;
+  v.updated_ms = updated_ms;
+  v.worker_id = worker_id;
+  v.outputs = outputs;
+  v.artifacts = artifacts;
+  v.error = error;
+  v.history = history;
+  return v;
+}
+
+Status ErrorToJson(const JobError& e, std::string* out) {
+  json j = json::object();
+  j["type"] = e.type.empty() ? "error" : e.type;
+  j["message"] = e.message;
+  if (!e.node_id.empty()) j["node_id"] = e.node_id;
+  if (!e.traceback.empty()) j["traceback"] = e.traceback;
+  if (!e.details.empty()) {
+    try {
+      j["details"] = json::parse(e.details);
+    } catch (const json::parse_error&) {
+      return Status::InvalidArgument("error details are not valid JSON");
+    }
+  }
+  *out = j.dump(-1, ' ', false, json::error_handler_t::replace);
+  return Status::OK();
+}
+
+Status ArtifactsToJson(const std::vector<Artifact>& artifacts, std::string* out) {
+  json arr = json::array();
+  for (const Artifact& a : artifacts) {
+    if (a.path.empty() || a.path[0] == '/' || a.path.find('\0') != std::string::npos) {
+      return Status::InvalidArgument("artifact path must be a non-empty relative path, got '" + a.path + "'");
+    }
+    if (a.sha256.size() != 64 || a.sha256.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return Status::InvalidArgument("artifact " + a.path + ": sha256 must be 64 lowercase hex digits");
+    }
+    arr.push_back({{"path", a.path}, {"size", a.size}, {"sha256", a.sha256}, {"mime", a.mime}});
+  }
+  *out = artifacts.empty() ? std::string() : arr.dump(-1, ' ', false, json::error_handler_t::replace);
+  return Status::OK();
+}
+
+std::string AppendHistory(const std::string& history, const RunOutcome& run, size_t max_entries) {
+  json arr = json::array();
+  if (!history.empty()) {
+    try {
+      arr = json::parse(history);
+    } catch (const json::parse_error&) {
+      arr = json::array();
+    }
+    if (!arr.is_array()) arr = json::array();
+  }
+  json entry = {{"attempt", run.attempt},   {"worker", run.worker_id}, {"started_ms", run.started_ms},
+                {"ended_ms", run.ended_ms}, {"outcome", run.outcome}};
+  if (!run.error_json.empty()) entry["error"] = json::parse(run.error_json, nullptr, false);
+  arr.push_back(std::move(entry));
+  while (max_entries > 0 && arr.size() > max_entries) arr.erase(arr.begin());
+  return arr.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace comfymq

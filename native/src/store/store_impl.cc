@@ -1,0 +1,913 @@
+// StoreImpl: operations, reads and group commit. Recovery and maintenance live in their own files.
+#include "store/store_impl.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "util/checksum.h"
+#include "util/json_checks.h"
+
+namespace comfymq {
+namespace {
+
+constexpr size_t kMaxIdBytes = 256;
+constexpr size_t kMaxProgressBytes = 256u << 10;
+constexpr int64_t kMaxTimeoutMs = 30ll * 24 * 3600 * 1000;
+
+std::string NewUuid() {
+  thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                   static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  uint64_t a = rng(), b = rng();
+  a = (a & ~0xF000ull) | 0x4000ull;                                 // version 4
+  b = (b & ~(0xC000000000000000ull)) | 0x8000000000000000ull;       // variant 1
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
+                static_cast<unsigned>(b >> 48), static_cast<unsigned long long>(b & 0xffffffffffffull));
+  return buf;
+}
+
+Status CheckText(const std::string& value, const char* what, size_t max) {
+  if (value.size() > max) {
+    return Status::InvalidArgument(std::string(what) + " is too long (" + std::to_string(value.size()) +
+                                   " bytes, at most " + std::to_string(max) + ")");
+  }
+  for (char c : value) {
+    if (static_cast<unsigned char>(c) < 0x20) {
+      return Status::InvalidArgument(std::string(what) + " must not contain control characters");
+    }
+  }
+  return Status::OK();
+}
+
+std::string ErrorJsonOf(const char* type, const std::string& message) {
+  JobError e;
+  e.type = type;
+  e.message = message;
+  std::string out;
+  ErrorToJson(e, &out);
+  return out;
+}
+
+}  // namespace
+
+StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
+    : options_(options),
+      env_(options.env != nullptr ? options.env : Env::Default()),
+      dir_(std::move(dir)),
+      committer_([this](std::vector<PendingOp*>& group) { ProcessGroup(group); }) {}
+
+StoreImpl::~StoreImpl() { Close(); }
+
+Status StoreImpl::health() { return Usable(); }
+
+Status StoreImpl::Usable() {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  std::lock_guard<std::mutex> l(health_mu_);
+  return failed_;
+}
+
+void StoreImpl::SetFailed(const Status& s) {
+  std::lock_guard<std::mutex> l(health_mu_);
+  if (failed_.ok()) {
+    failed_ = Status::IOError("store " + dir_ + " stopped after a failed write (reopen it to recover): " + s.ToString());
+  }
+}
+
+uint64_t StoreImpl::NextId(int64_t now_ms) {
+  uint64_t id = static_cast<uint64_t>(now_ms) << 16;
+  if (id <= last_id_) id = last_id_ + 1;
+  last_id_ = id;
+  return id;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Group commit
+
+Status StoreImpl::Run(const std::function<Status()>& apply, size_t bytes_hint) {
+  CMQ_RETURN_IF_ERROR(Usable());
+  PendingOp op;
+  op.apply = apply;
+  op.bytes_hint = bytes_hint;
+  return committer_.Commit(&op);
+}
+
+void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  Status usable = Usable();
+  if (!usable.ok()) {
+    for (PendingOp* op : group) op->status = usable;
+    return;
+  }
+  const int64_t now = NowMs();
+  RecordSink sink(tail_segment_, tail_offset_, tail_capacity_, options_.segment_bytes);
+  Txn txn(&table_, &sink, &paused_, now);
+  {
+    std::unique_lock<std::shared_mutex> st(state_mu_);
+    txn_ = &txn;
+    inflight_ = &sink;
+    for (PendingOp* op : group) {
+      Txn::Mark m = txn.mark();
+      op->status = op->apply();
+      if (!op->status.ok()) txn.RollbackTo(m);
+    }
+    txn_ = nullptr;
+    if (sink.empty()) inflight_ = nullptr;
+  }
+  if (sink.empty()) return;
+
+  Status ws = WriteSink(sink);
+  {
+    std::unique_lock<std::shared_mutex> st(state_mu_);
+    inflight_ = nullptr;
+    if (!ws.ok()) {
+      txn.RollbackAll();
+    } else {
+      const int64_t sec = now / 1000;
+      for (const StoreEvent& e : txn.events()) {
+        if (e.kind != StoreEvent::Kind::kJobChanged || !IsFinished(e.to) || IsFinished(e.from)) continue;
+        if (sec > finished_ring_second_) {
+          for (int64_t s = std::max(finished_ring_second_ + 1, sec - 3599); s <= sec; ++s) {
+            finished_per_second_[static_cast<size_t>(s % 3600)] = 0;
+          }
+          finished_ring_second_ = sec;
+        }
+        if (sec > finished_ring_second_ - 3600) finished_per_second_[static_cast<size_t>(sec % 3600)]++;
+      }
+    }
+  }
+  if (!ws.ok()) {
+    for (PendingOp* op : group) {
+      if (op->status.ok()) op->status = ws;
+    }
+    if (!ws.IsNoSpace()) SetFailed(ws);
+    return;
+  }
+  bytes_since_checkpoint_ += sink.bytes();
+  if (!txn.events().empty()) {
+    std::lock_guard<std::mutex> l(events_mu_);
+    if (listener_) {
+      event_queue_.push_back(std::move(txn.events()));
+      events_cv_.notify_one();
+    }
+  }
+  if (bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) {
+    std::lock_guard<std::mutex> l(bg_mu_);
+    bg_kick_ = true;
+    bg_cv_.notify_one();
+  }
+}
+
+Status StoreImpl::WriteSink(const RecordSink& sink) {
+  const auto& parts = sink.parts();
+  // Create every new segment first: a full disk fails here, before anything of the group is written.
+  std::vector<std::unique_ptr<WritableFile>> created(parts.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!parts[i].new_segment) continue;
+    const std::string path = JoinPath(dir_, log::SegmentFileName(parts[i].segment));
+    env_->RemoveFile(path);  // a leftover of an earlier failed attempt; nothing past the tail is live
+    Status s = log::CreateSegment(env_, path, parts[i].segment, parts[i].capacity, &created[i]);
+    if (!s.ok()) {
+      for (size_t j = 0; j < i; ++j) {
+        if (!created[j]) continue;
+        created[j]->Close();
+        env_->RemoveFile(JoinPath(dir_, log::SegmentFileName(parts[j].segment)));
+      }
+      return s;
+    }
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i].bytes.empty()) continue;
+    WritableFile* f = parts[i].new_segment ? created[i].get() : tail_file_.get();
+    Status s = f->WriteAt(parts[i].offset, parts[i].bytes);
+    if (s.ok()) s = f->Sync();
+    // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
+    if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
+  }
+  {
+    std::lock_guard<std::mutex> l(files_mu_);
+    for (const auto& p : parts) segment_used_[p.segment] = p.offset + p.bytes.size();
+  }
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!parts[i].new_segment) continue;
+    // Seal the old tail: give back its unused preallocated space.
+    uint64_t used;
+    {
+      std::lock_guard<std::mutex> l(files_mu_);
+      used = segment_used_[tail_segment_];
+    }
+    if (used >= log::kSegmentHeaderSize) tail_file_->Truncate(used);
+    tail_file_->Close();
+    tail_file_ = std::move(created[i]);
+    tail_segment_ = parts[i].segment;
+    tail_capacity_ = parts[i].capacity;
+  }
+  tail_offset_ = sink.end_offset();
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reading records
+
+std::shared_ptr<RandomAccessFile> StoreImpl::SegmentFile(uint32_t segment, Status* s) {
+  std::lock_guard<std::mutex> l(files_mu_);
+  auto it = files_.find(segment);
+  if (it != files_.end()) return it->second;
+  std::unique_ptr<RandomAccessFile> f;
+  *s = env_->NewRandomAccessFile(JoinPath(dir_, log::SegmentFileName(segment)), &f);
+  if (!s->ok()) return nullptr;
+  std::shared_ptr<RandomAccessFile> shared(std::move(f));
+  files_[segment] = shared;
+  return shared;
+}
+
+Status StoreImpl::ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload) {
+  log::RecordType type;
+  std::string_view framed;
+  if (inflight_ != nullptr && inflight_->Find(loc, &framed)) {
+    std::string_view p;
+    CMQ_RETURN_IF_ERROR(log::ParseFramedRecord(framed, &type, &p));
+    payload->assign(p.data(), p.size());
+  } else {
+    Status s;
+    auto file = SegmentFile(loc.segment, &s);
+    if (!file) return s;
+    CMQ_RETURN_IF_ERROR(log::ReadRecord(*file, loc, &type, payload));
+  }
+  if (type != want) return Status::Corruption("record at " + log::SegmentFileName(loc.segment) + " offset " +
+                                              std::to_string(loc.offset) + " has an unexpected type");
+  return Status::OK();
+}
+
+Status StoreImpl::LoadStatusLocked(const JobMeta& m, StatusDoc* doc) {
+  if (!m.status_loc.valid()) {
+    *doc = StatusDoc();
+    doc->state = m.state;
+    doc->attempts = m.attempts;
+    doc->updated_ms = m.updated_ms;
+    return Status::OK();
+  }
+  std::string payload;
+  CMQ_RETURN_IF_ERROR(ReadPayloadLocked(m.status_loc, log::RecordType::kStatus, &payload));
+  records::StatusView v;
+  CMQ_RETURN_IF_ERROR(records::DecodeStatus(payload, &v));
+  *doc = StatusDoc::FromView(v);
+  return Status::OK();
+}
+
+Status StoreImpl::CaptureLocked(const JobMeta& m, PendingRead* r) {
+  r->meta = m;
+  if (const RunInfo* run = table_.Run(m.id)) r->run = *run;
+  auto capture = [&](const log::RecordLoc& loc, std::string* framed, std::shared_ptr<RandomAccessFile>* file) {
+    if (!loc.valid()) return Status::OK();
+    std::string_view v;
+    if (inflight_ != nullptr && inflight_->Find(loc, &v)) {
+      framed->assign(v.data(), v.size());
+      return Status::OK();
+    }
+    Status s;
+    *file = SegmentFile(loc.segment, &s);
+    return s;
+  };
+  CMQ_RETURN_IF_ERROR(capture(m.job_loc, &r->job_framed, &r->job_file));
+  return capture(m.status_loc, &r->status_framed, &r->status_file);
+}
+
+Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
+  auto payload_of = [](const log::RecordLoc& loc, const std::string& framed, const std::shared_ptr<RandomAccessFile>& f,
+                       log::RecordType want, std::string* out) {
+    log::RecordType type;
+    if (!framed.empty()) {
+      std::string_view p;
+      CMQ_RETURN_IF_ERROR(log::ParseFramedRecord(framed, &type, &p));
+      out->assign(p.data(), p.size());
+    } else {
+      CMQ_RETURN_IF_ERROR(log::ReadRecord(*f, loc, &type, out));
+    }
+    if (type != want) return Status::Corruption("record has an unexpected type");
+    return Status::OK();
+  };
+  const JobMeta& m = r.meta;
+  std::string job_payload;
+  CMQ_RETURN_IF_ERROR(payload_of(m.job_loc, r.job_framed, r.job_file, log::RecordType::kJob, &job_payload)
+                          .WithContext("job " + FormatJobId(m.id)));
+  records::JobView jv;
+  CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &jv));
+  *job = Job();
+  job->id = m.id;
+  job->state = m.state;
+  job->priority = m.priority;
+  job->attempts = m.attempts;
+  job->max_attempts = m.max_attempts;
+  job->updated_ms = m.updated_ms;
+  job->timeout_ms = jv.timeout_ms;
+  job->prompt_id = jv.prompt_id;
+  job->create_time_ms = jv.create_time_ms;
+  job->enqueued_ms = JobIdMillis(m.id);
+  job->batch_id = jv.batch_id;
+  job->owner = jv.owner;
+  if (with_prompt) {
+    job->prompt = jv.prompt;
+    job->workflow = jv.workflow;
+  }
+  if (m.status_loc.valid()) {
+    std::string sp;
+    CMQ_RETURN_IF_ERROR(payload_of(m.status_loc, r.status_framed, r.status_file, log::RecordType::kStatus, &sp)
+                            .WithContext("status of job " + FormatJobId(m.id)));
+    records::StatusView sv;
+    CMQ_RETURN_IF_ERROR(records::DecodeStatus(sp, &sv));
+    job->started_ms = sv.started_ms;
+    job->finished_ms = sv.finished_ms;
+    job->worker_id = sv.worker_id;
+    job->outputs = sv.outputs;
+    job->artifacts = sv.artifacts;
+    job->error = sv.error;
+    job->history = sv.history;
+  }
+  if (r.run) {
+    job->lease_token = r.run->token;
+    job->lease_expires_ms = r.run->expires_ms;
+    job->worker_id = r.run->worker_id;
+    job->started_ms = r.run->started_ms;
+    job->progress = r.run->progress;
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id) {
+  *id = 0;
+  std::vector<uint64_t> candidates;
+  table_.FindByPromptHash(hash, &candidates);
+  for (uint64_t c : candidates) {
+    const JobMeta* m = table_.Find(c);
+    if (m == nullptr) continue;
+    std::string payload;
+    CMQ_RETURN_IF_ERROR(ReadPayloadLocked(m->job_loc, log::RecordType::kJob, &payload));
+    records::JobView jv;
+    CMQ_RETURN_IF_ERROR(records::DecodeJob(payload, &jv));
+    if (jv.prompt_id == prompt_id) {
+      *id = c;
+      return Status::OK();
+    }
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::Get(uint64_t id, bool with_prompt, Job* job) {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  PendingRead r;
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    const JobMeta* m = table_.Find(id);
+    if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+    CMQ_RETURN_IF_ERROR(CaptureLocked(*m, &r));
+  }
+  return Materialize(r, with_prompt, job);
+}
+
+Status StoreImpl::GetByPromptId(const std::string& prompt_id, bool with_prompt, Job* job) {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  PendingRead r;
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    uint64_t id = 0;
+    CMQ_RETURN_IF_ERROR(FindByPromptIdLocked(prompt_id, Hash64(prompt_id), &id));
+    const JobMeta* m = id == 0 ? nullptr : table_.Find(id);
+    if (m == nullptr) return Status::NotFound("no job with prompt_id '" + prompt_id + "'");
+    CMQ_RETURN_IF_ERROR(CaptureLocked(*m, &r));
+  }
+  return Materialize(r, with_prompt, job);
+}
+
+Status StoreImpl::List(const ListQuery& q, ListPage* page) {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  if (q.limit < 1 || q.limit > 1000) return Status::InvalidArgument("limit must be between 1 and 1000");
+  if (q.state_mask >= (1u << kNumJobStates)) return Status::InvalidArgument("state filter names an unknown state");
+  if (q.since_ms < 0 || q.until_ms < 0) return Status::InvalidArgument("time bounds must not be negative");
+  page->jobs.clear();
+  page->next_cursor = 0;
+  std::vector<PendingRead> reads;
+  bool more = false;
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    uint32_t batch = 0;
+    if (!q.batch_id.empty() && !table_.FindBatch(q.batch_id, &batch)) return Status::OK();
+    const uint64_t lo = static_cast<uint64_t>(q.since_ms) << 16;
+    const uint64_t hi = static_cast<uint64_t>(q.until_ms) << 16;
+    Status s;
+    table_.Scan(q.cursor, q.newest_first, lo, hi, [&](const JobMeta& m) {
+      if (q.state_mask != 0 && (q.state_mask & (1u << static_cast<int>(m.state))) == 0) return true;
+      if (batch != 0 && m.batch != batch) return true;
+      if (reads.size() == q.limit) {
+        more = true;
+        return false;
+      }
+      reads.emplace_back();
+      s = CaptureLocked(m, &reads.back());
+      return s.ok();
+    });
+    CMQ_RETURN_IF_ERROR(s);
+  }
+  page->jobs.resize(reads.size());
+  for (size_t i = 0; i < reads.size(); ++i) {
+    CMQ_RETURN_IF_ERROR(Materialize(reads[i], q.with_prompt, &page->jobs[i]));
+  }
+  if (more) page->next_cursor = reads.back().meta.id;
+  return Status::OK();
+}
+
+Status StoreImpl::Stats(StoreStats* out) {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  *out = StoreStats();
+  const int64_t now = NowMs();
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    for (int i = 0; i < kNumJobStates; ++i) out->counts[i] = table_.count(static_cast<JobState>(i));
+    out->total = table_.size();
+    uint64_t oldest = table_.oldest_pending_id();
+    if (oldest != 0) out->oldest_pending_age_ms = std::max<int64_t>(0, now - JobIdMillis(oldest));
+    const int64_t sec = now / 1000;
+    for (int64_t s = sec - 3599; s <= sec; ++s) {
+      if (s > finished_ring_second_ || s <= finished_ring_second_ - 3600) continue;
+      uint32_t n = finished_per_second_[static_cast<size_t>(s % 3600)];
+      out->finished_last_hour += n;
+      if (s > sec - 60) out->finished_last_minute += n;
+    }
+    out->paused = paused_;
+    out->live_bytes = table_.total_live_bytes();
+  }
+  {
+    std::lock_guard<std::mutex> l(files_mu_);
+    for (const auto& [seg, used] : segment_used_) out->log_bytes += used;
+    out->segments = segment_used_.size();
+  }
+  out->checkpoint_segment = checkpoint_segment_.load();
+  std::lock_guard<std::mutex> l(health_mu_);
+  out->background_error = last_background_error_;
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Changes
+
+Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out) {
+  if (in.prompt.size() > options_.max_prompt_bytes) {
+    return Status::InvalidArgument("prompt is too large (" + std::to_string(in.prompt.size()) + " bytes, at most " +
+                                   std::to_string(options_.max_prompt_bytes) + ")");
+  }
+  CMQ_RETURN_IF_ERROR(ValidatePromptJson(in.prompt));
+  if (!in.workflow.empty()) {
+    if (in.workflow.size() > options_.max_prompt_bytes) return Status::InvalidArgument("workflow is too large");
+    CMQ_RETURN_IF_ERROR(ValidateJsonObject(in.workflow, "workflow"));
+  }
+  if (in.max_attempts < 1 || in.max_attempts > 100) {
+    return Status::InvalidArgument("max_attempts must be between 1 and 100, got " + std::to_string(in.max_attempts));
+  }
+  if (in.timeout_ms < 0 || in.timeout_ms > kMaxTimeoutMs) {
+    return Status::InvalidArgument("timeout must be between 0 (none) and 30 days");
+  }
+  if (in.create_time_ms < 0) return Status::InvalidArgument("create_time must not be negative");
+  CMQ_RETURN_IF_ERROR(CheckText(in.prompt_id, "prompt_id", kMaxIdBytes));
+  CMQ_RETURN_IF_ERROR(CheckText(in.batch_id, "batch_id", kMaxIdBytes));
+  CMQ_RETURN_IF_ERROR(CheckText(in.owner, "owner", kMaxIdBytes));
+  out->prompt_id = in.prompt_id.empty() ? NewUuid() : in.prompt_id;
+  out->prompt_id_hash = Hash64(out->prompt_id);
+  if (out->prompt_id_hash == 0) out->prompt_id_hash = 1;
+  out->priority = in.priority;
+  out->max_attempts = static_cast<uint16_t>(in.max_attempts);
+  out->batch_id = in.batch_id;
+  records::JobView v;
+  v.priority = in.priority;
+  v.max_attempts = out->max_attempts;
+  v.timeout_ms = in.timeout_ms;
+  v.create_time_ms = in.create_time_ms != 0 ? in.create_time_ms : now_ms;
+  v.prompt_id = out->prompt_id;
+  v.batch_id = in.batch_id;
+  v.owner = in.owner;
+  v.prompt = in.prompt;
+  v.workflow = in.workflow;
+  out->payload.reserve(64 + in.prompt.size() + in.workflow.size() + out->prompt_id.size());
+  records::EncodeJob(v, &out->payload);
+  return Status::OK();
+}
+
+Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<EnqueueResult>* results) {
+  results->clear();
+  for (PreparedJob& pj : jobs) {
+    uint64_t existing = 0;
+    CMQ_RETURN_IF_ERROR(FindByPromptIdLocked(pj.prompt_id, pj.prompt_id_hash, &existing));
+    if (existing != 0) {
+      results->push_back(EnqueueResult{existing, true});
+      continue;
+    }
+    const uint64_t id = NextId(txn_->now_ms());
+    records::PatchJobId(&pj.payload, id);
+    JobMeta m;
+    m.id = id;
+    m.prompt_id_hash = pj.prompt_id_hash;
+    m.job_loc = txn_->Append(log::RecordType::kJob, pj.payload);
+    m.updated_ms = txn_->now_ms();
+    m.priority = pj.priority;
+    m.batch = table_.InternBatch(pj.batch_id);
+    m.max_attempts = pj.max_attempts;
+    m.state = JobState::kPending;
+    txn_->Insert(m);
+    StoreEvent e;
+    e.job_id = id;
+    e.reason = "enqueued";
+    txn_->Event(std::move(e));
+    results->push_back(EnqueueResult{id, false});
+  }
+  return Status::OK();
+}
+
+Status StoreImpl::Enqueue(const NewJob& job, EnqueueResult* result) {
+  std::vector<EnqueueResult> results;
+  CMQ_RETURN_IF_ERROR(EnqueueMany({job}, &results));
+  *result = results[0];
+  return Status::OK();
+}
+
+Status StoreImpl::EnqueueMany(const std::vector<NewJob>& jobs, std::vector<EnqueueResult>* results) {
+  if (jobs.empty()) return Status::InvalidArgument("no jobs to enqueue");
+  std::vector<PreparedJob> prepared(jobs.size());
+  const int64_t now = NowMs();
+  size_t bytes = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Status s = PrepareJob(jobs[i], now, &prepared[i]);
+    if (!s.ok()) return jobs.size() == 1 ? s : s.WithContext("job " + std::to_string(i));
+    bytes += prepared[i].payload.size();
+  }
+  std::vector<EnqueueResult> out;
+  CMQ_RETURN_IF_ERROR(Run([&] { return ApplyEnqueue(prepared, &out); }, bytes));
+  *results = std::move(out);
+  return Status::OK();
+}
+
+void StoreImpl::WriteStatus(const JobMeta& before, const StatusDoc& doc) {
+  std::string payload;
+  records::EncodeStatus(doc.View(before.id), &payload);
+  JobMeta m = before;
+  m.state = doc.state;
+  m.attempts = doc.attempts;
+  m.status_loc = txn_->Append(log::RecordType::kStatus, payload);
+  m.updated_ms = doc.updated_ms;
+  txn_->Replace(m);
+}
+
+Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run) {
+  const JobMeta* m = table_.Find(id);
+  if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+  if (m->state != JobState::kRunning) {
+    return Status::LeaseLost("job " + FormatJobId(id) + " is " + JobStateName(m->state) + ", not running: lease " +
+                             std::to_string(token) + " is no longer valid");
+  }
+  const RunInfo* r = table_.Run(id);
+  if (r == nullptr || r->token != token) {
+    return Status::LeaseLost("job " + FormatJobId(id) + " is now leased under token " +
+                             std::to_string(r ? r->token : 0) + "; token " + std::to_string(token) + " is stale");
+  }
+  *meta = m;
+  *run = r;
+  return Status::OK();
+}
+
+Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
+  lease->reset();
+  if (paused_ && !o.ignore_pause) return Status::OK();
+  uint64_t chosen = 0;
+  size_t scanned = 0;
+  table_.ForEachPending([&](uint64_t id) {
+    if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
+    if (o.filter && !o.filter(id)) return true;
+    chosen = id;
+    return false;
+  });
+  if (chosen == 0) return Status::OK();
+  const JobMeta m = *table_.Find(chosen);
+  std::string job_payload;
+  CMQ_RETURN_IF_ERROR(ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload));
+  records::JobView jv;
+  CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &jv));
+  StatusDoc d;
+  CMQ_RETURN_IF_ERROR(LoadStatusLocked(m, &d));
+  const int64_t now = txn_->now_ms();
+  const int64_t lease_ms = o.lease_ms > 0 ? o.lease_ms : options_.default_lease_ms;
+  d.state = JobState::kRunning;
+  d.attempts = static_cast<uint16_t>(m.attempts + 1);
+  d.token = next_token_++;
+  d.lease_expires_ms = now + lease_ms;
+  d.deadline_ms = jv.timeout_ms > 0 ? now + jv.timeout_ms : 0;
+  d.started_ms = now;
+  d.finished_ms = 0;
+  d.updated_ms = now;
+  d.worker_id = o.worker_id;
+  d.outputs.clear();
+  d.artifacts.clear();
+  d.error.clear();
+  WriteStatus(m, d);
+  RunInfo run;
+  run.token = d.token;
+  run.expires_ms = d.lease_expires_ms;
+  run.deadline_ms = d.deadline_ms;
+  run.started_ms = now;
+  run.worker_id = o.worker_id;
+  txn_->SetRun(chosen, run);
+  StoreEvent e;
+  e.job_id = chosen;
+  e.from = JobState::kPending;
+  e.to = JobState::kRunning;
+  e.worker_id = o.worker_id;
+  e.reason = "leased";
+  txn_->Event(std::move(e));
+
+  auto l = std::make_unique<Lease>();
+  l->job_id = chosen;
+  l->token = d.token;
+  l->attempt = d.attempts;
+  l->expires_ms = d.lease_expires_ms;
+  l->deadline_ms = d.deadline_ms;
+  Job& j = l->job;
+  j.id = chosen;
+  j.state = JobState::kRunning;
+  j.priority = m.priority;
+  j.attempts = d.attempts;
+  j.max_attempts = m.max_attempts;
+  j.timeout_ms = jv.timeout_ms;
+  j.prompt_id = jv.prompt_id;
+  j.create_time_ms = jv.create_time_ms;
+  j.enqueued_ms = JobIdMillis(chosen);
+  j.updated_ms = now;
+  j.batch_id = jv.batch_id;
+  j.owner = jv.owner;
+  j.prompt = jv.prompt;
+  j.workflow = jv.workflow;
+  j.started_ms = now;
+  j.worker_id = o.worker_id;
+  j.lease_token = d.token;
+  j.lease_expires_ms = d.lease_expires_ms;
+  j.history = d.history;
+  *lease = std::move(l);
+  return Status::OK();
+}
+
+Status StoreImpl::Take(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
+  lease->reset();
+  if (o.worker_id.empty()) return Status::InvalidArgument("worker_id is required");
+  CMQ_RETURN_IF_ERROR(CheckText(o.worker_id, "worker_id", kMaxIdBytes));
+  if (o.lease_ms < 0) return Status::InvalidArgument("lease must not be negative");
+  std::unique_ptr<Lease> out;
+  CMQ_RETURN_IF_ERROR(Run([&] { return ApplyTake(o, &out); }, 256));
+  *lease = std::move(out);
+  return Status::OK();
+}
+
+Status StoreImpl::Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) {
+  CMQ_RETURN_IF_ERROR(Usable());
+  if (lease_ms < 0) return Status::InvalidArgument("lease must not be negative");
+  std::unique_lock<std::shared_mutex> st(state_mu_);
+  const JobMeta* m;
+  const RunInfo* r;
+  CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
+  RunInfo* run = table_.MutableRun(id);
+  run->expires_ms = NowMs() + (lease_ms > 0 ? lease_ms : options_.default_lease_ms);
+  if (expires_ms != nullptr) *expires_ms = run->expires_ms;
+  return Status::OK();
+}
+
+Status StoreImpl::Progress(uint64_t id, uint64_t token, const std::string& progress_json) {
+  CMQ_RETURN_IF_ERROR(Usable());
+  if (progress_json.size() > kMaxProgressBytes) return Status::InvalidArgument("progress is too large");
+  if (!progress_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonValue(progress_json, "progress"));
+  std::unique_lock<std::shared_mutex> st(state_mu_);
+  const JobMeta* m;
+  const RunInfo* r;
+  CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
+  table_.MutableRun(id)->progress = progress_json;
+  return Status::OK();
+}
+
+Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
+                           const std::vector<Artifact>& artifacts) {
+  if (!outputs_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonObject(outputs_json, "outputs"));
+  std::string artifacts_json;
+  CMQ_RETURN_IF_ERROR(ArtifactsToJson(artifacts, &artifacts_json));
+  return Run(
+      [&] {
+        const JobMeta* m;
+        const RunInfo* r;
+        CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
+        const JobMeta before = *m;
+        const RunInfo run = *r;
+        StatusDoc d;
+        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        const int64_t now = txn_->now_ms();
+        RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "succeeded", ""};
+        d.history = AppendHistory(d.history, ro, options_.max_history_entries);
+        d.state = JobState::kSucceeded;
+        d.token = 0;
+        d.lease_expires_ms = 0;
+        d.deadline_ms = 0;
+        d.started_ms = run.started_ms;
+        d.finished_ms = now;
+        d.updated_ms = now;
+        d.worker_id = run.worker_id;
+        d.outputs = outputs_json;
+        d.artifacts = artifacts_json;
+        d.error.clear();
+        WriteStatus(before, d);
+        txn_->SetRun(id, std::nullopt);
+        StoreEvent e;
+        e.job_id = id;
+        e.from = JobState::kRunning;
+        e.to = JobState::kSucceeded;
+        e.worker_id = run.worker_id;
+        e.reason = "completed";
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      outputs_json.size() + artifacts_json.size() + 256);
+}
+
+Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) {
+  std::string error_json;
+  CMQ_RETURN_IF_ERROR(ErrorToJson(error, &error_json));
+  return Run(
+      [&] {
+        const JobMeta* m;
+        const RunInfo* r;
+        CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
+        const JobMeta before = *m;
+        const RunInfo run = *r;
+        StatusDoc d;
+        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        const int64_t now = txn_->now_ms();
+        const bool again = retryable && before.attempts < before.max_attempts;
+        RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "failed", error_json};
+        d.history = AppendHistory(d.history, ro, options_.max_history_entries);
+        d.state = again ? JobState::kPending : JobState::kFailed;
+        d.token = 0;
+        d.lease_expires_ms = 0;
+        d.deadline_ms = 0;
+        d.started_ms = run.started_ms;
+        d.finished_ms = again ? 0 : now;
+        d.updated_ms = now;
+        d.worker_id = run.worker_id;
+        d.error = error_json;
+        WriteStatus(before, d);
+        txn_->SetRun(id, std::nullopt);
+        StoreEvent e;
+        e.job_id = id;
+        e.from = JobState::kRunning;
+        e.to = d.state;
+        e.worker_id = run.worker_id;
+        e.reason = again ? "failed, will retry" : "failed";
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      error_json.size() + 256);
+}
+
+Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {
+  CMQ_RETURN_IF_ERROR(CheckText(reason, "reason", 1024));
+  return Run(
+      [&] {
+        const JobMeta* m = table_.Find(id);
+        if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+        if (m->state != JobState::kPending && m->state != JobState::kRunning) {
+          return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
+                                  "; only pending or running jobs can be cancelled");
+        }
+        const JobMeta before = *m;
+        StatusDoc d;
+        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        const int64_t now = txn_->now_ms();
+        const std::string message = reason.empty() ? "cancelled" : reason;
+        std::string worker;
+        if (const RunInfo* r = table_.Run(id)) {
+          worker = r->worker_id;
+          RunOutcome ro{before.attempts, r->worker_id, r->started_ms, now, "cancelled", ""};
+          d.history = AppendHistory(d.history, ro, options_.max_history_entries);
+          d.started_ms = r->started_ms;
+          d.worker_id = r->worker_id;
+          txn_->SetRun(id, std::nullopt);
+        }
+        d.state = JobState::kCancelled;
+        d.token = 0;
+        d.lease_expires_ms = 0;
+        d.deadline_ms = 0;
+        d.finished_ms = now;
+        d.updated_ms = now;
+        d.error = ErrorJsonOf("cancelled", message);
+        WriteStatus(before, d);
+        StoreEvent e;
+        e.job_id = id;
+        e.from = before.state;
+        e.to = JobState::kCancelled;
+        e.worker_id = worker;
+        e.reason = message;
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      256);
+}
+
+Status StoreImpl::Retry(uint64_t id) {
+  return Run(
+      [&] {
+        const JobMeta* m = table_.Find(id);
+        if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+        if (m->state != JobState::kFailed && m->state != JobState::kCancelled) {
+          return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
+                                  "; only failed or cancelled jobs can be retried");
+        }
+        const JobMeta before = *m;
+        StatusDoc d;
+        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        StatusDoc fresh;
+        fresh.state = JobState::kPending;
+        fresh.updated_ms = txn_->now_ms();
+        fresh.history = d.history;
+        WriteStatus(before, fresh);
+        StoreEvent e;
+        e.job_id = id;
+        e.from = before.state;
+        e.to = JobState::kPending;
+        e.reason = "retried";
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      256);
+}
+
+Status StoreImpl::Delete(uint64_t id) {
+  return Run(
+      [&] {
+        const JobMeta* m = table_.Find(id);
+        if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+        if (!IsFinished(m->state)) {
+          return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
+                                  "; only finished jobs can be deleted (cancel it first)");
+        }
+        StoreEvent e;
+        e.kind = StoreEvent::Kind::kJobRemoved;
+        e.job_id = id;
+        e.from = e.to = m->state;
+        e.reason = "deleted";
+        std::string payload;
+        records::EncodeErase(txn_->now_ms(), &id, 1, &payload);
+        txn_->Append(log::RecordType::kErase, payload);
+        txn_->Erase(id);
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      64);
+}
+
+Status StoreImpl::SetPaused(bool paused) {
+  return Run(
+      [&] {
+        if (paused_ == paused) return Status::OK();
+        std::string payload;
+        records::EncodeMeta(paused, &payload);
+        txn_->Append(log::RecordType::kMeta, payload);
+        txn_->SetPaused(paused);
+        StoreEvent e;
+        e.kind = StoreEvent::Kind::kPausedChanged;
+        e.reason = paused ? "paused" : "resumed";
+        txn_->Event(std::move(e));
+        return Status::OK();
+      },
+      16);
+}
+
+bool StoreImpl::paused() {
+  std::shared_lock<std::shared_mutex> st(state_mu_);
+  return paused_;
+}
+
+void StoreImpl::SetListener(StoreListener listener) {
+  std::lock_guard<std::mutex> l(events_mu_);
+  listener_ = std::move(listener);
+  if (listener_ && !event_thread_.joinable() && !events_stop_) {
+    event_thread_ = std::thread(&StoreImpl::DeliverEvents, this);
+  }
+}
+
+void StoreImpl::DeliverEvents() {
+  std::unique_lock<std::mutex> l(events_mu_);
+  for (;;) {
+    events_cv_.wait(l, [&] { return events_stop_ || !event_queue_.empty(); });
+    if (event_queue_.empty()) return;  // stopping, and drained
+    std::vector<StoreEvent> batch = std::move(event_queue_.front());
+    event_queue_.pop_front();
+    StoreListener fn = listener_;
+    l.unlock();
+    if (fn) fn(batch);
+    l.lock();
+  }
+}
+
+}  // namespace comfymq

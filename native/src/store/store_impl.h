@@ -1,0 +1,189 @@
+// StoreImpl: the Store. Split over store_impl.cc (operations and group commit), store_recovery.cc (open
+// and replay) and store_maintenance.cc (lease expiry, checkpoints, compaction, the background thread).
+//
+// Locks, in the order they may be taken:
+//   checkpoint_mu_  one checkpoint or compaction at a time
+//   commit_mu_      the log writer: held by the group leader while it applies, writes and syncs, and by
+//                   checkpoints while they roll the log; so no group is in flight when it is held
+//   state_mu_       the in-memory index (shared for readers, exclusive for the leader's apply and undo)
+//   files_mu_       the cache of open segment files and their sizes
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comfymq/store.h"
+#include "store/group_commit.h"
+#include "store/job_table.h"
+#include "store/record_sink.h"
+#include "store/records.h"
+#include "store/status_doc.h"
+#include "store/txn.h"
+
+namespace comfymq {
+
+class StoreImpl final : public Store {
+ public:
+  StoreImpl(const StoreOptions& options, std::string dir);
+  ~StoreImpl() override;
+
+  Status Recover(RecoveryReport* report);
+  void StartBackground();
+
+  Status Enqueue(const NewJob& job, EnqueueResult* result) override;
+  Status EnqueueMany(const std::vector<NewJob>& jobs, std::vector<EnqueueResult>* results) override;
+  Status Get(uint64_t id, bool with_prompt, Job* job) override;
+  Status GetByPromptId(const std::string& prompt_id, bool with_prompt, Job* job) override;
+  Status List(const ListQuery& query, ListPage* page) override;
+  Status Stats(StoreStats* stats) override;
+  Status Take(const TakeOptions& options, std::unique_ptr<Lease>* lease) override;
+  Status Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) override;
+  Status Progress(uint64_t id, uint64_t token, const std::string& progress_json) override;
+  Status Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
+                  const std::vector<Artifact>& artifacts) override;
+  Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) override;
+  Status Cancel(uint64_t id, const std::string& reason) override;
+  Status Retry(uint64_t id) override;
+  Status Delete(uint64_t id) override;
+  Status SetPaused(bool paused) override;
+  bool paused() override;
+  Status ExpireLeases(int* expired) override;
+  Status Purge(int64_t finished_before_ms, uint64_t* removed) override;
+  Status Checkpoint() override;
+  Status Compact() override;
+  void SetListener(StoreListener listener) override;
+  Status Close() override;
+  Status health() override;
+
+ private:
+  // A job prepared for enqueue outside any lock: validated, encoded with id 0.
+  struct PreparedJob {
+    std::string payload;
+    std::string prompt_id;
+    uint64_t prompt_id_hash = 0;
+    int32_t priority = 0;
+    uint16_t max_attempts = 0;
+    std::string batch_id;
+  };
+  // A record copied by compaction: applied only if the job still points at `from`.
+  struct Relocation {
+    uint64_t id = 0;
+    bool is_status = false;
+    log::RecordLoc from;
+    log::RecordType type = log::RecordType::kJob;
+    std::string payload;
+  };
+
+  // --- group commit (store_impl.cc) ---
+  Status Run(const std::function<Status()>& apply, size_t bytes_hint);
+  void ProcessGroup(std::vector<PendingOp*>& group);
+  Status WriteSink(const RecordSink& sink);
+  Status Usable();
+  void SetFailed(const Status& s);
+  int64_t NowMs() { return env_->NowMicros() / 1000; }
+  uint64_t NextId(int64_t now_ms);
+
+  // --- reading records (state_mu_ held, shared or exclusive) ---
+  std::shared_ptr<RandomAccessFile> SegmentFile(uint32_t segment, Status* s);
+  Status ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload);
+  Status LoadStatusLocked(const JobMeta& m, StatusDoc* doc);
+  // A job's records captured under the lock and read after it is released.
+  struct PendingRead {
+    JobMeta meta;
+    std::optional<RunInfo> run;
+    std::string job_framed, status_framed;  // copied from the in-flight group, if there
+    std::shared_ptr<RandomAccessFile> job_file, status_file;
+  };
+  Status CaptureLocked(const JobMeta& m, PendingRead* r);
+  Status Materialize(PendingRead& r, bool with_prompt, Job* job);
+
+  // --- apply functions: run by the leader inside a group (state_mu_ exclusive, txn_ set) ---
+  Status PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out);
+  Status ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<EnqueueResult>* results);
+  Status FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id);
+  Status CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run);
+  void WriteStatus(const JobMeta& before, const StatusDoc& doc);
+  Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
+  Status ApplyExpire(int* expired);
+  Status ApplyRelocate(std::vector<Relocation>& items);
+
+  // --- recovery (store_recovery.cc) ---
+  Status ReplayRecord(log::RecordType type, std::string_view payload, const log::RecordLoc& loc,
+                      RecoveryReport* report);
+
+  // --- maintenance (store_maintenance.cc) ---
+  Status CheckpointLocked();  // checkpoint_mu_ held
+  Status RollLocked();        // commit_mu_ held: seal the tail, start a new segment
+  void DeleteDeadSegments(uint32_t before_segment);
+  bool NeedsCompaction();
+  void BackgroundLoop();
+  void DeliverEvents();
+  int64_t NextExpiryMs();
+
+  const StoreOptions options_;
+  Env* const env_;
+  const std::string dir_;
+  std::unique_ptr<FileLock> lock_;
+
+  GroupCommitter committer_;
+  std::mutex checkpoint_mu_;
+  std::mutex commit_mu_;
+  // Guarded by commit_mu_: the log tail.
+  std::unique_ptr<WritableFile> tail_file_;
+  uint32_t tail_segment_ = 0;
+  uint64_t tail_offset_ = 0;
+  uint64_t tail_capacity_ = 0;
+  std::atomic<uint64_t> bytes_since_checkpoint_{0};
+  std::atomic<uint32_t> checkpoint_segment_{0};
+
+  std::shared_mutex state_mu_;
+  // Guarded by state_mu_.
+  JobTable table_;
+  bool paused_ = false;
+  uint64_t last_id_ = 0;
+  uint64_t next_token_ = 1;
+  Txn* txn_ = nullptr;                     // the group being applied
+  const RecordSink* inflight_ = nullptr;   // the group applied but not yet written
+  std::array<uint32_t, 3600> finished_per_second_{};  // ring by second, for throughput
+  int64_t finished_ring_second_ = 0;
+
+  std::mutex files_mu_;
+  // Guarded by files_mu_.
+  std::map<uint32_t, std::shared_ptr<RandomAccessFile>> files_;
+  std::map<uint32_t, uint64_t> segment_used_;  // bytes up to the end of the last record
+
+  std::mutex health_mu_;
+  Status failed_;       // guarded by health_mu_
+  std::atomic<bool> closed_{false};
+  std::string last_background_error_;  // guarded by health_mu_
+
+  // Event delivery on a thread of its own, in commit order.
+  std::mutex events_mu_;
+  std::condition_variable events_cv_;
+  std::deque<std::vector<StoreEvent>> event_queue_;
+  StoreListener listener_;
+  std::thread event_thread_;
+  bool events_stop_ = false;
+
+  std::mutex bg_mu_;
+  std::condition_variable bg_cv_;
+  bool bg_stop_ = false;
+  bool bg_kick_ = false;
+  std::thread bg_thread_;
+  uint64_t log_bytes_after_compaction_ = 0;  // guarded by checkpoint_mu_
+
+  std::mutex close_mu_;
+  bool close_started_ = false;  // guarded by close_mu_
+  bool opened_ = false;         // set once Recover succeeded
+};
+
+}  // namespace comfymq

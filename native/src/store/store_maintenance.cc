@@ -1,0 +1,376 @@
+// Keeping a store healthy over time: lease expiry, retention purge, checkpoints, compaction, the background
+// thread that runs them, and closing.
+#include <algorithm>
+#include <chrono>
+#include <set>
+
+#include "store/checkpoint.h"
+#include "store/store_impl.h"
+
+namespace comfymq {
+namespace {
+
+std::string ErrorJsonOf(const char* type, const std::string& message) {
+  JobError e;
+  e.type = type;
+  e.message = message;
+  std::string out;
+  ErrorToJson(e, &out);
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Leases and retention
+
+Status StoreImpl::ApplyExpire(int* expired) {
+  const int64_t now = txn_->now_ms();
+  std::vector<uint64_t> due;
+  for (const auto& [id, run] : table_.runs()) {
+    if (run.expires_ms <= now || (run.deadline_ms != 0 && run.deadline_ms <= now)) due.push_back(id);
+  }
+  std::sort(due.begin(), due.end());
+  for (uint64_t id : due) {
+    const JobMeta* m = table_.Find(id);
+    if (m == nullptr) continue;
+    const JobMeta before = *m;
+    const RunInfo run = *table_.Run(id);
+    StatusDoc d;
+    CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+    const bool timed_out = run.deadline_ms != 0 && run.deadline_ms <= now;
+    const bool again = before.attempts < before.max_attempts;
+    std::string message = timed_out
+        ? "run on worker " + run.worker_id + " exceeded the job's timeout of " +
+              std::to_string((run.deadline_ms - run.started_ms) / 1000) + " s"
+        : "worker " + run.worker_id + " stopped renewing its lease";
+    if (!again) message = "gave up after " + std::to_string(before.attempts) + " attempts; last: " + message;
+    const std::string error_json = ErrorJsonOf(timed_out ? "timeout" : "lease_lost", message);
+    RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, timed_out ? "timeout" : "lease_lost", error_json};
+    d.history = AppendHistory(d.history, ro, options_.max_history_entries);
+    d.state = again ? JobState::kPending : JobState::kFailed;
+    d.token = 0;
+    d.lease_expires_ms = 0;
+    d.deadline_ms = 0;
+    d.started_ms = run.started_ms;
+    d.finished_ms = again ? 0 : now;
+    d.updated_ms = now;
+    d.worker_id = run.worker_id;
+    d.error = error_json;
+    WriteStatus(before, d);
+    txn_->SetRun(id, std::nullopt);
+    StoreEvent e;
+    e.job_id = id;
+    e.from = JobState::kRunning;
+    e.to = d.state;
+    e.worker_id = run.worker_id;
+    e.reason = timed_out ? "timeout" : "lease expired";
+    txn_->Event(std::move(e));
+    ++*expired;
+  }
+  return Status::OK();
+}
+
+int64_t StoreImpl::NextExpiryMs() {
+  std::shared_lock<std::shared_mutex> st(state_mu_);
+  int64_t next = 0;
+  for (const auto& [id, run] : table_.runs()) {
+    int64_t t = run.expires_ms;
+    if (run.deadline_ms != 0) t = std::min(t, run.deadline_ms);
+    if (next == 0 || t < next) next = t;
+  }
+  return next;
+}
+
+Status StoreImpl::ExpireLeases(int* expired) {
+  *expired = 0;
+  CMQ_RETURN_IF_ERROR(Usable());
+  const int64_t next = NextExpiryMs();
+  if (next == 0 || next > NowMs()) return Status::OK();
+  int n = 0;
+  CMQ_RETURN_IF_ERROR(Run([&] { return ApplyExpire(&n); }, 256));
+  *expired = n;
+  return Status::OK();
+}
+
+Status StoreImpl::Purge(int64_t finished_before_ms, uint64_t* removed) {
+  uint64_t n = 0;
+  CMQ_RETURN_IF_ERROR(Run(
+      [&] {
+        std::vector<uint64_t> ids;
+        table_.ForEach([&](const JobMeta& m) {
+          if (IsFinished(m.state) && m.updated_ms < finished_before_ms) ids.push_back(m.id);
+        });
+        constexpr size_t kChunk = 8192;
+        for (size_t i = 0; i < ids.size(); i += kChunk) {
+          const size_t len = std::min(kChunk, ids.size() - i);
+          std::string payload;
+          records::EncodeErase(txn_->now_ms(), ids.data() + i, len, &payload);
+          txn_->Append(log::RecordType::kErase, payload);
+        }
+        for (uint64_t id : ids) {
+          StoreEvent e;
+          e.kind = StoreEvent::Kind::kJobRemoved;
+          e.job_id = id;
+          e.from = e.to = table_.Find(id)->state;
+          e.reason = "purged";
+          txn_->Erase(id);
+          txn_->Event(std::move(e));
+        }
+        n = ids.size();
+        return Status::OK();
+      },
+      0));
+  if (removed != nullptr) *removed = n;
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checkpoints and compaction
+
+Status StoreImpl::RollLocked() {
+  const uint32_t seg = tail_segment_ + 1;
+  const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
+  env_->RemoveFile(path);  // leftover of an earlier failed attempt: nothing past the tail is live
+  std::unique_ptr<WritableFile> next;
+  CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, seg, options_.segment_bytes, &next));
+  if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
+  tail_file_->Close();
+  tail_file_ = std::move(next);
+  tail_segment_ = seg;
+  tail_offset_ = log::kSegmentHeaderSize;
+  tail_capacity_ = std::max<uint64_t>(options_.segment_bytes, log::kSegmentHeaderSize);
+  std::lock_guard<std::mutex> l(files_mu_);
+  segment_used_[seg] = log::kSegmentHeaderSize;
+  return Status::OK();
+}
+
+Status StoreImpl::Checkpoint() {
+  std::lock_guard<std::mutex> ck(checkpoint_mu_);
+  return CheckpointLocked();
+}
+
+Status StoreImpl::CheckpointLocked() {
+  CMQ_RETURN_IF_ERROR(Usable());
+  const std::string tmp = JoinPath(dir_, "checkpoint.tmp");
+  std::unique_ptr<WritableFile> file;
+  uint32_t segment;
+  {
+    // No group is in flight while commit_mu_ is held: the index matches the log up to the tail exactly.
+    std::lock_guard<std::mutex> commit(commit_mu_);
+    CMQ_RETURN_IF_ERROR(Usable());
+    if (tail_offset_ > log::kSegmentHeaderSize) CMQ_RETURN_IF_ERROR(RollLocked().WithContext("checkpoint"));
+    segment = tail_segment_;
+    bytes_since_checkpoint_ = 0;
+    CMQ_RETURN_IF_ERROR(env_->NewWritableFile(tmp, Env::OpenMode::kTruncate, &file));
+    std::unique_lock<std::shared_mutex> st(state_mu_);
+    table_.CompactSlots();
+    checkpoint::Header h;
+    h.segment = segment;
+    h.last_id = last_id_;
+    h.next_token = next_token_;
+    h.paused = paused_;
+    Status s = checkpoint::Write(file.get(), h, table_);
+    if (!s.ok()) {
+      file->Close();
+      env_->RemoveFile(tmp);
+      return s.WithContext("writing checkpoint");
+    }
+  }
+  Status s = file->Sync();
+  Status c = file->Close();
+  if (s.ok()) s = c;
+  if (s.ok()) s = env_->RenameFile(tmp, JoinPath(dir_, checkpoint::FileName(segment)));
+  if (s.ok()) s = env_->SyncDir(dir_);
+  if (!s.ok()) {
+    env_->RemoveFile(tmp);
+    return s.WithContext("writing checkpoint");
+  }
+  checkpoint_segment_ = segment;
+  std::vector<std::string> names;
+  if (env_->GetChildren(dir_, &names).ok()) {
+    for (const std::string& n : names) {
+      uint32_t v;
+      if (checkpoint::ParseFileName(n, &v) && v < segment) env_->RemoveFile(JoinPath(dir_, n));
+    }
+  }
+  DeleteDeadSegments(segment);
+  return Status::OK();
+}
+
+void StoreImpl::DeleteDeadSegments(uint32_t before_segment) {
+  // Under commit_mu_: no group is in flight, so no undo can bring back a reference to a deleted segment.
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::vector<uint32_t> dead;
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    std::lock_guard<std::mutex> l(files_mu_);
+    for (const auto& [seg, used] : segment_used_) {
+      if (seg < before_segment && table_.SegmentLiveBytes(seg) == 0) dead.push_back(seg);
+    }
+    for (uint32_t seg : dead) {
+      files_.erase(seg);
+      segment_used_.erase(seg);
+    }
+  }
+  for (uint32_t seg : dead) env_->RemoveFile(JoinPath(dir_, log::SegmentFileName(seg)));
+  if (!dead.empty()) env_->SyncDir(dir_);
+}
+
+Status StoreImpl::ApplyRelocate(std::vector<Relocation>& items) {
+  for (Relocation& r : items) {
+    const JobMeta* m = table_.Find(r.id);
+    if (m == nullptr) continue;
+    const log::RecordLoc& current = r.is_status ? m->status_loc : m->job_loc;
+    if (!(current == r.from)) continue;  // changed since it was read: the old copy is dead already
+    JobMeta n = *m;
+    (r.is_status ? n.status_loc : n.job_loc) = txn_->Append(r.type, r.payload);
+    txn_->Replace(n);
+  }
+  return Status::OK();
+}
+
+bool StoreImpl::NeedsCompaction() {
+  StoreStats st;
+  if (!Stats(&st).ok()) return false;
+  const uint64_t garbage = st.log_bytes > st.live_bytes ? st.log_bytes - st.live_bytes : 0;
+  std::lock_guard<std::mutex> ck(checkpoint_mu_);
+  return garbage >= options_.compact_min_garbage_bytes &&
+         static_cast<double>(garbage) >= options_.compact_garbage_ratio * static_cast<double>(st.log_bytes) &&
+         st.log_bytes >= log_bytes_after_compaction_ + options_.compact_min_garbage_bytes;
+}
+
+Status StoreImpl::Compact() {
+  std::lock_guard<std::mutex> ck(checkpoint_mu_);
+  CMQ_RETURN_IF_ERROR(CheckpointLocked());
+  const uint32_t sealed_before = checkpoint_segment_.load();
+  std::set<uint32_t> victims;
+  std::vector<Relocation> items;
+  {
+    std::shared_lock<std::shared_mutex> st(state_mu_);
+    {
+      std::lock_guard<std::mutex> l(files_mu_);
+      for (const auto& [seg, used] : segment_used_) {
+        if (seg >= sealed_before || used <= log::kSegmentHeaderSize) continue;
+        const uint64_t data = used - log::kSegmentHeaderSize;
+        if (table_.SegmentLiveBytes(seg) * 2 <= data) victims.insert(seg);
+      }
+    }
+    if (victims.empty()) return Status::OK();
+    table_.ForEach([&](const JobMeta& m) {
+      if (victims.count(m.job_loc.segment)) {
+        items.push_back(Relocation{m.id, false, m.job_loc, log::RecordType::kJob, {}});
+      }
+      if (m.status_loc.valid() && victims.count(m.status_loc.segment)) {
+        items.push_back(Relocation{m.id, true, m.status_loc, log::RecordType::kStatus, {}});
+      }
+    });
+  }
+  std::sort(items.begin(), items.end(), [](const Relocation& a, const Relocation& b) {
+    return a.from.segment != b.from.segment ? a.from.segment < b.from.segment : a.from.offset < b.from.offset;
+  });
+  constexpr size_t kBatchBytes = 16u << 20;
+  size_t unreadable = 0;
+  for (size_t i = 0; i < items.size();) {
+    std::vector<Relocation> batch;
+    size_t bytes = 0;
+    for (; i < items.size() && (batch.empty() || bytes + items[i].from.size <= kBatchBytes); ++i) {
+      Relocation r = std::move(items[i]);
+      Status s;
+      auto file = SegmentFile(r.from.segment, &s);
+      log::RecordType type;
+      if (file) s = log::ReadRecord(*file, r.from, &type, &r.payload);
+      if (!s.ok() || type != r.type) {
+        unreadable++;  // a damaged record stays where it is, and so does its segment
+        continue;
+      }
+      bytes += r.from.size;
+      batch.push_back(std::move(r));
+    }
+    if (!batch.empty()) CMQ_RETURN_IF_ERROR(Run([&] { return ApplyRelocate(batch); }, bytes));
+  }
+  CMQ_RETURN_IF_ERROR(CheckpointLocked());
+  StoreStats st;
+  if (Stats(&st).ok()) log_bytes_after_compaction_ = st.log_bytes;
+  if (unreadable != 0) {
+    return Status::Corruption(std::to_string(unreadable) + " damaged records could not be moved by compaction");
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Background thread and closing
+
+void StoreImpl::StartBackground() {
+  if (options_.background_thread) bg_thread_ = std::thread(&StoreImpl::BackgroundLoop, this);
+}
+
+void StoreImpl::BackgroundLoop() {
+  std::unique_lock<std::mutex> l(bg_mu_);
+  while (!bg_stop_) {
+    int64_t wait_ms = 1000;
+    l.unlock();
+    const int64_t next = NextExpiryMs();
+    if (next != 0) wait_ms = std::clamp<int64_t>(next - NowMs() + 1, 5, 1000);
+    l.lock();
+    bg_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return bg_stop_ || bg_kick_; });
+    if (bg_stop_) break;
+    bg_kick_ = false;
+    l.unlock();
+    Status s = Usable();
+    if (s.ok()) {
+      int expired = 0;
+      s = ExpireLeases(&expired);
+      if (s.ok() && bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) s = Checkpoint();
+      if (s.ok() && NeedsCompaction()) s = Compact();
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> h(health_mu_);
+        last_background_error_ = s.ToString();
+      }
+    }
+    l.lock();
+    if (!s.ok() && !bg_stop_) bg_cv_.wait_for(l, std::chrono::seconds(1), [&] { return bg_stop_; });
+  }
+}
+
+Status StoreImpl::Close() {
+  {
+    std::lock_guard<std::mutex> l(close_mu_);
+    if (close_started_) return Status::OK();
+    close_started_ = true;
+  }
+  {
+    std::lock_guard<std::mutex> l(bg_mu_);
+    bg_stop_ = true;
+  }
+  bg_cv_.notify_all();
+  if (bg_thread_.joinable()) bg_thread_.join();
+  Status s;
+  if (opened_ && Usable().ok()) s = Checkpoint();
+  closed_ = true;
+  {
+    std::lock_guard<std::mutex> commit(commit_mu_);
+    if (tail_file_) tail_file_->Close();
+    tail_file_.reset();
+  }
+  {
+    std::lock_guard<std::mutex> l(events_mu_);
+    events_stop_ = true;
+  }
+  events_cv_.notify_all();
+  if (event_thread_.joinable()) {
+    if (event_thread_.get_id() == std::this_thread::get_id()) {
+      event_thread_.detach();  // closed from a listener callback
+    } else {
+      event_thread_.join();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(files_mu_);
+    files_.clear();
+  }
+  lock_.reset();
+  return s;
+}
+
+}  // namespace comfymq

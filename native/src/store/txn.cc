@@ -1,0 +1,70 @@
+#include "store/txn.h"
+
+#include <cassert>
+
+namespace comfymq {
+
+void Txn::Insert(const JobMeta& m) {
+  table_->Insert(m);
+  Undo u;
+  u.kind = Undo::Kind::kInserted;
+  u.id = m.id;
+  undo_.push_back(std::move(u));
+}
+
+void Txn::Replace(const JobMeta& m) {
+  const JobMeta* old = table_->Find(m.id);
+  assert(old != nullptr);
+  Undo u;
+  u.kind = Undo::Kind::kReplaced;
+  u.id = m.id;
+  u.before = *old;
+  table_->Replace(m);
+  undo_.push_back(std::move(u));
+}
+
+void Txn::Erase(uint64_t id) {
+  const JobMeta* old = table_->Find(id);
+  assert(old != nullptr);
+  Undo u;
+  u.kind = Undo::Kind::kErased;
+  u.id = id;
+  u.before = *old;
+  table_->Erase(id);
+  undo_.push_back(std::move(u));
+}
+
+void Txn::SetRun(uint64_t id, std::optional<RunInfo> run) {
+  Undo u;
+  u.kind = Undo::Kind::kRun;
+  u.id = id;
+  if (const RunInfo* r = table_->Run(id)) u.run_before = *r;
+  table_->SetRun(id, std::move(run));
+  undo_.push_back(std::move(u));
+}
+
+void Txn::SetPaused(bool paused) {
+  Undo u;
+  u.kind = Undo::Kind::kPaused;
+  u.paused_before = *paused_;
+  *paused_ = paused;
+  undo_.push_back(std::move(u));
+}
+
+void Txn::RollbackTo(const Mark& m) {
+  while (undo_.size() > m.undo) {
+    Undo& u = undo_.back();
+    switch (u.kind) {
+      case Undo::Kind::kInserted: table_->Erase(u.id); break;
+      case Undo::Kind::kReplaced: table_->Replace(u.before); break;
+      case Undo::Kind::kErased: table_->Insert(u.before); break;
+      case Undo::Kind::kRun: table_->SetRun(u.id, std::move(u.run_before)); break;
+      case Undo::Kind::kPaused: *paused_ = u.paused_before; break;
+    }
+    undo_.pop_back();
+  }
+  events_.resize(m.events);
+  sink_->Rollback(m.sink);
+}
+
+}  // namespace comfymq

@@ -1,0 +1,62 @@
+// Txn: the changes one commit group makes, applied to the JobTable at once (so later operations in the
+// group see earlier ones) and recorded for undo: if the group's write or sync fails, RollbackAll restores the
+// table exactly; if one operation fails, RollbackTo(mark) takes back just its changes.
+// Used by the group leader only, with the store's state lock held exclusively.
+#pragma once
+
+#include <optional>
+#include <vector>
+
+#include "comfymq/store.h"
+#include "store/job_table.h"
+#include "store/record_sink.h"
+
+namespace comfymq {
+
+class Txn {
+ public:
+  Txn(JobTable* table, RecordSink* sink, bool* paused, int64_t now_ms)
+      : table_(table), sink_(sink), paused_(paused), now_ms_(now_ms) {}
+
+  int64_t now_ms() const { return now_ms_; }
+  JobTable& table() { return *table_; }
+  RecordSink& sink() { return *sink_; }
+
+  log::RecordLoc Append(log::RecordType type, std::string_view payload) { return sink_->Add(type, payload); }
+
+  void Insert(const JobMeta& m);
+  void Replace(const JobMeta& m);
+  void Erase(uint64_t id);
+  void SetRun(uint64_t id, std::optional<RunInfo> run);
+  void SetPaused(bool paused);
+  void Event(StoreEvent e) { events_.push_back(std::move(e)); }
+
+  struct Mark {
+    size_t undo = 0;
+    size_t events = 0;
+    RecordSink::Mark sink;
+  };
+  Mark mark() const { return Mark{undo_.size(), events_.size(), sink_->mark()}; }
+  void RollbackTo(const Mark& m);
+  void RollbackAll() { RollbackTo(Mark{}); }
+
+  std::vector<StoreEvent>& events() { return events_; }
+
+ private:
+  struct Undo {
+    enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused } kind = Kind::kInserted;
+    uint64_t id = 0;
+    JobMeta before;
+    std::optional<RunInfo> run_before;
+    bool paused_before = false;
+  };
+
+  JobTable* table_;
+  RecordSink* sink_;
+  bool* paused_;
+  int64_t now_ms_;
+  std::vector<Undo> undo_;
+  std::vector<StoreEvent> events_;
+};
+
+}  // namespace comfymq

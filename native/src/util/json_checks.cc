@@ -1,0 +1,195 @@
+#include "util/json_checks.h"
+
+#include <nlohmann/json.hpp>
+
+#include "comfymq/job.h"
+
+namespace comfymq {
+namespace {
+
+using json = nlohmann::json;
+
+std::string CleanParseError(const std::string& what) {
+  // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable part.
+  size_t p = what.find("] ");
+  return p == std::string::npos ? what : what.substr(p + 2);
+}
+
+const char* KindName(json::value_t t) {
+  switch (t) {
+    case json::value_t::object: return "an object";
+    case json::value_t::array: return "an array";
+    case json::value_t::string: return "a string";
+    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null: return "null";
+    default: return "a number";
+  }
+}
+
+// SAX handler that checks the API-format graph shape while parsing, without building a document.
+class PromptShapeChecker {
+ public:
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  std::string error;
+  size_t nodes = 0;
+
+  bool null() { return Scalar(json::value_t::null); }
+  bool boolean(bool) { return Scalar(json::value_t::boolean); }
+  bool number_integer(number_integer_t) { return Scalar(json::value_t::number_integer); }
+  bool number_unsigned(number_unsigned_t) { return Scalar(json::value_t::number_unsigned); }
+  bool number_float(number_float_t, const string_t&) { return Scalar(json::value_t::number_float); }
+  bool binary(binary_t&) { return Scalar(json::value_t::binary); }
+  bool string(string_t& s) {
+    if (depth_ == 2 && key_ == Key::kClassType) {
+      if (s.empty()) return Fail("node '" + node_ + "': class_type must not be empty");
+      has_class_type_ = true;
+      key_ = Key::kOther;
+      return true;
+    }
+    return Scalar(json::value_t::string);
+  }
+
+  bool start_object(std::size_t) { return Open(json::value_t::object); }
+  bool start_array(std::size_t) { return Open(json::value_t::array); }
+  bool end_object() { return Close(); }
+  bool end_array() { return Close(); }
+
+  bool key(string_t& k) {
+    if (depth_ == 1) {
+      node_ = k;
+      if (k.empty()) return Fail("prompt has a node with an empty id");
+    } else if (depth_ == 2) {
+      key_ = k == "class_type" ? Key::kClassType : k == "inputs" ? Key::kInputs : Key::kOther;
+    }
+    return true;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) {
+    error = "prompt is not valid JSON: " + CleanParseError(ex.what());
+    return false;
+  }
+
+ private:
+  enum class Key { kOther, kClassType, kInputs };
+
+  bool Fail(std::string msg) {
+    if (error.empty()) error = std::move(msg);
+    return false;
+  }
+
+  // A non-container value appears at the current depth.
+  bool Scalar(json::value_t t) {
+    if (depth_ == 0) return Fail(std::string("prompt must be a JSON object of node id -> node, got ") + KindName(t));
+    if (depth_ == 1) return Fail("node '" + node_ + "' must be an object with class_type and inputs, got " + KindName(t));
+    if (depth_ == 2) {
+      if (key_ == Key::kClassType) return Fail("node '" + node_ + "': class_type must be a string, got " + KindName(t));
+      if (key_ == Key::kInputs) return Fail("node '" + node_ + "': inputs must be an object, got " + KindName(t));
+    }
+    return true;
+  }
+
+  bool Open(json::value_t t) {
+    if (t == json::value_t::array) {
+      if (depth_ <= 1 || (depth_ == 2 && key_ != Key::kOther)) {
+        if (!Scalar(t)) return false;
+      }
+    } else if (depth_ == 1) {
+      has_class_type_ = false;
+      has_inputs_ = false;
+    } else if (depth_ == 2) {
+      if (key_ == Key::kClassType) return Scalar(t);
+      if (key_ == Key::kInputs) has_inputs_ = true;
+    }
+    depth_++;
+    return true;
+  }
+
+  bool Close() {
+    depth_--;
+    if (depth_ == 1) {
+      if (!has_class_type_) return Fail("node '" + node_ + "' has no class_type");
+      if (!has_inputs_) return Fail("node '" + node_ + "' has no inputs object");
+      nodes++;
+    } else if (depth_ == 2) {
+      key_ = Key::kOther;
+    } else if (depth_ == 0 && nodes == 0) {
+      return Fail("prompt has no nodes");
+    }
+    return true;
+  }
+
+  int depth_ = 0;
+  std::string node_;
+  Key key_ = Key::kOther;
+  bool has_class_type_ = false;
+  bool has_inputs_ = false;
+};
+
+}  // namespace
+
+Status ValidatePromptJson(std::string_view prompt) {
+  if (prompt.empty()) return Status::InvalidArgument("prompt is empty");
+  PromptShapeChecker checker;
+  bool ok = json::sax_parse(prompt.begin(), prompt.end(), &checker, json::input_format_t::json, true);
+  if (!ok || !checker.error.empty()) {
+    return Status::InvalidArgument(checker.error.empty() ? "prompt is not valid JSON" : checker.error);
+  }
+  return Status::OK();
+}
+
+Status ValidateJsonValue(std::string_view text, const char* what) {
+  try {
+    json v = json::parse(text.begin(), text.end());
+    (void)v;
+  } catch (const json::parse_error& e) {
+    return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
+  }
+  return Status::OK();
+}
+
+Status ValidateJsonObject(std::string_view text, const char* what) {
+  json v;
+  try {
+    v = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
+  }
+  if (!v.is_object()) return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + KindName(v.type()));
+  return Status::OK();
+}
+
+Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job) {
+  json v;
+  try {
+    v = json::parse(metadata_json.begin(), metadata_json.end());
+  } catch (const json::parse_error& e) {
+    return Status::InvalidArgument("metadata is not valid JSON: " + CleanParseError(e.what()));
+  }
+  if (v.is_null()) return Status::OK();
+  if (!v.is_object()) return Status::InvalidArgument(std::string("metadata must be an object, got ") + KindName(v.type()));
+  for (auto it = v.begin(); it != v.end(); ++it) {
+    const std::string& k = it.key();
+    const json& val = it.value();
+    if (k == "prompt_id") {
+      if (val.is_null()) continue;
+      if (!val.is_string()) return Status::InvalidArgument(std::string("metadata.prompt_id must be a string, got ") + KindName(val.type()));
+      job->prompt_id = val.get<std::string>();
+    } else if (k == "create_time") {
+      if (val.is_null()) continue;
+      if (!val.is_number() || val.get<double>() < 0) {
+        return Status::InvalidArgument("metadata.create_time must be a non-negative number (milliseconds since the epoch)");
+      }
+      job->create_time_ms = static_cast<int64_t>(val.get<double>());
+    } else {
+      return Status::InvalidArgument("metadata key '" + k + "' is not allowed (allowed: prompt_id, create_time)");
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace comfymq

@@ -1,0 +1,207 @@
+// The atomic artifact writer: content and checksum, collision-free names, streaming, untrusted paths,
+// symlinks that escape the root, stale temp files, and failures that must leave no visible file.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "comfymq/artifact_writer.h"
+#include "comfymq/mem_env.h"
+#include "test_util.h"
+#include "util/sha256.h"
+
+namespace comfymq {
+namespace {
+
+using ::comfymq::testing::TempDir;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> List(const std::string& dir) {
+  std::vector<std::string> names;
+  Env::Default()->GetChildren(dir, &names);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class ArtifactWriterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp_.Sub("root"), &w_).ok()); }
+  TempDir tmp_;
+  std::unique_ptr<ArtifactWriter> w_;
+};
+
+TEST_F(ArtifactWriterTest, WritesBytesWithSizeAndSha256) {
+  ArtifactInfo info;
+  std::string data = "hello artifact";
+  ASSERT_TRUE(w_->Write("job1/out.txt", data, &info).ok());
+  EXPECT_EQ(info.path, "job1/out.txt");
+  EXPECT_EQ(info.full_path, tmp_.Sub("root") + "/job1/out.txt");
+  EXPECT_EQ(info.size, data.size());
+  EXPECT_EQ(info.sha256, Sha256::Hex(data));
+  EXPECT_EQ(ReadAll(info.full_path), data);
+  EXPECT_EQ(List(tmp_.Sub("root/job1")), std::vector<std::string>{"out.txt"});
+  // A known digest, to pin the hash itself.
+  EXPECT_EQ(Sha256::Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_F(ArtifactWriterTest, NeverOverwritesACollisionGetsASuffix) {
+  ArtifactInfo a, b, c, d;
+  ASSERT_TRUE(w_->Write("out.png", "first", &a).ok());
+  ASSERT_TRUE(w_->Write("out.png", "second", &b).ok());
+  ASSERT_TRUE(w_->Write("out.png", "third", &c).ok());
+  ASSERT_TRUE(w_->Write("noext", "x", &d).ok());
+  EXPECT_EQ(a.path, "out.png");
+  EXPECT_EQ(b.path, "out-1.png");
+  EXPECT_EQ(c.path, "out-2.png");
+  EXPECT_EQ(ReadAll(a.full_path), "first");
+  EXPECT_EQ(ReadAll(b.full_path), "second");
+  ASSERT_TRUE(w_->Write("noext", "y", &d).ok());
+  EXPECT_EQ(d.path, "noext-1");
+}
+
+TEST_F(ArtifactWriterTest, ConcurrentWritersToOneNameNeverClobber) {
+  std::vector<std::thread> ts;
+  std::mutex mu;
+  std::set<std::string> paths;
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      for (int i = 0; i < 10; ++i) {
+        ArtifactInfo info;
+        std::string data(1000 + t, static_cast<char>('a' + t));
+        ASSERT_TRUE(w_->Write("shared/img.png", data, &info).ok());
+        std::lock_guard<std::mutex> l(mu);
+        EXPECT_TRUE(paths.insert(info.path).second) << info.path;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(paths.size(), 80u);
+  EXPECT_EQ(List(tmp_.Sub("root/shared")).size(), 80u);
+  for (const auto& p : paths) {
+    std::string d = ReadAll(tmp_.Sub("root/") + p);
+    ASSERT_FALSE(d.empty());
+    EXPECT_EQ(d, std::string(d.size(), d[0]));
+  }
+}
+
+TEST_F(ArtifactWriterTest, StreamsInChunksAndAbortLeavesNothing) {
+  std::unique_ptr<ArtifactStream> s;
+  ASSERT_TRUE(w_->Begin("video/clip.mp4", &s).ok());
+  Sha256 h;
+  std::string all;
+  for (int i = 0; i < 50; ++i) {
+    std::string chunk(100000, static_cast<char>(i));
+    ASSERT_TRUE(s->Append(chunk).ok());
+    h.Update(chunk);
+    all += chunk;
+    // Nothing is visible under the final name while it is being written.
+    if (i == 25) {
+      for (auto& n : List(tmp_.Sub("root/video"))) EXPECT_EQ(n.rfind(".cmq-tmp.", 0), 0u) << n;
+    }
+  }
+  ArtifactInfo info;
+  ASSERT_TRUE(s->Commit(&info).ok());
+  EXPECT_EQ(info.size, all.size());
+  EXPECT_EQ(info.sha256, h.HexDigest());
+  EXPECT_EQ(ReadAll(info.full_path), all);
+  EXPECT_FALSE(s->Append("more").ok());
+
+  ASSERT_TRUE(w_->Begin("video/aborted.mp4", &s).ok());
+  ASSERT_TRUE(s->Append("partial").ok());
+  ASSERT_TRUE(s->Abort().ok());
+  ASSERT_TRUE(w_->Begin("video/dropped.mp4", &s).ok());
+  ASSERT_TRUE(s->Append("partial").ok());
+  s.reset();  // dropped without commit
+  EXPECT_EQ(List(tmp_.Sub("root/video")), std::vector<std::string>{"clip.mp4"});
+}
+
+TEST_F(ArtifactWriterTest, UntrustedPathsAreRejected) {
+  ArtifactInfo info;
+  for (std::string bad : {std::string(""), std::string("/etc/passwd"), std::string("../x"), std::string("a/../../x"),
+                          std::string("a/..", 4), std::string("a\0b", 3), std::string("dir/"), std::string("a\nb"),
+                          std::string(".cmq-tmp.sneaky"), std::string("C:\\x"), std::string("a\\b"), std::string(".")}) {
+    Status s = w_->Write(bad, "x", &info);
+    EXPECT_TRUE(s.IsInvalidArgument()) << "'" << bad << "' -> " << s.ToString();
+  }
+  EXPECT_TRUE(List(tmp_.Sub("root")).empty());
+  std::string norm;
+  ASSERT_TRUE(NormalizeRelativePath("a//b/./c.png", &norm).ok());
+  EXPECT_EQ(norm, "a/b/c.png");
+}
+
+TEST_F(ArtifactWriterTest, SymlinksThatEscapeTheRootAreRejected) {
+  ASSERT_EQ(mkdir(tmp_.Sub("outside").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(tmp_.Sub("root/inside").c_str(), 0755), 0);
+  ASSERT_EQ(symlink(tmp_.Sub("outside").c_str(), tmp_.Sub("root/escape").c_str()), 0);
+  ASSERT_EQ(symlink(tmp_.Sub("root/inside").c_str(), tmp_.Sub("root/alias").c_str()), 0);
+  ArtifactInfo info;
+  Status s = w_->Write("escape/x.png", "x", &info);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_NE(s.message().find("leaves the artifact root"), std::string::npos);
+  EXPECT_TRUE(List(tmp_.Sub("outside")).empty());
+  ASSERT_TRUE(w_->Write("alias/y.png", "y", &info).ok());  // a link that stays inside is fine
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/inside/y.png")), "y");
+  // A file where a directory is expected.
+  ASSERT_TRUE(w_->Write("plain", "p", &info).ok());
+  EXPECT_TRUE(w_->Write("plain/z.png", "z", &info).IsInvalidArgument());
+  // A symlink at the final name is a collision, never written through.
+  ASSERT_EQ(symlink(tmp_.Sub("outside/target").c_str(), tmp_.Sub("root/link.png").c_str()), 0);
+  ASSERT_TRUE(w_->Write("link.png", "safe", &info).ok());
+  EXPECT_EQ(info.path, "link-1.png");
+  EXPECT_TRUE(List(tmp_.Sub("outside")).empty());
+}
+
+TEST_F(ArtifactWriterTest, StaleTempFilesAreCleanedOnOpen) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  std::string h = host;
+  for (char& c : h) {
+    if (c == '.' || c == '/') c = '_';
+  }
+  ASSERT_EQ(mkdir(tmp_.Sub("root/job").c_str(), 0755), 0);
+  // A dead writer's temp (pid 0x7ffffff0 is never alive) and a live one's (ours).
+  std::ofstream(tmp_.Sub("root/job/.cmq-tmp." + h + ".2147483632.0000000000000001.a.png")) << "junk";
+  std::string live = ".cmq-tmp." + h + "." + std::to_string(getpid()) + ".0000000000000002.b.png";
+  std::ofstream(tmp_.Sub("root/job/" + live)) << "in progress";
+  std::unique_ptr<ArtifactWriter> w2;
+  uint64_t removed = 0;
+  ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp_.Sub("root"), &w2, &removed).ok());
+  EXPECT_EQ(removed, 1u);
+  EXPECT_EQ(List(tmp_.Sub("root/job")), std::vector<std::string>{live});
+}
+
+TEST(ArtifactWriterFaults, FullDiskOrFailedSyncLeavesNoFile) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
+  env.SetCapacity(env.UsedBytes() + 50000);
+  ArtifactInfo info;
+  Status s = w->Write("big.bin", std::string(100000, 'x'), &info);
+  EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
+  std::vector<std::string> names;
+  ASSERT_TRUE(env.GetChildren("/root", &names).ok());
+  EXPECT_TRUE(names.empty());
+  env.SetCapacity(0);
+  env.SetFaultHook([](const std::string& op, const std::string&) {
+    return op == "sync" ? Status::IOError("injected fsync failure") : Status::OK();
+  });
+  s = w->Write("synced.bin", "data", &info);
+  EXPECT_TRUE(s.IsIOError());
+  ASSERT_TRUE(env.GetChildren("/root", &names).ok());
+  EXPECT_TRUE(names.empty());
+  env.SetFaultHook(nullptr);
+  ASSERT_TRUE(w->Write("ok.bin", "data", &info).ok());
+}
+
+}  // namespace
+}  // namespace comfymq
