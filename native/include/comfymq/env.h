@@ -32,6 +32,9 @@ class WritableFile {
   // are unknown: callers must treat a failed Sync as fatal for whatever they were writing.
   virtual Status Sync() = 0;
   virtual Status Close() = 0;
+  // A hint that [offset, offset+len) is final: start writing it to disk now, without waiting, so a later
+  // Sync has less to do (sync_file_range). Not a durability guarantee; may be a no-op.
+  virtual void StartWriteback(uint64_t offset, uint64_t len) {}
 };
 
 // A file opened for positional reads.

@@ -137,18 +137,19 @@ Status FindNextRecord(Window& w, uint64_t from, uint64_t size, uint64_t* found) 
   return Status::OK();
 }
 
-// Finds the end of the last non-zero byte in [from, size); returns `from` when all are zero.
+// Finds the end of the last non-zero byte in [from, size); returns `from` when all are zero. Compares whole
+// chunks against zeros (a preallocated tail is megabytes of them) and looks closer only where needed.
 Status LastNonZero(Window& w, uint64_t from, uint64_t size, uint64_t* end) {
+  static const std::string kZeros(1u << 20, '\0');
   *end = from;
   for (uint64_t pos = from; pos < size;) {
     std::string_view v;
-    CMQ_RETURN_IF_ERROR(w.View(pos, 1u << 20, &v));
+    CMQ_RETURN_IF_ERROR(w.View(pos, kZeros.size(), &v));
     if (v.empty()) break;
-    for (size_t i = v.size(); i > 0; --i) {
-      if (v[i - 1] != 0) {
-        *end = pos + i;
-        break;
-      }
+    if (std::memcmp(v.data(), kZeros.data(), v.size()) != 0) {
+      size_t i = v.size();
+      while (i > 0 && v[i - 1] == 0) --i;
+      *end = pos + i;
     }
     pos += v.size();
   }

@@ -43,7 +43,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   Status ls = env_->LockFile(JoinPath(dir_, "LOCK"), "pid " + std::to_string(::getpid()) + " on " + host, &lock_);
-  if (ls.IsBusy()) return Status::Busy("store " + dir_ + " is already open in another process: " + ls.message());
+  if (ls.IsBusy()) return Status::Busy("store " + dir_ + " is already open elsewhere: " + ls.message());
   CMQ_RETURN_IF_ERROR(ls);
 
   std::vector<std::string> names;

@@ -1,0 +1,86 @@
+"""Seed 000's contract (simple_local_mqServer), answered unchanged by the standalone host:
+
+  POST /tasks   {"prompt": <graph as JSON string or object>, "priority": int = 1,
+                 "metadata": {"prompt_id"?, "create_time"?}}  -> {"status": "queued", "task": {...}}
+  GET  /tasks/{id}                                             -> the task
+  GET  /health                                                 -> 200 when the queue is writable, else 503
+
+Only prompt, priority and metadata are accepted; metadata only prompt_id and create_time (missing ones are
+filled in). Any other key is a 400 naming it. The same prompt_id again returns the existing task.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .errors import BadRequest, read_json_object
+
+TASK_FIELDS = ("prompt", "priority", "metadata")
+METADATA_FIELDS = ("prompt_id", "create_time")
+
+
+def parse_task(body: dict) -> dict:
+    """Checks a seed task body; returns enqueue() keyword arguments. Raises BadRequest naming the problem."""
+    for key in body:
+        if key not in TASK_FIELDS:
+            raise BadRequest(f"unknown field '{key}' (allowed: {', '.join(TASK_FIELDS)})")
+    if "prompt" not in body:
+        raise BadRequest("prompt is required: a ComfyUI API-format workflow, as a JSON string or object")
+    prompt = body["prompt"]
+    if not isinstance(prompt, (str, dict)):
+        raise BadRequest(f"prompt must be a JSON string or object, got {type(prompt).__name__}")
+    priority = body.get("priority", 1)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise BadRequest(f"priority must be an integer, got {type(priority).__name__}")
+    if not -(2**31) <= priority < 2**31:
+        raise BadRequest("priority is out of range (32-bit integer)")
+    metadata = body.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise BadRequest(f"metadata must be an object, got {type(metadata).__name__}")
+        for key in metadata:
+            if key not in METADATA_FIELDS:
+                raise BadRequest(f"metadata key '{key}' is not allowed (allowed: {', '.join(METADATA_FIELDS)})")
+    return {"prompt": prompt, "priority": priority, "metadata": metadata}
+
+
+def task_view(job: dict, prompt=None) -> dict:
+    """A job as the seed contract shows a task: prompt, priority, metadata, plus id and state."""
+    return {
+        "id": job["id"],
+        "prompt": prompt if prompt is not None else job.get("prompt"),
+        "priority": job["priority"],
+        "metadata": {"prompt_id": job["prompt_id"], "create_time": job["create_time"]},
+        "state": job["state"],
+        "enqueued_at": job["enqueued_at"],
+        "result": {
+            "outputs": job["outputs"],
+            "artifacts": job["artifacts"],
+            "error": job["error"],
+            "finished_at": job["finished_at"],
+        },
+    }
+
+
+def add_seed_routes(routes: web.RouteTableDef, service) -> None:
+    @routes.post("/tasks")
+    async def post_task(request: web.Request) -> web.Response:
+        args = parse_task(await read_json_object(request))
+        result = await service.call(service.store.enqueue, **args)
+        job = await service.call(service.store.get, result["id"], with_prompt=False)
+        body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}
+        if result["existed"]:
+            body["existed"] = True
+        return web.json_response(body)
+
+    @routes.get("/tasks/{id}")
+    async def get_task(request: web.Request) -> web.Response:
+        job = await service.call(service.store.get, request.match_info["id"], with_prompt=True)
+        return web.json_response({"task": task_view(job)})
+
+    @routes.get("/health")
+    async def health(request: web.Request) -> web.Response:
+        h = await service.call(service.health)
+        stats = await service.call(service.store.stats) if h["writable"] else None
+        body = {"status": "ok" if h["writable"] else "unavailable", "queue": h, "stats": stats}
+        return web.json_response(body, status=200 if h["writable"] else 503)

@@ -1,0 +1,73 @@
+"""The standalone host's aiohttp application and its runner.
+
+build_app() mounts the routes on a fresh app (tests use it directly); run_host() opens the store, serves
+until SIGINT/SIGTERM, and closes the store cleanly (a checkpoint, so the next start is fast).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import web
+
+from ..api.errors import json_errors
+from ..api.seed_routes import add_seed_routes
+from ..service import QueueService
+
+log = logging.getLogger("comfymq.host")
+
+DEFAULT_MAX_BODY = 64 << 20
+
+
+def build_app(service: QueueService, *, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+    app["max_body"] = max_body
+    app["service"] = service
+    routes = web.RouteTableDef()
+    add_seed_routes(routes, service)
+    app.add_routes(routes)
+    return app
+
+
+async def _retention_loop(service: QueueService, days: float, every: float = 3600.0) -> None:
+    while True:
+        try:
+            removed = await service.call(service.store.purge, older_than_days=days)
+            if removed:
+                log.info("retention: removed %d jobs finished more than %g days ago", removed, days)
+        except Exception as e:  # noqa: BLE001 - keep serving; the next round tries again
+            log.warning("retention purge failed: %s", e)
+        await asyncio.sleep(every)
+
+
+def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float) -> None:
+    service = QueueService(data_dir, artifact_root)
+    report = service.store.recovery_report
+    log.info("store %s: %s", service.data_dir / "store", report["summary"])
+    for w in report["warnings"]:
+        log.warning("store recovery: %s", w)
+    if service.artifacts.stale_removed:
+        log.info("removed %d stale temp files under %s", service.artifacts.stale_removed, service.artifact_root)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: the seed API has no authentication; keep it on a trusted network", host)
+    app = build_app(service)
+
+    async def start_background(app: web.Application) -> None:
+        if retention_days > 0:
+            app["retention"] = asyncio.create_task(_retention_loop(service, retention_days))
+
+    async def stop(app: web.Application) -> None:
+        task = app.get("retention")
+        if task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        service.close()
+        log.info("store closed cleanly")
+
+    app.on_startup.append(start_background)
+    app.on_cleanup.append(stop)
+    log.info("ComfyMQ host on http://%s:%d  (data: %s, artifacts: %s)", host, port, data_dir, service.artifact_root)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)

@@ -1,0 +1,714 @@
+// The one pybind11 file: the Python face of the native core (module comfy_nodes._native).
+//
+// Shims here adapt the C++ API at the boundary; the core knows nothing of Python. The GIL is released
+// around every call that syncs, waits or locks. Status values map to Python in one place (Raise):
+// InvalidArgument -> ValueError, NotFound -> KeyError, the rest -> ComfyMQError and its subclasses.
+// JSON values cross as Python objects (json.dumps / json.loads at the boundary).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comfymq/artifact_writer.h"
+#include "comfymq/job.h"
+#include "comfymq/store.h"
+
+namespace py = pybind11;
+using namespace comfymq;
+
+namespace {
+
+// ---- errors -------------------------------------------------------------------------------------------
+
+struct Errors {
+  py::object base, locked, disk_full, corruption, conflict, lease_lost;
+};
+Errors* g_errors = nullptr;
+
+[[noreturn]] void Raise(const Status& s) {
+  PyObject* type = g_errors->base.ptr();
+  switch (s.code()) {
+    case Status::Code::kInvalidArgument: type = PyExc_ValueError; break;
+    case Status::Code::kNotFound: type = PyExc_KeyError; break;
+    case Status::Code::kBusy: type = g_errors->locked.ptr(); break;
+    case Status::Code::kNoSpace: type = g_errors->disk_full.ptr(); break;
+    case Status::Code::kCorruption: type = g_errors->corruption.ptr(); break;
+    case Status::Code::kConflict: type = g_errors->conflict.ptr(); break;
+    case Status::Code::kLeaseLost: type = g_errors->lease_lost.ptr(); break;
+    default: break;
+  }
+  PyErr_SetString(type, s.message().c_str());
+  throw py::error_already_set();
+}
+
+void Check(const Status& s) {
+  if (!s.ok()) Raise(s);
+}
+
+// ---- JSON at the boundary -----------------------------------------------------------------------------
+
+py::object JsonModule() {
+  static py::object* json = new py::object(py::module_::import("json"));
+  return *json;
+}
+
+std::string Dumps(const py::handle& value, const char* what) {
+  try {
+    return JsonModule().attr("dumps")(value, py::arg("ensure_ascii") = false, py::arg("allow_nan") = false)
+        .cast<std::string>();
+  } catch (py::error_already_set& e) {
+    throw py::value_error(std::string(what) + " is not JSON-serializable: " + e.what());
+  }
+}
+
+py::object Loads(const std::string& text) {
+  if (text.empty()) return py::none();
+  return JsonModule().attr("loads")(py::str(text));
+}
+
+// A graph given as a dict or as JSON text becomes JSON text; anything else is a clear ValueError.
+std::string GraphText(const py::handle& value, const char* what) {
+  if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+  if (py::isinstance<py::dict>(value)) return Dumps(value, what);
+  throw py::value_error(std::string(what) + " must be a JSON object (dict) or a JSON string, got " +
+                        std::string(py::str(py::type::of(value).attr("__name__"))));
+}
+
+uint64_t JobIdArg(const std::string& text) {
+  uint64_t id = 0;
+  if (!ParseJobId(text, &id)) throw py::key_error("no job " + text + " (job ids are 16 lowercase hex digits)");
+  return id;
+}
+
+py::object OrNone(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
+py::object MsOrNone(int64_t ms) { return ms == 0 ? py::object(py::none()) : py::object(py::int_(ms)); }
+
+py::dict JobDict(const Job& j) {
+  py::dict d;
+  d["id"] = FormatJobId(j.id);
+  d["state"] = JobStateName(j.state);
+  d["priority"] = j.priority;
+  d["attempts"] = j.attempts;
+  d["max_attempts"] = j.max_attempts;
+  d["timeout"] = j.timeout_ms ? py::object(py::float_(j.timeout_ms / 1000.0)) : py::object(py::none());
+  d["prompt_id"] = j.prompt_id;
+  d["create_time"] = j.create_time_ms;
+  d["enqueued_at"] = j.enqueued_ms;
+  d["updated_at"] = j.updated_ms;
+  d["batch_id"] = OrNone(j.batch_id);
+  d["owner"] = OrNone(j.owner);
+  if (!j.prompt.empty()) {
+    d["prompt"] = Loads(j.prompt);
+    d["workflow"] = Loads(j.workflow);
+  }
+  d["started_at"] = MsOrNone(j.started_ms);
+  d["finished_at"] = MsOrNone(j.finished_ms);
+  d["worker_id"] = OrNone(j.worker_id);
+  if (j.state == JobState::kRunning && j.lease_token != 0) {
+    py::dict lease;
+    lease["token"] = j.lease_token;
+    lease["expires_at"] = j.lease_expires_ms;
+    d["lease"] = lease;
+  } else {
+    d["lease"] = py::none();
+  }
+  d["outputs"] = Loads(j.outputs);
+  d["artifacts"] = j.artifacts.empty() ? py::object(py::list()) : Loads(j.artifacts);
+  d["error"] = Loads(j.error);
+  d["history"] = j.history.empty() ? py::object(py::list()) : Loads(j.history);
+  d["progress"] = Loads(j.progress);
+  return d;
+}
+
+// Builds a NewJob from keyword-style values (the shape of enqueue()'s arguments and enqueue_many's dicts).
+NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, int64_t priority, const py::handle& metadata,
+                  const py::handle& prompt_id, const py::handle& create_time, const py::handle& batch_id,
+                  int64_t max_attempts, const py::handle& timeout, const py::handle& owner) {
+  NewJob j;
+  if (prompt.is_none()) throw py::value_error("prompt is required");
+  j.prompt = GraphText(prompt, "prompt");
+  if (!workflow.is_none()) j.workflow = GraphText(workflow, "workflow");
+  if (priority < INT32_MIN || priority > INT32_MAX) throw py::value_error("priority is out of range");
+  j.priority = static_cast<int32_t>(priority);
+  if (!metadata.is_none()) {
+    std::string text = py::isinstance<py::str>(metadata) ? metadata.cast<std::string>() : Dumps(metadata, "metadata");
+    Check(ApplyMetadataJson(text, &j));
+  }
+  if (!prompt_id.is_none()) j.prompt_id = py::str(prompt_id).cast<std::string>();
+  if (!create_time.is_none()) j.create_time_ms = create_time.cast<int64_t>();
+  if (!batch_id.is_none()) j.batch_id = py::str(batch_id).cast<std::string>();
+  if (max_attempts < 1 || max_attempts > 100) throw py::value_error("max_attempts must be between 1 and 100");
+  j.max_attempts = static_cast<int>(max_attempts);
+  if (!timeout.is_none()) {
+    double t = timeout.cast<double>();
+    if (!(t >= 0) || t > 30.0 * 24 * 3600) throw py::value_error("timeout must be between 0 and 30 days (seconds)");
+    j.timeout_ms = static_cast<int64_t>(t * 1000);
+  }
+  if (!owner.is_none()) j.owner = py::str(owner).cast<std::string>();
+  return j;
+}
+
+py::dict EnqueueDict(const EnqueueResult& r) {
+  py::dict d;
+  d["id"] = FormatJobId(r.id);
+  d["existed"] = r.existed;
+  return d;
+}
+
+int64_t SecondsToMs(const py::handle& v, const char* what) {
+  if (v.is_none()) return 0;
+  double s = v.cast<double>();
+  if (!(s > 0) || s > 365.0 * 24 * 3600) throw py::value_error(std::string(what) + " must be a positive number of seconds");
+  return static_cast<int64_t>(s * 1000);
+}
+
+// ---- Store --------------------------------------------------------------------------------------------
+
+class PyStore {
+ public:
+  PyStore(const std::string& path, uint64_t segment_bytes, uint64_t checkpoint_every_bytes, double reopen_grace,
+          double default_lease, bool background) {
+    StoreOptions o;
+    o.segment_bytes = segment_bytes;
+    o.checkpoint_every_bytes = checkpoint_every_bytes;
+    o.reopen_lease_grace_ms = static_cast<int64_t>(reopen_grace * 1000);
+    o.default_lease_ms = static_cast<int64_t>(default_lease * 1000);
+    o.background_thread = background;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = Store::Open(o, path, &store_, &report_);
+    }
+    Check(s);
+    path_ = path;
+  }
+
+  Store* store() {
+    if (!store_) Raise(Status::IOError("store " + path_ + " is closed"));
+    return store_.get();
+  }
+
+  py::dict Report() const {
+    py::dict d;
+    d["checkpoint_segment"] = report_.checkpoint_segment;
+    d["segments_replayed"] = report_.segments_replayed;
+    d["records_replayed"] = report_.records_replayed;
+    d["jobs"] = report_.jobs;
+    d["torn_tail_bytes"] = report_.torn_tail_bytes;
+    py::list bad;
+    for (const auto& r : report_.bad_regions) bad.append(py::make_tuple(r.file, r.begin, r.end));
+    d["bad_regions"] = bad;
+    d["warnings"] = report_.warnings;
+    d["open_seconds"] = report_.open_micros / 1e6;
+    d["summary"] = report_.ToString();
+    return d;
+  }
+
+  py::dict Enqueue(const py::object& prompt, const py::object& workflow, int64_t priority, const py::object& metadata,
+                   const py::object& prompt_id, const py::object& create_time, const py::object& batch_id,
+                   int64_t max_attempts, const py::object& timeout, const py::object& owner) {
+    NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts,
+                          timeout, owner);
+    Store* s = store();
+    EnqueueResult r;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Enqueue(j, &r);
+    }
+    Check(st);
+    return EnqueueDict(r);
+  }
+
+  py::list EnqueueMany(const py::list& items) {
+    std::vector<NewJob> jobs;
+    jobs.reserve(items.size());
+    size_t i = 0;
+    for (const py::handle& item : items) {
+      if (!py::isinstance<py::dict>(item)) throw py::value_error("job " + std::to_string(i) + " must be a dict");
+      py::dict d = py::reinterpret_borrow<py::dict>(item);
+      static const char* kKeys[] = {"prompt", "workflow", "priority", "metadata", "prompt_id", "create_time",
+                                    "batch_id", "max_attempts", "timeout", "owner"};
+      for (auto kv : d) {
+        std::string k = py::str(kv.first);
+        bool known = false;
+        for (const char* kk : kKeys) known |= k == kk;
+        if (!known) throw py::value_error("job " + std::to_string(i) + ": unknown field '" + k + "'");
+      }
+      auto get = [&](const char* k) { return d.contains(k) ? py::object(d[k]) : py::object(py::none()); };
+      try {
+        jobs.push_back(MakeNewJob(get("prompt"), get("workflow"),
+                                  d.contains("priority") ? d["priority"].cast<int64_t>() : 1, get("metadata"),
+                                  get("prompt_id"), get("create_time"), get("batch_id"),
+                                  d.contains("max_attempts") ? d["max_attempts"].cast<int64_t>() : 3, get("timeout"),
+                                  get("owner")));
+      } catch (py::value_error& e) {
+        throw py::value_error("job " + std::to_string(i) + ": " + e.what());
+      }
+      ++i;
+    }
+    Store* s = store();
+    std::vector<EnqueueResult> rs;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->EnqueueMany(jobs, &rs);
+    }
+    Check(st);
+    py::list out;
+    for (const auto& r : rs) out.append(EnqueueDict(r));
+    return out;
+  }
+
+  py::dict Get(const std::string& id, bool with_prompt) {
+    uint64_t jid = JobIdArg(id);
+    Store* s = store();
+    Job j;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Get(jid, with_prompt, &j);
+    }
+    Check(st);
+    return JobDict(j);
+  }
+
+  py::dict GetByPromptId(const std::string& prompt_id, bool with_prompt) {
+    Store* s = store();
+    Job j;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->GetByPromptId(prompt_id, with_prompt, &j);
+    }
+    Check(st);
+    return JobDict(j);
+  }
+
+  py::dict List(const py::object& state, const py::object& batch_id, const py::object& since, const py::object& until,
+                const py::object& cursor, int64_t limit, bool newest_first, bool with_prompt) {
+    ListQuery q;
+    if (!state.is_none()) {
+      std::vector<std::string> names;
+      if (py::isinstance<py::str>(state)) names.push_back(state.cast<std::string>());
+      else names = state.cast<std::vector<std::string>>();
+      for (const auto& n : names) {
+        JobState js;
+        if (!ParseJobState(n, &js)) {
+          throw py::value_error("unknown state '" + n + "' (pending, running, succeeded, failed, cancelled)");
+        }
+        q.state_mask |= 1u << static_cast<int>(js);
+      }
+    }
+    if (!batch_id.is_none()) q.batch_id = py::str(batch_id).cast<std::string>();
+    if (!since.is_none()) q.since_ms = since.cast<int64_t>();
+    if (!until.is_none()) q.until_ms = until.cast<int64_t>();
+    if (!cursor.is_none()) {
+      std::string c = cursor.cast<std::string>();
+      if (!c.empty() && !ParseJobId(c, &q.cursor)) throw py::value_error("cursor '" + c + "' is not a job id");
+    }
+    if (limit < 1 || limit > 1000) throw py::value_error("limit must be between 1 and 1000");
+    q.limit = static_cast<size_t>(limit);
+    q.newest_first = newest_first;
+    q.with_prompt = with_prompt;
+    Store* s = store();
+    ListPage page;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->List(q, &page);
+    }
+    Check(st);
+    py::list jobs;
+    for (const Job& j : page.jobs) jobs.append(JobDict(j));
+    py::dict d;
+    d["jobs"] = jobs;
+    d["next_cursor"] = page.next_cursor ? py::object(py::str(FormatJobId(page.next_cursor))) : py::object(py::none());
+    return d;
+  }
+
+  py::dict Stats() {
+    Store* s = store();
+    StoreStats st;
+    Status status;
+    {
+      py::gil_scoped_release release;
+      status = s->Stats(&st);
+    }
+    Check(status);
+    py::dict counts;
+    for (int i = 0; i < kNumJobStates; ++i) counts[JobStateName(static_cast<JobState>(i))] = st.counts[i];
+    py::dict d;
+    d["counts"] = counts;
+    d["total"] = st.total;
+    d["oldest_pending_age"] = st.oldest_pending_age_ms / 1000.0;
+    d["finished_last_minute"] = st.finished_last_minute;
+    d["finished_last_hour"] = st.finished_last_hour;
+    d["paused"] = st.paused;
+    d["log_bytes"] = st.log_bytes;
+    d["live_bytes"] = st.live_bytes;
+    d["segments"] = st.segments;
+    d["checkpoint_segment"] = st.checkpoint_segment;
+    d["background_error"] = OrNone(st.background_error);
+    return d;
+  }
+
+  py::object Take(const std::string& worker_id, const py::object& lease, bool ignore_pause) {
+    TakeOptions o;
+    o.worker_id = worker_id;
+    o.lease_ms = SecondsToMs(lease, "lease");
+    o.ignore_pause = ignore_pause;
+    Store* s = store();
+    std::unique_ptr<Lease> l;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Take(o, &l);
+    }
+    Check(st);
+    if (!l) return py::none();
+    py::dict d;
+    d["job_id"] = FormatJobId(l->job_id);
+    d["token"] = l->token;
+    d["attempt"] = l->attempt;
+    d["expires_at"] = l->expires_ms;
+    d["deadline_at"] = MsOrNone(l->deadline_ms);
+    d["job"] = JobDict(l->job);
+    return d;
+  }
+
+  int64_t Heartbeat(const std::string& id, uint64_t token, const py::object& lease) {
+    uint64_t jid = JobIdArg(id);
+    int64_t ms = SecondsToMs(lease, "lease");
+    Store* s = store();
+    int64_t expires = 0;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Heartbeat(jid, token, ms, &expires);
+    }
+    Check(st);
+    return expires;
+  }
+
+  void Progress(const std::string& id, uint64_t token, const py::object& progress) {
+    uint64_t jid = JobIdArg(id);
+    std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
+    Store* s = store();
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Progress(jid, token, text);
+    }
+    Check(st);
+  }
+
+  void Complete(const std::string& id, uint64_t token, const py::object& outputs, const py::object& artifacts) {
+    uint64_t jid = JobIdArg(id);
+    std::string out;
+    if (!outputs.is_none()) {
+      if (!py::isinstance<py::dict>(outputs)) throw py::value_error("outputs must be a dict of node id -> outputs");
+      out = Dumps(outputs, "outputs");
+    }
+    std::vector<Artifact> arts;
+    if (!artifacts.is_none()) {
+      for (const py::handle& a : artifacts) {
+        if (!py::isinstance<py::dict>(a)) throw py::value_error("each artifact must be a dict");
+        py::dict d = py::reinterpret_borrow<py::dict>(a);
+        Artifact art;
+        try {
+          art.path = d["path"].cast<std::string>();
+          art.size = d["size"].cast<uint64_t>();
+          art.sha256 = d["sha256"].cast<std::string>();
+          art.mime = d.contains("mime") && !d["mime"].is_none() ? d["mime"].cast<std::string>() : "";
+        } catch (py::error_already_set&) {
+          throw py::value_error("each artifact needs path (str), size (int) and sha256 (str)");
+        } catch (py::cast_error&) {
+          throw py::value_error("each artifact needs path (str), size (int) and sha256 (str)");
+        }
+        arts.push_back(std::move(art));
+      }
+    }
+    Store* s = store();
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Complete(jid, token, out, arts);
+    }
+    Check(st);
+  }
+
+  void Fail(const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
+    uint64_t jid = JobIdArg(id);
+    JobError e;
+    auto text = [&](const char* k) {
+      return error.contains(k) && !error[k].is_none() ? py::str(error[k]).cast<std::string>() : std::string();
+    };
+    e.type = text("type");
+    e.message = text("message");
+    e.node_id = text("node_id");
+    e.traceback = text("traceback");
+    if (error.contains("details") && !error["details"].is_none()) e.details = Dumps(error["details"], "error details");
+    for (auto kv : error) {
+      std::string k = py::str(kv.first);
+      if (k != "type" && k != "message" && k != "node_id" && k != "traceback" && k != "details") {
+        throw py::value_error("error has an unknown field '" + k + "' (type, message, node_id, traceback, details)");
+      }
+    }
+    Store* s = store();
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s->Fail(jid, token, e, retryable);
+    }
+    Check(st);
+  }
+
+  template <typename Fn>
+  void Simple(Fn fn) {
+    Store* s = store();
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = fn(s);
+    }
+    Check(st);
+  }
+
+  void Close() {
+    if (!store_) return;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = store_->Close();
+      store_.reset();
+    }
+    Check(st);
+  }
+
+ private:
+  std::unique_ptr<Store> store_;
+  RecoveryReport report_;
+  std::string path_;
+};
+
+// ---- artifacts ----------------------------------------------------------------------------------------
+
+py::dict ArtifactDict(const ArtifactInfo& i) {
+  py::dict d;
+  d["path"] = i.path;
+  d["full_path"] = i.full_path;
+  d["size"] = i.size;
+  d["sha256"] = i.sha256;
+  return d;
+}
+
+// A view of bytes-like data: zero-copy for bytes, one copy for other buffers (kept alive in *keep).
+std::string_view BytesOf(const py::handle& data, py::object* keep) {
+  if (PyUnicode_Check(data.ptr())) throw py::type_error("artifact data must be bytes-like, got str");
+  if (!PyBytes_Check(data.ptr())) {
+    PyObject* b = PyBytes_FromObject(data.ptr());
+    if (b == nullptr) throw py::error_already_set();
+    *keep = py::reinterpret_steal<py::object>(b);
+  } else {
+    *keep = py::reinterpret_borrow<py::object>(data);
+  }
+  char* ptr = nullptr;
+  Py_ssize_t len = 0;
+  PyBytes_AsStringAndSize(keep->ptr(), &ptr, &len);
+  return std::string_view(ptr, static_cast<size_t>(len));
+}
+
+class PyArtifactStream {
+ public:
+  explicit PyArtifactStream(std::unique_ptr<ArtifactStream> s) : s_(std::move(s)) {}
+  void Write(const py::object& data) {
+    if (!s_) throw py::value_error("artifact stream is finished");
+    py::object keep;
+    std::string_view v = BytesOf(data, &keep);
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s_->Append(v);
+    }
+    Check(st);
+  }
+  py::dict Commit() {
+    if (!s_) throw py::value_error("artifact stream is finished");
+    ArtifactInfo info;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = s_->Commit(&info);
+    }
+    s_.reset();
+    Check(st);
+    return ArtifactDict(info);
+  }
+  void Abort() {
+    if (!s_) return;
+    py::gil_scoped_release release;
+    s_->Abort();
+    s_.reset();
+  }
+  uint64_t size() const { return s_ ? s_->size() : 0; }
+
+ private:
+  std::unique_ptr<ArtifactStream> s_;
+};
+
+class PyArtifactWriter {
+ public:
+  explicit PyArtifactWriter(const std::string& root) {
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = ArtifactWriter::Open(Env::Default(), root, &w_, &stale_removed_);
+    }
+    Check(st);
+  }
+  py::dict Write(const std::string& rel, const py::object& data) {
+    py::object keep;
+    std::string_view v = BytesOf(data, &keep);
+    ArtifactInfo out;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = w_->Write(rel, v, &out);
+    }
+    Check(st);
+    return ArtifactDict(out);
+  }
+  std::unique_ptr<PyArtifactStream> Open(const std::string& rel) {
+    std::unique_ptr<ArtifactStream> s;
+    Status st;
+    {
+      py::gil_scoped_release release;
+      st = w_->Begin(rel, &s);
+    }
+    Check(st);
+    return std::make_unique<PyArtifactStream>(std::move(s));
+  }
+  const std::string& root() const { return w_->root(); }
+  uint64_t stale_removed() const { return stale_removed_; }
+
+ private:
+  std::unique_ptr<ArtifactWriter> w_;
+  uint64_t stale_removed_ = 0;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_native, m) {
+  m.doc() = "ComfyMQ native core: the durable job store and the atomic artifact writer.";
+
+  static Errors errors;
+  errors.base = py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
+      "comfy_nodes._native.ComfyMQError", "An I/O failure or other error of the native core.", PyExc_RuntimeError, nullptr));
+  auto sub = [&](const char* name, const char* doc) {
+    return py::reinterpret_steal<py::object>(
+        PyErr_NewExceptionWithDoc((std::string("comfy_nodes._native.") + name).c_str(), doc, errors.base.ptr(), nullptr));
+  };
+  errors.locked = sub("StoreLockedError", "The store directory is open in another process.");
+  errors.disk_full = sub("DiskFullError", "The disk is full; nothing was changed; retry once space frees.");
+  errors.corruption = sub("CorruptionError", "On-disk data failed a checksum or could not be decoded.");
+  errors.conflict = sub("ConflictError", "The job is not in a state that allows this (an illegal transition).");
+  errors.lease_lost = sub("LeaseLostError", "The lease (fencing token) no longer owns the job.");
+  g_errors = &errors;
+  m.attr("ComfyMQError") = errors.base;
+  m.attr("StoreLockedError") = errors.locked;
+  m.attr("DiskFullError") = errors.disk_full;
+  m.attr("CorruptionError") = errors.corruption;
+  m.attr("ConflictError") = errors.conflict;
+  m.attr("LeaseLostError") = errors.lease_lost;
+
+  m.attr("JOB_STATES") = py::make_tuple("pending", "running", "succeeded", "failed", "cancelled");
+
+  m.def("validate_prompt", [](const py::object& prompt) { Check(ValidatePromptJson(GraphText(prompt, "prompt"))); },
+        py::arg("prompt"), "Raises ValueError naming what is wrong unless `prompt` is an API-format graph.");
+
+  py::class_<PyStore>(m, "Store", "The durable job queue and result store in one directory.")
+      .def(py::init<const std::string&, uint64_t, uint64_t, double, double, bool>(), py::arg("path"), py::kw_only(),
+           py::arg("segment_bytes") = 64ull << 20, py::arg("checkpoint_every_bytes") = 256ull << 20,
+           py::arg("reopen_lease_grace") = 30.0, py::arg("default_lease") = 30.0, py::arg("background") = true)
+      .def_property_readonly("recovery_report", &PyStore::Report)
+      .def("enqueue", &PyStore::Enqueue, py::arg("prompt"), py::kw_only(), py::arg("workflow") = py::none(),
+           py::arg("priority") = 1, py::arg("metadata") = py::none(), py::arg("prompt_id") = py::none(),
+           py::arg("create_time") = py::none(), py::arg("batch_id") = py::none(), py::arg("max_attempts") = 3,
+           py::arg("timeout") = py::none(), py::arg("owner") = py::none())
+      .def("enqueue_many", &PyStore::EnqueueMany, py::arg("jobs"))
+      .def("get", &PyStore::Get, py::arg("job_id"), py::kw_only(), py::arg("with_prompt") = true)
+      .def("get_by_prompt_id", &PyStore::GetByPromptId, py::arg("prompt_id"), py::kw_only(),
+           py::arg("with_prompt") = true)
+      .def("list", &PyStore::List, py::kw_only(), py::arg("state") = py::none(), py::arg("batch_id") = py::none(),
+           py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("cursor") = py::none(),
+           py::arg("limit") = 100, py::arg("newest_first") = true, py::arg("with_prompt") = false)
+      .def("stats", &PyStore::Stats)
+      .def("take", &PyStore::Take, py::arg("worker_id"), py::kw_only(), py::arg("lease") = py::none(),
+           py::arg("ignore_pause") = false)
+      .def("heartbeat", &PyStore::Heartbeat, py::arg("job_id"), py::arg("token"), py::kw_only(),
+           py::arg("lease") = py::none())
+      .def("progress", &PyStore::Progress, py::arg("job_id"), py::arg("token"), py::arg("progress"))
+      .def("complete", &PyStore::Complete, py::arg("job_id"), py::arg("token"), py::kw_only(),
+           py::arg("outputs") = py::none(), py::arg("artifacts") = py::none())
+      .def("fail", &PyStore::Fail, py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(),
+           py::arg("retryable") = true)
+      .def("cancel", [](PyStore& s, const std::string& id, const std::string& reason) {
+             uint64_t jid = JobIdArg(id);
+             s.Simple([&](Store* st) { return st->Cancel(jid, reason); });
+           }, py::arg("job_id"), py::arg("reason") = "")
+      .def("retry", [](PyStore& s, const std::string& id) {
+             uint64_t jid = JobIdArg(id);
+             s.Simple([&](Store* st) { return st->Retry(jid); });
+           }, py::arg("job_id"))
+      .def("delete", [](PyStore& s, const std::string& id) {
+             uint64_t jid = JobIdArg(id);
+             s.Simple([&](Store* st) { return st->Delete(jid); });
+           }, py::arg("job_id"))
+      .def("pause", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(true); }); })
+      .def("resume", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(false); }); })
+      .def_property_readonly("paused", [](PyStore& s) {
+             Store* st = s.store();
+             py::gil_scoped_release release;
+             return st->paused();
+           })
+      .def("expire_leases", [](PyStore& s) {
+             int n = 0;
+             s.Simple([&](Store* st) { return st->ExpireLeases(&n); });
+             return n;
+           })
+      .def("purge", [](PyStore& s, double older_than_days) {
+             if (!(older_than_days >= 0)) throw py::value_error("older_than_days must not be negative");
+             uint64_t n = 0;
+             int64_t now_ms = Env::Default()->NowMicros() / 1000;
+             int64_t before = now_ms - static_cast<int64_t>(older_than_days * 24 * 3600 * 1000);
+             s.Simple([&](Store* st) { return st->Purge(before, &n); });
+             return n;
+           }, py::kw_only(), py::arg("older_than_days"))
+      .def("checkpoint", [](PyStore& s) { s.Simple([](Store* st) { return st->Checkpoint(); }); })
+      .def("compact", [](PyStore& s) { s.Simple([](Store* st) { return st->Compact(); }); })
+      .def("health", [](PyStore& s) { s.Simple([](Store* st) { return st->health(); }); })
+      .def("close", &PyStore::Close)
+      .def("__enter__", [](PyStore& s) -> PyStore& { return s; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyStore& s, const py::args&) { s.Close(); });
+
+  py::class_<PyArtifactStream>(m, "ArtifactStream", "One artifact being written in chunks.")
+      .def("write", &PyArtifactStream::Write, py::arg("data"))
+      .def("commit", &PyArtifactStream::Commit)
+      .def("abort", &PyArtifactStream::Abort)
+      .def_property_readonly("size", &PyArtifactStream::size)
+      .def("__enter__", [](PyArtifactStream& s) -> PyArtifactStream& { return s; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyArtifactStream& s, const py::object& exc_type, const py::object&, const py::object&) {
+        s.Abort();  // a stream left open by an exception (or never committed) is dropped
+        return false;
+      });
+
+  py::class_<PyArtifactWriter>(m, "ArtifactWriter", "Writes artifacts atomically under a root directory.")
+      .def(py::init<const std::string&>(), py::arg("root"))
+      .def("write", &PyArtifactWriter::Write, py::arg("relative_path"), py::arg("data"))
+      .def("open", &PyArtifactWriter::Open, py::arg("relative_path"))
+      .def_property_readonly("root", &PyArtifactWriter::root)
+      .def_property_readonly("stale_removed", &PyArtifactWriter::stale_removed);
+}

@@ -1,0 +1,115 @@
+"""Shared set-up for ComfyMQ's Python tests.
+
+* The repo root goes on sys.path so tests import `comfy_nodes...` exactly as `python -m comfy_nodes` does.
+* The compiled core (comfy_nodes._native) must load: if it does not, the run stops at once with the build
+  instruction from comfy_nodes.native. These tests are never skipped for a missing build.
+* Async HTTP tests use pytest-aiohttp's `aiohttp_client` fixture under pytest-asyncio (strict mode: the async
+  test modules mark themselves with `pytest.mark.asyncio`), so no ini file is needed.
+* Every test gets a generous default timeout (pytest-timeout) so a hang fails instead of blocking the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from comfy_nodes import native as _native_loader  # noqa: E402
+
+try:
+    _NATIVE = _native_loader.load()
+    _NATIVE_ERROR: str | None = None
+except _native_loader.NativeUnavailable as _e:  # the message is the build instruction
+    _NATIVE = None
+    _NATIVE_ERROR = str(_e)
+
+DEFAULT_TEST_TIMEOUT = 120  # seconds; only a guard against hangs, never a speed assertion
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "subprocess: the test starts Python subprocesses")
+    # The host stores plain string keys on its aiohttp app (app["service"]); aiohttp suggests web.AppKey.
+    # Harmless, and not what these tests check, so it is kept out of every test's output.
+    config.addinivalue_line("filterwarnings", "ignore::aiohttp.web.NotAppKeyWarning")
+
+
+def pytest_sessionstart(session):
+    if _NATIVE_ERROR is not None:
+        pytest.exit(
+            "ComfyMQ's Python tests need the compiled core (comfy_nodes._native) and do not skip without it.\n"
+            + _NATIVE_ERROR,
+            returncode=3,
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+# ---- helpers shared by the test modules ----------------------------------------------------------------
+
+GRAPH = {
+    "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 20, "model": ["4", 0]}},
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+}
+
+
+def graph(seed: int = 42) -> dict:
+    """A small valid API-format graph; `seed` makes graphs distinguishable."""
+    g = json.loads(json.dumps(GRAPH))
+    g["3"]["inputs"]["seed"] = seed
+    return g
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def wait_until_clock_passes(ms: int, deadline_s: float = 5.0) -> None:
+    """Polls the wall clock until it is strictly later than `ms` (so time-bounded queries are exact)."""
+    end = time.monotonic() + deadline_s
+    while now_ms() <= ms:
+        if time.monotonic() > end:
+            raise AssertionError(f"the wall clock did not pass {ms} within {deadline_s} s")
+        time.sleep(0.001)
+
+
+@pytest.fixture(scope="session")
+def native():
+    """The compiled core module (comfy_nodes._native)."""
+    assert _NATIVE is not None  # pytest_sessionstart stopped the run otherwise
+    return _NATIVE
+
+
+@pytest.fixture
+def store_dir(tmp_path) -> str:
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def store(native, store_dir):
+    """An open Store in a fresh directory, closed after the test (closing twice is harmless)."""
+    s = native.Store(store_dir)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def subprocess_env() -> dict:
+    """Environment for child Pythons: no inherited PYTHONPATH or ComfyMQ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_") and k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
