@@ -18,12 +18,11 @@ class NativeUnavailable(RuntimeError):
 
 
 def build_instructions(reason: str) -> str:
+    """One line: what went wrong and the command that fixes it."""
     return (
-        f"ComfyMQ's native module could not be loaded ({reason}). Build it for this Python "
-        f"({sys.executable}, {sys.version_info.major}.{sys.version_info.minor}) with:\n"
-        f"    cd {REPO_ROOT} && {sys.executable} install.py\n"
-        "(needs a C++17 compiler, CMake, and the libraries listed in the README; "
-        "on Debian/Ubuntu: tools/setup-debian.sh installs them)"
+        f"ComfyMQ's native module could not be loaded ({reason}); build it for this Python "
+        f"({sys.version_info.major}.{sys.version_info.minor}) with: cd {REPO_ROOT} && {sys.executable} install.py "
+        "(needs a C++17 compiler, CMake and the libraries listed in the README)"
     )
 
 
@@ -39,9 +38,11 @@ def load():
     if _error is not None:
         raise NativeUnavailable(_error)
     try:
-        _module = importlib.import_module("comfy_nodes._native")
+        # Relative to this package: ComfyUI imports the pack by file location under its folder's name,
+        # so the name "comfy_nodes" is not importable there.
+        _module = importlib.import_module("._native", __package__)
     except ImportError as e:  # missing, or built for another interpreter (undefined symbols, wrong ABI)
-        _error = build_instructions(str(e) or e.__class__.__name__)
+        _error = build_instructions((str(e) or e.__class__.__name__).splitlines()[0])
         raise NativeUnavailable(_error) from None
     return _module
 

@@ -54,13 +54,49 @@ py::object JsonModule() {
   return *json;
 }
 
-std::string Dumps(const py::handle& value, const char* what) {
-  try {
-    return JsonModule().attr("dumps")(value, py::arg("ensure_ascii") = false, py::arg("allow_nan") = false)
-        .cast<std::string>();
-  } catch (py::error_already_set& e) {
-    throw py::value_error(std::string(what) + " is not JSON-serializable: " + e.what());
+// Python text as UTF-8; text Python cannot encode (a lone surrogate) is a ValueError, not a crash.
+std::string Utf8(const py::handle& text, const char* what) {
+  Py_ssize_t len = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(text.ptr(), &len);
+  if (p == nullptr) {
+    PyErr_Clear();
+    throw py::value_error(std::string(what) + " is not valid Unicode text (it contains a lone surrogate)");
   }
+  return std::string(p, static_cast<size_t>(len));
+}
+
+std::string TypeName(const py::handle& v) { return py::str(py::type::of(v).attr("__name__")).cast<std::string>(); }
+
+std::string TextArg(const py::handle& v, const char* what) {
+  if (!PyUnicode_Check(v.ptr())) throw py::value_error(std::string(what) + " must be a string, got " + TypeName(v));
+  return Utf8(v, what);
+}
+
+int64_t IntArg(const py::handle& v, const char* what) {
+  if (PyBool_Check(v.ptr()) || !PyLong_Check(v.ptr())) {
+    throw py::value_error(std::string(what) + " must be an integer, got " + TypeName(v));
+  }
+  int overflow = 0;
+  long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0) throw py::value_error(std::string(what) + " is out of range");
+  return x;
+}
+
+double NumberArg(const py::handle& v, const char* what) {
+  if (PyBool_Check(v.ptr()) || !(PyLong_Check(v.ptr()) || PyFloat_Check(v.ptr()))) {
+    throw py::value_error(std::string(what) + " must be a number, got " + TypeName(v));
+  }
+  return PyFloat_AsDouble(v.ptr());
+}
+
+std::string Dumps(const py::handle& value, const char* what) {
+  py::object text;
+  try {
+    text = JsonModule().attr("dumps")(value, py::arg("ensure_ascii") = false, py::arg("allow_nan") = false);
+  } catch (py::error_already_set& e) {
+    throw py::value_error(std::string(what) + " is not valid JSON: " + py::str(e.value()).cast<std::string>());
+  }
+  return Utf8(text, what);
 }
 
 py::object Loads(const std::string& text) {
@@ -70,10 +106,9 @@ py::object Loads(const std::string& text) {
 
 // A graph given as a dict or as JSON text becomes JSON text; anything else is a clear ValueError.
 std::string GraphText(const py::handle& value, const char* what) {
-  if (py::isinstance<py::str>(value)) return value.cast<std::string>();
+  if (PyUnicode_Check(value.ptr())) return Utf8(value, what);
   if (py::isinstance<py::dict>(value)) return Dumps(value, what);
-  throw py::value_error(std::string(what) + " must be a JSON object (dict) or a JSON string, got " +
-                        std::string(py::str(py::type::of(value).attr("__name__"))));
+  throw py::value_error(std::string(what) + " must be a JSON object (dict) or a JSON string, got " + TypeName(value));
 }
 
 uint64_t JobIdArg(const std::string& text) {
@@ -123,30 +158,37 @@ py::dict JobDict(const Job& j) {
 }
 
 // Builds a NewJob from keyword-style values (the shape of enqueue()'s arguments and enqueue_many's dicts).
-NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, int64_t priority, const py::handle& metadata,
-                  const py::handle& prompt_id, const py::handle& create_time, const py::handle& batch_id,
-                  int64_t max_attempts, const py::handle& timeout, const py::handle& owner) {
+NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py::handle& priority,
+                  const py::handle& metadata, const py::handle& prompt_id, const py::handle& create_time,
+                  const py::handle& batch_id, const py::handle& max_attempts, const py::handle& timeout,
+                  const py::handle& owner) {
   NewJob j;
   if (prompt.is_none()) throw py::value_error("prompt is required");
   j.prompt = GraphText(prompt, "prompt");
   if (!workflow.is_none()) j.workflow = GraphText(workflow, "workflow");
-  if (priority < INT32_MIN || priority > INT32_MAX) throw py::value_error("priority is out of range");
-  j.priority = static_cast<int32_t>(priority);
+  if (!priority.is_none()) {
+    int64_t p = IntArg(priority, "priority");
+    if (p < INT32_MIN || p > INT32_MAX) throw py::value_error("priority is out of range (32-bit integer)");
+    j.priority = static_cast<int32_t>(p);
+  }
   if (!metadata.is_none()) {
-    std::string text = py::isinstance<py::str>(metadata) ? metadata.cast<std::string>() : Dumps(metadata, "metadata");
+    std::string text = PyUnicode_Check(metadata.ptr()) ? Utf8(metadata, "metadata") : Dumps(metadata, "metadata");
     Check(ApplyMetadataJson(text, &j));
   }
-  if (!prompt_id.is_none()) j.prompt_id = py::str(prompt_id).cast<std::string>();
-  if (!create_time.is_none()) j.create_time_ms = create_time.cast<int64_t>();
-  if (!batch_id.is_none()) j.batch_id = py::str(batch_id).cast<std::string>();
-  if (max_attempts < 1 || max_attempts > 100) throw py::value_error("max_attempts must be between 1 and 100");
-  j.max_attempts = static_cast<int>(max_attempts);
+  if (!prompt_id.is_none()) j.prompt_id = TextArg(prompt_id, "prompt_id");
+  if (!create_time.is_none()) j.create_time_ms = IntArg(create_time, "create_time");
+  if (!batch_id.is_none()) j.batch_id = TextArg(batch_id, "batch_id");
+  if (!max_attempts.is_none()) {
+    int64_t m = IntArg(max_attempts, "max_attempts");
+    if (m < 1 || m > 100) throw py::value_error("max_attempts must be between 1 and 100");
+    j.max_attempts = static_cast<int>(m);
+  }
   if (!timeout.is_none()) {
-    double t = timeout.cast<double>();
+    double t = NumberArg(timeout, "timeout");
     if (!(t >= 0) || t > 30.0 * 24 * 3600) throw py::value_error("timeout must be between 0 and 30 days (seconds)");
     j.timeout_ms = static_cast<int64_t>(t * 1000);
   }
-  if (!owner.is_none()) j.owner = py::str(owner).cast<std::string>();
+  if (!owner.is_none()) j.owner = TextArg(owner, "owner");
   return j;
 }
 
@@ -159,7 +201,7 @@ py::dict EnqueueDict(const EnqueueResult& r) {
 
 int64_t SecondsToMs(const py::handle& v, const char* what) {
   if (v.is_none()) return 0;
-  double s = v.cast<double>();
+  double s = NumberArg(v, what);
   if (!(s > 0) || s > 365.0 * 24 * 3600) throw py::value_error(std::string(what) + " must be a positive number of seconds");
   return static_cast<int64_t>(s * 1000);
 }
@@ -177,17 +219,21 @@ class PyStore {
     o.default_lease_ms = static_cast<int64_t>(default_lease * 1000);
     o.background_thread = background;
     Status s;
+    std::unique_ptr<Store> opened;
     {
       py::gil_scoped_release release;
-      s = Store::Open(o, path, &store_, &report_);
+      s = Store::Open(o, path, &opened, &report_);
     }
     Check(s);
+    store_ = std::move(opened);
     path_ = path;
   }
 
-  Store* store() {
+  // A reference for one call: a concurrent close() cannot free the store under it (the core answers
+  // "closed" instead).
+  std::shared_ptr<Store> store() {
     if (!store_) Raise(Status::IOError("store " + path_ + " is closed"));
-    return store_.get();
+    return store_;
   }
 
   py::dict Report() const {
@@ -206,12 +252,13 @@ class PyStore {
     return d;
   }
 
-  py::dict Enqueue(const py::object& prompt, const py::object& workflow, int64_t priority, const py::object& metadata,
-                   const py::object& prompt_id, const py::object& create_time, const py::object& batch_id,
-                   int64_t max_attempts, const py::object& timeout, const py::object& owner) {
+  py::dict Enqueue(const py::object& prompt, const py::object& workflow, const py::object& priority,
+                   const py::object& metadata, const py::object& prompt_id, const py::object& create_time,
+                   const py::object& batch_id, const py::object& max_attempts, const py::object& timeout,
+                   const py::object& owner) {
     NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts,
                           timeout, owner);
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     EnqueueResult r;
     Status st;
     {
@@ -228,6 +275,7 @@ class PyStore {
     size_t i = 0;
     for (const py::handle& item : items) {
       if (!py::isinstance<py::dict>(item)) throw py::value_error("job " + std::to_string(i) + " must be a dict");
+      if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
       static const char* kKeys[] = {"prompt", "workflow", "priority", "metadata", "prompt_id", "create_time",
                                     "batch_id", "max_attempts", "timeout", "owner"};
@@ -239,17 +287,18 @@ class PyStore {
       }
       auto get = [&](const char* k) { return d.contains(k) ? py::object(d[k]) : py::object(py::none()); };
       try {
-        jobs.push_back(MakeNewJob(get("prompt"), get("workflow"),
-                                  d.contains("priority") ? d["priority"].cast<int64_t>() : 1, get("metadata"),
-                                  get("prompt_id"), get("create_time"), get("batch_id"),
-                                  d.contains("max_attempts") ? d["max_attempts"].cast<int64_t>() : 3, get("timeout"),
+        jobs.push_back(MakeNewJob(get("prompt"), get("workflow"), get("priority"), get("metadata"), get("prompt_id"),
+                                  get("create_time"), get("batch_id"), get("max_attempts"), get("timeout"),
                                   get("owner")));
       } catch (py::value_error& e) {
         throw py::value_error("job " + std::to_string(i) + ": " + e.what());
+      } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_ValueError)) throw;
+        throw py::value_error("job " + std::to_string(i) + ": " + py::str(e.value()).cast<std::string>());
       }
       ++i;
     }
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     std::vector<EnqueueResult> rs;
     Status st;
     {
@@ -264,7 +313,7 @@ class PyStore {
 
   py::dict Get(const std::string& id, bool with_prompt) {
     uint64_t jid = JobIdArg(id);
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Job j;
     Status st;
     {
@@ -276,7 +325,7 @@ class PyStore {
   }
 
   py::dict GetByPromptId(const std::string& prompt_id, bool with_prompt) {
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Job j;
     Status st;
     {
@@ -292,8 +341,19 @@ class PyStore {
     ListQuery q;
     if (!state.is_none()) {
       std::vector<std::string> names;
-      if (py::isinstance<py::str>(state)) names.push_back(state.cast<std::string>());
-      else names = state.cast<std::vector<std::string>>();
+      if (PyUnicode_Check(state.ptr())) {
+        names.push_back(Utf8(state, "state"));
+      } else if (py::isinstance<py::iterable>(state)) {
+        for (const py::handle& n : state) names.push_back(TextArg(n, "state"));
+        if (names.empty()) {  // no state asked for: nothing matches
+          py::dict empty;
+          empty["jobs"] = py::list();
+          empty["next_cursor"] = py::none();
+          return empty;
+        }
+      } else {
+        throw py::value_error("state must be a state name or a list of them, got " + TypeName(state));
+      }
       for (const auto& n : names) {
         JobState js;
         if (!ParseJobState(n, &js)) {
@@ -302,18 +362,18 @@ class PyStore {
         q.state_mask |= 1u << static_cast<int>(js);
       }
     }
-    if (!batch_id.is_none()) q.batch_id = py::str(batch_id).cast<std::string>();
-    if (!since.is_none()) q.since_ms = since.cast<int64_t>();
-    if (!until.is_none()) q.until_ms = until.cast<int64_t>();
+    if (!batch_id.is_none()) q.batch_id = TextArg(batch_id, "batch_id");
+    if (!since.is_none()) q.since_ms = IntArg(since, "since");
+    if (!until.is_none()) q.until_ms = IntArg(until, "until");
     if (!cursor.is_none()) {
-      std::string c = cursor.cast<std::string>();
+      std::string c = TextArg(cursor, "cursor");
       if (!c.empty() && !ParseJobId(c, &q.cursor)) throw py::value_error("cursor '" + c + "' is not a job id");
     }
     if (limit < 1 || limit > 1000) throw py::value_error("limit must be between 1 and 1000");
     q.limit = static_cast<size_t>(limit);
     q.newest_first = newest_first;
     q.with_prompt = with_prompt;
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     ListPage page;
     Status st;
     {
@@ -330,7 +390,7 @@ class PyStore {
   }
 
   py::dict Stats() {
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     StoreStats st;
     Status status;
     {
@@ -360,7 +420,7 @@ class PyStore {
     o.worker_id = worker_id;
     o.lease_ms = SecondsToMs(lease, "lease");
     o.ignore_pause = ignore_pause;
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     std::unique_ptr<Lease> l;
     Status st;
     {
@@ -382,7 +442,7 @@ class PyStore {
   int64_t Heartbeat(const std::string& id, uint64_t token, const py::object& lease) {
     uint64_t jid = JobIdArg(id);
     int64_t ms = SecondsToMs(lease, "lease");
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     int64_t expires = 0;
     Status st;
     {
@@ -396,7 +456,7 @@ class PyStore {
   void Progress(const std::string& id, uint64_t token, const py::object& progress) {
     uint64_t jid = JobIdArg(id);
     std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Status st;
     {
       py::gil_scoped_release release;
@@ -431,7 +491,7 @@ class PyStore {
         arts.push_back(std::move(art));
       }
     }
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Status st;
     {
       py::gil_scoped_release release;
@@ -444,7 +504,7 @@ class PyStore {
     uint64_t jid = JobIdArg(id);
     JobError e;
     auto text = [&](const char* k) {
-      return error.contains(k) && !error[k].is_none() ? py::str(error[k]).cast<std::string>() : std::string();
+      return error.contains(k) && !error[k].is_none() ? Utf8(py::str(error[k]), k) : std::string();
     };
     e.type = text("type");
     e.message = text("message");
@@ -457,7 +517,7 @@ class PyStore {
         throw py::value_error("error has an unknown field '" + k + "' (type, message, node_id, traceback, details)");
       }
     }
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Status st;
     {
       py::gil_scoped_release release;
@@ -468,28 +528,30 @@ class PyStore {
 
   template <typename Fn>
   void Simple(Fn fn) {
-    Store* s = store();
+    std::shared_ptr<Store> s = store();
     Status st;
     {
       py::gil_scoped_release release;
-      st = fn(s);
+      st = fn(s.get());
     }
     Check(st);
   }
 
   void Close() {
-    if (!store_) return;
+    std::shared_ptr<Store> s;
+    s.swap(store_);
+    if (!s) return;
     Status st;
     {
       py::gil_scoped_release release;
-      st = store_->Close();
-      store_.reset();
+      st = s->Close();
+      s.reset();
     }
     Check(st);
   }
 
  private:
-  std::unique_ptr<Store> store_;
+  std::shared_ptr<Store> store_;
   RecoveryReport report_;
   std::string path_;
 };
@@ -601,28 +663,49 @@ class PyArtifactWriter {
 
 }  // namespace
 
+// The first module object made from this library (see below).
+PyObject* g_first_module = nullptr;
+
 PYBIND11_MODULE(_native, m) {
   m.doc() = "ComfyMQ native core: the durable job store and the atomic artifact writer.";
+  if (g_first_module != nullptr) {
+    // The same library imported again under another package name (ComfyUI loads the pack by its folder
+    // name; the CLI as comfy_nodes). pybind11 types can be registered once per process, so the second
+    // module shares the first one's classes, functions and exceptions.
+    py::dict first = py::reinterpret_borrow<py::module_>(g_first_module).attr("__dict__");
+    for (auto kv : first) {
+      const std::string key = py::str(kv.first);
+      if (key.rfind("__", 0) != 0) m.attr(kv.first) = kv.second;
+    }
+    return;
+  }
+  g_first_module = m.ptr();
+  Py_INCREF(g_first_module);
 
-  static Errors errors;
-  errors.base = py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
-      "comfy_nodes._native.ComfyMQError", "An I/O failure or other error of the native core.", PyExc_RuntimeError, nullptr));
-  auto sub = [&](const char* name, const char* doc) {
-    return py::reinterpret_steal<py::object>(
-        PyErr_NewExceptionWithDoc((std::string("comfy_nodes._native.") + name).c_str(), doc, errors.base.ptr(), nullptr));
-  };
-  errors.locked = sub("StoreLockedError", "The store directory is open in another process.");
-  errors.disk_full = sub("DiskFullError", "The disk is full; nothing was changed; retry once space frees.");
-  errors.corruption = sub("CorruptionError", "On-disk data failed a checksum or could not be decoded.");
-  errors.conflict = sub("ConflictError", "The job is not in a state that allows this (an illegal transition).");
-  errors.lease_lost = sub("LeaseLostError", "The lease (fencing token) no longer owns the job.");
-  g_errors = &errors;
-  m.attr("ComfyMQError") = errors.base;
-  m.attr("StoreLockedError") = errors.locked;
-  m.attr("DiskFullError") = errors.disk_full;
-  m.attr("CorruptionError") = errors.corruption;
-  m.attr("ConflictError") = errors.conflict;
-  m.attr("LeaseLostError") = errors.lease_lost;
+  // One set of exception classes per process: the same library may be imported under two package names
+  // (ComfyUI loads the pack by folder name), and both must raise and catch the same classes.
+  if (g_errors == nullptr) {
+    auto* errors = new Errors();
+    errors->base = py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
+        "comfy_nodes._native.ComfyMQError", "An I/O failure or other error of the native core.", PyExc_RuntimeError,
+        nullptr));
+    auto sub = [&](const char* name, const char* doc) {
+      return py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
+          (std::string("comfy_nodes._native.") + name).c_str(), doc, errors->base.ptr(), nullptr));
+    };
+    errors->locked = sub("StoreLockedError", "The store directory is open in another process.");
+    errors->disk_full = sub("DiskFullError", "The disk is full; nothing was changed; retry once space frees.");
+    errors->corruption = sub("CorruptionError", "On-disk data failed a checksum or could not be decoded.");
+    errors->conflict = sub("ConflictError", "The job is not in a state that allows this (an illegal transition).");
+    errors->lease_lost = sub("LeaseLostError", "The lease (fencing token) no longer owns the job.");
+    g_errors = errors;  // never freed: the classes live as long as the interpreter
+  }
+  m.attr("ComfyMQError") = g_errors->base;
+  m.attr("StoreLockedError") = g_errors->locked;
+  m.attr("DiskFullError") = g_errors->disk_full;
+  m.attr("CorruptionError") = g_errors->corruption;
+  m.attr("ConflictError") = g_errors->conflict;
+  m.attr("LeaseLostError") = g_errors->lease_lost;
 
   m.attr("JOB_STATES") = py::make_tuple("pending", "running", "succeeded", "failed", "cancelled");
 
@@ -670,7 +753,7 @@ PYBIND11_MODULE(_native, m) {
       .def("pause", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(true); }); })
       .def("resume", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(false); }); })
       .def_property_readonly("paused", [](PyStore& s) {
-             Store* st = s.store();
+             std::shared_ptr<Store> st = s.store();
              py::gil_scoped_release release;
              return st->paused();
            })

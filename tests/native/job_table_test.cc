@@ -79,7 +79,7 @@ TEST(JobTable, TxnRollbackRestoresEveryIndexExactly) {
     table.Insert(m);
   }
   const std::string before = Fingerprint(table);
-  RecordSink sink(1, 16, 1 << 20, 1 << 20);
+  RecordSink sink;
   bool paused = false;
   Txn txn(&table, &sink, &paused, 0);
   for (int i = 0; i < 500; ++i) {
@@ -138,29 +138,37 @@ TEST(JobTable, ScanWalksBothWaysWithCursorsAndBounds) {
   EXPECT_EQ(walk(0, true, 30, 80), (std::vector<uint64_t>{70, 60, 40, 30}));
 }
 
-TEST(RecordSink, RollsToNewSegmentsAndFindsWhatItHolds) {
-  RecordSink sink(3, 1000, 1100, 4096);
+TEST(RecordSink, PlacesAWholeGroupAndResolvesLocations) {
+  RecordSink sink;
   auto a = sink.Add(log::RecordType::kJob, std::string(50, 'a'));
-  auto b = sink.Add(log::RecordType::kJob, std::string(100, 'b'));  // does not fit in segment 3
-  auto c = sink.Add(log::RecordType::kJob, std::string(10000, 'c'));  // bigger than a segment
-  EXPECT_EQ(a.segment, 3u);
-  EXPECT_EQ(a.offset, 1000u);
-  EXPECT_EQ(b.segment, 4u);
-  EXPECT_EQ(b.offset, log::kSegmentHeaderSize);
-  EXPECT_EQ(c.segment, 5u);
-  ASSERT_EQ(sink.parts().size(), 3u);
-  EXPECT_GE(sink.parts()[2].capacity, 10000u);
+  auto mark = sink.mark();
+  sink.Add(log::RecordType::kJob, "taken back");
+  sink.Rollback(mark);
+  auto b = sink.Add(log::RecordType::kStatus, std::string(100, 'b'));
+  EXPECT_TRUE(RecordSink::IsProvisional(a));
   std::string_view framed;
-  ASSERT_TRUE(sink.Find(b, &framed));
+  ASSERT_TRUE(sink.Find(b, &framed));  // readable by provisional location while the group is built
+  // It fits after the tail: placed there, one group.
+  sink.Finalize(3, 1000, 4096, 1 << 20);
+  EXPECT_FALSE(sink.placement().new_segment);
+  log::RecordLoc rb = sink.Resolve(b);
+  EXPECT_EQ(rb.segment, 3u);
+  EXPECT_EQ(rb.offset, 1000u + b.offset);
+  ASSERT_TRUE(sink.Find(rb, &framed));
   log::RecordType type;
   std::string_view payload;
   ASSERT_TRUE(log::ParseFramedRecord(framed, &type, &payload).ok());
   EXPECT_EQ(payload, std::string(100, 'b'));
-  auto mark = sink.mark();
-  sink.Add(log::RecordType::kJob, "later");
-  sink.Rollback(mark);
-  EXPECT_EQ(sink.end_segment(), 5u);
-  EXPECT_EQ(sink.end_offset(), c.offset + c.size);
+  EXPECT_EQ(sink.size(), log::kRecordHeaderSize + 2 * log::kRecordHeaderSize + 150);
+
+  // It does not fit: the whole group goes to a new segment, sized for it if it is bigger than a segment.
+  RecordSink big;
+  big.Add(log::RecordType::kJob, std::string(10000, 'c'));
+  big.Finalize(3, 1000, 4096, 4096);
+  EXPECT_TRUE(big.placement().new_segment);
+  EXPECT_EQ(big.placement().segment, 4u);
+  EXPECT_EQ(big.placement().offset, log::kSegmentHeaderSize);
+  EXPECT_GE(big.placement().capacity, log::kSegmentHeaderSize + big.size());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // The log's record format: framing round trips, and every reader error path, found by editing bytes:
-// a torn tail is the end of the log, a damaged record in the middle is reported and skipped.
+// a torn tail is the end of the log, a damaged group in the middle is reported and skipped, and a group
+// applies all or nothing. Build() puts each payload in a group of its own; offs[i] is where group i starts
+// and its record sits kRecordHeaderSize later.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -30,7 +32,7 @@ class LogSegmentTest : public ::testing::Test {
     std::vector<uint64_t> offsets;
     for (const auto& p : payloads) {
       offsets.push_back(kSegmentHeaderSize + bytes.size());
-      AppendRecord(RecordType::kJob, p, &bytes);
+      AppendGroup({{RecordType::kJob, p}}, &bytes);
     }
     EXPECT_TRUE(f->WriteAt(kSegmentHeaderSize, bytes).ok());
     EXPECT_TRUE(f->Sync().ok());
@@ -67,6 +69,8 @@ class LogSegmentTest : public ::testing::Test {
 
 TEST_F(LogSegmentTest, FileNamesRoundTrip) {
   uint32_t v = 0;
+  EXPECT_TRUE(ParseSegmentFileName(SegmentFileName(123456789), &v));
+  EXPECT_EQ(v, 123456789u);
   EXPECT_EQ(SegmentFileName(42), "log-00000042.cmq");
   EXPECT_TRUE(ParseSegmentFileName("log-00000042.cmq", &v));
   EXPECT_EQ(v, 42u);
@@ -84,7 +88,7 @@ TEST_F(LogSegmentTest, RecordsRoundTripAndZeroFillIsACleanEnd) {
   EXPECT_EQ(seen[1].payload, std::string(3000, 'b'));
   EXPECT_EQ(seen[2].payload, "");
   EXPECT_EQ(seen[3].payload, "gamma");
-  EXPECT_EQ(seen[3].loc.offset, offs[3]);
+  EXPECT_EQ(seen[3].loc.offset, offs[3] + kRecordHeaderSize);
   EXPECT_EQ(seen[3].loc.segment, 7u);
   EXPECT_TRUE(scan.header_ok);
   EXPECT_TRUE(scan.bad_regions.empty());
@@ -104,7 +108,7 @@ TEST_F(LogSegmentTest, RecordsRoundTripAndZeroFillIsACleanEnd) {
 TEST_F(LogSegmentTest, TornTailIsEndOfLogAndReported) {
   auto offs = Build({"one", "two", std::string(500, 'x')});
   // The last record lost its second half (a torn write): its payload is partly zeros.
-  Edit(offs[2] + kRecordHeaderSize + 200, std::string(300, '\0'));
+  Edit(offs[2] + kRecordHeaderSize + 200, std::string(313, '\0'));
   SegmentScan scan;
   auto seen = Scan(&scan);
   ASSERT_EQ(seen.size(), 2u);
@@ -186,7 +190,7 @@ TEST_F(LogSegmentTest, MagicBytesInsideAPayloadDoNotFoolResync) {
 
 TEST_F(LogSegmentTest, GarbageAfterTheLastRecordIsATornTail) {
   auto offs = Build({"one", "two"});
-  uint64_t end = offs[1] + kRecordHeaderSize + 3;
+  uint64_t end = offs[1] + 2 * kRecordHeaderSize + 3;
   Edit(end + 10, "garbage that is no record");
   SegmentScan scan;
   auto seen = Scan(&scan);
@@ -213,7 +217,7 @@ TEST_F(LogSegmentTest, ReadRecordRejectsDamageAndWrongLocations) {
   ASSERT_TRUE(env_.NewRandomAccessFile(path_, &f).ok());
   RecordType t;
   std::string p;
-  RecordLoc good{7, static_cast<uint32_t>(offs[1]), static_cast<uint32_t>(kRecordHeaderSize + 3)};
+  RecordLoc good{7, static_cast<uint32_t>(offs[1] + kRecordHeaderSize), static_cast<uint32_t>(kRecordHeaderSize + 3)};
   ASSERT_TRUE(ReadRecord(*f, good, &t, &p).ok());
   RecordLoc shifted = good;
   shifted.offset += 1;
@@ -221,8 +225,49 @@ TEST_F(LogSegmentTest, ReadRecordRejectsDamageAndWrongLocations) {
   RecordLoc longer = good;
   longer.size += 1;
   EXPECT_TRUE(ReadRecord(*f, longer, &t, &p).IsCorruption());
-  Edit(offs[1] + kRecordHeaderSize, "T");
+  Edit(offs[1] + 2 * kRecordHeaderSize, "T");
   EXPECT_TRUE(ReadRecord(*f, good, &t, &p).IsCorruption());
+}
+
+TEST_F(LogSegmentTest, AGroupAppliesAllOrNothing) {
+  std::unique_ptr<WritableFile> f;
+  ASSERT_TRUE(CreateSegment(&env_, path_, 7, 8192, &f).ok());
+  std::string bytes;
+  AppendGroup({{RecordType::kJob, "g1-a"}}, &bytes);
+  const uint64_t g2 = kSegmentHeaderSize + bytes.size();
+  AppendGroup({{RecordType::kJob, "g2-a"}, {RecordType::kStatus, "g2-b"}, {RecordType::kErase, "g2-c"}}, &bytes);
+  AppendGroup({{RecordType::kJob, "g3-a"}}, &bytes);
+  ASSERT_TRUE(f->WriteAt(kSegmentHeaderSize, bytes).ok());
+  // Damage the second record of group 2: its own checksum fails, and so does the group's.
+  Edit(g2 + kRecordHeaderSize + (kRecordHeaderSize + 4) + kRecordHeaderSize + 1, "X");
+  SegmentScan scan;
+  auto seen = Scan(&scan);
+  ASSERT_EQ(seen.size(), 2u) << "no record of a damaged group may be applied";
+  EXPECT_EQ(seen[0].payload, "g1-a");
+  EXPECT_EQ(seen[1].payload, "g3-a");
+  ASSERT_EQ(scan.bad_regions.size(), 1u);
+  EXPECT_EQ(scan.bad_regions[0].first, g2);
+}
+
+TEST_F(LogSegmentTest, ATornLastGroupIsCutWholeEvenIfItsLaterSectorsSurvived) {
+  std::unique_ptr<WritableFile> f;
+  ASSERT_TRUE(CreateSegment(&env_, path_, 7, 16384, &f).ok());
+  std::string bytes;
+  AppendGroup({{RecordType::kJob, "first"}}, &bytes);
+  const uint64_t last = kSegmentHeaderSize + bytes.size();
+  AppendGroup({{RecordType::kJob, std::string(1500, 'a')}, {RecordType::kStatus, std::string(1500, 'b')},
+               {RecordType::kJob, std::string(1500, 'c')}}, &bytes);
+  ASSERT_TRUE(f->WriteAt(kSegmentHeaderSize, bytes).ok());
+  // A power cut kept the sectors of this group out of order: the middle one never reached the disk.
+  Edit(last + 1600, std::string(512, '\0'));
+  SegmentScan scan;
+  auto seen = Scan(&scan);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(scan.valid_end, last);
+  EXPECT_EQ(scan.last_group_offset, kSegmentHeaderSize);
+  EXPECT_TRUE(scan.bad_regions.empty());
+  EXPECT_EQ(scan.tail_garbage_begin, last);
+  EXPECT_EQ(scan.tail_garbage_end, kSegmentHeaderSize + bytes.size());
 }
 
 TEST_F(LogSegmentTest, CreateSegmentOnFullDiskLeavesNothing) {

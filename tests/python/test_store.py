@@ -142,18 +142,11 @@ def test_enqueue_many_bad_metadata_adds_nothing(store):
     assert store.stats()["total"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: enqueue_many's metadata errors lose the 'job N' context "
-                                       "(native_module.cc catches py::value_error, but Check() raises "
-                                       "error_already_set)")
 def test_enqueue_many_bad_metadata_names_the_job(store):
     with pytest.raises(ValueError, match="job 1"):
         store.enqueue_many([{"prompt": graph(1)}, {"prompt": graph(2), "metadata": {"user": "x"}}])
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: values pybind11 cannot convert (a str priority in "
-                                       "enqueue_many, a str create_time or timeout, a str with a lone surrogate) "
-                                       "raise a bare RuntimeError 'Unable to cast', not ValueError as the stub "
-                                       "promises")
 @pytest.mark.parametrize("call", [
     lambda s: s.enqueue_many([{"prompt": graph(1)}, {"prompt": graph(2), "priority": "high"}]),
     lambda s: s.enqueue(graph(), create_time="yesterday"),
@@ -535,7 +528,6 @@ def _pages(store, *, limit, newest_first, between=None):
         cursor = page["next_cursor"]
         if cursor is None:
             return seen
-        assert cursor == page["jobs"][-1]["id"]
         page_no += 1
         assert page_no < 100, "pagination does not end"
         if between:

@@ -77,6 +77,7 @@ class MemEnv final : public Env {
 
   Status Fault(const std::string& op, const std::string& path) const;  // requires mu_
   Status CheckParentLocked(const std::string& path) const;
+  Status RenameLocked(const std::string& from, const std::string& to, bool replace);
   Status ReserveLocked(uint64_t old_size, uint64_t new_size);
 
   mutable std::mutex mu_;

@@ -256,7 +256,7 @@ Status NormalizeRelativePath(std::string_view path, std::string* normalized) {
     pos = next + 1;
     if (part.empty() || part == ".") continue;
     if (part == "..") return bad("must not contain '..'");
-    if (part.size() > 255) return bad("has a name longer than 255 bytes");
+    if (part.size() > 200) return bad("has a name longer than 200 bytes (room is kept for a collision suffix)");
     for (char c : part) {
       if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return bad("contains a control character or backslash");
     }

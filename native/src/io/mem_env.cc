@@ -12,7 +12,6 @@ struct MemEnv::Inode {
   std::string durable;  // contents as of the last Sync
   // Unsynced writes since the last Sync, in order: (offset, length). Used to tear at a crash.
   std::vector<std::pair<uint64_t, uint64_t>> unsynced;
-  uint64_t durable_size_reserved = 0;  // unused; kept simple: size is part of data/durable
 };
 
 namespace {
@@ -318,9 +317,13 @@ Status MemEnv::RemoveDir(const std::string& raw) {
 }
 
 Status MemEnv::RenameFile(const std::string& raw_from, const std::string& raw_to) {
-  const std::string from = Normalize(raw_from), to = Normalize(raw_to);
   std::lock_guard<std::mutex> l(mu_);
+  return RenameLocked(Normalize(raw_from), Normalize(raw_to), true);
+}
+
+Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool replace) {
   CMQ_RETURN_IF_ERROR(Fault("rename", from));
+  if (!replace && entries_.count(to)) return Status::AlreadyExists("rename " + from + " -> " + to + ": target exists");
   auto it = entries_.find(from);
   if (it == entries_.end()) return Status::NotFound("rename " + from + ": no such file");
   if (it->second.is_dir) return Status::IOError("rename " + from + ": directories are not supported");
@@ -337,13 +340,8 @@ Status MemEnv::RenameFile(const std::string& raw_from, const std::string& raw_to
 }
 
 Status MemEnv::RenameNoReplace(const std::string& raw_from, const std::string& raw_to) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (entries_.count(Normalize(raw_to))) {
-      return Status::AlreadyExists("rename " + raw_from + " -> " + raw_to + ": target exists");
-    }
-  }
-  return RenameFile(raw_from, raw_to);
+  std::lock_guard<std::mutex> l(mu_);
+  return RenameLocked(Normalize(raw_from), Normalize(raw_to), false);
 }
 
 Status MemEnv::SyncDir(const std::string& raw) {
@@ -432,8 +430,7 @@ std::unique_ptr<MemEnv> MemEnv::CrashImage(std::mt19937_64& rng, CrashMode mode)
           uint64_t off = src->unsynced[i].first, len = src->unsynced[i].second;
           if (i == k) len = std::uniform_int_distribution<uint64_t>(0, len)(rng);
           if (off + len > d.size()) d.resize(off + len, '\0');
-          // Later writes may overlap earlier ones; the current data holds the final bytes. Copy from the
-          // current data only where no later unsynced write changed it, else fall back to current bytes.
+          // Overlapping unsynced writes are approximated with the final bytes (the store never overlaps them).
           std::copy(src->data.begin() + static_cast<std::ptrdiff_t>(off),
                     src->data.begin() + static_cast<std::ptrdiff_t>(std::min<uint64_t>(off + len, src->data.size())),
                     d.begin() + static_cast<std::ptrdiff_t>(off));

@@ -227,7 +227,7 @@ class PosixEnv final : public Env {
 #endif
     // File systems without renameat2 (some NAS mounts): link() fails with EEXIST atomically.
     if (::link(from.c_str(), to.c_str()) != 0) return PosixError("link", from + " -> " + to, errno);
-    if (::unlink(from.c_str()) != 0) return PosixError("remove", from, errno);
+    ::unlink(from.c_str());  // the file is published under `to` either way; a leftover temp is cleaned later
     return Status::OK();
   }
 

@@ -17,23 +17,37 @@ std::string SegmentFileName(uint32_t segment) {
 
 bool ParseSegmentFileName(const std::string& name, uint32_t* segment) {
   unsigned v = 0;
-  char tail[8] = {0};
-  if (name.size() != 16 || std::sscanf(name.c_str(), "log-%8u.%3s", &v, tail) != 2) return false;
-  if (std::strcmp(tail, "cmq") != 0 || SegmentFileName(v) != name) return false;
+  if (std::sscanf(name.c_str(), "log-%u.cmq", &v) != 1 || SegmentFileName(v) != name) return false;
   *segment = v;
   return true;
 }
 
+namespace {
+
+void WriteHeader(char* base, RecordType type, size_t payload_size) {
+  StoreU32At(base, kRecordMagic);
+  StoreU32At(base + 8, static_cast<uint32_t>(payload_size));
+  base[12] = static_cast<char>(type);
+  uint32_t crc = RecordChecksum(base + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + payload_size);
+  StoreU32At(base + 4, crc);
+}
+
+}  // namespace
+
 void AppendRecord(RecordType type, std::string_view payload, std::string* out) {
   size_t start = out->size();
-  PutU32(out, kRecordMagic);
-  PutU32(out, 0);  // checksum, filled below
-  PutU32(out, static_cast<uint32_t>(payload.size()));
-  PutU8(out, static_cast<uint8_t>(type));
+  out->resize(start + kRecordHeaderSize);
   out->append(payload.data(), payload.size());
-  char* base = &(*out)[start];
-  uint32_t crc = RecordChecksum(base + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + payload.size());
-  StoreU32At(base + 4, crc);
+  WriteHeader(&(*out)[start], type, payload.size());
+}
+
+void SealGroup(std::string* group) { WriteHeader(&(*group)[0], RecordType::kGroup, group->size() - kRecordHeaderSize); }
+
+void AppendGroup(const std::vector<std::pair<RecordType, std::string>>& records, std::string* out) {
+  std::string g(kRecordHeaderSize, '\0');
+  for (const auto& [type, payload] : records) AppendRecord(type, payload, &g);
+  SealGroup(&g);
+  out->append(g);
 }
 
 Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
@@ -57,20 +71,24 @@ Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64
 
 namespace {
 
-// Checks a framed record at the start of `buf` (which may extend past it). Returns the total size, or 0
-// if there is no valid record there. `need` is set to the bytes required to decide when buf is too short.
-size_t ValidRecordAt(std::string_view buf, size_t* need) {
+// Checks a framed record at the start of `buf` (which may extend past it). `top_level` asks for a group;
+// otherwise for a record inside one. Returns the total size, or 0 when there is no valid record there;
+// `need` is set to the bytes required to decide when buf is too short.
+size_t ValidRecordAt(std::string_view buf, bool top_level, size_t* need) {
   *need = kRecordHeaderSize;
   if (buf.size() < kRecordHeaderSize) return 0;
   if (LoadFixed<uint32_t>(buf.data()) != kRecordMagic) return 0;
-  uint32_t len = LoadFixed<uint32_t>(buf.data() + 8);
+  uint64_t len = LoadFixed<uint32_t>(buf.data() + 8);
   uint8_t type = static_cast<uint8_t>(buf[12]);
-  if (len > kMaxRecordPayload || !IsKnownRecordType(type)) return 0;
-  *need = kRecordHeaderSize + len;
+  if (top_level ? (type != static_cast<uint8_t>(RecordType::kGroup) || len > kMaxGroupBytes)
+                : (!IsKnownRecordType(type) || len > kMaxRecordPayload)) {
+    return 0;
+  }
+  *need = static_cast<size_t>(kRecordHeaderSize + len);
   if (buf.size() < kRecordHeaderSize + len) return 0;
   uint32_t crc = RecordChecksum(buf.data() + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + len);
   if (crc != LoadFixed<uint32_t>(buf.data() + 4)) return 0;
-  return kRecordHeaderSize + len;
+  return static_cast<size_t>(kRecordHeaderSize + len);
 }
 
 // A read window over a file, refilled on demand.
@@ -103,8 +121,22 @@ class Window {
   std::string buf_;
 };
 
-// Finds the first offset >= from holding a valid record; returns file size when there is none.
-Status FindNextRecord(Window& w, uint64_t from, uint64_t size, uint64_t* found) {
+// The size of the valid group at `pos`, or 0.
+Status GroupAt(Window& w, uint64_t pos, uint64_t size, size_t* n) {
+  std::string_view v;
+  CMQ_RETURN_IF_ERROR(w.View(pos, kRecordHeaderSize, &v));
+  size_t need = 0;
+  *n = ValidRecordAt(v, true, &need);
+  if (*n == 0 && need > kRecordHeaderSize && pos + need <= size) {
+    CMQ_RETURN_IF_ERROR(w.View(pos, need, &v));
+    *n = ValidRecordAt(v, true, &need);
+  }
+  return Status::OK();
+}
+
+// Finds the first offset >= from holding a valid group; returns file size when there is none. Records
+// inside a damaged group are never resynchronised onto: a group applies whole or not at all.
+Status FindNextGroup(Window& w, uint64_t from, uint64_t size, uint64_t* found) {
   const char magic[4] = {static_cast<char>(kRecordMagic & 0xff), static_cast<char>((kRecordMagic >> 8) & 0xff),
                          static_cast<char>((kRecordMagic >> 16) & 0xff), static_cast<char>(kRecordMagic >> 24)};
   uint64_t pos = from;
@@ -118,15 +150,8 @@ Status FindNextRecord(Window& w, uint64_t from, uint64_t size, uint64_t* found) 
       continue;
     }
     uint64_t cand = pos + hit;
-    std::string_view head;
-    CMQ_RETURN_IF_ERROR(w.View(cand, kRecordHeaderSize, &head));
-    size_t need = 0;
-    size_t n = ValidRecordAt(head, &need);
-    if (n == 0 && need > kRecordHeaderSize && cand + need <= size) {
-      std::string_view full;
-      CMQ_RETURN_IF_ERROR(w.View(cand, need, &full));
-      n = ValidRecordAt(full, &need);
-    }
+    size_t n = 0;
+    CMQ_RETURN_IF_ERROR(GroupAt(w, cand, size, &n));
     if (n != 0) {
       *found = cand;
       return Status::OK();
@@ -160,7 +185,7 @@ Status LastNonZero(Window& w, uint64_t from, uint64_t size, uint64_t* end) {
 
 Status ParseFramedRecord(std::string_view framed, RecordType* type, std::string_view* payload) {
   size_t need = 0;
-  size_t n = ValidRecordAt(framed, &need);
+  size_t n = ValidRecordAt(framed, false, &need);
   if (n == 0 || n != framed.size()) return Status::Corruption("record failed its checksum or framing check");
   *type = static_cast<RecordType>(framed[12]);
   *payload = framed.substr(kRecordHeaderSize);
@@ -197,27 +222,35 @@ Status ScanSegment(const RandomAccessFile& file, uint32_t expected_segment, cons
   uint64_t pos = kSegmentHeaderSize;
   scan->valid_end = pos;
   while (pos < size) {
-    std::string_view v;
-    CMQ_RETURN_IF_ERROR(w.View(pos, kRecordHeaderSize, &v));
-    size_t need = 0;
-    size_t n = ValidRecordAt(v, &need);
-    if (n == 0 && need > kRecordHeaderSize && pos + need <= size) {
-      CMQ_RETURN_IF_ERROR(w.View(pos, need, &v));
-      n = ValidRecordAt(v, &need);
-    }
+    size_t n = 0;
+    CMQ_RETURN_IF_ERROR(GroupAt(w, pos, size, &n));
     if (n != 0) {
-      RecordLoc loc{0, static_cast<uint32_t>(pos), static_cast<uint32_t>(n)};
-      loc.segment = expected_segment;
-      CMQ_RETURN_IF_ERROR(visit(static_cast<RecordType>(v[12]), v.substr(kRecordHeaderSize, n - kRecordHeaderSize), loc));
-      scan->records++;
+      // The group is intact: its records are too (they were checksummed when the group was sealed).
+      std::string_view group;
+      CMQ_RETURN_IF_ERROR(w.View(pos, n, &group));
+      std::string copy;  // `visit` may cause further window reads only via our own calls; keep a stable copy
+      copy.assign(group.data(), group.size());
+      size_t inner = kRecordHeaderSize;
+      while (inner < copy.size()) {
+        std::string_view rest = std::string_view(copy).substr(inner);
+        size_t need = 0;
+        size_t m = ValidRecordAt(rest, false, &need);
+        if (m == 0) break;  // cannot happen for a sealed group; stop applying it rather than guess
+        RecordLoc loc{expected_segment, static_cast<uint32_t>(pos + inner), static_cast<uint32_t>(m)};
+        CMQ_RETURN_IF_ERROR(visit(static_cast<RecordType>(rest[12]), rest.substr(kRecordHeaderSize, m - kRecordHeaderSize), loc));
+        scan->records++;
+        inner += m;
+      }
+      scan->groups++;
+      scan->last_group_offset = pos;
       pos += n;
       scan->valid_end = pos;
       continue;
     }
-    // Not a record here. Zeros to the end mean a clean end; a valid record further on means a bad region
-    // in the middle; anything else is a torn tail.
+    // No group here. Zeros to the end mean a clean end; a valid group further on means a bad region in the
+    // middle; anything else is a torn tail (the last, unsynced group).
     uint64_t next = size;
-    CMQ_RETURN_IF_ERROR(FindNextRecord(w, pos + 1, size, &next));
+    CMQ_RETURN_IF_ERROR(FindNextGroup(w, pos + 1, size, &next));
     if (next < size) {
       scan->bad_regions.emplace_back(pos, next);
       pos = next;

@@ -1,13 +1,14 @@
-// RecordSink: collects the records of one commit group in memory and assigns each its final log location
-// (segment, offset) as it is added, rolling to new segments when the current one is full. The leader then
-// writes the parts (one per segment) and syncs. Supports savepoints so one failed operation in a group can
-// be taken back. Not thread-safe: owned by the group leader; readers see it only under the state lock.
+// RecordSink: one commit group being built. Records are appended to a single buffer that starts with room
+// for the group header; while the group's operations run, records get provisional locations (segment
+// kProvisional, offset within the group). Finalize() then places the whole group: at the end of the tail
+// segment if it fits, else at the start of a new segment (a group never spans segments), seals the group
+// header (one checksum over everything), and Resolve() turns provisional locations into real ones.
+// Not thread-safe: owned by the group leader; readers see it only under the state lock.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "store/log_segment.h"
 
@@ -15,45 +16,41 @@ namespace comfymq {
 
 class RecordSink {
  public:
-  struct Part {
+  static constexpr uint32_t kProvisional = 0xFFFFFFFFu;
+
+  struct Placement {
     uint32_t segment = 0;
-    uint64_t offset = 0;      // where bytes go in the segment
-    uint64_t capacity = 0;    // preallocated size of the segment (new segments only)
-    bool new_segment = false; // must be created before writing
-    std::string bytes;
-  };
-  struct Mark {
-    size_t parts = 0;
-    size_t last_bytes = 0;
+    uint64_t offset = 0;       // where the group starts in the segment
+    uint64_t capacity = 0;     // preallocated size of a new segment
+    bool new_segment = false;  // must be created before writing
   };
 
-  // The log's tail: the segment appends go to, where they resume, and its preallocated size.
-  RecordSink(uint32_t tail_segment, uint64_t tail_offset, uint64_t tail_capacity, uint64_t segment_bytes)
-      : tail_segment_(tail_segment), tail_offset_(tail_offset), tail_capacity_(tail_capacity),
-        segment_bytes_(segment_bytes) {}
+  RecordSink();
 
+  // Adds a record to the group; its location is provisional until Finalize.
   log::RecordLoc Add(log::RecordType type, std::string_view payload);
 
-  // The framed bytes of a record added here, if loc is one.
+  size_t mark() const { return bytes_.size(); }
+  void Rollback(size_t mark) { bytes_.resize(mark); }
+  bool empty() const { return bytes_.size() == log::kRecordHeaderSize; }
+  uint64_t size() const { return bytes_.size(); }
+
+  // Places the group after the tail (tail segment, where appends resume, its preallocated size) and seals it.
+  void Finalize(uint32_t tail_segment, uint64_t tail_offset, uint64_t tail_capacity, uint64_t segment_bytes);
+  bool finalized() const { return finalized_; }
+  const Placement& placement() const { return placement_; }
+  const std::string& bytes() const { return bytes_; }  // the framed group, once finalized
+
+  static bool IsProvisional(const log::RecordLoc& loc) { return loc.valid() && loc.segment == kProvisional; }
+  log::RecordLoc Resolve(const log::RecordLoc& loc) const;
+
+  // The framed bytes of a record of this group, by provisional or (once finalized) real location.
   bool Find(const log::RecordLoc& loc, std::string_view* framed) const;
 
-  Mark mark() const;
-  void Rollback(const Mark& m);
-
-  bool empty() const;
-  uint64_t bytes() const;
-  const std::vector<Part>& parts() const { return parts_; }
-  // Where the next group starts once this one is written.
-  uint32_t end_segment() const;
-  uint64_t end_offset() const;
-  uint64_t end_capacity() const;
-
  private:
-  uint32_t tail_segment_;
-  uint64_t tail_offset_;
-  uint64_t tail_capacity_;
-  uint64_t segment_bytes_;
-  std::vector<Part> parts_;
+  std::string bytes_;
+  bool finalized_ = false;
+  Placement placement_;
 };
 
 }  // namespace comfymq

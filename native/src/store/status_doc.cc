@@ -45,12 +45,22 @@ records::StatusView StatusDoc::View(uint64_t id) const {
   return v;
 }
 
+namespace {
+// Long texts are cut (a failure must still be recorded), with a note saying so.
+std::string Clip(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  return s.substr(0, max) + "\n... (" + std::to_string(s.size() - max) + " more bytes cut)";
+}
+constexpr size_t kMaxHistoryBytes = 8u << 20;
+}  // namespace
+
 Status ErrorToJson(const JobError& e, std::string* out) {
+  if (e.details.size() > (4u << 20)) return Status::InvalidArgument("error details are too large (at most 4 MiB)");
   json j = json::object();
-  j["type"] = e.type.empty() ? "error" : e.type;
-  j["message"] = e.message;
-  if (!e.node_id.empty()) j["node_id"] = e.node_id;
-  if (!e.traceback.empty()) j["traceback"] = e.traceback;
+  j["type"] = e.type.empty() ? "error" : Clip(e.type, 256);
+  j["message"] = Clip(e.message, 64u << 10);
+  if (!e.node_id.empty()) j["node_id"] = Clip(e.node_id, 256);
+  if (!e.traceback.empty()) j["traceback"] = Clip(e.traceback, 256u << 10);
   if (!e.details.empty()) {
     try {
       j["details"] = json::parse(e.details);
@@ -92,7 +102,12 @@ std::string AppendHistory(const std::string& history, const RunOutcome& run, siz
   if (!run.error_json.empty()) entry["error"] = json::parse(run.error_json, nullptr, false);
   arr.push_back(std::move(entry));
   while (max_entries > 0 && arr.size() > max_entries) arr.erase(arr.begin());
-  return arr.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string out = arr.dump(-1, ' ', false, json::error_handler_t::replace);
+  while (out.size() > kMaxHistoryBytes && arr.size() > 1) {  // keep the newest entries within the bound
+    arr.erase(arr.begin());
+    out = arr.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  return out;
 }
 
 }  // namespace comfymq

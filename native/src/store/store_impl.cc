@@ -14,6 +14,9 @@ namespace {
 
 constexpr size_t kMaxIdBytes = 256;
 constexpr size_t kMaxProgressBytes = 256u << 10;
+constexpr size_t kMaxOutputsBytes = 64u << 20;
+constexpr size_t kMaxArtifactsBytes = 16u << 20;
+constexpr size_t kMaxBatchBytes = 1u << 30;  // one EnqueueMany: one commit, one segment at most this big
 constexpr int64_t kMaxTimeoutMs = 30ll * 24 * 3600 * 1000;
 
 std::string NewUuid() {
@@ -57,7 +60,8 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
     : options_(options),
       env_(options.env != nullptr ? options.env : Env::Default()),
       dir_(std::move(dir)),
-      committer_([this](std::vector<PendingOp*>& group) { ProcessGroup(group); }) {}
+      committer_([this](std::vector<PendingOp*>& group) { ProcessGroup(group); }),
+      events_(std::make_unique<EventQueue>()) {}
 
 StoreImpl::~StoreImpl() { Close(); }
 
@@ -102,7 +106,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     return;
   }
   const int64_t now = NowMs();
-  RecordSink sink(tail_segment_, tail_offset_, tail_capacity_, options_.segment_bytes);
+  RecordSink sink;
   Txn txn(&table_, &sink, &paused_, now);
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
@@ -110,13 +114,27 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     inflight_ = &sink;
     for (PendingOp* op : group) {
       Txn::Mark m = txn.mark();
-      op->status = op->apply();
+      try {
+        op->status = op->apply();
+      } catch (const std::exception& e) {  // e.g. bad_alloc, or a caller's JobFilter throwing
+        op->status = Status::IOError(std::string("internal error while applying a change: ") + e.what());
+      }
       if (!op->status.ok()) txn.RollbackTo(m);
     }
     txn_ = nullptr;
-    if (sink.empty()) inflight_ = nullptr;
+    if (sink.size() > log::kMaxGroupBytes) {  // the API limits make this unreachable; refuse rather than corrupt
+      txn.RollbackAll();
+      for (PendingOp* op : group) {
+        if (op->status.ok()) op->status = Status::InvalidArgument("change too large for one commit");
+      }
+    }
+    if (sink.empty()) {
+      inflight_ = nullptr;
+      return;
+    }
+    sink.Finalize(tail_segment_, tail_offset_, tail_capacity_, options_.segment_bytes);
+    txn.ResolveLocations();
   }
-  if (sink.empty()) return;
 
   Status ws = WriteSink(sink);
   {
@@ -145,14 +163,8 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     if (!ws.IsNoSpace()) SetFailed(ws);
     return;
   }
-  bytes_since_checkpoint_ += sink.bytes();
-  if (!txn.events().empty()) {
-    std::lock_guard<std::mutex> l(events_mu_);
-    if (listener_) {
-      event_queue_.push_back(std::move(txn.events()));
-      events_cv_.notify_one();
-    }
-  }
+  bytes_since_checkpoint_ += sink.size();
+  if (!txn.events().empty()) events_->Push(std::move(txn.events()));
   if (bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_kick_ = true;
@@ -161,50 +173,33 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
 }
 
 Status StoreImpl::WriteSink(const RecordSink& sink) {
-  const auto& parts = sink.parts();
-  // Create every new segment first: a full disk fails here, before anything of the group is written.
-  std::vector<std::unique_ptr<WritableFile>> created(parts.size());
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (!parts[i].new_segment) continue;
-    const std::string path = JoinPath(dir_, log::SegmentFileName(parts[i].segment));
+  const RecordSink::Placement& p = sink.placement();
+  std::unique_ptr<WritableFile> created;
+  if (p.new_segment) {
+    // Create the segment first: a full disk fails here, before anything of the group is written.
+    const std::string path = JoinPath(dir_, log::SegmentFileName(p.segment));
     env_->RemoveFile(path);  // a leftover of an earlier failed attempt; nothing past the tail is live
-    Status s = log::CreateSegment(env_, path, parts[i].segment, parts[i].capacity, &created[i]);
-    if (!s.ok()) {
-      for (size_t j = 0; j < i; ++j) {
-        if (!created[j]) continue;
-        created[j]->Close();
-        env_->RemoveFile(JoinPath(dir_, log::SegmentFileName(parts[j].segment)));
-      }
-      return s;
-    }
+    CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, p.segment, p.capacity, &created));
   }
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (parts[i].bytes.empty()) continue;
-    WritableFile* f = parts[i].new_segment ? created[i].get() : tail_file_.get();
-    Status s = f->WriteAt(parts[i].offset, parts[i].bytes);
-    if (s.ok()) s = f->Sync();
-    // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
-    if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
-  }
+  WritableFile* f = p.new_segment ? created.get() : tail_file_.get();
+  Status s = f->WriteAt(p.offset, sink.bytes());
+  if (s.ok()) s = f->Sync();
+  // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
+  if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
+  const uint64_t end = p.offset + sink.size();
   {
     std::lock_guard<std::mutex> l(files_mu_);
-    for (const auto& p : parts) segment_used_[p.segment] = p.offset + p.bytes.size();
+    segment_used_[p.segment] = end;
   }
-  for (size_t i = 0; i < parts.size(); ++i) {
-    if (!parts[i].new_segment) continue;
+  if (p.new_segment) {
     // Seal the old tail: give back its unused preallocated space.
-    uint64_t used;
-    {
-      std::lock_guard<std::mutex> l(files_mu_);
-      used = segment_used_[tail_segment_];
-    }
-    if (used >= log::kSegmentHeaderSize) tail_file_->Truncate(used);
+    if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
     tail_file_->Close();
-    tail_file_ = std::move(created[i]);
-    tail_segment_ = parts[i].segment;
-    tail_capacity_ = parts[i].capacity;
+    tail_file_ = std::move(created);
+    tail_segment_ = p.segment;
+    tail_capacity_ = p.capacity;
   }
-  tail_offset_ = sink.end_offset();
+  tail_offset_ = end;
   return Status::OK();
 }
 
@@ -223,6 +218,22 @@ std::shared_ptr<RandomAccessFile> StoreImpl::SegmentFile(uint32_t segment, Statu
   return shared;
 }
 
+// A segment a job points into could not be opened: that is damage to the store, not a missing job.
+Status StoreImpl::MissingSegment(const log::RecordLoc& loc, const Status& s) {
+  if (!s.IsNotFound()) return s;  // an I/O error stays an I/O error
+  return Status::Corruption("log segment " + log::SegmentFileName(loc.segment) + " is missing: " + s.message());
+}
+
+StatusDoc StoreImpl::LoadStatusOrRebuildLocked(const JobMeta& m) {
+  StatusDoc d;
+  if (LoadStatusLocked(m, &d).ok()) return d;
+  d = StatusDoc();  // the record is damaged: carry on from what the index knows (its history is lost)
+  d.state = m.state;
+  d.attempts = m.attempts;
+  d.updated_ms = m.updated_ms;
+  return d;
+}
+
 Status StoreImpl::ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload) {
   log::RecordType type;
   std::string_view framed;
@@ -233,7 +244,7 @@ Status StoreImpl::ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType w
   } else {
     Status s;
     auto file = SegmentFile(loc.segment, &s);
-    if (!file) return s;
+    if (!file) return MissingSegment(loc, s);
     CMQ_RETURN_IF_ERROR(log::ReadRecord(*file, loc, &type, payload));
   }
   if (type != want) return Status::Corruption("record at " + log::SegmentFileName(loc.segment) + " offset " +
@@ -269,7 +280,7 @@ Status StoreImpl::CaptureLocked(const JobMeta& m, PendingRead* r) {
     }
     Status s;
     *file = SegmentFile(loc.segment, &s);
-    return s;
+    return *file ? Status::OK() : MissingSegment(loc, s);
   };
   CMQ_RETURN_IF_ERROR(capture(m.job_loc, &r->job_framed, &r->job_file));
   return capture(m.status_loc, &r->status_framed, &r->status_file);
@@ -539,6 +550,9 @@ Status StoreImpl::EnqueueMany(const std::vector<NewJob>& jobs, std::vector<Enque
     Status s = PrepareJob(jobs[i], now, &prepared[i]);
     if (!s.ok()) return jobs.size() == 1 ? s : s.WithContext("job " + std::to_string(i));
     bytes += prepared[i].payload.size();
+    if (bytes > kMaxBatchBytes) {
+      return Status::InvalidArgument("batch is too large (more than 1 GiB of prompts); split it into smaller batches");
+    }
   }
   std::vector<EnqueueResult> out;
   CMQ_RETURN_IF_ERROR(Run([&] { return ApplyEnqueue(prepared, &out); }, bytes));
@@ -577,22 +591,41 @@ Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** 
 Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
   lease->reset();
   if (paused_ && !o.ignore_pause) return Status::OK();
+  std::vector<uint64_t> unreadable;
   uint64_t chosen = 0;
-  size_t scanned = 0;
-  table_.ForEachPending([&](uint64_t id) {
-    if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
-    if (o.filter && !o.filter(id)) return true;
-    chosen = id;
-    return false;
-  });
-  if (chosen == 0) return Status::OK();
-  const JobMeta m = *table_.Find(chosen);
+  JobMeta m;
   std::string job_payload;
-  CMQ_RETURN_IF_ERROR(ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload));
   records::JobView jv;
-  CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &jv));
-  StatusDoc d;
-  CMQ_RETURN_IF_ERROR(LoadStatusLocked(m, &d));
+  for (;;) {
+    chosen = 0;
+    size_t scanned = 0;
+    table_.ForEachPending([&](uint64_t id) {
+      if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
+      if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
+      if (o.filter && !o.filter(id)) return true;
+      chosen = id;
+      return false;
+    });
+    if (chosen == 0) return Status::OK();
+    m = *table_.Find(chosen);
+    Status rs = ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
+    if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
+    if (rs.ok()) break;
+    // A job whose record cannot be read can never run: fail it, with the reason, instead of letting it
+    // block every later take.
+    unreadable.push_back(chosen);
+    StatusDoc bad = LoadStatusOrRebuildLocked(m);
+    bad.state = JobState::kFailed;
+    bad.finished_ms = bad.updated_ms = txn_->now_ms();
+    bad.error = ErrorJsonOf("corruption", "the job's record is damaged and cannot be run: " + rs.ToString());
+    WriteStatus(m, bad);
+    StoreEvent e;
+    e.job_id = chosen;
+    e.to = JobState::kFailed;
+    e.reason = "damaged";
+    txn_->Event(std::move(e));
+  }
+  StatusDoc d = LoadStatusOrRebuildLocked(m);
   const int64_t now = txn_->now_ms();
   const int64_t lease_ms = o.lease_ms > 0 ? o.lease_ms : options_.default_lease_ms;
   d.state = JobState::kRunning;
@@ -691,9 +724,11 @@ Status StoreImpl::Progress(uint64_t id, uint64_t token, const std::string& progr
 
 Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                            const std::vector<Artifact>& artifacts) {
+  if (outputs_json.size() > kMaxOutputsBytes) return Status::InvalidArgument("outputs are too large (at most 64 MiB)");
   if (!outputs_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonObject(outputs_json, "outputs"));
   std::string artifacts_json;
   CMQ_RETURN_IF_ERROR(ArtifactsToJson(artifacts, &artifacts_json));
+  if (artifacts_json.size() > kMaxArtifactsBytes) return Status::InvalidArgument("artifact list is too large");
   return Run(
       [&] {
         const JobMeta* m;
@@ -701,8 +736,7 @@ Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outpu
         CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
         const JobMeta before = *m;
         const RunInfo run = *r;
-        StatusDoc d;
-        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        StatusDoc d = LoadStatusOrRebuildLocked(before);
         const int64_t now = txn_->now_ms();
         RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "succeeded", ""};
         d.history = AppendHistory(d.history, ro, options_.max_history_entries);
@@ -741,8 +775,7 @@ Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool 
         CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
         const JobMeta before = *m;
         const RunInfo run = *r;
-        StatusDoc d;
-        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        StatusDoc d = LoadStatusOrRebuildLocked(before);
         const int64_t now = txn_->now_ms();
         const bool again = retryable && before.attempts < before.max_attempts;
         RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "failed", error_json};
@@ -781,8 +814,7 @@ Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {
                                   "; only pending or running jobs can be cancelled");
         }
         const JobMeta before = *m;
-        StatusDoc d;
-        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        StatusDoc d = LoadStatusOrRebuildLocked(before);
         const int64_t now = txn_->now_ms();
         const std::string message = reason.empty() ? "cancelled" : reason;
         std::string worker;
@@ -824,8 +856,7 @@ Status StoreImpl::Retry(uint64_t id) {
                                   "; only failed or cancelled jobs can be retried");
         }
         const JobMeta before = *m;
-        StatusDoc d;
-        CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+        StatusDoc d = LoadStatusOrRebuildLocked(before);
         StatusDoc fresh;
         fresh.state = JobState::kPending;
         fresh.updated_ms = txn_->now_ms();
@@ -888,26 +919,6 @@ bool StoreImpl::paused() {
   return paused_;
 }
 
-void StoreImpl::SetListener(StoreListener listener) {
-  std::lock_guard<std::mutex> l(events_mu_);
-  listener_ = std::move(listener);
-  if (listener_ && !event_thread_.joinable() && !events_stop_) {
-    event_thread_ = std::thread(&StoreImpl::DeliverEvents, this);
-  }
-}
-
-void StoreImpl::DeliverEvents() {
-  std::unique_lock<std::mutex> l(events_mu_);
-  for (;;) {
-    events_cv_.wait(l, [&] { return events_stop_ || !event_queue_.empty(); });
-    if (event_queue_.empty()) return;  // stopping, and drained
-    std::vector<StoreEvent> batch = std::move(event_queue_.front());
-    event_queue_.pop_front();
-    StoreListener fn = listener_;
-    l.unlock();
-    if (fn) fn(batch);
-    l.lock();
-  }
-}
+void StoreImpl::SetListener(StoreListener listener) { events_->SetListener(std::move(listener)); }
 
 }  // namespace comfymq

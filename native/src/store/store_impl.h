@@ -7,6 +7,7 @@
 //                   checkpoints while they roll the log; so no group is in flight when it is held
 //   state_mu_       the in-memory index (shared for readers, exclusive for the leader's apply and undo)
 //   files_mu_       the cache of open segment files and their sizes
+//   health_mu_, bg_mu_, close_mu_ are taken last and briefly; events have their own (EventQueue).
 #pragma once
 
 #include <array>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "comfymq/store.h"
+#include "store/event_queue.h"
 #include "store/group_commit.h"
 #include "store/job_table.h"
 #include "store/record_sink.h"
@@ -96,6 +98,8 @@ class StoreImpl final : public Store {
   std::shared_ptr<RandomAccessFile> SegmentFile(uint32_t segment, Status* s);
   Status ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload);
   Status LoadStatusLocked(const JobMeta& m, StatusDoc* doc);
+  StatusDoc LoadStatusOrRebuildLocked(const JobMeta& m);
+  static Status MissingSegment(const log::RecordLoc& loc, const Status& s);
   // A job's records captured under the lock and read after it is released.
   struct PendingRead {
     JobMeta meta;
@@ -126,7 +130,6 @@ class StoreImpl final : public Store {
   void DeleteDeadSegments(uint32_t before_segment);
   bool NeedsCompaction();
   void BackgroundLoop();
-  void DeliverEvents();
   int64_t NextExpiryMs();
 
   const StoreOptions options_;
@@ -166,13 +169,7 @@ class StoreImpl final : public Store {
   std::atomic<bool> closed_{false};
   std::string last_background_error_;  // guarded by health_mu_
 
-  // Event delivery on a thread of its own, in commit order.
-  std::mutex events_mu_;
-  std::condition_variable events_cv_;
-  std::deque<std::vector<StoreEvent>> event_queue_;
-  StoreListener listener_;
-  std::thread event_thread_;
-  bool events_stop_ = false;
+  std::unique_ptr<EventQueue> events_;  // delivery to the listener, in commit order
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;
@@ -182,8 +179,9 @@ class StoreImpl final : public Store {
   uint64_t log_bytes_after_compaction_ = 0;  // guarded by checkpoint_mu_
 
   std::mutex close_mu_;
-  bool close_started_ = false;  // guarded by close_mu_
-  bool opened_ = false;         // set once Recover succeeded
+  std::condition_variable close_cv_;
+  enum class CloseState { kOpen, kClosing, kClosed } close_state_ = CloseState::kOpen;  // guarded by close_mu_
+  bool opened_ = false;  // set once Recover succeeded
 };
 
 }  // namespace comfymq

@@ -36,8 +36,7 @@ Status StoreImpl::ApplyExpire(int* expired) {
     if (m == nullptr) continue;
     const JobMeta before = *m;
     const RunInfo run = *table_.Run(id);
-    StatusDoc d;
-    CMQ_RETURN_IF_ERROR(LoadStatusLocked(before, &d));
+    StatusDoc d = LoadStatusOrRebuildLocked(before);
     const bool timed_out = run.deadline_ms != 0 && run.deadline_ms <= now;
     const bool again = before.attempts < before.max_attempts;
     std::string message = timed_out
@@ -155,26 +154,35 @@ Status StoreImpl::CheckpointLocked() {
   const std::string tmp = JoinPath(dir_, "checkpoint.tmp");
   std::unique_ptr<WritableFile> file;
   uint32_t segment;
+  const uint64_t pending_bytes = bytes_since_checkpoint_.load();
+  auto failed = [&](const Status& s) {
+    bytes_since_checkpoint_ += pending_bytes;  // try again soon
+    return s.WithContext("writing checkpoint");
+  };
   {
     // No group is in flight while commit_mu_ is held: the index matches the log up to the tail exactly.
     std::lock_guard<std::mutex> commit(commit_mu_);
     CMQ_RETURN_IF_ERROR(Usable());
     if (tail_offset_ > log::kSegmentHeaderSize) CMQ_RETURN_IF_ERROR(RollLocked().WithContext("checkpoint"));
     segment = tail_segment_;
-    bytes_since_checkpoint_ = 0;
-    CMQ_RETURN_IF_ERROR(env_->NewWritableFile(tmp, Env::OpenMode::kTruncate, &file));
-    std::unique_lock<std::shared_mutex> st(state_mu_);
-    table_.CompactSlots();
+    bytes_since_checkpoint_ -= std::min(pending_bytes, bytes_since_checkpoint_.load());
+    Status s = env_->NewWritableFile(tmp, Env::OpenMode::kTruncate, &file);
+    if (!s.ok()) return failed(s);
+    {
+      std::unique_lock<std::shared_mutex> st(state_mu_);
+      table_.CompactSlots();  // no undo can refer to an erased slot now
+    }
+    std::shared_lock<std::shared_mutex> st(state_mu_);  // readers go on while it is written
     checkpoint::Header h;
     h.segment = segment;
     h.last_id = last_id_;
     h.next_token = next_token_;
     h.paused = paused_;
-    Status s = checkpoint::Write(file.get(), h, table_);
+    s = checkpoint::Write(file.get(), h, table_);
     if (!s.ok()) {
       file->Close();
       env_->RemoveFile(tmp);
-      return s.WithContext("writing checkpoint");
+      return failed(s);
     }
   }
   Status s = file->Sync();
@@ -184,7 +192,7 @@ Status StoreImpl::CheckpointLocked() {
   if (s.ok()) s = env_->SyncDir(dir_);
   if (!s.ok()) {
     env_->RemoveFile(tmp);
-    return s.WithContext("writing checkpoint");
+    return failed(s);
   }
   checkpoint_segment_ = segment;
   std::vector<std::string> names;
@@ -335,9 +343,14 @@ void StoreImpl::BackgroundLoop() {
 
 Status StoreImpl::Close() {
   {
-    std::lock_guard<std::mutex> l(close_mu_);
-    if (close_started_) return Status::OK();
-    close_started_ = true;
+    std::unique_lock<std::mutex> cl(close_mu_);
+    if (close_state_ == CloseState::kClosed) return Status::OK();
+    if (close_state_ == CloseState::kClosing) {
+      // A second caller waits for the first, except a listener: the first may be waiting for it.
+      if (!events_->OnDeliveryThread()) close_cv_.wait(cl, [&] { return close_state_ == CloseState::kClosed; });
+      return Status::OK();
+    }
+    close_state_ = CloseState::kClosing;
   }
   {
     std::lock_guard<std::mutex> l(bg_mu_);
@@ -346,30 +359,28 @@ Status StoreImpl::Close() {
   bg_cv_.notify_all();
   if (bg_thread_.joinable()) bg_thread_.join();
   Status s;
-  if (opened_ && Usable().ok()) s = Checkpoint();
-  closed_ = true;
   {
-    std::lock_guard<std::mutex> commit(commit_mu_);
+    // Waits for a checkpoint or compaction in progress; once closed_ is set, any that start fail at once.
+    std::lock_guard<std::mutex> ck(checkpoint_mu_);
+    if (opened_ && Usable().ok()) s = CheckpointLocked();
+    closed_ = true;
+  }
+  {
+    std::lock_guard<std::mutex> commit(commit_mu_);  // waits for a group in flight
     if (tail_file_) tail_file_->Close();
     tail_file_.reset();
   }
-  {
-    std::lock_guard<std::mutex> l(events_mu_);
-    events_stop_ = true;
-  }
-  events_cv_.notify_all();
-  if (event_thread_.joinable()) {
-    if (event_thread_.get_id() == std::this_thread::get_id()) {
-      event_thread_.detach();  // closed from a listener callback
-    } else {
-      event_thread_.join();
-    }
-  }
+  events_->Stop();
   {
     std::lock_guard<std::mutex> l(files_mu_);
     files_.clear();
   }
-  lock_.reset();
+  lock_.reset();  // only now may another process open the directory
+  {
+    std::lock_guard<std::mutex> cl(close_mu_);
+    close_state_ = CloseState::kClosed;
+  }
+  close_cv_.notify_all();
   return s;
 }
 

@@ -17,7 +17,10 @@ Status Store::Open(const StoreOptions& options, const std::string& dir, std::uni
   if (report == nullptr) report = &local;
   *report = RecoveryReport();
   if (dir.empty()) return Status::InvalidArgument("store directory is empty");
-  if (options.segment_bytes < 4096) return Status::InvalidArgument("segment_bytes must be at least 4096");
+  if (options.segment_bytes < 4096 || options.segment_bytes > log::kMaxSegmentBytes) {
+    return Status::InvalidArgument("segment_bytes must be between 4 KiB and 1 GiB");
+  }
+  if (options.max_prompt_bytes > (256u << 20)) return Status::InvalidArgument("max_prompt_bytes must be at most 256 MiB");
   auto impl = std::make_unique<StoreImpl>(options, dir);
   CMQ_RETURN_IF_ERROR(impl->Recover(report));
   impl->StartBackground();
@@ -80,7 +83,11 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   }
 
   uint64_t unknown_status = 0, undecodable = 0, replayed_bytes = 0;
-  uint32_t prev = 0;
+  uint32_t prev = start > 0 ? start - 1 : 0;
+  if (start > 0 && std::find(segments.begin(), segments.end(), start) == segments.end() &&
+      !segments.empty() && segments.back() > start) {
+    rep->warnings.push_back("log segment " + std::to_string(start) + " (the checkpoint's first) is missing");
+  }
   for (size_t i = 0; i < segments.size(); ++i) {
     const uint32_t seg = segments[i];
     const std::string name = log::SegmentFileName(seg);
@@ -118,6 +125,8 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
         continue;
       }
       rep->warnings.push_back(name + " has no valid header; its records were skipped");
+      FileInfo fi;
+      if (env_->GetFileInfo(path, &fi).ok()) segment_used_[seg] = fi.size;  // reclaimed by a later checkpoint
       continue;
     }
     rep->segments_replayed++;
@@ -138,6 +147,18 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
         CMQ_RETURN_IF_ERROR(z.WithContext("cutting the torn tail of " + path));
         rep->torn_tail_bytes += len;
       }
+      // The last group may be one whose fsync failed in the process that wrote it: after such a failure the
+      // kernel can keep the bytes in its cache, marked clean, without them being on disk. Write it (and the
+      // header) again and sync, so nothing after this open builds on bytes that are not durable.
+      std::string head, last;
+      Status rw = file->Read(0, log::kSegmentHeaderSize, &head);
+      if (rw.ok() && scan.last_group_offset != 0) {
+        rw = file->Read(scan.last_group_offset, scan.valid_end - scan.last_group_offset, &last);
+      }
+      if (rw.ok()) rw = tail_file_->WriteAt(0, head);
+      if (rw.ok() && !last.empty()) rw = tail_file_->WriteAt(scan.last_group_offset, last);
+      if (rw.ok()) rw = tail_file_->Sync();
+      CMQ_RETURN_IF_ERROR(rw.WithContext("re-syncing the end of " + path));
       tail_segment_ = seg;
       tail_offset_ = scan.valid_end;
       tail_capacity_ = std::max(scan.file_size, scan.valid_end);
@@ -238,6 +259,8 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       paused_ = p;
       return Status::OK();
     }
+    case log::RecordType::kGroup:
+      break;  // groups never nest
   }
   return Status::Corruption("unknown record type");
 }

@@ -67,4 +67,17 @@ void Txn::RollbackTo(const Mark& m) {
   sink_->Rollback(m.sink);
 }
 
+void Txn::ResolveLocations() {
+  for (const Undo& u : undo_) {
+    if (u.kind != Undo::Kind::kInserted && u.kind != Undo::Kind::kReplaced) continue;
+    const JobMeta* m = table_->Find(u.id);
+    if (m == nullptr) continue;
+    if (!RecordSink::IsProvisional(m->job_loc) && !RecordSink::IsProvisional(m->status_loc)) continue;
+    JobMeta n = *m;
+    n.job_loc = sink_->Resolve(n.job_loc);
+    n.status_loc = sink_->Resolve(n.status_loc);
+    table_->Replace(n);
+  }
+}
+
 }  // namespace comfymq

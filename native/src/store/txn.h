@@ -34,13 +34,17 @@ class Txn {
   struct Mark {
     size_t undo = 0;
     size_t events = 0;
-    RecordSink::Mark sink;
+    size_t sink = log::kRecordHeaderSize;
   };
   Mark mark() const { return Mark{undo_.size(), events_.size(), sink_->mark()}; }
   void RollbackTo(const Mark& m);
   void RollbackAll() { RollbackTo(Mark{}); }
 
   std::vector<StoreEvent>& events() { return events_; }
+
+  // Once the sink is finalized: gives every job this group touched its records' real locations. The
+  // undo entries keep their "before" values, so a rollback afterwards still restores the table exactly.
+  void ResolveLocations();
 
  private:
   struct Undo {

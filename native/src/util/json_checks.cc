@@ -181,8 +181,11 @@ Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job) {
       job->prompt_id = val.get<std::string>();
     } else if (k == "create_time") {
       if (val.is_null()) continue;
-      if (!val.is_number() || val.get<double>() < 0) {
+      if (!val.is_number() || !(val.get<double>() >= 0)) {
         return Status::InvalidArgument("metadata.create_time must be a non-negative number (milliseconds since the epoch)");
+      }
+      if (val.get<double>() > 1e15) {
+        return Status::InvalidArgument("metadata.create_time is out of range (milliseconds since the epoch expected)");
       }
       job->create_time_ms = static_cast<int64_t>(val.get<double>());
     } else {
