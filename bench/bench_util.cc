@@ -12,6 +12,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "comfymq/env.h"
+
 namespace comfymq::bench {
 
 void Emit(const std::string& bench, const std::string& metric, double value, const std::string& unit,
@@ -52,22 +54,7 @@ static double StatusField(const char* name) {
 double RssMiB() { return StatusField("VmRSS:"); }
 double PeakRssMiB() { return StatusField("VmHWM:"); }
 
-void RemoveTree(const std::string& path) {
-  struct stat st;
-  if (lstat(path.c_str(), &st) != 0) return;
-  if (S_ISDIR(st.st_mode)) {
-    if (DIR* d = opendir(path.c_str())) {
-      while (struct dirent* e = readdir(d)) {
-        if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-        RemoveTree(path + "/" + e->d_name);
-      }
-      closedir(d);
-    }
-    rmdir(path.c_str());
-  } else {
-    unlink(path.c_str());
-  }
-}
+void RemoveTree(const std::string& path) { RemoveRecursively(Env::Default(), path); }
 
 ScratchDir::ScratchDir(const std::string& base, const std::string& name) : path_(base + "/" + name) {
   RemoveTree(path_);

@@ -106,6 +106,9 @@ class Env {
 std::string JoinPath(const std::string& dir, const std::string& name);
 // Creates `dir` and any missing parents (mkdir -p), syncing each parent so the new entries are durable.
 Status CreateDirs(Env* env, const std::string& dir);
+// Removes `path` and, for a directory, everything below it (symlinks are removed, never followed).
+// OK when it does not exist.
+Status RemoveRecursively(Env* env, const std::string& path);
 std::string DirName(const std::string& path);
 std::string BaseName(const std::string& path);
 

@@ -31,6 +31,17 @@ Status CreateDirs(Env* env, const std::string& dir) {
   return env->SyncDir(DirName(dir));
 }
 
+Status RemoveRecursively(Env* env, const std::string& path) {
+  FileInfo info;
+  CMQ_RETURN_IF_ERROR(env->GetFileInfo(path, &info));
+  if (!info.exists) return Status::OK();
+  if (!info.is_dir) return env->RemoveFile(path);
+  std::vector<std::string> names;
+  CMQ_RETURN_IF_ERROR(env->GetChildren(path, &names));
+  for (const std::string& n : names) CMQ_RETURN_IF_ERROR(RemoveRecursively(env, JoinPath(path, n)));
+  return env->RemoveDir(path);
+}
+
 Status Env::ReadFileToString(const std::string& path, std::string* out) {
   std::unique_ptr<RandomAccessFile> file;
   CMQ_RETURN_IF_ERROR(NewRandomAccessFile(path, &file));

@@ -306,23 +306,7 @@ Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
                           .WithContext("job " + FormatJobId(m.id)));
   records::JobView jv;
   CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &jv));
-  *job = Job();
-  job->id = m.id;
-  job->state = m.state;
-  job->priority = m.priority;
-  job->attempts = m.attempts;
-  job->max_attempts = m.max_attempts;
-  job->updated_ms = m.updated_ms;
-  job->timeout_ms = jv.timeout_ms;
-  job->prompt_id = jv.prompt_id;
-  job->create_time_ms = jv.create_time_ms;
-  job->enqueued_ms = JobIdMillis(m.id);
-  job->batch_id = jv.batch_id;
-  job->owner = jv.owner;
-  if (with_prompt) {
-    job->prompt = jv.prompt;
-    job->workflow = jv.workflow;
-  }
+  FillJob(m, jv, with_prompt, job);
   if (m.status_loc.valid()) {
     std::string sp;
     CMQ_RETURN_IF_ERROR(payload_of(m.status_loc, r.status_framed, r.status_file, log::RecordType::kStatus, &sp)
@@ -345,6 +329,26 @@ Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
     job->progress = r.run->progress;
   }
   return Status::OK();
+}
+
+void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job) {
+  *job = Job();
+  job->id = m.id;
+  job->state = m.state;
+  job->priority = m.priority;
+  job->attempts = m.attempts;
+  job->max_attempts = m.max_attempts;
+  job->updated_ms = m.updated_ms;
+  job->timeout_ms = jv.timeout_ms;
+  job->prompt_id = jv.prompt_id;
+  job->create_time_ms = jv.create_time_ms;
+  job->enqueued_ms = JobIdMillis(m.id);
+  job->batch_id = jv.batch_id;
+  job->owner = jv.owner;
+  if (with_prompt) {
+    job->prompt = jv.prompt;
+    job->workflow = jv.workflow;
+  }
 }
 
 Status StoreImpl::FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id) {
@@ -571,6 +575,31 @@ void StoreImpl::WriteStatus(const JobMeta& before, const StatusDoc& doc) {
   txn_->Replace(m);
 }
 
+void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDoc d, JobState to,
+                             const char* outcome, const std::string& error_json, const std::string& reason) {
+  const int64_t now = txn_->now_ms();
+  RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, outcome, error_json};
+  d.history = AppendHistory(d.history, ro, options_.max_history_entries);
+  d.state = to;
+  d.token = 0;
+  d.lease_expires_ms = 0;
+  d.deadline_ms = 0;
+  d.started_ms = run.started_ms;
+  d.finished_ms = IsFinished(to) ? now : 0;
+  d.updated_ms = now;
+  d.worker_id = run.worker_id;
+  d.error = error_json;
+  WriteStatus(before, d);
+  txn_->SetRun(before.id, std::nullopt);
+  StoreEvent e;
+  e.job_id = before.id;
+  e.from = JobState::kRunning;
+  e.to = to;
+  e.worker_id = run.worker_id;
+  e.reason = reason;
+  txn_->Event(std::move(e));
+}
+
 Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run) {
   const JobMeta* m = table_.Find(id);
   if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
@@ -662,26 +691,12 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   l->attempt = d.attempts;
   l->expires_ms = d.lease_expires_ms;
   l->deadline_ms = d.deadline_ms;
-  Job& j = l->job;
-  j.id = chosen;
-  j.state = JobState::kRunning;
-  j.priority = m.priority;
-  j.attempts = d.attempts;
-  j.max_attempts = m.max_attempts;
-  j.timeout_ms = jv.timeout_ms;
-  j.prompt_id = jv.prompt_id;
-  j.create_time_ms = jv.create_time_ms;
-  j.enqueued_ms = JobIdMillis(chosen);
-  j.updated_ms = now;
-  j.batch_id = jv.batch_id;
-  j.owner = jv.owner;
-  j.prompt = jv.prompt;
-  j.workflow = jv.workflow;
-  j.started_ms = now;
-  j.worker_id = o.worker_id;
-  j.lease_token = d.token;
-  j.lease_expires_ms = d.lease_expires_ms;
-  j.history = d.history;
+  FillJob(*table_.Find(chosen), jv, true, &l->job);  // the index now says running, attempt counted
+  l->job.started_ms = now;
+  l->job.worker_id = o.worker_id;
+  l->job.lease_token = d.token;
+  l->job.lease_expires_ms = d.lease_expires_ms;
+  l->job.history = d.history;
   *lease = std::move(l);
   return Status::OK();
 }
@@ -737,29 +752,9 @@ Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outpu
         const JobMeta before = *m;
         const RunInfo run = *r;
         StatusDoc d = LoadStatusOrRebuildLocked(before);
-        const int64_t now = txn_->now_ms();
-        RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "succeeded", ""};
-        d.history = AppendHistory(d.history, ro, options_.max_history_entries);
-        d.state = JobState::kSucceeded;
-        d.token = 0;
-        d.lease_expires_ms = 0;
-        d.deadline_ms = 0;
-        d.started_ms = run.started_ms;
-        d.finished_ms = now;
-        d.updated_ms = now;
-        d.worker_id = run.worker_id;
         d.outputs = outputs_json;
         d.artifacts = artifacts_json;
-        d.error.clear();
-        WriteStatus(before, d);
-        txn_->SetRun(id, std::nullopt);
-        StoreEvent e;
-        e.job_id = id;
-        e.from = JobState::kRunning;
-        e.to = JobState::kSucceeded;
-        e.worker_id = run.worker_id;
-        e.reason = "completed";
-        txn_->Event(std::move(e));
+        EndRunLocked(before, run, std::move(d), JobState::kSucceeded, "succeeded", "", "completed");
         return Status::OK();
       },
       outputs_json.size() + artifacts_json.size() + 256);
@@ -775,29 +770,9 @@ Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool 
         CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
         const JobMeta before = *m;
         const RunInfo run = *r;
-        StatusDoc d = LoadStatusOrRebuildLocked(before);
-        const int64_t now = txn_->now_ms();
         const bool again = retryable && before.attempts < before.max_attempts;
-        RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, "failed", error_json};
-        d.history = AppendHistory(d.history, ro, options_.max_history_entries);
-        d.state = again ? JobState::kPending : JobState::kFailed;
-        d.token = 0;
-        d.lease_expires_ms = 0;
-        d.deadline_ms = 0;
-        d.started_ms = run.started_ms;
-        d.finished_ms = again ? 0 : now;
-        d.updated_ms = now;
-        d.worker_id = run.worker_id;
-        d.error = error_json;
-        WriteStatus(before, d);
-        txn_->SetRun(id, std::nullopt);
-        StoreEvent e;
-        e.job_id = id;
-        e.from = JobState::kRunning;
-        e.to = d.state;
-        e.worker_id = run.worker_id;
-        e.reason = again ? "failed, will retry" : "failed";
-        txn_->Event(std::move(e));
+        EndRunLocked(before, run, LoadStatusOrRebuildLocked(before), again ? JobState::kPending : JobState::kFailed,
+                     "failed", error_json, again ? "failed, will retry" : "failed");
         return Status::OK();
       },
       error_json.size() + 256);
@@ -814,31 +789,22 @@ Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {
                                   "; only pending or running jobs can be cancelled");
         }
         const JobMeta before = *m;
-        StatusDoc d = LoadStatusOrRebuildLocked(before);
-        const int64_t now = txn_->now_ms();
         const std::string message = reason.empty() ? "cancelled" : reason;
-        std::string worker;
+        const std::string error_json = ErrorJsonOf("cancelled", message);
+        StatusDoc d = LoadStatusOrRebuildLocked(before);
         if (const RunInfo* r = table_.Run(id)) {
-          worker = r->worker_id;
-          RunOutcome ro{before.attempts, r->worker_id, r->started_ms, now, "cancelled", ""};
-          d.history = AppendHistory(d.history, ro, options_.max_history_entries);
-          d.started_ms = r->started_ms;
-          d.worker_id = r->worker_id;
-          txn_->SetRun(id, std::nullopt);
+          const RunInfo run = *r;  // the worker must be told: listeners hear it with the run's worker id
+          EndRunLocked(before, run, std::move(d), JobState::kCancelled, "cancelled", error_json, message);
+          return Status::OK();
         }
         d.state = JobState::kCancelled;
-        d.token = 0;
-        d.lease_expires_ms = 0;
-        d.deadline_ms = 0;
-        d.finished_ms = now;
-        d.updated_ms = now;
-        d.error = ErrorJsonOf("cancelled", message);
+        d.finished_ms = d.updated_ms = txn_->now_ms();
+        d.error = error_json;
         WriteStatus(before, d);
         StoreEvent e;
         e.job_id = id;
         e.from = before.state;
         e.to = JobState::kCancelled;
-        e.worker_id = worker;
         e.reason = message;
         txn_->Event(std::move(e));
         return Status::OK();

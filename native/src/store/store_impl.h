@@ -116,6 +116,11 @@ class StoreImpl final : public Store {
   Status FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id);
   Status CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run);
   void WriteStatus(const JobMeta& before, const StatusDoc& doc);
+  // Ends the current run of a running job: the run goes into the job's history with `outcome`, the job
+  // moves to `to` (error_json recorded, empty = none), the lease ends, and listeners hear `reason`.
+  void EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDoc d, JobState to, const char* outcome,
+                    const std::string& error_json, const std::string& reason);
+  static void FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job);
   Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
   Status ApplyExpire(int* expired);
   Status ApplyRelocate(std::vector<Relocation>& items);

@@ -45,26 +45,8 @@ Status StoreImpl::ApplyExpire(int* expired) {
         : "worker " + run.worker_id + " stopped renewing its lease";
     if (!again) message = "gave up after " + std::to_string(before.attempts) + " attempts; last: " + message;
     const std::string error_json = ErrorJsonOf(timed_out ? "timeout" : "lease_lost", message);
-    RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, timed_out ? "timeout" : "lease_lost", error_json};
-    d.history = AppendHistory(d.history, ro, options_.max_history_entries);
-    d.state = again ? JobState::kPending : JobState::kFailed;
-    d.token = 0;
-    d.lease_expires_ms = 0;
-    d.deadline_ms = 0;
-    d.started_ms = run.started_ms;
-    d.finished_ms = again ? 0 : now;
-    d.updated_ms = now;
-    d.worker_id = run.worker_id;
-    d.error = error_json;
-    WriteStatus(before, d);
-    txn_->SetRun(id, std::nullopt);
-    StoreEvent e;
-    e.job_id = id;
-    e.from = JobState::kRunning;
-    e.to = d.state;
-    e.worker_id = run.worker_id;
-    e.reason = timed_out ? "timeout" : "lease expired";
-    txn_->Event(std::move(e));
+    EndRunLocked(before, run, std::move(d), again ? JobState::kPending : JobState::kFailed,
+                 timed_out ? "timeout" : "lease_lost", error_json, timed_out ? "timeout" : "lease expired");
     ++*expired;
   }
   return Status::OK();
