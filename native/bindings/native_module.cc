@@ -465,7 +465,8 @@ class PyStore {
     Check(st);
   }
 
-  void Complete(const std::string& id, uint64_t token, const py::object& outputs, const py::object& artifacts) {
+  // True when recorded now; False when this lease's result was already recorded (a resend).
+  bool Complete(const std::string& id, uint64_t token, const py::object& outputs, const py::object& artifacts) {
     uint64_t jid = JobIdArg(id);
     std::string out;
     if (!outputs.is_none()) {
@@ -497,10 +498,12 @@ class PyStore {
       py::gil_scoped_release release;
       st = s->Complete(jid, token, out, arts);
     }
+    if (st.IsAlreadyExists()) return false;
     Check(st);
+    return true;
   }
 
-  void Fail(const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
+  bool Fail(const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
     uint64_t jid = JobIdArg(id);
     JobError e;
     auto text = [&](const char* k) {
@@ -523,7 +526,9 @@ class PyStore {
       py::gil_scoped_release release;
       st = s->Fail(jid, token, e, retryable);
     }
+    if (st.IsAlreadyExists()) return false;
     Check(st);
+    return true;
   }
 
   template <typename Fn>

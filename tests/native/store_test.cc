@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <random>
 #include <thread>
 
 #include "comfymq/mem_env.h"
@@ -276,12 +277,12 @@ TEST_F(StoreTest, TakeHonoursTheFilter) {
   uint64_t a = Add(1), b = Add(2);
   TakeOptions o;
   o.worker_id = "w";
-  o.filter = [&](uint64_t id) { return id == b; };
+  o.filter = [&](uint64_t id, const PromptLoader&) { return id == b; };
   std::unique_ptr<Lease> l;
   ASSERT_TRUE(store_->Take(o, &l).ok());
   ASSERT_TRUE(l);
   EXPECT_EQ(l->job_id, b);
-  o.filter = [&](uint64_t) { return false; };
+  o.filter = [&](uint64_t, const PromptLoader&) { return false; };
   ASSERT_TRUE(store_->Take(o, &l).ok());
   EXPECT_FALSE(l);
   EXPECT_EQ(GetJob(a).state, JobState::kPending);
@@ -315,12 +316,107 @@ TEST_F(StoreTest, CompleteRecordsResultsAndRefusesStaleTokens) {
   auto h = json::parse(got.history);
   ASSERT_EQ(h.size(), 1u);
   EXPECT_EQ(h[0]["outcome"], "succeeded");
-  // A second completion with the same token is refused: exactly one result.
-  EXPECT_TRUE(store_->Complete(id, l->token, "{}", {}).IsLeaseLost());
+  // A second completion with the same token is a resend: recognised, not recorded again (one result).
+  EXPECT_TRUE(store_->Complete(id, l->token, "{}", {}).IsAlreadyExists());
   EXPECT_TRUE(store_->Fail(id, l->token, JobError{"x", "y"}, false).IsLeaseLost());
   EXPECT_TRUE(store_->Heartbeat(id, l->token, 1000, nullptr).IsLeaseLost());
   EXPECT_TRUE(store_->Progress(id, l->token, "{}").IsLeaseLost());
   EXPECT_EQ(GetJob(id).outputs, OutputsFor(1));
+}
+
+TEST_F(StoreTest, FilterCanReadThePromptItJudges) {
+  Add(1);
+  uint64_t wanted = Add(2);
+  Add(3);
+  TakeOptions o;
+  o.worker_id = "w";
+  int loads = 0;
+  o.filter = [&](uint64_t, const PromptLoader& load) {
+    std::string prompt;
+    EXPECT_TRUE(load(&prompt).ok());
+    loads++;
+    return SeqOfPrompt(prompt) == 2;
+  };
+  std::unique_ptr<Lease> l;
+  ASSERT_TRUE(store_->Take(o, &l).ok());
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->job_id, wanted);
+  EXPECT_EQ(loads, 2);  // stopped at the first match
+}
+
+TEST_F(StoreTest, BatchCommitsManyChangesWithOneSync) {
+  store_.reset();
+  StoreOptions opts = SmallOptions(&env_);
+  opts.segment_bytes = 4 << 20;
+  ASSERT_TRUE(Store::Open(opts, "/db2", &store_).ok());
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Add(i));
+  // Lease four at once, for two workers.
+  StoreBatch take;
+  std::unique_ptr<Lease> leases[4];
+  Status st[4];
+  for (int i = 0; i < 4; ++i) {
+    TakeOptions o;
+    o.worker_id = i % 2 ? "gpu-1" : "gpu-2";
+    take.Take(o, &leases[i], &st[i]);
+  }
+  uint64_t before = env_.sync_count();
+  ASSERT_TRUE(store_->Commit(&take).ok());
+  EXPECT_EQ(env_.sync_count() - before, 1u);
+  std::set<uint64_t> taken;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(st[i].ok()) << st[i].ToString();
+    ASSERT_TRUE(leases[i]);
+    taken.insert(leases[i]->job_id);
+  }
+  EXPECT_EQ(taken.size(), 4u);  // no job leased twice
+  // Results, a failure, a release and one stale item: each gets its own status, all in one sync.
+  StoreBatch done;
+  Status a, b, c, d, stale;
+  done.Complete(leases[0]->job_id, leases[0]->token, OutputsFor(1), {}, &a);
+  done.Fail(leases[1]->job_id, leases[1]->token, JobError{"execution_error", "x"}, false, &b);
+  done.ReleaseLease(leases[2]->job_id, leases[2]->token, "worker gpu-1 went silent", true, &c);
+  done.ReleaseLease(leases[3]->job_id, leases[3]->token, "could not send", false, &d);
+  done.Complete(leases[0]->job_id, leases[0]->token + 99, "{}", {}, &stale);
+  before = env_.sync_count();
+  ASSERT_TRUE(store_->Commit(&done).ok());
+  EXPECT_EQ(env_.sync_count() - before, 1u);
+  EXPECT_TRUE(a.ok());
+  EXPECT_TRUE(b.ok());
+  EXPECT_TRUE(c.ok());
+  EXPECT_TRUE(d.ok());
+  EXPECT_TRUE(stale.IsLeaseLost());
+  EXPECT_EQ(GetJob(leases[0]->job_id).state, JobState::kSucceeded);
+  EXPECT_EQ(GetJob(leases[1]->job_id).state, JobState::kFailed);
+  Job released = GetJob(leases[2]->job_id);
+  EXPECT_EQ(released.state, JobState::kPending);
+  EXPECT_EQ(released.attempts, 1);  // counted
+  EXPECT_EQ(json::parse(released.history)[0]["outcome"], "lease_lost");
+  Job undelivered = GetJob(leases[3]->job_id);
+  EXPECT_EQ(undelivered.state, JobState::kPending);
+  EXPECT_EQ(undelivered.attempts, 0);  // it never reached a worker
+  EXPECT_TRUE(undelivered.history.empty());
+}
+
+TEST_F(StoreTest, ResultSentAgainIsRecognisedAndRecordedOnce) {
+  uint64_t id = Add(1);
+  auto l = Take();
+  ASSERT_TRUE(store_->Complete(id, l->token, OutputsFor(1), {}).ok());
+  Status again = store_->Complete(id, l->token, "{\"other\": {}}", {});
+  EXPECT_TRUE(again.IsAlreadyExists()) << again.ToString();
+  EXPECT_EQ(GetJob(id).outputs, OutputsFor(1));
+  EXPECT_TRUE(store_->Complete(id, l->token + 1, "{}", {}).IsLeaseLost());
+  // The same for a failure, until the job is leased again.
+  uint64_t f = Add(2);
+  auto lf = Take();
+  ASSERT_TRUE(store_->Fail(f, lf->token, JobError{"execution_error", "x"}, true).ok());
+  EXPECT_TRUE(store_->Fail(f, lf->token, JobError{"execution_error", "x"}, true).IsAlreadyExists());
+  auto lf2 = Take();
+  ASSERT_TRUE(lf2);
+  EXPECT_TRUE(store_->Fail(f, lf->token, JobError{"execution_error", "x"}, true).IsLeaseLost());
+  // And after a reopen.
+  Open();
+  EXPECT_TRUE(store_->Complete(id, l->token, "{}", {}).IsAlreadyExists());
 }
 
 TEST_F(StoreTest, CompleteValidatesItsInput) {

@@ -312,10 +312,14 @@ def test_stale_token_is_lease_lost(native, store):
     with pytest.raises(native.LeaseLostError):
         store.fail(jid, stale, {"type": "E", "message": "m"})
     assert store.get(jid)["state"] == "running"
-    store.complete(jid, lease["token"])
-    # Once finished, the old token is stale too.
+    assert store.complete(jid, lease["token"]) is True
+    # The same result again is a resend: recognised, recorded once.
+    assert store.complete(jid, lease["token"]) is False
+    # Once finished, any other token is stale, and a failure from the finished run is refused.
     with pytest.raises(native.LeaseLostError):
-        store.complete(jid, lease["token"])
+        store.complete(jid, stale)
+    with pytest.raises(native.LeaseLostError):
+        store.fail(jid, lease["token"], {"type": "E", "message": "m"})
     with pytest.raises(native.LeaseLostError):
         store.heartbeat(jid, lease["token"])
 

@@ -90,9 +90,11 @@ struct EnqueueResult {
   bool existed = false;  // true when the prompt_id was already queued: id is the existing job's
 };
 
+// Reads the prompt of the job a filter is looking at (from disk; only when the filter needs it).
+using PromptLoader = std::function<Status(std::string* prompt)>;
 // Chooses among pending jobs in dispatch order (priority, then age); called with the store's lock held,
-// so it must be quick and must not call into the store.
-using JobFilter = std::function<bool(uint64_t job_id)>;
+// so it must be quick, must not call into the store, and should call `load` only when it has to.
+using JobFilter = std::function<bool(uint64_t job_id, const PromptLoader& load)>;
 
 struct TakeOptions {
   std::string worker_id;       // required
@@ -113,6 +115,36 @@ struct StoreEvent {
   std::string reason;          // e.g. "lease expired", "cancelled", "completed"
 };
 using StoreListener = std::function<void(const std::vector<StoreEvent>&)>;
+
+// Many changes committed together, with one sync: the broker's way to record a loop's worth of results and
+// dispatches at once. Each change succeeds or fails on its own; its Status says which. Not thread-safe.
+class StoreBatch {
+ public:
+  void Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status);
+  void Complete(uint64_t id, uint64_t token, std::string outputs_json, std::vector<Artifact> artifacts, Status* status);
+  void Fail(uint64_t id, uint64_t token, JobError error, bool retryable, Status* status);
+  // Ends a run whose worker is gone: the job goes back to pending (or fails past max attempts), like an
+  // expired lease. count_attempt = false for a job that never reached its worker.
+  void ReleaseLease(uint64_t id, uint64_t token, std::string reason, bool count_attempt, Status* status);
+  bool empty() const { return items_.empty(); }
+  size_t size() const { return items_.size(); }
+
+  struct Item {
+    enum class Kind { kTake, kComplete, kFail, kRelease } kind = Kind::kTake;
+    TakeOptions take;
+    std::unique_ptr<Lease>* lease = nullptr;
+    uint64_t id = 0, token = 0;
+    std::string text;  // outputs JSON, or the release reason
+    std::vector<Artifact> artifacts;
+    JobError error;
+    bool flag = false;  // retryable, or count_attempt
+    Status* status = nullptr;
+  };
+  std::vector<Item>& items() { return items_; }
+
+ private:
+  std::vector<Item> items_;
+};
 
 class Store {
  public:
@@ -138,11 +170,14 @@ class Store {
   virtual Status Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) = 0;
   // Records node-level progress (JSON text) of a run, in memory only.
   virtual Status Progress(uint64_t id, uint64_t token, const std::string& progress_json) = 0;
-  // running -> succeeded. outputs_json: object (or empty).
+  // running -> succeeded. outputs_json: object (or empty). AlreadyExists when this lease already completed
+  // the job (a result sent again after a reconnect): it was recorded once, and stays as it was.
   virtual Status Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                           const std::vector<Artifact>& artifacts) = 0;
-  // running -> failed, or -> pending when retryable and attempts remain.
+  // running -> failed, or -> pending when retryable and attempts remain. AlreadyExists as for Complete.
   virtual Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) = 0;
+  // See StoreBatch. Returns non-OK only when nothing could be committed (the items say the same).
+  virtual Status Commit(StoreBatch* batch) = 0;
 
   // pending | running -> cancelled. A running job's lease ends; its worker must be told (see listener).
   virtual Status Cancel(uint64_t id, const std::string& reason) = 0;

@@ -31,8 +31,13 @@ class GroupCommitter {
 
   // Blocks until op's group has been processed; returns op->status.
   Status Commit(PendingOp* op);
+  // Queues all ops at once (so they normally share one group) and blocks until every one is processed.
+  void CommitMany(const std::vector<PendingOp*>& ops);
 
  private:
+  // With mu_ held and `op` at the front of the queue: processes one group starting at op.
+  void LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
+
   GroupFn fn_;
   size_t max_group_bytes_;
   std::mutex mu_;

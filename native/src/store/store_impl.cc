@@ -56,6 +56,49 @@ std::string ErrorJsonOf(const char* type, const std::string& message) {
 
 }  // namespace
 
+void StoreBatch::Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status) {
+  Item it;
+  it.kind = Item::Kind::kTake;
+  it.take = options;
+  it.lease = lease;
+  it.status = status;
+  items_.push_back(std::move(it));
+}
+
+void StoreBatch::Complete(uint64_t id, uint64_t token, std::string outputs_json, std::vector<Artifact> artifacts,
+                          Status* status) {
+  Item it;
+  it.kind = Item::Kind::kComplete;
+  it.id = id;
+  it.token = token;
+  it.text = std::move(outputs_json);
+  it.artifacts = std::move(artifacts);
+  it.status = status;
+  items_.push_back(std::move(it));
+}
+
+void StoreBatch::Fail(uint64_t id, uint64_t token, JobError error, bool retryable, Status* status) {
+  Item it;
+  it.kind = Item::Kind::kFail;
+  it.id = id;
+  it.token = token;
+  it.error = std::move(error);
+  it.flag = retryable;
+  it.status = status;
+  items_.push_back(std::move(it));
+}
+
+void StoreBatch::ReleaseLease(uint64_t id, uint64_t token, std::string reason, bool count_attempt, Status* status) {
+  Item it;
+  it.kind = Item::Kind::kRelease;
+  it.id = id;
+  it.token = token;
+  it.text = std::move(reason);
+  it.flag = count_attempt;
+  it.status = status;
+  items_.push_back(std::move(it));
+}
+
 StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
     : options_(options),
       env_(options.env != nullptr ? options.env : Env::Default()),
@@ -581,7 +624,7 @@ void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDo
   RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, outcome, error_json};
   d.history = AppendHistory(d.history, ro, options_.max_history_entries);
   d.state = to;
-  d.token = 0;
+  d.token = run.token;  // which run ended it: a resend of the same result is recognised (AlreadyExists)
   d.lease_expires_ms = 0;
   d.deadline_ms = 0;
   d.started_ms = run.started_ms;
@@ -631,7 +674,17 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
     table_.ForEachPending([&](uint64_t id) {
       if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
       if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
-      if (o.filter && !o.filter(id)) return true;
+      if (o.filter) {
+        const PromptLoader load = [&](std::string* prompt) {
+          std::string payload;
+          CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &payload));
+          records::JobView v;
+          CMQ_RETURN_IF_ERROR(records::DecodeJob(payload, &v));
+          prompt->assign(v.prompt.data(), v.prompt.size());
+          return Status::OK();
+        };
+        if (!o.filter(id, load)) return true;
+      }
       chosen = id;
       return false;
     });
@@ -703,13 +756,11 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
 
 Status StoreImpl::Take(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
   lease->reset();
-  if (o.worker_id.empty()) return Status::InvalidArgument("worker_id is required");
-  CMQ_RETURN_IF_ERROR(CheckText(o.worker_id, "worker_id", kMaxIdBytes));
-  if (o.lease_ms < 0) return Status::InvalidArgument("lease must not be negative");
-  std::unique_ptr<Lease> out;
-  CMQ_RETURN_IF_ERROR(Run([&] { return ApplyTake(o, &out); }, 256));
-  *lease = std::move(out);
-  return Status::OK();
+  StoreBatch b;
+  Status s;
+  b.Take(o, lease, &s);
+  Commit(&b);
+  return s;
 }
 
 Status StoreImpl::Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) {
@@ -737,45 +788,163 @@ Status StoreImpl::Progress(uint64_t id, uint64_t token, const std::string& progr
   return Status::OK();
 }
 
+Status StoreImpl::ResendOrLeaseLost(uint64_t id, uint64_t token, std::initializer_list<JobState> ended,
+                                    Status lease_lost) {
+  const JobMeta* m = table_.Find(id);
+  if (m == nullptr || token == 0) return lease_lost;
+  bool in_state = false;
+  for (JobState s : ended) in_state |= m->state == s;
+  if (!in_state || !m->status_loc.valid()) return lease_lost;
+  StatusDoc d;
+  if (!LoadStatusLocked(*m, &d).ok() || d.token != token) return lease_lost;
+  return Status::AlreadyExists("job " + FormatJobId(id) + ": this lease's result was already recorded");
+}
+
+Status StoreImpl::ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json,
+                                const std::string& artifacts_json) {
+  const JobMeta* m;
+  const RunInfo* r;
+  Status s = CheckLeaseLocked(id, token, &m, &r);
+  if (!s.ok()) return s.IsLeaseLost() ? ResendOrLeaseLost(id, token, {JobState::kSucceeded}, s) : s;
+  const JobMeta before = *m;
+  const RunInfo run = *r;
+  StatusDoc d = LoadStatusOrRebuildLocked(before);
+  d.outputs = outputs_json;
+  d.artifacts = artifacts_json;
+  EndRunLocked(before, run, std::move(d), JobState::kSucceeded, "succeeded", "", "completed");
+  return Status::OK();
+}
+
+Status StoreImpl::ApplyFail(uint64_t id, uint64_t token, const std::string& error_json, bool retryable) {
+  const JobMeta* m;
+  const RunInfo* r;
+  Status s = CheckLeaseLocked(id, token, &m, &r);
+  if (!s.ok()) return s.IsLeaseLost() ? ResendOrLeaseLost(id, token, {JobState::kFailed, JobState::kPending}, s) : s;
+  const JobMeta before = *m;
+  const RunInfo run = *r;
+  const bool again = retryable && before.attempts < before.max_attempts;
+  EndRunLocked(before, run, LoadStatusOrRebuildLocked(before), again ? JobState::kPending : JobState::kFailed, "failed",
+               error_json, again ? "failed, will retry" : "failed");
+  return Status::OK();
+}
+
+Status StoreImpl::ApplyRelease(uint64_t id, uint64_t token, const std::string& reason, bool count_attempt) {
+  const JobMeta* m;
+  const RunInfo* r;
+  CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
+  const JobMeta before = *m;
+  const RunInfo run = *r;
+  StatusDoc d = LoadStatusOrRebuildLocked(before);
+  if (!count_attempt) {
+    // Never reached its worker: as if it had not been taken.
+    JobMeta adjusted = before;
+    adjusted.attempts = static_cast<uint16_t>(before.attempts > 0 ? before.attempts - 1 : 0);
+    d.state = JobState::kPending;
+    d.attempts = adjusted.attempts;
+    d.token = 0;
+    d.lease_expires_ms = d.deadline_ms = d.started_ms = 0;
+    d.updated_ms = txn_->now_ms();
+    d.worker_id.clear();
+    WriteStatus(adjusted, d);
+    txn_->SetRun(id, std::nullopt);
+    StoreEvent e;
+    e.job_id = id;
+    e.from = JobState::kRunning;
+    e.to = JobState::kPending;
+    e.worker_id = run.worker_id;
+    e.reason = reason;
+    txn_->Event(std::move(e));
+    return Status::OK();
+  }
+  const bool again = before.attempts < before.max_attempts;
+  std::string message = reason;
+  if (!again) message = "gave up after " + std::to_string(before.attempts) + " attempts; last: " + message;
+  EndRunLocked(before, run, std::move(d), again ? JobState::kPending : JobState::kFailed, "lease_lost",
+               ErrorJsonOf("lease_lost", message), reason);
+  return Status::OK();
+}
+
+bool StoreImpl::PrepareItem(StoreBatch::Item& it, PendingOp* op) {
+  Status s;
+  switch (it.kind) {
+    case StoreBatch::Item::Kind::kTake: {
+      if (it.take.worker_id.empty()) s = Status::InvalidArgument("worker_id is required");
+      if (s.ok()) s = CheckText(it.take.worker_id, "worker_id", kMaxIdBytes);
+      if (s.ok() && it.take.lease_ms < 0) s = Status::InvalidArgument("lease must not be negative");
+      if (!s.ok()) break;
+      it.lease->reset();
+      op->apply = [this, &it] { return ApplyTake(it.take, it.lease); };
+      op->bytes_hint = 256;
+      return true;
+    }
+    case StoreBatch::Item::Kind::kComplete: {
+      std::string artifacts_json;
+      if (it.text.size() > kMaxOutputsBytes) s = Status::InvalidArgument("outputs are too large (at most 64 MiB)");
+      if (s.ok() && !it.text.empty()) s = ValidateJsonObject(it.text, "outputs");
+      if (s.ok()) s = ArtifactsToJson(it.artifacts, &artifacts_json);
+      if (s.ok() && artifacts_json.size() > kMaxArtifactsBytes) s = Status::InvalidArgument("artifact list is too large");
+      if (!s.ok()) break;
+      op->bytes_hint = it.text.size() + artifacts_json.size() + 256;
+      op->apply = [this, &it, aj = std::move(artifacts_json)] { return ApplyComplete(it.id, it.token, it.text, aj); };
+      return true;
+    }
+    case StoreBatch::Item::Kind::kFail: {
+      std::string error_json;
+      s = ErrorToJson(it.error, &error_json);
+      if (!s.ok()) break;
+      op->bytes_hint = error_json.size() + 256;
+      op->apply = [this, &it, ej = std::move(error_json)] { return ApplyFail(it.id, it.token, ej, it.flag); };
+      return true;
+    }
+    case StoreBatch::Item::Kind::kRelease:
+      s = CheckText(it.text, "reason", 1024);
+      if (!s.ok()) break;
+      op->bytes_hint = 256;
+      op->apply = [this, &it] { return ApplyRelease(it.id, it.token, it.text, it.flag); };
+      return true;
+  }
+  *it.status = s;
+  return false;
+}
+
+Status StoreImpl::Commit(StoreBatch* batch) {
+  auto& items = batch->items();
+  Status usable = Usable();
+  if (!usable.ok()) {
+    for (auto& it : items) *it.status = usable;
+    return usable;
+  }
+  std::vector<PendingOp> ops(items.size());
+  std::vector<PendingOp*> queued;
+  std::vector<size_t> index;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (PrepareItem(items[i], &ops[i])) {
+      queued.push_back(&ops[i]);
+      index.push_back(i);
+    }
+  }
+  if (queued.empty()) return Status::OK();
+  committer_.CommitMany(queued);
+  for (size_t k = 0; k < queued.size(); ++k) *items[index[k]].status = queued[k]->status;
+  Status after = Usable();
+  return after;
+}
+
 Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                            const std::vector<Artifact>& artifacts) {
-  if (outputs_json.size() > kMaxOutputsBytes) return Status::InvalidArgument("outputs are too large (at most 64 MiB)");
-  if (!outputs_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonObject(outputs_json, "outputs"));
-  std::string artifacts_json;
-  CMQ_RETURN_IF_ERROR(ArtifactsToJson(artifacts, &artifacts_json));
-  if (artifacts_json.size() > kMaxArtifactsBytes) return Status::InvalidArgument("artifact list is too large");
-  return Run(
-      [&] {
-        const JobMeta* m;
-        const RunInfo* r;
-        CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
-        const JobMeta before = *m;
-        const RunInfo run = *r;
-        StatusDoc d = LoadStatusOrRebuildLocked(before);
-        d.outputs = outputs_json;
-        d.artifacts = artifacts_json;
-        EndRunLocked(before, run, std::move(d), JobState::kSucceeded, "succeeded", "", "completed");
-        return Status::OK();
-      },
-      outputs_json.size() + artifacts_json.size() + 256);
+  StoreBatch b;
+  Status s;
+  b.Complete(id, token, outputs_json, artifacts, &s);
+  Commit(&b);
+  return s;
 }
 
 Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) {
-  std::string error_json;
-  CMQ_RETURN_IF_ERROR(ErrorToJson(error, &error_json));
-  return Run(
-      [&] {
-        const JobMeta* m;
-        const RunInfo* r;
-        CMQ_RETURN_IF_ERROR(CheckLeaseLocked(id, token, &m, &r));
-        const JobMeta before = *m;
-        const RunInfo run = *r;
-        const bool again = retryable && before.attempts < before.max_attempts;
-        EndRunLocked(before, run, LoadStatusOrRebuildLocked(before), again ? JobState::kPending : JobState::kFailed,
-                     "failed", error_json, again ? "failed, will retry" : "failed");
-        return Status::OK();
-      },
-      error_json.size() + 256);
+  StoreBatch b;
+  Status s;
+  b.Fail(id, token, error, retryable, &s);
+  Commit(&b);
+  return s;
 }
 
 Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {

@@ -53,6 +53,7 @@ class StoreImpl final : public Store {
   Status Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                   const std::vector<Artifact>& artifacts) override;
   Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) override;
+  Status Commit(StoreBatch* batch) override;
   Status Cancel(uint64_t id, const std::string& reason) override;
   Status Retry(uint64_t id) override;
   Status Delete(uint64_t id) override;
@@ -122,6 +123,13 @@ class StoreImpl final : public Store {
                     const std::string& error_json, const std::string& reason);
   static void FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job);
   Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
+  Status ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json, const std::string& artifacts_json);
+  Status ApplyFail(uint64_t id, uint64_t token, const std::string& error_json, bool retryable);
+  Status ApplyRelease(uint64_t id, uint64_t token, const std::string& reason, bool count_attempt);
+  // After a lease check failed: AlreadyExists when run `token` already ended the job in `state` (a resend).
+  Status ResendOrLeaseLost(uint64_t id, uint64_t token, std::initializer_list<JobState> ended, Status lease_lost);
+  // Checks a batch item's input and turns it into an op; a bad item gets its status and no op.
+  bool PrepareItem(StoreBatch::Item& item, PendingOp* op);
   Status ApplyExpire(int* expired);
   Status ApplyRelocate(std::vector<Relocation>& items);
 

@@ -1,0 +1,126 @@
+// CMQP/1, the wire protocol between broker (ROUTER) and workers (DEALER). docs/protocol.md has the grammar.
+//
+// Every message is 2 or 3 ZeroMQ frames (after the ROUTER's routing-id frame on the broker side):
+//   frame 0  header  "CMQP" u8:version u8:command                         (6 bytes)
+//   frame 1  body    the command's fields, little-endian (see Message below)
+//   frame 2  data    CHUNK only: the file bytes
+// Everything received is untrusted: Decode checks every size, count and string and refuses anything off.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "comfymq/status.h"
+
+namespace comfymq::proto {
+
+constexpr char kSignature[4] = {'C', 'M', 'Q', 'P'};
+constexpr uint8_t kVersion = 1;
+constexpr size_t kHeaderSize = 6;
+
+// Limits on what a peer may send (checked by Decode).
+constexpr size_t kMaxBody = 160u << 20;        // a job body carries prompt + workflow (64 MiB each at most)
+constexpr size_t kMaxChunk = 4u << 20;         // one CHUNK's data
+constexpr size_t kMaxIdText = 256;             // worker id, name, versions, reasons' short fields
+constexpr size_t kMaxJson = 64u << 20;         // prompts, outputs, capabilities
+constexpr size_t kMaxFiles = 10000;            // files in one RESULT
+constexpr size_t kMaxInflight = 4096;          // jobs listed in HELLO / WELCOME
+constexpr size_t kChunkBytes = 1u << 20;       // what workers send per CHUNK
+constexpr uint32_t kChunkWindow = 8;           // CHUNKs in flight per transfer
+
+enum class Cmd : uint8_t {
+  // worker -> broker
+  kHello = 1,      // who I am, what I can run, what I hold
+  kReady = 2,      // credit: I can take `credit` more jobs
+  kHeartbeat = 3,
+  kProgress = 4,   // job, token, progress JSON
+  kResult = 5,     // job, token, outputs JSON, files
+  kFail = 6,       // job, token, retryable, error JSON
+  kCancelled = 7,  // job, token: stopped as asked
+  kChunk = 8,      // job, token, file index/name/size, offset, checksum, last (+ sha256) ; data frame
+  kBye = 9,        // leaving; my leases may go
+  kCaps = 10,      // new capabilities JSON
+  // broker -> worker
+  kWelcome = 64,   // accepted: heartbeat settings, session, which held jobs are still mine
+  kRefuse = 65,    // not accepted (protocol version, key, say HELLO first): reason
+  kJob = 66,       // a job to run
+  kPing = 67,      // broker heartbeat
+  kCancel = 68,    // stop job (cancelled by a user, or the lease is gone): reason
+  kAck = 69,       // result / failure recorded (ack kind)
+  kNack = 70,      // result refused: the lease is gone; reason
+  kChunkAck = 71,  // chunk status and the offset to send next
+  kCapsRequest = 72,  // please send fresh capabilities
+};
+
+const char* CmdName(Cmd c);
+
+enum class AckKind : uint8_t { kRecorded = 1, kDuplicate = 2, kResendFiles = 3 };
+enum class ChunkStatus : uint8_t { kOk = 0, kResume = 1, kRefused = 2 };
+
+struct Held {  // a job a worker holds (HELLO) or keeps (WELCOME)
+  uint64_t job_id = 0;
+  uint64_t token = 0;
+};
+
+struct FileEntry {  // a file of a RESULT
+  std::string name;
+  uint64_t size = 0;
+  std::string sha256;  // lowercase hex
+  std::string mime;
+};
+
+// One message; which fields a command uses is listed in docs/protocol.md.
+struct Message {
+  Cmd cmd = Cmd::kHeartbeat;
+  uint8_t version = kVersion;
+  // HELLO
+  std::string worker_id, name, plugin_version, comfyui_version, info_json, caps_json;
+  uint32_t capacity = 0;
+  std::vector<Held> held;          // HELLO: jobs I hold; WELCOME: those still yours
+  std::vector<Held> dropped;       // WELCOME: those no longer yours (stop them)
+  // READY
+  uint32_t credit = 0;
+  // WELCOME
+  uint32_t heartbeat_ms = 0;
+  uint32_t liveness = 0;
+  std::string session;
+  // job-scoped
+  uint64_t job_id = 0;
+  uint64_t token = 0;
+  uint32_t attempt = 0;
+  int64_t timeout_ms = 0;                  // JOB: longest the run may take; 0 = none
+  std::string prompt_json, workflow_json;  // JOB
+  std::string extra_json;                  // JOB: prompt_id, batch_id, owner, priority, create_time, enqueued_at
+  std::string json;                        // PROGRESS progress, RESULT outputs, FAIL error
+  bool retryable = false;                  // FAIL
+  std::vector<FileEntry> files;            // RESULT
+  std::string reason;                      // REFUSE, CANCEL, NACK
+  AckKind ack = AckKind::kRecorded;        // ACK
+  // CHUNK / CHUNK_ACK
+  uint32_t file_index = 0;
+  std::string file_name;                   // CHUNK
+  uint64_t file_size = 0;                  // CHUNK: the whole file's size
+  uint64_t offset = 0;                     // CHUNK: where data goes; CHUNK_ACK: what to send next
+  uint32_t chunk_checksum = 0;             // CHUNK: low 32 bits of XXH3-64 of data
+  bool last = false;                       // CHUNK: the file's final chunk (file_sha256 set)
+  std::string file_sha256;                 // CHUNK (last)
+  ChunkStatus chunk_status = ChunkStatus::kOk;
+  std::string data;                        // CHUNK: frame 2
+};
+
+// Encodes into frames (header, body, and for CHUNK the data).
+std::vector<std::string> Encode(const Message& m);
+// Decodes frames from a peer. InvalidArgument says what was wrong; a version other than kVersion decodes
+// only the header (m->version set) and returns NotSupported-style InvalidArgument with "version" in it.
+Status Decode(const std::vector<std::string_view>& frames, Message* m);
+// True when the header frame is ours but speaks another protocol version (*version set).
+bool IsOtherVersion(std::string_view header, uint8_t* version);
+
+uint32_t ChunkChecksum(std::string_view data);
+
+// File names in RESULT / CHUNK are one path component that NormalizeRelativePath accepts.
+bool IsSafeFileName(std::string_view name);
+
+}  // namespace comfymq::proto
