@@ -29,6 +29,9 @@ class ArtifactStream {
  public:
   virtual ~ArtifactStream() = default;  // aborts (removes the temp file) unless committed
   virtual Status Append(std::string_view data) = 0;
+  // Ends the appends and gives the content's sha256 (lowercase hex), so a caller can check the file before
+  // it becomes visible. Optional: Commit finishes by itself.
+  virtual Status Finish(std::string* sha256) = 0;
   // Makes the file durable and visible under its final name. The stream is finished afterwards.
   virtual Status Commit(ArtifactInfo* info) = 0;
   // Drops the file. Idempotent.

@@ -57,7 +57,7 @@ class StreamImpl final : public ArtifactStream {
   ~StreamImpl() override { Abort(); }
 
   Status Append(std::string_view data) override {
-    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    if (finished_ || !digest_.empty()) return Status::InvalidArgument("artifact stream is already finished");
     Status s = file_->WriteAt(size_, data);
     if (!s.ok()) {
       Abort();
@@ -76,8 +76,17 @@ class StreamImpl final : public ArtifactStream {
     return Status::OK();
   }
 
+  Status Finish(std::string* sha256) override {
+    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    if (digest_.empty()) digest_ = hash_.HexDigest();
+    *sha256 = digest_;
+    return Status::OK();
+  }
+
   Status Commit(ArtifactInfo* info) override {
     if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    std::string digest;
+    Finish(&digest);
     Status s = file_->Sync();
     Status c = file_->Close();
     if (s.ok()) s = c;
@@ -102,7 +111,7 @@ class StreamImpl final : public ArtifactStream {
     info->path = dir_rel_.empty() ? final_name : dir_rel_ + "/" + final_name;
     info->full_path = JoinPath(dir, final_name);
     info->size = size_;
-    info->sha256 = hash_.HexDigest();
+    info->sha256 = digest_;
     return Status::OK();
   }
 
@@ -122,6 +131,7 @@ class StreamImpl final : public ArtifactStream {
   std::unique_ptr<WritableFile> file_;
   static constexpr uint64_t kWritebackChunk = 1u << 20;
   Sha256 hash_;
+  std::string digest_;  // set once the appends are over
   uint64_t size_ = 0;
   uint64_t written_back_ = 0;
   bool finished_ = false;

@@ -1,0 +1,72 @@
+// Broker: the host's side of the cluster. It owns a ROUTER socket and one thread that polls it (with the
+// heartbeat as timeout), admits workers (HELLO), dispatches jobs from the store to workers that can run them
+// (credit-based: never more than a worker asked for), keeps leases alive while workers are, takes them back
+// from workers that go silent, records results (streamed output files go through the atomic artifact writer),
+// carries cancels to the worker running the job, and reports everything as events.
+//
+// The store must outlive the broker; the broker is its listener. Native threads never call into Python:
+// events are JSON texts taken with NextEvent (blocking, for a caller to run with the GIL released).
+// Thread safety: all methods are thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comfymq/status.h"
+#include "comfymq/store.h"
+
+namespace comfymq {
+
+struct BrokerOptions {
+  std::string bind = "tcp://127.0.0.1:5557";
+  int heartbeat_ms = 1000;      // both ways
+  int liveness = 3;             // a peer silent for this many heartbeats is gone
+  // CurveZMQ. With a secret key, only workers whose public keys are listed may connect.
+  std::string curve_secret_key;               // Z85; empty = plain text
+  std::vector<std::string> allowed_worker_keys;  // Z85 public keys
+  bool allow_plaintext = false;  // plain text on a non-loopback address needs this, and is logged loudly
+  std::string artifact_root;     // output files land in <root>/<job id>/<file name>; required
+  int64_t lease_ms = 0;          // store lease per dispatch; 0 = heartbeat * liveness * 3
+  size_t max_scan = 20000;       // pending jobs looked at per dispatch
+  size_t max_events = 100000;    // queued events before the oldest are dropped (and an overflow event says so)
+  std::string plugin_version;
+};
+
+struct BrokerCounters {
+  uint64_t messages_in = 0, messages_out = 0;
+  uint64_t malformed = 0;          // frames that failed to decode (dropped)
+  uint64_t refused = 0;            // HELLOs refused (version, capabilities) and messages from unknown peers
+  uint64_t unroutable = 0;         // sends the ROUTER could not deliver (peer gone) or queue (high-water mark)
+  uint64_t dispatched = 0, results = 0, duplicates = 0, stale_results = 0;
+  uint64_t workers_lost = 0, leases_released = 0;
+  uint64_t chunks = 0, chunk_retries = 0, bytes_received = 0;
+  uint64_t events_dropped = 0;
+  uint64_t zap_denied = 0;
+};
+
+class Broker {
+ public:
+  // Binds and starts the broker thread. The store must stay open until the broker is stopped.
+  static Status Start(Store* store, const BrokerOptions& options, std::unique_ptr<Broker>* broker);
+  virtual ~Broker() = default;  // stops
+
+  // The next event as JSON text, waiting up to timeout_ms; false when none came.
+  virtual bool NextEvent(int timeout_ms, std::string* event_json) = 0;
+  // The workers (connected, and recently gone), as a JSON array.
+  virtual std::string WorkersJson() = 0;
+  // Why no connected worker takes this pending job: one line per worker ("worker gpu-2: missing checkpoint
+  // x.safetensors"); empty when some worker can run it (it waits its turn) or it is not pending.
+  virtual Status Explain(uint64_t job_id, std::vector<std::string>* reasons) = 0;
+  // Stops (or resumes) giving jobs to a worker; it finishes what it runs.
+  virtual Status Drain(const std::string& worker_id, bool drain) = 0;
+  // Asks a worker ("" = all) to send fresh capabilities (after models changed).
+  virtual Status RefreshCapabilities(const std::string& worker_id) = 0;
+  virtual BrokerCounters Counters() = 0;
+  virtual std::string endpoint() = 0;     // what was bound (a tcp port 0 / '*' resolved)
+  virtual std::string public_key() = 0;   // Z85, empty without CURVE
+  virtual Status Stop() = 0;              // idempotent; workers keep their jobs for a reconnect
+};
+
+}  // namespace comfymq

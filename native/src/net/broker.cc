@@ -1,0 +1,1002 @@
+// The broker (see comfymq/broker.h). One thread owns the ROUTER socket and every WorkerState; other threads
+// reach it through the command queue (store events, drain, capability refreshes) and read snapshots under mu_.
+//
+// Each turn of the loop: poll (heartbeat as timeout), read what arrived, run queued commands, then commit
+// one store batch holding every result, failure and lease release that came in plus the dispatches that
+// workers have credit for (one sync for all of it), send what the commit decided, and keep heartbeats.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "comfymq/artifact_writer.h"
+#include "comfymq/broker.h"
+#include "comfymq/capabilities.h"
+#include "comfymq/curve.h"
+#include "net/event_buffer.h"
+#include "net/protocol.h"
+#include "net/transfers.h"
+#include "net/wakeup.h"
+#include "net/zap_handler.h"
+#include "net/zmq_frames.h"
+
+namespace comfymq {
+namespace {
+
+using json = nlohmann::json;
+using net::EventBuffer;
+using net::Wakeup;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+struct WorkerState {
+  std::string id, name, plugin_version, comfyui_version, info_json, key;
+  std::string rid;  // ROUTER routing id of the current connection
+  std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();
+  int capacity = 1;
+  int credit = 0;
+  std::map<uint64_t, uint64_t> held;  // job -> token
+  int64_t connected_ms = 0, last_seen_ms = 0, last_sent_ms = 0, last_renew_ms = 0, left_ms = 0;
+  bool online = false;
+  bool draining = false;
+  std::string left_reason;
+};
+
+struct PendingResult {
+  std::string worker_id;
+  proto::Message msg;  // RESULT or FAIL
+};
+
+struct PendingRelease {
+  uint64_t job = 0, token = 0;
+  std::string reason;
+  bool count_attempt = true;
+};
+
+// Lets the store's listener reach the broker only while it is alive.
+struct ListenerGate {
+  std::mutex mu;
+  bool alive = true;
+};
+
+class BrokerImpl final : public Broker {
+ public:
+  BrokerImpl(Store* store, const BrokerOptions& o)
+      : store_(store), opt_(o), router_(ctx_, zmq::socket_type::router), events_(o.max_events) {}
+  ~BrokerImpl() override { Stop(); }
+
+  Status Init();
+
+  bool NextEvent(int timeout_ms, std::string* event_json) override { return events_.Next(timeout_ms, event_json); }
+  std::string WorkersJson() override;
+  Status Explain(uint64_t job_id, std::vector<std::string>* reasons) override;
+  Status Drain(const std::string& worker_id, bool drain) override;
+  Status RefreshCapabilities(const std::string& worker_id) override;
+  BrokerCounters Counters() override {
+    std::lock_guard<std::mutex> l(mu_);
+    BrokerCounters c = counters_;
+    c.events_dropped = events_.total_dropped();
+    c.zap_denied = zap_denied_.load();
+    return c;
+  }
+  std::string endpoint() override { return endpoint_; }
+  std::string public_key() override { return public_key_; }
+  Status Stop() override;
+
+ private:
+  // loop
+  void Loop();
+  void HandleMessage(const std::vector<std::string>& frames, const std::string& user_id, int64_t now);
+  void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
+  void HandleChunk(WorkerState& w, const proto::Message& m);
+  void CommitPass(int64_t now);
+  void Timers(int64_t now);
+  void LoseWorker(WorkerState& w, const std::string& reason, bool count_attempts, int64_t now);
+  void RunCommands();
+  void Post(std::function<void()> fn);
+
+  // sending
+  bool Send(WorkerState& w, const proto::Message& m);
+  bool SendTo(const std::string& rid, const proto::Message& m);
+  void Refuse(const std::string& rid, const std::string& reason);
+
+  // routing
+  std::shared_ptr<const Requirements> RequirementsOf(uint64_t job_id, const PromptLoader* load);
+  void ForgetRequirements(uint64_t job_id);
+
+  // events
+  void OnStoreEvents(const std::vector<StoreEvent>& events);
+  void Emit(const json& e) { events_.Push(Dump(e)); }
+  void Log(const std::string& level, const std::string& key, const std::string& message);
+  json WorkerJson(const WorkerState& w) const;
+  WorkerState* ByRid(const std::string& rid);
+  template <typename Fn>
+  void Count(Fn fn) {
+    std::lock_guard<std::mutex> l(mu_);
+    fn(counters_);
+  }
+
+  Store* const store_;
+  const BrokerOptions opt_;
+  int64_t lease_ms_ = 0;
+  zmq::context_t ctx_;
+  std::unique_ptr<net::ZapHandler> zap_;
+  zmq::socket_t router_;
+  std::unique_ptr<ArtifactWriter> artifacts_;
+  std::unique_ptr<net::Transfers> transfers_;
+  Wakeup wake_;
+  EventBuffer events_;
+  std::shared_ptr<ListenerGate> gate_ = std::make_shared<ListenerGate>();
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> zap_denied_{0};
+  std::string session_, endpoint_, public_key_;
+
+  std::mutex mu_;  // workers_ (written by the loop only), counters_
+  std::map<std::string, WorkerState> workers_;
+  BrokerCounters counters_;
+
+  // Loop thread only.
+  std::unordered_map<std::string, std::string> rid_to_worker_;
+  std::vector<PendingResult> results_;
+  std::vector<PendingRelease> releases_;
+  bool dispatch_dirty_ = true;
+  int64_t last_stats_ms_ = 0;
+  std::string last_stats_;
+  std::map<std::string, int64_t> last_log_;  // rate limit per key
+
+  std::mutex cmd_mu_;
+  std::deque<std::function<void()>> commands_;
+
+  std::mutex req_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<const Requirements>> reqs_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Start and stop
+
+Status BrokerImpl::Init() {
+  if (opt_.heartbeat_ms < 10 || opt_.heartbeat_ms > 600000) return Status::InvalidArgument("heartbeat must be 10 ms..10 min");
+  if (opt_.liveness < 1 || opt_.liveness > 100) return Status::InvalidArgument("liveness must be 1..100 heartbeats");
+  if (opt_.artifact_root.empty()) return Status::InvalidArgument("the broker needs an artifact root");
+  if (!wake_.ok()) return Status::IOError("cannot create the broker's wakeup pipe");
+  lease_ms_ = opt_.lease_ms > 0 ? opt_.lease_ms : static_cast<int64_t>(opt_.heartbeat_ms) * opt_.liveness * 3;
+  const bool curve = !opt_.curve_secret_key.empty();
+  if (!curve && !IsLoopbackEndpoint(opt_.bind) && !opt_.allow_plaintext) {
+    return Status::InvalidArgument("refusing plain-text worker links on " + opt_.bind +
+                                   ": set a CURVE key pair (see `python -m comfy_nodes keys`), or opt out explicitly");
+  }
+  CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(Env::Default(), opt_.artifact_root, &artifacts_));
+  transfers_ = std::make_unique<net::Transfers>(artifacts_.get());
+  std::mt19937_64 rng(std::random_device{}());
+  char sid[17];
+  std::snprintf(sid, sizeof(sid), "%016llx", static_cast<unsigned long long>(rng()));
+  session_ = sid;
+  try {
+    if (curve) {
+      if (!CurveAvailable()) return Status::InvalidArgument("this libzmq has no CURVE support (it needs libsodium)");
+      CMQ_RETURN_IF_ERROR(CurvePublicFromSecret(opt_.curve_secret_key, &public_key_));
+      CMQ_RETURN_IF_ERROR(net::ZapHandler::Start(
+          &ctx_, opt_.allowed_worker_keys,
+          [this](const std::string& key, const std::string& address) {
+            zap_denied_++;
+            Log("warning", "zap:" + key,
+                "refused a worker with an unknown CURVE key " + key + " from " + address +
+                    " (add its public key to the allowed worker keys to let it in)");
+          },
+          &zap_));
+      router_.set(zmq::sockopt::zap_domain, "comfymq");
+      router_.set(zmq::sockopt::curve_server, 1);
+      router_.set(zmq::sockopt::curve_secretkey, opt_.curve_secret_key);
+      if (opt_.allowed_worker_keys.empty()) {
+        Log("warning", "no-keys", "CURVE is on but no worker key is allowed: no worker can connect");
+      }
+    } else if (!IsLoopbackEndpoint(opt_.bind)) {
+      Log("warning", "plaintext",
+          "PLAIN TEXT worker links on " + opt_.bind + ": anyone on the network can join and read jobs (explicit opt-out)");
+    }
+    router_.set(zmq::sockopt::router_mandatory, 1);
+    router_.set(zmq::sockopt::linger, 0);
+    router_.set(zmq::sockopt::sndhwm, 100000);
+    router_.set(zmq::sockopt::rcvhwm, 100000);
+    router_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(proto::kMaxBody + (1 << 20)));
+    router_.bind(opt_.bind);
+    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::IOError("cannot bind the broker to " + opt_.bind + ": " + e.what());
+  }
+  auto gate = gate_;
+  store_->SetListener([gate, this](const std::vector<StoreEvent>& events) {
+    std::lock_guard<std::mutex> l(gate->mu);
+    if (gate->alive) OnStoreEvents(events);
+  });
+  thread_ = std::thread(&BrokerImpl::Loop, this);
+  return Status::OK();
+}
+
+Status BrokerImpl::Stop() {
+  if (stop_.exchange(true)) return Status::OK();
+  {
+    std::lock_guard<std::mutex> l(gate_->mu);
+    gate_->alive = false;  // no store event reaches this broker any more
+  }
+  store_->SetListener(nullptr);
+  wake_.Notify();
+  if (thread_.joinable()) thread_.join();
+  try {
+    router_.close();
+  } catch (const zmq::error_t&) {
+  }
+  zap_.reset();
+  events_.Close();
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The loop
+
+void BrokerImpl::Loop() {
+  std::vector<std::string> frames;
+  std::string user_id;
+  while (!stop_) {
+    zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake_.fd(), ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(std::max(10, opt_.heartbeat_ms / 2)));
+    } catch (const zmq::error_t& e) {
+      if (stop_) break;
+      Log("error", "poll", std::string("broker poll failed: ") + e.what());
+      continue;
+    }
+    const int64_t now = NowMs();
+    if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
+    RunCommands();
+    for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN); ++i) {
+      bool got = false;
+      try {
+        got = net::RecvFrames(router_, &frames, &user_id);
+      } catch (const zmq::error_t& e) {
+        Log("error", "recv", std::string("broker receive failed: ") + e.what());
+      }
+      if (!got) break;
+      try {
+        HandleMessage(frames, user_id, now);
+      } catch (const std::exception& e) {  // a thread must not die of one message
+        Count([](BrokerCounters& c) { c.malformed++; });
+        Log("error", "handle", std::string("dropped a message that could not be handled: ") + e.what());
+      }
+    }
+    try {
+      CommitPass(now);
+      Timers(now);
+    } catch (const std::exception& e) {
+      Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
+    }
+  }
+}
+
+void BrokerImpl::Post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> l(cmd_mu_);
+    commands_.push_back(std::move(fn));
+  }
+  wake_.Notify();
+}
+
+void BrokerImpl::RunCommands() {
+  std::deque<std::function<void()>> todo;
+  {
+    std::lock_guard<std::mutex> l(cmd_mu_);
+    todo.swap(commands_);
+  }
+  for (auto& fn : todo) fn();
+}
+
+WorkerState* BrokerImpl::ByRid(const std::string& rid) {
+  auto it = rid_to_worker_.find(rid);
+  if (it == rid_to_worker_.end()) return nullptr;
+  auto w = workers_.find(it->second);
+  return w == workers_.end() ? nullptr : &w->second;
+}
+
+void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std::string& user_id, int64_t now) {
+  Count([](BrokerCounters& c) { c.messages_in++; });
+  if (frames.size() < 2) {
+    Count([](BrokerCounters& c) { c.malformed++; });
+    return;
+  }
+  const std::string& rid = frames[0];
+  proto::Message m;
+  Status s = proto::Decode(net::Views(frames, 1), &m);
+  if (!s.ok()) {
+    uint8_t version = 0;
+    if (proto::IsOtherVersion(frames[1], &version)) {
+      Count([](BrokerCounters& c) { c.refused++; });
+      Log("warning", "version", "refused a worker speaking protocol version " + std::to_string(version) +
+                                    " (this broker speaks " + std::to_string(proto::kVersion) + ")");
+      Refuse(rid, "protocol version " + std::to_string(version) + " is not supported: this broker speaks version " +
+                      std::to_string(proto::kVersion) + "; update the worker or the host so they match");
+      return;
+    }
+    Count([](BrokerCounters& c) { c.malformed++; });
+    Log("warning", "malformed", "dropped a malformed message: " + s.message());
+    return;
+  }
+  if (m.cmd == proto::Cmd::kHello) return HandleHello(rid, user_id, m, now);
+  WorkerState* w = ByRid(rid);
+  if (w == nullptr || !w->online) {
+    Count([](BrokerCounters& c) { c.refused++; });
+    Refuse(rid, "unknown worker: say HELLO first");
+    return;
+  }
+  w->last_seen_ms = now;
+  switch (m.cmd) {
+    case proto::Cmd::kReady:
+      w->credit = std::min(w->credit + static_cast<int>(m.credit), w->capacity);
+      dispatch_dirty_ = true;
+      break;
+    case proto::Cmd::kHeartbeat:
+      break;
+    case proto::Cmd::kProgress: {
+      auto held = w->held.find(m.job_id);
+      if (held == w->held.end() || held->second != m.token) break;  // a run we no longer count on
+      if (store_->Progress(m.job_id, m.token, m.json).ok()) {
+        Emit({{"type", "progress"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id},
+              {"progress", json::parse(m.json.empty() ? "null" : m.json, nullptr, false)}});
+      }
+      break;
+    }
+    case proto::Cmd::kResult:
+    case proto::Cmd::kFail:
+      results_.push_back(PendingResult{w->id, std::move(m)});
+      break;
+    case proto::Cmd::kCancelled: {
+      auto held = w->held.find(m.job_id);
+      if (held != w->held.end() && held->second == m.token) {
+        std::lock_guard<std::mutex> l(mu_);
+        w->held.erase(held);
+      }
+      transfers_->AbortJob(m.job_id);
+      Emit({{"type", "cancel_confirmed"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id}});
+      break;
+    }
+    case proto::Cmd::kChunk:
+      HandleChunk(*w, m);
+      break;
+    case proto::Cmd::kBye:
+      LoseWorker(*w, "worker " + w->id + " left", false, now);
+      break;
+    case proto::Cmd::kCaps: {
+      auto caps = std::make_shared<Capabilities>();
+      Status cs = Capabilities::FromJson(m.caps_json, caps.get());
+      if (!cs.ok()) {
+        Log("warning", "caps:" + w->id, "worker " + w->id + " sent bad capabilities: " + cs.message());
+        break;
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        w->caps = caps;
+      }
+      dispatch_dirty_ = true;
+      Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(*w)}});
+      break;
+    }
+    default:
+      Count([](BrokerCounters& c) { c.malformed++; });
+      Log("warning", "direction", std::string("dropped a ") + proto::CmdName(m.cmd) + " sent by a worker");
+      break;
+  }
+}
+
+void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now) {
+  auto caps = std::make_shared<Capabilities>();
+  Status cs = m.caps_json.empty() ? Status::OK() : Capabilities::FromJson(m.caps_json, caps.get());
+  if (!cs.ok()) {
+    Count([](BrokerCounters& c) { c.refused++; });
+    Refuse(rid, "bad capabilities: " + cs.message());
+    return;
+  }
+  // A new connection of a known worker replaces the old one.
+  WorkerState* existing = nullptr;
+  {
+    auto it = workers_.find(m.worker_id);
+    if (it != workers_.end()) existing = &it->second;
+  }
+  if (existing != nullptr && existing->online && existing->rid != rid) rid_to_worker_.erase(existing->rid);
+  if (ByRid(rid) != nullptr && ByRid(rid)->id != m.worker_id) {
+    Refuse(rid, "this connection already belongs to worker " + ByRid(rid)->id);
+    return;
+  }
+
+  // What does this worker really hold? What it says it holds, if the store agrees.
+  std::map<uint64_t, uint64_t> kept;
+  proto::Message welcome;
+  welcome.cmd = proto::Cmd::kWelcome;
+  for (const proto::Held& h : m.held) {
+    Job j;
+    if (store_->Get(h.job_id, false, &j).ok() && j.state == JobState::kRunning && j.lease_token == h.token &&
+        store_->Heartbeat(h.job_id, h.token, lease_ms_, nullptr).ok()) {
+      kept[h.job_id] = h.token;
+      welcome.held.push_back(h);
+    } else {
+      welcome.dropped.push_back(h);
+    }
+  }
+  // Jobs the store gave this worker that it no longer has (it restarted): they go back to the queue.
+  ListQuery q;
+  q.state_mask = 1u << static_cast<int>(JobState::kRunning);
+  q.limit = 1000;
+  for (;;) {
+    ListPage page;
+    if (!store_->List(q, &page).ok()) break;
+    for (const Job& j : page.jobs) {
+      if (j.worker_id == m.worker_id && kept.count(j.id) == 0) {
+        releases_.push_back(PendingRelease{j.id, j.lease_token, "worker " + m.worker_id + " restarted without it", true});
+      }
+    }
+    if (page.next_cursor == 0) break;
+    q.cursor = page.next_cursor;
+  }
+
+  WorkerState fresh;
+  WorkerState& w = existing != nullptr ? *existing : fresh;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    w.id = m.worker_id;
+    w.name = m.name.empty() ? m.worker_id : m.name;
+    w.plugin_version = m.plugin_version;
+    w.comfyui_version = m.comfyui_version;
+    w.info_json = m.info_json.empty() ? "{}" : m.info_json;
+    w.key = user_id;
+    w.rid = rid;
+    w.caps = caps;
+    w.capacity = static_cast<int>(m.capacity);
+    w.credit = 0;
+    w.held = kept;
+    w.connected_ms = w.last_seen_ms = w.last_renew_ms = now;
+    w.online = true;
+    w.left_ms = 0;
+    w.left_reason.clear();
+    if (existing == nullptr) workers_[m.worker_id] = w;
+  }
+  rid_to_worker_[rid] = m.worker_id;
+  WorkerState& stored = workers_[m.worker_id];
+  welcome.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_ms);
+  welcome.liveness = static_cast<uint32_t>(opt_.liveness);
+  welcome.session = session_;
+  Send(stored, welcome);
+  dispatch_dirty_ = true;
+  Emit({{"type", "worker"}, {"event", existing != nullptr ? "rejoined" : "joined"}, {"worker", WorkerJson(stored)}});
+}
+
+void BrokerImpl::HandleChunk(WorkerState& w, const proto::Message& m) {
+  proto::Message ack;
+  auto held = w.held.find(m.job_id);
+  if (held == w.held.end() || held->second != m.token) {
+    ack.cmd = proto::Cmd::kChunkAck;
+    ack.job_id = m.job_id;
+    ack.token = m.token;
+    ack.file_index = m.file_index;
+    ack.chunk_status = proto::ChunkStatus::kRefused;  // not this worker's run any more
+  } else {
+    uint64_t written = 0;
+    bool retry = false;
+    ack = transfers_->OnChunk(w.id, m, &written, &retry);
+    Count([&](BrokerCounters& c) {
+      c.chunks++;
+      c.bytes_received += written;
+      if (retry) c.chunk_retries++;
+    });
+  }
+  Send(w, ack);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One commit per turn: results, failures, releases and dispatches together
+
+namespace {
+
+JobError ParseError(const std::string& text) {
+  JobError e;
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) {
+    e.type = "error";
+    e.message = text;
+    return e;
+  }
+  auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+  e.type = str("type");
+  e.message = str("message");
+  e.node_id = str("node_id");
+  e.traceback = str("traceback");
+  if (j.contains("details") && !j["details"].is_null()) e.details = Dump(j["details"]);
+  return e;
+}
+
+}  // namespace
+
+void BrokerImpl::CommitPass(int64_t now) {
+  struct ResultItem {
+    PendingResult r;
+    std::vector<Artifact> published;
+    Status status;
+  };
+  struct DispatchItem {
+    std::string worker;
+    std::unique_ptr<Lease> lease;
+    Status status;
+  };
+  StoreBatch batch;
+  std::deque<ResultItem> results;
+  for (PendingResult& r : results_) {
+    const proto::Message& m = r.msg;
+    if (m.cmd == proto::Cmd::kResult) {
+      // Files are published only for the run that owns the job now; a resend or a stale run publishes none.
+      Job j;
+      const bool owns = store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning && j.lease_token == m.token;
+      std::vector<Artifact> published;
+      if (owns && !m.files.empty()) {
+        Status ps = transfers_->Publish(m.job_id, m.token, m.files, &published);
+        if (ps.IsNotFound()) {  // some file is missing (a broker restart in between): send them again
+          auto w = workers_.find(r.worker_id);
+          if (w != workers_.end()) {
+            proto::Message ack;
+            ack.cmd = proto::Cmd::kAck;
+            ack.job_id = m.job_id;
+            ack.token = m.token;
+            ack.ack = proto::AckKind::kResendFiles;
+            Send(w->second, ack);
+          }
+          continue;
+        }
+        if (!ps.ok()) {
+          Log("error", "publish", "could not store the files of job " + FormatJobId(m.job_id) + ": " + ps.ToString());
+          JobError e;
+          e.type = "host_error";
+          e.message = "the host could not store the job's output files: " + ps.message();
+          results.push_back(ResultItem{std::move(r), {}, Status()});
+          batch.Fail(m.job_id, m.token, e, true, &results.back().status);
+          continue;
+        }
+      }
+      results.push_back(ResultItem{std::move(r), std::move(published), Status()});
+      ResultItem& item = results.back();
+      batch.Complete(item.r.msg.job_id, item.r.msg.token, item.r.msg.json, item.published, &item.status);
+    } else {
+      results.push_back(ResultItem{std::move(r), {}, Status()});
+      ResultItem& item = results.back();
+      batch.Fail(item.r.msg.job_id, item.r.msg.token, ParseError(item.r.msg.json), item.r.msg.retryable, &item.status);
+    }
+  }
+  results_.clear();
+  std::vector<PendingRelease> releases;
+  releases.swap(releases_);
+  std::deque<Status> release_status(releases.size());
+  for (size_t i = 0; i < releases.size(); ++i) {
+    batch.ReleaseLease(releases[i].job, releases[i].token, releases[i].reason, releases[i].count_attempt,
+                       &release_status[i]);
+  }
+  std::deque<DispatchItem> dispatches;
+  if (dispatch_dirty_) {
+    dispatch_dirty_ = false;
+    for (auto& [id, w] : workers_) {
+      if (!w.online || w.draining) continue;
+      auto caps = w.caps;
+      for (int k = 0; k < w.credit; ++k) {
+        dispatches.push_back(DispatchItem{id, nullptr, Status()});
+        TakeOptions o;
+        o.worker_id = id;
+        o.lease_ms = lease_ms_;
+        o.max_scan = opt_.max_scan;
+        o.filter = [this, caps](uint64_t job, const PromptLoader& load) {
+          auto req = RequirementsOf(job, &load);
+          return req != nullptr && CanRun(*caps, *req);
+        };
+        batch.Take(o, &dispatches.back().lease, &dispatches.back().status);
+      }
+    }
+  }
+  if (batch.empty()) return;
+  Status cs = store_->Commit(&batch);
+  if (!cs.ok()) Log("error", "store", "the store refused the broker's commit: " + cs.ToString());
+
+  for (ResultItem& item : results) {
+    const proto::Message& m = item.r.msg;
+    auto wit = workers_.find(item.r.worker_id);
+    WorkerState* w = wit == workers_.end() ? nullptr : &wit->second;
+    proto::Message reply;
+    reply.job_id = m.job_id;
+    reply.token = m.token;
+    if (item.status.ok() || item.status.IsAlreadyExists()) {
+      reply.cmd = proto::Cmd::kAck;
+      reply.ack = item.status.ok() ? proto::AckKind::kRecorded : proto::AckKind::kDuplicate;
+      Count([&](BrokerCounters& c) { item.status.ok() ? c.results++ : c.duplicates++; });
+      if (!item.status.ok()) transfers_->Unpublish(item.published);
+    } else {
+      reply.cmd = proto::Cmd::kNack;
+      reply.reason = item.status.IsLeaseLost() || item.status.IsNotFound()
+                         ? "result refused: " + item.status.message()
+                         : "the host could not record the result: " + item.status.message();
+      transfers_->Unpublish(item.published);
+      Count([](BrokerCounters& c) { c.stale_results++; });
+    }
+    transfers_->AbortJob(m.job_id);
+    if (w != nullptr) {
+      auto held = w->held.find(m.job_id);
+      if (held != w->held.end() && held->second == m.token) {
+        std::lock_guard<std::mutex> l(mu_);
+        w->held.erase(held);
+      }
+      if (w->online) Send(*w, reply);
+    }
+  }
+  Count([&](BrokerCounters& c) { c.leases_released += releases.size(); });
+  for (DispatchItem& d : dispatches) {
+    if (!d.status.ok() || !d.lease) continue;
+    auto wit = workers_.find(d.worker);
+    const Lease& l = *d.lease;
+    ForgetRequirements(l.job_id);
+    if (wit == workers_.end() || !wit->second.online) {
+      releases_.push_back(PendingRelease{l.job_id, l.token, "worker " + d.worker + " went away", false});
+      continue;
+    }
+    WorkerState& w = wit->second;
+    proto::Message job;
+    job.cmd = proto::Cmd::kJob;
+    job.job_id = l.job_id;
+    job.token = l.token;
+    job.attempt = static_cast<uint32_t>(l.attempt);
+    job.timeout_ms = l.deadline_ms ? std::max<int64_t>(1, l.deadline_ms - now) : 0;
+    job.prompt_json = l.job.prompt;
+    job.workflow_json = l.job.workflow;
+    json extra = {{"prompt_id", l.job.prompt_id}, {"priority", l.job.priority}, {"create_time", l.job.create_time_ms},
+                  {"enqueued_at", l.job.enqueued_ms}, {"max_attempts", l.job.max_attempts}};
+    if (!l.job.batch_id.empty()) extra["batch_id"] = l.job.batch_id;
+    if (!l.job.owner.empty()) extra["owner"] = l.job.owner;
+    job.extra_json = Dump(extra);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      w.held[l.job_id] = l.token;
+      w.credit = std::max(0, w.credit - 1);
+    }
+    if (Send(w, job)) {
+      Count([](BrokerCounters& c) { c.dispatched++; });
+    } else {
+      // Never reached the worker: back to the queue without counting an attempt.
+      std::lock_guard<std::mutex> lk(mu_);
+      w.held.erase(l.job_id);
+      releases_.push_back(PendingRelease{l.job_id, l.token, "could not deliver the job to worker " + w.id, false});
+    }
+  }
+  if (!releases_.empty()) dispatch_dirty_ = true;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Heartbeats, liveness, leases, stats
+
+void BrokerImpl::Timers(int64_t now) {
+  const int64_t hb = opt_.heartbeat_ms;
+  for (auto& [id, w] : workers_) {
+    if (!w.online) continue;
+    if (now - w.last_seen_ms > hb * opt_.liveness) {
+      Count([](BrokerCounters& c) { c.workers_lost++; });
+      LoseWorker(w, "worker " + w.id + " stopped answering (no message for " + std::to_string(now - w.last_seen_ms) + " ms)",
+                 true, now);
+      continue;
+    }
+    if (now - w.last_sent_ms >= hb) {
+      proto::Message ping;
+      ping.cmd = proto::Cmd::kPing;
+      Send(w, ping);
+    }
+    if (now - w.last_renew_ms >= hb) {
+      w.last_renew_ms = now;
+      std::vector<uint64_t> gone;
+      for (const auto& [job, token] : w.held) {
+        if (!store_->Heartbeat(job, token, lease_ms_, nullptr).ok()) gone.push_back(job);
+      }
+      for (uint64_t job : gone) {
+        // The store ended this run (cancelled, timed out): the worker must stop.
+        proto::Message cancel;
+        cancel.cmd = proto::Cmd::kCancel;
+        cancel.job_id = job;
+        cancel.token = w.held[job];
+        cancel.reason = "the job is no longer this worker's";
+        Send(w, cancel);
+        std::lock_guard<std::mutex> l(mu_);
+        w.held.erase(job);
+      }
+    }
+  }
+  // Forget workers gone for an hour.
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = workers_.begin(); it != workers_.end();) {
+      it = !it->second.online && now - it->second.left_ms > 3600 * 1000 ? workers_.erase(it) : std::next(it);
+    }
+  }
+  if (now - last_stats_ms_ >= 1000) {
+    last_stats_ms_ = now;
+    dispatch_dirty_ = true;  // a safety net: look for work once a second even without news
+    StoreStats st;
+    if (store_->Stats(&st).ok()) {
+      int online = 0, busy = 0;
+      for (const auto& [id, w] : workers_) {
+        online += w.online;
+        busy += w.online && !w.held.empty();
+      }
+      json counts;
+      for (int i = 0; i < kNumJobStates; ++i) counts[JobStateName(static_cast<JobState>(i))] = st.counts[i];
+      json e = {{"type", "stats"},        {"counts", counts},  {"paused", st.paused},
+                {"workers_online", online}, {"workers_busy", busy}, {"finished_last_minute", st.finished_last_minute},
+                {"oldest_pending_age", st.oldest_pending_age_ms / 1000.0}};
+      std::string text = Dump(e);
+      if (text != last_stats_) {
+        last_stats_ = text;
+        events_.Push(text);
+      }
+    }
+  }
+}
+
+void BrokerImpl::LoseWorker(WorkerState& w, const std::string& reason, bool count_attempts, int64_t now) {
+  for (const auto& [job, token] : w.held) releases_.push_back(PendingRelease{job, token, reason, count_attempts});
+  transfers_->AbortWorker(w.id);
+  rid_to_worker_.erase(w.rid);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    w.held.clear();
+    w.online = false;
+    w.credit = 0;
+    w.left_ms = now;
+    w.left_reason = reason;
+  }
+  dispatch_dirty_ = true;
+  Emit({{"type", "worker"}, {"event", "left"}, {"reason", reason}, {"worker", WorkerJson(w)}});
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sending
+
+bool BrokerImpl::SendTo(const std::string& rid, const proto::Message& m) {
+  const bool ok = net::SendFrames(router_, &rid, proto::Encode(m));
+  Count([&](BrokerCounters& c) { ok ? c.messages_out++ : c.unroutable++; });
+  if (!ok) {
+    Log("warning", std::string("unroutable:") + proto::CmdName(m.cmd),
+        std::string("could not send ") + proto::CmdName(m.cmd) + " (peer gone or its queue is full)");
+  }
+  return ok;
+}
+
+bool BrokerImpl::Send(WorkerState& w, const proto::Message& m) {
+  w.last_sent_ms = NowMs();
+  return SendTo(w.rid, m);
+}
+
+void BrokerImpl::Refuse(const std::string& rid, const std::string& reason) {
+  proto::Message r;
+  r.cmd = proto::Cmd::kRefuse;
+  r.reason = reason;
+  SendTo(rid, r);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Routing: what jobs need, and why nobody takes one
+
+std::shared_ptr<const Requirements> BrokerImpl::RequirementsOf(uint64_t job_id, const PromptLoader* load) {
+  {
+    std::lock_guard<std::mutex> l(req_mu_);
+    auto it = reqs_.find(job_id);
+    if (it != reqs_.end()) return it->second;
+  }
+  std::string prompt;
+  if (load != nullptr) {
+    if (!(*load)(&prompt).ok()) return nullptr;
+  } else {
+    Job j;
+    if (!store_->Get(job_id, true, &j).ok()) return nullptr;
+    prompt = std::move(j.prompt);
+  }
+  auto req = std::make_shared<Requirements>();
+  if (!ExtractRequirements(prompt, req.get()).ok()) return nullptr;
+  std::lock_guard<std::mutex> l(req_mu_);
+  if (reqs_.size() > 200000) reqs_.clear();  // bounded: recomputed on demand
+  reqs_[job_id] = req;
+  return req;
+}
+
+void BrokerImpl::ForgetRequirements(uint64_t job_id) {
+  std::lock_guard<std::mutex> l(req_mu_);
+  reqs_.erase(job_id);
+}
+
+Status BrokerImpl::Explain(uint64_t job_id, std::vector<std::string>* reasons) {
+  reasons->clear();
+  Job j;
+  CMQ_RETURN_IF_ERROR(store_->Get(job_id, false, &j));
+  if (j.state != JobState::kPending) return Status::OK();
+  auto req = RequirementsOf(job_id, nullptr);
+  if (req == nullptr) return Status::Corruption("cannot read the prompt of job " + FormatJobId(job_id));
+  std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> online;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [id, w] : workers_) {
+      if (w.online) online.emplace_back(w.name == w.id ? w.id : w.name + " (" + w.id + ")", w.caps);
+    }
+  }
+  if (online.empty()) {
+    reasons->push_back("no worker is connected");
+    return Status::OK();
+  }
+  std::vector<std::string> why;
+  for (const auto& [name, caps] : online) {
+    auto miss = Mismatches(*caps, *req);
+    if (miss.empty()) return Status::OK();  // someone can run it: it waits its turn
+    std::string line = "worker " + name + ": ";
+    for (size_t i = 0; i < miss.size(); ++i) line += (i ? "; " : "") + miss[i];
+    why.push_back(line);
+  }
+  *reasons = std::move(why);
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Requests from other threads
+
+Status BrokerImpl::Drain(const std::string& worker_id, bool drain) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (workers_.find(worker_id) == workers_.end()) return Status::NotFound("no worker " + worker_id);
+  }
+  Post([this, worker_id, drain] {
+    auto it = workers_.find(worker_id);
+    if (it == workers_.end()) return;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      it->second.draining = drain;
+    }
+    dispatch_dirty_ = true;
+    Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(it->second)}});
+  });
+  return Status::OK();
+}
+
+Status BrokerImpl::RefreshCapabilities(const std::string& worker_id) {
+  if (!worker_id.empty()) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (workers_.find(worker_id) == workers_.end()) return Status::NotFound("no worker " + worker_id);
+  }
+  Post([this, worker_id] {
+    proto::Message req;
+    req.cmd = proto::Cmd::kCapsRequest;
+    for (auto& [id, w] : workers_) {
+      if (w.online && (worker_id.empty() || id == worker_id)) Send(w, req);
+    }
+  });
+  return Status::OK();
+}
+
+// Runs on the store's event thread: events go out to Python; what concerns workers goes to the loop.
+void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
+  bool dispatch = false;
+  std::vector<std::tuple<uint64_t, std::string, std::string>> stop_runs;  // job, worker, reason
+  for (const StoreEvent& e : events) {
+    json j;
+    switch (e.kind) {
+      case StoreEvent::Kind::kJobChanged:
+        j = {{"type", "job"}, {"job_id", FormatJobId(e.job_id)}, {"state", JobStateName(e.to)},
+             {"from", JobStateName(e.from)}, {"reason", e.reason}};
+        if (!e.worker_id.empty()) j["worker"] = e.worker_id;
+        if (e.to == JobState::kPending) dispatch = true;
+        if (e.to != JobState::kPending) ForgetRequirements(e.job_id);
+        // A run ended by the store itself (a cancel, a timeout, an expired lease) must stop on its worker.
+        if (e.from == JobState::kRunning && !e.worker_id.empty() &&
+            (e.to == JobState::kCancelled || e.reason == "timeout" || e.reason == "lease expired")) {
+          stop_runs.emplace_back(e.job_id, e.worker_id, e.to == JobState::kCancelled ? "cancelled: " + e.reason : e.reason);
+        }
+        break;
+      case StoreEvent::Kind::kJobRemoved:
+        j = {{"type", "job"}, {"job_id", FormatJobId(e.job_id)}, {"removed", true}, {"reason", e.reason}};
+        ForgetRequirements(e.job_id);
+        break;
+      case StoreEvent::Kind::kPausedChanged:
+        j = {{"type", "queue"}, {"paused", e.reason == "paused"}};
+        dispatch = true;
+        break;
+    }
+    Emit(j);
+  }
+  if (!dispatch && stop_runs.empty()) return;
+  Post([this, dispatch, stop_runs] {
+    if (dispatch) dispatch_dirty_ = true;
+    for (const auto& [job, worker, reason] : stop_runs) {
+      auto it = workers_.find(worker);
+      if (it == workers_.end()) continue;
+      WorkerState& w = it->second;
+      auto held = w.held.find(job);
+      if (held == w.held.end()) continue;
+      proto::Message cancel;
+      cancel.cmd = proto::Cmd::kCancel;
+      cancel.job_id = job;
+      cancel.token = held->second;
+      cancel.reason = reason;
+      if (w.online) Send(w, cancel);
+      transfers_->AbortJob(job);
+      std::lock_guard<std::mutex> l(mu_);
+      w.held.erase(held);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Views
+
+json BrokerImpl::WorkerJson(const WorkerState& w) const {
+  json running = json::array();
+  for (const auto& [job, token] : w.held) running.push_back(FormatJobId(job));
+  json info = json::parse(w.info_json.empty() ? "{}" : w.info_json, nullptr, false);
+  json j = {{"id", w.id},
+            {"name", w.name},
+            {"online", w.online},
+            {"draining", w.draining},
+            {"capacity", w.capacity},
+            {"credit", w.credit},
+            {"running", running},
+            {"plugin_version", w.plugin_version},
+            {"comfyui_version", w.comfyui_version},
+            {"info", info.is_discarded() ? json::object() : info},
+            {"connected_at", w.connected_ms},
+            {"last_seen", w.last_seen_ms},
+            {"node_classes", w.caps->node_classes()},
+            {"combo_inputs", w.caps->combo_inputs()},
+            {"models", w.caps->combo_choices()},
+            {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
+  if (!w.online) {
+    j["left_at"] = w.left_ms;
+    j["left_reason"] = w.left_reason;
+  }
+  return j;
+}
+
+std::string BrokerImpl::WorkersJson() {
+  std::lock_guard<std::mutex> l(mu_);
+  json arr = json::array();
+  for (const auto& [id, w] : workers_) arr.push_back(WorkerJson(w));
+  return Dump(arr);
+}
+
+void BrokerImpl::Log(const std::string& level, const std::string& key, const std::string& message) {
+  const int64_t now = NowMs();
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto& last = last_log_[key];
+    if (now - last < 5000) return;  // the same kind of line at most every 5 s
+    last = now;
+  }
+  Emit({{"type", "log"}, {"level", level}, {"message", message}});
+}
+
+}  // namespace
+
+Status Broker::Start(Store* store, const BrokerOptions& options, std::unique_ptr<Broker>* broker) {
+  if (store == nullptr) return Status::InvalidArgument("the broker needs a store");
+  auto impl = std::make_unique<BrokerImpl>(store, options);
+  CMQ_RETURN_IF_ERROR(impl->Init());
+  *broker = std::move(impl);
+  return Status::OK();
+}
+
+}  // namespace comfymq

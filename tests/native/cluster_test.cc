@@ -1,0 +1,434 @@
+// The cluster, in one process: a broker and worker clients talking over real ZeroMQ sockets on 127.0.0.1,
+// with short heartbeats. Results with files, routing by capabilities (and the reasons a job waits), cancel,
+// silent workers, late results, protocol versions, CURVE keys, garbage frames and broker restarts.
+// (tests/python/test_cluster.py runs the same ground with real processes.)
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <set>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+#include <zmq.hpp>
+
+#include "comfymq/broker.h"
+#include "comfymq/curve.h"
+#include "comfymq/store.h"
+#include "comfymq/worker_client.h"
+#include "net/protocol.h"
+#include "test_util.h"
+#include "util/sha256.h"
+
+namespace comfymq {
+namespace {
+
+using json = nlohmann::json;
+using ::comfymq::testing::TempDir;
+
+constexpr int kHeartbeatMs = 50;
+
+bool WaitFor(const std::function<bool()>& done, int timeout_ms = 5000) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+std::string Caps(const std::vector<std::string>& classes, const json& combos = json::object()) {
+  return json{{"node_classes", classes}, {"combos", combos}}.dump();
+}
+
+std::string Graph(const std::string& ckpt = "") {
+  json p = {{"1", {{"class_type", "EmptyImage"}, {"inputs", {{"width", 64}}}}},
+            {"2", {{"class_type", "SaveImage"}, {"inputs", {{"images", {"1", 0}}}}}}};
+  if (!ckpt.empty()) p["3"] = {{"class_type", "CheckpointLoaderSimple"}, {"inputs", {{"ckpt_name", ckpt}}}};
+  return p.dump();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions so;
+    so.reopen_lease_grace_ms = 10000;
+    ASSERT_TRUE(Store::Open(so, tmp_.Sub("store"), &store_).ok());
+    StartBroker();
+  }
+
+  void TearDown() override {
+    workers_.clear();
+    broker_.reset();
+    store_.reset();
+  }
+
+  void StartBroker(const std::string& bind = "tcp://127.0.0.1:*", BrokerOptions* custom = nullptr) {
+    BrokerOptions o = custom ? *custom : BrokerOptions();
+    o.bind = bind;
+    o.heartbeat_ms = kHeartbeatMs;
+    o.liveness = 3;
+    o.artifact_root = tmp_.Sub("artifacts");
+    Status s = Broker::Start(store_.get(), o, &broker_);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    endpoint_ = broker_->endpoint();
+  }
+
+  WorkerClient* AddWorker(const std::string& id, const std::string& caps, int capacity = 1,
+                          WorkerClientOptions* custom = nullptr) {
+    WorkerClientOptions o = custom ? *custom : WorkerClientOptions();
+    o.broker = endpoint_;
+    o.worker_id = id;
+    o.name = id;
+    o.capacity = capacity;
+    o.capabilities_json = caps;
+    o.heartbeat_ms = kHeartbeatMs;
+    o.reconnect_min_ms = 20;
+    o.reconnect_max_ms = 200;
+    std::unique_ptr<WorkerClient> w;
+    Status s = WorkerClient::Start(o, &w);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    workers_.push_back(std::move(w));
+    return workers_.back().get();
+  }
+
+  uint64_t Enqueue(const std::string& prompt, int max_attempts = 3) {
+    NewJob j;
+    j.prompt = prompt;
+    j.max_attempts = max_attempts;
+    EnqueueResult r;
+    EXPECT_TRUE(store_->Enqueue(j, &r).ok());
+    return r.id;
+  }
+
+  Job Get(uint64_t id) {
+    Job j;
+    EXPECT_TRUE(store_->Get(id, false, &j).ok());
+    return j;
+  }
+
+  // Waits for the next worker event of a type; returns it (or null).
+  json NextWorkerEvent(WorkerClient* w, const std::string& type, int timeout_ms = 5000) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    std::string e;
+    while (std::chrono::steady_clock::now() < until) {
+      if (w->NextEvent(20, &e)) {
+        json j = json::parse(e);
+        if (j["type"] == type) return j;
+      }
+    }
+    return nullptr;
+  }
+
+  TempDir tmp_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Broker> broker_;
+  std::string endpoint_;
+  std::vector<std::unique_ptr<WorkerClient>> workers_;
+};
+
+TEST_F(ClusterTest, AJobRunsAndItsFilesArriveWhole) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  EXPECT_EQ(a.job_id, id);
+  EXPECT_EQ(a.attempt, 1);
+  EXPECT_EQ(json::parse(a.prompt_json), json::parse(Graph()));
+  EXPECT_EQ(json::parse(a.extra_json)["prompt_id"], Get(id).prompt_id);
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kRunning; }));
+  EXPECT_EQ(Get(id).worker_id, "gpu-1");
+  // Progress reaches the store.
+  ASSERT_TRUE(w->Progress(a.job_id, a.token, "{\"value\": 3, \"max\": 10}").ok());
+  ASSERT_TRUE(WaitFor([&] { return !Get(id).progress.empty(); }));
+  // Two files, one of several chunks.
+  std::string big(3 * proto::kChunkBytes + 12345, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + 3);
+  std::ofstream(tmp_.Sub("out_big.bin"), std::ios::binary) << big;
+  std::ofstream(tmp_.Sub("out.png"), std::ios::binary) << "PNG DATA";
+  std::ofstream(tmp_.Sub("empty.txt"), std::ios::binary) << "";
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{\"2\": {\"images\": []}}",
+                          {{tmp_.Sub("out_big.bin"), "big.bin", "application/octet-stream"},
+                           {tmp_.Sub("out.png"), "out.png", "image/png"},
+                           {tmp_.Sub("empty.txt"), "empty.txt", "text/plain"}})
+                  .ok());
+  json ack = NextWorkerEvent(w, "ack");
+  ASSERT_FALSE(ack.is_null());
+  EXPECT_EQ(ack["kind"], "recorded");
+  Job done = Get(id);
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  json arts = json::parse(done.artifacts);
+  ASSERT_EQ(arts.size(), 3u);
+  EXPECT_EQ(arts[0]["path"], FormatJobId(id) + "/big.bin");
+  EXPECT_EQ(arts[0]["sha256"], Sha256::Hex(big));
+  EXPECT_EQ(arts[1]["mime"], "image/png");
+  EXPECT_EQ(ReadFile(tmp_.Sub("artifacts/" + FormatJobId(id) + "/big.bin")), big);
+  EXPECT_EQ(ReadFile(tmp_.Sub("artifacts/" + FormatJobId(id) + "/out.png")), "PNG DATA");
+  EXPECT_EQ(arts[2]["size"], 0);
+  BrokerCounters c = broker_->Counters();
+  EXPECT_EQ(c.results, 1u);
+  EXPECT_GE(c.chunks, 6u);
+}
+
+TEST_F(ClusterTest, CreditLimitsWhatAWorkerIsGiven) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}), 2);
+  for (int i = 0; i < 5; ++i) Enqueue(Graph());
+  JobAssignment a, b, c;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  ASSERT_TRUE(w->NextJob(5000, &b));
+  EXPECT_FALSE(w->NextJob(300, &c)) << "a worker with capacity 2 must not be given a third job";
+  ASSERT_TRUE(w->Fail(a.job_id, a.token, "{\"type\": \"execution_error\", \"message\": \"boom\"}", false).ok());
+  ASSERT_TRUE(w->NextJob(5000, &c));  // the freed slot brings the next one
+  EXPECT_EQ(Get(a.job_id).state, JobState::kFailed);
+}
+
+TEST_F(ClusterTest, JobsGoOnlyToWorkersThatCanRunThemAndWaitingJobsSayWhy) {
+  const std::string base = Caps({"EmptyImage", "SaveImage", "CheckpointLoaderSimple"},
+                                {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors"}}});
+  const std::string with_sdxl = Caps({"EmptyImage", "SaveImage", "CheckpointLoaderSimple"},
+                                     {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors", "sdxl_base.safetensors"}}});
+  WorkerClient* a = AddWorker("gpu-a", base);
+  WorkerClient* b = AddWorker("gpu-b", Caps({"EmptyImage"}));
+  uint64_t needs_sdxl = Enqueue(Graph("sdxl_base.safetensors"));
+  uint64_t plain = Enqueue(Graph("sd15.safetensors"));
+  JobAssignment got;
+  ASSERT_TRUE(a->NextJob(5000, &got));
+  EXPECT_EQ(got.job_id, plain) << "the sdxl job is first in line, but gpu-a lacks the checkpoint";
+  EXPECT_FALSE(b->NextJob(300, &got));
+  // The waiting job says why, per worker.
+  std::vector<std::string> why;
+  ASSERT_TRUE(WaitFor([&] { return broker_->Explain(needs_sdxl, &why).ok() && why.size() == 2; }));
+  std::sort(why.begin(), why.end());
+  EXPECT_EQ(why[0], "worker gpu-a: missing checkpoint sdxl_base.safetensors");
+  EXPECT_NE(why[1].find("worker gpu-b: no node class CheckpointLoaderSimple"), std::string::npos) << why[1];
+  // A worker with the model joins: it runs there.
+  WorkerClient* c = AddWorker("gpu-c", with_sdxl);
+  ASSERT_TRUE(c->NextJob(5000, &got));
+  EXPECT_EQ(got.job_id, needs_sdxl);
+  EXPECT_EQ(Get(needs_sdxl).worker_id, "gpu-c");
+  ASSERT_TRUE(broker_->Explain(plain, &why).ok());
+  EXPECT_TRUE(why.empty());  // not pending
+}
+
+TEST_F(ClusterTest, CancelReachesTheWorkerRunningTheJob) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  ASSERT_TRUE(store_->Cancel(id, "the user changed their mind").ok());
+  json cancel = NextWorkerEvent(w, "cancel");
+  ASSERT_FALSE(cancel.is_null());
+  EXPECT_EQ(cancel["job_id"], FormatJobId(id));
+  EXPECT_NE(cancel["reason"].get<std::string>().find("changed their mind"), std::string::npos);
+  ASSERT_TRUE(w->ConfirmCancel(a.job_id, a.token).ok());
+  EXPECT_EQ(Get(id).state, JobState::kCancelled);
+  // A result the worker sends anyway is refused.
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {}).ok());
+  json nack = NextWorkerEvent(w, "nack");
+  ASSERT_FALSE(nack.is_null());
+  EXPECT_EQ(Get(id).state, JobState::kCancelled);
+}
+
+TEST_F(ClusterTest, ASilentWorkerLosesItsJobToAnother) {
+  WorkerClient* quiet = AddWorker("gpu-quiet", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(quiet->NextJob(5000, &a));
+  // Stop without BYE: it simply goes silent, as a killed process would.
+  auto t0 = std::chrono::steady_clock::now();
+  quiet->Stop(false);
+  WorkerClient* other = AddWorker("gpu-other", Caps({"EmptyImage", "SaveImage"}));
+  JobAssignment b;
+  ASSERT_TRUE(other->NextJob(5000, &b));
+  auto detected = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(b.job_id, id);
+  EXPECT_EQ(b.attempt, 2);
+  EXPECT_LT(detected, 20 * kHeartbeatMs) << "detection should take about 3 heartbeats";
+  ASSERT_TRUE(other->Complete(b.job_id, b.token, "{}", {}).ok());
+  ASSERT_FALSE(NextWorkerEvent(other, "ack").is_null());
+  Job j = Get(id);
+  EXPECT_EQ(j.state, JobState::kSucceeded);
+  EXPECT_EQ(json::parse(j.history)[0]["outcome"], "lease_lost");
+  EXPECT_EQ(broker_->Counters().workers_lost, 1u);
+}
+
+TEST_F(ClusterTest, ALateResultFromALostLeaseIsRefused) {
+  WorkerClient* slow = AddWorker("gpu-slow", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(slow->NextJob(5000, &a));
+  // The store takes the job back (as if the lease ran out while the worker was frozen).
+  StoreBatch b;
+  Status st;
+  b.ReleaseLease(a.job_id, a.token, "frozen", true, &st);
+  ASSERT_TRUE(store_->Commit(&b).ok());
+  ASSERT_TRUE(st.ok());
+  json cancel = NextWorkerEvent(slow, "cancel");  // the broker tells it on the next lease renewal
+  ASSERT_FALSE(cancel.is_null());
+  WorkerClient* fast = AddWorker("gpu-fast", Caps({"EmptyImage", "SaveImage"}));
+  JobAssignment c;
+  ASSERT_TRUE(fast->NextJob(5000, &c));
+  ASSERT_TRUE(fast->Complete(c.job_id, c.token, "{\"winner\": {}}", {}).ok());
+  ASSERT_FALSE(NextWorkerEvent(fast, "ack").is_null());
+  ASSERT_TRUE(slow->Complete(a.job_id, a.token, "{\"late\": {}}", {}).ok());
+  json nack = NextWorkerEvent(slow, "nack");
+  ASSERT_FALSE(nack.is_null());
+  Job j = Get(id);
+  EXPECT_EQ(j.outputs, "{\"winner\": {}}");
+  EXPECT_GE(broker_->Counters().stale_results, 1u);
+}
+
+TEST_F(ClusterTest, AnotherProtocolVersionIsRefusedClearly) {
+  zmq::context_t ctx;
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint_);
+  proto::Message hello;
+  hello.cmd = proto::Cmd::kHello;
+  hello.version = 9;
+  hello.worker_id = "future";
+  hello.capacity = 1;
+  auto frames = proto::Encode(hello);
+  s.send(zmq::buffer(frames[0]), zmq::send_flags::sndmore);
+  s.send(zmq::buffer(frames[1]), zmq::send_flags::none);
+  zmq::message_t h, body;
+  s.set(zmq::sockopt::rcvtimeo, 3000);
+  ASSERT_TRUE(s.recv(h));
+  ASSERT_TRUE(s.recv(body));
+  proto::Message reply;
+  ASSERT_TRUE(proto::Decode({h.to_string_view(), body.to_string_view()}, &reply).ok());
+  EXPECT_EQ(reply.cmd, proto::Cmd::kRefuse);
+  EXPECT_NE(reply.reason.find("protocol version 9 is not supported"), std::string::npos) << reply.reason;
+  EXPECT_GE(broker_->Counters().refused, 1u);
+}
+
+TEST_F(ClusterTest, GarbageFramesAreDroppedAndGoodWorkersAreStillServed) {
+  zmq::context_t ctx;
+  zmq::socket_t bad(ctx, zmq::socket_type::dealer);
+  bad.set(zmq::sockopt::linger, 0);
+  bad.connect(endpoint_);
+  std::mt19937 rng(5);
+  for (int i = 0; i < 200; ++i) {
+    std::string junk(rng() % 300, '\0');
+    for (char& ch : junk) ch = static_cast<char>(rng());
+    if (i % 3 == 0 && junk.size() >= 6) std::memcpy(&junk[0], "CMQP\x01\x05", 6);  // our header, bad body
+    bad.send(zmq::buffer(junk), zmq::send_flags::sndmore);
+    bad.send(zmq::buffer(junk.substr(0, rng() % (junk.size() + 1))), zmq::send_flags::none);
+  }
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {}).ok());
+  ASSERT_FALSE(NextWorkerEvent(w, "ack").is_null());
+  EXPECT_EQ(Get(id).state, JobState::kSucceeded);
+  EXPECT_GT(broker_->Counters().malformed + broker_->Counters().refused, 0u);
+}
+
+TEST_F(ClusterTest, CurveAdmitsOnlyAllowedKeys) {
+  if (!CurveAvailable()) GTEST_SKIP() << "libzmq without CURVE";
+  std::string broker_pub, broker_sec, good_pub, good_sec, bad_pub, bad_sec;
+  ASSERT_TRUE(MakeCurveKeyPair(&broker_pub, &broker_sec).ok());
+  ASSERT_TRUE(MakeCurveKeyPair(&good_pub, &good_sec).ok());
+  ASSERT_TRUE(MakeCurveKeyPair(&bad_pub, &bad_sec).ok());
+  broker_.reset();
+  BrokerOptions bo;
+  bo.curve_secret_key = broker_sec;
+  bo.allowed_worker_keys = {good_pub};
+  StartBroker("tcp://127.0.0.1:*", &bo);
+  EXPECT_EQ(broker_->public_key(), broker_pub);
+  WorkerClientOptions bad;
+  bad.broker_public_key = broker_pub;
+  bad.public_key = bad_pub;
+  bad.secret_key = bad_sec;
+  WorkerClient* intruder = AddWorker("intruder", Caps({"EmptyImage", "SaveImage"}), 1, &bad);
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  EXPECT_FALSE(intruder->NextJob(500, &a)) << "a worker with an unknown key must never get a job";
+  EXPECT_GT(broker_->Counters().zap_denied, 0u);
+  WorkerClientOptions good;
+  good.broker_public_key = broker_pub;
+  good.public_key = good_pub;
+  good.secret_key = good_sec;
+  WorkerClient* w = AddWorker("trusted", Caps({"EmptyImage", "SaveImage"}), 1, &good);
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  EXPECT_EQ(a.job_id, id);
+  EXPECT_FALSE(intruder->NextJob(200, &a));
+  json workers = json::parse(broker_->WorkersJson());
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["key"], good_pub);
+}
+
+TEST_F(ClusterTest, PlainTextIsRefusedOffLoopbackUnlessOptedOut) {
+  BrokerOptions o;
+  o.bind = "tcp://0.0.0.0:*";
+  o.artifact_root = tmp_.Sub("a2");
+  std::unique_ptr<Broker> b;
+  Status s = Broker::Start(store_.get(), o, &b);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+  EXPECT_NE(s.message().find("CURVE"), std::string::npos);
+  WorkerClientOptions w;
+  w.broker = "tcp://192.168.1.10:5557";
+  w.worker_id = "x";
+  std::unique_ptr<WorkerClient> c;
+  EXPECT_TRUE(WorkerClient::Start(w, &c).IsInvalidArgument());
+}
+
+TEST_F(ClusterTest, ABrokerRestartKeepsRunningJobsAndResultsInFlightAreRecordedOnce) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  const std::string ep = endpoint_;
+  broker_.reset();  // the broker goes away with the job running
+  std::ofstream(tmp_.Sub("r.png"), std::ios::binary) << "result bytes";
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{\"9\": {}}", {{tmp_.Sub("r.png"), "r.png", "image/png"}}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  StartBroker(ep);  // same store, same address
+  json ack = NextWorkerEvent(w, "ack", 10000);
+  ASSERT_FALSE(ack.is_null()) << "the worker must reconnect by itself and send its result again";
+  Job j = Get(id);
+  EXPECT_EQ(j.state, JobState::kSucceeded);
+  EXPECT_EQ(json::parse(j.artifacts).size(), 1u);
+  EXPECT_EQ(json::parse(j.history).size(), 1u);
+  EXPECT_EQ(ReadFile(tmp_.Sub("artifacts/" + FormatJobId(id) + "/r.png")), "result bytes");
+}
+
+TEST_F(ClusterTest, BrokerEventsTellWhatHappened) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  ASSERT_TRUE(w->Progress(a.job_id, a.token, "{\"node\": \"1\", \"value\": 1, \"max\": 2}").ok());
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {}).ok());
+  std::set<std::string> seen;
+  ASSERT_TRUE(WaitFor([&] {
+    std::string e;
+    while (broker_->NextEvent(10, &e)) {
+      json j = json::parse(e);
+      std::string key = j["type"].get<std::string>();
+      if (j["type"] == "job") key += ":" + j["state"].get<std::string>();
+      if (j["type"] == "worker") key += ":" + j["event"].get<std::string>();
+      seen.insert(key);
+    }
+    return seen.count("job:succeeded") != 0;
+  }));
+  EXPECT_TRUE(seen.count("worker:joined"));
+  EXPECT_TRUE(seen.count("job:pending"));
+  EXPECT_TRUE(seen.count("job:running"));
+  EXPECT_TRUE(seen.count("progress"));
+  (void)id;
+}
+
+}  // namespace
+}  // namespace comfymq
