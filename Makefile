@@ -1,6 +1,6 @@
 # The front door. On a fresh Debian 12 machine, `make test` installs what is missing (apt packages,
 # a pinned Python virtualenv, JS tooling), builds, and runs every test; `make run` starts the main job.
-.PHONY: all deps build test test-native test-python run bench soak clean
+.PHONY: all deps build test test-native test-python fuzz run bench soak clean
 
 VENV   := .venv
 PY     := $(abspath $(VENV))/bin/python
@@ -24,6 +24,19 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 2 --timeout 900
 	@echo "== python tests (pytest) =="
 	$(PY) -m pytest tests/python -q
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+
+# The wire decoder under libFuzzer (clang, with ASan/UBSan) for a bounded time; longer runs by hand:
+#   make fuzz FUZZ_SECONDS=3600
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@echo "== fuzzing the protocol decoder for $(FUZZ_SECONDS) s =="
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCOMFYMQ_BUILD_FUZZ=ON > /dev/null
+	cmake --build build-fuzz --target protocol_fuzz
+	mkdir -p build-fuzz/corpus
+	build-fuzz/protocol_fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 \
+	  build-fuzz/corpus tests/fuzz/corpus 2>&1 | grep -E "stat::number_of_executed_units|stat::new_units_added|ERROR|SUMMARY|Done" || true
+	@test ! -e crash-* || (echo "fuzzer found a crash: see crash-*" && exit 1)
 
 test-native: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 2 --timeout 900
@@ -45,4 +58,4 @@ soak: build
 	COMFYMQ_SIGKILL_TRIALS=300 $(PY) -m pytest tests/python/test_crash.py -q -s
 
 clean:
-	rm -rf $(BUILD) comfy_nodes/_native*.so
+	rm -rf $(BUILD) build-fuzz comfy_nodes/_native*.so

@@ -187,6 +187,7 @@ TEST_F(StoreTest, BadInputIsRejectedWithAClearMessageAndChangesNothing) {
       {"{\"3\": {\"class_type\": \"\", \"inputs\": {}}}", "class_type must not be empty"},
       {"{\"3\": {\"class_type\": \"K\", \"inputs\": []}}", "inputs must be an object"},
       {"{\"3\": {\"class_type\": \"K\", \"inputs\": {}}} trailing", "not valid JSON"},
+      {"{\"3\": {\"class_type\": \"K\", \"inputs\": {\"x\": 1850e479084}}}", "number overflow"},  // found by the fuzzer
   };
   for (const auto& c : cases) {
     NewJob j;

@@ -45,7 +45,7 @@ Status Capabilities::FromJson(std::string_view text, Capabilities* out) {
   json j;
   try {
     j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     return Status::InvalidArgument("capabilities are not valid JSON");
   }
   if (!j.is_object()) return Status::InvalidArgument("capabilities must be a JSON object");
@@ -90,7 +90,7 @@ Status ExtractRequirements(std::string_view prompt_json, Requirements* out) {
   json j;
   try {
     j = json::parse(prompt_json.begin(), prompt_json.end());
-  } catch (const json::parse_error&) {
+  } catch (const json::exception&) {
     return Status::InvalidArgument("prompt is not valid JSON");
   }
   if (!j.is_object()) return Status::InvalidArgument("prompt must be a JSON object");

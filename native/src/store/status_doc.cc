@@ -64,7 +64,7 @@ Status ErrorToJson(const JobError& e, std::string* out) {
   if (!e.details.empty()) {
     try {
       j["details"] = json::parse(e.details);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
       return Status::InvalidArgument("error details are not valid JSON");
     }
   }
@@ -92,7 +92,7 @@ std::string AppendHistory(const std::string& history, const RunOutcome& run, siz
   if (!history.empty()) {
     try {
       arr = json::parse(history);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
       arr = json::array();
     }
     if (!arr.is_array()) arr = json::array();

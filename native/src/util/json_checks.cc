@@ -146,7 +146,7 @@ Status ValidateJsonValue(std::string_view text, const char* what) {
   try {
     json v = json::parse(text.begin(), text.end());
     (void)v;
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
   }
   return Status::OK();
@@ -156,7 +156,7 @@ Status ValidateJsonObject(std::string_view text, const char* what) {
   json v;
   try {
     v = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
   }
   if (!v.is_object()) return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + KindName(v.type()));
@@ -167,7 +167,7 @@ Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job) {
   json v;
   try {
     v = json::parse(metadata_json.begin(), metadata_json.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     return Status::InvalidArgument("metadata is not valid JSON: " + CleanParseError(e.what()));
   }
   if (v.is_null()) return Status::OK();

@@ -1,0 +1,54 @@
+// libFuzzer target for everything a peer's bytes reach first: the CMQP frame decoder, and the capability and
+// prompt parsers behind it. Any crash, sanitizer report, or broken invariant (a message that decodes must
+// encode and decode to the same frames) is a finding. `make fuzz` runs it briefly; longer by hand:
+//   build-fuzz/protocol_fuzz -max_total_time=3600 tests/fuzz/corpus
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "comfymq/capabilities.h"
+#include "net/protocol.h"
+
+using namespace comfymq;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The input is a message: frames, each prefixed by a u16 length; the last takes whatever remains.
+  std::vector<std::string> frames;
+  size_t pos = 0;
+  while (pos < size && frames.size() < 4) {
+    if (size - pos < 2 || frames.size() == 3) {
+      frames.emplace_back(reinterpret_cast<const char*>(data + pos), size - pos);
+      break;
+    }
+    size_t n = data[pos] | (static_cast<size_t>(data[pos + 1]) << 8);
+    pos += 2;
+    n = std::min(n, size - pos);
+    frames.emplace_back(reinterpret_cast<const char*>(data + pos), n);
+    pos += n;
+  }
+  std::vector<std::string_view> views(frames.begin(), frames.end());
+  proto::Message m;
+  if (!proto::Decode(views, &m).ok()) return 0;
+
+  // What decodes re-encodes to frames that decode the same way.
+  std::vector<std::string> again = proto::Encode(m);
+  std::vector<std::string_view> again_views(again.begin(), again.end());
+  proto::Message m2;
+  if (!proto::Decode(again_views, &m2).ok()) __builtin_trap();
+  if (proto::Encode(m2) != again) __builtin_trap();
+
+  // The parsers the broker runs on what it decoded.
+  if (!m.caps_json.empty()) {
+    Capabilities caps;
+    Capabilities::FromJson(m.caps_json, &caps);
+  }
+  if (!m.prompt_json.empty()) {
+    Requirements req;
+    if (ExtractRequirements(m.prompt_json, &req).ok()) {
+      Capabilities none;
+      Mismatches(none, req);
+    }
+  }
+  return 0;
+}
