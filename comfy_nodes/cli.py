@@ -1,6 +1,7 @@
 """`python -m comfy_nodes <command>`: the standalone CLI.
 
-  host    the store + HTTP API, no ComfyUI needed (what `make run` starts)
+  host    the store + broker + HTTP API, no ComfyUI needed (what `make run` starts)
+  keys    make CurveZMQ key pairs and print the lines to paste
 
 Errors are one clear line on stderr and exit status 1.
 """
@@ -34,7 +35,40 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--port", type=int, default=int(os.environ.get("COMFYMQ_HTTP_PORT", "8190")), help="HTTP port")
     h.add_argument("--retention-days", type=float, default=float(os.environ.get("COMFYMQ_RETENTION_DAYS", "30")),
                    help="remove finished jobs after this many days (0 keeps them)")
+    h.add_argument("--workers-bind", default=os.environ.get("COMFYMQ_BROKER_BIND", "tcp://127.0.0.1:5557"),
+                   help="where workers connect (ZeroMQ endpoint; env COMFYMQ_BROKER_BIND); 'off' runs no broker")
+    h.add_argument("--curve-secret-key", default=os.environ.get("COMFYMQ_CURVE_SECRET_KEY"),
+                   help="the broker's CURVE secret key (env COMFYMQ_CURVE_SECRET_KEY; make one with `keys`); "
+                        "write --curve-secret-key=KEY, as keys may start with '-'")
+    h.add_argument("--allow-worker-key", action="append", default=_env_list("COMFYMQ_ALLOWED_WORKER_KEYS"),
+                   help="a worker public key allowed to connect (repeat, as --allow-worker-key=KEY; "
+                        "env COMFYMQ_ALLOWED_WORKER_KEYS, comma-separated)")
+    h.add_argument("--allow-plaintext", action="store_true", default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
+                   help="allow plain-text worker links on a non-loopback address (not recommended)")
+    h.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
+                   help="heartbeat interval in seconds; a worker silent for 3 of them is gone")
+    k = sub.add_parser("keys", help="make CurveZMQ key pairs for a broker and its workers")
+    k.add_argument("--workers", type=int, default=1, help="how many worker key pairs to make")
     return p
+
+
+def _env_list(name: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+
+
+def print_keys(n, workers: int) -> None:
+    if not n.curve_available():
+        raise ValueError("this libzmq has no CURVE support (it needs libsodium)")
+    broker_pub, broker_sec = n.curve_keypair()
+    pairs = [n.curve_keypair() for _ in range(workers)]
+    print("# On the host (keep the secret key secret):")
+    print(f"COMFYMQ_CURVE_SECRET_KEY='{broker_sec}'")
+    print(f"COMFYMQ_ALLOWED_WORKER_KEYS='{','.join(p for p, _ in pairs)}'")
+    for i, (pub, sec) in enumerate(pairs, 1):
+        print(f"\n# On worker {i}:")
+        print(f"COMFYMQ_BROKER_PUBLIC_KEY='{broker_pub}'")
+        print(f"COMFYMQ_WORKER_PUBLIC_KEY='{pub}'")
+        print(f"COMFYMQ_WORKER_SECRET_KEY='{sec}'")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         n = native.load()
         if args.command == "host":
             from .host.standalone import run_host
+            from .service import BrokerSettings
 
+            broker = None
+            if args.workers_bind != "off":
+                broker = BrokerSettings(bind=args.workers_bind, heartbeat=args.heartbeat,
+                                        curve_secret_key=args.curve_secret_key or None,
+                                        allowed_worker_keys=args.allow_worker_key,
+                                        allow_plaintext=args.allow_plaintext)
             run_host(data_dir=args.data_dir, host=args.host, port=args.port, artifact_root=args.artifact_root,
-                     retention_days=args.retention_days)
+                     retention_days=args.retention_days, broker=broker)
+        elif args.command == "keys":
+            print_keys(n, args.workers)
         return 0
     except native.NativeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)

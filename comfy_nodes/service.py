@@ -1,23 +1,40 @@
-"""QueueService: the host's store and artifact writer, with async wrappers for aiohttp handlers.
+"""QueueService: the host's store, artifact writer and (optionally) broker, with async wrappers for aiohttp.
 
 Store calls block (they fsync, or wait for a group commit), so handlers run them on a thread pool: the
-event loop stays free, and concurrent requests share syncs through the store's group commit.
+event loop stays free, and concurrent requests share syncs through the store's group commit. Broker events
+are taken by one Python thread (the native side never calls Python) and handed to listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from . import native
+
+log = logging.getLogger("comfymq.broker")
+
+
+@dataclass
+class BrokerSettings:
+    bind: str = "tcp://127.0.0.1:5557"
+    heartbeat: float = 1.0
+    liveness: int = 3
+    curve_secret_key: str | None = None
+    allowed_worker_keys: list[str] = field(default_factory=list)
+    allow_plaintext: bool = False
 
 
 class QueueService:
     def __init__(self, data_dir: str | os.PathLike, artifact_root: str | os.PathLike | None = None, *,
-                 threads: int = 32, **store_options):
+                 broker: BrokerSettings | None = None, threads: int = 32, **store_options):
         n = native.load()
         self.data_dir = Path(data_dir)
         self.store = n.Store(str(self.data_dir / "store"), **store_options)
@@ -25,6 +42,53 @@ class QueueService:
         self.artifacts = n.ArtifactWriter(str(root))
         self.artifact_root = Path(self.artifacts.root)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="comfymq-store")
+        self.broker = None
+        self._listeners: list[Callable[[dict], None]] = []
+        self._events_thread: threading.Thread | None = None
+        if broker is not None:
+            try:
+                self.broker = n.Broker(self.store, bind=broker.bind, artifact_root=str(self.artifact_root),
+                                       heartbeat=broker.heartbeat, liveness=broker.liveness,
+                                       curve_secret_key=broker.curve_secret_key,
+                                       allowed_worker_keys=broker.allowed_worker_keys,
+                                       allow_plaintext=broker.allow_plaintext)
+            except Exception:
+                self.store.close()
+                raise
+            self._events_thread = threading.Thread(target=self._pump_events, name="comfymq-events", daemon=True)
+            self._events_thread.start()
+
+    def add_listener(self, fn: Callable[[dict], None]) -> None:
+        """fn(event) is called on the event thread for every broker event (keep it quick)."""
+        self._listeners.append(fn)
+
+    def _pump_events(self) -> None:
+        levels = {"error": logging.ERROR, "warning": logging.WARNING}
+        broker = self.broker
+        while True:
+            try:
+                event = broker.next_event(0.5)
+            except Exception:  # noqa: BLE001 - the broker was closed
+                return
+            if event is None:
+                continue
+            if event.get("type") == "log":
+                log.log(levels.get(event.get("level"), logging.INFO), "%s", event.get("message"))
+            elif event.get("type") == "worker":
+                w = event.get("worker", {})
+                log.info("worker %s %s%s", w.get("id"), event.get("event"),
+                         f" ({event['reason']})" if event.get("reason") else "")
+            for fn in list(self._listeners):
+                try:
+                    fn(event)
+                except Exception:  # noqa: BLE001 - one bad listener must not stop the others
+                    log.exception("event listener failed")
+
+    def waiting_reasons(self, job_id: str) -> list[str]:
+        """Why no connected worker takes this pending job (empty when one can, or without a broker)."""
+        if self.broker is None:
+            return []
+        return self.broker.explain(job_id)
 
     async def call(self, fn, *args, **kwargs):
         """Runs a blocking store call on the pool; exceptions propagate unchanged."""
@@ -47,4 +111,8 @@ class QueueService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        if self.broker is not None:
+            self.broker.close()
+            if self._events_thread is not None:
+                self._events_thread.join(timeout=5)
         self.store.close()

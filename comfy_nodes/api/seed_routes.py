@@ -76,7 +76,12 @@ def add_seed_routes(routes: web.RouteTableDef, service) -> None:
     @routes.get("/tasks/{id}")
     async def get_task(request: web.Request) -> web.Response:
         job = await service.call(service.store.get, request.match_info["id"], with_prompt=True)
-        return web.json_response({"task": task_view(job)})
+        task = task_view(job)
+        task["worker"] = job["worker_id"]
+        task["attempts"] = job["attempts"]
+        if job["state"] == "pending":
+            task["waiting"] = await service.call(service.waiting_reasons, job["id"])
+        return web.json_response({"task": task})
 
     @routes.get("/health")
     async def health(request: web.Request) -> web.Response:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..api.errors import json_errors
 from ..api.seed_routes import add_seed_routes
-from ..service import QueueService
+from ..service import BrokerSettings, QueueService
 
 log = logging.getLogger("comfymq.host")
 
@@ -42,8 +42,9 @@ async def _retention_loop(service: QueueService, days: float, every: float = 360
         await asyncio.sleep(every)
 
 
-def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float) -> None:
-    service = QueueService(data_dir, artifact_root)
+def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float,
+             broker: BrokerSettings | None) -> None:
+    service = QueueService(data_dir, artifact_root, broker=broker)
     report = service.store.recovery_report
     log.info("store %s: %s", service.data_dir / "store", report["summary"])
     for w in report["warnings"]:
@@ -69,5 +70,9 @@ def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, 
 
     app.on_startup.append(start_background)
     app.on_cleanup.append(stop)
+    if service.broker is not None:
+        log.info("workers connect to %s%s", service.broker.endpoint,
+                 f" (CURVE, broker public key {service.broker.public_key})" if service.broker.public_key else
+                 " (plain text)")
     log.info("ComfyMQ host on http://%s:%d  (data: %s, artifacts: %s)", host, port, data_dir, service.artifact_root)
     web.run_app(app, host=host, port=port, print=None, access_log=None)

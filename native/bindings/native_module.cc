@@ -12,8 +12,11 @@
 #include <vector>
 
 #include "comfymq/artifact_writer.h"
+#include "comfymq/broker.h"
+#include "comfymq/curve.h"
 #include "comfymq/job.h"
 #include "comfymq/store.h"
+#include "comfymq/worker_client.h"
 
 namespace py = pybind11;
 using namespace comfymq;
@@ -666,6 +669,200 @@ class PyArtifactWriter {
   uint64_t stale_removed_ = 0;
 };
 
+
+// ---- cluster: broker and worker client ----------------------------------------------------------------
+
+int TimeoutMs(double seconds) {
+  if (!(seconds >= 0)) throw py::value_error("timeout must be a non-negative number of seconds");
+  return static_cast<int>(std::min(seconds, 3600.0) * 1000);
+}
+
+std::string OptText(const py::object& v, const char* what) { return v.is_none() ? std::string() : TextArg(v, what); }
+
+class PyBroker {
+ public:
+  PyBroker(PyStore& store, const std::string& bind, const std::string& artifact_root, double heartbeat, int liveness,
+           const py::object& curve_secret_key, const py::object& allowed_worker_keys, bool allow_plaintext,
+           const py::object& lease, const std::string& plugin_version) {
+    store_ = store.store();
+    BrokerOptions o;
+    o.bind = bind;
+    o.artifact_root = artifact_root;
+    o.heartbeat_ms = static_cast<int>(NumberArg(py::float_(heartbeat), "heartbeat") * 1000);
+    o.liveness = liveness;
+    o.curve_secret_key = OptText(curve_secret_key, "curve_secret_key");
+    if (!allowed_worker_keys.is_none()) {
+      for (const py::handle& k : allowed_worker_keys) o.allowed_worker_keys.push_back(TextArg(k, "allowed worker key"));
+    }
+    o.allow_plaintext = allow_plaintext;
+    o.lease_ms = SecondsToMs(lease, "lease");
+    o.plugin_version = plugin_version;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = Broker::Start(store_.get(), o, &broker_);
+    }
+    Check(s);
+  }
+
+  Broker* broker() {
+    if (!broker_) Raise(Status::IOError("broker is closed"));
+    return broker_.get();
+  }
+
+  py::object NextEvent(double timeout) {
+    Broker* b = broker();
+    std::string e;
+    bool got;
+    {
+      py::gil_scoped_release release;
+      got = b->NextEvent(TimeoutMs(timeout), &e);
+    }
+    return got ? Loads(e) : py::none();
+  }
+
+  py::object Workers() { return Loads(broker()->WorkersJson()); }
+
+  py::list Explain(const std::string& id) {
+    uint64_t jid = JobIdArg(id);
+    Broker* b = broker();
+    std::vector<std::string> why;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = b->Explain(jid, &why);
+    }
+    Check(s);
+    py::list out;
+    for (const auto& w : why) out.append(w);
+    return out;
+  }
+
+  py::dict Counters() {
+    BrokerCounters c = broker()->Counters();
+    py::dict d;
+    d["messages_in"] = c.messages_in;
+    d["messages_out"] = c.messages_out;
+    d["malformed"] = c.malformed;
+    d["refused"] = c.refused;
+    d["unroutable"] = c.unroutable;
+    d["dispatched"] = c.dispatched;
+    d["results"] = c.results;
+    d["duplicates"] = c.duplicates;
+    d["stale_results"] = c.stale_results;
+    d["workers_lost"] = c.workers_lost;
+    d["leases_released"] = c.leases_released;
+    d["chunks"] = c.chunks;
+    d["chunk_retries"] = c.chunk_retries;
+    d["bytes_received"] = c.bytes_received;
+    d["events_dropped"] = c.events_dropped;
+    d["zap_denied"] = c.zap_denied;
+    return d;
+  }
+
+  void Close() {
+    if (!broker_) return;
+    py::gil_scoped_release release;
+    broker_->Stop();
+    broker_.reset();
+    store_.reset();
+  }
+
+ private:
+  std::shared_ptr<Store> store_;  // kept alive while the broker runs
+  std::unique_ptr<Broker> broker_;
+};
+
+class PyWorkerClient {
+ public:
+  PyWorkerClient(const std::string& broker, const std::string& worker_id, const py::object& name, int capacity,
+                 const py::object& capabilities, const py::object& info, const std::string& plugin_version,
+                 const std::string& comfyui_version, double heartbeat, int liveness, const py::object& broker_public_key,
+                 const py::object& public_key, const py::object& secret_key, bool allow_plaintext, double reconnect_min,
+                 double reconnect_max) {
+    WorkerClientOptions o;
+    o.broker = broker;
+    o.worker_id = worker_id;
+    o.name = OptText(name, "name");
+    o.capacity = capacity;
+    if (!capabilities.is_none()) o.capabilities_json = Dumps(capabilities, "capabilities");
+    if (!info.is_none()) o.info_json = Dumps(info, "info");
+    o.plugin_version = plugin_version;
+    o.comfyui_version = comfyui_version;
+    o.heartbeat_ms = static_cast<int>(heartbeat * 1000);
+    o.liveness = liveness;
+    o.broker_public_key = OptText(broker_public_key, "broker_public_key");
+    o.public_key = OptText(public_key, "public_key");
+    o.secret_key = OptText(secret_key, "secret_key");
+    o.allow_plaintext = allow_plaintext;
+    o.reconnect_min_ms = static_cast<int>(reconnect_min * 1000);
+    o.reconnect_max_ms = static_cast<int>(reconnect_max * 1000);
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = WorkerClient::Start(o, &client_);
+    }
+    Check(s);
+  }
+
+  WorkerClient* client() {
+    if (!client_) Raise(Status::IOError("worker client is closed"));
+    return client_.get();
+  }
+
+  py::object NextJob(double timeout) {
+    WorkerClient* c = client();
+    JobAssignment a;
+    bool got;
+    {
+      py::gil_scoped_release release;
+      got = c->NextJob(TimeoutMs(timeout), &a);
+    }
+    if (!got) return py::none();
+    py::dict d;
+    d["job_id"] = FormatJobId(a.job_id);
+    d["token"] = a.token;
+    d["attempt"] = a.attempt;
+    d["timeout"] = a.timeout_ms ? py::object(py::float_(a.timeout_ms / 1000.0)) : py::object(py::none());
+    d["prompt"] = Loads(a.prompt_json);
+    d["workflow"] = Loads(a.workflow_json);
+    d["extra"] = a.extra_json.empty() ? py::object(py::dict()) : Loads(a.extra_json);
+    return d;
+  }
+
+  py::object NextEvent(double timeout) {
+    WorkerClient* c = client();
+    std::string e;
+    bool got;
+    {
+      py::gil_scoped_release release;
+      got = c->NextEvent(TimeoutMs(timeout), &e);
+    }
+    return got ? Loads(e) : py::none();
+  }
+
+  template <typename Fn>
+  void Call(Fn fn) {
+    WorkerClient* c = client();
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = fn(c);
+    }
+    Check(s);
+  }
+
+  void Close(bool bye) {
+    if (!client_) return;
+    py::gil_scoped_release release;
+    client_->Stop(bye);
+    client_.reset();
+  }
+
+ private:
+  std::unique_ptr<WorkerClient> client_;
+};
+
 }  // namespace
 
 // The first module object made from this library (see below).
@@ -781,6 +978,99 @@ PYBIND11_MODULE(_native, m) {
       .def("close", &PyStore::Close)
       .def("__enter__", [](PyStore& s) -> PyStore& { return s; }, py::return_value_policy::reference)
       .def("__exit__", [](PyStore& s, const py::args&) { s.Close(); });
+
+
+  m.def("curve_available", &CurveAvailable, "Whether this libzmq supports CurveZMQ (it needs libsodium).");
+  m.def("curve_keypair", [] {
+    std::string pub, sec;
+    Check(MakeCurveKeyPair(&pub, &sec));
+    return py::make_tuple(pub, sec);
+  }, "A new CurveZMQ key pair (public, secret), as 40-character Z85 text.");
+  m.def("curve_public_key", [](const std::string& secret) {
+    std::string pub;
+    Check(CurvePublicFromSecret(secret, &pub));
+    return pub;
+  }, py::arg("secret_key"));
+
+  py::class_<PyBroker>(m, "Broker", "The host's side of the cluster: a ROUTER socket and its thread.")
+      .def(py::init<PyStore&, const std::string&, const std::string&, double, int, const py::object&, const py::object&,
+                    bool, const py::object&, const std::string&>(),
+           py::arg("store"), py::kw_only(), py::arg("bind") = "tcp://127.0.0.1:5557", py::arg("artifact_root"),
+           py::arg("heartbeat") = 1.0, py::arg("liveness") = 3, py::arg("curve_secret_key") = py::none(),
+           py::arg("allowed_worker_keys") = py::none(), py::arg("allow_plaintext") = false,
+           py::arg("lease") = py::none(), py::arg("plugin_version") = "")
+      .def_property_readonly("endpoint", [](PyBroker& b) { return b.broker()->endpoint(); })
+      .def_property_readonly("public_key", [](PyBroker& b) {
+             std::string k = b.broker()->public_key();
+             return k.empty() ? py::object(py::none()) : py::object(py::str(k));
+           })
+      .def("next_event", &PyBroker::NextEvent, py::arg("timeout") = 1.0)
+      .def("workers", &PyBroker::Workers)
+      .def("explain", &PyBroker::Explain, py::arg("job_id"))
+      .def("drain", [](PyBroker& b, const std::string& id, bool drain) { Check(b.broker()->Drain(id, drain)); },
+           py::arg("worker_id"), py::arg("drain") = true)
+      .def("refresh_capabilities",
+           [](PyBroker& b, const py::object& id) { Check(b.broker()->RefreshCapabilities(OptText(id, "worker_id"))); },
+           py::arg("worker_id") = py::none())
+      .def("counters", &PyBroker::Counters)
+      .def("close", &PyBroker::Close)
+      .def("__enter__", [](PyBroker& b) -> PyBroker& { return b; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyBroker& b, const py::args&) { b.Close(); });
+
+  py::class_<PyWorkerClient>(m, "WorkerClient", "A worker's link to a broker.")
+      .def(py::init<const std::string&, const std::string&, const py::object&, int, const py::object&, const py::object&,
+                    const std::string&, const std::string&, double, int, const py::object&, const py::object&,
+                    const py::object&, bool, double, double>(),
+           py::kw_only(), py::arg("broker"), py::arg("worker_id"), py::arg("name") = py::none(), py::arg("capacity") = 1,
+           py::arg("capabilities") = py::none(), py::arg("info") = py::none(), py::arg("plugin_version") = "",
+           py::arg("comfyui_version") = "", py::arg("heartbeat") = 1.0, py::arg("liveness") = 3,
+           py::arg("broker_public_key") = py::none(), py::arg("public_key") = py::none(),
+           py::arg("secret_key") = py::none(), py::arg("allow_plaintext") = false, py::arg("reconnect_min") = 1.0,
+           py::arg("reconnect_max") = 30.0)
+      .def("next_job", &PyWorkerClient::NextJob, py::arg("timeout") = 1.0)
+      .def("next_event", &PyWorkerClient::NextEvent, py::arg("timeout") = 1.0)
+      .def("progress", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& progress) {
+             uint64_t jid = JobIdArg(id);
+             std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
+             w.Call([&](WorkerClient* c) { return c->Progress(jid, token, text); });
+           }, py::arg("job_id"), py::arg("token"), py::arg("progress"))
+      .def("complete", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& outputs,
+                          const py::object& files) {
+             uint64_t jid = JobIdArg(id);
+             std::string out = outputs.is_none() ? std::string() : Dumps(outputs, "outputs");
+             std::vector<OutputFile> fs;
+             if (!files.is_none()) {
+               for (const py::handle& f : files) {
+                 if (!py::isinstance<py::dict>(f)) throw py::value_error("each file must be a dict {path, name, mime}");
+                 py::dict d = py::reinterpret_borrow<py::dict>(f);
+                 if (!d.contains("path")) throw py::value_error("each file needs a path");
+                 OutputFile of;
+                 of.path = TextArg(d["path"], "path");
+                 of.name = d.contains("name") ? TextArg(d["name"], "name") : BaseName(of.path);
+                 of.mime = d.contains("mime") && !d["mime"].is_none() ? TextArg(d["mime"], "mime") : "";
+                 fs.push_back(std::move(of));
+               }
+             }
+             w.Call([&](WorkerClient* c) { return c->Complete(jid, token, out, fs); });
+           }, py::arg("job_id"), py::arg("token"), py::kw_only(), py::arg("outputs") = py::none(),
+           py::arg("files") = py::none())
+      .def("fail", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
+             uint64_t jid = JobIdArg(id);
+             std::string text = Dumps(error, "error");
+             w.Call([&](WorkerClient* c) { return c->Fail(jid, token, text, retryable); });
+           }, py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(), py::arg("retryable") = true)
+      .def("confirm_cancel", [](PyWorkerClient& w, const std::string& id, uint64_t token) {
+             uint64_t jid = JobIdArg(id);
+             w.Call([&](WorkerClient* c) { return c->ConfirmCancel(jid, token); });
+           }, py::arg("job_id"), py::arg("token"))
+      .def("update_capabilities", [](PyWorkerClient& w, const py::object& caps) {
+             std::string text = Dumps(caps, "capabilities");
+             w.Call([&](WorkerClient* c) { return c->UpdateCapabilities(text); });
+           }, py::arg("capabilities"))
+      .def("state", [](PyWorkerClient& w) { return Loads(w.client()->StateJson()); })
+      .def("close", &PyWorkerClient::Close, py::arg("bye") = false)
+      .def("__enter__", [](PyWorkerClient& w) -> PyWorkerClient& { return w; }, py::return_value_policy::reference)
+      .def("__exit__", [](PyWorkerClient& w, const py::args&) { w.Close(true); });
 
   py::class_<PyArtifactStream>(m, "ArtifactStream", "One artifact being written in chunks.")
       .def("write", &PyArtifactStream::Write, py::arg("data"))

@@ -295,7 +295,8 @@ class Host:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(data_dir), "--port", str(self.port)],
+            [sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(data_dir), "--port", str(self.port),
+             "--workers-bind", "tcp://127.0.0.1:*"],
             cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def wait_healthy(self, timeout: float = 15.0) -> dict:
