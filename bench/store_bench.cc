@@ -4,6 +4,7 @@
 //   - raw append + fdatasync loop, and SQLite (WAL, synchronous=FULL) doing the same inserts;
 //   - a plain write + fsync + rename of the same bytes, for the artifact writer.
 // Nothing here asserts on time. Usage: comfymq_bench [--dir DIR] [--only NAME] [--scale F]
+// The cluster benchmarks are in cluster_bench.cc.
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -25,6 +26,10 @@
 
 using namespace comfymq;
 using namespace comfymq::bench;
+
+namespace comfymq::bench {
+void BenchCluster(const std::string& base, double scale);  // cluster_bench.cc
+}
 
 namespace {
 
@@ -412,7 +417,7 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--scale" && i + 1 < argc) g_scale = std::stod(argv[++i]);
     else {
-      std::cerr << "usage: comfymq_bench [--dir DIR] [--only enqueue|open|history|artifacts] [--scale F]\n";
+      std::cerr << "usage: comfymq_bench [--dir DIR] [--only enqueue|open|history|artifacts|cluster] [--scale F]\n";
       return 2;
     }
   }
@@ -421,6 +426,7 @@ int main(int argc, char** argv) {
   if (want("open")) BenchOpenAndMemory();
   if (want("history")) BenchHistory();
   if (want("artifacts")) BenchArtifacts();
+  if (want("cluster")) BenchCluster(g_dir, g_scale);
   RemoveTree(g_dir);
   return 0;
 }

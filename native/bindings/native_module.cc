@@ -747,6 +747,7 @@ class PyBroker {
     d["refused"] = c.refused;
     d["unroutable"] = c.unroutable;
     d["dispatched"] = c.dispatched;
+    d["dispatched_on_arrival"] = c.dispatched_on_arrival;
     d["results"] = c.results;
     d["duplicates"] = c.duplicates;
     d["stale_results"] = c.stale_results;

@@ -4,7 +4,10 @@
 // (tests/python/test_cluster.py runs the same ground with real processes.)
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <deque>
+#include <iostream>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -190,6 +193,73 @@ TEST_F(ClusterTest, CreditLimitsWhatAWorkerIsGiven) {
   ASSERT_TRUE(w->Fail(a.job_id, a.token, "{\"type\": \"execution_error\", \"message\": \"boom\"}", false).ok());
   ASSERT_TRUE(w->NextJob(5000, &c));  // the freed slot brings the next one
   EXPECT_EQ(Get(a.job_id).state, JobState::kFailed);
+}
+
+TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNeverOverspent) {
+  constexpr int kCapacity = 2, kWorkers = 2, kProducers = 4, kPerProducer = 50;
+  std::vector<WorkerClient*> ws;
+  for (int i = 0; i < kWorkers; ++i) ws.push_back(AddWorker("gpu-" + std::to_string(i), Caps({"EmptyImage", "SaveImage"}), kCapacity));
+  auto idle = [&] {  // every worker has told the broker it wants kCapacity jobs
+    json all = json::parse(broker_->WorkersJson());
+    int ready = 0;
+    for (const json& w : all) ready += w["online"].get<bool>() && w["credit"] == kCapacity;
+    return ready == kWorkers;
+  };
+  ASSERT_TRUE(WaitFor(idle));
+  uint64_t first = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(ws[0]->NextJob(5000, &a) || ws[1]->NextJob(5000, &a));
+  EXPECT_EQ(a.job_id, first);
+  EXPECT_EQ(broker_->Counters().dispatched_on_arrival, 1u) << "an idle worker's job is leased with its enqueue";
+  WorkerClient* owner = Get(first).worker_id == "gpu-0" ? ws[0] : ws[1];
+  ASSERT_TRUE(owner->Complete(a.job_id, a.token, "{}", {}).ok());
+
+  // Producers race the loop's own dispatch; a worker holding kCapacity jobs must never be sent another.
+  std::atomic<int> done{0}, overspent{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerProducer; ++i) Enqueue(Graph());
+    });
+  }
+  for (WorkerClient* w : ws) {
+    threads.emplace_back([&, w] {
+      std::deque<JobAssignment> held;
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (done < kProducers * kPerProducer && std::chrono::steady_clock::now() < until) {
+        JobAssignment j;
+        if (held.size() < static_cast<size_t>(kCapacity)) {
+          if (w->NextJob(20, &j)) {
+            held.push_back(j);
+            continue;
+          }
+          if (held.empty()) continue;
+        } else if (w->NextJob(20, &j)) {
+          overspent++;  // nothing else may be in flight while it holds kCapacity
+        }
+        w->Complete(held.front().job_id, held.front().token, "{}", {});
+        held.pop_front();
+        done++;
+      }
+      while (!held.empty()) {
+        w->Complete(held.front().job_id, held.front().token, "{}", {});
+        held.pop_front();
+        done++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(overspent.load(), 0);
+  ASSERT_TRUE(WaitFor([&] {
+    StoreStats st;
+    store_->Stats(&st);
+    return st.counts[static_cast<int>(JobState::kSucceeded)] == 1 + kProducers * kPerProducer;
+  }, 20000));
+  BrokerCounters c = broker_->Counters();
+  EXPECT_EQ(c.results, 1u + kProducers * kPerProducer);
+  EXPECT_EQ(c.duplicates, 0u);
+  EXPECT_EQ(c.stale_results, 0u);
+  std::cout << "[cluster] dispatched " << c.dispatched << ", on arrival " << c.dispatched_on_arrival << "\n";
 }
 
 TEST_F(ClusterTest, JobsGoOnlyToWorkersThatCanRunThemAndWaitingJobsSayWhy) {
@@ -402,6 +472,33 @@ TEST_F(ClusterTest, ABrokerRestartKeepsRunningJobsAndResultsInFlightAreRecordedO
   EXPECT_EQ(json::parse(j.artifacts).size(), 1u);
   EXPECT_EQ(json::parse(j.history).size(), 1u);
   EXPECT_EQ(ReadFile(tmp_.Sub("artifacts/" + FormatJobId(id) + "/r.png")), "result bytes");
+}
+
+TEST_F(ClusterTest, ABrokenTransferLeavesNoVisibleFileAndTheJobRunsAgain) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  std::string big(64u << 20, 'v');  // many chunks: the worker will be gone long before the last
+  std::ofstream(tmp_.Sub("huge.bin"), std::ios::binary) << big;
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {{tmp_.Sub("huge.bin"), "huge.bin", ""}}).ok());
+  const std::string dir = tmp_.Sub("artifacts/" + FormatJobId(id));
+  ASSERT_TRUE(WaitFor([&] { return broker_->Counters().chunks >= 2; }));
+  w->Stop(false);  // gone mid-transfer
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kPending; }, 5000));
+  std::vector<std::string> names;
+  Env::Default()->GetChildren(dir, &names);
+  EXPECT_TRUE(names.empty()) << "found " << (names.empty() ? "" : names[0]) << ": a broken transfer must leave nothing";
+  WorkerClient* other = AddWorker("gpu-2", Caps({"EmptyImage", "SaveImage"}));
+  JobAssignment b;
+  ASSERT_TRUE(other->NextJob(5000, &b));
+  EXPECT_EQ(b.job_id, id);
+  std::ofstream(tmp_.Sub("small.bin"), std::ios::binary) << "done";
+  ASSERT_TRUE(other->Complete(b.job_id, b.token, "{}", {{tmp_.Sub("small.bin"), "huge.bin", ""}}).ok());
+  ASSERT_FALSE(NextWorkerEvent(other, "ack").is_null());
+  Env::Default()->GetChildren(dir, &names);
+  EXPECT_EQ(names, std::vector<std::string>{"huge.bin"});
+  EXPECT_EQ(ReadFile(dir + "/huge.bin"), "done");
 }
 
 TEST_F(ClusterTest, BrokerEventsTellWhatHappened) {

@@ -104,6 +104,24 @@ struct TakeOptions {
   bool ignore_pause = false;
 };
 
+// Dispatch on arrival. When a commit group makes jobs pending (enqueue, retry, a run that ends back in the
+// queue), the group's leader calls `choose` after applying the group and before writing it: choose may lease
+// jobs with Take, inside the same group, so a job and its lease become durable with one sync. Once the group
+// is durable the leases go to `deliver` (on the leader's thread, no store lock held); if the group fails
+// they are undone and never delivered. choose runs with the store's lock held: it must be quick and must not
+// call into the store. Both may run on any thread that commits.
+class DispatchContext {
+ public:
+  virtual ~DispatchContext() = default;
+  // Leases the first pending job `options` accept, or returns nullptr. The lease is owned by the store
+  // until it is delivered.
+  virtual const Lease* Take(const TakeOptions& options) = 0;
+};
+struct DispatchHook {
+  std::function<void(DispatchContext& ctx)> choose;
+  std::function<void(std::vector<std::unique_ptr<Lease>> leases)> deliver;
+};
+
 // What happened, for listeners (the broker; the plugin's event stream).
 struct StoreEvent {
   enum class Kind { kJobChanged, kJobRemoved, kPausedChanged };
@@ -199,6 +217,8 @@ class Store {
   virtual Status Compact() = 0;
 
   virtual void SetListener(StoreListener listener) = 0;
+  // Sets (or with an empty hook, removes) the dispatch hook; returns once no group uses the old one.
+  virtual void SetDispatchHook(DispatchHook hook) = 0;
   // Checkpoints (when healthy) and releases the directory lock. Later calls fail. Idempotent.
   virtual Status Close() = 0;
   // OK, or the error that made the handle unusable.

@@ -4,6 +4,11 @@
 // Each turn of the loop: poll (heartbeat as timeout), read what arrived, run queued commands, then commit
 // one store batch holding every result, failure and lease release that came in plus the dispatches that
 // workers have credit for (one sync for all of it), send what the commit decided, and keep heartbeats.
+//
+// Dispatch on arrival: the broker is also the store's dispatch hook. When an enqueue makes a job pending
+// and some worker has credit for it, the job is leased in the enqueuer's own commit group (one sync for the
+// job and its lease), and the lease reaches the loop through the outbox to be sent. Credits therefore live
+// under credit_mu_, which the hook takes inside the store's lock: nothing may call the store holding it.
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,7 +53,7 @@ struct WorkerState {
   std::string rid;  // ROUTER routing id of the current connection
   std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();
   int capacity = 1;
-  int credit = 0;
+  uint64_t epoch = 0;  // which connection: a lease chosen for an older one is not sent to a newer one
   std::map<uint64_t, uint64_t> held;  // job -> token
   int64_t connected_ms = 0, last_seen_ms = 0, last_sent_ms = 0, last_renew_ms = 0, left_ms = 0;
   bool online = false;
@@ -65,6 +70,15 @@ struct PendingRelease {
   uint64_t job = 0, token = 0;
   std::string reason;
   bool count_attempt = true;
+};
+
+// What a worker may be given, read by the loop and by the dispatch hook (under credit_mu_). Only online
+// workers have one.
+struct Slot {
+  int credit = 0;
+  uint64_t epoch = 0;
+  bool draining = false;
+  std::shared_ptr<const Capabilities> caps;
 };
 
 // Lets the store's listener reach the broker only while it is alive.
@@ -104,6 +118,12 @@ class BrokerImpl final : public Broker {
   void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
   void HandleChunk(WorkerState& w, const proto::Message& m);
   void CommitPass(int64_t now);
+  void SendOutbox(int64_t now);
+  bool SendJob(WorkerState& w, const Lease& l, int64_t now);
+  TakeOptions TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps);
+  void ChooseOnArrival(DispatchContext& ctx);
+  void ReturnCredit(const std::string& worker_id, uint64_t epoch);
+  void UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn);
   void Timers(int64_t now);
   void LoseWorker(WorkerState& w, const std::string& reason, bool count_attempts, int64_t now);
   void RunCommands();
@@ -122,7 +142,8 @@ class BrokerImpl final : public Broker {
   void OnStoreEvents(const std::vector<StoreEvent>& events);
   void Emit(const json& e) { events_.Push(Dump(e)); }
   void Log(const std::string& level, const std::string& key, const std::string& message);
-  json WorkerJson(const WorkerState& w) const;
+  json WorkerJson(const WorkerState& w);
+  int CreditOf(const WorkerState& w);
   WorkerState* ByRid(const std::string& rid);
   template <typename Fn>
   void Count(Fn fn) {
@@ -164,6 +185,15 @@ class BrokerImpl final : public Broker {
 
   std::mutex req_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<const Requirements>> reqs_;
+
+  // Taken inside the store's state lock by the dispatch hook: never call the store while holding it.
+  std::mutex credit_mu_;
+  std::map<std::string, Slot> slots_;                 // online workers
+  std::unordered_map<uint64_t, uint64_t> hook_epoch_;  // job leased by the hook -> the worker's epoch then
+  uint64_t next_epoch_ = 0;                            // loop thread only
+
+  std::mutex outbox_mu_;
+  std::vector<std::unique_ptr<Lease>> outbox_;  // leased by the hook, durable, not yet sent
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -224,6 +254,16 @@ Status BrokerImpl::Init() {
     std::lock_guard<std::mutex> l(gate->mu);
     if (gate->alive) OnStoreEvents(events);
   });
+  DispatchHook hook;
+  hook.choose = [this](DispatchContext& ctx) { ChooseOnArrival(ctx); };
+  hook.deliver = [this](std::vector<std::unique_ptr<Lease>> leases) {
+    {
+      std::lock_guard<std::mutex> l(outbox_mu_);
+      for (auto& lease : leases) outbox_.push_back(std::move(lease));
+    }
+    wake_.Notify();
+  };
+  store_->SetDispatchHook(std::move(hook));
   thread_ = std::thread(&BrokerImpl::Loop, this);
   return Status::OK();
 }
@@ -235,8 +275,25 @@ Status BrokerImpl::Stop() {
     gate_->alive = false;  // no store event reaches this broker any more
   }
   store_->SetListener(nullptr);
+  store_->SetDispatchHook(DispatchHook());  // no lease is chosen for this broker's workers any more
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
+  {
+    // Leased on arrival but never sent: back to the queue, no attempt counted.
+    std::vector<std::unique_ptr<Lease>> unsent;
+    {
+      std::lock_guard<std::mutex> l(outbox_mu_);
+      unsent.swap(outbox_);
+    }
+    if (!unsent.empty()) {
+      StoreBatch batch;
+      std::deque<Status> st(unsent.size());
+      for (size_t i = 0; i < unsent.size(); ++i) {
+        batch.ReleaseLease(unsent[i]->job_id, unsent[i]->token, "the broker stopped before sending it", false, &st[i]);
+      }
+      store_->Commit(&batch);
+    }
+  }
   try {
     router_.close();
   } catch (const zmq::error_t&) {
@@ -264,6 +321,7 @@ void BrokerImpl::Loop() {
     const int64_t now = NowMs();
     if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
     RunCommands();
+    SendOutbox(now);
     for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN); ++i) {
       bool got = false;
       try {
@@ -281,6 +339,7 @@ void BrokerImpl::Loop() {
     }
     try {
       CommitPass(now);
+      SendOutbox(now);
       Timers(now);
     } catch (const std::exception& e) {
       Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
@@ -344,10 +403,12 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
   }
   w->last_seen_ms = now;
   switch (m.cmd) {
-    case proto::Cmd::kReady:
-      w->credit = std::min(w->credit + static_cast<int>(m.credit), w->capacity);
+    case proto::Cmd::kReady: {
+      const int capacity = w->capacity;
+      UpdateSlot(w->id, [&](Slot& s) { s.credit = std::min(s.credit + static_cast<int>(m.credit), capacity); });
       dispatch_dirty_ = true;
       break;
+    }
     case proto::Cmd::kHeartbeat:
       break;
     case proto::Cmd::kProgress: {
@@ -390,6 +451,7 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
         std::lock_guard<std::mutex> l(mu_);
         w->caps = caps;
       }
+      UpdateSlot(w->id, [&](Slot& s) { s.caps = caps; });
       dispatch_dirty_ = true;
       Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(*w)}});
       break;
@@ -464,7 +526,7 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     w.rid = rid;
     w.caps = caps;
     w.capacity = static_cast<int>(m.capacity);
-    w.credit = 0;
+    w.epoch = ++next_epoch_;
     w.held = kept;
     w.connected_ms = w.last_seen_ms = w.last_renew_ms = now;
     w.online = true;
@@ -474,6 +536,10 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   }
   rid_to_worker_[rid] = m.worker_id;
   WorkerState& stored = workers_[m.worker_id];
+  {
+    std::lock_guard<std::mutex> l(credit_mu_);
+    slots_[stored.id] = Slot{0, stored.epoch, stored.draining, stored.caps};
+  }
   welcome.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_ms);
   welcome.liveness = static_cast<uint32_t>(opt_.liveness);
   welcome.session = session_;
@@ -536,6 +602,7 @@ void BrokerImpl::CommitPass(int64_t now) {
   };
   struct DispatchItem {
     std::string worker;
+    uint64_t epoch = 0;
     std::unique_ptr<Lease> lease;
     Status status;
   };
@@ -545,10 +612,10 @@ void BrokerImpl::CommitPass(int64_t now) {
     const proto::Message& m = r.msg;
     if (m.cmd == proto::Cmd::kResult) {
       // Files are published only for the run that owns the job now; a resend or a stale run publishes none.
-      Job j;
-      const bool owns = store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning && j.lease_token == m.token;
       std::vector<Artifact> published;
-      if (owns && !m.files.empty()) {
+      Job j;
+      if (!m.files.empty() && store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning &&
+          j.lease_token == m.token) {
         Status ps = transfers_->Publish(m.job_id, m.token, m.files, &published);
         if (ps.IsNotFound()) {  // some file is missing (a broker restart in between): send them again
           auto w = workers_.find(r.worker_id);
@@ -592,21 +659,20 @@ void BrokerImpl::CommitPass(int64_t now) {
   std::deque<DispatchItem> dispatches;
   if (dispatch_dirty_) {
     dispatch_dirty_ = false;
-    for (auto& [id, w] : workers_) {
-      if (!w.online || w.draining) continue;
-      auto caps = w.caps;
-      for (int k = 0; k < w.credit; ++k) {
-        dispatches.push_back(DispatchItem{id, nullptr, Status()});
-        TakeOptions o;
-        o.worker_id = id;
-        o.lease_ms = lease_ms_;
-        o.max_scan = opt_.max_scan;
-        o.filter = [this, caps](uint64_t job, const PromptLoader& load) {
-          auto req = RequirementsOf(job, &load);
-          return req != nullptr && CanRun(*caps, *req);
-        };
-        batch.Take(o, &dispatches.back().lease, &dispatches.back().status);
+    // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
+    std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> takes;
+    {
+      std::lock_guard<std::mutex> l(credit_mu_);
+      for (auto& [id, slot] : slots_) {
+        if (slot.draining) continue;
+        for (; slot.credit > 0; --slot.credit) {
+          takes.emplace_back(id, slot.caps);
+          dispatches.push_back(DispatchItem{id, slot.epoch, nullptr, Status()});
+        }
       }
+    }
+    for (size_t i = 0; i < takes.size(); ++i) {
+      batch.Take(TakeFor(takes[i].first, takes[i].second), &dispatches[i].lease, &dispatches[i].status);
     }
   }
   if (batch.empty()) return;
@@ -645,15 +711,59 @@ void BrokerImpl::CommitPass(int64_t now) {
   }
   Count([&](BrokerCounters& c) { c.leases_released += releases.size(); });
   for (DispatchItem& d : dispatches) {
-    if (!d.status.ok() || !d.lease) continue;
+    if (!d.status.ok() || !d.lease) {
+      ReturnCredit(d.worker, d.epoch);
+      continue;
+    }
     auto wit = workers_.find(d.worker);
     const Lease& l = *d.lease;
-    ForgetRequirements(l.job_id);
-    if (wit == workers_.end() || !wit->second.online) {
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) {
+      ForgetRequirements(l.job_id);
       releases_.push_back(PendingRelease{l.job_id, l.token, "worker " + d.worker + " went away", false});
       continue;
     }
-    WorkerState& w = wit->second;
+    if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; });
+  }
+  if (!releases_.empty()) dispatch_dirty_ = true;
+}
+
+// Sends what the dispatch hook leased on arrival.
+void BrokerImpl::SendOutbox(int64_t now) {
+  std::vector<std::unique_ptr<Lease>> leases;
+  {
+    std::lock_guard<std::mutex> l(outbox_mu_);
+    if (outbox_.empty()) return;
+    leases.swap(outbox_);
+  }
+  std::vector<uint64_t> epochs(leases.size());
+  {
+    std::lock_guard<std::mutex> l(credit_mu_);
+    for (size_t i = 0; i < leases.size(); ++i) {
+      auto it = hook_epoch_.find(leases[i]->job_id);
+      if (it != hook_epoch_.end()) {
+        epochs[i] = it->second;
+        hook_epoch_.erase(it);
+      }
+    }
+  }
+  for (size_t i = 0; i < leases.size(); ++i) {
+    const Lease& l = *leases[i];
+    auto wit = workers_.find(l.job.worker_id);
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != epochs[i]) {
+      ForgetRequirements(l.job_id);
+      releases_.push_back(PendingRelease{l.job_id, l.token, "worker " + l.job.worker_id + " went away", false});
+      dispatch_dirty_ = true;
+      continue;
+    }
+    if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_on_arrival++; });
+  }
+}
+
+// Sends one leased job (its credit already spent). A job that cannot be sent goes back to the queue
+// without counting an attempt.
+bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
+  ForgetRequirements(l.job_id);
+  {
     proto::Message job;
     job.cmd = proto::Cmd::kJob;
     job.job_id = l.job_id;
@@ -670,18 +780,53 @@ void BrokerImpl::CommitPass(int64_t now) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       w.held[l.job_id] = l.token;
-      w.credit = std::max(0, w.credit - 1);
     }
-    if (Send(w, job)) {
-      Count([](BrokerCounters& c) { c.dispatched++; });
-    } else {
-      // Never reached the worker: back to the queue without counting an attempt.
-      std::lock_guard<std::mutex> lk(mu_);
-      w.held.erase(l.job_id);
-      releases_.push_back(PendingRelease{l.job_id, l.token, "could not deliver the job to worker " + w.id, false});
+    if (Send(w, job)) return true;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  w.held.erase(l.job_id);
+  releases_.push_back(PendingRelease{l.job_id, l.token, "could not deliver the job to worker " + w.id, false});
+  dispatch_dirty_ = true;
+  return false;
+}
+
+TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps) {
+  TakeOptions o;
+  o.worker_id = worker_id;
+  o.lease_ms = lease_ms_;
+  o.max_scan = opt_.max_scan;
+  o.filter = [this, caps](uint64_t job, const PromptLoader& load) {
+    auto req = RequirementsOf(job, &load);
+    return req != nullptr && CanRun(*caps, *req);
+  };
+  return o;
+}
+
+// The dispatch hook's choice, inside an enqueuer's commit group with the store's lock held: every idle
+// worker takes what it can run, highest priority first, as the loop's own dispatch would.
+void BrokerImpl::ChooseOnArrival(DispatchContext& ctx) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  for (auto& [id, slot] : slots_) {
+    if (slot.draining) continue;
+    while (slot.credit > 0) {
+      const Lease* lease = ctx.Take(TakeFor(id, slot.caps));
+      if (lease == nullptr) break;
+      slot.credit--;
+      hook_epoch_[lease->job_id] = slot.epoch;
     }
   }
-  if (!releases_.empty()) dispatch_dirty_ = true;
+}
+
+void BrokerImpl::ReturnCredit(const std::string& worker_id, uint64_t epoch) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(worker_id);
+  if (it != slots_.end() && it->second.epoch == epoch) it->second.credit++;
+}
+
+void BrokerImpl::UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(worker_id);
+  if (it != slots_.end()) fn(it->second);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -757,10 +902,13 @@ void BrokerImpl::LoseWorker(WorkerState& w, const std::string& reason, bool coun
   transfers_->AbortWorker(w.id);
   rid_to_worker_.erase(w.rid);
   {
+    std::lock_guard<std::mutex> l(credit_mu_);
+    slots_.erase(w.id);
+  }
+  {
     std::lock_guard<std::mutex> l(mu_);
     w.held.clear();
     w.online = false;
-    w.credit = 0;
     w.left_ms = now;
     w.left_reason = reason;
   }
@@ -868,6 +1016,7 @@ Status BrokerImpl::Drain(const std::string& worker_id, bool drain) {
       std::lock_guard<std::mutex> l(mu_);
       it->second.draining = drain;
     }
+    UpdateSlot(worker_id, [drain](Slot& s) { s.draining = drain; });
     dispatch_dirty_ = true;
     Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(it->second)}});
   });
@@ -944,7 +1093,13 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
 // ---------------------------------------------------------------------------------------------------------
 // Views
 
-json BrokerImpl::WorkerJson(const WorkerState& w) const {
+int BrokerImpl::CreditOf(const WorkerState& w) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(w.id);
+  return w.online && it != slots_.end() ? it->second.credit : 0;
+}
+
+json BrokerImpl::WorkerJson(const WorkerState& w) {
   json running = json::array();
   for (const auto& [job, token] : w.held) running.push_back(FormatJobId(job));
   json info = json::parse(w.info_json.empty() ? "{}" : w.info_json, nullptr, false);
@@ -953,7 +1108,7 @@ json BrokerImpl::WorkerJson(const WorkerState& w) const {
             {"online", w.online},
             {"draining", w.draining},
             {"capacity", w.capacity},
-            {"credit", w.credit},
+            {"credit", CreditOf(w)},
             {"running", running},
             {"plugin_version", w.plugin_version},
             {"comfyui_version", w.comfyui_version},

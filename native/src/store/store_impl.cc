@@ -151,6 +151,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
   const int64_t now = NowMs();
   RecordSink sink;
   Txn txn(&table_, &sink, &paused_, now);
+  std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
     txn_ = &txn;
@@ -164,12 +165,41 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
       }
       if (!op->status.ok()) txn.RollbackTo(m);
     }
+    if (dispatch_hook_.choose) {
+      bool made_pending = false;
+      for (const StoreEvent& e : txn.events()) {
+        made_pending |= e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending;
+      }
+      if (made_pending) {
+        // Lease what just arrived to idle workers in this very group: one sync for the job and its lease.
+        struct Ctx final : DispatchContext {
+          StoreImpl* store;
+          std::vector<std::unique_ptr<Lease>>* out;
+          const Lease* Take(const TakeOptions& o) override {
+            std::unique_ptr<Lease> l;
+            if (!store->ApplyTake(o, &l).ok() || !l) return nullptr;
+            out->push_back(std::move(l));
+            return out->back().get();
+          }
+        } ctx;
+        ctx.store = this;
+        ctx.out = &dispatched;
+        Txn::Mark m = txn.mark();
+        try {
+          dispatch_hook_.choose(ctx);
+        } catch (const std::exception&) {
+          txn.RollbackTo(m);
+          dispatched.clear();
+        }
+      }
+    }
     txn_ = nullptr;
     if (sink.size() > log::kMaxGroupBytes) {  // the API limits make this unreachable; refuse rather than corrupt
       txn.RollbackAll();
       for (PendingOp* op : group) {
         if (op->status.ok()) op->status = Status::InvalidArgument("change too large for one commit");
       }
+      dispatched.clear();
     }
     if (sink.empty()) {
       inflight_ = nullptr;
@@ -208,6 +238,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
   }
   bytes_since_checkpoint_ += sink.size();
   if (!txn.events().empty()) events_->Push(std::move(txn.events()));
+  if (!dispatched.empty() && dispatch_hook_.deliver) dispatch_hook_.deliver(std::move(dispatched));
   if (bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_kick_ = true;
@@ -1055,5 +1086,10 @@ bool StoreImpl::paused() {
 }
 
 void StoreImpl::SetListener(StoreListener listener) { events_->SetListener(std::move(listener)); }
+
+void StoreImpl::SetDispatchHook(DispatchHook hook) {
+  std::lock_guard<std::mutex> commit(commit_mu_);  // no group is using the old hook after this
+  dispatch_hook_ = std::move(hook);
+}
 
 }  // namespace comfymq

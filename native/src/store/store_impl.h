@@ -64,6 +64,7 @@ class StoreImpl final : public Store {
   Status Checkpoint() override;
   Status Compact() override;
   void SetListener(StoreListener listener) override;
+  void SetDispatchHook(DispatchHook hook) override;
   Status Close() override;
   Status health() override;
 
@@ -183,6 +184,7 @@ class StoreImpl final : public Store {
   std::string last_background_error_;  // guarded by health_mu_
 
   std::unique_ptr<EventQueue> events_;  // delivery to the listener, in commit order
+  DispatchHook dispatch_hook_;          // guarded by commit_mu_
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;

@@ -1,0 +1,271 @@
+// Cluster benchmarks (part of comfymq_bench, `--only cluster`). In one run:
+//   - baseline: a raw ROUTER/DEALER round trip on loopback tcp (plain and CURVE), and a raw append+fdatasync;
+//   - enqueue -> worker receives latency through the durable store and the broker (plain and CURVE);
+//   - no-op jobs/s end to end through the durable store with 1, 4 and 16 workers;
+//   - time to detect a SIGKILLed worker (heartbeat 100 ms, 3 missed = gone).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "bench_util.h"
+#include "comfymq/broker.h"
+#include "comfymq/curve.h"
+#include "comfymq/store.h"
+#include "comfymq/worker_client.h"
+
+namespace comfymq::bench {
+namespace {
+
+const char* kCaps = R"({"node_classes": ["EmptyImage", "SaveImage"]})";
+const char* kPrompt = R"({"1": {"class_type": "EmptyImage", "inputs": {"width": 64}}, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}})";
+
+struct Keys {
+  std::string broker_pub, broker_sec, worker_pub, worker_sec;
+};
+
+Keys MakeKeys() {
+  Keys k;
+  MakeCurveKeyPair(&k.broker_pub, &k.broker_sec);
+  MakeCurveKeyPair(&k.worker_pub, &k.worker_sec);
+  return k;
+}
+
+// Round trips of a small message between a DEALER and an echoing ROUTER.
+std::vector<double> RawRoundTrips(bool curve, int n) {
+  zmq::context_t ctx;
+  zmq::socket_t router(ctx, zmq::socket_type::router), dealer(ctx, zmq::socket_type::dealer);
+  Keys k = MakeKeys();
+  if (curve) {
+    router.set(zmq::sockopt::curve_server, 1);
+    router.set(zmq::sockopt::curve_secretkey, k.broker_sec);
+    dealer.set(zmq::sockopt::curve_serverkey, k.broker_pub);
+    dealer.set(zmq::sockopt::curve_publickey, k.worker_pub);
+    dealer.set(zmq::sockopt::curve_secretkey, k.worker_sec);
+  }
+  router.bind("tcp://127.0.0.1:*");
+  dealer.connect(router.get(zmq::sockopt::last_endpoint));
+  std::atomic<bool> stop{false};
+  std::thread echo([&] {
+    router.set(zmq::sockopt::rcvtimeo, 100);
+    while (!stop) {
+      zmq::message_t id, body;
+      if (!router.recv(id)) continue;
+      (void)router.recv(body);
+      router.send(id, zmq::send_flags::sndmore);
+      router.send(body, zmq::send_flags::none);
+    }
+  });
+  std::vector<double> lat;
+  std::string payload(200, 'x');
+  for (int i = 0; i < n + 200; ++i) {
+    double a = NowSeconds();
+    dealer.send(zmq::buffer(payload), zmq::send_flags::none);
+    zmq::message_t reply;
+    (void)dealer.recv(reply);
+    if (i >= 200) lat.push_back((NowSeconds() - a) * 1e6);  // after warm-up
+  }
+  stop = true;
+  echo.join();
+  return lat;
+}
+
+std::vector<double> RawFsync(const std::string& dir, int n) {
+  std::string path = dir + "/raw.log";
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+  std::string rec(1024, 'r');
+  std::vector<double> lat;
+  for (int i = 0; i < n; ++i) {
+    double a = NowSeconds();
+    if (write(fd, rec.data(), rec.size()) < 0 || fdatasync(fd) != 0) break;
+    lat.push_back((NowSeconds() - a) * 1e6);
+  }
+  close(fd);
+  unlink(path.c_str());
+  return lat;
+}
+
+struct Cluster {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Broker> broker;
+  std::vector<std::unique_ptr<WorkerClient>> workers;
+};
+
+Cluster StartCluster(const std::string& dir, int workers, bool curve, int heartbeat_ms = 1000, int capacity = 1) {
+  Cluster c;
+  StoreOptions so;
+  Status s = Store::Open(so, dir + "/store", &c.store);
+  if (!s.ok()) std::abort();
+  Keys k = MakeKeys();
+  BrokerOptions bo;
+  bo.bind = "tcp://127.0.0.1:*";
+  bo.artifact_root = dir + "/artifacts";
+  bo.heartbeat_ms = heartbeat_ms;
+  if (curve) {
+    bo.curve_secret_key = k.broker_sec;
+    bo.allowed_worker_keys = {k.worker_pub};
+  }
+  if (!Broker::Start(c.store.get(), bo, &c.broker).ok()) std::abort();
+  for (int i = 0; i < workers; ++i) {
+    WorkerClientOptions wo;
+    wo.broker = c.broker->endpoint();
+    wo.worker_id = "bench-" + std::to_string(i);
+    wo.capabilities_json = kCaps;
+    wo.heartbeat_ms = heartbeat_ms;
+    wo.capacity = capacity;
+    if (curve) {
+      wo.broker_public_key = k.broker_pub;
+      wo.public_key = k.worker_pub;
+      wo.secret_key = k.worker_sec;
+    }
+    std::unique_ptr<WorkerClient> w;
+    if (!WorkerClient::Start(wo, &w).ok()) std::abort();
+    c.workers.push_back(std::move(w));
+  }
+  return c;
+}
+
+// Enqueue one job, time until the worker holds it; the worker answers at once; wait for the ack.
+std::vector<double> EnqueueToWorker(const std::string& dir, bool curve, int n) {
+  Cluster c = StartCluster(dir, 1, curve);
+  WorkerClient* w = c.workers[0].get();
+  std::vector<double> lat;
+  for (int i = 0; i < n + 50; ++i) {
+    NewJob j;
+    j.prompt = kPrompt;
+    EnqueueResult r;
+    double a = NowSeconds();
+    if (!c.store->Enqueue(j, &r).ok()) std::abort();
+    JobAssignment job;
+    if (!w->NextJob(10000, &job)) std::abort();
+    double got = NowSeconds();
+    if (i >= 50) lat.push_back((got - a) * 1e6);
+    w->Complete(job.job_id, job.token, "{}", {});
+    std::string e;
+    while (w->NextEvent(10000, &e) && e.find("\"ack\"") == std::string::npos) {
+    }
+  }
+  c.workers.clear();
+  c.broker.reset();
+  return lat;
+}
+
+// No-op jobs through the durable store: enqueue `total` jobs up front, workers take and complete at once.
+double NoOpThroughput(const std::string& dir, int workers, int total, int capacity = 1) {
+  Cluster c = StartCluster(dir, workers, false, 1000, capacity);
+  std::vector<NewJob> batch(1000);
+  for (auto& j : batch) j.prompt = kPrompt;
+  for (int i = 0; i < total; i += 1000) {
+    std::vector<EnqueueResult> rs;
+    if (!c.store->EnqueueMany(batch, &rs).ok()) std::abort();
+  }
+  std::atomic<int> done{0};
+  double t0 = NowSeconds();
+  std::vector<std::thread> ts;
+  for (auto& w : c.workers) {
+    ts.emplace_back([&, wc = w.get()] {
+      JobAssignment job;
+      while (done.load() < total) {
+        if (!wc->NextJob(200, &job)) continue;
+        wc->Complete(job.job_id, job.token, "{}", {});
+        done++;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  // Wait until every result is recorded in the store.
+  for (;;) {
+    StoreStats st;
+    c.store->Stats(&st);
+    if (st.counts[static_cast<int>(JobState::kSucceeded)] >= static_cast<uint64_t>(total)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  double rate = total / (NowSeconds() - t0);
+  c.workers.clear();
+  c.broker.reset();
+  return rate;
+}
+
+// A worker in a child process is killed; how long until the broker reports it gone?
+double DetectKilledWorker(const std::string& dir, int heartbeat_ms) {
+  Cluster c = StartCluster(dir, 0, false, heartbeat_ms);
+  const std::string ep = c.broker->endpoint();
+  pid_t pid = fork();
+  if (pid == 0) {
+    WorkerClientOptions wo;
+    wo.broker = ep;
+    wo.worker_id = "victim";
+    wo.capabilities_json = kCaps;
+    wo.heartbeat_ms = heartbeat_ms;
+    std::unique_ptr<WorkerClient> w;
+    WorkerClient::Start(wo, &w);
+    pause();
+    _exit(0);
+  }
+  std::string e;
+  while (c.broker->NextEvent(5000, &e) && e.find("\"joined\"") == std::string::npos) {
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * heartbeat_ms));  // steady state
+  double t0 = NowSeconds();
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  double detected = -1;
+  while (c.broker->NextEvent(10000, &e)) {
+    if (e.find("\"left\"") != std::string::npos) {
+      detected = (NowSeconds() - t0) * 1000;
+      break;
+    }
+  }
+  c.broker.reset();
+  return detected;
+}
+
+}  // namespace
+
+void BenchCluster(const std::string& base, double scale) {
+  auto scaled = [&](int n) { return std::max(1, static_cast<int>(n * scale)); };
+  for (bool curve : {false, true}) {
+    const std::string mode = curve ? "curve" : "plain";
+    std::vector<double> rtt = RawRoundTrips(curve, scaled(5000));
+    std::vector<double> fsync;
+    std::vector<double> lat;
+    {
+      ScratchDir d(base, "cluster");
+      fsync = RawFsync(d.path(), scaled(1000));
+      lat = EnqueueToWorker(d.path(), curve, scaled(2000));
+    }
+    const double budget = Percentile(rtt, 50) + Percentile(fsync, 50) + 100;
+    const std::string extra = "{\"link\": \"" + mode + "\", \"raw_rtt_p50_us\": " + std::to_string(Percentile(rtt, 50)) +
+                              ", \"raw_fdatasync_p50_us\": " + std::to_string(Percentile(fsync, 50)) + "}";
+    Emit("cluster", "raw_round_trip_p50_us", Percentile(rtt, 50), "us", "", 0, "{\"link\": \"" + mode + "\"}");
+    Emit("cluster", "enqueue_to_worker_p50_us", Percentile(lat, 50), "us", "raw_rtt_p50+raw_fdatasync_p50+100us", budget,
+         extra);
+    Emit("cluster", "enqueue_to_worker_p99_us", Percentile(lat, 99), "us", "target_2ms", 2000, extra);
+  }
+  // Capacity 1 is a ComfyUI running one prompt at a time: every job waits for the previous result's commit.
+  // Capacity 4 lets each worker hold a few jobs, so commits carry more results and dispatches.
+  for (int capacity : {1, 4}) {
+    for (int workers : {1, 4, 16}) {
+      ScratchDir d(base, "cluster");
+      double rate = NoOpThroughput(d.path(), workers, scaled(workers == 1 ? 5000 : 20000), capacity);
+      Emit("cluster", "noop_jobs_per_s", rate, "jobs/s", workers == 16 ? "target_20000" : "", workers == 16 ? 20000 : 0,
+           "{\"workers\": " + std::to_string(workers) + ", \"capacity\": " + std::to_string(capacity) + "}");
+    }
+  }
+  {
+    ScratchDir d(base, "cluster");
+    const int hb = 100;
+    double ms = DetectKilledWorker(d.path(), hb);
+    Emit("cluster", "sigkilled_worker_detected_ms", ms, "ms", "three_heartbeats_ms", 3.0 * hb,
+         "{\"heartbeat_ms\": " + std::to_string(hb) + "}");
+  }
+}
+
+}  // namespace comfymq::bench
