@@ -13,11 +13,23 @@ NODE_DISPLAY_NAME_MAPPINGS = {}
 WEB_DIRECTORY = "./js"
 
 try:
+    from .comfy_nodes.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F811
+except Exception as _e:  # noqa: BLE001 - never break ComfyUI's start-up
+    _log.warning("ComfyMQ nodes failed to load: %s", _e)
+
+try:
     from .comfy_nodes import native as _native_loader
 
     _problem = _native_loader.error()
     if _problem:
         _log.warning("%s", _problem)
+except Exception as _e:  # noqa: BLE001 - never break ComfyUI's start-up
+    _log.warning("ComfyMQ failed to load: %s", _e)
+
+try:
+    from .comfy_nodes.plugin import setup_in_comfyui as _setup
+
+    _setup()  # inside ComfyUI: config, store, broker, worker, routes; outside: nothing. Never raises.
 except Exception as _e:  # noqa: BLE001 - never break ComfyUI's start-up
     _log.warning("ComfyMQ failed to load: %s", _e)
 

@@ -1,7 +1,10 @@
 """`python -m comfy_nodes <command>`: the standalone CLI.
 
-  host    the store + broker + HTTP API, no ComfyUI needed (what `make run` starts)
-  keys    make CurveZMQ key pairs and print the lines to paste
+  host      the store + broker + HTTP API, no ComfyUI needed (what `make run` starts)
+  worker    drive a ComfyUI (any, also one without this plugin) as a worker of a host's broker
+  enqueue   put an API-format workflow file into a host's queue (--priority, --count, --sweep)
+  status    a host's queue counts and workers
+  keys      make CurveZMQ key pairs and print the lines to paste
 
 Errors are one clear line on stderr and exit status 1.
 """
@@ -47,6 +50,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow plain-text worker links on a non-loopback address (not recommended)")
     h.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
                    help="heartbeat interval in seconds; a worker silent for 3 of them is gone")
+    h.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"),
+                   help="require `Authorization: Bearer TOKEN` on every route (env COMFYMQ_TOKEN)")
+
+    w = sub.add_parser("worker", help="run jobs from a host's broker on a ComfyUI")
+    w.add_argument("--comfy-url", default=os.environ.get("COMFYMQ_COMFY_URL", "http://127.0.0.1:8188"),
+                   help="the ComfyUI to drive (env COMFYMQ_COMFY_URL)")
+    w.add_argument("--broker", default=os.environ.get("COMFYMQ_BROKER", "tcp://127.0.0.1:5557"),
+                   help="the host's broker (env COMFYMQ_BROKER)")
+    w.add_argument("--id", default=os.environ.get("COMFYMQ_WORKER_ID"),
+                   help="a stable worker id (default: made once and kept in --data-dir)")
+    w.add_argument("--name", default=os.environ.get("COMFYMQ_WORKER_NAME"), help="display name (default: hostname)")
+    w.add_argument("--data-dir", default=default_data_dir(), help="worker id and downloads in flight")
+    w.add_argument("--capacity", type=int, default=int(os.environ.get("COMFYMQ_CAPACITY", "1")),
+                   help="jobs run at once (ComfyUI runs one prompt at a time: keep 1)")
+    w.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")))
+    w.add_argument("--broker-key", default=os.environ.get("COMFYMQ_BROKER_PUBLIC_KEY"),
+                   help="the broker's CURVE public key to pin (write --broker-key=KEY)")
+    w.add_argument("--public-key", default=os.environ.get("COMFYMQ_WORKER_PUBLIC_KEY"), help="this worker's public key")
+    w.add_argument("--secret-key", default=os.environ.get("COMFYMQ_WORKER_SECRET_KEY"), help="this worker's secret key")
+    w.add_argument("--allow-plaintext", action="store_true", default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
+                   help="allow a plain-text link to a non-loopback broker (not recommended)")
+    w.add_argument("--caps-refresh", type=float, default=300.0, help="seconds between capability refreshes")
+
+    e = sub.add_parser("enqueue", help="queue an API-format workflow file on a host")
+    e.add_argument("file", help="workflow in API format (ComfyUI: Workflow > Export (API)); '-' reads stdin")
+    e.add_argument("--url", default=os.environ.get("COMFYMQ_URL", "http://127.0.0.1:8190"), help="the host's HTTP address")
+    e.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"))
+    e.add_argument("--priority", type=int, default=1, help="higher runs first (default 1)")
+    e.add_argument("--count", type=int, default=1, help="this many copies, each with new random seeds")
+    e.add_argument("--keep-seeds", action="store_true", help="copies keep the file's seeds")
+    e.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
+                   help="one job per value (repeat for a grid); values are JSON when they parse, else text")
+    e.add_argument("--max-attempts", type=int)
+    e.add_argument("--timeout", type=float, help="seconds a run may take")
+
+    st = sub.add_parser("status", help="a host's queue counts and workers")
+    st.add_argument("--url", default=os.environ.get("COMFYMQ_URL", "http://127.0.0.1:8190"))
+    st.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"))
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+
     k = sub.add_parser("keys", help="make CurveZMQ key pairs for a broker and its workers")
     k.add_argument("--workers", type=int, default=1, help="how many worker key pairs to make")
     return p
@@ -71,6 +114,29 @@ def print_keys(n, workers: int) -> None:
         print(f"COMFYMQ_WORKER_SECRET_KEY='{sec}'")
 
 
+def run_worker(args) -> None:
+    import signal
+
+    from . import __version__
+    from .config import stable_worker_id
+    from .worker.bridge import BridgeSettings, WorkerBridge
+
+    if args.capacity < 1:
+        raise ValueError("--capacity must be at least 1")
+    if (args.public_key is None) != (args.secret_key is None):
+        raise ValueError("--public-key and --secret-key go together")
+    bridge = WorkerBridge(BridgeSettings(
+        comfy_url=args.comfy_url, broker=args.broker, worker_id=args.id or stable_worker_id(args.data_dir),
+        name=args.name or __import__("socket").gethostname(), work_dir=str(Path(args.data_dir) / "worker"),
+        capacity=args.capacity, heartbeat=args.heartbeat, broker_public_key=args.broker_key,
+        public_key=args.public_key, secret_key=args.secret_key, allow_plaintext=args.allow_plaintext,
+        plugin_version=__version__, caps_refresh=args.caps_refresh))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: bridge.stop(timeout=0))
+    logging.getLogger("comfymq").info("worker for %s on %s; Ctrl+C stops", args.broker, args.comfy_url)
+    bridge.run_forever()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,7 +153,17 @@ def main(argv: list[str] | None = None) -> int:
                                         allowed_worker_keys=args.allow_worker_key,
                                         allow_plaintext=args.allow_plaintext)
             run_host(data_dir=args.data_dir, host=args.host, port=args.port, artifact_root=args.artifact_root,
-                     retention_days=args.retention_days, broker=broker)
+                     retention_days=args.retention_days, broker=broker, token=args.token)
+        elif args.command == "worker":
+            run_worker(args)
+        elif args.command == "enqueue":
+            from .remote import enqueue_file
+
+            enqueue_file(args)
+        elif args.command == "status":
+            from .remote import print_status
+
+            print_status(args)
         elif args.command == "keys":
             print_keys(n, args.workers)
         return 0

@@ -12,7 +12,9 @@ import logging
 
 from aiohttp import web
 
+from ..api.auth import insecure_bind_warning, token_middleware
 from ..api.errors import json_errors
+from ..api.routes import add_routes
 from ..api.seed_routes import add_seed_routes
 from ..service import BrokerSettings, QueueService
 
@@ -21,12 +23,20 @@ log = logging.getLogger("comfymq.host")
 DEFAULT_MAX_BODY = 64 << 20
 
 
-def build_app(service: QueueService, *, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
-    app = web.Application(client_max_size=max_body, middlewares=[json_errors])
+def build_app(service: QueueService, *, max_body: int = DEFAULT_MAX_BODY,
+              token: str | None = None) -> web.Application:
+    """The host's app: the seed contract (/tasks, /health) and the /comfymq API (also under /api/comfymq, as
+    inside ComfyUI). With a token, every route needs `Authorization: Bearer <token>`."""
+    middlewares = [json_errors]
+    if token is not None:
+        middlewares.insert(0, token_middleware(token))  # outermost: nothing runs for a request without it
+    app = web.Application(client_max_size=max_body, middlewares=middlewares)
     app["max_body"] = max_body
     app["service"] = service
     routes = web.RouteTableDef()
     add_seed_routes(routes, service)
+    add_routes(routes, service, prefix="/comfymq")
+    add_routes(routes, service, prefix="/api/comfymq")
     app.add_routes(routes)
     return app
 
@@ -43,7 +53,7 @@ async def _retention_loop(service: QueueService, days: float, every: float = 360
 
 
 def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float,
-             broker: BrokerSettings | None) -> None:
+             broker: BrokerSettings | None, token: str | None = None) -> None:
     service = QueueService(data_dir, artifact_root, broker=broker)
     report = service.store.recovery_report
     log.info("store %s: %s", service.data_dir / "store", report["summary"])
@@ -51,9 +61,10 @@ def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, 
         log.warning("store recovery: %s", w)
     if service.artifacts.stale_removed:
         log.info("removed %d stale temp files under %s", service.artifacts.stale_removed, service.artifact_root)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: the seed API has no authentication; keep it on a trusted network", host)
-    app = build_app(service)
+    warning = insecure_bind_warning(host, token)
+    if warning:
+        log.warning("%s", warning)
+    app = build_app(service, token=token)
 
     async def start_background(app: web.Application) -> None:
         if retention_days > 0:

@@ -1,0 +1,643 @@
+"""The /comfymq HTTP API: queueing (with copies and parameter sweeps), job records, batches, the queue's
+pause switch, workers, stats, health and artifact downloads.
+
+add_routes(routes, service, prefix="/comfymq") registers the handlers on a route table: ComfyUI's
+PromptServer.instance.routes (which also serves them under /api/...) or a fresh app's (the standalone host,
+tests). Every handler answers errors as JSON {"error": {"type", "message"}} by itself, so it needs no
+middleware of ComfyUI's. Blocking store and broker calls run on the service's thread pool.
+
+  POST   /comfymq/tasks                 queue one job, or many (count, sweep) committed all-or-nothing
+  GET    /comfymq/tasks                 list: ?state=a,b &batch= &since= &until= (enqueue time, ms) &cursor=
+                                        &limit=1..1000 &order=newest|oldest &prompt_id=
+  GET    /comfymq/tasks/{id}            one job in full (prompt, workflow, history; `waiting` when pending)
+  POST   /comfymq/tasks/{id}/cancel     pending|running -> cancelled   (body optional: {"reason": str})
+  POST   /comfymq/tasks/{id}/retry      failed|cancelled -> pending
+  DELETE /comfymq/tasks/{id}            removes a finished job's record (its files stay)
+  GET    /comfymq/queue                 {"paused", "counts"};  POST /comfymq/queue/pause | /resume
+  GET    /comfymq/batches/{id}          counts per state, total, done fraction, job ids (?cursor= &limit=
+                                        &view=ids|summary)
+  POST   /comfymq/batches/{id}/cancel   cancels every pending/running job of the batch
+  GET    /comfymq/workers               the broker's workers as a JSON list ([] without a broker)
+  POST   /comfymq/workers/{id}/drain    body optional {"drain": false} to undrain
+  POST   /comfymq/workers/refresh       asks workers for their capabilities again (body optional
+                                        {"worker_id": id})
+  GET    /comfymq/stats                 store stats + paused + workers online/busy/draining + broker
+                                        {endpoint, public_key} | null
+  GET    /comfymq/health                200 when the queue is writable, else 503
+  GET    /comfymq/artifacts/{job}/{name}  a file recorded on that job
+
+POST /comfymq/tasks body (unknown keys are a 400 naming the key):
+  prompt        API-format graph, JSON string or object (required)
+  priority      int, default 1 (higher first)
+  metadata      {"prompt_id"?, "create_time"?} only
+  workflow      UI-format graph (object), kept so the job can be loaded back into the canvas
+  count         1..10000 copies; with count > 1 each copy gets fresh random seeds (see expand.py)
+  keep_seeds    true: copies keep the prompt's seeds
+  sweep         {"<node_id>.<input>": [values...]}: one job per combination
+  max_attempts  1..100 (default 3);  timeout: seconds per run (null = none);  owner: str
+  batch_id      [A-Za-z0-9][A-Za-z0-9._:-]{0,127}; jobs of a count/sweep request get a new one if not given
+A repeated metadata.prompt_id returns the existing job ("existed": true). With count or sweep the given
+prompt_id is a prefix: job i (1-based) gets "<prompt_id>-0001"..., so the same request sent again returns
+the same jobs; without one each job gets a fresh uuid4.
+Answer: {"status": "queued", "jobs": [...], "batch_id"?, "existed"?}; a single job also comes as "task"
+(the seed contract's view) and its "jobs" entry is the summary view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+import math
+import mimetypes
+import os
+import re
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .. import native
+from . import auth
+from . import expand as ex
+from .errors import ApiError, BadRequest, json_handler, read_json_object, read_optional_json_object
+from .seed_routes import parse_task, task_view
+from .views import full_view, summary_view
+
+log = logging.getLogger("comfymq.api")
+
+TASK_FIELDS = ("prompt", "priority", "metadata", "workflow", "count", "keep_seeds", "sweep", "max_attempts",
+               "timeout", "batch_id", "owner")
+LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id")
+BATCH_PARAMS = ("cursor", "limit", "view")
+JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MS_RE = re.compile(r"^[0-9]{1,16}$")
+MAX_TIMEOUT = 30 * 24 * 3600
+MAX_OWNER = 256
+BATCH_CANCEL_PARALLEL = 16
+
+
+# ---- input checks ----------------------------------------------------------------------------------------
+
+
+def check_job_id(job_id: str) -> str:
+    if not JOB_ID_RE.match(job_id):
+        raise ApiError(404, "not_found", f"no job '{job_id[:64]}' (job ids are 16 lowercase hex digits)")
+    return job_id
+
+
+def check_batch_id(value) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"batch_id must be a string, got {type(value).__name__}")
+    if not BATCH_ID_RE.match(value):
+        raise BadRequest("batch_id must be 1 to 128 characters: letters, digits and . _ : - "
+                         "(starting with a letter or digit)")
+    return value
+
+
+class Submission:
+    """A checked POST /comfymq/tasks body."""
+
+    def __init__(self, body: dict):
+        for key in body:
+            if key not in TASK_FIELDS:
+                raise BadRequest(f"unknown field '{key}' (allowed: {', '.join(TASK_FIELDS)})")
+        seed = parse_task({k: body[k] for k in ("prompt", "priority", "metadata") if k in body})
+        self.prompt = seed["prompt"]
+        self.priority = seed["priority"]
+        self.metadata = seed["metadata"]
+        meta = self.metadata or {}
+        pid = meta.get("prompt_id")
+        if pid is not None and not isinstance(pid, str):
+            raise BadRequest(f"metadata.prompt_id must be a string, got {type(pid).__name__}")
+        self.prompt_id = pid or None
+        self.workflow = body.get("workflow")
+        if self.workflow is not None and not isinstance(self.workflow, dict):
+            raise BadRequest(f"workflow must be an object (ComfyUI's UI-format graph), "
+                             f"got {type(self.workflow).__name__}")
+        try:
+            self.count = ex.check_count(body.get("count"))
+        except ex.TooManyJobs as e:
+            raise ApiError(413, "too_many_jobs", str(e)) from None
+        except ex.ExpansionError as e:
+            raise BadRequest(str(e)) from None
+        self.keep_seeds = body.get("keep_seeds", False)
+        if not isinstance(self.keep_seeds, bool):
+            raise BadRequest(f"keep_seeds must be true or false, got {type(self.keep_seeds).__name__}")
+        self.sweep = body.get("sweep")
+        if self.sweep == {}:  # sweeps nothing: a plain request
+            self.sweep = None
+        if self.sweep is not None and not isinstance(self.sweep, dict):
+            raise BadRequest(f"sweep must be an object {{\"<node_id>.<input>\": [values...]}}, "
+                             f"got {type(self.sweep).__name__}")
+        ma = body.get("max_attempts", 3)
+        if isinstance(ma, bool) or not isinstance(ma, int):
+            raise BadRequest(f"max_attempts must be an integer, got {type(ma).__name__}")
+        if not 1 <= ma <= 100:
+            raise BadRequest("max_attempts must be between 1 and 100")
+        self.max_attempts = ma
+        timeout = body.get("timeout")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise BadRequest(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+            if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+                raise BadRequest(f"timeout must be more than 0 and at most {MAX_TIMEOUT} seconds (30 days)")
+        self.timeout = timeout
+        batch = body.get("batch_id")
+        self.batch_id = check_batch_id(batch) if batch is not None else None
+        owner = body.get("owner")
+        if owner is not None:
+            if not isinstance(owner, str):
+                raise BadRequest(f"owner must be a string, got {type(owner).__name__}")
+            if len(owner.encode("utf-8", "surrogatepass")) > MAX_OWNER or any(ord(c) < 32 for c in owner):
+                raise BadRequest(f"owner must be at most {MAX_OWNER} bytes without control characters")
+        self.owner = owner
+
+    @property
+    def expands(self) -> bool:
+        return self.count > 1 or self.sweep is not None
+
+    def common(self) -> dict:
+        """enqueue() arguments every job of this request shares."""
+        return {"priority": self.priority, "max_attempts": self.max_attempts, "timeout": self.timeout,
+                "owner": self.owner}
+
+
+def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
+    """The enqueue_many() dicts for an expanding request, the per-job extras for the answer, and the batch
+    id. Runs on the pool (it parses and copies prompts)."""
+    n = native.load()
+    n.validate_prompt(sub.prompt)  # the core's own message, not one per copy
+    prompt = ex.prompt_object(sub.prompt)
+    axes = ex.parse_sweep(prompt, sub.sweep)
+    total = ex.job_count(sub.count, axes)
+    prompt_bytes = len(sub.prompt.encode("utf-8", "surrogatepass")) if isinstance(sub.prompt, str) else None
+    workflow_text = None
+    if sub.workflow is not None:
+        try:
+            workflow_text = json.dumps(sub.workflow, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise BadRequest(f"workflow is not valid JSON: {e}") from None
+    if prompt_bytes is None:
+        prompt_bytes = len(json.dumps(prompt, ensure_ascii=False))
+    ex.check_size(prompt_bytes + len(workflow_text or ""), total)
+    jobs = ex.expand(prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds)
+    batch_id = sub.batch_id or uuid.uuid4().hex
+    ids = ex.derived_prompt_ids(sub.prompt_id, total) if sub.prompt_id else [str(uuid.uuid4()) for _ in jobs]
+    create_time = (sub.metadata or {}).get("create_time")
+    common = sub.common()
+    items, extras = [], []
+    for job, pid in zip(jobs, ids):
+        item = {"prompt": job.prompt, "prompt_id": pid, "batch_id": batch_id, **common}
+        if workflow_text is not None:
+            item["workflow"] = workflow_text
+        if create_time is not None:
+            item["metadata"] = {"create_time": create_time}
+        items.append(item)
+        extra = {}
+        if axes:
+            extra["params"] = job.params
+        if sub.count > 1:
+            extra["copy"] = job.copy + 1
+        if job.seeds:
+            extra["seeds"] = job.seeds
+        extras.append(extra)
+    return items, extras, batch_id
+
+
+def _one_value(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"query parameter '{name}' is given more than once")
+    return values[0] if values else None
+
+
+def _check_params(request: web.Request, allowed: tuple[str, ...]) -> None:
+    for key in request.query:
+        if key not in allowed:
+            raise BadRequest(f"unknown query parameter '{key}' (allowed: {', '.join(allowed)})")
+
+
+def _limit(request: web.Request, default: int, maximum: int = 1000) -> int:
+    raw = _one_value(request, "limit")
+    if raw is None:
+        return default
+    if not re.fullmatch(r"[0-9]{1,7}", raw.strip()):
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}, got '{raw[:32]}'")
+    value = int(raw)
+    if not 1 <= value <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}, got {value}")
+    return value
+
+
+def _cursor(request: web.Request) -> str | None:
+    raw = _one_value(request, "cursor")
+    if raw is None or raw == "":
+        return None
+    if not JOB_ID_RE.match(raw):
+        raise BadRequest(f"cursor '{raw[:32]}' is not a job id (use next_cursor from the previous page)")
+    return raw
+
+
+def parse_list_query(request: web.Request) -> dict:
+    _check_params(request, LIST_PARAMS)
+    q: dict = {}
+    states = [s.strip() for v in request.query.getall("state", []) for s in v.split(",") if s.strip()]
+    if request.query.getall("state", []) and not states:
+        raise BadRequest("state is empty (give one or more of: " + ", ".join(native.load().JOB_STATES) + ")")
+    for s in states:
+        if s not in native.load().JOB_STATES:
+            raise BadRequest(f"unknown state '{s[:32]}' (allowed: {', '.join(native.load().JOB_STATES)})")
+    if states:
+        q["state"] = sorted(set(states))
+    batch = _one_value(request, "batch")
+    if batch is not None:
+        if not batch:
+            raise BadRequest("batch is empty")
+        q["batch_id"] = batch
+    for name in ("since", "until"):
+        raw = _one_value(request, name)
+        if raw is not None:
+            if not MS_RE.match(raw.strip()):
+                raise BadRequest(f"{name} must be a time in milliseconds since the epoch (an integer >= 0), "
+                                 f"got '{raw[:32]}'")
+            q[name] = int(raw)
+    q["cursor"] = _cursor(request)
+    q["limit"] = _limit(request, 100)
+    order = _one_value(request, "order") or "newest"
+    if order not in ("newest", "oldest"):
+        raise BadRequest(f"order must be 'newest' or 'oldest', got '{order[:32]}'")
+    q["newest_first"] = order == "newest"
+    pid = _one_value(request, "prompt_id")
+    if pid is not None:
+        q["prompt_id"] = pid
+    return q
+
+
+def _matches(job: dict, q: dict) -> bool:
+    if "state" in q and job["state"] not in q["state"]:
+        return False
+    if "batch_id" in q and job.get("batch_id") != q["batch_id"]:
+        return False
+    if "since" in q and job["enqueued_at"] < q["since"]:
+        return False
+    if "until" in q and job["enqueued_at"] >= q["until"]:
+        return False
+    return True
+
+
+def _safe_relative(name: str) -> bool:
+    """A relative path with no '..', no empty or '.' part, no NUL or backslash, not absolute."""
+    if not name or "\x00" in name or "\\" in name or name.startswith("/") or len(name) > 4096:
+        return False
+    return all(part not in ("", ".", "..") for part in name.split("/"))
+
+
+def resolve_artifact(root: Path, relative: str) -> Path | None:
+    """root/relative as a real path inside root's real path and a regular file, else None (symlinks that
+    lead out of the root, missing files, directories)."""
+    if not _safe_relative(relative):
+        return None
+    base = os.path.realpath(root)
+    full = os.path.realpath(os.path.join(base, relative))
+    if not full.startswith(base.rstrip(os.sep) + os.sep) or not os.path.isfile(full):
+        return None
+    return Path(full)
+
+
+# ---- routes ----------------------------------------------------------------------------------------------
+
+
+def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", token: str | None = None) -> None:
+    """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
+
+    With a token, every handler itself requires `Authorization: Bearer <token>` (401 otherwise): inside
+    ComfyUI that guards these routes, and their /api/... copies, without a middleware on ComfyUI's app."""
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    store_call = service.call
+    guard = auth.token_guard(token) if token is not None else None
+
+    def handle(method: str, path: str):
+        def register(fn):
+            wrapped = json_handler(fn)
+            if guard is not None:
+                wrapped = guard(wrapped)
+            if method == "GET":
+                routes.get(prefix + path)(wrapped)  # HEAD too
+            else:
+                routes.route(method, prefix + path)(wrapped)
+            return fn
+
+        return register
+
+    async def get_job(job_id: str, with_prompt: bool = False) -> dict:
+        return await store_call(service.store.get, job_id, with_prompt=with_prompt)
+
+    def broker_or_503():
+        if service.broker is None:
+            raise ApiError(503, "no_broker", "this host runs no broker: there are no workers to manage")
+        return service.broker
+
+    async def workers_list() -> list:
+        if service.broker is None:
+            return []
+        return await store_call(service.broker.workers)
+
+    def lookup_jobs(ids: list[str]) -> dict[str, dict]:
+        """The jobs that still exist among ids (one pool call for many reads)."""
+        found = {}
+        for job_id in ids:
+            try:
+                found[job_id] = service.store.get(job_id, with_prompt=False)
+            except KeyError:
+                pass
+        return found
+
+    async def batch_jobs(batch_id: str, states=None) -> list[dict]:
+        jobs, cursor = [], None
+        while True:
+            page = await store_call(service.store.list, batch_id=batch_id, state=states, cursor=cursor,
+                                    limit=1000, newest_first=False)
+            jobs.extend(page["jobs"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return jobs
+
+    # -- tasks --
+
+    @handle("POST", "/tasks")
+    async def post_tasks(request: web.Request) -> web.Response:
+        sub = Submission(await read_json_object(request))
+        if not sub.expands:
+            result = await store_call(service.store.enqueue, sub.prompt, workflow=sub.workflow,
+                                      metadata=sub.metadata, batch_id=sub.batch_id, **sub.common())
+            job = await get_job(result["id"])
+            entry = summary_view(job, prefix)
+            entry["existed"] = result["existed"]
+            body = {"status": "queued", "task": task_view(job, prompt=sub.prompt), "jobs": [entry]}
+            if job.get("batch_id"):
+                body["batch_id"] = job["batch_id"]
+            if result["existed"]:
+                body["existed"] = True
+            return web.json_response(body)
+        try:
+            items, extras, batch_id = await store_call(plan_jobs, sub)
+        except ex.TooManyJobs as e:
+            raise ApiError(413, "too_many_jobs", str(e)) from None
+        results = await store_call(service.store.enqueue_many, items)
+        entries = []
+        for item, extra, r in zip(items, extras, results):
+            entry = {"id": r["id"], "state": "pending", "prompt_id": item["prompt_id"], "batch_id": batch_id,
+                     "existed": r["existed"], **extra}
+            entries.append(entry)
+        existed = [e for e in entries if e["existed"]]
+        if existed:  # show what is really there, not what was asked for
+            found = await store_call(lookup_jobs, [e["id"] for e in existed])
+            for e in existed:
+                job = found.get(e["id"])
+                if job is not None:  # else deleted in the meantime
+                    e.update(state=job["state"], prompt_id=job["prompt_id"], batch_id=job.get("batch_id"))
+        body = {"status": "queued", "batch_id": entries[0]["batch_id"] if existed else batch_id,
+                "count": len(entries), "jobs": entries}
+        if existed and len(existed) == len(entries):
+            body["existed"] = True
+        return web.json_response(body)
+
+    @handle("GET", "/tasks")
+    async def list_tasks(request: web.Request) -> web.Response:
+        q = parse_list_query(request)
+        if "prompt_id" in q:
+            if q["cursor"]:
+                raise BadRequest("prompt_id finds at most one job: it takes no cursor")
+            try:
+                job = await store_call(service.store.get_by_prompt_id, q["prompt_id"], with_prompt=False)
+                jobs = [job] if _matches(job, q) else []
+            except KeyError:
+                jobs = []
+            return web.json_response({"jobs": [summary_view(j, prefix) for j in jobs], "next_cursor": None})
+        page = await store_call(service.store.list, state=q.get("state"), batch_id=q.get("batch_id"),
+                                since=q.get("since"), until=q.get("until"), cursor=q["cursor"],
+                                limit=q["limit"], newest_first=q["newest_first"])
+        return web.json_response({"jobs": [summary_view(j, prefix) for j in page["jobs"]],
+                                  "next_cursor": page["next_cursor"]})
+
+    @handle("GET", "/tasks/{id}")
+    async def get_task(request: web.Request) -> web.Response:
+        job = await get_job(check_job_id(request.match_info["id"]), with_prompt=True)
+        view = full_view(job, prefix)
+        if job["state"] == "pending":
+            try:
+                view["waiting"] = await store_call(service.waiting_reasons, job["id"])
+            except Exception as e:  # noqa: BLE001 - the record is still worth answering with
+                log.debug("explain %s failed: %s", job["id"], e)
+                view["waiting"] = []
+        return web.json_response({"job": view})
+
+    @handle("POST", "/tasks/{id}/cancel")
+    async def cancel_task(request: web.Request) -> web.Response:
+        job_id = check_job_id(request.match_info["id"])
+        body = await read_optional_json_object(request)
+        for key in body:
+            if key != "reason":
+                raise BadRequest(f"unknown field '{key}' (allowed: reason)")
+        reason = body.get("reason", "cancelled over the API")
+        if not isinstance(reason, str):
+            raise BadRequest(f"reason must be a string, got {type(reason).__name__}")
+        await store_call(service.store.cancel, job_id, reason)
+        return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
+
+    @handle("POST", "/tasks/{id}/retry")
+    async def retry_task(request: web.Request) -> web.Response:
+        job_id = check_job_id(request.match_info["id"])
+        await read_optional_json_object(request)
+        await store_call(service.store.retry, job_id)
+        return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
+
+    @handle("DELETE", "/tasks/{id}")
+    async def delete_task(request: web.Request) -> web.Response:
+        job_id = check_job_id(request.match_info["id"])
+        await store_call(service.store.delete, job_id)
+        return web.json_response({"deleted": job_id})
+
+    # -- queue --
+
+    async def paused_answer() -> web.Response:
+        stats = await store_call(service.store.stats)
+        return web.json_response({"paused": stats["paused"], "counts": stats["counts"]})
+
+    @handle("GET", "/queue")
+    async def queue_state(request: web.Request) -> web.Response:
+        return await paused_answer()
+
+    @handle("POST", "/queue/pause")
+    async def pause(request: web.Request) -> web.Response:
+        await store_call(service.store.pause)
+        return await paused_answer()
+
+    @handle("POST", "/queue/resume")
+    async def resume(request: web.Request) -> web.Response:
+        await store_call(service.store.resume)
+        return await paused_answer()
+
+    # -- batches --
+
+    @handle("GET", "/batches/{id}")
+    async def get_batch(request: web.Request) -> web.Response:
+        batch_id = request.match_info["id"]
+        _check_params(request, BATCH_PARAMS)
+        cursor = _cursor(request)
+        limit = _limit(request, 1000)
+        view = _one_value(request, "view") or "ids"
+        if view not in ("ids", "summary"):
+            raise BadRequest(f"view must be 'ids' or 'summary', got '{view[:32]}'")
+        jobs = await batch_jobs(batch_id)
+        if not jobs:
+            raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
+        counts = {s: 0 for s in native.load().JOB_STATES}
+        for j in jobs:
+            counts[j["state"]] += 1
+        finished = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+        ids = [j["id"] for j in jobs]  # ascending: ids follow enqueue order
+        start = bisect.bisect_right(ids, cursor) if cursor else 0
+        page = jobs[start:start + limit]
+        more = start + limit < len(jobs)
+        body = {
+            "batch_id": batch_id,
+            "total": len(jobs),
+            "counts": counts,
+            "finished": finished,
+            "done_fraction": finished / len(jobs),
+            "enqueued_at": min(j["enqueued_at"] for j in jobs),
+            "finished_at": max(j["finished_at"] or 0 for j in jobs) if finished == len(jobs) else None,
+            "jobs": [j["id"] for j in page] if view == "ids" else [summary_view(j, prefix) for j in page],
+            "next_cursor": page[-1]["id"] if more and page else None,
+        }
+        return web.json_response(body)
+
+    @handle("POST", "/batches/{id}/cancel")
+    async def cancel_batch(request: web.Request) -> web.Response:
+        batch_id = request.match_info["id"]
+        await read_optional_json_object(request)
+        if not (await store_call(service.store.list, batch_id=batch_id, limit=1))["jobs"]:
+            raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
+        jobs = await batch_jobs(batch_id, states=["pending", "running"])
+        n = native.load()
+        gate = asyncio.Semaphore(BATCH_CANCEL_PARALLEL)
+        cancelled: list[str] = []
+        skipped: list[str] = []
+
+        async def cancel_one(job_id: str) -> None:
+            async with gate:
+                try:
+                    await store_call(service.store.cancel, job_id, f"batch {batch_id} cancelled")
+                    cancelled.append(job_id)
+                except (n.ConflictError, KeyError):  # it finished or was removed meanwhile
+                    skipped.append(job_id)
+
+        await asyncio.gather(*(cancel_one(j["id"]) for j in jobs))
+        return web.json_response({"batch_id": batch_id, "cancelled": len(cancelled), "skipped": len(skipped),
+                                  "jobs": sorted(cancelled)})
+
+    # -- workers --
+
+    @handle("GET", "/workers")
+    async def workers(request: web.Request) -> web.Response:
+        return web.json_response(await workers_list())
+
+    @handle("POST", "/workers/refresh")
+    async def refresh_workers(request: web.Request) -> web.Response:
+        body = await read_optional_json_object(request)
+        for key in body:
+            if key != "worker_id":
+                raise BadRequest(f"unknown field '{key}' (allowed: worker_id)")
+        worker_id = body.get("worker_id")
+        if worker_id is not None and not isinstance(worker_id, str):
+            raise BadRequest(f"worker_id must be a string, got {type(worker_id).__name__}")
+        broker = broker_or_503()
+        try:
+            await store_call(broker.refresh_capabilities, worker_id)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no worker '{worker_id}'") from None
+        return web.json_response({"refreshing": worker_id if worker_id else "all"})
+
+    @handle("POST", "/workers/{id}/drain")
+    async def drain_worker(request: web.Request) -> web.Response:
+        worker_id = request.match_info["id"]
+        body = await read_optional_json_object(request)
+        for key in body:
+            if key != "drain":
+                raise BadRequest(f"unknown field '{key}' (allowed: drain)")
+        drain = body.get("drain", True)
+        if not isinstance(drain, bool):
+            raise BadRequest(f"drain must be true or false, got {type(drain).__name__}")
+        broker = broker_or_503()
+        try:
+            await store_call(broker.drain, worker_id, drain)
+        except KeyError:
+            raise ApiError(404, "not_found", f"no worker '{worker_id[:128]}'") from None
+        return web.json_response({"worker_id": worker_id, "draining": drain})
+
+    # -- stats, health --
+
+    def broker_info() -> dict | None:
+        if service.broker is None:
+            return None
+        return {"endpoint": service.broker.endpoint, "public_key": service.broker.public_key}
+
+    def worker_summary(ws: list) -> dict:
+        online = [w for w in ws if w.get("online")]
+        return {
+            "online": len(online),
+            "busy": sum(1 for w in online if w.get("running")),
+            "draining": sum(1 for w in online if w.get("draining")),
+            "capacity": sum(int(w.get("capacity") or 0) for w in online),
+            "running": sum(len(w.get("running") or []) for w in online),
+            "offline": len(ws) - len(online),
+        }
+
+    @handle("GET", "/stats")
+    async def stats(request: web.Request) -> web.Response:
+        body = dict(await store_call(service.store.stats))
+        body["workers"] = worker_summary(await workers_list())
+        body["broker"] = broker_info()
+        return web.json_response(body)
+
+    @handle("GET", "/health")
+    async def health(request: web.Request) -> web.Response:
+        h = await store_call(service.health)
+        stats = await store_call(service.store.stats) if h["writable"] else None
+        body = {"status": "ok" if h["writable"] else "unavailable", "queue": h, "stats": stats,
+                "paused": stats["paused"] if stats else None,
+                "workers": worker_summary(await workers_list()) if service.broker is not None else None}
+        return web.json_response(body, status=200 if h["writable"] else 503)
+
+    # -- artifacts --
+
+    @handle("GET", "/artifacts/{job}/{name:.+}")
+    async def artifact(request: web.Request) -> web.StreamResponse:
+        job_id, name = request.match_info["job"], request.match_info["name"]
+        missing = ApiError(404, "not_found", f"job {job_id[:64]} has no artifact '{name[:256]}'")
+        if not JOB_ID_RE.match(job_id) or not _safe_relative(name):
+            raise missing
+        job = await get_job(job_id)
+        recorded = next((a for a in job.get("artifacts") or []
+                         if a.get("path") in (f"{job_id}/{name}", name)), None)
+        if recorded is None:
+            raise missing
+        path = await store_call(resolve_artifact, service.artifact_root, recorded["path"])
+        if path is None:
+            raise missing
+        mime = recorded.get("mime") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        filename = name.rsplit("/", 1)[-1]
+        headers = {
+            "Content-Type": mime,
+            "X-Content-Type-Options": "nosniff",
+            # Files come from workers: never let one run as a page on this origin (HTML, SVG).
+            "Content-Security-Policy": "sandbox",
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(filename)}",
+            "Cache-Control": "no-cache",
+        }
+        return web.FileResponse(path, headers=headers)

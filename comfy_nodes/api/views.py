@@ -1,0 +1,77 @@
+"""A job as the /comfymq API shows it. Two shapes:
+
+summary (lists, batch pages, answers to cancel/retry):
+  id, state, priority, batch_id, prompt_id, owner,
+  create_time, enqueued_at, updated_at, started_at, finished_at      (ms since the epoch, or null)
+  attempts, max_attempts, timeout (seconds or null), worker, progress,
+  error: {type, message, node_id} or null (message cut to 500 characters),
+  outputs, artifacts: [{path, size, sha256, mime, url}]
+full (GET /comfymq/tasks/{id}): the summary plus
+  prompt, workflow, error with traceback and details, history, lease_expires_at, and for pending jobs
+  waiting: [reasons no connected worker takes it] (added by the route).
+
+An artifact's url is where GET /comfymq/artifacts/{job}/{name} serves it (relative to the server root).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+ERROR_SUMMARY_CHARS = 500
+
+
+def artifact_name(job_id: str, path: str) -> str:
+    """The {name} part of an artifact's URL: its path without the "<job_id>/" the broker puts in front."""
+    prefix = job_id + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def artifact_view(job_id: str, artifact: dict, prefix: str) -> dict:
+    view = {k: artifact.get(k) for k in ("path", "size", "sha256", "mime")}
+    name = artifact_name(job_id, artifact.get("path") or "")
+    view["url"] = f"{prefix}/artifacts/{job_id}/{quote(name)}"
+    return view
+
+
+def error_summary(error: dict | None) -> dict | None:
+    if not error:
+        return None
+    message = error.get("message") or ""
+    if len(message) > ERROR_SUMMARY_CHARS:
+        message = message[:ERROR_SUMMARY_CHARS - 1] + "…"
+    return {"type": error.get("type"), "message": message, "node_id": error.get("node_id")}
+
+
+def summary_view(job: dict, prefix: str = "/comfymq") -> dict:
+    return {
+        "id": job["id"],
+        "state": job["state"],
+        "priority": job["priority"],
+        "batch_id": job.get("batch_id"),
+        "prompt_id": job.get("prompt_id"),
+        "owner": job.get("owner"),
+        "create_time": job.get("create_time"),
+        "enqueued_at": job.get("enqueued_at"),
+        "updated_at": job.get("updated_at"),
+        "started_at": job.get("started_at"),
+        "finished_at": job.get("finished_at"),
+        "attempts": job.get("attempts"),
+        "max_attempts": job.get("max_attempts"),
+        "timeout": job.get("timeout"),
+        "worker": job.get("worker_id"),
+        "progress": job.get("progress"),
+        "error": error_summary(job.get("error")),
+        "outputs": job.get("outputs"),
+        "artifacts": [artifact_view(job["id"], a, prefix) for a in job.get("artifacts") or []],
+    }
+
+
+def full_view(job: dict, prefix: str = "/comfymq") -> dict:
+    view = summary_view(job, prefix)
+    view["error"] = job.get("error")
+    view["prompt"] = job.get("prompt")
+    view["workflow"] = job.get("workflow")
+    view["history"] = job.get("history") or []
+    lease = job.get("lease")
+    view["lease_expires_at"] = lease.get("expires_at") if lease else None
+    return view

@@ -1,0 +1,219 @@
+"""ComfyMQ's configuration: environment variables `COMFYMQ_*` over an optional `comfymq.toml`, over defaults.
+
+Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
+
+  role                 both (host on loopback + a local worker; default) | host | worker
+  data_dir             where the store lives (default: <ComfyUI user dir>/comfymq)
+  artifact_root        where output files land (default: <ComfyUI output dir>/comfymq; a NAS path works)
+  token                API token; every /comfymq route then needs `Authorization: Bearer <token>`
+  broker_bind          host: where workers connect (default tcp://127.0.0.1:5557)
+  broker               worker: the host's broker address (default tcp://127.0.0.1:5557)
+  curve_secret_key     host: the broker's CURVE secret key (Z85, 40 chars)
+  allowed_worker_keys  host: worker public keys allowed in (list, or comma-separated in the env)
+  broker_public_key    worker: the broker's public key to pin
+  worker_public_key, worker_secret_key   worker: its own key pair
+  allow_plaintext      plain-text worker links off loopback (loudly logged; not recommended)
+  heartbeat            seconds between heartbeats (default 1.0; dead after 3 missed)
+  worker_id, worker_name   a stable id (default: made once and kept in the data dir) and a display name
+  comfy_url            worker: the ComfyUI it drives (in the plugin: its own, on loopback)
+  capacity             jobs a worker runs at once (default 1: ComfyUI runs one prompt at a time)
+  retention_days       finished jobs are removed after this many days (0 keeps them; default 30)
+
+The toml file is looked for at $COMFYMQ_CONFIG, else <ComfyUI user dir>/comfymq.toml, else next to this
+package (the repo root). Anything wrong raises ConfigError with one line that says what and where.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+ROLES = ("both", "host", "worker")
+_Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+_ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the key and its source."""
+
+
+@dataclass
+class Config:
+    role: str = "both"
+    data_dir: str = ""
+    artifact_root: str = ""
+    token: str | None = None
+    broker_bind: str = "tcp://127.0.0.1:5557"
+    broker: str = "tcp://127.0.0.1:5557"
+    curve_secret_key: str | None = None
+    allowed_worker_keys: list[str] = field(default_factory=list)
+    broker_public_key: str | None = None
+    worker_public_key: str | None = None
+    worker_secret_key: str | None = None
+    allow_plaintext: bool = False
+    heartbeat: float = 1.0
+    worker_id: str = ""
+    worker_name: str = ""
+    comfy_url: str = "http://127.0.0.1:8188"
+    capacity: int = 1
+    retention_days: float = 30.0
+    source: str = "defaults"  # where the values came from, for the log
+
+    @property
+    def runs_host(self) -> bool:
+        return self.role in ("both", "host")
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.role in ("both", "worker")
+
+
+_KEYS = {f.name: f for f in fields(Config) if f.name != "source"}
+
+
+def _coerce(name: str, value, where: str):
+    kind = _KEYS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(f"expected true/false, got {value!r}")
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind == "list[str]":
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise ValueError("expected a list of strings")
+            return [x.strip() for x in items if x.strip()]
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__}")
+        return value.strip() or None if "None" in kind else value.strip()
+    except ValueError as e:
+        raise ConfigError(f"{name} ({where}): {e}") from None
+
+
+def find_toml(env: Mapping[str, str], user_dir: str | None) -> Path | None:
+    if env.get("COMFYMQ_CONFIG"):
+        p = Path(env["COMFYMQ_CONFIG"])
+        if not p.is_file():
+            raise ConfigError(f"COMFYMQ_CONFIG points at {p}, which is not a file")
+        return p
+    for candidate in ([Path(user_dir) / "comfymq.toml"] if user_dir else []) + [
+            Path(__file__).resolve().parents[1] / "comfymq.toml"]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(env: Mapping[str, str] | None = None, *, user_dir: str | None = None,
+                output_dir: str | None = None, comfy_url: str | None = None,
+                toml_path: str | os.PathLike | None = None) -> Config:
+    """Reads and checks the configuration. user_dir/output_dir/comfy_url are ComfyUI's (for defaults)."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    sources = []
+    path = Path(toml_path) if toml_path else find_toml(env, user_dir)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from None
+        table = data.get("comfymq", data)
+        for key, value in table.items():
+            if key not in _KEYS:
+                raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_KEYS))})")
+            setattr(cfg, key, _coerce(key, value, str(path)))
+        sources.append(str(path))
+    env_used = False
+    for key in _KEYS:
+        name = "COMFYMQ_" + key.upper()
+        if name in env:
+            setattr(cfg, key, _coerce(key, env[name], name))
+            env_used = True
+    if env_used:
+        sources.append("environment")
+    cfg.source = " + ".join(sources) or "defaults"
+
+    if not cfg.data_dir:
+        base = Path(user_dir) if user_dir else Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        cfg.data_dir = str(base / "comfymq")
+    if not cfg.artifact_root:
+        cfg.artifact_root = str(Path(output_dir) / "comfymq") if output_dir else str(Path(cfg.data_dir) / "artifacts")
+    if comfy_url and "COMFYMQ_COMFY_URL" not in env and not (path and "comfy_url" in _toml_keys(path)):
+        cfg.comfy_url = comfy_url
+    _check(cfg)
+    if not cfg.worker_name:
+        cfg.worker_name = socket.gethostname()
+    return cfg
+
+
+def _toml_keys(path: Path) -> set[str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return set(data.get("comfymq", data))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+
+
+def _check(cfg: Config) -> None:
+    if cfg.role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}, got '{cfg.role}'")
+    for key in ("broker_bind", "broker"):
+        if not _ENDPOINT.match(getattr(cfg, key)):
+            raise ConfigError(f"{key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5557, got '{getattr(cfg, key)}'")
+    for key in ("curve_secret_key", "broker_public_key", "worker_public_key", "worker_secret_key"):
+        v = getattr(cfg, key)
+        if v is not None and not _Z85.match(v):
+            raise ConfigError(f"{key} must be a 40-character Z85 CURVE key (make one with `python -m comfy_nodes keys`)")
+    for k in cfg.allowed_worker_keys:
+        if not _Z85.match(k):
+            raise ConfigError(f"allowed_worker_keys: '{k}' is not a 40-character Z85 CURVE public key")
+    if (cfg.worker_public_key is None) != (cfg.worker_secret_key is None):
+        raise ConfigError("worker_public_key and worker_secret_key go together: set both or neither")
+    if not 0.01 <= cfg.heartbeat <= 600:
+        raise ConfigError(f"heartbeat must be 0.01..600 seconds, got {cfg.heartbeat}")
+    if not 1 <= cfg.capacity <= 64:
+        raise ConfigError(f"capacity must be 1..64, got {cfg.capacity}")
+    if cfg.retention_days < 0:
+        raise ConfigError(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}")
+    if not re.match(r"^https?://[^\s/]+", cfg.comfy_url):
+        raise ConfigError(f"comfy_url must be an http(s) URL, got '{cfg.comfy_url}'")
+    if cfg.token is not None and len(cfg.token) < 8:
+        raise ConfigError("token must be at least 8 characters")
+    if cfg.worker_id and not re.match(r"^[A-Za-z0-9_.:@-]{1,128}$", cfg.worker_id):
+        raise ConfigError("worker_id may hold letters, digits and _ . : @ - (1..128 characters)")
+
+
+def stable_worker_id(data_dir: str) -> str:
+    """This machine's worker id, made once and kept in <data_dir>/worker_id so restarts keep their leases."""
+    path = Path(data_dir) / "worker_id"
+    try:
+        text = path.read_text().strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    wid = f"{socket.gethostname()[:48]}-{uuid.uuid4().hex[:8]}"
+    wid = re.sub(r"[^A-Za-z0-9_.:@-]", "-", wid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(wid + "\n")
+    os.replace(tmp, path)
+    return wid

@@ -1,0 +1,163 @@
+"""ComfyMQ inside ComfyUI: reads the configuration, starts the role's parts, registers routes and events.
+
+Only documented extension points: routes on PromptServer.instance.routes (ComfyUI also serves them under
+/api/...), events through PromptServer.instance.send_sync, folder_paths for the user and output folders, and
+the worker bridge talks to this ComfyUI over its public HTTP API on loopback.
+
+Roles: `both` (default: the host on loopback plus a local worker driving this ComfyUI), `host`, `worker`.
+If anything is wrong (native module not built, bad configuration, the store locked by another process)
+ComfyUI keeps running: the log says what to do and every /comfymq route answers 503 with that message.
+Shutdown (atexit): the worker leaves without finishing (its lease expires and the job runs again), the
+store is checkpointed and closed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__, native
+from .config import Config, ConfigError, load_config, stable_worker_id
+
+log = logging.getLogger("comfymq")
+
+
+def add_unavailable_routes(routes: web.RouteTableDef, message: str, prefix: str = "/comfymq") -> None:
+    """Every ComfyMQ route answers 503 with `message` (how to fix it)."""
+
+    async def unavailable(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"type": "unavailable", "message": message}}, status=503)
+
+    for method in ("GET", "POST", "DELETE"):
+        routes.route(method, prefix + "/{tail:.*}")(unavailable)
+
+
+def own_comfy_url() -> str | None:
+    """This ComfyUI's address as seen from loopback (from its command line arguments)."""
+    try:
+        from comfy.cli_args import args  # ComfyUI's parsed arguments
+    except Exception:  # noqa: BLE001 - not inside ComfyUI
+        return None
+    scheme = "https" if getattr(args, "tls_keyfile", None) else "http"
+    listen = str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1").split(",")[0].strip()
+    host = "127.0.0.1" if listen in ("", "0.0.0.0", "::", "localhost") else listen
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{getattr(args, 'port', 8188)}"
+
+
+class Plugin:
+    """The running parts for one role; close() is safe to call more than once."""
+
+    def __init__(self, cfg: Config, send=None):
+        self.cfg = cfg
+        self.send = send
+        self.service = None
+        self.relay = None
+        self.bridge = None
+        self._closed = threading.Lock()
+
+    def start(self, routes: web.RouteTableDef | None) -> None:
+        n = native.load()
+        cfg = self.cfg
+        local_worker_keys = None
+        if cfg.runs_host:
+            from .service import BrokerSettings, QueueService
+
+            allowed = list(cfg.allowed_worker_keys)
+            if cfg.role == "both" and cfg.curve_secret_key:
+                local_worker_keys = n.curve_keypair()  # the local worker's own pair, allowed for this run
+                allowed.append(local_worker_keys[0])
+            broker = BrokerSettings(bind=cfg.broker_bind, heartbeat=cfg.heartbeat,
+                                    curve_secret_key=cfg.curve_secret_key, allowed_worker_keys=allowed,
+                                    allow_plaintext=cfg.allow_plaintext)
+            self.service = QueueService(cfg.data_dir, cfg.artifact_root, broker=broker)
+            report = self.service.store.recovery_report
+            log.info("ComfyMQ store %s: %s", Path(cfg.data_dir) / "store", report["summary"])
+            for w in report["warnings"]:
+                log.warning("ComfyMQ store recovery: %s", w)
+            if self.send is not None:
+                from .events import EventRelay
+
+                self.relay = EventRelay(self.send)
+                self.service.add_listener(self.relay)
+            if routes is not None:
+                from .api.routes import add_routes
+
+                add_routes(routes, self.service, token=cfg.token)
+            log.info("ComfyMQ host: workers connect to %s%s; artifacts in %s", self.service.broker.endpoint,
+                     " (CURVE)" if cfg.curve_secret_key else " (plain text)", self.service.artifact_root)
+        if cfg.runs_worker:
+            from .worker.bridge import BridgeSettings, WorkerBridge
+
+            broker_addr = self.service.broker.endpoint if self.service is not None else cfg.broker
+            pub, sec = local_worker_keys if local_worker_keys else (cfg.worker_public_key, cfg.worker_secret_key)
+            broker_key = cfg.broker_public_key
+            if local_worker_keys and cfg.curve_secret_key:
+                broker_key = n.curve_public_key(cfg.curve_secret_key)
+            self.bridge = WorkerBridge(BridgeSettings(
+                comfy_url=cfg.comfy_url, broker=broker_addr, worker_id=cfg.worker_id or stable_worker_id(cfg.data_dir),
+                name=cfg.worker_name, work_dir=str(Path(cfg.data_dir) / "worker"), capacity=cfg.capacity,
+                heartbeat=cfg.heartbeat, broker_public_key=broker_key, public_key=pub, secret_key=sec,
+                allow_plaintext=cfg.allow_plaintext, plugin_version=__version__))
+            self.bridge.start()
+
+    def close(self) -> None:
+        if not self._closed.acquire(blocking=False):
+            return
+        if self.bridge is not None:
+            self.bridge.stop(timeout=5)
+        if self.relay is not None:
+            self.relay.close()
+        if self.service is not None:
+            try:
+                self.service.close()
+                log.info("ComfyMQ store closed cleanly")
+            except Exception as e:  # noqa: BLE001 - exiting anyway
+                log.warning("ComfyMQ store close: %s", e)
+
+
+_plugin: Plugin | None = None
+
+
+def setup_in_comfyui() -> Plugin | None:
+    """Called from the pack's __init__ when ComfyUI imports it. Never raises."""
+    global _plugin
+    try:
+        from server import PromptServer  # ComfyUI's server module
+        import folder_paths
+    except Exception:  # noqa: BLE001 - imported outside ComfyUI (tests, tools): nothing to wire
+        return None
+    routes = PromptServer.instance.routes
+    try:
+        native.load()
+        cfg = load_config(user_dir=folder_paths.get_user_directory(), output_dir=folder_paths.get_output_directory(),
+                          comfy_url=own_comfy_url())
+    except native.NativeUnavailable as e:  # the pack's __init__ has logged the build instruction
+        add_unavailable_routes(routes, str(e))
+        return None
+    except ConfigError as e:
+        msg = f"ComfyMQ is off because of its configuration: {e}"
+        log.error("%s", msg)
+        add_unavailable_routes(routes, msg)
+        return None
+    plugin = Plugin(cfg, send=PromptServer.instance.send_sync)
+    try:
+        plugin.start(routes)
+    except Exception as e:  # noqa: BLE001 - e.g. the store is locked by another ComfyUI, the port is taken
+        msg = f"ComfyMQ could not start ({cfg.role} role, config from {cfg.source}): {e}"
+        log.error("%s", msg)
+        plugin.close()
+        add_unavailable_routes(routes, msg)
+        return None
+    if cfg.runs_host and cfg.token is None:
+        log.info("ComfyMQ routes have no token: anyone who can reach this ComfyUI can use them "
+                 "(set COMFYMQ_TOKEN to require one)")
+    log.info("ComfyMQ %s started as '%s' (config from %s)", __version__, cfg.role, cfg.source)
+    atexit.register(plugin.close)
+    _plugin = plugin
+    return plugin

@@ -1,0 +1,77 @@
+"""Configuration: env over toml over defaults; every bad value is one clear ConfigError naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from comfy_nodes.config import ConfigError, load_config, stable_worker_id
+
+KEY = "rq:rq}J!6u)0R4wqS{T$cW*1Qzy%g#x(+DXkLE.c"  # 40 Z85 characters
+
+
+def test_defaults_follow_comfyui_folders(tmp_path):
+    cfg = load_config({}, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "out"),
+                      comfy_url="http://127.0.0.1:8200", toml_path=None)
+    assert cfg.role == "both" and cfg.runs_host and cfg.runs_worker
+    assert cfg.data_dir == str(tmp_path / "user" / "comfymq")
+    assert cfg.artifact_root == str(tmp_path / "out" / "comfymq")
+    assert cfg.comfy_url == "http://127.0.0.1:8200"
+    assert cfg.broker_bind == "tcp://127.0.0.1:5557" and cfg.token is None and cfg.source == "defaults"
+
+
+def test_env_overrides_toml(tmp_path):
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text('role = "host"\nheartbeat = 2.5\nallowed_worker_keys = ["%s"]\ntoken = "from-toml-123"\n' % KEY)
+    cfg = load_config({"COMFYMQ_TOKEN": "from-env-456", "COMFYMQ_ALLOW_PLAINTEXT": "yes"}, toml_path=toml,
+                      user_dir=str(tmp_path))
+    assert cfg.role == "host" and not cfg.runs_worker
+    assert cfg.heartbeat == 2.5 and cfg.allowed_worker_keys == [KEY]
+    assert cfg.token == "from-env-456" and cfg.allow_plaintext is True
+    assert str(toml) in cfg.source and "environment" in cfg.source
+
+
+def test_toml_found_in_the_user_dir_and_a_comfymq_table(tmp_path):
+    (tmp_path / "comfymq.toml").write_text('[comfymq]\nrole = "worker"\nbroker = "tcp://10.0.0.5:5557"\n')
+    cfg = load_config({}, user_dir=str(tmp_path))
+    assert cfg.role == "worker" and cfg.broker == "tcp://10.0.0.5:5557"
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"COMFYMQ_ROLE": "boss"}, "role must be one of"),
+    ({"COMFYMQ_HEARTBEAT": "fast"}, "COMFYMQ_HEARTBEAT"),
+    ({"COMFYMQ_HEARTBEAT": "0"}, "heartbeat must be"),
+    ({"COMFYMQ_BROKER": "10.0.0.5:5557"}, "broker must be a ZeroMQ endpoint"),
+    ({"COMFYMQ_CURVE_SECRET_KEY": "short"}, "curve_secret_key must be a 40-character"),
+    ({"COMFYMQ_ALLOWED_WORKER_KEYS": f"{KEY},nope"}, "'nope' is not"),
+    ({"COMFYMQ_WORKER_PUBLIC_KEY": KEY}, "go together"),
+    ({"COMFYMQ_CAPACITY": "0"}, "capacity must be"),
+    ({"COMFYMQ_CAPACITY": "1.5"}, "COMFYMQ_CAPACITY"),
+    ({"COMFYMQ_COMFY_URL": "localhost:8188"}, "comfy_url must be"),
+    ({"COMFYMQ_TOKEN": "abc"}, "at least 8"),
+    ({"COMFYMQ_ALLOW_PLAINTEXT": "maybe"}, "true/false"),
+    ({"COMFYMQ_WORKER_ID": "has space"}, "worker_id may hold"),
+    ({"COMFYMQ_CONFIG": "/nonexistent/comfymq.toml"}, "not a file"),
+])
+def test_bad_values_are_one_clear_error(tmp_path, env, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(env, user_dir=str(tmp_path))
+    assert needle in str(e.value)
+
+
+def test_bad_toml_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "a.toml"
+    bad.write_text("role = \n")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config({}, toml_path=bad)
+    bad.write_text('rol = "host"\n')
+    with pytest.raises(ConfigError, match="unknown key 'rol'"):
+        load_config({}, toml_path=bad)
+    bad.write_text("heartbeat = true\n")
+    with pytest.raises(ConfigError, match="heartbeat"):
+        load_config({}, toml_path=bad)
+
+
+def test_worker_id_is_stable_across_restarts(tmp_path):
+    a = stable_worker_id(str(tmp_path))
+    assert a == stable_worker_id(str(tmp_path))
+    assert (tmp_path / "worker_id").read_text().strip() == a
