@@ -36,6 +36,15 @@ def add_unavailable_routes(routes: web.RouteTableDef, message: str, prefix: str 
         routes.route(method, prefix + "/{tail:.*}")(unavailable)
 
 
+def comfy_listen_address() -> str | None:
+    """Where this ComfyUI listens (its --listen), which is where the ComfyMQ routes are reachable."""
+    try:
+        from comfy.cli_args import args
+    except Exception:  # noqa: BLE001 - not inside ComfyUI
+        return None
+    return str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1").split(",")[0].strip()
+
+
 def own_comfy_url() -> str | None:
     """This ComfyUI's address as seen from loopback (from its command line arguments)."""
     try:
@@ -154,9 +163,12 @@ def setup_in_comfyui() -> Plugin | None:
         plugin.close()
         add_unavailable_routes(routes, msg)
         return None
-    if cfg.runs_host and cfg.token is None:
-        log.info("ComfyMQ routes have no token: anyone who can reach this ComfyUI can use them "
-                 "(set COMFYMQ_TOKEN to require one)")
+    if cfg.runs_host:
+        from .api.auth import insecure_bind_warning
+
+        warning = insecure_bind_warning(comfy_listen_address(), cfg.token)
+        if warning:
+            log.warning("%s", warning)
     log.info("ComfyMQ %s started as '%s' (config from %s)", __version__, cfg.role, cfg.source)
     atexit.register(plugin.close)
     _plugin = plugin

@@ -12,8 +12,10 @@ execution_error -> failed with exception, node and traceback, retried per max_at
 cancel -> cancel confirmed; ComfyUI unreachable -> the worker leaves the broker (its job returns to the queue
 without an attempt counted), says so in the log and its state, and rejoins once ComfyUI answers again.
 
-The bridge runs its own asyncio loop on its own thread, so it never blocks ComfyUI's server loop; blocking
-native calls (next_job, next_event) run on that loop's executor with the GIL released by the native side.
+The bridge runs its own asyncio loop on its own thread, so it never blocks ComfyUI's server loop. The blocking
+native calls (next_job, next_event; the GIL released by the native side) run on two plain threads that feed
+the loop, not on an executor: at interpreter exit executors refuse work before atexit handlers run, and the
+bridge must still be able to leave cleanly then.
 """
 
 from __future__ import annotations
@@ -186,28 +188,38 @@ class WorkerBridge:
         log.info("worker %s drives ComfyUI %s (%s) for broker %s", self.s.worker_id, self.s.comfy_url,
                  caps_mod.summary(self._caps), self.s.broker)
         self.state.update(message="serving")
+        loop = asyncio.get_running_loop()
+        jobs: asyncio.Queue = asyncio.Queue()
+        events: asyncio.Queue = asyncio.Queue()
+        pumps_stop = threading.Event()
+        pumps = [threading.Thread(target=_pump, args=(wc.next_job, jobs, loop, pumps_stop), daemon=True,
+                                  name="comfymq-jobs"),
+                 threading.Thread(target=_pump, args=(wc.next_event, events, loop, pumps_stop), daemon=True,
+                                  name="comfymq-worker-events")]
+        for t in pumps:
+            t.start()
         done = asyncio.Event()
         ws_ready = asyncio.Event()
         tasks = [asyncio.create_task(self._ws_loop(client, ws_ready, done)),
-                 asyncio.create_task(self._event_loop(wc, client, done)),
+                 asyncio.create_task(self._event_loop(wc, client, events)),
                  asyncio.create_task(self._caps_loop(wc, client, done))]
         runs: set[asyncio.Task] = set()
-        loop = asyncio.get_running_loop()
         try:
             await asyncio.wait_for(ws_ready.wait(), 10)
         except asyncio.TimeoutError:
             self._unreachable = "its websocket did not open"
         try:
             while not self._stop.is_set() and not self._unreachable:
-                job = await loop.run_in_executor(None, wc.next_job, 0.25)
-                if job is None:
+                try:
+                    job = await asyncio.wait_for(jobs.get(), 0.25)
+                except asyncio.TimeoutError:
                     continue
                 t = asyncio.create_task(self._run_job(wc, client, job))
                 runs.add(t)
                 t.add_done_callback(runs.discard)
         finally:
             done.set()
-            for t in list(runs):
+            for t in tasks + list(runs):
                 t.cancel()
             for t in tasks + list(runs):
                 try:
@@ -216,9 +228,12 @@ class WorkerBridge:
                     pass
             self._runs.clear()
             self._by_job.clear()
+            pumps_stop.set()
+            for t in pumps:
+                t.join(2)
             # Leaving because ComfyUI is gone: say BYE so the broker requeues our job now. Stopping: no BYE;
             # the lease runs out (a restart with the same worker id keeps what it still holds).
-            await loop.run_in_executor(None, lambda: wc.close(bye=bool(self._unreachable)))
+            wc.close(bye=bool(self._unreachable))
             self._wc = None
             self.state.update(connected=False, running=None)
 
@@ -252,12 +267,9 @@ class WorkerBridge:
                     return
             await asyncio.sleep(min(0.2 * 2 ** failures, 2.0))
 
-    async def _event_loop(self, wc, client: ComfyClient, done: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        while not done.is_set():
-            e = await loop.run_in_executor(None, wc.next_event, 0.25)
-            if e is None:
-                continue
+    async def _event_loop(self, wc, client: ComfyClient, events: asyncio.Queue) -> None:
+        while True:
+            e = await events.get()
             kind = e.get("type")
             if kind == "cancel":
                 run = self._by_job.get(e.get("job_id"))
@@ -518,6 +530,21 @@ class WorkerBridge:
         if not files:
             self._uploads.pop(job_id, None)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+    """Moves what a blocking native call returns (next_job / next_event, 0.25 s at a time) into the loop."""
+    while not stop.is_set():
+        try:
+            item = fetch(0.25)
+        except Exception:  # noqa: BLE001 - the client was closed
+            return
+        if item is None:
+            continue
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone
+            return
 
 
 def _mime(name: str) -> str:

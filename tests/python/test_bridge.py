@@ -205,3 +205,11 @@ def test_capabilities_come_from_object_info(rig):
     ok = service.store.enqueue(g)["id"]
     assert done(service, ok)["state"] == "succeeded"
     assert state(service, jid)["state"] == "pending"
+
+
+def test_capabilities_are_refreshed_on_demand(rig, caplog):
+    service, _, _ = rig
+    caplog.set_level("INFO", logger="comfymq.worker")
+    service.broker.refresh_capabilities()  # what POST /comfymq/workers/refresh does
+    wait_for(lambda: any("capabilities refreshed" in r.getMessage() for r in caplog.records), 10,
+             "the worker to re-read /object_info")

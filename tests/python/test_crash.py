@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from comfy_nodes import _native as native
 
 WRITER = Path(__file__).with_name("crash_writer.py")
@@ -64,6 +66,7 @@ def check(store, acks: dict, deleted: set) -> dict:
     return tally
 
 
+@pytest.mark.timeout(max(120, TRIALS * 3))  # a hang guard that grows with the soak's trial count
 def test_sigkill_during_python_writes(tmp_path):
     rng = random.Random(7)
     store_dir = str(tmp_path / "store")

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import copy
+import glob
 import hashlib
 import heapq
 import inspect
@@ -56,6 +57,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 import uuid
 import warnings
 from typing import Any, NamedTuple
@@ -314,13 +316,18 @@ class ComfyState:
     """Everything one stand-in server holds; stored on the app as app["comfy"]."""
 
     def __init__(self, output_dir, *, models=None, node_classes=None, name="standin", input_dir=None,
-                 temp_dir=None, step_delay: float = 0.05):
+                 temp_dir=None, step_delay: float = 0.05, user_dir=None, web_root=None):
         self.name = name
         self._owned_dirs: list = []
         self.output_dir = os.path.abspath(os.fspath(output_dir))
         os.makedirs(self.output_dir, exist_ok=True)
         self.input_dir = self._dir_or_temp(input_dir, "input")
         self.temp_dir = self._dir_or_temp(temp_dir, "temp")
+        self.user_dir = self._dir_or_temp(user_dir, "user")  # ComfyUI's user folder (settings, workflows)
+        self.web_root = os.path.abspath(os.fspath(web_root)) if web_root is not None else None  # the frontend
+        self.display_names: dict = {}        # NODE_DISPLAY_NAME_MAPPINGS of loaded custom node packs
+        self.extension_web_dirs: dict = {}   # nodes.EXTENSION_WEB_DIRS: pack name -> its WEB_DIRECTORY
+        self.loaded_module_dirs: dict = {}   # nodes.LOADED_MODULE_DIRS: pack name -> its folder
         self.models = list(models or [])
         self.step_delay = float(step_delay)
         self.csp = CONTENT_SECURITY_POLICY
@@ -1149,7 +1156,8 @@ class ComfyState:
             "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(returns))),
             "output_name": list(getattr(cls, "RETURN_NAMES", returns)),
             "name": name,
-            "display_name": getattr(cls, "DISPLAY_NAME", None) or standin_nodes.NODE_DISPLAY_NAMES.get(name, name),
+            "display_name": (getattr(cls, "DISPLAY_NAME", None) or self.display_names.get(name)
+                             or standin_nodes.NODE_DISPLAY_NAMES.get(name, name)),
             "description": getattr(cls, "DESCRIPTION", ""),
             "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", "nodes"),
             "category": getattr(cls, "CATEGORY", "sd"),
@@ -1164,6 +1172,19 @@ class ComfyState:
 
     def dir_by_type(self, type_):
         return {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}.get(type_)
+
+    def extension_list(self) -> list:
+        """GET /extensions: the frontend's own extensions/**/*.js (when a frontend is served) and every .js file
+        of each loaded pack's WEB_DIRECTORY as /extensions/<pack>/<file> (sorted; ComfyUI returns glob order)."""
+        out = []
+        if self.web_root is not None:
+            files = glob.glob(os.path.join(glob.escape(self.web_root), "extensions", "**", "*.js"), recursive=True)
+            out += sorted("/" + os.path.relpath(f, self.web_root).replace(os.sep, "/") for f in files)
+        for name, directory in self.extension_web_dirs.items():
+            files = glob.glob(os.path.join(glob.escape(directory), "**", "*.js"), recursive=True)
+            out += sorted("/extensions/" + urllib.parse.quote(name) + "/"
+                          + os.path.relpath(f, directory).replace(os.sep, "/") for f in files)
+        return out
 
     def system_stats(self) -> dict:
         try:
@@ -1248,7 +1269,7 @@ async def get_models_folder(request):
 
 
 async def get_extensions(request):
-    return web.json_response([])
+    return web.json_response(get_state(request).extension_list())
 
 
 async def upload_image(request):
@@ -1466,24 +1487,36 @@ def add_routes(app: web.Application, routes=ROUTES):
 
 
 def make_app(output_dir, *, models=None, node_classes=None, name="standin", input_dir=None, temp_dir=None,
-             step_delay: float = 0.05) -> web.Application:
+             step_delay: float = 0.05, user_dir=None, web_root=None, static_routes: bool = True) -> web.Application:
     """The stand-in ComfyUI as an aiohttp Application (not started).
 
     output_dir    where SaveImage writes (created if missing)
     models        checkpoint file names: the choices of CheckpointLoaderSimple.ckpt_name and GET /models/checkpoints
     node_classes  None (all stand-in nodes), an iterable of stand-in class names to keep, or a dict name -> class
     name          a label for this stand-in (worker thread name, logs)
-    input_dir, temp_dir  LoadImage/upload and PreviewImage folders (default: fresh temporary folders, removed on
-                  cleanup)
+    input_dir, temp_dir, user_dir  LoadImage/upload, PreviewImage and user (settings, workflows) folders (default:
+                  fresh temporary folders, removed on cleanup)
     step_delay    seconds ProbeProgress sleeps per step
+    web_root      a ComfyUI frontend's static folder (e.g. comfyui-frontend-package's `static`) to serve at /
+                  (None: no frontend, / is a 404 as on a headless server without one)
+    static_routes add the static file routes (the frontend, /extensions/<pack>/...) now; pass False when more
+                  routes follow (custom node packs, see plugin_host) and call frontend.add_static_routes(app) last,
+                  as ComfyUI adds its static routes after every other route
+    Besides the prompt API (ROUTES) the app has ComfyUI's user, settings, userdata, model-list, i18n, template
+    and internal routes (see frontend.py), as ComfyUI always does.
     The state is app["comfy"] (a ComfyState)."""
+    from . import frontend
+
     state = ComfyState(output_dir, models=models, node_classes=node_classes, name=name, input_dir=input_dir,
-                       temp_dir=temp_dir, step_delay=step_delay)
+                       temp_dir=temp_dir, step_delay=step_delay, user_dir=user_dir, web_root=web_root)
     app = web.Application(client_max_size=MAX_UPLOAD_SIZE, middlewares=[_headers_middleware])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aiohttp's NotAppKeyWarning for the plain string key
         app["comfy"] = state
     add_routes(app)
+    frontend.add_app_routes(app)
+    if static_routes:
+        frontend.add_static_routes(app)
     app.on_startup.append(state._on_startup)
     app.on_shutdown.append(state._on_shutdown)
     app.on_cleanup.append(state._on_cleanup)
