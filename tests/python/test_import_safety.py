@@ -6,10 +6,13 @@ Without the compiled core, the import logs how to build it, and the CLI says so 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
 import textwrap
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,31 @@ def test_import_as_comfyui_finds_built_native_without_sys_path(tmp_path, subproc
     assert r.returncode == 0, r.stderr
     assert "install.py" not in r.stderr, r.stderr
     assert "NATIVE_LOADED True" in r.stdout
+
+
+def test_inside_comfyui_without_native_every_route_says_how_to_build(copy_without_native, subprocess_env, tmp_path):
+    # The stand-in ComfyUI loads the pack through ComfyUI's extension points; the core is not built there.
+    env = dict(subprocess_env, COMFYMQ_DATA_DIR=str(tmp_path / "data"))
+    p = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out"),
+                          "--user-dir", str(tmp_path / "user"), "--with-plugin", str(copy_without_native)],
+                         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("READY"), p.stderr.read() if p.poll() is not None else line
+        base = line.split()[-1]
+        for path in ("/api/comfymq/health", "/comfymq/tasks", "/api/comfymq/workers"):
+            try:
+                urllib.request.urlopen(base + path, timeout=10)
+                raise AssertionError(f"{path} answered 200 without the native module")
+            except urllib.error.HTTPError as e:
+                assert e.code == 503
+                body = json.loads(e.read())
+                assert "install.py" in body["error"]["message"]
+        # ComfyUI itself keeps working.
+        with urllib.request.urlopen(base + "/system_stats", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=15)
+    assert "Traceback" not in err, err
+    assert not (tmp_path / "data").exists(), "nothing was created"

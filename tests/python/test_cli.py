@@ -1,0 +1,104 @@
+"""The CLI's client commands against a real host process: enqueue (count, sweep, API-format check), status,
+and one-line errors with exit status 1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.subprocess
+
+PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+          "2": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 2}},
+          "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cli"}}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "comfy_nodes", *args], cwd=REPO, capture_output=True, text=True,
+                          input=stdin, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("host")
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(tmp), "--port", str(port),
+                          "--workers-bind", f"tcp://127.0.0.1:{free_port()}"], cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/comfymq/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield url, tmp
+    p.terminate()
+    p.wait(timeout=15)
+
+
+def test_enqueue_with_count_and_sweep_makes_one_batch(host, tmp_path):
+    url, _ = host
+    f = tmp_path / "wf_api.json"
+    f.write_text(json.dumps(PROMPT))
+    r = cli("enqueue", str(f), "--url", url, "--count", "2", "--sweep", "1.color=10,20,30", "--priority", "4")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("queued 6 jobs (batch ")
+    batch = r.stdout.split("(batch ")[1].split(")")[0]
+    with urllib.request.urlopen(f"{url}/comfymq/tasks?batch={batch}&limit=100") as resp:
+        jobs = json.loads(resp.read())["jobs"]
+    assert len(jobs) == 6 and {j["priority"] for j in jobs} == {4}
+    r = cli("status", "--url", url)
+    assert r.returncode == 0, r.stderr
+    assert "pending 6" in r.stdout and "workers: none connected" in r.stdout
+
+
+def test_enqueue_from_stdin_and_status_json(host):
+    url, _ = host
+    r = cli("enqueue", "-", "--url", url, stdin=json.dumps({"prompt": PROMPT, "workflow": {"nodes": []}}))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("queued 1 job")
+    r = cli("status", "--url", url, "--json")
+    assert json.loads(r.stdout)["stats"]["counts"]["pending"] >= 1
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"nodes": [], "links": []}', "is a UI workflow"),
+    ("not json", "is not JSON"),
+    ('{"1": {"inputs": {}}}', "class_type"),
+])
+def test_bad_files_are_one_line_errors(host, tmp_path, content, needle):
+    url, _ = host
+    f = tmp_path / "bad.json"
+    f.write_text(content)
+    r = cli("enqueue", str(f), "--url", url)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+def test_unreachable_host_and_bad_sweep_are_one_line_errors(tmp_path):
+    f = tmp_path / "wf.json"
+    f.write_text(json.dumps(PROMPT))
+    for args, needle in (((str(f), "--url", f"http://127.0.0.1:{free_port()}"), "cannot reach the host"),
+                         ((str(f), "--sweep", "color=1,2"), "--sweep wants NODE.INPUT=")):
+        r = cli("enqueue", *args)
+        assert r.returncode == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = cli("worker", "--capacity", "0", "--data-dir", str(tmp_path))
+    assert r.returncode == 1 and "capacity" in r.stderr
