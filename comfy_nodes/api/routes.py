@@ -186,7 +186,8 @@ def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
     ex.check_size(prompt_bytes + len(workflow_text or ""), total)
     jobs = ex.expand(prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds)
     batch_id = sub.batch_id or uuid.uuid4().hex
-    ids = ex.derived_prompt_ids(sub.prompt_id, total) if sub.prompt_id else [str(uuid.uuid4()) for _ in jobs]
+    # "<prefix>-0001"...: the suffix is the job's place in its batch (the worker passes it to the Job Info node).
+    ids = ex.derived_prompt_ids(sub.prompt_id or uuid.uuid4().hex, total)
     create_time = (sub.metadata or {}).get("create_time")
     common = sub.common()
     items, extras = [], []

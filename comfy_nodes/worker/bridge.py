@@ -324,7 +324,7 @@ class WorkerBridge:
         self._by_job[job_id] = run
         self.state.update(running=job_id)
         pnginfo = {"comfymq": {"job_id": job_id, "attempt": job.get("attempt"), "batch_id": extra.get("batch_id"),
-                               "batch_index": extra.get("batch_index"), "prompt_id": extra.get("prompt_id")}}
+                               "batch_index": _batch_index(extra), "prompt_id": extra.get("prompt_id")}}
         if job.get("workflow"):
             pnginfo["workflow"] = job["workflow"]
         try:
@@ -530,6 +530,15 @@ class WorkerBridge:
         if not files:
             self._uploads.pop(job_id, None)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _batch_index(extra: dict) -> int | None:
+    """A batch job's place in its batch (0-based): the API names them "<prefix>-0001", "<prefix>-0002", ..."""
+    pid = str(extra.get("prompt_id") or "")
+    head, sep, tail = pid.rpartition("-")
+    if not extra.get("batch_id") or not sep or not tail.isdigit() or len(tail) < 4:
+        return None
+    return int(tail) - 1
 
 
 def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:

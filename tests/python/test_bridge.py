@@ -109,7 +109,8 @@ def save_graph(**slow):
 
 def test_a_job_runs_and_its_png_and_outputs_are_recorded(rig):
     service, comfy, _ = rig
-    jid = service.store.enqueue(save_graph(), workflow={"nodes": [], "links": [], "extra": {"mark": 1}})["id"]
+    jid = service.store.enqueue(save_graph(), workflow={"nodes": [], "links": [], "extra": {"mark": 1}},
+                                batch_id="b1", prompt_id="b1req-0003")["id"]
     j = done(service, jid)
     assert j["state"] == "succeeded", j["error"]
     assert j["worker_id"] == "w1"
@@ -117,6 +118,7 @@ def test_a_job_runs_and_its_png_and_outputs_are_recorded(rig):
     data = (service.artifact_root / art["path"]).read_bytes()
     assert data.startswith(b"\x89PNG")
     assert b"comfymq" in data and jid.encode() in data, "extra_pnginfo carries the job into the PNG"
+    assert b'"batch_index": 2' in data and b'"batch_id": "b1"' in data, "and its place in the batch"
     assert j["outputs"]["3"]["images"][0]["filename"].startswith("bridge_")
 
 
