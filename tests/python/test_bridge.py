@@ -12,43 +12,19 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import free_port, http_json, wait_for
 
 from comfy_nodes.service import BrokerSettings, QueueService
 from comfy_nodes.worker.bridge import BridgeSettings, WorkerBridge
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.subprocess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(fn, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def http(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read() or b"null")
 
 
 class StandIn:
@@ -160,24 +136,26 @@ def test_progress_reaches_the_job_and_a_cancel_interrupts_the_running_prompt(rig
     assert j["state"] == "cancelled"
     # The store ends the job at once; the worker then stops the prompt on its ComfyUI.
     def interrupted():
-        history = http(comfy.url + "/history")
+        history = http_json(comfy.url + "/history")[1]
         return [h for h in history.values() if any(m[0] == "execution_interrupted" for m in h["status"]["messages"])]
 
     assert len(wait_for(interrupted, 20, "the stand-in's running prompt to be interrupted")) == 1
-    assert http(comfy.url + "/queue")["queue_running"] == []
+    assert http_json(comfy.url + "/queue")[1]["queue_running"] == []
 
 
 def test_a_cancel_while_queued_in_comfyui_deletes_it_there(rig):
     service, comfy, _ = rig
-    blocker = http(comfy.url + "/prompt", "POST", {"prompt": save_graph(seconds=30, tag="someone else")})["prompt_id"]
+    blocker = http_json(comfy.url + "/prompt", "POST",
+                        {"prompt": save_graph(seconds=30, tag="someone else")})[1]["prompt_id"]
     jid = service.store.enqueue(save_graph(tag="mine", seconds=0.01))["id"]
-    wait_for(lambda: len(http(comfy.url + "/queue")["queue_pending"]) == 1, 20, "our prompt to wait in ComfyUI")
+    wait_for(lambda: len(http_json(comfy.url + "/queue")[1]["queue_pending"]) == 1, 20,
+             "our prompt to wait in ComfyUI")
     service.store.cancel(jid)
     assert done(service, jid)["state"] == "cancelled"
-    wait_for(lambda: http(comfy.url + "/queue")["queue_pending"] == [], 10, "it to leave ComfyUI's queue")
-    running = http(comfy.url + "/queue")["queue_running"]
+    wait_for(lambda: http_json(comfy.url + "/queue")[1]["queue_pending"] == [], 10, "it to leave ComfyUI's queue")
+    running = http_json(comfy.url + "/queue")[1]["queue_running"]
     assert [e[1] for e in running] == [blocker], "someone else's prompt was not touched"
-    http(comfy.url + "/interrupt", "POST", {})
+    http_json(comfy.url + "/interrupt", "POST", {})
 
 
 def test_an_unreachable_comfyui_returns_the_job_and_the_worker_rejoins(rig):

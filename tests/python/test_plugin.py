@@ -8,7 +8,6 @@ close() leaves quickly with the store closed cleanly. A failing start leaves 503
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from conftest import free_port
+
 from comfy_nodes import native
 from comfy_nodes.config import load_config
 from comfy_nodes.plugin import Plugin, add_unavailable_routes
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.asyncio, pytest.mark.subprocess]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
