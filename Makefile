@@ -1,6 +1,6 @@
 # The front door. On a fresh Debian 12 machine, `make test` installs what is missing (apt packages,
 # a pinned Python virtualenv, JS tooling), builds, and runs every test; `make run` starts the main job.
-.PHONY: all deps build test test-native test-python fuzz run bench soak clean
+.PHONY: all deps build test test-native test-python check-js test-browser fuzz run bench soak clean
 
 VENV   := .venv
 PY     := $(abspath $(VENV))/bin/python
@@ -24,6 +24,8 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j 2 --timeout 900
 	@echo "== python tests (pytest) =="
 	$(PY) -m pytest tests/python -q
+	@$(MAKE) --no-print-directory check-js
+	@$(MAKE) --no-print-directory test-browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 
 # The wire decoder under libFuzzer (clang, with ASan/UBSan) for a bounded time; longer runs by hand:
@@ -43,6 +45,18 @@ test-native: build
 
 test-python: build
 	$(PY) -m pytest tests/python -q
+
+# The ComfyUI panel (js/): type-checked against @comfyorg/comfyui-frontend-types (pinned in package.json).
+check-js: deps
+	@echo "== type-checking js/ (tsc --checkJs) =="
+	node_modules/.bin/tsc -p tsconfig.json
+	@echo "check-js: no type errors"
+
+# The panel in headless Chromium on the real ComfyUI frontend (pinned and newest), served by the stand-in
+# ComfyUI with this repository loaded as a plugin; screenshots in tests/browser/artifacts/.
+test-browser: build
+	@echo "== browser tests (node --test, playwright-core, Chromium) =="
+	PYTHON=$(PY) node --test --test-concurrency=1 tests/browser/
 
 # The main job: a standalone host (embedded store + HTTP API), no ComfyUI needed.
 run: build

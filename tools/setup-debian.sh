@@ -3,7 +3,9 @@
 # Idempotent: each step checks first, so `make test` can call it every time cheaply.
 #   system libraries  -> apt (only the missing ones; apt-get update once, when something is missing)
 #   Python packages   -> .venv (created with /usr/bin/python3), pinned in tests/requirements.txt
-#   JS tooling        -> tests/browser/node_modules (npm ci), only when tests/browser/package.json exists
+#   JS tooling        -> node_modules (npm ci from package-lock.json; browsers never downloaded: Debian's chromium)
+#   newest frontend   -> tests/browser/.frontend/<version> (the comfyui-frontend-package wheel the browser tests
+#                        also check, besides the pinned one in tests/requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +15,11 @@ APT_PACKAGES=(
   libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libsqlite3-dev
   clang libclang-rt-14-dev
+  chromium
 )
+# Node.js: the machine's own when it has one (the JS tooling wants node >= 20), else Debian's.
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -40,9 +46,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if [ -f tests/browser/package.json ]; then
-  if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
-    echo "setup: installing JS tooling (npm ci)"
-    (cd tests/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
-  fi
+js_stamp=node_modules/.comfymq-lock.sha256
+js_want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
+  echo "setup: installing JS tooling (npm ci: typescript, playwright-core, ComfyUI frontend types)"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+  echo "$js_want" > "$js_stamp"
+fi
+
+newest=$(cat tests/browser/frontend-newest.txt)
+front=tests/browser/.frontend
+if [ ! -f "$front/$newest/comfyui_frontend_package/static/index.html" ]; then
+  echo "setup: fetching comfyui-frontend-package==$newest for the browser tests"
+  mkdir -p "$front"
+  "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
+    "comfyui-frontend-package==$newest" -d "$front"
+  rm -rf "$front/$newest.tmp"
+  "$VENV/bin/python" -m zipfile -e "$front/comfyui_frontend_package-$newest-py3-none-any.whl" "$front/$newest.tmp"
+  rm -rf "$front/$newest" && mv "$front/$newest.tmp" "$front/$newest"
+  rm -f "$front/comfyui_frontend_package-$newest-py3-none-any.whl"
 fi

@@ -1,0 +1,166 @@
+// ComfyMQ's ComfyUI extension: the sidebar panel, the "Queue (MQ)" action-bar button, the queue command with its
+// key (Ctrl+Shift+Enter, see lib/shortcut.js) and menu entry, toasts, and the websocket listeners behind them.
+//
+// Only ComfyUI's public surface is used: app, api and app.extensionManager (sidebar tab, toasts, settings,
+// commands, dialogs). This is the one module that imports ComfyUI's scripts; everything in lib/ and panel/
+// gets what it needs passed in, and does nothing when merely imported (ComfyUI loads every .js file here).
+
+import {app} from "../../scripts/app.js";
+import {api} from "../../scripts/api.js";
+import {MQClient} from "./lib/client.js";
+import {EventHub, TASK} from "./lib/events.js";
+import {Notifier} from "./lib/notifier.js";
+import {enqueueWorkflow, applyPromptValues, graphNodes, graphOf} from "./lib/enqueue.js";
+import {jobLabel} from "./lib/model.js";
+import {installQueueShortcut} from "./lib/shortcut.js";
+import {loadFormState} from "./panel/enqueue-form.js";
+import {Panel} from "./panel/panel.js";
+
+/** @typedef {import("./panel/panel.js").SharedContext} SharedContext */
+/** @typedef {import("./lib/notifier.js").Toast} Toast */
+
+const TAB_ID = "comfymq";
+const QUEUE_COMMAND = "ComfyMQ.QueueWorkflow";
+const PANEL_COMMAND = "ComfyMQ.TogglePanel";
+const TOKEN_SETTING = "ComfyMQ.Token";
+const FINISH_SETTING = "ComfyMQ.FinishToasts";
+
+/** @param {string} id */
+function setting(id) {
+  try {
+    return app.extensionManager?.setting?.get(id);
+  } catch {
+    return undefined;
+  }
+}
+
+const client = new MQClient(api, () => String(setting(TOKEN_SETTING) || "").trim());
+const hub = new EventHub(/** @type {EventTarget} */ (/** @type {unknown} */ (api)));
+const notifier = new Notifier(() => app.extensionManager?.toast ?? null, client,
+  {finishToasts: () => setting(FINISH_SETTING) !== false});
+/** @type {Map<string, string>} worker id -> name */
+const workerNames = new Map();
+
+/** @param {Toast} t */
+function toast(t) {
+  try {
+    app.extensionManager?.toast?.add(t);
+  } catch (e) {
+    console.warn("[ComfyMQ]", t.summary, t.detail, e);
+  }
+}
+
+/** @param {string} summary @param {unknown} e */
+function toastError(summary, e) {
+  toast({severity: "error", summary, detail: e instanceof Error ? e.message : String(e), life: 8000});
+}
+
+/** @param {string} title @param {string} message */
+async function confirmDialog(title, message) {
+  const dialog = /** @type {any} */ (app.extensionManager)?.dialog;
+  if (dialog && typeof dialog.confirm === "function") {
+    return (await dialog.confirm({title, message, type: "default"})) === true;
+  }
+  return window.confirm(message);
+}
+
+/** @param {import("./lib/enqueue.js").EnqueueOptions} opts */
+async function enqueue(opts) {
+  try {
+    notifier.queued(await enqueueWorkflow(app, client, opts));
+    return true;
+  } catch (e) {
+    notifier.queueFailed(e);
+    return false;
+  }
+}
+
+/** Loads a job's workflow into a new workflow tab, with the job's own input values (seeds, swept values). */
+async function openJob(/** @type {string} */ id) {
+  const job = await client.getTask(id);
+  const label = jobLabel(job);
+  const name = `${label.name}${label.index != null ? ` #${label.index}` : ""} (job ${id.slice(-6)})`;
+  let workflow = job.workflow;
+  if (typeof workflow === "string") workflow = JSON.parse(workflow);
+  if (workflow && typeof workflow === "object") {
+    await app.loadGraphData(structuredClone(workflow), true, true, name);
+    const changed = applyPromptValues(graphNodes(app), job.prompt);
+    if (changed) graphOf(app)?.setDirtyCanvas?.(true, true);
+  } else if (job.prompt) {
+    app.loadApiJson(/** @type {any} */ (job.prompt), name);
+  } else {
+    throw new Error("this job has neither a workflow nor a prompt to open");
+  }
+  toast({severity: "info", summary: `Opened ${name}`, detail: job.workflow ? "" : "rebuilt from its API prompt (no UI workflow was saved)",
+    life: 3000});
+}
+
+/** @type {SharedContext} */
+const shared = {
+  app, client, hub, notifier, formState: loadFormState(), enqueue, openJob, toast, toastError,
+  confirm: confirmDialog,
+  workerName: (id) => workerNames.get(id) || id,
+  rememberWorker: (w) => {
+    if (w && w.id) workerNames.set(w.id, w.name || w.id);
+  },
+};
+
+/** The command, the key binding and the action-bar button: the panel's priority and count, no sweep. */
+function queueFromCommand() {
+  return enqueue({priority: shared.formState.priority, count: shared.formState.count}).then(() => {});
+}
+
+function togglePanel() {
+  return app.extensionManager.command.execute(`Workspace.ToggleSidebarTab.${TAB_ID}`);
+}
+
+/** @type {Panel | null} */
+let panel = null;
+
+app.registerExtension({
+  name: "comfymq.panel",
+  commands: [
+    {id: QUEUE_COMMAND, label: "Queue workflow in ComfyMQ", menubarLabel: "Queue (MQ)", icon: "pi pi-send",
+      tooltip: "Queue the current workflow in ComfyMQ's durable queue", function: queueFromCommand},
+    {id: PANEL_COMMAND, label: "Show or hide the ComfyMQ panel", menubarLabel: "Queue panel", icon: "pi pi-server",
+      function: togglePanel},
+  ],
+  menuCommands: [{path: ["Extensions", "ComfyMQ"], commands: [QUEUE_COMMAND, PANEL_COMMAND]}],
+  actionBarButtons: [{icon: "pi pi-send", label: "Queue (MQ)",
+    tooltip: "Queue in ComfyMQ (Ctrl+Shift+Enter), with the panel's priority and count", class: "comfymq-queue-button",
+    onClick: () => {
+      queueFromCommand();
+    }}],
+  settings: [
+    {id: /** @type {any} */ (TOKEN_SETTING), category: ["ComfyMQ", "Connection", "Token"], name: "Access token",
+      tooltip: "The host's COMFYMQ_TOKEN, when it has one: sent with every ComfyMQ request", type: "text",
+      defaultValue: ""},
+    {id: /** @type {any} */ (FINISH_SETTING), category: ["ComfyMQ", "Notifications", "Finished"], name: "Toast when a job or batch finishes",
+      tooltip: "Failures are always shown; a batch gets one toast when all of it has finished", type: "boolean",
+      defaultValue: true},
+  ],
+  async setup() {
+    hub.start();
+    hub.on(TASK, (d) => notifier.onTask(d));
+    hub.on("reconnected", () => notifier.recount());
+    installQueueShortcut(window, {run: () => {
+      queueFromCommand();
+    }, userBindings: () => setting("Comfy.Keybinding.NewBindings")});
+    app.extensionManager.registerSidebarTab({
+      id: TAB_ID,
+      icon: "pi pi-server",
+      title: "ComfyMQ",
+      tooltip: "ComfyMQ queue and workers",
+      label: "MQ",
+      type: "custom",
+      render: (el) => {
+        panel?.destroy();
+        panel = new Panel(shared, el);
+      },
+      destroy: () => {
+        panel?.destroy();
+        panel = null;
+      },
+    });
+  },
+});

@@ -1,0 +1,228 @@
+// Toasts for the jobs this browser queued: one when they are queued, one when a job ends (or, for a batch, one
+// when the whole batch has ended, whatever its size: never one per job), and failures right away (for a batch,
+// the first failure only; the batch's final toast counts the rest).
+
+import {FINISHED, batchLabel, nodeName} from "./model.js";
+import {formatDuration, plural} from "./format.js";
+
+/** @typedef {import("./client.js").MQClient} MQClient */
+/** @typedef {import("./model.js").JobDelta} JobDelta */
+/** @typedef {import("./enqueue.js").Enqueued} Enqueued */
+/**
+ * @typedef {{severity?: "success" | "info" | "warn" | "error" | "secondary" | "contrast", summary?: string,
+ *            detail?: any, life?: number}} Toast
+ */
+/** @typedef {{add(t: Toast): void}} ToastLike */
+/** @typedef {{name: string, total: number, ids: Set<string>, ended: Map<string, string>, failureShown: boolean,
+ *             announced: boolean}} TrackedBatch */
+
+const FLUSH_MS = 500;
+const MAX_TRACKED = 20000;
+
+export class Notifier {
+  /**
+   * @param {() => ToastLike | null} toast  ComfyUI's toast manager (looked up late: it exists once the app is set up)
+   * @param {MQClient} client
+   * @param {{finishToasts?: () => boolean}} [opts]
+   */
+  constructor(toast, client, opts = {}) {
+    this.toast = toast;
+    this.client = client;
+    this.finishToasts = opts.finishToasts || (() => true);
+    /** @type {Map<string, {batch: string | null, name: string, state: string}>} */
+    this.jobs = new Map();
+    /** @type {Map<string, TrackedBatch>} */
+    this.batches = new Map();
+    /** @type {Map<string, string>} job id -> the state it ended in, waiting for the flush */
+    this.ended = new Map();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.timer = null;
+  }
+
+  /** @param {Toast} t */
+  show(t) {
+    try {
+      this.toast()?.add(t);
+    } catch (e) {
+      console.warn("[ComfyMQ] toast failed", e);
+    }
+  }
+
+  /** @param {Enqueued} r */
+  queued(r) {
+    const fresh = r.jobs.filter((j) => !j.state || !FINISHED.has(j.state));
+    for (const j of fresh) {
+      if (this.jobs.size >= MAX_TRACKED) break;
+      this.jobs.set(j.id, {batch: r.batchId, name: r.name, state: j.state || "pending"});
+    }
+    if (r.batchId) {
+      const prev = this.batches.get(r.batchId);
+      const ids = prev ? prev.ids : new Set();
+      for (const j of r.jobs) ids.add(j.id);
+      this.batches.set(r.batchId, prev || {name: r.name, total: 0, ids, ended: new Map(), failureShown: false,
+        announced: false});
+      /** @type {TrackedBatch} */ (this.batches.get(r.batchId)).total = ids.size;
+    }
+    const existed = r.jobs.length - fresh.length;
+    this.show({
+      severity: "success",
+      summary: r.total > 1 ? `Queued ${plural(r.total, "job")}` : "Queued in ComfyMQ",
+      detail: r.name + (r.batchId ? ` · batch ${batchLabel(r.batchId)}` : "") +
+        (existed ? ` (${existed} already finished)` : ""),
+      life: 3000,
+    });
+  }
+
+  /**
+   * Follows a job queued again (a retry) to its end.
+   * @param {{id: string, state: string, batch_id?: string | null}} job
+   * @param {string} name
+   */
+  watch(job, name) {
+    if (this.jobs.size >= MAX_TRACKED) return;
+    const batch = job.batch_id && this.batches.has(job.batch_id) ? job.batch_id : null;
+    this.jobs.set(job.id, {batch, name, state: job.state});
+  }
+
+  /** @param {unknown} e */
+  queueFailed(e) {
+    this.show({severity: "error", summary: "ComfyMQ could not queue the workflow",
+      detail: e instanceof Error ? e.message : String(e), life: 10000});
+  }
+
+  /** @param {{jobs?: JobDelta[], resync?: boolean}} detail */
+  onTask(detail) {
+    if (detail && detail.resync) {
+      this.recount();
+      return;
+    }
+    for (const d of (detail && detail.jobs) || []) {
+      const t = this.jobs.get(d.job_id);
+      if (!t) continue;
+      if (d.removed) {
+        this.jobs.delete(d.job_id);
+        continue;
+      }
+      if (!d.state || d.state === t.state) continue;
+      t.state = d.state;
+      if (FINISHED.has(d.state)) this.ended.set(d.job_id, d.state);
+      else {
+        this.ended.delete(d.job_id);
+        if (t.batch) this.batches.get(t.batch)?.ended.delete(d.job_id); // retried
+      }
+    }
+    if (this.ended.size && !this.timer) this.timer = setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  flush() {
+    this.timer = null;
+    const ended = [...this.ended];
+    this.ended.clear();
+    /** @type {Set<string>} */
+    const touched = new Set();
+    const singles = [];
+    for (const [id, state] of ended) {
+      const t = this.jobs.get(id);
+      if (!t) continue;
+      const b = t.batch ? this.batches.get(t.batch) : null;
+      if (b) {
+        b.ended.set(id, state);
+        touched.add(/** @type {string} */ (t.batch));
+        if (state === "failed" && !b.failureShown) {
+          b.failureShown = true;
+          this.failureToast(id, `A job of batch ${b.name} failed`, "the batch goes on");
+        }
+        if (b.announced && state !== "cancelled") b.announced = false; // retried and finished again
+      } else {
+        singles.push([id, state, t.name]);
+        this.jobs.delete(id);
+      }
+    }
+    for (const batch of touched) this.maybeAnnounce(batch);
+    const ok = singles.filter((s) => s[1] === "succeeded");
+    for (const [id, state, name] of singles) {
+      if (state === "failed") this.failureToast(id, `Failed: ${name}`, "");
+    }
+    if (this.finishToasts() && ok.length) {
+      if (ok.length === 1) this.finishedToast(ok[0][0], ok[0][2]);
+      else this.show({severity: "success", summary: `${plural(ok.length, "job")} finished`, life: 4000});
+    }
+  }
+
+  /** @param {string} batchId */
+  maybeAnnounce(batchId) {
+    const b = this.batches.get(batchId);
+    if (!b || b.announced || b.ended.size < b.total) return;
+    b.announced = true;
+    /** @type {Record<string, number>} */
+    const n = {succeeded: 0, failed: 0, cancelled: 0};
+    for (const s of b.ended.values()) n[s] = (n[s] || 0) + 1;
+    if (n.cancelled === b.total) return; // the user cancelled it: no news
+    if (!n.failed && !this.finishToasts()) return;
+    const parts = [`${n.succeeded} succeeded`];
+    if (n.failed) parts.push(`${n.failed} failed`);
+    if (n.cancelled) parts.push(`${n.cancelled} cancelled`);
+    this.show({severity: n.failed ? "warn" : "success",
+      summary: `Batch finished: ${b.name} (${plural(b.total, "job")})`, detail: parts.join(", "), life: 8000});
+    for (const id of b.ids) this.jobs.delete(id);
+  }
+
+  /** @param {string} id @param {string} summary @param {string} suffix */
+  async failureToast(id, summary, suffix) {
+    let detail = "";
+    try {
+      const job = await this.client.getTask(id);
+      const e = job.error || {};
+      detail = [nodeName(job, e.node_id), e.message || e.type || "failed"].filter(Boolean).join(": ");
+    } catch {
+      detail = "open the ComfyMQ panel for the error";
+    }
+    if (detail.length > 300) detail = detail.slice(0, 299) + "…";
+    this.show({severity: "error", summary, detail: suffix ? `${detail} — ${suffix}` : detail, life: 10000});
+  }
+
+  /** @param {string} id @param {string} name */
+  async finishedToast(id, name) {
+    let detail = "";
+    try {
+      const job = await this.client.getTask(id);
+      if (job.started_at && job.finished_at) detail = `ran ${formatDuration(job.finished_at - job.started_at)}`;
+      const n = (job.artifacts || []).length;
+      if (n) detail += `${detail ? ", " : ""}${plural(n, "file")}`;
+    } catch {
+      // the toast is still worth showing
+    }
+    this.show({severity: "success", summary: `Finished: ${name}`, detail, life: 4000});
+  }
+
+  /** After a resync or a reconnect: the ends we missed, from the batches' counts. */
+  async recount() {
+    for (const [id, b] of this.batches) {
+      if (b.announced) continue;
+      try {
+        const info = await this.client.batch(id);
+        const finished = info.counts.succeeded + info.counts.failed + info.counts.cancelled;
+        if (finished >= info.total) {
+          b.ended = new Map();
+          let k = 0;
+          for (const s of ["succeeded", "failed", "cancelled"]) {
+            for (let i = 0; i < (info.counts[s] || 0); i++) b.ended.set(`#${k++}`, s);
+          }
+          b.total = info.total;
+          this.maybeAnnounce(id);
+        }
+      } catch {
+        this.batches.delete(id);
+      }
+    }
+    for (const [id, t] of [...this.jobs]) {
+      if (t.batch) continue;
+      try {
+        const job = await this.client.getTask(id);
+        if (job.state !== t.state) this.onTask({jobs: [{job_id: id, state: job.state}]});
+      } catch {
+        this.jobs.delete(id);
+      }
+    }
+  }
+}

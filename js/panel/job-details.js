@@ -1,0 +1,217 @@
+// The selected job in full (GET /comfymq/tasks/{id}): times, the executing node, the whole error with ComfyUI's
+// per-node validation errors and the traceback, why a pending job waits (per worker), every result file, the
+// attempts, and the actions.
+
+import {h, button, icon, replaceChildren} from "../lib/dom.js";
+import {jobLabel, batchLabel, progressFraction, durations, nodeName} from "../lib/model.js";
+import {formatDuration, formatTime, formatBytes} from "../lib/format.js";
+import {jobImages} from "../lib/images.js";
+import {STATE_TEXT} from "./job-row.js";
+
+/** @typedef {import("../lib/model.js").Job} Job */
+/** @typedef {import("../lib/client.js").MQClient} MQClient */
+/** @typedef {import("../lib/images.js").ImageLoader} ImageLoader */
+/**
+ * @typedef {{client: MQClient, images: ImageLoader, workerName: (id: string) => string, paused: () => boolean,
+ *            onAction: (action: string, job: Job) => void, onClose: () => void, onBatch: (id: string) => void,
+ *            onImage: (job: Job, index: number) => void, onLoaded: (job: Job) => void}} DetailsOptions
+ */
+
+export class JobDetails {
+  /** @param {DetailsOptions} o */
+  constructor(o) {
+    this.o = o;
+    this.el = h("section", {class: "mq-details", "aria-label": "Job details", hidden: true});
+    /** @type {string | null} */
+    this.id = null;
+    /** @type {Job | null} */
+    this.job = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.timer = null;
+    this.seq = 0;
+  }
+
+  destroy() {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.id = null;
+  }
+
+  /** @param {string} id */
+  async show(id) {
+    this.id = id;
+    this.el.hidden = false;
+    if (!this.job || this.job.id !== id) replaceChildren(this.el, h("div", {class: "mq-muted"}, "Loading…"));
+    await this.load();
+  }
+
+  hide() {
+    this.id = null;
+    this.job = null;
+    this.el.hidden = true;
+    this.el.replaceChildren();
+  }
+
+  /** Fetches the job again soon (after events about it). */
+  refreshSoon() {
+    if (!this.id || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.load();
+    }, 300);
+  }
+
+  async load() {
+    const id = this.id;
+    if (!id) return;
+    const seq = ++this.seq;
+    try {
+      const job = await this.o.client.getTask(id);
+      if (seq !== this.seq || this.id !== id) return;
+      this.job = job;
+      this.render();
+      this.o.onLoaded(job);
+    } catch (e) {
+      if (seq !== this.seq || this.id !== id) return;
+      const msg = e instanceof Error ? e.message : String(e);
+      replaceChildren(this.el, h("div", {class: "mq-error-text"}, `Could not load job ${id}: ${msg}`),
+        h("div", {class: "mq-actions"}, button({icon: "pi-times", label: "Close", onclick: () => this.o.onClose()})));
+    }
+  }
+
+  /** Applies live progress of the shown job without a fetch. @param {Job["progress"]} progress */
+  progress(progress) {
+    if (!this.job || this.job.state !== "running") return;
+    this.job = {...this.job, progress};
+    const box = this.el.querySelector(".mq-live");
+    if (box) box.replaceWith(this.liveProgress(this.job));
+  }
+
+  render() {
+    const job = this.job;
+    if (!job) return;
+    const o = this.o;
+    const label = jobLabel(job);
+    const now = Date.now();
+    const d = durations(job, now);
+    const head = h("div", {class: "mq-line", style: {justifyContent: "space-between"}},
+      h("h3", {class: `mq-state-${job.state}`},
+        h("span", {class: "mq-pill"}, STATE_TEXT[job.state] || job.state),
+        h("span", {class: "mq-name"}, label.name + (label.index != null ? ` #${label.index}` : ""))),
+      button({icon: "pi-times", title: "Close the details", action: "close", onclick: () => o.onClose()}));
+
+    /** @type {[string, any][]} */
+    const rows = [
+      ["Job", h("span", {class: "mq-mono"}, job.id)],
+      ["Prompt id", h("span", {class: "mq-mono"}, job.prompt_id || "–")],
+    ];
+    if (job.batch_id) {
+      const id = job.batch_id;
+      rows.push(["Batch", h("button", {type: "button", class: "mq-btn mq-chip", title: "Show only this batch",
+        onclick: () => o.onBatch(id)}, icon("pi-filter"), batchLabel(id))]);
+    }
+    rows.push(["Priority", String(job.priority)]);
+    rows.push(["Attempts", `${job.attempts || 0} of ${job.max_attempts || "?"}`]);
+    if (job.worker) rows.push(["Worker", `${o.workerName(job.worker)} (${job.worker})`]);
+    rows.push(["Queued", formatTime(job.enqueued_at, now)]);
+    if (job.started_at) rows.push(["Started", formatTime(job.started_at, now)]);
+    if (job.finished_at) rows.push(["Ended", formatTime(job.finished_at, now)]);
+    rows.push(["Waited", formatDuration(d.waited)]);
+    if (d.ran != null) rows.push(["Ran", formatDuration(d.ran)]);
+    if (job.timeout) rows.push(["Timeout", formatDuration(job.timeout * 1000)]);
+    const kv = h("dl", {class: "mq-kv"}, rows.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]));
+
+    const body = [];
+    if (job.state === "running") body.push(this.liveProgress(job));
+    if (job.state === "pending") body.push(this.waiting(job));
+    if (job.error && (job.state === "failed" || job.state === "cancelled" || job.state === "pending")) {
+      body.push(this.error(job));
+    }
+    const images = jobImages(job);
+    if (images.length) {
+      body.push(h("h4", null, `Results (${images.length})`), h("div", {class: "mq-gallery"}, images.map((ref, i) => {
+        const img = h("img", {alt: ref.name, loading: "lazy"});
+        o.images.show(img, ref);
+        return h("button", {type: "button", class: "mq-thumb", title: ref.name, "aria-label": `View ${ref.name} full size`,
+          onclick: () => o.onImage(job, i)}, img);
+      })));
+    }
+    const others = (job.artifacts || []).filter((a) => !images.some((i) => i.url === a.url));
+    if (others.length) {
+      body.push(h("h4", null, "Files"), h("ul", {class: "mq-files"}, others.map((a) =>
+        h("li", null, h("a", {href: o.client.resolve(a.url), target: "_blank", rel: "noopener"}, a.path.split("/").pop()),
+          h("span", {class: "mq-muted"}, ` ${formatBytes(a.size)}`)))));
+    }
+    if (job.history && job.history.length) {
+      body.push(h("h4", null, "Attempts"), h("dl", {class: "mq-kv"}, job.history.map((a) => [
+        h("dt", null, `#${a.attempt ?? "?"}`),
+        h("dd", null, `${a.outcome || "running"}` + (a.worker ? ` on ${o.workerName(a.worker)}` : "") +
+          (a.started_ms && a.ended_ms ? ` · ${formatDuration(a.ended_ms - a.started_ms)}` : "") +
+          (a.reason ? ` · ${a.reason}` : "")),
+      ])));
+    }
+
+    const act = (/** @type {string} */ a) => () => o.onAction(a, job);
+    const actions = h("div", {class: "mq-actions"},
+      button({icon: "pi-folder-open", label: "Open workflow", action: "open", onclick: act("open")}),
+      job.state === "pending" || job.state === "running"
+        ? button({icon: "pi-times", label: "Cancel", action: "cancel", class: "mq-danger", onclick: act("cancel")}) : null,
+      job.state === "failed" || job.state === "cancelled"
+        ? button({icon: "pi-refresh", label: "Retry", action: "retry", onclick: act("retry")}) : null,
+      job.state !== "pending" && job.state !== "running"
+        ? button({icon: "pi-trash", label: "Delete", action: "delete", class: "mq-danger", onclick: act("delete")}) : null,
+      job.batch_id ? button({icon: "pi-ban", label: "Cancel batch", action: "cancel-batch", class: "mq-danger",
+        onclick: act("cancel-batch")}) : null,
+    );
+    replaceChildren(this.el, head, kv, body, actions);
+  }
+
+  /** @param {Job} job */
+  liveProgress(job) {
+    const p = job.progress;
+    const frac = progressFraction(p);
+    const what = p ? (p.title || p.class_type || "") + (p.node ? ` (#${p.node})` : "") : "starting…";
+    return h("div", {class: "mq-live"},
+      h("h4", null, "Progress"),
+      h("div", {class: "mq-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100",
+        "aria-valuenow": String(Math.round(frac * 100)), "aria-label": "job progress"},
+      h("span", {style: {width: `${(frac * 100).toFixed(1)}%`}})),
+      h("div", {class: "mq-meta", style: {marginTop: "3px"}}, what,
+        p && p.max && p.max > 1 ? ` · step ${p.value || 0}/${p.max}` : "",
+        p && p.nodes_total ? ` · node ${Math.min((p.nodes_done || 0) + 1, p.nodes_total)} of ${p.nodes_total}` : ""));
+  }
+
+  /** @param {Job} job */
+  waiting(job) {
+    const reasons = job.waiting || [];
+    if (reasons.length) {
+      return h("div", {class: "mq-waitbox", role: "status"},
+        h("strong", null, icon("pi-exclamation-circle"), " No connected worker can run this job"),
+        h("ul", null, reasons.map((r) => h("li", null, r))));
+    }
+    return h("div", {class: "mq-meta", role: "status"}, this.o.paused() ? "The queue is paused: nothing starts until it resumes."
+      : "Waiting for a free worker.");
+  }
+
+  /** @param {Job} job */
+  error(job) {
+    const e = job.error || {};
+    const box = h("div", {class: "mq-errbox", role: "alert"});
+    const where = e.node_id ? nodeName(job, e.node_id) : "";
+    box.append(h("strong", null, `${e.type || "error"}` + (where ? ` in ${where}` : "")));
+    const nodeErrors = e.details && e.details.node_errors;
+    const top = e.details && e.details.error;
+    if (nodeErrors && Object.keys(nodeErrors).length) {
+      if (top && top.message) box.append(h("div", null, top.message));
+      box.append(h("ul", null, Object.entries(nodeErrors).map(([id, ne]) => h("li", null,
+        h("strong", null, nodeName(job, id) || `${ne.class_type || "node"} (#${id})`), ": ",
+        (ne.errors || []).map((x) => [x.message || x.type, x.details ? ` — ${x.details}` : ""]).flat().join("; ") || "invalid"))));
+    } else if (e.message) {
+      box.append(h("div", {style: {whiteSpace: "pre-wrap"}}, e.message));
+    }
+    if (e.traceback) {
+      box.append(h("details", null, h("summary", null, "Traceback"), h("pre", {class: "mq-mono"}, e.traceback)));
+    }
+    return box;
+  }
+}
