@@ -83,10 +83,8 @@ def from_http_exception(request: web.Request, e: web.HTTPException) -> web.Respo
     return error_response(e.status, kind, message)
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """Turns aiohttp's own HTTP errors (404 route, 405, 413 body too large) and handler exceptions into
-    JSON errors."""
+async def _answer_json_errors(request: web.Request, handler) -> web.StreamResponse:
+    """Runs handler(request); HTTP errors (>= 400) and exceptions become JSON error responses."""
     try:
         return await handler(request)
     except web.HTTPException as e:
@@ -97,19 +95,20 @@ async def json_errors(request: web.Request, handler):
         return from_exception(e)
 
 
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Turns aiohttp's own HTTP errors (404 route, 405, 413 body too large) and handler exceptions into
+    JSON errors."""
+    return await _answer_json_errors(request, handler)
+
+
 def json_handler(handler):
-    """Decorates a route handler so every error it raises becomes a JSON error response."""
+    """Decorates a route handler so every error it raises becomes a JSON error response (inside ComfyUI,
+    where our middleware is not installed)."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request):
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            return from_http_exception(request, e)
-        except Exception as e:  # noqa: BLE001 - every error becomes a JSON answer
-            return from_exception(e)
+        return await _answer_json_errors(request, handler)
 
     return wrapped
 

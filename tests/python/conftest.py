@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
@@ -147,3 +148,40 @@ def http_json(url: str, method: str = "GET", body=None, timeout: float = 30.0):
             return r.status, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")
+
+
+# ---- the standalone host's app on a fresh QueueService, for HTTP tests (pytest-aiohttp) --------------------
+
+@pytest.fixture
+def service(tmp_path):
+    """A QueueService (store + artifact writer, no broker) in a fresh directory."""
+    from comfy_nodes.service import QueueService
+
+    svc = QueueService(tmp_path / "data", threads=8)
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest_asyncio.fixture
+async def client(aiohttp_client, service):
+    """A test client of the standalone host's app (build_app) on `service`."""
+    from comfy_nodes.host.standalone import build_app
+
+    return await aiohttp_client(build_app(service))
+
+
+async def assert_json_error(resp, status: int) -> dict:
+    """Checks the response is `status` with {"error": {"type": str, "message": str}} and no stack trace;
+    returns the error."""
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert set(body) == {"error"}
+    err = body["error"]
+    assert set(err) == {"type", "message"}
+    assert isinstance(err["type"], str) and err["type"]
+    assert isinstance(err["message"], str) and err["message"]
+    assert "Traceback" not in err["message"]
+    return err

@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-import pytest_asyncio
 from aiohttp import web
 
 from comfy_nodes import _native as native
@@ -17,38 +16,13 @@ from comfy_nodes.api import auth, expand
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import BrokerSettings, QueueService
-from conftest import graph, now_ms, wait_until_clock_passes
+from conftest import assert_json_error, graph, now_ms, wait_until_clock_passes
 
 pytestmark = pytest.mark.asyncio
 
 P = "/comfymq"
 
 
-@pytest.fixture
-def service(tmp_path):
-    svc = QueueService(tmp_path / "data", threads=8)
-    try:
-        yield svc
-    finally:
-        svc.close()
-
-
-@pytest_asyncio.fixture
-async def client(aiohttp_client, service):
-    return await aiohttp_client(build_app(service))
-
-
-async def assert_json_error(resp, status: int) -> dict:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    body = await resp.json()
-    assert set(body) == {"error"}
-    err = body["error"]
-    assert set(err) == {"type", "message"}
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    assert "Traceback" not in err["message"]
-    return err
 
 
 async def ok(resp, status: int = 200) -> dict:

@@ -17,40 +17,13 @@ import urllib.request
 import uuid
 
 import pytest
-import pytest_asyncio
 
 from comfy_nodes.host.standalone import build_app
-from comfy_nodes.service import QueueService
-from conftest import REPO_ROOT, graph, now_ms
+from conftest import REPO_ROOT, assert_json_error, graph, now_ms
 
 asyncio_mark = pytest.mark.asyncio
 
 
-@pytest.fixture
-def service(tmp_path):
-    svc = QueueService(tmp_path / "data", threads=4)
-    try:
-        yield svc
-    finally:
-        svc.close()
-
-
-@pytest_asyncio.fixture
-async def client(aiohttp_client, service):
-    return await aiohttp_client(build_app(service))
-
-
-async def assert_json_error(resp, status: int) -> dict:
-    """Checks the response is `status` with {"error": {"type": str, "message": str}}; returns the error."""
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/json"
-    body = await resp.json()
-    assert set(body) == {"error"}
-    err = body["error"]
-    assert set(err) == {"type", "message"}
-    assert isinstance(err["type"], str) and err["type"]
-    assert isinstance(err["message"], str) and err["message"]
-    return err
 
 
 async def post_task(client, body) -> dict:
