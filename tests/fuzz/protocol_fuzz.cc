@@ -1,5 +1,5 @@
 // libFuzzer target for everything a peer's bytes reach first: the CMQP frame decoder, and the capability and
-// prompt parsers behind it. Any crash, sanitizer report, or broken invariant (a message that decodes must
+// prompt parsers behind it (including the fast prompt check, held to the full one). Any crash, sanitizer report, or broken invariant (a message that decodes must
 // encode and decode to the same frames) is a finding. `make fuzz` runs it briefly; longer by hand:
 //   build-fuzz/protocol_fuzz -max_total_time=3600 tests/fuzz/corpus
 #include <cstdint>
@@ -9,6 +9,8 @@
 
 #include "comfymq/capabilities.h"
 #include "net/protocol.h"
+#include "util/json_checks.h"
+#include "util/prompt_scan.h"
 
 using namespace comfymq;
 
@@ -27,6 +29,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     frames.emplace_back(reinterpret_cast<const char*>(data + pos), n);
     pos += n;
   }
+  // The fast prompt check never accepts what the full one refuses (whole input, and each frame).
+  const std::string_view whole(reinterpret_cast<const char*>(data), size);
+  if (FastPromptAccepts(whole) && !CheckPromptJsonFully(whole).ok()) __builtin_trap();
+  for (const std::string& f : frames) {
+    if (FastPromptAccepts(f) && !CheckPromptJsonFully(f).ok()) __builtin_trap();
+  }
+
   std::vector<std::string_view> views(frames.begin(), frames.end());
   proto::Message m;
   if (!proto::Decode(views, &m).ok()) return 0;

@@ -192,7 +192,8 @@ TEST_F(ClusterTest, CreditLimitsWhatAWorkerIsGiven) {
   EXPECT_FALSE(w->NextJob(300, &c)) << "a worker with capacity 2 must not be given a third job";
   ASSERT_TRUE(w->Fail(a.job_id, a.token, "{\"type\": \"execution_error\", \"message\": \"boom\"}", false).ok());
   ASSERT_TRUE(w->NextJob(5000, &c));  // the freed slot brings the next one
-  EXPECT_EQ(Get(a.job_id).state, JobState::kFailed);
+  // (The worker frees the slot before its FAIL is recorded: READY may overtake it, so wait for the record.)
+  EXPECT_TRUE(WaitFor([&] { return Get(a.job_id).state == JobState::kFailed; }));
 }
 
 TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNeverOverspent) {

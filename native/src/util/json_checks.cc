@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comfymq/job.h"
+#include "util/prompt_scan.h"
 
 namespace comfymq {
 namespace {
@@ -133,6 +134,11 @@ class PromptShapeChecker {
 }  // namespace
 
 Status ValidatePromptJson(std::string_view prompt) {
+  if (FastPromptAccepts(prompt)) return Status::OK();  // the common case, at memory speed
+  return CheckPromptJsonFully(prompt);
+}
+
+Status CheckPromptJsonFully(std::string_view prompt) {
   if (prompt.empty()) return Status::InvalidArgument("prompt is empty");
   PromptShapeChecker checker;
   bool ok = json::sax_parse(prompt.begin(), prompt.end(), &checker, json::input_format_t::json, true);

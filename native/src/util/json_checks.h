@@ -12,5 +12,8 @@ namespace comfymq {
 Status ValidateJsonObject(std::string_view text, const char* what);
 // OK when `text` is any valid JSON value.
 Status ValidateJsonValue(std::string_view text, const char* what);
+// The full prompt check (nlohmann SAX + graph shape) with its error messages. ValidatePromptJson (job.h) runs
+// FastPromptAccepts (prompt_scan.h) first and this only when that does not accept; exposed for tests.
+Status CheckPromptJsonFully(std::string_view prompt);
 
 }  // namespace comfymq

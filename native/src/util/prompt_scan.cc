@@ -1,0 +1,239 @@
+#include "util/prompt_scan.h"
+
+#include <cstdint>
+#include <cstring>
+
+namespace comfymq {
+namespace {
+
+// Bytes a string run can skip over: printable ASCII other than '"' and '\\'.
+struct PlainTable {
+  bool plain[256];
+  constexpr PlainTable() : plain() {
+    for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
+  }
+};
+constexpr PlainTable kPlain;
+
+// One UTF-8 sequence starting at p (a byte >= 0x80), as RFC 3629 allows it (no overlongs, no surrogates, at most
+// U+10FFFF); returns its length or 0.
+size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
+  const unsigned char c = p[0];
+  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
+    return p + i < end && p[i] >= lo && p[i] <= hi;
+  };
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
+  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(1) && cont(2) ? 3 : 0;
+  if (c == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
+  if (c == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
+  if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
+  if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
+  return 0;
+}
+
+class Scanner {
+ public:
+  Scanner(std::string_view s)
+      : p_(reinterpret_cast<const unsigned char*>(s.data())), end_(p_ + s.size()) {}
+
+  bool Run() {
+    Ws();
+    if (!Expect('{')) return false;  // the top level must be an object (and of nodes)
+    size_t nodes = 0;
+    Ws();
+    if (Peek('}')) return false;  // no nodes
+    for (;;) {
+      std::string_view id;
+      if (!String(&id) || id.empty()) return false;
+      Ws();
+      if (!Expect(':')) return false;
+      Ws();
+      if (!Node()) return false;
+      nodes++;
+      Ws();
+      if (Peek(',')) {
+        ++p_;
+        Ws();
+        continue;
+      }
+      if (!Expect('}')) return false;
+      break;
+    }
+    Ws();
+    return p_ == end_ && nodes > 0;
+  }
+
+ private:
+  // {"class_type": non-empty string, "inputs": object, ...anything else}
+  bool Node() {
+    if (!Expect('{')) return false;
+    bool has_class_type = false, has_inputs = false;
+    Ws();
+    if (Peek('}')) return false;
+    for (;;) {
+      std::string_view key;
+      if (!String(&key)) return false;
+      Ws();
+      if (!Expect(':')) return false;
+      Ws();
+      if (key == "class_type") {
+        std::string_view v;
+        if (!Peek('"') || !String(&v) || v.empty()) return false;
+        has_class_type = true;
+      } else if (key == "inputs") {
+        if (!Peek('{') || !Value()) return false;
+        has_inputs = true;
+      } else if (!Value()) {
+        return false;
+      }
+      Ws();
+      if (Peek(',')) {
+        ++p_;
+        Ws();
+        continue;
+      }
+      if (!Expect('}')) return false;
+      return has_class_type && has_inputs;
+    }
+  }
+
+  // Any JSON value, nesting kept on an explicit stack (no recursion).
+  bool Value() {
+    unsigned char stack[kMaxDepth];
+    size_t depth = 0;
+    for (;;) {
+      // A value starts here.
+      if (p_ >= end_) return false;
+      const unsigned char c = *p_;
+      if (c == '{' || c == '[') {
+        if (depth == kMaxDepth) return false;
+        stack[depth++] = c;
+        ++p_;
+        Ws();
+        if (Peek(c == '{' ? '}' : ']')) {
+          ++p_;
+          depth--;
+        } else {
+          if (c == '{' && !Key()) return false;
+          continue;
+        }
+      } else if (c == '"') {
+        if (!String(nullptr)) return false;
+      } else if (c == '-' || (c >= '0' && c <= '9')) {
+        if (!Number()) return false;
+      } else if (!Literal()) {
+        return false;
+      }
+      // After a value: close containers or move to the next member.
+      for (;;) {
+        if (depth == 0) return true;
+        Ws();
+        if (p_ >= end_) return false;
+        const unsigned char open = stack[depth - 1];
+        if (*p_ == ',') {
+          ++p_;
+          Ws();
+          if (open == '{' && !Key()) return false;
+          break;
+        }
+        if (*p_ != (open == '{' ? '}' : ']')) return false;
+        ++p_;
+        depth--;
+      }
+    }
+  }
+
+  // "key" : (leaves p_ at the value)
+  bool Key() {
+    if (!String(nullptr)) return false;
+    Ws();
+    if (!Expect(':')) return false;
+    Ws();
+    return true;
+  }
+
+  bool String(std::string_view* out) {
+    if (!Expect('"')) return false;
+    const unsigned char* start = p_;
+    for (;;) {
+      while (p_ < end_ && kPlain.plain[*p_]) ++p_;
+      if (p_ >= end_) return false;
+      const unsigned char c = *p_;
+      if (c == '"') break;
+      if (c == '\\') {
+        if (p_ + 1 >= end_) return false;
+        switch (p_[1]) {
+          case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            p_ += 2;
+            continue;
+          default:
+            return false;  // \u escapes (surrogate pairs) and bad escapes: the full checker decides
+        }
+      }
+      if (c < 0x20) return false;
+      const size_t n = Utf8Length(p_, end_);
+      if (n == 0) return false;
+      p_ += n;
+    }
+    if (out != nullptr) *out = std::string_view(reinterpret_cast<const char*>(start), p_ - start);
+    ++p_;
+    return true;
+  }
+
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?  Exponents (which can overflow) go to the full checker.
+  bool Number() {
+    const unsigned char* start = p_;
+    if (*p_ == '-') ++p_;
+    if (p_ >= end_) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else if (*p_ >= '1' && *p_ <= '9') {
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    } else {
+      return false;
+    }
+    if (p_ < end_ && *p_ == '.') {
+      ++p_;
+      const unsigned char* digits = p_;
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+      if (p_ == digits) return false;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) return false;
+    return p_ - start <= 300;  // longer digit runs could overflow a double: the full checker decides
+  }
+
+  bool Literal() {
+    for (const char* lit : {"true", "false", "null"}) {
+      const size_t n = std::strlen(lit);
+      if (static_cast<size_t>(end_ - p_) >= n && std::memcmp(p_, lit, n) == 0) {
+        p_ += n;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void Ws() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  bool Peek(char c) const { return p_ < end_ && *p_ == static_cast<unsigned char>(c); }
+  bool Expect(char c) {
+    if (!Peek(c)) return false;
+    ++p_;
+    return true;
+  }
+
+  static constexpr size_t kMaxDepth = 512;  // deeper nesting goes to the full checker
+  const unsigned char* p_;
+  const unsigned char* const end_;
+};
+
+}  // namespace
+
+bool FastPromptAccepts(std::string_view prompt) {
+  if (prompt.empty()) return false;
+  return Scanner(prompt).Run();
+}
+
+}  // namespace comfymq

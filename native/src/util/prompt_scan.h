@@ -1,0 +1,16 @@
+// A fast accept-only check of an API-format prompt: strict JSON syntax (RFC 8259, UTF-8 checked) plus the graph
+// shape (an object of node id -> {class_type: non-empty string, inputs: object}), at memory speed on long strings.
+//
+// Contract: FastPromptAccepts(p) == true only if the full checker (nlohmann SAX + shape, in json_checks.cc) also
+// accepts p. It may say false for valid prompts it does not handle itself (\u escapes, numbers that need a closer
+// look): the caller then runs the full checker, which also writes the error message. So it never changes what is
+// accepted, only how fast. A differential test and the fuzzer hold it to that.
+#pragma once
+
+#include <string_view>
+
+namespace comfymq {
+
+bool FastPromptAccepts(std::string_view prompt);
+
+}  // namespace comfymq

@@ -1,0 +1,86 @@
+// The fast prompt check may only accept what the full checker accepts (and should accept the common prompts).
+// Differential: hand-picked edge cases, then many random mutations of real-looking prompts.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comfymq/job.h"
+#include "util/json_checks.h"
+#include "util/prompt_scan.h"
+
+namespace comfymq {
+namespace {
+
+const char* kGood =
+    R"({"3": {"class_type": "KSampler", "inputs": {"seed": 156680208700286, "steps": 20, "cfg": 8.5,)"
+    R"( "sampler_name": "euler", "denoise": 1.0, "model": ["4", 0], "neg": -0.25, "flag": true, "x": null}},)"
+    R"( "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5.safetensors"}},)"
+    R"( "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox\n\t\"in\" snow \/ é 日本 🦊",)"
+    R"( "clip": ["4", 1], "deep": [[[{"a": [1, 2, {"b": []}]}]]], "e": {}}, "_meta": {"title": "Prompt"}}})";
+
+void ExpectAgrees(const std::string& p) {
+  const bool fast = FastPromptAccepts(p);
+  const bool full = CheckPromptJsonFully(p).ok();
+  if (fast) EXPECT_TRUE(full) << "fast accepted what the full checker refuses: " << p;
+}
+
+TEST(PromptScan, AcceptsCommonPromptsAndAgreesOnEdgeCases) {
+  EXPECT_TRUE(FastPromptAccepts(kGood));
+  EXPECT_TRUE(CheckPromptJsonFully(kGood).ok());
+  std::string big = R"({"1": {"class_type": "T", "inputs": {"pad": ")" + std::string(30 * 1024, 'p') + R"("}}})";
+  EXPECT_TRUE(FastPromptAccepts(big));
+  const std::vector<std::string> cases = {
+      "", " ", "{}", "[]", "null", "\"s\"", R"({"": {"class_type": "K", "inputs": {}}})",
+      R"({"1": {"class_type": "", "inputs": {}}})", R"({"1": {"class_type": "K"}})", R"({"1": {"inputs": {}}})",
+      R"({"1": {"class_type": 5, "inputs": {}}})", R"({"1": {"class_type": "K", "inputs": []}})",
+      R"({"1": {"class_type": "K", "inputs": {}, "inputs": 3}})", R"({"1": {"class_type": "K", "inputs": {}, "class_type": 1}})",
+      R"({"1": {"class_type": "K", "inputs": {}}, })", R"({"1": {"class_type": "K", "inputs": {}}} x)",
+      R"({"1": {"class_type": "K", "inputs": {"a": 01}}})", R"({"1": {"class_type": "K", "inputs": {"a": 1.}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": -}}})", R"({"1": {"class_type": "K", "inputs": {"a": 1e5}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": 1850e479084}}})", R"({"1": {"class_type": "K", "inputs": {"a": tru}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": "\u00e9"}}})", R"({"1": {"class_type": "K", "inputs": {"a": "\ud800"}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": "\x"}}})", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\x01\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xff\"}}}", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xed\xa0\x80\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xc0\xaf\"}}}", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xf4\x90\x80\x80\"}}}",
+      "\xef\xbb\xbf{\"1\": {\"class_type\": \"K\", \"inputs\": {}}}", R"({"1": {"class_type": "K", "inputs": {"a": [1,]}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": {"b" 1}}}})", R"({"1": {"class_type": "K", "inputs": {"a": [}}})",
+      std::string(R"({"1": {"class_type": "K", "inputs": {"a": )") + std::string(400, '9') + "}}}",
+      std::string(R"({"1": {"class_type": "K", "inputs": {"a": )") + std::string(2000, '[') + std::string(2000, ']') + "}}}",
+  };
+  for (const std::string& c : cases) ExpectAgrees(c);
+  // Things only the full checker handles are still accepted through it.
+  EXPECT_TRUE(ValidatePromptJson(R"({"1": {"class_type": "K", "inputs": {"a": "\u00e9", "b": 1e-5}}})").ok());
+}
+
+TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
+  std::mt19937_64 rng(20261123);
+  const std::string alphabet = "{}[]\":,.-+eE0123456789 \t\n\\/utrfalsn\x01\x7f\xc3\xa9\xed\xa0\xf0\x9f";
+  int fast_accepted = 0;
+  for (int i = 0; i < 30000; ++i) {
+    std::string p = kGood;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % (p.size() + 1);
+      switch (rng() % 3) {
+        case 0:
+          if (!p.empty() && at < p.size()) p.erase(at, 1 + rng() % 3);
+          break;
+        case 1:
+          p.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          break;
+        default:
+          if (at < p.size()) p[at] = alphabet[rng() % alphabet.size()];
+          break;
+      }
+    }
+    const bool fast = FastPromptAccepts(p);
+    fast_accepted += fast;
+    if (fast) ASSERT_TRUE(CheckPromptJsonFully(p).ok()) << "fast accepted what the full checker refuses: " << p;
+  }
+  EXPECT_GT(fast_accepted, 100) << "mutations that keep a valid prompt should still take the fast path";
+}
+
+}  // namespace
+}  // namespace comfymq
