@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import platform
 import shutil
 import socket
@@ -480,11 +481,15 @@ class WorkerBridge:
         folder.mkdir(parents=True, exist_ok=True)
         files, names = [], set()
 
-        def add(path: str, name: str, node_id: str) -> None:
+        def unique(name: str, node_id: str) -> str:
+            """The artifact name for an output file: its base name, prefixed by the node id if taken."""
             name = Path(name).name
             if name in names:
                 name = f"{node_id}_{name}"
             names.add(name)
+            return name
+
+        def add(path: str, name: str) -> None:
             files.append({"path": path, "name": name, "mime": _mime(name)})
 
         # Files our Save Image (atomic) node wrote say where they are: on this machine they are sent from
@@ -498,7 +503,7 @@ class WorkerBridge:
                 if item.get("in_output_dir"):
                     local[(str(item.get("subfolder") or ""), str(item.get("name")))] = path
                 else:
-                    add(path, str(item.get("name") or Path(path).name), str(node_id))
+                    add(path, unique(str(item.get("name") or Path(path).name), str(node_id)))
         for node_id, out in outputs.items():
             if not isinstance(out, dict):
                 continue
@@ -510,12 +515,9 @@ class WorkerBridge:
                         continue
                     mine = local.get((str(item.get("subfolder") or ""), str(item["filename"])))
                     if mine is not None:
-                        add(mine, str(item["filename"]), str(node_id))
+                        add(mine, unique(str(item["filename"]), str(node_id)))
                         continue
-                    name = Path(str(item["filename"])).name
-                    if name in names:
-                        name = f"{node_id}_{name}"
-                    names.add(name)
+                    name = unique(str(item["filename"]), str(node_id))
                     dest = folder / name
                     try:
                         await client.download(item, dest)
@@ -524,7 +526,7 @@ class WorkerBridge:
                                 retryable=True)
                         shutil.rmtree(folder, ignore_errors=True)
                         return
-                    files.append({"path": str(dest), "name": name, "mime": _mime(name)})
+                    add(str(dest), name)
         self._uploads[job_id] = folder
         wc.complete(job_id, token, outputs=outputs, files=files)
         if not files:
@@ -557,6 +559,4 @@ def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: th
 
 
 def _mime(name: str) -> str:
-    import mimetypes
-
     return mimetypes.guess_type(name)[0] or "application/octet-stream"

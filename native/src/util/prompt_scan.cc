@@ -39,62 +39,47 @@ class Scanner {
 
   bool Run() {
     Ws();
-    if (!Expect('{')) return false;  // the top level must be an object (and of nodes)
-    size_t nodes = 0;
-    Ws();
-    if (Peek('}')) return false;  // no nodes
-    for (;;) {
-      std::string_view id;
-      if (!String(&id) || id.empty()) return false;
-      Ws();
-      if (!Expect(':')) return false;
-      Ws();
-      if (!Node()) return false;
+    size_t nodes = 0;  // the top level must be an object of nodes
+    const bool ok = Object([&](std::string_view id) {
       nodes++;
-      Ws();
-      if (Peek(',')) {
-        ++p_;
-        Ws();
-        continue;
-      }
-      if (!Expect('}')) return false;
-      break;
-    }
+      return !id.empty() && Node();
+    });
     Ws();
-    return p_ == end_ && nodes > 0;
+    return ok && p_ == end_ && nodes > 0;
   }
 
  private:
   // {"class_type": non-empty string, "inputs": object, ...anything else}
   bool Node() {
-    if (!Expect('{')) return false;
     bool has_class_type = false, has_inputs = false;
-    Ws();
-    if (Peek('}')) return false;
-    for (;;) {
-      std::string_view key;
-      if (!String(&key)) return false;
-      Ws();
-      if (!Expect(':')) return false;
-      Ws();
+    const bool ok = Object([&](std::string_view key) {
       if (key == "class_type") {
         std::string_view v;
-        if (!Peek('"') || !String(&v) || v.empty()) return false;
         has_class_type = true;
-      } else if (key == "inputs") {
-        if (!Peek('{') || !Value()) return false;
+        return Peek('"') && String(&v) && !v.empty();
+      }
+      if (key == "inputs") {
         has_inputs = true;
-      } else if (!Value()) {
-        return false;
+        return Peek('{') && Value();
       }
+      return Value();
+    });
+    return ok && has_class_type && has_inputs;
+  }
+
+  // A non-empty object; member(key) reads each value. False on a syntax error or when member says so.
+  template <typename Member>
+  bool Object(Member&& member) {
+    if (!Expect('{')) return false;
+    Ws();
+    if (Peek('}')) return false;  // empty: no nodes, or a node without class_type
+    for (;;) {
+      std::string_view key;
+      if (!Key(&key) || !member(key)) return false;
       Ws();
-      if (Peek(',')) {
-        ++p_;
-        Ws();
-        continue;
-      }
-      if (!Expect('}')) return false;
-      return has_class_type && has_inputs;
+      if (!Peek(',')) return Expect('}');
+      ++p_;
+      Ws();
     }
   }
 
@@ -145,8 +130,8 @@ class Scanner {
   }
 
   // "key" : (leaves p_ at the value)
-  bool Key() {
-    if (!String(nullptr)) return false;
+  bool Key(std::string_view* key = nullptr) {
+    if (!String(key)) return false;
     Ws();
     if (!Expect(':')) return false;
     Ws();
