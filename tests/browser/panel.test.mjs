@@ -288,7 +288,11 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
 
   it("stays responsive with 1,200 jobs: windowed rows, paging, live deltas, cancelling the batch", async (t) => {
     await comfy.api("/comfymq/queue/pause", {method: "POST"});
-    t.after(() => comfy.api("/comfymq/queue/resume", {method: "POST"}));
+    // whatever happens below, the 1,200 jobs must not be left for the worker to run in the later tests
+    t.after(async () => {
+      await comfy.api("/comfymq/batches/load-test.abcdef/cancel", {method: "POST"});
+      await comfy.api("/comfymq/queue/resume", {method: "POST"});
+    });
     const r = await comfy.api("/comfymq/tasks", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({prompt: testPrompt({steps: 1}), count: 1200, batch_id: "load-test.abcdef"})});
     assert.equal(r.jobs.length, 1200);
@@ -310,8 +314,10 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     await list.evaluate((el) => {
       el.scrollTop = 0;
     });
-    // keyboard: into the list, down two rows
-    await list.locator(".mq-job").first().focus();
+    // keyboard: into the list (the top row, once the window has followed the scroll), down two rows
+    const top = list.locator('.mq-job[aria-posinset="1"]');
+    await top.waitFor({timeout: 5000});
+    await top.focus();
     await page.keyboard.press("ArrowDown");
     await page.keyboard.press("ArrowDown");
     const focused = await page.evaluate(() => document.activeElement?.getAttribute("aria-posinset"));
