@@ -134,7 +134,7 @@ app.registerExtension({
   settings: [
     {id: /** @type {any} */ (TOKEN_SETTING), category: ["ComfyMQ", "Connection", "Token"], name: "Access token",
       tooltip: "The host's COMFYMQ_TOKEN, when it has one: sent with every ComfyMQ request", type: "text",
-      defaultValue: ""},
+      defaultValue: "", onChange: () => hub.resync()},
     {id: /** @type {any} */ (FINISH_SETTING), category: ["ComfyMQ", "Notifications", "Finished"], name: "Toast when a job or batch finishes",
       tooltip: "Failures are always shown; a batch gets one toast when all of it has finished", type: "boolean",
       defaultValue: true},

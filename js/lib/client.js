@@ -83,6 +83,11 @@ export class MQClient {
       const err = data && data.error;
       let message = err && err.message ? err.message : `${method} /comfymq${route}: HTTP ${res.status}`;
       if (res.status === 404 && !err) message = "ComfyMQ's routes are not there: is the plugin installed and loaded?";
+      if (res.status === 401) {
+        message = token
+          ? "The access token in Settings > ComfyMQ > Access token is not this host's COMFYMQ_TOKEN"
+          : "This ComfyMQ host needs its access token: enter its COMFYMQ_TOKEN in Settings > ComfyMQ > Access token";
+      }
       throw new ApiError(message, res.status, (err && err.type) || "http");
     }
     return data;

@@ -28,16 +28,28 @@ export class EventHub {
     this.listener = (e) => {
       if (e.type === RECONNECTING) this.connected = false;
       if (e.type === RECONNECTED) this.connected = true;
-      const detail = /** @type {CustomEvent} */ (e).detail;
-      for (const fn of [...(this.handlers.get(e.type) || [])]) {
-        try {
-          fn(detail);
-        } catch (err) {
-          console.error(`[ComfyMQ] ${e.type} handler failed`, err);
-        }
-      }
+      this.fire(e.type, /** @type {CustomEvent} */ (e).detail);
     };
     for (const t of TYPES) this.api.addEventListener(t, this.listener);
+  }
+
+  /**
+   * Tells every listener of RECONNECTED to reload, without a websocket event: what changed is how we reach the
+   * host (e.g. the access token in the settings).
+   */
+  resync() {
+    this.fire(RECONNECTED, undefined);
+  }
+
+  /** @param {string} type @param {unknown} detail */
+  fire(type, detail) {
+    for (const fn of [...(this.handlers.get(type) || [])]) {
+      try {
+        fn(detail);
+      } catch (err) {
+        console.error(`[ComfyMQ] ${type} handler failed`, err);
+      }
+    }
   }
 
   stop() {

@@ -38,16 +38,14 @@ export class ImageLoader {
   }
 
   /**
-   * Points an <img> at a job image.
-   * @param {HTMLImageElement} img
+   * A URL the browser can load without headers: the image's own URL, or (an artifact behind a token) a blob:
+   * URL of it, fetched once with the Authorization header and shared by every view of it.
    * @param {ImageRef} ref
+   * @returns {Promise<string>}
    */
-  show(img, ref) {
+  url(ref) {
     const url = this.client.resolve(ref.url);
-    if (!ref.artifact || !this.client.token()) {
-      img.src = url;
-      return;
-    }
+    if (!ref.artifact || !this.client.token()) return Promise.resolve(url);
     let p = this.blobs.get(url);
     if (!p) {
       p = fetch(url, {headers: {Authorization: "Bearer " + this.client.token()}})
@@ -56,17 +54,33 @@ export class ImageLoader {
       p.catch(() => this.blobs.delete(url));
       this.blobs.set(url, p);
     }
-    p.then((src) => {
+    return p;
+  }
+
+  /**
+   * Points an <img> at a job image.
+   * @param {HTMLImageElement} img
+   * @param {ImageRef} ref
+   */
+  show(img, ref) {
+    this.url(ref).then((src) => {
       img.src = src;
     }, () => img.dispatchEvent(new Event("error")));
   }
 
   /**
-   * The URL to open in a new tab (full size).
+   * Points a link at the original file (opened in a new tab, which sends no Authorization header: behind a
+   * token it gets the blob: URL).
+   * @param {HTMLAnchorElement} a
    * @param {ImageRef} ref
    */
-  href(ref) {
-    return this.client.resolve(ref.url);
+  link(a, ref) {
+    a.removeAttribute("href");
+    this.url(ref).then((href) => {
+      a.href = href;
+      if (href.startsWith("blob:")) a.download = ref.name;
+      else a.removeAttribute("download");
+    }, () => {});
   }
 
   dispose() {

@@ -31,7 +31,7 @@ export function openLightbox(images, start, loader, title) {
     const ref = images[index];
     loader.show(img, ref);
     img.alt = ref.name;
-    link.setAttribute("href", loader.href(ref));
+    loader.link(/** @type {HTMLAnchorElement} */ (link), ref);
     caption.textContent = `${title} · ${ref.name}` + (images.length > 1 ? ` (${index + 1}/${images.length})` : "");
   }
   /** @param {number} d */

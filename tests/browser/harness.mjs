@@ -36,7 +36,8 @@ export function freePort() {
 
 /**
  * Starts the stand-in with the plugin; resolves once it printed READY and the plugin's worker has joined.
- * @param {{frontendRoot?: string, stepDelay?: number, models?: string[], settings?: object}} [o]
+ * With `token`, the host requires it (COMFYMQ_TOKEN) and comfy.api sends it; the browser's setting is the test's.
+ * @param {{frontendRoot?: string, stepDelay?: number, models?: string[], settings?: object, token?: string}} [o]
  */
 export async function startComfy(o = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "comfymq-browser-"));
@@ -50,7 +51,7 @@ export async function startComfy(o = {}) {
   if (o.frontendRoot) args.push("--frontend-root", o.frontendRoot);
   else args.push("--frontend");
   const env = {...process.env, COMFYMQ_BROKER_BIND: `tcp://127.0.0.1:${brokerPort}`, COMFYMQ_WORKER_NAME: "standin-gpu",
-    PYTHONUNBUFFERED: "1"};
+    PYTHONUNBUFFERED: "1", ...(o.token ? {COMFYMQ_TOKEN: o.token} : {})};
   const proc = spawn(PYTHON, args, {cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"]});
   let log = "";
   proc.stderr.on("data", (d) => {
@@ -78,7 +79,8 @@ export async function startComfy(o = {}) {
     log: () => log,
     /** @param {string} route @param {RequestInit} [init] */
     async api(route, init) {
-      const r = await fetch(url + route, init);
+      const headers = {...(o.token ? {Authorization: "Bearer " + o.token} : {}), ...(init?.headers || {})};
+      const r = await fetch(url + route, {...init, headers});
       const text = await r.text();
       if (!r.ok) throw new Error(`${init?.method || "GET"} ${route}: ${r.status} ${text}`);
       return text ? JSON.parse(text) : null;
