@@ -54,6 +54,23 @@ TEST(PromptScan, AcceptsCommonPromptsAndAgreesOnEdgeCases) {
   EXPECT_TRUE(ValidatePromptJson(R"({"1": {"class_type": "K", "inputs": {"a": "\u00e9", "b": 1e-5}}})").ok());
 }
 
+// The string scan reads 8 bytes at a time: every byte that needs a look must be caught at every offset of a word.
+TEST(PromptScan, EveryOddByteIsSeenAtEveryOffsetOfALongString) {
+  const std::vector<std::string> odd = {std::string(1, '\0'), "\x01", "\x1f", "\"", "\\", "\\n", "\\q", "\\u0041",
+                                        "\x7f", "\x80", "\xc3\xa9", "\xc3", "\xff", "\xed\xa0\x80", "\xf0\x9f\xa6\x8a"};
+  for (const std::string& o : odd) {
+    for (size_t at = 0; at < 24; ++at) {
+      std::string text(40, 'a');
+      text.insert(at, o);
+      const std::string p = R"({"1": {"class_type": "K", "inputs": {"text": ")" + text + R"("}}})";
+      ExpectAgrees(p);
+      // what the fast path is for (plain escapes, DEL, well-formed UTF-8) it takes itself, at any offset
+      const bool common = o == "\x7f" || o == "\\n" || o == "\xc3\xa9" || o == "\xf0\x9f\xa6\x8a";
+      if (common) EXPECT_TRUE(FastPromptAccepts(p)) << "odd byte(s) #" << o.size() << " at offset " << at;
+    }
+  }
+}
+
 TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
   std::mt19937_64 rng(20261123);
   const std::string alphabet = "{}[]\":,.-+eE0123456789 \t\n\\/utrfalsn\x01\x7f\xc3\xa9\xed\xa0\xf0\x9f";

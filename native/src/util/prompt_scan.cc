@@ -32,6 +32,18 @@ size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
   return 0;
 }
 
+// True when none of the 8 bytes at p needs a look: no '"', no '\\', no control byte, no byte >= 0x80 (SWAR: the
+// zero-byte test may also flag a byte above a real hit, never miss one; a flagged word goes byte by byte).
+inline bool AllPlain8(const unsigned char* p) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  const uint64_t special = has_zero(x ^ (kOnes * '"')) | has_zero(x ^ (kOnes * '\\')) |
+                           ((x - kOnes * 0x20) & ~x & kHigh) | (x & kHigh);
+  return special == 0;
+}
+
 class Scanner {
  public:
   Scanner(std::string_view s)
@@ -142,6 +154,7 @@ class Scanner {
     if (!Expect('"')) return false;
     const unsigned char* start = p_;
     for (;;) {
+      while (end_ - p_ >= 8 && AllPlain8(p_)) p_ += 8;
       while (p_ < end_ && kPlain.plain[*p_]) ++p_;
       if (p_ >= end_) return false;
       const unsigned char c = *p_;
