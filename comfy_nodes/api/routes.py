@@ -16,7 +16,7 @@ middleware of ComfyUI's. Blocking store and broker calls run on the service's th
   GET    /comfymq/queue                 {"paused", "counts"};  POST /comfymq/queue/pause | /resume
   GET    /comfymq/batches/{id}          counts per state, total, done fraction, job ids (?cursor= &limit=
                                         &view=ids|summary)
-  POST   /comfymq/batches/{id}/cancel   cancels every pending/running job of the batch
+  POST   /comfymq/batches/{id}/cancel   cancels every pending/running job of the batch, in one commit
   GET    /comfymq/workers               the broker's workers as a JSON list ([] without a broker)
   POST   /comfymq/workers/{id}/drain    body optional {"drain": false} to undrain
   POST   /comfymq/workers/refresh       asks workers for their capabilities again (body optional
@@ -45,7 +45,6 @@ Answer: {"status": "queued", "jobs": [...], "batch_id"?, "existed"?}; a single j
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import json
 import logging
@@ -77,7 +76,6 @@ BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MS_RE = re.compile(r"^[0-9]{1,16}$")
 MAX_TIMEOUT = 30 * 24 * 3600
 MAX_OWNER = 256
-BATCH_CANCEL_PARALLEL = 16
 
 
 # ---- input checks ----------------------------------------------------------------------------------------
@@ -524,23 +522,9 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         await read_optional_json_object(request)
         if not (await store_call(service.store.list, batch_id=batch_id, limit=1))["jobs"]:
             raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
-        jobs = await batch_jobs(batch_id, states=["pending", "running"])
-        n = native.load()
-        gate = asyncio.Semaphore(BATCH_CANCEL_PARALLEL)
-        cancelled: list[str] = []
-        skipped: list[str] = []
-
-        async def cancel_one(job_id: str) -> None:
-            async with gate:
-                try:
-                    await store_call(service.store.cancel, job_id, f"batch {batch_id} cancelled")
-                    cancelled.append(job_id)
-                except (n.ConflictError, KeyError):  # it finished or was removed meanwhile
-                    skipped.append(job_id)
-
-        await asyncio.gather(*(cancel_one(j["id"]) for j in jobs))
-        return web.json_response({"batch_id": batch_id, "cancelled": len(cancelled), "skipped": len(skipped),
-                                  "jobs": sorted(cancelled)})
+        # one commit: every pending or running job of the batch is cancelled, or (on an error) none is
+        cancelled = await store_call(service.store.cancel_batch, batch_id, f"batch {batch_id} cancelled")
+        return web.json_response({"batch_id": batch_id, "cancelled": len(cancelled), "jobs": cancelled})
 
     # -- workers --
 

@@ -158,7 +158,7 @@ export class MQClient {
     return this.request("GET", `/batches/${encodeURIComponent(id)}?limit=1`);
   }
 
-  /** @param {string} id @returns {Promise<{batch_id: string, cancelled: number, skipped: number}>} */
+  /** @param {string} id @returns {Promise<{batch_id: string, cancelled: number, jobs: string[]}>} */
   cancelBatch(id) {
     return this.request("POST", `/batches/${encodeURIComponent(id)}/cancel`);
   }

@@ -379,7 +379,7 @@ export class QueueView {
     try {
       const r = await this.ctx.client.cancelBatch(batchId);
       this.ctx.toast({severity: "info", summary: `Batch ${batchLabel(batchId)} cancelled`,
-        detail: `${plural(r.cancelled, "job")} cancelled` + (r.skipped ? `, ${r.skipped} had already ended` : ""), life: 4000});
+        detail: r.cancelled ? `${plural(r.cancelled, "job")} cancelled` : "nothing was left to cancel", life: 4000});
       this.loadBatch(batchId);
     } catch (e) {
       this.ctx.toastError("Could not cancel the batch", e);

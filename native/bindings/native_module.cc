@@ -945,6 +945,14 @@ PYBIND11_MODULE(_native, m) {
              uint64_t jid = JobIdArg(id);
              s.Simple([&](Store* st) { return st->Cancel(jid, reason); });
            }, py::arg("job_id"), py::arg("reason") = "")
+      .def("cancel_batch", [](PyStore& s, const std::string& batch_id, const std::string& reason) {
+             std::vector<uint64_t> ids;
+             s.Simple([&](Store* st) { return st->CancelBatch(batch_id, reason, &ids); });
+             py::list out;
+             for (uint64_t id : ids) out.append(FormatJobId(id));
+             return out;
+           }, py::arg("batch_id"), py::arg("reason") = "",
+           "Cancels every pending or running job of the batch in one commit; returns their ids, oldest first.")
       .def("retry", [](PyStore& s, const std::string& id) {
              uint64_t jid = JobIdArg(id);
              s.Simple([&](Store* st) { return st->Retry(jid); });

@@ -45,6 +45,36 @@ class FaultTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+TEST_F(FaultTest, AFailedBatchCancelCancelsNoneOfIt) {
+  std::vector<NewJob> jobs(5);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    jobs[i].prompt = PromptFor(10 + i);
+    jobs[i].batch_id = "b.1";
+  }
+  std::vector<EnqueueResult> rs;
+  ASSERT_TRUE(store_->EnqueueMany(jobs, &rs).ok());
+  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
+    if (op == "write" && path.find("/log-") != std::string::npos) return Status::IOError("injected EIO");
+    return Status::OK();
+  });
+  std::vector<uint64_t> cancelled{42};
+  Status s = store_->CancelBatch("b.1", "", &cancelled);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(cancelled, std::vector<uint64_t>{42}) << "untouched on failure";
+  Job j;
+  for (const auto& r : rs) {  // rolled back in memory...
+    ASSERT_TRUE(store_->Get(r.id, false, &j).ok());
+    EXPECT_EQ(j.state, JobState::kPending);
+  }
+  Reopen();
+  for (const auto& r : rs) {  // ...and nothing of it on disk
+    ASSERT_TRUE(store_->Get(r.id, false, &j).ok());
+    EXPECT_EQ(j.state, JobState::kPending);
+  }
+  ASSERT_TRUE(store_->CancelBatch("b.1", "", &cancelled).ok());
+  EXPECT_EQ(cancelled.size(), 5u);
+}
+
 TEST_F(FaultTest, FailedFsyncIsFatalAndNeverRetried) {
   uint64_t kept = 0;
   ASSERT_TRUE(Add(1, &kept).ok());

@@ -547,6 +547,52 @@ TEST_F(StoreTest, CancelPendingAndRunning) {
   EXPECT_TRUE(store_->Cancel(999, "").IsNotFound());
 }
 
+TEST_F(StoreTest, CancelBatchCancelsWhatIsLeftOfItInOneCommit) {
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Add(10 + i, 1, "sweep.1"));
+  uint64_t other = Add(20, 1, "other");
+  uint64_t loose = Add(21);
+  auto first = Take();  // ids[0] runs
+  ASSERT_EQ(first->job_id, ids[0]);
+  auto second = Take();  // ids[1] runs, then succeeds
+  ASSERT_TRUE(store_->Complete(ids[1], second->token, "{}", {}).ok());
+  std::vector<std::string> heard;
+  std::mutex mu;
+  store_->SetListener([&](const std::vector<StoreEvent>& events) {
+    std::lock_guard<std::mutex> l(mu);
+    for (auto& e : events) heard.push_back(e.reason + ":" + JobStateName(e.to) + ":" + e.worker_id);
+  });
+  const uint64_t syncs = env_.sync_count();
+  std::vector<uint64_t> cancelled;
+  ASSERT_TRUE(store_->CancelBatch("sweep.1", "batch sweep.1 cancelled", &cancelled).ok());
+  EXPECT_EQ(env_.sync_count() - syncs, 1u) << "one commit for the whole batch";
+  EXPECT_EQ(cancelled, (std::vector<uint64_t>{ids[0], ids[2], ids[3], ids[4], ids[5]}));
+  EXPECT_EQ(GetJob(ids[0]).state, JobState::kCancelled);
+  EXPECT_EQ(json::parse(GetJob(ids[0]).history)[0]["outcome"], "cancelled");
+  EXPECT_EQ(GetJob(ids[1]).state, JobState::kSucceeded);  // finished before: untouched
+  for (size_t i = 2; i < ids.size(); ++i) {
+    Job j = GetJob(ids[i]);
+    EXPECT_EQ(j.state, JobState::kCancelled);
+    EXPECT_EQ(json::parse(j.error)["message"], "batch sweep.1 cancelled");
+  }
+  EXPECT_EQ(GetJob(other).state, JobState::kPending);
+  EXPECT_EQ(GetJob(loose).state, JobState::kPending);
+  EXPECT_TRUE(store_->Complete(ids[0], first->token, "{}", {}).IsLeaseLost());
+  // Nothing left: no error, nothing cancelled; unknown batches likewise; bad input is refused.
+  ASSERT_TRUE(store_->CancelBatch("sweep.1", "", &cancelled).ok());
+  EXPECT_TRUE(cancelled.empty());
+  ASSERT_TRUE(store_->CancelBatch("no-such-batch", "", &cancelled).ok());
+  EXPECT_TRUE(cancelled.empty());
+  EXPECT_TRUE(store_->CancelBatch("", "", &cancelled).IsInvalidArgument());
+  EXPECT_TRUE(store_->CancelBatch("x\n", "", &cancelled).IsInvalidArgument());
+  store_.reset();  // close drains the listener queue
+  ASSERT_EQ(heard.size(), 5u);
+  EXPECT_EQ(heard[0], "batch sweep.1 cancelled:cancelled:w1");  // the running one: its worker is named
+  EXPECT_EQ(heard[1], "batch sweep.1 cancelled:cancelled:");
+  Open();
+  EXPECT_EQ(GetJob(ids[3]).state, JobState::kCancelled);
+}
+
 TEST_F(StoreTest, RetryAndDeleteFollowTheStateMachine) {
   uint64_t id = Add(1, 1, "", 1);
   EXPECT_TRUE(store_->Retry(id).IsConflict());   // pending

@@ -199,6 +199,10 @@ class Store {
 
   // pending | running -> cancelled. A running job's lease ends; its worker must be told (see listener).
   virtual Status Cancel(uint64_t id, const std::string& reason) = 0;
+  // Cancels every pending or running job of a batch in one commit: all of them or (on an error) none.
+  // *cancelled gets their ids, oldest first; empty when the batch has nothing left to cancel.
+  virtual Status CancelBatch(const std::string& batch_id, const std::string& reason,
+                             std::vector<uint64_t>* cancelled) = 0;
   // failed | cancelled -> pending, with a fresh count of attempts.
   virtual Status Retry(uint64_t id) = 0;
   // Removes a finished job (succeeded | failed | cancelled).

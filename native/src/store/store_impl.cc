@@ -45,6 +45,8 @@ Status CheckText(const std::string& value, const char* what, size_t max) {
   return Status::OK();
 }
 
+}  // namespace
+
 std::string ErrorJsonOf(const char* type, const std::string& message) {
   JobError e;
   e.type = type;
@@ -53,8 +55,6 @@ std::string ErrorJsonOf(const char* type, const std::string& message) {
   ErrorToJson(e, &out);
   return out;
 }
-
-}  // namespace
 
 void StoreBatch::Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status) {
   Item it;
@@ -603,10 +603,7 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
     m.max_attempts = pj.max_attempts;
     m.state = JobState::kPending;
     txn_->Insert(m);
-    StoreEvent e;
-    e.job_id = id;
-    e.reason = "enqueued";
-    txn_->Event(std::move(e));
+    txn_->JobChanged(id, JobState::kPending, JobState::kPending, "enqueued");
     results->push_back(EnqueueResult{id, false});
   }
   return Status::OK();
@@ -665,13 +662,7 @@ void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDo
   d.error = error_json;
   WriteStatus(before, d);
   txn_->SetRun(before.id, std::nullopt);
-  StoreEvent e;
-  e.job_id = before.id;
-  e.from = JobState::kRunning;
-  e.to = to;
-  e.worker_id = run.worker_id;
-  e.reason = reason;
-  txn_->Event(std::move(e));
+  txn_->JobChanged(before.id, JobState::kRunning, to, reason, run.worker_id);
 }
 
 Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run) {
@@ -732,11 +723,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
     bad.finished_ms = bad.updated_ms = txn_->now_ms();
     bad.error = ErrorJsonOf("corruption", "the job's record is damaged and cannot be run: " + rs.ToString());
     WriteStatus(m, bad);
-    StoreEvent e;
-    e.job_id = chosen;
-    e.to = JobState::kFailed;
-    e.reason = "damaged";
-    txn_->Event(std::move(e));
+    txn_->JobChanged(chosen, JobState::kPending, JobState::kFailed, "damaged");
   }
   StatusDoc d = LoadStatusOrRebuildLocked(m);
   const int64_t now = txn_->now_ms();
@@ -761,13 +748,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   run.started_ms = now;
   run.worker_id = o.worker_id;
   txn_->SetRun(chosen, run);
-  StoreEvent e;
-  e.job_id = chosen;
-  e.from = JobState::kPending;
-  e.to = JobState::kRunning;
-  e.worker_id = o.worker_id;
-  e.reason = "leased";
-  txn_->Event(std::move(e));
+  txn_->JobChanged(chosen, JobState::kPending, JobState::kRunning, "leased", o.worker_id);
 
   auto l = std::make_unique<Lease>();
   l->job_id = chosen;
@@ -878,13 +859,7 @@ Status StoreImpl::ApplyRelease(uint64_t id, uint64_t token, const std::string& r
     d.worker_id.clear();
     WriteStatus(adjusted, d);
     txn_->SetRun(id, std::nullopt);
-    StoreEvent e;
-    e.job_id = id;
-    e.from = JobState::kRunning;
-    e.to = JobState::kPending;
-    e.worker_id = run.worker_id;
-    e.reason = reason;
-    txn_->Event(std::move(e));
+    txn_->JobChanged(id, JobState::kRunning, JobState::kPending, reason, run.worker_id);
     return Status::OK();
   }
   const bool again = before.attempts < before.max_attempts;
@@ -980,36 +955,54 @@ Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool 
 
 Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {
   CMQ_RETURN_IF_ERROR(CheckText(reason, "reason", 1024));
-  return Run(
+  return Run([&] { return CancelLocked(id, reason); }, 256);
+}
+
+Status StoreImpl::CancelBatch(const std::string& batch_id, const std::string& reason, std::vector<uint64_t>* cancelled) {
+  CMQ_RETURN_IF_ERROR(CheckText(reason, "reason", 1024));
+  CMQ_RETURN_IF_ERROR(CheckText(batch_id, "batch_id", kMaxIdBytes));
+  if (batch_id.empty()) return Status::InvalidArgument("batch_id must not be empty");
+  std::vector<uint64_t> ids;
+  Status s = Run(
       [&] {
-        const JobMeta* m = table_.Find(id);
-        if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
-        if (m->state != JobState::kPending && m->state != JobState::kRunning) {
-          return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
-                                  "; only pending or running jobs can be cancelled");
-        }
-        const JobMeta before = *m;
-        const std::string message = reason.empty() ? "cancelled" : reason;
-        const std::string error_json = ErrorJsonOf("cancelled", message);
-        StatusDoc d = LoadStatusOrRebuildLocked(before);
-        if (const RunInfo* r = table_.Run(id)) {
-          const RunInfo run = *r;  // the worker must be told: listeners hear it with the run's worker id
-          EndRunLocked(before, run, std::move(d), JobState::kCancelled, "cancelled", error_json, message);
-          return Status::OK();
-        }
-        d.state = JobState::kCancelled;
-        d.finished_ms = d.updated_ms = txn_->now_ms();
-        d.error = error_json;
-        WriteStatus(before, d);
-        StoreEvent e;
-        e.job_id = id;
-        e.from = before.state;
-        e.to = JobState::kCancelled;
-        e.reason = message;
-        txn_->Event(std::move(e));
+        ids.clear();
+        uint32_t batch = 0;
+        if (!table_.FindBatch(batch_id, &batch)) return Status::OK();
+        table_.ForEach([&](const JobMeta& m) {
+          if (m.batch == batch && (m.state == JobState::kPending || m.state == JobState::kRunning)) ids.push_back(m.id);
+        });
+        // An error part way leaves the group to roll this op back whole.
+        for (uint64_t id : ids) CMQ_RETURN_IF_ERROR(CancelLocked(id, reason));
         return Status::OK();
       },
-      256);
+      4096);
+  if (s.ok()) *cancelled = std::move(ids);
+  return s;
+}
+
+// With the group applying: pending | running -> cancelled.
+Status StoreImpl::CancelLocked(uint64_t id, const std::string& reason) {
+  const JobMeta* m = table_.Find(id);
+  if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
+  if (m->state != JobState::kPending && m->state != JobState::kRunning) {
+    return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
+                            "; only pending or running jobs can be cancelled");
+  }
+  const JobMeta before = *m;
+  const std::string message = reason.empty() ? "cancelled" : reason;
+  const std::string error_json = ErrorJsonOf("cancelled", message);
+  StatusDoc d = LoadStatusOrRebuildLocked(before);
+  if (const RunInfo* r = table_.Run(id)) {
+    const RunInfo run = *r;  // the worker must be told: listeners hear it with the run's worker id
+    EndRunLocked(before, run, std::move(d), JobState::kCancelled, "cancelled", error_json, message);
+    return Status::OK();
+  }
+  d.state = JobState::kCancelled;
+  d.finished_ms = d.updated_ms = txn_->now_ms();
+  d.error = error_json;
+  WriteStatus(before, d);
+  txn_->JobChanged(id, before.state, JobState::kCancelled, message);
+  return Status::OK();
 }
 
 Status StoreImpl::Retry(uint64_t id) {
@@ -1028,12 +1021,7 @@ Status StoreImpl::Retry(uint64_t id) {
         fresh.updated_ms = txn_->now_ms();
         fresh.history = d.history;
         WriteStatus(before, fresh);
-        StoreEvent e;
-        e.job_id = id;
-        e.from = before.state;
-        e.to = JobState::kPending;
-        e.reason = "retried";
-        txn_->Event(std::move(e));
+        txn_->JobChanged(id, before.state, JobState::kPending, "retried");
         return Status::OK();
       },
       256);

@@ -33,6 +33,9 @@
 
 namespace comfymq {
 
+// The JSON of a JobError {type, message}, as the store records it on a job it fails or cancels itself.
+std::string ErrorJsonOf(const char* type, const std::string& message);
+
 class StoreImpl final : public Store {
  public:
   StoreImpl(const StoreOptions& options, std::string dir);
@@ -55,6 +58,7 @@ class StoreImpl final : public Store {
   Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) override;
   Status Commit(StoreBatch* batch) override;
   Status Cancel(uint64_t id, const std::string& reason) override;
+  Status CancelBatch(const std::string& batch_id, const std::string& reason, std::vector<uint64_t>* cancelled) override;
   Status Retry(uint64_t id) override;
   Status Delete(uint64_t id) override;
   Status SetPaused(bool paused) override;
@@ -122,6 +126,8 @@ class StoreImpl final : public Store {
   // moves to `to` (error_json recorded, empty = none), the lease ends, and listeners hear `reason`.
   void EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDoc d, JobState to, const char* outcome,
                     const std::string& error_json, const std::string& reason);
+  // Within a group: pending | running -> cancelled (Cancel and CancelBatch).
+  Status CancelLocked(uint64_t id, const std::string& reason);
   static void FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job);
   Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
   Status ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json, const std::string& artifacts_json);

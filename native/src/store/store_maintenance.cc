@@ -8,18 +8,6 @@
 #include "store/store_impl.h"
 
 namespace comfymq {
-namespace {
-
-std::string ErrorJsonOf(const char* type, const std::string& message) {
-  JobError e;
-  e.type = type;
-  e.message = message;
-  std::string out;
-  ErrorToJson(e, &out);
-  return out;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
 // Leases and retention

@@ -30,6 +30,16 @@ class Txn {
   void SetRun(uint64_t id, std::optional<RunInfo> run);
   void SetPaused(bool paused);
   void Event(StoreEvent e) { events_.push_back(std::move(e)); }
+  // A job moved from one state to another (from == to for a new job), with the run's worker if it had one.
+  void JobChanged(uint64_t id, JobState from, JobState to, std::string reason, std::string worker_id = {}) {
+    StoreEvent e;
+    e.job_id = id;
+    e.from = from;
+    e.to = to;
+    e.reason = std::move(reason);
+    e.worker_id = std::move(worker_id);
+    events_.push_back(std::move(e));
+  }
 
   struct Mark {
     size_t undo = 0;
