@@ -33,6 +33,7 @@
 #include "net/wakeup.h"
 #include "net/zap_handler.h"
 #include "net/zmq_frames.h"
+#include "util/thread_name.h"
 
 namespace comfymq {
 namespace {
@@ -307,6 +308,7 @@ Status BrokerImpl::Stop() {
 // The loop
 
 void BrokerImpl::Loop() {
+  NameThisThread("cmq-broker");
   std::vector<std::string> frames;
   std::string user_id;
   while (!stop_) {

@@ -23,6 +23,7 @@
 #include "net/zmq_frames.h"
 #include "util/json_checks.h"
 #include "util/sha256.h"
+#include "util/thread_name.h"
 
 namespace comfymq {
 namespace {
@@ -279,6 +280,7 @@ Status WorkerClientImpl::Stop(bool bye) {
 // The link
 
 void WorkerClientImpl::Loop() {
+  NameThisThread("cmq-worker");
   std::vector<std::string> frames;
   bool stop = false, bye = false;
   while (!stop) {

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "net/zmq_frames.h"
+#include "util/thread_name.h"
 
 namespace comfymq::net {
 
@@ -36,6 +37,7 @@ ZapHandler::~ZapHandler() {
 }
 
 void ZapHandler::Loop() {
+  NameThisThread("cmq-zap");
   // Request: version, request id, domain, address, identity, mechanism, credentials...
   // Reply:   version, request id, status code, status text, user id, metadata.
   while (!stop_) {

@@ -1,5 +1,7 @@
 #include "store/event_queue.h"
 
+#include "util/thread_name.h"
+
 namespace comfymq {
 
 EventQueue::EventQueue() : state_(std::make_shared<State>()) {}
@@ -44,6 +46,7 @@ void EventQueue::Stop() {
 }
 
 void EventQueue::Deliver(std::shared_ptr<State> state) {
+  NameThisThread("cmq-events");
   std::unique_lock<std::mutex> l(state->mu);
   for (;;) {
     state->cv.wait(l, [&] { return state->stop || !state->queue.empty(); });

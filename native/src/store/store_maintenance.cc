@@ -6,6 +6,7 @@
 
 #include "store/checkpoint.h"
 #include "store/store_impl.h"
+#include "util/thread_name.h"
 
 namespace comfymq {
 
@@ -284,6 +285,7 @@ void StoreImpl::StartBackground() {
 }
 
 void StoreImpl::BackgroundLoop() {
+  NameThisThread("cmq-store-bg");
   std::unique_lock<std::mutex> l(bg_mu_);
   while (!bg_stop_) {
     int64_t wait_ms = 1000;
