@@ -50,6 +50,14 @@ void Check(const Status& s) {
   if (!s.ok()) Raise(s);
 }
 
+// Runs fn with the GIL released and returns its result: every native call that may block (disk syncs, socket
+// waits, locks) goes through here, so other Python threads run meanwhile. fn must not touch Python objects.
+template <typename Fn>
+auto NoGil(Fn&& fn) -> decltype(fn()) {
+  py::gil_scoped_release release;
+  return fn();
+}
+
 // ---- JSON at the boundary -----------------------------------------------------------------------------
 
 py::object JsonModule() {
@@ -263,11 +271,7 @@ class PyStore {
                           timeout, owner);
     std::shared_ptr<Store> s = store();
     EnqueueResult r;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Enqueue(j, &r);
-    }
+    Status st = NoGil([&] { return s->Enqueue(j, &r); });
     Check(st);
     return EnqueueDict(r);
   }
@@ -303,11 +307,7 @@ class PyStore {
     }
     std::shared_ptr<Store> s = store();
     std::vector<EnqueueResult> rs;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->EnqueueMany(jobs, &rs);
-    }
+    Status st = NoGil([&] { return s->EnqueueMany(jobs, &rs); });
     Check(st);
     py::list out;
     for (const auto& r : rs) out.append(EnqueueDict(r));
@@ -318,11 +318,7 @@ class PyStore {
     uint64_t jid = JobIdArg(id);
     std::shared_ptr<Store> s = store();
     Job j;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Get(jid, with_prompt, &j);
-    }
+    Status st = NoGil([&] { return s->Get(jid, with_prompt, &j); });
     Check(st);
     return JobDict(j);
   }
@@ -330,11 +326,7 @@ class PyStore {
   py::dict GetByPromptId(const std::string& prompt_id, bool with_prompt) {
     std::shared_ptr<Store> s = store();
     Job j;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->GetByPromptId(prompt_id, with_prompt, &j);
-    }
+    Status st = NoGil([&] { return s->GetByPromptId(prompt_id, with_prompt, &j); });
     Check(st);
     return JobDict(j);
   }
@@ -378,11 +370,7 @@ class PyStore {
     q.with_prompt = with_prompt;
     std::shared_ptr<Store> s = store();
     ListPage page;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->List(q, &page);
-    }
+    Status st = NoGil([&] { return s->List(q, &page); });
     Check(st);
     py::list jobs;
     for (const Job& j : page.jobs) jobs.append(JobDict(j));
@@ -395,11 +383,7 @@ class PyStore {
   py::dict Stats() {
     std::shared_ptr<Store> s = store();
     StoreStats st;
-    Status status;
-    {
-      py::gil_scoped_release release;
-      status = s->Stats(&st);
-    }
+    Status status = NoGil([&] { return s->Stats(&st); });
     Check(status);
     py::dict counts;
     for (int i = 0; i < kNumJobStates; ++i) counts[JobStateName(static_cast<JobState>(i))] = st.counts[i];
@@ -425,11 +409,7 @@ class PyStore {
     o.ignore_pause = ignore_pause;
     std::shared_ptr<Store> s = store();
     std::unique_ptr<Lease> l;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Take(o, &l);
-    }
+    Status st = NoGil([&] { return s->Take(o, &l); });
     Check(st);
     if (!l) return py::none();
     py::dict d;
@@ -447,11 +427,7 @@ class PyStore {
     int64_t ms = SecondsToMs(lease, "lease");
     std::shared_ptr<Store> s = store();
     int64_t expires = 0;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Heartbeat(jid, token, ms, &expires);
-    }
+    Status st = NoGil([&] { return s->Heartbeat(jid, token, ms, &expires); });
     Check(st);
     return expires;
   }
@@ -460,11 +436,7 @@ class PyStore {
     uint64_t jid = JobIdArg(id);
     std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
     std::shared_ptr<Store> s = store();
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Progress(jid, token, text);
-    }
+    Status st = NoGil([&] { return s->Progress(jid, token, text); });
     Check(st);
   }
 
@@ -496,11 +468,7 @@ class PyStore {
       }
     }
     std::shared_ptr<Store> s = store();
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Complete(jid, token, out, arts);
-    }
+    Status st = NoGil([&] { return s->Complete(jid, token, out, arts); });
     if (st.IsAlreadyExists()) return false;
     Check(st);
     return true;
@@ -524,11 +492,7 @@ class PyStore {
       }
     }
     std::shared_ptr<Store> s = store();
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Fail(jid, token, e, retryable);
-    }
+    Status st = NoGil([&] { return s->Fail(jid, token, e, retryable); });
     if (st.IsAlreadyExists()) return false;
     Check(st);
     return true;
@@ -537,11 +501,7 @@ class PyStore {
   template <typename Fn>
   void Simple(Fn fn) {
     std::shared_ptr<Store> s = store();
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = fn(s.get());
-    }
+    Status st = NoGil([&] { return fn(s.get()); });
     Check(st);
   }
 
@@ -598,21 +558,13 @@ class PyArtifactStream {
     if (!s_) throw py::value_error("artifact stream is finished");
     py::object keep;
     std::string_view v = BytesOf(data, &keep);
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s_->Append(v);
-    }
+    Status st = NoGil([&] { return s_->Append(v); });
     Check(st);
   }
   py::dict Commit() {
     if (!s_) throw py::value_error("artifact stream is finished");
     ArtifactInfo info;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s_->Commit(&info);
-    }
+    Status st = NoGil([&] { return s_->Commit(&info); });
     s_.reset();
     Check(st);
     return ArtifactDict(info);
@@ -632,32 +584,20 @@ class PyArtifactStream {
 class PyArtifactWriter {
  public:
   explicit PyArtifactWriter(const std::string& root) {
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = ArtifactWriter::Open(Env::Default(), root, &w_, &stale_removed_);
-    }
+    Status st = NoGil([&] { return ArtifactWriter::Open(Env::Default(), root, &w_, &stale_removed_); });
     Check(st);
   }
   py::dict Write(const std::string& rel, const py::object& data) {
     py::object keep;
     std::string_view v = BytesOf(data, &keep);
     ArtifactInfo out;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = w_->Write(rel, v, &out);
-    }
+    Status st = NoGil([&] { return w_->Write(rel, v, &out); });
     Check(st);
     return ArtifactDict(out);
   }
   std::unique_ptr<PyArtifactStream> Open(const std::string& rel) {
     std::unique_ptr<ArtifactStream> s;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = w_->Begin(rel, &s);
-    }
+    Status st = NoGil([&] { return w_->Begin(rel, &s); });
     Check(st);
     return std::make_unique<PyArtifactStream>(std::move(s));
   }
@@ -697,11 +637,7 @@ class PyBroker {
     o.allow_plaintext = allow_plaintext;
     o.lease_ms = SecondsToMs(lease, "lease");
     o.plugin_version = plugin_version;
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = Broker::Start(store_.get(), o, &broker_);
-    }
+    Status s = NoGil([&] { return Broker::Start(store_.get(), o, &broker_); });
     Check(s);
   }
 
@@ -713,11 +649,7 @@ class PyBroker {
   py::object NextEvent(double timeout) {
     Broker* b = broker();
     std::string e;
-    bool got;
-    {
-      py::gil_scoped_release release;
-      got = b->NextEvent(TimeoutMs(timeout), &e);
-    }
+    bool got = NoGil([&] { return b->NextEvent(TimeoutMs(timeout), &e); });
     return got ? Loads(e) : py::none();
   }
 
@@ -727,11 +659,7 @@ class PyBroker {
     uint64_t jid = JobIdArg(id);
     Broker* b = broker();
     std::vector<std::string> why;
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = b->Explain(jid, &why);
-    }
+    Status s = NoGil([&] { return b->Explain(jid, &why); });
     Check(s);
     py::list out;
     for (const auto& w : why) out.append(w);
@@ -798,11 +726,7 @@ class PyWorkerClient {
     o.allow_plaintext = allow_plaintext;
     o.reconnect_min_ms = static_cast<int>(reconnect_min * 1000);
     o.reconnect_max_ms = static_cast<int>(reconnect_max * 1000);
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = WorkerClient::Start(o, &client_);
-    }
+    Status s = NoGil([&] { return WorkerClient::Start(o, &client_); });
     Check(s);
   }
 
@@ -814,11 +738,7 @@ class PyWorkerClient {
   py::object NextJob(double timeout) {
     WorkerClient* c = client();
     JobAssignment a;
-    bool got;
-    {
-      py::gil_scoped_release release;
-      got = c->NextJob(TimeoutMs(timeout), &a);
-    }
+    bool got = NoGil([&] { return c->NextJob(TimeoutMs(timeout), &a); });
     if (!got) return py::none();
     py::dict d;
     d["job_id"] = FormatJobId(a.job_id);
@@ -834,22 +754,14 @@ class PyWorkerClient {
   py::object NextEvent(double timeout) {
     WorkerClient* c = client();
     std::string e;
-    bool got;
-    {
-      py::gil_scoped_release release;
-      got = c->NextEvent(TimeoutMs(timeout), &e);
-    }
+    bool got = NoGil([&] { return c->NextEvent(TimeoutMs(timeout), &e); });
     return got ? Loads(e) : py::none();
   }
 
   template <typename Fn>
   void Call(Fn fn) {
     WorkerClient* c = client();
-    Status s;
-    {
-      py::gil_scoped_release release;
-      s = fn(c);
-    }
+    Status s = NoGil([&] { return fn(c); });
     Check(s);
   }
 
