@@ -114,6 +114,30 @@ TEST(JobTable, TxnRollbackRestoresEveryIndexExactly) {
   EXPECT_TRUE(sink.empty());
 }
 
+TEST(JobTable, TxnRollbackForgetsTheBatchNamesItInterned) {
+  JobTable table;
+  const uint32_t kept = table.InternBatch("kept");
+  RecordSink sink;
+  bool paused = false;
+  Txn txn(&table, &sink, &paused, 0);
+  EXPECT_EQ(txn.InternBatch("kept"), kept);  // known already: nothing to undo
+  const Txn::Mark m = txn.mark();
+  const uint32_t a = txn.InternBatch("sweep.a");
+  EXPECT_EQ(txn.InternBatch("sweep.a"), a);
+  txn.InternBatch("sweep.b");
+  txn.RollbackTo(m);
+  uint32_t index = 0;
+  EXPECT_FALSE(table.FindBatch("sweep.a", &index));
+  EXPECT_FALSE(table.FindBatch("sweep.b", &index));
+  EXPECT_EQ(table.batch_names(), (std::vector<std::string>{"", "kept"}));
+  // a name interned again after the rollback gets the freed index
+  EXPECT_EQ(txn.InternBatch("sweep.c"), a);
+  txn.RollbackAll();
+  EXPECT_TRUE(table.FindBatch("kept", &index));
+  EXPECT_EQ(index, kept);
+  EXPECT_EQ(table.batch_names().size(), 2u);
+}
+
 TEST(JobTable, ScanWalksBothWaysWithCursorsAndBounds) {
   JobTable t;
   for (uint64_t id = 10; id <= 100; id += 10) {

@@ -180,6 +180,12 @@ uint32_t JobTable::InternBatch(std::string_view name) {
   return index;
 }
 
+void JobTable::DropLastBatch() {
+  if (batch_names_.size() <= 1) return;  // index 0 ("") stays
+  batch_index_.erase(batch_names_.back());
+  batch_names_.pop_back();
+}
+
 bool JobTable::FindBatch(std::string_view name, uint32_t* index) const {
   auto it = batch_index_.find(std::string(name));
   if (it == batch_index_.end()) return false;

@@ -76,6 +76,7 @@ class JobTable {
   void ForEach(const std::function<void(const JobMeta&)>& fn) const;
 
   uint32_t InternBatch(std::string_view name);          // 0 for ""
+  void DropLastBatch();                                  // undoes the newest InternBatch that added a name
   bool FindBatch(std::string_view name, uint32_t* index) const;
   const std::string& BatchName(uint32_t index) const;
   const std::vector<std::string>& batch_names() const { return batch_names_; }

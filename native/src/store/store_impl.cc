@@ -599,7 +599,7 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
     m.job_loc = txn_->Append(log::RecordType::kJob, pj.payload);
     m.updated_ms = txn_->now_ms();
     m.priority = pj.priority;
-    m.batch = table_.InternBatch(pj.batch_id);
+    m.batch = txn_->InternBatch(pj.batch_id);
     m.max_attempts = pj.max_attempts;
     m.state = JobState::kPending;
     txn_->Insert(m);

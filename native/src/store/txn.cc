@@ -51,6 +51,17 @@ void Txn::SetPaused(bool paused) {
   undo_.push_back(std::move(u));
 }
 
+uint32_t Txn::InternBatch(std::string_view name) {
+  const size_t before = table_->batch_names().size();
+  const uint32_t index = table_->InternBatch(name);
+  if (table_->batch_names().size() > before) {
+    Undo u;
+    u.kind = Undo::Kind::kBatchName;
+    undo_.push_back(std::move(u));
+  }
+  return index;
+}
+
 void Txn::RollbackTo(const Mark& m) {
   while (undo_.size() > m.undo) {
     Undo& u = undo_.back();
@@ -60,6 +71,7 @@ void Txn::RollbackTo(const Mark& m) {
       case Undo::Kind::kErased: table_->Insert(u.before); break;
       case Undo::Kind::kRun: table_->SetRun(u.id, std::move(u.run_before)); break;
       case Undo::Kind::kPaused: *paused_ = u.paused_before; break;
+      case Undo::Kind::kBatchName: table_->DropLastBatch(); break;
     }
     undo_.pop_back();
   }

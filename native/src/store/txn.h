@@ -29,6 +29,8 @@ class Txn {
   void Erase(uint64_t id);
   void SetRun(uint64_t id, std::optional<RunInfo> run);
   void SetPaused(bool paused);
+  // The batch's index, interning a new name (taken back on rollback, so an undone group leaves none behind).
+  uint32_t InternBatch(std::string_view name);
   void Event(StoreEvent e) { events_.push_back(std::move(e)); }
   // A job moved from one state to another (from == to for a new job), with the run's worker if it had one.
   void JobChanged(uint64_t id, JobState from, JobState to, std::string reason, std::string worker_id = {}) {
@@ -58,7 +60,7 @@ class Txn {
 
  private:
   struct Undo {
-    enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused } kind = Kind::kInserted;
+    enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused, kBatchName } kind = Kind::kInserted;
     uint64_t id = 0;
     JobMeta before;
     std::optional<RunInfo> run_before;
