@@ -206,14 +206,25 @@ TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNever
     for (const json& w : all) ready += w["online"].get<bool>() && w["credit"] == kCapacity;
     return ready == kWorkers;
   };
-  ASSERT_TRUE(WaitFor(idle));
-  uint64_t first = Enqueue(Graph());
-  JobAssignment a;
-  ASSERT_TRUE(ws[0]->NextJob(5000, &a) || ws[1]->NextJob(5000, &a));
-  EXPECT_EQ(a.job_id, first);
-  EXPECT_EQ(broker_->Counters().dispatched_on_arrival, 1u) << "an idle worker's job is leased with its enqueue";
-  WorkerClient* owner = Get(first).worker_id == "gpu-0" ? ws[0] : ws[1];
-  ASSERT_TRUE(owner->Complete(a.job_id, a.token, "{}", {}).ok());
+  // A job arriving while a worker is idle is leased in its enqueue's commit. (The loop's once-a-second look for
+  // work holds the credits for a moment; a job arriving just then goes out through the loop instead: correct,
+  // only not on arrival. So up to three single jobs, one at a time; at least one must go on arrival.)
+  int singles = 0;
+  uint64_t on_arrival = 0;
+  while (singles < 3 && on_arrival == 0) {
+    ASSERT_TRUE(WaitFor(idle));
+    uint64_t id = Enqueue(Graph());
+    singles++;
+    JobAssignment a;
+    ASSERT_TRUE(ws[0]->NextJob(5000, &a) || ws[1]->NextJob(5000, &a));
+    EXPECT_EQ(a.job_id, id);
+    // the broker counts a dispatch after its send returns, which the worker may beat
+    ASSERT_TRUE(WaitFor([&] { return broker_->Counters().dispatched == static_cast<uint64_t>(singles); }));
+    on_arrival = broker_->Counters().dispatched_on_arrival;
+    WorkerClient* owner = Get(id).worker_id == "gpu-0" ? ws[0] : ws[1];
+    ASSERT_TRUE(owner->Complete(a.job_id, a.token, "{}", {}).ok());
+  }
+  EXPECT_EQ(on_arrival, 1u) << "an idle worker's job is leased with its enqueue";
 
   // Producers race the loop's own dispatch; a worker holding kCapacity jobs must never be sent another.
   std::atomic<int> done{0}, overspent{0};
@@ -254,10 +265,10 @@ TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNever
   ASSERT_TRUE(WaitFor([&] {
     StoreStats st;
     store_->Stats(&st);
-    return st.counts[static_cast<int>(JobState::kSucceeded)] == 1 + kProducers * kPerProducer;
+    return st.counts[static_cast<int>(JobState::kSucceeded)] == static_cast<uint64_t>(singles + kProducers * kPerProducer);
   }, 20000));
   BrokerCounters c = broker_->Counters();
-  EXPECT_EQ(c.results, 1u + kProducers * kPerProducer);
+  EXPECT_EQ(c.results, static_cast<uint64_t>(singles + kProducers * kPerProducer));
   EXPECT_EQ(c.duplicates, 0u);
   EXPECT_EQ(c.stale_results, 0u);
   std::cout << "[cluster] dispatched " << c.dispatched << ", on arrival " << c.dispatched_on_arrival << "\n";
