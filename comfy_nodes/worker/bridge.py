@@ -205,9 +205,12 @@ class WorkerBridge:
                  asyncio.create_task(self._event_loop(wc, client, events)),
                  asyncio.create_task(self._caps_loop(wc, client, done))]
         runs: set[asyncio.Task] = set()
-        try:
-            await asyncio.wait_for(ws_ready.wait(), 10)
-        except asyncio.TimeoutError:
+        # wait for ComfyUI's websocket (up to 10 s), but not past a stop
+        ready, stopping = asyncio.create_task(ws_ready.wait()), asyncio.create_task(self._stop.wait())
+        await asyncio.wait({ready, stopping}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        for t in (ready, stopping):
+            t.cancel()
+        if not ws_ready.is_set() and not self._stop.is_set():
             self._unreachable = "its websocket did not open"
         try:
             while not self._stop.is_set() and not self._unreachable:

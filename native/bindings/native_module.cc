@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -50,20 +51,41 @@ void Check(const Status& s) {
   if (!s.ok()) Raise(s);
 }
 
+// A broker shared by the Python object and the calls running on it, owning a reference to the store it
+// uses so the store outlives it however the last reference goes.
+std::shared_ptr<Broker> Shared(std::unique_ptr<Broker> b, std::shared_ptr<Store> store) {
+  return std::shared_ptr<Broker>(b.release(), [store](Broker* p) { delete p; });
+}
+
 // Runs fn with the GIL released and returns its result: every native call that may block (disk syncs, socket
 // waits, locks) goes through here, so other Python threads run meanwhile. fn must not touch Python objects.
+// Not py::gil_scoped_release: it takes the GIL back in a destructor, and when the interpreter is exiting Python
+// ends a daemon thread right there (pthread_exit), which inside a destructor is std::terminate. Here it is a
+// plain call, so such a thread unwinds and ends quietly.
 template <typename Fn>
 auto NoGil(Fn&& fn) -> decltype(fn()) {
-  py::gil_scoped_release release;
-  return fn();
+  using R = decltype(fn());
+  std::optional<R> result;
+  std::exception_ptr error;
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    result.emplace(fn());
+  } catch (...) {
+    error = std::current_exception();
+  }
+  PyEval_RestoreThread(state);  // outside any handler or destructor
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
 }
 
 // ---- JSON at the boundary -----------------------------------------------------------------------------
 
-py::object JsonModule() {
-  static py::object* json = new py::object(py::module_::import("json"));
-  return *json;
-}
+// Python's json module, imported once while this module initialises. (Not a function-local static: its
+// first use could come from two threads at once, and importing lets the GIL go mid-initialisation, so the
+// second thread would wait on the static's guard holding the GIL the first needs back: a deadlock.)
+py::object* g_json = nullptr;
+
+py::object JsonModule() { return *g_json; }
 
 // Python text as UTF-8; text Python cannot encode (a lone surrogate) is a ValueError, not a crash.
 std::string Utf8(const py::handle& text, const char* what) {
@@ -637,17 +659,20 @@ class PyBroker {
     o.allow_plaintext = allow_plaintext;
     o.lease_ms = SecondsToMs(lease, "lease");
     o.plugin_version = plugin_version;
-    Status s = NoGil([&] { return Broker::Start(store_.get(), o, &broker_); });
-    Check(s);
+    std::unique_ptr<Broker> started;
+    Check(NoGil([&] { return Broker::Start(store_.get(), o, &started); }));
+    broker_ = Shared(std::move(started), store_);
   }
 
-  Broker* broker() {
+  // A call holds its own reference while it runs without the GIL, so close() from another thread (the
+  // broker stops, its waiting next_event returns) never frees the broker under a running call.
+  std::shared_ptr<Broker> broker() {
     if (!broker_) Raise(Status::IOError("broker is closed"));
-    return broker_.get();
+    return broker_;
   }
 
   py::object NextEvent(double timeout) {
-    Broker* b = broker();
+    std::shared_ptr<Broker> b = broker();
     std::string e;
     bool got = NoGil([&] { return b->NextEvent(TimeoutMs(timeout), &e); });
     return got ? Loads(e) : py::none();
@@ -657,7 +682,7 @@ class PyBroker {
 
   py::list Explain(const std::string& id) {
     uint64_t jid = JobIdArg(id);
-    Broker* b = broker();
+    std::shared_ptr<Broker> b = broker();
     std::vector<std::string> why;
     Status s = NoGil([&] { return b->Explain(jid, &why); });
     Check(s);
@@ -690,16 +715,17 @@ class PyBroker {
   }
 
   void Close() {
-    if (!broker_) return;
-    py::gil_scoped_release release;
-    broker_->Stop();
-    broker_.reset();
+    std::shared_ptr<Broker> b;
+    b.swap(broker_);  // with the GIL held: no call can be copying broker_ now
     store_.reset();
+    if (!b) return;
+    py::gil_scoped_release release;
+    b->Stop();
   }
 
  private:
   std::shared_ptr<Store> store_;  // kept alive while the broker runs
-  std::unique_ptr<Broker> broker_;
+  std::shared_ptr<Broker> broker_;
 };
 
 class PyWorkerClient {
@@ -726,17 +752,20 @@ class PyWorkerClient {
     o.allow_plaintext = allow_plaintext;
     o.reconnect_min_ms = static_cast<int>(reconnect_min * 1000);
     o.reconnect_max_ms = static_cast<int>(reconnect_max * 1000);
-    Status s = NoGil([&] { return WorkerClient::Start(o, &client_); });
+    std::unique_ptr<WorkerClient> started;
+    Status s = NoGil([&] { return WorkerClient::Start(o, &started); });
+    if (s.ok()) client_ = std::shared_ptr<WorkerClient>(std::move(started));
     Check(s);
   }
 
-  WorkerClient* client() {
+  // As for the broker: a call keeps the client alive while it waits without the GIL.
+  std::shared_ptr<WorkerClient> client() {
     if (!client_) Raise(Status::IOError("worker client is closed"));
-    return client_.get();
+    return client_;
   }
 
   py::object NextJob(double timeout) {
-    WorkerClient* c = client();
+    std::shared_ptr<WorkerClient> c = client();
     JobAssignment a;
     bool got = NoGil([&] { return c->NextJob(TimeoutMs(timeout), &a); });
     if (!got) return py::none();
@@ -752,7 +781,7 @@ class PyWorkerClient {
   }
 
   py::object NextEvent(double timeout) {
-    WorkerClient* c = client();
+    std::shared_ptr<WorkerClient> c = client();
     std::string e;
     bool got = NoGil([&] { return c->NextEvent(TimeoutMs(timeout), &e); });
     return got ? Loads(e) : py::none();
@@ -760,20 +789,21 @@ class PyWorkerClient {
 
   template <typename Fn>
   void Call(Fn fn) {
-    WorkerClient* c = client();
-    Status s = NoGil([&] { return fn(c); });
+    std::shared_ptr<WorkerClient> c = client();
+    Status s = NoGil([&] { return fn(c.get()); });
     Check(s);
   }
 
   void Close(bool bye) {
-    if (!client_) return;
+    std::shared_ptr<WorkerClient> c;
+    c.swap(client_);  // with the GIL held: no call can be copying client_ now
+    if (!c) return;
     py::gil_scoped_release release;
-    client_->Stop(bye);
-    client_.reset();
+    c->Stop(bye);
   }
 
  private:
-  std::unique_ptr<WorkerClient> client_;
+  std::shared_ptr<WorkerClient> client_;
 };
 
 }  // namespace
@@ -783,6 +813,7 @@ PyObject* g_first_module = nullptr;
 
 PYBIND11_MODULE(_native, m) {
   m.doc() = "ComfyMQ native core: the durable job store and the atomic artifact writer.";
+  if (g_json == nullptr) g_json = new py::object(py::module_::import("json"));  // kept for the process
   if (g_first_module != nullptr) {
     // The same library imported again under another package name (ComfyUI loads the pack by its folder
     // name; the CLI as comfy_nodes). pybind11 types can be registered once per process, so the second
