@@ -27,22 +27,13 @@ HEARTBEAT = 0.2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster_worker import payload  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(check, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job_prompt(seq, size=2000, sleep_ms=0, ckpt=None):
@@ -75,7 +66,7 @@ class Host:
             args.append(f"--curve-secret-key={self.curve_secret}")
             args += [f"--allow-worker-key={k}" for k in self.allowed]
         self.proc = subprocess.Popen(args, cwd=REPO, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        wait_until(self._healthy, 30, "the host to answer /health")
+        wait_for(self._healthy, 30, "the host to answer /health")
         return self
 
     def _healthy(self):
@@ -191,7 +182,7 @@ def test_two_hundred_jobs_run_exactly_once_across_workers(cluster):
     rng = random.Random(1)
     sizes = {seq: (3 * (1 << 20) + 17 if seq % 25 == 0 else rng.randint(0, 5000)) for seq in range(200)}
     ids = {seq: host.enqueue(job_prompt(seq, sizes[seq], sleep_ms=rng.choice([0, 0, 20]))) for seq in range(200)}
-    wait_until(lambda: all(host.task(i)["state"] == "succeeded" for i in ids.values()), 120, "200 jobs to finish")
+    wait_for(lambda: all(host.task(i)["state"] == "succeeded" for i in ids.values()), 120, "200 jobs to finish")
     host.stop()
     check_exactly_once(host, ids, sizes)
     print(f"[ cluster ] 200 jobs, 3 workers: all succeeded exactly once, files verified")
@@ -202,10 +193,10 @@ def test_a_killed_worker_s_job_finishes_on_another_recorded_once(cluster):
     host = host_()
     a = worker(host, "doomed")
     job = host.enqueue(job_prompt(1, 4000, sleep_ms=3000))
-    wait_until(lambda: a.seen("job"), 20, "the first worker to start the job")
+    wait_for(lambda: a.seen("job"), 20, "the first worker to start the job")
     b = worker(host, "survivor")
     a.signal(signal.SIGKILL)
-    wait_until(lambda: host.task(job)["state"] == "succeeded", 30, "the job to finish elsewhere")
+    wait_for(lambda: host.task(job)["state"] == "succeeded", 30, "the job to finish elsewhere")
     task = host.task(job)
     assert task["worker"] == "survivor"
     assert task["result"]["outputs"]["9"]["worker"] == "survivor"
@@ -222,13 +213,13 @@ def test_a_frozen_worker_s_late_result_is_refused(cluster):
     host = host_()
     slow = worker(host, "frozen", ignore_cancel=True)  # it will finish and send its result whatever it is told
     job = host.enqueue(job_prompt(2, 3000, sleep_ms=1000))
-    wait_until(lambda: slow.seen("job"), 20, "the slow worker to start the job")
+    wait_for(lambda: slow.seen("job"), 20, "the slow worker to start the job")
     slow.signal(signal.SIGSTOP)  # frozen for longer than its lease
     fast = worker(host, "fast")
-    wait_until(lambda: host.task(job)["state"] == "succeeded", 30, "the job to finish on the other worker")
+    wait_for(lambda: host.task(job)["state"] == "succeeded", 30, "the job to finish on the other worker")
     slow.signal(signal.SIGCONT)
-    wait_until(lambda: slow.seen("completed", job_id=job), 30, "the frozen worker to finish its (stale) run")
-    wait_until(lambda: slow.seen("nack", job_id=job), 30, "the frozen worker's late result to be refused")
+    wait_for(lambda: slow.seen("completed", job_id=job), 30, "the frozen worker to finish its (stale) run")
+    wait_for(lambda: slow.seen("nack", job_id=job), 30, "the frozen worker's late result to be refused")
     task = host.task(job)
     assert task["worker"] == "fast"
     assert task["result"]["outputs"]["9"]["worker"] == "fast"
@@ -242,11 +233,11 @@ def test_a_killed_broker_restarts_on_its_store_and_workers_come_back(cluster):
     workers = [worker(host, f"w{i}", capacity=2) for i in range(2)]
     sizes = {seq: 1000 + seq for seq in range(60)}
     ids = {seq: host.enqueue(job_prompt(seq, sizes[seq], sleep_ms=100)) for seq in range(60)}  # acknowledged
-    wait_until(lambda: sum(host.task(i)["state"] == "succeeded" for i in ids.values()) >= 15, 60, "some jobs to finish")
+    wait_for(lambda: sum(host.task(i)["state"] == "succeeded" for i in ids.values()) >= 15, 60, "some jobs to finish")
     host.kill(signal.SIGKILL)
     time.sleep(0.5)
     host.start()  # same data, same ports
-    wait_until(lambda: all(host.task(i)["state"] == "succeeded" for i in ids.values()), 120, "all jobs to finish")
+    wait_for(lambda: all(host.task(i)["state"] == "succeeded" for i in ids.values()), 120, "all jobs to finish")
     assert all(w.proc.poll() is None for w in workers), "workers must survive the broker restart"
     assert all(w.seen("connected") and len(w.seen("connected")) >= 2 for w in workers), "each worker reconnected"
     host.stop()
@@ -260,14 +251,14 @@ def test_jobs_go_where_the_model_is_and_waiting_jobs_say_why(cluster):
     worker(host, "sd15-box", caps={**base, "combos": {"CheckpointLoaderSimple.ckpt_name": ["sd15.safetensors"]}})
     worker(host, "sdxl-box", caps={**base, "combos": {"CheckpointLoaderSimple.ckpt_name": ["sdxl.safetensors"]}})
     sdxl_job = host.enqueue(job_prompt(10, ckpt="sdxl.safetensors"))
-    wait_until(lambda: host.task(sdxl_job)["state"] == "succeeded", 30, "the sdxl job")
+    wait_for(lambda: host.task(sdxl_job)["state"] == "succeeded", 30, "the sdxl job")
     assert host.task(sdxl_job)["worker"] == "sdxl-box"
     flux_job = host.enqueue(job_prompt(11, ckpt="flux.safetensors"))
-    why = wait_until(lambda: host.task(flux_job).get("waiting"), 20, "the reasons a job waits")
+    why = wait_for(lambda: host.task(flux_job).get("waiting"), 20, "the reasons a job waits")
     assert sorted(why) == ["worker sd15-box: missing checkpoint flux.safetensors",
                            "worker sdxl-box: missing checkpoint flux.safetensors"]
     worker(host, "flux-box", caps={**base, "combos": {"CheckpointLoaderSimple.ckpt_name": ["flux.safetensors"]}})
-    wait_until(lambda: host.task(flux_job)["state"] == "succeeded", 30, "the flux job once a worker has the model")
+    wait_for(lambda: host.task(flux_job)["state"] == "succeeded", 30, "the flux job once a worker has the model")
     assert host.task(flux_job)["worker"] == "flux-box"
 
 
@@ -282,7 +273,7 @@ def test_a_worker_with_the_wrong_key_never_gets_a_job(cluster):
     trusted = worker(host, "trusted", keys=(broker_pub, good_pub, good_sec))
     ids = [host.enqueue(job_prompt(100 + i)) for i in range(10)]
     try:
-        wait_until(lambda: all(host.task(i)["state"] == "succeeded" for i in ids), 30, "jobs on the trusted worker")
+        wait_for(lambda: all(host.task(i)["state"] == "succeeded" for i in ids), 30, "jobs on the trusted worker")
     except AssertionError:
         print("trusted:", trusted.events, trusted.proc.poll(), "intruder:", intruder.events, intruder.proc.poll())
         raise
@@ -290,7 +281,7 @@ def test_a_worker_with_the_wrong_key_never_gets_a_job(cluster):
     assert not intruder.seen("job"), "no job may reach a worker with a key the broker does not allow"
     assert not intruder.seen("connected")
     try:
-        wait_until(lambda: "unknown CURVE key" in host.log.read_text(), 10, "the host to log the refused key")
+        wait_for(lambda: "unknown CURVE key" in host.log.read_text(), 10, "the host to log the refused key")
     except AssertionError:
         print("intruder:", intruder.events, "alive:", intruder.proc.poll())
         raise
@@ -325,7 +316,7 @@ def test_garbage_frames_do_not_stop_the_broker(cluster):
     worker(host, "good")
     ids = [host.enqueue(job_prompt(200 + i, 5000)) for i in range(20)]
     try:
-        wait_until(lambda: all(host.task(i)["state"] == "succeeded" for i in ids), 60, "jobs amid garbage")
+        wait_for(lambda: all(host.task(i)["state"] == "succeeded" for i in ids), 60, "jobs amid garbage")
     finally:
         stop.set()
         sprayer.join(timeout=5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 
 import pytest
 from aiohttp import web
@@ -16,7 +15,7 @@ from comfy_nodes.api import auth, expand
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import BrokerSettings, QueueService
-from conftest import assert_json_error, graph, now_ms, wait_until_clock_passes
+from conftest import assert_json_error, graph, now_ms, wait_for, wait_until_clock_passes
 
 pytestmark = pytest.mark.asyncio
 
@@ -534,16 +533,6 @@ async def test_worker_routes_without_a_broker(client):
     await assert_json_error(await client.post(f"{P}/workers/refresh"), 503)
     stats = await ok(await client.get(f"{P}/stats"))
     assert stats["workers"]["online"] == 0 and stats["broker"] is None
-
-
-def wait_for(check, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.fixture
