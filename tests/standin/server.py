@@ -360,6 +360,7 @@ class ComfyState:
         # websockets
         self.sockets: dict = {}
         self.sockets_metadata: dict = {}
+        self.closing_sockets = False  # set by shutdown: a socket that registers after it is closed at once
         self._loop = None
         self._messages = None
         self._publisher = None
@@ -403,6 +404,7 @@ class ComfyState:
         self._worker.start()
 
     async def _on_shutdown(self, app):
+        self.closing_sockets = True
         for ws in list(self.sockets.values()):
             try:
                 await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
@@ -1229,6 +1231,10 @@ async def websocket_handler(request):
         sid = uuid.uuid4().hex
     state.sockets[sid] = ws
     state.sockets_metadata[sid] = {"feature_flags": {}}
+    if state.closing_sockets:
+        # accepted while the server shut down, after its sockets were closed: the shutdown would wait on this
+        # handler until the client left, and the client may be a pack that only leaves at cleanup
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
     try:
         await ws.send_str(json.dumps({"type": "status", "data": {"status": state.get_queue_info(), "sid": sid}}))
         if state.client_id == sid and state.last_node_id is not None:
