@@ -229,7 +229,7 @@ double DetectKilledWorker(const std::string& dir, int heartbeat_ms) {
 
 }  // namespace
 
-void BenchCluster(const std::string& base, double scale) {
+void BenchClusterLatency(const std::string& base, double scale) {
   auto scaled = [&](int n) { return std::max(1, static_cast<int>(n * scale)); };
   for (bool curve : {false, true}) {
     const std::string mode = curve ? "curve" : "plain";
@@ -249,6 +249,10 @@ void BenchCluster(const std::string& base, double scale) {
          extra);
     Emit("cluster", "enqueue_to_worker_p99_us", Percentile(lat, 99), "us", "target_2ms", 2000, extra);
   }
+}
+
+void BenchClusterThroughput(const std::string& base, double scale) {
+  auto scaled = [&](int n) { return std::max(1, static_cast<int>(n * scale)); };
   // Capacity 1 is a ComfyUI running one prompt at a time: every job waits for the previous result's commit.
   // Capacity 4 lets each worker hold a few jobs, so commits carry more results and dispatches.
   for (int capacity : {1, 4}) {

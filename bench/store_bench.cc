@@ -30,7 +30,8 @@ using namespace comfymq;
 using namespace comfymq::bench;
 
 namespace comfymq::bench {
-void BenchCluster(const std::string& base, double scale);  // cluster_bench.cc
+void BenchClusterLatency(const std::string& base, double scale);     // cluster_bench.cc
+void BenchClusterThroughput(const std::string& base, double scale);  // cluster_bench.cc
 }
 
 namespace {
@@ -454,7 +455,7 @@ int main(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--scale" && i + 1 < argc) g_scale = std::stod(argv[++i]);
     else {
-      std::cerr << "usage: comfymq_bench [--dir DIR] [--only enqueue|open|history|artifacts|cluster] [--scale F]\n";
+      std::cerr << "usage: comfymq_bench [--dir DIR] [--only enqueue|open|history|artifacts|cluster|cluster-latency|cluster-throughput] [--scale F]\n";
       return 2;
     }
   }
@@ -463,7 +464,8 @@ int main(int argc, char** argv) {
   if (want("open")) BenchOpenAndMemory();
   if (want("history")) BenchHistory();
   if (want("artifacts")) BenchArtifacts();
-  if (want("cluster")) BenchCluster(g_dir, g_scale);
+  if (want("cluster") || only == "cluster-latency") BenchClusterLatency(g_dir, g_scale);
+  if (want("cluster") || only == "cluster-throughput") BenchClusterThroughput(g_dir, g_scale);
   RemoveTree(g_dir);
   return 0;
 }
