@@ -4,6 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+#include <tuple>
+
+#include "bench/api_prompts.h"
 #include "comfymq/capabilities.h"
 #include "net/protocol.h"
 
@@ -195,6 +199,70 @@ TEST(Capabilities, MatchingAndReasons) {
   EXPECT_TRUE(Capabilities::FromJson("[]", &c).IsInvalidArgument());
   EXPECT_TRUE(Capabilities::FromJson(R"({"combos": {"nodot": []}})", &c).IsInvalidArgument());
   EXPECT_TRUE(Capabilities::FromJson(R"({"node_classes": [1]})", &c).IsInvalidArgument());
+}
+
+// What ExtractRequirements must find, walking a parsed document (the reference for its streaming parser).
+Requirements RequirementsFromDocument(const std::string& text) {
+  using json = nlohmann::json;
+  json j = json::parse(text);
+  std::set<std::string> classes;
+  std::set<std::tuple<std::string, std::string, std::string>> literals;
+  for (auto node = j.begin(); node != j.end(); ++node) {
+    const json& n = node.value();
+    if (!n.is_object() || !n.contains("class_type") || !n["class_type"].is_string()) continue;
+    const std::string cls = n["class_type"].get<std::string>();
+    classes.insert(cls);
+    if (!n.contains("inputs") || !n["inputs"].is_object()) continue;
+    for (auto in = n["inputs"].begin(); in != n["inputs"].end(); ++in) {
+      const json& v = in.value();
+      if (v.is_string()) literals.emplace(cls, in.key(), v.get<std::string>());
+      if (v.is_number() || v.is_boolean()) literals.emplace(cls, in.key(), v.dump());
+    }
+  }
+  Requirements r;
+  r.classes.assign(classes.begin(), classes.end());
+  for (const auto& [c, i, v] : literals) r.literals.push_back({c, i, v});
+  return r;
+}
+
+void ExpectSameRequirements(const std::string& prompt) {
+  Requirements got;
+  ASSERT_TRUE(ExtractRequirements(prompt, &got).ok()) << prompt;
+  Requirements want = RequirementsFromDocument(prompt);
+  EXPECT_EQ(got.classes, want.classes) << prompt;
+  ASSERT_EQ(got.literals.size(), want.literals.size()) << prompt;
+  for (size_t i = 0; i < got.literals.size(); ++i) {
+    EXPECT_EQ(got.literals[i].cls, want.literals[i].cls) << prompt;
+    EXPECT_EQ(got.literals[i].input, want.literals[i].input) << prompt;
+    EXPECT_EQ(got.literals[i].value, want.literals[i].value) << prompt;
+  }
+}
+
+TEST(Capabilities, RequirementsMatchAWalkOfTheParsedDocument) {
+  // Every shape a node, its class_type and its inputs can take, including ones the document resolves
+  // (a repeated key: the last one counts) and values that are not literals (links, lists, objects, null).
+  const char* prompts[] = {
+      R"({})",
+      R"({"1": {"class_type": "A", "inputs": {"s": "x", "i": -3, "u": 18446744073709551615, "f": 1.50,
+                "e": 2e3, "b": true, "n": null, "link": ["2", 0], "obj": {"deep": "y"}, "list": [1, "z"]}}})",
+      R"({"1": {"inputs": {"v": "before"}, "class_type": "ClassAfterInputs", "_meta": {"title": "t"}}})",
+      R"({"1": {"class_type": 5, "inputs": {"v": 1}}, "2": "not a node", "3": [1, 2], "4": null})",
+      R"({"1": {"class_type": "A", "inputs": [1, 2]}, "2": {"class_type": "B", "inputs": "x"}})",
+      R"({"1": {"class_type": "A", "class_type": "B", "inputs": {"v": 1}}})",
+      R"({"1": {"class_type": "A", "class_type": null, "inputs": {"v": 1}}})",
+      R"({"1": {"class_type": "A", "inputs": {"v": 1}, "inputs": {"w": 2}}})",
+      R"({"1": {"class_type": "A", "inputs": {"v": 1, "v": ["3", 0]}}, "2": {"class_type": "A", "inputs": {"v": ["3", 0], "v": 7}}})",
+      R"({"1": {"class_type": "A", "inputs": {"v": 1}, "inputs": null}})",
+      R"({"1": {"class_type": "A", "inputs": {"k\u00e9y": "v\"al\u0000"}}, "1": {"class_type": "B", "inputs": {}}})",
+      R"({"9": {"_meta": {"class_type": "Hidden", "inputs": {"x": 1}}, "class_type": "Shown", "inputs": {"nested": {"inputs": {"q": 1}}}}})",
+  };
+  for (const char* p : prompts) ExpectSameRequirements(p);
+  for (uint64_t seed = 1; seed <= 20; ++seed) ExpectSameRequirements(bench::MakeApiPrompt(seed * 1500, seed));
+  Requirements r;
+  EXPECT_TRUE(ExtractRequirements("[]", &r).IsInvalidArgument());
+  EXPECT_TRUE(ExtractRequirements("\"text\"", &r).IsInvalidArgument());
+  EXPECT_TRUE(ExtractRequirements(R"({"1": {"class_type": "A")", &r).IsInvalidArgument());
+  EXPECT_TRUE(ExtractRequirements(R"({"1": 1} trailing)", &r).IsInvalidArgument());
 }
 
 }  // namespace

@@ -1231,12 +1231,18 @@ async def websocket_handler(request):
         sid = uuid.uuid4().hex
     state.sockets[sid] = ws
     state.sockets_metadata[sid] = {"feature_flags": {}}
-    if state.closing_sockets:
-        # accepted while the server shut down, after its sockets were closed: the shutdown would wait on this
-        # handler until the client left, and the client may be a pack that only leaves at cleanup
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
     try:
-        await ws.send_str(json.dumps({"type": "status", "data": {"status": state.get_queue_info(), "sid": sid}}))
+        if state.closing_sockets:
+            # accepted while the server shut down, after its sockets were closed: the shutdown would wait on this
+            # handler until the client left, and the client may be a pack that only leaves at cleanup
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")
+            return ws
+        try:
+            await ws.send_str(json.dumps({"type": "status", "data": {"status": state.get_queue_info(), "sid": sid}}))
+        except ConnectionResetError:
+            if state.closing_sockets:
+                return ws  # the shutdown closed it between accepting and greeting
+            raise
         if state.client_id == sid and state.last_node_id is not None:
             await ws.send_str(json.dumps({"type": "executing", "data": {"node": state.last_node_id}}))
         first_message = True

@@ -33,6 +33,7 @@
 #include "net/wakeup.h"
 #include "net/zap_handler.h"
 #include "net/zmq_frames.h"
+#include "util/json_text.h"
 #include "util/thread_name.h"
 
 namespace comfymq {
@@ -774,11 +775,13 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
     job.timeout_ms = l.deadline_ms ? std::max<int64_t>(1, l.deadline_ms - now) : 0;
     job.prompt_json = l.job.prompt;
     job.workflow_json = l.job.workflow;
-    json extra = {{"prompt_id", l.job.prompt_id}, {"priority", l.job.priority}, {"create_time", l.job.create_time_ms},
-                  {"enqueued_at", l.job.enqueued_ms}, {"max_attempts", l.job.max_attempts}};
-    if (!l.job.batch_id.empty()) extra["batch_id"] = l.job.batch_id;
-    if (!l.job.owner.empty()) extra["owner"] = l.job.owner;
-    job.extra_json = Dump(extra);
+    JsonObjectText extra;
+    if (!l.job.batch_id.empty()) extra.Str("batch_id", l.job.batch_id);
+    extra.Int("create_time", l.job.create_time_ms).Int("enqueued_at", l.job.enqueued_ms);
+    extra.Int("max_attempts", l.job.max_attempts);
+    if (!l.job.owner.empty()) extra.Str("owner", l.job.owner);
+    extra.Int("priority", l.job.priority).Str("prompt_id", l.job.prompt_id);
+    job.extra_json = extra.Done();
     {
       std::lock_guard<std::mutex> lk(mu_);
       w.held[l.job_id] = l.token;
@@ -1045,12 +1048,13 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
   bool dispatch = false;
   std::vector<std::tuple<uint64_t, std::string, std::string>> stop_runs;  // job, worker, reason
   for (const StoreEvent& e : events) {
-    json j;
+    // Written as text, not built as a document: one of these goes out for every state change.
+    JsonObjectText j;
     switch (e.kind) {
       case StoreEvent::Kind::kJobChanged:
-        j = {{"type", "job"}, {"job_id", FormatJobId(e.job_id)}, {"state", JobStateName(e.to)},
-             {"from", JobStateName(e.from)}, {"reason", e.reason}};
-        if (!e.worker_id.empty()) j["worker"] = e.worker_id;
+        j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Str("state", JobStateName(e.to));
+        j.Str("from", JobStateName(e.from)).Str("reason", e.reason);
+        if (!e.worker_id.empty()) j.Str("worker", e.worker_id);
         if (e.to == JobState::kPending) dispatch = true;
         if (e.to != JobState::kPending) ForgetRequirements(e.job_id);
         // A run ended by the store itself (a cancel, a timeout, an expired lease) must stop on its worker.
@@ -1060,15 +1064,15 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
         }
         break;
       case StoreEvent::Kind::kJobRemoved:
-        j = {{"type", "job"}, {"job_id", FormatJobId(e.job_id)}, {"removed", true}, {"reason", e.reason}};
+        j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Bool("removed", true).Str("reason", e.reason);
         ForgetRequirements(e.job_id);
         break;
       case StoreEvent::Kind::kPausedChanged:
-        j = {{"type", "queue"}, {"paused", e.reason == "paused"}};
+        j.Str("type", "queue").Bool("paused", e.reason == "paused");
         dispatch = true;
         break;
     }
-    Emit(j);
+    events_.Push(j.Done());
   }
   if (!dispatch && stop_runs.empty()) return;
   Post([this, dispatch, stop_runs] {

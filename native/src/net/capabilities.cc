@@ -1,7 +1,9 @@
 #include "comfymq/capabilities.h"
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <tuple>
 
 namespace comfymq {
 namespace {
@@ -85,33 +87,135 @@ const std::unordered_set<std::string>* Capabilities::Combo(const std::string& cl
   return it == combos_.end() ? nullptr : &it->second;
 }
 
+namespace {
+
+// Collects requirements while nlohmann's SAX parser walks the prompt: no document is built (this runs for
+// every job a worker might take). Same result as walking the parsed document: for duplicate keys the last
+// one counts, as it would in the document.
+class RequirementsSax final : public nlohmann::json_sax<json> {
+ public:
+  explicit RequirementsSax(Requirements* out) : out_(out) {}
+
+  bool null() override { return NoText(); }
+  bool boolean(bool v) override { return Text(v ? "true" : "false", false); }
+  bool number_integer(number_integer_t v) override { return Text(std::to_string(v), false); }
+  bool number_unsigned(number_unsigned_t v) override { return Text(std::to_string(v), false); }
+  bool number_float(number_float_t v, const string_t&) override { return Text(json(v).dump(), false); }
+  bool string(string_t& v) override { return Text(std::move(v), true); }
+  bool binary(binary_t&) override { return NoText(); }
+  bool start_object(std::size_t) override { return Open(true); }
+  bool start_array(std::size_t) override { return Open(false); }
+  bool end_object() override { return Close(); }
+  bool end_array() override { return Close(); }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+  bool top_is_object() const { return top_is_object_; }
+  void Finish() {
+    std::set<std::string> classes;
+    std::set<std::tuple<std::string, std::string, std::string>> literals;
+    for (const auto& [id, node] : nodes_) {
+      classes.insert(node.cls);
+      for (const auto& [input, value] : node.inputs) literals.emplace(node.cls, input, value);
+    }
+    out_->classes.assign(classes.begin(), classes.end());
+    for (const auto& [c, i, v] : literals) out_->literals.push_back({c, i, v});
+  }
+
+ private:
+  // Depth 1 is inside the graph, 2 inside a node, 3 inside a node's inputs (when that value is an object).
+  bool Open(bool object) {
+    const int d = depth_++;
+    if (d == 0) {
+      top_is_object_ = object;
+    } else if (d == 1) {  // a node
+      node_id_ = key_;
+      node_ok_ = object;
+      has_class_ = false;
+      cls_.clear();
+      inputs_.clear();
+      in_inputs_ = false;
+    } else if (d == 2 && node_ok_) {
+      if (key_ == "class_type") has_class_ = false;  // not a string
+      if (key_ == "inputs") {
+        inputs_.clear();
+        in_inputs_ = object;
+      }
+    } else if (d == 3 && in_inputs_) {
+      inputs_.erase(key_);  // a link or a list is not a literal (and replaces an earlier same-named input)
+    }
+    return true;
+  }
+  bool Close() {
+    const int d = --depth_;
+    if (d == 2) in_inputs_ = false;  // the node's inputs (or another member) ended
+    if (d == 1) {  // a node ended; a later node with the same id replaces it
+      if (node_ok_ && has_class_) {
+        nodes_[node_id_] = Node{std::move(cls_), std::move(inputs_)};
+      } else {
+        nodes_.erase(node_id_);
+      }
+    }
+    return true;
+  }
+  // A scalar at the current place: the graph's node values are only looked at when they are objects.
+  bool Text(std::string text, bool is_string) {
+    if (depth_ == 1) {
+      nodes_.erase(key_);  // not a node
+    } else if (depth_ == 2 && node_ok_) {
+      if (key_ == "class_type") {
+        has_class_ = is_string;
+        if (is_string) cls_ = std::move(text);
+      } else if (key_ == "inputs") {
+        inputs_.clear();
+        in_inputs_ = false;
+      }
+    } else if (depth_ == 3 && in_inputs_) {
+      inputs_[key_] = std::move(text);
+    }
+    return true;
+  }
+  bool NoText() {  // null: never compared
+    if (depth_ == 1) {
+      nodes_.erase(key_);
+    } else if (depth_ == 2 && node_ok_) {
+      if (key_ == "class_type") has_class_ = false;
+      if (key_ == "inputs") {
+        inputs_.clear();
+        in_inputs_ = false;
+      }
+    } else if (depth_ == 3 && in_inputs_) {
+      inputs_.erase(key_);
+    }
+    return true;
+  }
+
+  Requirements* out_;
+  int depth_ = 0;
+  bool top_is_object_ = false;
+  bool node_ok_ = false, has_class_ = false, in_inputs_ = false;
+  struct Node {
+    std::string cls;
+    std::map<std::string, std::string> inputs;  // literal inputs
+  };
+  std::string key_, node_id_, cls_;
+  std::map<std::string, std::string> inputs_;  // the current node's literal inputs
+  std::map<std::string, Node> nodes_;          // by node id
+};
+
+}  // namespace
+
 Status ExtractRequirements(std::string_view prompt_json, Requirements* out) {
   *out = Requirements();
-  json j;
-  try {
-    j = json::parse(prompt_json.begin(), prompt_json.end());
-  } catch (const json::exception&) {
+  RequirementsSax sax(out);
+  if (!json::sax_parse(prompt_json.begin(), prompt_json.end(), &sax)) {
     return Status::InvalidArgument("prompt is not valid JSON");
   }
-  if (!j.is_object()) return Status::InvalidArgument("prompt must be a JSON object");
-  std::set<std::string> classes;
-  std::set<std::tuple<std::string, std::string, std::string>> literals;
-  for (auto node = j.begin(); node != j.end(); ++node) {
-    const json& n = node.value();
-    if (!n.is_object()) continue;
-    auto ct = n.find("class_type");
-    if (ct == n.end() || !ct->is_string()) continue;
-    const std::string cls = ct->get<std::string>();
-    classes.insert(cls);
-    auto inputs = n.find("inputs");
-    if (inputs == n.end() || !inputs->is_object()) continue;
-    for (auto in = inputs->begin(); in != inputs->end(); ++in) {
-      std::string value;
-      if (ScalarText(in.value(), &value)) literals.emplace(cls, in.key(), std::move(value));
-    }
-  }
-  out->classes.assign(classes.begin(), classes.end());
-  for (const auto& [c, i, v] : literals) out->literals.push_back({c, i, v});
+  if (!sax.top_is_object()) return Status::InvalidArgument("prompt must be a JSON object");
+  sax.Finish();
   return Status::OK();
 }
 

@@ -6,6 +6,7 @@
 #include "util/checksum.h"
 #include "util/coding.h"
 #include "util/json_checks.h"
+#include "util/prompt_scan.h"
 
 namespace comfymq::proto {
 namespace {
@@ -51,6 +52,17 @@ class Reader {
     }
     Status st = ValidateJsonValue(s, what);
     if (!st.ok()) return Fail(what, "is not valid JSON");
+    v->assign(s.data(), s.size());
+    return true;
+  }
+  // A job's prompt: any JSON value is taken (the broker checked the graph at enqueue); the fast graph scan
+  // accepts the usual prompt at memory speed, anything it does not take gets the full JSON check.
+  bool Prompt(std::string* v) {
+    std::string_view s;
+    if (!d_.Bytes(&s)) return Fail("prompt");
+    if (s.size() > kMaxJson) return Fail("prompt", "too large");
+    if (s.empty()) return Fail("prompt", "empty");
+    if (!FastPromptAccepts(s) && !ValidateJsonValue(s, "prompt").ok()) return Fail("prompt", "is not valid JSON");
     v->assign(s.data(), s.size());
     return true;
   }
@@ -340,7 +352,7 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       break;
     case Cmd::kJob:
       r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U32(&m->attempt, "attempt") &&
-          r.I64(&m->timeout_ms, "timeout") && r.Json(&m->prompt_json, "prompt", true) &&
+          r.I64(&m->timeout_ms, "timeout") && r.Prompt(&m->prompt_json) &&
           r.Json(&m->workflow_json, "workflow") && r.Json(&m->extra_json, "extra") && r.Done();
       break;
     case Cmd::kCancel:

@@ -22,6 +22,7 @@
 #include "net/wakeup.h"
 #include "net/zmq_frames.h"
 #include "util/json_checks.h"
+#include "util/json_text.h"
 #include "util/sha256.h"
 #include "util/thread_name.h"
 
@@ -286,12 +287,13 @@ void WorkerClientImpl::Loop() {
   while (!stop) {
     int64_t now = NowMs();
     if (phase_ == Phase::kDisconnected && now >= next_connect_ms_) Connect(now);
-    std::vector<zmq::pollitem_t> items = {{nullptr, wake_.fd(), ZMQ_POLLIN, 0}};
-    if (socket_) items.push_back({socket_->handle(), 0, ZMQ_POLLIN, 0});
+    zmq::pollitem_t items[2] = {{nullptr, wake_.fd(), ZMQ_POLLIN, 0}, {nullptr, 0, ZMQ_POLLIN, 0}};
+    size_t n_items = 1;
+    if (socket_) items[n_items++] = {socket_->handle(), 0, ZMQ_POLLIN, 0};
     int timeout = std::max(5, hb_ms_ / 2);
     if (phase_ == Phase::kDisconnected) timeout = static_cast<int>(std::clamp<int64_t>(next_connect_ms_ - now, 5, timeout));
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+      zmq::poll(items, n_items, std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t&) {
       continue;
     }
@@ -299,7 +301,7 @@ void WorkerClientImpl::Loop() {
     if (items[0].revents & ZMQ_POLLIN) wake_.Drain();
     RunCommands(now, &stop, &bye);
     if (stop) break;
-    for (int i = 0; socket_ && items.size() > 1 && (items[1].revents & ZMQ_POLLIN) && i < 1000; ++i) {
+    for (int i = 0; socket_ && n_items > 1 && (items[1].revents & ZMQ_POLLIN) && i < 1000; ++i) {
       bool got = false;
       try {
         got = net::RecvFrames(*socket_, &frames);
@@ -562,8 +564,12 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
         std::lock_guard<std::mutex> l(state_mu_);
         uploads_.erase(u);
       }
-      Emit({{"type", "ack"}, {"job_id", FormatJobId(m.job_id)},
-            {"kind", m.ack == proto::AckKind::kRecorded ? "recorded" : "duplicate"}});
+      // One per job: written as text rather than built as a document.
+      events_.Push(JsonObjectText()
+                       .Str("job_id", FormatJobId(m.job_id))
+                       .Str("kind", m.ack == proto::AckKind::kRecorded ? "recorded" : "duplicate")
+                       .Str("type", "ack")
+                       .Done());
       break;
     }
     case proto::Cmd::kNack: {

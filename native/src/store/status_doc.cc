@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/json_checks.h"
+#include "util/json_text.h"
 
 namespace comfymq {
 
@@ -88,6 +89,19 @@ Status ArtifactsToJson(const std::vector<Artifact>& artifacts, std::string* out)
 }
 
 std::string AppendHistory(const std::string& history, const RunOutcome& run, size_t max_entries) {
+  if (history.empty() && run.error_json.empty() && max_entries > 0) {
+    // A job's first run that ended well (the common case): the entry as text, keys in the order nlohmann's
+    // object would write them, so both paths give the same bytes.
+    std::string out = "[" + JsonObjectText()
+                                .Int("attempt", run.attempt)
+                                .Int("ended_ms", run.ended_ms)
+                                .Str("outcome", run.outcome)
+                                .Int("started_ms", run.started_ms)
+                                .Str("worker", run.worker_id)
+                                .Done() +
+                      "]";
+    if (out.size() <= kMaxHistoryBytes) return out;
+  }
   json arr = json::array();
   if (!history.empty()) {
     try {

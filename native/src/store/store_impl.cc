@@ -689,6 +689,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   uint64_t chosen = 0;
   JobMeta m;
   std::string job_payload;
+  uint64_t loaded = 0;  // the job whose record job_payload holds (the filter's loader read it)
   records::JobView jv;
   for (;;) {
     chosen = 0;
@@ -698,10 +699,11 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
       if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
       if (o.filter) {
         const PromptLoader load = [&](std::string* prompt) {
-          std::string payload;
-          CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &payload));
+          loaded = 0;
+          CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
+          loaded = id;
           records::JobView v;
-          CMQ_RETURN_IF_ERROR(records::DecodeJob(payload, &v));
+          CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
           prompt->assign(v.prompt.data(), v.prompt.size());
           return Status::OK();
         };
@@ -712,7 +714,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
     });
     if (chosen == 0) return Status::OK();
     m = *table_.Find(chosen);
-    Status rs = ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
+    Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
     if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
     if (rs.ok()) break;
     // A job whose record cannot be read can never run: fail it, with the reason, instead of letting it

@@ -148,17 +148,24 @@ Status CheckPromptJsonFully(std::string_view prompt) {
   return Status::OK();
 }
 
+// Valid text is checked without building a document (json::accept); only bad text is parsed again, for the
+// parser's message. Both run the same grammar.
 Status ValidateJsonValue(std::string_view text, const char* what) {
+  if (json::accept(text.begin(), text.end())) return Status::OK();
   try {
     json v = json::parse(text.begin(), text.end());
     (void)v;
   } catch (const json::exception& e) {
     return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
   }
-  return Status::OK();
+  return Status::InvalidArgument(std::string(what) + " is not valid JSON");
 }
 
 Status ValidateJsonObject(std::string_view text, const char* what) {
+  if (json::accept(text.begin(), text.end())) {
+    const size_t first = text.find_first_not_of(" \t\r\n");
+    if (first != std::string_view::npos && text[first] == '{') return Status::OK();
+  }
   json v;
   try {
     v = json::parse(text.begin(), text.end());
