@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   python3-dev python3-venv
-  libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev libssl-dev zlib1g-dev
+  libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev liblz4-dev libssl-dev zlib1g-dev
   libgtest-dev libgmock-dev libsqlite3-dev
   clang libclang-rt-14-dev
   chromium

@@ -18,7 +18,7 @@ namespace comfymq {
 struct PendingOp {
   std::function<Status()> apply;  // run by the leader with the store's state locked; owns its result
   Status status;                  // set by the group function
-  size_t bytes_hint = 0;          // rough record size, to bound groups
+  size_t bytes_hint = 0;          // rough size of its records as written (compressed), to bound groups
   bool done = false;
   std::condition_variable cv;
 };

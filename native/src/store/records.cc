@@ -12,10 +12,36 @@ bool Version(Decoder& d) {
   return d.U8(&v) && v == kVersion;
 }
 
+// stored_text := u8:codec (0 raw: bytes:text | 1 lz4: u32:raw_length bytes:block)
+void PutStoredText(std::string* out, const StoredText& t) {
+  PutU8(out, static_cast<uint8_t>(t.codec));
+  if (t.codec == TextCodec::kLz4) PutU32(out, t.raw_length);
+  PutBytes(out, t.bytes);
+}
+
+bool GetStoredText(Decoder& d, StoredText* t) {
+  uint8_t codec = 0;
+  if (!d.U8(&codec)) return false;
+  *t = StoredText();
+  switch (codec) {
+    case static_cast<uint8_t>(TextCodec::kRaw):
+      return d.Bytes(&t->bytes);
+    case static_cast<uint8_t>(TextCodec::kLz4):
+      t->codec = TextCodec::kLz4;
+      return d.U32(&t->raw_length) && d.Bytes(&t->bytes);  // whether it decompresses: UnpackText
+  }
+  return false;
+}
+
+bool GetRawText(Decoder& d, StoredText* t) {
+  *t = StoredText();
+  return d.Bytes(&t->bytes);
+}
+
 }  // namespace
 
 void EncodeJob(const JobView& v, std::string* out) {
-  PutU8(out, kVersion);
+  PutU8(out, kJobVersion);
   PutU64(out, v.id);
   PutI32(out, v.priority);
   PutU16(out, v.max_attempts);
@@ -24,8 +50,8 @@ void EncodeJob(const JobView& v, std::string* out) {
   PutBytes(out, v.prompt_id);
   PutBytes(out, v.batch_id);
   PutBytes(out, v.owner);
-  PutBytes(out, v.prompt);
-  PutBytes(out, v.workflow);
+  PutStoredText(out, v.prompt);
+  PutStoredText(out, v.workflow);
 }
 
 void PatchJobId(std::string* payload, uint64_t id) {
@@ -34,9 +60,12 @@ void PatchJobId(std::string* payload, uint64_t id) {
 
 Status DecodeJob(std::string_view payload, JobView* v) {
   Decoder d(payload);
-  if (!Version(d) || !d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) ||
-      !d.I64(&v->timeout_ms) || !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) ||
-      !d.Bytes(&v->owner) || !d.Bytes(&v->prompt) || !d.Bytes(&v->workflow) || !d.done()) {
+  uint8_t version = 0;
+  if (!d.U8(&version) || (version != kJobVersion && version != kJobVersionRaw)) return Bad("job");
+  auto text = version == kJobVersion ? GetStoredText : GetRawText;
+  if (!d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) || !d.I64(&v->timeout_ms) ||
+      !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) || !d.Bytes(&v->owner) ||
+      !text(d, &v->prompt) || !text(d, &v->workflow) || !d.done()) {
     return Bad("job");
   }
   return Status::OK();

@@ -1,5 +1,6 @@
 // Payloads of the log's record types (grammar in docs/store-format.md). Views point into the buffer they
 // were decoded from; Encode* functions append to *out. Every payload starts with a version byte.
+// Decoding checks structure only: a job's compressed prompt is unpacked on demand (UnpackText), not here.
 #pragma once
 
 #include <cstdint>
@@ -9,10 +10,13 @@
 
 #include "comfymq/job.h"
 #include "comfymq/status.h"
+#include "store/text_codec.h"
 
 namespace comfymq::records {
 
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 1;     // status, erase and meta payloads
+constexpr uint8_t kJobVersion = 2;  // job payloads as written now: prompt and workflow each with a codec
+constexpr uint8_t kJobVersionRaw = 1;  // job payloads of older stores (texts always raw): still read
 // Byte offset of the job id inside a job payload, so a payload prepared before the id is known can be
 // patched in place.
 constexpr size_t kJobIdOffset = 1;
@@ -23,7 +27,8 @@ struct JobView {
   uint16_t max_attempts = 1;
   int64_t timeout_ms = 0;
   int64_t create_time_ms = 0;
-  std::string_view prompt_id, batch_id, owner, prompt, workflow;
+  std::string_view prompt_id, batch_id, owner;
+  StoredText prompt, workflow;  // as stored: raw or compressed (see text_codec.h)
 };
 
 struct StatusView {
@@ -44,7 +49,10 @@ struct EraseView {
   std::vector<uint64_t> ids;
 };
 
+// Writes version kJobVersion, with the texts as v.prompt / v.workflow say (PackText chooses).
 void EncodeJob(const JobView& v, std::string* out);
+// Reads version kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that does not
+// decompress is found by UnpackText, when the text is read (so the job itself survives an open).
 Status DecodeJob(std::string_view payload, JobView* v);
 void PatchJobId(std::string* payload, uint64_t id);
 

@@ -380,7 +380,8 @@ Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
                           .WithContext("job " + FormatJobId(m.id)));
   records::JobView jv;
   CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &jv));
-  FillJob(m, jv, with_prompt, job);
+  FillJob(m, jv, job);
+  if (with_prompt) CMQ_RETURN_IF_ERROR(UnpackTexts(jv, &job->prompt, &job->workflow));
   if (m.status_loc.valid()) {
     std::string sp;
     CMQ_RETURN_IF_ERROR(payload_of(m.status_loc, r.status_framed, r.status_file, log::RecordType::kStatus, &sp)
@@ -405,7 +406,15 @@ Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
   return Status::OK();
 }
 
-void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job) {
+Status StoreImpl::UnpackTexts(const records::JobView& jv, std::string* prompt, std::string* workflow) {
+  // Bounded by the largest limit a store can have, not this open's max_prompt_bytes: a store reopened with a
+  // lower limit still reads the jobs it accepted before.
+  Status s = records::UnpackText(jv.prompt, records::kMaxTextBytes, prompt);
+  if (s.ok()) s = records::UnpackText(jv.workflow, records::kMaxTextBytes, workflow);
+  return s.ok() ? s : s.WithContext("job " + FormatJobId(jv.id));
+}
+
+void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, Job* job) {
   *job = Job();
   job->id = m.id;
   job->state = m.state;
@@ -419,10 +428,6 @@ void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, bool with_
   job->enqueued_ms = JobIdMillis(m.id);
   job->batch_id = jv.batch_id;
   job->owner = jv.owner;
-  if (with_prompt) {
-    job->prompt = jv.prompt;
-    job->workflow = jv.workflow;
-  }
 }
 
 Status StoreImpl::FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id) {
@@ -575,10 +580,18 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   v.prompt_id = out->prompt_id;
   v.batch_id = in.batch_id;
   v.owner = in.owner;
-  v.prompt = in.prompt;
-  v.workflow = in.workflow;
-  out->payload.reserve(64 + in.prompt.size() + in.workflow.size() + out->prompt_id.size());
+  // Compressed here, in the caller's thread: the group leader only copies the bytes.
+  std::string prompt_block, workflow_block;
+  v.prompt = records::PackText(in.prompt, &prompt_block);
+  v.workflow = records::PackText(in.workflow, &workflow_block);
+  out->payload.reserve(64 + v.prompt.bytes.size() + v.workflow.bytes.size() + out->prompt_id.size() +
+                       in.batch_id.size() + in.owner.size());
   records::EncodeJob(v, &out->payload);
+  if (out->payload.size() > log::kMaxRecordPayload) {  // only when both texts are near the limit and incompressible
+    return Status::InvalidArgument("prompt and workflow together are too large for one job record (" +
+                                   std::to_string(out->payload.size()) + " bytes once encoded, at most " +
+                                   std::to_string(log::kMaxRecordPayload) + ")");
+  }
   return Status::OK();
 }
 
@@ -626,7 +639,8 @@ Status StoreImpl::EnqueueMany(const std::vector<NewJob>& jobs, std::vector<Enque
     if (!s.ok()) return jobs.size() == 1 ? s : s.WithContext("job " + std::to_string(i));
     bytes += prepared[i].payload.size();
     if (bytes > kMaxBatchBytes) {
-      return Status::InvalidArgument("batch is too large (more than 1 GiB of prompts); split it into smaller batches");
+      return Status::InvalidArgument(
+          "batch is too large (more than 1 GiB of records once encoded); split it into smaller batches");
     }
   }
   std::vector<EnqueueResult> out;
@@ -688,7 +702,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   std::vector<uint64_t> unreadable;
   uint64_t chosen = 0;
   JobMeta m;
-  std::string job_payload;
+  std::string job_payload, prompt, workflow;
   uint64_t loaded = 0;  // the job whose record job_payload holds (the filter's loader read it)
   records::JobView jv;
   for (;;) {
@@ -698,14 +712,13 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
       if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
       if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
       if (o.filter) {
-        const PromptLoader load = [&](std::string* prompt) {
+        const PromptLoader load = [&](std::string* out) {
           loaded = 0;
           CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
           loaded = id;
           records::JobView v;
           CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
-          prompt->assign(v.prompt.data(), v.prompt.size());
-          return Status::OK();
+          return records::UnpackText(v.prompt, records::kMaxTextBytes, out).WithContext("job " + FormatJobId(id));
         };
         if (!o.filter(id, load)) return true;
       }
@@ -716,6 +729,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
     m = *table_.Find(chosen);
     Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
     if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
+    if (rs.ok()) rs = UnpackTexts(jv, &prompt, &workflow);
     if (rs.ok()) break;
     // A job whose record cannot be read can never run: fail it, with the reason, instead of letting it
     // block every later take.
@@ -758,7 +772,9 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   l->attempt = d.attempts;
   l->expires_ms = d.lease_expires_ms;
   l->deadline_ms = d.deadline_ms;
-  FillJob(*table_.Find(chosen), jv, true, &l->job);  // the index now says running, attempt counted
+  FillJob(*table_.Find(chosen), jv, &l->job);  // the index now says running, attempt counted
+  l->job.prompt = std::move(prompt);
+  l->job.workflow = std::move(workflow);
   l->job.started_ms = now;
   l->job.worker_id = o.worker_id;
   l->job.lease_token = d.token;

@@ -73,7 +73,8 @@ class StoreImpl final : public Store {
   Status health() override;
 
  private:
-  // A job prepared for enqueue outside any lock: validated, encoded with id 0.
+  // A job prepared for enqueue outside any lock, in the caller's thread: validated, its texts compressed
+  // where that pays, encoded with id 0.
   struct PreparedJob {
     std::string payload;
     std::string prompt_id;
@@ -128,7 +129,10 @@ class StoreImpl final : public Store {
                     const std::string& error_json, const std::string& reason);
   // Within a group: pending | running -> cancelled (Cancel and CancelBatch).
   Status CancelLocked(uint64_t id, const std::string& reason);
-  static void FillJob(const JobMeta& m, const records::JobView& jv, bool with_prompt, Job* job);
+  // Fills *job from the index and the job record, without prompt and workflow.
+  static void FillJob(const JobMeta& m, const records::JobView& jv, Job* job);
+  // The record's prompt and workflow as text (decompressed if need be); Corruption names the job.
+  static Status UnpackTexts(const records::JobView& jv, std::string* prompt, std::string* workflow);
   Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
   Status ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json, const std::string& artifacts_json);
   Status ApplyFail(uint64_t id, uint64_t token, const std::string& error_json, bool retryable);

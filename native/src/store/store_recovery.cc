@@ -20,7 +20,9 @@ Status Store::Open(const StoreOptions& options, const std::string& dir, std::uni
   if (options.segment_bytes < 4096 || options.segment_bytes > log::kMaxSegmentBytes) {
     return Status::InvalidArgument("segment_bytes must be between 4 KiB and 1 GiB");
   }
-  if (options.max_prompt_bytes > (256u << 20)) return Status::InvalidArgument("max_prompt_bytes must be at most 256 MiB");
+  if (options.max_prompt_bytes > records::kMaxTextBytes) {
+    return Status::InvalidArgument("max_prompt_bytes must be at most 256 MiB");
+  }
   auto impl = std::make_unique<StoreImpl>(options, dir);
   CMQ_RETURN_IF_ERROR(impl->Recover(report));
   impl->StartBackground();
