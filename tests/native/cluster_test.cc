@@ -20,6 +20,7 @@
 
 #include "comfymq/broker.h"
 #include "comfymq/curve.h"
+#include "comfymq/mem_env.h"
 #include "comfymq/store.h"
 #include "comfymq/worker_client.h"
 #include "net/protocol.h"
@@ -342,6 +343,71 @@ TEST_F(ClusterTest, ASilentWorkerLosesItsJobToAnother) {
   EXPECT_EQ(j.state, JobState::kSucceeded);
   EXPECT_EQ(json::parse(j.history)[0]["outcome"], "lease_lost");
   EXPECT_EQ(broker_->Counters().workers_lost, 1u);
+}
+
+// The broker's loop does not wait for the disk: while a commit is stuck in a slow sync (here 12 heartbeats,
+// four times the liveness window), it keeps exchanging heartbeats, so neither side gives the other up, and
+// the result is recorded once the sync returns.
+TEST(ClusterSlowDisk, ASlowSyncStallsNoHeartbeat) {
+  MemEnv env;
+  std::atomic<int> slow_syncs{0};
+  env.SetFaultHook([&](const std::string& op, const std::string&) {
+    if (op == "sync" && slow_syncs.load() > 0) {
+      slow_syncs--;
+      std::this_thread::sleep_for(std::chrono::milliseconds(12 * kHeartbeatMs));
+    }
+    return Status::OK();
+  });
+  TempDir tmp;
+  StoreOptions so;
+  so.env = &env;
+  so.segment_bytes = 1 << 20;
+  std::unique_ptr<Store> store;
+  ASSERT_TRUE(Store::Open(so, "/store", &store).ok());
+  BrokerOptions bo;
+  bo.bind = "tcp://127.0.0.1:*";
+  bo.heartbeat_ms = kHeartbeatMs;
+  bo.liveness = 3;
+  bo.artifact_root = tmp.Sub("artifacts");
+  std::unique_ptr<Broker> broker;
+  ASSERT_TRUE(Broker::Start(store.get(), bo, &broker).ok());
+  WorkerClientOptions wo;
+  wo.broker = broker->endpoint();
+  wo.worker_id = "gpu-1";
+  wo.capabilities_json = Caps({"EmptyImage", "SaveImage"});
+  wo.heartbeat_ms = kHeartbeatMs;
+  std::unique_ptr<WorkerClient> w;
+  ASSERT_TRUE(WorkerClient::Start(wo, &w).ok());
+  NewJob j;
+  j.prompt = Graph();
+  EnqueueResult r;
+  ASSERT_TRUE(store->Enqueue(j, &r).ok());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  std::string e;
+  while (w->NextEvent(0, &e)) {  // the "connected" event
+  }
+  slow_syncs = 1;
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {}).ok());
+  json ack;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (ack.is_null() && std::chrono::steady_clock::now() < until) {
+    if (!w->NextEvent(20, &e)) continue;
+    json ev = json::parse(e);
+    EXPECT_NE(ev["type"], "disconnected") << "the worker gave the broker up during a slow sync: " << e;
+    if (ev["type"] == "ack") ack = ev;
+  }
+  ASSERT_FALSE(ack.is_null());
+  EXPECT_EQ(ack["kind"], "recorded");
+  EXPECT_EQ(slow_syncs.load(), 0) << "the result's commit should have gone through the slow sync";
+  BrokerCounters c = broker->Counters();
+  EXPECT_EQ(c.workers_lost, 0u);
+  EXPECT_EQ(c.results, 1u);
+  Job done;
+  ASSERT_TRUE(store->Get(r.id, false, &done).ok());
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  w.reset();
+  broker.reset();
 }
 
 TEST_F(ClusterTest, ALateResultFromALostLeaseIsRefused) {

@@ -1,9 +1,11 @@
 // The broker (see comfymq/broker.h). One thread owns the ROUTER socket and every WorkerState; other threads
 // reach it through the command queue (store events, drain, capability refreshes) and read snapshots under mu_.
 //
-// Each turn of the loop: poll (heartbeat as timeout), read what arrived, run queued commands, then commit
-// one store batch holding every result, failure and lease release that came in plus the dispatches that
-// workers have credit for (one sync for all of it), send what the commit decided, and keep heartbeats.
+// Each turn of the loop: poll (heartbeat as timeout), answer the pass the commit pipeline finished (acks,
+// jobs), read what arrived, run queued commands, then, unless a pass is still committing, hand the pipeline
+// the next one: every result, failure and lease release that came in plus the dispatches that workers have
+// credit for (one sync for all of it); and keep heartbeats. The loop never waits for the disk: a slow sync
+// delays answers, not heartbeats.
 //
 // Dispatch on arrival: the broker is also the store's dispatch hook. When an enqueue makes a job pending
 // and some worker has credit for it, the job is leased in the enqueuer's own commit group (one sync for the
@@ -27,6 +29,7 @@
 #include "comfymq/broker.h"
 #include "comfymq/capabilities.h"
 #include "comfymq/curve.h"
+#include "net/commit_pipeline.h"
 #include "net/event_buffer.h"
 #include "net/protocol.h"
 #include "net/transfers.h"
@@ -74,6 +77,26 @@ struct PendingRelease {
   bool count_attempt = true;
 };
 
+// A pass: every result, failure and lease release that came in, plus the dispatches workers have credit
+// for, committed together by the pipeline (one sync), then answered by FinishPass on the loop thread.
+struct BrokerPass final : net::CommitPass {
+  struct ResultItem {
+    PendingResult r;
+    std::vector<Artifact> published;
+    Status status;
+  };
+  struct DispatchItem {
+    std::string worker;
+    uint64_t epoch = 0;
+    std::unique_ptr<Lease> lease;
+    Status status;
+  };
+  std::deque<ResultItem> results;
+  std::vector<PendingRelease> releases;
+  std::deque<Status> release_status;
+  std::deque<DispatchItem> dispatches;
+};
+
 // What a worker may be given, read by the loop and by the dispatch hook (under credit_mu_). Only online
 // workers have one.
 struct Slot {
@@ -119,7 +142,9 @@ class BrokerImpl final : public Broker {
   void HandleMessage(const std::vector<std::string>& frames, const std::string& user_id, int64_t now);
   void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
   void HandleChunk(WorkerState& w, const proto::Message& m);
-  void CommitPass(int64_t now);
+  void StartPass();  // hands the next pass to the pipeline unless one is in flight
+  void FinishPass(std::unique_ptr<net::CommitPass> pass, int64_t now);
+  void Finishing(uint64_t job_id, int delta);
   void SendOutbox(int64_t now);
   bool SendJob(WorkerState& w, const Lease& l, int64_t now);
   TakeOptions TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps);
@@ -177,6 +202,9 @@ class BrokerImpl final : public Broker {
   std::unordered_map<std::string, std::string> rid_to_worker_;
   std::vector<PendingResult> results_;
   std::vector<PendingRelease> releases_;
+  // Jobs whose result or failure is queued or being committed: their leases are not renewed meanwhile (a
+  // renewal would fail once the result is in, and look like the store taking the job back).
+  std::unordered_map<uint64_t, int> finishing_;
   bool dispatch_dirty_ = true;
   int64_t last_stats_ms_ = 0;
   std::string last_stats_;
@@ -196,6 +224,9 @@ class BrokerImpl final : public Broker {
 
   std::mutex outbox_mu_;
   std::vector<std::unique_ptr<Lease>> outbox_;  // leased by the hook, durable, not yet sent
+
+  // Commits passes while the loop keeps receiving; wakes the loop when one is done. Made by Init.
+  std::unique_ptr<net::CommitPipeline> pipeline_;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -266,6 +297,7 @@ Status BrokerImpl::Init() {
     wake_.Notify();
   };
   store_->SetDispatchHook(std::move(hook));
+  pipeline_ = std::make_unique<net::CommitPipeline>(store_, [this] { wake_.Notify(); });
   thread_ = std::thread(&BrokerImpl::Loop, this);
   return Status::OK();
 }
@@ -281,11 +313,20 @@ Status BrokerImpl::Stop() {
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
   {
-    // Leased on arrival but never sent: back to the queue, no attempt counted.
+    // Leased on arrival, or by the last pass, but never sent: back to the queue, no attempt counted. (That
+    // pass's results are recorded; their workers hear so when they send them again to the next broker.)
     std::vector<std::unique_ptr<Lease>> unsent;
     {
       std::lock_guard<std::mutex> l(outbox_mu_);
       unsent.swap(outbox_);
+    }
+    if (pipeline_) {
+      pipeline_->Stop();
+      if (auto done = pipeline_->TakeDone()) {
+        for (auto& d : static_cast<BrokerPass&>(*done).dispatches) {
+          if (d.status.ok() && d.lease) unsent.push_back(std::move(d.lease));
+        }
+      }
     }
     if (!unsent.empty()) {
       StoreBatch batch;
@@ -323,6 +364,7 @@ void BrokerImpl::Loop() {
     }
     const int64_t now = NowMs();
     if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
+    if (auto done = pipeline_->TakeDone()) FinishPass(std::move(done), now);
     RunCommands();
     SendOutbox(now);
     for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN); ++i) {
@@ -341,7 +383,7 @@ void BrokerImpl::Loop() {
       }
     }
     try {
-      CommitPass(now);
+      StartPass();
       SendOutbox(now);
       Timers(now);
     } catch (const std::exception& e) {
@@ -425,6 +467,7 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     }
     case proto::Cmd::kResult:
     case proto::Cmd::kFail:
+      Finishing(m.job_id, +1);
       results_.push_back(PendingResult{w->id, std::move(m)});
       break;
     case proto::Cmd::kCancelled: {
@@ -597,20 +640,10 @@ JobError ParseError(const std::string& text) {
 
 }  // namespace
 
-void BrokerImpl::CommitPass(int64_t now) {
-  struct ResultItem {
-    PendingResult r;
-    std::vector<Artifact> published;
-    Status status;
-  };
-  struct DispatchItem {
-    std::string worker;
-    uint64_t epoch = 0;
-    std::unique_ptr<Lease> lease;
-    Status status;
-  };
-  StoreBatch batch;
-  std::deque<ResultItem> results;
+void BrokerImpl::StartPass() {
+  if (pipeline_->busy()) return;  // the next pass starts when this one is answered
+  auto pass = std::make_unique<BrokerPass>();
+  StoreBatch& batch = pass->batch;
   for (PendingResult& r : results_) {
     const proto::Message& m = r.msg;
     if (m.cmd == proto::Cmd::kResult) {
@@ -630,6 +663,7 @@ void BrokerImpl::CommitPass(int64_t now) {
             ack.ack = proto::AckKind::kResendFiles;
             Send(w->second, ack);
           }
+          Finishing(m.job_id, -1);  // still running: its lease is kept alive again
           continue;
         }
         if (!ps.ok()) {
@@ -637,29 +671,27 @@ void BrokerImpl::CommitPass(int64_t now) {
           JobError e;
           e.type = "host_error";
           e.message = "the host could not store the job's output files: " + ps.message();
-          results.push_back(ResultItem{std::move(r), {}, Status()});
-          batch.Fail(m.job_id, m.token, e, true, &results.back().status);
+          pass->results.push_back(BrokerPass::ResultItem{std::move(r), {}, Status()});
+          batch.Fail(m.job_id, m.token, e, true, &pass->results.back().status);
           continue;
         }
       }
-      results.push_back(ResultItem{std::move(r), std::move(published), Status()});
-      ResultItem& item = results.back();
+      pass->results.push_back(BrokerPass::ResultItem{std::move(r), std::move(published), Status()});
+      BrokerPass::ResultItem& item = pass->results.back();
       batch.Complete(item.r.msg.job_id, item.r.msg.token, item.r.msg.json, item.published, &item.status);
     } else {
-      results.push_back(ResultItem{std::move(r), {}, Status()});
-      ResultItem& item = results.back();
+      pass->results.push_back(BrokerPass::ResultItem{std::move(r), {}, Status()});
+      BrokerPass::ResultItem& item = pass->results.back();
       batch.Fail(item.r.msg.job_id, item.r.msg.token, ParseError(item.r.msg.json), item.r.msg.retryable, &item.status);
     }
   }
   results_.clear();
-  std::vector<PendingRelease> releases;
-  releases.swap(releases_);
-  std::deque<Status> release_status(releases.size());
-  for (size_t i = 0; i < releases.size(); ++i) {
-    batch.ReleaseLease(releases[i].job, releases[i].token, releases[i].reason, releases[i].count_attempt,
-                       &release_status[i]);
+  pass->releases.swap(releases_);
+  pass->release_status.resize(pass->releases.size());
+  for (size_t i = 0; i < pass->releases.size(); ++i) {
+    const PendingRelease& r = pass->releases[i];
+    batch.ReleaseLease(r.job, r.token, r.reason, r.count_attempt, &pass->release_status[i]);
   }
-  std::deque<DispatchItem> dispatches;
   if (dispatch_dirty_) {
     dispatch_dirty_ = false;
     // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
@@ -670,20 +702,24 @@ void BrokerImpl::CommitPass(int64_t now) {
         if (slot.draining) continue;
         for (; slot.credit > 0; --slot.credit) {
           takes.emplace_back(id, slot.caps);
-          dispatches.push_back(DispatchItem{id, slot.epoch, nullptr, Status()});
+          pass->dispatches.push_back(BrokerPass::DispatchItem{id, slot.epoch, nullptr, Status()});
         }
       }
     }
     for (size_t i = 0; i < takes.size(); ++i) {
-      batch.Take(TakeFor(takes[i].first, takes[i].second), &dispatches[i].lease, &dispatches[i].status);
+      batch.Take(TakeFor(takes[i].first, takes[i].second), &pass->dispatches[i].lease, &pass->dispatches[i].status);
     }
   }
   if (batch.empty()) return;
-  Status cs = store_->Commit(&batch);
-  if (!cs.ok()) Log("error", "store", "the store refused the broker's commit: " + cs.ToString());
+  pipeline_->Submit(std::move(pass));
+}
 
-  for (ResultItem& item : results) {
+void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) {
+  auto& pass = static_cast<BrokerPass&>(*done);
+  if (!pass.status.ok()) Log("error", "store", "the store refused the broker's commit: " + pass.status.ToString());
+  for (BrokerPass::ResultItem& item : pass.results) {
     const proto::Message& m = item.r.msg;
+    Finishing(m.job_id, -1);
     auto wit = workers_.find(item.r.worker_id);
     WorkerState* w = wit == workers_.end() ? nullptr : &wit->second;
     proto::Message reply;
@@ -712,8 +748,8 @@ void BrokerImpl::CommitPass(int64_t now) {
       if (w->online) Send(*w, reply);
     }
   }
-  Count([&](BrokerCounters& c) { c.leases_released += releases.size(); });
-  for (DispatchItem& d : dispatches) {
+  Count([&](BrokerCounters& c) { c.leases_released += pass.releases.size(); });
+  for (BrokerPass::DispatchItem& d : pass.dispatches) {
     if (!d.status.ok() || !d.lease) {
       ReturnCredit(d.worker, d.epoch);
       continue;
@@ -728,6 +764,12 @@ void BrokerImpl::CommitPass(int64_t now) {
     if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; });
   }
   if (!releases_.empty()) dispatch_dirty_ = true;
+}
+
+void BrokerImpl::Finishing(uint64_t job_id, int delta) {
+  int& n = finishing_[job_id];
+  n += delta;
+  if (n <= 0) finishing_.erase(job_id);
 }
 
 // Sends what the dispatch hook leased on arrival.
@@ -856,6 +898,7 @@ void BrokerImpl::Timers(int64_t now) {
       w.last_renew_ms = now;
       std::vector<uint64_t> gone;
       for (const auto& [job, token] : w.held) {
+        if (finishing_.count(job)) continue;  // its result is on its way into the store
         if (!store_->Heartbeat(job, token, lease_ms_, nullptr).ok()) gone.push_back(job);
       }
       for (uint64_t job : gone) {
