@@ -28,7 +28,7 @@ namespace comfymq {
 
 struct StoreOptions {
   Env* env = nullptr;                            // nullptr = Env::Default()
-  uint64_t segment_bytes = 64ull << 20;          // preallocated size of each log segment
+  uint64_t segment_bytes = 64ull << 20;          // largest reserved size of a log segment (they grow to it)
   uint64_t checkpoint_every_bytes = 256ull << 20;// write a checkpoint after this much log
   uint64_t compact_min_garbage_bytes = 64ull << 20;  // compact when dead bytes exceed this ...
   double compact_garbage_ratio = 0.5;            // ... and this share of the log

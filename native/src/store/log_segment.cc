@@ -50,13 +50,29 @@ void AppendGroup(const std::vector<std::pair<RecordType, std::string>>& records,
   out->append(g);
 }
 
-Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
-                     std::unique_ptr<WritableFile>* out) {
-  std::unique_ptr<WritableFile> file;
-  CMQ_RETURN_IF_ERROR(env->NewWritableFile(path, Env::OpenMode::kCreateNew, &file));
+std::string SegmentHeader(uint32_t segment) {
   std::string header(kSegmentMagic, sizeof(kSegmentMagic));
   PutU64(&header, segment);
-  Status s = file->Allocate(std::max<uint64_t>(capacity, kSegmentHeaderSize));
+  return header;
+}
+
+Status ZeroFill(WritableFile* file, uint64_t capacity, const std::atomic<bool>* cancel) {
+  const std::string zeros(1u << 20, '\0');
+  for (uint64_t off = 0; off < capacity; off += zeros.size()) {
+    if (cancel != nullptr && cancel->load()) return Status::IOError("zero-filling a segment was cancelled");
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), capacity - off));
+    CMQ_RETURN_IF_ERROR(file->WriteAt(off, std::string_view(zeros).substr(0, n)));
+  }
+  return Status::OK();
+}
+
+Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
+                     std::unique_ptr<WritableFile>* out, Reserve reserve) {
+  std::unique_ptr<WritableFile> file;
+  CMQ_RETURN_IF_ERROR(env->NewWritableFile(path, Env::OpenMode::kCreateNew, &file));
+  const std::string header = SegmentHeader(segment);
+  capacity = std::max<uint64_t>(capacity, kSegmentHeaderSize);
+  Status s = reserve == Reserve::kZeroFill ? ZeroFill(file.get(), capacity) : file->Allocate(capacity);
   if (s.ok()) s = file->WriteAt(0, header);
   if (s.ok()) s = file->Sync();
   if (s.ok()) s = env->SyncDir(DirName(path));

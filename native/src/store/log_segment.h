@@ -2,6 +2,7 @@
 // back, and scanning a whole segment during recovery. The format is in log_format.h.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,10 +38,21 @@ void SealGroup(std::string* group);
 // Appends a whole group holding `records` to *out (for tests and tools; the store frames groups in place).
 void AppendGroup(const std::vector<std::pair<RecordType, std::string>>& records, std::string* out);
 
+// The 16-byte header that starts segment `segment`.
+std::string SegmentHeader(uint32_t segment);
+
+// How a new segment's space is reserved: fallocate (quick, but each first write into a block costs the next
+// sync a metadata update on ext4/XFS) or zeros written through it (slower to make, cheaper syncs after).
+enum class Reserve { kAllocate, kZeroFill };
+
 // Creates segment `segment` at `path`: header, space reserved for `capacity` bytes, synced, directory synced.
 // On failure nothing is left behind (the file is removed). NoSpace when the disk is full.
 Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
-                     std::unique_ptr<WritableFile>* out);
+                     std::unique_ptr<WritableFile>* out, Reserve reserve = Reserve::kAllocate);
+
+// Writes zeros over [0, capacity) of `file`, 1 MiB at a time; stops with Aborted-style IOError when *cancel
+// becomes true (cancel may be null).
+Status ZeroFill(WritableFile* file, uint64_t capacity, const std::atomic<bool>* cancel = nullptr);
 
 // Reads and verifies the record at `loc` (a record inside a group); *payload receives its payload.
 Status ReadRecord(const RandomAccessFile& file, const RecordLoc& loc, RecordType* type, std::string* payload);

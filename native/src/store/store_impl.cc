@@ -104,7 +104,8 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
       env_(options.env != nullptr ? options.env : Env::Default()),
       dir_(std::move(dir)),
       committer_([this](std::vector<PendingOp*>& group) { ProcessGroup(group); }),
-      events_(std::make_unique<EventQueue>()) {}
+      events_(std::make_unique<EventQueue>()),
+      preparer_(env_, dir_) {}
 
 StoreImpl::~StoreImpl() { Close(); }
 
@@ -205,7 +206,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
       inflight_ = nullptr;
       return;
     }
-    sink.Finalize(tail_segment_, tail_offset_, tail_capacity_, options_.segment_bytes);
+    sink.Finalize(tail_segment_, tail_offset_, tail_capacity_, NextSegmentCapacityLocked());
     txn.ResolveLocations();
   }
 
@@ -239,7 +240,12 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
   bytes_since_checkpoint_ += sink.size();
   if (!txn.events().empty()) events_->Push(std::move(txn.events()));
   if (!dispatched.empty() && dispatch_hook_.deliver) dispatch_hook_.deliver(std::move(dispatched));
-  if (bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) {
+  bool kick = bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes;
+  if (options_.background_thread && tail_offset_ >= tail_capacity_ / 4) {  // the next segment, zeroed ahead
+    preparer_.Request(NextSegmentCapacityLocked());
+    kick |= preparer_.wanted();
+  }
+  if (kick) {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_kick_ = true;
     bg_cv_.notify_one();
@@ -249,11 +255,10 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
 Status StoreImpl::WriteSink(const RecordSink& sink) {
   const RecordSink::Placement& p = sink.placement();
   std::unique_ptr<WritableFile> created;
+  uint64_t capacity = p.capacity;
   if (p.new_segment) {
-    // Create the segment first: a full disk fails here, before anything of the group is written.
-    const std::string path = JoinPath(dir_, log::SegmentFileName(p.segment));
-    env_->RemoveFile(path);  // a leftover of an earlier failed attempt; nothing past the tail is live
-    CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, p.segment, p.capacity, &created));
+    // Make the segment first: a full disk fails here, before anything of the group is written.
+    CMQ_RETURN_IF_ERROR(NewSegmentLocked(p.segment, p.capacity, &created, &capacity));
   }
   WritableFile* f = p.new_segment ? created.get() : tail_file_.get();
   Status s = f->WriteAt(p.offset, sink.bytes());
@@ -271,7 +276,7 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
     tail_file_->Close();
     tail_file_ = std::move(created);
     tail_segment_ = p.segment;
-    tail_capacity_ = p.capacity;
+    tail_capacity_ = capacity;
   }
   tail_offset_ = end;
   return Status::OK();

@@ -28,6 +28,7 @@
 #include "store/job_table.h"
 #include "store/record_sink.h"
 #include "store/records.h"
+#include "store/segment_prep.h"
 #include "store/status_doc.h"
 #include "store/txn.h"
 
@@ -151,6 +152,10 @@ class StoreImpl final : public Store {
   // --- maintenance (store_maintenance.cc) ---
   Status CheckpointLocked();  // checkpoint_mu_ held
   Status RollLocked();        // commit_mu_ held: seal the tail, start a new segment
+  // commit_mu_ held: the capacity the next segment gets (each may be twice the last, up to segment_bytes).
+  uint64_t NextSegmentCapacityLocked() const;
+  // commit_mu_ held: makes segment `seg` of at least `capacity` bytes, adopting the prepared one when it fits.
+  Status NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out, uint64_t* made);
   void DeleteDeadSegments(uint32_t before_segment);
   bool NeedsCompaction();
   void BackgroundLoop();
@@ -195,6 +200,9 @@ class StoreImpl final : public Store {
 
   std::unique_ptr<EventQueue> events_;  // delivery to the listener, in commit order
   DispatchHook dispatch_hook_;          // guarded by commit_mu_
+
+  log::SegmentPreparer preparer_;           // the next segment, zero-filled by the background thread
+  std::atomic<bool> stop_preparing_{false};  // set by Close
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;

@@ -98,18 +98,33 @@ Status StoreImpl::Purge(int64_t finished_before_ms, uint64_t* removed) {
 // ---------------------------------------------------------------------------------------------------------
 // Checkpoints and compaction
 
+uint64_t StoreImpl::NextSegmentCapacityLocked() const {
+  const uint64_t grown = std::max<uint64_t>(2 * tail_capacity_, log::kFirstSegmentBytes);
+  return std::max<uint64_t>(std::min<uint64_t>(options_.segment_bytes, grown), log::kSegmentHeaderSize);
+}
+
+Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out,
+                                   uint64_t* made) {
+  const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
+  env_->RemoveFile(path);  // a leftover of an earlier failed attempt: nothing past the tail is live
+  CMQ_RETURN_IF_ERROR(preparer_.Adopt(seg, path, capacity, out, made));
+  if (*out) return Status::OK();
+  preparer_.Discard();  // too small for this roll (or a full disk wants its space back)
+  *made = std::max<uint64_t>(capacity, log::kSegmentHeaderSize);
+  return log::CreateSegment(env_, path, seg, capacity, out);
+}
+
 Status StoreImpl::RollLocked() {
   const uint32_t seg = tail_segment_ + 1;
-  const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
-  env_->RemoveFile(path);  // leftover of an earlier failed attempt: nothing past the tail is live
   std::unique_ptr<WritableFile> next;
-  CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, seg, options_.segment_bytes, &next));
+  uint64_t capacity = 0;
+  CMQ_RETURN_IF_ERROR(NewSegmentLocked(seg, NextSegmentCapacityLocked(), &next, &capacity));
   if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
   tail_file_->Close();
   tail_file_ = std::move(next);
   tail_segment_ = seg;
   tail_offset_ = log::kSegmentHeaderSize;
-  tail_capacity_ = std::max<uint64_t>(options_.segment_bytes, log::kSegmentHeaderSize);
+  tail_capacity_ = capacity;
   std::lock_guard<std::mutex> l(files_mu_);
   segment_used_[seg] = log::kSegmentHeaderSize;
   return Status::OK();
@@ -301,6 +316,7 @@ void StoreImpl::BackgroundLoop() {
     if (s.ok()) {
       int expired = 0;
       s = ExpireLeases(&expired);
+      if (s.ok() && preparer_.wanted()) preparer_.Prepare(&stop_preparing_);  // a failure: tried again later
       if (s.ok() && bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) s = Checkpoint();
       if (s.ok() && NeedsCompaction()) s = Compact();
       if (!s.ok()) {
@@ -328,8 +344,10 @@ Status StoreImpl::Close() {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_stop_ = true;
   }
+  stop_preparing_ = true;
   bg_cv_.notify_all();
   if (bg_thread_.joinable()) bg_thread_.join();
+  preparer_.Discard();  // a zero-filled segment not yet used: give its space back
   Status s;
   {
     // Waits for a checkpoint or compaction in progress; once closed_ is set, any that start fail at once.

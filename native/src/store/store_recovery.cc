@@ -58,7 +58,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     uint32_t v;
     if (log::ParseSegmentFileName(n, &v)) segments.push_back(v);
     else if (checkpoint::ParseFileName(n, &v)) checkpoints.push_back(v);
-    else if (n == "checkpoint.tmp") env_->RemoveFile(JoinPath(dir_, n));
+    else if (n == "checkpoint.tmp" || n == log::kPreparedSegmentName) env_->RemoveFile(JoinPath(dir_, n));
   }
   std::sort(segments.begin(), segments.end());
   std::sort(checkpoints.begin(), checkpoints.end());
@@ -173,10 +173,13 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     uint32_t seg = std::max<uint32_t>(std::max<uint32_t>(start, 1), segments.empty() ? 1 : segments.back() + 1);
     const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
     env_->RemoveFile(path);
-    CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, seg, options_.segment_bytes, &tail_file_));
+    // Small and zero-filled at once (segment_prep.h): the segments after it grow and are zeroed ahead.
+    const uint64_t capacity =
+        std::max<uint64_t>(std::min<uint64_t>(options_.segment_bytes, log::kFirstSegmentBytes), log::kSegmentHeaderSize);
+    CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, seg, capacity, &tail_file_, log::Reserve::kZeroFill));
     tail_segment_ = seg;
     tail_offset_ = log::kSegmentHeaderSize;
-    tail_capacity_ = std::max<uint64_t>(options_.segment_bytes, log::kSegmentHeaderSize);
+    tail_capacity_ = capacity;
     segment_used_[seg] = log::kSegmentHeaderSize;
   }
 

@@ -1,0 +1,61 @@
+// Log segments zeroed ahead of use. A segment reserved with fallocate holds "unwritten" extents on ext4 and
+// XFS: the first write into each block makes the next fdatasync also record that the block now holds data (a
+// metadata write per sync; measured on this project's CI disk: a 12 KB commit 280 us vs 130-160 us, 30 KB
+// 450 us vs 250 us). Blocks written once (with zeros) and synced cost a sync only their data.
+//
+// So a new store's first segment is small and zero-filled at once (kFirstSegmentBytes), each next one may be
+// twice the last up to StoreOptions::segment_bytes, and the background thread zero-fills the next one ahead
+// of need as `segment.prep` once the tail is a quarter full. The roll adopts it: header written and synced,
+// renamed to its segment name, directory synced. A roll that finds none ready (or too small) reserves with
+// fallocate as before; nothing depends on a prepared segment being there. `segment.prep` never holds
+// records: open removes a leftover one.
+//
+// Thread-safe: Request from the committer, Prepare from the background thread, Adopt from the roll (commit
+// lock held), Discard from anywhere.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "comfymq/env.h"
+#include "comfymq/status.h"
+
+namespace comfymq::log {
+
+constexpr uint64_t kFirstSegmentBytes = 4u << 20;
+constexpr char kPreparedSegmentName[] = "segment.prep";
+
+class SegmentPreparer {
+ public:
+  SegmentPreparer(Env* env, std::string dir) : env_(env), dir_(std::move(dir)) {}
+
+  // Asks for a prepared segment of `capacity` bytes; no-op while one is wanted, being made, or ready.
+  void Request(uint64_t capacity);
+  // True when Request asked for one that Prepare has not started.
+  bool wanted();
+  // Makes the wanted segment (zero-filled, synced, closed). A failure (a full disk) leaves no file and
+  // nothing wanted: the next Request tries again. `cancel` stops it part way (closing the store).
+  Status Prepare(const std::atomic<bool>* cancel);
+  // When a prepared segment of at least `capacity` bytes is ready: makes it segment `segment` at `path`
+  // (header, sync, rename, directory sync), sets *out and *adopted_capacity, returns OK. Otherwise OK with
+  // *out null: the caller creates the segment itself. An error part way leaves no prepared file.
+  Status Adopt(uint32_t segment, const std::string& path, uint64_t capacity, std::unique_ptr<WritableFile>* out,
+               uint64_t* adopted_capacity);
+  // Removes a ready one (gives its space back: a roll that found it too small, or a full disk).
+  void Discard();
+
+ private:
+  enum class State { kNone, kWanted, kPreparing, kReady };
+  std::string path() const { return dir_ + "/" + kPreparedSegmentName; }
+
+  Env* const env_;
+  const std::string dir_;
+  std::mutex mu_;
+  State state_ = State::kNone;  // guarded by mu_
+  uint64_t capacity_ = 0;       // guarded by mu_: wanted, being made, or ready
+};
+
+}  // namespace comfymq::log
