@@ -86,6 +86,15 @@ uint64_t EnqueueOne(Store* store, uint64_t seq) {
   return r.id;
 }
 
+// Job ids[i] holds BigPrompt(i).
+void ExpectAllReadBack(Store* store, const std::vector<uint64_t>& ids) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    Job j;
+    ASSERT_TRUE(store->Get(ids[i], true, &j).ok()) << i;
+    EXPECT_EQ(j.prompt, BigPrompt(i));
+  }
+}
+
 TEST(SegmentPrep, TheFirstSegmentIsSmallAndZeroedAndTheNextIsPreparedAheadAndAdopted) {
   TempDir dir;
   StoreOptions o;
@@ -117,11 +126,7 @@ TEST(SegmentPrep, TheFirstSegmentIsSmallAndZeroedAndTheNextIsPreparedAheadAndAdo
   std::ofstream(prep) << "leftover";
   ASSERT_TRUE(Store::Open(o, dir.path(), &store).ok());
   EXPECT_FALSE(Exists(prep));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    Job j;
-    ASSERT_TRUE(store->Get(ids[i], true, &j).ok()) << i;
-    EXPECT_EQ(j.prompt, BigPrompt(i));
-  }
+  ExpectAllReadBack(store.get(), ids);
 }
 
 TEST(SegmentPrep, RollsWithoutAPreparedSegmentStillWork) {
@@ -142,11 +147,7 @@ TEST(SegmentPrep, RollsWithoutAPreparedSegmentStillWork) {
   EXPECT_TRUE(unwritten == -2 || unwritten > 0) << unwritten;
   store.reset();
   ASSERT_TRUE(Store::Open(o, dir.path(), &store).ok());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    Job j;
-    ASSERT_TRUE(store->Get(ids[i], true, &j).ok()) << i;
-    EXPECT_EQ(j.prompt, BigPrompt(i));
-  }
+  ExpectAllReadBack(store.get(), ids);
 }
 
 TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {
