@@ -253,10 +253,7 @@ class PyStore {
     o.background_thread = background;
     Status s;
     std::unique_ptr<Store> opened;
-    {
-      py::gil_scoped_release release;
-      s = Store::Open(o, path, &opened, &report_);
-    }
+    s = NoGil([&] { return Store::Open(o, path, &opened, &report_); });
     Check(s);
     store_ = std::move(opened);
     path_ = path;
@@ -531,12 +528,11 @@ class PyStore {
     std::shared_ptr<Store> s;
     s.swap(store_);
     if (!s) return;
-    Status st;
-    {
-      py::gil_scoped_release release;
-      st = s->Close();
+    Status st = NoGil([&] {
+      Status closed = s->Close();
       s.reset();
-    }
+      return closed;
+    });
     Check(st);
   }
 
@@ -593,9 +589,11 @@ class PyArtifactStream {
   }
   void Abort() {
     if (!s_) return;
-    py::gil_scoped_release release;
-    s_->Abort();
-    s_.reset();
+    NoGil([&] {
+      s_->Abort();
+      s_.reset();
+      return 0;
+    });
   }
   uint64_t size() const { return s_ ? s_->size() : 0; }
 
@@ -719,8 +717,11 @@ class PyBroker {
     b.swap(broker_);  // with the GIL held: no call can be copying broker_ now
     store_.reset();
     if (!b) return;
-    py::gil_scoped_release release;
-    b->Stop();
+    NoGil([&] {
+      b->Stop();
+      b.reset();  // the last reference may close the store it owns: without the GIL too
+      return 0;
+    });
   }
 
  private:
@@ -798,8 +799,11 @@ class PyWorkerClient {
     std::shared_ptr<WorkerClient> c;
     c.swap(client_);  // with the GIL held: no call can be copying client_ now
     if (!c) return;
-    py::gil_scoped_release release;
-    c->Stop(bye);
+    NoGil([&] {
+      c->Stop(bye);
+      c.reset();
+      return 0;
+    });
   }
 
  private:
@@ -908,8 +912,7 @@ PYBIND11_MODULE(_native, m) {
       .def("resume", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(false); }); })
       .def_property_readonly("paused", [](PyStore& s) {
              std::shared_ptr<Store> st = s.store();
-             py::gil_scoped_release release;
-             return st->paused();
+             return NoGil([&] { return st->paused(); });
            })
       .def("expire_leases", [](PyStore& s) {
              int n = 0;
