@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -65,17 +66,24 @@ std::shared_ptr<Broker> Shared(std::unique_ptr<Broker> b, std::shared_ptr<Store>
 template <typename Fn>
 auto NoGil(Fn&& fn) -> decltype(fn()) {
   using R = decltype(fn());
-  std::optional<R> result;
-  std::exception_ptr error;
-  PyThreadState* state = PyEval_SaveThread();
-  try {
-    result.emplace(fn());
-  } catch (...) {
-    error = std::current_exception();
+  if constexpr (std::is_void_v<R>) {
+    NoGil([&] {
+      fn();
+      return true;
+    });
+  } else {
+    std::optional<R> result;
+    std::exception_ptr error;
+    PyThreadState* state = PyEval_SaveThread();
+    try {
+      result.emplace(fn());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    PyEval_RestoreThread(state);  // outside any handler or destructor
+    if (error) std::rethrow_exception(error);
+    return std::move(*result);
   }
-  PyEval_RestoreThread(state);  // outside any handler or destructor
-  if (error) std::rethrow_exception(error);
-  return std::move(*result);
 }
 
 // ---- JSON at the boundary -----------------------------------------------------------------------------
@@ -592,7 +600,6 @@ class PyArtifactStream {
     NoGil([&] {
       s_->Abort();
       s_.reset();
-      return 0;
     });
   }
   uint64_t size() const { return s_ ? s_->size() : 0; }
@@ -720,7 +727,6 @@ class PyBroker {
     NoGil([&] {
       b->Stop();
       b.reset();  // the last reference may close the store it owns: without the GIL too
-      return 0;
     });
   }
 
@@ -802,7 +808,6 @@ class PyWorkerClient {
     NoGil([&] {
       c->Stop(bye);
       c.reset();
-      return 0;
     });
   }
 

@@ -708,7 +708,8 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   uint64_t chosen = 0;
   JobMeta m;
   std::string job_payload, prompt, workflow;
-  uint64_t loaded = 0;  // the job whose record job_payload holds (the filter's loader read it)
+  uint64_t loaded = 0;    // the job whose record job_payload holds (the filter's loader read it)
+  uint64_t unpacked = 0;  // the job whose prompt `prompt` holds (the loader unpacked it)
   records::JobView jv;
   for (;;) {
     chosen = 0;
@@ -718,12 +719,16 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
       if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
       if (o.filter) {
         const PromptLoader load = [&](std::string* out) {
-          loaded = 0;
+          loaded = unpacked = 0;
           CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
           loaded = id;
           records::JobView v;
           CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
-          return records::UnpackText(v.prompt, records::kMaxTextBytes, out).WithContext("job " + FormatJobId(id));
+          CMQ_RETURN_IF_ERROR(
+              records::UnpackText(v.prompt, records::kMaxTextBytes, &prompt).WithContext("job " + FormatJobId(id)));
+          unpacked = id;
+          *out = prompt;  // kept: if this job is chosen, its prompt is not unpacked again
+          return Status::OK();
         };
         if (!o.filter(id, load)) return true;
       }
@@ -734,7 +739,11 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
     m = *table_.Find(chosen);
     Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
     if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
-    if (rs.ok()) rs = UnpackTexts(jv, &prompt, &workflow);
+    if (rs.ok() && unpacked == chosen) {
+      rs = records::UnpackText(jv.workflow, records::kMaxTextBytes, &workflow).WithContext("job " + FormatJobId(chosen));
+    } else if (rs.ok()) {
+      rs = UnpackTexts(jv, &prompt, &workflow);
+    }
     if (rs.ok()) break;
     // A job whose record cannot be read can never run: fail it, with the reason, instead of letting it
     // block every later take.

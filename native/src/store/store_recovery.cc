@@ -174,8 +174,8 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
     env_->RemoveFile(path);
     // Small and zero-filled at once (segment_prep.h): the segments after it grow and are zeroed ahead.
-    const uint64_t capacity =
-        std::max<uint64_t>(std::min<uint64_t>(options_.segment_bytes, log::kFirstSegmentBytes), log::kSegmentHeaderSize);
+    tail_capacity_ = 0;  // no tail: the next size is the first size
+    const uint64_t capacity = NextSegmentCapacityLocked();
     CMQ_RETURN_IF_ERROR(log::CreateSegment(env_, path, seg, capacity, &tail_file_, log::Reserve::kZeroFill));
     tail_segment_ = seg;
     tail_offset_ = log::kSegmentHeaderSize;
