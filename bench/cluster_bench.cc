@@ -4,6 +4,7 @@
 //   - no-op jobs/s end to end through the durable store with 1, 4 and 16 workers;
 //   - time to detect a SIGKILLed worker (heartbeat 100 ms, 3 missed = gone).
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -157,8 +158,22 @@ std::vector<double> EnqueueToWorker(const std::string& dir, bool curve, int n) {
   return lat;
 }
 
+double CpuSeconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
+struct Throughput {
+  double jobs_per_s = 0;
+  double cpu_us_per_job = 0;  // the whole process: broker, store and the simulated workers together
+};
+
 // No-op jobs through the durable store: enqueue `total` jobs up front, workers take and complete at once.
-double NoOpThroughput(const std::string& dir, int workers, int total, int capacity = 1) {
+// The workers live in this process (sharing its one ZeroMQ context, as any process's clients do), so their
+// CPU comes out of the same 2 cores as the broker's; on a LAN each would have a machine of its own.
+Throughput NoOpThroughput(const std::string& dir, int workers, int total, int capacity = 1) {
   Cluster c = StartCluster(dir, workers, false, 1000, capacity);
   std::vector<NewJob> batch(1000);
   for (auto& j : batch) j.prompt = kPrompt;
@@ -167,6 +182,7 @@ double NoOpThroughput(const std::string& dir, int workers, int total, int capaci
     if (!c.store->EnqueueMany(batch, &rs).ok()) std::abort();
   }
   std::atomic<int> done{0};
+  const double cpu0 = CpuSeconds();
   double t0 = NowSeconds();
   std::vector<std::thread> ts;
   for (auto& w : c.workers) {
@@ -187,10 +203,12 @@ double NoOpThroughput(const std::string& dir, int workers, int total, int capaci
     if (st.counts[static_cast<int>(JobState::kSucceeded)] >= static_cast<uint64_t>(total)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  double rate = total / (NowSeconds() - t0);
+  Throughput out;
+  out.jobs_per_s = total / (NowSeconds() - t0);
+  out.cpu_us_per_job = (CpuSeconds() - cpu0) * 1e6 / total;
   c.workers.clear();
   c.broker.reset();
-  return rate;
+  return out;
 }
 
 // A worker in a child process is killed; how long until the broker reports it gone?
@@ -258,9 +276,11 @@ void BenchClusterThroughput(const std::string& base, double scale) {
   for (int capacity : {1, 4}) {
     for (int workers : {1, 4, 16}) {
       ScratchDir d(base, "cluster");
-      double rate = NoOpThroughput(d.path(), workers, scaled(workers == 1 ? 5000 : 20000), capacity);
-      Emit("cluster", "noop_jobs_per_s", rate, "jobs/s", workers == 16 ? "target_20000" : "", workers == 16 ? 20000 : 0,
-           "{\"workers\": " + std::to_string(workers) + ", \"capacity\": " + std::to_string(capacity) + "}");
+      Throughput t = NoOpThroughput(d.path(), workers, scaled(workers == 1 ? 5000 : 20000), capacity);
+      Emit("cluster", "noop_jobs_per_s", t.jobs_per_s, "jobs/s", workers == 16 ? "target_20000" : "",
+           workers == 16 ? 20000 : 0,
+           "{\"workers\": " + std::to_string(workers) + ", \"capacity\": " + std::to_string(capacity) +
+               ", \"process_cpu_us_per_job\": " + std::to_string(t.cpu_us_per_job) + "}");
     }
   }
   {

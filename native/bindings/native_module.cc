@@ -706,6 +706,8 @@ class PyBroker {
     d["unroutable"] = c.unroutable;
     d["dispatched"] = c.dispatched;
     d["dispatched_on_arrival"] = c.dispatched_on_arrival;
+    d["dispatched_early"] = c.dispatched_early;
+    d["early_undone"] = c.early_undone;
     d["results"] = c.results;
     d["duplicates"] = c.duplicates;
     d["stale_results"] = c.stale_results;

@@ -345,39 +345,55 @@ TEST_F(ClusterTest, ASilentWorkerLosesItsJobToAnother) {
   EXPECT_EQ(broker_->Counters().workers_lost, 1u);
 }
 
+// A store on a MemEnv (so faults can be injected), its broker and one worker "gpu-1" with one slot.
+struct MemEnvCluster {
+  MemEnv env;
+  TempDir tmp;
+  StoreOptions so;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Broker> broker;
+  std::unique_ptr<WorkerClient> worker;
+
+  void Start() {
+    so.env = &env;
+    so.segment_bytes = 1 << 20;
+    ASSERT_TRUE(Store::Open(so, "/store", &store).ok());
+    BrokerOptions bo;
+    bo.bind = "tcp://127.0.0.1:*";
+    bo.heartbeat_ms = kHeartbeatMs;
+    bo.liveness = 3;
+    bo.artifact_root = tmp.Sub("artifacts");
+    ASSERT_TRUE(Broker::Start(store.get(), bo, &broker).ok());
+    WorkerClientOptions wo;
+    wo.broker = broker->endpoint();
+    wo.worker_id = "gpu-1";
+    wo.capabilities_json = Caps({"EmptyImage", "SaveImage"});
+    wo.heartbeat_ms = kHeartbeatMs;
+    ASSERT_TRUE(WorkerClient::Start(wo, &worker).ok());
+  }
+  void Stop() {
+    worker.reset();
+    broker.reset();
+  }
+};
+
 // The broker's loop does not wait for the disk: while a commit is stuck in a slow sync (here 12 heartbeats,
 // four times the liveness window), it keeps exchanging heartbeats, so neither side gives the other up, and
 // the result is recorded once the sync returns.
 TEST(ClusterSlowDisk, ASlowSyncStallsNoHeartbeat) {
-  MemEnv env;
+  MemEnvCluster c;
   std::atomic<int> slow_syncs{0};
-  env.SetFaultHook([&](const std::string& op, const std::string&) {
+  c.env.SetFaultHook([&](const std::string& op, const std::string&) {
     if (op == "sync" && slow_syncs.load() > 0) {
       slow_syncs--;
       std::this_thread::sleep_for(std::chrono::milliseconds(12 * kHeartbeatMs));
     }
     return Status::OK();
   });
-  TempDir tmp;
-  StoreOptions so;
-  so.env = &env;
-  so.segment_bytes = 1 << 20;
-  std::unique_ptr<Store> store;
-  ASSERT_TRUE(Store::Open(so, "/store", &store).ok());
-  BrokerOptions bo;
-  bo.bind = "tcp://127.0.0.1:*";
-  bo.heartbeat_ms = kHeartbeatMs;
-  bo.liveness = 3;
-  bo.artifact_root = tmp.Sub("artifacts");
-  std::unique_ptr<Broker> broker;
-  ASSERT_TRUE(Broker::Start(store.get(), bo, &broker).ok());
-  WorkerClientOptions wo;
-  wo.broker = broker->endpoint();
-  wo.worker_id = "gpu-1";
-  wo.capabilities_json = Caps({"EmptyImage", "SaveImage"});
-  wo.heartbeat_ms = kHeartbeatMs;
-  std::unique_ptr<WorkerClient> w;
-  ASSERT_TRUE(WorkerClient::Start(wo, &w).ok());
+  ASSERT_NO_FATAL_FAILURE(c.Start());
+  Store* store = c.store.get();
+  Broker* broker = c.broker.get();
+  WorkerClient* w = c.worker.get();
   NewJob j;
   j.prompt = Graph();
   EnqueueResult r;
@@ -400,14 +416,76 @@ TEST(ClusterSlowDisk, ASlowSyncStallsNoHeartbeat) {
   ASSERT_FALSE(ack.is_null());
   EXPECT_EQ(ack["kind"], "recorded");
   EXPECT_EQ(slow_syncs.load(), 0) << "the result's commit should have gone through the slow sync";
-  BrokerCounters c = broker->Counters();
-  EXPECT_EQ(c.workers_lost, 0u);
-  EXPECT_EQ(c.results, 1u);
+  BrokerCounters counters = broker->Counters();
+  EXPECT_EQ(counters.workers_lost, 0u);
+  EXPECT_EQ(counters.results, 1u);
   Job done;
   ASSERT_TRUE(store->Get(r.id, false, &done).ok());
   EXPECT_EQ(done.state, JobState::kSucceeded);
-  w.reset();
-  broker.reset();
+  c.Stop();
+}
+
+// A job goes to its worker while the commit that leased it is still syncing (Lease::early). When that
+// commit fails, the worker is told to stop it, and the token it was given is never handed out again.
+TEST(ClusterEarlyLease, AJobSentBeforeItsLeaseFailedToCommitIsCalledBack) {
+  MemEnvCluster c;
+  c.so.reopen_lease_grace_ms = 0;
+  ASSERT_NO_FATAL_FAILURE(c.Start());
+  std::unique_ptr<Store>& store = c.store;
+  MemEnv& env = c.env;
+  WorkerClient* w = c.worker.get();
+  NewJob j;
+  j.prompt = Graph();
+  EnqueueResult first, second;
+  ASSERT_TRUE(store->Enqueue(j, &first).ok());
+  JobAssignment a1;
+  ASSERT_TRUE(w->NextJob(5000, &a1));
+  ASSERT_TRUE(store->Enqueue(j, &second).ok());  // waits: the worker's one slot is busy
+  ASSERT_TRUE(store->Cancel(first.id, "make room").ok());
+  std::string e;
+  bool told = false;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+       !told && std::chrono::steady_clock::now() < until;) {
+    told = w->NextEvent(20, &e) && json::parse(e)["type"] == "cancel";
+  }
+  ASSERT_TRUE(told);
+  // From here every log write fails: the pass that leases the second job applies, sends it, then fails.
+  env.SetFaultHook([](const std::string& op, const std::string& path) {
+    return op == "write" && path.find("/log-") != std::string::npos ? Status::IOError("injected EIO") : Status::OK();
+  });
+  ASSERT_TRUE(w->ConfirmCancel(a1.job_id, a1.token).ok());
+  JobAssignment a2;
+  ASSERT_TRUE(w->NextJob(5000, &a2)) << "the job should go out before its commit is durable";
+  EXPECT_EQ(a2.job_id, second.id);
+  json cancel;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+       cancel.is_null() && std::chrono::steady_clock::now() < until;) {
+    if (!w->NextEvent(20, &e)) continue;
+    json ev = json::parse(e);
+    if (ev["type"] == "cancel") cancel = ev;
+  }
+  ASSERT_FALSE(cancel.is_null()) << "the worker was not told its job's lease failed to commit";
+  EXPECT_EQ(cancel["job_id"], FormatJobId(second.id));
+  EXPECT_NE(cancel["reason"].get<std::string>().find("could not record the lease"), std::string::npos) << cancel;
+  BrokerCounters counters = c.broker->Counters();
+  EXPECT_GE(counters.dispatched_early, 1u);
+  EXPECT_EQ(counters.early_undone, 1u);
+  c.Stop();
+  // After a restart the job is pending, and the token the worker saw is never handed out again.
+  store.reset();
+  env.SetFaultHook(nullptr);
+  ASSERT_TRUE(Store::Open(c.so, "/store", &store).ok());
+  Job got;
+  ASSERT_TRUE(store->Get(second.id, false, &got).ok());
+  EXPECT_EQ(got.state, JobState::kPending);
+  TakeOptions o;
+  o.worker_id = "gpu-2";
+  std::unique_ptr<Lease> l;
+  ASSERT_TRUE(store->Take(o, &l).ok());
+  ASSERT_NE(l, nullptr);
+  EXPECT_EQ(l->job_id, second.id);
+  EXPECT_GT(l->token, a2.token);
+  EXPECT_TRUE(store->Complete(second.id, a2.token, "{}", {}).IsLeaseLost());
 }
 
 TEST_F(ClusterTest, ALateResultFromALostLeaseIsRefused) {

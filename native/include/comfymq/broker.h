@@ -41,6 +41,8 @@ struct BrokerCounters {
   uint64_t unroutable = 0;         // sends the ROUTER could not deliver (peer gone) or queue (high-water mark)
   uint64_t dispatched = 0, results = 0, duplicates = 0, stale_results = 0;
   uint64_t dispatched_on_arrival = 0;  // of dispatched: leased in the enqueuer's own commit (one sync)
+  uint64_t dispatched_early = 0;       // of dispatched: sent while their lease's commit was syncing
+  uint64_t early_undone = 0;           // early-sent jobs whose lease's commit then failed (worker told)
   uint64_t workers_lost = 0, leases_released = 0;
   uint64_t chunks = 0, chunk_retries = 0, bytes_received = 0;
   uint64_t events_dropped = 0;

@@ -146,6 +146,12 @@ class StoreBatch {
   void ReleaseLease(uint64_t id, uint64_t token, std::string reason, bool count_attempt, Status* status);
   bool empty() const { return items_.empty(); }
   size_t size() const { return items_.size(); }
+  // Called once, on the committing thread, when every change of the batch has been applied in memory and
+  // before the commit writes and syncs them; not called when the store refuses the batch as a whole. What it
+  // sees is not durable yet: leases marked `early` may already be shown to their workers (see Lease), other
+  // results must wait for Commit to return. It must be quick and must not call into the store.
+  void OnApplied(std::function<void()> fn) { on_applied_ = std::move(fn); }
+  const std::function<void()>& on_applied() const { return on_applied_; }
 
   struct Item {
     enum class Kind { kTake, kComplete, kFail, kRelease } kind = Kind::kTake;
@@ -162,6 +168,7 @@ class StoreBatch {
 
  private:
   std::vector<Item> items_;
+  std::function<void()> on_applied_;
 };
 
 class Store {

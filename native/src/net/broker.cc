@@ -1,11 +1,13 @@
 // The broker (see comfymq/broker.h). One thread owns the ROUTER socket and every WorkerState; other threads
 // reach it through the command queue (store events, drain, capability refreshes) and read snapshots under mu_.
 //
-// Each turn of the loop: poll (heartbeat as timeout), answer the pass the commit pipeline finished (acks,
-// jobs), read what arrived, run queued commands, then, unless a pass is still committing, hand the pipeline
-// the next one: every result, failure and lease release that came in plus the dispatches that workers have
-// credit for (one sync for all of it); and keep heartbeats. The loop never waits for the disk: a slow sync
-// delays answers, not heartbeats.
+// Each turn of the loop: poll (heartbeat as timeout); send the jobs of a pass the store has applied but not
+// yet synced when their tokens are covered (Lease::early: the worker starts while the sync runs); when the
+// pass in flight is done, hand the pipeline the next one at once (every result, failure and lease release
+// that came in plus the dispatches that workers have credit for: one sync for all of it) and then answer the
+// finished one (acks, the jobs that could not go early, CANCEL for early ones whose commit failed); read what
+// arrived, run queued commands; keep heartbeats. The loop never waits for the disk: a slow sync delays
+// answers, not heartbeats.
 //
 // Dispatch on arrival: the broker is also the store's dispatch hook. When an enqueue makes a job pending
 // and some worker has credit for it, the job is leased in the enqueuer's own commit group (one sync for the
@@ -90,6 +92,7 @@ struct BrokerPass final : net::CommitPass {
     uint64_t epoch = 0;
     std::unique_ptr<Lease> lease;
     Status status;
+    bool sent = false;  // went out once applied, before the commit was durable (Lease::early)
   };
   std::deque<ResultItem> results;
   std::vector<PendingRelease> releases;
@@ -143,10 +146,12 @@ class BrokerImpl final : public Broker {
   void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
   void HandleChunk(WorkerState& w, const proto::Message& m);
   void StartPass();  // hands the next pass to the pipeline unless one is in flight
+  void SendApplied(BrokerPass& pass, int64_t now);
   void FinishPass(std::unique_ptr<net::CommitPass> pass, int64_t now);
   void Finishing(uint64_t job_id, int delta);
   void SendOutbox(int64_t now);
   bool SendJob(WorkerState& w, const Lease& l, int64_t now);
+  void UnsendJob(const BrokerPass::DispatchItem& d, const std::string& reason);
   TakeOptions TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps);
   void ChooseOnArrival(DispatchContext& ctx);
   void ReturnCredit(const std::string& worker_id, uint64_t epoch);
@@ -324,7 +329,7 @@ Status BrokerImpl::Stop() {
       pipeline_->Stop();
       if (auto done = pipeline_->TakeDone()) {
         for (auto& d : static_cast<BrokerPass&>(*done).dispatches) {
-          if (d.status.ok() && d.lease) unsent.push_back(std::move(d.lease));
+          if (d.status.ok() && d.lease && !d.sent) unsent.push_back(std::move(d.lease));
         }
       }
     }
@@ -364,7 +369,11 @@ void BrokerImpl::Loop() {
     }
     const int64_t now = NowMs();
     if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
-    if (auto done = pipeline_->TakeDone()) FinishPass(std::move(done), now);
+    if (auto* applied = pipeline_->TakeApplied()) SendApplied(static_cast<BrokerPass&>(*applied), now);
+    if (auto done = pipeline_->TakeDone()) {
+      StartPass();  // what came in during that commit: the store syncs it while the loop answers the last one
+      FinishPass(std::move(done), now);
+    }
     RunCommands();
     SendOutbox(now);
     for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN); ++i) {
@@ -714,6 +723,18 @@ void BrokerImpl::StartPass() {
   pipeline_->Submit(std::move(pass));
 }
 
+// The pass's batch is applied, its commit not yet durable: the leases the store marked early go out now, so a
+// worker starts while the sync runs (and can send its result in time for the next pass).
+void BrokerImpl::SendApplied(BrokerPass& pass, int64_t now) {
+  for (BrokerPass::DispatchItem& d : pass.dispatches) {
+    if (!d.lease || !d.lease->early) continue;
+    auto wit = workers_.find(d.worker);
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) continue;  // FinishPass
+    d.sent = true;  // a failed send queues the lease's release itself
+    if (SendJob(wit->second, *d.lease, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_early++; });
+  }
+}
+
 void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) {
   auto& pass = static_cast<BrokerPass&>(*done);
   if (!pass.status.ok()) Log("error", "store", "the store refused the broker's commit: " + pass.status.ToString());
@@ -750,6 +771,10 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
   }
   Count([&](BrokerCounters& c) { c.leases_released += pass.releases.size(); });
   for (BrokerPass::DispatchItem& d : pass.dispatches) {
+    if (d.sent) {
+      if (!d.status.ok()) UnsendJob(d, "the host could not record the lease: " + d.status.message());
+      continue;
+    }
     if (!d.status.ok() || !d.lease) {
       ReturnCredit(d.worker, d.epoch);
       continue;
@@ -835,6 +860,25 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
   releases_.push_back(PendingRelease{l.job_id, l.token, "could not deliver the job to worker " + w.id, false});
   dispatch_dirty_ = true;
   return false;
+}
+
+// An early-sent job whose lease's commit failed: the job is not the worker's after all; it must stop (it
+// answers CANCELLED, which frees its slot).
+void BrokerImpl::UnsendJob(const BrokerPass::DispatchItem& d, const std::string& reason) {
+  Count([](BrokerCounters& c) { c.early_undone++; });
+  auto wit = workers_.find(d.worker);
+  if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) return;  // it left anyway
+  WorkerState& w = wit->second;
+  auto held = w.held.find(d.lease->job_id);
+  if (held == w.held.end() || held->second != d.lease->token) return;
+  proto::Message cancel;
+  cancel.cmd = proto::Cmd::kCancel;
+  cancel.job_id = d.lease->job_id;
+  cancel.token = d.lease->token;
+  cancel.reason = reason;
+  Send(w, cancel);
+  std::lock_guard<std::mutex> l(mu_);
+  w.held.erase(held);
 }
 
 TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps) {

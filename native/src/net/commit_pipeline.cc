@@ -4,8 +4,8 @@
 
 namespace comfymq::net {
 
-CommitPipeline::CommitPipeline(Store* store, std::function<void()> on_done)
-    : store_(store), on_done_(std::move(on_done)), thread_(&CommitPipeline::Run, this) {}
+CommitPipeline::CommitPipeline(Store* store, std::function<void()> wake)
+    : store_(store), wake_(std::move(wake)), thread_(&CommitPipeline::Run, this) {}
 
 bool CommitPipeline::busy() {
   std::lock_guard<std::mutex> l(mu_);
@@ -20,8 +20,16 @@ void CommitPipeline::Submit(std::unique_ptr<CommitPass> pass) {
   cv_.notify_one();
 }
 
+CommitPass* CommitPipeline::TakeApplied() {
+  std::lock_guard<std::mutex> l(mu_);
+  CommitPass* p = applied_;
+  applied_ = nullptr;
+  return p;
+}
+
 std::unique_ptr<CommitPass> CommitPipeline::TakeDone() {
   std::lock_guard<std::mutex> l(mu_);
+  if (done_ != nullptr && applied_ == done_.get()) applied_ = nullptr;  // never handed out after its end
   return std::move(done_);
 }
 
@@ -42,13 +50,21 @@ void CommitPipeline::Run() {
     if (todo_ == nullptr) return;  // stopping, nothing left to commit
     std::unique_ptr<CommitPass> pass = std::move(todo_);
     in_flight_ = true;
+    CommitPass* p = pass.get();  // the loop may read it once applied, and takes it back when done
+    pass->batch.OnApplied([this, p] {
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        applied_ = p;
+      }
+      wake_();
+    });
     l.unlock();
     pass->status = store_->Commit(&pass->batch);
     l.lock();
     in_flight_ = false;
     done_ = std::move(pass);
     l.unlock();
-    on_done_();
+    wake_();
     l.lock();
   }
 }

@@ -1,6 +1,7 @@
 // The worker client (see comfymq/worker_client.h). One thread owns the DEALER socket and all link state;
 // callers hand it commands through a queue and take jobs and events from queues of their own.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -37,6 +38,23 @@ int64_t NowMs() {
 }
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// One ZeroMQ context for every worker client of a process (the ZeroMQ guide's rule: one context per process,
+// its I/O thread serving all sockets), alive while some client uses it. A forked child gets a context of its
+// own: a context does not survive fork, and the parent's is left alone.
+std::shared_ptr<zmq::context_t> SharedContext() {
+  static std::mutex mu;
+  static std::weak_ptr<zmq::context_t> shared;
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> l(mu);
+  std::shared_ptr<zmq::context_t> ctx = shared.lock();
+  if (ctx == nullptr || owner != ::getpid()) {
+    ctx = std::make_shared<zmq::context_t>();
+    shared = ctx;
+    owner = ::getpid();
+  }
+  return ctx;
+}
 
 // A result (or failure) on its way to the broker: files first, in chunks, then the RESULT; kept until the
 // broker answers. Started over after a reconnect.
@@ -121,7 +139,7 @@ class WorkerClientImpl final : public WorkerClient {
   void FreeSlot() { credit_to_send_++; }
 
   const WorkerClientOptions opt_;
-  zmq::context_t ctx_;
+  const std::shared_ptr<zmq::context_t> ctx_ = SharedContext();  // outlives socket_ (declared before it)
   std::unique_ptr<zmq::socket_t> socket_;
   net::Wakeup wake_;
   net::EventBuffer events_;
@@ -353,7 +371,7 @@ void WorkerClientImpl::Loop() {
 
 void WorkerClientImpl::Connect(int64_t now) {
   try {
-    socket_ = std::make_unique<zmq::socket_t>(ctx_, zmq::socket_type::dealer);
+    socket_ = std::make_unique<zmq::socket_t>(*ctx_, zmq::socket_type::dealer);
     socket_->set(zmq::sockopt::linger, 0);
     socket_->set(zmq::sockopt::sndhwm, 1000);
     socket_->set(zmq::sockopt::rcvhwm, 1000);

@@ -19,6 +19,7 @@ struct PendingOp {
   std::function<Status()> apply;  // run by the leader with the store's state locked; owns its result
   Status status;                  // set by the group function
   size_t bytes_hint = 0;          // rough size of its records as written (compressed), to bound groups
+  std::function<void()> on_applied;  // optional: run by the leader once the op is applied, before the write
   bool done = false;
   std::condition_variable cv;
 };

@@ -33,9 +33,10 @@ enum class RecordType : uint8_t {
   kErase = 3,   // ids of jobs removed (purge / delete)
   kMeta = 4,    // store-wide settings (paused)
   kGroup = 5,   // a commit group: the only type at the top level of a segment
+  kTokens = 6,  // fencing tokens below a value may have been handed out (store_impl.h: token_reserve_)
 };
 
 // Types that appear inside a group.
-inline bool IsKnownRecordType(uint8_t t) { return t >= 1 && t <= 4; }
+inline bool IsKnownRecordType(uint8_t t) { return (t >= 1 && t <= 4) || t == 6; }
 
 }  // namespace comfymq::log

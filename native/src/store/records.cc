@@ -133,4 +133,15 @@ Status DecodeMeta(std::string_view payload, bool* paused) {
   return Status::OK();
 }
 
+void EncodeTokens(uint64_t reserved_below, std::string* out) {
+  PutU8(out, kVersion);
+  PutU64(out, reserved_below);
+}
+
+Status DecodeTokens(std::string_view payload, uint64_t* reserved_below) {
+  Decoder d(payload);
+  if (!Version(d) || !d.U64(reserved_below) || !d.done()) return Bad("tokens");
+  return Status::OK();
+}
+
 }  // namespace comfymq::records

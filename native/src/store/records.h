@@ -64,5 +64,8 @@ Status DecodeErase(std::string_view payload, EraseView* v);
 
 void EncodeMeta(bool paused, std::string* out);
 Status DecodeMeta(std::string_view payload, bool* paused);
+// A token reservation: every fencing token below `reserved_below` may have been handed out.
+void EncodeTokens(uint64_t reserved_below, std::string* out);
+Status DecodeTokens(std::string_view payload, uint64_t* reserved_below);
 
 }  // namespace comfymq::records

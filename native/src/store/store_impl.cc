@@ -153,10 +153,12 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
   RecordSink sink;
   Txn txn(&table_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
+  uint64_t reserving = 0;                           // a token reservation this group writes
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
     txn_ = &txn;
     inflight_ = &sink;
+    const uint64_t tokens_before = next_token_;
     for (PendingOp* op : group) {
       Txn::Mark m = txn.mark();
       try {
@@ -195,20 +197,31 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
       }
     }
     txn_ = nullptr;
+    bool refused = false;
     if (sink.size() > log::kMaxGroupBytes) {  // the API limits make this unreachable; refuse rather than corrupt
+      refused = true;
       txn.RollbackAll();
       for (PendingOp* op : group) {
         if (op->status.ok()) op->status = Status::InvalidArgument("change too large for one commit");
       }
       dispatched.clear();
     }
+    if (!refused && next_token_ != tokens_before && next_token_ + kTokenReserveStep / 2 > token_reserve_) {
+      reserving = next_token_ + kTokenReserveStep;  // covers the next takes once this group is durable
+      std::string payload;
+      records::EncodeTokens(reserving, &payload);
+      txn.Append(log::RecordType::kTokens, payload);
+    }
     if (sink.empty()) {
       inflight_ = nullptr;
+      st.unlock();
+      if (!refused) RunAppliedCallbacks(group);
       return;
     }
     sink.Finalize(tail_segment_, tail_offset_, tail_capacity_, NextSegmentCapacityLocked());
     txn.ResolveLocations();
   }
+  RunAppliedCallbacks(group);
 
   Status ws = WriteSink(sink);
   {
@@ -217,6 +230,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     if (!ws.ok()) {
       txn.RollbackAll();
     } else {
+      token_reserve_ = std::max(token_reserve_, reserving);
       const int64_t sec = now / 1000;
       for (const StoreEvent& e : txn.events()) {
         if (e.kind != StoreEvent::Kind::kJobChanged || !IsFinished(e.to) || IsFinished(e.from)) continue;
@@ -249,6 +263,12 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_kick_ = true;
     bg_cv_.notify_one();
+  }
+}
+
+void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group) {
+  for (PendingOp* op : group) {
+    if (op->on_applied) op->on_applied();
   }
 }
 
@@ -794,6 +814,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   l->job.lease_token = d.token;
   l->job.lease_expires_ms = d.lease_expires_ms;
   l->job.history = d.history;
+  l->early = d.token < token_reserve_;
   *lease = std::move(l);
   return Status::OK();
 }
@@ -962,6 +983,7 @@ Status StoreImpl::Commit(StoreBatch* batch) {
     }
   }
   if (queued.empty()) return Status::OK();
+  queued.back()->on_applied = batch->on_applied();  // ops apply in queue order: the last one closes the batch
   committer_.CommitMany(queued);
   for (size_t k = 0; k < queued.size(); ++k) *items[index[k]].status = queued[k]->status;
   Status after = Usable();

@@ -96,6 +96,7 @@ class StoreImpl final : public Store {
   // --- group commit (store_impl.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
   void ProcessGroup(std::vector<PendingOp*>& group);
+  static void RunAppliedCallbacks(const std::vector<PendingOp*>& group);
   Status WriteSink(const RecordSink& sink);
   Status Usable();
   void SetFailed(const Status& s);
@@ -183,6 +184,13 @@ class StoreImpl final : public Store {
   bool paused_ = false;
   uint64_t last_id_ = 0;
   uint64_t next_token_ = 1;
+  // Tokens below token_reserve_ are covered by a durable reservation (a kTokens record, or a checkpoint's
+  // next_token): recovery starts next_token_ at or above it, so none is handed out twice even if the take
+  // that used it never became durable. A take whose token is below it is marked Lease::early. A group that
+  // takes when fewer than kTokenReserveStep / 2 covered tokens are left appends a new reservation; it counts
+  // once that group is durable.
+  uint64_t token_reserve_ = 1;
+  static constexpr uint64_t kTokenReserveStep = 1u << 20;
   Txn* txn_ = nullptr;                     // the group being applied
   const RecordSink* inflight_ = nullptr;   // the group applied but not yet written
   std::array<uint32_t, 3600> finished_per_second_{};  // ring by second, for throughput

@@ -162,7 +162,7 @@ Status StoreImpl::CheckpointLocked() {
     checkpoint::Header h;
     h.segment = segment;
     h.last_id = last_id_;
-    h.next_token = next_token_;
+    h.next_token = std::max(next_token_, token_reserve_);  // what the reservation covers may be out there
     h.paused = paused_;
     s = checkpoint::Write(file.get(), h, table_);
     if (!s.ok()) {

@@ -187,6 +187,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   const int64_t grace_until = NowMs() + options_.reopen_lease_grace_ms;
   for (auto& [id, run] : table_.mutable_runs()) run.expires_ms = std::max(run.expires_ms, grace_until);
   last_id_ = std::max(last_id_, table_.max_id());
+  token_reserve_ = next_token_;  // no token of this session is covered yet: the first take reserves some
   bytes_since_checkpoint_ = replayed_bytes;
   rep->jobs = table_.size();
   rep->open_micros =
@@ -262,6 +263,12 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       bool p = false;
       CMQ_RETURN_IF_ERROR(records::DecodeMeta(payload, &p));
       paused_ = p;
+      return Status::OK();
+    }
+    case log::RecordType::kTokens: {
+      uint64_t reserved = 0;
+      CMQ_RETURN_IF_ERROR(records::DecodeTokens(payload, &reserved));
+      next_token_ = std::max(next_token_, reserved);  // tokens below it may be out there: never again
       return Status::OK();
     }
     case log::RecordType::kGroup:
