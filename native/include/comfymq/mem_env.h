@@ -7,7 +7,8 @@
 // directory entries. Used by the power-loss tests; also handy for fast unit tests.
 //
 // Fault injection: SetFaultHook installs a function consulted before each operation; a non-OK return
-// fails that operation without side effects. SetCapacity makes writes beyond a byte budget fail NoSpace.
+// fails that operation without side effects. The hook runs without the file system's lock held, so a hook
+// that blocks holds up only the operation it was asked about (tests use that to hold a sync open). SetCapacity makes writes beyond a byte budget fail NoSpace.
 // Time: NowMicros is the real clock until SetNowMicros pins it (then AdvanceMicros moves it).
 // Thread-safe: one mutex guards the whole file system.
 #pragma once
@@ -84,7 +85,8 @@ class MemEnv final : public Env {
   std::map<std::string, Entry> entries_;          // current namespace
   std::map<std::string, Entry> durable_entries_;  // namespace as of each dir's last SyncDir
   std::set<std::string> locks_;
-  FaultHook fault_hook_;
+  mutable std::mutex hook_mu_;                   // guards fault_hook_ only: hooks run without mu_ held
+  std::shared_ptr<const FaultHook> fault_hook_;
   uint64_t capacity_ = 0;
   uint64_t used_ = 0;
   bool manual_clock_ = false;

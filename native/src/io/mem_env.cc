@@ -39,8 +39,8 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status WriteAt(uint64_t offset, std::string_view data) override {
-    std::lock_guard<std::mutex> l(env_->mu_);
     CMQ_RETURN_IF_ERROR(env_->Fault("write", path_));
+    std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     uint64_t new_size = std::max<uint64_t>(old_size, offset + data.size());
     CMQ_RETURN_IF_ERROR(env_->ReserveLocked(old_size, new_size));
@@ -51,8 +51,8 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Allocate(uint64_t size) override {
-    std::lock_guard<std::mutex> l(env_->mu_);
     CMQ_RETURN_IF_ERROR(env_->Fault("allocate", path_));
+    std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     if (size <= old_size) return Status::OK();
     CMQ_RETURN_IF_ERROR(env_->ReserveLocked(old_size, size));
@@ -61,8 +61,8 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Truncate(uint64_t size) override {
-    std::lock_guard<std::mutex> l(env_->mu_);
     CMQ_RETURN_IF_ERROR(env_->Fault("truncate", path_));
+    std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     CMQ_RETURN_IF_ERROR(env_->ReserveLocked(old_size, size));
     inode_->data.resize(size, '\0');
@@ -70,18 +70,15 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Sync() override {
-    std::lock_guard<std::mutex> l(env_->mu_);
     CMQ_RETURN_IF_ERROR(env_->Fault("sync", path_));
+    std::lock_guard<std::mutex> l(env_->mu_);
     inode_->durable = inode_->data;
     inode_->unsynced.clear();
     env_->syncs_++;
     return Status::OK();
   }
 
-  Status Close() override {
-    std::lock_guard<std::mutex> l(env_->mu_);
-    return env_->Fault("close", path_);
-  }
+  Status Close() override { return env_->Fault("close", path_); }
 
  private:
   MemEnv* env_;
@@ -95,8 +92,8 @@ class MemRandomAccessFile final : public RandomAccessFile {
       : env_(env), path_(std::move(path)), inode_(std::move(inode)) {}
 
   Status Read(uint64_t offset, size_t n, std::string* out) const override {
-    std::lock_guard<std::mutex> l(env_->mu_);
     CMQ_RETURN_IF_ERROR(env_->Fault("read", path_));
+    std::lock_guard<std::mutex> l(env_->mu_);
     const std::string& d = inode_->data;
     if (offset >= d.size()) {
       out->clear();
@@ -140,8 +137,12 @@ MemEnv::MemEnv() {
 MemEnv::~MemEnv() = default;
 
 Status MemEnv::Fault(const std::string& op, const std::string& path) const {
-  if (fault_hook_) return fault_hook_(op, path);
-  return Status::OK();
+  std::shared_ptr<const FaultHook> hook;
+  {
+    std::lock_guard<std::mutex> l(hook_mu_);
+    hook = fault_hook_;
+  }
+  return hook && *hook ? (*hook)(op, path) : Status::OK();
 }
 
 Status MemEnv::ReserveLocked(uint64_t old_size, uint64_t new_size) {
@@ -165,8 +166,9 @@ Status MemEnv::CheckParentLocked(const std::string& path) const {
 }
 
 void MemEnv::SetFaultHook(FaultHook hook) {
-  std::lock_guard<std::mutex> l(mu_);
-  fault_hook_ = std::move(hook);
+  auto shared = std::make_shared<const FaultHook>(std::move(hook));
+  std::lock_guard<std::mutex> l(hook_mu_);
+  fault_hook_ = std::move(shared);
 }
 
 void MemEnv::SetCapacity(uint64_t bytes) {
@@ -211,8 +213,8 @@ int64_t MemEnv::NowMicros() {
 
 Status MemEnv::NewWritableFile(const std::string& raw, OpenMode mode, std::unique_ptr<WritableFile>* out) {
   const std::string path = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("create", path));
+  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(CheckParentLocked(path));
   auto it = entries_.find(path);
   if (it != entries_.end() && it->second.is_dir) return Status::IOError("open " + path + ": is a directory");
@@ -236,8 +238,8 @@ Status MemEnv::NewWritableFile(const std::string& raw, OpenMode mode, std::uniqu
 
 Status MemEnv::NewRandomAccessFile(const std::string& raw, std::unique_ptr<RandomAccessFile>* out) {
   const std::string path = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("read", path));
+  std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(path);
   if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
   if (it->second.is_dir) return Status::IOError("open " + path + ": is a directory");
@@ -259,8 +261,8 @@ Status MemEnv::GetFileInfo(const std::string& raw, FileInfo* info) {
 
 Status MemEnv::GetChildren(const std::string& raw, std::vector<std::string>* names) {
   const std::string dir = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("list", dir));
+  std::lock_guard<std::mutex> l(mu_);
   names->clear();
   auto d = entries_.find(dir);
   if (d == entries_.end() || !d->second.is_dir) return Status::NotFound("list " + dir + ": no such directory");
@@ -275,8 +277,8 @@ Status MemEnv::GetChildren(const std::string& raw, std::vector<std::string>* nam
 
 Status MemEnv::CreateDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("mkdir", dir));
+  std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(dir);
   if (it != entries_.end()) {
     if (it->second.is_dir) return Status::OK();
@@ -289,8 +291,8 @@ Status MemEnv::CreateDir(const std::string& raw) {
 
 Status MemEnv::RemoveFile(const std::string& raw) {
   const std::string path = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("remove", path));
+  std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(path);
   if (it == entries_.end()) return Status::NotFound("remove " + path + ": no such file");
   if (it->second.is_dir) return Status::IOError("remove " + path + ": is a directory");
@@ -303,8 +305,8 @@ Status MemEnv::RemoveFile(const std::string& raw) {
 
 Status MemEnv::RemoveDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("remove", dir));
+  std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(dir);
   if (it == entries_.end() || !it->second.is_dir) return Status::NotFound("remove dir " + dir + ": no such directory");
   const std::string prefix = dir + "/";
@@ -317,12 +319,12 @@ Status MemEnv::RemoveDir(const std::string& raw) {
 }
 
 Status MemEnv::RenameFile(const std::string& raw_from, const std::string& raw_to) {
+  CMQ_RETURN_IF_ERROR(Fault("rename", Normalize(raw_from)));
   std::lock_guard<std::mutex> l(mu_);
   return RenameLocked(Normalize(raw_from), Normalize(raw_to), true);
 }
 
 Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool replace) {
-  CMQ_RETURN_IF_ERROR(Fault("rename", from));
   if (!replace && entries_.count(to)) return Status::AlreadyExists("rename " + from + " -> " + to + ": target exists");
   auto it = entries_.find(from);
   if (it == entries_.end()) return Status::NotFound("rename " + from + ": no such file");
@@ -340,14 +342,15 @@ Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool
 }
 
 Status MemEnv::RenameNoReplace(const std::string& raw_from, const std::string& raw_to) {
+  CMQ_RETURN_IF_ERROR(Fault("rename", Normalize(raw_from)));
   std::lock_guard<std::mutex> l(mu_);
   return RenameLocked(Normalize(raw_from), Normalize(raw_to), false);
 }
 
 Status MemEnv::SyncDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(Fault("syncdir", dir));
+  std::lock_guard<std::mutex> l(mu_);
   auto d = entries_.find(dir);
   if (d == entries_.end() || !d->second.is_dir) return Status::NotFound("sync dir " + dir + ": no such directory");
   const std::string prefix = dir == "/" ? "/" : dir + "/";
@@ -398,8 +401,8 @@ Status MemEnv::RealPath(const std::string& raw, std::string* out) {
 Status MemEnv::LockFile(const std::string& raw, const std::string& owner, std::unique_ptr<FileLock>* lock) {
   const std::string path = Normalize(raw);
   {
-    std::lock_guard<std::mutex> l(mu_);
     CMQ_RETURN_IF_ERROR(Fault("lock", path));
+    std::lock_guard<std::mutex> l(mu_);
     if (locks_.count(path)) return Status::Busy(path + " is locked by another process");
     CMQ_RETURN_IF_ERROR(CheckParentLocked(path));
     locks_.insert(path);

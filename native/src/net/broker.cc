@@ -2,12 +2,12 @@
 // reach it through the command queue (store events, drain, capability refreshes) and read snapshots under mu_.
 //
 // Each turn of the loop: poll (heartbeat as timeout); send the jobs of a pass the store has applied but not
-// yet synced when their tokens are covered (Lease::early: the worker starts while the sync runs); when the
-// pass in flight is done, hand the pipeline the next one at once (every result, failure and lease release
-// that came in plus the dispatches that workers have credit for: one sync for all of it) and then answer the
-// finished one (acks, the jobs that could not go early, CANCEL for early ones whose commit failed); read what
-// arrived, run queued commands; keep heartbeats. The loop never waits for the disk: a slow sync delays
-// answers, not heartbeats.
+// yet synced when their tokens are covered (Lease::early: the worker starts while the sync runs); once the
+// newest pass is applied (the pipeline holds two), hand the pipeline the next one (every result, failure and
+// lease release that came in plus the dispatches that workers have credit for: one sync for all of it; the
+// store applies it while the one before syncs); answer each finished pass in order (acks, the jobs that could
+// not go early, CANCEL for early ones whose commit failed); read what arrived, run queued commands; keep
+// heartbeats. The loop never waits for the disk: a slow sync delays answers, not heartbeats.
 //
 // Dispatch on arrival: the broker is also the store's dispatch hook. When an enqueue makes a job pending
 // and some worker has credit for it, the job is leased in the enqueuer's own commit group (one sync for the
@@ -318,7 +318,7 @@ Status BrokerImpl::Stop() {
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
   {
-    // Leased on arrival, or by the last pass, but never sent: back to the queue, no attempt counted. (That
+    // Leased on arrival, or by the last passes, but never sent: back to the queue, no attempt counted. (That
     // pass's results are recorded; their workers hear so when they send them again to the next broker.)
     std::vector<std::unique_ptr<Lease>> unsent;
     {
@@ -327,7 +327,7 @@ Status BrokerImpl::Stop() {
     }
     if (pipeline_) {
       pipeline_->Stop();
-      if (auto done = pipeline_->TakeDone()) {
+      while (auto done = pipeline_->TakeDone()) {
         for (auto& d : static_cast<BrokerPass&>(*done).dispatches) {
           if (d.status.ok() && d.lease && !d.sent) unsent.push_back(std::move(d.lease));
         }
@@ -369,8 +369,9 @@ void BrokerImpl::Loop() {
     }
     const int64_t now = NowMs();
     if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
-    if (auto* applied = pipeline_->TakeApplied()) SendApplied(static_cast<BrokerPass&>(*applied), now);
-    if (auto done = pipeline_->TakeDone()) {
+    while (auto* applied = pipeline_->TakeApplied()) SendApplied(static_cast<BrokerPass&>(*applied), now);
+    StartPass();  // the newest pass is applied: the next one applies while it syncs
+    while (auto done = pipeline_->TakeDone()) {
       StartPass();  // what came in during that commit: the store syncs it while the loop answers the last one
       FinishPass(std::move(done), now);
     }
@@ -650,7 +651,7 @@ JobError ParseError(const std::string& text) {
 }  // namespace
 
 void BrokerImpl::StartPass() {
-  if (pipeline_->busy()) return;  // the next pass starts when this one is answered
+  if (!pipeline_->accepting()) return;  // the next pass starts once the newest one is applied
   auto pass = std::make_unique<BrokerPass>();
   StoreBatch& batch = pass->batch;
   for (PendingResult& r : results_) {

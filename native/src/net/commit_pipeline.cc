@@ -4,33 +4,45 @@
 
 namespace comfymq::net {
 
-CommitPipeline::CommitPipeline(Store* store, std::function<void()> wake)
-    : store_(store), wake_(std::move(wake)), thread_(&CommitPipeline::Run, this) {}
+CommitPipeline::CommitPipeline(Store* store, std::function<void()> wake) : store_(store), wake_(std::move(wake)) {
+  for (size_t i = 0; i < kDepth; ++i) threads_.emplace_back(&CommitPipeline::Run, this);
+}
 
 bool CommitPipeline::busy() {
   std::lock_guard<std::mutex> l(mu_);
-  return todo_ != nullptr || in_flight_ || done_ != nullptr;
+  return !slots_.empty();
+}
+
+bool CommitPipeline::accepting() {
+  std::lock_guard<std::mutex> l(mu_);
+  return slots_.size() < kDepth && (slots_.empty() || slots_.back().applied || slots_.back().done);
 }
 
 void CommitPipeline::Submit(std::unique_ptr<CommitPass> pass) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    todo_ = std::move(pass);
+    slots_.push_back(Slot{std::move(pass)});
   }
-  cv_.notify_one();
+  cv_.notify_all();
 }
 
 CommitPass* CommitPipeline::TakeApplied() {
   std::lock_guard<std::mutex> l(mu_);
-  CommitPass* p = applied_;
-  applied_ = nullptr;
-  return p;
+  for (Slot& s : slots_) {
+    if (s.applied && !s.handed) {
+      s.handed = true;
+      return s.pass.get();
+    }
+  }
+  return nullptr;
 }
 
 std::unique_ptr<CommitPass> CommitPipeline::TakeDone() {
   std::lock_guard<std::mutex> l(mu_);
-  if (done_ != nullptr && applied_ == done_.get()) applied_ = nullptr;  // never handed out after its end
-  return std::move(done_);
+  if (slots_.empty() || !slots_.front().done) return nullptr;
+  std::unique_ptr<CommitPass> p = std::move(slots_.front().pass);
+  slots_.pop_front();
+  return p;
 }
 
 void CommitPipeline::Stop() {
@@ -38,31 +50,43 @@ void CommitPipeline::Stop() {
     std::lock_guard<std::mutex> l(mu_);
     stop_ = true;
   }
-  cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  cv_.notify_all();
+  for (std::thread& t : threads_) {
+    if (t.joinable()) t.join();
+  }
 }
 
 void CommitPipeline::Run() {
   NameThisThread("cmq-commit");
   std::unique_lock<std::mutex> l(mu_);
   for (;;) {
-    cv_.wait(l, [&] { return todo_ != nullptr || stop_; });
-    if (todo_ == nullptr) return;  // stopping, nothing left to commit
-    std::unique_ptr<CommitPass> pass = std::move(todo_);
-    in_flight_ = true;
-    CommitPass* p = pass.get();  // the loop may read it once applied, and takes it back when done
-    pass->batch.OnApplied([this, p] {
+    Slot* slot = nullptr;
+    cv_.wait(l, [&] {
+      for (Slot& s : slots_) {
+        if (!s.started) {
+          slot = &s;
+          return true;
+        }
+      }
+      return stop_;
+    });
+    if (slot == nullptr) return;  // stopping, nothing left to commit
+    // Only the newest pass can be unstarted (Submit waits for the one before to be applied), so passes reach
+    // the store in submission order. Deque elements stay put while others are added at the back or the front
+    // one is taken (that one is done, never this one).
+    slot->started = true;
+    CommitPass* p = slot->pass.get();
+    p->batch.OnApplied([this, slot] {
       {
         std::lock_guard<std::mutex> g(mu_);
-        applied_ = p;
+        slot->applied = true;
       }
       wake_();
     });
     l.unlock();
-    pass->status = store_->Commit(&pass->batch);
+    p->status = store_->Commit(&p->batch);
     l.lock();
-    in_flight_ = false;
-    done_ = std::move(pass);
+    slot->done = true;
     l.unlock();
     wake_();
     l.lock();

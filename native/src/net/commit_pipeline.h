@@ -1,18 +1,22 @@
-// CommitPipeline: runs the broker's store commits on a thread of their own, one at a time, so the broker's
-// loop keeps receiving (results, credits, heartbeats) while a commit applies, writes and syncs. The loop
-// submits a pass (a StoreBatch and whatever it needs afterwards), is woken through `wake` twice: when the
-// batch has been applied in memory (TakeApplied: what may go out before the sync, see Lease::early) and when
-// the commit returned (TakeDone: the pass back, to send what the commit decided). Passes commit in
-// submission order and never overlap: a second Submit before the first was taken back is a contract
-// violation. Thread-safe; Stop (or the destructor) waits for the pass in flight, which stays available to
-// TakeDone.
+// CommitPipeline: runs the broker's store commits on threads of their own, so the broker's loop keeps
+// receiving (results, credits, heartbeats) while a commit applies, writes and syncs. Up to kDepth passes are
+// in flight: once the newest pass is applied in memory the loop may submit the next one, which the store
+// applies while the one before it writes and syncs (store/commit_order.h), and which becomes durable after
+// it. The loop submits a pass (a StoreBatch and whatever it needs afterwards) and is woken through `wake`
+// twice per pass: when its batch has been applied (TakeApplied: what may go out before the sync, see
+// Lease::early) and when its commit returned (TakeDone: the pass back, to send what the commit decided).
+// Passes are handed back in submission order. Submitting while !accepting() is a contract violation.
+// Thread-safe; Stop (or the destructor) waits for the passes in flight, which stay available to TakeDone.
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "comfymq/store.h"
 
@@ -26,34 +30,41 @@ struct CommitPass {
 
 class CommitPipeline {
  public:
+  static constexpr size_t kDepth = 2;
+
   CommitPipeline(Store* store, std::function<void()> wake);
   ~CommitPipeline() { Stop(); }
   CommitPipeline(const CommitPipeline&) = delete;
   CommitPipeline& operator=(const CommitPipeline&) = delete;
 
-  // True from Submit until the pass is taken back.
+  // True while a submitted pass has not been taken back.
   bool busy();
+  // True when Submit may be called: fewer than kDepth passes not taken back, and the newest one applied.
+  bool accepting();
   void Submit(std::unique_ptr<CommitPass> pass);
-  // The pass in flight once its batch is applied (not yet durable), once per pass; else nullptr. The pass
-  // stays owned by the pipeline: the caller may read what the apply decided until it calls TakeDone.
+  // The oldest pass applied (not yet durable) and not yet handed out, once per pass; else nullptr. The pass
+  // stays owned by the pipeline: the caller may read what the apply decided until it takes the pass back.
+  // A pass whose commit already returned is still handed out until TakeDone took it (call this first).
   CommitPass* TakeApplied();
-  // The committed pass, or nullptr while it is still in flight (or none was submitted).
+  // The oldest pass once its commit returned, or nullptr while it is still in flight (or none is).
   std::unique_ptr<CommitPass> TakeDone();
-  // Ends the thread after the pass in flight, if any, has committed.
+  // Ends the threads after the passes in flight, if any, have committed.
   void Stop();
 
  private:
+  struct Slot {
+    std::unique_ptr<CommitPass> pass;
+    bool started = false, applied = false, handed = false, done = false;
+  };
   void Run();
 
   Store* const store_;
   const std::function<void()> wake_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::unique_ptr<CommitPass> todo_, done_;
-  CommitPass* applied_ = nullptr;  // the pass in flight, applied, not yet taken by TakeApplied
-  bool in_flight_ = false;
+  std::deque<Slot> slots_;  // submitted and not taken back, oldest first
   bool stop_ = false;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace comfymq::net

@@ -1,7 +1,11 @@
 // GroupCommitter: callers queue their operations; the caller at the front of the queue becomes the leader,
 // takes every operation queued so far as one group, and runs the group function once for all of them (one
 // log write and one sync), while later callers queue up for the next group (leveldb's writer queue).
-// Thread-safe. The group function runs on one thread at a time, in queue order.
+//
+// Groups may overlap: the group function calls `next_may_start` once the next group can begin (the store
+// calls it when its group is written and only its sync is left), and the next leader then forms its group
+// from what has queued meanwhile. Every op of a group stays blocked until the group function returns.
+// Thread-safe. Group functions start in queue order, one at a time until each says the next may start.
 #pragma once
 
 #include <condition_variable>
@@ -26,7 +30,9 @@ struct PendingOp {
 
 class GroupCommitter {
  public:
-  using GroupFn = std::function<void(std::vector<PendingOp*>& group)>;
+  // next_may_start: callable once (later calls do nothing); if the function never calls it, the next group
+  // starts when the function returns.
+  using GroupFn = std::function<void(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start)>;
   explicit GroupCommitter(GroupFn fn, size_t max_group_bytes = 64u << 20)
       : fn_(std::move(fn)), max_group_bytes_(max_group_bytes) {}
 
@@ -36,13 +42,17 @@ class GroupCommitter {
   void CommitMany(const std::vector<PendingOp*>& ops);
 
  private:
-  // With mu_ held and `op` at the front of the queue: processes one group starting at op.
+  // With mu_ held: true when `op` is to lead the next group.
+  bool MayLeadLocked(const PendingOp* op) const { return !leading_ && !queue_.empty() && queue_.front() == op; }
+  // With mu_ held and MayLeadLocked(op): processes one group starting at op.
   void LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
+  void WaitLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
 
   GroupFn fn_;
   size_t max_group_bytes_;
   std::mutex mu_;
-  std::deque<PendingOp*> queue_;
+  std::deque<PendingOp*> queue_;  // ops not yet in a group, in arrival order
+  bool leading_ = false;          // a group has started and has not yet let the next one start
 };
 
 }  // namespace comfymq

@@ -32,6 +32,7 @@ log::RecordLoc RecordSink::Resolve(const log::RecordLoc& loc) const {
 bool RecordSink::Find(const log::RecordLoc& loc, std::string_view* framed) const {
   uint64_t rel;
   if (IsProvisional(loc)) {
+    if (finalized_) return false;  // a provisional location belongs to the group still being built
     rel = loc.offset;
   } else if (finalized_ && loc.segment == placement_.segment && loc.offset >= placement_.offset) {
     rel = loc.offset - placement_.offset;

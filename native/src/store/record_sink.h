@@ -44,7 +44,8 @@ class RecordSink {
   static bool IsProvisional(const log::RecordLoc& loc) { return loc.valid() && loc.segment == kProvisional; }
   log::RecordLoc Resolve(const log::RecordLoc& loc) const;
 
-  // The framed bytes of a record of this group, by provisional or (once finalized) real location.
+  // The framed bytes of a record of this group, by provisional location (until finalized: a later group's
+  // provisional locations never match an earlier one's) or, once finalized, by real location.
   bool Find(const log::RecordLoc& loc, std::string_view* framed) const;
 
  private:

@@ -103,7 +103,9 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
     : options_(options),
       env_(options.env != nullptr ? options.env : Env::Default()),
       dir_(std::move(dir)),
-      committer_([this](std::vector<PendingOp*>& group) { ProcessGroup(group); }),
+      committer_([this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
+        ProcessGroup(group, next_may_start);
+      }),
       events_(std::make_unique<EventQueue>()),
       preparer_(env_, dir_) {}
 
@@ -142,11 +144,25 @@ Status StoreImpl::Run(const std::function<Status()>& apply, size_t bytes_hint) {
   return committer_.Commit(&op);
 }
 
-void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
-  std::lock_guard<std::mutex> commit(commit_mu_);
+// A group: applied in memory with commit_mu_ held, then (order_) its turn to write and sync, which comes once
+// the group before is durable; the next group is applied meanwhile. Nothing is answered before its own sync
+// and every earlier group's are done.
+void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
+  std::unique_lock<std::mutex> commit(commit_mu_);
+  bool reset_tail = false;
+  const uint64_t seq = order_.Begin(&reset_tail);
+  if (reset_tail) ResetPlanLocked();  // groups planned after a failed one were never written
+  auto fail_all = [&](const Status& s) {
+    for (PendingOp* op : group) {
+      if (op->status.ok()) op->status = s;
+    }
+  };
   Status usable = Usable();
   if (!usable.ok()) {
     for (PendingOp* op : group) op->status = usable;
+    order_.Resolve(seq);
+    order_.WaitTurn(seq);
+    order_.EndTurn(seq);
     return;
   }
   const int64_t now = NowMs();
@@ -157,7 +173,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
     txn_ = &txn;
-    inflight_ = &sink;
+    inflight_.push_back(&sink);
     const uint64_t tokens_before = next_token_;
     for (PendingOp* op : group) {
       Txn::Mark m = txn.mark();
@@ -201,9 +217,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     if (sink.size() > log::kMaxGroupBytes) {  // the API limits make this unreachable; refuse rather than corrupt
       refused = true;
       txn.RollbackAll();
-      for (PendingOp* op : group) {
-        if (op->status.ok()) op->status = Status::InvalidArgument("change too large for one commit");
-      }
+      fail_all(Status::InvalidArgument("change too large for one commit"));
       dispatched.clear();
     }
     if (!refused && next_token_ != tokens_before && next_token_ + kTokenReserveStep / 2 > token_reserve_) {
@@ -213,43 +227,65 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
       txn.Append(log::RecordType::kTokens, payload);
     }
     if (sink.empty()) {
-      inflight_ = nullptr;
+      inflight_.pop_back();
       st.unlock();
       if (!refused) RunAppliedCallbacks(group);
+      order_.Resolve(seq);
+      // What these ops read may be a change of the group before that is still syncing: they are answered
+      // once it is durable, and fail if it failed.
+      Status before = order_.WaitTurn(seq);
+      if (!before.ok()) fail_all(before);
+      order_.EndTurn(seq);
       return;
     }
-    sink.Finalize(tail_segment_, tail_offset_, tail_capacity_, NextSegmentCapacityLocked());
+    sink.Finalize(plan_segment_, plan_offset_, plan_capacity_, NextSegmentCapacity(plan_capacity_));
     txn.ResolveLocations();
   }
+  const RecordSink::Placement& placed = sink.placement();
+  if (placed.new_segment) {
+    plan_segment_ = placed.segment;
+    plan_capacity_ = placed.capacity;
+  }
+  plan_offset_ = placed.offset + sink.size();
   RunAppliedCallbacks(group);
 
-  Status ws = WriteSink(sink);
+  // This group's turn: the groups before it are durable (or failed, and then this one fails too).
+  Status ws = order_.WaitTurn(seq);
+  const bool origin = ws.ok();  // a failure from here on starts with this group
+  commit.unlock();
+  next_may_start();  // the next group applies while this one writes and syncs
+  if (ws.ok()) ws = WriteSink(sink);
+  if (!ws.ok()) {
+    if (origin) {
+      if (!ws.IsNoSpace()) SetFailed(ws);
+      order_.Break(ws);
+    }
+    order_.EndTurn(seq);  // later groups take their turns, see the failure and undo themselves first
+    order_.WaitTop(seq);
+    {
+      std::unique_lock<std::shared_mutex> st(state_mu_);
+      inflight_.erase(std::find(inflight_.begin(), inflight_.end(), &sink));
+      txn.RollbackAll();
+    }
+    order_.Resolve(seq);
+    fail_all(ws);
+    return;
+  }
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
-    inflight_ = nullptr;
-    if (!ws.ok()) {
-      txn.RollbackAll();
-    } else {
-      token_reserve_ = std::max(token_reserve_, reserving);
-      const int64_t sec = now / 1000;
-      for (const StoreEvent& e : txn.events()) {
-        if (e.kind != StoreEvent::Kind::kJobChanged || !IsFinished(e.to) || IsFinished(e.from)) continue;
-        if (sec > finished_ring_second_) {
-          for (int64_t s = std::max(finished_ring_second_ + 1, sec - 3599); s <= sec; ++s) {
-            finished_per_second_[static_cast<size_t>(s % 3600)] = 0;
-          }
-          finished_ring_second_ = sec;
+    inflight_.erase(std::find(inflight_.begin(), inflight_.end(), &sink));
+    token_reserve_ = std::max(token_reserve_, reserving);
+    const int64_t sec = now / 1000;
+    for (const StoreEvent& e : txn.events()) {
+      if (e.kind != StoreEvent::Kind::kJobChanged || !IsFinished(e.to) || IsFinished(e.from)) continue;
+      if (sec > finished_ring_second_) {
+        for (int64_t s = std::max(finished_ring_second_ + 1, sec - 3599); s <= sec; ++s) {
+          finished_per_second_[static_cast<size_t>(s % 3600)] = 0;
         }
-        if (sec > finished_ring_second_ - 3600) finished_per_second_[static_cast<size_t>(sec % 3600)]++;
+        finished_ring_second_ = sec;
       }
+      if (sec > finished_ring_second_ - 3600) finished_per_second_[static_cast<size_t>(sec % 3600)]++;
     }
-  }
-  if (!ws.ok()) {
-    for (PendingOp* op : group) {
-      if (op->status.ok()) op->status = ws;
-    }
-    if (!ws.IsNoSpace()) SetFailed(ws);
-    return;
   }
   bytes_since_checkpoint_ += sink.size();
   if (!txn.events().empty()) events_->Push(std::move(txn.events()));
@@ -259,6 +295,8 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group) {
     preparer_.Request(NextSegmentCapacityLocked());
     kick |= preparer_.wanted();
   }
+  order_.Resolve(seq);
+  order_.EndTurn(seq);
   if (kick) {
     std::lock_guard<std::mutex> l(bg_mu_);
     bg_kick_ = true;
@@ -333,10 +371,17 @@ StatusDoc StoreImpl::LoadStatusOrRebuildLocked(const JobMeta& m) {
   return d;
 }
 
+bool StoreImpl::FindInflightLocked(const log::RecordLoc& loc, std::string_view* framed) const {
+  for (const RecordSink* sink : inflight_) {
+    if (sink->Find(loc, framed)) return true;
+  }
+  return false;
+}
+
 Status StoreImpl::ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload) {
   log::RecordType type;
   std::string_view framed;
-  if (inflight_ != nullptr && inflight_->Find(loc, &framed)) {
+  if (FindInflightLocked(loc, &framed)) {
     std::string_view p;
     CMQ_RETURN_IF_ERROR(log::ParseFramedRecord(framed, &type, &p));
     payload->assign(p.data(), p.size());
@@ -373,7 +418,7 @@ Status StoreImpl::CaptureLocked(const JobMeta& m, PendingRead* r) {
   auto capture = [&](const log::RecordLoc& loc, std::string* framed, std::shared_ptr<RandomAccessFile>* file) {
     if (!loc.valid()) return Status::OK();
     std::string_view v;
-    if (inflight_ != nullptr && inflight_->Find(loc, &v)) {
+    if (FindInflightLocked(loc, &v)) {
       framed->assign(v.data(), v.size());
       return Status::OK();
     }
@@ -649,19 +694,23 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
 
 Status StoreImpl::Enqueue(const NewJob& job, EnqueueResult* result) {
   std::vector<EnqueueResult> results;
-  CMQ_RETURN_IF_ERROR(EnqueueMany({job}, &results));
+  CMQ_RETURN_IF_ERROR(EnqueueJobs(&job, 1, &results));
   *result = results[0];
   return Status::OK();
 }
 
 Status StoreImpl::EnqueueMany(const std::vector<NewJob>& jobs, std::vector<EnqueueResult>* results) {
   if (jobs.empty()) return Status::InvalidArgument("no jobs to enqueue");
-  std::vector<PreparedJob> prepared(jobs.size());
+  return EnqueueJobs(jobs.data(), jobs.size(), results);
+}
+
+Status StoreImpl::EnqueueJobs(const NewJob* jobs, size_t n, std::vector<EnqueueResult>* results) {
+  std::vector<PreparedJob> prepared(n);
   const int64_t now = NowMs();
   size_t bytes = 0;
-  for (size_t i = 0; i < jobs.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     Status s = PrepareJob(jobs[i], now, &prepared[i]);
-    if (!s.ok()) return jobs.size() == 1 ? s : s.WithContext("job " + std::to_string(i));
+    if (!s.ok()) return n == 1 ? s : s.WithContext("job " + std::to_string(i));
     bytes += prepared[i].payload.size();
     if (bytes > kMaxBatchBytes) {
       return Status::InvalidArgument(
@@ -1130,7 +1179,8 @@ bool StoreImpl::paused() {
 void StoreImpl::SetListener(StoreListener listener) { events_->SetListener(std::move(listener)); }
 
 void StoreImpl::SetDispatchHook(DispatchHook hook) {
-  std::lock_guard<std::mutex> commit(commit_mu_);  // no group is using the old hook after this
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  order_.WaitIdle();  // no group is using the old hook after this
   dispatch_hook_ = std::move(hook);
 }
 

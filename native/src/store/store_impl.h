@@ -3,8 +3,9 @@
 //
 // Locks, in the order they may be taken:
 //   checkpoint_mu_  one checkpoint or compaction at a time
-//   commit_mu_      the log writer: held by the group leader while it applies, writes and syncs, and by
-//                   checkpoints while they roll the log; so no group is in flight when it is held
+//   commit_mu_      held by a group leader while it applies and until its turn to write comes (CommitOrder:
+//                   the group before may still be syncing meanwhile), and by checkpoints while they roll the
+//                   log (they wait for the groups in flight to end: order_.WaitIdle)
 //   state_mu_       the in-memory index (shared for readers, exclusive for the leader's apply and undo)
 //   files_mu_       the cache of open segment files and their sizes
 //   health_mu_, bg_mu_, close_mu_ are taken last and briefly; events have their own (EventQueue).
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "comfymq/store.h"
+#include "store/commit_order.h"
 #include "store/event_queue.h"
 #include "store/group_commit.h"
 #include "store/job_table.h"
@@ -95,7 +97,7 @@ class StoreImpl final : public Store {
 
   // --- group commit (store_impl.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
-  void ProcessGroup(std::vector<PendingOp*>& group);
+  void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start);
   static void RunAppliedCallbacks(const std::vector<PendingOp*>& group);
   Status WriteSink(const RecordSink& sink);
   Status Usable();
@@ -106,6 +108,8 @@ class StoreImpl final : public Store {
   // --- reading records (state_mu_ held, shared or exclusive) ---
   std::shared_ptr<RandomAccessFile> SegmentFile(uint32_t segment, Status* s);
   Status ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload);
+  // With state_mu_ held: the framed bytes of a record of a group applied but not yet written.
+  bool FindInflightLocked(const log::RecordLoc& loc, std::string_view* framed) const;
   Status LoadStatusLocked(const JobMeta& m, StatusDoc* doc);
   StatusDoc LoadStatusOrRebuildLocked(const JobMeta& m);
   static Status MissingSegment(const log::RecordLoc& loc, const Status& s);
@@ -121,6 +125,8 @@ class StoreImpl final : public Store {
 
   // --- apply functions: run by the leader inside a group (state_mu_ exclusive, txn_ set) ---
   Status PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out);
+  // Enqueue and EnqueueMany: the n jobs at `jobs` (not copied), checked and compressed here, then one commit.
+  Status EnqueueJobs(const NewJob* jobs, size_t n, std::vector<EnqueueResult>* results);
   Status ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<EnqueueResult>* results);
   Status FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id);
   Status CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run);
@@ -154,7 +160,9 @@ class StoreImpl final : public Store {
   Status CheckpointLocked();  // checkpoint_mu_ held
   Status RollLocked();        // commit_mu_ held: seal the tail, start a new segment
   // commit_mu_ held: the capacity the next segment gets (each may be twice the last, up to segment_bytes).
-  uint64_t NextSegmentCapacityLocked() const;
+  uint64_t NextSegmentCapacityLocked() const { return NextSegmentCapacity(tail_capacity_); }
+  // The size of the segment after one of `capacity` bytes.
+  uint64_t NextSegmentCapacity(uint64_t capacity) const;
   // commit_mu_ held: makes segment `seg` of at least `capacity` bytes, adopting the prepared one when it fits.
   Status NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out, uint64_t* made);
   void DeleteDeadSegments(uint32_t before_segment);
@@ -175,6 +183,17 @@ class StoreImpl final : public Store {
   uint32_t tail_segment_ = 0;
   uint64_t tail_offset_ = 0;
   uint64_t tail_capacity_ = 0;
+  // Guarded by commit_mu_: where the next group goes, after the groups applied but not yet written.
+  // Equal to the tail when no group is in flight (ResetPlanLocked).
+  uint32_t plan_segment_ = 0;
+  uint64_t plan_offset_ = 0;
+  uint64_t plan_capacity_ = 0;
+  void ResetPlanLocked() {
+    plan_segment_ = tail_segment_;
+    plan_offset_ = tail_offset_;
+    plan_capacity_ = tail_capacity_;
+  }
+  CommitOrder order_;  // overlapping groups: turns, undo order, draining after a failure
   std::atomic<uint64_t> bytes_since_checkpoint_{0};
   std::atomic<uint32_t> checkpoint_segment_{0};
 
@@ -192,7 +211,9 @@ class StoreImpl final : public Store {
   uint64_t token_reserve_ = 1;
   static constexpr uint64_t kTokenReserveStep = 1u << 20;
   Txn* txn_ = nullptr;                     // the group being applied
-  const RecordSink* inflight_ = nullptr;   // the group applied but not yet written
+  // The groups applied but not yet written (at most two: one writing, one applied behind it); readers look
+  // for a record's bytes here before the log.
+  std::vector<const RecordSink*> inflight_;
   std::array<uint32_t, 3600> finished_per_second_{};  // ring by second, for throughput
   int64_t finished_ring_second_ = 0;
 

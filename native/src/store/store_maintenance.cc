@@ -98,8 +98,8 @@ Status StoreImpl::Purge(int64_t finished_before_ms, uint64_t* removed) {
 // ---------------------------------------------------------------------------------------------------------
 // Checkpoints and compaction
 
-uint64_t StoreImpl::NextSegmentCapacityLocked() const {
-  const uint64_t grown = std::max<uint64_t>(2 * tail_capacity_, log::kFirstSegmentBytes);
+uint64_t StoreImpl::NextSegmentCapacity(uint64_t capacity) const {
+  const uint64_t grown = std::max<uint64_t>(2 * capacity, log::kFirstSegmentBytes);
   return std::max<uint64_t>(std::min<uint64_t>(options_.segment_bytes, grown), log::kSegmentHeaderSize);
 }
 
@@ -125,6 +125,7 @@ Status StoreImpl::RollLocked() {
   tail_segment_ = seg;
   tail_offset_ = log::kSegmentHeaderSize;
   tail_capacity_ = capacity;
+  ResetPlanLocked();
   std::lock_guard<std::mutex> l(files_mu_);
   segment_used_[seg] = log::kSegmentHeaderSize;
   return Status::OK();
@@ -146,8 +147,10 @@ Status StoreImpl::CheckpointLocked() {
     return s.WithContext("writing checkpoint");
   };
   {
-    // No group is in flight while commit_mu_ is held: the index matches the log up to the tail exactly.
+    // No group is in flight once commit_mu_ is held and those before have ended: the index matches the log
+    // up to the tail exactly.
     std::lock_guard<std::mutex> commit(commit_mu_);
+    order_.WaitIdle();
     CMQ_RETURN_IF_ERROR(Usable());
     if (tail_offset_ > log::kSegmentHeaderSize) CMQ_RETURN_IF_ERROR(RollLocked().WithContext("checkpoint"));
     segment = tail_segment_;
@@ -193,8 +196,9 @@ Status StoreImpl::CheckpointLocked() {
 }
 
 void StoreImpl::DeleteDeadSegments(uint32_t before_segment) {
-  // Under commit_mu_: no group is in flight, so no undo can bring back a reference to a deleted segment.
+  // Under commit_mu_, once the groups in flight ended: no undo can bring back a reference to a deleted segment.
   std::lock_guard<std::mutex> commit(commit_mu_);
+  order_.WaitIdle();
   std::vector<uint32_t> dead;
   {
     std::shared_lock<std::shared_mutex> st(state_mu_);
@@ -356,7 +360,8 @@ Status StoreImpl::Close() {
     closed_ = true;
   }
   {
-    std::lock_guard<std::mutex> commit(commit_mu_);  // waits for a group in flight
+    std::lock_guard<std::mutex> commit(commit_mu_);  // waits for a group being applied
+    order_.WaitIdle();                                // and for those writing and syncing
     if (tail_file_) tail_file_->Close();
     tail_file_.reset();
   }

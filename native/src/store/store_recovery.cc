@@ -182,6 +182,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     tail_capacity_ = capacity;
     segment_used_[seg] = log::kSegmentHeaderSize;
   }
+  ResetPlanLocked();
 
   // Workers may still be running what was leased before the restart: give them time to report back.
   const int64_t grace_until = NowMs() + options_.reopen_lease_grace_ms;
