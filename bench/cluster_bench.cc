@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -273,14 +274,24 @@ void BenchClusterThroughput(const std::string& base, double scale) {
   auto scaled = [&](int n) { return std::max(1, static_cast<int>(n * scale)); };
   // Capacity 1 is a ComfyUI running one prompt at a time: every job waits for the previous result's commit.
   // Capacity 4 lets each worker hold a few jobs, so commits carry more results and dispatches.
+  // The 16-worker runs are the target's: on this shared machine one run swings by a quarter, so they run
+  // three times and the median is reported (every run's figure is in "runs").
   for (int capacity : {1, 4}) {
     for (int workers : {1, 4, 16}) {
-      ScratchDir d(base, "cluster");
-      Throughput t = NoOpThroughput(d.path(), workers, scaled(workers == 1 ? 5000 : 20000), capacity);
+      std::vector<Throughput> runs;
+      for (int r = 0; r < (workers == 16 ? 3 : 1); ++r) {
+        ScratchDir d(base, "cluster");
+        runs.push_back(NoOpThroughput(d.path(), workers, scaled(workers == 1 ? 5000 : 20000), capacity));
+      }
+      std::sort(runs.begin(), runs.end(),
+                [](const Throughput& a, const Throughput& b) { return a.jobs_per_s < b.jobs_per_s; });
+      const Throughput& t = runs[runs.size() / 2];
+      std::string all;
+      for (const Throughput& r : runs) all += (all.empty() ? "" : ", ") + std::to_string(static_cast<int>(r.jobs_per_s));
       Emit("cluster", "noop_jobs_per_s", t.jobs_per_s, "jobs/s", workers == 16 ? "target_20000" : "",
            workers == 16 ? 20000 : 0,
            "{\"workers\": " + std::to_string(workers) + ", \"capacity\": " + std::to_string(capacity) +
-               ", \"process_cpu_us_per_job\": " + std::to_string(t.cpu_us_per_job) + "}");
+               ", \"process_cpu_us_per_job\": " + std::to_string(t.cpu_us_per_job) + ", \"runs\": [" + all + "]}");
     }
   }
   {
