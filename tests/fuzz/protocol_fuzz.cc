@@ -29,11 +29,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     frames.emplace_back(reinterpret_cast<const char*>(data + pos), n);
     pos += n;
   }
-  // The fast prompt check never accepts what the full one refuses (whole input, and each frame).
+  // The fast checks never accept what the full ones refuse (whole input, and each frame).
   const std::string_view whole(reinterpret_cast<const char*>(data), size);
   if (FastPromptAccepts(whole) && !CheckPromptJsonFully(whole).ok()) __builtin_trap();
+  if (FastJsonAccepts(whole) && !ValidateJsonValue(whole, "input").ok()) __builtin_trap();
   for (const std::string& f : frames) {
     if (FastPromptAccepts(f) && !CheckPromptJsonFully(f).ok()) __builtin_trap();
+    if (FastJsonAccepts(f) && !ValidateJsonValue(f, "frame").ok()) __builtin_trap();
   }
 
   std::vector<std::string_view> views(frames.begin(), frames.end());

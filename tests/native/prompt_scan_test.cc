@@ -20,6 +20,9 @@ const char* kGood =
     R"( "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox\n\t\"in\" snow \/ é 日本 🦊",)"
     R"( "clip": ["4", 1], "deep": [[[{"a": [1, 2, {"b": []}]}]]], "e": {}}, "_meta": {"title": "Prompt"}}})";
 
+// What random mutations insert: JSON's structural bytes, digits, escapes, control bytes, bad and good UTF-8.
+const std::string kAlphabet = "{}[]\":,.-+eE0123456789 \t\n\\/utrfalsn\x01\x7f\xc3\xa9\xed\xa0\xf0\x9f";
+
 void ExpectAgrees(const std::string& p) {
   const bool fast = FastPromptAccepts(p);
   const bool full = CheckPromptJsonFully(p).ok();
@@ -73,7 +76,6 @@ TEST(PromptScan, EveryOddByteIsSeenAtEveryOffsetOfALongString) {
 
 TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
   std::mt19937_64 rng(20261123);
-  const std::string alphabet = "{}[]\":,.-+eE0123456789 \t\n\\/utrfalsn\x01\x7f\xc3\xa9\xed\xa0\xf0\x9f";
   int fast_accepted = 0;
   for (int i = 0; i < 30000; ++i) {
     std::string p = kGood;
@@ -85,10 +87,10 @@ TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
           if (!p.empty() && at < p.size()) p.erase(at, 1 + rng() % 3);
           break;
         case 1:
-          p.insert(at, 1, alphabet[rng() % alphabet.size()]);
+          p.insert(at, 1, kAlphabet[rng() % kAlphabet.size()]);
           break;
         default:
-          if (at < p.size()) p[at] = alphabet[rng() % alphabet.size()];
+          if (at < p.size()) p[at] = kAlphabet[rng() % kAlphabet.size()];
           break;
       }
     }
@@ -97,6 +99,40 @@ TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
     if (fast) ASSERT_TRUE(CheckPromptJsonFully(p).ok()) << "fast accepted what the full checker refuses: " << p;
   }
   EXPECT_GT(fast_accepted, 100) << "mutations that keep a valid prompt should still take the fast path";
+}
+
+// The value check (wire fields) against nlohmann's json::accept: common values take the fast path, and no
+// mutation of them makes it accept what nlohmann refuses.
+TEST(JsonScan, RandomMutationsNeverMakeTheFastValueCheckAcceptMore) {
+  const std::vector<std::string> seeds = {
+      kGood, "{}", "[]", R"("text \"quoted\" \u00e9")", "-0.5", "true", "null", "12345678901234567890",
+      R"({"attempt": 1, "batch_id": "b-1", "batch_index": 3, "prompt_id": "9b2e", "extra": [1.5, false, {}]})",
+      R"({"9": {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]}})"};
+  for (const std::string& v : seeds) {
+    if (v.find("\\u") == std::string::npos) EXPECT_TRUE(FastJsonAccepts(v)) << v;
+    EXPECT_TRUE(ValidateJsonValue(v, "seed").ok()) << v;
+  }
+  EXPECT_FALSE(FastJsonAccepts(""));
+  EXPECT_FALSE(FastJsonAccepts("{} {}"));
+  EXPECT_FALSE(FastJsonAccepts("[1,]"));
+  std::mt19937_64 rng(20261201);
+  int fast_accepted = 0;
+  for (int i = 0; i < 30000; ++i) {
+    std::string p = seeds[rng() % seeds.size()];
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % (p.size() + 1);
+      if (rng() % 2 == 0) {
+        if (at < p.size()) p.erase(at, 1 + rng() % 2);
+      } else {
+        p.insert(at, 1, kAlphabet[rng() % kAlphabet.size()]);
+      }
+    }
+    const bool fast = FastJsonAccepts(p);
+    fast_accepted += fast;
+    if (fast) ASSERT_TRUE(ValidateJsonValue(p, "mutant").ok()) << "fast accepted what json::accept refuses: " << p;
+  }
+  EXPECT_GT(fast_accepted, 100);
 }
 
 }  // namespace

@@ -50,8 +50,7 @@ class Reader {
       v->clear();
       return true;
     }
-    Status st = ValidateJsonValue(s, what);
-    if (!st.ok()) return Fail(what, "is not valid JSON");
+    if (!FastJsonAccepts(s) && !ValidateJsonValue(s, what).ok()) return Fail(what, "is not valid JSON");
     v->assign(s.data(), s.size());
     return true;
   }

@@ -49,6 +49,14 @@ class Scanner {
   Scanner(std::string_view s)
       : p_(reinterpret_cast<const unsigned char*>(s.data())), end_(p_ + s.size()) {}
 
+  // Any JSON value, alone (whitespace around it allowed).
+  bool RunValue() {
+    Ws();
+    const bool ok = Value();
+    Ws();
+    return ok && p_ == end_;
+  }
+
   bool Run() {
     Ws();
     size_t nodes = 0;  // the top level must be an object of nodes
@@ -228,6 +236,11 @@ class Scanner {
 };
 
 }  // namespace
+
+bool FastJsonAccepts(std::string_view text) {
+  if (text.empty()) return false;
+  return Scanner(text).RunValue();
+}
 
 bool FastPromptAccepts(std::string_view prompt) {
   if (prompt.empty()) return false;
