@@ -8,7 +8,10 @@
 //                   log (they wait for the groups in flight to end: order_.WaitIdle)
 //   state_mu_       the in-memory index (shared for readers, exclusive for the leader's apply and undo)
 //   files_mu_       the cache of open segment files and their sizes
-//   health_mu_, bg_mu_, close_mu_ are taken last and briefly; events have their own (EventQueue).
+//   health_mu_, bg_mu_, close_mu_ are taken last and briefly; events have their own (EventQueue), and so
+//   does order_ (CommitOrder), which a group waits on with or without commit_mu_ but never while holding
+//   state_mu_ or files_mu_.
+// The log tail (tail_*) is changed only in a group's turn, or under commit_mu_ with no group in flight.
 #pragma once
 
 #include <array>
@@ -178,7 +181,8 @@ class StoreImpl final : public Store {
   GroupCommitter committer_;
   std::mutex checkpoint_mu_;
   std::mutex commit_mu_;
-  // Guarded by commit_mu_: the log tail.
+  // The log tail: changed only in a group's turn (one at a time, CommitOrder), or under commit_mu_ once
+  // no group is in flight (checkpoint rolls, Close).
   std::unique_ptr<WritableFile> tail_file_;
   uint32_t tail_segment_ = 0;
   uint64_t tail_offset_ = 0;
@@ -228,7 +232,7 @@ class StoreImpl final : public Store {
   std::string last_background_error_;  // guarded by health_mu_
 
   std::unique_ptr<EventQueue> events_;  // delivery to the listener, in commit order
-  DispatchHook dispatch_hook_;          // guarded by commit_mu_
+  DispatchHook dispatch_hook_;          // set under commit_mu_ with no group in flight (order_.WaitIdle)
 
   log::SegmentPreparer preparer_;           // the next segment, zero-filled by the background thread
   std::atomic<bool> stop_preparing_{false};  // set by Close
