@@ -201,10 +201,10 @@ void BenchEnqueue(bool many_only) {
     std::vector<double> raw_lat;
     double raw_rate = 0;
     if (!many_only) {
-      ScratchDir d(g_dir, "raw");
-      raw_rate = RawAppendFsync(d.path(), Scaled(2000), size, &raw_lat);
-    }
-    if (!many_only) {
+      {
+        ScratchDir d(g_dir, "raw");
+        raw_rate = RawAppendFsync(d.path(), Scaled(2000), size, &raw_lat);
+      }
       Emit("enqueue", "raw_append_fdatasync_per_s", raw_rate, "ops/s", "", 0,
            "{\"size\": \"" + sz + "\", \"producers\": 1}");
     }

@@ -319,9 +319,10 @@ Status MemEnv::RemoveDir(const std::string& raw) {
 }
 
 Status MemEnv::RenameFile(const std::string& raw_from, const std::string& raw_to) {
-  CMQ_RETURN_IF_ERROR(Fault("rename", Normalize(raw_from)));
+  const std::string from = Normalize(raw_from);
+  CMQ_RETURN_IF_ERROR(Fault("rename", from));
   std::lock_guard<std::mutex> l(mu_);
-  return RenameLocked(Normalize(raw_from), Normalize(raw_to), true);
+  return RenameLocked(from, Normalize(raw_to), true);
 }
 
 Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool replace) {
@@ -342,9 +343,10 @@ Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool
 }
 
 Status MemEnv::RenameNoReplace(const std::string& raw_from, const std::string& raw_to) {
-  CMQ_RETURN_IF_ERROR(Fault("rename", Normalize(raw_from)));
+  const std::string from = Normalize(raw_from);
+  CMQ_RETURN_IF_ERROR(Fault("rename", from));
   std::lock_guard<std::mutex> l(mu_);
-  return RenameLocked(Normalize(raw_from), Normalize(raw_to), false);
+  return RenameLocked(from, Normalize(raw_to), false);
 }
 
 Status MemEnv::SyncDir(const std::string& raw) {

@@ -370,7 +370,6 @@ void BrokerImpl::Loop() {
     const int64_t now = NowMs();
     if (items[1].revents & ZMQ_POLLIN) wake_.Drain();
     while (auto* applied = pipeline_->TakeApplied()) SendApplied(static_cast<BrokerPass&>(*applied), now);
-    StartPass();  // the newest pass is applied: the next one applies while it syncs
     while (auto done = pipeline_->TakeDone()) {
       StartPass();  // what came in during that commit: the store syncs it while the loop answers the last one
       FinishPass(std::move(done), now);
