@@ -1,7 +1,8 @@
 // Segments zeroed ahead (store/segment_prep.h), on the real file system: a new store's first segment is small
 // and holds no unwritten extents; once the tail is a quarter full the background thread zero-fills the next
 // (twice as large) as segment.prep, the roll adopts it, and records on both sides of the roll read back after
-// a reopen; a leftover segment.prep is removed at open; a roll with none ready still works (fallocate).
+// a reopen; a leftover segment.prep is removed at open; a roll with none ready still works (fallocate); the
+// zeros go in synced chunks only while the store's log is quiet, and a preparation stopped part way carries on.
 #include <fcntl.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -148,6 +149,64 @@ TEST(SegmentPrep, RollsWithoutAPreparedSegmentStillWork) {
   store.reset();
   ASSERT_TRUE(Store::Open(o, dir.path(), &store).ok());
   ExpectAllReadBack(store.get(), ids);
+}
+
+TEST(SegmentPrep, ABusyLogGetsNoZerosBesideIt) {
+  // A quiet time the test never leaves (an hour): the background thread zero-fills nothing while the log
+  // takes commits, and the roll reserves the next segment with fallocate instead.
+  TempDir dir;
+  StoreOptions o;
+  o.segment_bytes = 64ull << 20;
+  o.prepare_when_quiet_ms = 3600 * 1000;
+  std::unique_ptr<Store> store;
+  ASSERT_TRUE(Store::Open(o, dir.path(), &store).ok());
+  const std::string second = dir.Sub(log::SegmentFileName(2)), prep = dir.Sub(log::kPreparedSegmentName);
+  std::vector<uint64_t> ids;
+  uint64_t seq = 0;
+  while (!Exists(second)) {
+    ids.push_back(EnqueueOne(store.get(), seq++));
+    ASSERT_EQ(FileSize(prep), 0u) << "zeros were written beside a busy log";
+  }
+  EXPECT_EQ(FileSize(second), 2 * log::kFirstSegmentBytes);
+  const int unwritten = UnwrittenExtents(second);
+  EXPECT_TRUE(unwritten == -2 || unwritten > 0) << unwritten;
+  store.reset();
+  EXPECT_FALSE(Exists(prep)) << "a wanted, unmade segment leaves nothing behind at close";
+  ASSERT_TRUE(Store::Open(o, dir.path(), &store).ok());
+  ExpectAllReadBack(store.get(), ids);
+}
+
+TEST(SegmentPrep, APreparationStoppedPartWayCarriesOnWhereItStopped) {
+  TempDir dir;
+  log::SegmentPreparer prep(Env::Default(), dir.path());
+  const std::string path = dir.Sub(log::kPreparedSegmentName);
+  prep.Request(4 << 20);
+  int allowed = 2;  // two chunks, then "busy"
+  ASSERT_TRUE(prep.Prepare(nullptr, [&] { return allowed-- > 0; }).ok());
+  EXPECT_TRUE(prep.preparing());
+  EXPECT_EQ(FileSize(path), 2u << 20) << "two synced 1 MiB chunks, no more";
+  std::unique_ptr<WritableFile> f;
+  uint64_t got = 0;
+  ASSERT_TRUE(prep.Adopt(7, dir.Sub(log::SegmentFileName(7)), 4 << 20, &f, &got).ok());
+  EXPECT_EQ(f, nullptr) << "a part-made segment is never adopted";
+  ASSERT_TRUE(prep.Prepare(nullptr, [] { return false; }).ok());
+  EXPECT_EQ(FileSize(path), 2u << 20);
+  ASSERT_TRUE(prep.Prepare(nullptr).ok());  // quiet again: the rest
+  EXPECT_FALSE(prep.preparing());
+  EXPECT_EQ(FileSize(path), 4u << 20);
+  EXPECT_LE(UnwrittenExtents(path), 0);
+  ASSERT_TRUE(prep.Adopt(7, dir.Sub(log::SegmentFileName(7)), 4 << 20, &f, &got).ok());
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(got, 4u << 20);
+  f->Close();
+  // Abandoning one part made (a store closing) removes its file and forgets the wish.
+  prep.Request(4 << 20);
+  allowed = 1;
+  ASSERT_TRUE(prep.Prepare(nullptr, [&] { return allowed-- > 0; }).ok());
+  EXPECT_TRUE(Exists(path));
+  prep.Abandon();
+  EXPECT_FALSE(Exists(path));
+  EXPECT_FALSE(prep.preparing());
 }
 
 TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {

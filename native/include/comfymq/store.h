@@ -35,6 +35,9 @@ struct StoreOptions {
   int64_t reopen_lease_grace_ms = 30000;         // running jobs found at open keep their lease this long
   int64_t default_lease_ms = 30000;
   bool background_thread = true;                 // expire leases, checkpoint and compact by itself
+  // The background thread zero-fills the next log segment ahead only once no group has committed for this
+  // long (zeros written beside a busy log slow its syncs a great deal); 0 = whenever one is wanted.
+  int64_t prepare_when_quiet_ms = 50;
   size_t max_history_entries = 50;
   size_t max_prompt_bytes = 64u << 20;
 };

@@ -56,10 +56,9 @@ std::string SegmentHeader(uint32_t segment) {
   return header;
 }
 
-Status ZeroFill(WritableFile* file, uint64_t capacity, const std::atomic<bool>* cancel) {
+Status ZeroFill(WritableFile* file, uint64_t capacity) {
   const std::string zeros(1u << 20, '\0');
   for (uint64_t off = 0; off < capacity; off += zeros.size()) {
-    if (cancel != nullptr && cancel->load()) return Status::IOError("zero-filling a segment was cancelled");
     const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), capacity - off));
     CMQ_RETURN_IF_ERROR(file->WriteAt(off, std::string_view(zeros).substr(0, n)));
   }

@@ -2,7 +2,6 @@
 // back, and scanning a whole segment during recovery. The format is in log_format.h.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -50,9 +49,8 @@ enum class Reserve { kAllocate, kZeroFill };
 Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64_t capacity,
                      std::unique_ptr<WritableFile>* out, Reserve reserve = Reserve::kAllocate);
 
-// Writes zeros over [0, capacity) of `file`, 1 MiB at a time; stops with Aborted-style IOError when *cancel
-// becomes true (cancel may be null).
-Status ZeroFill(WritableFile* file, uint64_t capacity, const std::atomic<bool>* cancel = nullptr);
+// Writes zeros over [0, capacity) of `file`, 1 MiB at a time (not synced: the caller syncs).
+Status ZeroFill(WritableFile* file, uint64_t capacity);
 
 // Reads and verifies the record at `loc` (a record inside a group); *payload receives its payload.
 Status ReadRecord(const RandomAccessFile& file, const RecordLoc& loc, RecordType* type, std::string* payload);

@@ -1,5 +1,7 @@
 #include "store/segment_prep.h"
 
+#include <algorithm>
+
 #include "store/log_format.h"
 #include "store/log_segment.h"
 
@@ -17,21 +19,43 @@ bool SegmentPreparer::wanted() {
   return state_ == State::kWanted;
 }
 
-Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel) {
+bool SegmentPreparer::preparing() {
+  std::lock_guard<std::mutex> l(mu_);
+  return state_ == State::kWanted || state_ == State::kPreparing;
+}
+
+Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::function<bool()>& may_write) {
+  constexpr uint64_t kChunk = 1u << 20;
   uint64_t capacity;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (state_ != State::kWanted) return Status::OK();
-    state_ = State::kPreparing;
-    capacity = capacity_;
+    if (state_ == State::kWanted) {
+      state_ = State::kPreparing;
+      zeroed_ = 0;
+    } else if (state_ != State::kPreparing) {
+      return Status::OK();
+    }
+    capacity = std::max<uint64_t>(capacity_, kSegmentHeaderSize);
   }
-  std::unique_ptr<WritableFile> file;
-  Status s = env_->NewWritableFile(path(), Env::OpenMode::kTruncate, &file);
-  if (s.ok()) s = ZeroFill(file.get(), std::max<uint64_t>(capacity, kSegmentHeaderSize), cancel);
-  if (s.ok()) s = file->Sync();
-  if (file) {
-    Status cs = file->Close();
+  Status s;
+  if (!file_) s = env_->NewWritableFile(path(), Env::OpenMode::kTruncate, &file_);
+  static const std::string zeros(kChunk, '\0');
+  while (s.ok() && zeroed_ < capacity) {
+    if (cancel != nullptr && cancel->load()) {
+      s = Status::IOError("zero-filling a segment was cancelled");
+      break;
+    }
+    if (may_write && !may_write()) return Status::OK();  // carried on by a later call
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, capacity - zeroed_));
+    s = file_->WriteAt(zeroed_, std::string_view(zeros).substr(0, n));
+    if (s.ok()) s = file_->Sync();
+    if (s.ok()) zeroed_ += n;
+  }
+  if (file_) {
+    Status cs = s.ok() ? file_->Close() : Status::OK();
+    if (!s.ok()) file_->Close();
     if (s.ok()) s = cs;
+    file_.reset();
   }
   std::lock_guard<std::mutex> l(mu_);
   if (!s.ok()) {
@@ -74,6 +98,16 @@ void SegmentPreparer::Discard() {
   std::lock_guard<std::mutex> l(mu_);
   if (state_ != State::kReady) return;
   env_->RemoveFile(path());
+  state_ = State::kNone;
+}
+
+void SegmentPreparer::Abandon() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (file_) {
+    file_->Close();
+    file_.reset();
+  }
+  if (state_ == State::kReady || state_ == State::kPreparing) env_->RemoveFile(path());
   state_ = State::kNone;
 }
 

@@ -10,12 +10,19 @@
 // fallocate as before; nothing depends on a prepared segment being there. `segment.prep` never holds
 // records: open removes a leftover one.
 //
-// Thread-safe: Request from the committer, Prepare from the background thread, Adopt from the roll (commit
-// lock held), Discard from anywhere.
+// Zero-filling competes with the log for the disk: every fdatasync of the log also waits for the zeros
+// written before it (measured here: 280 KB commits went from 0.45 ms to 12 ms at p50, 100 ms at p99, while
+// a 64 MiB segment was zero-filled beside them). So the zeros go in 1 MiB chunks, each synced on its own,
+// and only while `may_write` says so (the store: while its log has been quiet a while): a busy log keeps
+// the disk to itself and its next roll reserves with fallocate; an idle moment makes progress that is kept.
+//
+// Thread-safe: Request from the committer, Prepare from the background thread (one caller at a time),
+// Adopt from the roll (commit lock held), Discard and Abandon from anywhere.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -36,9 +43,14 @@ class SegmentPreparer {
   void Request(uint64_t capacity);
   // True when Request asked for one that Prepare has not started.
   bool wanted();
-  // Makes the wanted segment (zero-filled, synced, closed). A failure (a full disk) leaves no file and
-  // nothing wanted: the next Request tries again. `cancel` stops it part way (closing the store).
-  Status Prepare(const std::atomic<bool>* cancel);
+  // Makes progress on the wanted segment: 1 MiB chunks of zeros, each written and synced, for as long as
+  // `may_write` (asked before each chunk; empty = always) allows; once all are written the file is closed and
+  // ready. Returns OK when it stopped because may_write said no: preparing() stays true and the next call
+  // carries on where this one stopped. A failure (a full disk) leaves no file and nothing wanted: the next
+  // Request tries again. `cancel` stops it part way (closing the store), the same way.
+  Status Prepare(const std::atomic<bool>* cancel, const std::function<bool()>& may_write = {});
+  // True while a segment is wanted or part made: Prepare has more to do.
+  bool preparing();
   // When a prepared segment of at least `capacity` bytes is ready: makes it segment `segment` at `path`
   // (header, sync, rename, directory sync), sets *out and *adopted_capacity, returns OK. Otherwise OK with
   // *out null: the caller creates the segment itself. An error part way leaves no prepared file.
@@ -46,6 +58,8 @@ class SegmentPreparer {
                uint64_t* adopted_capacity);
   // Removes a ready one (gives its space back: a roll that found it too small, or a full disk).
   void Discard();
+  // Removes a ready or part-made one and forgets any wish (closing the store, once no Prepare runs).
+  void Abandon();
 
  private:
   enum class State { kNone, kWanted, kPreparing, kReady };
@@ -56,6 +70,10 @@ class SegmentPreparer {
   std::mutex mu_;
   State state_ = State::kNone;  // guarded by mu_
   uint64_t capacity_ = 0;       // guarded by mu_: wanted, being made, or ready
+  // The part-made file and how much of it is zeroed and synced: only Prepare (and Abandon, once no Prepare
+  // runs) touches these, while state_ is kPreparing.
+  std::unique_ptr<WritableFile> file_;
+  uint64_t zeroed_ = 0;
 };
 
 }  // namespace comfymq::log

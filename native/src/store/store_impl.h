@@ -16,6 +16,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -106,6 +107,10 @@ class StoreImpl final : public Store {
   Status Usable();
   void SetFailed(const Status& s);
   int64_t NowMs() { return env_->NowMicros() / 1000; }
+  static int64_t SteadyMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
   uint64_t NextId(int64_t now_ms);
 
   // --- reading records (state_mu_ held, shared or exclusive) ---
@@ -236,6 +241,7 @@ class StoreImpl final : public Store {
 
   log::SegmentPreparer preparer_;           // the next segment, zero-filled by the background thread
   std::atomic<bool> stop_preparing_{false};  // set by Close
+  std::atomic<int64_t> last_commit_ms_{0};    // when a group last wrote to the log (steady clock)
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;

@@ -311,6 +311,7 @@ void StoreImpl::BackgroundLoop() {
     l.unlock();
     const int64_t next = NextExpiryMs();
     if (next != 0) wait_ms = std::clamp<int64_t>(next - NowMs() + 1, 5, 1000);
+    if (preparer_.preparing()) wait_ms = std::min<int64_t>(wait_ms, std::max<int64_t>(options_.prepare_when_quiet_ms, 5));
     l.lock();
     bg_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return bg_stop_ || bg_kick_; });
     if (bg_stop_) break;
@@ -320,7 +321,11 @@ void StoreImpl::BackgroundLoop() {
     if (s.ok()) {
       int expired = 0;
       s = ExpireLeases(&expired);
-      if (s.ok() && preparer_.wanted()) preparer_.Prepare(&stop_preparing_);  // a failure: tried again later
+      if (s.ok() && preparer_.preparing()) {
+        // Zeros only while the log is quiet, a chunk at a time; a failure is tried again at the next Request.
+        const int64_t quiet = options_.prepare_when_quiet_ms;
+        preparer_.Prepare(&stop_preparing_, [&] { return quiet <= 0 || SteadyMs() - last_commit_ms_ >= quiet; });
+      }
       if (s.ok() && bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) s = Checkpoint();
       if (s.ok() && NeedsCompaction()) s = Compact();
       if (!s.ok()) {
@@ -351,7 +356,7 @@ Status StoreImpl::Close() {
   stop_preparing_ = true;
   bg_cv_.notify_all();
   if (bg_thread_.joinable()) bg_thread_.join();
-  preparer_.Discard();  // a zero-filled segment not yet used: give its space back
+  preparer_.Abandon();  // a zero-filled (or part-filled) segment not yet used: give its space back
   Status s;
   {
     // Waits for a checkpoint or compaction in progress; once closed_ is set, any that start fail at once.

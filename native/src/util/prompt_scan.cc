@@ -3,6 +3,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace comfymq {
 namespace {
 
@@ -32,6 +36,7 @@ size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
   return 0;
 }
 
+#if !defined(__SSE2__)
 // True when none of the 8 bytes at p needs a look: no '"', no '\\', no control byte, no byte >= 0x80 (SWAR: the
 // zero-byte test may also flag a byte above a real hit, never miss one; a flagged word goes byte by byte).
 inline bool AllPlain8(const unsigned char* p) {
@@ -42,6 +47,35 @@ inline bool AllPlain8(const unsigned char* p) {
   const uint64_t special = has_zero(x ^ (kOnes * '"')) | has_zero(x ^ (kOnes * '\\')) |
                            ((x - kOnes * 0x20) & ~x & kHigh) | (x & kHigh);
   return special == 0;
+}
+#endif
+
+#if defined(__SSE2__)
+// The offset of the first byte among the 16 at p that needs a look ('"', '\\', a control byte or a byte >= 0x80),
+// or 16 when there is none. A signed compare below 0x20 catches both the control bytes and the bytes >= 0x80.
+inline int FirstSpecial16(const unsigned char* p) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+  const int mask = _mm_movemask_epi8(hits);
+  return mask == 0 ? 16 : __builtin_ctz(static_cast<unsigned>(mask));
+}
+#endif
+
+// Moves p past the plain bytes (printable ASCII other than '"' and '\\') that start at p, up to end.
+inline const unsigned char* SkipPlain(const unsigned char* p, const unsigned char* end) {
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    const int i = FirstSpecial16(p);
+    p += i;
+    if (i < 16) return p;
+  }
+#else
+  while (end - p >= 8 && AllPlain8(p)) p += 8;
+#endif
+  while (p < end && kPlain.plain[*p]) ++p;
+  return p;
 }
 
 class Scanner {
@@ -162,8 +196,7 @@ class Scanner {
     if (!Expect('"')) return false;
     const unsigned char* start = p_;
     for (;;) {
-      while (end_ - p_ >= 8 && AllPlain8(p_)) p_ += 8;
-      while (p_ < end_ && kPlain.plain[*p_]) ++p_;
+      p_ = SkipPlain(p_, end_);
       if (p_ >= end_) return false;
       const unsigned char c = *p_;
       if (c == '"') break;
