@@ -1,5 +1,6 @@
 // util/json_text: the text must equal nlohmann's dump(-1, ' ', false, replace) of the same values, for every
-// byte a string can hold (controls, quotes, DEL, every valid and invalid UTF-8 form) and for objects.
+// byte a string can hold (controls, quotes, DEL, every valid and invalid UTF-8 form, alone and inside long
+// plain runs) and for objects.
 #include "util/json_text.h"
 
 #include "store/status_doc.h"
@@ -36,6 +37,14 @@ TEST(JsonText, StringsMatchNlohmannForEveryByteAndUtf8Form) {
     for (char& ch : s) {
       const uint64_t r = rng();
       ch = static_cast<char>(r % 4 == 0 ? 0x80 + (r >> 8) % 0x80 : r % 4 == 1 ? (r >> 8) % 0x20 : (r >> 8) % 256);
+    }
+    cases.push_back(s);
+  }
+  for (int i = 0; i < 3000; ++i) {  // longer, mostly plain: the 16-byte runs, a special byte at every offset
+    std::string s(rng() % 80, 'a');
+    for (char& ch : s) {
+      const uint64_t r = rng();
+      ch = static_cast<char>(r % 10 != 0 ? 0x20 + (r >> 8) % 0x5f : (r >> 8) % 256);
     }
     cases.push_back(s);
   }

@@ -3,80 +3,10 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+#include "util/json_bytes.h"
 
 namespace comfymq {
 namespace {
-
-// Bytes a string run can skip over: printable ASCII other than '"' and '\\'.
-struct PlainTable {
-  bool plain[256];
-  constexpr PlainTable() : plain() {
-    for (int c = 0x20; c < 0x80; ++c) plain[c] = c != '"' && c != '\\';
-  }
-};
-constexpr PlainTable kPlain;
-
-// One UTF-8 sequence starting at p (a byte >= 0x80), as RFC 3629 allows it (no overlongs, no surrogates, at most
-// U+10FFFF); returns its length or 0.
-size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
-  const unsigned char c = p[0];
-  auto cont = [&](size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-    return p + i < end && p[i] >= lo && p[i] <= hi;
-  };
-  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
-  if (c == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-  if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) return cont(1) && cont(2) ? 3 : 0;
-  if (c == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
-  if (c == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-  if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-  if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-  return 0;
-}
-
-#if !defined(__SSE2__)
-// True when none of the 8 bytes at p needs a look: no '"', no '\\', no control byte, no byte >= 0x80 (SWAR: the
-// zero-byte test may also flag a byte above a real hit, never miss one; a flagged word goes byte by byte).
-inline bool AllPlain8(const unsigned char* p) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL, kHigh = 0x8080808080808080ULL;
-  uint64_t x;
-  std::memcpy(&x, p, 8);
-  auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
-  const uint64_t special = has_zero(x ^ (kOnes * '"')) | has_zero(x ^ (kOnes * '\\')) |
-                           ((x - kOnes * 0x20) & ~x & kHigh) | (x & kHigh);
-  return special == 0;
-}
-#endif
-
-#if defined(__SSE2__)
-// The offset of the first byte among the 16 at p that needs a look ('"', '\\', a control byte or a byte >= 0x80),
-// or 16 when there is none. A signed compare below 0x20 catches both the control bytes and the bytes >= 0x80.
-inline int FirstSpecial16(const unsigned char* p) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
-  const int mask = _mm_movemask_epi8(hits);
-  return mask == 0 ? 16 : __builtin_ctz(static_cast<unsigned>(mask));
-}
-#endif
-
-// Moves p past the plain bytes (printable ASCII other than '"' and '\\') that start at p, up to end.
-inline const unsigned char* SkipPlain(const unsigned char* p, const unsigned char* end) {
-#if defined(__SSE2__)
-  while (end - p >= 16) {
-    const int i = FirstSpecial16(p);
-    p += i;
-    if (i < 16) return p;
-  }
-#else
-  while (end - p >= 8 && AllPlain8(p)) p += 8;
-#endif
-  while (p < end && kPlain.plain[*p]) ++p;
-  return p;
-}
 
 class Scanner {
  public:
