@@ -30,6 +30,8 @@ class RecordSink {
   // Adds a record to the group; its location is provisional until Finalize.
   log::RecordLoc Add(log::RecordType type, std::string_view payload);
 
+  // Room for about `bytes` more of records (a group's size hints), so adding them copies each once.
+  void Reserve(size_t bytes) { bytes_.reserve(bytes_.size() + bytes); }
   size_t mark() const { return bytes_.size(); }
   void Rollback(size_t mark) { bytes_.resize(mark); }
   bool empty() const { return bytes_.size() == log::kRecordHeaderSize; }

@@ -167,6 +167,11 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   }
   const int64_t now = NowMs();
   RecordSink sink;
+  {
+    size_t hint = 0;
+    for (const PendingOp* op : group) hint += op->bytes_hint + 64;  // 64: a record header and then some
+    sink.Reserve(std::min<size_t>(hint, 64u << 20));
+  }
   Txn txn(&table_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
   uint64_t reserving = 0;                           // a token reservation this group writes
