@@ -34,6 +34,11 @@ class ArtifactStream {
   virtual Status Finish(std::string* sha256) = 0;
   // Makes the file durable and visible under its final name. The stream is finished afterwards.
   virtual Status Commit(ArtifactInfo* info) = 0;
+  // Like Commit, except when a regular file of the stream's own name is already there holding exactly these
+  // bytes (same size, same sha256: the same output published once before, e.g. by a host that died before
+  // it recorded the result, and sent again): then this copy is dropped and *info names that file, made
+  // durable, with no second copy and no suffix. Any other collision gets a suffix, as with Commit.
+  virtual Status CommitOrReuse(ArtifactInfo* info) = 0;
   // Drops the file. Idempotent.
   virtual Status Abort() = 0;
   virtual uint64_t size() const = 0;

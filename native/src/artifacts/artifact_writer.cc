@@ -115,6 +115,30 @@ class StreamImpl final : public ArtifactStream {
     return Status::OK();
   }
 
+  Status CommitOrReuse(ArtifactInfo* info) override {
+    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
+    std::string digest;
+    Finish(&digest);
+    const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
+    const std::string existing = JoinPath(dir, name_);
+    bool same = false;
+    CMQ_RETURN_IF_ERROR(HoldsSameBytes(existing, &same));
+    if (!same) return Commit(info);
+    // Make sure what is there is durable (its publisher may have died before syncing the directory).
+    std::unique_ptr<WritableFile> f;
+    Status s = env_->NewWritableFile(existing, Env::OpenMode::kOpenExisting, &f);
+    if (s.ok()) s = f->Sync();
+    if (f) f->Close();
+    if (s.ok()) s = env_->SyncDir(dir);
+    if (!s.ok()) return s.WithContext("re-publishing artifact " + name_);
+    Abort();
+    info->path = dir_rel_.empty() ? name_ : dir_rel_ + "/" + name_;
+    info->full_path = existing;
+    info->size = size_;
+    info->sha256 = digest_;
+    return Status::OK();
+  }
+
   Status Abort() override {
     if (finished_) return Status::OK();
     finished_ = true;
@@ -126,6 +150,25 @@ class StreamImpl final : public ArtifactStream {
   uint64_t size() const override { return size_; }
 
  private:
+  // *same: `path` is a regular file (not a link) of size_ bytes whose sha256 is digest_.
+  Status HoldsSameBytes(const std::string& path, bool* same) {
+    *same = false;
+    FileInfo fi;
+    CMQ_RETURN_IF_ERROR(env_->GetFileInfo(path, &fi));
+    if (!fi.exists || fi.is_dir || fi.is_symlink || fi.size != size_) return Status::OK();
+    std::unique_ptr<RandomAccessFile> f;
+    CMQ_RETURN_IF_ERROR(env_->NewRandomAccessFile(path, &f));
+    Sha256 h;
+    std::string buf;
+    for (uint64_t off = 0; off < size_; off += kWritebackChunk) {
+      CMQ_RETURN_IF_ERROR(f->Read(off, static_cast<size_t>(std::min<uint64_t>(kWritebackChunk, size_ - off)), &buf));
+      if (buf.empty()) return Status::OK();  // shorter than it said: not the same
+      h.Update(buf);
+    }
+    *same = h.HexDigest() == digest_;
+    return Status::OK();
+  }
+
   Env* env_;
   std::string root_, dir_rel_, name_, temp_path_;
   std::unique_ptr<WritableFile> file_;

@@ -76,7 +76,9 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
   for (uint32_t i = 0; i < files.size(); ++i) {
     auto it = map_.find(Key{job, token, i});
     ArtifactInfo info;
-    Status s = it->second.stream->Commit(&info);
+    // The same file published once already (a host that died before recording the result, the worker
+    // sending it again): that file stands, no second copy.
+    Status s = it->second.stream->CommitOrReuse(&info);
     map_.erase(it);
     if (!s.ok()) {
       Unpublish(*out);
