@@ -3,6 +3,8 @@
 // compaction and the directory lock.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 #include <set>
 #include <random>
@@ -134,6 +136,11 @@ TEST_F(StoreTest, IdsAreSortableAndUnique) {
   EXPECT_EQ(parsed, ids[5]);
   EXPECT_FALSE(ParseJobId("xyz", &parsed));
   EXPECT_FALSE(ParseJobId("ABCDEF0123456789", &parsed));
+  for (uint64_t v : {uint64_t{0}, uint64_t{1}, uint64_t{0xABCDEF}, ~uint64_t{0}, ids[7]}) {  // printf's "%016llx"
+    char want[17];
+    std::snprintf(want, sizeof(want), "%016llx", static_cast<unsigned long long>(v));
+    EXPECT_EQ(FormatJobId(v), want);
+  }
   // The clock going backwards never produces a smaller id.
   env_.SetNowMicros(kT0 - 60'000'000);
   EXPECT_GT(Add(1000), ids.back());

@@ -42,14 +42,30 @@ void JobTable::Index(const JobMeta& m) {
   if (m.prompt_id_hash != 0) prompt_index_.Insert(m.prompt_id_hash, m.id);
   AddLive(m.job_loc, +1);
   AddLive(m.status_loc, +1);
-  if (m.state == JobState::kPending) {
-    auto& q = pending_[m.priority];
-    if (q.empty() || q.back() < m.id) {
-      q.push_back(m.id);
-    } else {
-      q.insert(std::lower_bound(q.begin(), q.end(), m.id), m.id);
-    }
+  if (m.state == JobState::kPending) IndexPending(m);
+}
+
+void JobTable::IndexPending(const JobMeta& m) {
+  auto& q = pending_[m.priority];
+  if (q.empty() || q.back() < m.id) {
+    q.push_back(m.id);
+  } else {
+    q.insert(std::lower_bound(q.begin(), q.end(), m.id), m.id);
   }
+}
+
+void JobTable::UnindexPending(const JobMeta& m) {
+  auto p = pending_.find(m.priority);
+  assert(p != pending_.end());
+  auto& q = p->second;
+  if (!q.empty() && q.front() == m.id) {
+    q.pop_front();
+  } else {
+    auto it = std::lower_bound(q.begin(), q.end(), m.id);
+    assert(it != q.end() && *it == m.id);
+    q.erase(it);
+  }
+  if (q.empty()) pending_.erase(p);
 }
 
 void JobTable::Unindex(const JobMeta& m) {
@@ -58,19 +74,7 @@ void JobTable::Unindex(const JobMeta& m) {
   if (m.prompt_id_hash != 0) prompt_index_.Erase(m.prompt_id_hash, m.id);
   AddLive(m.job_loc, -1);
   AddLive(m.status_loc, -1);
-  if (m.state == JobState::kPending) {
-    auto p = pending_.find(m.priority);
-    assert(p != pending_.end());
-    auto& q = p->second;
-    if (!q.empty() && q.front() == m.id) {
-      q.pop_front();
-    } else {
-      auto it = std::lower_bound(q.begin(), q.end(), m.id);
-      assert(it != q.end() && *it == m.id);
-      q.erase(it);
-    }
-    if (q.empty()) pending_.erase(p);
-  }
+  if (m.state == JobState::kPending) UnindexPending(m);
 }
 
 void JobTable::Insert(const JobMeta& meta) {
@@ -94,6 +98,18 @@ void JobTable::Insert(const JobMeta& meta) {
 void JobTable::Replace(const JobMeta& meta) {
   JobMeta* slot = FindSlot(meta.id);
   assert(slot != nullptr && !slot->erased);
+  if (slot->prompt_id_hash == meta.prompt_id_hash && slot->job_loc == meta.job_loc) {
+    // A state or status change (the common case): the prompt_id entry and the job record's bytes stay.
+    counts_[static_cast<int>(slot->state)]--;
+    if (slot->state == JobState::kPending) UnindexPending(*slot);
+    AddLive(slot->status_loc, -1);
+    *slot = meta;
+    slot->erased = false;
+    counts_[static_cast<int>(slot->state)]++;
+    if (slot->state == JobState::kPending) IndexPending(*slot);
+    AddLive(slot->status_loc, +1);
+    return;
+  }
   Unindex(*slot);
   *slot = meta;
   slot->erased = false;

@@ -99,6 +99,8 @@ class JobTable {
   JobMeta* FindSlot(uint64_t id);
   void Index(const JobMeta& m);
   void Unindex(const JobMeta& m);
+  void IndexPending(const JobMeta& m);    // into pending_ (m is pending)
+  void UnindexPending(const JobMeta& m);  // out of pending_ (m was pending)
   void AddLive(const log::RecordLoc& loc, int64_t sign);
 
   std::deque<JobMeta> jobs_;  // sorted by id, erased slots included

@@ -1,5 +1,4 @@
 // Names and text forms of job values (job.h).
-#include <cstdio>
 
 #include "comfymq/job.h"
 
@@ -26,10 +25,11 @@ bool ParseJobState(std::string_view name, JobState* out) {
   return false;
 }
 
-std::string FormatJobId(uint64_t id) {
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-  return buf;
+std::string FormatJobId(uint64_t id) {  // "%016llx", without printf's machinery: one goes out per event
+  static const char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i, id >>= 4) out[static_cast<size_t>(i)] = kHex[id & 15];
+  return out;
 }
 
 bool ParseJobId(std::string_view text, uint64_t* id) {
