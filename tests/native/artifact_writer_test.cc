@@ -102,6 +102,48 @@ TEST_F(ArtifactWriterTest, CommitOrReuseKeepsTheSameBytesOnceAndSuffixesAnything
             (std::vector<std::string>{"img-1.png", "img-2.png", "img.png", "link-1.png", "link.png"}));
 }
 
+TEST_F(ArtifactWriterTest, CommitOrReuseTakesOnlyARegularReadableFile) {
+  auto stream_of = [&](const std::string& rel, const std::string& data) {
+    std::unique_ptr<ArtifactStream> st;
+    EXPECT_TRUE(w_->Begin(rel, &st).ok());
+    EXPECT_TRUE(st->Append(data).ok());
+    return st;
+  };
+  ASSERT_EQ(::mkdir(tmp_.Sub("root/j").c_str(), 0755), 0);
+  // A FIFO of that name (opening it to read would block): never looked into, a name of its own.
+  ASSERT_EQ(::mkfifo(tmp_.Sub("root/j/empty.txt").c_str(), 0644), 0);
+  ArtifactInfo a;
+  ASSERT_TRUE(stream_of("j/empty.txt", "")->CommitOrReuse(&a).ok());
+  EXPECT_EQ(a.path, "j/empty-1.txt");
+  // A directory of that name: the same.
+  ASSERT_EQ(::mkdir(tmp_.Sub("root/j/d.bin").c_str(), 0755), 0);
+  ArtifactInfo b;
+  ASSERT_TRUE(stream_of("j/d.bin", "x")->CommitOrReuse(&b).ok());
+  EXPECT_EQ(b.path, "j/d-1.bin");
+}
+
+TEST(ArtifactWriterFaults, CommitOrReuseFallsBackToANewNameWhenTheFileThereCannotBeCheckedOrSynced) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
+  ArtifactInfo first;
+  ASSERT_TRUE(w->Write("j/img.png", "pixels", &first).ok());
+  for (const char* op : {"read", "create"}) {
+    // The existing file cannot be read (or opened to be synced): the publish still succeeds, under a new name.
+    env.SetFaultHook([&](const std::string& o, const std::string& path) {
+      return o == op && path == "/root/j/img.png" ? Status::IOError(std::string(op) + " denied") : Status::OK();
+    });
+    std::unique_ptr<ArtifactStream> st;
+    ASSERT_TRUE(w->Begin("j/img.png", &st).ok());
+    ASSERT_TRUE(st->Append("pixels").ok());
+    ArtifactInfo info;
+    Status s = st->CommitOrReuse(&info);
+    ASSERT_TRUE(s.ok()) << op << ": " << s.ToString();
+    EXPECT_NE(info.path, "j/img.png") << op;
+    env.SetFaultHook(nullptr);
+  }
+}
+
 TEST_F(ArtifactWriterTest, ConcurrentWritersToOneNameNeverClobber) {
   std::vector<std::thread> ts;
   std::mutex mu;

@@ -209,6 +209,54 @@ TEST(SegmentPrep, APreparationStoppedPartWayCarriesOnWhereItStopped) {
   EXPECT_FALSE(prep.preparing());
 }
 
+TEST(SegmentPrep, APartMadeSegmentGivesItsSpaceBackWhenUselessOrTheDiskIsFull) {
+  TempDir dir;
+  log::SegmentPreparer prep(Env::Default(), dir.path());
+  const std::string path = dir.Sub(log::kPreparedSegmentName);
+  auto part_make = [&](uint64_t capacity, int chunks) {
+    prep.Request(capacity);
+    int allowed = chunks;
+    ASSERT_TRUE(prep.Prepare(nullptr, [&] { return allowed-- > 0; }).ok());
+    ASSERT_EQ(FileSize(path), static_cast<uint64_t>(chunks) << 20);
+  };
+  // Big enough for the next roll: a roll's Discard leaves it to carry on.
+  part_make(8 << 20, 3);
+  prep.Discard(8 << 20);
+  EXPECT_TRUE(prep.preparing());
+  ASSERT_TRUE(prep.Prepare(nullptr).ok());
+  EXPECT_EQ(FileSize(path), 8u << 20);
+  prep.Abandon();
+  // Too small for the next roll: dropped by the next Prepare call (the one that may be writing into it).
+  part_make(4 << 20, 2);
+  prep.Discard(8 << 20);
+  EXPECT_TRUE(prep.preparing()) << "the drop is still to be done";
+  ASSERT_TRUE(prep.Prepare(nullptr).ok());
+  EXPECT_FALSE(Exists(path));
+  EXPECT_FALSE(prep.preparing());
+  // A full disk: Release gives the space back, part made or ready; nothing when there is none.
+  part_make(8 << 20, 7);
+  EXPECT_TRUE(prep.Release());
+  ASSERT_TRUE(prep.Prepare(nullptr, [] { return false; }).ok());
+  EXPECT_FALSE(Exists(path));
+  prep.Request(1 << 20);
+  ASSERT_TRUE(prep.Prepare(nullptr).ok());
+  EXPECT_TRUE(Exists(path));
+  EXPECT_TRUE(prep.Release());
+  EXPECT_FALSE(Exists(path));
+  EXPECT_FALSE(prep.Release());
+  // A wish made after the drop was asked for starts afresh once the drop is done.
+  part_make(4 << 20, 1);
+  EXPECT_TRUE(prep.Release());
+  prep.Request(2 << 20);
+  ASSERT_TRUE(prep.Prepare(nullptr).ok());
+  EXPECT_EQ(FileSize(path), 2u << 20);
+  std::unique_ptr<WritableFile> f;
+  uint64_t got = 0;
+  ASSERT_TRUE(prep.Adopt(9, dir.Sub(log::SegmentFileName(9)), 2 << 20, &f, &got).ok());
+  ASSERT_NE(f, nullptr);
+  f->Close();
+}
+
 TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {
   // Works on the preparer alone (a MemEnv would do too): a ready 1 MiB file is not adopted for a 2 MiB roll.
   TempDir dir;
@@ -221,7 +269,7 @@ TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {
   uint64_t got = 0;
   ASSERT_TRUE(prep.Adopt(5, dir.Sub(log::SegmentFileName(5)), 2 << 20, &f, &got).ok());
   EXPECT_EQ(f, nullptr);
-  prep.Discard();
+  prep.Discard(4 << 20);
   EXPECT_FALSE(Exists(dir.Sub(log::kPreparedSegmentName)));
   // A fitting one is adopted: named, with its header.
   prep.Request(2 << 20);

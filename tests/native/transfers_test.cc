@@ -87,5 +87,42 @@ TEST(Transfers, AResendAfterAHostRestartPublishesNoSecondCopy) {
   EXPECT_EQ(Files(dir), (std::vector<std::string>{"video-1.mp4", "video.mp4"}));
 }
 
+TEST(Transfers, AFileOfAResultNotYetSettledIsNeverReusedSoUnpublishingItHarmsNoOther) {
+  // Run A's result is published, then refused (its lease ran out before the commit); run B of the same job,
+  // with the same output, is published before A's refusal is known. B must not share A's file: unpublishing
+  // A would delete the artifact B's recorded result names.
+  TempDir tmp;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp.path(), &w).ok());
+  Transfers t(w.get());
+  const uint64_t job = 77;
+  const std::string data = "same output bytes";
+  const std::vector<proto::FileEntry> files = {{"img.png", data.size(), Sha256::Hex(data), "image/png"}};
+  std::vector<Artifact> run_a, run_b;
+  SendFile(&t, job, 1, "img.png", data, 1000);
+  ASSERT_TRUE(t.Publish(job, 1, files, &run_a).ok());
+  SendFile(&t, job, 2, "img.png", data, 1000);
+  ASSERT_TRUE(t.Publish(job, 2, files, &run_b).ok());
+  EXPECT_NE(run_a[0].path, run_b[0].path);
+  t.Unpublish(run_a);  // A refused
+  FileInfo fi;
+  ASSERT_TRUE(Env::Default()->GetFileInfo(tmp.path() + "/" + run_b[0].path, &fi).ok());
+  EXPECT_TRUE(fi.exists) << "B's artifact was deleted with A's";
+  // Another job: while its result is unsettled a second publish gets a name of its own; once the result is
+  // recorded (settled), the same file sent again is that file.
+  const uint64_t other = 78;
+  std::vector<Artifact> first, unsettled, settled;
+  SendFile(&t, other, 1, "img.png", data, 1000);
+  ASSERT_TRUE(t.Publish(other, 1, files, &first).ok());
+  SendFile(&t, other, 1, "img.png", data, 1000);
+  ASSERT_TRUE(t.Publish(other, 1, files, &unsettled).ok());
+  EXPECT_NE(unsettled[0].path, first[0].path);
+  t.Unpublish(unsettled);
+  t.Settle(first);
+  SendFile(&t, other, 1, "img.png", data, 1000);
+  ASSERT_TRUE(t.Publish(other, 1, files, &settled).ok());
+  EXPECT_EQ(settled[0].path, first[0].path);
+}
+
 }  // namespace
 }  // namespace comfymq::net

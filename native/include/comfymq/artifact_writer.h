@@ -37,7 +37,8 @@ class ArtifactStream {
   // Like Commit, except when a regular file of the stream's own name is already there holding exactly these
   // bytes (same size, same sha256: the same output published once before, e.g. by a host that died before
   // it recorded the result, and sent again): then this copy is dropped and *info names that file, made
-  // durable, with no second copy and no suffix. Any other collision gets a suffix, as with Commit.
+  // durable, with no second copy and no suffix. Any other collision gets a suffix, as with Commit, and so
+  // does anything that stops the check (an unreadable file, one that cannot be synced).
   virtual Status CommitOrReuse(ArtifactInfo* info) = 0;
   // Drops the file. Idempotent.
   virtual Status Abort() = 0;

@@ -56,6 +56,7 @@ struct FileInfo {
   bool exists = false;
   bool is_dir = false;
   bool is_symlink = false;
+  bool is_regular = false;  // a plain file (not a directory, link, FIFO, socket or device)
   uint64_t size = 0;
   int64_t mtime_us = 0;
 };

@@ -121,16 +121,16 @@ class StreamImpl final : public ArtifactStream {
     Finish(&digest);
     const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
     const std::string existing = JoinPath(dir, name_);
-    bool same = false;
-    CMQ_RETURN_IF_ERROR(HoldsSameBytes(existing, &same));
-    if (!same) return Commit(info);
+    // Anything that stops the check or the sync (an unreadable or read-only file, ...) means "not the same":
+    // this copy is then published under a name of its own, as Commit does.
+    if (!HoldsSameBytes(existing)) return Commit(info);
     // Make sure what is there is durable (its publisher may have died before syncing the directory).
     std::unique_ptr<WritableFile> f;
     Status s = env_->NewWritableFile(existing, Env::OpenMode::kOpenExisting, &f);
     if (s.ok()) s = f->Sync();
     if (f) f->Close();
     if (s.ok()) s = env_->SyncDir(dir);
-    if (!s.ok()) return s.WithContext("re-publishing artifact " + name_);
+    if (!s.ok()) return Commit(info);
     Abort();
     info->path = dir_rel_.empty() ? name_ : dir_rel_ + "/" + name_;
     info->full_path = existing;
@@ -150,23 +150,21 @@ class StreamImpl final : public ArtifactStream {
   uint64_t size() const override { return size_; }
 
  private:
-  // *same: `path` is a regular file (not a link) of size_ bytes whose sha256 is digest_.
-  Status HoldsSameBytes(const std::string& path, bool* same) {
-    *same = false;
+  // True when `path` is a regular file (no link, FIFO, socket or device: opening those could block or
+  // lead elsewhere) of size_ bytes whose sha256 is digest_. Any error reading it: false.
+  bool HoldsSameBytes(const std::string& path) {
     FileInfo fi;
-    CMQ_RETURN_IF_ERROR(env_->GetFileInfo(path, &fi));
-    if (!fi.exists || fi.is_dir || fi.is_symlink || fi.size != size_) return Status::OK();
+    if (!env_->GetFileInfo(path, &fi).ok() || !fi.exists || !fi.is_regular || fi.size != size_) return false;
     std::unique_ptr<RandomAccessFile> f;
-    CMQ_RETURN_IF_ERROR(env_->NewRandomAccessFile(path, &f));
+    if (!env_->NewRandomAccessFile(path, &f).ok()) return false;
     Sha256 h;
     std::string buf;
     for (uint64_t off = 0; off < size_; off += kWritebackChunk) {
-      CMQ_RETURN_IF_ERROR(f->Read(off, static_cast<size_t>(std::min<uint64_t>(kWritebackChunk, size_ - off)), &buf));
-      if (buf.empty()) return Status::OK();  // shorter than it said: not the same
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kWritebackChunk, size_ - off));
+      if (!f->Read(off, n, &buf).ok() || buf.size() != n) return false;  // shorter than it said: not the same
       h.Update(buf);
     }
-    *same = h.HexDigest() == digest_;
-    return Status::OK();
+    return h.HexDigest() == digest_;
   }
 
   Env* env_;

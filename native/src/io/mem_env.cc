@@ -255,6 +255,7 @@ Status MemEnv::GetFileInfo(const std::string& raw, FileInfo* info) {
   if (it == entries_.end()) return Status::OK();
   info->exists = true;
   info->is_dir = it->second.is_dir;
+  info->is_regular = !it->second.is_dir;
   info->size = it->second.is_dir ? 0 : it->second.inode->data.size();
   return Status::OK();
 }

@@ -173,6 +173,7 @@ class PosixEnv final : public Env {
     info->exists = true;
     info->is_dir = S_ISDIR(st.st_mode);
     info->is_symlink = S_ISLNK(st.st_mode);
+    info->is_regular = S_ISREG(st.st_mode);
     info->size = static_cast<uint64_t>(st.st_size);
     info->mtime_us = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;
     return Status::OK();

@@ -750,7 +750,11 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
       reply.cmd = proto::Cmd::kAck;
       reply.ack = item.status.ok() ? proto::AckKind::kRecorded : proto::AckKind::kDuplicate;
       Count([&](BrokerCounters& c) { item.status.ok() ? c.results++ : c.duplicates++; });
-      if (!item.status.ok()) transfers_->Unpublish(item.published);
+      if (item.status.ok()) {
+        transfers_->Settle(item.published);
+      } else {
+        transfers_->Unpublish(item.published);
+      }
     } else {
       reply.cmd = proto::Cmd::kNack;
       reply.reason = item.status.IsLeaseLost() || item.status.IsNotFound()

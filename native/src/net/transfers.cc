@@ -76,9 +76,13 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
   for (uint32_t i = 0; i < files.size(); ++i) {
     auto it = map_.find(Key{job, token, i});
     ArtifactInfo info;
-    // The same file published once already (a host that died before recording the result, the worker
-    // sending it again): that file stands, no second copy.
-    Status s = it->second.stream->CommitOrReuse(&info);
+    // The same file published once already (by a host that died before recording the result; the worker
+    // sends it again): that file stands, no second copy. Never one this host published for a result that
+    // is not yet settled: that one may still be unpublished if its result is refused.
+    std::string rel;
+    const bool may_reuse = NormalizeRelativePath(FormatJobId(job) + "/" + files[i].name, &rel).ok() &&
+                           unsettled_.count(rel) == 0;
+    Status s = may_reuse ? it->second.stream->CommitOrReuse(&info) : it->second.stream->Commit(&info);
     map_.erase(it);
     if (!s.ok()) {
       Unpublish(*out);
@@ -86,12 +90,20 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
       return s;
     }
     out->push_back(Artifact{info.path, info.size, info.sha256, files[i].mime});
+    unsettled_.insert(info.path);
   }
   return Status::OK();
 }
 
 void Transfers::Unpublish(const std::vector<Artifact>& artifacts) {
-  for (const Artifact& a : artifacts) ::unlink((writer_->root() + "/" + a.path).c_str());
+  for (const Artifact& a : artifacts) {
+    unsettled_.erase(a.path);
+    ::unlink((writer_->root() + "/" + a.path).c_str());
+  }
+}
+
+void Transfers::Settle(const std::vector<Artifact>& artifacts) {
+  for (const Artifact& a : artifacts) unsettled_.erase(a.path);
 }
 
 void Transfers::AbortJob(uint64_t job) {

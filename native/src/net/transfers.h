@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -30,6 +31,8 @@ class Transfers {
   Status Publish(uint64_t job, uint64_t token, const std::vector<proto::FileEntry>& files, std::vector<Artifact>* out);
   // Removes published files again (their result was refused after all).
   void Unpublish(const std::vector<Artifact>& artifacts);
+  // Their result is recorded: the files are the job's for good.
+  void Settle(const std::vector<Artifact>& artifacts);
   // Drops unpublished transfers.
   void AbortJob(uint64_t job);
   void AbortWorker(const std::string& worker_id);
@@ -49,6 +52,9 @@ class Transfers {
 
   ArtifactWriter* writer_;
   std::map<Key, Transfer> map_;
+  // Paths published for results not yet recorded or refused. Only a file outside this set is ever reused
+  // by a later publish (CommitOrReuse): one still in it may be unpublished when its own result is refused.
+  std::set<std::string> unsettled_;
 };
 
 }  // namespace comfymq::net

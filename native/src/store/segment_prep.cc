@@ -21,7 +21,16 @@ bool SegmentPreparer::wanted() {
 
 bool SegmentPreparer::preparing() {
   std::lock_guard<std::mutex> l(mu_);
-  return state_ == State::kWanted || state_ == State::kPreparing;
+  return state_ == State::kWanted || state_ == State::kPreparing || drop_;
+}
+
+void SegmentPreparer::DropPartMadeLocked() {
+  drop_ = false;
+  if (file_) {
+    file_->Close();
+    file_.reset();
+  }
+  env_->RemoveFile(path());
 }
 
 Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::function<bool()>& may_write) {
@@ -29,6 +38,7 @@ Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::func
   uint64_t capacity;
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (drop_) DropPartMadeLocked();  // Discarded while part made: its space back before anything else
     if (state_ == State::kWanted) {
       state_ = State::kPreparing;
       zeroed_ = 0;
@@ -45,6 +55,13 @@ Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::func
       s = Status::IOError("zero-filling a segment was cancelled");
       break;
     }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (drop_) {
+        DropPartMadeLocked();
+        return Status::OK();
+      }
+    }
     if (may_write && !may_write()) return Status::OK();  // carried on by a later call
     const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, capacity - zeroed_));
     s = file_->WriteAt(zeroed_, std::string_view(zeros).substr(0, n));
@@ -58,6 +75,10 @@ Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::func
     file_.reset();
   }
   std::lock_guard<std::mutex> l(mu_);
+  if (drop_) {  // Discarded while its last chunk went in
+    DropPartMadeLocked();
+    return Status::OK();
+  }
   if (!s.ok()) {
     env_->RemoveFile(path());
     state_ = State::kNone;
@@ -94,11 +115,30 @@ Status SegmentPreparer::Adopt(uint32_t segment, const std::string& path_to, uint
   return Status::OK();
 }
 
-void SegmentPreparer::Discard() {
+void SegmentPreparer::Discard(uint64_t keep_part_made_from) {
   std::lock_guard<std::mutex> l(mu_);
-  if (state_ != State::kReady) return;
-  env_->RemoveFile(path());
-  state_ = State::kNone;
+  if (state_ == State::kReady) {
+    env_->RemoveFile(path());
+    state_ = State::kNone;
+  } else if (state_ == State::kPreparing && capacity_ < keep_part_made_from) {
+    drop_ = true;  // Prepare owns the file meanwhile: it drops it
+    state_ = State::kNone;
+  }
+}
+
+bool SegmentPreparer::Release() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ == State::kReady) {
+    env_->RemoveFile(path());
+    state_ = State::kNone;
+    return true;
+  }
+  if (state_ == State::kPreparing) {
+    drop_ = true;
+    state_ = State::kNone;
+    return true;
+  }
+  return false;
 }
 
 void SegmentPreparer::Abandon() {
@@ -107,7 +147,8 @@ void SegmentPreparer::Abandon() {
     file_->Close();
     file_.reset();
   }
-  if (state_ == State::kReady || state_ == State::kPreparing) env_->RemoveFile(path());
+  if (state_ == State::kReady || state_ == State::kPreparing || drop_) env_->RemoveFile(path());
+  drop_ = false;
   state_ = State::kNone;
 }
 

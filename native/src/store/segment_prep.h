@@ -49,26 +49,34 @@ class SegmentPreparer {
   // carries on where this one stopped. A failure (a full disk) leaves no file and nothing wanted: the next
   // Request tries again. `cancel` stops it part way (closing the store), the same way.
   Status Prepare(const std::atomic<bool>* cancel, const std::function<bool()>& may_write = {});
-  // True while a segment is wanted or part made: Prepare has more to do.
+  // True while a segment is wanted, part made, or to be dropped: Prepare has more to do.
   bool preparing();
   // When a prepared segment of at least `capacity` bytes is ready: makes it segment `segment` at `path`
   // (header, sync, rename, directory sync), sets *out and *adopted_capacity, returns OK. Otherwise OK with
   // *out null: the caller creates the segment itself. An error part way leaves no prepared file.
   Status Adopt(uint32_t segment, const std::string& path, uint64_t capacity, std::unique_ptr<WritableFile>* out,
                uint64_t* adopted_capacity);
-  // Removes a ready one (gives its space back: a roll that found it too small, or a full disk).
-  void Discard();
+  // A roll found none fitting: removes a ready one (too small), and drops a part-made one smaller than
+  // `keep_part_made_from` (too small for the next roll too); a larger part-made one carries on.
+  void Discard(uint64_t keep_part_made_from);
+  // A full disk: gives back the space of a ready or part-made one. A ready one is removed at once; a
+  // part-made one is dropped by the next Prepare call (it may be writing into it right now: the caller
+  // wakes the thread that calls Prepare). True when there was one.
+  bool Release();
   // Removes a ready or part-made one and forgets any wish (closing the store, once no Prepare runs).
   void Abandon();
 
  private:
   enum class State { kNone, kWanted, kPreparing, kReady };
   std::string path() const { return dir_ + "/" + kPreparedSegmentName; }
+  // With mu_ held: closes and removes the part-made file Discard asked to drop.
+  void DropPartMadeLocked();
 
   Env* const env_;
   const std::string dir_;
   std::mutex mu_;
   State state_ = State::kNone;  // guarded by mu_
+  bool drop_ = false;           // guarded by mu_: Discard asked for the part-made file to go
   uint64_t capacity_ = 0;       // guarded by mu_: wanted, being made, or ready
   // The part-made file and how much of it is zeroed and synced: only Prepare (and Abandon, once no Prepare
   // runs) touches these, while state_ is kPreparing.

@@ -259,9 +259,10 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   const bool origin = ws.ok();  // a failure from here on starts with this group
   commit.unlock();
   next_may_start();  // the next group applies while this one writes and syncs
-  if (sink.size() > 0) last_commit_ms_ = SteadyMs();  // the log is busy: the preparer keeps off the disk
+  log_writing_ = true;  // the log is busy: the preparer keeps off the disk (and for a while after)
   if (ws.ok()) ws = WriteSink(sink);
-  if (sink.size() > 0) last_commit_ms_ = SteadyMs();
+  last_commit_ms_ = SteadyMs();
+  log_writing_ = false;
   if (!ws.ok()) {
     if (origin) {
       if (!ws.IsNoSpace()) SetFailed(ws);

@@ -242,6 +242,7 @@ class StoreImpl final : public Store {
   log::SegmentPreparer preparer_;           // the next segment, zero-filled by the background thread
   std::atomic<bool> stop_preparing_{false};  // set by Close
   std::atomic<int64_t> last_commit_ms_{0};    // when a group last wrote to the log (steady clock)
+  std::atomic<bool> log_writing_{false};       // a group is writing or syncing right now
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;

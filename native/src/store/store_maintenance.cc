@@ -109,9 +109,16 @@ Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_
   env_->RemoveFile(path);  // a leftover of an earlier failed attempt: nothing past the tail is live
   CMQ_RETURN_IF_ERROR(preparer_.Adopt(seg, path, capacity, out, made));
   if (*out) return Status::OK();
-  preparer_.Discard();  // too small for this roll (or a full disk wants its space back)
+  // A ready one did not fit this roll: removed. A part-made one stays only if it can serve the next roll.
+  preparer_.Discard(NextSegmentCapacity(capacity));
   *made = std::max<uint64_t>(capacity, log::kSegmentHeaderSize);
-  return log::CreateSegment(env_, path, seg, capacity, out);
+  Status s = log::CreateSegment(env_, path, seg, capacity, out);
+  if (s.IsNoSpace() && preparer_.Release()) {  // a full disk: the zeros made ahead give their space back
+    std::lock_guard<std::mutex> l(bg_mu_);
+    bg_kick_ = true;  // the background thread drops a part-made one (it may be writing into it)
+    bg_cv_.notify_one();
+  }
+  return s;
 }
 
 Status StoreImpl::RollLocked() {
@@ -324,7 +331,9 @@ void StoreImpl::BackgroundLoop() {
       if (s.ok() && preparer_.preparing()) {
         // Zeros only while the log is quiet, a chunk at a time; a failure is tried again at the next Request.
         const int64_t quiet = options_.prepare_when_quiet_ms;
-        preparer_.Prepare(&stop_preparing_, [&] { return quiet <= 0 || SteadyMs() - last_commit_ms_ >= quiet; });
+        preparer_.Prepare(&stop_preparing_, [&] {
+          return quiet <= 0 || (!log_writing_ && SteadyMs() - last_commit_ms_ >= quiet);
+        });
       }
       if (s.ok() && bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) s = Checkpoint();
       if (s.ok() && NeedsCompaction()) s = Compact();
