@@ -36,6 +36,13 @@ std::vector<std::string> List(const std::string& dir) {
 class ArtifactWriterTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp_.Sub("root"), &w_).ok()); }
+  // A stream of `data` for `rel`, not yet committed.
+  std::unique_ptr<ArtifactStream> StreamOf(const std::string& rel, const std::string& data) {
+    std::unique_ptr<ArtifactStream> st;
+    EXPECT_TRUE(w_->Begin(rel, &st).ok());
+    EXPECT_TRUE(st->Append(data).ok());
+    return st;
+  }
   TempDir tmp_;
   std::unique_ptr<ArtifactWriter> w_;
 };
@@ -70,25 +77,19 @@ TEST_F(ArtifactWriterTest, NeverOverwritesACollisionGetsASuffix) {
 }
 
 TEST_F(ArtifactWriterTest, CommitOrReuseKeepsTheSameBytesOnceAndSuffixesAnythingElse) {
-  auto stream_of = [&](const std::string& rel, const std::string& data) {
-    std::unique_ptr<ArtifactStream> st;
-    EXPECT_TRUE(w_->Begin(rel, &st).ok());
-    EXPECT_TRUE(st->Append(data).ok());
-    return st;
-  };
   ArtifactInfo first, again, other, longer;
-  ASSERT_TRUE(stream_of("job7/img.png", "pixels")->CommitOrReuse(&first).ok());
+  ASSERT_TRUE(StreamOf("job7/img.png", "pixels")->CommitOrReuse(&first).ok());
   EXPECT_EQ(first.path, "job7/img.png");
   // The same bytes under the same name (sent again after a host restart): that file, no copy, no temp left.
-  ASSERT_TRUE(stream_of("job7/img.png", "pixels")->CommitOrReuse(&again).ok());
+  ASSERT_TRUE(StreamOf("job7/img.png", "pixels")->CommitOrReuse(&again).ok());
   EXPECT_EQ(again.path, "job7/img.png");
   EXPECT_EQ(again.full_path, first.full_path);
   EXPECT_EQ(again.size, 6u);
   EXPECT_EQ(again.sha256, Sha256::Hex("pixels"));
   EXPECT_EQ(List(tmp_.Sub("root/job7")), std::vector<std::string>{"img.png"});
   // Same size, other bytes; or another size: a collision like any other, never an overwrite.
-  ASSERT_TRUE(stream_of("job7/img.png", "pixelz")->CommitOrReuse(&other).ok());
-  ASSERT_TRUE(stream_of("job7/img.png", "more pixels")->CommitOrReuse(&longer).ok());
+  ASSERT_TRUE(StreamOf("job7/img.png", "pixelz")->CommitOrReuse(&other).ok());
+  ASSERT_TRUE(StreamOf("job7/img.png", "more pixels")->CommitOrReuse(&longer).ok());
   EXPECT_EQ(other.path, "job7/img-1.png");
   EXPECT_EQ(longer.path, "job7/img-2.png");
   EXPECT_EQ(ReadAll(first.full_path), "pixels");
@@ -96,29 +97,23 @@ TEST_F(ArtifactWriterTest, CommitOrReuseKeepsTheSameBytesOnceAndSuffixesAnything
   // A link of that name is never taken for the file, even when it points at the same bytes.
   ASSERT_EQ(::symlink(first.full_path.c_str(), tmp_.Sub("root/job7/link.png").c_str()), 0);
   ArtifactInfo via_link;
-  ASSERT_TRUE(stream_of("job7/link.png", "pixels")->CommitOrReuse(&via_link).ok());
+  ASSERT_TRUE(StreamOf("job7/link.png", "pixels")->CommitOrReuse(&via_link).ok());
   EXPECT_EQ(via_link.path, "job7/link-1.png");
   EXPECT_EQ(List(tmp_.Sub("root/job7")),
             (std::vector<std::string>{"img-1.png", "img-2.png", "img.png", "link-1.png", "link.png"}));
 }
 
 TEST_F(ArtifactWriterTest, CommitOrReuseTakesOnlyARegularReadableFile) {
-  auto stream_of = [&](const std::string& rel, const std::string& data) {
-    std::unique_ptr<ArtifactStream> st;
-    EXPECT_TRUE(w_->Begin(rel, &st).ok());
-    EXPECT_TRUE(st->Append(data).ok());
-    return st;
-  };
   ASSERT_EQ(::mkdir(tmp_.Sub("root/j").c_str(), 0755), 0);
   // A FIFO of that name (opening it to read would block): never looked into, a name of its own.
   ASSERT_EQ(::mkfifo(tmp_.Sub("root/j/empty.txt").c_str(), 0644), 0);
   ArtifactInfo a;
-  ASSERT_TRUE(stream_of("j/empty.txt", "")->CommitOrReuse(&a).ok());
+  ASSERT_TRUE(StreamOf("j/empty.txt", "")->CommitOrReuse(&a).ok());
   EXPECT_EQ(a.path, "j/empty-1.txt");
   // A directory of that name: the same.
   ASSERT_EQ(::mkdir(tmp_.Sub("root/j/d.bin").c_str(), 0755), 0);
   ArtifactInfo b;
-  ASSERT_TRUE(stream_of("j/d.bin", "x")->CommitOrReuse(&b).ok());
+  ASSERT_TRUE(StreamOf("j/d.bin", "x")->CommitOrReuse(&b).ok());
   EXPECT_EQ(b.path, "j/d-1.bin");
 }
 

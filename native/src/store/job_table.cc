@@ -37,15 +37,23 @@ void JobTable::AddLive(const log::RecordLoc& loc, int64_t sign) {
 }
 
 void JobTable::Index(const JobMeta& m) {
-  counts_[static_cast<int>(m.state)]++;
   live_++;
   if (m.prompt_id_hash != 0) prompt_index_.Insert(m.prompt_id_hash, m.id);
   AddLive(m.job_loc, +1);
-  AddLive(m.status_loc, +1);
-  if (m.state == JobState::kPending) IndexPending(m);
+  IndexState(m);
 }
 
-void JobTable::IndexPending(const JobMeta& m) {
+void JobTable::Unindex(const JobMeta& m) {
+  live_--;
+  if (m.prompt_id_hash != 0) prompt_index_.Erase(m.prompt_id_hash, m.id);
+  AddLive(m.job_loc, -1);
+  UnindexState(m);
+}
+
+void JobTable::IndexState(const JobMeta& m) {
+  counts_[static_cast<int>(m.state)]++;
+  AddLive(m.status_loc, +1);
+  if (m.state != JobState::kPending) return;
   auto& q = pending_[m.priority];
   if (q.empty() || q.back() < m.id) {
     q.push_back(m.id);
@@ -54,7 +62,10 @@ void JobTable::IndexPending(const JobMeta& m) {
   }
 }
 
-void JobTable::UnindexPending(const JobMeta& m) {
+void JobTable::UnindexState(const JobMeta& m) {
+  counts_[static_cast<int>(m.state)]--;
+  AddLive(m.status_loc, -1);
+  if (m.state != JobState::kPending) return;
   auto p = pending_.find(m.priority);
   assert(p != pending_.end());
   auto& q = p->second;
@@ -66,15 +77,6 @@ void JobTable::UnindexPending(const JobMeta& m) {
     q.erase(it);
   }
   if (q.empty()) pending_.erase(p);
-}
-
-void JobTable::Unindex(const JobMeta& m) {
-  counts_[static_cast<int>(m.state)]--;
-  live_--;
-  if (m.prompt_id_hash != 0) prompt_index_.Erase(m.prompt_id_hash, m.id);
-  AddLive(m.job_loc, -1);
-  AddLive(m.status_loc, -1);
-  if (m.state == JobState::kPending) UnindexPending(m);
 }
 
 void JobTable::Insert(const JobMeta& meta) {
@@ -100,14 +102,10 @@ void JobTable::Replace(const JobMeta& meta) {
   assert(slot != nullptr && !slot->erased);
   if (slot->prompt_id_hash == meta.prompt_id_hash && slot->job_loc == meta.job_loc) {
     // A state or status change (the common case): the prompt_id entry and the job record's bytes stay.
-    counts_[static_cast<int>(slot->state)]--;
-    if (slot->state == JobState::kPending) UnindexPending(*slot);
-    AddLive(slot->status_loc, -1);
+    UnindexState(*slot);
     *slot = meta;
     slot->erased = false;
-    counts_[static_cast<int>(slot->state)]++;
-    if (slot->state == JobState::kPending) IndexPending(*slot);
-    AddLive(slot->status_loc, +1);
+    IndexState(*slot);
     return;
   }
   Unindex(*slot);

@@ -99,8 +99,9 @@ class JobTable {
   JobMeta* FindSlot(uint64_t id);
   void Index(const JobMeta& m);
   void Unindex(const JobMeta& m);
-  void IndexPending(const JobMeta& m);    // into pending_ (m is pending)
-  void UnindexPending(const JobMeta& m);  // out of pending_ (m was pending)
+  // What follows the job's state and status record: its state's count, its status bytes, the pending queue.
+  void IndexState(const JobMeta& m);
+  void UnindexState(const JobMeta& m);
   void AddLive(const log::RecordLoc& loc, int64_t sign);
 
   std::deque<JobMeta> jobs_;  // sorted by id, erased slots included

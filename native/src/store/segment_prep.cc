@@ -69,8 +69,7 @@ Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::func
     if (s.ok()) zeroed_ += n;
   }
   if (file_) {
-    Status cs = s.ok() ? file_->Close() : Status::OK();
-    if (!s.ok()) file_->Close();
+    Status cs = file_->Close();
     if (s.ok()) s = cs;
     file_.reset();
   }
@@ -115,40 +114,22 @@ Status SegmentPreparer::Adopt(uint32_t segment, const std::string& path_to, uint
   return Status::OK();
 }
 
-void SegmentPreparer::Discard(uint64_t keep_part_made_from) {
+bool SegmentPreparer::Discard(uint64_t keep_part_made_from) {
   std::lock_guard<std::mutex> l(mu_);
   if (state_ == State::kReady) {
     env_->RemoveFile(path());
-    state_ = State::kNone;
   } else if (state_ == State::kPreparing && capacity_ < keep_part_made_from) {
     drop_ = true;  // Prepare owns the file meanwhile: it drops it
-    state_ = State::kNone;
+  } else {
+    return false;
   }
-}
-
-bool SegmentPreparer::Release() {
-  std::lock_guard<std::mutex> l(mu_);
-  if (state_ == State::kReady) {
-    env_->RemoveFile(path());
-    state_ = State::kNone;
-    return true;
-  }
-  if (state_ == State::kPreparing) {
-    drop_ = true;
-    state_ = State::kNone;
-    return true;
-  }
-  return false;
+  state_ = State::kNone;
+  return true;
 }
 
 void SegmentPreparer::Abandon() {
   std::lock_guard<std::mutex> l(mu_);
-  if (file_) {
-    file_->Close();
-    file_.reset();
-  }
-  if (state_ == State::kReady || state_ == State::kPreparing || drop_) env_->RemoveFile(path());
-  drop_ = false;
+  if (file_ || drop_ || state_ == State::kReady || state_ == State::kPreparing) DropPartMadeLocked();
   state_ = State::kNone;
 }
 

@@ -57,12 +57,12 @@ class SegmentPreparer {
   Status Adopt(uint32_t segment, const std::string& path, uint64_t capacity, std::unique_ptr<WritableFile>* out,
                uint64_t* adopted_capacity);
   // A roll found none fitting: removes a ready one (too small), and drops a part-made one smaller than
-  // `keep_part_made_from` (too small for the next roll too); a larger part-made one carries on.
-  void Discard(uint64_t keep_part_made_from);
-  // A full disk: gives back the space of a ready or part-made one. A ready one is removed at once; a
-  // part-made one is dropped by the next Prepare call (it may be writing into it right now: the caller
-  // wakes the thread that calls Prepare). True when there was one.
-  bool Release();
+  // `keep_part_made_from` (too small for the next roll too); a larger part-made one carries on. A part-made
+  // one is dropped by the next Prepare call (it may be writing into it right now: the caller wakes the
+  // thread that calls Prepare). True when one was removed or is to be dropped.
+  bool Discard(uint64_t keep_part_made_from);
+  // A full disk: gives back the space of a ready or part-made one, whatever its size.
+  bool Release() { return Discard(UINT64_MAX); }
   // Removes a ready or part-made one and forgets any wish (closing the store, once no Prepare runs).
   void Abandon();
 

@@ -305,11 +305,13 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   }
   order_.Resolve(seq);
   order_.EndTurn(seq);
-  if (kick) {
-    std::lock_guard<std::mutex> l(bg_mu_);
-    bg_kick_ = true;
-    bg_cv_.notify_one();
-  }
+  if (kick) KickBackground();
+}
+
+void StoreImpl::KickBackground() {
+  std::lock_guard<std::mutex> l(bg_mu_);
+  bg_kick_ = true;
+  bg_cv_.notify_one();
 }
 
 void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group) {

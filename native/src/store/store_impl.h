@@ -104,6 +104,7 @@ class StoreImpl final : public Store {
   void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start);
   static void RunAppliedCallbacks(const std::vector<PendingOp*>& group);
   Status WriteSink(const RecordSink& sink);
+  void KickBackground();  // wakes the background thread now
   Status Usable();
   void SetFailed(const Status& s);
   int64_t NowMs() { return env_->NowMicros() / 1000; }

@@ -113,11 +113,8 @@ Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_
   preparer_.Discard(NextSegmentCapacity(capacity));
   *made = std::max<uint64_t>(capacity, log::kSegmentHeaderSize);
   Status s = log::CreateSegment(env_, path, seg, capacity, out);
-  if (s.IsNoSpace() && preparer_.Release()) {  // a full disk: the zeros made ahead give their space back
-    std::lock_guard<std::mutex> l(bg_mu_);
-    bg_kick_ = true;  // the background thread drops a part-made one (it may be writing into it)
-    bg_cv_.notify_one();
-  }
+  // A full disk: the zeros made ahead give their space back (the background thread drops a part-made one).
+  if (s.IsNoSpace() && preparer_.Release()) KickBackground();
   return s;
 }
 
