@@ -48,7 +48,18 @@ async function queueFromPanel(expect = 1) {
 
 /** @param {string} id @param {string} state */
 async function rowState(id, state, timeout = 20000) {
-  await row(id).and(page.locator(`[data-state="${state}"]`)).waitFor({timeout});
+  try {
+    await row(id).and(page.locator(`[data-state="${state}"]`)).waitFor({timeout});
+  } catch (e) {
+    // Say what the server and the panel thought, so a timeout here can be told apart: the job never got there,
+    // or the panel did not show it.
+    const shown = await row(id).getAttribute("data-state", {timeout: 1000}).catch(() => "(no row)");
+    const rec = await job(id).catch((/** @type {any} */ err) => ({error: String(err)}));
+    const {prompt, workflow, ...brief} = rec || {};
+    const lines = comfy.log().split("\n").slice(-80).join("\n");
+    throw new Error(`${e}\nthe panel shows ${shown}; the server has ${JSON.stringify(brief)}\n` +
+      `the stand-in's last log lines:\n${lines}`);
+  }
 }
 
 /** The job's full record from the API. @param {string} id */
