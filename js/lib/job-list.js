@@ -50,6 +50,8 @@ export class JobList {
     this.flushTimer = null;
     this.flushing = false;
     this.closed = false;
+    /** @type {Set<string> | null} jobs changed while a reload was on its way (its answer may predate them) */
+    this.crossed = null;
   }
 
   close() {
@@ -98,6 +100,7 @@ export class JobList {
     const gen = ++this.generation;
     const limit = Math.min(MAX_WINDOW, Math.max(this.pageSize, this.ids.length));
     this.loading = true;
+    this.crossed = new Set();
     this.onChange();
     try {
       const page = await this.client.listTasks({...this.query(), limit});
@@ -109,12 +112,18 @@ export class JobList {
       this.error = null;
       this.stale.clear();
       this.unseen.clear();
+      for (const id of this.crossed) (this.byId.has(id) ? this.stale : this.unseen).add(id);
+      this.crossed = null;
+      if (this.stale.size || this.unseen.size) this.scheduleFlush();
     } catch (e) {
       if (gen !== this.generation) return;
       this.error = e instanceof Error ? e : new Error(String(e));
       this.onError(e);
     } finally {
-      if (gen === this.generation) this.loading = false;
+      if (gen === this.generation) {
+        this.loading = false;
+        this.crossed = null;
+      }
       this.onChange();
     }
   }
@@ -201,6 +210,7 @@ export class JobList {
    * @param {JobDelta[]} deltas
    */
   apply(deltas) {
+    if (this.crossed) for (const d of deltas) this.crossed.add(d.job_id);
     if (!this.loaded) return;
     let changed = false;
     const now = Date.now();
@@ -266,7 +276,9 @@ export class JobList {
       this.scheduleFlush();
       return;
     }
-    const stale = [...this.stale].filter((id) => this.byId.has(id));
+    // A job seen unloaded may have been loaded since (by a fetch that was in flight when its change came):
+    // what was fetched may predate that change, so it is fetched again like any stale job.
+    const stale = [...new Set([...this.stale, ...this.unseen])].filter((id) => this.byId.has(id));
     const unseen = [...this.unseen].filter((id) => !this.byId.has(id) && this.inRange(id));
     this.stale.clear();
     this.unseen.clear();
@@ -320,12 +332,18 @@ export class JobList {
   }
 
   /**
-   * A job's newer record from elsewhere (an action's answer, the details pane).
+   * A job's record from elsewhere (an action's answer, the details pane). It may be older than deltas already
+   * applied (the job moved on while the answer was on its way), so the job is fetched again once more: the
+   * list ends on the server's latest record, never on an answer that crossed a later event.
    * @param {Job} job
    */
   put(job) {
     if (!this.loaded) return;
     this.upsert(lighten(job));
+    if (this.byId.has(job.id)) {
+      this.stale.add(job.id);
+      this.scheduleFlush();
+    }
     this.onChange();
   }
 

@@ -139,6 +139,8 @@ function fakeClient(n) {
   const calls = [];
   return {
     jobs, calls,
+    /** @type {Promise<void> | null} while set, a fetch answers what the job was when asked only once it resolves */
+    hold: null,
     async listTasks(q) {
       calls.push(["list", q]);
       let list = jobs.filter((j) => !q.states?.length || q.states.includes(j.state));
@@ -150,13 +152,17 @@ function fakeClient(n) {
     async findByPromptId(pid) {
       calls.push(["find", pid]);
       const j = jobs.find((x) => x.prompt_id === pid);
-      return j ? {...j} : null;
+      const answer = j ? {...j} : null;
+      if (this.hold) await this.hold;
+      return answer;
     },
     async getTask(id) {
       calls.push(["get", id]);
       const j = jobs.find((x) => x.id === id);
       if (!j) throw Object.assign(new Error("no job"), {status: 404});
-      return {...j, prompt: {}, workflow: null};
+      const answer = {...j, prompt: {}, workflow: null};
+      if (this.hold) await this.hold;
+      return answer;
     },
   };
 }
@@ -211,6 +217,69 @@ describe("job list", () => {
     assert.equal(list.size, 29, "a succeeded job leaves the pending filter");
     list.apply([{job_id: c.jobs[1].id, removed: true}]);
     assert.equal(list.size, 28);
+  });
+
+  it("a change that comes while a new job's record is on its way is fetched again, not lost", async () => {
+    const c = fakeClient(10);
+    const list = new JobList(c, {pageSize: 100});
+    await list.reload();
+    const fresh = {...c.jobs[0], id: "0000000000002000", prompt_id: "new", state: "running", worker: "w1"};
+    c.jobs.push(fresh);
+    list.apply([{job_id: fresh.id, state: "running", from: "pending", worker: "w1"}]);
+    /** @type {() => void} */
+    let release = () => {};
+    c.hold = new Promise((r) => (release = r));
+    const inFlight = list.flush(); // asks for the job while it runs
+    fresh.state = "succeeded";
+    list.apply([{job_id: fresh.id, state: "succeeded", from: "running"}]); // not loaded yet: only noted
+    c.hold = null;
+    release();
+    await inFlight;
+    assert.equal(list.byId.get(fresh.id).state, "running", "the answer that crossed the event");
+    await list.flush();
+    assert.equal(list.byId.get(fresh.id).state, "succeeded");
+    list.close();
+  });
+
+  it("a change that comes while the list is reloading is fetched again once the reload lands", async () => {
+    const c = fakeClient(10);
+    const list = new JobList(c, {pageSize: 100});
+    await list.reload();
+    const j = c.jobs[4];
+    /** @type {() => void} */
+    let release = () => {};
+    const held = new Promise((r) => (release = r));
+    const listTasks = c.listTasks.bind(c);
+    c.listTasks = async (q) => {
+      const page = await listTasks(q); // what the server had when asked
+      await held;
+      return page;
+    };
+    const reloading = list.reload();
+    j.state = "running";
+    list.apply([{job_id: j.id, state: "running", from: "pending"}]);
+    c.listTasks = listTasks;
+    release();
+    await reloading;
+    assert.equal(list.byId.get(j.id).state, "pending", "the reload's answer predates the event");
+    await list.flush();
+    assert.equal(list.byId.get(j.id).state, "running");
+    list.close();
+  });
+
+  it("an action's answer older than the events it crossed does not stay", async () => {
+    const c = fakeClient(10);
+    const list = new JobList(c, {pageSize: 100});
+    await list.reload();
+    const j = c.jobs[3];
+    j.state = "failed"; // retried, ran and failed again before the retry's answer arrived
+    list.apply([{job_id: j.id, state: "failed", from: "running"}]);
+    await list.flush();
+    list.put({...j, state: "pending", prompt: {}}); // the retry's answer, from before the run
+    assert.equal(list.byId.get(j.id).state, "pending");
+    await list.flush();
+    assert.equal(list.byId.get(j.id).state, "failed");
+    list.close();
   });
 });
 
