@@ -15,7 +15,7 @@ import {jobTotal} from "./sweep.js";
  *            extensionManager?: any}} AppLike
  */
 /**
- * @typedef {{jobs: {id: string, state: string, prompt_id?: string, batch_id?: string | null}[],
+ * @typedef {{jobs: {id: string, state: string, prompt_id?: string, batch_id?: string | null, existed?: boolean}[],
  *            batchId: string | null, name: string, total: number, how: string}} Enqueued
  */
 

@@ -50,7 +50,7 @@ export class JobList {
     this.flushTimer = null;
     this.flushing = false;
     this.closed = false;
-    /** @type {Set<string> | null} jobs changed while a reload was on its way (its answer may predate them) */
+    /** @type {Set<string> | null} jobs changed while a reload or a page was on its way (its answer may predate them) */
     this.crossed = null;
   }
 
@@ -128,11 +128,16 @@ export class JobList {
     }
   }
 
-  /** Fetches the next page (no-op while loading or at the end). */
+  /**
+   * Fetches the next page (no-op while loading or at the end). A change that comes while the page is on its way
+   * finds the page's jobs neither loaded nor in range, and the page may predate it: those jobs are fetched again
+   * once it lands (a job the page brought is stale, one it lacks may belong in it).
+   */
   async loadMore() {
     if (this.loading || !this.nextCursor || this.closed) return;
     const gen = this.generation;
     this.loading = true;
+    this.crossed = new Set();
     this.onChange();
     try {
       const page = await this.client.listTasks({...this.query(), cursor: this.nextCursor, limit: this.pageSize});
@@ -142,10 +147,19 @@ export class JobList {
         this.byId.set(j.id, j);
       }
       this.nextCursor = page.next_cursor;
+      const brought = new Set(page.jobs.map((j) => j.id));
+      for (const id of this.crossed) {
+        if (brought.has(id)) this.stale.add(id);
+        else if (!this.byId.has(id)) this.unseen.add(id);
+      }
+      if (this.stale.size || this.unseen.size) this.scheduleFlush();
     } catch (e) {
       if (gen === this.generation) this.onError(e);
     } finally {
-      if (gen === this.generation) this.loading = false;
+      if (gen === this.generation) {
+        this.loading = false;
+        this.crossed = null;
+      }
       this.onChange();
     }
   }

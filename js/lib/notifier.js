@@ -7,6 +7,7 @@ import {formatDuration, plural} from "./format.js";
 
 /** @typedef {import("./client.js").MQClient} MQClient */
 /** @typedef {import("./model.js").JobDelta} JobDelta */
+/** @typedef {import("./model.js").JobState} JobState */
 /** @typedef {import("./enqueue.js").Enqueued} Enqueued */
 /**
  * @typedef {{severity?: "success" | "info" | "warn" | "error" | "secondary" | "contrast", summary?: string,
@@ -35,6 +36,12 @@ export class Notifier {
     this.batches = new Map();
     /** @type {Map<string, string>} job id -> the state it ended in, waiting for the flush */
     this.ended = new Map();
+    /**
+     * @type {Map<string, JobState>} job id -> the latest state events gave for a job not tracked (yet): the answer
+     * that makes a job tracked (an enqueue's, a retry's) can come after the job's first events, even its end
+     * (a request of many jobs, or one request per copy, is answered after its first jobs ran)
+     */
+    this.early = new Map();
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.timer = null;
   }
@@ -71,6 +78,17 @@ export class Notifier {
         (existed ? ` (${existed} already finished)` : ""),
       life: 3000,
     });
+    // a job the request made has had no event before it was made: what came already is newer than the answer
+    this.catchUp(fresh.filter((j) => !j.existed).map((j) => j.id));
+  }
+
+  /**
+   * A retry of a job is on its way: what events said of the job until now is about the run that ended, not the
+   * one the retry starts (call before asking, then watch() with the answer).
+   * @param {string} id
+   */
+  retrying(id) {
+    this.early.delete(id);
   }
 
   /**
@@ -82,6 +100,23 @@ export class Notifier {
     if (this.jobs.size >= MAX_TRACKED) return;
     const batch = job.batch_id && this.batches.has(job.batch_id) ? job.batch_id : null;
     this.jobs.set(job.id, {batch, name, state: job.state});
+    this.catchUp([job.id]);
+  }
+
+  /**
+   * Applies to jobs just tracked what events said of them before (see `early`).
+   * @param {string[]} ids
+   */
+  catchUp(ids) {
+    /** @type {JobDelta[]} */
+    const seen = [];
+    for (const id of ids) {
+      const state = this.early.get(id);
+      if (state === undefined) continue;
+      this.early.delete(id);
+      if (this.jobs.has(id)) seen.push({job_id: id, state});
+    }
+    if (seen.length) this.onTask({jobs: seen});
   }
 
   /** @param {unknown} e */
@@ -98,7 +133,10 @@ export class Notifier {
     }
     for (const d of (detail && detail.jobs) || []) {
       const t = this.jobs.get(d.job_id);
-      if (!t) continue;
+      if (!t) {
+        this.remember(d);
+        continue;
+      }
       if (d.removed) {
         this.jobs.delete(d.job_id);
         continue;
@@ -112,6 +150,17 @@ export class Notifier {
       }
     }
     if (this.ended.size && !this.timer) this.timer = setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  /** Notes a change of a job not tracked, in case an answer that comes later makes it tracked. @param {JobDelta} d */
+  remember(d) {
+    if (d.removed) {
+      this.early.delete(d.job_id);
+    } else if (d.state) {
+      this.early.delete(d.job_id); // the newest last: the oldest goes first when there are too many
+      this.early.set(d.job_id, d.state);
+      if (this.early.size > MAX_TRACKED) this.early.delete(/** @type {string} */ (this.early.keys().next().value));
+    }
   }
 
   flush() {
@@ -217,8 +266,12 @@ export class Notifier {
     }
     for (const [id, t] of [...this.jobs]) {
       if (t.batch) continue;
+      const asked = t.state;
       try {
         const job = await this.client.getTask(id);
+        // an event that came while the answer was on its way stands (the answer may predate it: applying it
+        // would take back an end already noted, and no event would bring it again)
+        if (this.jobs.get(id) !== t || t.state !== asked) continue;
         if (job.state !== t.state) this.onTask({jobs: [{job_id: id, state: job.state}]});
       } catch {
         this.jobs.delete(id);

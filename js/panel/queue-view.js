@@ -21,6 +21,7 @@ const WAIT_TTL = 20000;    // how long a pending job's waiting reasons are trust
 const WAIT_AFTER = 1500;   // a job pending for less than this is not asked about yet
 const WAIT_PARALLEL = 3;
 const MAX_BATCHES = 3;
+const BATCH_RETRY_MS = 5000;  // a batch whose counts could not be fetched is asked for again after this
 
 export class QueueView {
   /** @param {PanelContext} ctx */
@@ -42,8 +43,13 @@ export class QueueView {
     this.batchInfo = new Map();
     /** @type {Set<string>} */
     this.batchDirty = new Set();
+    /** @type {Map<string, number>} batch -> the request whose answer is shown (requests are numbered in order) */
+    this.batchShown = new Map();
+    this.batchSeq = 0;
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.batchTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | null} asks again for batches whose counts could not be fetched */
+    this.batchRetry = null;
     this.batchesKey = "";
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.countsTimer = null;
@@ -129,6 +135,8 @@ export class QueueView {
     clearInterval(this.ticker);
     clearInterval(this.poller);
     if (this.batchTimer) clearTimeout(this.batchTimer);
+    if (this.batchRetry) clearTimeout(this.batchRetry);
+    this.batchRetry = null;
     if (this.countsTimer) clearTimeout(this.countsTimer);
     this.list.close();
     this.vlist.destroy();
@@ -202,6 +210,8 @@ export class QueueView {
       return;
     }
     const jobs = d.jobs || [];
+    // each job's batch, looked up before the deltas apply: a job that leaves the state filter leaves the list
+    const batchOf = new Map(jobs.map((j) => [j.job_id, this.list.byId.get(j.job_id)?.batch_id]));
     this.list.apply(jobs);
     for (const j of jobs) {
       if (j.state && j.state !== "pending") this.waiting.delete(j.job_id);
@@ -209,7 +219,7 @@ export class QueueView {
         if (j.state || j.removed) this.details.refreshSoon();
         else if (j.progress !== undefined) this.details.progress(j.progress ?? null);
       }
-      const b = this.list.byId.get(j.job_id)?.batch_id;
+      const b = batchOf.get(j.job_id) ?? this.list.byId.get(j.job_id)?.batch_id;
       if (b && j.state && this.batchInfo.has(b)) this.batchDirty.add(b);
     }
     // counts: one request for a burst of changes (the stats event, at most once a second, also brings them)
@@ -350,6 +360,7 @@ export class QueueView {
       } else if (action === "cancel") {
         this.list.put(await c.cancel(job.id));
       } else if (action === "retry") {
+        this.ctx.notifier.retrying(job.id);
         const j = await c.retry(job.id);
         this.list.put(j);
         this.ctx.notifier.watch(j, jobLabel(j).name);
@@ -429,14 +440,33 @@ export class QueueView {
     this.batchesEl.replaceChildren(...ids.map((id) => this.batchRow(id)));
   }
 
-  /** @param {string} id */
+  /**
+   * Fetches a batch's counts. Several requests for one batch can be on their way (events, a cancel, a reload):
+   * an answer is not shown after that of a later request, it would put back counts the batch has left (and a
+   * finished batch sends no event that would correct them).
+   * @param {string} id
+   */
   async loadBatch(id) {
     if (!this.batchInfo.has(id)) this.batchInfo.set(id, null);
+    const seq = ++this.batchSeq;
+    /** @type {import("../lib/client.js").Batch | null} */
+    let b = null;
     try {
-      this.batchInfo.set(id, await this.ctx.client.batch(id));
+      b = await this.ctx.client.batch(id);
     } catch {
-      this.batchInfo.delete(id);
+      // kept as "not known yet" (so rendering does not ask again at once, in a loop while the host refuses or is
+      // down) and asked for again in a while, if the batch is still shown then
+      if (!this.batchRetry) {
+        this.batchRetry = setTimeout(() => {
+          this.batchRetry = null;
+          for (const [bid, info] of this.batchInfo) if (info === null) this.loadBatch(bid);
+        }, BATCH_RETRY_MS);
+      }
     }
+    if (seq < (this.batchShown.get(id) || 0)) return;
+    this.batchShown.set(id, seq);
+    if (b) this.batchInfo.set(id, b);
+    else if (!this.batchInfo.has(id)) this.batchInfo.set(id, null);
     this.renderBatches();
   }
 

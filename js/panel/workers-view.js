@@ -33,6 +33,9 @@ export class WorkersView {
     this.jobs = new Map();
     /** @type {string | null} */
     this.error = null;
+    this.loadSeq = 0;     // requests for the list, numbered in order
+    this.shownSeq = 0;    // the one whose answer is shown
+    this.workerEvents = 0;
     this.summaryEl = h("span", {class: "mq-muted mq-grow", "aria-live": "polite"});
     this.listEl = h("div", {class: "mq-workers", role: "list", "aria-label": "Workers"});
     this.el = h("div", {class: "mq-view", role: "tabpanel", "aria-label": "Workers", hidden: true},
@@ -72,22 +75,35 @@ export class WorkersView {
     if (v) this.load();
   }
 
+  /**
+   * Fetches the workers. An answer is not shown after that of a later request; and one that a worker event
+   * crossed may predate the event (a worker shown offline that has rejoined), so the list is asked for again:
+   * while the tab is hidden nothing polls, and the online count in the panel's header would stay wrong.
+   */
   async load() {
+    const seq = ++this.loadSeq;
+    const events = this.workerEvents;
     try {
-      this.workers = await this.ctx.client.workers();
+      const workers = await this.ctx.client.workers();
+      if (seq < this.shownSeq) return;
+      this.workers = workers;
       this.error = null;
       for (const w of this.workers) this.ctx.rememberWorker(w);
     } catch (e) {
+      if (seq < this.shownSeq) return;
       this.error = e instanceof Error ? e.message : String(e);
     }
+    this.shownSeq = seq;
     this.loaded = true;
     this.render();
+    if (this.workerEvents !== events) this.load();
   }
 
   /** @param {{event?: string, worker?: Worker, reason?: string}} d */
   onWorker(d) {
     if (!d || !d.worker) return;
     const w = d.worker;
+    this.workerEvents++;
     this.ctx.rememberWorker(w);
     const i = this.workers.findIndex((x) => x.id === w.id);
     if (i >= 0) this.workers[i] = w;

@@ -1,7 +1,8 @@
 // The panel's pure logic, without a browser: seeds per copy, sweep values, the job list's paging and deltas,
-// the toasts' batching. (Node imports the same ES modules ComfyUI loads.)
+// the toasts' batching, the views' answers that cross events (on a stand-in DOM). (Node imports the same ES
+// modules ComfyUI loads.)
 
-import {describe, it} from "node:test";
+import {describe, it, before, after} from "node:test";
 import assert from "node:assert/strict";
 import {findControlled, planCopies, step, hostSeedKeys} from "../../js/lib/seeds.js";
 import {parseValues, jobTotal} from "../../js/lib/sweep.js";
@@ -10,6 +11,8 @@ import {Notifier} from "../../js/lib/notifier.js";
 import {jobLabel, batchLabel, progressFraction, durations} from "../../js/lib/model.js";
 import {batchIdFor, applyPromptValues} from "../../js/lib/enqueue.js";
 import {userRebound} from "../../js/lib/shortcut.js";
+import {QueueView} from "../../js/panel/queue-view.js";
+import {WorkersView} from "../../js/panel/workers-view.js";
 
 const SEED_OPTS = {min: 0, max: 0xffffffffffffffff, step: 10, step2: 1, precision: 0};
 
@@ -267,6 +270,36 @@ describe("job list", () => {
     list.close();
   });
 
+  it("a change that comes while the next page is on its way is fetched again once the page lands", async () => {
+    const c = fakeClient(250);
+    const list = new JobList(c, {pageSize: 100});
+    await list.reload();
+    const j = c.jobs[120]; // on the second page
+    const gone = c.jobs[110];
+    /** @type {() => void} */
+    let release = () => {};
+    const held = new Promise((r) => (release = r));
+    const listTasks = c.listTasks.bind(c);
+    c.listTasks = async (q) => {
+      const page = await listTasks(q); // what the server had when asked
+      await held;
+      return page;
+    };
+    const more = list.loadMore();
+    j.state = "succeeded";
+    list.apply([{job_id: j.id, state: "succeeded", from: "running"}]); // not loaded yet, nor in range
+    c.jobs.splice(c.jobs.indexOf(gone), 1);
+    list.apply([{job_id: gone.id, removed: true}]);
+    c.listTasks = listTasks;
+    release();
+    await more;
+    assert.equal(list.byId.get(j.id).state, "pending", "the page predates the event");
+    await list.flush();
+    assert.equal(list.byId.get(j.id).state, "succeeded");
+    assert.equal(list.byId.has(gone.id), false, "a job deleted while its page was on its way");
+    list.close();
+  });
+
   it("an action's answer older than the events it crossed does not stay", async () => {
     const c = fakeClient(10);
     const list = new JobList(c, {pageSize: 100});
@@ -312,6 +345,66 @@ describe("toasts", () => {
     assert.ok(summaries.some((s) => /failed/.test(s)));
   });
 
+  it("jobs that ended before their enqueue's answer came still count (one request per copy)", async () => {
+    const {n, toasts} = notifier();
+    // the first copy's request was answered, it ran and failed while the others were still being queued
+    n.onTask({jobs: [{job_id: "s0", state: "failed", from: "running"}, {job_id: "other", state: "succeeded"}]});
+    const jobs = Array.from({length: 4}, (_, i) => ({id: `s${i}`, state: "pending"}));
+    n.queued({jobs, batchId: "b.abcdef", name: "split", total: 4, how: "split"});
+    n.onTask({jobs: jobs.slice(1).map((j) => ({job_id: j.id, state: "succeeded"}))});
+    n.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    const summaries = toasts.slice(1).map((t) => t.summary);
+    assert.ok(summaries.some((s) => /^Batch finished: split \(4 jobs\)/.test(s)), summaries.join(" | "));
+    assert.ok(summaries.some((s) => /failed/.test(s)), summaries.join(" | "));
+    assert.equal(n.jobs.size, 0);
+  });
+
+  it("a retry: the run before it is no news, a run that ended before its answer came is", async () => {
+    const {n, toasts} = notifier();
+    n.onTask({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // queued elsewhere, failed
+    n.retrying("r");
+    n.watch({id: "r", state: "pending"}, "again");
+    n.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(toasts.length, 0, "the failure before the retry");
+    n.onTask({jobs: [{job_id: "r", state: "cancelled", from: "pending"}]});
+    n.flush(); // cancelled: no toast, and no longer followed
+    assert.equal(n.jobs.size, 0);
+    n.retrying("r");
+    n.onTask({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // retried, ran, failed: before the answer
+    n.watch({id: "r", state: "pending"}, "again");
+    n.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(toasts.map((t) => t.summary), ["Failed: again"]);
+  });
+
+  it("after a reconnect, an end that came while the job's record was on its way stands", async () => {
+    const toasts = [];
+    const state = {a: "running"};
+    /** @type {() => void} */
+    let release = () => {};
+    const held = new Promise((r) => (release = r));
+    const client = {
+      async getTask(id) {
+        const answer = {id, state: state[id], artifacts: [], started_at: 1, finished_at: 2};
+        await held;
+        return answer;
+      },
+    };
+    const n = new Notifier(() => ({add: (t) => toasts.push(t)}), client);
+    n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
+    n.onTask({jobs: [{job_id: "a", state: "running"}]});
+    const recounting = n.recount(); // asks for "a" while it runs
+    state.a = "succeeded";
+    n.onTask({jobs: [{job_id: "a", state: "succeeded", from: "running"}]});
+    release();
+    await recounting;
+    n.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.ok(toasts.some((t) => t.summary === "Finished: one"), toasts.map((t) => t.summary).join(" | "));
+  });
+
   it("a single job: finished toast, or the failing node and message", async () => {
     const {n, toasts} = notifier();
     n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
@@ -322,6 +415,160 @@ describe("toasts", () => {
     const t = toasts.slice(2);
     assert.ok(t.some((x) => x.summary === "Finished: one"));
     assert.ok(t.some((x) => x.summary === "Failed: two" && /FailNode \(#9\): boom/.test(x.detail)));
+  });
+});
+
+/**
+ * Enough of a DOM for the views' constructors and what they draw while hidden (no layout, no events): their
+ * answers and events can be played against them without a browser.
+ */
+function fakeDom() {
+  class El {
+    constructor(tag) {
+      this.tagName = tag.toUpperCase();
+      this.childNodes = [];
+      this.style = {};
+      this.dataset = {};
+      this.attributes = {};
+      this.className = "";
+      this.textContent = "";
+      this.classList = {toggle() {}, add() {}, remove() {}, contains: () => false};
+    }
+    setAttribute(k, v) {
+      this.attributes[k] = String(v);
+    }
+    getAttribute(k) {
+      return this.attributes[k] ?? null;
+    }
+    addEventListener() {}
+    removeEventListener() {}
+    append(...c) {
+      this.childNodes.push(...c);
+    }
+    replaceChildren(...c) {
+      this.childNodes = c;
+    }
+    querySelector() {
+      return null;
+    }
+    querySelectorAll() {
+      return [];
+    }
+  }
+  const saved = {document: globalThis.document, ResizeObserver: globalThis.ResizeObserver,
+    requestAnimationFrame: globalThis.requestAnimationFrame, cancelAnimationFrame: globalThis.cancelAnimationFrame};
+  Object.assign(globalThis, {document: {createElement: (tag) => new El(tag)},
+    ResizeObserver: class {
+      observe() {}
+      disconnect() {}
+    },
+    requestAnimationFrame: () => 0, cancelAnimationFrame: () => {}});
+  return () => Object.assign(globalThis, saved);
+}
+
+describe("views", () => {
+  let restore = () => {};
+  before(() => {
+    restore = fakeDom();
+  });
+  after(() => restore());
+
+  it("a batch's counts: an older answer landing after a newer one is not shown", async () => {
+    const server = {finished: 9, running: 1};
+    /** @type {Promise<void> | null} */
+    let hold = null;
+    const client = {
+      async batch(id) {
+        const b = {batch_id: id, total: 10, finished: server.finished, done_fraction: server.finished / 10,
+          counts: {pending: 0, running: server.running, succeeded: server.finished, failed: 0, cancelled: 0},
+          enqueued_at: 1, finished_at: null, jobs: [], next_cursor: null};
+        if (hold) await hold;
+        return b;
+      },
+    };
+    const view = new QueueView({client, images: {}, workerName: (id) => id});
+    /** @type {() => void} */
+    let release = () => {};
+    hold = new Promise((r) => (release = r));
+    const slow = view.loadBatch("b.abcdef"); // asked while one job still runs, answered late
+    hold = null;
+    server.finished = 10;
+    server.running = 0;
+    await view.loadBatch("b.abcdef"); // asked after the batch's last event
+    assert.equal(view.batchInfo.get("b.abcdef").finished, 10);
+    release();
+    await slow;
+    assert.equal(view.batchInfo.get("b.abcdef").finished, 10, "the finished batch stays finished");
+    view.list.close();
+  });
+
+  it("a batch whose counts cannot be fetched is asked for again later, not in a loop", async () => {
+    let asked = 0;
+    const client = {
+      async batch(id) {
+        asked++;
+        // refuses (as a host with another token would), but not forever: a regression fails, never hangs
+        if (asked > 50) return {batch_id: id, total: 1, finished: 0, counts: {pending: 1, running: 0}};
+        throw Object.assign(new Error("unauthorized"), {status: 401});
+      },
+    };
+    const view = new QueueView({client, images: {}, workerName: (id) => id});
+    view.list.filter = {states: [], batch: "b.abcdef"}; // the batch is shown
+    await view.loadBatch("b.abcdef");
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(asked, 1, "one request, then a pause (the host refuses or is down)");
+    assert.ok(view.batchRetry, "asked for again in a while");
+    view.stop();
+  });
+
+  it("a job that leaves the state filter still refreshes its batch's counts", async () => {
+    const client = {
+      async queue() {
+        return {paused: false, counts: {}};
+      },
+    };
+    const view = new QueueView({client, images: {}, workerName: (id) => id});
+    const job = {id: "0000000000001000", state: "running", batch_id: "b.abcdef", prompt_id: "x", enqueued_at: 1,
+      started_at: 1, finished_at: null, worker: "w1", progress: null, error: null, artifacts: []};
+    Object.assign(view.list, {loaded: true, filter: {states: ["running"], batch: null}, ids: [job.id],
+      byId: new Map([[job.id, job]])});
+    view.batchInfo.set("b.abcdef", {batch_id: "b.abcdef", total: 2, finished: 1,
+      counts: {pending: 0, running: 1, succeeded: 1, failed: 0, cancelled: 0}});
+    view.onTask({jobs: [{job_id: job.id, state: "succeeded", from: "running"}]});
+    assert.equal(view.list.size, 0, "the job left the Running filter");
+    assert.ok(view.batchDirty.has("b.abcdef"), "its batch is fetched again");
+    view.stop();
+  });
+
+  it("workers: a list that a worker's event crossed is asked for again (the tab's count while hidden)", async () => {
+    const server = [{id: "w1", name: "gpu", online: false, running: []}];
+    /** @type {Promise<void> | null} */
+    let hold = null;
+    let asked = 0;
+    const client = {
+      async workers() {
+        asked++;
+        const answer = server.map((w) => ({...w}));
+        if (hold) await hold;
+        return answer;
+      },
+    };
+    let online = -1;
+    const view = new WorkersView({client, rememberWorker: () => {}, findJob: () => undefined},
+      {onCount: (n) => (online = n)});
+    /** @type {() => void} */
+    let release = () => {};
+    hold = new Promise((r) => (release = r));
+    const loading = view.load(); // e.g. on a reconnect, as the workers rejoin
+    hold = null;
+    server[0].online = true;
+    view.onWorker({event: "rejoined", worker: {...server[0]}});
+    assert.equal(online, 1);
+    release();
+    await loading;
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(online, 1, "the rejoined worker is online");
+    assert.equal(asked, 2);
   });
 });
 
