@@ -420,10 +420,11 @@ export class QueueView {
     }
   }
 
-  /** Worker capabilities changed: ask again why jobs wait. */
+  /** Worker capabilities changed: ask again why jobs wait (the rows', and the open details' if its job waits). */
   forgetWaiting() {
     this.waiting.clear();
     this.vlist.schedule();
+    if (this.selected && this.list.byId.get(this.selected)?.state === "pending") this.details.refreshSoon();
   }
 
   renderBatches() {

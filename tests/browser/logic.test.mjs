@@ -540,6 +540,19 @@ describe("views", () => {
     view.stop();
   });
 
+  it("a worker that joins has the open details of a waiting job asked for again (why it waits)", async () => {
+    const client = {};
+    const view = new QueueView({client, images: {}, workerName: (id) => id});
+    const job = {id: "0000000000001000", state: "pending", batch_id: null, prompt_id: "x", enqueued_at: 1,
+      started_at: null, finished_at: null, worker: null, progress: null, error: null, artifacts: []};
+    Object.assign(view.list, {loaded: true, ids: [job.id], byId: new Map([[job.id, job]])});
+    view.selected = job.id;
+    view.details.id = job.id;
+    view.forgetWaiting(); // what the workers view calls on joined / rejoined / left / changed
+    assert.ok(view.details.timer, "the details are fetched again soon");
+    view.stop();
+  });
+
   it("workers: a list that a worker's event crossed is asked for again (the tab's count while hidden)", async () => {
     const server = [{id: "w1", name: "gpu", online: false, running: []}];
     /** @type {Promise<void> | null} */
