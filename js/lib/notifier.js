@@ -19,6 +19,9 @@ import {formatDuration, plural} from "./format.js";
 
 const FLUSH_MS = 500;
 const MAX_TRACKED = 20000;
+// A job made or retried this soon after a resync (the host dropped a burst of events for a refetch) may have
+// ended in events nobody saw: its state is asked for once it is tracked.
+const RESYNC_WINDOW_MS = 60000;
 
 export class Notifier {
   /**
@@ -44,6 +47,7 @@ export class Notifier {
     this.early = new Map();
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.timer = null;
+    this.resyncAt = -Infinity;  // when the last resync came (Date.now())
   }
 
   /** @param {Toast} t */
@@ -80,6 +84,12 @@ export class Notifier {
     });
     // a job the request made has had no event before it was made: what came already is newer than the answer
     this.catchUp(fresh.filter((j) => !j.existed).map((j) => j.id));
+    this.afterResync();
+  }
+
+  /** Asks for the tracked jobs' states when events may have been dropped for a resync while an answer was on its way. */
+  afterResync() {
+    if (Date.now() - this.resyncAt < RESYNC_WINDOW_MS) this.recount().catch(() => {});
   }
 
   /**
@@ -101,6 +111,7 @@ export class Notifier {
     const batch = job.batch_id && this.batches.has(job.batch_id) ? job.batch_id : null;
     this.jobs.set(job.id, {batch, name, state: job.state});
     this.catchUp([job.id]);
+    this.afterResync();
   }
 
   /**
@@ -128,6 +139,7 @@ export class Notifier {
   /** @param {{jobs?: JobDelta[], resync?: boolean}} detail */
   onTask(detail) {
     if (detail && detail.resync) {
+      this.resyncAt = Date.now();
       this.recount();
       return;
     }

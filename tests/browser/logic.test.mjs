@@ -405,6 +405,22 @@ describe("toasts", () => {
     assert.ok(toasts.some((t) => t.summary === "Finished: one"), toasts.map((t) => t.summary).join(" | "));
   });
 
+  it("a job queued just after a resync has its state asked for (its events may have been dropped)", async () => {
+    const toasts = [];
+    const client = {
+      async getTask(id) {
+        return {id, state: "succeeded", artifacts: [], started_at: 1, finished_at: 2};
+      },
+    };
+    const n = new Notifier(() => ({add: (t) => toasts.push(t)}), client);
+    n.onTask({jobs: [], resync: true}); // a burst of events replaced by a refetch, while the answer was on its way
+    n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
+    await new Promise((r) => setTimeout(r, 10));
+    n.flush();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.ok(toasts.some((t) => t.summary === "Finished: one"), toasts.map((t) => t.summary).join(" | "));
+  });
+
   it("a single job: finished toast, or the failing node and message", async () => {
     const {n, toasts} = notifier();
     n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
