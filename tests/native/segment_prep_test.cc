@@ -4,9 +4,6 @@
 // a reopen; a leftover segment.prep is removed at open; a roll with none ready still works (fallocate); the
 // zeros go in synced chunks only while the store's log is quiet, and a preparation stopped part way carries on.
 #include <fcntl.h>
-#include <linux/fiemap.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,25 +35,9 @@ bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0;
 // Extents of `path` still marked unwritten (reserved by fallocate, never written); -2 when the file system
 // cannot say (no FIEMAP, e.g. tmpfs).
 int UnwrittenExtents(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return -1;
-  ::fsync(fd);
-  constexpr int kMax = 256;
-  std::vector<char> buf(sizeof(struct fiemap) + kMax * sizeof(struct fiemap_extent));
-  auto* fm = reinterpret_cast<struct fiemap*>(buf.data());
-  fm->fm_start = 0;
-  fm->fm_length = FIEMAP_MAX_OFFSET;
-  fm->fm_flags = FIEMAP_FLAG_SYNC;
-  fm->fm_extent_count = kMax;
-  int unwritten = -2;
-  if (::ioctl(fd, FS_IOC_FIEMAP, fm) == 0) {
-    unwritten = 0;
-    for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
-      if (fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) unwritten++;
-    }
-  }
-  ::close(fd);
-  return unwritten;
+  int count = 0;
+  uint64_t first = 0;
+  return ::comfymq::testing::UnwrittenExtents(path, &count, &first) ? count : -2;
 }
 
 bool WaitFor(const std::function<bool()>& done, int timeout_ms = 10000) {

@@ -1,14 +1,20 @@
 #include "test_util.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <vector>
 
 #include "comfymq/env.h"
 
@@ -72,6 +78,30 @@ int TrialsFromEnv(const char* var, int default_trials) {
   const char* v = getenv(var);
   if (v == nullptr || *v == '\0') return default_trials;
   return std::max(1, atoi(v));
+}
+
+bool UnwrittenExtents(const std::string& path, int* count, uint64_t* first_offset) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return false;
+  ::fsync(fd);
+  constexpr int kMax = 256;
+  std::vector<char> buf(sizeof(struct fiemap) + kMax * sizeof(struct fiemap_extent));
+  auto* fm = reinterpret_cast<struct fiemap*>(buf.data());
+  fm->fm_start = 0;
+  fm->fm_length = FIEMAP_MAX_OFFSET;
+  fm->fm_flags = FIEMAP_FLAG_SYNC;
+  fm->fm_extent_count = kMax;
+  const bool ok = ::ioctl(fd, FS_IOC_FIEMAP, fm) == 0;
+  ::close(fd);
+  if (!ok) return false;
+  *count = 0;
+  *first_offset = UINT64_MAX;
+  for (unsigned i = 0; i < fm->fm_mapped_extents; ++i) {
+    if (!(fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN)) continue;
+    (*count)++;
+    *first_offset = std::min<uint64_t>(*first_offset, fm->fm_extents[i].fe_logical);
+  }
+  return true;
 }
 
 }  // namespace comfymq::testing

@@ -37,4 +37,9 @@ StoreOptions SmallOptions(Env* env, bool background = false);
 // How many trials a crash test runs: the env var if set, else the default.
 int TrialsFromEnv(const char* var, int default_trials);
 
+// The extents of `path` still marked unwritten (reserved by fallocate, never written), via FIEMAP: their
+// count and the file offset where the first begins (UINT64_MAX when none). False when the file system cannot
+// say (no FIEMAP, e.g. tmpfs) or the file cannot be opened.
+bool UnwrittenExtents(const std::string& path, int* count, uint64_t* first_offset);
+
 }  // namespace comfymq::testing

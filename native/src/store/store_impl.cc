@@ -324,16 +324,20 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
   const RecordSink::Placement& p = sink.placement();
   std::unique_ptr<WritableFile> created;
   uint64_t capacity = p.capacity;
+  bool zeroed = false;
   if (p.new_segment) {
     // Make the segment first: a full disk fails here, before anything of the group is written.
-    CMQ_RETURN_IF_ERROR(NewSegmentLocked(p.segment, p.capacity, &created, &capacity));
+    CMQ_RETURN_IF_ERROR(NewSegmentLocked(p.segment, p.capacity, &created, &capacity, &zeroed));
   }
   WritableFile* f = p.new_segment ? created.get() : tail_file_.get();
+  group_bytes_avg_ = group_bytes_avg_ - group_bytes_avg_ / 8 + sink.size() / 8;
+  uint64_t written_to = !p.new_segment ? tail_written_to_ : zeroed ? capacity : log::kSegmentHeaderSize;
+  const uint64_t end = p.offset + sink.size();
   Status s = f->WriteAt(p.offset, sink.bytes());
+  if (s.ok()) s = ZeroAheadLocked(f, end, p.new_segment ? capacity : tail_capacity_, &written_to);
   if (s.ok()) s = f->Sync();
   // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
   if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
-  const uint64_t end = p.offset + sink.size();
   {
     std::lock_guard<std::mutex> l(files_mu_);
     segment_used_[p.segment] = end;
@@ -347,6 +351,19 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
     tail_capacity_ = capacity;
   }
   tail_offset_ = end;
+  tail_written_to_ = std::max(written_to, end);
+  return Status::OK();
+}
+
+Status StoreImpl::ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to) {
+  if (*written_to >= end + kZeroAheadLow || *written_to >= capacity) return Status::OK();
+  if (group_bytes_avg_ >= kZeroAheadMaxGroup) return Status::OK();  // big groups: the zeros cost more than they save
+  static const std::string kZeros(kZeroAheadChunk, '\0');
+  const uint64_t from = std::max(*written_to, end);
+  const uint64_t to = std::min(capacity, end + kZeroAheadChunk);
+  if (to <= from) return Status::OK();
+  CMQ_RETURN_IF_ERROR(f->WriteAt(from, std::string_view(kZeros.data(), static_cast<size_t>(to - from))));
+  *written_to = to;
   return Status::OK();
 }
 

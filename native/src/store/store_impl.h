@@ -173,7 +173,14 @@ class StoreImpl final : public Store {
   // The size of the segment after one of `capacity` bytes.
   uint64_t NextSegmentCapacity(uint64_t capacity) const;
   // commit_mu_ held: makes segment `seg` of at least `capacity` bytes, adopting the prepared one when it fits.
-  Status NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out, uint64_t* made);
+  // *zeroed: the segment is a prepared one, written with zeros throughout (else its space is only reserved).
+  Status NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out, uint64_t* made,
+                          bool* zeroed);
+  // Before a group's sync: when the written part of the tail ends less than kZeroAheadLow past `end`, writes
+  // zeros from there to kZeroAheadChunk past `end` (within `capacity`), covered by the same sync. Records then
+  // land on written blocks: on ext4 a sync of blocks only reserved also commits their conversion in the
+  // journal (here ~100 us more per small sync). Updates *written_to.
+  Status ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to);
   void DeleteDeadSegments(uint32_t before_segment);
   bool NeedsCompaction();
   void BackgroundLoop();
@@ -193,6 +200,14 @@ class StoreImpl final : public Store {
   uint32_t tail_segment_ = 0;
   uint64_t tail_offset_ = 0;
   uint64_t tail_capacity_ = 0;
+  uint64_t tail_written_to_ = 0;  // the tail's bytes below this are written (records or zeros), not only reserved
+  uint64_t group_bytes_avg_ = 0;  // the size of recent groups as written (a moving average)
+  // Zeros ahead (ZeroAheadLocked): written kZeroAheadChunk past a group's end once fewer than kZeroAheadLow
+  // are left, while groups average under kZeroAheadMaxGroup. Measured on this project's disk (ext4, virtio):
+  // a 10 KB write + fdatasync takes ~165 us on written blocks, ~265 us on reserved ones; zeros cost ~3 ms of
+  // disk per MiB, so they pay for groups up to about 32 KB (a lone caller), not for the big groups of many.
+  static constexpr uint64_t kZeroAheadLow = 48u << 10, kZeroAheadChunk = 128u << 10;
+  static constexpr uint64_t kZeroAheadMaxGroup = 32u << 10;
   // Guarded by commit_mu_: where the next group goes, after the groups applied but not yet written.
   // Equal to the tail when no group is in flight (ResetPlanLocked).
   uint32_t plan_segment_ = 0;

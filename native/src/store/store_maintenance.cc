@@ -104,10 +104,11 @@ uint64_t StoreImpl::NextSegmentCapacity(uint64_t capacity) const {
 }
 
 Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out,
-                                   uint64_t* made) {
+                                   uint64_t* made, bool* zeroed) {
   const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
   env_->RemoveFile(path);  // a leftover of an earlier failed attempt: nothing past the tail is live
   CMQ_RETURN_IF_ERROR(preparer_.Adopt(seg, path, capacity, out, made));
+  *zeroed = *out != nullptr;
   if (*out) return Status::OK();
   // A ready one did not fit this roll: removed. A part-made one stays only if it can serve the next roll.
   preparer_.Discard(NextSegmentCapacity(capacity));
@@ -122,13 +123,15 @@ Status StoreImpl::RollLocked() {
   const uint32_t seg = tail_segment_ + 1;
   std::unique_ptr<WritableFile> next;
   uint64_t capacity = 0;
-  CMQ_RETURN_IF_ERROR(NewSegmentLocked(seg, NextSegmentCapacityLocked(), &next, &capacity));
+  bool zeroed = false;
+  CMQ_RETURN_IF_ERROR(NewSegmentLocked(seg, NextSegmentCapacityLocked(), &next, &capacity, &zeroed));
   if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
   tail_file_->Close();
   tail_file_ = std::move(next);
   tail_segment_ = seg;
   tail_offset_ = log::kSegmentHeaderSize;
   tail_capacity_ = capacity;
+  tail_written_to_ = zeroed ? capacity : log::kSegmentHeaderSize;
   ResetPlanLocked();
   std::lock_guard<std::mutex> l(files_mu_);
   segment_used_[seg] = log::kSegmentHeaderSize;

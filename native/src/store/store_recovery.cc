@@ -164,6 +164,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
       tail_segment_ = seg;
       tail_offset_ = scan.valid_end;
       tail_capacity_ = std::max(scan.file_size, scan.valid_end);
+      tail_written_to_ = scan.valid_end;  // what lies past it may be only reserved
     }
   }
   if (unknown_status) rep->warnings.push_back(std::to_string(unknown_status) + " status records named unknown jobs");
@@ -180,6 +181,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     tail_segment_ = seg;
     tail_offset_ = log::kSegmentHeaderSize;
     tail_capacity_ = capacity;
+    tail_written_to_ = capacity;
     segment_used_[seg] = log::kSegmentHeaderSize;
   }
   ResetPlanLocked();
