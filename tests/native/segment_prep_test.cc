@@ -32,9 +32,10 @@ uint64_t FileSize(const std::string& path) {
 
 bool Exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
 
-// Extents of `path` still marked unwritten (reserved by fallocate, never written); -2 when the file system
-// cannot say (no FIEMAP, e.g. tmpfs).
+// Extents of `path` still marked unwritten (reserved by fallocate, never written); -1 when there is no such
+// file, -2 when the file system cannot say (no FIEMAP, e.g. tmpfs).
 int UnwrittenExtents(const std::string& path) {
+  if (!Exists(path)) return -1;
   int count = 0;
   uint64_t first = 0;
   return ::comfymq::testing::UnwrittenExtents(path, &count, &first) ? count : -2;

@@ -330,11 +330,12 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
     CMQ_RETURN_IF_ERROR(NewSegmentLocked(p.segment, p.capacity, &created, &capacity, &zeroed));
   }
   WritableFile* f = p.new_segment ? created.get() : tail_file_.get();
-  group_bytes_avg_ = group_bytes_avg_ - group_bytes_avg_ / 8 + sink.size() / 8;
+  // (The first group after opening sets the average: a store that starts with big groups gets no zeros.)
+  group_bytes_avg_ = group_bytes_avg_ == 0 ? sink.size() : group_bytes_avg_ - group_bytes_avg_ / 8 + sink.size() / 8;
   uint64_t written_to = !p.new_segment ? tail_written_to_ : zeroed ? capacity : log::kSegmentHeaderSize;
   const uint64_t end = p.offset + sink.size();
   Status s = f->WriteAt(p.offset, sink.bytes());
-  if (s.ok()) s = ZeroAheadLocked(f, end, p.new_segment ? capacity : tail_capacity_, &written_to);
+  if (s.ok()) ZeroAheadLocked(f, end, p.new_segment ? capacity : tail_capacity_, &written_to);
   if (s.ok()) s = f->Sync();
   // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
   if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
@@ -355,16 +356,16 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
   return Status::OK();
 }
 
-Status StoreImpl::ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to) {
-  if (*written_to >= end + kZeroAheadLow || *written_to >= capacity) return Status::OK();
-  if (group_bytes_avg_ >= kZeroAheadMaxGroup) return Status::OK();  // big groups: the zeros cost more than they save
+void StoreImpl::ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to) {
+  if (*written_to >= end + kZeroAheadLow || *written_to >= capacity) return;
+  if (group_bytes_avg_ >= kZeroAheadMaxGroup) return;  // big groups: the zeros cost more than they save
   static const std::string kZeros(kZeroAheadChunk, '\0');
   const uint64_t from = std::max(*written_to, end);
   const uint64_t to = std::min(capacity, end + kZeroAheadChunk);
-  if (to <= from) return Status::OK();
-  CMQ_RETURN_IF_ERROR(f->WriteAt(from, std::string_view(kZeros.data(), static_cast<size_t>(to - from))));
-  *written_to = to;
-  return Status::OK();
+  if (to <= from) return;
+  // Zeros over zeros (or reserved space that reads as zeros): a write that fails, even part way, changes no
+  // byte anyone reads, so it costs the group nothing; this segment just gets no more of them.
+  *written_to = f->WriteAt(from, std::string_view(kZeros.data(), static_cast<size_t>(to - from))).ok() ? to : capacity;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -165,6 +165,9 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
       tail_offset_ = scan.valid_end;
       tail_capacity_ = std::max(scan.file_size, scan.valid_end);
       tail_written_to_ = scan.valid_end;  // what lies past it may be only reserved
+      // A tail copied or restored sparse (cp --sparse, rsync -S) has holes where its space was reserved:
+      // reserve it again, so neither records nor zeros ahead need new space; when that fails, no zeros ahead.
+      if (!tail_file_->Allocate(tail_capacity_).ok()) tail_written_to_ = tail_capacity_;
     }
   }
   if (unknown_status) rep->warnings.push_back(std::to_string(unknown_status) + " status records named unknown jobs");
