@@ -142,10 +142,16 @@ function fakeClient(n) {
   const calls = [];
   return {
     jobs, calls,
-    /** @type {Promise<void> | null} while set, a fetch answers what the job was when asked only once it resolves */
+    /** @type {Promise<void> | null} while set, a fetch answers what the server had when asked only once it resolves */
     hold: null,
     async listTasks(q) {
       calls.push(["list", q]);
+      const answer = this.listNow(q);
+      if (this.hold) await this.hold;
+      return answer;
+    },
+    /** @param {any} q */
+    listNow(q) {
       let list = jobs.filter((j) => !q.states?.length || q.states.includes(j.state));
       list = [...list].sort((a, b) => (q.order === "oldest" ? (a.id < b.id ? -1 : 1) : (a.id < b.id ? 1 : -1)));
       const start = q.cursor ? list.findIndex((j) => j.id === q.cursor) + 1 : 0;
@@ -251,17 +257,11 @@ describe("job list", () => {
     const j = c.jobs[4];
     /** @type {() => void} */
     let release = () => {};
-    const held = new Promise((r) => (release = r));
-    const listTasks = c.listTasks.bind(c);
-    c.listTasks = async (q) => {
-      const page = await listTasks(q); // what the server had when asked
-      await held;
-      return page;
-    };
+    c.hold = new Promise((r) => (release = r)); // the answer is what the server had when asked
     const reloading = list.reload();
     j.state = "running";
     list.apply([{job_id: j.id, state: "running", from: "pending"}]);
-    c.listTasks = listTasks;
+    c.hold = null;
     release();
     await reloading;
     assert.equal(list.byId.get(j.id).state, "pending", "the reload's answer predates the event");
@@ -278,19 +278,13 @@ describe("job list", () => {
     const gone = c.jobs[110];
     /** @type {() => void} */
     let release = () => {};
-    const held = new Promise((r) => (release = r));
-    const listTasks = c.listTasks.bind(c);
-    c.listTasks = async (q) => {
-      const page = await listTasks(q); // what the server had when asked
-      await held;
-      return page;
-    };
+    c.hold = new Promise((r) => (release = r)); // the answer is what the server had when asked
     const more = list.loadMore();
     j.state = "succeeded";
     list.apply([{job_id: j.id, state: "succeeded", from: "running"}]); // not loaded yet, nor in range
     c.jobs.splice(c.jobs.indexOf(gone), 1);
     list.apply([{job_id: gone.id, removed: true}]);
-    c.listTasks = listTasks;
+    c.hold = null;
     release();
     await more;
     assert.equal(list.byId.get(j.id).state, "pending", "the page predates the event");
