@@ -3,8 +3,26 @@
 namespace comfymq {
 
 void GroupCommitter::WaitLocked(PendingOp* op, std::unique_lock<std::mutex>& lock) {
-  while (!op->done && !MayLeadLocked(op)) op->cv.wait(lock);
-  if (!op->done) LeadLocked(op, lock);
+  for (;;) {
+    if (MayLeadLocked(op)) {
+      LeadLocked(op, lock);
+      return;
+    }
+    lock.unlock();
+    {
+      std::unique_lock<std::mutex> own(op->m);
+      op->cv.wait(own, [&] { return op->done || op->wake; });
+      if (op->done) return;
+      op->wake = false;
+    }
+    lock.lock();
+  }
+}
+
+void GroupCommitter::Finish(PendingOp* op) {
+  std::lock_guard<std::mutex> own(op->m);
+  op->done = true;
+  op->cv.notify_one();  // under op->m: once it is released the owner may return and free op
 }
 
 Status GroupCommitter::Commit(PendingOp* op) {
@@ -17,7 +35,10 @@ Status GroupCommitter::Commit(PendingOp* op) {
 void GroupCommitter::CommitMany(const std::vector<PendingOp*>& ops) {
   std::unique_lock<std::mutex> lock(mu_);
   for (PendingOp* op : ops) queue_.push_back(op);
-  for (PendingOp* op : ops) WaitLocked(op, lock);
+  for (PendingOp* op : ops) {
+    if (!lock.owns_lock()) lock.lock();
+    WaitLocked(op, lock);
+  }
 }
 
 void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock) {
@@ -32,22 +53,32 @@ void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& loc
     queue_.pop_front();
   }
   leading_ = true;
+  const uint64_t gen = ++formed_;
   lock.unlock();
-  bool released = false;  // guarded by mu_
   const std::function<void()> next_may_start = [&] {
+    if (released_through_.load(std::memory_order_acquire) >= gen) return;  // done already: skip the busy lock
     std::lock_guard<std::mutex> l(mu_);
-    if (released) return;
-    released = true;
-    leading_ = false;
-    if (!queue_.empty()) queue_.front()->cv.notify_one();
+    ReleaseLocked(gen);
   };
-  fn_(group, next_may_start);
-  next_may_start();
+  const bool release_following = fn_(group, next_may_start);
   lock.lock();
+  ReleaseLocked(gen);
+  if (release_following) ReleaseLocked(gen + 1);
+  lock.unlock();
   for (PendingOp* p : group) {
-    p->done = true;
-    if (p != op) p->cv.notify_one();
+    if (p != op) Finish(p);
   }
+}
+
+void GroupCommitter::ReleaseLocked(uint64_t gen) {
+  if (!leading_ || formed_ != gen) return;
+  leading_ = false;
+  released_through_.store(gen, std::memory_order_release);
+  if (queue_.empty()) return;
+  PendingOp* front = queue_.front();  // queued, so its owner is waiting and it is alive
+  std::lock_guard<std::mutex> own(front->m);
+  front->wake = true;
+  front->cv.notify_one();
 }
 
 }  // namespace comfymq

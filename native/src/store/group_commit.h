@@ -5,11 +5,16 @@
 // Groups may overlap: the group function calls `next_may_start` once the next group can begin (the store
 // calls it when its group is written and only its sync is left), and the next leader then forms its group
 // from what has queued meanwhile. Every op of a group stays blocked until the group function returns.
+// A group function that returns true says the group formed after its own has its turn now, so the one after
+// that may form too: it is let start as this leader answers, instead of when that group's own leader (asleep
+// until then, and slow to run on a busy machine) gets to say so; that group's own call is then a no-op.
 // Thread-safe. Group functions start in queue order, one at a time until each says the next may start.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -24,15 +29,20 @@ struct PendingOp {
   Status status;                  // set by the group function
   size_t bytes_hint = 0;          // rough size of its records as written (compressed), to bound groups
   std::function<void()> on_applied;  // optional: run by the leader once the op is applied, before the write
-  bool done = false;
+  // Its owner sleeps on its own mutex, not the committer's (64 callers re-taking one lock after each wake-up
+  // convoyed on it): `done` is set, and `wake` (re-check whether to lead) raised, under `m`.
+  std::mutex m;
   std::condition_variable cv;
+  bool done = false;
+  bool wake = false;
 };
 
 class GroupCommitter {
  public:
-  // next_may_start: callable once (later calls do nothing); if the function never calls it, the next group
-  // starts when the function returns.
-  using GroupFn = std::function<void(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start)>;
+  // next_may_start: callable once (later calls do nothing, as do calls once a group before has let the next
+  // one start); if the function never calls it, the next group starts when the function returns.
+  // Returns: true when the group formed after this one may let its own next group start now (above).
+  using GroupFn = std::function<bool(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start)>;
   explicit GroupCommitter(GroupFn fn, size_t max_group_bytes = 64u << 20)
       : fn_(std::move(fn)), max_group_bytes_(max_group_bytes) {}
 
@@ -44,15 +54,23 @@ class GroupCommitter {
  private:
   // With mu_ held: true when `op` is to lead the next group.
   bool MayLeadLocked(const PendingOp* op) const { return !leading_ && !queue_.empty() && queue_.front() == op; }
-  // With mu_ held and MayLeadLocked(op): processes one group starting at op.
+  // With mu_ held and MayLeadLocked(op): processes one group starting at op (unlocks mu_ meanwhile and
+  // returns with it unlocked).
   void LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
+  // With mu_ held: if group `gen` is still the one leading, the next group may form.
+  void ReleaseLocked(uint64_t gen);
+  // With mu_ held (and returns with it unlocked): until op is done, leading its group when its turn comes.
   void WaitLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
+  // Marks op done (its owner may then free it: op is not touched after).
+  static void Finish(PendingOp* op);
 
   GroupFn fn_;
   size_t max_group_bytes_;
   std::mutex mu_;
   std::deque<PendingOp*> queue_;  // ops not yet in a group, in arrival order
-  bool leading_ = false;          // a group has started and has not yet let the next one start
+  bool leading_ = false;          // group formed_ has started and has not yet let the next one start
+  uint64_t formed_ = 0;           // groups formed so far (the newest one's number)
+  std::atomic<uint64_t> released_through_{0};  // groups up to this one have let the next start (set under mu_)
 };
 
 }  // namespace comfymq

@@ -104,7 +104,7 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
       env_(options.env != nullptr ? options.env : Env::Default()),
       dir_(std::move(dir)),
       committer_([this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
-        ProcessGroup(group, next_may_start);
+        return ProcessGroup(group, next_may_start);
       }),
       events_(std::make_unique<EventQueue>()),
       preparer_(env_, dir_) {}
@@ -147,7 +147,7 @@ Status StoreImpl::Run(const std::function<Status()>& apply, size_t bytes_hint) {
 // A group: applied in memory with commit_mu_ held, then (order_) its turn to write and sync, which comes once
 // the group before is durable; the next group is applied meanwhile. Nothing is answered before its own sync
 // and every earlier group's are done.
-void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
+bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
   std::unique_lock<std::mutex> commit(commit_mu_);
   bool reset_tail = false;
   const uint64_t seq = order_.Begin(&reset_tail);
@@ -163,7 +163,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     order_.Resolve(seq);
     order_.WaitTurn(seq);
     order_.EndTurn(seq);
-    return;
+    return false;
   }
   const int64_t now = NowMs();
   RecordSink sink;
@@ -241,7 +241,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
       Status before = order_.WaitTurn(seq);
       if (!before.ok()) fail_all(before);
       order_.EndTurn(seq);
-      return;
+      return false;
     }
     sink.Finalize(plan_segment_, plan_offset_, plan_capacity_, NextSegmentCapacity(plan_capacity_));
     txn.ResolveLocations();
@@ -277,7 +277,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     }
     order_.Resolve(seq);
     fail_all(ws);
-    return;
+    return false;
   }
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
@@ -306,6 +306,9 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   order_.Resolve(seq);
   order_.EndTurn(seq);
   if (kick) KickBackground();
+  // The group after this one (if it has begun: it holds commit_mu_, so none can begin before it) has its turn
+  // now: the committer lets the one after it form as this leader answers.
+  return order_.BegunAfter(seq);
 }
 
 void StoreImpl::KickBackground() {

@@ -101,7 +101,8 @@ class StoreImpl final : public Store {
 
   // --- group commit (store_impl.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
-  void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start);
+  // Returns GroupCommitter's "the group after this one may let its next one start".
+  bool ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start);
   static void RunAppliedCallbacks(const std::vector<PendingOp*>& group);
   Status WriteSink(const RecordSink& sink);
   void KickBackground();  // wakes the background thread now
