@@ -2,43 +2,62 @@
 
 namespace comfymq {
 
-void GroupCommitter::WaitLocked(PendingOp* op, std::unique_lock<std::mutex>& lock) {
-  for (;;) {
-    if (MayLeadLocked(op)) {
-      LeadLocked(op, lock);
-      return;
+void GroupCommitter::WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n,
+                                std::unique_lock<std::mutex>& lock) {
+  auto all_done = [&] {
+    for (size_t i = 0; i < n; ++i) {
+      if (!ops[i]->done) return false;
     }
-    lock.unlock();
+    return true;
+  };
+  for (;;) {
+    if (!leading_ && !queue_.empty() && queue_.front()->waiter == w) {
+      LeadLocked(queue_.front(), lock);  // one of ours is at the front: lead its group
+    } else {
+      lock.unlock();
+    }
     {
-      std::unique_lock<std::mutex> own(op->m);
-      op->cv.wait(own, [&] { return op->done || op->wake; });
-      if (op->done) return;
-      op->wake = false;
+      std::unique_lock<std::mutex> own(w->m);
+      w->cv.wait(own, [&] { return w->wake || all_done(); });
+      if (all_done()) return;
+      w->wake = false;
     }
     lock.lock();
   }
 }
 
 void GroupCommitter::Finish(PendingOp* op) {
-  std::lock_guard<std::mutex> own(op->m);
+  CommitWaiter* w = op->waiter;
+  std::lock_guard<std::mutex> own(w->m);
   op->done = true;
-  op->cv.notify_one();  // under op->m: once it is released the owner may return and free op
+  w->cv.notify_one();  // under w->m: once it is released the owner may return and free op and w
 }
 
 Status GroupCommitter::Commit(PendingOp* op) {
+  CommitWaiter w;
+  op->waiter = &w;
+  op->done = false;
   std::unique_lock<std::mutex> lock(mu_);
   queue_.push_back(op);
-  WaitLocked(op, lock);
+  WaitLocked(&w, &op, 1, lock);
   return op->status;
 }
 
 void GroupCommitter::CommitMany(const std::vector<PendingOp*>& ops) {
+  if (ops.empty()) return;
+  CommitWaiter w;
+  for (PendingOp* op : ops) {
+    op->waiter = &w;
+    op->done = false;
+  }
   std::unique_lock<std::mutex> lock(mu_);
   for (PendingOp* op : ops) queue_.push_back(op);
-  for (PendingOp* op : ops) {
-    if (!lock.owns_lock()) lock.lock();
-    WaitLocked(op, lock);
-  }
+  WaitLocked(&w, ops.data(), ops.size(), lock);
+}
+
+size_t GroupCommitter::queued() {
+  std::lock_guard<std::mutex> l(mu_);
+  return queue_.size();
 }
 
 void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock) {
@@ -52,6 +71,7 @@ void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& loc
     bytes += p->bytes_hint;
     queue_.pop_front();
   }
+  (void)op;  // group.front() == op
   leading_ = true;
   const uint64_t gen = ++formed_;
   lock.unlock();
@@ -65,9 +85,7 @@ void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& loc
   ReleaseLocked(gen);
   if (release_following) ReleaseLocked(gen + 1);
   lock.unlock();
-  for (PendingOp* p : group) {
-    if (p != op) Finish(p);
-  }
+  for (PendingOp* p : group) Finish(p);  // the leader's own ops too: its wait ends when all of them are done
 }
 
 void GroupCommitter::ReleaseLocked(uint64_t gen) {
@@ -75,10 +93,10 @@ void GroupCommitter::ReleaseLocked(uint64_t gen) {
   leading_ = false;
   released_through_.store(gen, std::memory_order_release);
   if (queue_.empty()) return;
-  PendingOp* front = queue_.front();  // queued, so its owner is waiting and it is alive
-  std::lock_guard<std::mutex> own(front->m);
-  front->wake = true;
-  front->cv.notify_one();
+  CommitWaiter* w = queue_.front()->waiter;  // queued, so its owner is waiting and it is alive
+  std::lock_guard<std::mutex> own(w->m);
+  w->wake = true;
+  w->cv.notify_one();
 }
 
 }  // namespace comfymq

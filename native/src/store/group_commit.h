@@ -5,10 +5,16 @@
 // Groups may overlap: the group function calls `next_may_start` once the next group can begin (the store
 // calls it when its group is written and only its sync is left), and the next leader then forms its group
 // from what has queued meanwhile. Every op of a group stays blocked until the group function returns.
-// A group function that returns true says the group formed after its own has its turn now, so the one after
-// that may form too: it is let start as this leader answers, instead of when that group's own leader (asleep
-// until then, and slow to run on a busy machine) gets to say so; that group's own call is then a no-op.
-// Thread-safe. Group functions start in queue order, one at a time until each says the next may start.
+// A group function that returns true says the group formed after its own has passed its ordering point (in
+// the store: it has begun, under the commit lock) and has its turn now, so the one after that may form too:
+// it is let start as this leader answers, instead of when that group's own leader (asleep until then, and
+// slow to run on a busy machine) gets to say so; that group's own call is then a no-op. The rule that keeps
+// groups in order: a function lets the next group start (next_may_start, or returning true for the one after
+// next) only once nothing a later group does can come before what its own group (or that next group) did.
+//
+// Callers sleep on a waiter of their own (one per call, shared by a CommitMany's ops), never on the queue's
+// mutex: 64 callers re-taking one lock after every wake-up convoyed on it and held the disk idle.
+// Thread-safe. Group functions start in queue order.
 #pragma once
 
 #include <atomic>
@@ -24,17 +30,21 @@
 
 namespace comfymq {
 
+// What a calling thread sleeps on while its ops wait: `wake` (re-check whether to lead) and each op's `done`
+// are set under `m`. Lives on the caller's stack for the call.
+struct CommitWaiter {
+  std::mutex m;
+  std::condition_variable cv;
+  bool wake = false;
+};
+
 struct PendingOp {
   std::function<Status()> apply;  // run by the leader with the store's state locked; owns its result
   Status status;                  // set by the group function
   size_t bytes_hint = 0;          // rough size of its records as written (compressed), to bound groups
   std::function<void()> on_applied;  // optional: run by the leader once the op is applied, before the write
-  // Its owner sleeps on its own mutex, not the committer's (64 callers re-taking one lock after each wake-up
-  // convoyed on it): `done` is set, and `wake` (re-check whether to lead) raised, under `m`.
-  std::mutex m;
-  std::condition_variable cv;
-  bool done = false;
-  bool wake = false;
+  CommitWaiter* waiter = nullptr;    // set by Commit / CommitMany
+  bool done = false;                 // guarded by waiter->m
 };
 
 class GroupCommitter {
@@ -50,18 +60,19 @@ class GroupCommitter {
   Status Commit(PendingOp* op);
   // Queues all ops at once (so they normally share one group) and blocks until every one is processed.
   void CommitMany(const std::vector<PendingOp*>& ops);
+  // Ops queued and not yet in a group (for tests).
+  size_t queued();
 
  private:
-  // With mu_ held: true when `op` is to lead the next group.
-  bool MayLeadLocked(const PendingOp* op) const { return !leading_ && !queue_.empty() && queue_.front() == op; }
-  // With mu_ held and MayLeadLocked(op): processes one group starting at op (unlocks mu_ meanwhile and
+  // With mu_ held (returns with it unlocked): until every one of `ops` (all with waiter `w`) is done, leads
+  // a group whenever one of them is at the front and the next group may form.
+  void WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n, std::unique_lock<std::mutex>& lock);
+  // With mu_ held and `op` at the front: processes one group starting at op (unlocks mu_ meanwhile and
   // returns with it unlocked).
   void LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
   // With mu_ held: if group `gen` is still the one leading, the next group may form.
   void ReleaseLocked(uint64_t gen);
-  // With mu_ held (and returns with it unlocked): until op is done, leading its group when its turn comes.
-  void WaitLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
-  // Marks op done (its owner may then free it: op is not touched after).
+  // Marks op done (its owner may then return and free it and its waiter: neither is touched after).
   static void Finish(PendingOp* op);
 
   GroupFn fn_;

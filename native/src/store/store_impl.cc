@@ -303,12 +303,14 @@ bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     preparer_.Request(NextSegmentCapacityLocked());
     kick |= preparer_.wanted();
   }
+  // The group after this one, if it has begun (it holds commit_mu_, so none can begin before it), has its
+  // turn once this one ends it: the committer lets the one after it form as this leader answers. Asked
+  // before the turn ends (a Close waits only for that).
+  const bool next_began = order_.BegunAfter(seq);
   order_.Resolve(seq);
   order_.EndTurn(seq);
   if (kick) KickBackground();
-  // The group after this one (if it has begun: it holds commit_mu_, so none can begin before it) has its turn
-  // now: the committer lets the one after it form as this leader answers.
-  return order_.BegunAfter(seq);
+  return next_began;
 }
 
 void StoreImpl::KickBackground() {
