@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <stdexcept>
 
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
@@ -90,6 +91,28 @@ TEST_F(EarlyLeaseTest, NoCallbackWhenTheStoreRefusesTheBatch) {
   Taken again = TakeInBatch();
   EXPECT_FALSE(again.applied) << "a store that refuses the whole batch applies nothing";
   EXPECT_TRUE(again.status.IsIOError()) << again.status.ToString();
+}
+
+TEST_F(EarlyLeaseTest, ACallbackThatThrowsCostsOnlyItsNotice) {
+  Add(3);
+  StoreBatch b;
+  std::unique_ptr<Lease> lease;
+  Status status;
+  TakeOptions o;
+  o.worker_id = "gpu-1";
+  b.Take(o, &lease, &status);
+  b.OnApplied([] { throw std::runtime_error("the caller's notice failed"); });
+  store_->Commit(&b);
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  ASSERT_NE(lease, nullptr);
+  // The take is durable and the store goes on: the next commits neither hang nor fail.
+  Taken next = TakeInBatch();
+  ASSERT_TRUE(next.status.ok()) << next.status.ToString();
+  EXPECT_TRUE(next.applied);
+  Open();
+  Job job;
+  ASSERT_TRUE(store_->Get(lease->job_id, false, &job).ok());
+  EXPECT_EQ(job.state, JobState::kRunning) << "the take with the failed notice is durable";
 }
 
 TEST_F(EarlyLeaseTest, OnlyTokensUnderADurableReservationAreEarly) {

@@ -170,7 +170,10 @@ bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   {
     size_t hint = 0;
     for (const PendingOp* op : group) hint += op->bytes_hint + 64;  // 64: a record header and then some
-    sink.Reserve(std::min<size_t>(hint, 64u << 20));
+    try {
+      sink.Reserve(std::min<size_t>(hint, 64u << 20));
+    } catch (const std::bad_alloc&) {  // only a hint; the ops' own appends fail cleanly if memory is short
+    }
   }
   Txn txn(&table_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
@@ -319,9 +322,15 @@ void StoreImpl::KickBackground() {
   bg_cv_.notify_one();
 }
 
+// A callback that throws loses only its own notice: the group is applied and goes on to be written, synced
+// and answered (an exception escaping here would leave the group's turn open and every later caller waiting).
 void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group) {
   for (PendingOp* op : group) {
-    if (op->on_applied) op->on_applied();
+    if (!op->on_applied) continue;
+    try {
+      op->on_applied();
+    } catch (...) {
+    }
   }
 }
 
