@@ -152,7 +152,8 @@ class StoreBatch {
   // Called once, on the committing thread, when every change of the batch has been applied in memory and
   // before the commit writes and syncs them; not called when the store refuses the batch as a whole. What it
   // sees is not durable yet: leases marked `early` may already be shown to their workers (see Lease), other
-  // results must wait for Commit to return. It must be quick and must not call into the store.
+  // results must wait for Commit to return. It must be quick and must not call into the store. If it throws,
+  // the exception is dropped: the batch commits as if the callback had returned.
   void OnApplied(std::function<void()> fn) { on_applied_ = std::move(fn); }
   const std::function<void()>& on_applied() const { return on_applied_; }
 
