@@ -12,7 +12,7 @@ void GroupCommitter::WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n
   };
   for (;;) {
     if (!leading_ && !queue_.empty() && queue_.front()->waiter == w) {
-      LeadLocked(queue_.front(), lock);  // one of ours is at the front: lead its group
+      LeadLocked(lock);  // one of ours is at the front: lead its group
     } else {
       lock.unlock();
     }
@@ -60,8 +60,8 @@ size_t GroupCommitter::queued() {
   return queue_.size();
 }
 
-void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock) {
-  // Leader: take this op and whatever queued behind it, up to a size bound (the first op always goes).
+void GroupCommitter::LeadLocked(std::unique_lock<std::mutex>& lock) {
+  // Leader: take the front op and whatever queued behind it, up to a size bound (the first op always goes).
   std::vector<PendingOp*> group;
   size_t bytes = 0;
   while (!queue_.empty()) {
@@ -71,7 +71,6 @@ void GroupCommitter::LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& loc
     bytes += p->bytes_hint;
     queue_.pop_front();
   }
-  (void)op;  // group.front() == op
   leading_ = true;
   const uint64_t gen = ++formed_;
   lock.unlock();

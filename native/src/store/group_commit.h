@@ -67,9 +67,9 @@ class GroupCommitter {
   // With mu_ held (returns with it unlocked): until every one of `ops` (all with waiter `w`) is done, leads
   // a group whenever one of them is at the front and the next group may form.
   void WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n, std::unique_lock<std::mutex>& lock);
-  // With mu_ held and `op` at the front: processes one group starting at op (unlocks mu_ meanwhile and
-  // returns with it unlocked).
-  void LeadLocked(PendingOp* op, std::unique_lock<std::mutex>& lock);
+  // With mu_ held and the queue not empty: processes one group starting at its front (unlocks mu_ meanwhile
+  // and returns with it unlocked).
+  void LeadLocked(std::unique_lock<std::mutex>& lock);
   // With mu_ held: if group `gen` is still the one leading, the next group may form.
   void ReleaseLocked(uint64_t gen);
   // Marks op done (its owner may then return and free it and its waiter: neither is touched after).
