@@ -123,8 +123,8 @@ TEST(ArtifactWriterFaults, CommitOrReuseFallsBackToANewNameWhenTheFileThereCanno
   ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
   ArtifactInfo first;
   ASSERT_TRUE(w->Write("j/img.png", "pixels", &first).ok());
-  for (const char* op : {"read", "create"}) {
-    // The existing file cannot be read (or opened to be synced): the publish still succeeds, under a new name.
+  for (const char* op : {"read", "sync"}) {
+    // The existing file cannot be read (or synced): the publish still succeeds, under a new name.
     env.SetFaultHook([&](const std::string& o, const std::string& path) {
       return o == op && path == "/root/j/img.png" ? Status::IOError(std::string(op) + " denied") : Status::OK();
     });

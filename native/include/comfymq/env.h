@@ -46,6 +46,14 @@ class RandomAccessFile {
   virtual Status Size(uint64_t* size) const = 0;
 };
 
+// A regular file opened by Env::OpenRegularFile: read and made durable through the one handle it was
+// checked on, so nothing swapped in under its name meanwhile is read or synced instead.
+class RegularFile : public RandomAccessFile {
+ public:
+  // Makes the file's contents durable (fsync).
+  virtual Status Sync() = 0;
+};
+
 // An exclusive lock on a file, held until Env::UnlockFile (or until the process dies).
 class FileLock {
  public:
@@ -74,6 +82,11 @@ class Env {
                                  std::unique_ptr<WritableFile>* out) = 0;
   virtual Status NewRandomAccessFile(const std::string& path,
                                      std::unique_ptr<RandomAccessFile>* out) = 0;
+
+  // Opens `path` only if it is itself a regular file: a symlink as its last component is not followed and a
+  // FIFO, socket, device or directory is refused without blocking (InvalidArgument, naming what it is);
+  // NotFound when missing. For a file another process may swap between a check and an open.
+  virtual Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) = 0;
 
   virtual Status GetFileInfo(const std::string& path, FileInfo* info) = 0;  // lstat: links are not followed
   virtual Status GetChildren(const std::string& dir, std::vector<std::string>* names) = 0;

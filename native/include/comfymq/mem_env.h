@@ -52,6 +52,7 @@ class MemEnv final : public Env {
   Status NewWritableFile(const std::string& path, OpenMode mode,
                          std::unique_ptr<WritableFile>* out) override;
   Status NewRandomAccessFile(const std::string& path, std::unique_ptr<RandomAccessFile>* out) override;
+  Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) override;
   Status GetFileInfo(const std::string& path, FileInfo* info) override;
   Status GetChildren(const std::string& dir, std::vector<std::string>* names) override;
   Status CreateDir(const std::string& dir) override;
@@ -70,6 +71,7 @@ class MemEnv final : public Env {
  private:
   friend class MemWritableFile;
   friend class MemRandomAccessFile;
+  friend class MemRegularFile;
   friend class MemFileLock;
   struct Entry {
     bool is_dir = false;
@@ -78,6 +80,8 @@ class MemEnv final : public Env {
 
   Status Fault(const std::string& op, const std::string& path) const;  // requires mu_
   Status CheckParentLocked(const std::string& path) const;
+  // A file's Sync (writer or RegularFile): its current bytes become its durable ones.
+  Status SyncInode(const std::string& path, Inode* inode);
   Status RenameLocked(const std::string& from, const std::string& to, bool replace);
   Status ReserveLocked(uint64_t old_size, uint64_t new_size);
 

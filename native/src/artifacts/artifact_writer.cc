@@ -121,16 +121,15 @@ class StreamImpl final : public ArtifactStream {
     Finish(&digest);
     const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
     const std::string existing = JoinPath(dir, name_);
-    // Anything that stops the check or the sync (an unreadable or read-only file, ...) means "not the same":
-    // this copy is then published under a name of its own, as Commit does.
-    if (!HoldsSameBytes(existing)) return Commit(info);
-    // Make sure what is there is durable (its publisher may have died before syncing the directory).
-    std::unique_ptr<WritableFile> f;
-    Status s = env_->NewWritableFile(existing, Env::OpenMode::kOpenExisting, &f);
-    if (s.ok()) s = f->Sync();
-    if (f) f->Close();
-    if (s.ok()) s = env_->SyncDir(dir);
-    if (!s.ok()) return Commit(info);
+    // Checked, hashed and synced through one descriptor that only a regular file (no link, FIFO, socket or
+    // device) opens to, so a name swapped meanwhile is never taken for the copy. Anything that stops the check
+    // or the sync (an unreadable file, ...) means "not the same": this copy is then published under a name of
+    // its own, as Commit does. The sync: its publisher may have died before syncing the file or its directory.
+    std::unique_ptr<RegularFile> f;
+    if (!env_->OpenRegularFile(existing, &f).ok() || !HoldsSameBytes(*f) || !f->Sync().ok() ||
+        !env_->SyncDir(dir).ok()) {
+      return Commit(info);
+    }
     Abort();
     info->path = dir_rel_.empty() ? name_ : dir_rel_ + "/" + name_;
     info->full_path = existing;
@@ -150,18 +149,15 @@ class StreamImpl final : public ArtifactStream {
   uint64_t size() const override { return size_; }
 
  private:
-  // True when `path` is a regular file (no link, FIFO, socket or device: opening those could block or
-  // lead elsewhere) of size_ bytes whose sha256 is digest_. Any error reading it: false.
-  bool HoldsSameBytes(const std::string& path) {
-    FileInfo fi;
-    if (!env_->GetFileInfo(path, &fi).ok() || !fi.exists || !fi.is_regular || fi.size != size_) return false;
-    std::unique_ptr<RandomAccessFile> f;
-    if (!env_->NewRandomAccessFile(path, &f).ok()) return false;
+  // True when f holds size_ bytes whose sha256 is digest_. Any error reading it: false.
+  bool HoldsSameBytes(const RegularFile& f) {
+    uint64_t size = 0;
+    if (!f.Size(&size).ok() || size != size_) return false;
     Sha256 h;
     std::string buf;
     for (uint64_t off = 0; off < size_; off += kWritebackChunk) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(kWritebackChunk, size_ - off));
-      if (!f->Read(off, n, &buf).ok() || buf.size() != n) return false;  // shorter than it said: not the same
+      if (!f.Read(off, n, &buf).ok() || buf.size() != n) return false;  // shorter than it said: not the same
       h.Update(buf);
     }
     return h.HexDigest() == digest_;

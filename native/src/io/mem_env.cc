@@ -70,12 +70,7 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Sync() override {
-    CMQ_RETURN_IF_ERROR(env_->Fault("sync", path_));
-    std::lock_guard<std::mutex> l(env_->mu_);
-    inode_->durable = inode_->data;
-    inode_->unsynced.clear();
-    env_->syncs_++;
-    return Status::OK();
+    return env_->SyncInode(path_, inode_.get());
   }
 
   Status Close() override { return env_->Fault("close", path_); }
@@ -114,6 +109,25 @@ class MemRandomAccessFile final : public RandomAccessFile {
   MemEnv* env_;
   std::string path_;
   std::shared_ptr<MemEnv::Inode> inode_;
+};
+
+// Reads through a MemRandomAccessFile; Sync makes the inode's bytes durable, as a writer's Sync does.
+class MemRegularFile final : public RegularFile {
+ public:
+  MemRegularFile(MemEnv* env, std::string path, std::shared_ptr<MemEnv::Inode> inode)
+      : env_(env), path_(path), inode_(inode), reader_(env, std::move(path), std::move(inode)) {}
+
+  Status Read(uint64_t offset, size_t n, std::string* out) const override { return reader_.Read(offset, n, out); }
+  Status Size(uint64_t* size) const override { return reader_.Size(size); }
+  Status Sync() override {
+    return env_->SyncInode(path_, inode_.get());
+  }
+
+ private:
+  MemEnv* env_;
+  std::string path_;
+  std::shared_ptr<MemEnv::Inode> inode_;
+  MemRandomAccessFile reader_;
 };
 
 class MemFileLock final : public FileLock {
@@ -244,6 +258,26 @@ Status MemEnv::NewRandomAccessFile(const std::string& raw, std::unique_ptr<Rando
   if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
   if (it->second.is_dir) return Status::IOError("open " + path + ": is a directory");
   out->reset(new MemRandomAccessFile(this, path, it->second.inode));
+  return Status::OK();
+}
+
+Status MemEnv::SyncInode(const std::string& path, Inode* inode) {
+  CMQ_RETURN_IF_ERROR(Fault("sync", path));
+  std::lock_guard<std::mutex> l(mu_);
+  inode->durable = inode->data;
+  inode->unsynced.clear();
+  syncs_++;
+  return Status::OK();
+}
+
+Status MemEnv::OpenRegularFile(const std::string& raw, std::unique_ptr<RegularFile>* out) {
+  const std::string path = Normalize(raw);
+  CMQ_RETURN_IF_ERROR(Fault("read", path));
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = entries_.find(path);
+  if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
+  if (it->second.is_dir) return Status::InvalidArgument("open " + path + ": is a directory, not a regular file");
+  out->reset(new MemRegularFile(this, path, it->second.inode));
   return Status::OK();
 }
 

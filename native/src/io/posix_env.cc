@@ -124,6 +124,24 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   int fd_;
 };
 
+// Reads through a PosixRandomAccessFile on the descriptor it was checked on; Sync is fsync on that descriptor.
+class PosixRegularFile final : public RegularFile {
+ public:
+  PosixRegularFile(std::string path, int fd) : path_(path), fd_(fd), reader_(std::move(path), fd) {}
+
+  Status Read(uint64_t offset, size_t n, std::string* out) const override { return reader_.Read(offset, n, out); }
+  Status Size(uint64_t* size) const override { return reader_.Size(size); }
+  Status Sync() override {
+    if (::fsync(fd_) != 0) return PosixError("fsync", path_, errno);
+    return Status::OK();
+  }
+
+ private:
+  std::string path_;
+  int fd_;                        // owned by reader_
+  PosixRandomAccessFile reader_;
+};
+
 class PosixFileLock final : public FileLock {
  public:
   explicit PosixFileLock(int fd) : fd_(fd) {}
@@ -160,6 +178,29 @@ class PosixEnv final : public Env {
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return PosixError("open", path, errno);
     out->reset(new PosixRandomAccessFile(path, fd));
+    return Status::OK();
+  }
+
+  Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) override {
+    int fd;
+    do {  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
+      fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0 && errno == ELOOP) return Status::InvalidArgument("open " + path + ": is a symbolic link, not a regular file");
+    if (fd < 0) return PosixError("open", path, errno);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      const int err = errno;
+      ::close(fd);
+      return PosixError("stat", path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      const char* what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                         : S_ISSOCK(st.st_mode) ? "a socket" : "a device";
+      return Status::InvalidArgument("open " + path + ": is " + std::string(what) + ", not a regular file");
+    }
+    out->reset(new PosixRegularFile(path, fd));
     return Status::OK();
   }
 
