@@ -231,6 +231,44 @@ TEST_F(ArtifactWriterTest, SymlinksThatEscapeTheRootAreRejected) {
   EXPECT_TRUE(List(tmp_.Sub("outside")).empty());
 }
 
+TEST_F(ArtifactWriterTest, LinksInsideTheRootAreFollowedOnlyToDirectoriesOfTheRoot) {
+  ASSERT_EQ(mkdir(tmp_.Sub("root/inside").c_str(), 0755), 0);
+  ASSERT_EQ(symlink(tmp_.Sub("root/inside").c_str(), tmp_.Sub("root/alias").c_str()), 0);
+  ASSERT_EQ(symlink("alias", tmp_.Sub("root/alias2").c_str()), 0);  // a relative link to a link
+  ArtifactInfo info;
+  ASSERT_TRUE(w_->Write("alias2/deeper/y.png", "y", &info).ok());
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/inside/deeper/y.png")), "y");
+  EXPECT_EQ(info.path, "alias2/deeper/y.png");
+  ASSERT_TRUE(w_->Write("plain", "p", &info).ok());
+  ASSERT_EQ(symlink(tmp_.Sub("root/plain").c_str(), tmp_.Sub("root/to_file").c_str()), 0);
+  Status s = w_->Write("to_file/z.png", "z", &info);
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+}
+
+TEST_F(ArtifactWriterTest, AStreamFinishesInTheDirectoryItWasCheckedInEvenIfItsPathIsSwappedForALink) {
+  ASSERT_EQ(mkdir(tmp_.Sub("outside").c_str(), 0755), 0);
+  std::unique_ptr<ArtifactStream> st = StreamOf("job/sub/x.png", "pixels");
+  // After the checks, someone moves the directory away and leaves a link to outside the root in its place.
+  ASSERT_EQ(::rename(tmp_.Sub("root/job").c_str(), tmp_.Sub("root/moved").c_str()), 0);
+  ASSERT_EQ(::mkdir(tmp_.Sub("outside/sub").c_str(), 0755), 0);
+  ASSERT_EQ(symlink(tmp_.Sub("outside").c_str(), tmp_.Sub("root/job").c_str()), 0);
+  ASSERT_TRUE(st->Append(" more").ok());
+  ArtifactInfo info;
+  ASSERT_TRUE(st->Commit(&info).ok());
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/moved/sub/x.png")), "pixels more");
+  EXPECT_TRUE(List(tmp_.Sub("outside/sub")).empty());
+  // The same for a copy that may be reused: it is looked for where the stream began, not through the link.
+  std::unique_ptr<ArtifactStream> again;
+  ASSERT_TRUE(w_->Begin("moved/sub/x.png", &again).ok());
+  ASSERT_TRUE(again->Append("pixels more").ok());
+  ASSERT_EQ(::rename(tmp_.Sub("root/moved").c_str(), tmp_.Sub("root/moved2").c_str()), 0);
+  ASSERT_EQ(symlink(tmp_.Sub("outside").c_str(), tmp_.Sub("root/moved").c_str()), 0);
+  ASSERT_TRUE(again->CommitOrReuse(&info).ok());
+  EXPECT_EQ(info.path, "moved/sub/x.png");  // the existing copy, found by the handle
+  EXPECT_EQ(List(tmp_.Sub("root/moved2/sub")), std::vector<std::string>{"x.png"});
+  EXPECT_TRUE(List(tmp_.Sub("outside/sub")).empty());
+}
+
 TEST_F(ArtifactWriterTest, StaleTempFilesAreCleanedOnOpen) {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);

@@ -4,6 +4,9 @@
 //
 // Relative paths from callers are untrusted: absolute paths, "..", NUL and control characters, and
 // symlinks that lead outside the root are rejected with InvalidArgument before anything is written.
+// The directory is found by handle, one component at a time from the root's, and a stream creates, renames
+// and syncs only through that handle: swapping a component of the path for a link after the check (someone
+// else with write access to the root) cannot send the file elsewhere.
 // Stale temp files (from crashed writers) are removed when a writer opens the root.
 // Thread safety: ArtifactWriter is thread-safe; an ArtifactStream has one owner.
 #pragma once

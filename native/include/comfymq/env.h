@@ -16,6 +16,15 @@
 
 namespace comfymq {
 
+struct FileInfo {
+  bool exists = false;
+  bool is_dir = false;
+  bool is_symlink = false;
+  bool is_regular = false;  // a plain file (not a directory, link, FIFO, socket or device)
+  uint64_t size = 0;
+  int64_t mtime_us = 0;
+};
+
 // A file opened for writing. Positional writes make preallocated log segments possible.
 class WritableFile {
  public:
@@ -54,20 +63,38 @@ class RegularFile : public RandomAccessFile {
   virtual Status Sync() = 0;
 };
 
+// A directory opened by Env::OpenDirectory. Everything done through it happens inside that directory, found
+// by its handle, not by its path: a component of its path swapped for a link after it was opened (and
+// checked) cannot redirect what is made in it. Names are single path components (no '/'); links of a
+// given name are never followed. Thread-safe.
+class Directory {
+ public:
+  virtual ~Directory() = default;
+  // The path it was opened by (for messages and for callers that report full paths).
+  virtual const std::string& path() const = 0;
+  // What `name` is, the link itself when it is one (lstat); info->exists false when missing.
+  virtual Status Stat(const std::string& name, FileInfo* info) = 0;
+  // Opens the subdirectory `name`: NotFound when missing, InvalidArgument when it is a link or no directory.
+  virtual Status OpenSubdir(const std::string& name, std::unique_ptr<Directory>* out) = 0;
+  // Creates the subdirectory `name`; OK if it exists as a directory (not a link to one).
+  virtual Status CreateSubdir(const std::string& name) = 0;
+  // Creates the file `name` for writing; AlreadyExists when anything has that name.
+  virtual Status NewFile(const std::string& name, std::unique_ptr<WritableFile>* out) = 0;
+  // Env::OpenRegularFile for `name`.
+  virtual Status OpenRegularFile(const std::string& name, std::unique_ptr<RegularFile>* out) = 0;
+  // Env::RenameNoReplace from `from` to `to`, both in this directory.
+  virtual Status RenameNoReplace(const std::string& from, const std::string& to) = 0;
+  virtual Status RemoveFile(const std::string& name) = 0;
+  // Makes the directory's entries durable (fsync on it).
+  virtual Status Sync() = 0;
+};
+
 // An exclusive lock on a file, held until Env::UnlockFile (or until the process dies).
 class FileLock {
  public:
   virtual ~FileLock() = default;
 };
 
-struct FileInfo {
-  bool exists = false;
-  bool is_dir = false;
-  bool is_symlink = false;
-  bool is_regular = false;  // a plain file (not a directory, link, FIFO, socket or device)
-  uint64_t size = 0;
-  int64_t mtime_us = 0;
-};
 
 class Env {
  public:
@@ -87,6 +114,9 @@ class Env {
   // FIFO, socket, device or directory is refused without blocking (InvalidArgument, naming what it is);
   // NotFound when missing. For a file another process may swap between a check and an open.
   virtual Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) = 0;
+
+  // Opens the directory at `path` (links along it are followed: it is where the path leads now).
+  virtual Status OpenDirectory(const std::string& path, std::unique_ptr<Directory>* out) = 0;
 
   virtual Status GetFileInfo(const std::string& path, FileInfo* info) = 0;  // lstat: links are not followed
   virtual Status GetChildren(const std::string& dir, std::vector<std::string>* names) = 0;
@@ -124,6 +154,8 @@ Status CreateDirs(Env* env, const std::string& dir);
 // OK when it does not exist.
 Status RemoveRecursively(Env* env, const std::string& path);
 std::string DirName(const std::string& path);
+// OK when `name` is one path component a Directory may be asked about: not empty, not "." or "..", no '/'.
+Status CheckEntryName(const std::string& name);
 std::string BaseName(const std::string& path);
 
 }  // namespace comfymq

@@ -53,6 +53,7 @@ class MemEnv final : public Env {
                          std::unique_ptr<WritableFile>* out) override;
   Status NewRandomAccessFile(const std::string& path, std::unique_ptr<RandomAccessFile>* out) override;
   Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) override;
+  Status OpenDirectory(const std::string& path, std::unique_ptr<Directory>* out) override;
   Status GetFileInfo(const std::string& path, FileInfo* info) override;
   Status GetChildren(const std::string& dir, std::vector<std::string>* names) override;
   Status CreateDir(const std::string& dir) override;

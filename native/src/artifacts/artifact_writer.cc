@@ -48,12 +48,14 @@ bool Within(const std::string& path, const std::string& root) {
 
 class WriterImpl;
 
+// Everything a stream does to the file system happens in `dir`, the directory that was checked when it began
+// (by its handle: a component of its path swapped for a link meanwhile changes nothing).
 class StreamImpl final : public ArtifactStream {
  public:
-  StreamImpl(Env* env, std::string root, std::string dir_rel, std::string name, std::string temp_path,
-             std::unique_ptr<WritableFile> file)
-      : env_(env), root_(std::move(root)), dir_rel_(std::move(dir_rel)), name_(std::move(name)),
-        temp_path_(std::move(temp_path)), file_(std::move(file)) {}
+  StreamImpl(std::shared_ptr<Directory> dir, std::string root, std::string dir_rel, std::string name,
+             std::string temp_name, std::unique_ptr<WritableFile> file)
+      : dir_(std::move(dir)), root_(std::move(root)), dir_rel_(std::move(dir_rel)), name_(std::move(name)),
+        temp_name_(std::move(temp_name)), file_(std::move(file)) {}
   ~StreamImpl() override { Abort(); }
 
   Status Append(std::string_view data) override {
@@ -94,22 +96,21 @@ class StreamImpl final : public ArtifactStream {
       Abort();
       return s.WithContext("syncing artifact " + name_);
     }
-    const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
     std::string final_name = name_;
     for (int n = 1;; ++n) {
-      s = env_->RenameNoReplace(temp_path_, JoinPath(dir, final_name));
+      s = dir_->RenameNoReplace(temp_name_, final_name);
       if (!s.IsAlreadyExists()) break;
       if (n > 100000) break;
       final_name = WithSuffix(name_, n);
     }
-    if (s.ok()) s = env_->SyncDir(dir);
+    if (s.ok()) s = dir_->Sync();
     if (!s.ok()) {
       Abort();
       return s.WithContext("publishing artifact " + name_);
     }
     finished_ = true;
     info->path = dir_rel_.empty() ? final_name : dir_rel_ + "/" + final_name;
-    info->full_path = JoinPath(dir, final_name);
+    info->full_path = JoinPath(DirPath(), final_name);
     info->size = size_;
     info->sha256 = digest_;
     return Status::OK();
@@ -119,20 +120,17 @@ class StreamImpl final : public ArtifactStream {
     if (finished_) return Status::InvalidArgument("artifact stream is already finished");
     std::string digest;
     Finish(&digest);
-    const std::string dir = dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_);
-    const std::string existing = JoinPath(dir, name_);
     // Checked, hashed and synced through one descriptor that only a regular file (no link, FIFO, socket or
     // device) opens to, so a name swapped meanwhile is never taken for the copy. Anything that stops the check
     // or the sync (an unreadable file, ...) means "not the same": this copy is then published under a name of
     // its own, as Commit does. The sync: its publisher may have died before syncing the file or its directory.
     std::unique_ptr<RegularFile> f;
-    if (!env_->OpenRegularFile(existing, &f).ok() || !HoldsSameBytes(*f) || !f->Sync().ok() ||
-        !env_->SyncDir(dir).ok()) {
+    if (!dir_->OpenRegularFile(name_, &f).ok() || !HoldsSameBytes(*f) || !f->Sync().ok() || !dir_->Sync().ok()) {
       return Commit(info);
     }
     Abort();
     info->path = dir_rel_.empty() ? name_ : dir_rel_ + "/" + name_;
-    info->full_path = existing;
+    info->full_path = JoinPath(DirPath(), name_);
     info->size = size_;
     info->sha256 = digest_;
     return Status::OK();
@@ -142,7 +140,7 @@ class StreamImpl final : public ArtifactStream {
     if (finished_) return Status::OK();
     finished_ = true;
     file_->Close();
-    Status s = env_->RemoveFile(temp_path_);
+    Status s = dir_->RemoveFile(temp_name_);
     return s.IsNotFound() ? Status::OK() : s;
   }
 
@@ -163,8 +161,11 @@ class StreamImpl final : public ArtifactStream {
     return h.HexDigest() == digest_;
   }
 
-  Env* env_;
-  std::string root_, dir_rel_, name_, temp_path_;
+  // The directory's path as callers see it (root + dir_rel), for the full paths reported.
+  std::string DirPath() const { return dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_); }
+
+  std::shared_ptr<Directory> dir_;
+  std::string root_, dir_rel_, name_, temp_name_;
   std::unique_ptr<WritableFile> file_;
   static constexpr uint64_t kWritebackChunk = 1u << 20;
   Sha256 hash_;
@@ -176,8 +177,9 @@ class StreamImpl final : public ArtifactStream {
 
 class WriterImpl final : public ArtifactWriter {
  public:
-  WriterImpl(Env* env, std::string root, std::string real_root)
-      : env_(env), root_(std::move(root)), real_root_(std::move(real_root)), host_(HostName()) {}
+  WriterImpl(Env* env, std::string root, std::string real_root, std::shared_ptr<Directory> root_dir)
+      : env_(env), root_(std::move(root)), real_root_(std::move(real_root)), root_dir_(std::move(root_dir)),
+        host_(HostName()) {}
 
   const std::string& root() const override { return root_; }
 
@@ -194,17 +196,15 @@ class WriterImpl final : public ArtifactWriter {
     size_t slash = norm.find_last_of('/');
     std::string dir_rel = slash == std::string::npos ? "" : norm.substr(0, slash);
     std::string name = slash == std::string::npos ? norm : norm.substr(slash + 1);
-    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel));
-    const std::string dir = dir_rel.empty() ? root_ : JoinPath(root_, dir_rel);
+    std::shared_ptr<Directory> dir;
+    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, &dir));
     char tag[64];
     std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
                   static_cast<unsigned long long>(RandomToken()));
     std::string temp_name = std::string(kTempPrefix) + host_ + "." + tag + name.substr(0, 64);
-    const std::string temp_path = JoinPath(dir, temp_name);
     std::unique_ptr<WritableFile> file;
-    CMQ_RETURN_IF_ERROR(env_->NewWritableFile(temp_path, Env::OpenMode::kCreateNew, &file)
-                            .WithContext("creating artifact " + norm));
-    stream->reset(new StreamImpl(env_, root_, dir_rel, name, temp_path, std::move(file)));
+    CMQ_RETURN_IF_ERROR(dir->NewFile(temp_name, &file).WithContext("creating artifact " + norm));
+    stream->reset(new StreamImpl(std::move(dir), root_, dir_rel, name, temp_name, std::move(file)));
     return Status::OK();
   }
 
@@ -236,47 +236,73 @@ class WriterImpl final : public ArtifactWriter {
   }
 
  private:
-  // Creates the directories of dir_rel under the root, refusing symlinks that lead outside it.
-  Status MakeParents(const std::string& dir_rel) {
-    if (dir_rel.empty()) return Status::OK();
-    std::string cur = root_;
+  // Opens (creating what is missing) the directory dir_rel under the root, refusing links that lead outside
+  // it. Walked one component at a time by handle from the root's, never following a link by itself: a link
+  // is resolved, checked to stay inside the root, and its target walked the same way from the root (a link
+  // met on that walk means the tree changed meanwhile: refused). What it returns is where the artifact goes
+  // even if a component is swapped for a link afterwards.
+  Status MakeParents(const std::string& dir_rel, std::shared_ptr<Directory>* out) {
+    std::shared_ptr<Directory> cur = root_dir_;
     size_t pos = 0;
-    while (pos <= dir_rel.size()) {
+    while (!dir_rel.empty() && pos <= dir_rel.size()) {
       size_t next = dir_rel.find('/', pos);
       if (next == std::string::npos) next = dir_rel.size();
       const std::string part = dir_rel.substr(pos, next - pos);
-      const std::string path = JoinPath(cur, part);
+      const std::string shown = dir_rel.substr(0, next);
       FileInfo fi;
-      CMQ_RETURN_IF_ERROR(env_->GetFileInfo(path, &fi));
+      CMQ_RETURN_IF_ERROR(cur->Stat(part, &fi));
       if (!fi.exists) {
-        Status s = env_->CreateDir(path);
-        if (s.ok()) s = env_->SyncDir(cur);
+        Status s = cur->CreateSubdir(part);
+        if (s.ok()) s = cur->Sync();
         CMQ_RETURN_IF_ERROR(s.WithContext("creating artifact directory"));
       } else if (fi.is_symlink) {
         std::string real;
-        CMQ_RETURN_IF_ERROR(env_->RealPath(path, &real));
+        CMQ_RETURN_IF_ERROR(env_->RealPath(JoinPath(root_, shown), &real));
         if (!Within(real, real_root_)) {
           return Status::InvalidArgument("artifact path '" + dir_rel + "' leaves the artifact root through the link '" +
-                                         dir_rel.substr(0, next) + "'");
+                                         shown + "'");
         }
+        CMQ_RETURN_IF_ERROR(WalkReal(real, dir_rel, &cur));
+        pos = next + 1;
+        continue;
       } else if (!fi.is_dir) {
-        return Status::InvalidArgument("artifact path '" + dir_rel + "': '" + dir_rel.substr(0, next) +
-                                       "' is a file, not a directory");
+        return Status::InvalidArgument("artifact path '" + dir_rel + "': '" + shown + "' is a file, not a directory");
       }
-      cur = path;
+      std::unique_ptr<Directory> sub;
+      CMQ_RETURN_IF_ERROR(cur->OpenSubdir(part, &sub).WithContext("artifact path '" + dir_rel + "'"));
+      cur = std::move(sub);
       pos = next + 1;
     }
-    std::string real;
-    CMQ_RETURN_IF_ERROR(env_->RealPath(cur, &real));
-    if (!Within(real, real_root_)) {
-      return Status::InvalidArgument("artifact path '" + dir_rel + "' leaves the artifact root");
+    *out = std::move(cur);
+    return Status::OK();
+  }
+
+  // Opens `real` (a resolved path inside the real root) by walking its components from the root's handle,
+  // with no link allowed on the way.
+  Status WalkReal(const std::string& real, const std::string& dir_rel, std::shared_ptr<Directory>* out) {
+    std::shared_ptr<Directory> cur = root_dir_;
+    const std::string rest = real.size() > real_root_.size() ? real.substr(real_root_.size() + (real_root_ == "/" ? 0 : 1)) : "";
+    size_t pos = 0;
+    while (!rest.empty() && pos <= rest.size()) {
+      size_t next = rest.find('/', pos);
+      if (next == std::string::npos) next = rest.size();
+      std::unique_ptr<Directory> sub;
+      Status s = cur->OpenSubdir(rest.substr(pos, next - pos), &sub);
+      if (!s.ok()) {
+        return Status::InvalidArgument("artifact path '" + dir_rel + "': a link in it leads to no directory of the root, "
+                                       "or changed while it was followed (" + s.message() + ")");
+      }
+      cur = std::move(sub);
+      pos = next + 1;
     }
+    *out = std::move(cur);
     return Status::OK();
   }
 
   Env* env_;
   std::string root_;
   std::string real_root_;
+  std::shared_ptr<Directory> root_dir_;  // the root as found at Open
   std::string host_;
 };
 
@@ -324,7 +350,9 @@ Status ArtifactWriter::Open(Env* env, const std::string& root, std::unique_ptr<A
   CMQ_RETURN_IF_ERROR(CreateDirs(env, root).WithContext("creating artifact root"));
   std::string real;
   CMQ_RETURN_IF_ERROR(env->RealPath(root, &real));
-  auto impl = std::make_unique<WriterImpl>(env, root, real);
+  std::unique_ptr<Directory> root_dir;
+  CMQ_RETURN_IF_ERROR(env->OpenDirectory(real, &root_dir).WithContext("opening artifact root"));
+  auto impl = std::make_unique<WriterImpl>(env, root, real, std::move(root_dir));
   uint64_t removed = impl->CleanStaleTemps(root, 0);
   if (stale_removed != nullptr) *stale_removed = removed;
   *writer = std::move(impl);

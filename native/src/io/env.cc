@@ -2,6 +2,14 @@
 
 namespace comfymq {
 
+Status CheckEntryName(const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\0') != std::string::npos) {
+    return Status::InvalidArgument("'" + name + "' is not a single file name");
+  }
+  return Status::OK();
+}
+
 std::string JoinPath(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
   if (dir.back() == '/') return dir + name;

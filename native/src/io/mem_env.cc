@@ -130,6 +130,48 @@ class MemRegularFile final : public RegularFile {
   MemRandomAccessFile reader_;
 };
 
+// Path-based: MemEnv has no links, so a directory's path always leads to it.
+class MemDirectory final : public Directory {
+ public:
+  MemDirectory(MemEnv* env, std::string path) : env_(env), path_(std::move(path)) {}
+
+  const std::string& path() const override { return path_; }
+  Status Stat(const std::string& name, FileInfo* info) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->GetFileInfo(JoinPath(path_, name), info);
+  }
+  Status OpenSubdir(const std::string& name, std::unique_ptr<Directory>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->OpenDirectory(JoinPath(path_, name), out);
+  }
+  Status CreateSubdir(const std::string& name) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->CreateDir(JoinPath(path_, name));
+  }
+  Status NewFile(const std::string& name, std::unique_ptr<WritableFile>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->NewWritableFile(JoinPath(path_, name), Env::OpenMode::kCreateNew, out);
+  }
+  Status OpenRegularFile(const std::string& name, std::unique_ptr<RegularFile>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->OpenRegularFile(JoinPath(path_, name), out);
+  }
+  Status RenameNoReplace(const std::string& from, const std::string& to) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(from));
+    CMQ_RETURN_IF_ERROR(CheckEntryName(to));
+    return env_->RenameNoReplace(JoinPath(path_, from), JoinPath(path_, to));
+  }
+  Status RemoveFile(const std::string& name) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return env_->RemoveFile(JoinPath(path_, name));
+  }
+  Status Sync() override { return env_->SyncDir(path_); }
+
+ private:
+  MemEnv* env_;
+  std::string path_;
+};
+
 class MemFileLock final : public FileLock {
  public:
   MemFileLock(MemEnv* env, std::string path) : env_(env), path_(std::move(path)) {}
@@ -278,6 +320,18 @@ Status MemEnv::OpenRegularFile(const std::string& raw, std::unique_ptr<RegularFi
   if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
   if (it->second.is_dir) return Status::InvalidArgument("open " + path + ": is a directory, not a regular file");
   out->reset(new MemRegularFile(this, path, it->second.inode));
+  return Status::OK();
+}
+
+Status MemEnv::OpenDirectory(const std::string& raw, std::unique_ptr<Directory>* out) {
+  const std::string path = Normalize(raw);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = entries_.find(path);
+    if (it == entries_.end()) return Status::NotFound("open dir " + path + ": no such directory");
+    if (!it->second.is_dir) return Status::InvalidArgument("open dir " + path + ": is not a directory");
+  }
+  out->reset(new MemDirectory(this, path));
   return Status::OK();
 }
 

@@ -142,6 +142,156 @@ class PosixRegularFile final : public RegularFile {
   PosixRandomAccessFile reader_;
 };
 
+// File-system calls relative to a directory descriptor (AT_FDCWD: plain paths), shared by PosixEnv and
+// PosixDirectory. `shown` is the path named in messages.
+
+// lstat relative to dfd: a link is reported as one; info->exists false when missing.
+Status StatAt(int dfd, const std::string& name, const std::string& shown, FileInfo* info) {
+  *info = FileInfo();
+  struct stat st;
+  if (::fstatat(dfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return Status::OK();
+    return PosixError("stat", shown, errno);
+  }
+  info->exists = true;
+  info->is_dir = S_ISDIR(st.st_mode);
+  info->is_symlink = S_ISLNK(st.st_mode);
+  info->is_regular = S_ISREG(st.st_mode);
+  info->size = static_cast<uint64_t>(st.st_size);
+  info->mtime_us = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;
+  return Status::OK();
+}
+
+// OK if `name` exists as a directory afterwards; follow_existing: a link to a directory counts as one.
+Status CreateDirAt(int dfd, const std::string& name, const std::string& shown, bool follow_existing) {
+  if (::mkdirat(dfd, name.c_str(), 0755) == 0) return Status::OK();
+  const int err = errno;
+  if (err == EEXIST) {
+    struct stat st;
+    if (::fstatat(dfd, name.c_str(), &st, follow_existing ? 0 : AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+      return Status::OK();
+    }
+    return Status::AlreadyExists("create dir " + shown + ": exists and is not a directory");
+  }
+  return PosixError("create dir", shown, err);
+}
+
+Status RenameNoReplaceAt(int dfd, const std::string& from, const std::string& to, const std::string& shown) {
+#ifdef SYS_renameat2
+  long rc = ::syscall(SYS_renameat2, dfd, from.c_str(), dfd, to.c_str(), 1 /*RENAME_NOREPLACE*/);
+  if (rc == 0) return Status::OK();
+  int err = errno;
+  if (err != EINVAL && err != ENOSYS && err != ENOTSUP) return PosixError("rename", shown, err);
+#endif
+  // File systems without renameat2 (some NAS mounts): link() fails with EEXIST atomically.
+  if (::linkat(dfd, from.c_str(), dfd, to.c_str(), 0) != 0) return PosixError("link", shown, errno);
+  ::unlinkat(dfd, from.c_str(), 0);  // the file is published under `to` either way; a leftover temp is cleaned later
+  return Status::OK();
+}
+
+Status OpenRegularAt(int dfd, const std::string& name, const std::string& shown, std::unique_ptr<RegularFile>* out) {
+  int fd;
+  do {  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
+    fd = ::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0 && errno == ELOOP) return Status::InvalidArgument("open " + shown + ": is a symbolic link, not a regular file");
+  if (fd < 0) return PosixError("open", shown, errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return PosixError("stat", shown, err);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    const char* what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket" : "a device";
+    return Status::InvalidArgument("open " + shown + ": is " + std::string(what) + ", not a regular file");
+  }
+  out->reset(new PosixRegularFile(shown, fd));
+  return Status::OK();
+}
+
+// fsync on a directory descriptor (EINVAL: a file system that cannot sync directories, nothing to do).
+Status SyncDirFd(int fd, const std::string& shown) {
+  if (::fsync(fd) != 0 && errno != EINVAL) return PosixError("fsync dir", shown, errno);
+  return Status::OK();
+}
+
+// Opens a directory relative to dfd; nofollow: a link as the last component is refused (InvalidArgument).
+Status OpenDirAt(int dfd, const std::string& name, const std::string& shown, bool nofollow, int* out) {
+  int fd;
+  do {
+    fd = ::openat(dfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+  } while (fd < 0 && errno == EINTR);
+  if (fd >= 0) {
+    *out = fd;
+    return Status::OK();
+  }
+  const int err = errno;
+  if (err == ELOOP || err == ENOTDIR) {
+    FileInfo fi;
+    if (StatAt(dfd, name, shown, &fi).ok() && fi.exists) {
+      return Status::InvalidArgument("open dir " + shown + ": is " +
+                                     std::string(fi.is_symlink ? "a symbolic link" : "not a directory"));
+    }
+  }
+  return PosixError("open dir", shown, err);
+}
+
+class PosixDirectory final : public Directory {
+ public:
+  PosixDirectory(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixDirectory() override { ::close(fd_); }
+
+  const std::string& path() const override { return path_; }
+  Status Stat(const std::string& name, FileInfo* info) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return StatAt(fd_, name, Shown(name), info);
+  }
+  Status OpenSubdir(const std::string& name, std::unique_ptr<Directory>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    int fd;
+    CMQ_RETURN_IF_ERROR(OpenDirAt(fd_, name, Shown(name), /*nofollow=*/true, &fd));
+    out->reset(new PosixDirectory(Shown(name), fd));
+    return Status::OK();
+  }
+  Status CreateSubdir(const std::string& name) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return CreateDirAt(fd_, name, Shown(name), /*follow_existing=*/false);
+  }
+  Status NewFile(const std::string& name, std::unique_ptr<WritableFile>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    int fd;
+    do {
+      fd = ::openat(fd_, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    } while (fd < 0 && errno == EINTR);
+    if (fd < 0) return PosixError("open", Shown(name), errno);
+    out->reset(new PosixWritableFile(Shown(name), fd));
+    return Status::OK();
+  }
+  Status OpenRegularFile(const std::string& name, std::unique_ptr<RegularFile>* out) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    return OpenRegularAt(fd_, name, Shown(name), out);
+  }
+  Status RenameNoReplace(const std::string& from, const std::string& to) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(from));
+    CMQ_RETURN_IF_ERROR(CheckEntryName(to));
+    return RenameNoReplaceAt(fd_, from, to, Shown(from) + " -> " + to);
+  }
+  Status RemoveFile(const std::string& name) override {
+    CMQ_RETURN_IF_ERROR(CheckEntryName(name));
+    if (::unlinkat(fd_, name.c_str(), 0) != 0) return PosixError("remove", Shown(name), errno);
+    return Status::OK();
+  }
+  Status Sync() override { return SyncDirFd(fd_, path_); }
+
+ private:
+  std::string Shown(const std::string& name) const { return JoinPath(path_, name); }
+  std::string path_;
+  int fd_;
+};
+
 class PosixFileLock final : public FileLock {
  public:
   explicit PosixFileLock(int fd) : fd_(fd) {}
@@ -182,42 +332,18 @@ class PosixEnv final : public Env {
   }
 
   Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) override {
+    return OpenRegularAt(AT_FDCWD, path, path, out);
+  }
+
+  Status OpenDirectory(const std::string& path, std::unique_ptr<Directory>* out) override {
     int fd;
-    do {  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
-      fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    } while (fd < 0 && errno == EINTR);
-    if (fd < 0 && errno == ELOOP) return Status::InvalidArgument("open " + path + ": is a symbolic link, not a regular file");
-    if (fd < 0) return PosixError("open", path, errno);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      const int err = errno;
-      ::close(fd);
-      return PosixError("stat", path, err);
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      const char* what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
-                         : S_ISSOCK(st.st_mode) ? "a socket" : "a device";
-      return Status::InvalidArgument("open " + path + ": is " + std::string(what) + ", not a regular file");
-    }
-    out->reset(new PosixRegularFile(path, fd));
+    CMQ_RETURN_IF_ERROR(OpenDirAt(AT_FDCWD, path, path, /*nofollow=*/false, &fd));
+    out->reset(new PosixDirectory(path, fd));
     return Status::OK();
   }
 
   Status GetFileInfo(const std::string& path, FileInfo* info) override {
-    *info = FileInfo();
-    struct stat st;
-    if (::lstat(path.c_str(), &st) != 0) {
-      if (errno == ENOENT || errno == ENOTDIR) return Status::OK();
-      return PosixError("stat", path, errno);
-    }
-    info->exists = true;
-    info->is_dir = S_ISDIR(st.st_mode);
-    info->is_symlink = S_ISLNK(st.st_mode);
-    info->is_regular = S_ISREG(st.st_mode);
-    info->size = static_cast<uint64_t>(st.st_size);
-    info->mtime_us = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000 + st.st_mtim.tv_nsec / 1000;
-    return Status::OK();
+    return StatAt(AT_FDCWD, path, path, info);
   }
 
   Status GetChildren(const std::string& dir, std::vector<std::string>* names) override {
@@ -233,14 +359,7 @@ class PosixEnv final : public Env {
   }
 
   Status CreateDir(const std::string& dir) override {
-    if (::mkdir(dir.c_str(), 0755) == 0) return Status::OK();
-    int err = errno;
-    if (err == EEXIST) {
-      struct stat st;
-      if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return Status::OK();
-      return Status::AlreadyExists("create dir " + dir + ": exists and is not a directory");
-    }
-    return PosixError("create dir", dir, err);
+    return CreateDirAt(AT_FDCWD, dir, dir, /*follow_existing=*/true);
   }
 
   Status RemoveFile(const std::string& path) override {
@@ -259,28 +378,15 @@ class PosixEnv final : public Env {
   }
 
   Status RenameNoReplace(const std::string& from, const std::string& to) override {
-#ifdef SYS_renameat2
-    long rc = ::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), 1 /*RENAME_NOREPLACE*/);
-    if (rc == 0) return Status::OK();
-    int err = errno;
-    if (err != EINVAL && err != ENOSYS && err != ENOTSUP) {
-      return PosixError("rename", from + " -> " + to, err);
-    }
-#endif
-    // File systems without renameat2 (some NAS mounts): link() fails with EEXIST atomically.
-    if (::link(from.c_str(), to.c_str()) != 0) return PosixError("link", from + " -> " + to, errno);
-    ::unlink(from.c_str());  // the file is published under `to` either way; a leftover temp is cleaned later
-    return Status::OK();
+    return RenameNoReplaceAt(AT_FDCWD, from, to, from + " -> " + to);
   }
 
   Status SyncDir(const std::string& dir) override {
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return PosixError("open dir", dir, errno);
-    int rc = ::fsync(fd);
-    int err = errno;
+    Status s = SyncDirFd(fd, dir);
     ::close(fd);
-    if (rc != 0 && err != EINVAL) return PosixError("fsync dir", dir, err);
-    return Status::OK();
+    return s;
   }
 
   Status RealPath(const std::string& path, std::string* out) override {
