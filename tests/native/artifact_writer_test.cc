@@ -281,11 +281,17 @@ TEST_F(ArtifactWriterTest, StaleTempFilesAreCleanedOnOpen) {
   std::ofstream(tmp_.Sub("root/job/.cmq-tmp." + h + ".2147483632.0000000000000001.a.png")) << "junk";
   std::string live = ".cmq-tmp." + h + "." + std::to_string(getpid()) + ".0000000000000002.b.png";
   std::ofstream(tmp_.Sub("root/job/" + live)) << "in progress";
+  // A dead writer's temp outside the root, behind a link in it: not the root's, never touched.
+  ASSERT_EQ(mkdir(tmp_.Sub("outside").c_str(), 0755), 0);
+  const std::string outside_temp = ".cmq-tmp." + h + ".2147483632.0000000000000003.c.png";
+  std::ofstream(tmp_.Sub("outside/" + outside_temp)) << "not ours";
+  ASSERT_EQ(symlink(tmp_.Sub("outside").c_str(), tmp_.Sub("root/out").c_str()), 0);
   std::unique_ptr<ArtifactWriter> w2;
   uint64_t removed = 0;
   ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp_.Sub("root"), &w2, &removed).ok());
   EXPECT_EQ(removed, 1u);
   EXPECT_EQ(List(tmp_.Sub("root/job")), std::vector<std::string>{live});
+  EXPECT_EQ(List(tmp_.Sub("outside")), std::vector<std::string>{outside_temp});
 }
 
 TEST(ArtifactWriterFaults, FullDiskOrFailedSyncLeavesNoFile) {

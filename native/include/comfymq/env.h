@@ -72,6 +72,8 @@ class Directory {
   virtual ~Directory() = default;
   // The path it was opened by (for messages and for callers that report full paths).
   virtual const std::string& path() const = 0;
+  // The names of its entries (without "." and "..").
+  virtual Status List(std::vector<std::string>* names) = 0;
   // What `name` is, the link itself when it is one (lstat); info->exists false when missing.
   virtual Status Stat(const std::string& name, FileInfo* info) = 0;
   // Opens the subdirectory `name`: NotFound when missing, InvalidArgument when it is a link or no directory.

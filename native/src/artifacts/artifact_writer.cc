@@ -209,17 +209,18 @@ class WriterImpl final : public ArtifactWriter {
   }
 
   // Removes temp files left by writers that are gone: this host's dead processes, or anything a day old.
-  uint64_t CleanStaleTemps(const std::string& dir, int depth) {
+  // Walked by handle from the root's, links never followed.
+  uint64_t CleanStaleTemps(Directory* dir, int depth) {
     uint64_t removed = 0;
     std::vector<std::string> names;
-    if (depth > 16 || !env_->GetChildren(dir, &names).ok()) return 0;
+    if (depth > 16 || !dir->List(&names).ok()) return 0;
     const int64_t now = env_->NowMicros();
     for (const std::string& n : names) {
-      const std::string path = JoinPath(dir, n);
       FileInfo fi;
-      if (!env_->GetFileInfo(path, &fi).ok() || !fi.exists || fi.is_symlink) continue;
+      if (!dir->Stat(n, &fi).ok() || !fi.exists || fi.is_symlink) continue;
       if (fi.is_dir) {
-        removed += CleanStaleTemps(path, depth + 1);
+        std::unique_ptr<Directory> sub;
+        if (dir->OpenSubdir(n, &sub).ok()) removed += CleanStaleTemps(sub.get(), depth + 1);
         continue;
       }
       if (n.compare(0, std::string(kTempPrefix).size(), kTempPrefix) != 0) continue;
@@ -230,10 +231,11 @@ class WriterImpl final : public ArtifactWriter {
         int pid = std::atoi(rest.c_str() + host_.size() + 1);
         stale = pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
       }
-      if (stale && env_->RemoveFile(path).ok()) removed++;
+      if (stale && dir->RemoveFile(n).ok()) removed++;
     }
     return removed;
   }
+  uint64_t CleanStaleTemps() { return CleanStaleTemps(root_dir_.get(), 0); }
 
  private:
   // Opens (creating what is missing) the directory dir_rel under the root, refusing links that lead outside
@@ -353,7 +355,7 @@ Status ArtifactWriter::Open(Env* env, const std::string& root, std::unique_ptr<A
   std::unique_ptr<Directory> root_dir;
   CMQ_RETURN_IF_ERROR(env->OpenDirectory(real, &root_dir).WithContext("opening artifact root"));
   auto impl = std::make_unique<WriterImpl>(env, root, real, std::move(root_dir));
-  uint64_t removed = impl->CleanStaleTemps(root, 0);
+  uint64_t removed = impl->CleanStaleTemps();
   if (stale_removed != nullptr) *stale_removed = removed;
   *writer = std::move(impl);
   return Status::OK();

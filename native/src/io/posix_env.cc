@@ -212,6 +212,16 @@ Status OpenRegularAt(int dfd, const std::string& name, const std::string& shown,
   return Status::OK();
 }
 
+// Reads every entry but "." and ".." into *names, then closes d.
+void ListEntries(DIR* d, std::vector<std::string>* names) {
+  names->clear();
+  while (struct dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names->push_back(std::move(n));
+  }
+  ::closedir(d);
+}
+
 // fsync on a directory descriptor (EINVAL: a file system that cannot sync directories, nothing to do).
 Status SyncDirFd(int fd, const std::string& shown) {
   if (::fsync(fd) != 0 && errno != EINVAL) return PosixError("fsync dir", shown, errno);
@@ -245,6 +255,18 @@ class PosixDirectory final : public Directory {
   ~PosixDirectory() override { ::close(fd_); }
 
   const std::string& path() const override { return path_; }
+  Status List(std::vector<std::string>* names) override {
+    const int fd = ::openat(fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // fdopendir owns and moves its fd
+    if (fd < 0) return PosixError("list", path_, errno);
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      const int err = errno;
+      ::close(fd);
+      return PosixError("list", path_, err);
+    }
+    ListEntries(d, names);
+    return Status::OK();
+  }
   Status Stat(const std::string& name, FileInfo* info) override {
     CMQ_RETURN_IF_ERROR(CheckEntryName(name));
     return StatAt(fd_, name, Shown(name), info);
@@ -347,14 +369,9 @@ class PosixEnv final : public Env {
   }
 
   Status GetChildren(const std::string& dir, std::vector<std::string>* names) override {
-    names->clear();
     DIR* d = ::opendir(dir.c_str());
     if (d == nullptr) return PosixError("list", dir, errno);
-    while (struct dirent* e = ::readdir(d)) {
-      std::string n = e->d_name;
-      if (n != "." && n != "..") names->push_back(std::move(n));
-    }
-    ::closedir(d);
+    ListEntries(d, names);
     return Status::OK();
   }
 
