@@ -269,6 +269,44 @@ TEST_F(ArtifactWriterTest, AStreamFinishesInTheDirectoryItWasCheckedInEvenIfItsP
   EXPECT_TRUE(List(tmp_.Sub("outside/sub")).empty());
 }
 
+size_t OpenDescriptors() { return List("/proc/self/fd").size(); }
+
+// A result of thousands of files (frames of a video, say) waits finished until the result arrives: that must
+// not cost a descriptor per file (1024 is a common limit).
+TEST_F(ArtifactWriterTest, FinishedStreamsHoldNoOpenFile) {
+  const size_t before = OpenDescriptors();
+  std::vector<std::unique_ptr<ArtifactStream>> waiting;
+  for (int i = 0; i < 3000; ++i) {
+    waiting.push_back(StreamOf("job9/frame_" + std::to_string(i) + ".png", "frame " + std::to_string(i)));
+    std::string sha;
+    ASSERT_TRUE(waiting.back()->Finish(&sha).ok());
+    ASSERT_EQ(sha, Sha256::Hex("frame " + std::to_string(i)));
+  }
+  EXPECT_LT(OpenDescriptors(), before + 8);  // the one directory's handle, shared
+  for (int i = 0; i < 3000; ++i) {
+    ArtifactInfo info;
+    ASSERT_TRUE(waiting[i]->Commit(&info).ok());
+    ASSERT_EQ(info.path, "job9/frame_" + std::to_string(i) + ".png");
+  }
+  EXPECT_EQ(List(tmp_.Sub("root/job9")).size(), 3000u);
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/job9/frame_2999.png")), "frame 2999");
+  waiting.clear();
+  EXPECT_LE(OpenDescriptors(), before + 1);
+  // The shared directory removed while no stream used it: the next stream makes it again.
+  ASSERT_TRUE(RemoveRecursively(Env::Default(), tmp_.Sub("root/job9")).ok());
+  ArtifactInfo again;
+  ASSERT_TRUE(w_->Write("job9/late.png", "late", &again).ok());
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/job9/late.png")), "late");
+}
+
+TEST_F(ArtifactWriterTest, AStreamBegunAfterItsSharedDirectoryWasRemovedMakesItAgain) {
+  std::unique_ptr<ArtifactStream> holding = StreamOf("job3/a.png", "a");  // keeps job3's handle alive
+  ASSERT_TRUE(RemoveRecursively(Env::Default(), tmp_.Sub("root/job3")).ok());
+  ArtifactInfo info;
+  ASSERT_TRUE(w_->Write("job3/b.png", "b", &info).ok());
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/job3/b.png")), "b");
+}
+
 TEST_F(ArtifactWriterTest, StaleTempFilesAreCleanedOnOpen) {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);

@@ -33,7 +33,9 @@ class ArtifactStream {
   virtual ~ArtifactStream() = default;  // aborts (removes the temp file) unless committed
   virtual Status Append(std::string_view data) = 0;
   // Ends the appends and gives the content's sha256 (lowercase hex), so a caller can check the file before
-  // it becomes visible. Optional: Commit finishes by itself.
+  // it becomes visible. The bytes are synced and the file closed now: a finished stream waiting for its
+  // Commit holds no open file (and streams in one directory share one handle of it), so a host can keep
+  // thousands of a result's files finished. A failed sync aborts the stream. Optional: Commit finishes by itself.
   virtual Status Finish(std::string* sha256) = 0;
   // Makes the file durable and visible under its final name. The stream is finished afterwards.
   virtual Status Commit(ArtifactInfo* info) = 0;

@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -78,24 +80,29 @@ class StreamImpl final : public ArtifactStream {
     return Status::OK();
   }
 
+  // The bytes are synced and the file closed here, not at Commit: a finished stream waiting for its Commit
+  // holds no open file (a host keeps every file of a result finished until the result arrives).
   Status Finish(std::string* sha256) override {
     if (finished_) return Status::InvalidArgument("artifact stream is already finished");
-    if (digest_.empty()) digest_ = hash_.HexDigest();
+    if (digest_.empty()) {
+      digest_ = hash_.HexDigest();
+      Status s = file_->Sync();
+      Status c = file_->Close();
+      file_.reset();
+      if (s.ok()) s = c;
+      if (!s.ok()) {
+        Abort();
+        return s.WithContext("syncing artifact " + name_);
+      }
+    }
     *sha256 = digest_;
     return Status::OK();
   }
 
   Status Commit(ArtifactInfo* info) override {
-    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
     std::string digest;
-    Finish(&digest);
-    Status s = file_->Sync();
-    Status c = file_->Close();
-    if (s.ok()) s = c;
-    if (!s.ok()) {
-      Abort();
-      return s.WithContext("syncing artifact " + name_);
-    }
+    Status s = Finish(&digest);
+    if (!s.ok()) return s;
     std::string final_name = name_;
     for (int n = 1;; ++n) {
       s = dir_->RenameNoReplace(temp_name_, final_name);
@@ -117,9 +124,9 @@ class StreamImpl final : public ArtifactStream {
   }
 
   Status CommitOrReuse(ArtifactInfo* info) override {
-    if (finished_) return Status::InvalidArgument("artifact stream is already finished");
     std::string digest;
-    Finish(&digest);
+    Status s = Finish(&digest);
+    if (!s.ok()) return s;
     // Checked, hashed and synced through one descriptor that only a regular file (no link, FIFO, socket or
     // device) opens to, so a name swapped meanwhile is never taken for the copy. Anything that stops the check
     // or the sync (an unreadable file, ...) means "not the same": this copy is then published under a name of
@@ -139,7 +146,7 @@ class StreamImpl final : public ArtifactStream {
   Status Abort() override {
     if (finished_) return Status::OK();
     finished_ = true;
-    file_->Close();
+    if (file_) file_->Close();
     Status s = dir_->RemoveFile(temp_name_);
     return s.IsNotFound() ? Status::OK() : s;
   }
@@ -166,7 +173,7 @@ class StreamImpl final : public ArtifactStream {
 
   std::shared_ptr<Directory> dir_;
   std::string root_, dir_rel_, name_, temp_name_;
-  std::unique_ptr<WritableFile> file_;
+  std::unique_ptr<WritableFile> file_;  // open until Finish
   static constexpr uint64_t kWritebackChunk = 1u << 20;
   Sha256 hash_;
   std::string digest_;  // set once the appends are over
@@ -196,14 +203,18 @@ class WriterImpl final : public ArtifactWriter {
     size_t slash = norm.find_last_of('/');
     std::string dir_rel = slash == std::string::npos ? "" : norm.substr(0, slash);
     std::string name = slash == std::string::npos ? norm : norm.substr(slash + 1);
-    std::shared_ptr<Directory> dir;
-    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, &dir));
     char tag[64];
     std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
                   static_cast<unsigned long long>(RandomToken()));
     std::string temp_name = std::string(kTempPrefix) + host_ + "." + tag + name.substr(0, 64);
+    std::shared_ptr<Directory> dir = SharedDir(dir_rel);
     std::unique_ptr<WritableFile> file;
-    CMQ_RETURN_IF_ERROR(dir->NewFile(temp_name, &file).WithContext("creating artifact " + norm));
+    // A shared handle whose directory was removed meanwhile cannot take the file: then the path is walked anew.
+    if (dir == nullptr || !dir->NewFile(temp_name, &file).ok()) {
+      CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, &dir));
+      CMQ_RETURN_IF_ERROR(dir->NewFile(temp_name, &file).WithContext("creating artifact " + norm));
+      ShareDir(dir_rel, dir);
+    }
     stream->reset(new StreamImpl(std::move(dir), root_, dir_rel, name, temp_name, std::move(file)));
     return Status::OK();
   }
@@ -238,6 +249,24 @@ class WriterImpl final : public ArtifactWriter {
   uint64_t CleanStaleTemps() { return CleanStaleTemps(root_dir_.get(), 0); }
 
  private:
+  // The handle streams still use for dir_rel, if any (the root's for ""): streams in one directory share one,
+  // so a result's many files, finished and waiting for their Commit, hold one descriptor between them.
+  std::shared_ptr<Directory> SharedDir(const std::string& dir_rel) {
+    if (dir_rel.empty()) return root_dir_;
+    std::lock_guard<std::mutex> l(dirs_mu_);
+    auto it = dirs_.find(dir_rel);
+    return it == dirs_.end() ? nullptr : it->second.lock();
+  }
+  void ShareDir(const std::string& dir_rel, const std::shared_ptr<Directory>& dir) {
+    if (dir_rel.empty()) return;
+    std::lock_guard<std::mutex> l(dirs_mu_);
+    if (dirs_.size() >= 2 * live_dirs_hint_ + 64) {  // drop the handles no stream uses any more
+      for (auto it = dirs_.begin(); it != dirs_.end();) it = it->second.expired() ? dirs_.erase(it) : std::next(it);
+      live_dirs_hint_ = dirs_.size();
+    }
+    dirs_[dir_rel] = dir;
+  }
+
   // Opens (creating what is missing) the directory dir_rel under the root, refusing links that lead outside
   // it. Walked one component at a time by handle from the root's, never following a link by itself: a link
   // is resolved, checked to stay inside the root, and its target walked the same way from the root (a link
@@ -306,6 +335,9 @@ class WriterImpl final : public ArtifactWriter {
   std::string real_root_;
   std::shared_ptr<Directory> root_dir_;  // the root as found at Open
   std::string host_;
+  std::mutex dirs_mu_;
+  std::map<std::string, std::weak_ptr<Directory>> dirs_;  // SharedDir's, by dir_rel; some may have expired
+  size_t live_dirs_hint_ = 0;                              // live entries at the last sweep
 };
 
 }  // namespace
