@@ -139,6 +139,76 @@ TEST(ArtifactWriterFaults, CommitOrReuseFallsBackToANewNameWhenTheFileThereCanno
   }
 }
 
+TEST(ArtifactWriterCommitAll, OneDirectorySyncPerDirectoryAndAFailureStopsCleanly) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
+  ArtifactInfo earlier;
+  ASSERT_TRUE(w->Write("a/f3.png", "a3", &earlier).ok());  // an existing copy of one of them, to reuse
+  std::vector<std::unique_ptr<ArtifactStream>> streams;
+  std::vector<ArtifactStream*> raw;
+  std::vector<bool> reuse;
+  for (int i = 0; i < 40; ++i) {
+    const std::string dir = i < 20 ? "a" : "b";
+    std::unique_ptr<ArtifactStream> st;
+    ASSERT_TRUE(w->Begin(dir + "/f" + std::to_string(i % 20) + ".png", &st).ok());
+    ASSERT_TRUE(st->Append(dir + std::to_string(i % 20)).ok());
+    raw.push_back(st.get());
+    reuse.push_back(true);
+    streams.push_back(std::move(st));
+  }
+  int dir_syncs = 0;
+  env.SetFaultHook([&](const std::string& op, const std::string&) {
+    dir_syncs += op == "syncdir";
+    return Status::OK();
+  });
+  std::vector<ArtifactInfo> infos;
+  ASSERT_TRUE(w->CommitAll(raw, reuse, &infos).ok());
+  EXPECT_EQ(dir_syncs, 2);  // not 40
+  ASSERT_EQ(infos.size(), 40u);
+  EXPECT_EQ(infos[3].path, "a/f3.png");
+  EXPECT_TRUE(infos[3].reused);
+  EXPECT_FALSE(infos[4].reused);
+  EXPECT_EQ(infos[25].path, "b/f5.png");
+  std::string got;
+  ASSERT_TRUE(env.ReadFileToString("/root/b/f5.png", &got).ok());
+  EXPECT_EQ(got, "b5");
+  std::vector<std::string> names;
+  ASSERT_TRUE(env.GetChildren("/root/a", &names).ok());
+  EXPECT_EQ(names.size(), 20u);  // no temp left, no second copy of f3
+
+  // A rename that fails part way: what came before is published and synced, the failed one is gone, the
+  // ones after it are untouched and can still be committed.
+  streams.clear();
+  raw.clear();
+  for (int i = 0; i < 5; ++i) {
+    std::unique_ptr<ArtifactStream> st;
+    ASSERT_TRUE(w->Begin("c/g" + std::to_string(i) + ".png", &st).ok());
+    ASSERT_TRUE(st->Append("g").ok());
+    raw.push_back(st.get());
+    streams.push_back(std::move(st));
+  }
+  int renames = 0;
+  dir_syncs = 0;
+  env.SetFaultHook([&](const std::string& op, const std::string&) {
+    dir_syncs += op == "syncdir";
+    return op == "rename" && ++renames == 3 ? Status::IOError("rename denied") : Status::OK();
+  });
+  Status s = w->CommitAll(raw, std::vector<bool>(5, false), &infos);
+  EXPECT_FALSE(s.ok());
+  ASSERT_EQ(infos.size(), 2u);
+  EXPECT_EQ(dir_syncs, 1);
+  env.SetFaultHook(nullptr);
+  ArtifactInfo later;
+  ASSERT_TRUE(streams[3]->Commit(&later).ok());
+  EXPECT_EQ(later.path, "c/g3.png");
+  EXPECT_FALSE(streams[2]->Commit(&later).ok());  // aborted
+  ASSERT_TRUE(env.GetChildren("/root/c", &names).ok());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names.size(), 4u);  // g0, g1, g3 and g4's temp (still open)
+  EXPECT_TRUE(w->CommitAll(raw, std::vector<bool>(2, false), &infos).IsInvalidArgument());
+}
+
 TEST_F(ArtifactWriterTest, ConcurrentWritersToOneNameNeverClobber) {
   std::vector<std::thread> ts;
   std::mutex mu;

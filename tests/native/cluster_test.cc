@@ -3,12 +3,15 @@
 // silent workers, late results, protocol versions, CURVE keys, garbage frames and broker restarts.
 // (tests/python/test_cluster.py runs the same ground with real processes.)
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <iostream>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
@@ -182,6 +185,43 @@ TEST_F(ClusterTest, AJobRunsAndItsFilesArriveWhole) {
   BrokerCounters c = broker_->Counters();
   EXPECT_EQ(c.results, 1u);
   EXPECT_GE(c.chunks, 6u);
+}
+
+// A result of thousands of files (the frames of a video saved one by one) under a descriptor limit far below
+// their count: the host keeps every file finished until the result arrives, holding no descriptor for any;
+// and the chunks (each ending in a file sync) do not keep the broker from renewing the lease meanwhile.
+TEST_F(ClusterTest, AResultOfThousandsOfFilesArrivesUnderALowDescriptorLimit) {
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  constexpr int kFiles = 2000;
+  std::vector<OutputFile> files;
+  ASSERT_EQ(::mkdir(tmp_.Sub("frames").c_str(), 0755), 0);
+  for (int i = 0; i < kFiles; ++i) {
+    const std::string name = "frame_" + std::to_string(i) + ".png";
+    std::ofstream(tmp_.Sub("frames/" + name), std::ios::binary) << "frame " << i;
+    files.push_back({tmp_.Sub("frames/" + name), name, "image/png"});
+  }
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  size_t open_now = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd"); it != std::filesystem::directory_iterator(); ++it) open_now++;
+  struct rlimit low = old_limit;
+  low.rlim_cur = std::min<rlim_t>(old_limit.rlim_cur, open_now + 200);  // 200 spare: far fewer than the files
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  Status s = w->Complete(a.job_id, a.token, "{\"2\": {\"images\": []}}", files);
+  json ack = s.ok() ? NextWorkerEvent(w, "ack", 60000) : nullptr;
+  ::setrlimit(RLIMIT_NOFILE, &old_limit);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_FALSE(ack.is_null());
+  EXPECT_EQ(ack["kind"], "recorded");
+  Job done = Get(id);
+  EXPECT_EQ(done.state, JobState::kSucceeded) << done.error;
+  json arts = json::parse(done.artifacts);
+  ASSERT_EQ(arts.size(), static_cast<size_t>(kFiles));
+  EXPECT_EQ(arts[kFiles - 1]["path"], FormatJobId(id) + "/frame_" + std::to_string(kFiles - 1) + ".png");
+  EXPECT_EQ(ReadFile(tmp_.Sub("artifacts/" + FormatJobId(id) + "/frame_1234.png")), "frame 1234");
 }
 
 TEST_F(ClusterTest, CreditLimitsWhatAWorkerIsGiven) {

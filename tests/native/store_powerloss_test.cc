@@ -118,6 +118,10 @@ TEST(PowerLoss, ArtifactsAreWholeOrAbsentAfterPowerCuts) {
     auto maybe_cut = [&] {
       if (!image && step++ == cut_at) image = env.CrashImage(rng, MemEnv::CrashMode::kTornPrefix);
     };
+    // Odd trials hold every file finished and publish them together (CommitAll: one directory sync).
+    const bool together = trial % 2 == 1;
+    std::vector<std::unique_ptr<ArtifactStream>> held;
+    std::vector<std::string> held_content;
     for (int f = 0; f < files; ++f) {
       std::string content(std::uniform_int_distribution<int>(1, 200000)(rng), static_cast<char>('A' + f));
       std::unique_ptr<ArtifactStream> s;
@@ -127,9 +131,25 @@ TEST(PowerLoss, ArtifactsAreWholeOrAbsentAfterPowerCuts) {
         ASSERT_TRUE(s->Append(std::string_view(content).substr(off, 65536)).ok());
       }
       maybe_cut();
+      if (together) {
+        std::string sha;
+        ASSERT_TRUE(s->Finish(&sha).ok());
+        held.push_back(std::move(s));
+        held_content.push_back(content);
+        maybe_cut();
+        continue;
+      }
       ArtifactInfo info;
       ASSERT_TRUE(s->Commit(&info).ok());
       if (!image) acked.emplace_back(info.path, content);
+      maybe_cut();
+    }
+    if (together) {
+      std::vector<ArtifactStream*> raw;
+      for (auto& h : held) raw.push_back(h.get());
+      std::vector<ArtifactInfo> infos;
+      ASSERT_TRUE(w->CommitAll(raw, std::vector<bool>(raw.size(), false), &infos).ok());
+      for (size_t i = 0; i < infos.size() && !image; ++i) acked.emplace_back(infos[i].path, held_content[i]);
       maybe_cut();
     }
     if (!image) image = env.CrashImage(rng, MemEnv::CrashMode::kTornPrefix);

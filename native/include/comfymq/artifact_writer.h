@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "comfymq/env.h"
 #include "comfymq/status.h"
@@ -26,6 +27,7 @@ struct ArtifactInfo {
   std::string full_path;  // root + path
   uint64_t size = 0;
   std::string sha256;     // lowercase hex
+  bool reused = false;    // CommitOrReuse took an existing copy: no file was made
 };
 
 class ArtifactStream {
@@ -62,6 +64,12 @@ class ArtifactWriter {
   // Starts a streamed file (for large outputs written in chunks).
   virtual Status Begin(const std::string& relative_path, std::unique_ptr<ArtifactStream>* stream) = 0;
   virtual const std::string& root() const = 0;
+  // Commits streams begun by this writer (reuse[i]: CommitOrReuse for streams[i]) with one directory sync per
+  // directory instead of one per file: a result of thousands of files. Stops at the first failure; *infos
+  // then holds the files published before it (visible, and synced like the rest), for the caller to keep
+  // or remove; the failed stream is aborted, the ones after it are left as they were.
+  virtual Status CommitAll(const std::vector<ArtifactStream*>& streams, const std::vector<bool>& reuse,
+                           std::vector<ArtifactInfo>* infos) = 0;
 };
 
 // Checks a caller's relative path and returns it normalized ("a//b/./c" -> "a/b/c").

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -99,10 +100,29 @@ class StreamImpl final : public ArtifactStream {
     return Status::OK();
   }
 
-  Status Commit(ArtifactInfo* info) override {
+  Status Commit(ArtifactInfo* info) override { return Publish(/*reuse=*/false, /*sync_dir=*/true, info); }
+  Status CommitOrReuse(ArtifactInfo* info) override { return Publish(/*reuse=*/true, /*sync_dir=*/true, info); }
+
+  // Commit (reuse: CommitOrReuse). Without sync_dir the new name is not yet durable: the caller syncs dir()
+  // afterwards (CommitAll, once for all the files of a directory).
+  Status Publish(bool reuse, bool sync_dir, ArtifactInfo* info) {
     std::string digest;
     Status s = Finish(&digest);
     if (!s.ok()) return s;
+    if (reuse) {
+      // Checked, hashed and synced through one descriptor that only a regular file (no link, FIFO, socket or
+      // device) opens to, so a name swapped meanwhile is never taken for the copy. Anything that stops the
+      // check or the sync (an unreadable file, ...) means "not the same": this copy is then published under a
+      // name of its own. The sync: its publisher may have died before syncing the file or its directory.
+      std::unique_ptr<RegularFile> f;
+      if (dir_->OpenRegularFile(name_, &f).ok() && HoldsSameBytes(*f) && f->Sync().ok() &&
+          (!sync_dir || dir_->Sync().ok())) {
+        Abort();
+        Describe(name_, info);
+        info->reused = true;
+        return Status::OK();
+      }
+    }
     std::string final_name = name_;
     for (int n = 1;; ++n) {
       s = dir_->RenameNoReplace(temp_name_, final_name);
@@ -110,38 +130,17 @@ class StreamImpl final : public ArtifactStream {
       if (n > 100000) break;
       final_name = WithSuffix(name_, n);
     }
-    if (s.ok()) s = dir_->Sync();
+    if (s.ok() && sync_dir) s = dir_->Sync();
     if (!s.ok()) {
       Abort();
       return s.WithContext("publishing artifact " + name_);
     }
     finished_ = true;
-    info->path = dir_rel_.empty() ? final_name : dir_rel_ + "/" + final_name;
-    info->full_path = JoinPath(DirPath(), final_name);
-    info->size = size_;
-    info->sha256 = digest_;
+    Describe(final_name, info);
     return Status::OK();
   }
 
-  Status CommitOrReuse(ArtifactInfo* info) override {
-    std::string digest;
-    Status s = Finish(&digest);
-    if (!s.ok()) return s;
-    // Checked, hashed and synced through one descriptor that only a regular file (no link, FIFO, socket or
-    // device) opens to, so a name swapped meanwhile is never taken for the copy. Anything that stops the check
-    // or the sync (an unreadable file, ...) means "not the same": this copy is then published under a name of
-    // its own, as Commit does. The sync: its publisher may have died before syncing the file or its directory.
-    std::unique_ptr<RegularFile> f;
-    if (!dir_->OpenRegularFile(name_, &f).ok() || !HoldsSameBytes(*f) || !f->Sync().ok() || !dir_->Sync().ok()) {
-      return Commit(info);
-    }
-    Abort();
-    info->path = dir_rel_.empty() ? name_ : dir_rel_ + "/" + name_;
-    info->full_path = JoinPath(DirPath(), name_);
-    info->size = size_;
-    info->sha256 = digest_;
-    return Status::OK();
-  }
+  Directory* dir() const { return dir_.get(); }
 
   Status Abort() override {
     if (finished_) return Status::OK();
@@ -168,8 +167,14 @@ class StreamImpl final : public ArtifactStream {
     return h.HexDigest() == digest_;
   }
 
-  // The directory's path as callers see it (root + dir_rel), for the full paths reported.
-  std::string DirPath() const { return dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_); }
+  // *info for the file published under `final_name`.
+  void Describe(const std::string& final_name, ArtifactInfo* info) const {
+    info->path = dir_rel_.empty() ? final_name : dir_rel_ + "/" + final_name;
+    info->full_path = JoinPath(dir_rel_.empty() ? root_ : JoinPath(root_, dir_rel_), final_name);
+    info->size = size_;
+    info->sha256 = digest_;
+    info->reused = false;
+  }
 
   std::shared_ptr<Directory> dir_;
   std::string root_, dir_rel_, name_, temp_name_;
@@ -217,6 +222,27 @@ class WriterImpl final : public ArtifactWriter {
     }
     stream->reset(new StreamImpl(std::move(dir), root_, dir_rel, name, temp_name, std::move(file)));
     return Status::OK();
+  }
+
+  Status CommitAll(const std::vector<ArtifactStream*>& streams, const std::vector<bool>& reuse,
+                   std::vector<ArtifactInfo>* infos) override {
+    infos->clear();
+    if (reuse.size() != streams.size()) return Status::InvalidArgument("CommitAll: one reuse flag per stream");
+    std::vector<Directory*> dirs;  // each synced once, at the end
+    Status s;
+    for (size_t i = 0; i < streams.size(); ++i) {
+      auto* st = static_cast<StreamImpl*>(streams[i]);  // every stream is one of ours (Begin made it)
+      ArtifactInfo info;
+      s = st->Publish(reuse[i], /*sync_dir=*/false, &info);
+      if (!s.ok()) break;
+      infos->push_back(std::move(info));
+      if (std::find(dirs.begin(), dirs.end(), st->dir()) == dirs.end()) dirs.push_back(st->dir());
+    }
+    for (Directory* d : dirs) {
+      Status ds = d->Sync();
+      if (s.ok() && !ds.ok()) s = ds.WithContext("publishing artifacts");
+    }
+    return s;
   }
 
   // Removes temp files left by writers that are gone: this host's dead processes, or anything a day old.

@@ -376,7 +376,10 @@ void BrokerImpl::Loop() {
     }
     RunCommands();
     SendOutbox(now);
-    for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN); ++i) {
+    // Bounded in count and in time: a stream of messages that each cost a sync (a result's thousands of file
+    // chunks) must not keep the timers below (pings, lease renewals) from running for seconds.
+    const int64_t recv_until = now + std::max(5, opt_.heartbeat_ms / 4);
+    for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN) && (i == 0 || NowMs() < recv_until); ++i) {
       bool got = false;
       try {
         got = net::RecvFrames(router_, &frames, &user_id);
@@ -392,9 +395,10 @@ void BrokerImpl::Loop() {
       }
     }
     try {
+      const int64_t after = NowMs();
       StartPass();
-      SendOutbox(now);
-      Timers(now);
+      SendOutbox(after);
+      Timers(after);
     } catch (const std::exception& e) {
       Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
     }

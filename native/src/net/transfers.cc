@@ -73,32 +73,36 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
       return Status::NotFound("file " + files[i].name + " of job " + FormatJobId(job) + " has not arrived whole");
     }
   }
+  // The same file published once already (by a host that died before recording the result; the worker
+  // sends it again): that file stands, no second copy. Never one this host published for a result that
+  // is not yet settled: that one may still be unpublished if its result is refused.
+  std::vector<ArtifactStream*> streams;
+  std::vector<bool> reuse;
   for (uint32_t i = 0; i < files.size(); ++i) {
-    auto it = map_.find(Key{job, token, i});
-    ArtifactInfo info;
-    // The same file published once already (by a host that died before recording the result; the worker
-    // sends it again): that file stands, no second copy. Never one this host published for a result that
-    // is not yet settled: that one may still be unpublished if its result is refused.
+    streams.push_back(map_.find(Key{job, token, i})->second.stream.get());
     std::string rel;
-    const bool may_reuse = NormalizeRelativePath(FormatJobId(job) + "/" + files[i].name, &rel).ok() &&
-                           unsettled_.count(rel) == 0;
-    Status s = may_reuse ? it->second.stream->CommitOrReuse(&info) : it->second.stream->Commit(&info);
-    map_.erase(it);
-    if (!s.ok()) {
-      Unpublish(*out);
-      AbortJob(job);
-      return s;
-    }
-    out->push_back(Artifact{info.path, info.size, info.sha256, files[i].mime});
-    unsettled_.insert(info.path);
+    reuse.push_back(NormalizeRelativePath(FormatJobId(job) + "/" + files[i].name, &rel).ok() &&
+                    unsettled_.count(rel) == 0);
   }
+  std::vector<ArtifactInfo> infos;
+  Status s = writer_->CommitAll(streams, reuse, &infos);  // one directory sync for all of them
+  for (size_t i = 0; i < infos.size(); ++i) {
+    out->push_back(Artifact{infos[i].path, infos[i].size, infos[i].sha256, files[i].mime});
+    if (!infos[i].reused) unsettled_.insert(infos[i].path);  // only what this publish made may be removed again
+  }
+  if (!s.ok()) {
+    Unpublish(*out);
+    out->clear();
+    AbortJob(job);
+    return s;
+  }
+  for (uint32_t i = 0; i < files.size(); ++i) map_.erase(Key{job, token, i});  // committed: done with
   return Status::OK();
 }
 
 void Transfers::Unpublish(const std::vector<Artifact>& artifacts) {
   for (const Artifact& a : artifacts) {
-    unsettled_.erase(a.path);
-    ::unlink((writer_->root() + "/" + a.path).c_str());
+    if (unsettled_.erase(a.path) != 0) ::unlink((writer_->root() + "/" + a.path).c_str());  // never a reused copy
   }
 }
 

@@ -29,7 +29,8 @@ class Transfers {
   // artifacts (paths relative to the root). NotFound when some file is missing or differs: the worker must
   // send the files again.
   Status Publish(uint64_t job, uint64_t token, const std::vector<proto::FileEntry>& files, std::vector<Artifact>* out);
-  // Removes published files again (their result was refused after all).
+  // Removes the files this host published for them again (their result was refused after all); an existing
+  // copy a publish reused stays.
   void Unpublish(const std::vector<Artifact>& artifacts);
   // Their result is recorded: the files are the job's for good.
   void Settle(const std::vector<Artifact>& artifacts);
