@@ -388,6 +388,7 @@ TEST_F(ClusterTest, ASilentWorkerLosesItsJobToAnother) {
 // A store on a MemEnv (so faults can be injected), its broker and one worker "gpu-1" with one slot.
 struct MemEnvCluster {
   MemEnv env;
+  Env* artifact_env = nullptr;  // nullptr: a real directory
   TempDir tmp;
   StoreOptions so;
   std::unique_ptr<Store> store;
@@ -402,7 +403,8 @@ struct MemEnvCluster {
     bo.bind = "tcp://127.0.0.1:*";
     bo.heartbeat_ms = kHeartbeatMs;
     bo.liveness = 3;
-    bo.artifact_root = tmp.Sub("artifacts");
+    bo.artifact_root = artifact_env != nullptr ? "/artifacts" : tmp.Sub("artifacts");
+    bo.artifact_env = artifact_env;
     ASSERT_TRUE(Broker::Start(store.get(), bo, &broker).ok());
     WorkerClientOptions wo;
     wo.broker = broker->endpoint();
@@ -462,6 +464,72 @@ TEST(ClusterSlowDisk, ASlowSyncStallsNoHeartbeat) {
   Job done;
   ASSERT_TRUE(store->Get(r.id, false, &done).ok());
   EXPECT_EQ(done.state, JobState::kSucceeded);
+  c.Stop();
+}
+
+// The same for the artifact disk: while a result's file is stuck in a slow sync (12 heartbeats), the loop
+// goes on: heartbeats flow, and a job enqueued meanwhile reaches a worker before the sync is over.
+TEST(ClusterSlowDisk, ASlowArtifactSyncStallsNeitherHeartbeatsNorDispatch) {
+  MemEnvCluster c;
+  MemEnv artifacts;
+  c.artifact_env = &artifacts;
+  std::atomic<int> slow_syncs{0};
+  std::atomic<bool> in_slow_sync{false};
+  artifacts.SetFaultHook([&](const std::string& op, const std::string& path) {
+    if (op == "sync" && path.find(".cmq-tmp.") != std::string::npos && slow_syncs.exchange(0) > 0) {
+      in_slow_sync = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(12 * kHeartbeatMs));
+      in_slow_sync = false;
+    }
+    return Status::OK();
+  });
+  ASSERT_NO_FATAL_FAILURE(c.Start());
+  NewJob j;
+  j.prompt = Graph();
+  EnqueueResult first, second_job;
+  ASSERT_TRUE(c.store->Enqueue(j, &first).ok());
+  JobAssignment a;
+  ASSERT_TRUE(c.worker->NextJob(5000, &a));
+  WorkerClientOptions wo;
+  wo.broker = c.broker->endpoint();
+  wo.worker_id = "gpu-2";
+  wo.capabilities_json = Caps({"EmptyImage", "SaveImage"});
+  wo.heartbeat_ms = kHeartbeatMs;
+  std::unique_ptr<WorkerClient> gpu2;
+  ASSERT_TRUE(WorkerClient::Start(wo, &gpu2).ok());
+  ASSERT_TRUE(WaitFor([&] { return json::parse(c.broker->WorkersJson()).size() == 2; }));
+  std::string e;
+  while (c.worker->NextEvent(0, &e)) {
+  }
+  std::ofstream(c.tmp.Sub("out.png"), std::ios::binary) << std::string(5000, 'p');
+  slow_syncs = 1;
+  ASSERT_TRUE(c.worker->Complete(a.job_id, a.token, "{}", {{c.tmp.Sub("out.png"), "out.png", "image/png"}}).ok());
+  ASSERT_TRUE(WaitFor([&] { return in_slow_sync.load(); }));
+  ASSERT_TRUE(c.store->Enqueue(j, &second_job).ok());
+  JobAssignment b;  // to either worker (gpu-1's slot is free again once it sent its result)
+  bool given = false;
+  for (int i = 0; i < 250 && !given; ++i) given = gpu2->NextJob(10, &b) || c.worker->NextJob(10, &b);
+  ASSERT_TRUE(given);
+  EXPECT_EQ(b.job_id, second_job.id);
+  EXPECT_TRUE(in_slow_sync.load()) << "the second job waited for the artifact's sync";
+  json ack;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (ack.is_null() && std::chrono::steady_clock::now() < until) {
+    if (!c.worker->NextEvent(20, &e)) continue;
+    json ev = json::parse(e);
+    EXPECT_NE(ev["type"], "disconnected") << "the worker gave the broker up during a slow sync: " << e;
+    if (ev["type"] == "ack") ack = ev;
+  }
+  ASSERT_FALSE(ack.is_null());
+  EXPECT_EQ(ack["kind"], "recorded");
+  EXPECT_EQ(c.broker->Counters().workers_lost, 0u);
+  Job done;
+  ASSERT_TRUE(c.store->Get(first.id, false, &done).ok());
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  std::string got;
+  ASSERT_TRUE(artifacts.ReadFileToString("/artifacts/" + FormatJobId(first.id) + "/out.png", &got).ok());
+  EXPECT_EQ(got, std::string(5000, 'p'));
+  gpu2.reset();
   c.Stop();
 }
 

@@ -5,8 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 
 #include "comfymq/artifact_writer.h"
+#include "comfymq/mem_env.h"
 #include "net/transfers.h"
 #include "test_util.h"
 #include "util/sha256.h"
@@ -16,26 +20,62 @@ namespace {
 
 using ::comfymq::testing::TempDir;
 
+// Transfers as the broker's loop drives it: what the I/O thread hands back is taken here, in order.
+struct Loop {
+  explicit Loop(ArtifactWriter* w)
+      : t(w, [this](Transfers::Done d) {
+          std::lock_guard<std::mutex> l(mu);
+          done.push_back(std::move(d));
+          cv.notify_one();
+        }) {}
+  // The ack for a chunk: at once, or once the I/O thread has written it.
+  proto::Message Chunk(const proto::Message& c, bool* retry) {
+    proto::Message ack;
+    if (t.OnChunk("w1", c, &ack, retry)) return ack;
+    Transfers::Done d;
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return !done.empty(); });
+      d = std::move(done.front());
+      done.pop_front();
+    }
+    std::string worker;
+    uint64_t written = 0;
+    EXPECT_TRUE(t.Completed(d, &worker, &ack, &written, retry));
+    EXPECT_EQ(worker, "w1");
+    return ack;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Transfers::Done> done;
+  Transfers t;
+};
+
+proto::Message ChunkOf(uint64_t job, uint64_t token, const std::string& name, const std::string& data, size_t off,
+                       size_t chunk) {
+  proto::Message c;
+  c.cmd = proto::Cmd::kChunk;
+  c.job_id = job;
+  c.token = token;
+  c.file_index = 0;
+  c.file_name = name;
+  c.file_size = data.size();
+  c.offset = off;
+  c.data = data.substr(off, chunk);
+  c.chunk_checksum = proto::ChunkChecksum(c.data);
+  c.last = off + chunk >= data.size();
+  if (c.last) c.file_sha256 = Sha256::Hex(data);
+  return c;
+}
+
 // Sends `data` as chunks of `chunk` bytes for file 0 of job/token; every ack must be OK.
-void SendFile(Transfers* t, uint64_t job, uint64_t token, const std::string& name, const std::string& data,
+void SendFile(Loop* loop, uint64_t job, uint64_t token, const std::string& name, const std::string& data,
               size_t chunk) {
   for (size_t off = 0; off < data.size(); off += chunk) {
-    proto::Message c;
-    c.cmd = proto::Cmd::kChunk;
-    c.job_id = job;
-    c.token = token;
-    c.file_index = 0;
-    c.file_name = name;
-    c.file_size = data.size();
-    c.offset = off;
-    c.data = data.substr(off, chunk);
-    c.chunk_checksum = proto::ChunkChecksum(c.data);
-    c.last = off + chunk >= data.size();
-    if (c.last) c.file_sha256 = Sha256::Hex(data);
-    uint64_t written = 0;
     bool retry = true;
-    proto::Message ack = t->OnChunk("w1", c, &written, &retry);
+    proto::Message ack = loop->Chunk(ChunkOf(job, token, name, data, off, chunk), &retry);
     ASSERT_EQ(ack.chunk_status, proto::ChunkStatus::kOk) << "offset " << off;
+    ASSERT_EQ(ack.offset, std::min(data.size(), off + chunk));
     ASSERT_FALSE(retry);
   }
 }
@@ -57,8 +97,9 @@ TEST(Transfers, AResendAfterAHostRestartPublishesNoSecondCopy) {
   {
     std::unique_ptr<ArtifactWriter> w;
     ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp.path(), &w).ok());
-    Transfers t(w.get());
-    SendFile(&t, job, token, "video.mp4", data, 100000);
+    Loop loop(w.get());
+    Transfers& t = loop.t;
+    SendFile(&loop, job, token, "video.mp4", data, 100000);
     std::vector<Artifact> out;
     ASSERT_TRUE(t.Publish(job, token, files, &out).ok());
     ASSERT_EQ(out.size(), 1u);
@@ -67,8 +108,9 @@ TEST(Transfers, AResendAfterAHostRestartPublishesNoSecondCopy) {
   }
   std::unique_ptr<ArtifactWriter> w;
   ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp.path(), &w).ok());
-  Transfers t(w.get());
-  SendFile(&t, job, token, "video.mp4", data, 64 * 1024);
+  Loop loop(w.get());
+  Transfers& t = loop.t;
+  SendFile(&loop, job, token, "video.mp4", data, 64 * 1024);
   std::vector<Artifact> out;
   ASSERT_TRUE(t.Publish(job, token, files, &out).ok());
   ASSERT_EQ(out.size(), 1u);
@@ -81,7 +123,7 @@ TEST(Transfers, AResendAfterAHostRestartPublishesNoSecondCopy) {
   std::string changed = data;
   changed[10] ^= 1;
   const std::vector<proto::FileEntry> files2 = {{"video.mp4", changed.size(), Sha256::Hex(changed), "video/mp4"}};
-  SendFile(&t, job, token + 1, "video.mp4", changed, 100000);
+  SendFile(&loop, job, token + 1, "video.mp4", changed, 100000);
   ASSERT_TRUE(t.Publish(job, token + 1, files2, &out).ok());
   EXPECT_NE(out[0].path, first_path);
   EXPECT_EQ(Files(dir), (std::vector<std::string>{"video-1.mp4", "video.mp4"}));
@@ -94,14 +136,15 @@ TEST(Transfers, AFileOfAResultNotYetSettledIsNeverReusedSoUnpublishingItHarmsNoO
   TempDir tmp;
   std::unique_ptr<ArtifactWriter> w;
   ASSERT_TRUE(ArtifactWriter::Open(Env::Default(), tmp.path(), &w).ok());
-  Transfers t(w.get());
+  Loop loop(w.get());
+  Transfers& t = loop.t;
   const uint64_t job = 77;
   const std::string data = "same output bytes";
   const std::vector<proto::FileEntry> files = {{"img.png", data.size(), Sha256::Hex(data), "image/png"}};
   std::vector<Artifact> run_a, run_b;
-  SendFile(&t, job, 1, "img.png", data, 1000);
+  SendFile(&loop, job, 1, "img.png", data, 1000);
   ASSERT_TRUE(t.Publish(job, 1, files, &run_a).ok());
-  SendFile(&t, job, 2, "img.png", data, 1000);
+  SendFile(&loop, job, 2, "img.png", data, 1000);
   ASSERT_TRUE(t.Publish(job, 2, files, &run_b).ok());
   EXPECT_NE(run_a[0].path, run_b[0].path);
   t.Unpublish(run_a);  // A refused
@@ -112,16 +155,77 @@ TEST(Transfers, AFileOfAResultNotYetSettledIsNeverReusedSoUnpublishingItHarmsNoO
   // recorded (settled), the same file sent again is that file.
   const uint64_t other = 78;
   std::vector<Artifact> first, unsettled, settled;
-  SendFile(&t, other, 1, "img.png", data, 1000);
+  SendFile(&loop, other, 1, "img.png", data, 1000);
   ASSERT_TRUE(t.Publish(other, 1, files, &first).ok());
-  SendFile(&t, other, 1, "img.png", data, 1000);
+  SendFile(&loop, other, 1, "img.png", data, 1000);
   ASSERT_TRUE(t.Publish(other, 1, files, &unsettled).ok());
   EXPECT_NE(unsettled[0].path, first[0].path);
   t.Unpublish(unsettled);
   t.Settle(first);
-  SendFile(&t, other, 1, "img.png", data, 1000);
+  SendFile(&loop, other, 1, "img.png", data, 1000);
   ASSERT_TRUE(t.Publish(other, 1, files, &settled).ok());
   EXPECT_EQ(settled[0].path, first[0].path);
+}
+
+TEST(Transfers, WhatTheIoThreadFindsComesBackAsTheAck) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+  Loop loop(w.get());
+  const std::string data(5000, 'x');
+  // The bytes are not what the worker's sha256 says: send it all again, and nothing is left.
+  proto::Message first = ChunkOf(1, 1, "a.png", data, 0, 3000);
+  proto::Message last = ChunkOf(1, 1, "a.png", data, 3000, 3000);
+  last.file_sha256 = Sha256::Hex("something else");
+  bool retry = false;
+  EXPECT_EQ(loop.Chunk(first, &retry).chunk_status, proto::ChunkStatus::kOk);
+  proto::Message ack = loop.Chunk(last, &retry);
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
+  EXPECT_EQ(ack.offset, 0u);
+  EXPECT_TRUE(retry);
+  EXPECT_EQ(loop.t.active(), 0u);
+  // The disk refuses the write: refused, and nothing is left.
+  env.SetFaultHook([](const std::string& op, const std::string&) {
+    return op == "write" ? Status::NoSpace("disk full") : Status::OK();
+  });
+  ack = loop.Chunk(ChunkOf(1, 1, "b.png", data, 0, 3000), &retry);
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kRefused);
+  EXPECT_EQ(loop.t.active(), 0u);
+  env.SetFaultHook(nullptr);
+  std::vector<std::string> names;
+  ASSERT_TRUE(env.GetChildren("/art/" + FormatJobId(1), &names).ok());
+  EXPECT_TRUE(names.empty()) << names[0];
+}
+
+TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothing) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+  Loop loop(w.get());
+  const std::string data(5000, 'y');
+  proto::Message ack;
+  bool retry = false;
+  // Queued, then the job is dropped (its worker went away) before the loop hears it was written.
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(2, 1, "a.png", data, 0, 3000), &ack, &retry));
+  loop.t.AbortJob(2);
+  // Queued, then the file starts over: the first start's chunk is not this one's.
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
+  std::vector<Transfers::Done> done;
+  while (done.size() < 3) {
+    std::unique_lock<std::mutex> l(loop.mu);
+    loop.cv.wait(l, [&] { return !loop.done.empty(); });
+    done.push_back(loop.done.front());
+    loop.done.pop_front();
+  }
+  std::string worker;
+  uint64_t written = 0;
+  EXPECT_FALSE(loop.t.Completed(done[0], &worker, &ack, &written, &retry));
+  EXPECT_FALSE(loop.t.Completed(done[1], &worker, &ack, &written, &retry));
+  ASSERT_TRUE(loop.t.Completed(done[2], &worker, &ack, &written, &retry));
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kOk);
+  EXPECT_EQ(ack.offset, 3000u);
+  EXPECT_EQ(written, 3000u);
 }
 
 }  // namespace

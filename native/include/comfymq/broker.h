@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "comfymq/status.h"
+#include "comfymq/env.h"
 #include "comfymq/store.h"
 
 namespace comfymq {
@@ -28,6 +29,7 @@ struct BrokerOptions {
   std::vector<std::string> allowed_worker_keys;  // Z85 public keys
   bool allow_plaintext = false;  // plain text on a non-loopback address needs this, and is logged loudly
   std::string artifact_root;     // output files land in <root>/<job id>/<file name>; required
+  Env* artifact_env = nullptr;   // the file system the artifacts are written through; nullptr = Env::Default()
   int64_t lease_ms = 0;          // store lease per dispatch; 0 = heartbeat * liveness * 3
   size_t max_scan = 20000;       // pending jobs looked at per dispatch
   size_t max_events = 100000;    // queued events before the oldest are dropped (and an overflow event says so)

@@ -144,6 +144,7 @@ class BrokerImpl final : public Broker {
   void Loop();
   void HandleMessage(const std::vector<std::string>& frames, const std::string& user_id, int64_t now);
   void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
+  void HandleChunkDone(const net::Transfers::Done& d);  // a queued chunk was written (or not)
   void HandleChunk(WorkerState& w, const proto::Message& m);
   void StartPass();  // hands the next pass to the pipeline unless one is in flight
   void SendApplied(BrokerPass& pass, int64_t now);
@@ -156,7 +157,9 @@ class BrokerImpl final : public Broker {
   void ChooseOnArrival(DispatchContext& ctx);
   void ReturnCredit(const std::string& worker_id, uint64_t epoch);
   void UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn);
-  void Timers(int64_t now);
+  // inbox_drained: every message that came in was read, so silence is real (else liveness waits a turn).
+  void Timers(int64_t now, bool inbox_drained);
+  int undrained_turns_ = 0;  // loop turns in a row that ended with messages still waiting
   void LoseWorker(WorkerState& w, const std::string& reason, bool count_attempts, int64_t now);
   void RunCommands();
   void Post(std::function<void()> fn);
@@ -248,8 +251,11 @@ Status BrokerImpl::Init() {
     return Status::InvalidArgument("refusing plain-text worker links on " + opt_.bind +
                                    ": set a CURVE key pair (see `python -m comfy_nodes keys`), or opt out explicitly");
   }
-  CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(Env::Default(), opt_.artifact_root, &artifacts_));
-  transfers_ = std::make_unique<net::Transfers>(artifacts_.get());
+  CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(opt_.artifact_env, opt_.artifact_root, &artifacts_));
+  // Written chunks come back to the loop as commands (the I/O thread never touches the loop's state).
+  transfers_ = std::make_unique<net::Transfers>(artifacts_.get(), [this](net::Transfers::Done d) {
+    Post([this, d = std::move(d)] { HandleChunkDone(d); });
+  });
   std::mt19937_64 rng(std::random_device{}());
   char sid[17];
   std::snprintf(sid, sizeof(sid), "%016llx", static_cast<unsigned long long>(rng()));
@@ -317,6 +323,7 @@ Status BrokerImpl::Stop() {
   store_->SetDispatchHook(DispatchHook());  // no lease is chosen for this broker's workers any more
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
+  transfers_.reset();  // its I/O thread posts to the loop's commands: stopped before they go
   {
     // Leased on arrival, or by the last passes, but never sent: back to the queue, no attempt counted. (That
     // pass's results are recorded; their workers hear so when they send them again to the next broker.)
@@ -378,15 +385,21 @@ void BrokerImpl::Loop() {
     SendOutbox(now);
     // Bounded in count and in time: a stream of messages that each cost a sync (a result's thousands of file
     // chunks) must not keep the timers below (pings, lease renewals) from running for seconds.
+    // A worker is judged silent only once every message that came in has been read (drained): after a long
+    // stall its heartbeats may still be waiting behind the budget.
     const int64_t recv_until = now + std::max(5, opt_.heartbeat_ms / 4);
-    for (int i = 0; i < 2000 && (items[0].revents & ZMQ_POLLIN) && (i == 0 || NowMs() < recv_until); ++i) {
+    bool drained = !(items[0].revents & ZMQ_POLLIN);
+    for (int i = 0; !drained && i < 2000 && (i == 0 || NowMs() < recv_until); ++i) {
       bool got = false;
       try {
         got = net::RecvFrames(router_, &frames, &user_id);
       } catch (const zmq::error_t& e) {
         Log("error", "recv", std::string("broker receive failed: ") + e.what());
       }
-      if (!got) break;
+      if (!got) {
+        drained = true;
+        break;
+      }
       try {
         HandleMessage(frames, user_id, now);
       } catch (const std::exception& e) {  // a thread must not die of one message
@@ -398,7 +411,9 @@ void BrokerImpl::Loop() {
       const int64_t after = NowMs();
       StartPass();
       SendOutbox(after);
-      Timers(after);
+      // A flooded inbox that never drains still gets liveness checks, every few turns.
+      undrained_turns_ = drained ? 0 : undrained_turns_ + 1;
+      Timers(after, drained || undrained_turns_ >= 8);
     } catch (const std::exception& e) {
       Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
     }
@@ -617,16 +632,29 @@ void BrokerImpl::HandleChunk(WorkerState& w, const proto::Message& m) {
     ack.file_index = m.file_index;
     ack.chunk_status = proto::ChunkStatus::kRefused;  // not this worker's run any more
   } else {
-    uint64_t written = 0;
     bool retry = false;
-    ack = transfers_->OnChunk(w.id, m, &written, &retry);
+    const bool now_known = transfers_->OnChunk(w.id, m, &ack, &retry);
     Count([&](BrokerCounters& c) {
       c.chunks++;
-      c.bytes_received += written;
       if (retry) c.chunk_retries++;
     });
+    if (!now_known) return;  // queued for writing: the ack follows once it is written (HandleChunkDone)
   }
   Send(w, ack);
+}
+
+void BrokerImpl::HandleChunkDone(const net::Transfers::Done& d) {
+  std::string worker;
+  proto::Message ack;
+  uint64_t written = 0;
+  bool retry = false;
+  if (!transfers_->Completed(d, &worker, &ack, &written, &retry)) return;
+  Count([&](BrokerCounters& c) {
+    c.bytes_received += written;
+    if (retry) c.chunk_retries++;
+  });
+  auto it = workers_.find(worker);
+  if (it != workers_.end() && it->second.online) Send(it->second, ack);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -931,11 +959,11 @@ void BrokerImpl::UpdateSlot(const std::string& worker_id, const std::function<vo
 // ---------------------------------------------------------------------------------------------------------
 // Heartbeats, liveness, leases, stats
 
-void BrokerImpl::Timers(int64_t now) {
+void BrokerImpl::Timers(int64_t now, bool inbox_drained) {
   const int64_t hb = opt_.heartbeat_ms;
   for (auto& [id, w] : workers_) {
     if (!w.online) continue;
-    if (now - w.last_seen_ms > hb * opt_.liveness) {
+    if (inbox_drained && now - w.last_seen_ms > hb * opt_.liveness) {
       Count([](BrokerCounters& c) { c.workers_lost++; });
       LoseWorker(w, "worker " + w.id + " stopped answering (no message for " + std::to_string(now - w.last_seen_ms) + " ms)",
                  true, now);

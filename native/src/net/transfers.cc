@@ -2,25 +2,49 @@
 
 #include <unistd.h>
 
+#include "util/thread_name.h"
+
 namespace comfymq::net {
 
-proto::Message Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, uint64_t* bytes_written,
-                                  bool* retry) {
-  *bytes_written = 0;
-  *retry = false;
+Transfers::Transfers(ArtifactWriter* writer, DoneFn on_done) : writer_(writer), on_done_(std::move(on_done)) {
+  thread_ = std::thread([this] { IoLoop(); });
+}
+
+Transfers::~Transfers() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stop_ = true;
+    tasks_.clear();
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+namespace {
+
+proto::Message AckFor(const Transfers::Key& key) {
   proto::Message ack;
   ack.cmd = proto::Cmd::kChunkAck;
-  ack.job_id = c.job_id;
-  ack.token = c.token;
-  ack.file_index = c.file_index;
+  ack.job_id = std::get<0>(key);
+  ack.token = std::get<1>(key);
+  ack.file_index = std::get<2>(key);
+  return ack;
+}
+
+}  // namespace
+
+bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, proto::Message* ack, bool* retry) {
+  *retry = false;
   const Key key{c.job_id, c.token, c.file_index};
-  auto it = map_.find(key);
+  *ack = AckFor(key);
   auto restart = [&](uint64_t from) {
-    ack.chunk_status = proto::ChunkStatus::kResume;
-    ack.offset = from;
+    ack->chunk_status = proto::ChunkStatus::kResume;
+    ack->offset = from;
     *retry = true;
-    return ack;
+    return true;
   };
+  auto it = map_.find(key);
+  Task task;
   if (c.offset == 0) {
     // A file starts (or starts over): whatever came before for it is dropped.
     if (it != map_.end()) map_.erase(it);
@@ -28,39 +52,104 @@ proto::Message Transfers::OnChunk(const std::string& worker_id, const proto::Mes
     t.worker = worker_id;
     t.name = c.file_name;
     t.size = c.file_size;
-    Status s = writer_->Begin(FormatJobId(c.job_id) + "/" + c.file_name, &t.stream);
-    if (!s.ok()) {
-      ack.chunk_status = proto::ChunkStatus::kRefused;  // the host cannot store it (disk full, ...)
-      return ack;
-    }
+    t.generation = ++generations_;
+    t.io = std::make_shared<IoFile>();
     it = map_.emplace(key, std::move(t)).first;
+    task.begin = FormatJobId(c.job_id) + "/" + c.file_name;
   }
   if (it == map_.end()) return restart(0);  // we know nothing of this file (a broker restart): start over
   Transfer& t = it->second;
   if (t.worker != worker_id || t.name != c.file_name || t.size != c.file_size) return restart(0);
   if (t.complete || c.offset != t.next) return restart(t.complete ? 0 : t.next);
   if (proto::ChunkChecksum(c.data) != c.chunk_checksum) return restart(t.next);  // damaged on the way: again
-  Status s = t.stream->Append(c.data);
-  if (!s.ok()) {
-    map_.erase(it);
-    ack.chunk_status = proto::ChunkStatus::kRefused;
-    return ack;
-  }
-  *bytes_written = c.data.size();
   t.next += c.data.size();
-  if (c.last) {
-    std::string digest;
-    s = t.stream->Finish(&digest);
-    if (!s.ok() || t.next != t.size || digest != c.file_sha256) {
-      map_.erase(it);  // aborts the temp file: nothing visible
-      return restart(0);
-    }
-    t.complete = true;
-    t.sha256 = digest;
+  if (c.last && t.next != t.size) {
+    map_.erase(it);
+    return restart(0);
   }
-  ack.chunk_status = proto::ChunkStatus::kOk;
-  ack.offset = t.next;
-  return ack;
+  task.io = t.io;
+  task.done.key = key;
+  task.done.generation = t.generation;
+  task.done.bytes = c.data.size();
+  task.done.offset = t.next;
+  task.done.last = c.last;
+  task.data = c.data;
+  if (c.last) task.expected_sha256 = c.file_sha256;
+  Queue(std::move(task));
+  return false;
+}
+
+bool Transfers::Completed(const Done& d, std::string* worker_id, proto::Message* ack, uint64_t* bytes_written,
+                          bool* retry) {
+  *bytes_written = 0;
+  *retry = false;
+  auto it = map_.find(d.key);
+  if (it == map_.end() || it->second.generation != d.generation) return false;  // dropped or started over since
+  Transfer& t = it->second;
+  *worker_id = t.worker;
+  *ack = AckFor(d.key);
+  switch (d.outcome) {
+    case Done::Outcome::kRefused:
+      map_.erase(it);  // the temp file goes with the last reference to it
+      ack->chunk_status = proto::ChunkStatus::kRefused;  // the host cannot store it (disk full, ...)
+      return true;
+    case Done::Outcome::kMismatch:
+      map_.erase(it);
+      ack->chunk_status = proto::ChunkStatus::kResume;  // not what the worker said it sent: again, whole
+      ack->offset = 0;
+      *retry = true;
+      return true;
+    case Done::Outcome::kWritten:
+      break;
+  }
+  *bytes_written = d.bytes;
+  if (d.last) {
+    t.complete = true;
+    t.sha256 = d.sha256;
+  }
+  ack->chunk_status = proto::ChunkStatus::kOk;
+  ack->offset = d.offset;
+  return true;
+}
+
+void Transfers::Queue(Task t) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    tasks_.push_back(std::move(t));
+  }
+  cv_.notify_one();
+}
+
+void Transfers::IoLoop() {
+  NameThisThread("cmq-transfers");
+  for (;;) {
+    Task t;
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return stop_ || !tasks_.empty(); });
+      if (stop_) return;
+      t = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    Run(t);
+  }
+}
+
+void Transfers::Run(Task& t) {
+  IoFile& f = *t.io;
+  Done done = std::move(t.done);
+  if (!t.begin.empty() && !writer_->Begin(t.begin, &f.stream).ok()) f.refused = true;
+  if (!f.refused && !f.stream->Append(t.data).ok()) f.refused = true;
+  if (!f.refused && done.last) {
+    if (!f.stream->Finish(&done.sha256).ok()) {  // synced and closed; a failed sync aborts it
+      f.refused = true;
+    } else if (done.sha256 != t.expected_sha256) {
+      done.outcome = Done::Outcome::kMismatch;
+    }
+  }
+  if (f.refused) done.outcome = Done::Outcome::kRefused;
+  t.io.reset();  // the loop owns the file from here (the last chunk's), or it goes with its transfer
+  on_done_(std::move(done));
 }
 
 Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto::FileEntry>& files,
@@ -79,7 +168,7 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
   std::vector<ArtifactStream*> streams;
   std::vector<bool> reuse;
   for (uint32_t i = 0; i < files.size(); ++i) {
-    streams.push_back(map_.find(Key{job, token, i})->second.stream.get());
+    streams.push_back(map_.find(Key{job, token, i})->second.io->stream.get());
     std::string rel;
     reuse.push_back(NormalizeRelativePath(FormatJobId(job) + "/" + files[i].name, &rel).ok() &&
                     unsettled_.count(rel) == 0);

@@ -1,14 +1,26 @@
 // Transfers: output files arriving in CHUNKs, written through the atomic artifact writer under
 // <root>/<job id>/<name>. A file is checked chunk by chunk (checksum, offset) and as a whole (size, sha256);
 // it stays an unpublished temp file until the job's result is accepted, when Publish renames it into place.
-// A broken or refused transfer leaves no visible file. Used by the broker thread only (not thread-safe).
+// A broken or refused transfer leaves no visible file.
+//
+// The file I/O (create, write, sync) runs on a thread of its own, in arrival order, so a slow disk never
+// holds up the broker's loop (its heartbeats, lease renewals, dispatch): a chunk is checked on the loop and
+// queued; once it is written (the last one: once the file is synced and its sha256 checked) the I/O thread
+// hands a Done to `on_done`, and the loop's Completed turns it into the CHUNK_ACK. Acks come only for
+// written bytes, so the worker's window keeps a fast sender from outrunning the disk.
+// Thread safety: every method runs on the broker's loop; only `on_done` is called on the I/O thread.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -20,11 +32,31 @@ namespace comfymq::net {
 
 class Transfers {
  public:
-  explicit Transfers(ArtifactWriter* writer) : writer_(writer) {}
+  using Key = std::tuple<uint64_t, uint64_t, uint32_t>;  // job, token, file index
+  // A queued chunk, handled by the I/O thread.
+  struct Done {
+    enum class Outcome { kWritten, kRefused, kMismatch };  // kRefused: the host cannot store it (disk full, ...)
+    Key key;
+    uint64_t generation = 0;  // which start of the file it belongs to
+    Outcome outcome = Outcome::kWritten;
+    uint64_t bytes = 0;       // written by this chunk
+    uint64_t offset = 0;      // written through, after it
+    bool last = false;
+    std::string sha256;       // of the whole file, with the last chunk
+  };
+  // Called on the I/O thread: must only hand the Done to the loop (which then calls Completed).
+  using DoneFn = std::function<void(Done)>;
 
-  // Handles a CHUNK of a job whose lease the caller checked; returns the CHUNK_ACK to send back.
-  proto::Message OnChunk(const std::string& worker_id, const proto::Message& chunk, uint64_t* bytes_written,
-                         bool* retry);
+  Transfers(ArtifactWriter* writer, DoneFn on_done);
+  ~Transfers();  // stops the I/O thread; queued chunks are dropped with their temp files
+
+  // A CHUNK of a job whose lease the caller checked. True with *ack set when the answer is known now (start
+  // again from an offset, or refused); false when the chunk was queued for writing: its ack comes through
+  // Completed. *retry: the answer asks the worker to send again.
+  bool OnChunk(const std::string& worker_id, const proto::Message& chunk, proto::Message* ack, bool* retry);
+  // What the I/O thread did with a queued chunk. False when its transfer is gone meanwhile (nothing to
+  // send); else *ack goes to *worker_id.
+  bool Completed(const Done& d, std::string* worker_id, proto::Message* ack, uint64_t* bytes_written, bool* retry);
   // For a RESULT: when every listed file arrived whole and matches, publishes them and returns the
   // artifacts (paths relative to the root). NotFound when some file is missing or differs: the worker must
   // send the files again.
@@ -40,22 +72,46 @@ class Transfers {
   size_t active() const { return map_.size(); }
 
  private:
+  // The file being written: the I/O thread's until its last chunk is done, the loop's after that.
+  struct IoFile {
+    std::unique_ptr<ArtifactStream> stream;
+    bool refused = false;  // a write failed: later chunks are dropped
+  };
   struct Transfer {
     std::string worker;
     std::string name;
     uint64_t size = 0;
-    uint64_t next = 0;  // the offset expected next
-    std::unique_ptr<ArtifactStream> stream;
-    bool complete = false;
+    uint64_t next = 0;  // the offset expected next (chunks up to it are queued or written)
+    uint64_t generation = 0;
+    std::shared_ptr<IoFile> io;
+    bool complete = false;  // every byte written and synced, sha256 checked
     std::string sha256;
   };
-  using Key = std::tuple<uint64_t, uint64_t, uint32_t>;  // job, token, file index
+  struct Task {
+    std::shared_ptr<IoFile> io;
+    Done done;           // key, generation, last, offset (after it)
+    std::string begin;   // non-empty: first create the file at this relative path
+    std::string data;
+    std::string expected_sha256;  // with the last chunk
+  };
+
+  void Queue(Task t);
+  void IoLoop();
+  void Run(Task& t);  // on the I/O thread
 
   ArtifactWriter* writer_;
+  DoneFn on_done_;
   std::map<Key, Transfer> map_;
+  uint64_t generations_ = 0;
   // Paths published for results not yet recorded or refused. Only a file outside this set is ever reused
   // by a later publish (CommitOrReuse): one still in it may be unpublished when its own result is refused.
   std::set<std::string> unsettled_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Task> tasks_;
+  bool stop_ = false;
+  std::thread thread_;
 };
 
 }  // namespace comfymq::net
