@@ -377,6 +377,58 @@ TEST_F(ArtifactWriterTest, AStreamBegunAfterItsSharedDirectoryWasRemovedMakesItA
   EXPECT_EQ(ReadAll(tmp_.Sub("root/job3/b.png")), "b");
 }
 
+TEST_F(ArtifactWriterTest, AStreamBegunAfterItsDirectoryWasMovedAwayGoesWhereThePathLeadsNow) {
+  std::unique_ptr<ArtifactStream> holding = StreamOf("j/a.png", "a");  // holds j's handle
+  ASSERT_EQ(::rename(tmp_.Sub("root/j").c_str(), tmp_.Sub("root/old_j").c_str()), 0);
+  ASSERT_EQ(::mkdir(tmp_.Sub("root/j").c_str(), 0755), 0);
+  ArtifactInfo info;
+  ASSERT_TRUE(w_->Write("j/b.png", "b", &info).ok());
+  EXPECT_EQ(ReadAll(info.full_path), "b");
+  EXPECT_EQ(List(tmp_.Sub("root/j")), std::vector<std::string>{"b.png"});
+  ASSERT_TRUE(holding->Commit(&info).ok());  // the stream begun before stays where it was checked
+  EXPECT_EQ(ReadAll(tmp_.Sub("root/old_j/a.png")), "a");
+}
+
+TEST_F(ArtifactWriterTest, RemoveGoesByHandleAndNeverThroughALinkOutOfTheRoot) {
+  ArtifactInfo info;
+  ASSERT_TRUE(w_->Write("k/x.png", "x", &info).ok());
+  ASSERT_TRUE(w_->Remove("k/x.png").ok());
+  EXPECT_TRUE(List(tmp_.Sub("root/k")).empty());
+  EXPECT_TRUE(w_->Remove("k/x.png").IsNotFound());
+  EXPECT_TRUE(w_->Remove("nothere/x.png").IsNotFound());
+  EXPECT_TRUE(w_->Remove("../x.png").IsInvalidArgument());
+  // A directory swapped for a link out of the root: nothing outside is removed.
+  ASSERT_TRUE(w_->Write("m/y.png", "y", &info).ok());
+  ASSERT_EQ(::mkdir(tmp_.Sub("outside").c_str(), 0755), 0);
+  std::ofstream(tmp_.Sub("outside/y.png")) << "not ours";
+  ASSERT_TRUE(RemoveRecursively(Env::Default(), tmp_.Sub("root/m")).ok());
+  ASSERT_EQ(symlink(tmp_.Sub("outside").c_str(), tmp_.Sub("root/m").c_str()), 0);
+  EXPECT_TRUE(w_->Remove("m/y.png").IsInvalidArgument());
+  EXPECT_EQ(ReadAll(tmp_.Sub("outside/y.png")), "not ours");
+}
+
+TEST(ArtifactWriterFaults, ACommitAfterAFailedFinishReportsTheSyncError) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
+  std::unique_ptr<ArtifactStream> st;
+  ASSERT_TRUE(w->Begin("j/a.png", &st).ok());
+  ASSERT_TRUE(st->Append("a").ok());
+  env.SetFaultHook([](const std::string& op, const std::string&) {
+    return op == "sync" ? Status::IOError("sync failed: EIO") : Status::OK();
+  });
+  std::string sha;
+  EXPECT_TRUE(st->Finish(&sha).IsIOError());
+  env.SetFaultHook(nullptr);
+  ArtifactInfo info;
+  Status s = st->Commit(&info);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_NE(s.message().find("EIO"), std::string::npos) << s.ToString();
+  std::vector<std::string> names;
+  ASSERT_TRUE(env.GetChildren("/root/j", &names).ok());
+  EXPECT_TRUE(names.empty());
+}
+
 TEST_F(ArtifactWriterTest, StaleTempFilesAreCleanedOnOpen) {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);

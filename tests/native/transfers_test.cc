@@ -207,7 +207,7 @@ TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothi
   bool retry = false;
   // Queued, then the job is dropped (its worker went away) before the loop hears it was written.
   ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(2, 1, "a.png", data, 0, 3000), &ack, &retry));
-  loop.t.AbortJob(2);
+  loop.t.AbortRun(2, 1);
   // Queued, then the file starts over: the first start's chunk is not this one's.
   ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
   ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
@@ -226,6 +226,73 @@ TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothi
   EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kOk);
   EXPECT_EQ(ack.offset, 3000u);
   EXPECT_EQ(written, 3000u);
+}
+
+// Waits for the next n Dones the I/O thread hands back.
+std::vector<Transfers::Done> NextDones(Loop* loop, size_t n) {
+  std::vector<Transfers::Done> out;
+  while (out.size() < n) {
+    std::unique_lock<std::mutex> l(loop->mu);
+    loop->cv.wait(l, [&] { return !loop->done.empty(); });
+    out.push_back(loop->done.front());
+    loop->done.pop_front();
+  }
+  return out;
+}
+
+TEST(Transfers, NoOkFollowsARestartForChunksQueuedBeforeIt) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+  Loop loop(w.get());
+  const std::string data(9000, 'z');
+  proto::Message ack;
+  bool retry = false;
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 0, 3000), &ack, &retry));
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 3000, 3000), &ack, &retry));
+  // A chunk out of order (one got lost): start again. The worker's window then counts from zero, so the two
+  // OKs still on their way must not reach it.
+  ASSERT_TRUE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 9000, 3000), &ack, &retry));
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
+  EXPECT_EQ(ack.offset, 0u);
+  std::string worker;
+  uint64_t written = 0;
+  for (const Transfers::Done& d : NextDones(&loop, 2)) {
+    EXPECT_FALSE(loop.t.Completed(d, &worker, &ack, &written, &retry));
+  }
+  // Nothing may follow the last chunk of a start: more is a restart too, and the last chunk's OK is dropped.
+  const std::string small(100, 's');
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "b.png", small, 0, 100), &ack, &retry));
+  proto::Message extra = ChunkOf(4, 1, "b.png", small, 0, 100);
+  extra.offset = 100;
+  extra.data.clear();
+  extra.chunk_checksum = proto::ChunkChecksum(extra.data);
+  ASSERT_TRUE(loop.t.OnChunk("w1", extra, &ack, &retry));
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
+  EXPECT_FALSE(loop.t.Completed(NextDones(&loop, 1)[0], &worker, &ack, &written, &retry));
+  EXPECT_EQ(loop.t.active(), 0u);
+}
+
+TEST(Transfers, DroppingOneRunOfAJobKeepsAnotherRunsChunks) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+  Loop loop(w.get());
+  const std::string data(3000, 'r');
+  proto::Message ack;
+  bool retry = false;
+  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(5, 1, "a.png", data, 0, 1000), &ack, &retry));  // the old run
+  ASSERT_FALSE(loop.t.OnChunk("w2", ChunkOf(5, 2, "a.png", data, 0, 1000), &ack, &retry));  // the one now
+  loop.t.AbortRun(5, 1);  // the old run's late result was refused
+  std::vector<Transfers::Done> done = NextDones(&loop, 2);
+  std::string worker;
+  uint64_t written = 0;
+  EXPECT_FALSE(loop.t.Completed(done[0], &worker, &ack, &written, &retry));
+  ASSERT_TRUE(loop.t.Completed(done[1], &worker, &ack, &written, &retry));
+  EXPECT_EQ(worker, "w2");
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kOk);
+  EXPECT_EQ(ack.offset, 1000u);
+  EXPECT_EQ(loop.t.active(), 1u);
 }
 
 }  // namespace

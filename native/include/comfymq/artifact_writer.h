@@ -64,6 +64,8 @@ class ArtifactWriter {
   // Starts a streamed file (for large outputs written in chunks).
   virtual Status Begin(const std::string& relative_path, std::unique_ptr<ArtifactStream>* stream) = 0;
   virtual const std::string& root() const = 0;
+  // Removes a published file (found by handle, as Begin finds its directory) and syncs its directory.
+  virtual Status Remove(const std::string& relative_path) = 0;
   // Commits streams begun by this writer (reuse[i]: CommitOrReuse for streams[i]) with one directory sync per
   // directory instead of one per file: a result of thousands of files. Stops at the first failure; *infos
   // then holds the files published before it (visible, and synced like the rest), for the caller to keep

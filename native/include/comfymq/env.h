@@ -72,6 +72,8 @@ class Directory {
   virtual ~Directory() = default;
   // The path it was opened by (for messages and for callers that report full paths).
   virtual const std::string& path() const = 0;
+  // Which directory it is (device and inode): equal for two handles of the same directory.
+  virtual const std::string& identity() const = 0;
   // The names of its entries (without "." and "..").
   virtual Status List(std::vector<std::string>* names) = 0;
   // What `name` is, the link itself when it is one (lstat); info->exists false when missing.

@@ -84,6 +84,7 @@ class StreamImpl final : public ArtifactStream {
   // The bytes are synced and the file closed here, not at Commit: a finished stream waiting for its Commit
   // holds no open file (a host keeps every file of a result finished until the result arrives).
   Status Finish(std::string* sha256) override {
+    if (!failed_.ok()) return failed_;  // the sync that ended it failed: still that error
     if (finished_) return Status::InvalidArgument("artifact stream is already finished");
     if (digest_.empty()) {
       digest_ = hash_.HexDigest();
@@ -93,7 +94,8 @@ class StreamImpl final : public ArtifactStream {
       if (s.ok()) s = c;
       if (!s.ok()) {
         Abort();
-        return s.WithContext("syncing artifact " + name_);
+        failed_ = s.WithContext("syncing artifact " + name_);
+        return failed_;
       }
     }
     *sha256 = digest_;
@@ -179,6 +181,7 @@ class StreamImpl final : public ArtifactStream {
   std::shared_ptr<Directory> dir_;
   std::string root_, dir_rel_, name_, temp_name_;
   std::unique_ptr<WritableFile> file_;  // open until Finish
+  Status failed_;                        // Finish's failed sync, for later calls
   static constexpr uint64_t kWritebackChunk = 1u << 20;
   Sha256 hash_;
   std::string digest_;  // set once the appends are over
@@ -212,16 +215,25 @@ class WriterImpl final : public ArtifactWriter {
     std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
                   static_cast<unsigned long long>(RandomToken()));
     std::string temp_name = std::string(kTempPrefix) + host_ + "." + tag + name.substr(0, 64);
-    std::shared_ptr<Directory> dir = SharedDir(dir_rel);
+    // The path is walked anew for every stream (the directory there now, checked now); a handle other streams
+    // hold of that same directory is used instead of a second one.
+    std::shared_ptr<Directory> dir;
+    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, /*create=*/true, &dir));
+    dir = ShareDir(dir_rel, std::move(dir));
     std::unique_ptr<WritableFile> file;
-    // A shared handle whose directory was removed meanwhile cannot take the file: then the path is walked anew.
-    if (dir == nullptr || !dir->NewFile(temp_name, &file).ok()) {
-      CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, &dir));
-      CMQ_RETURN_IF_ERROR(dir->NewFile(temp_name, &file).WithContext("creating artifact " + norm));
-      ShareDir(dir_rel, dir);
-    }
+    CMQ_RETURN_IF_ERROR(dir->NewFile(temp_name, &file).WithContext("creating artifact " + norm));
     stream->reset(new StreamImpl(std::move(dir), root_, dir_rel, name, temp_name, std::move(file)));
     return Status::OK();
+  }
+
+  Status Remove(const std::string& rel) override {
+    std::string norm;
+    CMQ_RETURN_IF_ERROR(NormalizeRelativePath(rel, &norm));
+    const size_t slash = norm.find_last_of('/');
+    std::shared_ptr<Directory> dir;
+    CMQ_RETURN_IF_ERROR(MakeParents(slash == std::string::npos ? "" : norm.substr(0, slash), /*create=*/false, &dir));
+    CMQ_RETURN_IF_ERROR(dir->RemoveFile(slash == std::string::npos ? norm : norm.substr(slash + 1)));
+    return dir->Sync();
   }
 
   Status CommitAll(const std::vector<ArtifactStream*>& streams, const std::vector<bool>& reuse,
@@ -275,30 +287,30 @@ class WriterImpl final : public ArtifactWriter {
   uint64_t CleanStaleTemps() { return CleanStaleTemps(root_dir_.get(), 0); }
 
  private:
-  // The handle streams still use for dir_rel, if any (the root's for ""): streams in one directory share one,
-  // so a result's many files, finished and waiting for their Commit, hold one descriptor between them.
-  std::shared_ptr<Directory> SharedDir(const std::string& dir_rel) {
-    if (dir_rel.empty()) return root_dir_;
+  // `fresh` (the directory now at dir_rel), or the handle other streams already hold of that same directory:
+  // a result's many files, finished and waiting for their Commit, share one descriptor.
+  std::shared_ptr<Directory> ShareDir(const std::string& dir_rel, std::shared_ptr<Directory> fresh) {
+    if (dir_rel.empty()) return fresh;
     std::lock_guard<std::mutex> l(dirs_mu_);
     auto it = dirs_.find(dir_rel);
-    return it == dirs_.end() ? nullptr : it->second.lock();
-  }
-  void ShareDir(const std::string& dir_rel, const std::shared_ptr<Directory>& dir) {
-    if (dir_rel.empty()) return;
-    std::lock_guard<std::mutex> l(dirs_mu_);
+    if (it != dirs_.end()) {
+      std::shared_ptr<Directory> held = it->second.lock();
+      if (held != nullptr && held->identity() == fresh->identity()) return held;
+    }
     if (dirs_.size() >= 2 * live_dirs_hint_ + 64) {  // drop the handles no stream uses any more
-      for (auto it = dirs_.begin(); it != dirs_.end();) it = it->second.expired() ? dirs_.erase(it) : std::next(it);
+      for (auto e = dirs_.begin(); e != dirs_.end();) e = e->second.expired() ? dirs_.erase(e) : std::next(e);
       live_dirs_hint_ = dirs_.size();
     }
-    dirs_[dir_rel] = dir;
+    dirs_[dir_rel] = fresh;
+    return fresh;
   }
 
-  // Opens (creating what is missing) the directory dir_rel under the root, refusing links that lead outside
+  // Opens (with create: making what is missing) the directory dir_rel under the root, refusing links that lead outside
   // it. Walked one component at a time by handle from the root's, never following a link by itself: a link
   // is resolved, checked to stay inside the root, and its target walked the same way from the root (a link
   // met on that walk means the tree changed meanwhile: refused). What it returns is where the artifact goes
   // even if a component is swapped for a link afterwards.
-  Status MakeParents(const std::string& dir_rel, std::shared_ptr<Directory>* out) {
+  Status MakeParents(const std::string& dir_rel, bool create, std::shared_ptr<Directory>* out) {
     std::shared_ptr<Directory> cur = root_dir_;
     size_t pos = 0;
     while (!dir_rel.empty() && pos <= dir_rel.size()) {
@@ -309,6 +321,7 @@ class WriterImpl final : public ArtifactWriter {
       FileInfo fi;
       CMQ_RETURN_IF_ERROR(cur->Stat(part, &fi));
       if (!fi.exists) {
+        if (!create) return Status::NotFound("artifact path '" + dir_rel + "': '" + shown + "' does not exist");
         Status s = cur->CreateSubdir(part);
         if (s.ok()) s = cur->Sync();
         CMQ_RETURN_IF_ERROR(s.WithContext("creating artifact directory"));

@@ -136,6 +136,7 @@ class MemDirectory final : public Directory {
   MemDirectory(MemEnv* env, std::string path) : env_(env), path_(std::move(path)) {}
 
   const std::string& path() const override { return path_; }
+  const std::string& identity() const override { return path_; }  // no links, no directory renames: its path
   Status List(std::vector<std::string>* names) override { return env_->GetChildren(path_, names); }
   Status Stat(const std::string& name, FileInfo* info) override {
     CMQ_RETURN_IF_ERROR(CheckEntryName(name));

@@ -251,10 +251,18 @@ Status OpenDirAt(int dfd, const std::string& name, const std::string& shown, boo
 
 class PosixDirectory final : public Directory {
  public:
-  PosixDirectory(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  PosixDirectory(std::string path, int fd) : path_(std::move(path)), fd_(fd) {
+    struct stat st;
+    if (::fstat(fd_, &st) == 0) {
+      identity_ = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+    } else {
+      identity_ = "fd:" + std::to_string(fd_);  // unknown: equal to no other open handle
+    }
+  }
   ~PosixDirectory() override { ::close(fd_); }
 
   const std::string& path() const override { return path_; }
+  const std::string& identity() const override { return identity_; }
   Status List(std::vector<std::string>* names) override {
     const int fd = ::openat(fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);  // fdopendir owns and moves its fd
     if (fd < 0) return PosixError("list", path_, errno);
@@ -312,6 +320,7 @@ class PosixDirectory final : public Directory {
   std::string Shown(const std::string& name) const { return JoinPath(path_, name); }
   std::string path_;
   int fd_;
+  std::string identity_;
 };
 
 class PosixFileLock final : public FileLock {

@@ -387,7 +387,7 @@ void BrokerImpl::Loop() {
     // chunks) must not keep the timers below (pings, lease renewals) from running for seconds.
     // A worker is judged silent only once every message that came in has been read (drained): after a long
     // stall its heartbeats may still be waiting behind the budget.
-    const int64_t recv_until = now + std::max(5, opt_.heartbeat_ms / 4);
+    const int64_t recv_until = NowMs() + std::max(5, opt_.heartbeat_ms / 4);  // from here, not the turn's start
     bool drained = !(items[0].revents & ZMQ_POLLIN);
     for (int i = 0; !drained && i < 2000 && (i == 0 || NowMs() < recv_until); ++i) {
       bool got = false;
@@ -413,7 +413,9 @@ void BrokerImpl::Loop() {
       SendOutbox(after);
       // A flooded inbox that never drains still gets liveness checks, every few turns.
       undrained_turns_ = drained ? 0 : undrained_turns_ + 1;
-      Timers(after, drained || undrained_turns_ >= 8);
+      const bool check_liveness = drained || undrained_turns_ >= 8;
+      if (check_liveness) undrained_turns_ = 0;
+      Timers(after, check_liveness);
     } catch (const std::exception& e) {
       Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
     }
@@ -504,7 +506,7 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
         std::lock_guard<std::mutex> l(mu_);
         w->held.erase(held);
       }
-      transfers_->AbortJob(m.job_id);
+      transfers_->AbortRun(m.job_id, m.token);
       Emit({{"type", "cancel_confirmed"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id}});
       break;
     }
@@ -648,6 +650,7 @@ void BrokerImpl::HandleChunkDone(const net::Transfers::Done& d) {
   proto::Message ack;
   uint64_t written = 0;
   bool retry = false;
+  // False: the transfer was dropped (its run is over, or its worker gone) or started over since: no answer.
   if (!transfers_->Completed(d, &worker, &ack, &written, &retry)) return;
   Count([&](BrokerCounters& c) {
     c.bytes_received += written;
@@ -795,7 +798,7 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
       transfers_->Unpublish(item.published);
       Count([](BrokerCounters& c) { c.stale_results++; });
     }
-    transfers_->AbortJob(m.job_id);
+    transfers_->AbortRun(m.job_id, m.token);
     if (w != nullptr) {
       auto held = w->held.find(m.job_id);
       if (held != w->held.end() && held->second == m.token) {
@@ -989,6 +992,7 @@ void BrokerImpl::Timers(int64_t now, bool inbox_drained) {
         cancel.token = w.held[job];
         cancel.reason = "the job is no longer this worker's";
         Send(w, cancel);
+        transfers_->AbortRun(job, cancel.token);  // its files will not be wanted
         std::lock_guard<std::mutex> l(mu_);
         w.held.erase(job);
       }
@@ -1212,7 +1216,7 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
       cancel.token = held->second;
       cancel.reason = reason;
       if (w.online) Send(w, cancel);
-      transfers_->AbortJob(job);
+      transfers_->AbortRun(job, held->second);
       std::lock_guard<std::mutex> l(mu_);
       w.held.erase(held);
     }

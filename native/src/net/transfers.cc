@@ -1,7 +1,5 @@
 #include "net/transfers.h"
 
-#include <unistd.h>
-
 #include "util/thread_name.h"
 
 namespace comfymq::net {
@@ -37,13 +35,17 @@ bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, p
   *retry = false;
   const Key key{c.job_id, c.token, c.file_index};
   *ack = AckFor(key);
-  auto restart = [&](uint64_t from) {
+  auto it = map_.find(key);
+  // Start the file again from its beginning (the worker does, whatever offset it is told). The transfer goes:
+  // an OK still coming for a chunk queued before this answer must not reach the worker after it (its window
+  // counts from zero again).
+  auto restart = [&] {
+    if (it != map_.end()) map_.erase(it);
     ack->chunk_status = proto::ChunkStatus::kResume;
-    ack->offset = from;
+    ack->offset = 0;
     *retry = true;
     return true;
   };
-  auto it = map_.find(key);
   Task task;
   if (c.offset == 0) {
     // A file starts (or starts over): whatever came before for it is dropped.
@@ -57,18 +59,17 @@ bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, p
     it = map_.emplace(key, std::move(t)).first;
     task.begin = FormatJobId(c.job_id) + "/" + c.file_name;
   }
-  if (it == map_.end()) return restart(0);  // we know nothing of this file (a broker restart): start over
+  if (it == map_.end()) return restart();  // we know nothing of this file (a broker restart): start over
   Transfer& t = it->second;
-  if (t.worker != worker_id || t.name != c.file_name || t.size != c.file_size) return restart(0);
-  if (t.complete || c.offset != t.next) return restart(t.complete ? 0 : t.next);
-  if (proto::ChunkChecksum(c.data) != c.chunk_checksum) return restart(t.next);  // damaged on the way: again
+  if (t.worker != worker_id || t.name != c.file_name || t.size != c.file_size) return restart();
+  if (t.last_queued || c.offset != t.next) return restart();  // out of order, or more after the last
+  if (proto::ChunkChecksum(c.data) != c.chunk_checksum) return restart();  // damaged on the way: again
   t.next += c.data.size();
-  if (c.last && t.next != t.size) {
-    map_.erase(it);
-    return restart(0);
-  }
+  if (c.last && t.next != t.size) return restart();
+  t.last_queued = c.last;
   task.io = t.io;
   task.done.key = key;
+  task.done.worker = worker_id;
   task.done.generation = t.generation;
   task.done.bytes = c.data.size();
   task.done.offset = t.next;
@@ -138,6 +139,9 @@ void Transfers::IoLoop() {
 void Transfers::Run(Task& t) {
   IoFile& f = *t.io;
   Done done = std::move(t.done);
+  // Only this task still holds the file: its transfer was dropped or started over, nothing to write (the
+  // count may be one too high for a moment when the loop lets go meanwhile: the write then just happens).
+  if (t.io.use_count() == 1) f.refused = true;
   if (!t.begin.empty() && !writer_->Begin(t.begin, &f.stream).ok()) f.refused = true;
   if (!f.refused && !f.stream->Append(t.data).ok()) f.refused = true;
   if (!f.refused && done.last) {
@@ -182,7 +186,7 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
   if (!s.ok()) {
     Unpublish(*out);
     out->clear();
-    AbortJob(job);
+    AbortRun(job, token);
     return s;
   }
   for (uint32_t i = 0; i < files.size(); ++i) map_.erase(Key{job, token, i});  // committed: done with
@@ -191,7 +195,7 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
 
 void Transfers::Unpublish(const std::vector<Artifact>& artifacts) {
   for (const Artifact& a : artifacts) {
-    if (unsettled_.erase(a.path) != 0) ::unlink((writer_->root() + "/" + a.path).c_str());  // never a reused copy
+    if (unsettled_.erase(a.path) != 0) writer_->Remove(a.path);  // never a reused copy
   }
 }
 
@@ -199,9 +203,10 @@ void Transfers::Settle(const std::vector<Artifact>& artifacts) {
   for (const Artifact& a : artifacts) unsettled_.erase(a.path);
 }
 
-void Transfers::AbortJob(uint64_t job) {
-  for (auto it = map_.begin(); it != map_.end();) {
-    it = std::get<0>(it->first) == job ? map_.erase(it) : std::next(it);
+void Transfers::AbortRun(uint64_t job, uint64_t token) {
+  for (auto it = map_.lower_bound(Key{job, token, 0}); it != map_.end() && std::get<0>(it->first) == job &&
+                                                        std::get<1>(it->first) == token;) {
+    it = map_.erase(it);
   }
 }
 

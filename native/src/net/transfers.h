@@ -37,6 +37,7 @@ class Transfers {
   struct Done {
     enum class Outcome { kWritten, kRefused, kMismatch };  // kRefused: the host cannot store it (disk full, ...)
     Key key;
+    std::string worker;       // whose chunk it was
     uint64_t generation = 0;  // which start of the file it belongs to
     Outcome outcome = Outcome::kWritten;
     uint64_t bytes = 0;       // written by this chunk
@@ -54,8 +55,8 @@ class Transfers {
   // again from an offset, or refused); false when the chunk was queued for writing: its ack comes through
   // Completed. *retry: the answer asks the worker to send again.
   bool OnChunk(const std::string& worker_id, const proto::Message& chunk, proto::Message* ack, bool* retry);
-  // What the I/O thread did with a queued chunk. False when its transfer is gone meanwhile (nothing to
-  // send); else *ack goes to *worker_id.
+  // What the I/O thread did with a queued chunk. False when its transfer was dropped or started over since
+  // (nothing to send: a restart was answered then, a dropped run is over); else *ack goes to *worker_id.
   bool Completed(const Done& d, std::string* worker_id, proto::Message* ack, uint64_t* bytes_written, bool* retry);
   // For a RESULT: when every listed file arrived whole and matches, publishes them and returns the
   // artifacts (paths relative to the root). NotFound when some file is missing or differs: the worker must
@@ -66,8 +67,8 @@ class Transfers {
   void Unpublish(const std::vector<Artifact>& artifacts);
   // Their result is recorded: the files are the job's for good.
   void Settle(const std::vector<Artifact>& artifacts);
-  // Drops unpublished transfers.
-  void AbortJob(uint64_t job);
+  // Drops unpublished transfers (of one run of a job: its token).
+  void AbortRun(uint64_t job, uint64_t token);
   void AbortWorker(const std::string& worker_id);
   size_t active() const { return map_.size(); }
 
@@ -84,7 +85,8 @@ class Transfers {
     uint64_t next = 0;  // the offset expected next (chunks up to it are queued or written)
     uint64_t generation = 0;
     std::shared_ptr<IoFile> io;
-    bool complete = false;  // every byte written and synced, sha256 checked
+    bool last_queued = false;  // the last chunk is queued: nothing more may come for this start
+    bool complete = false;     // every byte written and synced, sha256 checked
     std::string sha256;
   };
   struct Task {

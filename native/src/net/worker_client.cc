@@ -606,6 +606,7 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       Upload& u = it->second;
       switch (m.chunk_status) {
         case proto::ChunkStatus::kOk:
+          if (m.offset > u.sent) break;  // for bytes of an earlier start of the file (we started it over since)
           u.acked = std::max(u.acked, m.offset);
           if (u.last_sent && m.offset == u.size) u.last_acked = true;
           break;
