@@ -31,7 +31,7 @@ struct Loop {
   // The ack for a chunk: at once, or once the I/O thread has written it.
   proto::Message Chunk(const proto::Message& c, bool* retry) {
     proto::Message ack;
-    if (t.OnChunk("w1", c, &ack, retry)) return ack;
+    if (t.OnChunk("w1", c, &ack, retry) == Transfers::Reply::kNow) return ack;
     Transfers::Done d;
     {
       std::unique_lock<std::mutex> l(mu);
@@ -206,11 +206,11 @@ TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothi
   proto::Message ack;
   bool retry = false;
   // Queued, then the job is dropped (its worker went away) before the loop hears it was written.
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(2, 1, "a.png", data, 0, 3000), &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(2, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
   loop.t.AbortRun(2, 1);
   // Queued, then the file starts over: the first start's chunk is not this one's.
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
   std::vector<Transfers::Done> done;
   while (done.size() < 3) {
     std::unique_lock<std::mutex> l(loop.mu);
@@ -248,11 +248,11 @@ TEST(Transfers, NoOkFollowsARestartForChunksQueuedBeforeIt) {
   const std::string data(9000, 'z');
   proto::Message ack;
   bool retry = false;
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 0, 3000), &ack, &retry));
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 3000, 3000), &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 3000, 3000), &ack, &retry), Transfers::Reply::kLater);
   // A chunk out of order (one got lost): start again. The worker's window then counts from zero, so the two
   // OKs still on their way must not reach it.
-  ASSERT_TRUE(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 9000, 3000), &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 9000, 3000), &ack, &retry), Transfers::Reply::kNow);
   EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
   EXPECT_EQ(ack.offset, 0u);
   std::string worker;
@@ -260,17 +260,48 @@ TEST(Transfers, NoOkFollowsARestartForChunksQueuedBeforeIt) {
   for (const Transfers::Done& d : NextDones(&loop, 2)) {
     EXPECT_FALSE(loop.t.Completed(d, &worker, &ack, &written, &retry));
   }
+  // The rest of the old window, sent before the worker heard: no answer each (each would restart it again).
+  EXPECT_EQ(loop.t.OnChunk("w1", ChunkOf(4, 1, "a.png", data, 6000, 3000), &ack, &retry), Transfers::Reply::kNone);
+  // The new start is taken.
+  EXPECT_EQ(loop.Chunk(ChunkOf(4, 1, "a.png", data, 0, 3000), &retry).chunk_status, proto::ChunkStatus::kOk);
   // Nothing may follow the last chunk of a start: more is a restart too, and the last chunk's OK is dropped.
   const std::string small(100, 's');
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(4, 1, "b.png", small, 0, 100), &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(4, 1, "b.png", small, 0, 100), &ack, &retry), Transfers::Reply::kLater);
   proto::Message extra = ChunkOf(4, 1, "b.png", small, 0, 100);
   extra.offset = 100;
   extra.data.clear();
   extra.chunk_checksum = proto::ChunkChecksum(extra.data);
-  ASSERT_TRUE(loop.t.OnChunk("w1", extra, &ack, &retry));
+  ASSERT_EQ(loop.t.OnChunk("w1", extra, &ack, &retry), Transfers::Reply::kNow);
   EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
   EXPECT_FALSE(loop.t.Completed(NextDones(&loop, 1)[0], &worker, &ack, &written, &retry));
-  EXPECT_EQ(loop.t.active(), 0u);
+  // Bytes beyond the file's size, not in a last chunk: a restart too.
+  proto::Message over = ChunkOf(6, 1, "c.png", small, 0, 50);
+  over.data = std::string(200, 'o');
+  over.chunk_checksum = proto::ChunkChecksum(over.data);
+  EXPECT_EQ(loop.t.OnChunk("w1", over, &ack, &retry), Transfers::Reply::kNow);
+  EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kResume);
+}
+
+TEST(Transfers, AResultWhoseLastChunkIsStillBeingWrittenWaitsForIt) {
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+  Loop loop(w.get());
+  const std::string data = "pixels";
+  const std::vector<proto::FileEntry> files = {{"p.png", data.size(), Sha256::Hex(data), "image/png"}};
+  proto::Message ack;
+  bool retry = false;
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(7, 1, "p.png", data, 0, 100), &ack, &retry), Transfers::Reply::kLater);
+  std::vector<Artifact> out;
+  EXPECT_TRUE(loop.t.Publish(7, 1, files, &out).IsBusy());  // not "send them again"
+  std::string worker;
+  uint64_t written = 0;
+  ASSERT_TRUE(loop.t.Completed(NextDones(&loop, 1)[0], &worker, &ack, &written, &retry));
+  ASSERT_TRUE(loop.t.Publish(7, 1, files, &out).ok());
+  ASSERT_EQ(out.size(), 1u);
+  std::string got;
+  ASSERT_TRUE(env.ReadFileToString("/art/" + out[0].path, &got).ok());
+  EXPECT_EQ(got, data);
 }
 
 TEST(Transfers, DroppingOneRunOfAJobKeepsAnotherRunsChunks) {
@@ -281,8 +312,8 @@ TEST(Transfers, DroppingOneRunOfAJobKeepsAnotherRunsChunks) {
   const std::string data(3000, 'r');
   proto::Message ack;
   bool retry = false;
-  ASSERT_FALSE(loop.t.OnChunk("w1", ChunkOf(5, 1, "a.png", data, 0, 1000), &ack, &retry));  // the old run
-  ASSERT_FALSE(loop.t.OnChunk("w2", ChunkOf(5, 2, "a.png", data, 0, 1000), &ack, &retry));  // the one now
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(5, 1, "a.png", data, 0, 1000), &ack, &retry), Transfers::Reply::kLater);  // the old run
+  ASSERT_EQ(loop.t.OnChunk("w2", ChunkOf(5, 2, "a.png", data, 0, 1000), &ack, &retry), Transfers::Reply::kLater);  // the one now
   loop.t.AbortRun(5, 1);  // the old run's late result was refused
   std::vector<Transfers::Done> done = NextDones(&loop, 2);
   std::string worker;

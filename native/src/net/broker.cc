@@ -209,6 +209,7 @@ class BrokerImpl final : public Broker {
   // Loop thread only.
   std::unordered_map<std::string, std::string> rid_to_worker_;
   std::vector<PendingResult> results_;
+  std::vector<PendingResult> waiting_results_;  // RESULTs whose files are still being written
   std::vector<PendingRelease> releases_;
   // Jobs whose result or failure is queued or being committed: their leases are not renewed meanwhile (a
   // renewal would fail once the result is in, and look like the store taking the job back).
@@ -554,6 +555,9 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     if (it != workers_.end()) existing = &it->second;
   }
   if (existing != nullptr && existing->online && existing->rid != rid) rid_to_worker_.erase(existing->rid);
+  // A worker saying HELLO sends its files again from their start: what its old connection was sending is
+  // dropped, so no answer meant for it reaches the new one.
+  transfers_->AbortWorker(m.worker_id);
   if (ByRid(rid) != nullptr && ByRid(rid)->id != m.worker_id) {
     Refuse(rid, "this connection already belongs to worker " + ByRid(rid)->id);
     return;
@@ -635,12 +639,14 @@ void BrokerImpl::HandleChunk(WorkerState& w, const proto::Message& m) {
     ack.chunk_status = proto::ChunkStatus::kRefused;  // not this worker's run any more
   } else {
     bool retry = false;
-    const bool now_known = transfers_->OnChunk(w.id, m, &ack, &retry);
+    const net::Transfers::Reply reply = transfers_->OnChunk(w.id, m, &ack, &retry);
     Count([&](BrokerCounters& c) {
       c.chunks++;
       if (retry) c.chunk_retries++;
     });
-    if (!now_known) return;  // queued for writing: the ack follows once it is written (HandleChunkDone)
+    // Queued for writing: the ack follows once it is written (HandleChunkDone). None: the rest of a window
+    // the worker sent before it heard to start again.
+    if (reply != net::Transfers::Reply::kNow) return;
   }
   Send(w, ack);
 }
@@ -688,6 +694,12 @@ void BrokerImpl::StartPass() {
   if (!pipeline_->accepting()) return;  // the next pass starts once the newest one is applied
   auto pass = std::make_unique<BrokerPass>();
   StoreBatch& batch = pass->batch;
+  // Results held back last time (a file still being written) come in again.
+  for (PendingResult& r : waiting_results_) {
+    Finishing(r.msg.job_id, +1);
+    results_.push_back(std::move(r));
+  }
+  waiting_results_.clear();
   for (PendingResult& r : results_) {
     const proto::Message& m = r.msg;
     if (m.cmd == proto::Cmd::kResult) {
@@ -697,6 +709,11 @@ void BrokerImpl::StartPass() {
       if (!m.files.empty() && store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning &&
           j.lease_token == m.token) {
         Status ps = transfers_->Publish(m.job_id, m.token, m.files, &published);
+        if (ps.IsBusy()) {  // a file's last chunk is still being written: the result waits for it
+          Finishing(m.job_id, -1);  // its lease is renewed meanwhile
+          waiting_results_.push_back(std::move(r));
+          continue;
+        }
         if (ps.IsNotFound()) {  // some file is missing (a broker restart in between): send them again
           auto w = workers_.find(r.worker_id);
           if (w != workers_.end()) {
@@ -916,6 +933,7 @@ void BrokerImpl::UnsendJob(const BrokerPass::DispatchItem& d, const std::string&
   cancel.token = d.lease->token;
   cancel.reason = reason;
   Send(w, cancel);
+  transfers_->AbortRun(cancel.job_id, cancel.token);
   std::lock_guard<std::mutex> l(mu_);
   w.held.erase(held);
 }

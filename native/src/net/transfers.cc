@@ -31,20 +31,28 @@ proto::Message AckFor(const Transfers::Key& key) {
 
 }  // namespace
 
-bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, proto::Message* ack, bool* retry) {
+Transfers::Reply Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, proto::Message* ack,
+                                    bool* retry) {
   *retry = false;
   const Key key{c.job_id, c.token, c.file_index};
   *ack = AckFor(key);
   auto it = map_.find(key);
-  // Start the file again from its beginning (the worker does, whatever offset it is told). The transfer goes:
-  // an OK still coming for a chunk queued before this answer must not reach the worker after it (its window
-  // counts from zero again).
+  // Start the file again from its beginning (the worker does, whatever offset it is told). The transfer's
+  // start ends: an OK still coming for a chunk queued before this answer must not reach the worker after it
+  // (its window counts from zero again), and the rest of the old window gets no answer of its own (each
+  // would restart the file once more) until the new start's first chunk comes.
   auto restart = [&] {
-    if (it != map_.end()) map_.erase(it);
+    if (it != map_.end()) {
+      Transfer& t = it->second;
+      t.generation = ++generations_;
+      t.io.reset();
+      t.restarting = true;
+      t.complete = false;
+    }
     ack->chunk_status = proto::ChunkStatus::kResume;
     ack->offset = 0;
     *retry = true;
-    return true;
+    return Reply::kNow;
   };
   Task task;
   if (c.offset == 0) {
@@ -61,15 +69,15 @@ bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, p
   }
   if (it == map_.end()) return restart();  // we know nothing of this file (a broker restart): start over
   Transfer& t = it->second;
+  if (t.restarting) return Reply::kNone;
   if (t.worker != worker_id || t.name != c.file_name || t.size != c.file_size) return restart();
   if (t.last_queued || c.offset != t.next) return restart();  // out of order, or more after the last
   if (proto::ChunkChecksum(c.data) != c.chunk_checksum) return restart();  // damaged on the way: again
   t.next += c.data.size();
-  if (c.last && t.next != t.size) return restart();
+  if (t.next > t.size || (c.last && t.next != t.size)) return restart();
   t.last_queued = c.last;
   task.io = t.io;
   task.done.key = key;
-  task.done.worker = worker_id;
   task.done.generation = t.generation;
   task.done.bytes = c.data.size();
   task.done.offset = t.next;
@@ -77,7 +85,7 @@ bool Transfers::OnChunk(const std::string& worker_id, const proto::Message& c, p
   task.data = c.data;
   if (c.last) task.expected_sha256 = c.file_sha256;
   Queue(std::move(task));
-  return false;
+  return Reply::kLater;
 }
 
 bool Transfers::Completed(const Done& d, std::string* worker_id, proto::Message* ack, uint64_t* bytes_written,
@@ -142,7 +150,7 @@ void Transfers::Run(Task& t) {
   // Only this task still holds the file: its transfer was dropped or started over, nothing to write (the
   // count may be one too high for a moment when the loop lets go meanwhile: the write then just happens).
   if (t.io.use_count() == 1) f.refused = true;
-  if (!t.begin.empty() && !writer_->Begin(t.begin, &f.stream).ok()) f.refused = true;
+  if (!f.refused && !t.begin.empty() && !writer_->Begin(t.begin, &f.stream).ok()) f.refused = true;
   if (!f.refused && !f.stream->Append(t.data).ok()) f.refused = true;
   if (!f.refused && done.last) {
     if (!f.stream->Finish(&done.sha256).ok()) {  // synced and closed; a failed sync aborts it
@@ -159,6 +167,13 @@ void Transfers::Run(Task& t) {
 Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto::FileEntry>& files,
                           std::vector<Artifact>* out) {
   out->clear();
+  for (uint32_t i = 0; i < files.size(); ++i) {
+    auto it = map_.find(Key{job, token, i});
+    if (it != map_.end() && it->second.last_queued && !it->second.complete && !it->second.restarting &&
+        it->second.name == files[i].name && it->second.size == files[i].size) {
+      return Status::Busy("file " + files[i].name + " of job " + FormatJobId(job) + " is still being written");
+    }
+  }
   for (uint32_t i = 0; i < files.size(); ++i) {
     auto it = map_.find(Key{job, token, i});
     if (it == map_.end() || !it->second.complete || it->second.name != files[i].name ||

@@ -37,7 +37,6 @@ class Transfers {
   struct Done {
     enum class Outcome { kWritten, kRefused, kMismatch };  // kRefused: the host cannot store it (disk full, ...)
     Key key;
-    std::string worker;       // whose chunk it was
     uint64_t generation = 0;  // which start of the file it belongs to
     Outcome outcome = Outcome::kWritten;
     uint64_t bytes = 0;       // written by this chunk
@@ -51,16 +50,17 @@ class Transfers {
   Transfers(ArtifactWriter* writer, DoneFn on_done);
   ~Transfers();  // stops the I/O thread; queued chunks are dropped with their temp files
 
-  // A CHUNK of a job whose lease the caller checked. True with *ack set when the answer is known now (start
-  // again from an offset, or refused); false when the chunk was queued for writing: its ack comes through
-  // Completed. *retry: the answer asks the worker to send again.
-  bool OnChunk(const std::string& worker_id, const proto::Message& chunk, proto::Message* ack, bool* retry);
+  // A CHUNK of a job whose lease the caller checked. kNow: *ack is the answer (start again, or refused);
+  // kLater: queued for writing, its ack comes through Completed; kNone: no answer (the rest of a window sent
+  // before the worker heard to start again). *retry: the answer asks the worker to send again.
+  enum class Reply { kNow, kLater, kNone };
+  Reply OnChunk(const std::string& worker_id, const proto::Message& chunk, proto::Message* ack, bool* retry);
   // What the I/O thread did with a queued chunk. False when its transfer was dropped or started over since
   // (nothing to send: a restart was answered then, a dropped run is over); else *ack goes to *worker_id.
   bool Completed(const Done& d, std::string* worker_id, proto::Message* ack, uint64_t* bytes_written, bool* retry);
   // For a RESULT: when every listed file arrived whole and matches, publishes them and returns the
-  // artifacts (paths relative to the root). NotFound when some file is missing or differs: the worker must
-  // send the files again.
+  // artifacts (paths relative to the root). Busy when a listed file's last chunk is still being written
+  // (ask again later); NotFound when some file is missing or differs: the worker must send the files again.
   Status Publish(uint64_t job, uint64_t token, const std::vector<proto::FileEntry>& files, std::vector<Artifact>* out);
   // Removes the files this host published for them again (their result was refused after all); an existing
   // copy a publish reused stays.
@@ -86,6 +86,7 @@ class Transfers {
     uint64_t generation = 0;
     std::shared_ptr<IoFile> io;
     bool last_queued = false;  // the last chunk is queued: nothing more may come for this start
+    bool restarting = false;   // told to start again: the rest of the old window is dropped unanswered
     bool complete = false;     // every byte written and synced, sha256 checked
     std::string sha256;
   };
