@@ -80,6 +80,29 @@ void SendFile(Loop* loop, uint64_t job, uint64_t token, const std::string& name,
   }
 }
 
+// Waits for the next n Dones the I/O thread hands back.
+std::vector<Transfers::Done> NextDones(Loop* loop, size_t n) {
+  std::vector<Transfers::Done> out;
+  while (out.size() < n) {
+    std::unique_lock<std::mutex> l(loop->mu);
+    loop->cv.wait(l, [&] { return !loop->done.empty(); });
+    out.push_back(loop->done.front());
+    loop->done.pop_front();
+  }
+  return out;
+}
+
+// A Loop over a writer on a MemEnv (so faults can be injected).
+struct MemLoop {
+  MemLoop() {
+    EXPECT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
+    loop = std::make_unique<Loop>(w.get());
+  }
+  MemEnv env;
+  std::unique_ptr<ArtifactWriter> w;
+  std::unique_ptr<Loop> loop;
+};
+
 std::vector<std::string> Files(const std::string& dir) {
   std::vector<std::string> names;
   Env::Default()->GetChildren(dir, &names);
@@ -168,10 +191,9 @@ TEST(Transfers, AFileOfAResultNotYetSettledIsNeverReusedSoUnpublishingItHarmsNoO
 }
 
 TEST(Transfers, WhatTheIoThreadFindsComesBackAsTheAck) {
-  MemEnv env;
-  std::unique_ptr<ArtifactWriter> w;
-  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
-  Loop loop(w.get());
+  MemLoop m;
+  MemEnv& env = m.env;
+  Loop& loop = *m.loop;
   const std::string data(5000, 'x');
   // The bytes are not what the worker's sha256 says: send it all again, and nothing is left.
   proto::Message first = ChunkOf(1, 1, "a.png", data, 0, 3000);
@@ -198,10 +220,8 @@ TEST(Transfers, WhatTheIoThreadFindsComesBackAsTheAck) {
 }
 
 TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothing) {
-  MemEnv env;
-  std::unique_ptr<ArtifactWriter> w;
-  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
-  Loop loop(w.get());
+  MemLoop m;
+  Loop& loop = *m.loop;
   const std::string data(5000, 'y');
   proto::Message ack;
   bool retry = false;
@@ -211,13 +231,7 @@ TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothi
   // Queued, then the file starts over: the first start's chunk is not this one's.
   ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
   ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(3, 1, "a.png", data, 0, 3000), &ack, &retry), Transfers::Reply::kLater);
-  std::vector<Transfers::Done> done;
-  while (done.size() < 3) {
-    std::unique_lock<std::mutex> l(loop.mu);
-    loop.cv.wait(l, [&] { return !loop.done.empty(); });
-    done.push_back(loop.done.front());
-    loop.done.pop_front();
-  }
+  std::vector<Transfers::Done> done = NextDones(&loop, 3);
   std::string worker;
   uint64_t written = 0;
   EXPECT_FALSE(loop.t.Completed(done[0], &worker, &ack, &written, &retry));
@@ -228,23 +242,9 @@ TEST(Transfers, AChunkWrittenAfterItsTransferWasDroppedOrStartedOverAnswersNothi
   EXPECT_EQ(written, 3000u);
 }
 
-// Waits for the next n Dones the I/O thread hands back.
-std::vector<Transfers::Done> NextDones(Loop* loop, size_t n) {
-  std::vector<Transfers::Done> out;
-  while (out.size() < n) {
-    std::unique_lock<std::mutex> l(loop->mu);
-    loop->cv.wait(l, [&] { return !loop->done.empty(); });
-    out.push_back(loop->done.front());
-    loop->done.pop_front();
-  }
-  return out;
-}
-
 TEST(Transfers, NoOkFollowsARestartForChunksQueuedBeforeIt) {
-  MemEnv env;
-  std::unique_ptr<ArtifactWriter> w;
-  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
-  Loop loop(w.get());
+  MemLoop m;
+  Loop& loop = *m.loop;
   const std::string data(9000, 'z');
   proto::Message ack;
   bool retry = false;
@@ -283,10 +283,9 @@ TEST(Transfers, NoOkFollowsARestartForChunksQueuedBeforeIt) {
 }
 
 TEST(Transfers, AResultWhoseLastChunkIsStillBeingWrittenWaitsForIt) {
-  MemEnv env;
-  std::unique_ptr<ArtifactWriter> w;
-  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
-  Loop loop(w.get());
+  MemLoop m;
+  MemEnv& env = m.env;
+  Loop& loop = *m.loop;
   const std::string data = "pixels";
   const std::vector<proto::FileEntry> files = {{"p.png", data.size(), Sha256::Hex(data), "image/png"}};
   proto::Message ack;
@@ -305,10 +304,8 @@ TEST(Transfers, AResultWhoseLastChunkIsStillBeingWrittenWaitsForIt) {
 }
 
 TEST(Transfers, DroppingOneRunOfAJobKeepsAnotherRunsChunks) {
-  MemEnv env;
-  std::unique_ptr<ArtifactWriter> w;
-  ASSERT_TRUE(ArtifactWriter::Open(&env, "/art", &w).ok());
-  Loop loop(w.get());
+  MemLoop m;
+  Loop& loop = *m.loop;
   const std::string data(3000, 'r');
   proto::Message ack;
   bool retry = false;
