@@ -43,6 +43,25 @@ std::string WithSuffix(const std::string& name, int n) {
   return name.substr(0, dot) + "-" + std::to_string(n) + name.substr(dot);
 }
 
+// The '/'-separated components of a normalized relative path ("" has none).
+std::vector<std::string> Components(const std::string& path) {
+  std::vector<std::string> parts;
+  for (size_t pos = 0; pos < path.size();) {
+    size_t next = path.find('/', pos);
+    if (next == std::string::npos) next = path.size();
+    parts.push_back(path.substr(pos, next - pos));
+    pos = next + 1;
+  }
+  return parts;
+}
+
+// "a/b/c.png" -> "a/b" and "c.png"; "c.png" -> "" and "c.png".
+void SplitName(const std::string& norm, std::string* dir_rel, std::string* name) {
+  const size_t slash = norm.find_last_of('/');
+  *dir_rel = slash == std::string::npos ? "" : norm.substr(0, slash);
+  *name = slash == std::string::npos ? norm : norm.substr(slash + 1);
+}
+
 bool Within(const std::string& path, const std::string& root) {
   if (path == root) return true;
   const std::string prefix = root == "/" ? "/" : root + "/";
@@ -208,9 +227,8 @@ class WriterImpl final : public ArtifactWriter {
   Status Begin(const std::string& rel, std::unique_ptr<ArtifactStream>* stream) override {
     std::string norm;
     CMQ_RETURN_IF_ERROR(NormalizeRelativePath(rel, &norm));
-    size_t slash = norm.find_last_of('/');
-    std::string dir_rel = slash == std::string::npos ? "" : norm.substr(0, slash);
-    std::string name = slash == std::string::npos ? norm : norm.substr(slash + 1);
+    std::string dir_rel, name;
+    SplitName(norm, &dir_rel, &name);
     char tag[64];
     std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
                   static_cast<unsigned long long>(RandomToken()));
@@ -229,10 +247,11 @@ class WriterImpl final : public ArtifactWriter {
   Status Remove(const std::string& rel) override {
     std::string norm;
     CMQ_RETURN_IF_ERROR(NormalizeRelativePath(rel, &norm));
-    const size_t slash = norm.find_last_of('/');
+    std::string dir_rel, name;
+    SplitName(norm, &dir_rel, &name);
     std::shared_ptr<Directory> dir;
-    CMQ_RETURN_IF_ERROR(MakeParents(slash == std::string::npos ? "" : norm.substr(0, slash), /*create=*/false, &dir));
-    CMQ_RETURN_IF_ERROR(dir->RemoveFile(slash == std::string::npos ? norm : norm.substr(slash + 1)));
+    CMQ_RETURN_IF_ERROR(MakeParents(dir_rel, /*create=*/false, &dir));
+    CMQ_RETURN_IF_ERROR(dir->RemoveFile(name));
     return dir->Sync();
   }
 
@@ -312,12 +331,9 @@ class WriterImpl final : public ArtifactWriter {
   // even if a component is swapped for a link afterwards.
   Status MakeParents(const std::string& dir_rel, bool create, std::shared_ptr<Directory>* out) {
     std::shared_ptr<Directory> cur = root_dir_;
-    size_t pos = 0;
-    while (!dir_rel.empty() && pos <= dir_rel.size()) {
-      size_t next = dir_rel.find('/', pos);
-      if (next == std::string::npos) next = dir_rel.size();
-      const std::string part = dir_rel.substr(pos, next - pos);
-      const std::string shown = dir_rel.substr(0, next);
+    std::string shown;  // dir_rel up to this component
+    for (const std::string& part : Components(dir_rel)) {
+      shown = shown.empty() ? part : shown + "/" + part;
       FileInfo fi;
       CMQ_RETURN_IF_ERROR(cur->Stat(part, &fi));
       if (!fi.exists) {
@@ -333,7 +349,6 @@ class WriterImpl final : public ArtifactWriter {
                                          shown + "'");
         }
         CMQ_RETURN_IF_ERROR(WalkReal(real, dir_rel, &cur));
-        pos = next + 1;
         continue;
       } else if (!fi.is_dir) {
         return Status::InvalidArgument("artifact path '" + dir_rel + "': '" + shown + "' is a file, not a directory");
@@ -341,7 +356,6 @@ class WriterImpl final : public ArtifactWriter {
       std::unique_ptr<Directory> sub;
       CMQ_RETURN_IF_ERROR(cur->OpenSubdir(part, &sub).WithContext("artifact path '" + dir_rel + "'"));
       cur = std::move(sub);
-      pos = next + 1;
     }
     *out = std::move(cur);
     return Status::OK();
@@ -352,18 +366,14 @@ class WriterImpl final : public ArtifactWriter {
   Status WalkReal(const std::string& real, const std::string& dir_rel, std::shared_ptr<Directory>* out) {
     std::shared_ptr<Directory> cur = root_dir_;
     const std::string rest = real.size() > real_root_.size() ? real.substr(real_root_.size() + (real_root_ == "/" ? 0 : 1)) : "";
-    size_t pos = 0;
-    while (!rest.empty() && pos <= rest.size()) {
-      size_t next = rest.find('/', pos);
-      if (next == std::string::npos) next = rest.size();
+    for (const std::string& part : Components(rest)) {
       std::unique_ptr<Directory> sub;
-      Status s = cur->OpenSubdir(rest.substr(pos, next - pos), &sub);
+      Status s = cur->OpenSubdir(part, &sub);
       if (!s.ok()) {
         return Status::InvalidArgument("artifact path '" + dir_rel + "': a link in it leads to no directory of the root, "
                                        "or changed while it was followed (" + s.message() + ")");
       }
       cur = std::move(sub);
-      pos = next + 1;
     }
     *out = std::move(cur);
     return Status::OK();
