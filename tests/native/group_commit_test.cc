@@ -1,7 +1,6 @@
 // GroupCommitter (store/group_commit.h) on its own, with group functions the tests control: every op is
 // answered exactly once with what its group set, callers' ops keep their order, CommitMany's ops are answered
-// together, and a group that returns true lets the group after the next one form before that next group's
-// own leader says so (and only then).
+// together, and ops that queue while a group waits join it (late ops) until the next group may form.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -45,25 +44,36 @@ class Latch {
   bool open_ = false;
 };
 
-// A group function like the store's: it applies under an ordering lock (the store's commit lock), and lets
-// the next group start only after that; it answers its ops "(group g)" (odd g) or OK (even), and lets the
-// next group start in one of four ways (at once after applying; never; after a pause; at once), returning
-// true (let the group after the next one form) when the next group has taken the lock, as the store does;
-// without that condition a batch split over two groups runs out of order (checked).
+// A group function like the store's: it applies under an ordering lock (the store's commit lock), takes the
+// ops that queued meanwhile into its group (late ops) in two groups of three, and lets the next group start
+// only after that; it answers its ops "(group g)" (odd g) or OK (even), and lets the next group start in one
+// of four ways (at once after applying; never; after a pause; at once), after which late ops are refused.
 class RecordingGroups {
  public:
   GroupCommitter::GroupFn Fn() {
-    return [this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
-      // Every third leader is slow to take the ordering lock: a group formed but not yet begun, the window
-      // in which letting the group after it form could reorder them.
+    return [this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+                  const std::function<size_t()>& take_late) {
+      // Every third leader is slow to take the ordering lock: a group formed but not yet begun.
       if (++calls_ % 3 == 0) std::this_thread::sleep_for(200us);
       std::unique_lock<std::mutex> ordering(ordering_mu_);
       const int g = ++groups_;
-      for (PendingOp* op : group) {
-        op->status = op->apply();
-        applied_++;
-        if (g % 2 == 1) op->status = Status::IOError("(group " + std::to_string(g) + ")");
-        Record(op, g);
+      auto run = [&](size_t from) {
+        for (size_t i = from; i < group.size(); ++i) {
+          PendingOp* op = group[i];
+          op->status = op->apply();
+          applied_++;
+          if (g % 2 == 1) op->status = Status::IOError("(group " + std::to_string(g) + ")");
+          Record(op, g);
+        }
+      };
+      run(0);
+      if (g % 3 != 0) {
+        std::this_thread::yield();  // let callers queue behind this group
+        const size_t before = group.size();
+        const size_t n = take_late();
+        EXPECT_EQ(group.size(), before + n);
+        late_ += static_cast<int>(n);
+        run(before);
       }
       ordering.unlock();
       if (g % 4 == 1 || g % 4 == 0) next_may_start();
@@ -71,7 +81,7 @@ class RecordingGroups {
         std::this_thread::yield();
         next_may_start();
       }
-      return g % 4 != 1 && groups_.load() > g;
+      if (g % 4 != 2) EXPECT_EQ(take_late(), 0u) << "late ops after the next group may form";
     };
   }
   // What the op's answer must be, given the group that ran it.
@@ -85,6 +95,7 @@ class RecordingGroups {
   }
   int groups() const { return groups_.load(); }
   int applied() const { return applied_.load(); }
+  int late() const { return late_.load(); }
 
  private:
   void Record(PendingOp* op, int g) {
@@ -93,7 +104,7 @@ class RecordingGroups {
   }
 
   std::mutex ordering_mu_;
-  std::atomic<int> calls_{0}, groups_{0}, applied_{0};
+  std::atomic<int> calls_{0}, groups_{0}, applied_{0}, late_{0};
   std::mutex mu_;
   std::unordered_map<PendingOp*, int> group_of_;
 };
@@ -131,8 +142,8 @@ TEST(GroupCommitTest, EveryOpIsAnsweredOnceWithItsGroupsStatusAndEachCallersOpsK
     ASSERT_EQ(seen[t].size(), static_cast<size_t>(kPerThread));
     for (int i = 0; i < kPerThread; ++i) ASSERT_EQ(seen[t][i], i) << "caller " << t;
   }
-  std::printf("[group commit] %d ops from %d callers in %d groups (%d answered ok, %d failed)\n",
-              kThreads * kPerThread, kThreads, groups.groups(), ok.load(), failed.load());
+  std::printf("[group commit] %d ops from %d callers in %d groups (%d of them late; %d answered ok, %d failed)\n",
+              kThreads * kPerThread, kThreads, groups.groups(), groups.late(), ok.load(), failed.load());
 }
 
 TEST(GroupCommitTest, CommitManyBatchesSplitOverGroupsLedByOthersStayInOrder) {
@@ -183,9 +194,8 @@ TEST(GroupCommitTest, CommitManyBatchesSplitOverGroupsLedByOthersStayInOrder) {
 TEST(GroupCommitTest, CommitManyAnswersEveryOpInQueueOrder) {
   std::vector<int> order;
   GroupCommitter committer(
-      [&](std::vector<PendingOp*>& group, const std::function<void()>&) {
+      [&](std::vector<PendingOp*>& group, const std::function<void()>&, const std::function<size_t()>&) {
         for (PendingOp* op : group) op->status = op->apply();
-        return false;
       },
       /*max_group_bytes=*/100);  // 40-byte ops: at most two a group, so the batch spans several groups
   std::vector<PendingOp> ops(7);
@@ -203,59 +213,81 @@ TEST(GroupCommitTest, CommitManyAnswersEveryOpInQueueOrder) {
   for (int i = 0; i < 7; ++i) EXPECT_EQ(ops[i].status.ok(), i != 4) << i;
 }
 
-// Three groups A, B, C from three callers. A lets B form at once; B never says the next may start and waits
-// inside its function. Returning true, A lets C form while B is still in its function; returning false, C
-// forms only once B returns.
-void RunThreeGroups(bool a_returns, bool* c_ran_while_b_inside) {
-  Latch a_may_return, b_inside, b_may_return, c_ran;
-  std::atomic<int> calls{0};
-  std::atomic<bool> b_returned{false};
-  GroupCommitter committer([&](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
-    const int n = ++calls;
-    for (PendingOp* op : group) op->status = Status::OK();
-    if (n == 1) {  // A
-      next_may_start();
-      a_may_return.Wait();
-      return a_returns;
-    }
-    if (n == 2) {  // B
-      b_inside.Open();
-      b_may_return.Wait();
-      b_returned = true;
-      return false;
-    }
-    c_ran.Open();  // C
-    return false;
-  });
+// Group A's function waits inside until B and C (and D, a CommitMany of two) queued behind it, then takes
+// late ops (with `limit` bytes a group) or first lets the next group start (then it takes nothing).
+struct LateRun {
+  std::vector<int> late_seen;  // ops each call took late
+  std::vector<size_t> sizes;   // each group's size when its function returned
+  int calls = 0;
+};
+
+void RunLate(bool release_first, size_t max_group_bytes, LateRun* out) {
+  Latch inside, go;
+  std::mutex mu;
+  GroupCommitter committer(
+      [&](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+          const std::function<size_t()>& take_late) {
+        int n;
+        {
+          std::lock_guard<std::mutex> l(mu);
+          n = ++out->calls;
+        }
+        if (n == 1) {
+          inside.Open();
+          go.Wait();
+          if (release_first) next_may_start();
+        }
+        const size_t late = take_late();
+        for (PendingOp* op : group) op->status = Status::OK();
+        std::lock_guard<std::mutex> l(mu);
+        out->late_seen.push_back(static_cast<int>(late));
+        out->sizes.push_back(group.size());
+      },
+      max_group_bytes);
   PendingOp a, b, c;
+  std::vector<PendingOp> d(2);
+  for (PendingOp* op : {&a, &b, &c, &d[0], &d[1]}) op->bytes_hint = 10;
   std::thread ta([&] { EXPECT_TRUE(committer.Commit(&a).ok()); });
-  // B queues once A is inside its function (A's own caller leads it at once), and leads after next_may_start.
-  while (calls.load() < 1) std::this_thread::sleep_for(1ms);
+  inside.Wait();
   std::thread tb([&] { EXPECT_TRUE(committer.Commit(&b).ok()); });
-  b_inside.Wait();
-  std::thread tc([&] { EXPECT_TRUE(committer.Commit(&c).ok()); });
   while (committer.queued() < 1) std::this_thread::sleep_for(1ms);
-  // C is queued behind B (which leads and has not let the next start): it must not run yet.
-  EXPECT_FALSE(c_ran.WaitFor(100ms));
-  a_may_return.Open();
-  ta.join();
-  *c_ran_while_b_inside = c_ran.WaitFor(a_returns ? 30000ms : 200ms) && !b_returned.load();
-  b_may_return.Open();
-  tb.join();
-  c_ran.Wait();
-  tc.join();
+  std::thread tc([&] { EXPECT_TRUE(committer.Commit(&c).ok()); });
+  while (committer.queued() < 2) std::this_thread::sleep_for(1ms);
+  std::thread td([&] {
+    committer.CommitMany({&d[0], &d[1]});
+    EXPECT_TRUE(d[0].status.ok() && d[1].status.ok());
+  });
+  while (committer.queued() < 4) std::this_thread::sleep_for(1ms);
+  go.Open();
+  for (std::thread* t : {&ta, &tb, &tc, &td}) t->join();
+  EXPECT_EQ(committer.queued(), 0u);
 }
 
-TEST(GroupCommitTest, AGroupReturningTrueLetsTheGroupAfterTheNextOneForm) {
-  bool c_ran_while_b_inside = false;
-  RunThreeGroups(/*a_returns=*/true, &c_ran_while_b_inside);
-  EXPECT_TRUE(c_ran_while_b_inside);
+TEST(GroupCommitTest, OpsQueuedWhileAGroupWaitsJoinItAsLateOpsAndAreAnsweredWithIt) {
+  LateRun r;
+  RunLate(/*release_first=*/false, /*max_group_bytes=*/1000, &r);
+  ASSERT_EQ(r.calls, 1);  // b, c and both of d rode with a: no second group
+  EXPECT_EQ(r.late_seen, (std::vector<int>{4}));
+  EXPECT_EQ(r.sizes, (std::vector<size_t>{5}));
 }
 
-TEST(GroupCommitTest, AGroupReturningFalseLeavesThatToTheNextGroup) {
-  bool c_ran_while_b_inside = true;
-  RunThreeGroups(/*a_returns=*/false, &c_ran_while_b_inside);
-  EXPECT_FALSE(c_ran_while_b_inside);
+TEST(GroupCommitTest, LateOpsKeepToTheSizeBoundAndLeaveTheRestInOrderForTheNextGroup) {
+  LateRun r;
+  RunLate(/*release_first=*/false, /*max_group_bytes=*/25, &r);  // 10-byte ops: two a group
+  ASSERT_GE(r.calls, 3);
+  EXPECT_EQ(r.sizes[0], 2u);  // a and b (late); c, d[0], d[1] wait for the groups after
+  EXPECT_EQ(r.late_seen[0], 1);
+  size_t total = 0;
+  for (size_t n : r.sizes) total += n;
+  EXPECT_EQ(total, 5u);
+}
+
+TEST(GroupCommitTest, AGroupTakesNoLateOpsOnceTheNextGroupMayForm) {
+  LateRun r;
+  RunLate(/*release_first=*/true, /*max_group_bytes=*/1000, &r);
+  ASSERT_GE(r.calls, 2);
+  EXPECT_EQ(r.late_seen[0], 0);
+  EXPECT_EQ(r.sizes[0], 1u);
 }
 
 }  // namespace

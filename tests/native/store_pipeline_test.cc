@@ -1,7 +1,8 @@
 // Overlapping commit groups (store/commit_order.h): the next group is applied while the one before it
 // syncs, but it writes only once that one is durable, is answered only after its own sync, and when the
 // group ahead fails it fails too and both are undone, newest first. A group that wrote nothing (it only read
-// what the group ahead applied) is answered only once that group is durable.
+// what the group ahead applied) is answered only once that group is durable. What queues while a group waits
+// for its turn joins that group's sync (late ops).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -244,6 +245,44 @@ TEST_F(PipelineTest, AnAnswerThatReadsAnUnsyncedChangeWaitsForItAndFailsWithIt) 
       EXPECT_FALSE(rd.first.ok()) << "claimed a job whose enqueue was never durable";
     }
   }
+}
+
+TEST_F(PipelineTest, EnqueuesQueuedWhileTheNextGroupWaitsForItsTurnJoinItsSync) {
+  EnqueueResult kept;
+  ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
+  Gate& ahead = NewGate("sync");
+  auto a = EnqueueAsync(JobFor(2));
+  ASSERT_TRUE(ahead.WaitHeld());
+  auto b = EnqueueAsync(JobFor(3));  // the next group: applied at once, then waits for its turn
+  ASSERT_TRUE(WaitCount(3));
+  std::vector<std::future<std::pair<Status, EnqueueResult>>> late;
+  for (uint64_t seq : {4, 5, 6}) late.push_back(EnqueueAsync(JobFor(seq)));
+  // They queue behind that group (none may form while it has not reached its turn): nothing applies them yet.
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(Count(), 3u);
+  Gate& behind = NewGate("sync");  // holds the next group's sync
+  ahead.Release();
+  ASSERT_TRUE(behind.WaitHeld());
+  EXPECT_EQ(Count(), 6u) << "the queued enqueues did not join the group whose turn came";
+  for (auto& f : late) EXPECT_EQ(f.wait_for(0ms), std::future_status::timeout) << "answered before its sync";
+  EXPECT_EQ(b.wait_for(0ms), std::future_status::timeout);
+  EXPECT_EQ(behind.writes_while_held(), 0);
+  Gate& after = NewGate("sync");  // would hold a further group's sync: none is needed
+  behind.Release();
+  for (auto& f : late) {
+    EXPECT_EQ(f.wait_for(10s), std::future_status::ready) << "a queued enqueue waited for a sync of its own";
+  }
+  after.Release();
+  ASSERT_TRUE(a.get().first.ok());
+  const auto rb = b.get();
+  ASSERT_TRUE(rb.first.ok());
+  for (auto& f : late) {
+    const auto r = f.get();
+    ASSERT_TRUE(r.first.ok()) << r.first.ToString();
+    EXPECT_GT(r.second.id, rb.second.id);  // applied after the group's own ops
+  }
+  Reopen();
+  EXPECT_EQ(Count(), 6u);
 }
 
 TEST(CommitOrderTest, TurnsGoInOrderAndUndoGoesNewestFirst) {

@@ -38,6 +38,10 @@ struct StoreOptions {
   // The background thread zero-fills the next log segment ahead only once no group has committed for this
   // long (zeros written beside a busy log slow its syncs a great deal); 0 = whenever one is wanted.
   int64_t prepare_when_quiet_ms = 50;
+  // The thread whose group has its turn runs at a raised priority from then until its sync returns, where
+  // the process may raise it (CAP_SYS_NICE or RLIMIT_NICE; see util/thread_priority.h): every waiting caller
+  // waits on that thread, and on a busy machine it otherwise queues for a CPU behind their work.
+  bool raise_log_writer_priority = true;
   size_t max_history_entries = 50;
   size_t max_prompt_bytes = 64u << 20;
 };

@@ -50,11 +50,6 @@ void CommitOrder::Resolve(uint64_t seq) {
   cv_.notify_all();
 }
 
-bool CommitOrder::BegunAfter(uint64_t seq) {
-  std::lock_guard<std::mutex> l(mu_);
-  return begun_ > seq;
-}
-
 void CommitOrder::WaitIdle() {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] { return live_.empty() && turns_done_ == begun_; });

@@ -35,8 +35,6 @@ class CommitOrder {
   void WaitTop(uint64_t seq);
   // The group has nothing (more) to undo.
   void Resolve(uint64_t seq);
-  // True when a group began after `seq`.
-  bool BegunAfter(uint64_t seq);
   // Blocks until every group that began has ended its turn and resolved (the caller holds the commit lock,
   // so none begins meanwhile).
   void WaitIdle();

@@ -64,33 +64,43 @@ void GroupCommitter::LeadLocked(std::unique_lock<std::mutex>& lock) {
   // Leader: take the front op and whatever queued behind it, up to a size bound (the first op always goes).
   std::vector<PendingOp*> group;
   size_t bytes = 0;
-  while (!queue_.empty()) {
-    PendingOp* p = queue_.front();
-    if (!group.empty() && bytes + p->bytes_hint > max_group_bytes_) break;
-    group.push_back(p);
-    bytes += p->bytes_hint;
-    queue_.pop_front();
-  }
+  auto take = [&] {
+    while (!queue_.empty()) {
+      PendingOp* p = queue_.front();
+      if (!group.empty() && bytes + p->bytes_hint > max_group_bytes_) break;
+      group.push_back(p);
+      bytes += p->bytes_hint;
+      queue_.pop_front();
+    }
+  };
+  take();
   leading_ = true;
-  const uint64_t gen = ++formed_;
+  bool released = false;  // only this thread changes it: next_may_start runs on it, inside fn_
   lock.unlock();
   const std::function<void()> next_may_start = [&] {
-    if (released_through_.load(std::memory_order_acquire) >= gen) return;  // done already: skip the busy lock
+    if (released) return;
     std::lock_guard<std::mutex> l(mu_);
-    ReleaseLocked(gen);
+    ReleaseLocked();
+    released = true;
   };
-  const bool release_following = fn_(group, next_may_start);
-  lock.lock();
-  ReleaseLocked(gen);
-  if (release_following) ReleaseLocked(gen + 1);
-  lock.unlock();
+  const std::function<size_t()> take_late = [&] {
+    if (released) return size_t{0};  // the next group may form: what queued is its
+    std::lock_guard<std::mutex> l(mu_);
+    const size_t before = group.size();
+    take();
+    return group.size() - before;
+  };
+  fn_(group, next_may_start, take_late);
+  if (!released) {
+    lock.lock();
+    ReleaseLocked();
+    lock.unlock();
+  }
   for (PendingOp* p : group) Finish(p);  // the leader's own ops too: its wait ends when all of them are done
 }
 
-void GroupCommitter::ReleaseLocked(uint64_t gen) {
-  if (!leading_ || formed_ != gen) return;
+void GroupCommitter::ReleaseLocked() {
   leading_ = false;
-  released_through_.store(gen, std::memory_order_release);
   if (queue_.empty()) return;
   CommitWaiter* w = queue_.front()->waiter;  // queued, so its owner is waiting and it is alive
   std::lock_guard<std::mutex> own(w->m);

@@ -3,21 +3,21 @@
 // log write and one sync), while later callers queue up for the next group (leveldb's writer queue).
 //
 // Groups may overlap: the group function calls `next_may_start` once the next group can begin (the store
-// calls it when its group is written and only its sync is left), and the next leader then forms its group
-// from what has queued meanwhile. Every op of a group stays blocked until the group function returns.
-// A group function that returns true says the group formed after its own has passed its ordering point (in
-// the store: it has begun, under the commit lock) and has its turn now, so the one after that may form too:
-// it is let start as this leader answers, instead of when that group's own leader (asleep until then, and
-// slow to run on a busy machine) gets to say so; that group's own call is then a no-op. The rule that keeps
-// groups in order: a function lets the next group start (next_may_start, or returning true for the one after
-// next) only once nothing a later group does can come before what its own group (or that next group) did.
+// calls it when its group is placed in the log and only its write and sync are left), and the next leader then
+// forms its group from what has queued meanwhile. Every op of a group stays blocked until the group function
+// returns.
+//
+// Late ops: a group function may call `take_late` once the group before its own is done (in the store: its
+// turn to write has come) and before it lets the next group start. The ops that queued since its group formed
+// join it (appended to `group` in queue order, within the size bound) and are written with its sync; without
+// that they would wait a whole further sync in the next group. Once the next group may form, take_late takes
+// nothing (what queued is that group's), so each caller's ops still run in the order they queued.
 //
 // Callers sleep on a waiter of their own (one per call, shared by a CommitMany's ops), never on the queue's
 // mutex: 64 callers re-taking one lock after every wake-up convoyed on it and held the disk idle.
 // Thread-safe. Group functions start in queue order.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -49,10 +49,12 @@ struct PendingOp {
 
 class GroupCommitter {
  public:
-  // next_may_start: callable once (later calls do nothing, as do calls once a group before has let the next
-  // one start); if the function never calls it, the next group starts when the function returns.
-  // Returns: true when the group formed after this one may let its own next group start now (above).
-  using GroupFn = std::function<bool(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start)>;
+  // next_may_start: callable once (later calls do nothing); if the function never calls it, the next group
+  // starts when the function returns.
+  // take_late: appends the ops queued since the group formed to `group` and returns how many (0 once
+  // next_may_start was called); the function runs and answers them like the rest of its group.
+  using GroupFn = std::function<void(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+                                     const std::function<size_t()>& take_late)>;
   explicit GroupCommitter(GroupFn fn, size_t max_group_bytes = 64u << 20)
       : fn_(std::move(fn)), max_group_bytes_(max_group_bytes) {}
 
@@ -70,8 +72,8 @@ class GroupCommitter {
   // With mu_ held and the queue not empty: processes one group starting at its front (unlocks mu_ meanwhile
   // and returns with it unlocked).
   void LeadLocked(std::unique_lock<std::mutex>& lock);
-  // With mu_ held: if group `gen` is still the one leading, the next group may form.
-  void ReleaseLocked(uint64_t gen);
+  // With mu_ held and a group leading: the next group may form.
+  void ReleaseLocked();
   // Marks op done (its owner may then return and free it and its waiter: neither is touched after).
   static void Finish(PendingOp* op);
 
@@ -79,9 +81,7 @@ class GroupCommitter {
   size_t max_group_bytes_;
   std::mutex mu_;
   std::deque<PendingOp*> queue_;  // ops not yet in a group, in arrival order
-  bool leading_ = false;          // group formed_ has started and has not yet let the next one start
-  uint64_t formed_ = 0;           // groups formed so far (the newest one's number)
-  std::atomic<uint64_t> released_through_{0};  // groups up to this one have let the next start (set under mu_)
+  bool leading_ = false;          // the newest group has started and has not yet let the next one start
 };
 
 }  // namespace comfymq

@@ -8,6 +8,7 @@
 
 #include "util/checksum.h"
 #include "util/json_checks.h"
+#include "util/thread_priority.h"
 
 namespace comfymq {
 namespace {
@@ -103,9 +104,8 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
     : options_(options),
       env_(options.env != nullptr ? options.env : Env::Default()),
       dir_(std::move(dir)),
-      committer_([this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
-        return ProcessGroup(group, next_may_start);
-      }),
+      committer_([this](std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+                        const std::function<size_t()>& take_late) { ProcessGroup(group, next_may_start, take_late); }),
       events_(std::make_unique<EventQueue>()),
       preparer_(env_, dir_) {}
 
@@ -145,9 +145,13 @@ Status StoreImpl::Run(const std::function<Status()>& apply, size_t bytes_hint) {
 }
 
 // A group: applied in memory with commit_mu_ held, then (order_) its turn to write and sync, which comes once
-// the group before is durable; the next group is applied meanwhile. Nothing is answered before its own sync
+// the group before is durable; the next group is applied meanwhile. When the turn comes, the ops that queued
+// while this group waited for it join it (late ops: applied then, written with this group's sync; else they
+// would wait a whole further sync). From its turn until its sync returns the leader runs at a raised
+// priority where permitted (StoreOptions::raise_log_writer_priority). Nothing is answered before its own sync
 // and every earlier group's are done.
-bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start) {
+void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+                             const std::function<size_t()>& take_late) {
   std::unique_lock<std::mutex> commit(commit_mu_);
   bool reset_tail = false;
   const uint64_t seq = order_.Begin(&reset_tail);
@@ -163,109 +167,70 @@ bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     order_.Resolve(seq);
     order_.WaitTurn(seq);
     order_.EndTurn(seq);
-    return false;
+    return;
   }
   const int64_t now = NowMs();
   RecordSink sink;
-  {
-    size_t hint = 0;
-    for (const PendingOp* op : group) hint += op->bytes_hint + 64;  // 64: a record header and then some
-    try {
-      sink.Reserve(std::min<size_t>(hint, 64u << 20));
-    } catch (const std::bad_alloc&) {  // only a hint; the ops' own appends fail cleanly if memory is short
-    }
-  }
   Txn txn(&table_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
-  uint64_t reserving = 0;                           // a token reservation this group writes
+  uint64_t tokens_before;
+  bool applied;  // false: refused as a whole (too big for one group record): no on_applied callbacks
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
-    txn_ = &txn;
-    inflight_.push_back(&sink);
-    const uint64_t tokens_before = next_token_;
-    for (PendingOp* op : group) {
-      Txn::Mark m = txn.mark();
-      try {
-        op->status = op->apply();
-      } catch (const std::exception& e) {  // e.g. bad_alloc, or a caller's JobFilter throwing
-        op->status = Status::IOError(std::string("internal error while applying a change: ") + e.what());
-      }
-      if (!op->status.ok()) txn.RollbackTo(m);
+    tokens_before = next_token_;
+    inflight_.push_back(&sink);  // readers find its records by their provisional locations until it is placed
+    applied = ApplyOpsLocked(group, 0, &txn, &sink, &dispatched);
+  }
+  if (applied) RunAppliedCallbacks(group, 0);
+
+  ScopedPriorityBoost boost(options_.raise_log_writer_priority);
+  // This group's turn: the groups before it are durable (or failed, and then this one fails too).
+  Status ws = order_.WaitTurn(seq);
+  const bool origin = ws.ok();  // a failure from here on starts with this group
+  const size_t first_late = group.size();
+  const bool late = ws.ok() && take_late() > 0;
+  bool late_applied = false;
+  uint64_t reserving = 0;  // a token reservation this group writes
+  {
+    std::unique_lock<std::shared_mutex> st(state_mu_);
+    if (late) late_applied = ApplyOpsLocked(group, first_late, &txn, &sink, &dispatched);
+    if (!ws.ok() || sink.empty()) {
+      // Nothing to write, or the group before failed: no group after this one has begun (commit_mu_), so
+      // this one undoes itself first, then lets the failed ones undo theirs (Resolve).
+      inflight_.erase(std::find(inflight_.begin(), inflight_.end(), &sink));
+      if (!ws.ok()) txn.RollbackAll();
+      st.unlock();
+      boost.End();
+      if (late_applied) RunAppliedCallbacks(group, first_late);
+      order_.Resolve(seq);
+      // What these ops read may be a change of the group before: durable now, or failed with it.
+      if (!ws.ok()) fail_all(ws);
+      order_.EndTurn(seq);
+      return;
     }
-    if (dispatch_hook_.choose) {
-      bool made_pending = false;
-      for (const StoreEvent& e : txn.events()) {
-        made_pending |= e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending;
-      }
-      if (made_pending) {
-        // Lease what just arrived to idle workers in this very group: one sync for the job and its lease.
-        struct Ctx final : DispatchContext {
-          StoreImpl* store;
-          std::vector<std::unique_ptr<Lease>>* out;
-          const Lease* Take(const TakeOptions& o) override {
-            std::unique_ptr<Lease> l;
-            if (!store->ApplyTake(o, &l).ok() || !l) return nullptr;
-            out->push_back(std::move(l));
-            return out->back().get();
-          }
-        } ctx;
-        ctx.store = this;
-        ctx.out = &dispatched;
-        Txn::Mark m = txn.mark();
-        try {
-          dispatch_hook_.choose(ctx);
-        } catch (const std::exception&) {
-          txn.RollbackTo(m);
-          dispatched.clear();
-        }
-      }
-    }
-    txn_ = nullptr;
-    bool refused = false;
-    if (sink.size() > log::kMaxGroupBytes) {  // the API limits make this unreachable; refuse rather than corrupt
-      refused = true;
-      txn.RollbackAll();
-      fail_all(Status::InvalidArgument("change too large for one commit"));
-      dispatched.clear();
-    }
-    if (!refused && next_token_ != tokens_before && next_token_ + kTokenReserveStep / 2 > token_reserve_) {
+    if (next_token_ != tokens_before && next_token_ + kTokenReserveStep / 2 > token_reserve_) {
       reserving = next_token_ + kTokenReserveStep;  // covers the next takes once this group is durable
       std::string payload;
       records::EncodeTokens(reserving, &payload);
       txn.Append(log::RecordType::kTokens, payload);
     }
-    if (sink.empty()) {
-      inflight_.pop_back();
-      st.unlock();
-      if (!refused) RunAppliedCallbacks(group);
-      order_.Resolve(seq);
-      // What these ops read may be a change of the group before that is still syncing: they are answered
-      // once it is durable, and fail if it failed.
-      Status before = order_.WaitTurn(seq);
-      if (!before.ok()) fail_all(before);
-      order_.EndTurn(seq);
-      return false;
-    }
     sink.Finalize(plan_segment_, plan_offset_, plan_capacity_, NextSegmentCapacity(plan_capacity_));
     txn.ResolveLocations();
   }
+  if (late_applied) RunAppliedCallbacks(group, first_late);
   const RecordSink::Placement& placed = sink.placement();
   if (placed.new_segment) {
     plan_segment_ = placed.segment;
     plan_capacity_ = placed.capacity;
   }
   plan_offset_ = placed.offset + sink.size();
-  RunAppliedCallbacks(group);
-
-  // This group's turn: the groups before it are durable (or failed, and then this one fails too).
-  Status ws = order_.WaitTurn(seq);
-  const bool origin = ws.ok();  // a failure from here on starts with this group
   commit.unlock();
   next_may_start();  // the next group applies while this one writes and syncs
   log_writing_ = true;  // the log is busy: the preparer keeps off the disk (and for a while after)
   if (ws.ok()) ws = WriteSink(sink);
   last_commit_ms_ = SteadyMs();
   log_writing_ = false;
+  boost.End();
   if (!ws.ok()) {
     if (origin) {
       if (!ws.IsNoSpace()) SetFailed(ws);
@@ -280,7 +245,7 @@ bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     }
     order_.Resolve(seq);
     fail_all(ws);
-    return false;
+    return;
   }
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
@@ -306,14 +271,9 @@ bool StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     preparer_.Request(NextSegmentCapacityLocked());
     kick |= preparer_.wanted();
   }
-  // The group after this one, if it has begun (it holds commit_mu_, so none can begin before it), has its
-  // turn once this one ends it: the committer lets the one after it form as this leader answers. Asked
-  // before the turn ends (a Close waits only for that).
-  const bool next_began = order_.BegunAfter(seq);
   order_.Resolve(seq);
   order_.EndTurn(seq);
   if (kick) KickBackground();
-  return next_began;
 }
 
 void StoreImpl::KickBackground() {
@@ -322,10 +282,72 @@ void StoreImpl::KickBackground() {
   bg_cv_.notify_one();
 }
 
+bool StoreImpl::ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn* txn, RecordSink* sink,
+                               std::vector<std::unique_ptr<Lease>>* dispatched) {
+  size_t hint = 0;
+  for (size_t i = from; i < group.size(); ++i) hint += group[i]->bytes_hint + 64;  // 64: a record header and then some
+  try {
+    sink->Reserve(std::min<size_t>(hint, 64u << 20));
+  } catch (const std::bad_alloc&) {  // only a hint; the ops' own appends fail cleanly if memory is short
+  }
+  txn_ = txn;
+  const Txn::Mark first = txn->mark();
+  const size_t events_before = txn->events().size();
+  const size_t leased_before = dispatched->size();
+  for (size_t i = from; i < group.size(); ++i) {
+    PendingOp* op = group[i];
+    Txn::Mark m = txn->mark();
+    try {
+      op->status = op->apply();
+    } catch (const std::exception& e) {  // e.g. bad_alloc, or a caller's JobFilter throwing
+      op->status = Status::IOError(std::string("internal error while applying a change: ") + e.what());
+    }
+    if (!op->status.ok()) txn->RollbackTo(m);
+  }
+  bool made_pending = false;
+  for (size_t i = events_before; i < txn->events().size(); ++i) {
+    const StoreEvent& e = txn->events()[i];
+    made_pending |= e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending;
+  }
+  if (dispatch_hook_.choose && made_pending) {
+    // Lease what just arrived to idle workers in this very group: one sync for the job and its lease.
+    struct Ctx final : DispatchContext {
+      StoreImpl* store;
+      std::vector<std::unique_ptr<Lease>>* out;
+      const Lease* Take(const TakeOptions& o) override {
+        std::unique_ptr<Lease> l;
+        if (!store->ApplyTake(o, &l).ok() || !l) return nullptr;
+        out->push_back(std::move(l));
+        return out->back().get();
+      }
+    } ctx;
+    ctx.store = this;
+    ctx.out = dispatched;
+    Txn::Mark m = txn->mark();
+    const size_t leased = dispatched->size();
+    try {
+      dispatch_hook_.choose(ctx);
+    } catch (const std::exception&) {
+      txn->RollbackTo(m);
+      dispatched->resize(leased);
+    }
+  }
+  txn_ = nullptr;
+  if (sink->size() <= log::kMaxGroupBytes) return true;
+  // The API's limits make this unreachable; refuse these ops rather than write a group that cannot be read.
+  txn->RollbackTo(first);
+  dispatched->resize(leased_before);
+  for (size_t i = from; i < group.size(); ++i) {
+    if (group[i]->status.ok()) group[i]->status = Status::InvalidArgument("change too large for one commit");
+  }
+  return false;
+}
+
 // A callback that throws loses only its own notice: the group is applied and goes on to be written, synced
 // and answered (an exception escaping here would leave the group's turn open and every later caller waiting).
-void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group) {
-  for (PendingOp* op : group) {
+void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group, size_t from) {
+  for (size_t i = from; i < group.size(); ++i) {
+    PendingOp* op = group[i];
     if (!op->on_applied) continue;
     try {
       op->on_applied();

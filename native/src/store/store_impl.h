@@ -102,8 +102,14 @@ class StoreImpl final : public Store {
   // --- group commit (store_impl.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
   // Returns GroupCommitter's "the group after this one may let its next one start".
-  bool ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start);
-  static void RunAppliedCallbacks(const std::vector<PendingOp*>& group);
+  void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
+                    const std::function<size_t()>& take_late);
+  // With commit_mu_ and state_mu_ held: applies group[from..] in `txn` (an op that fails is undone alone),
+  // then lets the dispatch hook lease what they made pending. False (all of them undone and failed) when the
+  // group would grow past what one group record may hold.
+  bool ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn* txn, RecordSink* sink,
+                      std::vector<std::unique_ptr<Lease>>* dispatched);
+  static void RunAppliedCallbacks(const std::vector<PendingOp*>& group, size_t from);
   Status WriteSink(const RecordSink& sink);
   void KickBackground();  // wakes the background thread now
   Status Usable();
