@@ -137,6 +137,7 @@ TEST(GroupCommitTest, EveryOpIsAnsweredOnceWithItsGroupsStatusAndEachCallersOpsK
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(groups.applied(), kThreads * kPerThread);
+  EXPECT_GT(groups.late(), 0) << "no op ever joined a group late";
   EXPECT_EQ(ok.load() + failed.load(), kThreads * kPerThread);
   for (int t = 0; t < kThreads; ++t) {
     ASSERT_EQ(seen[t].size(), static_cast<size_t>(kPerThread));
@@ -216,8 +217,8 @@ TEST(GroupCommitTest, CommitManyAnswersEveryOpInQueueOrder) {
 // Group A's function waits inside until B and C (and D, a CommitMany of two) queued behind it, then takes
 // late ops (with `limit` bytes a group) or first lets the next group start (then it takes nothing).
 struct LateRun {
-  std::vector<int> late_seen;  // ops each call took late
-  std::vector<size_t> sizes;   // each group's size when its function returned
+  std::vector<int> late_seen;  // ops each call took late, by call
+  std::vector<size_t> sizes;   // each call's group size when its function returned
   int calls = 0;
 };
 
@@ -240,8 +241,12 @@ void RunLate(bool release_first, size_t max_group_bytes, LateRun* out) {
         const size_t late = take_late();
         for (PendingOp* op : group) op->status = Status::OK();
         std::lock_guard<std::mutex> l(mu);
-        out->late_seen.push_back(static_cast<int>(late));
-        out->sizes.push_back(group.size());
+        if (out->late_seen.size() < static_cast<size_t>(n)) {
+          out->late_seen.resize(n);
+          out->sizes.resize(n);
+        }
+        out->late_seen[n - 1] = static_cast<int>(late);  // by call: with release_first, A and B's group overlap
+        out->sizes[n - 1] = group.size();
       },
       max_group_bytes);
   PendingOp a, b, c;

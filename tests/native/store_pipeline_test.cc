@@ -285,6 +285,30 @@ TEST_F(PipelineTest, EnqueuesQueuedWhileTheNextGroupWaitsForItsTurnJoinItsSync) 
   EXPECT_EQ(Count(), 6u);
 }
 
+TEST_F(PipelineTest, WhenTheSyncAheadFailsTheGroupWaitingBehindItTakesNoLateOpsAndFails) {
+  EnqueueResult kept;
+  ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
+  Gate& ahead = NewGate("sync");
+  auto a = EnqueueAsync(JobFor(2));
+  ASSERT_TRUE(ahead.WaitHeld());
+  auto b = EnqueueAsync(JobFor(3));
+  ASSERT_TRUE(WaitCount(3));
+  std::vector<std::future<std::pair<Status, EnqueueResult>>> queued;
+  for (uint64_t seq : {4, 5}) queued.push_back(EnqueueAsync(JobFor(seq)));
+  std::this_thread::sleep_for(200ms);
+  ahead.Release(Status::IOError("injected fsync failure"));
+  EXPECT_FALSE(a.get().first.ok());
+  EXPECT_FALSE(b.get().first.ok()) << "a group applied on top of a failed one was acknowledged";
+  for (auto& f : queued) EXPECT_FALSE(f.get().first.ok()) << "acknowledged by a store whose log write failed";
+  EXPECT_EQ(Count(), 1u) << "every group after the failed sync is undone in memory";
+  Reopen();
+  ListQuery q;
+  q.with_prompt = true;
+  ListPage page;
+  ASSERT_TRUE(store_->List(q, &page).ok());
+  for (const Job& x : page.jobs) EXPECT_LE(SeqOfPrompt(x.prompt), 2) << "a group behind the failed sync was written";
+}
+
 TEST(CommitOrderTest, TurnsGoInOrderAndUndoGoesNewestFirst) {
   CommitOrder order;
   bool reset = true;

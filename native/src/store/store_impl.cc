@@ -193,7 +193,10 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   uint64_t reserving = 0;  // a token reservation this group writes
   {
     std::unique_lock<std::shared_mutex> st(state_mu_);
-    if (late) late_applied = ApplyOpsLocked(group, first_late, &txn, &sink, &dispatched);
+    if (late) {
+      txn.AdvanceClock(NowMs());  // they queued after the group began, up to a sync ago: ids and leases from now
+      late_applied = ApplyOpsLocked(group, first_late, &txn, &sink, &dispatched);
+    }
     if (!ws.ok() || sink.empty()) {
       // Nothing to write, or the group before failed: no group after this one has begun (commit_mu_), so
       // this one undoes itself first, then lets the failed ones undo theirs (Resolve).

@@ -101,7 +101,7 @@ class StoreImpl final : public Store {
 
   // --- group commit (store_impl.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
-  // Returns GroupCommitter's "the group after this one may let its next one start".
+  // One commit group (GroupCommitter's group function); see store_impl.cc.
   void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
                     const std::function<size_t()>& take_late);
   // With commit_mu_ and state_mu_ held: applies group[from..] in `txn` (an op that fails is undone alone),

@@ -19,6 +19,8 @@ class Txn {
       : table_(table), sink_(sink), paused_(paused), now_ms_(now_ms) {}
 
   int64_t now_ms() const { return now_ms_; }
+  // The group's clock moves on (never back): its late ops apply at the time they are applied.
+  void AdvanceClock(int64_t now_ms) { now_ms_ = now_ms > now_ms_ ? now_ms : now_ms_; }
   JobTable& table() { return *table_; }
   RecordSink& sink() { return *sink_; }
 
