@@ -132,6 +132,24 @@ class PipelineTest : public ::testing::Test {
     return o;
   }
 
+  // Job 1 durable; job 2's sync held by *ahead; job 3 (*b) applied in the next group, waiting for its turn;
+  // then `n` more enqueues (*queued: jobs 4, 5, ...) queued behind that group, which none may pass before its
+  // turn comes (given 200 ms to get there; nothing applies them meanwhile).
+  void QueueBehindAWaitingGroup(int n, Gate** ahead, std::future<std::pair<Status, EnqueueResult>>* a,
+                                std::future<std::pair<Status, EnqueueResult>>* b,
+                                std::vector<std::future<std::pair<Status, EnqueueResult>>>* queued) {
+    EnqueueResult kept;
+    ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
+    *ahead = &NewGate("sync");
+    *a = EnqueueAsync(JobFor(2));
+    ASSERT_TRUE((*ahead)->WaitHeld());
+    *b = EnqueueAsync(JobFor(3));
+    ASSERT_TRUE(WaitCount(3));
+    for (int i = 0; i < n; ++i) queued->push_back(EnqueueAsync(JobFor(4 + static_cast<uint64_t>(i))));
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(Count(), 3u);
+  }
+
   // A gate on `op`, installed as the env's fault hook; it lives until the store is gone.
   Gate& NewGate(const std::string& op) {
     gates_.push_back(std::make_unique<Gate>(op));
@@ -248,18 +266,11 @@ TEST_F(PipelineTest, AnAnswerThatReadsAnUnsyncedChangeWaitsForItAndFailsWithIt) 
 }
 
 TEST_F(PipelineTest, EnqueuesQueuedWhileTheNextGroupWaitsForItsTurnJoinItsSync) {
-  EnqueueResult kept;
-  ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
-  Gate& ahead = NewGate("sync");
-  auto a = EnqueueAsync(JobFor(2));
-  ASSERT_TRUE(ahead.WaitHeld());
-  auto b = EnqueueAsync(JobFor(3));  // the next group: applied at once, then waits for its turn
-  ASSERT_TRUE(WaitCount(3));
+  Gate* held;
+  std::future<std::pair<Status, EnqueueResult>> a, b;
   std::vector<std::future<std::pair<Status, EnqueueResult>>> late;
-  for (uint64_t seq : {4, 5, 6}) late.push_back(EnqueueAsync(JobFor(seq)));
-  // They queue behind that group (none may form while it has not reached its turn): nothing applies them yet.
-  std::this_thread::sleep_for(200ms);
-  EXPECT_EQ(Count(), 3u);
+  ASSERT_NO_FATAL_FAILURE(QueueBehindAWaitingGroup(3, &held, &a, &b, &late));
+  Gate& ahead = *held;
   Gate& behind = NewGate("sync");  // holds the next group's sync
   ahead.Release();
   ASSERT_TRUE(behind.WaitHeld());
@@ -286,17 +297,11 @@ TEST_F(PipelineTest, EnqueuesQueuedWhileTheNextGroupWaitsForItsTurnJoinItsSync) 
 }
 
 TEST_F(PipelineTest, WhenTheSyncAheadFailsTheGroupWaitingBehindItTakesNoLateOpsAndFails) {
-  EnqueueResult kept;
-  ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
-  Gate& ahead = NewGate("sync");
-  auto a = EnqueueAsync(JobFor(2));
-  ASSERT_TRUE(ahead.WaitHeld());
-  auto b = EnqueueAsync(JobFor(3));
-  ASSERT_TRUE(WaitCount(3));
+  Gate* ahead;
+  std::future<std::pair<Status, EnqueueResult>> a, b;
   std::vector<std::future<std::pair<Status, EnqueueResult>>> queued;
-  for (uint64_t seq : {4, 5}) queued.push_back(EnqueueAsync(JobFor(seq)));
-  std::this_thread::sleep_for(200ms);
-  ahead.Release(Status::IOError("injected fsync failure"));
+  ASSERT_NO_FATAL_FAILURE(QueueBehindAWaitingGroup(2, &ahead, &a, &b, &queued));
+  ahead->Release(Status::IOError("injected fsync failure"));
   EXPECT_FALSE(a.get().first.ok());
   EXPECT_FALSE(b.get().first.ok()) << "a group applied on top of a failed one was acknowledged";
   for (auto& f : queued) EXPECT_FALSE(f.get().first.ok()) << "acknowledged by a store whose log write failed";
