@@ -125,5 +125,27 @@ TEST(ThreadPriorityTest, WhereNotPermittedItChangesNothingAndStopsTrying) {
             0);
 }
 
+TEST(ThreadPriorityTest, WithOnlyAnRlimitNiceItRaisesAsFarAsThatAllows) {
+  const int rc = InChild([] {
+    // Setting up an unprivileged user with a chosen limit needs root with CAP_SYS_RESOURCE.
+    struct rlimit three = {23, 23};  // nice values down to 20 - 23 = -3
+    if (geteuid() != 0 || setrlimit(RLIMIT_NICE, &three) != 0) return 77;
+    if (setuid(65534) != 0) return 100 + errno;
+    int bad = 0;
+    const int before = NiceOf(Tid());  // 0 in a default test run; the boost needs before > -3
+    if (before <= -3) return 78;
+    {
+      ScopedPriorityBoost boost(true);
+      bad += !boost.raised();
+      bad += NiceOf(Tid()) != -3;
+    }
+    bad += NiceOf(Tid()) != before;
+    bad += !ScopedPriorityBoost::Permitted();
+    return bad;
+  });
+  if (rc == 77 || rc == 78) GTEST_SKIP() << "needs root with CAP_SYS_RESOURCE to set up (and a nice value above -3)";
+  EXPECT_EQ(rc, 0);
+}
+
 }  // namespace
 }  // namespace comfymq

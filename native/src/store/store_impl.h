@@ -3,9 +3,10 @@
 //
 // Locks, in the order they may be taken:
 //   checkpoint_mu_  one checkpoint or compaction at a time
-//   commit_mu_      held by a group leader while it applies and until its turn to write comes (CommitOrder:
-//                   the group before may still be syncing meanwhile), and by checkpoints while they roll the
-//                   log (they wait for the groups in flight to end: order_.WaitIdle)
+//   commit_mu_      held by a group leader while it applies, through its turn coming (CommitOrder: the group
+//                   before may still be syncing meanwhile) and its late ops, until its group is placed; and by
+//                   checkpoints while they roll the log (they wait for the groups in flight to end:
+//                   order_.WaitIdle). The committer's queue lock (take_late) is taken under it, never around it.
 //   state_mu_       the in-memory index (shared for readers, exclusive for the leader's apply and undo)
 //   files_mu_       the cache of open segment files and their sizes
 //   health_mu_, bg_mu_, close_mu_ are taken last and briefly; events have their own (EventQueue), and so

@@ -3,9 +3,11 @@
 // holds everyone else up for a moment, such as the store's log writer between its turn and its sync: on a
 // busy machine it otherwise waits behind the callers' own CPU work at each wake-up inside the sync.
 //
-// Only where the process may raise a thread's priority (CAP_SYS_NICE, e.g. root outside a container, or
-// RLIMIT_NICE: `ulimit -e`, limits.conf's `nice`). Elsewhere the first refusal turns it off for the process:
-// one failed system call, then nothing. Linux only (nice values are per thread there); a no-op elsewhere.
+// Only where the process may raise a thread's priority: CAP_SYS_NICE (e.g. root outside a container), or
+// RLIMIT_NICE (`ulimit -e`, limits.conf's `nice`), which may allow less than kSteps: then as far as it does.
+// Where neither allows any raise, the first refusal turns it off for the process: a failed system call or
+// two, then nothing. Must be ended on the thread that made it (the destructor does). Linux only (nice values
+// are per thread there); a no-op elsewhere.
 #pragma once
 
 namespace comfymq {
