@@ -171,6 +171,10 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   }
   const int64_t now = NowMs();
   RecordSink sink;
+  try {  // room for what groups lately held: late ops then seldom grow (and copy) it in the turn
+    sink.Reserve(std::min<uint64_t>(2 * group_bytes_avg_.load(std::memory_order_relaxed), 64u << 20));
+  } catch (const std::bad_alloc&) {  // only a hint
+  }
   Txn txn(&table_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
   uint64_t tokens_before;
@@ -370,7 +374,8 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
   }
   WritableFile* f = p.new_segment ? created.get() : tail_file_.get();
   // (The first group after opening sets the average: a store that starts with big groups gets no zeros.)
-  group_bytes_avg_ = group_bytes_avg_ == 0 ? sink.size() : group_bytes_avg_ - group_bytes_avg_ / 8 + sink.size() / 8;
+  const uint64_t avg = group_bytes_avg_.load(std::memory_order_relaxed);
+  group_bytes_avg_.store(avg == 0 ? sink.size() : avg - avg / 8 + sink.size() / 8, std::memory_order_relaxed);
   uint64_t written_to = !p.new_segment ? tail_written_to_ : zeroed ? capacity : log::kSegmentHeaderSize;
   const uint64_t end = p.offset + sink.size();
   Status s = f->WriteAt(p.offset, sink.bytes());
@@ -397,7 +402,7 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
 
 void StoreImpl::ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to) {
   if (*written_to >= end + kZeroAheadLow || *written_to >= capacity) return;
-  if (group_bytes_avg_ >= kZeroAheadMaxGroup) return;  // big groups: the zeros cost more than they save
+  if (group_bytes_avg_.load(std::memory_order_relaxed) >= kZeroAheadMaxGroup) return;  // big groups: the zeros cost more than they save
   static const std::string kZeros(kZeroAheadChunk, '\0');
   const uint64_t from = std::max(*written_to, end);
   const uint64_t to = std::min(capacity, end + kZeroAheadChunk);
