@@ -58,7 +58,12 @@ class Lease(TypedDict):
 
 class Store:
     def __init__(self, path: str, *, segment_bytes: int = ..., checkpoint_every_bytes: int = ...,
-                 reopen_lease_grace: float = 30.0, default_lease: float = 30.0, background: bool = True) -> None: ...
+                 reopen_lease_grace: float = 30.0, default_lease: float = 30.0, background: bool = True,
+                 raise_writer_priority: bool = True) -> None:
+        """raise_writer_priority: the thread writing and syncing a commit group runs at a raised priority
+        (nice -10 relative to its own) from its turn until its sync returns, where the process may raise it
+        (CAP_SYS_NICE or RLIMIT_NICE); elsewhere this does nothing."""
+        ...
     @property
     def recovery_report(self) -> dict: ...  # checkpoint_segment, records_replayed, torn_tail_bytes, bad_regions, warnings, summary
     def enqueue(self, prompt: Union[str, dict], *, workflow: Union[str, dict, None] = None, priority: int = 1,

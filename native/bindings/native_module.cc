@@ -252,13 +252,14 @@ int64_t SecondsToMs(const py::handle& v, const char* what) {
 class PyStore {
  public:
   PyStore(const std::string& path, uint64_t segment_bytes, uint64_t checkpoint_every_bytes, double reopen_grace,
-          double default_lease, bool background) {
+          double default_lease, bool background, bool raise_writer_priority) {
     StoreOptions o;
     o.segment_bytes = segment_bytes;
     o.checkpoint_every_bytes = checkpoint_every_bytes;
     o.reopen_lease_grace_ms = static_cast<int64_t>(reopen_grace * 1000);
     o.default_lease_ms = static_cast<int64_t>(default_lease * 1000);
     o.background_thread = background;
+    o.raise_log_writer_priority = raise_writer_priority;
     Status s;
     std::unique_ptr<Store> opened;
     s = NoGil([&] { return Store::Open(o, path, &opened, &report_); });
@@ -870,9 +871,10 @@ PYBIND11_MODULE(_native, m) {
         py::arg("prompt"), "Raises ValueError naming what is wrong unless `prompt` is an API-format graph.");
 
   py::class_<PyStore>(m, "Store", "The durable job queue and result store in one directory.")
-      .def(py::init<const std::string&, uint64_t, uint64_t, double, double, bool>(), py::arg("path"), py::kw_only(),
-           py::arg("segment_bytes") = 64ull << 20, py::arg("checkpoint_every_bytes") = 256ull << 20,
-           py::arg("reopen_lease_grace") = 30.0, py::arg("default_lease") = 30.0, py::arg("background") = true)
+      .def(py::init<const std::string&, uint64_t, uint64_t, double, double, bool, bool>(), py::arg("path"),
+           py::kw_only(), py::arg("segment_bytes") = 64ull << 20, py::arg("checkpoint_every_bytes") = 256ull << 20,
+           py::arg("reopen_lease_grace") = 30.0, py::arg("default_lease") = 30.0, py::arg("background") = true,
+           py::arg("raise_writer_priority") = true)
       .def_property_readonly("recovery_report", &PyStore::Report)
       .def("enqueue", &PyStore::Enqueue, py::arg("prompt"), py::kw_only(), py::arg("workflow") = py::none(),
            py::arg("priority") = 1, py::arg("metadata") = py::none(), py::arg("prompt_id") = py::none(),

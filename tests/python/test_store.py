@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -829,3 +830,41 @@ def test_concurrent_enqueues_from_threads(store):
     assert store.stats()["total"] == 400
     ids = [j["id"] for j in store.list(limit=1000, newest_first=False)["jobs"]]
     assert len(set(ids)) == 400 and ids == sorted(ids)
+
+
+# ---- the commit group's writer priority ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raise_priority", [True, False])
+def test_concurrent_enqueues_with_or_without_the_raised_writer_priority_are_durable_and_nice_is_restored(
+        native, tmp_path, raise_priority):
+    path = str(tmp_path / "store")
+    store = native.Store(path, raise_writer_priority=raise_priority)
+    ids, nice_changed, errors = [], [], []
+    lock = threading.Lock()
+
+    def producer(k):
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        try:
+            for i in range(40):
+                job = store.enqueue(graph(seed=k * 1000 + i), prompt_id=f"p-{k}-{i}")
+                with lock:
+                    ids.append(job["id"])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        if os.getpriority(os.PRIO_PROCESS, tid) != before:  # whichever thread led a group got its own back
+            nice_changed.append(tid)
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert not nice_changed
+    store.close()
+    with native.Store(path) as again:
+        assert again.stats()["counts"]["pending"] == 320
+        for job_id in ids[::37]:
+            assert again.get(job_id)["state"] == "pending"
