@@ -5,6 +5,7 @@
 // for its turn joins that group's sync (late ops).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -312,6 +313,52 @@ TEST_F(PipelineTest, WhenTheSyncAheadFailsTheGroupWaitingBehindItTakesNoLateOpsA
   ListPage page;
   ASSERT_TRUE(store_->List(q, &page).ok());
   for (const Job& x : page.jobs) EXPECT_LE(SeqOfPrompt(x.prompt), 2) << "a group behind the failed sync was written";
+}
+
+TEST_F(PipelineTest, TheDispatchHookLeasesLateOpsInTheirGroupAndDeliversOnlyAfterItsSync) {
+  std::mutex mu;
+  std::vector<std::vector<uint64_t>> delivered;  // per group: the jobs it leased
+  DispatchHook hook;
+  hook.choose = [](DispatchContext& ctx) {
+    TakeOptions o;
+    o.worker_id = "w1";
+    while (ctx.Take(o) != nullptr) {
+    }
+  };
+  hook.deliver = [&](std::vector<std::unique_ptr<Lease>> leases) {
+    std::vector<uint64_t> ids;
+    for (const auto& l : leases) ids.push_back(l->job_id);
+    std::lock_guard<std::mutex> l(mu);
+    delivered.push_back(std::move(ids));
+  };
+  store_->SetDispatchHook(hook);
+  Gate* ahead;
+  std::future<std::pair<Status, EnqueueResult>> a, b;
+  std::vector<std::future<std::pair<Status, EnqueueResult>>> late;
+  ASSERT_NO_FATAL_FAILURE(QueueBehindAWaitingGroup(2, &ahead, &a, &b, &late));
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(delivered.size(), 1u) << "only job 1's group is durable yet";
+  }
+  ahead->Release();
+  const uint64_t ida = a.get().second.id, idb = b.get().second.id;
+  std::vector<uint64_t> late_ids;
+  for (auto& f : late) {
+    const auto r = f.get();
+    ASSERT_TRUE(r.first.ok()) << r.first.ToString();
+    late_ids.push_back(r.second.id);
+  }
+  std::lock_guard<std::mutex> l(mu);
+  ASSERT_EQ(delivered.size(), 3u) << "groups: job 1; job 2; job 3 with the two late ones";
+  EXPECT_EQ(delivered[1], std::vector<uint64_t>{ida});
+  std::vector<uint64_t> want = {idb, late_ids[0], late_ids[1]};
+  std::vector<uint64_t> got = delivered[2];
+  std::sort(want.begin(), want.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want) << "the late enqueues were not leased in the group that wrote them";
+  StoreStats st;
+  ASSERT_TRUE(store_->Stats(&st).ok());
+  EXPECT_EQ(st.counts[static_cast<int>(JobState::kRunning)], 5u);
 }
 
 TEST(CommitOrderTest, TurnsGoInOrderAndUndoGoesNewestFirst) {
