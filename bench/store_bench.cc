@@ -238,8 +238,8 @@ void BenchEnqueue(bool many_only) {
       const double sqlite_rate = Percentile(sqlite_rates, 50), ours = Percentile(our_rates, 50);
       // Whether the log writer's priority could be raised here (StoreOptions::raise_log_writer_priority).
       const std::string priority = ScopedPriorityBoost::Permitted() ? "raised" : "normal (not permitted)";
-      const std::string runs = ", \"jobs\": " + std::to_string(producers * per) +
-                               (rounds > 1 ? ", \"rounds\": " + std::to_string(rounds) + ", \"statistic\": \"median\"" : std::string());
+      std::string runs = ", \"jobs\": " + std::to_string(producers * per);
+      if (rounds > 1) runs += ", \"rounds\": " + std::to_string(rounds) + ", \"statistic\": \"median\"";
       const std::string extra = "{\"size\": \"" + sz + "\", \"producers\": " + std::to_string(producers) + runs +
                                 ", \"log_writer_priority\": \"" + priority + "\"}";
       Emit("enqueue", "durable_jobs_per_s", ours, "jobs/s", "sqlite_wal_synchronous_full", sqlite_rate, extra);

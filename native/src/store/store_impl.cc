@@ -402,7 +402,8 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
 
 void StoreImpl::ZeroAheadLocked(WritableFile* f, uint64_t end, uint64_t capacity, uint64_t* written_to) {
   if (*written_to >= end + kZeroAheadLow || *written_to >= capacity) return;
-  if (group_bytes_avg_.load(std::memory_order_relaxed) >= kZeroAheadMaxGroup) return;  // big groups: the zeros cost more than they save
+  // Big groups: the zeros cost more than they save.
+  if (group_bytes_avg_.load(std::memory_order_relaxed) >= kZeroAheadMaxGroup) return;
   static const std::string kZeros(kZeroAheadChunk, '\0');
   const uint64_t from = std::max(*written_to, end);
   const uint64_t to = std::min(capacity, end + kZeroAheadChunk);
