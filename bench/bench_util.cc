@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,13 @@ static double StatusField(const char* name) {
     if (line.compare(0, std::strlen(name), name) == 0) return std::stod(line.substr(std::strlen(name))) / 1024.0;
   }
   return 0;
+}
+
+double ProcessCpuSeconds() {
+  struct rusage u;
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return sec(u.ru_utime) + sec(u.ru_stime);
 }
 
 double RssMiB() { return StatusField("VmRSS:"); }

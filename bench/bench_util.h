@@ -20,6 +20,9 @@ inline double NowSeconds() {
 
 double Percentile(std::vector<double> v, double p);  // p in [0, 100]
 
+// CPU time (user + system) this process has used so far, over all its threads, in seconds (getrusage).
+double ProcessCpuSeconds();
+
 // Resident set size and its peak for this process, in MiB (from /proc/self/status).
 double RssMiB();
 double PeakRssMiB();
