@@ -8,6 +8,7 @@ Job ids are 16 lowercase hex digits, ordered like enqueue order.
 from typing import Any, Iterable, Literal, Optional, Sequence, TypedDict, Union
 
 JOB_STATES: tuple[str, ...]
+MAX_JSON_DEPTH: int  # prompts, workflows and every stored JSON value nest at most this deep
 State = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 class ComfyMQError(RuntimeError): ...
@@ -130,7 +131,11 @@ class Broker:
     def __init__(self, store: Store, *, bind: str = "tcp://127.0.0.1:5557", artifact_root: str,
                  heartbeat: float = 1.0, liveness: int = 3, curve_secret_key: Optional[str] = None,
                  allowed_worker_keys: Optional[Sequence[str]] = None, allow_plaintext: bool = False,
-                 lease: Optional[float] = None, plugin_version: str = "") -> None: ...
+                 lease: Optional[float] = None, plugin_version: str = "",
+                 max_run_time: Optional[float] = None,        # seconds a run may take when its job sets no
+                                                              # timeout (default 7200; 0 = no limit)
+                 worker_keys_path: Optional[str] = None,      # where worker id -> CURVE key bindings are kept
+                 ) -> None: ...
     @property
     def endpoint(self) -> str: ...            # what was bound (port 0 resolved)
     @property
@@ -156,6 +161,8 @@ class WorkerClient:
                  secret_key: Optional[str] = None, allow_plaintext: bool = False, reconnect_min: float = 1.0,
                  reconnect_max: float = 30.0) -> None: ...
     # {"job_id", "token", "attempt", "timeout", "prompt", "workflow", "extra"}; None after timeout.
+    # A job the client cannot hand over (Python cannot read it) is failed, not retried, and raises ValueError
+    # naming it; the caller logs that and keeps taking jobs.
     def next_job(self, timeout: float = 1.0) -> Optional[dict]: ...
     # {"type": "connected"|"disconnected"|"refused"|"cancel"|"ack"|"nack"|"caps_request"|"log", ...}
     def next_event(self, timeout: float = 1.0) -> Optional[dict]: ...

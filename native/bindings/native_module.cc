@@ -135,6 +135,10 @@ std::string Dumps(const py::handle& value, const char* what) {
   try {
     text = JsonModule().attr("dumps")(value, py::arg("ensure_ascii") = false, py::arg("allow_nan") = false);
   } catch (py::error_already_set& e) {
+    if (e.matches(PyExc_RecursionError)) {
+      throw py::value_error(std::string(what) + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+                            " levels of objects and arrays (the limit)");
+    }
     throw py::value_error(std::string(what) + " is not valid JSON: " + py::str(e.value()).cast<std::string>());
   }
   return Utf8(text, what);
@@ -143,6 +147,16 @@ std::string Dumps(const py::handle& value, const char* what) {
 py::object Loads(const std::string& text) {
   if (text.empty()) return py::none();
   return JsonModule().attr("loads")(py::str(text));
+}
+
+// For reads of stored records: a value Python cannot load (one stored before the depth limit existed) comes back
+// as its JSON text, so reading a job never fails on what a caller once sent.
+py::object LoadsOrText(const std::string& text) {
+  try {
+    return Loads(text);
+  } catch (py::error_already_set&) {
+    return py::str(text);
+  }
 }
 
 // A graph given as a dict or as JSON text becomes JSON text; anything else is a clear ValueError.
@@ -176,8 +190,8 @@ py::dict JobDict(const Job& j) {
   d["batch_id"] = OrNone(j.batch_id);
   d["owner"] = OrNone(j.owner);
   if (!j.prompt.empty()) {
-    d["prompt"] = Loads(j.prompt);
-    d["workflow"] = Loads(j.workflow);
+    d["prompt"] = LoadsOrText(j.prompt);
+    d["workflow"] = LoadsOrText(j.workflow);
   }
   d["started_at"] = MsOrNone(j.started_ms);
   d["finished_at"] = MsOrNone(j.finished_ms);
@@ -190,11 +204,11 @@ py::dict JobDict(const Job& j) {
   } else {
     d["lease"] = py::none();
   }
-  d["outputs"] = Loads(j.outputs);
-  d["artifacts"] = j.artifacts.empty() ? py::object(py::list()) : Loads(j.artifacts);
-  d["error"] = Loads(j.error);
-  d["history"] = j.history.empty() ? py::object(py::list()) : Loads(j.history);
-  d["progress"] = Loads(j.progress);
+  d["outputs"] = LoadsOrText(j.outputs);
+  d["artifacts"] = j.artifacts.empty() ? py::object(py::list()) : LoadsOrText(j.artifacts);
+  d["error"] = LoadsOrText(j.error);
+  d["history"] = j.history.empty() ? py::object(py::list()) : LoadsOrText(j.history);
+  d["progress"] = LoadsOrText(j.progress);
   return d;
 }
 
@@ -651,7 +665,8 @@ class PyBroker {
  public:
   PyBroker(PyStore& store, const std::string& bind, const std::string& artifact_root, double heartbeat, int liveness,
            const py::object& curve_secret_key, const py::object& allowed_worker_keys, bool allow_plaintext,
-           const py::object& lease, const std::string& plugin_version) {
+           const py::object& lease, const std::string& plugin_version, const py::object& max_run_time,
+           const py::object& worker_keys_path) {
     store_ = store.store();
     BrokerOptions o;
     o.bind = bind;
@@ -665,6 +680,12 @@ class PyBroker {
     o.allow_plaintext = allow_plaintext;
     o.lease_ms = SecondsToMs(lease, "lease");
     o.plugin_version = plugin_version;
+    if (!max_run_time.is_none()) {
+      const double t = NumberArg(max_run_time, "max_run_time");
+      if (!(t >= 0) || t > 30.0 * 24 * 3600) throw py::value_error("max_run_time must be 0 (no limit) to 30 days (seconds)");
+      o.default_run_timeout_ms = static_cast<int64_t>(t * 1000);
+    }
+    o.worker_keys_path = OptText(worker_keys_path, "worker_keys_path");
     std::unique_ptr<Broker> started;
     Check(NoGil([&] { return Broker::Start(store_.get(), o, &started); }));
     broker_ = Shared(std::move(started), store_);
@@ -704,6 +725,7 @@ class PyBroker {
     d["messages_out"] = c.messages_out;
     d["malformed"] = c.malformed;
     d["refused"] = c.refused;
+    d["foreign_lease_messages"] = c.foreign_lease_messages;
     d["unroutable"] = c.unroutable;
     d["dispatched"] = c.dispatched;
     d["dispatched_on_arrival"] = c.dispatched_on_arrival;
@@ -784,9 +806,23 @@ class PyWorkerClient {
     d["token"] = a.token;
     d["attempt"] = a.attempt;
     d["timeout"] = a.timeout_ms ? py::object(py::float_(a.timeout_ms / 1000.0)) : py::object(py::none());
-    d["prompt"] = Loads(a.prompt_json);
-    d["workflow"] = Loads(a.workflow_json);
-    d["extra"] = a.extra_json.empty() ? py::object(py::dict()) : Loads(a.extra_json);
+    try {
+      d["prompt"] = Loads(a.prompt_json);
+      d["workflow"] = Loads(a.workflow_json);
+      d["extra"] = a.extra_json.empty() ? py::object(py::dict()) : Loads(a.extra_json);
+    } catch (py::error_already_set& e) {
+      // The client checked the job; should Python still not read it, the job fails here (not retried, with the
+      // reason) and the caller hears which job it was, instead of a job that stays leased to a worker that
+      // never runs it.
+      const std::string why = "worker could not read the job: " + py::str(e.value()).cast<std::string>();
+      py::dict error;
+      error["type"] = "invalid_job";
+      error["message"] = why;
+      const std::string error_json = Dumps(error, "error");
+      Status failed = NoGil([&] { return c->Fail(a.job_id, a.token, error_json, false); });
+      throw py::value_error("job " + FormatJobId(a.job_id) + ": " + why +
+                            (failed.ok() ? " (failed it)" : " (and could not fail it: " + failed.ToString() + ")"));
+    }
     return d;
   }
 
@@ -866,6 +902,7 @@ PYBIND11_MODULE(_native, m) {
   m.attr("LeaseLostError") = g_errors->lease_lost;
 
   m.attr("JOB_STATES") = py::make_tuple("pending", "running", "succeeded", "failed", "cancelled");
+  m.attr("MAX_JSON_DEPTH") = kMaxJsonDepth;
 
   m.def("validate_prompt", [](const py::object& prompt) { Check(ValidatePromptJson(GraphText(prompt, "prompt"))); },
         py::arg("prompt"), "Raises ValueError naming what is wrong unless `prompt` is an API-format graph.");
@@ -958,11 +995,12 @@ PYBIND11_MODULE(_native, m) {
 
   py::class_<PyBroker>(m, "Broker", "The host's side of the cluster: a ROUTER socket and its thread.")
       .def(py::init<PyStore&, const std::string&, const std::string&, double, int, const py::object&, const py::object&,
-                    bool, const py::object&, const std::string&>(),
+                    bool, const py::object&, const std::string&, const py::object&, const py::object&>(),
            py::arg("store"), py::kw_only(), py::arg("bind") = "tcp://127.0.0.1:5557", py::arg("artifact_root"),
            py::arg("heartbeat") = 1.0, py::arg("liveness") = 3, py::arg("curve_secret_key") = py::none(),
            py::arg("allowed_worker_keys") = py::none(), py::arg("allow_plaintext") = false,
-           py::arg("lease") = py::none(), py::arg("plugin_version") = "")
+           py::arg("lease") = py::none(), py::arg("plugin_version") = "", py::arg("max_run_time") = py::none(),
+           py::arg("worker_keys_path") = py::none())
       .def_property_readonly("endpoint", [](PyBroker& b) { return b.broker()->endpoint(); })
       .def_property_readonly("public_key", [](PyBroker& b) {
              std::string k = b.broker()->public_key();

@@ -31,6 +31,22 @@ struct BrokerOptions {
   std::string artifact_root;     // output files land in <root>/<job id>/<file name>; required
   Env* artifact_env = nullptr;   // the file system the artifacts are written through; nullptr = Env::Default()
   int64_t lease_ms = 0;          // store lease per dispatch; 0 = heartbeat * liveness * 3
+  // The longest one run may take when its job sets no timeout of its own (a worker that heartbeats but never
+  // finishes would hold the job for ever): past it the run is cancelled on its worker and the job runs again,
+  // on another worker where one can run it. 0 = no limit.
+  int64_t default_run_timeout_ms = 2 * 3600 * 1000;
+  // Under CURVE a worker id belongs to the first key that used it: a HELLO with that id and another key is
+  // refused. The bindings are kept in this file (written atomically) so they outlast a restart; empty = in
+  // memory only.
+  std::string worker_keys_path;
+  // Workers connected at once: a HELLO with a new id past it is refused ("busy: ..."). Workers that left are
+  // remembered (for the workers view) up to as many again, the oldest forgotten first.
+  size_t max_workers = 4096;
+  // One worker's capabilities (an /object_info digest, typically well under 1 MiB) at most, and the distinct ones
+  // held at once (workers with the same text share one parsed copy; a worker that left holds none) at most, in
+  // bytes of JSON text. Past either a HELLO or CAPS is refused.
+  size_t max_capabilities_bytes = 4u << 20;
+  size_t capabilities_budget_bytes = 64u << 20;
   size_t max_scan = 20000;       // pending jobs looked at per dispatch
   size_t max_events = 100000;    // queued events before the oldest are dropped (and an overflow event says so)
   std::string plugin_version;
@@ -39,7 +55,10 @@ struct BrokerOptions {
 struct BrokerCounters {
   uint64_t messages_in = 0, messages_out = 0;
   uint64_t malformed = 0;          // frames that failed to decode (dropped)
-  uint64_t refused = 0;            // HELLOs refused (version, capabilities) and messages from unknown peers
+  uint64_t refused = 0;            // HELLOs refused (version, malformed, identity) and messages from unknown peers
+  // Lease-bound messages (RESULT, FAIL, PROGRESS, CANCELLED, CHUNK) about a job the sending connection does not
+  // hold: refused, logged with the sender, nothing changed.
+  uint64_t foreign_lease_messages = 0;
   uint64_t unroutable = 0;         // sends the ROUTER could not deliver (peer gone) or queue (high-water mark)
   uint64_t dispatched = 0, results = 0, duplicates = 0, stale_results = 0;
   uint64_t dispatched_on_arrival = 0;  // of dispatched: leased in the enqueuer's own commit (one sync)

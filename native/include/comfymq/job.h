@@ -43,8 +43,15 @@ struct NewJob {
 // "create_time" (non-negative number, milliseconds) are allowed; any other key is InvalidArgument naming it.
 Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job);
 
+// How deeply a JSON value the store keeps or the protocol carries may nest: objects and arrays inside each
+// other, counting the outermost as 1 (a prompt's graph is 1, a node 2, its inputs 3). Deeper text is refused
+// on entry (prompts, workflows, outputs, errors, progress, capabilities) with a message naming the limit, so
+// nothing stored can break a reader (Python's json module, the panel) that recurses.
+constexpr int kMaxJsonDepth = 64;
+
 // Checks that `prompt` is an API-format graph: a non-empty JSON object whose every value is an object
-// with a string "class_type" and an object "inputs". The message names what is wrong and where.
+// with a string "class_type" and an object "inputs"; node ids and class_type hold no control characters,
+// and nothing nests deeper than kMaxJsonDepth. The message names what is wrong and where.
 Status ValidatePromptJson(std::string_view prompt);
 
 struct Artifact {

@@ -106,6 +106,9 @@ using JobFilter = std::function<bool(uint64_t job_id, const PromptLoader& load)>
 struct TakeOptions {
   std::string worker_id;       // required
   int64_t lease_ms = 0;        // 0 = StoreOptions::default_lease_ms
+  // The longest the run may take when the job sets no timeout of its own; 0 = none. Past it the run ends like
+  // one past the job's timeout (back to pending, or failed past max attempts).
+  int64_t default_timeout_ms = 0;
   JobFilter filter;            // optional
   size_t max_scan = 0;         // stop looking after this many candidates; 0 = no limit
   bool ignore_pause = false;

@@ -24,6 +24,8 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
@@ -31,6 +33,7 @@
 #include "comfymq/broker.h"
 #include "comfymq/capabilities.h"
 #include "comfymq/curve.h"
+#include "net/capabilities_pool.h"
 #include "net/commit_pipeline.h"
 #include "net/event_buffer.h"
 #include "net/protocol.h"
@@ -55,16 +58,31 @@ int64_t NowMs() {
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+constexpr size_t kMaxIdsPerKey = 64;          // worker ids one CURVE key may speak for
+constexpr size_t kEndedRunsKept = 64;                // runs per worker whose late messages are stale, not foreign
+constexpr size_t kMaxInfoBytes = 64u << 10;    // one worker's host facts
+
+// A worker as the loop knows it: written by the loop thread only (under mu_, so views can read it).
 struct WorkerState {
-  std::string id, name, plugin_version, comfyui_version, info_json, key;
-  std::string rid;  // ROUTER routing id of the current connection
-  std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();
-  int capacity = 1;
-  uint64_t epoch = 0;  // which connection: a lease chosen for an older one is not sent to a newer one
-  std::map<uint64_t, uint64_t> held;  // job -> token
-  int64_t connected_ms = 0, last_seen_ms = 0, last_sent_ms = 0, last_renew_ms = 0, left_ms = 0;
+  std::string id;               // the worker id it said HELLO with (under CURVE, bound to `key`)
+  std::string name;             // for display; the id when it gave none
+  std::string plugin_version, comfyui_version;
+  std::string info_json;        // host and GPU facts from its HELLO, for display
+  std::string key;              // its CURVE public key (Z85) on the current connection; empty in plain text
+  std::string rid;              // ROUTER routing id of the current connection
+  std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();  // what it can run
+  int capacity = 1;             // jobs it runs at once (credit never exceeds it)
+  uint64_t epoch = 0;           // which connection: a lease chosen for an older one is not sent to a newer one
+  std::map<uint64_t, uint64_t> held;  // the leases this connection holds: job -> token
+  std::deque<std::pair<uint64_t, uint64_t>> ended;  // its last runs that ended (job, token): late news is stale
+  size_t classes_seen = 0, inputs_seen = 0, choices_seen = 0;  // its capabilities' counts, kept once it left
+  int64_t connected_ms = 0;     // when the current connection said HELLO
+  int64_t last_seen_ms = 0;     // the last message from it (liveness)
+  int64_t last_sent_ms = 0;     // the last message to it (PING when idle)
+  int64_t last_renew_ms = 0;    // the last renewal of its leases in the store
+  int64_t left_ms = 0;          // when it went offline (kept for an hour, for the workers view)
   bool online = false;
-  bool draining = false;
+  bool draining = false;        // takes no new jobs, finishes what it runs
   std::string left_reason;
 };
 
@@ -157,10 +175,41 @@ class BrokerImpl final : public Broker {
   void ChooseOnArrival(DispatchContext& ctx);
   void ReturnCredit(const std::string& worker_id, uint64_t epoch);
   void UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn);
-  // inbox_drained: every message that came in was read, so silence is real (else liveness waits a turn).
-  void Timers(int64_t now, bool inbox_drained);
-  int undrained_turns_ = 0;  // loop turns in a row that ended with messages still waiting
+  void Timers(int64_t now);
+  // The last moment the loop found its inbox empty: every message sent before it has been read. A worker's
+  // silence is judged up to here, so heartbeats waiting behind others' messages (a flood, a burst of large ones)
+  // do not make a live worker look gone; only an inbox that stays full for kForceLivenessFactor liveness windows
+  // has silence judged up to now after all.
+  int64_t caught_up_ms_ = 0;
+  static constexpr int kForceLivenessFactor = 20;
   void LoseWorker(WorkerState& w, const std::string& reason, bool count_attempts, int64_t now);
+  // Lease-bound messages are taken only from the connection that holds the lease (held); anything else is
+  // refused by RefuseForeign: counted, logged with the sender, nothing changed.
+  static bool Holds(const WorkerState& w, uint64_t job, uint64_t token);
+  void RefuseForeign(const WorkerState& w, const proto::Message& m);
+  // HELLO: why this connection may not be worker m.worker_id ("" = it may). Changes nothing.
+  std::string IdentityRefusal(const std::string& rid, const std::string& key, const proto::Message& m, int64_t now);
+  // Under CURVE: worker id -> the key it belongs to, kept in opt_.worker_keys_path. A binding whose key is no
+  // longer allowed is void (a worker whose key was replaced binds again).
+  void LoadBoundKeys();
+  // Keeps workers_ within twice opt_.max_workers by forgetting the workers that left longest ago.
+  void ForgetOldestGone();
+  void BindKey(const std::string& worker_id, const std::string& key);
+
+  // Retries go elsewhere first: a pending job that a worker was sent before (so that run ended without a
+  // result: failed and retried, lease lost, timed out) is not given to that worker again while another online
+  // worker that has not run it can. Runs are marked when sent (SetTried), before any later take can see the job
+  // pending again; a job's marks go when it finishes. Filters consult this under the store's lock (and the
+  // hook's credit_mu_): retry_mu_ is a leaf lock.
+  bool PreferOthers(const std::string& worker_id, uint64_t job_id, const Requirements& req);
+  // Marks (or unmarks) a worker as having been sent a job; true when this call changed the mark.
+  bool SetTried(uint64_t job_id, const std::string& worker_id, bool tried);
+  void SetCandidate(const WorkerState& w, bool new_connection = false);
+  void RemoveCandidate(const std::string& worker_id);
+  void AddAsking(const std::string& worker_id, int delta);
+  // A run of w ended (its lease erased from held): late messages about it are stale, not foreign.
+  static void Ended(WorkerState& w, uint64_t job, uint64_t token);
+  static bool RecentlyEnded(const WorkerState& w, uint64_t job, uint64_t token);
   void RunCommands();
   void Post(std::function<void()> fn);
 
@@ -234,8 +283,23 @@ class BrokerImpl final : public Broker {
   std::mutex outbox_mu_;
   std::vector<std::unique_ptr<Lease>> outbox_;  // leased by the hook, durable, not yet sent
 
+  // Loop thread only: worker id -> CURVE key (see BindKey).
+  std::map<std::string, std::string> bound_keys_;
+  std::set<std::string> allowed_keys_;
+
+  struct Candidate {
+    std::shared_ptr<const Capabilities> caps;
+    bool draining = false;
+    int asking = 0;  // jobs it asked for (READY) and was not sent yet: it would take a job now
+  };
+  std::mutex retry_mu_;  // leaf: taken inside the store's lock and credit_mu_, takes nothing else
+  std::unordered_map<uint64_t, std::vector<std::string>> tried_;  // unfinished job -> workers it was sent to
+  std::map<std::string, Candidate> candidates_;                    // online workers
+
   // Commits passes while the loop keeps receiving; wakes the loop when one is done. Made by Init.
   std::unique_ptr<net::CommitPipeline> pipeline_;
+
+  net::CapabilitiesPool caps_pool_{opt_.max_capabilities_bytes, opt_.capabilities_budget_bytes};  // loop thread
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -244,6 +308,7 @@ class BrokerImpl final : public Broker {
 Status BrokerImpl::Init() {
   if (opt_.heartbeat_ms < 10 || opt_.heartbeat_ms > 600000) return Status::InvalidArgument("heartbeat must be 10 ms..10 min");
   if (opt_.liveness < 1 || opt_.liveness > 100) return Status::InvalidArgument("liveness must be 1..100 heartbeats");
+  if (opt_.max_workers < 1) return Status::InvalidArgument("max_workers must be at least 1");
   if (opt_.artifact_root.empty()) return Status::InvalidArgument("the broker needs an artifact root");
   if (!wake_.ok()) return Status::IOError("cannot create the broker's wakeup pipe");
   lease_ms_ = opt_.lease_ms > 0 ? opt_.lease_ms : static_cast<int64_t>(opt_.heartbeat_ms) * opt_.liveness * 3;
@@ -252,6 +317,8 @@ Status BrokerImpl::Init() {
     return Status::InvalidArgument("refusing plain-text worker links on " + opt_.bind +
                                    ": set a CURVE key pair (see `python -m comfy_nodes keys`), or opt out explicitly");
   }
+  allowed_keys_.insert(opt_.allowed_worker_keys.begin(), opt_.allowed_worker_keys.end());
+  LoadBoundKeys();
   CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(opt_.artifact_env, opt_.artifact_root, &artifacts_));
   // Written chunks come back to the loop as commands (the I/O thread never touches the loop's state).
   transfers_ = std::make_unique<net::Transfers>(artifacts_.get(), [this](net::Transfers::Done d) {
@@ -364,6 +431,7 @@ Status BrokerImpl::Stop() {
 
 void BrokerImpl::Loop() {
   NameThisThread("cmq-broker");
+  caught_up_ms_ = NowMs();
   std::vector<std::string> frames;
   std::string user_id;
   while (!stop_) {
@@ -386,10 +454,11 @@ void BrokerImpl::Loop() {
     SendOutbox(now);
     // Bounded in count and in time: a stream of messages that each cost a sync (a result's thousands of file
     // chunks) must not keep the timers below (pings, lease renewals) from running for seconds.
-    // A worker is judged silent only once every message that came in has been read (drained): after a long
-    // stall its heartbeats may still be waiting behind the budget.
+    // A worker is judged silent only up to the last time every message that came in had been read (drained):
+    // after a long stall its heartbeats may still be waiting behind the budget (see caught_up_ms_).
     const int64_t recv_until = NowMs() + std::max(5, opt_.heartbeat_ms / 4);  // from here, not the turn's start
     bool drained = !(items[0].revents & ZMQ_POLLIN);
+    if (drained) caught_up_ms_ = now;
     for (int i = 0; !drained && i < 2000 && (i == 0 || NowMs() < recv_until); ++i) {
       bool got = false;
       try {
@@ -399,6 +468,7 @@ void BrokerImpl::Loop() {
       }
       if (!got) {
         drained = true;
+        caught_up_ms_ = NowMs();
         break;
       }
       try {
@@ -412,11 +482,7 @@ void BrokerImpl::Loop() {
       const int64_t after = NowMs();
       StartPass();
       SendOutbox(after);
-      // A flooded inbox that never drains still gets liveness checks, every few turns.
-      undrained_turns_ = drained ? 0 : undrained_turns_ + 1;
-      const bool check_liveness = drained || undrained_turns_ >= 8;
-      if (check_liveness) undrained_turns_ = 0;
-      Timers(after, check_liveness);
+      Timers(after);
     } catch (const std::exception& e) {
       Log("error", "commit", std::string("broker commit pass failed: ") + e.what());
     }
@@ -468,6 +534,13 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     }
     Count([](BrokerCounters& c) { c.malformed++; });
     Log("warning", "malformed", "dropped a malformed message: " + s.message());
+    const std::string& header = frames[1];
+    if (header.size() == proto::kHeaderSize && static_cast<uint8_t>(header[5]) == static_cast<uint8_t>(proto::Cmd::kHello)) {
+      // A worker that cannot say HELLO right must hear why, not wait for an answer that never comes.
+      Count([](BrokerCounters& c) { c.refused++; });
+      Refuse(rid, "malformed HELLO: " + s.message() + " (this broker speaks protocol version " +
+                      std::to_string(proto::kVersion) + ")");
+    }
     return;
   }
   if (m.cmd == proto::Cmd::kHello) return HandleHello(rid, user_id, m, now);
@@ -482,14 +555,17 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     case proto::Cmd::kReady: {
       const int capacity = w->capacity;
       UpdateSlot(w->id, [&](Slot& s) { s.credit = std::min(s.credit + static_cast<int>(m.credit), capacity); });
+      AddAsking(w->id, static_cast<int>(m.credit));
       dispatch_dirty_ = true;
       break;
     }
     case proto::Cmd::kHeartbeat:
       break;
     case proto::Cmd::kProgress: {
-      auto held = w->held.find(m.job_id);
-      if (held == w->held.end() || held->second != m.token) break;  // a run we no longer count on
+      if (!Holds(*w, m.job_id, m.token)) {
+        if (!RecentlyEnded(*w, m.job_id, m.token)) RefuseForeign(*w, m);  // (else late: dropped)
+        break;
+      }
       if (store_->Progress(m.job_id, m.token, m.json).ok()) {
         Emit({{"type", "progress"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id},
               {"progress", json::parse(m.json.empty() ? "null" : m.json, nullptr, false)}});
@@ -497,16 +573,36 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       break;
     }
     case proto::Cmd::kResult:
-    case proto::Cmd::kFail:
+    case proto::Cmd::kFail: {
+      if (!Holds(*w, m.job_id, m.token) && !RecentlyEnded(*w, m.job_id, m.token)) {
+        // Not held by this connection: a resend of a result recorded before (the store recognises it and
+        // answers duplicate, or refuses a stale run) only when this worker ran the job last; else refused here.
+        Job j;
+        if (!store_->Get(m.job_id, false, &j).ok() || j.worker_id != w->id) {
+          RefuseForeign(*w, m);
+          proto::Message nack;
+          nack.cmd = proto::Cmd::kNack;
+          nack.job_id = m.job_id;
+          nack.token = m.token;
+          nack.reason = "result refused: this worker does not hold job " + FormatJobId(m.job_id) + "'s lease";
+          Send(*w, nack);
+          break;
+        }
+      }
       Finishing(m.job_id, +1);
       results_.push_back(PendingResult{w->id, std::move(m)});
       break;
+    }
     case proto::Cmd::kCancelled: {
-      auto held = w->held.find(m.job_id);
-      if (held != w->held.end() && held->second == m.token) {
-        std::lock_guard<std::mutex> l(mu_);
-        w->held.erase(held);
+      if (!Holds(*w, m.job_id, m.token)) {
+        if (!RecentlyEnded(*w, m.job_id, m.token)) RefuseForeign(*w, m);  // (else late: nothing to stop)
+        break;
       }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        w->held.erase(m.job_id);
+      }
+      Ended(*w, m.job_id, m.token);
       transfers_->AbortRun(m.job_id, m.token);
       Emit({{"type", "cancel_confirmed"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id}});
       break;
@@ -518,8 +614,8 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       LoseWorker(*w, "worker " + w->id + " left", false, now);
       break;
     case proto::Cmd::kCaps: {
-      auto caps = std::make_shared<Capabilities>();
-      Status cs = Capabilities::FromJson(m.caps_json, caps.get());
+      std::shared_ptr<const Capabilities> caps;
+      Status cs = caps_pool_.Intern(m.caps_json, &caps);
       if (!cs.ok()) {
         Log("warning", "caps:" + w->id, "worker " + w->id + " sent bad capabilities: " + cs.message());
         break;
@@ -529,6 +625,7 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
         w->caps = caps;
       }
       UpdateSlot(w->id, [&](Slot& s) { s.caps = caps; });
+      SetCandidate(*w);
       dispatch_dirty_ = true;
       Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(*w)}});
       break;
@@ -541,14 +638,24 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
 }
 
 void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now) {
-  auto caps = std::make_shared<Capabilities>();
-  Status cs = m.caps_json.empty() ? Status::OK() : Capabilities::FromJson(m.caps_json, caps.get());
-  if (!cs.ok()) {
+  // Every check first: a refused HELLO changes nothing.
+  const std::string refusal = IdentityRefusal(rid, user_id, m, now);
+  if (!refusal.empty()) {
     Count([](BrokerCounters& c) { c.refused++; });
-    Refuse(rid, "bad capabilities: " + cs.message());
+    Log("warning", "hello:" + m.worker_id,
+        "refused a HELLO as worker " + m.worker_id + (user_id.empty() ? "" : " (key " + user_id + ")") + ": " + refusal);
+    Refuse(rid, refusal);
     return;
   }
-  // A new connection of a known worker replaces the old one.
+  std::shared_ptr<const Capabilities> caps;
+  Status cs = caps_pool_.Intern(m.caps_json, &caps);
+  if (!cs.ok()) {
+    Count([](BrokerCounters& c) { c.refused++; });
+    Refuse(rid, cs.IsBusy() ? "busy: " + cs.message() : "bad capabilities: " + cs.message());
+    return;
+  }
+  if (!user_id.empty()) BindKey(m.worker_id, user_id);
+  // A new connection of a known worker replaces the old one (it proved to be that worker).
   WorkerState* existing = nullptr;
   {
     auto it = workers_.find(m.worker_id);
@@ -558,10 +665,6 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   // A worker saying HELLO sends its files again from their start: what its old connection was sending is
   // dropped, so no answer meant for it reaches the new one.
   transfers_->AbortWorker(m.worker_id);
-  if (ByRid(rid) != nullptr && ByRid(rid)->id != m.worker_id) {
-    Refuse(rid, "this connection already belongs to worker " + ByRid(rid)->id);
-    return;
-  }
 
   // What does this worker really hold? What it says it holds, if the store agrees.
   std::map<uint64_t, uint64_t> kept;
@@ -615,11 +718,13 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     if (existing == nullptr) workers_[m.worker_id] = w;
   }
   rid_to_worker_[rid] = m.worker_id;
+  ForgetOldestGone();
   WorkerState& stored = workers_[m.worker_id];
   {
     std::lock_guard<std::mutex> l(credit_mu_);
     slots_[stored.id] = Slot{0, stored.epoch, stored.draining, stored.caps};
   }
+  SetCandidate(stored, true);
   welcome.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_ms);
   welcome.liveness = static_cast<uint32_t>(opt_.liveness);
   welcome.session = session_;
@@ -628,10 +733,189 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   Emit({{"type", "worker"}, {"event", existing != nullptr ? "rejoined" : "joined"}, {"worker", WorkerJson(stored)}});
 }
 
+std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::string& key, const proto::Message& m,
+                                        int64_t now) {
+  if (WorkerState* owner = ByRid(rid); owner != nullptr && owner->id != m.worker_id) {
+    return "this connection already belongs to worker " + owner->id;
+  }
+  if (m.info_json.size() > kMaxInfoBytes) return "worker info is too large (at most " + std::to_string(kMaxInfoBytes) + " bytes)";
+  if (workers_.find(m.worker_id) == workers_.end() || !workers_.at(m.worker_id).online) {
+    size_t online = 0;
+    for (const auto& [id, w] : workers_) online += w.online;
+    if (online >= opt_.max_workers) {
+      return "busy: this broker already serves " + std::to_string(online) + " workers (at most " +
+             std::to_string(opt_.max_workers) + ")";
+    }
+  }
+  if (!key.empty()) {
+    // CURVE: the id is the key's. Another key naming it is refused, online or not.
+    auto bound = bound_keys_.find(m.worker_id);
+    if (bound != bound_keys_.end() && bound->second != key && allowed_keys_.count(bound->second)) {
+      return "worker id " + m.worker_id + " belongs to another worker's key (" + bound->second.substr(0, 8) +
+             "...): give this worker its own worker_id (COMFYMQ_WORKER_ID), or, if its key was replaced, take the "
+             "old key off the host's allowed worker keys";
+    }
+    // A key past its number of ids makes room by forgetting one of its ids that is not online (BindKey); only
+    // when all of them are online is a new one refused.
+    size_t ids = 0, online = 0;
+    for (const auto& [id, k] : bound_keys_) {
+      if (k != key || id == m.worker_id) continue;
+      ids++;
+      auto w = workers_.find(id);
+      online += w != workers_.end() && w->second.online;
+    }
+    if (ids >= kMaxIdsPerKey && online >= kMaxIdsPerKey) {
+      return "this key already speaks for " + std::to_string(ids) + " online worker ids (at most " +
+             std::to_string(kMaxIdsPerKey) + ")";
+    }
+    return "";
+  }
+  // Plain text (loopback): a live worker's id from another connection is refused, unless the HELLO proves it
+  // is that worker by naming every lease it holds (tokens nobody else can know).
+  auto it = workers_.find(m.worker_id);
+  if (it == workers_.end() || !it->second.online || it->second.rid == rid) return "";
+  const WorkerState& live = it->second;
+  if (!live.held.empty()) {
+    std::set<uint64_t> proven;  // distinct leases: naming one twice proves nothing more
+    for (const proto::Held& h : m.held) {
+      if (Holds(live, h.job_id, h.token)) proven.insert(h.job_id);
+    }
+    if (proven.size() == live.held.size()) return "";
+  }
+  return "busy: worker " + m.worker_id + " is connected on another link (heard from " +
+         std::to_string(now - live.last_seen_ms) + " ms ago); if that link was this worker's, try again once the "
+         "broker has let it go; else give this worker its own worker_id";
+}
+
+bool BrokerImpl::Holds(const WorkerState& w, uint64_t job, uint64_t token) {
+  auto held = w.held.find(job);
+  return held != w.held.end() && held->second == token;
+}
+
+void BrokerImpl::RefuseForeign(const WorkerState& w, const proto::Message& m) {
+  Count([](BrokerCounters& c) { c.foreign_lease_messages++; });
+  Log("warning", "foreign:" + w.id,
+      std::string("refused a ") + proto::CmdName(m.cmd) + " about job " + FormatJobId(m.job_id) + " from worker " + w.id +
+          (w.key.empty() ? "" : " (key " + w.key + ")") + ": that connection does not hold the job's lease");
+}
+
+void BrokerImpl::LoadBoundKeys() {
+  if (opt_.worker_keys_path.empty()) return;
+  std::string text;
+  if (!Env::Default()->ReadFileToString(opt_.worker_keys_path, &text).ok()) return;  // none yet
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t tab = line.find('\t');
+    if (tab == std::string::npos || tab == 0 || tab + 1 >= line.size()) continue;
+    bound_keys_[line.substr(tab + 1)] = line.substr(0, tab);  // "key<TAB>worker id"
+  }
+}
+
+void BrokerImpl::BindKey(const std::string& worker_id, const std::string& key) {
+  auto it = bound_keys_.find(worker_id);
+  if (it != bound_keys_.end() && it->second == key) return;
+  for (auto b = bound_keys_.begin(); b != bound_keys_.end();) {  // void bindings go
+    b = allowed_keys_.count(b->second) ? std::next(b) : bound_keys_.erase(b);
+  }
+  // At its limit, the key forgets the id it used least lately (not online: IdentityRefusal made sure one is).
+  std::vector<std::pair<int64_t, std::string>> offline;
+  size_t ids = 0;
+  for (const auto& [id, k] : bound_keys_) {
+    if (k != key || id == worker_id) continue;
+    ids++;
+    auto w = workers_.find(id);
+    if (w == workers_.end()) offline.emplace_back(0, id);
+    else if (!w->second.online) offline.emplace_back(w->second.left_ms, id);
+  }
+  std::sort(offline.begin(), offline.end());
+  for (size_t i = 0; i < offline.size() && ids >= kMaxIdsPerKey; ++i, --ids) bound_keys_.erase(offline[i].second);
+  bound_keys_[worker_id] = key;
+  if (opt_.worker_keys_path.empty()) return;
+  std::string text;
+  for (const auto& [id, k] : bound_keys_) text += k + "\t" + id + "\n";
+  // A new worker id (rare): a small synced write on the loop. Should it fail, the binding holds in memory.
+  Status s = Env::Default()->WriteFileAtomically(opt_.worker_keys_path, text);
+  if (!s.ok()) Log("warning", "bindings", "could not keep worker identities in " + opt_.worker_keys_path + ": " + s.ToString());
+}
+
+bool BrokerImpl::PreferOthers(const std::string& worker_id, uint64_t job_id, const Requirements& req) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto tried = tried_.find(job_id);
+  if (tried == tried_.end()) return false;
+  const auto& who = tried->second;
+  if (std::find(who.begin(), who.end(), worker_id) == who.end()) return false;
+  for (const auto& [id, c] : candidates_) {
+    if (id == worker_id || c.draining || c.asking <= 0 || std::find(who.begin(), who.end(), id) != who.end()) {
+      continue;
+    }
+    if (CanRun(*c.caps, req)) return true;  // that one asks for work and has not run it: it takes it
+  }
+  return false;
+}
+
+void BrokerImpl::ForgetOldestGone() {
+  const size_t most = 2 * opt_.max_workers;  // online, and gone within the hour
+  if (workers_.size() <= most) return;
+  std::vector<std::pair<int64_t, std::string>> gone;
+  for (const auto& [id, w] : workers_) {
+    if (!w.online) gone.emplace_back(w.left_ms, id);
+  }
+  std::sort(gone.begin(), gone.end());
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < gone.size() && workers_.size() > most; ++i) workers_.erase(gone[i].second);
+}
+
+bool BrokerImpl::SetTried(uint64_t job_id, const std::string& worker_id, bool tried) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto& who = tried_[job_id];
+  auto it = std::find(who.begin(), who.end(), worker_id);
+  bool changed = false;
+  if (tried && it == who.end()) {
+    who.push_back(worker_id);
+    changed = true;
+  }
+  if (!tried && it != who.end()) {
+    who.erase(it);
+    changed = true;
+  }
+  if (who.empty()) tried_.erase(job_id);
+  return changed;
+}
+
+void BrokerImpl::AddAsking(const std::string& worker_id, int delta) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto it = candidates_.find(worker_id);
+  if (it != candidates_.end()) it->second.asking = std::max(0, it->second.asking + delta);
+}
+
+void BrokerImpl::Ended(WorkerState& w, uint64_t job, uint64_t token) {
+  w.ended.emplace_back(job, token);
+  if (w.ended.size() > kEndedRunsKept) w.ended.pop_front();
+}
+
+bool BrokerImpl::RecentlyEnded(const WorkerState& w, uint64_t job, uint64_t token) {
+  return std::find(w.ended.begin(), w.ended.end(), std::make_pair(job, token)) != w.ended.end();
+}
+
+void BrokerImpl::SetCandidate(const WorkerState& w, bool new_connection) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  Candidate& c = candidates_[w.id];
+  c.caps = w.caps;
+  c.draining = w.draining;
+  if (new_connection) c.asking = 0;  // its credit starts over
+}
+
+void BrokerImpl::RemoveCandidate(const std::string& worker_id) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  candidates_.erase(worker_id);
+}
+
 void BrokerImpl::HandleChunk(WorkerState& w, const proto::Message& m) {
   proto::Message ack;
   auto held = w.held.find(m.job_id);
   if (held == w.held.end() || held->second != m.token) {
+    RefuseForeign(w, m);
     ack.cmd = proto::Cmd::kChunkAck;
     ack.job_id = m.job_id;
     ack.token = m.token;
@@ -819,6 +1103,7 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
     if (w != nullptr) {
       auto held = w->held.find(m.job_id);
       if (held != w->held.end() && held->second == m.token) {
+        Ended(*w, m.job_id, m.token);
         std::lock_guard<std::mutex> l(mu_);
         w->held.erase(held);
       }
@@ -909,7 +1194,12 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
       std::lock_guard<std::mutex> lk(mu_);
       w.held[l.job_id] = l.token;
     }
-    if (Send(w, job)) return true;
+    const bool marked = SetTried(l.job_id, w.id, true);
+    if (Send(w, job)) {
+      AddAsking(w.id, -1);
+      return true;
+    }
+    if (marked) SetTried(l.job_id, w.id, false);  // it never reached the worker
   }
   std::lock_guard<std::mutex> lk(mu_);
   w.held.erase(l.job_id);
@@ -934,6 +1224,7 @@ void BrokerImpl::UnsendJob(const BrokerPass::DispatchItem& d, const std::string&
   cancel.reason = reason;
   Send(w, cancel);
   transfers_->AbortRun(cancel.job_id, cancel.token);
+  Ended(w, cancel.job_id, cancel.token);
   std::lock_guard<std::mutex> l(mu_);
   w.held.erase(held);
 }
@@ -943,9 +1234,10 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
   o.worker_id = worker_id;
   o.lease_ms = lease_ms_;
   o.max_scan = opt_.max_scan;
-  o.filter = [this, caps](uint64_t job, const PromptLoader& load) {
+  o.default_timeout_ms = opt_.default_run_timeout_ms;
+  o.filter = [this, caps, worker_id](uint64_t job, const PromptLoader& load) {
     auto req = RequirementsOf(job, &load);
-    return req != nullptr && CanRun(*caps, *req);
+    return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req);
   };
   return o;
 }
@@ -980,11 +1272,13 @@ void BrokerImpl::UpdateSlot(const std::string& worker_id, const std::function<vo
 // ---------------------------------------------------------------------------------------------------------
 // Heartbeats, liveness, leases, stats
 
-void BrokerImpl::Timers(int64_t now, bool inbox_drained) {
+void BrokerImpl::Timers(int64_t now) {
   const int64_t hb = opt_.heartbeat_ms;
+  const int64_t window = hb * opt_.liveness;
+  const int64_t horizon = now - caught_up_ms_ > kForceLivenessFactor * window ? now : caught_up_ms_;
   for (auto& [id, w] : workers_) {
     if (!w.online) continue;
-    if (inbox_drained && now - w.last_seen_ms > hb * opt_.liveness) {
+    if (horizon - w.last_seen_ms > window) {
       Count([](BrokerCounters& c) { c.workers_lost++; });
       LoseWorker(w, "worker " + w.id + " stopped answering (no message for " + std::to_string(now - w.last_seen_ms) + " ms)",
                  true, now);
@@ -1011,6 +1305,7 @@ void BrokerImpl::Timers(int64_t now, bool inbox_drained) {
         cancel.reason = "the job is no longer this worker's";
         Send(w, cancel);
         transfers_->AbortRun(job, cancel.token);  // its files will not be wanted
+        Ended(w, job, cancel.token);
         std::lock_guard<std::mutex> l(mu_);
         w.held.erase(job);
       }
@@ -1055,12 +1350,18 @@ void BrokerImpl::LoseWorker(WorkerState& w, const std::string& reason, bool coun
     std::lock_guard<std::mutex> l(credit_mu_);
     slots_.erase(w.id);
   }
+  RemoveCandidate(w.id);
   {
     std::lock_guard<std::mutex> l(mu_);
     w.held.clear();
     w.online = false;
     w.left_ms = now;
     w.left_reason = reason;
+    // What it could run is kept as counts only (the view shows them): its capabilities go back to the pool.
+    w.classes_seen = w.caps->node_classes();
+    w.inputs_seen = w.caps->combo_inputs();
+    w.choices_seen = w.caps->combo_choices();
+    w.caps = std::make_shared<Capabilities>();
   }
   dispatch_dirty_ = true;
   Emit({{"type", "worker"}, {"event", "left"}, {"reason", reason}, {"worker", WorkerJson(w)}});
@@ -1167,6 +1468,7 @@ Status BrokerImpl::Drain(const std::string& worker_id, bool drain) {
       it->second.draining = drain;
     }
     UpdateSlot(worker_id, [drain](Slot& s) { s.draining = drain; });
+    if (it->second.online) SetCandidate(it->second);
     dispatch_dirty_ = true;
     Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(it->second)}});
   });
@@ -1202,6 +1504,10 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
         if (!e.worker_id.empty()) j.Str("worker", e.worker_id);
         if (e.to == JobState::kPending) dispatch = true;
         if (e.to != JobState::kPending) ForgetRequirements(e.job_id);
+        if (IsFinished(e.to)) {
+          std::lock_guard<std::mutex> l(retry_mu_);
+          tried_.erase(e.job_id);
+        }
         // A run ended by the store itself (a cancel, a timeout, an expired lease) must stop on its worker.
         if (e.from == JobState::kRunning && !e.worker_id.empty() &&
             (e.to == JobState::kCancelled || e.reason == "timeout" || e.reason == "lease expired")) {
@@ -1211,6 +1517,10 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
       case StoreEvent::Kind::kJobRemoved:
         j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Bool("removed", true).Str("reason", e.reason);
         ForgetRequirements(e.job_id);
+        {
+          std::lock_guard<std::mutex> l(retry_mu_);
+          tried_.erase(e.job_id);
+        }
         break;
       case StoreEvent::Kind::kPausedChanged:
         j.Str("type", "queue").Bool("paused", e.reason == "paused");
@@ -1235,6 +1545,7 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
       cancel.reason = reason;
       if (w.online) Send(w, cancel);
       transfers_->AbortRun(job, held->second);
+      Ended(w, job, held->second);
       std::lock_guard<std::mutex> l(mu_);
       w.held.erase(held);
     }
@@ -1266,9 +1577,9 @@ json BrokerImpl::WorkerJson(const WorkerState& w) {
             {"info", info.is_discarded() ? json::object() : info},
             {"connected_at", w.connected_ms},
             {"last_seen", w.last_seen_ms},
-            {"node_classes", w.caps->node_classes()},
-            {"combo_inputs", w.caps->combo_inputs()},
-            {"models", w.caps->combo_choices()},
+            {"node_classes", w.online ? w.caps->node_classes() : w.classes_seen},
+            {"combo_inputs", w.online ? w.caps->combo_inputs() : w.inputs_seen},
+            {"models", w.online ? w.caps->combo_choices() : w.choices_seen},
             {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
   if (!w.online) {
     j["left_at"] = w.left_ms;
@@ -1288,6 +1599,7 @@ void BrokerImpl::Log(const std::string& level, const std::string& key, const std
   const int64_t now = NowMs();
   {
     std::lock_guard<std::mutex> l(mu_);
+    if (last_log_.size() > 1024) last_log_.clear();  // keys may name what peers sent: bounded
     auto& last = last_log_[key];
     if (now - last < 5000) return;  // the same kind of line at most every 5 s
     last = now;

@@ -41,7 +41,9 @@ class Reader {
     v->assign(s.data(), s.size());
     return true;
   }
-  bool Json(std::string* v, const char* what, bool required = false) {
+  // JSON nested at most kMaxJsonDepth deep; any_depth (a job's fields, which the worker checks itself so
+  // that it can refuse the job by name) takes valid JSON however deep.
+  bool Json(std::string* v, const char* what, bool required = false, bool any_depth = false) {
     std::string_view s;
     if (!d_.Bytes(&s)) return Fail(what);
     if (s.size() > kMaxJson) return Fail(what, "too large");
@@ -50,18 +52,20 @@ class Reader {
       v->clear();
       return true;
     }
-    if (!FastJsonAccepts(s) && !ValidateJsonValue(s, what).ok()) return Fail(what, "is not valid JSON");
+    if (any_depth ? !JsonSyntaxAccepts(s) : !ValidateJsonValue(s, what).ok()) {
+      return Fail(what, any_depth ? "is not valid JSON" : "is not valid JSON or nests too deep");
+    }
     v->assign(s.data(), s.size());
     return true;
   }
-  // A job's prompt: any JSON value is taken (the broker checked the graph at enqueue); the fast graph scan
-  // accepts the usual prompt at memory speed, anything it does not take gets the full JSON check.
+  // A job's prompt: any JSON value is taken here (the store checked the graph at enqueue, and the worker checks
+  // it again before running it); the fast graph scan accepts the usual prompt at memory speed.
   bool Prompt(std::string* v) {
     std::string_view s;
     if (!d_.Bytes(&s)) return Fail("prompt");
     if (s.size() > kMaxJson) return Fail("prompt", "too large");
     if (s.empty()) return Fail("prompt", "empty");
-    if (!FastPromptAccepts(s) && !ValidateJsonValue(s, "prompt").ok()) return Fail("prompt", "is not valid JSON");
+    if (!FastPromptAccepts(s) && !JsonSyntaxAccepts(s)) return Fail("prompt", "is not valid JSON");
     v->assign(s.data(), s.size());
     return true;
   }
@@ -352,7 +356,8 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
     case Cmd::kJob:
       r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U32(&m->attempt, "attempt") &&
           r.I64(&m->timeout_ms, "timeout") && r.Prompt(&m->prompt_json) &&
-          r.Json(&m->workflow_json, "workflow") && r.Json(&m->extra_json, "extra") && r.Done();
+          r.Json(&m->workflow_json, "workflow", false, true) && r.Json(&m->extra_json, "extra", false, true) &&
+          r.Done();
       break;
     case Cmd::kCancel:
     case Cmd::kNack:

@@ -39,6 +39,15 @@ int64_t NowMs() {
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// What a job must be for the caller to get it: the protocol takes any valid JSON, so that a job this worker cannot
+// read (too deep for its JSON readers, not an API-format graph) is answered with a failure that says why.
+Status CheckJob(const proto::Message& m) {
+  CMQ_RETURN_IF_ERROR(ValidatePromptJson(m.prompt_json));
+  if (!m.workflow_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonValue(m.workflow_json, "workflow"));
+  if (!m.extra_json.empty()) CMQ_RETURN_IF_ERROR(ValidateJsonObject(m.extra_json, "extra"));
+  return Status::OK();
+}
+
 // One ZeroMQ context for every worker client of a process (the ZeroMQ guide's rule: one context per process,
 // its I/O thread serving all sockets), alive while some client uses it. A forked child gets a context of its
 // own: a context does not survive fork, and the parent's is left alone.
@@ -532,6 +541,13 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       break;
     }
     case proto::Cmd::kRefuse:
+      // "busy: ..." is for now (our id is still connected on a link the broker has not let go): try again on the
+      // usual backoff, not the long one of a refusal that stands.
+      if (phase_ == Phase::kHandshake && m.reason.rfind("busy:", 0) == 0) {
+        Disconnect("refused by the broker: " + m.reason, now, false);
+        Emit({{"type", "refused"}, {"reason", "refused by the broker: " + m.reason}, {"retry_in", backoff_ms_ / 1000.0}});
+        break;
+      }
       Disconnect("refused by the broker: " + m.reason, now, phase_ == Phase::kHandshake);
       if (phase_ != Phase::kHandshake && m.reason.find("HELLO") != std::string::npos) {
         next_connect_ms_ = now;  // the broker forgot us (it restarted): say HELLO again at once
@@ -539,6 +555,25 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       break;
     case proto::Cmd::kJob: {
       if (running_.count(m.job_id)) break;  // already ours
+      Status runnable = CheckJob(m);
+      if (!runnable.ok()) {
+        // Never handed to the caller (it could not read it): failed at once, not retried, with the reason; its
+        // slot is free again.
+        Upload u;
+        u.job = m.job_id;
+        u.token = m.token;
+        u.fail = true;
+        u.json = Dump({{"type", "invalid_job"},
+                       {"message", "worker " + opt_.worker_id + " cannot run this job: " + runnable.message()}});
+        {
+          std::lock_guard<std::mutex> l(state_mu_);
+          uploads_[m.job_id] = std::move(u);
+        }
+        FreeSlot();
+        Emit({{"type", "log"}, {"level", "warning"},
+              {"message", "refused job " + FormatJobId(m.job_id) + " (failed it): " + runnable.message()}});
+        break;
+      }
       running_[m.job_id] = m.token;
       JobAssignment a;
       a.job_id = m.job_id;

@@ -63,6 +63,7 @@ Status ErrorToJson(const JobError& e, std::string* out) {
   if (!e.node_id.empty()) j["node_id"] = Clip(e.node_id, 256);
   if (!e.traceback.empty()) j["traceback"] = Clip(e.traceback, 256u << 10);
   if (!e.details.empty()) {
+    CMQ_RETURN_IF_ERROR(ValidateJsonValue(e.details, "error details"));
     try {
       j["details"] = json::parse(e.details);
     } catch (const json::exception&) {

@@ -540,7 +540,7 @@ Status StoreImpl::Materialize(PendingRead& r, bool with_prompt, Job* job) {
     job->history = sv.history;
   }
   if (r.run) {
-    job->lease_token = r.run->token;
+    job->lease_token = tokens_.External(r.run->token);
     job->lease_expires_ms = r.run->expires_ms;
     job->worker_id = r.run->worker_id;
     job->started_ms = r.run->started_ms;
@@ -826,17 +826,18 @@ void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDo
   txn_->JobChanged(before.id, JobState::kRunning, to, reason, run.worker_id);
 }
 
+// `token` is a caller's (TokenCodec::External). Messages never show a token: a stale caller must not learn the
+// current one.
 Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** meta, const RunInfo** run) {
   const JobMeta* m = table_.Find(id);
   if (m == nullptr) return Status::NotFound("no job " + FormatJobId(id));
   if (m->state != JobState::kRunning) {
-    return Status::LeaseLost("job " + FormatJobId(id) + " is " + JobStateName(m->state) + ", not running: lease " +
-                             std::to_string(token) + " is no longer valid");
+    return Status::LeaseLost("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
+                             ", not running: this lease is no longer valid");
   }
   const RunInfo* r = table_.Run(id);
-  if (r == nullptr || r->token != token) {
-    return Status::LeaseLost("job " + FormatJobId(id) + " is now leased under token " +
-                             std::to_string(r ? r->token : 0) + "; token " + std::to_string(token) + " is stale");
+  if (r == nullptr || r->token != tokens_.Internal(token)) {
+    return Status::LeaseLost("job " + FormatJobId(id) + " is now leased to another run; this lease is stale");
   }
   *meta = m;
   *run = r;
@@ -904,7 +905,8 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   d.attempts = static_cast<uint16_t>(m.attempts + 1);
   d.token = next_token_++;
   d.lease_expires_ms = now + lease_ms;
-  d.deadline_ms = jv.timeout_ms > 0 ? now + jv.timeout_ms : 0;
+  const int64_t run_limit_ms = jv.timeout_ms > 0 ? jv.timeout_ms : std::max<int64_t>(0, o.default_timeout_ms);
+  d.deadline_ms = run_limit_ms > 0 ? now + run_limit_ms : 0;
   d.started_ms = now;
   d.finished_ms = 0;
   d.updated_ms = now;
@@ -924,7 +926,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
 
   auto l = std::make_unique<Lease>();
   l->job_id = chosen;
-  l->token = d.token;
+  l->token = tokens_.External(d.token);
   l->attempt = d.attempts;
   l->expires_ms = d.lease_expires_ms;
   l->deadline_ms = d.deadline_ms;
@@ -933,7 +935,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   l->job.workflow = std::move(workflow);
   l->job.started_ms = now;
   l->job.worker_id = o.worker_id;
-  l->job.lease_token = d.token;
+  l->job.lease_token = l->token;
   l->job.lease_expires_ms = d.lease_expires_ms;
   l->job.history = d.history;
   l->early = d.token < token_reserve_;
@@ -983,7 +985,7 @@ Status StoreImpl::ResendOrLeaseLost(uint64_t id, uint64_t token, std::initialize
   for (JobState s : ended) in_state |= m->state == s;
   if (!in_state || !m->status_loc.valid()) return lease_lost;
   StatusDoc d;
-  if (!LoadStatusLocked(*m, &d).ok() || d.token != token) return lease_lost;
+  if (!LoadStatusLocked(*m, &d).ok() || d.token != tokens_.Internal(token)) return lease_lost;
   return Status::AlreadyExists("job " + FormatJobId(id) + ": this lease's result was already recorded");
 }
 

@@ -37,6 +37,7 @@
 #include "store/records.h"
 #include "store/segment_prep.h"
 #include "store/status_doc.h"
+#include "store/token_codec.h"
 #include "store/txn.h"
 
 namespace comfymq {
@@ -247,6 +248,8 @@ class StoreImpl final : public Store {
   // once that group is durable.
   uint64_t token_reserve_ = 1;
   static constexpr uint64_t kTokenReserveStep = 1u << 20;
+  // The counters above are what the store keeps; callers see and give tokens through this (set at open).
+  TokenCodec tokens_;
   Txn* txn_ = nullptr;                     // the group being applied
   // The groups applied but not yet written (at most two: one writing, one applied behind it); readers look
   // for a record's bytes here before the log.

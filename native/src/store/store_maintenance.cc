@@ -29,8 +29,10 @@ Status StoreImpl::ApplyExpire(int* expired) {
     const bool timed_out = run.deadline_ms != 0 && run.deadline_ms <= now;
     const bool again = before.attempts < before.max_attempts;
     std::string message = timed_out
-        ? "run on worker " + run.worker_id + " exceeded the job's timeout of " +
-              std::to_string((run.deadline_ms - run.started_ms) / 1000) + " s"
+        ? "run on worker " + run.worker_id + " exceeded its time limit of " +
+              ((run.deadline_ms - run.started_ms) % 1000 == 0
+                   ? std::to_string((run.deadline_ms - run.started_ms) / 1000) + " s"
+                   : std::to_string(run.deadline_ms - run.started_ms) + " ms")
         : "worker " + run.worker_id + " stopped renewing its lease";
     if (!again) message = "gave up after " + std::to_string(before.attempts) + " attempts; last: " + message;
     const std::string error_json = ErrorJsonOf(timed_out ? "timeout" : "lease_lost", message);

@@ -50,6 +50,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   Status ls = env_->LockFile(JoinPath(dir_, "LOCK"), "pid " + std::to_string(::getpid()) + " on " + host, &lock_);
   if (ls.IsBusy()) return Status::Busy("store " + dir_ + " is already open elsewhere: " + ls.message());
   CMQ_RETURN_IF_ERROR(ls);
+  CMQ_RETURN_IF_ERROR(tokens_.Open(env_, dir_, &rep->warnings));
 
   std::vector<std::string> names;
   CMQ_RETURN_IF_ERROR(env_->GetChildren(dir_, &names));
@@ -58,7 +59,9 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     uint32_t v;
     if (log::ParseSegmentFileName(n, &v)) segments.push_back(v);
     else if (checkpoint::ParseFileName(n, &v)) checkpoints.push_back(v);
-    else if (n == "checkpoint.tmp" || n == log::kPreparedSegmentName) env_->RemoveFile(JoinPath(dir_, n));
+    else if (n == "checkpoint.tmp" || n == log::kPreparedSegmentName || n == std::string(TokenCodec::kFileName) + ".tmp") {
+      env_->RemoveFile(JoinPath(dir_, n));
+    }
   }
   std::sort(segments.begin(), segments.end());
   std::sort(checkpoints.begin(), checkpoints.end());

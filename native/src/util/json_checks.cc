@@ -1,8 +1,10 @@
 #include "util/json_checks.h"
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "comfymq/job.h"
+#include "util/json_bytes.h"
 #include "util/prompt_scan.h"
 
 namespace comfymq {
@@ -14,6 +16,42 @@ std::string CleanParseError(const std::string& what) {
   // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable part.
   size_t p = what.find("] ");
   return p == std::string::npos ? what : what.substr(p + 2);
+}
+
+// Text for a message: control codes (see HasControlCode) shown as \uXXXX, cut at 64 bytes (ids come from callers).
+std::string Shown(const std::string& text) {
+  std::string out;
+  const std::string cut = text.substr(0, 64);
+  const auto* p = reinterpret_cast<const unsigned char*>(cut.data());
+  for (size_t i = 0; i < cut.size(); ++i) {
+    unsigned code = 0x10000;  // none
+    size_t len = 1;
+    if (p[i] < 0x20 || p[i] == 0x7f) {
+      code = p[i];
+    } else if (p[i] == 0xC2 && i + 1 < cut.size() && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F) {
+      code = p[i + 1], len = 2;
+    } else if (p[i] == 0xE2 && i + 2 < cut.size() && p[i + 1] == 0x80 && (p[i + 2] == 0xA8 || p[i + 2] == 0xA9)) {
+      code = 0x2000 + p[i + 2] - 0x80, len = 3;
+    }
+    if (code == 0x10000) {
+      out.push_back(static_cast<char>(p[i]));
+      continue;
+    }
+    char buf[8];
+    std::snprintf(buf, sizeof(buf), "\\u%04x", code);
+    out += buf;
+    i += len - 1;
+  }
+  return text.size() > 64 ? out + "..." : out;
+}
+
+bool HasControlCharacter(const std::string& text) {
+  return HasControlCode(reinterpret_cast<const unsigned char*>(text.data()), text.size());
+}
+
+std::string TooDeep(const char* what) {
+  return std::string(what) + " nests deeper than " + std::to_string(kMaxJsonDepth) +
+         " levels of objects and arrays (the limit)";
 }
 
 const char* KindName(json::value_t t) {
@@ -48,6 +86,9 @@ class PromptShapeChecker {
   bool string(string_t& s) {
     if (depth_ == 2 && key_ == Key::kClassType) {
       if (s.empty()) return Fail("node '" + node_ + "': class_type must not be empty");
+      if (HasControlCharacter(s)) {
+        return Fail("node '" + node_ + "': class_type '" + Shown(s) + "' contains a control character");
+      }
       has_class_type_ = true;
       key_ = Key::kOther;
       return true;
@@ -62,8 +103,9 @@ class PromptShapeChecker {
 
   bool key(string_t& k) {
     if (depth_ == 1) {
-      node_ = k;
+      node_ = Shown(k);
       if (k.empty()) return Fail("prompt has a node with an empty id");
+      if (HasControlCharacter(k)) return Fail("node id '" + node_ + "' contains a control character");
     } else if (depth_ == 2) {
       key_ = k == "class_type" ? Key::kClassType : k == "inputs" ? Key::kInputs : Key::kOther;
     }
@@ -95,6 +137,7 @@ class PromptShapeChecker {
   }
 
   bool Open(json::value_t t) {
+    if (depth_ >= kMaxJsonDepth) return Fail(TooDeep("prompt"));
     if (t == json::value_t::array) {
       if (depth_ <= 1 || (depth_ == 2 && key_ != Key::kOther)) {
         if (!Scalar(t)) return false;
@@ -148,10 +191,40 @@ Status CheckPromptJsonFully(std::string_view prompt) {
   return Status::OK();
 }
 
-// Valid text is checked without building a document (json::accept); only bad text is parsed again, for the
-// parser's message. Both run the same grammar.
+bool JsonSyntaxAccepts(std::string_view text) {
+  return FastJsonAccepts(text) || json::accept(text.begin(), text.end());
+}
+
+// Counts nesting in text that is valid JSON: brackets outside strings.
+bool JsonDepthWithin(std::string_view text, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > limit) return false;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+// Valid text is checked without building a document (the fast scanner, which also keeps to the depth limit, or
+// json::accept and a count of brackets); only bad text is parsed again, for the parser's message.
 Status ValidateJsonValue(std::string_view text, const char* what) {
-  if (json::accept(text.begin(), text.end())) return Status::OK();
+  if (FastJsonAccepts(text)) return Status::OK();
+  if (json::accept(text.begin(), text.end())) {
+    return JsonDepthWithin(text, kMaxJsonDepth) ? Status::OK() : Status::InvalidArgument(TooDeep(what));
+  }
   try {
     json v = json::parse(text.begin(), text.end());
     (void)v;
@@ -162,9 +235,11 @@ Status ValidateJsonValue(std::string_view text, const char* what) {
 }
 
 Status ValidateJsonObject(std::string_view text, const char* what) {
-  if (json::accept(text.begin(), text.end())) {
+  if (FastJsonAccepts(text) || json::accept(text.begin(), text.end())) {
     const size_t first = text.find_first_not_of(" \t\r\n");
-    if (first != std::string_view::npos && text[first] == '{') return Status::OK();
+    if (first != std::string_view::npos && text[first] == '{') {
+      return JsonDepthWithin(text, kMaxJsonDepth) ? Status::OK() : Status::InvalidArgument(TooDeep(what));
+    }
   }
   json v;
   try {

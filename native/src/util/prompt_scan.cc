@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "comfymq/job.h"
 #include "util/json_bytes.h"
 
 namespace comfymq {
@@ -16,7 +17,7 @@ class Scanner {
   // Any JSON value, alone (whitespace around it allowed).
   bool RunValue() {
     Ws();
-    const bool ok = Value();
+    const bool ok = Value(0);
     Ws();
     return ok && p_ == end_;
   }
@@ -26,7 +27,7 @@ class Scanner {
     size_t nodes = 0;  // the top level must be an object of nodes
     const bool ok = Object([&](std::string_view id) {
       nodes++;
-      return !id.empty() && Node();
+      return !id.empty() && !NeedsCloserLook(id) && Node();
     });
     Ws();
     return ok && p_ == end_ && nodes > 0;
@@ -40,15 +41,22 @@ class Scanner {
       if (key == "class_type") {
         std::string_view v;
         has_class_type = true;
-        return Peek('"') && String(&v) && !v.empty();
+        return Peek('"') && String(&v) && !v.empty() && !NeedsCloserLook(v);
       }
       if (key == "inputs") {
         has_inputs = true;
-        return Peek('{') && Value();
+        return Peek('{') && Value(2);
       }
-      return Value();
+      return Value(2);  // inside the graph (1) and the node (2)
     });
     return ok && has_class_type && has_inputs;
+  }
+
+  // A node id or class_type as written: escapes (which may spell a control character) and control codes go to
+  // the full checker, which refuses control codes there with a message naming the node.
+  static bool NeedsCloserLook(std::string_view raw) {
+    return raw.find('\\') != std::string_view::npos ||
+           HasControlCode(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
   }
 
   // A non-empty object; member(key) reads each value. False on a syntax error or when member says so.
@@ -67,16 +75,18 @@ class Scanner {
     }
   }
 
-  // Any JSON value, nesting kept on an explicit stack (no recursion).
-  bool Value() {
-    unsigned char stack[kMaxDepth];
+  // Any JSON value inside `outer` open containers, nesting kept on an explicit stack (no recursion). Deeper
+  // than kMaxJsonDepth in all: false (the full checker refuses it, naming the limit).
+  bool Value(size_t outer) {
+    unsigned char stack[kMaxJsonDepth];
+    const size_t max_depth = outer < kMaxJsonDepth ? kMaxJsonDepth - outer : 0;
     size_t depth = 0;
     for (;;) {
       // A value starts here.
       if (p_ >= end_) return false;
       const unsigned char c = *p_;
       if (c == '{' || c == '[') {
-        if (depth == kMaxDepth) return false;
+        if (depth == max_depth) return false;
         stack[depth++] = c;
         ++p_;
         Ws();
@@ -193,7 +203,6 @@ class Scanner {
     return true;
   }
 
-  static constexpr size_t kMaxDepth = 512;  // deeper nesting goes to the full checker
   const unsigned char* p_;
   const unsigned char* const end_;
 };
