@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 from . import native
+from .api.limits import RequestLimits
+from .host.http_server import ServerSettings
 
 
 def default_data_dir() -> str:
@@ -50,8 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow plain-text worker links on a non-loopback address (not recommended)")
     h.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
                    help="heartbeat interval in seconds; a worker silent for 3 of them is gone")
+    h.add_argument("--max-run-time", type=float, default=float(os.environ.get("COMFYMQ_MAX_RUN_TIME", "7200")),
+                   help="seconds one run may take when its job sets no timeout (0 = no limit; env "
+                        "COMFYMQ_MAX_RUN_TIME): past it the run is cancelled and the job runs again, elsewhere first")
     h.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"),
-                   help="require `Authorization: Bearer TOKEN` on every route (env COMFYMQ_TOKEN)")
+                   help="require `Authorization: Bearer TOKEN` on every route (env COMFYMQ_TOKEN; 8 to 1024 "
+                        "visible ASCII characters)")
+    h.add_argument("--allow-host", action="append", default=_env_list("COMFYMQ_ALLOWED_HOSTS"), metavar="NAME",
+                   help="a Host name the API answers besides loopback names (repeat; '*' any; env "
+                        "COMFYMQ_ALLOWED_HOSTS, comma-separated). Bound to loopback, other names are refused "
+                        "(DNS rebinding); bound beyond loopback, any name is answered unless this is given")
+    h.add_argument("--allow-origin", action="append", default=_env_list("COMFYMQ_ALLOWED_ORIGINS"), metavar="URL",
+                   help="a web origin (scheme://name[:port]) allowed to call the API besides its own (repeat; env "
+                        "COMFYMQ_ALLOWED_ORIGINS, comma-separated)")
+    limits, server = RequestLimits(), ServerSettings()
+    for flag, env, kind, default, what in (
+            ("--max-body-bytes", "COMFYMQ_MAX_BODY_BYTES", int, limits.max_body_bytes, "largest request body"),
+            ("--max-jobs-per-request", "COMFYMQ_MAX_JOBS_PER_REQUEST", int, limits.max_jobs_per_request,
+             "jobs one request may create with count / sweep"),
+            ("--max-stored-bytes-per-request", "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST", int,
+             limits.max_stored_bytes_per_request, "prompt + workflow bytes one request may store over its jobs"),
+            ("--read-timeout", "COMFYMQ_HTTP_READ_TIMEOUT", float, limits.http_read_timeout,
+             "seconds a request body may send nothing"),
+            ("--body-timeout", "COMFYMQ_HTTP_BODY_TIMEOUT", float, limits.http_body_timeout,
+             "seconds a whole request body may take"),
+            ("--keepalive-timeout", "COMFYMQ_HTTP_KEEPALIVE_TIMEOUT", float, server.keepalive_timeout,
+             "seconds an idle connection stays open; also the time a request's headers may take")):
+        h.add_argument(flag, type=kind, default=os.environ.get(env, str(default)),
+                       help=f"{what} (default {default}; env {env})")
 
     w = sub.add_parser("worker", help="run jobs from a host's broker on a ComfyUI")
     w.add_argument("--comfy-url", default=os.environ.get("COMFYMQ_COMFY_URL", "http://127.0.0.1:8188"),
@@ -97,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _env_list(name: str) -> list[str]:
     return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+
+
+def http_settings(args) -> dict:
+    """run_host's token, site, limits and server arguments from the host command's flags; ValueError naming the
+    flag's setting when one is out of range (one line, exit 1)."""
+    from .api.site_policy import SitePolicy
+    from .config import check_token
+
+    try:
+        token = check_token(args.token)
+    except ValueError as e:
+        raise ValueError(f"--token (or COMFYMQ_TOKEN): {e}") from None
+    return {
+        "token": token,
+        "site": SitePolicy.build([args.host], args.allow_host, args.allow_origin),
+        "limits": RequestLimits(max_body_bytes=args.max_body_bytes, max_jobs_per_request=args.max_jobs_per_request,
+                                max_stored_bytes_per_request=args.max_stored_bytes_per_request,
+                                http_read_timeout=args.read_timeout, http_body_timeout=args.body_timeout),
+        "server": ServerSettings(keepalive_timeout=args.keepalive_timeout),
+    }
 
 
 def print_keys(n, workers: int) -> None:
@@ -151,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                 broker = BrokerSettings(bind=args.workers_bind, heartbeat=args.heartbeat,
                                         curve_secret_key=args.curve_secret_key or None,
                                         allowed_worker_keys=args.allow_worker_key,
-                                        allow_plaintext=args.allow_plaintext)
+                                        allow_plaintext=args.allow_plaintext, max_run_time=args.max_run_time)
             run_host(data_dir=args.data_dir, host=args.host, port=args.port, artifact_root=args.artifact_root,
-                     retention_days=args.retention_days, broker=broker, token=args.token)
+                     retention_days=args.retention_days, broker=broker, **http_settings(args))
         elif args.command == "worker":
             run_worker(args)
         elif args.command == "enqueue":

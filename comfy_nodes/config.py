@@ -5,7 +5,18 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   role                 both (host on loopback + a local worker; default) | host | worker
   data_dir             where the store lives (default: <ComfyUI user dir>/comfymq)
   artifact_root        where output files land (default: <ComfyUI output dir>/comfymq; a NAS path works)
-  token                API token; every /comfymq route then needs `Authorization: Bearer <token>`
+  token                API token; every /comfymq route then needs `Authorization: Bearer <token>` (the rule for
+                       tokens is check_token() below, for every way one is set)
+  allowed_hosts        Host names the API answers besides loopback names (list, or comma-separated in the env;
+                       "*" any); see api/site_policy.py
+  allowed_origins      web origins (scheme://name[:port]) that may call the API besides its own
+  max_body_bytes       largest request body (default 64 MiB)
+  max_jobs_per_request jobs one request may create with count / sweep (default 10000)
+  max_stored_bytes_per_request   prompt + workflow bytes one request may store over all its jobs (default 64 MiB)
+  http_read_timeout    seconds a request body may send nothing (default 30)
+  http_body_timeout    seconds a whole request body may take (default 300)
+                       (the standalone host reads these as `host` flags / the same COMFYMQ_* variables, and has
+                       one more: COMFYMQ_HTTP_KEEPALIVE_TIMEOUT; inside ComfyUI its server owns the connections)
   broker_bind          host: where workers connect (default tcp://127.0.0.1:5557)
   broker               worker: the host's broker address (default tcp://127.0.0.1:5557)
   curve_secret_key     host: the broker's CURVE secret key (Z85, 40 chars)
@@ -14,6 +25,8 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   worker_public_key, worker_secret_key   worker: its own key pair
   allow_plaintext      plain-text worker links off loopback (loudly logged; not recommended)
   heartbeat            seconds between heartbeats (default 1.0; dead after 3 missed)
+  max_run_time         host: seconds one run may take when its job sets no timeout (default 7200; 0 = no limit):
+                       past it the run is cancelled on its worker and the job runs again, elsewhere first
   worker_id, worker_name   a stable id (default: made once and kept in the data dir) and a display name
   comfy_url            worker: the ComfyUI it drives (in the plugin: its own, on loopback)
   capacity             jobs a worker runs at once (default 1: ComfyUI runs one prompt at a time)
@@ -34,13 +47,43 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+from .api.limits import RequestLimits
+from .api.site_policy import normalize_allowed_host, normalize_allowed_origin
+
 ROLES = ("both", "host", "worker")
+MAX_RUN_TIME = 30 * 24 * 3600.0
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
 
 
 class ConfigError(ValueError):
     """Bad configuration; the message names the key and its source."""
+
+
+TOKEN_MIN, TOKEN_MAX = 8, 1024
+TOKEN_RULE = (f"an API token must be {TOKEN_MIN} to {TOKEN_MAX} visible ASCII characters (letters, digits, "
+              "punctuation; no spaces): it travels in an HTTP header")
+
+
+def check_token(token) -> str | None:
+    """The one rule for an API token, whichever way it is set (--token, COMFYMQ_TOKEN, comfymq.toml, the plugin,
+    build_app / add_routes): None or blank means no token; anything else must follow TOKEN_RULE, else ValueError
+    saying so (never quoting the token). Returns the token without surrounding whitespace."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise ValueError(f"{TOKEN_RULE}; got a {type(token).__name__}")
+    token = token.strip()
+    if not token:
+        return None
+    if not TOKEN_MIN <= len(token) <= TOKEN_MAX:
+        raise ValueError(f"{TOKEN_RULE}; this one is {len(token)} characters long (at least {TOKEN_MIN} needed)"
+                         if len(token) < TOKEN_MIN else f"{TOKEN_RULE}; this one is {len(token)} characters long")
+    bad = next((i for i, c in enumerate(token) if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise ValueError(f"{TOKEN_RULE}; this one has a space or another character outside that set at "
+                         f"position {bad + 1}")
+    return token
 
 
 @dataclass
@@ -58,11 +101,19 @@ class Config:
     worker_secret_key: str | None = None
     allow_plaintext: bool = False
     heartbeat: float = 1.0
+    max_run_time: float = 7200.0
     worker_id: str = ""
     worker_name: str = ""
     comfy_url: str = "http://127.0.0.1:8188"
     capacity: int = 1
     retention_days: float = 30.0
+    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
+    max_body_bytes: int = RequestLimits.max_body_bytes
+    max_jobs_per_request: int = RequestLimits.max_jobs_per_request
+    max_stored_bytes_per_request: int = RequestLimits.max_stored_bytes_per_request
+    http_read_timeout: float = RequestLimits.http_read_timeout
+    http_body_timeout: float = RequestLimits.http_body_timeout
     source: str = "defaults"  # where the values came from, for the log
 
     @property
@@ -189,14 +240,27 @@ def _check(cfg: Config) -> None:
         raise ConfigError("worker_public_key and worker_secret_key go together: set both or neither")
     if not 0.01 <= cfg.heartbeat <= 600:
         raise ConfigError(f"heartbeat must be 0.01..600 seconds, got {cfg.heartbeat}")
+    if not 0 <= cfg.max_run_time <= MAX_RUN_TIME:
+        raise ConfigError(f"max_run_time must be 0 (no limit) to {MAX_RUN_TIME:.0f} seconds (30 days), "
+                          f"got {cfg.max_run_time}")
     if not 1 <= cfg.capacity <= 64:
         raise ConfigError(f"capacity must be 1..64, got {cfg.capacity}")
     if cfg.retention_days < 0:
         raise ConfigError(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}")
     if not re.match(r"^https?://[^\s/]+", cfg.comfy_url):
         raise ConfigError(f"comfy_url must be an http(s) URL, got '{cfg.comfy_url}'")
-    if cfg.token is not None and len(cfg.token) < 8:
-        raise ConfigError("token must be at least 8 characters")
+    try:
+        cfg.token = check_token(cfg.token)
+    except ValueError as e:
+        raise ConfigError(f"token: {e}") from None
+    try:
+        RequestLimits.from_config(cfg)
+        for h in cfg.allowed_hosts:
+            normalize_allowed_host(h)
+        for o in cfg.allowed_origins:
+            normalize_allowed_origin(o)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if cfg.worker_id and not re.match(r"^[A-Za-z0-9_.:@-]{1,128}$", cfg.worker_id):
         raise ConfigError("worker_id may hold letters, digits and _ . : @ - (1..128 characters)")
 

@@ -36,13 +36,32 @@ def add_unavailable_routes(routes: web.RouteTableDef, message: str, prefix: str 
         routes.route(method, prefix + "/{tail:.*}")(unavailable)
 
 
-def comfy_listen_address() -> str | None:
-    """Where this ComfyUI listens (its --listen), which is where the ComfyMQ routes are reachable."""
+def comfy_listen_addresses() -> list[str]:
+    """Every address this ComfyUI listens on (its --listen, a comma-separated list; "0.0.0.0,::" when given
+    bare), which is where the ComfyMQ routes are reachable. Outside ComfyUI: ComfyUI's default, 127.0.0.1."""
     try:
         from comfy.cli_args import args
     except Exception:  # noqa: BLE001 - not inside ComfyUI
-        return None
-    return str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1").split(",")[0].strip()
+        return ["127.0.0.1"]
+    listen = str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1")
+    return [a.strip() for a in listen.split(",")] or ["127.0.0.1"]
+
+
+def comfy_listen_address() -> str | None:
+    """The first address of comfy_listen_addresses() that is not loopback, else the first one (for the warning
+    about an open bind)."""
+    from .api.auth import is_loopback
+
+    addresses = comfy_listen_addresses()
+    return next((a for a in addresses if not is_loopback(a)), addresses[0])
+
+
+def site_policy(cfg: Config):
+    """The site rules for the routes inside this ComfyUI (api/site_policy.py): its listen addresses, plus the
+    configured allowed_hosts and allowed_origins."""
+    from .api.site_policy import SitePolicy
+
+    return SitePolicy.build(comfy_listen_addresses(), cfg.allowed_hosts, cfg.allowed_origins)
 
 
 def own_comfy_url() -> str | None:
@@ -83,7 +102,7 @@ class Plugin:
                 allowed.append(local_worker_keys[0])
             broker = BrokerSettings(bind=cfg.broker_bind, heartbeat=cfg.heartbeat,
                                     curve_secret_key=cfg.curve_secret_key, allowed_worker_keys=allowed,
-                                    allow_plaintext=cfg.allow_plaintext)
+                                    allow_plaintext=cfg.allow_plaintext, max_run_time=cfg.max_run_time)
             self.service = QueueService(cfg.data_dir, cfg.artifact_root, broker=broker)
             report = self.service.store.recovery_report
             log.info("ComfyMQ store %s: %s", Path(cfg.data_dir) / "store", report["summary"])
@@ -95,9 +114,11 @@ class Plugin:
                 self.relay = EventRelay(self.send)
                 self.service.add_listener(self.relay)
             if routes is not None:
+                from .api.limits import RequestLimits
                 from .api.routes import add_routes
 
-                add_routes(routes, self.service, token=cfg.token)
+                add_routes(routes, self.service, token=cfg.token, site=site_policy(cfg),
+                           limits=RequestLimits.from_config(cfg))
             log.info("ComfyMQ host: workers connect to %s%s; artifacts in %s", self.service.broker.endpoint,
                      " (CURVE)" if cfg.curve_secret_key else " (plain text)", self.service.artifact_root)
         if cfg.runs_worker:

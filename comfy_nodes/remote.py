@@ -1,4 +1,5 @@
-"""The CLI's client side: `enqueue` and `status` against a host's HTTP API (standard library only).
+"""The CLI's client side: `enqueue` and `status` against a host's HTTP API (standard library only, but for the
+native module's nesting limit named in one error).
 
 Errors become ValueError with one line (the CLI prints it and exits 1): the host's JSON error message when it
 answered, or why it could not be reached.
@@ -16,7 +17,7 @@ def call(url: str, method: str = "GET", body: dict | None = None, token: str | N
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Accept", "application/json")
-    if data is not None:
+    if method != "GET":  # the host refuses a state-changing request without it, body or not (site_policy.py)
         req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -60,6 +61,11 @@ def load_prompt_file(path: str) -> dict:
         doc = json.loads(text)
     except ValueError as e:
         raise ValueError(f"{path} is not JSON: {e}") from None
+    except RecursionError:  # deeper than Python's reader goes: far past the host's limit, so not sent at all
+        from . import native
+
+        raise ValueError(f"{path} nests deeper than {native.load().MAX_JSON_DEPTH} levels of objects and arrays "
+                         "(the limit)") from None
     if isinstance(doc, dict) and "nodes" in doc and "links" in doc:
         raise ValueError(f"{path} is a UI workflow; export it in API format (Workflow > Export (API)) and use that")
     if isinstance(doc, dict) and isinstance(doc.get("prompt"), dict):

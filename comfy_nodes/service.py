@@ -30,6 +30,7 @@ class BrokerSettings:
     curve_secret_key: str | None = None
     allowed_worker_keys: list[str] = field(default_factory=list)
     allow_plaintext: bool = False
+    max_run_time: float = 7200.0  # seconds a run may take when its job sets no timeout; 0 = no limit
 
 
 class QueueService:
@@ -51,7 +52,9 @@ class QueueService:
                                        heartbeat=broker.heartbeat, liveness=broker.liveness,
                                        curve_secret_key=broker.curve_secret_key,
                                        allowed_worker_keys=broker.allowed_worker_keys,
-                                       allow_plaintext=broker.allow_plaintext)
+                                       allow_plaintext=broker.allow_plaintext, max_run_time=broker.max_run_time,
+                                       # under CURVE, which key each worker id belongs to (kept across restarts)
+                                       worker_keys_path=str(self.data_dir / "worker_keys"))
             except Exception:
                 self.store.close()
                 raise
@@ -95,19 +98,25 @@ class QueueService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    LOW_SPACE = 64 << 20  # free bytes under which health() says low_space (a hint for monitors, nothing more)
+
     def health(self) -> dict:
-        """Whether the store accepts writes, and how much room the disk has."""
+        """writable: whether the store takes writes (False only when store.health() says the handle is unusable,
+        with the reason in problem); free_bytes / low_space: room on the store's disk, reported separately and
+        never judged (a write that does not fit is a clear disk_full error of its own, and changes nothing)."""
         n = native.load()
         try:
             self.store.health()
             writable, problem = True, None
         except n.ComfyMQError as e:
             writable, problem = False, str(e)
-        st = os.statvfs(self.data_dir)
-        free = st.f_bavail * st.f_frsize
-        if writable and free < 16 << 20:
-            writable, problem = False, f"only {free} bytes free on the store's disk"
-        return {"writable": writable, "problem": problem, "free_bytes": free, "data_dir": str(self.data_dir)}
+        try:
+            st = os.statvfs(self.data_dir)
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            free = None
+        return {"writable": writable, "problem": problem, "free_bytes": free,
+                "low_space": free is not None and free < self.LOW_SPACE, "data_dir": str(self.data_dir)}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

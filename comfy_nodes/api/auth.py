@@ -8,8 +8,12 @@ With a token configured, a protected request needs `Authorization: Bearer <token
 401 JSON error (compared in constant time). Inside ComfyUI the middleware must only guard ComfyMQ's own
 paths, never ComfyUI's: give `prefixes`. A request is protected when the route it matched, or its path,
 lies under a prefix (segment-wise: "/comfymq" covers "/comfymq" and "/comfymq/...", not "/comfymqx").
-CORS preflights (OPTIONS) pass: browsers send them without credentials.
+OPTIONS requests pass (browsers send preflights without credentials); no route answers them with a grant.
 
+A handler marked @status_probe (the /health routes) is also called without the token, for monitors: it then finds
+authorized(request) False and must answer its status only, nothing else.
+
+The rule for what a token may be is config.check_token (one rule for every way a token is set).
 insecure_bind_warning(host, token) is the line to log when a host listens beyond loopback without a token.
 """
 
@@ -17,14 +21,37 @@ from __future__ import annotations
 
 import functools
 import hmac
-import ipaddress
 from typing import Iterable
 
 from aiohttp import web
 
+from ..config import TOKEN_RULE, check_token
 from .errors import error_response
+from .site_policy import is_loopback_name
 
 AUTH_SCHEME = "Bearer"
+AUTHORIZED = "comfymq.authorized"   # request key: False when a status probe came without the token
+_PROBE_MARK = "comfymq_status_probe"
+
+
+def status_probe(handler):
+    """Marks a GET handler as a status probe: without the token it still runs, with authorized() False.
+    (functools.wraps carries the mark through the other wrappers.)"""
+    setattr(handler, _PROBE_MARK, True)
+    return handler
+
+
+def authorized(request: web.Request) -> bool:
+    """Whether this request proved the token (always True when no token is configured)."""
+    return bool(request.get(AUTHORIZED, True))
+
+
+def _probe_without_token(request: web.Request, handler) -> bool:
+    """A GET/HEAD of a status probe: let it run, unauthorized."""
+    if request.method not in ("GET", "HEAD") or not getattr(handler, _PROBE_MARK, False):
+        return False
+    request[AUTHORIZED] = False
+    return True
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -60,9 +87,11 @@ def unauthorized(message: str) -> web.Response:
 
 
 def _check_token(token) -> str:
-    if not isinstance(token, str) or not token.strip():
-        raise ValueError("the API token must be a non-empty string")
-    return token.strip()
+    """A guard needs a token: config.check_token's rule, and not blank."""
+    checked = check_token(token)
+    if checked is None:
+        raise ValueError(f"{TOKEN_RULE}; got an empty one")
+    return checked
 
 
 def refusal(request: web.Request, token: str) -> web.Response | None:
@@ -86,7 +115,7 @@ def token_middleware(token: str, *, prefixes: Iterable[str] | None = None):
     async def require_token(request: web.Request, handler):
         if is_protected(request, guarded):
             denied = refusal(request, token)
-            if denied is not None:
+            if denied is not None and not _probe_without_token(request, request.match_info.handler):
                 return denied
         return await handler(request)
 
@@ -102,7 +131,9 @@ def token_guard(token: str):
         @functools.wraps(handler)
         async def guarded(request: web.Request):
             denied = refusal(request, token)
-            return denied if denied is not None else await handler(request)
+            if denied is not None and not _probe_without_token(request, handler):
+                return denied
+            return await handler(request)
 
         return guarded
 
@@ -110,16 +141,11 @@ def token_guard(token: str):
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether host only accepts connections from this machine ("localhost", 127.0.0.0/8, ::1)."""
+    """Whether a listen address only accepts connections from this machine ("localhost", 127.0.0.0/8, ::1);
+    "" or None (every interface) and other host names (they may resolve to anything) are not."""
     if not host:
-        return False  # "" binds every interface
-    h = host.strip().strip("[]").lower()
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
+        return False
+    return is_loopback_name(host.strip().strip("[]").lower())
 
 
 def insecure_bind_warning(host: str | None, token: str | None) -> str | None:
@@ -128,5 +154,6 @@ def insecure_bind_warning(host: str | None, token: str | None) -> str | None:
         return None
     where = host or "every interface"
     return (f"the ComfyMQ API listens on {where} without a token: anyone who can reach this port can queue, "
-            "cancel and delete jobs and read their outputs. Set a token (clients then send "
+            "cancel and delete jobs and read their outputs, and unless allowed_hosts names this host's names, "
+            "a web page can reach it through DNS rebinding. Set a token (clients then send "
             "'Authorization: Bearer <token>') or bind to 127.0.0.1.")

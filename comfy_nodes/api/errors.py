@@ -2,33 +2,46 @@
 
 Two ways in: the json_errors middleware (the standalone host's app), and the json_handler decorator on each
 /comfymq handler, so the routes answer JSON errors also when mounted on ComfyUI's own server, whose
-middlewares ComfyMQ does not own.
+middlewares ComfyMQ does not own. Errors of the HTTP layer itself (a bad request line, too many headers) never
+reach a handler: the standalone host answers those in host/http_server.py.
+
+Bodies are read here too (read_body): bounded in size and in time (api/limits.py), refused as they arrive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
+import re
 
 from aiohttp import web
 
 from .. import native
+from .limits import RequestLimits
 
 log = logging.getLogger("comfymq.api")
 
 
-def error_response(status: int, type_: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
+def error_response(status: int, type_: str, message: str, headers: dict | None = None, *,
+                   close: bool = False) -> web.Response:
+    """The JSON error answer; close=True also closes the connection after it (a body left unread)."""
+    resp = web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
+    if close:
+        resp.force_close()
+    return resp
 
 
 class ApiError(Exception):
-    """Raised by handlers for a refusal with its own status (404 unknown thing, 409, 413, 503 ...)."""
+    """Raised by handlers for a refusal with its own status (404 unknown thing, 409, 413, 503 ...).
+    close=True: the request's body was not read to its end, so the connection is closed after the answer."""
 
-    def __init__(self, status: int, type_: str, message: str):
+    def __init__(self, status: int, type_: str, message: str, *, close: bool = False):
         super().__init__(message)
         self.status = status
         self.type = type_
+        self.close = close
 
 
 class BadRequest(ApiError):
@@ -38,23 +51,22 @@ class BadRequest(ApiError):
         super().__init__(400, type_, message)
 
 
-def body_limit(request: web.Request) -> int:
-    """The largest request body this app accepts (the standalone host's max_body, else client_max_size)."""
-    try:
-        configured = request.app.get("max_body")
-    except Exception:  # noqa: BLE001 - an app without the key (ComfyUI's)
-        configured = None
-    return int(configured or request.client_max_size or 0)
+def body_limit(request: web.Request, limits: RequestLimits | None = None) -> int:
+    """The largest request body accepted: max_body_bytes, and no more than the app's client_max_size (ComfyUI's
+    --max-upload-size inside ComfyUI)."""
+    limit = (limits or RequestLimits()).max_body_bytes
+    return min(limit, request.client_max_size) if request.client_max_size else limit
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"request body is larger than the limit of {limit} bytes")
+    return ApiError(413, "too_large", f"request body is larger than the limit of {limit} bytes (max_body_bytes)",
+                    close=True)
 
 
 def from_exception(e: BaseException) -> web.Response:
     """Maps an exception from a handler (or the native core) to a JSON error response."""
     if isinstance(e, ApiError):
-        return error_response(e.status, e.type, str(e))
+        return error_response(e.status, e.type, str(e), close=e.close)
     if isinstance(e, ValueError):
         return error_response(400, "invalid_request", str(e))
     if isinstance(e, KeyError):
@@ -80,6 +92,8 @@ def from_exception(e: BaseException) -> web.Response:
 def from_http_exception(request: web.Request, e: web.HTTPException) -> web.Response:
     kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(e.status, "http_error")
     message = e.reason if e.status != 413 else f"request body is larger than the limit of {body_limit(request)} bytes"
+    if e.status == 413:
+        return error_response(e.status, kind, message, close=True)
     return error_response(e.status, kind, message)
 
 
@@ -113,45 +127,87 @@ def json_handler(handler):
     return wrapped
 
 
-async def read_body(request: web.Request, limit: int | None = None) -> bytes:
-    """The request body, refused with a 413 before it is read whole when it exceeds the limit: at once when
-    Content-Length says so, else (chunked) as soon as more than the limit has arrived."""
-    app_limit = body_limit(request)
-    limit = app_limit if limit is None else (min(limit, app_limit) if app_limit else limit)
-    if limit and request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
+async def read_body(request: web.Request, limits: RequestLimits | None = None, limit: int | None = None) -> bytes:
+    """The request body. Refused with a 413 before it is read whole when it exceeds the limit (the smaller of
+    body_limit() and `limit`): at once when Content-Length says so, else (chunked) as soon as more has arrived;
+    with a 408 when the client sends no byte for http_read_timeout seconds or the whole body takes longer than
+    http_body_timeout; with a 400 when its framing is broken (bad chunked encoding, cut short). After a 408 or
+    413 the connection is closed: the rest of the body is never read."""
+    limits = limits or RequestLimits()
+    cap = body_limit(request, limits)
+    if limit is not None:
+        cap = min(cap, limit)
+    if request.content_length is not None and request.content_length > cap:
+        raise too_large(cap)
     if not request.body_exists:
         return b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.http_body_timeout
     body = bytearray()
     while True:
-        chunk = await request.content.readany()
+        wait = min(limits.http_read_timeout, deadline - loop.time())
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(request.content.readany(), wait)
+        except asyncio.TimeoutError:
+            whole = deadline - loop.time() <= 0
+            raise ApiError(408, "timeout",
+                           f"the request body took longer than {limits.http_body_timeout:g} s (http_body_timeout)"
+                           if whole else
+                           f"the request body stalled: no data for {limits.http_read_timeout:g} s (http_read_timeout)",
+                           close=True) from None
+        except web.RequestPayloadError as e:
+            raise ApiError(400, "bad_body", f"the request body is malformed: {e}", close=True) from None
         if not chunk:
             break
         body.extend(chunk)
-        if limit and len(body) > limit:
-            raise too_large(limit)
+        if len(body) > cap:
+            raise too_large(cap)
     return bytes(body)
 
 
+def _depth_limit() -> str:
+    """The store's nesting limit for JSON values (the native module's MAX_JSON_DEPTH), as text."""
+    try:
+        return str(native.load().MAX_JSON_DEPTH)
+    except Exception:  # noqa: BLE001 - a module without it: say so plainly
+        return "the allowed number of"
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json_object(raw: bytes) -> dict:
-    """raw as a JSON object, or a BadRequest that says what is wrong."""
+    """raw as a JSON object, or a BadRequest that says what is wrong. A string holding a lone surrogate
+    (an escape such as \\ud800 without its pair) is not Unicode text: refused here, so no handler passes one on
+    to the store (whose strings are UTF-8)."""
     try:
         body = json.loads(raw.decode("utf-8"))
-    except Exception as e:  # json.JSONDecodeError, UnicodeDecodeError, RecursionError
+        if _SURROGATE_ESCAPE.search(raw):  # rare: check the strings only when the text has such an escape
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("request body is not valid JSON text: it holds a lone surrogate escape (\\ud800 to "
+                         "\\udfff without its pair), which is not a Unicode character") from None
+    except RecursionError:  # deeper than Python's own reader goes, so far deeper than the store's limit
+        raise BadRequest(f"request body nests deeper than {_depth_limit()} levels of objects and arrays "
+                         "(the limit)") from None
+    except Exception as e:  # json.JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
     return body
 
 
-async def read_json_object(request: web.Request, limit: int | None = None) -> dict:
+async def read_json_object(request: web.Request, limits: RequestLimits | None = None) -> dict:
     """The request body as a JSON object, or a BadRequest that says what is wrong (413 when too large)."""
-    return parse_json_object(await read_body(request, limit))
+    return parse_json_object(await read_body(request, limits))
 
 
-async def read_optional_json_object(request: web.Request, limit: int = 64 << 10) -> dict:
+async def read_optional_json_object(request: web.Request, limits: RequestLimits | None = None,
+                                    limit: int = 64 << 10) -> dict:
     """Like read_json_object, but an empty body is {} (for actions whose options are all optional)."""
-    raw = await read_body(request, limit)
+    raw = await read_body(request, limits, limit)
     if not raw.strip():
         return {}
     return parse_json_object(raw)

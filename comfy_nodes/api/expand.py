@@ -19,8 +19,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-MAX_JOBS = 10000                  # jobs one request may create (count x combinations)
-MAX_EXPANDED_BYTES = 512 << 20    # prompt bytes one request may create (prompt size x jobs)
+MAX_JOBS = 10000                  # default jobs one request may create (count x combinations); limits.py
+MAX_EXPANDED_BYTES = 64 << 20     # default prompt + workflow bytes one request may store; limits.py
 SEED_INPUTS = ("seed", "noise_seed")
 # Fresh seeds are drawn from [0, 2**32): valid for every sampler and for custom nodes that hand the seed to
 # numpy (which refuses seeds >= 2**32); 4 billion values keep copies apart.
@@ -55,16 +55,19 @@ class Expanded:
     seeds: dict = field(default_factory=dict)     # "<node_id>.<input>" -> seed given to this job
 
 
-def check_count(count: Any) -> int:
-    """count as an int in 1..MAX_JOBS, or ExpansionError."""
+def check_count(count: Any, max_jobs: int | None = None) -> int:
+    """count as an int in 1..max_jobs (MAX_JOBS), or ExpansionError (TooManyJobs above max_jobs)."""
+    max_jobs = MAX_JOBS if max_jobs is None else max_jobs
     if count is None:
         return 1
     if isinstance(count, bool) or not isinstance(count, int):
         raise ExpansionError(f"count must be an integer, got {type(count).__name__}")
     if count < 1:
         raise ExpansionError(f"count must be at least 1, got {count}")
-    if count > MAX_JOBS:
-        raise TooManyJobs(f"count {count} is more than the limit of {MAX_JOBS} jobs per request")
+    if count > max_jobs:
+        shown = str(count) if count < 10**12 else f"of {len(str(count))} digits"
+        raise TooManyJobs(f"count {shown} is more than the limit of {max_jobs} jobs per request "
+                          "(max_jobs_per_request)")
     return count
 
 
@@ -117,7 +120,7 @@ def job_count(count: int, axes: Sequence[Axis], max_jobs: int | None = None) -> 
         if total > max_jobs:
             sizes = " x ".join([str(count)] + [str(len(x.values)) for x in axes])
             raise TooManyJobs(f"this request would create {sizes} jobs, more than the limit of {max_jobs} "
-                              "per request; split it")
+                              "per request (max_jobs_per_request); split it")
     return total
 
 
@@ -161,7 +164,7 @@ def apply_values(prompt: dict, values: dict[tuple[str, str], Any]) -> dict:
 def expand(prompt: dict, *, count: int = 1, axes: Sequence[Axis] = (), keep_seeds: bool = False,
            rng: random.Random | None = None, max_jobs: int | None = None) -> list[Expanded]:
     """The jobs for `count` copies of every combination of `axes` (see the module doc for order and seeds)."""
-    count = check_count(count)
+    count = check_count(count, max_jobs)
     job_count(count, axes, max_jobs)
     swept = {(a.node_id, a.input) for a in axes}
     seeds = [] if keep_seeds or count == 1 else seed_inputs(prompt, exclude=swept)
@@ -188,12 +191,13 @@ def derived_prompt_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i:0{width}d}" for i in range(1, n + 1)]
 
 
-def check_size(prompt_bytes: int, jobs: int, limit: int | None = None) -> None:
-    """TooManyJobs when jobs copies of a prompt of prompt_bytes would exceed limit (MAX_EXPANDED_BYTES) bytes."""
+def check_size(job_bytes: int, jobs: int, limit: int | None = None) -> None:
+    """TooManyJobs when `jobs` jobs storing up to job_bytes each (prompt + workflow) would exceed limit
+    (MAX_EXPANDED_BYTES) bytes."""
     limit = MAX_EXPANDED_BYTES if limit is None else limit
-    if prompt_bytes * jobs > limit:
-        raise TooManyJobs(f"{jobs} copies of a {prompt_bytes}-byte prompt are more than the limit of "
-                          f"{limit} bytes per request; send fewer jobs per request")
+    if job_bytes * jobs > limit:
+        raise TooManyJobs(f"{jobs} jobs of up to {job_bytes} bytes each (prompt + workflow) are more than the limit "
+                          f"of {limit} bytes per request (max_stored_bytes_per_request); send fewer jobs per request")
 
 
 def prompt_object(prompt: Any) -> dict:

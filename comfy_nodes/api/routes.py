@@ -3,8 +3,9 @@ pause switch, workers, stats, health and artifact downloads.
 
 add_routes(routes, service, prefix="/comfymq") registers the handlers on a route table: ComfyUI's
 PromptServer.instance.routes (which also serves them under /api/...) or a fresh app's (the standalone host,
-tests). Every handler answers errors as JSON {"error": {"type", "message"}} by itself, so it needs no
-middleware of ComfyUI's. Blocking store and broker calls run on the service's thread pool.
+tests). Every handler applies the site rules (Host, Origin, Content-Type: api/site_policy.py) and the token, and
+answers errors as JSON {"error": {"type", "message"}} by itself (api/guards.py), so it needs no middleware of
+ComfyUI's. Blocking store and broker calls run on the service's thread pool.
 
   POST   /comfymq/tasks                 queue one job, or many (count, sweep) committed all-or-nothing
   GET    /comfymq/tasks                 list: ?state=a,b &batch= &since= &until= (enqueue time, ms) &cursor=
@@ -23,7 +24,8 @@ middleware of ComfyUI's. Blocking store and broker calls run on the service's th
                                         {"worker_id": id})
   GET    /comfymq/stats                 store stats + paused + workers online/busy/draining + broker
                                         {endpoint, public_key} | null
-  GET    /comfymq/health                200 when the queue is writable, else 503
+  GET    /comfymq/health                200 when the store takes writes, else 503; also without the token
+                                        (then {"status"} only, for monitors)
   GET    /comfymq/artifacts/{job}/{name}  a file recorded on that job
 
 POST /comfymq/tasks body (unknown keys are a 400 naming the key):
@@ -31,11 +33,13 @@ POST /comfymq/tasks body (unknown keys are a 400 naming the key):
   priority      int, default 1 (higher first)
   metadata      {"prompt_id"?, "create_time"?} only
   workflow      UI-format graph (object), kept so the job can be loaded back into the canvas
-  count         1..10000 copies; with count > 1 each copy gets fresh random seeds (see expand.py)
+  count         1..max_jobs_per_request copies (10000); with count > 1 each copy gets fresh random seeds
   keep_seeds    true: copies keep the prompt's seeds
   sweep         {"<node_id>.<input>": [values...]}: one job per combination
   max_attempts  1..100 (default 3);  timeout: seconds per run (null = none);  owner: str
   batch_id      [A-Za-z0-9][A-Za-z0-9._:-]{0,127}; jobs of a count/sweep request get a new one if not given
+One request may create at most max_jobs_per_request jobs storing at most max_stored_bytes_per_request bytes of
+prompts and workflows (api/limits.py): more is a 413 naming the limit, and nothing is queued.
 A repeated metadata.prompt_id returns the existing job ("existed": true). With count or sweep the given
 prompt_id is a prefix: job i (1-based) gets "<prompt_id>-0001"..., so the same request sent again returns
 the same jobs; without one each job gets a fresh uuid4.
@@ -61,8 +65,11 @@ from aiohttp import web
 from .. import native
 from . import auth
 from . import expand as ex
-from .errors import ApiError, BadRequest, json_handler, read_json_object, read_optional_json_object
-from .seed_routes import parse_task, task_view
+from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
+from .guards import protect
+from .limits import RequestLimits
+from .site_policy import SitePolicy
+from .seed_routes import health_status, parse_task, task_view
 from .views import full_view, summary_view
 
 log = logging.getLogger("comfymq.api")
@@ -99,7 +106,8 @@ def check_batch_id(value) -> str:
 class Submission:
     """A checked POST /comfymq/tasks body."""
 
-    def __init__(self, body: dict):
+    def __init__(self, body: dict, limits: RequestLimits | None = None):
+        self.limits = limits or RequestLimits()
         for key in body:
             if key not in TASK_FIELDS:
                 raise BadRequest(f"unknown field '{key}' (allowed: {', '.join(TASK_FIELDS)})")
@@ -117,7 +125,7 @@ class Submission:
             raise BadRequest(f"workflow must be an object (ComfyUI's UI-format graph), "
                              f"got {type(self.workflow).__name__}")
         try:
-            self.count = ex.check_count(body.get("count"))
+            self.count = ex.check_count(body.get("count"), self.limits.max_jobs_per_request)
         except ex.TooManyJobs as e:
             raise ApiError(413, "too_many_jobs", str(e)) from None
         except ex.ExpansionError as e:
@@ -164,25 +172,43 @@ class Submission:
                 "owner": self.owner}
 
 
+def _text_bytes(value) -> int:
+    """Bytes of value as JSON text (its size only: whether the store takes it is the store's to say)."""
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def stored_bytes_per_job(prompt: dict, axes, seeded: int, workflow_text: str | None) -> int:
+    """An upper bound of the prompt + workflow bytes one job of this expansion stores: the prompt as the store is
+    handed it (json.dumps, as the native module turns a dict into text), plus the longest value of every sweep
+    axis and a full-width seed for each of `seeded` seed inputs, plus the workflow text. Computed before any job
+    is built, so a refusal costs nothing."""
+    text = _text_bytes(prompt)
+    extra = sum(max(_text_bytes(v) for v in a.values) for a in axes) + seeded * len(str(ex.SEED_LIMIT))
+    return text + extra + (len(workflow_text.encode("utf-8", "surrogatepass")) if workflow_text else 0)
+
+
 def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
     """The enqueue_many() dicts for an expanding request, the per-job extras for the answer, and the batch
-    id. Runs on the pool (it parses and copies prompts)."""
+    id. Runs on the pool (it parses and copies prompts). The jobs share every node they do not change, and the
+    workflow text, so what this holds stays small next to what the store is handed; the limits bound the rest
+    before anything is built (TooManyJobs)."""
     n = native.load()
     n.validate_prompt(sub.prompt)  # the core's own message, not one per copy
     prompt = ex.prompt_object(sub.prompt)
     axes = ex.parse_sweep(prompt, sub.sweep)
-    total = ex.job_count(sub.count, axes)
-    prompt_bytes = len(sub.prompt.encode("utf-8", "surrogatepass")) if isinstance(sub.prompt, str) else None
+    total = ex.job_count(sub.count, axes, sub.limits.max_jobs_per_request)
     workflow_text = None
     if sub.workflow is not None:
         try:
             workflow_text = json.dumps(sub.workflow, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise BadRequest(f"workflow is not valid JSON: {e}") from None
-    if prompt_bytes is None:
-        prompt_bytes = len(json.dumps(prompt, ensure_ascii=False))
-    ex.check_size(prompt_bytes + len(workflow_text or ""), total)
-    jobs = ex.expand(prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds)
+    swept = {(a.node_id, a.input) for a in axes}
+    seeded = 0 if sub.keep_seeds or sub.count == 1 else len(ex.seed_inputs(prompt, exclude=swept))
+    per_job = stored_bytes_per_job(prompt, axes, seeded, workflow_text)
+    ex.check_size(per_job, total, sub.limits.max_stored_bytes_per_request)
+    jobs = ex.expand(prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds,
+                     max_jobs=sub.limits.max_jobs_per_request)
     batch_id = sub.batch_id or uuid.uuid4().hex
     # "<prefix>-0001"...: the suffix is the job's place in its batch (the worker passes it to the Job Info node).
     ids = ex.derived_prompt_ids(sub.prompt_id or uuid.uuid4().hex, total)
@@ -310,20 +336,24 @@ def resolve_artifact(root: Path, relative: str) -> Path | None:
 # ---- routes ----------------------------------------------------------------------------------------------
 
 
-def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", token: str | None = None) -> None:
+LOOPBACK_ONLY = SitePolicy()
+
+
+def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", token: str | None = None,
+               site: SitePolicy | None = LOOPBACK_ONLY, limits: RequestLimits | None = None) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
-    With a token, every handler itself requires `Authorization: Bearer <token>` (401 otherwise): inside
-    ComfyUI that guards these routes, and their /api/... copies, without a middleware on ComfyUI's app."""
+    Every handler itself applies the site rules of `site` (api/site_policy.py; default: an API on loopback with
+    nothing allowed on top) and, with a token, requires `Authorization: Bearer <token>` (401 otherwise): inside
+    ComfyUI that guards these routes, and their /api/... copies, without a middleware on ComfyUI's app. site=None
+    leaves the site rules to the app's own middleware (the standalone host). `limits`: api/limits.py."""
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     store_call = service.call
-    guard = auth.token_guard(token) if token is not None else None
+    limits = limits or RequestLimits()
 
     def handle(method: str, path: str):
         def register(fn):
-            wrapped = json_handler(fn)
-            if guard is not None:
-                wrapped = guard(wrapped)
+            wrapped = protect(fn, site=site, token=token)
             if method == "GET":
                 routes.get(prefix + path)(wrapped)  # HEAD too
             else:
@@ -369,7 +399,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
 
     @handle("POST", "/tasks")
     async def post_tasks(request: web.Request) -> web.Response:
-        sub = Submission(await read_json_object(request))
+        sub = Submission(await read_json_object(request, limits), limits)
         if not sub.expands:
             result = await store_call(service.store.enqueue, sub.prompt, workflow=sub.workflow,
                                       metadata=sub.metadata, batch_id=sub.batch_id, **sub.common())
@@ -438,7 +468,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     @handle("POST", "/tasks/{id}/cancel")
     async def cancel_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
-        body = await read_optional_json_object(request)
+        body = await read_optional_json_object(request, limits)
         for key in body:
             if key != "reason":
                 raise BadRequest(f"unknown field '{key}' (allowed: reason)")
@@ -451,7 +481,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     @handle("POST", "/tasks/{id}/retry")
     async def retry_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
-        await read_optional_json_object(request)
+        await read_optional_json_object(request, limits)
         await store_call(service.store.retry, job_id)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
@@ -519,7 +549,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     @handle("POST", "/batches/{id}/cancel")
     async def cancel_batch(request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
-        await read_optional_json_object(request)
+        await read_optional_json_object(request, limits)
         if not (await store_call(service.store.list, batch_id=batch_id, limit=1))["jobs"]:
             raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
         # one commit: every pending or running job of the batch is cancelled, or (on an error) none is
@@ -534,7 +564,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
 
     @handle("POST", "/workers/refresh")
     async def refresh_workers(request: web.Request) -> web.Response:
-        body = await read_optional_json_object(request)
+        body = await read_optional_json_object(request, limits)
         for key in body:
             if key != "worker_id":
                 raise BadRequest(f"unknown field '{key}' (allowed: worker_id)")
@@ -551,7 +581,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     @handle("POST", "/workers/{id}/drain")
     async def drain_worker(request: web.Request) -> web.Response:
         worker_id = request.match_info["id"]
-        body = await read_optional_json_object(request)
+        body = await read_optional_json_object(request, limits)
         for key in body:
             if key != "drain":
                 raise BadRequest(f"unknown field '{key}' (allowed: drain)")
@@ -591,13 +621,17 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         return web.json_response(body)
 
     @handle("GET", "/health")
+    @auth.status_probe
     async def health(request: web.Request) -> web.Response:
         h = await store_call(service.health)
+        status = 200 if h["writable"] else 503
+        if not auth.authorized(request):  # a monitor without the token: the status, nothing else
+            return web.json_response({"status": health_status(h)}, status=status)
         stats = await store_call(service.store.stats) if h["writable"] else None
-        body = {"status": "ok" if h["writable"] else "unavailable", "queue": h, "stats": stats,
+        body = {"status": health_status(h), "queue": h, "stats": stats,
                 "paused": stats["paused"] if stats else None,
                 "workers": worker_summary(await workers_list()) if service.broker is not None else None}
-        return web.json_response(body, status=200 if h["writable"] else 503)
+        return web.json_response(body, status=status)
 
     # -- artifacts --
 

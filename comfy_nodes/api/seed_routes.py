@@ -3,17 +3,23 @@
   POST /tasks   {"prompt": <graph as JSON string or object>, "priority": int = 1,
                  "metadata": {"prompt_id"?, "create_time"?}}  -> {"status": "queued", "task": {...}}
   GET  /tasks/{id}                                             -> the task
-  GET  /health                                                 -> 200 when the queue is writable, else 503
+  GET  /health                                                 -> 200 when the store takes writes, else 503
 
 Only prompt, priority and metadata are accepted; metadata only prompt_id and create_time (missing ones are
 filled in). Any other key is a 400 naming it. The same prompt_id again returns the existing task.
+
+/health answers {"status": "ok" | "unavailable", "queue": {"writable", "problem", "free_bytes", "low_space",
+"data_dir"}, "stats"}: 503 only when the store cannot take a write; free space is reported, never judged. With
+a token configured it also answers without the token, then {"status"} only (for monitors).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from . import auth
 from .errors import BadRequest, read_json_object
+from .limits import RequestLimits
 
 TASK_FIELDS = ("prompt", "priority", "metadata")
 METADATA_FIELDS = ("prompt_id", "create_time")
@@ -62,10 +68,19 @@ def task_view(job: dict, prompt=None) -> dict:
     }
 
 
-def add_seed_routes(routes: web.RouteTableDef, service) -> None:
+def health_status(h: dict) -> str:
+    """The one word a /health answer leads with: "ok" when the store takes writes, else "unavailable"."""
+    return "ok" if h["writable"] else "unavailable"
+
+
+def add_seed_routes(routes: web.RouteTableDef, service, limits: RequestLimits | None = None) -> None:
+    """The seed routes, for an app whose middlewares apply the site rules, the token and JSON errors
+    (host/standalone.py)."""
+    limits = limits or RequestLimits()
+
     @routes.post("/tasks")
     async def post_task(request: web.Request) -> web.Response:
-        args = parse_task(await read_json_object(request))
+        args = parse_task(await read_json_object(request, limits))
         result = await service.call(service.store.enqueue, **args)
         job = await service.call(service.store.get, result["id"], with_prompt=False)
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}
@@ -84,8 +99,12 @@ def add_seed_routes(routes: web.RouteTableDef, service) -> None:
         return web.json_response({"task": task})
 
     @routes.get("/health")
+    @auth.status_probe
     async def health(request: web.Request) -> web.Response:
         h = await service.call(service.health)
+        status = 200 if h["writable"] else 503
+        if not auth.authorized(request):  # a monitor without the token: the status, nothing else
+            return web.json_response({"status": health_status(h)}, status=status)
         stats = await service.call(service.store.stats) if h["writable"] else None
-        body = {"status": "ok" if h["writable"] else "unavailable", "queue": h, "stats": stats}
-        return web.json_response(body, status=200 if h["writable"] else 503)
+        body = {"status": health_status(h), "queue": h, "stats": stats}
+        return web.json_response(body, status=status)

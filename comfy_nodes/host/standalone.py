@@ -1,7 +1,8 @@
 """The standalone host's aiohttp application and its runner.
 
 build_app() mounts the routes on a fresh app (tests use it directly); run_host() opens the store, serves
-until SIGINT/SIGTERM, and closes the store cleanly (a checkpoint, so the next start is fast).
+until SIGINT/SIGTERM (host/http_server.py: timeouts, JSON errors of the HTTP layer), and closes the store
+cleanly (a checkpoint, so the next start is fast).
 """
 
 from __future__ import annotations
@@ -12,31 +13,34 @@ import logging
 
 from aiohttp import web
 
-from ..api.auth import insecure_bind_warning, token_middleware
-from ..api.errors import json_errors
+from ..api.auth import insecure_bind_warning
+from ..api.guards import host_middlewares
+from ..api.limits import RequestLimits
 from ..api.routes import add_routes
 from ..api.seed_routes import add_seed_routes
+from ..api.site_policy import SitePolicy
+from ..config import check_token
 from ..service import BrokerSettings, QueueService
+from .http_server import ServerSettings, serve
 
 log = logging.getLogger("comfymq.host")
 
-DEFAULT_MAX_BODY = 64 << 20
 
-
-def build_app(service: QueueService, *, max_body: int = DEFAULT_MAX_BODY,
-              token: str | None = None) -> web.Application:
+def build_app(service: QueueService, *, token: str | None = None, site: SitePolicy | None = None,
+              limits: RequestLimits | None = None) -> web.Application:
     """The host's app: the seed contract (/tasks, /health) and the /comfymq API (also under /api/comfymq, as
-    inside ComfyUI). With a token, every route needs `Authorization: Bearer <token>`."""
-    middlewares = [json_errors]
-    if token is not None:
-        middlewares.insert(0, token_middleware(token))  # outermost: nothing runs for a request without it
-    app = web.Application(client_max_size=max_body, middlewares=middlewares)
-    app["max_body"] = max_body
+    inside ComfyUI). Every request passes the site rules of `site` (default: an API on loopback, nothing allowed
+    on top; api/site_policy.py), then, with a token, needs `Authorization: Bearer <token>` (config.check_token's
+    rule; /health answers its status without it). `limits`: api/limits.py."""
+    token = check_token(token)
+    site = site or SitePolicy()
+    limits = limits or RequestLimits()
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=host_middlewares(site, token))
     app["service"] = service
     routes = web.RouteTableDef()
-    add_seed_routes(routes, service)
-    add_routes(routes, service, prefix="/comfymq")
-    add_routes(routes, service, prefix="/api/comfymq")
+    add_seed_routes(routes, service, limits)
+    add_routes(routes, service, prefix="/comfymq", site=None, limits=limits)  # the middlewares check
+    add_routes(routes, service, prefix="/api/comfymq", site=None, limits=limits)
     app.add_routes(routes)
     return app
 
@@ -53,7 +57,10 @@ async def _retention_loop(service: QueueService, days: float, every: float = 360
 
 
 def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float,
-             broker: BrokerSettings | None, token: str | None = None) -> None:
+             broker: BrokerSettings | None, token: str | None = None, site: SitePolicy | None = None,
+             limits: RequestLimits | None = None, server: ServerSettings | None = None) -> None:
+    token = check_token(token)
+    site = site or SitePolicy.build([host])
     service = QueueService(data_dir, artifact_root, broker=broker)
     report = service.store.recovery_report
     log.info("store %s: %s", service.data_dir / "store", report["summary"])
@@ -64,7 +71,7 @@ def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, 
     warning = insecure_bind_warning(host, token)
     if warning:
         log.warning("%s", warning)
-    app = build_app(service, token=token)
+    app = build_app(service, token=token, site=site, limits=limits)
 
     async def start_background(app: web.Application) -> None:
         if retention_days > 0:
@@ -86,4 +93,4 @@ def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, 
                  f" (CURVE, broker public key {service.broker.public_key})" if service.broker.public_key else
                  " (plain text)")
     log.info("ComfyMQ host on http://%s:%d  (data: %s, artifacts: %s)", host, port, data_dir, service.artifact_root)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    serve(app, host, port, server or ServerSettings())  # a port that is taken raises, after the store closed

@@ -82,6 +82,7 @@ class WorkerBridge:
         self._wc = None
         self._caps: dict = {}
         self._unreachable: str | None = None
+        self._unhealthy: str | None = None  # why this link must be left (a part of the bridge broke)
         self.state = {"comfy_url": settings.comfy_url, "broker": settings.broker, "comfyui": "unknown",
                       "connected": False, "running": None, "message": "starting"}
 
@@ -147,7 +148,12 @@ class WorkerBridge:
                 delay, said = 1.0, None
                 self.state.update(comfyui="ok")
                 await self._serve(n, client, stats)
-                if self._unreachable and not self._stop.is_set():
+                if self._unhealthy and not self._stop.is_set():
+                    log.error("the ComfyMQ worker left the broker because %s; its jobs go to other workers; "
+                              "joining again", self._unhealthy)
+                    self.state.update(message=f"left: {self._unhealthy}")
+                    await self._sleep(1.0)
+                elif self._unreachable and not self._stop.is_set():
                     log.warning("ComfyUI at %s stopped answering (%s): left the broker; its job returns to the "
                                 "queue; waiting for ComfyUI", self.s.comfy_url, self._unreachable)
                     self.state.update(comfyui="unreachable", message=self._unreachable)
@@ -171,6 +177,7 @@ class WorkerBridge:
 
     async def _serve(self, n, client: ComfyClient, stats: dict) -> None:
         self._unreachable = None
+        self._unhealthy = None
         version = (stats.get("system") or {}).get("comfyui_version", "") if isinstance(stats, dict) else ""
         try:
             wc = n.WorkerClient(broker=self.s.broker, worker_id=self.s.worker_id, name=self.s.name,
@@ -193,17 +200,26 @@ class WorkerBridge:
         jobs: asyncio.Queue = asyncio.Queue()
         events: asyncio.Queue = asyncio.Queue()
         pumps_stop = threading.Event()
-        pumps = [threading.Thread(target=_pump, args=(wc.next_job, jobs, loop, pumps_stop), daemon=True,
-                                  name="comfymq-jobs"),
-                 threading.Thread(target=_pump, args=(wc.next_event, events, loop, pumps_stop), daemon=True,
-                                  name="comfymq-worker-events")]
+
+        def broken(reason: str) -> None:  # from a pump thread: leave the broker (BYE) and join again
+            def mark() -> None:
+                self._unhealthy = self._unhealthy or reason
+            try:
+                loop.call_soon_threadsafe(mark)
+            except RuntimeError:  # the loop is gone
+                pass
+
+        pumps = [threading.Thread(target=_pump, args=(wc.next_job, jobs, loop, pumps_stop, "job pump", broken),
+                                  daemon=True, name="comfymq-jobs"),
+                 threading.Thread(target=_pump, args=(wc.next_event, events, loop, pumps_stop, "event pump", broken),
+                                  daemon=True, name="comfymq-worker-events")]
         for t in pumps:
             t.start()
         done = asyncio.Event()
         ws_ready = asyncio.Event()
-        tasks = [asyncio.create_task(self._ws_loop(client, ws_ready, done)),
-                 asyncio.create_task(self._event_loop(wc, client, events)),
-                 asyncio.create_task(self._caps_loop(wc, client, done))]
+        tasks = [asyncio.create_task(self._ws_loop(client, ws_ready, done), name="websocket follower"),
+                 asyncio.create_task(self._event_loop(wc, client, events), name="event handler"),
+                 asyncio.create_task(self._caps_loop(wc, client, done), name="capability refresher")]
         runs: set[asyncio.Task] = set()
         # wait for ComfyUI's websocket (up to 10 s), but not past a stop
         ready, stopping = asyncio.create_task(ws_ready.wait()), asyncio.create_task(self._stop.wait())
@@ -213,10 +229,13 @@ class WorkerBridge:
         if not ws_ready.is_set() and not self._stop.is_set():
             self._unreachable = "its websocket did not open"
         try:
-            while not self._stop.is_set() and not self._unreachable:
+            while not self._stop.is_set() and not self._unreachable and not self._unhealthy:
                 try:
                     job = await asyncio.wait_for(jobs.get(), 0.25)
                 except asyncio.TimeoutError:
+                    for t in tasks:  # a background task that ended by itself is a broken bridge
+                        if t.done() and not t.cancelled() and t.exception() is not None:
+                            self._unhealthy = f"its {t.get_name()} failed: {t.exception()!r}"
                     continue
                 t = asyncio.create_task(self._run_job(wc, client, job))
                 runs.add(t)
@@ -235,9 +254,9 @@ class WorkerBridge:
             pumps_stop.set()
             for t in pumps:
                 t.join(2)
-            # Leaving because ComfyUI is gone: say BYE so the broker requeues our job now. Stopping: no BYE;
-            # the lease runs out (a restart with the same worker id keeps what it still holds).
-            wc.close(bye=bool(self._unreachable))
+            # Leaving because ComfyUI is gone or the bridge broke: say BYE so the broker requeues our job now.
+            # Stopping: no BYE; the lease runs out (a restart with the same worker id keeps what it still holds).
+            wc.close(bye=bool(self._unreachable or self._unhealthy))
             self._wc = None
             self.state.update(connected=False, running=None)
 
@@ -274,37 +293,49 @@ class WorkerBridge:
     async def _event_loop(self, wc, client: ComfyClient, events: asyncio.Queue) -> None:
         while True:
             e = await events.get()
-            kind = e.get("type")
-            if kind == "cancel":
-                run = self._by_job.get(e.get("job_id"))
-                if run is not None and run.cancel_reason is None:
-                    run.cancel_reason = e.get("reason") or "cancelled"
-                    run.cancel_event.set()
-            elif kind in ("ack", "nack"):
-                path = self._uploads.pop(e.get("job_id"), None)
-                if kind == "ack" and e.get("kind") == "resend_files" and path is not None:
-                    self._uploads[e["job_id"]] = path  # the client sends them again
-                elif path is not None:
-                    shutil.rmtree(path, ignore_errors=True)
-                if kind == "nack":
-                    log.warning("the host refused the result of job %s: %s", e.get("job_id"), e.get("reason"))
-            elif kind == "connected":
-                self.state.update(connected=True)
-                log.info("worker %s joined the broker %s", self.s.worker_id, self.s.broker)
-            elif kind in ("disconnected", "refused"):
-                self.state.update(connected=False, message=f"{kind}: {e.get('reason')}")
-                log.warning("broker link %s: %s (retry in %ss)", kind, e.get("reason"), e.get("retry_in"))
-            elif kind == "caps_request":
-                await self._refresh_caps(wc, client, force=True)
-            elif kind == "log":
-                log.log(logging.WARNING if e.get("level") == "warning" else logging.INFO, "%s", e.get("message"))
+            try:
+                await self._on_event(wc, client, e)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one event's bug must not end the handling of the others
+                log.exception("the worker bridge could not handle the event %r", e)
+
+    async def _on_event(self, wc, client: ComfyClient, e: dict) -> None:
+        kind = e.get("type")
+        if kind == "cancel":
+            run = self._by_job.get(e.get("job_id"))
+            # The lease, not the job: a cancel of an earlier run must not stop a later run of the same job.
+            if run is not None and run.job.get("token") == e.get("token") and run.cancel_reason is None:
+                run.cancel_reason = e.get("reason") or "cancelled"
+                run.cancel_event.set()
+        elif kind in ("ack", "nack"):
+            path = self._uploads.pop(e.get("job_id"), None)
+            if kind == "ack" and e.get("kind") == "resend_files" and path is not None:
+                self._uploads[e["job_id"]] = path  # the client sends them again
+            elif path is not None:
+                shutil.rmtree(path, ignore_errors=True)
+            if kind == "nack":
+                log.warning("the host refused the result of job %s: %s", e.get("job_id"), e.get("reason"))
+        elif kind == "connected":
+            self.state.update(connected=True)
+            log.info("worker %s joined the broker %s", self.s.worker_id, self.s.broker)
+        elif kind in ("disconnected", "refused"):
+            self.state.update(connected=False, message=f"{kind}: {e.get('reason')}")
+            log.warning("broker link %s: %s (retry in %ss)", kind, e.get("reason"), e.get("retry_in"))
+        elif kind == "caps_request":
+            await self._refresh_caps(wc, client, force=True)
+        elif kind == "log":
+            log.log(logging.WARNING if e.get("level") == "warning" else logging.INFO, "%s", e.get("message"))
 
     async def _caps_loop(self, wc, client: ComfyClient, done: asyncio.Event) -> None:
         while not done.is_set():
             try:
                 await asyncio.wait_for(done.wait(), self.s.caps_refresh)
             except asyncio.TimeoutError:
-                await self._refresh_caps(wc, client)
+                try:
+                    await self._refresh_caps(wc, client)
+                except Exception:  # noqa: BLE001 - the next round tries again
+                    log.exception("could not refresh capabilities")
 
     async def _refresh_caps(self, wc, client: ComfyClient, force: bool = False) -> None:
         try:
@@ -546,12 +577,23 @@ def _batch_index(extra: dict) -> int | None:
     return int(tail) - 1
 
 
-def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
-    """Moves what a blocking native call returns (next_job / next_event, 0.25 s at a time) into the loop."""
+def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event, what: str,
+          broken) -> None:
+    """Moves what a blocking native call returns (next_job / next_event, 0.25 s at a time) into the loop.
+
+    Never ends silently: a job the client could not hand over (ValueError naming the job, which the client
+    failed) is logged and the pump goes on; any other error is logged and reported through broken(reason), so
+    the bridge leaves the broker (BYE: its jobs go elsewhere) instead of holding them without running them."""
     while not stop.is_set():
         try:
             item = fetch(0.25)
-        except Exception:  # noqa: BLE001 - the client was closed
+        except ValueError as e:
+            log.error("the worker's %s skipped a job: %s", what, e)
+            continue
+        except Exception as e:  # noqa: BLE001 - the client was closed, or broke
+            if not stop.is_set():
+                log.error("the worker's %s stopped: %s: %s", what, type(e).__name__, e)
+                broken(f"its {what} stopped ({type(e).__name__}: {e})")
             return
         if item is None:
             continue

@@ -61,7 +61,9 @@ export class MQClient {
     const headers = {};
     const token = this.token();
     if (token) headers.Authorization = "Bearer " + token;
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    // Every request but a GET says it is JSON, also without a body: the host refuses any other state-changing
+    // request (a web page on another site could send it without asking).
+    if (method !== "GET") headers["Content-Type"] = "application/json";
     let res;
     try {
       res = await this.api.fetchApi("/comfymq" + route, {

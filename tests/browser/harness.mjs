@@ -79,7 +79,9 @@ export async function startComfy(o = {}) {
     log: () => log,
     /** @param {string} route @param {RequestInit} [init] */
     async api(route, init) {
-      const headers = {...(o.token ? {Authorization: "Bearer " + o.token} : {}), ...(init?.headers || {})};
+      const headers = {...(o.token ? {Authorization: "Bearer " + o.token} : {}),
+        // as the panel's client: every request but a GET says it is JSON (the host refuses it otherwise)
+        ...((init?.method || "GET") !== "GET" ? {"Content-Type": "application/json"} : {}), ...(init?.headers || {})};
       const r = await fetch(url + route, {...init, headers});
       const text = await r.text();
       if (!r.ok) throw new Error(`${init?.method || "GET"} ${route}: ${r.status} ${text}`);

@@ -12,6 +12,7 @@ import {jobLabel, batchLabel, progressFraction, durations} from "../../js/lib/mo
 import {batchIdFor, applyPromptValues} from "../../js/lib/enqueue.js";
 import {userRebound} from "../../js/lib/shortcut.js";
 import {QueueView} from "../../js/panel/queue-view.js";
+import {MQClient} from "../../js/lib/client.js";
 import {WorkersView} from "../../js/panel/workers-view.js";
 
 const SEED_OPTS = {min: 0, max: 0xffffffffffffffff, step: 10, step2: 1, precision: 0};
@@ -592,6 +593,32 @@ describe("views", () => {
     await new Promise((r) => setTimeout(r, 10));
     assert.equal(online, 1, "the rejoined worker is online");
     assert.equal(asked, 2);
+  });
+});
+
+describe("API client", () => {
+  it("says it sends JSON on every request but a GET, bodyless ones too (the host refuses them otherwise)", async () => {
+    /** @type {{route: string, init: any}[]} */
+    const sent = [];
+    const api = {
+      async fetchApi(/** @type {string} */ route, /** @type {any} */ init) {
+        sent.push({route, init});
+        return new Response("{}", {status: 200});
+      },
+      apiURL: (/** @type {string} */ r) => r,
+    };
+    const client = new MQClient(api, () => "tok-tok-tok");
+    await client.setPaused(true);
+    await client.cancelBatch("b1");
+    await client.retry("0123456789abcdef");
+    await client.remove("0123456789abcdef");
+    await client.refreshWorkers();
+    await client.enqueue({prompt: {}});
+    await client.queue();
+    const json = sent.map((s) => [s.init.method, s.init.headers["Content-Type"] || null]);
+    assert.deepEqual(json, [["POST", "application/json"], ["POST", "application/json"], ["POST", "application/json"],
+      ["DELETE", "application/json"], ["POST", "application/json"], ["POST", "application/json"], ["GET", null]]);
+    assert.ok(sent.every((s) => s.init.headers.Authorization === "Bearer tok-tok-tok"));
   });
 });
 

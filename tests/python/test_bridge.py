@@ -10,6 +10,7 @@ leave (the job goes back to the queue) and rejoin when ComfyUI answers again; ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -193,3 +194,65 @@ def test_capabilities_are_refreshed_on_demand(rig, caplog):
     service.broker.refresh_capabilities()  # what POST /comfymq/workers/refresh does
     wait_for(lambda: any("capabilities refreshed" in r.getMessage() for r in caplog.records), 10,
              "the worker to re-read /object_info")
+
+
+def test_a_cancel_for_an_earlier_run_does_not_stop_a_later_run_of_the_same_job(rig):
+    """CANCEL is matched by the lease (job id + token): a stale one, still queued when the same job came back to
+    this worker under a new token, must not stop the new run."""
+    service, _, bridge = rig
+    jid = service.store.enqueue(save_graph(seconds=2, tag="second-run"))["id"]
+    wait_for(lambda: state(service, jid)["state"] == "running", 20, "the job to run")
+    run = wait_for(lambda: bridge._by_job.get(jid), 10, "the bridge's run")
+    token = run.job["token"]
+    # What a cancel of an earlier run (another token) looks like when it reaches the bridge now.
+    stale = {"type": "cancel", "job_id": jid, "token": token ^ 0x5A5A, "reason": "an old run's cancel"}
+    asyncio.run_coroutine_threadsafe(bridge._on_event(bridge._wc, None, stale), bridge._loop).result(5)
+    j = done(service, jid)
+    assert j["state"] == "succeeded", j["error"]
+    assert run.cancel_reason is None
+
+
+def test_a_worker_client_that_breaks_under_the_bridge_is_left_with_a_bye_and_the_bridge_rejoins(rig, caplog):
+    """No exception ends the job pump silently: a pump that cannot go on is logged, the bridge says BYE (its jobs
+    go elsewhere) and joins again with a new client."""
+    service, _, bridge = rig
+    caplog.set_level("ERROR", logger="comfymq.worker")
+    first = service.broker.workers()[0]["connected_at"]
+    bridge._wc.close(bye=False)  # the client dies under the running pumps
+    wait_for(lambda: any("job pump stopped" in r.getMessage() for r in caplog.records), 10, "the pump's log line")
+    wait_for(lambda: (ws := service.broker.workers()) and ws[0]["online"] and ws[0]["connected_at"] > first, 30,
+             "the worker to join again")
+    jid = service.store.enqueue(save_graph())["id"]
+    assert done(service, jid)["state"] == "succeeded"
+
+
+def test_the_pump_logs_a_job_the_client_could_not_hand_over_and_goes_on(caplog):
+    """The binding fails a job Python cannot read and raises ValueError naming it: the pump logs it and keeps
+    taking jobs (it used to end there, silently)."""
+    import threading
+
+    from comfy_nodes.worker.bridge import _pump
+
+    caplog.set_level("ERROR", logger="comfymq.worker")
+    given = iter([ValueError("job 0123456789abcdef: worker could not read the job (failed it)"), {"job_id": "x"}])
+    loop = asyncio.new_event_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+    broken = []
+
+    def fetch(timeout):
+        item = next(given, None)
+        if isinstance(item, Exception):
+            raise item
+        if item is None:
+            stop.set()
+        return item
+
+    t = threading.Thread(target=_pump, args=(fetch, queue, loop, stop, "job pump", broken.append))
+    t.start()
+    t.join(5)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert queue.get_nowait() == {"job_id": "x"}, "the pump went on after the bad job"
+    assert any("0123456789abcdef" in r.getMessage() for r in caplog.records)
+    assert broken == []
+    loop.close()

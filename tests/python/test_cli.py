@@ -4,9 +4,11 @@ and one-line errors with exit status 1."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,3 +98,43 @@ def test_unreachable_host_and_bad_sweep_are_one_line_errors(tmp_path):
         assert len(lines) == 1 and needle in lines[0], r.stderr
     r = cli("worker", "--capacity", "0", "--data-dir", str(tmp_path))
     assert r.returncode == 1 and "capacity" in r.stderr
+
+
+# ---- the host's HTTP settings: one token rule, checked values, a client that sends what the host wants --------
+
+
+@pytest.mark.parametrize("args, env, needle", [
+    (("--token=a",), {}, "at least 8"),
+    (("--token", "two words"), {}, "visible ASCII"),
+    ((), {"COMFYMQ_TOKEN": "short"}, "at least 8"),
+    (("--allow-host", "http://x"), {}, "allowed_hosts"),
+    (("--allow-origin", "x.example"), {}, "allowed_origins"),
+    (("--read-timeout", "0"), {}, "http_read_timeout"),
+    (("--max-jobs-per-request", "0"), {}, "max_jobs_per_request"),
+    ((), {"COMFYMQ_HTTP_KEEPALIVE_TIMEOUT": "-1"}, "keepalive_timeout"),
+])
+def test_host_refuses_bad_http_settings_before_it_starts(tmp_path, args, env, needle):
+    """Before: `--token=a` started a host although the configuration wants 8+ characters."""
+    r = subprocess.run([sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(tmp_path), "--port",
+                        str(free_port()), "--workers-bind", "off", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=30, env={**{k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_")},
+                                        **env})
+    assert r.returncode == 1, r.stderr
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "store").exists()  # refused before the store was opened
+
+
+def test_the_clients_bodyless_posts_say_they_are_json(host):
+    """The host refuses a state-changing request without Content-Type: application/json; the CLI's client
+    sends it on every request but a GET."""
+    from comfy_nodes.remote import call
+
+    url, _ = host
+    assert call(url + "/comfymq/queue/pause", "POST")["paused"] is True
+    assert call(url + "/comfymq/queue/resume", "POST")["paused"] is False
+    req = urllib.request.Request(url + "/comfymq/queue/pause", method="POST")  # what a web page could send
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 415
+    assert call(url + "/comfymq/queue")["paused"] is False

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from comfy_nodes.config import ConfigError, load_config, stable_worker_id
+from comfy_nodes.config import ConfigError, check_token, load_config, stable_worker_id
 
 KEY = "rq:rq}J!6u)0R4wqS{T$cW*1Qzy%g#x(+DXkLE.c"  # 40 Z85 characters
 
@@ -75,3 +77,57 @@ def test_worker_id_is_stable_across_restarts(tmp_path):
     a = stable_worker_id(str(tmp_path))
     assert a == stable_worker_id(str(tmp_path))
     assert (tmp_path / "worker_id").read_text().strip() == a
+
+
+# ---- the one token rule (config.check_token), and the HTTP keys --------------------------------------------
+
+
+@pytest.mark.parametrize("token, needle", [("a", "at least 8"), ("short77", "7 characters"),
+                                           ("two words", "position 4"), ("tab\there!", "position 4"),
+                                           ("caf\u00e9-token", "position 4"), ("x" * 1025, "1025 characters")])
+def test_a_bad_token_is_refused_in_env_and_toml_alike(tmp_path, token, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config({"COMFYMQ_TOKEN": token}, user_dir=str(tmp_path))
+    assert "token" in str(e.value) and needle in str(e.value) and "visible ASCII" in str(e.value)
+    assert token not in str(e.value) or len(token) < 2  # the rule, never the token itself
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text(f"token = {json.dumps(token)}\n")
+    with pytest.raises(ConfigError, match="visible ASCII"):
+        load_config({}, toml_path=toml)
+
+
+def test_token_rule_details():
+    assert check_token(None) is None and check_token("") is None and check_token("   ") is None
+    assert check_token("  padded-token \n") == "padded-token"
+    assert check_token("!#$%&()*+,-./:;<=>?@[]^_`{|}~") == "!#$%&()*+,-./:;<=>?@[]^_`{|}~"
+    with pytest.raises(ValueError, match="got a int"):
+        check_token(12345678)
+
+
+def test_http_keys_from_env_and_toml(tmp_path):
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text('allowed_hosts = ["comfy.lan", "192.168.1.5"]\nmax_jobs_per_request = 500\n'
+                    'http_read_timeout = 5\n')
+    cfg = load_config({"COMFYMQ_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080",
+                       "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST": "1048576"}, toml_path=toml)
+    assert cfg.allowed_hosts == ["comfy.lan", "192.168.1.5"]
+    assert cfg.allowed_origins == ["https://a.example", "http://b.example:8080"]
+    assert (cfg.max_jobs_per_request, cfg.max_stored_bytes_per_request, cfg.http_read_timeout) == (500, 1 << 20, 5.0)
+    assert cfg.max_body_bytes == 64 << 20 and cfg.http_body_timeout == 300.0
+    defaults = load_config({}, user_dir=str(tmp_path / "none"))
+    assert defaults.allowed_hosts == [] and defaults.max_jobs_per_request == 10000
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"COMFYMQ_ALLOWED_HOSTS": "http://comfy.lan"}, "allowed_hosts"),
+    ({"COMFYMQ_ALLOWED_HOSTS": "comfy.lan:8188"}, "allowed_hosts"),
+    ({"COMFYMQ_ALLOWED_ORIGINS": "comfy.lan"}, "allowed_origins"),
+    ({"COMFYMQ_MAX_JOBS_PER_REQUEST": "0"}, "max_jobs_per_request"),
+    ({"COMFYMQ_MAX_BODY_BYTES": "12"}, "max_body_bytes"),
+    ({"COMFYMQ_HTTP_READ_TIMEOUT": "0"}, "http_read_timeout"),
+    ({"COMFYMQ_HTTP_BODY_TIMEOUT": "nan"}, "http_body_timeout"),
+])
+def test_bad_http_values_are_one_clear_error(tmp_path, env, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(env, user_dir=str(tmp_path))
+    assert needle in str(e.value)

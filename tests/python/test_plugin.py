@@ -103,3 +103,45 @@ async def test_a_failing_start_leaves_routes_that_say_why(tmp_path, aiohttp_clie
             assert body["error"]["type"] == "unavailable" and "could not start" in body["error"]["message"]
     finally:
         held.close()
+
+
+async def test_the_plugins_routes_apply_the_site_rules_and_limits_of_its_config(tmp_path, aiohttp_client):
+    """Inside ComfyUI no middleware of ours runs: the routes the plugin registers check each request themselves,
+    with the configuration's allowed_hosts and limits (also on ComfyUI's /api copies)."""
+    env = {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}",
+           "COMFYMQ_ALLOWED_HOSTS": "comfy.lan", "COMFYMQ_MAX_JOBS_PER_REQUEST": "3", "COMFYMQ_TOKEN": "plugin-token"}
+    cfg = load_config(env, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+    plugin = Plugin(cfg)
+    routes = web.RouteTableDef()
+    plugin.start(routes)
+    try:
+        app = web.Application()
+        app.add_routes(routes)
+        app.add_routes([web.route(r.method, "/api" + r.path, r.handler, **r.kwargs)
+                        for r in routes if isinstance(r, web.RouteDef)])  # as ComfyUI's server does
+        client = await aiohttp_client(app)
+        good = {"Authorization": "Bearer plugin-token", "Content-Type": "application/json"}
+        for prefix in ("/comfymq", "/api/comfymq"):
+            r = await client.get(f"{prefix}/tasks", headers={**good, "Host": "evil.example:8188"})
+            assert r.status == 403 and (await r.json())["error"]["type"] == "host_not_allowed"
+            assert (await client.get(f"{prefix}/tasks", headers={**good, "Host": "comfy.lan:8188"})).status == 200
+            r = await client.post(f"{prefix}/queue/pause", headers={"Authorization": "Bearer plugin-token"})
+            assert r.status == 415
+            r = await client.post(f"{prefix}/tasks", headers=good,
+                                  json={"prompt": {"1": {"class_type": "A", "inputs": {}}}, "count": 4})
+            assert r.status == 413 and "max_jobs_per_request" in (await r.json())["error"]["message"]
+            assert (await client.get(f"{prefix}/health")).status == 200  # a monitor, without the token
+    finally:
+        plugin.close()
+
+
+async def test_a_plugin_token_follows_the_one_rule(tmp_path):
+    cfg = load_config({"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
+                      user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+    cfg.token = "short"  # set after the configuration was checked: the routes check it again
+    plugin = Plugin(cfg)
+    try:
+        with pytest.raises(ValueError, match="at least 8"):
+            plugin.start(web.RouteTableDef())
+    finally:
+        plugin.close()

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from comfy_nodes import _native as native
 from comfy_nodes.api import auth, expand
+from comfy_nodes.api.limits import RequestLimits
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import BrokerSettings, QueueService
@@ -20,6 +21,7 @@ from conftest import assert_json_error, graph, now_ms, wait_for, wait_until_cloc
 pytestmark = pytest.mark.asyncio
 
 P = "/comfymq"
+JSON = {"Content-Type": "application/json"}  # what every client of the API sends on every non-GET request
 
 
 
@@ -249,10 +251,10 @@ async def test_too_many_jobs_is_413(client, service, body):
     assert service.store.stats()["total"] == 0
 
 
-async def test_too_many_expanded_bytes_is_413(client, service, monkeypatch):
-    monkeypatch.setattr(expand, "MAX_EXPANDED_BYTES", 2000)
+async def test_too_many_expanded_bytes_is_413(aiohttp_client, service):
+    client = await aiohttp_client(build_app(service, limits=RequestLimits(max_stored_bytes_per_request=2000)))
     err = await assert_json_error(await client.post(f"{P}/tasks", json={"prompt": graph(), "count": 50}), 413)
-    assert "2000" in err["message"]
+    assert "2000" in err["message"] and "max_stored_bytes_per_request" in err["message"]
     assert service.store.stats()["total"] == 0
     await submit(client, {"prompt": graph(), "count": 2})
 
@@ -267,7 +269,7 @@ async def test_the_limit_itself_is_accepted(client, service):
 
 
 async def test_oversized_bodies_are_413(aiohttp_client, service):
-    client = await aiohttp_client(build_app(service, max_body=1024))
+    client = await aiohttp_client(build_app(service, limits=RequestLimits(max_body_bytes=1024)))
     big = {"prompt": {"1": {"class_type": "A", "inputs": {"text": "x" * 4000}}}}
     err = await assert_json_error(await client.post(f"{P}/tasks", json=big), 413)
     assert "1024" in err["message"]
@@ -283,10 +285,10 @@ async def test_oversized_bodies_are_413(aiohttp_client, service):
 
 
 async def test_oversized_content_length_is_refused_before_the_body_arrives(aiohttp_client, service):
-    client = await aiohttp_client(build_app(service, max_body=1024))
+    client = await aiohttp_client(build_app(service, limits=RequestLimits(max_body_bytes=1024)))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
-        writer.write(b"POST /comfymq/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(b"POST /comfymq/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100000000\r\n\r\n{\"prompt\": ")
         await writer.drain()
         # Only 11 of 100 MB were sent: an answer now means the server did not wait for the rest.
@@ -408,7 +410,7 @@ async def test_unknown_or_malformed_ids_are_404(client, job_id):
     await submit(client, {"prompt": graph()})
     for method, url in [("GET", f"{P}/tasks/{job_id}"), ("POST", f"{P}/tasks/{job_id}/cancel"),
                         ("POST", f"{P}/tasks/{job_id}/retry"), ("DELETE", f"{P}/tasks/{job_id}")]:
-        err = await assert_json_error(await client.request(method, url), 404)
+        err = await assert_json_error(await client.request(method, url, headers=JSON), 404)
         assert err["type"] == "not_found"
         if job_id != "0000000000000001":
             assert "16 lowercase hex" in err["message"]
@@ -417,37 +419,39 @@ async def test_unknown_or_malformed_ids_are_404(client, job_id):
 async def test_cancel_retry_delete_transitions(client, service):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     # pending: cannot be retried or deleted
-    assert (await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry"), 409))["type"] == "conflict"
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}"), 409)
+    err = await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON), 409)
+    assert err["type"] == "conflict"
+    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 409)
     body = await ok(await client.post(f"{P}/tasks/{jid}/cancel", json={"reason": "changed my mind"}))
     assert body["job"]["state"] == "cancelled"
     assert body["job"]["error"]["message"] == "changed my mind"
-    await assert_json_error(await client.post(f"{P}/tasks/{jid}/cancel"), 409)
-    body = await ok(await client.post(f"{P}/tasks/{jid}/retry"))
+    await assert_json_error(await client.post(f"{P}/tasks/{jid}/cancel", headers=JSON), 409)
+    body = await ok(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON))
     assert body["job"]["state"] == "pending" and body["job"]["error"] is None
     # running: can be cancelled, not deleted
     lease = service.store.take("w")
     assert lease["job_id"] == jid
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}"), 409)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry"), 409)
-    body = await ok(await client.post(f"{P}/tasks/{jid}/cancel"))
+    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 409)
+    await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON), 409)
+    body = await ok(await client.post(f"{P}/tasks/{jid}/cancel", headers=JSON))
     assert body["job"]["state"] == "cancelled"
     with pytest.raises(native.LeaseLostError):
         service.store.complete(jid, lease["token"])
-    assert (await ok(await client.delete(f"{P}/tasks/{jid}"))) == {"deleted": jid}
+    assert (await ok(await client.delete(f"{P}/tasks/{jid}", headers=JSON))) == {"deleted": jid}
     await assert_json_error(await client.get(f"{P}/tasks/{jid}"), 404)
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}"), 404)
+    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 404)
     # succeeded: no cancel, no retry; delete works
     jid2 = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     finish(service, jid2)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/cancel"), 409)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/retry"), 409)
-    await ok(await client.delete(f"{P}/tasks/{jid2}"))
+    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/cancel", headers=JSON), 409)
+    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/retry", headers=JSON), 409)
+    await ok(await client.delete(f"{P}/tasks/{jid2}", headers=JSON))
     assert service.store.stats()["total"] == 0
 
 
 @pytest.mark.parametrize("raw, needle", [(b'{"why": 1}', "why"), (b'{"reason": 5}', "reason"),
-                                         (b"{nope", "JSON"), (b"[1]", "object")])
+                                         (b"{nope", "JSON"), (b"[1]", "object"),
+                                         (b'{"reason": "\\ud800"}', "surrogate")])  # found by the fuzzer: a 500
 async def test_cancel_rejects_bad_bodies(client, service, raw, needle):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     resp = await client.post(f"{P}/tasks/{jid}/cancel", data=raw, headers={"Content-Type": "application/json"})
@@ -461,13 +465,13 @@ async def test_cancel_rejects_bad_bodies(client, service, raw, needle):
 async def test_pause_and_resume(client, service):
     await submit(client, {"prompt": graph()})
     assert (await ok(await client.get(f"{P}/queue")))["paused"] is False
-    body = await ok(await client.post(f"{P}/queue/pause"))
+    body = await ok(await client.post(f"{P}/queue/pause", headers=JSON))
     assert body["paused"] is True and body["counts"]["pending"] == 1
-    assert (await ok(await client.post(f"{P}/queue/pause")))["paused"] is True  # idempotent
+    assert (await ok(await client.post(f"{P}/queue/pause", headers=JSON)))["paused"] is True  # idempotent
     assert service.store.paused is True
     assert service.store.take("w") is None
     assert (await ok(await client.get(f"{P}/stats")))["paused"] is True
-    assert (await ok(await client.post(f"{P}/queue/resume")))["paused"] is False
+    assert (await ok(await client.post(f"{P}/queue/resume", headers=JSON)))["paused"] is False
     assert service.store.take("w") is not None
     await assert_json_error(await client.get(f"{P}/queue/pause"), 405)
 
@@ -509,19 +513,19 @@ async def test_batch_cancel(client, service):
     finish(service, ids[0])
     lease = service.store.take("w")
     assert lease["job_id"] == ids[1]
-    result = await ok(await client.post(f"{P}/batches/to-cancel/cancel"))
+    result = await ok(await client.post(f"{P}/batches/to-cancel/cancel", headers=JSON))
     assert result["cancelled"] == 4
     assert result["jobs"] == ids[1:]  # oldest first
-    again = await ok(await client.post(f"{P}/batches/to-cancel/cancel"))
+    again = await ok(await client.post(f"{P}/batches/to-cancel/cancel", headers=JSON))
     assert again["cancelled"] == 0 and again["jobs"] == []
     states = [service.store.get(i)["state"] for i in ids]
     assert states == ["succeeded"] + ["cancelled"] * 4
     assert service.store.get(other)["state"] == "pending"
     b = await ok(await client.get(f"{P}/batches/to-cancel"))
     assert b["done_fraction"] == 1.0 and b["finished_at"] is not None
-    again = await ok(await client.post(f"{P}/batches/to-cancel/cancel"))
+    again = await ok(await client.post(f"{P}/batches/to-cancel/cancel", headers=JSON))
     assert again["cancelled"] == 0
-    await assert_json_error(await client.post(f"{P}/batches/nope/cancel"), 404)
+    await assert_json_error(await client.post(f"{P}/batches/nope/cancel", headers=JSON), 404)
 
 
 # ---- workers, stats, health -------------------------------------------------------------------------------
@@ -529,8 +533,9 @@ async def test_batch_cancel(client, service):
 
 async def test_worker_routes_without_a_broker(client):
     assert await ok(await client.get(f"{P}/workers")) == []
-    assert (await assert_json_error(await client.post(f"{P}/workers/w1/drain"), 503))["type"] == "no_broker"
-    await assert_json_error(await client.post(f"{P}/workers/refresh"), 503)
+    err = await assert_json_error(await client.post(f"{P}/workers/w1/drain", headers=JSON), 503)
+    assert err["type"] == "no_broker"
+    await assert_json_error(await client.post(f"{P}/workers/refresh", headers=JSON), 503)
     stats = await ok(await client.get(f"{P}/stats"))
     assert stats["workers"]["online"] == 0 and stats["broker"] is None
 
@@ -560,17 +565,17 @@ async def test_worker_routes_with_a_broker(aiohttp_client, cluster):
     assert stats["broker"] == {"endpoint": service.broker.endpoint, "public_key": None}
     assert stats["workers"]["online"] == 1 and stats["workers"]["busy"] == 0 and stats["workers"]["capacity"] == 1
 
-    assert await ok(await client.post(f"{P}/workers/w1/drain")) == {"worker_id": "w1", "draining": True}
+    assert await ok(await client.post(f"{P}/workers/w1/drain", headers=JSON)) == {"worker_id": "w1", "draining": True}
     await asyncio.to_thread(wait_for, lambda: service.broker.workers()[0]["draining"])
     assert (await ok(await client.get(f"{P}/workers")))[0]["draining"] is True
     assert (await ok(await client.get(f"{P}/stats")))["workers"]["draining"] == 1
     assert (await ok(await client.post(f"{P}/workers/w1/drain", json={"drain": False})))["draining"] is False
     await asyncio.to_thread(wait_for, lambda: not service.broker.workers()[0]["draining"])
 
-    await assert_json_error(await client.post(f"{P}/workers/nobody/drain"), 404)
+    await assert_json_error(await client.post(f"{P}/workers/nobody/drain", headers=JSON), 404)
     await assert_json_error(await client.post(f"{P}/workers/w1/drain", json={"drain": "no"}), 400)
     await assert_json_error(await client.post(f"{P}/workers/w1/drain", json={"x": 1}), 400)
-    assert (await ok(await client.post(f"{P}/workers/refresh")))["refreshing"] == "all"
+    assert (await ok(await client.post(f"{P}/workers/refresh", headers=JSON)))["refreshing"] == "all"
     assert (await ok(await client.post(f"{P}/workers/refresh", json={"worker_id": "w1"})))["refreshing"] == "w1"
     await assert_json_error(await client.post(f"{P}/workers/refresh", json={"worker_id": "nobody"}), 404)
 
@@ -675,7 +680,7 @@ async def test_artifact_path_checks(client, service, tmp_path):
 async def raw_get(client, target: str) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         data = await asyncio.wait_for(reader.read(), timeout=10)
     finally:
@@ -687,13 +692,13 @@ async def raw_get(client, target: str) -> tuple[int, bytes]:
 
 
 async def test_token_protects_every_route(aiohttp_client, service):
-    client = await aiohttp_client(build_app(service, token="s3cret"))
-    good = {"Authorization": "Bearer s3cret"}
-    for method, url in [("GET", f"{P}/stats"), ("GET", f"{P}/tasks"), ("POST", f"{P}/tasks"), ("GET", "/health"),
-                        ("POST", "/tasks"), ("GET", "/tasks/0000000000000001"), ("GET", "/no/such/route"),
-                        ("GET", f"/api{P}/stats")]:
+    client = await aiohttp_client(build_app(service, token="s3cret-token"))
+    good = {"Authorization": "Bearer s3cret-token"}
+    for method, url in [("GET", f"{P}/stats"), ("GET", f"{P}/tasks"), ("POST", f"{P}/tasks"), ("POST", "/tasks"),
+                        ("GET", "/tasks/0000000000000001"), ("GET", "/no/such/route"), ("GET", f"/api{P}/stats"),
+                        ("POST", f"{P}/health"), ("POST", "/health")]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"},
-                        {"Authorization": "s3cret"}, {"Authorization": "Bearer s3cret-and-more"}):
+                        {"Authorization": "s3cret-token"}, {"Authorization": "Bearer s3cret-token-and-more"}):
             resp = await client.request(method, url, headers=headers, json={"prompt": graph()})
             err = await assert_json_error(resp, 401)
             assert err["type"] == "unauthorized"
@@ -701,7 +706,7 @@ async def test_token_protects_every_route(aiohttp_client, service):
     assert service.store.stats()["total"] == 0
     assert (await client.get(f"{P}/stats", headers=good)).status == 200
     assert (await client.get("/health", headers=good)).status == 200
-    assert (await client.get(f"{P}/stats", headers={"Authorization": "bearer s3cret"})).status == 200
+    assert (await client.get(f"{P}/stats", headers={"Authorization": "bearer s3cret-token"})).status == 200
     body = await ok(await client.post(f"{P}/tasks", json={"prompt": graph()}, headers=good))
     seed = await ok(await client.post("/tasks", json={"prompt": graph()}, headers=good))
     assert (await ok(await client.get(f"/tasks/{body['task']['id']}", headers=good)))["task"]["state"] == "pending"
@@ -718,7 +723,7 @@ async def test_token_middleware_with_prefixes_leaves_other_routes_alone(aiohttp_
     routes.get("/comfymqx")(comfy_own)
     add_routes(routes, service, prefix="/comfymq")
     add_routes(routes, service, prefix="/api/comfymq")
-    app = web.Application(middlewares=[auth.token_middleware("tok", prefixes=("/comfymq", "/api/comfymq"))])
+    app = web.Application(middlewares=[auth.token_middleware("tok-tok-tok", prefixes=("/comfymq", "/api/comfymq"))])
     app.add_routes(routes)
     client = await aiohttp_client(app)
     assert (await client.get("/prompt")).status == 200
@@ -726,7 +731,7 @@ async def test_token_middleware_with_prefixes_leaves_other_routes_alone(aiohttp_
     await assert_json_error(await client.get(f"{P}/stats"), 401)
     await assert_json_error(await client.get(f"/api{P}/stats"), 401)
     await assert_json_error(await client.get("/%63omfymq/stats"), 401)
-    assert (await client.get(f"{P}/stats", headers={"Authorization": "Bearer tok"})).status == 200
+    assert (await client.get(f"{P}/stats", headers={"Authorization": "Bearer tok-tok-tok"})).status == 200
     assert (await client.options(f"{P}/stats")).status != 401  # CORS preflights carry no credentials
 
 
@@ -791,7 +796,7 @@ async def test_routes_answer_json_errors_without_middleware(aiohttp_client, serv
     app.add_routes(routes)
     client = await aiohttp_client(app)
     await assert_json_error(await client.get(f"{P}/tasks/0000000000000001"), 404)
-    await assert_json_error(await client.post(f"{P}/tasks", data=b"{nope"), 400)
+    await assert_json_error(await client.post(f"{P}/tasks", data=b"{nope", headers=JSON), 400)
     err = await assert_json_error(await client.post(f"{P}/tasks", json={"prompt": graph(), "x": "y" * 4000}), 413)
     assert "2048" in err["message"]
     await assert_json_error(await client.get(f"{P}/tasks?limit=0"), 400)
@@ -814,3 +819,19 @@ async def test_seed_contract_is_still_answered(client, service):
     again = await submit(client, {"prompt": graph(), "metadata": {"prompt_id": "s-1"}})
     assert again["existed"] is True and again["jobs"][0]["id"] == jid
     assert (await ok(await client.get(f"/api{P}/tasks/{jid}")))["job"]["prompt"] == graph(3)
+
+
+@pytest.mark.parametrize("path, body", [
+    (f"{P}/tasks", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\udfff"}'),
+    (f"{P}/tasks", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}'),
+    ("/tasks", b'{"prompt": {"\\ud800": {"class_type": "A", "inputs": {}}}}'),
+    (f"{P}/workers/refresh", b'{"worker_id": "\\udc00"}'),
+])
+async def test_lone_surrogates_are_refused_as_bad_json(client, service, path, body):
+    """A JSON escape of half a surrogate pair is not a character: never handed to the store (a 500 before)."""
+    err = await assert_json_error(await client.post(path, data=body, headers=JSON), 400)
+    assert "surrogate" in err["message"]
+    assert service.store.stats()["total"] == 0
+    emoji = await client.post(f"{P}/tasks", data=b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, '
+                                                 b'"owner": "\\ud83d\\ude00"}', headers=JSON)
+    assert emoji.status == 200  # a whole pair is a character

@@ -18,6 +18,7 @@ import uuid
 
 import pytest
 
+from comfy_nodes.api.limits import RequestLimits
 from comfy_nodes.host.standalone import build_app
 from conftest import REPO_ROOT, assert_json_error, graph, now_ms
 
@@ -167,7 +168,7 @@ async def test_post_json_non_object_body(client, service, payload, kind):
 
 @asyncio_mark
 async def test_body_larger_than_limit_is_413(aiohttp_client, service):
-    client = await aiohttp_client(build_app(service, max_body=1024))
+    client = await aiohttp_client(build_app(service, limits=RequestLimits(max_body_bytes=1024)))
     big = {"prompt": {"1": {"class_type": "A", "inputs": {"text": "x" * 4000}}}}
     resp = await client.post("/tasks", json=big)
     err = await assert_json_error(resp, 413)
@@ -240,7 +241,7 @@ async def test_health_when_store_is_closed_is_503(client, service):
 async def test_unknown_route_and_method(client):
     err = await assert_json_error(await client.get("/no/such/route"), 404)
     assert err["type"] == "not_found"
-    err = await assert_json_error(await client.delete("/tasks"), 405)
+    err = await assert_json_error(await client.delete("/tasks", headers={"Content-Type": "application/json"}), 405)
     assert err["type"] == "method_not_allowed"
 
 

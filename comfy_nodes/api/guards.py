@@ -1,0 +1,83 @@
+"""The checks every ComfyMQ request passes before its handler, in one order: site rules (site_policy.py: Host,
+Origin, Sec-Fetch-Site, Content-Type), then the token (auth.py), then the handler with JSON errors (errors.py).
+
+    app = web.Application(middlewares=host_middlewares(site, token))     # the standalone host: every route
+    routes.get(path)(protect(handler, site=site, token=token))            # inside ComfyUI: per handler
+
+Inside ComfyUI no middleware of ComfyMQ's runs (the app is ComfyUI's), so each handler carries the checks itself
+and its /api/... copy, which ComfyUI registers with the same handler, carries them too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from aiohttp import web
+
+from . import auth
+from .errors import error_response, json_errors, json_handler
+from .site_policy import SitePolicy, refusal
+
+log = logging.getLogger("comfymq.api")
+_reported: set = set()  # refusals logged as warnings: each kind and value once, at most 256 (later ones at debug)
+_MAX_REPORTED = 256
+
+
+def site_refusal(request: web.Request, policy: SitePolicy) -> web.Response | None:
+    """The JSON refusal for a request the site rules refuse, or None."""
+    r = refusal(policy, request.method, request.headers, lambda name: request.headers.getall(name, []))
+    if r is None:
+        return None
+    key = (r.type, request.headers.get("Host"), request.headers.get("Origin"))
+    level = logging.DEBUG if key in _reported or len(_reported) >= _MAX_REPORTED else logging.WARNING
+    if len(_reported) < _MAX_REPORTED:  # values come from clients: never let them grow the set further
+        _reported.add(key)
+    log.log(level, "refused %s %s from %s: %s", request.method, request.path[:200], request.remote, r.message)
+    # a refused request is never read on: close the connection rather than drain a body nobody wants
+    return error_response(r.status, r.type, r.message, close=request.body_exists)
+
+
+def site_middleware(policy: SitePolicy):
+    """An aiohttp middleware applying the site rules to every request of the app (the outermost check)."""
+
+    @web.middleware
+    async def check_site(request: web.Request, handler):
+        denied = site_refusal(request, policy)
+        return denied if denied is not None else await handler(request)
+
+    return check_site
+
+
+def site_guard(policy: SitePolicy):
+    """A decorator applying the site rules to one handler (routes on an app whose middlewares are not ours)."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def guarded(request: web.Request):
+            denied = site_refusal(request, policy)
+            return denied if denied is not None else await handler(request)
+
+        return guarded
+
+    return decorate
+
+
+def host_middlewares(site: SitePolicy, token: str | None) -> list:
+    """The standalone host's middlewares, outermost first: site rules, token, JSON errors."""
+    chain = [site_middleware(site)]
+    if token is not None:
+        chain.append(auth.token_middleware(token))
+    chain.append(json_errors)
+    return chain
+
+
+def protect(handler, *, site: SitePolicy | None, token: str | None):
+    """handler with the checks of host_middlewares applied by itself, in the same order. site=None leaves the
+    site rules to the app's middleware (the standalone host); token=None means no token."""
+    wrapped = json_handler(handler)
+    if token is not None:
+        wrapped = auth.token_guard(token)(wrapped)
+    if site is not None:
+        wrapped = site_guard(site)(wrapped)
+    return wrapped
