@@ -25,6 +25,7 @@
 #include "comfymq/curve.h"
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
+#include "store/store_batch.h"
 #include "comfymq/worker_client.h"
 #include "net/protocol.h"
 #include "store/token_codec.h"
@@ -499,7 +500,7 @@ TEST_F(ClusterTest, ALateResultFromALostLeaseIsRefused) {
   StoreBatch b;
   Status st;
   b.ReleaseLease(a.job_id, a.token, "frozen", true, &st);
-  ASSERT_TRUE(store_->Commit(&b).ok());
+  ASSERT_TRUE(CommitBatch(store_.get(), &b).ok());
   ASSERT_TRUE(st.ok());
   json cancel = NextWorkerEvent(slow, "cancel");  // the broker tells it on the next lease renewal
   ASSERT_FALSE(cancel.is_null());

@@ -1,4 +1,4 @@
-// Leases shown before their commit is durable (Lease::early, StoreBatch::OnApplied): the batch's callback
+// Leases shown before their commit is durable (an early StoreBatch::Take, StoreBatch::OnApplied): the batch's callback
 // runs after the apply and before the sync; only tokens under a durable reservation are early; and a token
 // handed out by a take that never became durable is never handed out again, across reopen and checkpoints.
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
+#include "store/store_batch.h"
 #include "store/token_codec.h"
 #include "test_util.h"
 
@@ -50,6 +51,7 @@ class EarlyLeaseTest : public ::testing::Test {
   struct Taken {
     std::unique_ptr<Lease> lease;
     Status status;
+    bool early = false;  // what the take said (StoreBatch::Take)
     bool applied = false;
     uint64_t syncs_at_apply = 0;
     bool early_at_apply = false;
@@ -59,13 +61,13 @@ class EarlyLeaseTest : public ::testing::Test {
     StoreBatch b;
     TakeOptions o;
     o.worker_id = "gpu-1";
-    b.Take(o, &t.lease, &t.status);
+    b.Take(o, &t.lease, &t.status, &t.early);
     b.OnApplied([&] {
       t.applied = true;
       t.syncs_at_apply = env_.sync_count();
-      t.early_at_apply = t.lease != nullptr && t.lease->early;
+      t.early_at_apply = t.lease != nullptr && t.early;
     });
-    store_->Commit(&b);
+    CommitBatch(store_.get(), &b);
     return t;
   }
 
@@ -112,7 +114,7 @@ TEST_F(EarlyLeaseTest, ACallbackThatThrowsCostsOnlyItsNotice) {
   o.worker_id = "gpu-1";
   b.Take(o, &lease, &status);
   b.OnApplied([] { throw std::runtime_error("the caller's notice failed"); });
-  store_->Commit(&b);
+  CommitBatch(store_.get(), &b);
   ASSERT_TRUE(status.ok()) << status.ToString();
   ASSERT_NE(lease, nullptr);
   // The take is durable and the store goes on: the next commits neither hang nor fail.
@@ -129,16 +131,16 @@ TEST_F(EarlyLeaseTest, OnlyTokensUnderADurableReservationAreEarly) {
   Add(3);
   Taken first = TakeInBatch();
   ASSERT_TRUE(first.status.ok());
-  EXPECT_FALSE(first.lease->early) << "nothing is reserved right after open";
+  EXPECT_FALSE(first.early) << "nothing is reserved right after open";
   Taken second = TakeInBatch();
   ASSERT_TRUE(second.status.ok());
-  EXPECT_TRUE(second.lease->early);
+  EXPECT_TRUE(second.early);
   // After a reopen the reservation starts over: the first take waits for its sync again.
   Open();
   Add(1);
   Taken third = TakeInBatch();
   ASSERT_TRUE(third.status.ok());
-  EXPECT_FALSE(third.lease->early);
+  EXPECT_FALSE(third.early);
   EXPECT_GT(Counter(third.lease->token), Counter(second.lease->token));
 }
 

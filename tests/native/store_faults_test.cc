@@ -6,6 +6,7 @@
 
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
+#include "store/store_batch.h"
 #include "test_util.h"
 
 namespace comfymq {
@@ -224,7 +225,7 @@ TEST_F(FaultTest, TheDispatchHookLeasesInTheEnqueueCommitAndDeliversOnlyWhatIsDu
   hook.deliver = [&](std::vector<std::unique_ptr<Lease>> leases) {
     for (auto& l : leases) delivered.push_back(std::move(l));
   };
-  store_->SetDispatchHook(hook);
+  SetDispatchHook(store_.get(), hook);
   uint64_t first = 0;
   ASSERT_TRUE(Add(1, &first).ok());
   ASSERT_EQ(delivered.size(), 1u);
@@ -242,7 +243,7 @@ TEST_F(FaultTest, TheDispatchHookLeasesInTheEnqueueCommitAndDeliversOnlyWhatIsDu
   EXPECT_FALSE(Add(2).ok());
   EXPECT_EQ(chosen, 2);
   EXPECT_EQ(delivered.size(), 1u);
-  store_->SetDispatchHook(DispatchHook());
+  SetDispatchHook(store_.get(), DispatchHook());
   Reopen();
   ASSERT_TRUE(store_->Get(first, false, &j).ok());
   EXPECT_EQ(j.state, JobState::kRunning) << "the lease was durable with the job";

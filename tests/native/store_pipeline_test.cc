@@ -16,6 +16,7 @@
 
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
+#include "store/store_batch.h"
 #include "store/commit_order.h"
 #include "test_util.h"
 
@@ -331,7 +332,7 @@ TEST_F(PipelineTest, TheDispatchHookLeasesLateOpsInTheirGroupAndDeliversOnlyAfte
     std::lock_guard<std::mutex> l(mu);
     delivered.push_back(std::move(ids));
   };
-  store_->SetDispatchHook(hook);
+  SetDispatchHook(store_.get(), hook);
   Gate* ahead;
   std::future<std::pair<Status, EnqueueResult>> a, b;
   std::vector<std::future<std::pair<Status, EnqueueResult>>> late;

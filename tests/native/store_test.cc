@@ -12,6 +12,7 @@
 
 #include "comfymq/mem_env.h"
 #include "comfymq/store.h"
+#include "store/store_batch.h"
 #include "test_util.h"
 
 namespace comfymq {
@@ -369,7 +370,7 @@ TEST_F(StoreTest, BatchCommitsManyChangesWithOneSync) {
     take.Take(o, &leases[i], &st[i]);
   }
   uint64_t before = env_.sync_count();
-  ASSERT_TRUE(store_->Commit(&take).ok());
+  ASSERT_TRUE(CommitBatch(store_.get(), &take).ok());
   EXPECT_EQ(env_.sync_count() - before, 1u);
   std::set<uint64_t> taken;
   for (int i = 0; i < 4; ++i) {
@@ -387,7 +388,7 @@ TEST_F(StoreTest, BatchCommitsManyChangesWithOneSync) {
   done.ReleaseLease(leases[3]->job_id, leases[3]->token, "could not send", false, &d);
   done.Complete(leases[0]->job_id, leases[0]->token + 99, "{}", {}, &stale);
   before = env_.sync_count();
-  ASSERT_TRUE(store_->Commit(&done).ok());
+  ASSERT_TRUE(CommitBatch(store_.get(), &done).ok());
   EXPECT_EQ(env_.sync_count() - before, 1u);
   EXPECT_TRUE(a.ok());
   EXPECT_TRUE(b.ok());

@@ -106,12 +106,6 @@ struct Lease {
   int64_t expires_ms = 0;   // the lease ends here unless heartbeats extend it
   int64_t deadline_ms = 0;  // the job's timeout for this run; 0 = none
   Job job;                  // with prompt and workflow
-  // Set by a take inside a StoreBatch when the token lies below the store's durable token reservation: the
-  // lease may be shown to its worker once the batch is applied, before its commit is durable. Should that
-  // commit fail, the take's Status says so and the worker must be told the lease is gone; should the process
-  // die first, recovery finds the job pending and never hands this token out again, so the run's result is
-  // refused. Tokens are never reused either way.
-  bool early = false;
 };
 
 }  // namespace comfymq

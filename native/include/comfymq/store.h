@@ -114,24 +114,6 @@ struct TakeOptions {
   bool ignore_pause = false;
 };
 
-// Dispatch on arrival. When a commit group makes jobs pending (enqueue, retry, a run that ends back in the
-// queue), the group's leader calls `choose` after applying the group and before writing it: choose may lease
-// jobs with Take, inside the same group, so a job and its lease become durable with one sync. Once the group
-// is durable the leases go to `deliver` (on the leader's thread, no store lock held); if the group fails
-// they are undone and never delivered. choose runs with the store's lock held: it must be quick and must not
-// call into the store. Both may run on any thread that commits.
-class DispatchContext {
- public:
-  virtual ~DispatchContext() = default;
-  // Leases the first pending job `options` accept, or returns nullptr. The lease is owned by the store
-  // until it is delivered.
-  virtual const Lease* Take(const TakeOptions& options) = 0;
-};
-struct DispatchHook {
-  std::function<void(DispatchContext& ctx)> choose;
-  std::function<void(std::vector<std::unique_ptr<Lease>> leases)> deliver;
-};
-
 // What happened, for listeners (the broker; the plugin's event stream).
 struct StoreEvent {
   enum class Kind { kJobChanged, kJobRemoved, kPausedChanged };
@@ -143,44 +125,6 @@ struct StoreEvent {
   std::string reason;          // e.g. "lease expired", "cancelled", "completed"
 };
 using StoreListener = std::function<void(const std::vector<StoreEvent>&)>;
-
-// Many changes committed together, with one sync: the broker's way to record a loop's worth of results and
-// dispatches at once. Each change succeeds or fails on its own; its Status says which. Not thread-safe.
-class StoreBatch {
- public:
-  void Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status);
-  void Complete(uint64_t id, uint64_t token, std::string outputs_json, std::vector<Artifact> artifacts, Status* status);
-  void Fail(uint64_t id, uint64_t token, JobError error, bool retryable, Status* status);
-  // Ends a run whose worker is gone: the job goes back to pending (or fails past max attempts), like an
-  // expired lease. count_attempt = false for a job that never reached its worker.
-  void ReleaseLease(uint64_t id, uint64_t token, std::string reason, bool count_attempt, Status* status);
-  bool empty() const { return items_.empty(); }
-  size_t size() const { return items_.size(); }
-  // Called once, on the committing thread, when every change of the batch has been applied in memory and
-  // before the commit writes and syncs them; not called when the store refuses the batch as a whole. What it
-  // sees is not durable yet: leases marked `early` may already be shown to their workers (see Lease), other
-  // results must wait for Commit to return. It must be quick and must not call into the store. If it throws,
-  // the exception is dropped: the batch commits as if the callback had returned.
-  void OnApplied(std::function<void()> fn) { on_applied_ = std::move(fn); }
-  const std::function<void()>& on_applied() const { return on_applied_; }
-
-  struct Item {
-    enum class Kind { kTake, kComplete, kFail, kRelease } kind = Kind::kTake;
-    TakeOptions take;
-    std::unique_ptr<Lease>* lease = nullptr;
-    uint64_t id = 0, token = 0;
-    std::string text;  // outputs JSON, or the release reason
-    std::vector<Artifact> artifacts;
-    JobError error;
-    bool flag = false;  // retryable, or count_attempt
-    Status* status = nullptr;
-  };
-  std::vector<Item>& items() { return items_; }
-
- private:
-  std::vector<Item> items_;
-  std::function<void()> on_applied_;
-};
 
 class Store {
  public:
@@ -212,8 +156,6 @@ class Store {
                           const std::vector<Artifact>& artifacts) = 0;
   // running -> failed, or -> pending when retryable and attempts remain. AlreadyExists as for Complete.
   virtual Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) = 0;
-  // See StoreBatch. Returns non-OK only when nothing could be committed (the items say the same).
-  virtual Status Commit(StoreBatch* batch) = 0;
 
   // pending | running -> cancelled. A running job's lease ends; its worker must be told (see listener).
   virtual Status Cancel(uint64_t id, const std::string& reason) = 0;
@@ -239,8 +181,6 @@ class Store {
   virtual Status Compact() = 0;
 
   virtual void SetListener(StoreListener listener) = 0;
-  // Sets (or with an empty hook, removes) the dispatch hook; returns once no group uses the old one.
-  virtual void SetDispatchHook(DispatchHook hook) = 0;
   // Checkpoints (when healthy) and releases the directory lock. Later calls fail. Idempotent.
   virtual Status Close() = 0;
   // OK, or the error that made the handle unusable.

@@ -2,7 +2,7 @@
 // reach it through the command queue (store events, drain, capability refreshes) and read snapshots under mu_.
 //
 // Each turn of the loop: poll (heartbeat as timeout); send the jobs of a pass the store has applied but not
-// yet synced when their tokens are covered (Lease::early: the worker starts while the sync runs); once the
+// yet synced when their tokens are covered (an early take: the worker starts while the sync runs); once the
 // newest pass is applied (the pipeline holds two), hand the pipeline the next one (every result, failure and
 // lease release that came in plus the dispatches that workers have credit for: one sync for all of it; the
 // store applies it while the one before syncs); answer each finished pass in order (acks, the jobs that could
@@ -110,7 +110,8 @@ struct BrokerPass final : net::CommitPass {
     uint64_t epoch = 0;
     std::unique_ptr<Lease> lease;
     Status status;
-    bool sent = false;  // went out once applied, before the commit was durable (Lease::early)
+    bool early = false;  // the take may be shown before its commit is durable (StoreBatch::Take)
+    bool sent = false;   // went out once applied, before the commit was durable
   };
   std::deque<ResultItem> results;
   std::vector<PendingRelease> releases;
@@ -375,7 +376,7 @@ Status BrokerImpl::Init() {
     }
     wake_.Notify();
   };
-  store_->SetDispatchHook(std::move(hook));
+  SetDispatchHook(store_, std::move(hook));
   pipeline_ = std::make_unique<net::CommitPipeline>(store_, [this] { wake_.Notify(); });
   thread_ = std::thread(&BrokerImpl::Loop, this);
   return Status::OK();
@@ -388,7 +389,7 @@ Status BrokerImpl::Stop() {
     gate_->alive = false;  // no store event reaches this broker any more
   }
   store_->SetListener(nullptr);
-  store_->SetDispatchHook(DispatchHook());  // no lease is chosen for this broker's workers any more
+  SetDispatchHook(store_, DispatchHook());  // no lease is chosen for this broker's workers any more
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
   transfers_.reset();  // its I/O thread posts to the loop's commands: stopped before they go
@@ -414,7 +415,7 @@ Status BrokerImpl::Stop() {
       for (size_t i = 0; i < unsent.size(); ++i) {
         batch.ReleaseLease(unsent[i]->job_id, unsent[i]->token, "the broker stopped before sending it", false, &st[i]);
       }
-      store_->Commit(&batch);
+      CommitBatch(store_, &batch);
     }
   }
   try {
@@ -1052,7 +1053,8 @@ void BrokerImpl::StartPass() {
       }
     }
     for (size_t i = 0; i < takes.size(); ++i) {
-      batch.Take(TakeFor(takes[i].first, takes[i].second), &pass->dispatches[i].lease, &pass->dispatches[i].status);
+      BrokerPass::DispatchItem& d = pass->dispatches[i];
+      batch.Take(TakeFor(takes[i].first, takes[i].second), &d.lease, &d.status, &d.early);
     }
   }
   if (batch.empty()) return;
@@ -1063,7 +1065,7 @@ void BrokerImpl::StartPass() {
 // worker starts while the sync runs (and can send its result in time for the next pass).
 void BrokerImpl::SendApplied(BrokerPass& pass, int64_t now) {
   for (BrokerPass::DispatchItem& d : pass.dispatches) {
-    if (!d.lease || !d.lease->early) continue;
+    if (!d.lease || !d.early) continue;
     auto wit = workers_.find(d.worker);
     if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) continue;  // FinishPass
     d.sent = true;  // a failed send queues the lease's release itself

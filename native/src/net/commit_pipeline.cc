@@ -84,7 +84,7 @@ void CommitPipeline::Run() {
       wake_();
     });
     l.unlock();
-    p->status = store_->Commit(&p->batch);
+    p->status = CommitBatch(store_, &p->batch);
     l.lock();
     slot->done = true;
     l.unlock();

@@ -57,47 +57,32 @@ std::string ErrorJsonOf(const char* type, const std::string& message) {
   return out;
 }
 
-void StoreBatch::Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status) {
-  Item it;
-  it.kind = Item::Kind::kTake;
-  it.take = options;
-  it.lease = lease;
-  it.status = status;
-  items_.push_back(std::move(it));
+void StoreBatch::Take(const TakeOptions& options, std::unique_ptr<Lease>* lease, Status* status, bool* early) {
+  items_.push_back(Item{TakeOp{options, lease, early}, status});
 }
 
 void StoreBatch::Complete(uint64_t id, uint64_t token, std::string outputs_json, std::vector<Artifact> artifacts,
                           Status* status) {
-  Item it;
-  it.kind = Item::Kind::kComplete;
-  it.id = id;
-  it.token = token;
-  it.text = std::move(outputs_json);
-  it.artifacts = std::move(artifacts);
-  it.status = status;
-  items_.push_back(std::move(it));
+  items_.push_back(Item{CompleteOp{id, token, std::move(outputs_json), std::move(artifacts)}, status});
 }
 
 void StoreBatch::Fail(uint64_t id, uint64_t token, JobError error, bool retryable, Status* status) {
-  Item it;
-  it.kind = Item::Kind::kFail;
-  it.id = id;
-  it.token = token;
-  it.error = std::move(error);
-  it.flag = retryable;
-  it.status = status;
-  items_.push_back(std::move(it));
+  items_.push_back(Item{FailOp{id, token, std::move(error), retryable}, status});
 }
 
 void StoreBatch::ReleaseLease(uint64_t id, uint64_t token, std::string reason, bool count_attempt, Status* status) {
-  Item it;
-  it.kind = Item::Kind::kRelease;
-  it.id = id;
-  it.token = token;
-  it.text = std::move(reason);
-  it.flag = count_attempt;
-  it.status = status;
-  items_.push_back(std::move(it));
+  items_.push_back(Item{ReleaseOp{id, token, std::move(reason), count_attempt}, status});
+}
+
+Status CommitBatch(Store* store, StoreBatch* batch) {
+  auto* impl = dynamic_cast<StoreImpl*>(store);
+  if (impl == nullptr) return Status::InvalidArgument("CommitBatch needs a store made by Store::Open");
+  return impl->Commit(batch);
+}
+
+void SetDispatchHook(Store* store, DispatchHook hook) {
+  auto* impl = dynamic_cast<StoreImpl*>(store);
+  if (impl != nullptr) impl->SetDispatchHook(std::move(hook));
 }
 
 StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
@@ -323,7 +308,7 @@ bool StoreImpl::ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn*
       std::vector<std::unique_ptr<Lease>>* out;
       const Lease* Take(const TakeOptions& o) override {
         std::unique_ptr<Lease> l;
-        if (!store->ApplyTake(o, &l).ok() || !l) return nullptr;
+        if (!store->ApplyTake(o, &l, nullptr).ok() || !l) return nullptr;
         out->push_back(std::move(l));
         return out->back().get();
       }
@@ -844,7 +829,7 @@ Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** 
   return Status::OK();
 }
 
-Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
+Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease, bool* early) {
   lease->reset();
   if (paused_ && !o.ignore_pause) return Status::OK();
   std::vector<uint64_t> unreadable;
@@ -938,7 +923,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease)
   l->job.lease_token = l->token;
   l->job.lease_expires_ms = d.lease_expires_ms;
   l->job.history = d.history;
-  l->early = d.token < token_reserve_;
+  if (early != nullptr) *early = d.token < token_reserve_;
   *lease = std::move(l);
   return Status::OK();
 }
@@ -1047,46 +1032,50 @@ Status StoreImpl::ApplyRelease(uint64_t id, uint64_t token, const std::string& r
   return Status::OK();
 }
 
-bool StoreImpl::PrepareItem(StoreBatch::Item& it, PendingOp* op) {
+bool StoreImpl::PrepareItem(StoreBatch::Item& item, PendingOp* op) {
   Status s;
-  switch (it.kind) {
-    case StoreBatch::Item::Kind::kTake: {
-      if (it.take.worker_id.empty()) s = Status::InvalidArgument("worker_id is required");
-      if (s.ok()) s = CheckText(it.take.worker_id, "worker_id", kMaxIdBytes);
-      if (s.ok() && it.take.lease_ms < 0) s = Status::InvalidArgument("lease must not be negative");
-      if (!s.ok()) break;
-      it.lease->reset();
-      op->apply = [this, &it] { return ApplyTake(it.take, it.lease); };
+  if (auto* take = std::get_if<StoreBatch::TakeOp>(&item.op)) {
+    if (take->options.worker_id.empty()) s = Status::InvalidArgument("worker_id is required");
+    if (s.ok()) s = CheckText(take->options.worker_id, "worker_id", kMaxIdBytes);
+    if (s.ok() && take->options.lease_ms < 0) s = Status::InvalidArgument("lease must not be negative");
+    if (s.ok()) {
+      take->lease->reset();
+      op->apply = [this, take] { return ApplyTake(take->options, take->lease, take->early); };
       op->bytes_hint = 256;
       return true;
     }
-    case StoreBatch::Item::Kind::kComplete: {
-      std::string artifacts_json;
-      if (it.text.size() > kMaxOutputsBytes) s = Status::InvalidArgument("outputs are too large (at most 64 MiB)");
-      if (s.ok() && !it.text.empty()) s = ValidateJsonObject(it.text, "outputs");
-      if (s.ok()) s = ArtifactsToJson(it.artifacts, &artifacts_json);
-      if (s.ok() && artifacts_json.size() > kMaxArtifactsBytes) s = Status::InvalidArgument("artifact list is too large");
-      if (!s.ok()) break;
-      op->bytes_hint = it.text.size() + artifacts_json.size() + 256;
-      op->apply = [this, &it, aj = std::move(artifacts_json)] { return ApplyComplete(it.id, it.token, it.text, aj); };
+  } else if (auto* done = std::get_if<StoreBatch::CompleteOp>(&item.op)) {
+    std::string artifacts_json;
+    if (done->outputs_json.size() > kMaxOutputsBytes) s = Status::InvalidArgument("outputs are too large (at most 64 MiB)");
+    if (s.ok() && !done->outputs_json.empty()) s = ValidateJsonObject(done->outputs_json, "outputs");
+    if (s.ok()) s = ArtifactsToJson(done->artifacts, &artifacts_json);
+    if (s.ok() && artifacts_json.size() > kMaxArtifactsBytes) s = Status::InvalidArgument("artifact list is too large");
+    if (s.ok()) {
+      op->bytes_hint = done->outputs_json.size() + artifacts_json.size() + 256;
+      op->apply = [this, done, aj = std::move(artifacts_json)] {
+        return ApplyComplete(done->id, done->token, done->outputs_json, aj);
+      };
       return true;
     }
-    case StoreBatch::Item::Kind::kFail: {
-      std::string error_json;
-      s = ErrorToJson(it.error, &error_json);
-      if (!s.ok()) break;
+  } else if (auto* fail = std::get_if<StoreBatch::FailOp>(&item.op)) {
+    std::string error_json;
+    s = ErrorToJson(fail->error, &error_json);
+    if (s.ok()) {
       op->bytes_hint = error_json.size() + 256;
-      op->apply = [this, &it, ej = std::move(error_json)] { return ApplyFail(it.id, it.token, ej, it.flag); };
+      op->apply = [this, fail, ej = std::move(error_json)] { return ApplyFail(fail->id, fail->token, ej, fail->retryable); };
       return true;
     }
-    case StoreBatch::Item::Kind::kRelease:
-      s = CheckText(it.text, "reason", 1024);
-      if (!s.ok()) break;
+  } else if (auto* release = std::get_if<StoreBatch::ReleaseOp>(&item.op)) {
+    s = CheckText(release->reason, "reason", 1024);
+    if (s.ok()) {
       op->bytes_hint = 256;
-      op->apply = [this, &it] { return ApplyRelease(it.id, it.token, it.text, it.flag); };
+      op->apply = [this, release] {
+        return ApplyRelease(release->id, release->token, release->reason, release->count_attempt);
+      };
       return true;
+    }
   }
-  *it.status = s;
+  *item.status = s;
   return false;
 }
 

@@ -37,6 +37,7 @@
 #include "store/records.h"
 #include "store/segment_prep.h"
 #include "store/status_doc.h"
+#include "store/store_batch.h"
 #include "store/token_codec.h"
 #include "store/txn.h"
 
@@ -65,7 +66,8 @@ class StoreImpl final : public Store {
   Status Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                   const std::vector<Artifact>& artifacts) override;
   Status Fail(uint64_t id, uint64_t token, const JobError& error, bool retryable) override;
-  Status Commit(StoreBatch* batch) override;
+  // StoreBatch / CommitBatch (store_batch.h).
+  Status Commit(StoreBatch* batch);
   Status Cancel(uint64_t id, const std::string& reason) override;
   Status CancelBatch(const std::string& batch_id, const std::string& reason, std::vector<uint64_t>* cancelled) override;
   Status Retry(uint64_t id) override;
@@ -77,7 +79,8 @@ class StoreImpl final : public Store {
   Status Checkpoint() override;
   Status Compact() override;
   void SetListener(StoreListener listener) override;
-  void SetDispatchHook(DispatchHook hook) override;
+  // SetDispatchHook (store_batch.h).
+  void SetDispatchHook(DispatchHook hook);
   Status Close() override;
   Status health() override;
 
@@ -159,7 +162,7 @@ class StoreImpl final : public Store {
   static void FillJob(const JobMeta& m, const records::JobView& jv, Job* job);
   // The record's prompt and workflow as text (decompressed if need be); Corruption names the job.
   static Status UnpackTexts(const records::JobView& jv, std::string* prompt, std::string* workflow);
-  Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease);
+  Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease, bool* early);
   Status ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json, const std::string& artifacts_json);
   Status ApplyFail(uint64_t id, uint64_t token, const std::string& error_json, bool retryable);
   Status ApplyRelease(uint64_t id, uint64_t token, const std::string& reason, bool count_attempt);
@@ -243,7 +246,7 @@ class StoreImpl final : public Store {
   uint64_t next_token_ = 1;
   // Tokens below token_reserve_ are covered by a durable reservation (a kTokens record, or a checkpoint's
   // next_token): recovery starts next_token_ at or above it, so none is handed out twice even if the take
-  // that used it never became durable. A take whose token is below it is marked Lease::early. A group that
+  // that used it never became durable. A take whose token is below it is early (StoreBatch::Take). A group that
   // takes when fewer than kTokenReserveStep / 2 covered tokens are left appends a new reservation; it counts
   // once that group is durable.
   uint64_t token_reserve_ = 1;
