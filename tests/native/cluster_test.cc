@@ -425,7 +425,7 @@ TEST(ClusterSlowDisk, ASlowArtifactSyncStallsNeitherHeartbeatsNorDispatch) {
   c.Stop();
 }
 
-// A job goes to its worker while the commit that leased it is still syncing (Lease::early). When that
+// A job goes to its worker while the commit that leased it is still syncing (an early take). When that
 // commit fails, the worker is told to stop it, and the token it was given is never handed out again.
 TEST(ClusterEarlyLease, AJobSentBeforeItsLeaseFailedToCommitIsCalledBack) {
   MemEnvCluster c;

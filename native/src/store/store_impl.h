@@ -1,5 +1,6 @@
-// StoreImpl: the Store. Split over store_impl.cc (operations and group commit), store_recovery.cc (open
-// and replay) and store_maintenance.cc (lease expiry, checkpoints, compaction, the background thread).
+// StoreImpl: the Store. Split over store_impl.cc (state changes), store_commit.cc (group commit, batches, the
+// dispatch hook), store_reads.cc (records, jobs, lists, stats), store_recovery.cc (open and replay) and
+// store_maintenance.cc (lease expiry, checkpoints, compaction, the background thread).
 //
 // Locks, in the order they may be taken:
 //   checkpoint_mu_  one checkpoint or compaction at a time
@@ -42,6 +43,14 @@
 #include "store/txn.h"
 
 namespace comfymq {
+
+// Limits on what callers hand the store (the prompt's own limit is StoreOptions::max_prompt_bytes).
+inline constexpr size_t kMaxIdBytes = 256;
+inline constexpr size_t kMaxProgressBytes = 256u << 10;
+inline constexpr size_t kMaxOutputsBytes = 64u << 20;
+inline constexpr size_t kMaxArtifactsBytes = 16u << 20;
+inline constexpr size_t kMaxBatchBytes = 1u << 30;  // one EnqueueMany: one commit, one segment at most this big
+inline constexpr int64_t kMaxTimeoutMs = 30ll * 24 * 3600 * 1000;
 
 // The JSON of a JobError {type, message}, as the store records it on a job it fails or cancels itself.
 std::string ErrorJsonOf(const char* type, const std::string& message);
@@ -104,9 +113,9 @@ class StoreImpl final : public Store {
     std::string payload;
   };
 
-  // --- group commit (store_impl.cc) ---
+  // --- group commit (store_commit.cc) ---
   Status Run(const std::function<Status()>& apply, size_t bytes_hint);
-  // One commit group (GroupCommitter's group function); see store_impl.cc.
+  // One commit group (GroupCommitter's group function); see store_commit.cc.
   void ProcessGroup(std::vector<PendingOp*>& group, const std::function<void()>& next_may_start,
                     const std::function<size_t()>& take_late);
   // With commit_mu_ and state_mu_ held: applies group[from..] in `txn` (an op that fails is undone alone),
@@ -143,6 +152,9 @@ class StoreImpl final : public Store {
   };
   Status CaptureLocked(const JobMeta& m, PendingRead* r);
   Status Materialize(PendingRead& r, bool with_prompt, Job* job);
+
+  // InvalidArgument unless value is at most max bytes without control characters; `what` names it.
+  static Status CheckText(const std::string& value, const char* what, size_t max);
 
   // --- apply functions: run by the leader inside a group (state_mu_ exclusive, txn_ set) ---
   Status PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out);

@@ -1,0 +1,407 @@
+// The broker's dispatch (see broker_impl.h): one commit pass per loop turn (results, failures, lease releases and
+// the takes workers have credit for, one sync), what goes out when a pass is applied and when it is durable,
+// dispatch on arrival as the store's hook, credits, the retry-elsewhere preference, and jobs' requirements.
+#include "net/broker_impl.h"
+#include "util/json_text.h"
+
+namespace comfymq {
+namespace net {
+
+namespace {
+
+JobError ParseError(const std::string& text) {
+  JobError e;
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) {
+    e.type = "error";
+    e.message = text;
+    return e;
+  }
+  auto str = [&](const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : std::string(); };
+  e.type = str("type");
+  e.message = str("message");
+  e.node_id = str("node_id");
+  e.traceback = str("traceback");
+  if (j.contains("details") && !j["details"].is_null()) e.details = Dump(j["details"]);
+  return e;
+}
+
+}  // namespace
+
+void BrokerImpl::StartPass() {
+  if (!pipeline_->accepting()) return;  // the next pass starts once the newest one is applied
+  auto pass = std::make_unique<BrokerPass>();
+  StoreBatch& batch = pass->batch;
+  // Results held back last time (a file still being written) come in again.
+  for (PendingResult& r : waiting_results_) {
+    Finishing(r.msg.job_id, +1);
+    results_.push_back(std::move(r));
+  }
+  waiting_results_.clear();
+  for (PendingResult& r : results_) {
+    const proto::Message& m = r.msg;
+    if (m.cmd == proto::Cmd::kResult) {
+      // Files are published only for the run that owns the job now; a resend or a stale run publishes none.
+      std::vector<Artifact> published;
+      Job j;
+      if (!m.files.empty() && store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning &&
+          j.lease_token == m.token) {
+        Status ps = transfers_->Publish(m.job_id, m.token, m.files, &published);
+        if (ps.IsBusy()) {  // a file's last chunk is still being written: the result waits for it
+          Finishing(m.job_id, -1);  // its lease is renewed meanwhile
+          waiting_results_.push_back(std::move(r));
+          continue;
+        }
+        if (ps.IsNotFound()) {  // some file is missing (a broker restart in between): send them again
+          auto w = workers_.find(r.worker_id);
+          if (w != workers_.end()) {
+            proto::Message ack;
+            ack.cmd = proto::Cmd::kAck;
+            ack.job_id = m.job_id;
+            ack.token = m.token;
+            ack.ack = proto::AckKind::kResendFiles;
+            Send(w->second, ack);
+          }
+          Finishing(m.job_id, -1);  // still running: its lease is kept alive again
+          continue;
+        }
+        if (!ps.ok()) {
+          Log("error", "publish", "could not store the files of job " + FormatJobId(m.job_id) + ": " + ps.ToString());
+          JobError e;
+          e.type = "host_error";
+          e.message = "the host could not store the job's output files: " + ps.message();
+          pass->results.push_back(BrokerPass::ResultItem{std::move(r), {}, Status()});
+          batch.Fail(m.job_id, m.token, e, true, &pass->results.back().status);
+          continue;
+        }
+      }
+      pass->results.push_back(BrokerPass::ResultItem{std::move(r), std::move(published), Status()});
+      BrokerPass::ResultItem& item = pass->results.back();
+      batch.Complete(item.r.msg.job_id, item.r.msg.token, item.r.msg.json, item.published, &item.status);
+    } else {
+      pass->results.push_back(BrokerPass::ResultItem{std::move(r), {}, Status()});
+      BrokerPass::ResultItem& item = pass->results.back();
+      batch.Fail(item.r.msg.job_id, item.r.msg.token, ParseError(item.r.msg.json), item.r.msg.retryable, &item.status);
+    }
+  }
+  results_.clear();
+  pass->releases.swap(releases_);
+  pass->release_status.resize(pass->releases.size());
+  for (size_t i = 0; i < pass->releases.size(); ++i) {
+    const PendingRelease& r = pass->releases[i];
+    batch.ReleaseLease(r.job, r.token, r.reason, r.count_attempt, &pass->release_status[i]);
+  }
+  if (dispatch_dirty_) {
+    dispatch_dirty_ = false;
+    // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
+    std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> takes;
+    {
+      std::lock_guard<std::mutex> l(credit_mu_);
+      for (auto& [id, slot] : slots_) {
+        if (slot.draining) continue;
+        for (; slot.credit > 0; --slot.credit) {
+          takes.emplace_back(id, slot.caps);
+          pass->dispatches.push_back(BrokerPass::DispatchItem{id, slot.epoch, nullptr, Status()});
+        }
+      }
+    }
+    for (size_t i = 0; i < takes.size(); ++i) {
+      BrokerPass::DispatchItem& d = pass->dispatches[i];
+      batch.Take(TakeFor(takes[i].first, takes[i].second), &d.lease, &d.status, &d.early);
+    }
+  }
+  if (batch.empty()) return;
+  pipeline_->Submit(std::move(pass));
+}
+
+// The pass's batch is applied, its commit not yet durable: the leases the store marked early go out now, so a
+// worker starts while the sync runs (and can send its result in time for the next pass).
+void BrokerImpl::SendApplied(BrokerPass& pass, int64_t now) {
+  for (BrokerPass::DispatchItem& d : pass.dispatches) {
+    if (!d.lease || !d.early) continue;
+    auto wit = workers_.find(d.worker);
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) continue;  // FinishPass
+    d.sent = true;  // a failed send queues the lease's release itself
+    if (SendJob(wit->second, *d.lease, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_early++; });
+  }
+}
+
+void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) {
+  auto& pass = static_cast<BrokerPass&>(*done);
+  if (!pass.status.ok()) Log("error", "store", "the store refused the broker's commit: " + pass.status.ToString());
+  for (BrokerPass::ResultItem& item : pass.results) {
+    const proto::Message& m = item.r.msg;
+    Finishing(m.job_id, -1);
+    auto wit = workers_.find(item.r.worker_id);
+    WorkerState* w = wit == workers_.end() ? nullptr : &wit->second;
+    proto::Message reply;
+    reply.job_id = m.job_id;
+    reply.token = m.token;
+    if (item.status.ok() || item.status.IsAlreadyExists()) {
+      reply.cmd = proto::Cmd::kAck;
+      reply.ack = item.status.ok() ? proto::AckKind::kRecorded : proto::AckKind::kDuplicate;
+      Count([&](BrokerCounters& c) { item.status.ok() ? c.results++ : c.duplicates++; });
+      if (item.status.ok()) {
+        transfers_->Settle(item.published);
+      } else {
+        transfers_->Unpublish(item.published);
+      }
+    } else {
+      reply.cmd = proto::Cmd::kNack;
+      reply.reason = item.status.IsLeaseLost() || item.status.IsNotFound()
+                         ? "result refused: " + item.status.message()
+                         : "the host could not record the result: " + item.status.message();
+      transfers_->Unpublish(item.published);
+      Count([](BrokerCounters& c) { c.stale_results++; });
+    }
+    transfers_->AbortRun(m.job_id, m.token);
+    if (w != nullptr) {
+      auto held = w->held.find(m.job_id);
+      if (held != w->held.end() && held->second == m.token) {
+        Ended(*w, m.job_id, m.token);
+        std::lock_guard<std::mutex> l(mu_);
+        w->held.erase(held);
+      }
+      if (w->online) Send(*w, reply);
+    }
+  }
+  Count([&](BrokerCounters& c) { c.leases_released += pass.releases.size(); });
+  for (BrokerPass::DispatchItem& d : pass.dispatches) {
+    if (d.sent) {
+      if (!d.status.ok()) UnsendJob(d, "the host could not record the lease: " + d.status.message());
+      continue;
+    }
+    if (!d.status.ok() || !d.lease) {
+      ReturnCredit(d.worker, d.epoch);
+      continue;
+    }
+    auto wit = workers_.find(d.worker);
+    const Lease& l = *d.lease;
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) {
+      ForgetRequirements(l.job_id);
+      releases_.push_back(PendingRelease{l.job_id, l.token, "worker " + d.worker + " went away", false});
+      continue;
+    }
+    if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; });
+  }
+  if (!releases_.empty()) dispatch_dirty_ = true;
+}
+
+void BrokerImpl::Finishing(uint64_t job_id, int delta) {
+  int& n = finishing_[job_id];
+  n += delta;
+  if (n <= 0) finishing_.erase(job_id);
+}
+
+// Sends what the dispatch hook leased on arrival.
+void BrokerImpl::SendOutbox(int64_t now) {
+  std::vector<std::unique_ptr<Lease>> leases;
+  {
+    std::lock_guard<std::mutex> l(outbox_mu_);
+    if (outbox_.empty()) return;
+    leases.swap(outbox_);
+  }
+  std::vector<uint64_t> epochs(leases.size());
+  {
+    std::lock_guard<std::mutex> l(credit_mu_);
+    for (size_t i = 0; i < leases.size(); ++i) {
+      auto it = hook_epoch_.find(leases[i]->job_id);
+      if (it != hook_epoch_.end()) {
+        epochs[i] = it->second;
+        hook_epoch_.erase(it);
+      }
+    }
+  }
+  for (size_t i = 0; i < leases.size(); ++i) {
+    const Lease& l = *leases[i];
+    auto wit = workers_.find(l.job.worker_id);
+    if (wit == workers_.end() || !wit->second.online || wit->second.epoch != epochs[i]) {
+      ForgetRequirements(l.job_id);
+      releases_.push_back(PendingRelease{l.job_id, l.token, "worker " + l.job.worker_id + " went away", false});
+      dispatch_dirty_ = true;
+      continue;
+    }
+    if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_on_arrival++; });
+  }
+}
+
+// Sends one leased job (its credit already spent). A job that cannot be sent goes back to the queue
+// without counting an attempt.
+bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
+  ForgetRequirements(l.job_id);
+  {
+    proto::Message job;
+    job.cmd = proto::Cmd::kJob;
+    job.job_id = l.job_id;
+    job.token = l.token;
+    job.attempt = static_cast<uint32_t>(l.attempt);
+    job.timeout_ms = l.deadline_ms ? std::max<int64_t>(1, l.deadline_ms - now) : 0;
+    job.prompt_json = l.job.prompt;
+    job.workflow_json = l.job.workflow;
+    JsonObjectText extra;
+    if (!l.job.batch_id.empty()) extra.Str("batch_id", l.job.batch_id);
+    extra.Int("create_time", l.job.create_time_ms).Int("enqueued_at", l.job.enqueued_ms);
+    extra.Int("max_attempts", l.job.max_attempts);
+    if (!l.job.owner.empty()) extra.Str("owner", l.job.owner);
+    extra.Int("priority", l.job.priority).Str("prompt_id", l.job.prompt_id);
+    job.extra_json = extra.Done();
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      w.held[l.job_id] = l.token;
+    }
+    const bool marked = SetTried(l.job_id, w.id, true);
+    if (Send(w, job)) {
+      AddAsking(w.id, -1);
+      return true;
+    }
+    if (marked) SetTried(l.job_id, w.id, false);  // it never reached the worker
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  w.held.erase(l.job_id);
+  releases_.push_back(PendingRelease{l.job_id, l.token, "could not deliver the job to worker " + w.id, false});
+  dispatch_dirty_ = true;
+  return false;
+}
+
+// An early-sent job whose lease's commit failed: the job is not the worker's after all; it must stop (it
+// answers CANCELLED, which frees its slot).
+void BrokerImpl::UnsendJob(const BrokerPass::DispatchItem& d, const std::string& reason) {
+  Count([](BrokerCounters& c) { c.early_undone++; });
+  auto wit = workers_.find(d.worker);
+  if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) return;  // it left anyway
+  WorkerState& w = wit->second;
+  auto held = w.held.find(d.lease->job_id);
+  if (held == w.held.end() || held->second != d.lease->token) return;
+  proto::Message cancel;
+  cancel.cmd = proto::Cmd::kCancel;
+  cancel.job_id = d.lease->job_id;
+  cancel.token = d.lease->token;
+  cancel.reason = reason;
+  Send(w, cancel);
+  transfers_->AbortRun(cancel.job_id, cancel.token);
+  Ended(w, cancel.job_id, cancel.token);
+  std::lock_guard<std::mutex> l(mu_);
+  w.held.erase(held);
+}
+
+TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps) {
+  TakeOptions o;
+  o.worker_id = worker_id;
+  o.lease_ms = lease_ms_;
+  o.max_scan = opt_.max_scan;
+  o.default_timeout_ms = opt_.default_run_timeout_ms;
+  o.filter = [this, caps, worker_id](uint64_t job, const PromptLoader& load) {
+    auto req = RequirementsOf(job, &load);
+    return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req);
+  };
+  return o;
+}
+
+// The dispatch hook's choice, inside an enqueuer's commit group with the store's lock held: every idle
+// worker takes what it can run, highest priority first, as the loop's own dispatch would.
+void BrokerImpl::ChooseOnArrival(DispatchContext& ctx) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  for (auto& [id, slot] : slots_) {
+    if (slot.draining) continue;
+    while (slot.credit > 0) {
+      const Lease* lease = ctx.Take(TakeFor(id, slot.caps));
+      if (lease == nullptr) break;
+      slot.credit--;
+      hook_epoch_[lease->job_id] = slot.epoch;
+    }
+  }
+}
+
+void BrokerImpl::ReturnCredit(const std::string& worker_id, uint64_t epoch) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(worker_id);
+  if (it != slots_.end() && it->second.epoch == epoch) it->second.credit++;
+}
+
+void BrokerImpl::UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(worker_id);
+  if (it != slots_.end()) fn(it->second);
+}
+
+bool BrokerImpl::PreferOthers(const std::string& worker_id, uint64_t job_id, const Requirements& req) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto tried = tried_.find(job_id);
+  if (tried == tried_.end()) return false;
+  const auto& who = tried->second;
+  if (std::find(who.begin(), who.end(), worker_id) == who.end()) return false;
+  for (const auto& [id, c] : candidates_) {
+    if (id == worker_id || c.draining || c.asking <= 0 || std::find(who.begin(), who.end(), id) != who.end()) {
+      continue;
+    }
+    if (CanRun(*c.caps, req)) return true;  // that one asks for work and has not run it: it takes it
+  }
+  return false;
+}
+
+bool BrokerImpl::SetTried(uint64_t job_id, const std::string& worker_id, bool tried) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto& who = tried_[job_id];
+  auto it = std::find(who.begin(), who.end(), worker_id);
+  bool changed = false;
+  if (tried && it == who.end()) {
+    who.push_back(worker_id);
+    changed = true;
+  }
+  if (!tried && it != who.end()) {
+    who.erase(it);
+    changed = true;
+  }
+  if (who.empty()) tried_.erase(job_id);
+  return changed;
+}
+
+void BrokerImpl::AddAsking(const std::string& worker_id, int delta) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto it = candidates_.find(worker_id);
+  if (it != candidates_.end()) it->second.asking = std::max(0, it->second.asking + delta);
+}
+
+void BrokerImpl::SetCandidate(const WorkerState& w, bool new_connection) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  Candidate& c = candidates_[w.id];
+  c.caps = w.caps;
+  c.draining = w.draining;
+  if (new_connection) c.asking = 0;  // its credit starts over
+}
+
+void BrokerImpl::RemoveCandidate(const std::string& worker_id) {
+  std::lock_guard<std::mutex> l(retry_mu_);
+  candidates_.erase(worker_id);
+}
+
+std::shared_ptr<const Requirements> BrokerImpl::RequirementsOf(uint64_t job_id, const PromptLoader* load) {
+  {
+    std::lock_guard<std::mutex> l(req_mu_);
+    auto it = reqs_.find(job_id);
+    if (it != reqs_.end()) return it->second;
+  }
+  std::string prompt;
+  if (load != nullptr) {
+    if (!(*load)(&prompt).ok()) return nullptr;
+  } else {
+    Job j;
+    if (!store_->Get(job_id, true, &j).ok()) return nullptr;
+    prompt = std::move(j.prompt);
+  }
+  auto req = std::make_shared<Requirements>();
+  if (!ExtractRequirements(prompt, req.get()).ok()) return nullptr;
+  std::lock_guard<std::mutex> l(req_mu_);
+  if (reqs_.size() > 200000) reqs_.clear();  // bounded: recomputed on demand
+  reqs_[job_id] = req;
+  return req;
+}
+
+void BrokerImpl::ForgetRequirements(uint64_t job_id) {
+  std::lock_guard<std::mutex> l(req_mu_);
+  reqs_.erase(job_id);
+}
+
+}  // namespace net
+
+}  // namespace comfymq

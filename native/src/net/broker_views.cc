@@ -1,0 +1,143 @@
+// What others read of the broker (see broker_impl.h): the workers view, why a pending job waits, and the store's
+// events turned into the broker's (and the runs the store ended stopped on their workers).
+#include "net/broker_impl.h"
+#include "util/json_text.h"
+
+namespace comfymq {
+namespace net {
+
+Status BrokerImpl::Explain(uint64_t job_id, std::vector<std::string>* reasons) {
+  reasons->clear();
+  Job j;
+  CMQ_RETURN_IF_ERROR(store_->Get(job_id, false, &j));
+  if (j.state != JobState::kPending) return Status::OK();
+  auto req = RequirementsOf(job_id, nullptr);
+  if (req == nullptr) return Status::Corruption("cannot read the prompt of job " + FormatJobId(job_id));
+  std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> online;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (const auto& [id, w] : workers_) {
+      if (w.online) online.emplace_back(w.name == w.id ? w.id : w.name + " (" + w.id + ")", w.caps);
+    }
+  }
+  if (online.empty()) {
+    reasons->push_back("no worker is connected");
+    return Status::OK();
+  }
+  std::vector<std::string> why;
+  for (const auto& [name, caps] : online) {
+    auto miss = Mismatches(*caps, *req);
+    if (miss.empty()) return Status::OK();  // someone can run it: it waits its turn
+    std::string line = "worker " + name + ": ";
+    for (size_t i = 0; i < miss.size(); ++i) line += (i ? "; " : "") + miss[i];
+    why.push_back(line);
+  }
+  *reasons = std::move(why);
+  return Status::OK();
+}
+
+// Runs on the store's event thread: events go out to Python; what concerns workers goes to the loop.
+void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
+  bool dispatch = false;
+  std::vector<std::tuple<uint64_t, std::string, std::string>> stop_runs;  // job, worker, reason
+  for (const StoreEvent& e : events) {
+    // Written as text, not built as a document: one of these goes out for every state change.
+    JsonObjectText j;
+    switch (e.kind) {
+      case StoreEvent::Kind::kJobChanged:
+        j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Str("state", JobStateName(e.to));
+        j.Str("from", JobStateName(e.from)).Str("reason", e.reason);
+        if (!e.worker_id.empty()) j.Str("worker", e.worker_id);
+        if (e.to == JobState::kPending) dispatch = true;
+        if (e.to != JobState::kPending) ForgetRequirements(e.job_id);
+        if (IsFinished(e.to)) {
+          std::lock_guard<std::mutex> l(retry_mu_);
+          tried_.erase(e.job_id);
+        }
+        // A run ended by the store itself (a cancel, a timeout, an expired lease) must stop on its worker.
+        if (e.from == JobState::kRunning && !e.worker_id.empty() &&
+            (e.to == JobState::kCancelled || e.reason == "timeout" || e.reason == "lease expired")) {
+          stop_runs.emplace_back(e.job_id, e.worker_id, e.to == JobState::kCancelled ? "cancelled: " + e.reason : e.reason);
+        }
+        break;
+      case StoreEvent::Kind::kJobRemoved:
+        j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Bool("removed", true).Str("reason", e.reason);
+        ForgetRequirements(e.job_id);
+        {
+          std::lock_guard<std::mutex> l(retry_mu_);
+          tried_.erase(e.job_id);
+        }
+        break;
+      case StoreEvent::Kind::kPausedChanged:
+        j.Str("type", "queue").Bool("paused", e.reason == "paused");
+        dispatch = true;
+        break;
+    }
+    events_.Push(j.Done());
+  }
+  if (!dispatch && stop_runs.empty()) return;
+  Post([this, dispatch, stop_runs] {
+    if (dispatch) dispatch_dirty_ = true;
+    for (const auto& [job, worker, reason] : stop_runs) {
+      auto it = workers_.find(worker);
+      if (it == workers_.end()) continue;
+      WorkerState& w = it->second;
+      auto held = w.held.find(job);
+      if (held == w.held.end()) continue;
+      proto::Message cancel;
+      cancel.cmd = proto::Cmd::kCancel;
+      cancel.job_id = job;
+      cancel.token = held->second;
+      cancel.reason = reason;
+      if (w.online) Send(w, cancel);
+      transfers_->AbortRun(job, held->second);
+      Ended(w, job, held->second);
+      std::lock_guard<std::mutex> l(mu_);
+      w.held.erase(held);
+    }
+  });
+}
+
+int BrokerImpl::CreditOf(const WorkerState& w) {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  auto it = slots_.find(w.id);
+  return w.online && it != slots_.end() ? it->second.credit : 0;
+}
+
+json BrokerImpl::WorkerJson(const WorkerState& w) {
+  json running = json::array();
+  for (const auto& [job, token] : w.held) running.push_back(FormatJobId(job));
+  json info = json::parse(w.info_json.empty() ? "{}" : w.info_json, nullptr, false);
+  json j = {{"id", w.id},
+            {"name", w.name},
+            {"online", w.online},
+            {"draining", w.draining},
+            {"capacity", w.capacity},
+            {"credit", CreditOf(w)},
+            {"running", running},
+            {"plugin_version", w.plugin_version},
+            {"comfyui_version", w.comfyui_version},
+            {"info", info.is_discarded() ? json::object() : info},
+            {"connected_at", w.connected_ms},
+            {"last_seen", w.last_seen_ms},
+            {"node_classes", w.online ? w.caps->node_classes() : w.classes_seen},
+            {"combo_inputs", w.online ? w.caps->combo_inputs() : w.inputs_seen},
+            {"models", w.online ? w.caps->combo_choices() : w.choices_seen},
+            {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
+  if (!w.online) {
+    j["left_at"] = w.left_ms;
+    j["left_reason"] = w.left_reason;
+  }
+  return j;
+}
+
+std::string BrokerImpl::WorkersJson() {
+  std::lock_guard<std::mutex> l(mu_);
+  json arr = json::array();
+  for (const auto& [id, w] : workers_) arr.push_back(WorkerJson(w));
+  return Dump(arr);
+}
+
+}  // namespace net
+
+}  // namespace comfymq
