@@ -1,10 +1,10 @@
 """Broker events -> browser websocket events, rate-limited.
 
-Three events reach the browser (through PromptServer.instance.send_sync inside ComfyUI):
+Four events reach the browser (through PromptServer.instance.send_sync inside ComfyUI):
 
-  comfymq.task    {"jobs": [{job_id, state?, from?, worker?, reason?, progress?, removed?}, ...],
-                   "resync": bool}   -- changes since the last flush, one entry per job (latest wins);
-                   resync=true (with no jobs) when more changed than one message should carry: refetch.
+  comfymq.job     {"jobs": [{job_id, state?, from?, worker?, reason?, progress?, removed?}, ...],
+                   "resync": false}   -- changes since the last flush, one entry per job (latest wins);
+                  {"jobs": [], "resync": true, "changed": n} when more than max_jobs changed: refetch.
   comfymq.worker  {"event": joined|rejoined|left|changed, "worker": {...}, "reason"?}
   comfymq.stats   the broker's stats event (counts per state, paused, workers online/busy, ...)
   comfymq.queue   {"paused": bool}
@@ -79,9 +79,9 @@ class EventRelay:
             if self._stats is not None and time.monotonic() - self._last_stats >= 1.0:
                 stats, self._stats, self._last_stats = self._stats, None, time.monotonic()
         if overflow:
-            self._emit("comfymq.task", {"jobs": [], "resync": True, "changed": len(jobs)})
+            self._emit("comfymq.job", {"jobs": [], "resync": True, "changed": len(jobs)})
         elif jobs:
-            self._emit("comfymq.task", {"jobs": list(jobs.values()), "resync": False})
+            self._emit("comfymq.job", {"jobs": list(jobs.values()), "resync": False})
         if stats is not None:
             self._emit("comfymq.stats", stats)
 

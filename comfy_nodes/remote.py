@@ -86,7 +86,7 @@ def enqueue_file(args) -> None:
         body["max_attempts"] = args.max_attempts
     if args.timeout is not None:
         body["timeout"] = args.timeout
-    answer = call(args.url.rstrip("/") + "/comfymq/tasks", "POST", body, args.token)
+    answer = call(args.url.rstrip("/") + "/comfymq/jobs", "POST", body, args.token)
     jobs = answer.get("jobs") or ([answer["task"]] if answer.get("task") else [])
     batch = answer.get("batch_id")
     print(f"queued {len(jobs)} job{'s' if len(jobs) != 1 else ''}" + (f" (batch {batch})" if batch else ""))

@@ -8,7 +8,7 @@
 import {app} from "../../scripts/app.js";
 import {api} from "../../scripts/api.js";
 import {MQClient} from "./lib/client.js";
-import {EventHub, TASK} from "./lib/events.js";
+import {EventHub, JOB} from "./lib/events.js";
 import {Notifier} from "./lib/notifier.js";
 import {enqueueWorkflow, applyPromptValues, graphNodes, graphOf} from "./lib/enqueue.js";
 import {jobLabel} from "./lib/model.js";
@@ -77,7 +77,7 @@ async function enqueue(opts) {
 
 /** Loads a job's workflow into a new workflow tab, with the job's own input values (seeds, swept values). */
 async function openJob(/** @type {string} */ id) {
-  const job = await client.getTask(id);
+  const job = await client.getJob(id);
   const label = jobLabel(job);
   const name = `${label.name}${label.index != null ? ` #${label.index}` : ""} (job ${id.slice(-6)})`;
   let workflow = job.workflow;
@@ -141,7 +141,7 @@ app.registerExtension({
   ],
   async setup() {
     hub.start();
-    hub.on(TASK, (d) => notifier.onTask(d));
+    hub.on(JOB, (d) => notifier.onJob(d));
     hub.on("reconnected", () => notifier.recount());
     installQueueShortcut(window, {run: () => {
       queueFromCommand();

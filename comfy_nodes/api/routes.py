@@ -7,13 +7,14 @@ tests). Every handler applies the site rules (Host, Origin, Content-Type: api/si
 answers errors as JSON {"error": {"type", "message"}} by itself (api/guards.py), so it needs no middleware of
 ComfyUI's. Blocking store and broker calls run on the service's thread pool.
 
-  POST   /comfymq/tasks                 queue one job, or many (count, sweep) committed all-or-nothing
-  GET    /comfymq/tasks                 list: ?state=a,b &batch= &since= &until= (enqueue time, ms) &cursor=
+  POST   /comfymq/jobs                  queue one job, or many (count, sweep) committed all-or-nothing
+  GET    /comfymq/jobs                  list: ?state=a,b &batch= &since= &until= (enqueue time, ms) &cursor=
                                         &limit=1..1000 &order=newest|oldest &prompt_id=
-  GET    /comfymq/tasks/{id}            one job in full (prompt, workflow, history; `waiting` when pending)
-  POST   /comfymq/tasks/{id}/cancel     pending|running -> cancelled   (body optional: {"reason": str})
-  POST   /comfymq/tasks/{id}/retry      failed|cancelled -> pending
-  DELETE /comfymq/tasks/{id}            removes a finished job's record (its files stay)
+  GET    /comfymq/jobs/{id}             one job in full (prompt, workflow, history; `waiting` when pending)
+  POST   /comfymq/jobs/{id}/cancel      pending|running -> cancelled   (body optional: {"reason": str})
+  POST   /comfymq/jobs/{id}/retry       failed|cancelled -> pending
+  DELETE /comfymq/jobs/{id}             removes a finished job's record (its files stay)
+  (/comfymq/tasks... is the same API under its earlier name, kept for existing clients)
   GET    /comfymq/queue                 {"paused", "counts"};  POST /comfymq/queue/pause | /resume
   GET    /comfymq/batches/{id}          counts per state, total, done fraction, job ids (?cursor= &limit=
                                         &view=ids|summary)
@@ -28,7 +29,7 @@ ComfyUI's. Blocking store and broker calls run on the service's thread pool.
                                         (then {"status"} only, for monitors)
   GET    /comfymq/artifacts/{job}/{name}  a file recorded on that job
 
-POST /comfymq/tasks body (unknown keys are a 400 naming the key):
+POST /comfymq/jobs body (unknown keys are a 400 naming the key):
   prompt        API-format graph, JSON string or object (required)
   priority      int, default 1 (higher first)
   metadata      {"prompt_id"?, "create_time"?} only
@@ -69,7 +70,7 @@ from .errors import ApiError, BadRequest, read_json_object, read_optional_json_o
 from .guards import protect
 from .limits import RequestLimits
 from .site_policy import SitePolicy
-from .seed_routes import health_status, parse_task, task_view
+from .compat_routes import health_status, parse_task, task_view
 from .views import full_view, summary_view
 
 log = logging.getLogger("comfymq.api")
@@ -104,7 +105,7 @@ def check_batch_id(value) -> str:
 
 
 class Submission:
-    """A checked POST /comfymq/tasks body."""
+    """A checked POST /comfymq/jobs body."""
 
     def __init__(self, body: dict, limits: RequestLimits | None = None):
         self.limits = limits or RequestLimits()
@@ -352,12 +353,16 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     limits = limits or RequestLimits()
 
     def handle(method: str, path: str):
+        """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler)."""
+        paths = [path] + (["/tasks" + path[len("/jobs"):]] if path.startswith("/jobs") else [])
+
         def register(fn):
             wrapped = protect(fn, site=site, token=token)
-            if method == "GET":
-                routes.get(prefix + path)(wrapped)  # HEAD too
-            else:
-                routes.route(method, prefix + path)(wrapped)
+            for p in paths:
+                if method == "GET":
+                    routes.get(prefix + p)(wrapped)  # HEAD too
+                else:
+                    routes.route(method, prefix + p)(wrapped)
             return fn
 
         return register
@@ -397,7 +402,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
 
     # -- tasks --
 
-    @handle("POST", "/tasks")
+    @handle("POST", "/jobs")
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
         if not sub.expands:
@@ -435,7 +440,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
             body["existed"] = True
         return web.json_response(body)
 
-    @handle("GET", "/tasks")
+    @handle("GET", "/jobs")
     async def list_tasks(request: web.Request) -> web.Response:
         q = parse_list_query(request)
         if "prompt_id" in q:
@@ -453,7 +458,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         return web.json_response({"jobs": [summary_view(j, prefix) for j in page["jobs"]],
                                   "next_cursor": page["next_cursor"]})
 
-    @handle("GET", "/tasks/{id}")
+    @handle("GET", "/jobs/{id}")
     async def get_task(request: web.Request) -> web.Response:
         job = await get_job(check_job_id(request.match_info["id"]), with_prompt=True)
         view = full_view(job, prefix)
@@ -465,7 +470,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
                 view["waiting"] = []
         return web.json_response({"job": view})
 
-    @handle("POST", "/tasks/{id}/cancel")
+    @handle("POST", "/jobs/{id}/cancel")
     async def cancel_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
         body = await read_optional_json_object(request, limits)
@@ -478,14 +483,14 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         await store_call(service.store.cancel, job_id, reason)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
-    @handle("POST", "/tasks/{id}/retry")
+    @handle("POST", "/jobs/{id}/retry")
     async def retry_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
         await read_optional_json_object(request, limits)
         await store_call(service.store.retry, job_id)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
-    @handle("DELETE", "/tasks/{id}")
+    @handle("DELETE", "/jobs/{id}")
     async def delete_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
         await store_call(service.store.delete, job_id)

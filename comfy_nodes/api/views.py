@@ -6,7 +6,7 @@ summary (lists, batch pages, answers to cancel/retry):
   attempts, max_attempts, timeout (seconds or null), worker, progress,
   error: {type, message, node_id} or null (message cut to 500 characters),
   outputs, artifacts: [{path, size, sha256, mime, url}]
-full (GET /comfymq/tasks/{id}): the summary plus
+full (GET /comfymq/jobs/{id}): the summary plus
   prompt, workflow, error with traceback and details, history, lease_expires_at, and for pending jobs
   waiting: [reasons no connected worker takes it] (added by the route).
 

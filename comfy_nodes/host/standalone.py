@@ -17,7 +17,7 @@ from ..api.auth import insecure_bind_warning
 from ..api.guards import host_middlewares
 from ..api.limits import RequestLimits
 from ..api.routes import add_routes
-from ..api.seed_routes import add_seed_routes
+from ..api.compat_routes import add_compat_routes
 from ..api.site_policy import SitePolicy
 from ..config import check_token
 from ..service import BrokerSettings, QueueService
@@ -38,7 +38,7 @@ def build_app(service: QueueService, *, token: str | None = None, site: SitePoli
     app = web.Application(client_max_size=limits.max_body_bytes, middlewares=host_middlewares(site, token))
     app["service"] = service
     routes = web.RouteTableDef()
-    add_seed_routes(routes, service, limits)
+    add_compat_routes(routes, service, limits)
     add_routes(routes, service, prefix="/comfymq", site=None, limits=limits)  # the middlewares check
     add_routes(routes, service, prefix="/api/comfymq", site=None, limits=limits)
     app.add_routes(routes)

@@ -26,12 +26,12 @@ export class ApiError extends Error {
 /**
  * @typedef {{prompt: Record<string, any>, workflow?: any, priority?: number, count?: number, keep_seeds?: boolean,
  *            sweep?: Record<string, any[]>, batch_id?: string, metadata?: {prompt_id?: string},
- *            max_attempts?: number, owner?: string}} TaskRequest
+ *            max_attempts?: number, owner?: string}} JobRequest
  */
 
 /**
  * @typedef {{status: string, jobs: {id: string, state: string, prompt_id?: string, batch_id?: string | null,
- *            existed?: boolean}[], batch_id?: string, count?: number, existed?: boolean}} TaskAnswer
+ *            existed?: boolean}[], batch_id?: string, count?: number, existed?: boolean}} EnqueueAnswer
  */
 
 /**
@@ -100,14 +100,14 @@ export class MQClient {
    *          order?: "newest" | "oldest"}} q
    * @returns {Promise<{jobs: Job[], next_cursor: string | null}>}
    */
-  listTasks(q) {
+  listJobs(q) {
     const p = new URLSearchParams();
     if (q.states && q.states.length) p.set("state", q.states.join(","));
     if (q.batch) p.set("batch", q.batch);
     if (q.cursor) p.set("cursor", q.cursor);
     p.set("limit", String(q.limit || 100));
     p.set("order", q.order || "newest");
-    return this.request("GET", "/tasks?" + p.toString());
+    return this.request("GET", "/jobs?" + p.toString());
   }
 
   /**
@@ -116,33 +116,33 @@ export class MQClient {
    * @returns {Promise<Job | null>}
    */
   async findByPromptId(promptId) {
-    const data = await this.request("GET", "/tasks?prompt_id=" + encodeURIComponent(promptId));
+    const data = await this.request("GET", "/jobs?prompt_id=" + encodeURIComponent(promptId));
     return (data.jobs && data.jobs[0]) || null;
   }
 
   /** @param {string} id @returns {Promise<Job>} */
-  async getTask(id) {
-    return (await this.request("GET", "/tasks/" + encodeURIComponent(id))).job;
+  async getJob(id) {
+    return (await this.request("GET", "/jobs/" + encodeURIComponent(id))).job;
   }
 
-  /** @param {TaskRequest} body @returns {Promise<TaskAnswer>} */
+  /** @param {JobRequest} body @returns {Promise<EnqueueAnswer>} */
   enqueue(body) {
-    return this.request("POST", "/tasks", body);
+    return this.request("POST", "/jobs", body);
   }
 
   /** @param {string} id @returns {Promise<Job>} */
   async cancel(id) {
-    return (await this.request("POST", `/tasks/${encodeURIComponent(id)}/cancel`, {reason: "cancelled in the panel"})).job;
+    return (await this.request("POST", `/jobs/${encodeURIComponent(id)}/cancel`, {reason: "cancelled in the panel"})).job;
   }
 
   /** @param {string} id @returns {Promise<Job>} */
   async retry(id) {
-    return (await this.request("POST", `/tasks/${encodeURIComponent(id)}/retry`)).job;
+    return (await this.request("POST", `/jobs/${encodeURIComponent(id)}/retry`)).job;
   }
 
   /** @param {string} id */
   remove(id) {
-    return this.request("DELETE", "/tasks/" + encodeURIComponent(id));
+    return this.request("DELETE", "/jobs/" + encodeURIComponent(id));
   }
 
   /** @returns {Promise<{paused: boolean, counts: Record<string, number>}>} */

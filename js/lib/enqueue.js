@@ -1,11 +1,11 @@
 // Queueing the canvas's workflow: graph -> API prompt (app.graphToPrompt), seeds per copy (seeds.js), sweep
-// axes, then POST /comfymq/tasks; afterwards the seed widgets move on as they do after ComfyUI's own Queue.
+// axes, then POST /comfymq/jobs; afterwards the seed widgets move on as they do after ComfyUI's own Queue.
 
 import {findControlled, planCopies} from "./seeds.js";
 import {jobTotal} from "./sweep.js";
 
 /** @typedef {import("./client.js").MQClient} MQClient */
-/** @typedef {import("./client.js").TaskAnswer} TaskAnswer */
+/** @typedef {import("./client.js").EnqueueAnswer} EnqueueAnswer */
 /** @typedef {import("./seeds.js").NodeLike} NodeLike */
 /** @typedef {{nodeId: string, input: string, values: any[]}} SweepAxis */
 /** @typedef {{priority: number, count: number, sweep?: SweepAxis[]}} EnqueueOptions */
@@ -111,7 +111,7 @@ export async function enqueueWorkflow(app, client, opts) {
   for (let i = 0; i < plan.requests.length; i++) {
     const r = plan.requests[i];
     const promptId = plan.requests.length > 1 ? `${name}@${tag}.${i + 1}` : `${name}@${tag}`;
-    /** @type {import("./client.js").TaskRequest} */
+    /** @type {import("./client.js").JobRequest} */
     const body = {prompt: r.prompt, workflow, priority, metadata: {prompt_id: promptId}};
     if (r.count > 1) body.count = r.count;
     if (r.keep_seeds !== undefined && r.count > 1) body.keep_seeds = r.keep_seeds;

@@ -2,13 +2,13 @@
 // and go (the panel subscribes while its tab is open). Listening early also keeps ComfyUI from warning about
 // unknown message types.
 
-export const TASK = "comfymq.task";
+export const JOB = "comfymq.job";
 export const WORKER = "comfymq.worker";
 export const STATS = "comfymq.stats";
 export const QUEUE = "comfymq.queue";
 export const RECONNECTED = "reconnected";
 export const RECONNECTING = "reconnecting";
-const TYPES = [TASK, WORKER, STATS, QUEUE, RECONNECTED, RECONNECTING];
+const TYPES = [JOB, WORKER, STATS, QUEUE, RECONNECTED, RECONNECTING];
 
 /** @typedef {(detail: any) => void} Handler */
 

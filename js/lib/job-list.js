@@ -1,6 +1,6 @@
 // The queue view's data: a paged, filtered list of job summaries kept current by websocket deltas.
 //
-// Pages of `pageSize` come from GET /comfymq/tasks with the cursor; a delta changes a loaded job in place (new
+// Pages of `pageSize` come from GET /comfymq/jobs with the cursor; a delta changes a loaded job in place (new
 // object, so views can compare by identity) and marks it stale; stale and newly seen jobs are fetched in one
 // request per flush (the window of the list they fall in), so a burst of events costs one request, never a
 // refetch per event. The whole list is fetched again only on resync/reconnect (reload keeps as many jobs as
@@ -103,7 +103,7 @@ export class JobList {
     this.crossed = new Set();
     this.onChange();
     try {
-      const page = await this.client.listTasks({...this.query(), limit});
+      const page = await this.client.listJobs({...this.query(), limit});
       if (gen !== this.generation || this.closed) return;
       this.byId = new Map(page.jobs.map((j) => [j.id, j]));
       this.ids = page.jobs.map((j) => j.id);
@@ -140,7 +140,7 @@ export class JobList {
     this.crossed = new Set();
     this.onChange();
     try {
-      const page = await this.client.listTasks({...this.query(), cursor: this.nextCursor, limit: this.pageSize});
+      const page = await this.client.listJobs({...this.query(), cursor: this.nextCursor, limit: this.pageSize});
       if (gen !== this.generation || this.closed) return;
       for (const j of page.jobs) {
         if (!this.byId.has(j.id)) this.ids.push(j.id);
@@ -220,7 +220,7 @@ export class JobList {
   }
 
   /**
-   * Applies one comfymq.task event's entries.
+   * Applies one comfymq.job event's entries.
    * @param {JobDelta[]} deltas
    */
   apply(deltas) {
@@ -305,7 +305,7 @@ export class JobList {
       if (stale.length + unseen.length <= FEW) {
         fresh = (await Promise.all([
           ...stale.map((id) => this.fetchLight(id)),
-          ...unseen.map((id) => this.client.getTask(id).then(lighten, () => null)),
+          ...unseen.map((id) => this.client.getJob(id).then(lighten, () => null)),
         ])).filter((j) => j != null);
         // a job asked for but gone was deleted meanwhile
         for (const id of stale) if (!fresh.some((j) => j.id === id) && gen === this.generation) this.removeId(id);
@@ -319,7 +319,7 @@ export class JobList {
           return;
         }
         const cursor = first > 0 ? this.ids[first - 1] : null;
-        const page = await this.client.listTasks({...this.query(), cursor, limit});
+        const page = await this.client.listJobs({...this.query(), cursor, limit});
         fresh = page.jobs;
       }
       if (gen !== this.generation || this.closed) return;
@@ -338,7 +338,7 @@ export class JobList {
         const j = await this.client.findByPromptId(known.prompt_id);
         if (j && j.id === id) return j;
       }
-      return lighten(await this.client.getTask(id));
+      return lighten(await this.client.getJob(id));
     } catch (e) {
       if (/** @type {any} */ (e).status === 404) return null;
       throw e;

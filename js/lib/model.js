@@ -1,7 +1,11 @@
 // The job and worker records as the /comfymq API shows them, and pure helpers over them.
-// No imports, no side effects: ComfyUI loads every .js under js/ as a module.
+// No side effects: ComfyUI loads every .js under js/ as a module.
 
-/** @typedef {"pending" | "running" | "succeeded" | "failed" | "cancelled"} JobState */
+import {STATES} from "./states.js";
+
+export {STATES};
+
+/** @typedef {import("./states.js").JobState} JobState */
 
 /**
  * Progress of a running job, as the worker bridge reports it.
@@ -23,7 +27,7 @@
  */
 
 /**
- * GET /comfymq/tasks entries (summary view); the full view (GET /comfymq/tasks/{id}) adds prompt, workflow,
+ * GET /comfymq/jobs entries (summary view); the full view (GET /comfymq/jobs/{id}) adds prompt, workflow,
  * history, lease_expires_at and, for pending jobs, waiting.
  * @typedef {{
  *   id: string, state: JobState, priority: number, batch_id: string | null, prompt_id: string | null,
@@ -38,7 +42,7 @@
  */
 
 /**
- * One entry of a comfymq.task websocket event: what changed about one job since the last event.
+ * One entry of a comfymq.job websocket event: what changed about one job since the last event.
  * @typedef {{job_id: string, state?: JobState, from?: string, worker?: string, reason?: string,
  *            progress?: Progress | null, removed?: boolean}} JobDelta
  */
@@ -53,8 +57,6 @@
  *                    vram_free?: number}[]}}} Worker
  */
 
-/** @type {JobState[]} */
-export const STATES = ["pending", "running", "succeeded", "failed", "cancelled"];
 /** @type {ReadonlySet<string>} */
 export const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
 

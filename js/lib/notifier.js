@@ -127,7 +127,7 @@ export class Notifier {
       this.early.delete(id);
       if (this.jobs.has(id)) seen.push({job_id: id, state});
     }
-    if (seen.length) this.onTask({jobs: seen});
+    if (seen.length) this.onJob({jobs: seen});
   }
 
   /** @param {unknown} e */
@@ -137,7 +137,7 @@ export class Notifier {
   }
 
   /** @param {{jobs?: JobDelta[], resync?: boolean}} detail */
-  onTask(detail) {
+  onJob(detail) {
     if (detail && detail.resync) {
       this.resyncAt = Date.now();
       this.recount();
@@ -232,7 +232,7 @@ export class Notifier {
   async failureToast(id, summary, suffix) {
     let detail = "";
     try {
-      const job = await this.client.getTask(id);
+      const job = await this.client.getJob(id);
       const e = job.error || {};
       detail = [nodeName(job, e.node_id), e.message || e.type || "failed"].filter(Boolean).join(": ");
     } catch {
@@ -246,7 +246,7 @@ export class Notifier {
   async finishedToast(id, name) {
     let detail = "";
     try {
-      const job = await this.client.getTask(id);
+      const job = await this.client.getJob(id);
       if (job.started_at && job.finished_at) detail = `ran ${formatDuration(job.finished_at - job.started_at)}`;
       const n = (job.artifacts || []).length;
       if (n) detail += `${detail ? ", " : ""}${plural(n, "file")}`;
@@ -280,11 +280,11 @@ export class Notifier {
       if (t.batch) continue;
       const asked = t.state;
       try {
-        const job = await this.client.getTask(id);
+        const job = await this.client.getJob(id);
         // an event that came while the answer was on its way stands (the answer may predate it: applying it
         // would take back an end already noted, and no event would bring it again)
         if (this.jobs.get(id) !== t || t.state !== asked) continue;
-        if (job.state !== t.state) this.onTask({jobs: [{job_id: id, state: job.state}]});
+        if (job.state !== t.state) this.onJob({jobs: [{job_id: id, state: job.state}]});
       } catch {
         this.jobs.delete(id);
       }

@@ -1,4 +1,4 @@
-// The selected job in full (GET /comfymq/tasks/{id}): times, the executing node, the whole error with ComfyUI's
+// The selected job in full (GET /comfymq/jobs/{id}): times, the executing node, the whole error with ComfyUI's
 // per-node validation errors and the traceback, why a pending job waits (per worker), every result file, the
 // attempts, and the actions.
 
@@ -66,7 +66,7 @@ export class JobDetails {
     if (!id) return;
     const seq = ++this.seq;
     try {
-      const job = await this.o.client.getTask(id);
+      const job = await this.o.client.getJob(id);
       if (seq !== this.seq || this.id !== id) return;
       this.job = job;
       this.render();

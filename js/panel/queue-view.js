@@ -6,7 +6,7 @@ import {STATES, fullCounts, batchLabel, jobLabel} from "../lib/model.js";
 import {formatCount, plural} from "../lib/format.js";
 import {JobList} from "../lib/job-list.js";
 import {jobImages} from "../lib/images.js";
-import {TASK, QUEUE, STATS, RECONNECTED} from "../lib/events.js";
+import {JOB, QUEUE, STATS, RECONNECTED} from "../lib/events.js";
 import {VirtualList} from "./virtual-list.js";
 import {renderJobRow, tickDurations} from "./job-row.js";
 import {JobDetails} from "./job-details.js";
@@ -109,7 +109,7 @@ export class QueueView {
   start() {
     const hub = this.ctx.hub;
     this.offs.push(
-      hub.on(TASK, (d) => this.onTask(d)),
+      hub.on(JOB, (d) => this.onJob(d)),
       hub.on(QUEUE, (d) => {
         this.paused = !!(d && d.paused);
         this.renderCounts();
@@ -203,7 +203,7 @@ export class QueueView {
   }
 
   /** @param {{jobs?: import("../lib/model.js").JobDelta[], resync?: boolean}} d */
-  onTask(d) {
+  onJob(d) {
     if (!d) return;
     if (d.resync) {
       this.reloadAll();
@@ -410,7 +410,7 @@ export class QueueView {
       if (known && now - known.at < WAIT_TTL) continue;
       this.waiting.set(job.id, {at: now, reasons: known ? known.reasons : []});
       this.waitInFlight++;
-      this.ctx.client.getTask(job.id).then((full) => {
+      this.ctx.client.getJob(job.id).then((full) => {
         if (full.state === "pending") this.waiting.set(job.id, {at: Date.now(), reasons: full.waiting || []});
         else this.waiting.delete(job.id);
         this.vlist.schedule();

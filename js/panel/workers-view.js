@@ -5,7 +5,7 @@
 import {h, button, icon, replaceChildren} from "../lib/dom.js";
 import {progressFraction, jobLabel} from "../lib/model.js";
 import {formatAge, formatBytes, formatCount, plural} from "../lib/format.js";
-import {TASK, WORKER, RECONNECTED} from "../lib/events.js";
+import {JOB, WORKER, RECONNECTED} from "../lib/events.js";
 
 /** @typedef {import("../lib/model.js").Worker} Worker */
 /** @typedef {import("../lib/model.js").Progress} Progress */
@@ -51,7 +51,7 @@ export class WorkersView {
     const hub = this.ctx.hub;
     this.offs.push(
       hub.on(WORKER, (d) => this.onWorker(d)),
-      hub.on(TASK, (d) => this.onTask(d)),
+      hub.on(JOB, (d) => this.onJob(d)),
       hub.on(RECONNECTED, () => this.load()),
     );
     this.ticker = setInterval(() => this.tick(), 1000);
@@ -115,7 +115,7 @@ export class WorkersView {
   }
 
   /** @param {{jobs?: {job_id: string, state?: string, worker?: string, progress?: Progress | null}[]}} d */
-  onTask(d) {
+  onJob(d) {
     let changed = false;
     for (const j of (d && d.jobs) || []) {
       if (j.state && j.state !== "running") {
@@ -239,7 +239,7 @@ export class WorkersView {
     if (this.jobs.has(id)) return this.jobs.get(id) || undefined;
     if (this.jobs.size > 200) this.jobs.clear();
     this.jobs.set(id, null);
-    this.ctx.client.getTask(id).then((j) => {
+    this.ctx.client.getJob(id).then((j) => {
       this.jobs.set(id, {...j, prompt: undefined, workflow: undefined});
       this.renderSoon();
     }, () => {});

@@ -901,7 +901,11 @@ PYBIND11_MODULE(_native, m) {
   m.attr("ConflictError") = g_errors->conflict;
   m.attr("LeaseLostError") = g_errors->lease_lost;
 
-  m.attr("JOB_STATES") = py::make_tuple("pending", "running", "succeeded", "failed", "cancelled");
+  {
+    py::list states;  // the one list of states is the core's (JobStateName); Python and the panel take it from here
+    for (int i = 0; i < kNumJobStates; ++i) states.append(JobStateName(static_cast<JobState>(i)));
+    m.attr("JOB_STATES") = py::tuple(states);
+  }
   m.attr("MAX_JSON_DEPTH") = kMaxJsonDepth;
 
   m.def("validate_prompt", [](const py::object& prompt) { Check(ValidatePromptJson(GraphText(prompt, "prompt"))); },

@@ -145,7 +145,7 @@ function fakeClient(n) {
     jobs, calls,
     /** @type {Promise<void> | null} while set, a fetch answers what the server had when asked only once it resolves */
     hold: null,
-    async listTasks(q) {
+    async listJobs(q) {
       calls.push(["list", q]);
       const answer = this.listNow(q);
       if (this.hold) await this.hold;
@@ -166,7 +166,7 @@ function fakeClient(n) {
       if (this.hold) await this.hold;
       return answer;
     },
-    async getTask(id) {
+    async getJob(id) {
       calls.push(["get", id]);
       const j = jobs.find((x) => x.id === id);
       if (!j) throw Object.assign(new Error("no job"), {status: 404});
@@ -315,7 +315,7 @@ describe("toasts", () => {
   function notifier() {
     const toasts = [];
     const client = {
-      async getTask(id) {
+      async getJob(id) {
         return {id, prompt_id: "x@abcdef", error: {type: "RuntimeError", message: "boom", node_id: "9"},
           prompt: {9: {class_type: "FailNode"}}, artifacts: [], started_at: 1, finished_at: 2};
       },
@@ -331,7 +331,7 @@ describe("toasts", () => {
     const jobs = Array.from({length: 100}, (_, i) => ({id: `j${i}`, state: "pending"}));
     n.queued({jobs, batchId: "b.abcdef", name: "grid", total: 100, how: "host-random"});
     assert.equal(toasts.length, 1);
-    n.onTask({jobs: jobs.map((j, i) => ({job_id: j.id, state: i === 7 ? "failed" : "succeeded"}))});
+    n.onJob({jobs: jobs.map((j, i) => ({job_id: j.id, state: i === 7 ? "failed" : "succeeded"}))});
     n.flush();
     await new Promise((r) => setTimeout(r, 10));
     const summaries = toasts.slice(1).map((t) => t.summary);
@@ -343,10 +343,10 @@ describe("toasts", () => {
   it("jobs that ended before their enqueue's answer came still count (one request per copy)", async () => {
     const {n, toasts} = notifier();
     // the first copy's request was answered, it ran and failed while the others were still being queued
-    n.onTask({jobs: [{job_id: "s0", state: "failed", from: "running"}, {job_id: "other", state: "succeeded"}]});
+    n.onJob({jobs: [{job_id: "s0", state: "failed", from: "running"}, {job_id: "other", state: "succeeded"}]});
     const jobs = Array.from({length: 4}, (_, i) => ({id: `s${i}`, state: "pending"}));
     n.queued({jobs, batchId: "b.abcdef", name: "split", total: 4, how: "split"});
-    n.onTask({jobs: jobs.slice(1).map((j) => ({job_id: j.id, state: "succeeded"}))});
+    n.onJob({jobs: jobs.slice(1).map((j) => ({job_id: j.id, state: "succeeded"}))});
     n.flush();
     await new Promise((r) => setTimeout(r, 10));
     const summaries = toasts.slice(1).map((t) => t.summary);
@@ -357,17 +357,17 @@ describe("toasts", () => {
 
   it("a retry: the run before it is no news, a run that ended before its answer came is", async () => {
     const {n, toasts} = notifier();
-    n.onTask({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // queued elsewhere, failed
+    n.onJob({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // queued elsewhere, failed
     n.retrying("r");
     n.watch({id: "r", state: "pending"}, "again");
     n.flush();
     await new Promise((r) => setTimeout(r, 10));
     assert.equal(toasts.length, 0, "the failure before the retry");
-    n.onTask({jobs: [{job_id: "r", state: "cancelled", from: "pending"}]});
+    n.onJob({jobs: [{job_id: "r", state: "cancelled", from: "pending"}]});
     n.flush(); // cancelled: no toast, and no longer followed
     assert.equal(n.jobs.size, 0);
     n.retrying("r");
-    n.onTask({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // retried, ran, failed: before the answer
+    n.onJob({jobs: [{job_id: "r", state: "failed", from: "running"}]}); // retried, ran, failed: before the answer
     n.watch({id: "r", state: "pending"}, "again");
     n.flush();
     await new Promise((r) => setTimeout(r, 10));
@@ -381,7 +381,7 @@ describe("toasts", () => {
     let release = () => {};
     const held = new Promise((r) => (release = r));
     const client = {
-      async getTask(id) {
+      async getJob(id) {
         const answer = {id, state: state[id], artifacts: [], started_at: 1, finished_at: 2};
         await held;
         return answer;
@@ -389,10 +389,10 @@ describe("toasts", () => {
     };
     const n = new Notifier(() => ({add: (t) => toasts.push(t)}), client);
     n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
-    n.onTask({jobs: [{job_id: "a", state: "running"}]});
+    n.onJob({jobs: [{job_id: "a", state: "running"}]});
     const recounting = n.recount(); // asks for "a" while it runs
     state.a = "succeeded";
-    n.onTask({jobs: [{job_id: "a", state: "succeeded", from: "running"}]});
+    n.onJob({jobs: [{job_id: "a", state: "succeeded", from: "running"}]});
     release();
     await recounting;
     n.flush();
@@ -403,12 +403,12 @@ describe("toasts", () => {
   it("a job queued just after a resync has its state asked for (its events may have been dropped)", async () => {
     const toasts = [];
     const client = {
-      async getTask(id) {
+      async getJob(id) {
         return {id, state: "succeeded", artifacts: [], started_at: 1, finished_at: 2};
       },
     };
     const n = new Notifier(() => ({add: (t) => toasts.push(t)}), client);
-    n.onTask({jobs: [], resync: true}); // a burst of events replaced by a refetch, while the answer was on its way
+    n.onJob({jobs: [], resync: true}); // a burst of events replaced by a refetch, while the answer was on its way
     n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
     await new Promise((r) => setTimeout(r, 10));
     n.flush();
@@ -420,7 +420,7 @@ describe("toasts", () => {
     const {n, toasts} = notifier();
     n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single"});
     n.queued({jobs: [{id: "b", state: "pending"}], batchId: null, name: "two", total: 1, how: "single"});
-    n.onTask({jobs: [{job_id: "a", state: "succeeded"}, {job_id: "b", state: "failed"}]});
+    n.onJob({jobs: [{job_id: "a", state: "succeeded"}, {job_id: "b", state: "failed"}]});
     n.flush();
     await new Promise((r) => setTimeout(r, 10));
     const t = toasts.slice(2);
@@ -545,7 +545,7 @@ describe("views", () => {
       byId: new Map([[job.id, job]])});
     view.batchInfo.set("b.abcdef", {batch_id: "b.abcdef", total: 2, finished: 1,
       counts: {pending: 0, running: 1, succeeded: 1, failed: 0, cancelled: 0}});
-    view.onTask({jobs: [{job_id: job.id, state: "succeeded", from: "running"}]});
+    view.onJob({jobs: [{job_id: job.id, state: "succeeded", from: "running"}]});
     assert.equal(view.list.size, 0, "the job left the Running filter");
     assert.ok(view.batchDirty.has("b.abcdef"), "its batch is fetched again");
     view.stop();

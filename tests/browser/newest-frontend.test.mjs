@@ -20,13 +20,13 @@ let page;
 let ours;
 
 async function newestId() {
-  return (await comfy.api("/comfymq/tasks?limit=1")).jobs[0]?.id || "";
+  return (await comfy.api("/comfymq/jobs?limit=1")).jobs[0]?.id || "";
 }
 
 /** @param {string} since */
 async function oneJobAfter(since) {
   return waitFor(async () => {
-    const jobs = (await comfy.api("/comfymq/tasks?limit=20")).jobs.filter((/** @type {any} */ j) => j.id > since);
+    const jobs = (await comfy.api("/comfymq/jobs?limit=20")).jobs.filter((/** @type {any} */ j) => j.id > since);
     return jobs.length === 1 ? jobs[0] : null;
   }, 15000, "one new job");
 }

@@ -27,12 +27,12 @@ const row = (id) => page.locator(`.comfymq-panel .mq-job[data-job="${id}"]`);
 
 /** Jobs newer than `since` (ids sort by enqueue order), newest first. @param {string} since */
 async function jobsAfter(since) {
-  const page1 = await comfy.api("/comfymq/tasks?limit=1000");
+  const page1 = await comfy.api("/comfymq/jobs?limit=1000");
   return page1.jobs.filter((/** @type {any} */ j) => j.id > since);
 }
 
 async function newestId() {
-  const r = await comfy.api("/comfymq/tasks?limit=1");
+  const r = await comfy.api("/comfymq/jobs?limit=1");
   return r.jobs[0]?.id || "";
 }
 
@@ -64,7 +64,7 @@ async function rowState(id, state, timeout = 20000) {
 
 /** The job's full record from the API. @param {string} id */
 async function job(id) {
-  return (await comfy.api(`/comfymq/tasks/${id}`)).job;
+  return (await comfy.api(`/comfymq/jobs/${id}`)).job;
 }
 
 /** @param {number} n */
@@ -304,7 +304,7 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
       await comfy.api("/comfymq/batches/load-test.abcdef/cancel", {method: "POST"});
       await comfy.api("/comfymq/queue/resume", {method: "POST"});
     });
-    const r = await comfy.api("/comfymq/tasks", {method: "POST", headers: {"Content-Type": "application/json"},
+    const r = await comfy.api("/comfymq/jobs", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({prompt: testPrompt({steps: 1}), count: 1200, batch_id: "load-test.abcdef"})});
     assert.equal(r.jobs.length, 1200);
     await page.locator('.comfymq-panel .mq-chip[data-state="pending"]', {hasText: "1,200"}).waitFor({timeout: 15000});
@@ -337,11 +337,11 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     // a delta for one of them changes that row in place, without reloading the list
     let listRequests = 0;
     const count = (/** @type {import("playwright-core").Request} */ req) => {
-      if (/\/comfymq\/tasks\?(?!prompt_id)/.test(req.url())) listRequests++;
+      if (/\/comfymq\/jobs\?(?!prompt_id)/.test(req.url())) listRequests++;
     };
     page.on("request", count);
     const target = r.jobs[1199].id; // the newest: at the top
-    await comfy.api(`/comfymq/tasks/${target}/cancel`, {method: "POST"});
+    await comfy.api(`/comfymq/jobs/${target}/cancel`, {method: "POST"});
     await rowState(target, "cancelled");
     page.off("request", count);
     assert.equal(listRequests, 0, "no list refetch for one change");
@@ -379,7 +379,7 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     assert.equal((await comfy.api("/comfymq/workers"))[0].draining, true);
     await card.locator('[data-action="drain"]').click();
     await card.locator(".mq-pill", {hasText: /idle|busy/}).waitFor();
-    await comfy.api(`/comfymq/tasks/${j.id}/cancel`, {method: "POST"});
+    await comfy.api(`/comfymq/jobs/${j.id}/cancel`, {method: "POST"});
     await page.locator(".comfymq-panel .mq-tab", {hasText: "Queue"}).click();
     assertNoErrorsFromUs();
   });
@@ -387,7 +387,7 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
   it("recovers after the websocket reconnects", async () => {
     const since = await newestId();
     await page.evaluate(() => /** @type {any} */ (window).comfyAPI.api.api.socket.close());
-    await comfy.api("/comfymq/tasks", {method: "POST", headers: {"Content-Type": "application/json"},
+    await comfy.api("/comfymq/jobs", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({prompt: testPrompt({steps: 1}), metadata: {prompt_id: "while-away"}})});
     const [j] = await waitFor(async () => {
       const js = await jobsAfter(since);

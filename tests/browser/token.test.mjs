@@ -50,7 +50,7 @@ describe("ComfyMQ panel with an access token on the host", () => {
   });
 
   it("without the token: every ComfyMQ route says 401, and the panel says where to enter the token", async () => {
-    const r = await fetch(comfy.url + "/comfymq/tasks");
+    const r = await fetch(comfy.url + "/comfymq/jobs");
     assert.equal(r.status, 401);
     assert.equal((await r.json()).error.type, "unauthorized");
     // ComfyUI's own routes are not ours to guard
@@ -78,10 +78,10 @@ describe("ComfyMQ panel with an access token on the host", () => {
     drop401s();  // reported late by the console, from before the token was right
 
     await loadWorkflow(page, testPrompt({steps: 5}), "token check");
-    const before = (await comfy.api("/comfymq/tasks?limit=1")).jobs[0]?.id || "";
+    const before = (await comfy.api("/comfymq/jobs?limit=1")).jobs[0]?.id || "";
     await page.locator('.comfymq-panel [data-action="enqueue"]').click();
     const j = await waitFor(async () => {
-      const jobs = (await comfy.api("/comfymq/tasks?limit=10")).jobs.filter((/** @type {any} */ x) => x.id > before);
+      const jobs = (await comfy.api("/comfymq/jobs?limit=10")).jobs.filter((/** @type {any} */ x) => x.id > before);
       return jobs.length === 1 ? jobs[0] : null;
     }, 15000, "the queued job");
     const row = page.locator(`.comfymq-panel .mq-job[data-job="${j.id}"]`);

@@ -27,7 +27,7 @@ def test_job_changes_coalesce_per_job():
     relay.flush()
     assert len(sink.sent) == 1
     name, data = sink.sent[0]
-    assert name == "comfymq.task" and data["resync"] is False
+    assert name == "comfymq.job" and data["resync"] is False
     jobs = {j["job_id"]: j for j in data["jobs"]}
     assert jobs["a"]["state"] == "running" and jobs["a"]["worker"] == "w1"
     assert jobs["a"]["progress"] == {"value": 3, "max": 10}
@@ -46,7 +46,7 @@ def test_a_thousand_jobs_become_one_resync_message():
     for i in range(1000):
         relay({"type": "job", "job_id": f"{i:016x}", "state": "pending", "from": "pending"})
     relay.flush()
-    assert sink.sent == [("comfymq.task", {"jobs": [], "resync": True, "changed": 1000})]
+    assert sink.sent == [("comfymq.job", {"jobs": [], "resync": True, "changed": 1000})]
     relay.close()
 
 
@@ -78,5 +78,5 @@ def test_a_failing_send_does_not_stop_the_relay():
     relay.flush()
     relay({"type": "job", "job_id": "b", "state": "pending"})
     relay.flush()
-    assert calls == ["comfymq.task", "comfymq.task"]
+    assert calls == ["comfymq.job", "comfymq.job"]
     relay.close()

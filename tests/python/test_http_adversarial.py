@@ -134,14 +134,14 @@ def _prepare(t: Target, broker: str, tmp: Path) -> Target:
                                "--out", str(tmp / f"{name}-worker-out")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": {"1": {"class_type": "TestJob",
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": {"1": {"class_type": "TestJob",
                                                                           "inputs": {"seq": 7, "bytes": 3000}}}},
                                  headers=t.auth)
         assert status == 200, body
         done = body["jobs"][0]["id"]
         deadline = time.monotonic() + 30
         while True:
-            job = host.json("GET", f"{P}/tasks/{done}", headers=t.auth)[1]["job"]
+            job = host.json("GET", f"{P}/jobs/{done}", headers=t.auth)[1]["job"]
             if job["state"] == "succeeded":
                 break
             assert time.monotonic() < deadline, job
@@ -153,15 +153,15 @@ def _prepare(t: Target, broker: str, tmp: Path) -> Target:
     t.secrets += [payload(7, 3000)[:64], done.encode(), f"{name}-worker-9d2".encode()]
     t.jobs.append(done)
     for i in range(3):
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": graph(i), "metadata": {"prompt_id": f"p{i}"}},
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": graph(i), "metadata": {"prompt_id": f"p{i}"}},
                                  headers=t.auth)
         assert status == 200, body
         t.jobs.append(body["jobs"][0]["id"])
-    status, body = host.json("POST", f"{P}/tasks", {"prompt": graph(9), "count": 2, "batch_id": "batch-1"},
+    status, body = host.json("POST", f"{P}/jobs", {"prompt": graph(9), "count": 2, "batch_id": "batch-1"},
                              headers=t.auth)
     assert status == 200, body
     t.jobs += [j["id"] for j in body["jobs"]]
-    host.json("POST", f"{P}/tasks/{t.jobs[1]}/cancel", {}, headers=t.auth)
+    host.json("POST", f"{P}/jobs/{t.jobs[1]}/cancel", {}, headers=t.auth)
     t.secrets += [j.encode() for j in t.jobs]
     time.sleep(1.0)  # the stopped worker is noticed (no job was running): nothing changes the queue by itself
     return t
@@ -185,7 +185,7 @@ def targets(tmp_path_factory):
 def fixed_cases(t: Target) -> list[bytes]:
     """Bad input a client could send on purpose. None of it may change the queue, except where noted."""
     jid = t.jobs[2]
-    task = lambda body: t.request("POST", f"{P}/tasks", body if isinstance(body, bytes) else json.dumps(body).encode())
+    task = lambda body: t.request("POST", f"{P}/jobs", body if isinstance(body, bytes) else json.dumps(body).encode())
     seed_task = lambda body: t.request("POST", "/tasks", json.dumps(body).encode())
     g = graph()
     cases = [task(b) for b in (
@@ -236,22 +236,22 @@ def fixed_cases(t: Target) -> list[bytes]:
     huge = json.dumps({"prompt": g, "owner": "x" * 2_000_000}).encode()
     cases.append(task(huge))  # over --max-body-bytes, with a Content-Length
     chunks = b"".join(b"%x\r\n%s\r\n" % (65536, b" " * 65536) for _ in range(40)) + b"0\r\n\r\n"
-    cases.append(t.request("POST", f"{P}/tasks", None, {"Transfer-Encoding": "chunked"}) + chunks)  # over, chunked
-    cases.append(t.request("POST", f"{P}/tasks", None, {"Transfer-Encoding": "chunked"})
+    cases.append(t.request("POST", f"{P}/jobs", None, {"Transfer-Encoding": "chunked"}) + chunks)  # over, chunked
+    cases.append(t.request("POST", f"{P}/jobs", None, {"Transfer-Encoding": "chunked"})
                  + b"5;ext=1\r\n{\"pro\r\nzz\r\n")  # a bad chunk size mid-body
     # actions with bad bodies and ids
-    for path in (f"{P}/tasks/{jid}/cancel", f"{P}/tasks/{jid}/retry", f"{P}/batches/batch-1/cancel",
+    for path in (f"{P}/jobs/{jid}/cancel", f"{P}/jobs/{jid}/retry", f"{P}/batches/batch-1/cancel",
                  f"{P}/workers/w/drain", f"{P}/workers/refresh"):
         for body in (b"{", b"[1]", b'{"reason": 5}', b'{"drain": "no"}', b'{"worker_id": 5}', b'{"x": 1}',
                      b'{"reason": "' + b"r" * 100000 + b'"}'):
             cases.append(t.request("POST", path, body))
     for bad_id in ("0" * 17, "ZZZZZZZZZZZZZZZZ", "%00", "..", "../stats", "0000000000000001", "x" * 5000):
-        cases += [t.request("GET", f"{P}/tasks/{bad_id}"), t.request("POST", f"{P}/tasks/{bad_id}/cancel"),
-                  t.request("DELETE", f"{P}/tasks/{bad_id}"), t.request("GET", f"/tasks/{bad_id}")]
+        cases += [t.request("GET", f"{P}/jobs/{bad_id}"), t.request("POST", f"{P}/jobs/{bad_id}/cancel"),
+                  t.request("DELETE", f"{P}/jobs/{bad_id}"), t.request("GET", f"/tasks/{bad_id}")]
     for q in ("state=nope", "limit=0", "limit=99999999", "limit=x", "since=-1", "cursor=zz", "order=up", "x=1",
               "state=", "batch=", "limit=1&limit=2", "prompt_id=p1&cursor=0000000000000001", "%ff=%fe",
               "state=" + "pending," * 5000):
-        cases.append(t.request("GET", f"{P}/tasks?{q}"))
+        cases.append(t.request("GET", f"{P}/jobs?{q}"))
     # path traversal in artifact URLs
     job = t.jobs[0]
     for target in (f"{P}/artifacts/{job}/../../secret.txt", f"{P}/artifacts/{job}/%2e%2e/%2e%2e/secret.txt",
@@ -293,9 +293,9 @@ def test_fixed_bad_input(targets):
         for data in fixed_cases(t):
             _, state = send_tracked(t, data, state)
         # a job stored from any of them must still read back without a 500
-        _, page = t.host.json("GET", f"{P}/tasks?limit=1000", headers=t.auth)
+        _, page = t.host.json("GET", f"{P}/jobs?limit=1000", headers=t.auth)
         for j in page["jobs"]:
-            for path in (f"{P}/tasks/{j['id']}", f"/tasks/{j['id']}"):
+            for path in (f"{P}/jobs/{j['id']}", f"/tasks/{j['id']}"):
                 t.send(t.request("GET", path))
 
 
@@ -308,12 +308,12 @@ def cross_site_cases(t: Target) -> list[tuple[bytes, bool]]:
     jid = t.jobs[2]
     task = json.dumps({"prompt": graph(5)}).encode()
     form = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}, "x": "="}'
-    actions = [("POST", f"{P}/tasks", task), ("POST", "/tasks", task), ("POST", f"/api{P}/tasks", task),
-               ("POST", f"{P}/queue/pause", None), ("POST", f"{P}/tasks/{jid}/cancel", None),
-               ("POST", f"{P}/tasks/{t.jobs[1]}/retry", None), ("POST", f"{P}/batches/batch-1/cancel", None),
-               ("DELETE", f"{P}/tasks/{t.jobs[1]}", None), ("POST", f"{P}/workers/{t.name}-worker-9d2/drain", None),
-               ("POST", f"{P}/workers/refresh", None), ("PUT", f"{P}/tasks", task), ("PATCH", f"{P}/tasks", task)]
-    reads = [f"{P}/tasks", f"{P}/tasks/{jid}", f"/tasks/{jid}", f"{P}/tasks/{t.jobs[0]}", t.artifact_url,
+    actions = [("POST", f"{P}/jobs", task), ("POST", "/tasks", task), ("POST", f"/api{P}/jobs", task),
+               ("POST", f"{P}/queue/pause", None), ("POST", f"{P}/jobs/{jid}/cancel", None),
+               ("POST", f"{P}/jobs/{t.jobs[1]}/retry", None), ("POST", f"{P}/batches/batch-1/cancel", None),
+               ("DELETE", f"{P}/jobs/{t.jobs[1]}", None), ("POST", f"{P}/workers/{t.name}-worker-9d2/drain", None),
+               ("POST", f"{P}/workers/refresh", None), ("PUT", f"{P}/jobs", task), ("PATCH", f"{P}/jobs", task)]
+    reads = [f"{P}/jobs", f"{P}/jobs/{jid}", f"/tasks/{jid}", f"{P}/jobs/{t.jobs[0]}", t.artifact_url,
              f"/api{t.artifact_url}", f"{P}/stats", f"{P}/workers", f"{P}/queue", "/health", f"{P}/health",
              f"{P}/batches/batch-1"]
     origins = ["https://evil.example", "null", f"http://{EVIL}:{port}", f"http://localhost:{port + 1}",
@@ -341,7 +341,7 @@ def cross_site_cases(t: Target) -> list[tuple[bytes, bool]]:
         for host in (f"{EVIL}:{port}", EVIL, f"127.0.0.1.{EVIL}:{port}"):
             cases.append((t.request("GET", path, None, {"Host": host}, authorized=False), True))
             cases.append((t.request("GET", path, None, {"Host": host}), True))  # even with the token
-    for path in [f"{P}/tasks", f"{P}/queue/pause", "/tasks"]:  # preflights
+    for path in [f"{P}/jobs", f"{P}/queue/pause", "/tasks"]:  # preflights
         for origin in origins:
             cases.append((t.request("OPTIONS", path, None, {"Origin": origin, "Access-Control-Request-Method":
                                                             "POST", "Access-Control-Request-Headers":
@@ -375,15 +375,15 @@ def valid_corpus(t: Target) -> list[tuple[str, str, bytes | None]]:
         {"prompt": g, "workflow": {"nodes": [{"id": 3}], "links": []}, "max_attempts": 2, "timeout": 60,
          "owner": "fuzz", "metadata": {"prompt_id": "fuzz-p", "create_time": 1700000000000}},
     ]
-    corpus = [("POST", f"{P}/tasks", json.dumps(b).encode()) for b in bodies]
+    corpus = [("POST", f"{P}/jobs", json.dumps(b).encode()) for b in bodies]
     corpus += [("POST", "/tasks", json.dumps({"prompt": g, "priority": 2, "metadata": {"prompt_id": "s"}}).encode()),
-               ("POST", f"{P}/tasks/{t.jobs[2]}/cancel", b'{"reason": "fuzz"}'),
-               ("POST", f"{P}/tasks/{t.jobs[1]}/retry", None), ("POST", f"{P}/queue/pause", None),
+               ("POST", f"{P}/jobs/{t.jobs[2]}/cancel", b'{"reason": "fuzz"}'),
+               ("POST", f"{P}/jobs/{t.jobs[1]}/retry", None), ("POST", f"{P}/queue/pause", None),
                ("POST", f"{P}/queue/resume", None), ("POST", f"{P}/batches/batch-1/cancel", None),
                ("POST", f"{P}/workers/refresh", b"{}"), ("POST", f"{P}/workers/x/drain", b'{"drain": false}'),
-               ("GET", f"{P}/tasks?state=pending,failed&limit=5&order=oldest", None),
-               ("GET", f"{P}/tasks/{t.jobs[0]}", None), ("GET", t.artifact_url, None),
-               ("GET", f"{P}/batches/batch-1?view=summary&limit=2", None), ("DELETE", f"{P}/tasks/{t.jobs[3]}", None)]
+               ("GET", f"{P}/jobs?state=pending,failed&limit=5&order=oldest", None),
+               ("GET", f"{P}/jobs/{t.jobs[0]}", None), ("GET", t.artifact_url, None),
+               ("GET", f"{P}/batches/batch-1?view=summary&limit=2", None), ("DELETE", f"{P}/jobs/{t.jobs[3]}", None)]
     return corpus
 
 
@@ -516,8 +516,8 @@ def test_mutation_loop(targets):
             if foreign and 200 <= a.status < 300:
                 t.note("cross_site_through", (data[:300], a.status))
         # raw flips anywhere (request line, headers, framing) of requests that change nothing even when valid
-        raw = [t.request("GET", f"{P}/tasks/{t.jobs[0]}"), t.request("GET", f"{P}/tasks?limit=3"),
-               t.request("POST", f"{P}/tasks", json.dumps({"prompt": graph(), "zzzzz": 1}).encode()),
+        raw = [t.request("GET", f"{P}/jobs/{t.jobs[0]}"), t.request("GET", f"{P}/jobs?limit=3"),
+               t.request("POST", f"{P}/jobs", json.dumps({"prompt": graph(), "zzzzz": 1}).encode()),
                t.request("GET", t.artifact_url)]
         before = t.state()
         flips = [raw_flip(rng, rng.choice(raw)) for _ in range(RAW_FLIPS)]

@@ -27,7 +27,7 @@ def measure(tmp, body: dict, *flags: str) -> dict:
     """Posts body to a fresh host; returns status, error type, jobs stored and idle / peak memory (MiB)."""
     with HostProcess(tmp, *flags) as host:
         idle = host.peak_rss_kib()
-        status, answer = host.json("POST", f"{P}/tasks", body, timeout=300)
+        status, answer = host.json("POST", f"{P}/jobs", body, timeout=300)
         peak = host.peak_rss_kib()
         total = host.json("GET", f"{P}/stats")[1]["total"]
     return {"status": status, "error": (answer or {}).get("error"), "jobs": total,
@@ -78,15 +78,15 @@ def test_the_largest_allowed_body_stays_bounded(tmp_path):
 def test_one_more_job_or_byte_than_configured_is_a_413_naming_the_limit(tmp_path):
     g = sized_prompt(2000)
     with HostProcess(tmp_path, "--max-jobs-per-request", "5", "--max-stored-bytes-per-request", "20000") as host:
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": g, "count": 6})
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 6})
         assert status == 413 and "max_jobs_per_request" in body["error"]["message"] and " 5 " in \
             body["error"]["message"], body
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": g, "sweep": {"3.steps": [1, 2, 3]},
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "sweep": {"3.steps": [1, 2, 3]},
                                                          "count": 2})
         assert status == 413 and "max_jobs_per_request" in body["error"]["message"], body
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": g, "count": 5,
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 5,
                                                          "workflow": {"nodes": ["x" * 3000]}})
         assert status == 413 and "20000" in body["error"]["message"], body  # the workflow counts too
         assert host.json("GET", f"{P}/stats")[1]["total"] == 0
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": g, "count": 5})
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 5})
         assert status == 200 and body["count"] == 5, body

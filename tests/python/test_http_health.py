@@ -29,7 +29,7 @@ HEALTH_PATHS = ("/health", f"{P}/health", f"/api{P}/health")
 @pytest.mark.asyncio
 async def test_with_a_token_health_answers_a_monitor_its_status_only(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, token=TOKEN))
-    r = await client.post(f"{P}/tasks", json={"prompt": graph()}, headers={"Authorization": f"Bearer {TOKEN}"})
+    r = await client.post(f"{P}/jobs", json={"prompt": graph()}, headers={"Authorization": f"Bearer {TOKEN}"})
     jid = (await r.json())["jobs"][0]["id"]
     for path in HEALTH_PATHS:
         for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic eDp5"}):
@@ -73,7 +73,7 @@ async def test_inside_comfyui_health_is_open_for_status_only(aiohttp_client, ser
         assert "queue" in await (await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})).json()
         # the site rules still come first
         assert (await client.get(path, headers={"Host": "evil.example"})).status == 403
-    assert (await client.get(f"{P}/tasks")).status == 401
+    assert (await client.get(f"{P}/jobs")).status == 401
 
 
 @pytest.mark.asyncio
@@ -117,13 +117,13 @@ def test_little_free_space_is_reported_not_judged(tmp_path):
         assert first.status == 200, first.body
         q = first.json()["queue"]
         assert q["writable"] is True and q["free_bytes"] < 16 << 20 and q["low_space"] is True
-        status, _ = host.json("POST", f"{P}/tasks", {"prompt": graph()})
+        status, _ = host.json("POST", f"{P}/jobs", {"prompt": graph()})
         assert status == 200
 
         refused = None
         for i in range(64):  # fill the disk through the API: prompts that do not compress
             pad = os.urandom(400_000).hex()
-            status, body = host.json("POST", f"{P}/tasks", {"prompt": {"1": {"class_type": "A",
+            status, body = host.json("POST", f"{P}/jobs", {"prompt": {"1": {"class_type": "A",
                                                                               "inputs": {"pad": pad}}}})
             if status != 200:
                 refused = (status, body)
@@ -136,7 +136,7 @@ def test_little_free_space_is_reported_not_judged(tmp_path):
         assert full[1]["queue"]["writable"] is True and full[1]["queue"]["free_bytes"] < 16 << 20
 
         subprocess.run(["nsenter", "-t", str(proc.pid), "-m", "rm", str(mnt / "filler")], check=True)
-        status, body = host.json("POST", f"{P}/tasks", {"prompt": graph(2)})
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": graph(2)})
         assert status == 200, body
         after = host.json("GET", f"{P}/health")
         assert after[0] == 200 and after[1]["status"] == "ok"

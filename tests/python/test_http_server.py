@@ -49,7 +49,7 @@ def total_jobs(host) -> int:
 def test_a_stalled_body_gets_408_and_the_connection_closes(host):
     before = total_jobs(host)
     with host.connect() as s:
-        s.sendall(request_bytes("POST", f"{P}/tasks", None, {"Content-Type": "application/json",
+        s.sendall(request_bytes("POST", f"{P}/jobs", None, {"Content-Type": "application/json",
                                                               "Content-Length": "5000"}) + b'{"prompt": ')
         t0 = time.monotonic()
         a = read_answer(s, 10)
@@ -169,7 +169,7 @@ def test_http_layer_errors_are_json(host, name):
 def test_the_host_keeps_serving_and_logs_no_tracebacks(host):
     for data in BAD_REQUESTS.values():
         host.raw(data)
-    status, body = host.json("POST", f"{P}/tasks", {"prompt": graph()})
+    status, body = host.json("POST", f"{P}/jobs", {"prompt": graph()})
     assert status == 200, body
     assert "Traceback" not in host.output()
 

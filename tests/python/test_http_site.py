@@ -32,7 +32,7 @@ def state_of(service) -> dict:
 
 
 async def queued_job(client) -> str:
-    r = await client.post(f"{P}/tasks", json={"prompt": graph()})
+    r = await client.post(f"{P}/jobs", json={"prompt": graph()})
     assert r.status == 200, await r.text()
     return (await r.json())["jobs"][0]["id"]
 
@@ -40,11 +40,11 @@ async def queued_job(client) -> str:
 def state_changing_requests(jid: str) -> list[tuple[str, str, bytes | None]]:
     """(method, path, body) of every state-changing route, as a page would send it (no preflight needed)."""
     task = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}'
-    return [("POST", f"{P}/tasks", task), ("POST", "/tasks", task), ("POST", f"/api{P}/tasks", task),
-            ("POST", f"{P}/queue/pause", None), ("POST", f"{P}/tasks/{jid}/cancel", None),
-            ("POST", f"{P}/batches/b1/cancel", None), ("DELETE", f"{P}/tasks/{jid}", None),
-            ("POST", f"{P}/tasks/{jid}/retry", None), ("POST", f"{P}/workers/w1/drain", None),
-            ("POST", f"{P}/workers/refresh", None), ("PUT", f"{P}/tasks", task), ("PATCH", f"{P}/tasks/{jid}", None)]
+    return [("POST", f"{P}/jobs", task), ("POST", "/tasks", task), ("POST", f"/api{P}/jobs", task),
+            ("POST", f"{P}/queue/pause", None), ("POST", f"{P}/jobs/{jid}/cancel", None),
+            ("POST", f"{P}/batches/b1/cancel", None), ("DELETE", f"{P}/jobs/{jid}", None),
+            ("POST", f"{P}/jobs/{jid}/retry", None), ("POST", f"{P}/workers/w1/drain", None),
+            ("POST", f"{P}/workers/refresh", None), ("PUT", f"{P}/jobs", task), ("PATCH", f"{P}/jobs/{jid}", None)]
 
 
 # ---- Content-Type: no simple requests ---------------------------------------------------------------------
@@ -70,7 +70,7 @@ async def test_state_changing_requests_need_json_content_type(client, service, c
 async def test_a_text_plain_form_post_queues_nothing(client, service):
     """<form enctype="text/plain" method="post"> with an input named '{"prompt": ...}': the body is valid JSON."""
     body = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}, "x": "="}'
-    for path in (f"{P}/tasks", "/tasks"):
+    for path in (f"{P}/jobs", "/tasks"):
         resp = await client.post(path, data=body, headers={"Content-Type": "text/plain",
                                                            "Origin": "https://evil.example"})
         await assert_json_error(resp, 403)  # the foreign Origin is refused first
@@ -85,12 +85,12 @@ async def test_json_content_type_with_parameters_and_bodyless_actions_work(clien
     assert (await client.post(f"{P}/queue/pause", headers=charset)).status == 200
     assert service.store.stats()["paused"] is True
     assert (await client.post(f"{P}/queue/resume", headers=JSON)).status == 200
-    assert (await client.post(f"{P}/tasks/{jid}/cancel", headers=JSON)).status == 200
+    assert (await client.post(f"{P}/jobs/{jid}/cancel", headers=JSON)).status == 200
     assert service.store.get(jid)["state"] == "cancelled"
-    assert (await client.delete(f"{P}/tasks/{jid}", headers=JSON)).status == 200
+    assert (await client.delete(f"{P}/jobs/{jid}", headers=JSON)).status == 200
     # reads need no Content-Type
-    assert (await client.get(f"{P}/tasks")).status == 200
-    assert (await client.head(f"{P}/tasks")).status == 200
+    assert (await client.get(f"{P}/jobs")).status == 200
+    assert (await client.head(f"{P}/jobs")).status == 200
 
 
 # ---- Origin and Sec-Fetch-Site ----------------------------------------------------------------------------
@@ -104,9 +104,9 @@ async def test_a_foreign_origin_is_refused_on_every_request(client, service, ori
     jid = await queued_job(client)
     before = state_of(service)
     origin = origin.format(port=client.port)
-    for method, path, body in [("GET", f"{P}/tasks", None), ("GET", f"{P}/tasks/{jid}", None),
+    for method, path, body in [("GET", f"{P}/jobs", None), ("GET", f"{P}/jobs/{jid}", None),
                                ("GET", "/health", None), ("GET", f"{P}/stats", None),
-                               ("OPTIONS", f"{P}/tasks", None)] + state_changing_requests(jid):
+                               ("OPTIONS", f"{P}/jobs", None)] + state_changing_requests(jid):
         resp = await client.request(method, path, data=body, headers={**JSON, "Origin": origin})
         err = await assert_json_error(resp, 403)
         assert err["type"] == "cross_origin" and "allowed_origins" in err["message"]
@@ -118,20 +118,20 @@ async def test_a_foreign_origin_is_refused_on_every_request(client, service, ori
 async def test_the_own_origin_passes(client, service):
     own = {"Origin": f"http://127.0.0.1:{client.port}", "Sec-Fetch-Site": "same-origin"}
     jid = await queued_job(client)
-    assert (await client.post(f"{P}/tasks/{jid}/cancel", headers={**JSON, **own})).status == 200
-    assert (await client.get(f"{P}/tasks/{jid}", headers=own)).status == 200
+    assert (await client.post(f"{P}/jobs/{jid}/cancel", headers={**JSON, **own})).status == 200
+    assert (await client.get(f"{P}/jobs/{jid}", headers=own)).status == 200
     # the port may be left out of Host for the scheme's default one
-    resp = await client.get(f"{P}/tasks", headers={"Host": "localhost", "Origin": "http://localhost"})
+    resp = await client.get(f"{P}/jobs", headers={"Host": "localhost", "Origin": "http://localhost"})
     assert resp.status == 200
 
 
 async def test_sec_fetch_site_cross_site_is_refused_also_without_origin(client, service):
-    for method, path, body in [("GET", f"{P}/tasks", None), ("POST", f"{P}/queue/pause", None)]:
+    for method, path, body in [("GET", f"{P}/jobs", None), ("POST", f"{P}/queue/pause", None)]:
         resp = await client.request(method, path, data=body, headers={**JSON, "Sec-Fetch-Site": "cross-site"})
         assert (await assert_json_error(resp, 403))["type"] == "cross_origin"
     assert service.store.stats()["paused"] is False
     for value in ("same-origin", "same-site", "none"):
-        assert (await client.get(f"{P}/tasks", headers={"Sec-Fetch-Site": value})).status == 200
+        assert (await client.get(f"{P}/jobs", headers={"Sec-Fetch-Site": value})).status == 200
 
 
 async def test_allowed_origins(aiohttp_client, service):
@@ -157,9 +157,9 @@ async def test_a_loopback_host_answers_no_other_host_name(client, service, tmp_p
     service.artifacts.write(f"{jid}/out.png", b"\x89PNG secret")
     before = state_of(service)
     host = host.format(port=client.port)
-    for method, path in [("GET", f"{P}/tasks"), ("GET", f"{P}/tasks/{jid}"), ("GET", f"/tasks/{jid}"),
+    for method, path in [("GET", f"{P}/jobs"), ("GET", f"{P}/jobs/{jid}"), ("GET", f"/tasks/{jid}"),
                          ("GET", f"{P}/artifacts/{jid}/out.png"), ("GET", "/health"), ("GET", f"/api{P}/stats"),
-                         ("POST", f"{P}/queue/pause"), ("POST", f"{P}/tasks")]:
+                         ("POST", f"{P}/queue/pause"), ("POST", f"{P}/jobs")]:
         resp = await client.request(method, path, headers={**JSON, "Host": host}, json={"prompt": graph()})
         err = await assert_json_error(resp, 400 if err_is_malformed(host) else 403)
         text = await resp.text()
@@ -177,7 +177,7 @@ def err_is_malformed(host: str) -> bool:
                                   "[::1]:{port}", "[::1]", "127.8.9.10:1", "app.localhost:{port}",
                                   "[::ffff:127.0.0.1]:{port}"])
 async def test_loopback_host_names_are_answered(client, host):
-    resp = await client.get(f"{P}/tasks", headers={"Host": host.format(port=client.port)})
+    resp = await client.get(f"{P}/jobs", headers={"Host": host.format(port=client.port)})
     assert resp.status == 200, await resp.text()
 
 

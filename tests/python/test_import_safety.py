@@ -175,3 +175,21 @@ def test_inside_comfyui_without_native_every_route_says_how_to_build(copy_withou
         _, err = p.communicate(timeout=15)
     assert "Traceback" not in err, err
     assert not (tmp_path / "data").exists(), "nothing was created"
+
+
+def test_the_job_states_are_one_list_taken_from_the_core():
+    """JobStateName (C++) is the list; the module exports it and js/lib/states.js is generated from it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from comfy_nodes import _native
+
+    assert _native.JOB_STATES == ("pending", "running", "succeeded", "failed", "cancelled")
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(repo / "tools" / "write_js_states.py"), "--check"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    for js in (repo / "js").rglob("*.js"):  # no other list of the states (maps of labels per state are fine)
+        if js.name != "states.js":
+            assert '"pending", "running", "succeeded"' not in js.read_text(), js

@@ -50,12 +50,12 @@ async def test_role_both_runs_a_job_through_its_routes_and_closes_cleanly(tmp_pa
         client = await aiohttp_client(app)
         prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 9}},
                   "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "plug"}}}
-        r = await client.post("/comfymq/tasks", json={"prompt": prompt})
+        r = await client.post("/comfymq/jobs", json={"prompt": prompt})
         assert r.status == 200, await r.text()
         jid = (await r.json())["jobs"][0]["id"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            job = (await (await client.get(f"/comfymq/tasks/{jid}")).json())["job"]
+            job = (await (await client.get(f"/comfymq/jobs/{jid}")).json())["job"]
             if job["state"] in ("succeeded", "failed"):
                 break
             await asyncio.sleep(0.1)
@@ -67,8 +67,8 @@ async def test_role_both_runs_a_job_through_its_routes_and_closes_cleanly(tmp_pa
         assert [w["online"] for w in workers] == [True]
         await asyncio.sleep(0.6)  # one relay flush
         names = {n for n, _ in sent}
-        assert "comfymq.task" in names and "comfymq.worker" in names
-        states = {j.get("state") for n, d in sent if n == "comfymq.task" for j in d["jobs"]}
+        assert "comfymq.job" in names and "comfymq.worker" in names
+        states = {j.get("state") for n, d in sent if n == "comfymq.job" for j in d["jobs"]}
         assert "succeeded" in states
     finally:
         t0 = time.monotonic()
@@ -96,7 +96,7 @@ async def test_a_failing_start_leaves_routes_that_say_why(tmp_path, aiohttp_clie
         app = web.Application()
         app.add_routes(routes)
         client = await aiohttp_client(app)
-        for method, path in (("GET", "/comfymq/tasks"), ("POST", "/comfymq/tasks"), ("DELETE", "/comfymq/tasks/x")):
+        for method, path in (("GET", "/comfymq/jobs"), ("POST", "/comfymq/jobs"), ("DELETE", "/comfymq/jobs/x")):
             r = await client.request(method, path)
             assert r.status == 503
             body = await r.json()

@@ -32,7 +32,7 @@ async def ok(resp, status: int = 200) -> dict:
 
 
 async def submit(client, body) -> dict:
-    return await ok(await client.post(f"{P}/tasks", json=body))
+    return await ok(await client.post(f"{P}/jobs", json=body))
 
 
 def seeds_of(service, job_id):
@@ -57,7 +57,7 @@ def finish(service, job_id, *, fail=False, artifacts=None, outputs=None):
         service.store.retry(other["job_id"])
 
 
-# ---- POST /comfymq/tasks: one job --------------------------------------------------------------------------
+# ---- POST /comfymq/jobs: one job --------------------------------------------------------------------------
 
 
 async def test_post_single_job_all_fields(client, service):
@@ -113,7 +113,7 @@ async def test_concurrent_posts_with_one_prompt_id_make_one_job(client, service)
     assert service.store.stats()["total"] == 21
 
 
-# ---- POST /comfymq/tasks: count and sweep ------------------------------------------------------------------
+# ---- POST /comfymq/jobs: count and sweep ------------------------------------------------------------------
 
 
 async def test_count_makes_copies_with_distinct_seeds_in_one_batch(client, service):
@@ -176,12 +176,12 @@ async def test_sweep_with_count(client, service):
 async def test_expansion_is_all_or_nothing(client, service):
     # The second combination cannot be stored (NaN is not JSON): no job of the request is added.
     raw = json.dumps({"prompt": graph(), "sweep": {"3.steps": [10, "NAN_HERE"]}}).replace('"NAN_HERE"', "NaN")
-    resp = await client.post(f"{P}/tasks", data=raw, headers={"Content-Type": "application/json"})
+    resp = await client.post(f"{P}/jobs", data=raw, headers={"Content-Type": "application/json"})
     err = await assert_json_error(resp, 400)
     assert "job 1" in err["message"]
     assert service.store.stats()["total"] == 0
     # A prompt_id prefix whose derived ids are too long for the store: refused whole.
-    resp = await client.post(f"{P}/tasks", json={"prompt": graph(), "count": 3, "metadata": {"prompt_id": "p" * 254}})
+    resp = await client.post(f"{P}/jobs", json={"prompt": graph(), "count": 3, "metadata": {"prompt_id": "p" * 254}})
     await assert_json_error(resp, 400)
     assert service.store.stats()["total"] == 0
 
@@ -226,7 +226,7 @@ async def test_expansion_is_all_or_nothing(client, service):
     ({"prompt": graph(), "owner": "a\nb"}, "owner"),
 ])
 async def test_post_rejects_bad_bodies(client, service, body, needle):
-    err = await assert_json_error(await client.post(f"{P}/tasks", json=body), 400)
+    err = await assert_json_error(await client.post(f"{P}/jobs", json=body), 400)
     assert needle in err["message"]
     assert service.store.stats()["total"] == 0
 
@@ -234,7 +234,7 @@ async def test_post_rejects_bad_bodies(client, service, body, needle):
 @pytest.mark.parametrize("raw", [b"not json", b"", b"[1]", b"\xff\xfe", b'{"prompt": {"1": {"class_type": "A", '
                                  b'"inputs": {"x": NaN}}}}'])
 async def test_post_rejects_bad_json(client, service, raw):
-    resp = await client.post(f"{P}/tasks", data=raw, headers={"Content-Type": "application/json"})
+    resp = await client.post(f"{P}/jobs", data=raw, headers={"Content-Type": "application/json"})
     await assert_json_error(resp, 400)
     assert service.store.stats()["total"] == 0
 
@@ -245,7 +245,7 @@ async def test_post_rejects_bad_json(client, service, raw):
     {"prompt": graph(), "count": 101, "sweep": {"3.steps": list(range(100))}},
 ])
 async def test_too_many_jobs_is_413(client, service, body):
-    err = await assert_json_error(await client.post(f"{P}/tasks", json=body), 413)
+    err = await assert_json_error(await client.post(f"{P}/jobs", json=body), 413)
     assert err["type"] == "too_many_jobs"
     assert str(expand.MAX_JOBS) in err["message"]
     assert service.store.stats()["total"] == 0
@@ -253,7 +253,7 @@ async def test_too_many_jobs_is_413(client, service, body):
 
 async def test_too_many_expanded_bytes_is_413(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, limits=RequestLimits(max_stored_bytes_per_request=2000)))
-    err = await assert_json_error(await client.post(f"{P}/tasks", json={"prompt": graph(), "count": 50}), 413)
+    err = await assert_json_error(await client.post(f"{P}/jobs", json={"prompt": graph(), "count": 50}), 413)
     assert "2000" in err["message"] and "max_stored_bytes_per_request" in err["message"]
     assert service.store.stats()["total"] == 0
     await submit(client, {"prompt": graph(), "count": 2})
@@ -271,14 +271,14 @@ async def test_the_limit_itself_is_accepted(client, service):
 async def test_oversized_bodies_are_413(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, limits=RequestLimits(max_body_bytes=1024)))
     big = {"prompt": {"1": {"class_type": "A", "inputs": {"text": "x" * 4000}}}}
-    err = await assert_json_error(await client.post(f"{P}/tasks", json=big), 413)
+    err = await assert_json_error(await client.post(f"{P}/jobs", json=big), 413)
     assert "1024" in err["message"]
 
     async def chunks():
         for _ in range(8):
             yield b" " * 512
 
-    resp = await client.post(f"{P}/tasks", data=chunks(), headers={"Content-Type": "application/json"})
+    resp = await client.post(f"{P}/jobs", data=chunks(), headers={"Content-Type": "application/json"})
     await assert_json_error(resp, 413)
     assert service.store.stats()["total"] == 0
     await submit(client, {"prompt": graph()})  # the same app still takes small bodies
@@ -312,7 +312,7 @@ async def test_list_filters_order_and_paging(client, service):
     finish(service, a[0]["id"])
     service.store.cancel(b[0]["id"])
 
-    body = await ok(await client.get(f"{P}/tasks"))
+    body = await ok(await client.get(f"{P}/jobs"))
     assert [j["id"] for j in body["jobs"]] == list(reversed(all_ids))
     assert body["next_cursor"] is None
     entry = body["jobs"][0]
@@ -321,12 +321,12 @@ async def test_list_filters_order_and_paging(client, service):
                 "finished_at", "attempts", "worker", "progress", "error", "artifacts", "outputs"):
         assert key in entry
 
-    oldest = await ok(await client.get(f"{P}/tasks?order=oldest"))
+    oldest = await ok(await client.get(f"{P}/jobs?order=oldest"))
     assert [j["id"] for j in oldest["jobs"]] == all_ids
 
     seen, cursor = [], None
     while True:
-        url = f"{P}/tasks?order=oldest&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        url = f"{P}/jobs?order=oldest&limit=2" + (f"&cursor={cursor}" if cursor else "")
         page = await ok(await client.get(url))
         assert len(page["jobs"]) <= 2
         seen += [j["id"] for j in page["jobs"]]
@@ -335,29 +335,29 @@ async def test_list_filters_order_and_paging(client, service):
             break
     assert seen == all_ids
 
-    pending = await ok(await client.get(f"{P}/tasks?state=pending"))
+    pending = await ok(await client.get(f"{P}/jobs?state=pending"))
     assert {j["id"] for j in pending["jobs"]} == set(all_ids) - {a[0]["id"], b[0]["id"]}
-    two = await ok(await client.get(f"{P}/tasks?state=succeeded,cancelled"))
+    two = await ok(await client.get(f"{P}/jobs?state=succeeded,cancelled"))
     assert {j["id"] for j in two["jobs"]} == {a[0]["id"], b[0]["id"]}
-    repeated = await ok(await client.get(f"{P}/tasks?state=succeeded&state=cancelled"))
+    repeated = await ok(await client.get(f"{P}/jobs?state=succeeded&state=cancelled"))
     assert {j["id"] for j in repeated["jobs"]} == {a[0]["id"], b[0]["id"]}
     done = [j for j in two["jobs"] if j["id"] == a[0]["id"]][0]
     assert done["worker"] == "test-worker" and done["finished_at"] and done["started_at"]
     cancelled = [j for j in two["jobs"] if j["id"] == b[0]["id"]][0]
     assert cancelled["error"]["type"] == "cancelled"
 
-    batch = await ok(await client.get(f"{P}/tasks?batch=b-a"))
+    batch = await ok(await client.get(f"{P}/jobs?batch=b-a"))
     assert {j["id"] for j in batch["jobs"]} == {j["id"] for j in a}
-    since = await ok(await client.get(f"{P}/tasks?since={t_mid + 1}"))
+    since = await ok(await client.get(f"{P}/jobs?since={t_mid + 1}"))
     assert {j["id"] for j in since["jobs"]} == {j["id"] for j in b} | {single["id"]}
-    until = await ok(await client.get(f"{P}/tasks?until={t_mid + 1}"))
+    until = await ok(await client.get(f"{P}/jobs?until={t_mid + 1}"))
     assert {j["id"] for j in until["jobs"]} == {j["id"] for j in a}
 
-    by_pid = await ok(await client.get(f"{P}/tasks?prompt_id=solo"))
+    by_pid = await ok(await client.get(f"{P}/jobs?prompt_id=solo"))
     assert [j["id"] for j in by_pid["jobs"]] == [single["id"]]
-    none = await ok(await client.get(f"{P}/tasks?prompt_id=nobody"))
+    none = await ok(await client.get(f"{P}/jobs?prompt_id=nobody"))
     assert none["jobs"] == []
-    filtered = await ok(await client.get(f"{P}/tasks?prompt_id=solo&state=failed"))
+    filtered = await ok(await client.get(f"{P}/jobs?prompt_id=solo&state=failed"))
     assert filtered["jobs"] == []
 
 
@@ -380,7 +380,7 @@ async def test_list_filters_order_and_paging(client, service):
     ("prompt_id=x&cursor=0000000000000001", "cursor"),
 ])
 async def test_list_rejects_bad_filters(client, query, needle):
-    err = await assert_json_error(await client.get(f"{P}/tasks?{query}"), 400)
+    err = await assert_json_error(await client.get(f"{P}/jobs?{query}"), 400)
     assert needle in err["message"]
 
 
@@ -390,7 +390,7 @@ async def test_list_rejects_bad_filters(client, query, needle):
 async def test_get_one_job_in_full(client, service):
     wf = {"nodes": [], "links": []}
     created = (await submit(client, {"prompt": graph(9), "workflow": wf}))["jobs"][0]
-    body = await ok(await client.get(f"{P}/tasks/{created['id']}"))
+    body = await ok(await client.get(f"{P}/jobs/{created['id']}"))
     job = body["job"]
     assert job["id"] == created["id"]
     assert job["prompt"] == graph(9) and job["workflow"] == wf
@@ -398,7 +398,7 @@ async def test_get_one_job_in_full(client, service):
     assert job["history"] == [] and job["lease_expires_at"] is None
 
     finish(service, created["id"], fail=True)
-    job = (await ok(await client.get(f"{P}/tasks/{created['id']}")))["job"]
+    job = (await ok(await client.get(f"{P}/jobs/{created['id']}")))["job"]
     assert job["state"] == "failed"
     assert job["error"]["type"] == "boom" and job["error"]["message"] == "it broke"
     assert len(job["history"]) == 1
@@ -408,8 +408,8 @@ async def test_get_one_job_in_full(client, service):
 @pytest.mark.parametrize("job_id", ["0000000000000001", "nope", "ABCDEF0123456789", "0" * 17])
 async def test_unknown_or_malformed_ids_are_404(client, job_id):
     await submit(client, {"prompt": graph()})
-    for method, url in [("GET", f"{P}/tasks/{job_id}"), ("POST", f"{P}/tasks/{job_id}/cancel"),
-                        ("POST", f"{P}/tasks/{job_id}/retry"), ("DELETE", f"{P}/tasks/{job_id}")]:
+    for method, url in [("GET", f"{P}/jobs/{job_id}"), ("POST", f"{P}/jobs/{job_id}/cancel"),
+                        ("POST", f"{P}/jobs/{job_id}/retry"), ("DELETE", f"{P}/jobs/{job_id}")]:
         err = await assert_json_error(await client.request(method, url, headers=JSON), 404)
         assert err["type"] == "not_found"
         if job_id != "0000000000000001":
@@ -419,33 +419,33 @@ async def test_unknown_or_malformed_ids_are_404(client, job_id):
 async def test_cancel_retry_delete_transitions(client, service):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     # pending: cannot be retried or deleted
-    err = await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON), 409)
+    err = await assert_json_error(await client.post(f"{P}/jobs/{jid}/retry", headers=JSON), 409)
     assert err["type"] == "conflict"
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 409)
-    body = await ok(await client.post(f"{P}/tasks/{jid}/cancel", json={"reason": "changed my mind"}))
+    await assert_json_error(await client.delete(f"{P}/jobs/{jid}", headers=JSON), 409)
+    body = await ok(await client.post(f"{P}/jobs/{jid}/cancel", json={"reason": "changed my mind"}))
     assert body["job"]["state"] == "cancelled"
     assert body["job"]["error"]["message"] == "changed my mind"
-    await assert_json_error(await client.post(f"{P}/tasks/{jid}/cancel", headers=JSON), 409)
-    body = await ok(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON))
+    await assert_json_error(await client.post(f"{P}/jobs/{jid}/cancel", headers=JSON), 409)
+    body = await ok(await client.post(f"{P}/jobs/{jid}/retry", headers=JSON))
     assert body["job"]["state"] == "pending" and body["job"]["error"] is None
     # running: can be cancelled, not deleted
     lease = service.store.take("w")
     assert lease["job_id"] == jid
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 409)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid}/retry", headers=JSON), 409)
-    body = await ok(await client.post(f"{P}/tasks/{jid}/cancel", headers=JSON))
+    await assert_json_error(await client.delete(f"{P}/jobs/{jid}", headers=JSON), 409)
+    await assert_json_error(await client.post(f"{P}/jobs/{jid}/retry", headers=JSON), 409)
+    body = await ok(await client.post(f"{P}/jobs/{jid}/cancel", headers=JSON))
     assert body["job"]["state"] == "cancelled"
     with pytest.raises(native.LeaseLostError):
         service.store.complete(jid, lease["token"])
-    assert (await ok(await client.delete(f"{P}/tasks/{jid}", headers=JSON))) == {"deleted": jid}
-    await assert_json_error(await client.get(f"{P}/tasks/{jid}"), 404)
-    await assert_json_error(await client.delete(f"{P}/tasks/{jid}", headers=JSON), 404)
+    assert (await ok(await client.delete(f"{P}/jobs/{jid}", headers=JSON))) == {"deleted": jid}
+    await assert_json_error(await client.get(f"{P}/jobs/{jid}"), 404)
+    await assert_json_error(await client.delete(f"{P}/jobs/{jid}", headers=JSON), 404)
     # succeeded: no cancel, no retry; delete works
     jid2 = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     finish(service, jid2)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/cancel", headers=JSON), 409)
-    await assert_json_error(await client.post(f"{P}/tasks/{jid2}/retry", headers=JSON), 409)
-    await ok(await client.delete(f"{P}/tasks/{jid2}", headers=JSON))
+    await assert_json_error(await client.post(f"{P}/jobs/{jid2}/cancel", headers=JSON), 409)
+    await assert_json_error(await client.post(f"{P}/jobs/{jid2}/retry", headers=JSON), 409)
+    await ok(await client.delete(f"{P}/jobs/{jid2}", headers=JSON))
     assert service.store.stats()["total"] == 0
 
 
@@ -454,7 +454,7 @@ async def test_cancel_retry_delete_transitions(client, service):
                                          (b'{"reason": "\\ud800"}', "surrogate")])  # found by the fuzzer: a 500
 async def test_cancel_rejects_bad_bodies(client, service, raw, needle):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
-    resp = await client.post(f"{P}/tasks/{jid}/cancel", data=raw, headers={"Content-Type": "application/json"})
+    resp = await client.post(f"{P}/jobs/{jid}/cancel", data=raw, headers={"Content-Type": "application/json"})
     assert needle in (await assert_json_error(resp, 400))["message"]
     assert service.store.get(jid)["state"] == "pending"
 
@@ -581,7 +581,7 @@ async def test_worker_routes_with_a_broker(aiohttp_client, cluster):
 
     # A job no connected worker can run says why.
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
-    job = (await ok(await client.get(f"{P}/tasks/{jid}")))["job"]
+    job = (await ok(await client.get(f"{P}/jobs/{jid}")))["job"]
     assert job["state"] == "pending"
     assert any("KSampler" in reason for reason in job["waiting"]), job["waiting"]
 
@@ -621,7 +621,7 @@ async def test_artifacts_are_streamed(client, service):
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
     record_artifacts(service, jid, {"out 1.png": (png, "image/png"), "sub/data.json": (b'{"a": 1}', None),
                                     "page.html": (b"<script>alert(1)</script>", None)})
-    job = (await ok(await client.get(f"{P}/tasks/{jid}")))["job"]
+    job = (await ok(await client.get(f"{P}/jobs/{jid}")))["job"]
     urls = {a["path"].split("/", 1)[1]: a["url"] for a in job["artifacts"]}
     assert urls["out 1.png"] == f"{P}/artifacts/{jid}/out%201.png"
     resp = await client.get(urls["out 1.png"])
@@ -635,7 +635,7 @@ async def test_artifacts_are_streamed(client, service):
     resp = await client.get(urls["page.html"])
     assert resp.status == 200 and resp.headers["Content-Security-Policy"] == "sandbox"
     # the list view carries the same urls
-    listed = (await ok(await client.get(f"{P}/tasks")))["jobs"][0]
+    listed = (await ok(await client.get(f"{P}/jobs")))["jobs"][0]
     assert {a["url"] for a in listed["artifacts"]} == set(urls.values())
     # also under /api/comfymq, as inside ComfyUI
     assert (await client.get(f"/api{urls['out 1.png']}")).status == 200
@@ -694,7 +694,7 @@ async def raw_get(client, target: str) -> tuple[int, bytes]:
 async def test_token_protects_every_route(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, token="s3cret-token"))
     good = {"Authorization": "Bearer s3cret-token"}
-    for method, url in [("GET", f"{P}/stats"), ("GET", f"{P}/tasks"), ("POST", f"{P}/tasks"), ("POST", "/tasks"),
+    for method, url in [("GET", f"{P}/stats"), ("GET", f"{P}/jobs"), ("POST", f"{P}/jobs"), ("POST", "/tasks"),
                         ("GET", "/tasks/0000000000000001"), ("GET", "/no/such/route"), ("GET", f"/api{P}/stats"),
                         ("POST", f"{P}/health"), ("POST", "/health")]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"},
@@ -707,7 +707,7 @@ async def test_token_protects_every_route(aiohttp_client, service):
     assert (await client.get(f"{P}/stats", headers=good)).status == 200
     assert (await client.get("/health", headers=good)).status == 200
     assert (await client.get(f"{P}/stats", headers={"Authorization": "bearer s3cret-token"})).status == 200
-    body = await ok(await client.post(f"{P}/tasks", json={"prompt": graph()}, headers=good))
+    body = await ok(await client.post(f"{P}/jobs", json={"prompt": graph()}, headers=good))
     seed = await ok(await client.post("/tasks", json={"prompt": graph()}, headers=good))
     assert (await ok(await client.get(f"/tasks/{body['task']['id']}", headers=good)))["task"]["state"] == "pending"
     assert seed["status"] == "queued"
@@ -751,19 +751,19 @@ async def test_add_routes_with_a_token_guards_each_handler(aiohttp_client, servi
     assert (await client.get("/prompt")).status == 200
     assert (await client.get("/api/prompt")).status == 200
     good = {"Authorization": "Bearer sekrit-token"}
-    for url in (f"{P}/stats", f"/api{P}/stats", f"{P}/tasks/0000000000000001"):
+    for url in (f"{P}/stats", f"/api{P}/stats", f"{P}/jobs/0000000000000001"):
         await assert_json_error(await client.get(url), 401)
         await assert_json_error(await client.get(url, headers={"Authorization": "Bearer nope"}), 401)
-    resp = await client.post(f"{P}/tasks", json={"prompt": graph()})
+    resp = await client.post(f"{P}/jobs", json={"prompt": graph()})
     await assert_json_error(resp, 401)
     assert service.store.stats()["total"] == 0
     assert (await client.get(f"/api{P}/stats", headers=good)).status == 200
     await submit_with(client, {"prompt": graph()}, good)
-    await assert_json_error(await client.get(f"{P}/tasks/0000000000000001", headers=good), 404)
+    await assert_json_error(await client.get(f"{P}/jobs/0000000000000001", headers=good), 404)
 
 
 async def submit_with(client, body, headers) -> dict:
-    return await ok(await client.post(f"{P}/tasks", json=body, headers=headers))
+    return await ok(await client.post(f"{P}/jobs", json=body, headers=headers))
 
 
 async def test_token_middleware_refuses_an_empty_token():
@@ -795,11 +795,11 @@ async def test_routes_answer_json_errors_without_middleware(aiohttp_client, serv
     app = web.Application(client_max_size=2048)
     app.add_routes(routes)
     client = await aiohttp_client(app)
-    await assert_json_error(await client.get(f"{P}/tasks/0000000000000001"), 404)
-    await assert_json_error(await client.post(f"{P}/tasks", data=b"{nope", headers=JSON), 400)
-    err = await assert_json_error(await client.post(f"{P}/tasks", json={"prompt": graph(), "x": "y" * 4000}), 413)
+    await assert_json_error(await client.get(f"{P}/jobs/0000000000000001"), 404)
+    await assert_json_error(await client.post(f"{P}/jobs", data=b"{nope", headers=JSON), 400)
+    err = await assert_json_error(await client.post(f"{P}/jobs", json={"prompt": graph(), "x": "y" * 4000}), 413)
     assert "2048" in err["message"]
-    await assert_json_error(await client.get(f"{P}/tasks?limit=0"), 400)
+    await assert_json_error(await client.get(f"{P}/jobs?limit=0"), 400)
     body = await submit(client, {"prompt": graph()})
     assert body["jobs"][0]["state"] == "pending"
 
@@ -818,12 +818,12 @@ async def test_seed_contract_is_still_answered(client, service):
     # the same job is visible through both APIs, and prompt_ids are shared
     again = await submit(client, {"prompt": graph(), "metadata": {"prompt_id": "s-1"}})
     assert again["existed"] is True and again["jobs"][0]["id"] == jid
-    assert (await ok(await client.get(f"/api{P}/tasks/{jid}")))["job"]["prompt"] == graph(3)
+    assert (await ok(await client.get(f"/api{P}/jobs/{jid}")))["job"]["prompt"] == graph(3)
 
 
 @pytest.mark.parametrize("path, body", [
-    (f"{P}/tasks", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\udfff"}'),
-    (f"{P}/tasks", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}'),
+    (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\udfff"}'),
+    (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}'),
     ("/tasks", b'{"prompt": {"\\ud800": {"class_type": "A", "inputs": {}}}}'),
     (f"{P}/workers/refresh", b'{"worker_id": "\\udc00"}'),
 ])
@@ -832,6 +832,20 @@ async def test_lone_surrogates_are_refused_as_bad_json(client, service, path, bo
     err = await assert_json_error(await client.post(path, data=body, headers=JSON), 400)
     assert "surrogate" in err["message"]
     assert service.store.stats()["total"] == 0
-    emoji = await client.post(f"{P}/tasks", data=b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, '
+    emoji = await client.post(f"{P}/jobs", data=b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, '
                                                  b'"owner": "\\ud83d\\ude00"}', headers=JSON)
     assert emoji.status == 200  # a whole pair is a character
+
+
+async def test_the_jobs_api_answers_under_its_earlier_name_too(client, service):
+    """/comfymq/jobs is the API's name; /comfymq/tasks (and /api/comfymq/tasks) are the same handlers, kept for
+    clients written against it."""
+    created = await ok(await client.post(f"{P}/tasks", json={"prompt": graph(7)}))
+    jid = created["jobs"][0]["id"]
+    for base in (f"{P}/jobs", f"{P}/tasks", "/api/comfymq/jobs", "/api/comfymq/tasks"):
+        assert (await ok(await client.get(f"{base}/{jid}")))["job"]["id"] == jid
+        assert [j["id"] for j in (await ok(await client.get(base)))["jobs"]] == [jid]
+    await ok(await client.post(f"{P}/tasks/{jid}/cancel", json={}))
+    assert (await ok(await client.post(f"{P}/jobs/{jid}/retry", json={})))["job"]["state"] == "pending"
+    await ok(await client.post(f"{P}/jobs/{jid}/cancel", json={}))
+    assert (await ok(await client.delete(f"{P}/tasks/{jid}", headers={"Content-Type": "application/json"})))["deleted"] == jid

@@ -191,7 +191,7 @@ async def test_a_queued_prompt_runs_on_the_local_worker_against_this_standin(sta
         async with s.ws_connect(standin.url + "/ws?clientId=browser-test") as ws:
             first = await ws.receive_json(timeout=TIMEOUT)
             assert first["type"] == "status" and first["data"]["sid"] == "browser-test"
-            body = await send_json(s, "POST", standin.url + "/api/comfymq/tasks", {"prompt": prompt})
+            body = await send_json(s, "POST", standin.url + "/api/comfymq/jobs", {"prompt": prompt})
             job_id = body["jobs"][0]["id"]
 
             events = []
@@ -201,15 +201,15 @@ async def test_a_queued_prompt_runs_on_the_local_worker_against_this_standin(sta
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     continue
                 event = json.loads(msg.data)
-                if event["type"] == "comfymq.task":
+                if event["type"] == "comfymq.job":
                     events.append(event["data"])
                     if any(j.get("job_id") == job_id and j.get("state") == "succeeded"
                            for j in event["data"].get("jobs", [])):
                         break
-                assert time.monotonic() < deadline, f"no comfymq.task 'succeeded' event for {job_id}: {events}"
+                assert time.monotonic() < deadline, f"no comfymq.job 'succeeded' event for {job_id}: {events}"
         assert all(isinstance(e.get("jobs"), list) and isinstance(e.get("resync"), bool) for e in events)
 
-        job = await get_json(s, f"{standin.url}/api/comfymq/tasks/{job_id}")
+        job = await get_json(s, f"{standin.url}/api/comfymq/jobs/{job_id}")
         job = job.get("job", job.get("task", job))
         assert job["state"] == "succeeded", job
         arts = job["artifacts"]

@@ -1,4 +1,4 @@
-"""Seed 000's contract (simple_local_mqServer), answered unchanged by the standalone host:
+"""Seed 000's contract (simple_local_mqServer), answered unchanged by the standalone host (compatibility routes):
 
   POST /tasks   {"prompt": <graph as JSON string or object>, "priority": int = 1,
                  "metadata": {"prompt_id"?, "create_time"?}}  -> {"status": "queued", "task": {...}}
@@ -73,7 +73,7 @@ def health_status(h: dict) -> str:
     return "ok" if h["writable"] else "unavailable"
 
 
-def add_seed_routes(routes: web.RouteTableDef, service, limits: RequestLimits | None = None) -> None:
+def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits | None = None) -> None:
     """The seed routes, for an app whose middlewares apply the site rules, the token and JSON errors
     (host/standalone.py)."""
     limits = limits or RequestLimits()
