@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "api_prompts.h"
+#include "testing/api_prompts.h"
 #include "bench_util.h"
 #include "comfymq/artifact_writer.h"
 #include "comfymq/store.h"

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "comfymq/artifact_writer.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "test_util.h"
 #include "util/sha256.h"
 
@@ -123,18 +123,19 @@ TEST(ArtifactWriterFaults, CommitOrReuseFallsBackToANewNameWhenTheFileThereCanno
   ASSERT_TRUE(ArtifactWriter::Open(&env, "/root", &w).ok());
   ArtifactInfo first;
   ASSERT_TRUE(w->Write("j/img.png", "pixels", &first).ok());
-  for (const char* op : {"read", "sync"}) {
+  for (MemEnv::Op op : {MemEnv::Op::kRead, MemEnv::Op::kSync}) {
     // The existing file cannot be read (or synced): the publish still succeeds, under a new name.
-    env.SetFaultHook([&](const std::string& o, const std::string& path) {
-      return o == op && path == "/root/j/img.png" ? Status::IOError(std::string(op) + " denied") : Status::OK();
+    env.SetFaultHook([&](MemEnv::Op o, const std::string& path) {
+      return o == op && path == "/root/j/img.png" ? Status::IOError(std::string(MemEnv::OpName(op)) + " denied")
+                                                  : Status::OK();
     });
     std::unique_ptr<ArtifactStream> st;
     ASSERT_TRUE(w->Begin("j/img.png", &st).ok());
     ASSERT_TRUE(st->Append("pixels").ok());
     ArtifactInfo info;
     Status s = st->CommitOrReuse(&info);
-    ASSERT_TRUE(s.ok()) << op << ": " << s.ToString();
-    EXPECT_NE(info.path, "j/img.png") << op;
+    ASSERT_TRUE(s.ok()) << MemEnv::OpName(op) << ": " << s.ToString();
+    EXPECT_NE(info.path, "j/img.png") << MemEnv::OpName(op);
     env.SetFaultHook(nullptr);
   }
 }
@@ -158,8 +159,8 @@ TEST(ArtifactWriterCommitAll, OneDirectorySyncPerDirectoryAndAFailureStopsCleanl
     streams.push_back(std::move(st));
   }
   int dir_syncs = 0;
-  env.SetFaultHook([&](const std::string& op, const std::string&) {
-    dir_syncs += op == "syncdir";
+  env.SetFaultHook([&](MemEnv::Op op, const std::string&) {
+    dir_syncs += op == MemEnv::Op::kSyncDir;
     return Status::OK();
   });
   std::vector<ArtifactInfo> infos;
@@ -190,9 +191,9 @@ TEST(ArtifactWriterCommitAll, OneDirectorySyncPerDirectoryAndAFailureStopsCleanl
   }
   int renames = 0;
   dir_syncs = 0;
-  env.SetFaultHook([&](const std::string& op, const std::string&) {
-    dir_syncs += op == "syncdir";
-    return op == "rename" && ++renames == 3 ? Status::IOError("rename denied") : Status::OK();
+  env.SetFaultHook([&](MemEnv::Op op, const std::string&) {
+    dir_syncs += op == MemEnv::Op::kSyncDir;
+    return op == MemEnv::Op::kRename && ++renames == 3 ? Status::IOError("rename denied") : Status::OK();
   });
   Status s = w->CommitAll(raw, std::vector<bool>(5, false), &infos);
   EXPECT_FALSE(s.ok());
@@ -414,8 +415,8 @@ TEST(ArtifactWriterFaults, ACommitAfterAFailedFinishReportsTheSyncError) {
   std::unique_ptr<ArtifactStream> st;
   ASSERT_TRUE(w->Begin("j/a.png", &st).ok());
   ASSERT_TRUE(st->Append("a").ok());
-  env.SetFaultHook([](const std::string& op, const std::string&) {
-    return op == "sync" ? Status::IOError("sync failed: EIO") : Status::OK();
+  env.SetFaultHook([](MemEnv::Op op, const std::string&) {
+    return op == MemEnv::Op::kSync ? Status::IOError("sync failed: EIO") : Status::OK();
   });
   std::string sha;
   EXPECT_TRUE(st->Finish(&sha).IsIOError());
@@ -466,8 +467,8 @@ TEST(ArtifactWriterFaults, FullDiskOrFailedSyncLeavesNoFile) {
   ASSERT_TRUE(env.GetChildren("/root", &names).ok());
   EXPECT_TRUE(names.empty());
   env.SetCapacity(0);
-  env.SetFaultHook([](const std::string& op, const std::string&) {
-    return op == "sync" ? Status::IOError("injected fsync failure") : Status::OK();
+  env.SetFaultHook([](MemEnv::Op op, const std::string&) {
+    return op == MemEnv::Op::kSync ? Status::IOError("injected fsync failure") : Status::OK();
   });
   s = w->Write("synced.bin", "data", &info);
   EXPECT_TRUE(s.IsIOError());

@@ -23,7 +23,7 @@
 
 #include "comfymq/broker.h"
 #include "comfymq/curve.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "comfymq/worker_client.h"
@@ -317,8 +317,8 @@ struct MemEnvCluster {
 TEST(ClusterSlowDisk, ASlowSyncStallsNoHeartbeat) {
   MemEnvCluster c;
   std::atomic<int> slow_syncs{0};
-  c.env.SetFaultHook([&](const std::string& op, const std::string&) {
-    if (op == "sync" && slow_syncs.load() > 0) {
+  c.env.SetFaultHook([&](MemEnv::Op op, const std::string&) {
+    if (op == MemEnv::Op::kSync && slow_syncs.load() > 0) {
       slow_syncs--;
       std::this_thread::sleep_for(std::chrono::milliseconds(12 * kHeartbeatMs));
     }
@@ -367,8 +367,8 @@ TEST(ClusterSlowDisk, ASlowArtifactSyncStallsNeitherHeartbeatsNorDispatch) {
   c.artifact_env = &artifacts;
   std::atomic<int> slow_syncs{0};
   std::atomic<bool> in_slow_sync{false};
-  artifacts.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "sync" && path.find(".cmq-tmp.") != std::string::npos && slow_syncs.exchange(0) > 0) {
+  artifacts.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kSync && path.find(".cmq-tmp.") != std::string::npos && slow_syncs.exchange(0) > 0) {
       in_slow_sync = true;
       std::this_thread::sleep_for(std::chrono::milliseconds(12 * kHeartbeatMs));
       in_slow_sync = false;
@@ -450,8 +450,8 @@ TEST(ClusterEarlyLease, AJobSentBeforeItsLeaseFailedToCommitIsCalledBack) {
   }
   ASSERT_TRUE(told);
   // From here every log write fails: the pass that leases the second job applies, sends it, then fails.
-  env.SetFaultHook([](const std::string& op, const std::string& path) {
-    return op == "write" && path.find("/log-") != std::string::npos ? Status::IOError("injected EIO") : Status::OK();
+  env.SetFaultHook([](MemEnv::Op op, const std::string& path) {
+    return op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos ? Status::IOError("injected EIO") : Status::OK();
   });
   ASSERT_TRUE(w->ConfirmCancel(a1.job_id, a1.token).ok());
   JobAssignment a2;

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <stdexcept>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "store/token_codec.h"
@@ -72,8 +72,8 @@ class EarlyLeaseTest : public ::testing::Test {
   }
 
   void FailLogWrites(const Status& s) {
-    env_.SetFaultHook([s](const std::string& op, const std::string& path) {
-      return op == "write" && path.find("/log-") != std::string::npos ? s : Status::OK();
+    env_.SetFaultHook([s](MemEnv::Op op, const std::string& path) {
+      return op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos ? s : Status::OK();
     });
   }
 

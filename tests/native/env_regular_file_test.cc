@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "comfymq/env.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "test_util.h"
 
 namespace comfymq {
@@ -90,8 +90,8 @@ TEST(MemRegularFile, SyncMakesTheBytesDurable) {
   }
   EXPECT_TRUE(env.OpenRegularFile("/d", &f).IsInvalidArgument());
   EXPECT_TRUE(env.OpenRegularFile("/d/none", &f).IsNotFound());
-  env.SetFaultHook([](const std::string& op, const std::string&) {
-    return op == "sync" ? Status::IOError("sync denied") : Status::OK();
+  env.SetFaultHook([](MemEnv::Op op, const std::string&) {
+    return op == MemEnv::Op::kSync ? Status::IOError("sync denied") : Status::OK();
   });
   ASSERT_TRUE(env.OpenRegularFile("/d/f", &f).ok());
   EXPECT_FALSE(f->Sync().ok());

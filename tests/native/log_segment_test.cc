@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "store/log_segment.h"
 #include "util/coding.h"
 

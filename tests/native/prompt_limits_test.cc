@@ -7,7 +7,7 @@
 #include <string>
 
 #include "comfymq/job.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "net/protocol.h"
 #include "test_util.h"

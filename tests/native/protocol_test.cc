@@ -7,7 +7,7 @@
 #include <set>
 #include <tuple>
 
-#include "bench/api_prompts.h"
+#include "testing/api_prompts.h"
 #include "comfymq/capabilities.h"
 #include "net/protocol.h"
 

@@ -8,7 +8,7 @@
 #include <random>
 #include <thread>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/log_segment.h"
 #include "store/records.h"

@@ -4,7 +4,7 @@
 
 #include <atomic>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "test_util.h"
@@ -54,8 +54,8 @@ TEST_F(FaultTest, AFailedBatchCancelCancelsNoneOfIt) {
   }
   std::vector<EnqueueResult> rs;
   ASSERT_TRUE(store_->EnqueueMany(jobs, &rs).ok());
-  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "write" && path.find("/log-") != std::string::npos) return Status::IOError("injected EIO");
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos) return Status::IOError("injected EIO");
     return Status::OK();
   });
   std::vector<uint64_t> cancelled{42};
@@ -81,8 +81,8 @@ TEST_F(FaultTest, FailedFsyncIsFatalAndNeverRetried) {
   ASSERT_TRUE(Add(1, &kept).ok());
   std::atomic<int> syncs_after_failure{0};
   std::atomic<bool> failed{false};
-  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "sync" && path.find("/log-") != std::string::npos) {
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kSync && path.find("/log-") != std::string::npos) {
       if (failed) syncs_after_failure++;
       failed = true;
       return Status::IOError("injected fsync failure");
@@ -112,8 +112,8 @@ TEST_F(FaultTest, FailedFsyncIsFatalAndNeverRetried) {
 }
 
 TEST_F(FaultTest, FailedWriteIsFatal) {
-  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "write" && path.find("/log-") != std::string::npos) return Status::IOError("injected EIO");
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos) return Status::IOError("injected EIO");
     return Status::OK();
   });
   EXPECT_TRUE(Add(1).IsIOError());
@@ -170,8 +170,8 @@ TEST_F(FaultTest, BatchOnFullDiskAddsNone) {
 
 TEST_F(FaultTest, FailedCheckpointIsNotFatal) {
   ASSERT_TRUE(Add(1).ok());
-  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "rename" && path.find("checkpoint") != std::string::npos) return Status::IOError("injected rename failure");
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kRename && path.find("checkpoint") != std::string::npos) return Status::IOError("injected rename failure");
     return Status::OK();
   });
   EXPECT_FALSE(store_->Checkpoint().ok());
@@ -189,8 +189,8 @@ TEST_F(FaultTest, ReadErrorsAreReportedNotFatal) {
   ASSERT_TRUE(store_->Checkpoint().ok());
   store_.reset();
   ASSERT_TRUE(Store::Open(SmallOptions(&env_), "/db", &store_).ok());
-  env_.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op == "read" && path.find("/log-") != std::string::npos) return Status::IOError("injected read error");
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op == MemEnv::Op::kRead && path.find("/log-") != std::string::npos) return Status::IOError("injected read error");
     return Status::OK();
   });
   Job j;
@@ -203,8 +203,8 @@ TEST_F(FaultTest, ReadErrorsAreReportedNotFatal) {
 
 TEST_F(FaultTest, OpenFailsClearlyWhenTheDirectoryCannotBeUsed) {
   store_.reset();
-  env_.SetFaultHook([&](const std::string& op, const std::string&) {
-    if (op == "lock") return Status::IOError("injected: permission denied");
+  env_.SetFaultHook([&](MemEnv::Op op, const std::string&) {
+    if (op == MemEnv::Op::kLock) return Status::IOError("injected: permission denied");
     return Status::OK();
   });
   Status s = Store::Open(SmallOptions(&env_), "/db", &store_);
@@ -237,8 +237,8 @@ TEST_F(FaultTest, TheDispatchHookLeasesInTheEnqueueCommitAndDeliversOnlyWhatIsDu
   EXPECT_EQ(j.lease_token, delivered[0]->token);
 
   // A group that fails to reach the disk delivers nothing, and its lease never existed.
-  env_.SetFaultHook([](const std::string& op, const std::string& path) {
-    return op == "sync" && path.find("/log-") != std::string::npos ? Status::IOError("injected") : Status::OK();
+  env_.SetFaultHook([](MemEnv::Op op, const std::string& path) {
+    return op == MemEnv::Op::kSync && path.find("/log-") != std::string::npos ? Status::IOError("injected") : Status::OK();
   });
   EXPECT_FALSE(Add(2).ok());
   EXPECT_EQ(chosen, 2);

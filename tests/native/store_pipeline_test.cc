@@ -14,7 +14,7 @@
 #include <random>
 #include <thread>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "store/commit_order.h"
@@ -33,13 +33,13 @@ using namespace std::chrono_literals;
 // Counts the log writes that reach the disk while it holds one.
 class Gate {
  public:
-  explicit Gate(std::string op) : op_(std::move(op)) {}
+  explicit Gate(MemEnv::Op op) : op_(op) {}
 
   MemEnv::FaultHook Hook() {
-    return [this](const std::string& op, const std::string& path) {
+    return [this](MemEnv::Op op, const std::string& path) {
       if (path.find("/log-") == std::string::npos) return Status::OK();
       std::unique_lock<std::mutex> l(mu_);
-      if (holding_ && op == "write") writes_while_held_++;
+      if (holding_ && op == MemEnv::Op::kWrite) writes_while_held_++;
       if (op != op_ || used_) return Status::OK();
       used_ = holding_ = true;
       cv_.notify_all();
@@ -64,7 +64,7 @@ class Gate {
   }
 
  private:
-  const std::string op_;
+  const MemEnv::Op op_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool used_ = false, holding_ = false, released_ = false;
@@ -117,7 +117,7 @@ class PipelineTest : public ::testing::Test {
   // Enqueues `kept`; then holds `op` of the next group (`ahead`: its sync, or the segment it makes) while
   // `behind` is applied on top of it, checks that behind is applied but neither is answered nor behind
   // written meanwhile, and lets the op finish with `result`.
-  Overlapped Overlap(const std::string& op, NewJob kept, NewJob ahead, NewJob behind, Status result) {
+  Overlapped Overlap(MemEnv::Op op, NewJob kept, NewJob ahead, NewJob behind, Status result) {
     Overlapped o;
     EXPECT_TRUE(store_->Enqueue(kept, &o.kept).ok());
     Gate& gate = NewGate(op);
@@ -142,7 +142,7 @@ class PipelineTest : public ::testing::Test {
                                 std::vector<std::future<std::pair<Status, EnqueueResult>>>* queued) {
     EnqueueResult kept;
     ASSERT_TRUE(store_->Enqueue(JobFor(1), &kept).ok());
-    *ahead = &NewGate("sync");
+    *ahead = &NewGate(MemEnv::Op::kSync);
     *a = EnqueueAsync(JobFor(2));
     ASSERT_TRUE((*ahead)->WaitHeld());
     *b = EnqueueAsync(JobFor(3));
@@ -153,7 +153,7 @@ class PipelineTest : public ::testing::Test {
   }
 
   // A gate on `op`, installed as the env's fault hook; it lives until the store is gone.
-  Gate& NewGate(const std::string& op) {
+  Gate& NewGate(MemEnv::Op op) {
     gates_.push_back(std::make_unique<Gate>(op));
     env_.SetFaultHook(gates_.back()->Hook());
     return *gates_.back();
@@ -174,7 +174,7 @@ std::string BigPrompt(uint64_t seed, size_t bytes) {
 
 TEST_F(PipelineTest, TheNextGroupAppliesWhileOneSyncsAndIsAnsweredAfterIt) {
   Overlapped o;
-  ASSERT_NO_FATAL_FAILURE(o = Overlap("sync", JobFor(1), JobFor(2), JobFor(3), Status::OK()));
+  ASSERT_NO_FATAL_FAILURE(o = Overlap(MemEnv::Op::kSync, JobFor(1), JobFor(2), JobFor(3), Status::OK()));
   ASSERT_TRUE(o.ahead.first.ok()) << o.ahead.first.ToString();
   ASSERT_TRUE(o.behind.first.ok()) << o.behind.first.ToString();
   EXPECT_LT(o.ahead.second.id, o.behind.second.id);
@@ -188,7 +188,7 @@ TEST_F(PipelineTest, TheNextGroupAppliesWhileOneSyncsAndIsAnsweredAfterIt) {
 TEST_F(PipelineTest, AFailedSyncFailsTheGroupBehindItAndUndoesBoth) {
   Overlapped o;
   ASSERT_NO_FATAL_FAILURE(
-      o = Overlap("sync", JobFor(1), JobFor(2), JobFor(3), Status::IOError("injected fsync failure")));
+      o = Overlap(MemEnv::Op::kSync, JobFor(1), JobFor(2), JobFor(3), Status::IOError("injected fsync failure")));
   EXPECT_TRUE(o.ahead.first.IsIOError()) << o.ahead.first.ToString();
   EXPECT_NE(o.ahead.first.message().find("injected fsync failure"), std::string::npos);
   EXPECT_FALSE(o.behind.first.ok()) << "a group applied on top of a failed one was acknowledged";
@@ -222,7 +222,7 @@ TEST_F(PipelineTest, AFullDiskUnderTheGroupAheadFailsBothAndTheStoreGoesOn) {
   };
   Overlapped o;
   ASSERT_NO_FATAL_FAILURE(
-      o = Overlap("allocate", big(1), big(2), big(3), Status::NoSpace("injected: no space left on device")));
+      o = Overlap(MemEnv::Op::kAllocate, big(1), big(2), big(3), Status::NoSpace("injected: no space left on device")));
   EXPECT_TRUE(o.ahead.first.IsNoSpace()) << o.ahead.first.ToString();
   EXPECT_TRUE(o.behind.first.IsNoSpace()) << o.behind.first.ToString();
   EXPECT_TRUE(store_->health().ok()) << "a full disk must not break the handle";
@@ -246,7 +246,7 @@ TEST_F(PipelineTest, AFullDiskUnderTheGroupAheadFailsBothAndTheStoreGoesOn) {
 TEST_F(PipelineTest, AnAnswerThatReadsAnUnsyncedChangeWaitsForItAndFailsWithIt) {
   for (bool fail : {false, true}) {
     SCOPED_TRACE(fail ? "the sync ahead fails" : "the sync ahead succeeds");
-    Gate& gate = NewGate("sync");
+    Gate& gate = NewGate(MemEnv::Op::kSync);
     const uint64_t seq = fail ? 20 : 10;
     auto a = EnqueueAsync(JobFor(seq));
     ASSERT_TRUE(gate.WaitHeld());
@@ -273,14 +273,14 @@ TEST_F(PipelineTest, EnqueuesQueuedWhileTheNextGroupWaitsForItsTurnJoinItsSync) 
   std::vector<std::future<std::pair<Status, EnqueueResult>>> late;
   ASSERT_NO_FATAL_FAILURE(QueueBehindAWaitingGroup(3, &held, &a, &b, &late));
   Gate& ahead = *held;
-  Gate& behind = NewGate("sync");  // holds the next group's sync
+  Gate& behind = NewGate(MemEnv::Op::kSync);  // holds the next group's sync
   ahead.Release();
   ASSERT_TRUE(behind.WaitHeld());
   EXPECT_EQ(Count(), 6u) << "the queued enqueues did not join the group whose turn came";
   for (auto& f : late) EXPECT_EQ(f.wait_for(0ms), std::future_status::timeout) << "answered before its sync";
   EXPECT_EQ(b.wait_for(0ms), std::future_status::timeout);
   EXPECT_EQ(behind.writes_while_held(), 0);
-  Gate& after = NewGate("sync");  // would hold a further group's sync: none is needed
+  Gate& after = NewGate(MemEnv::Op::kSync);  // would hold a further group's sync: none is needed
   behind.Release();
   for (auto& f : late) {
     EXPECT_EQ(f.wait_for(10s), std::future_status::ready) << "a queued enqueue waited for a sync of its own";

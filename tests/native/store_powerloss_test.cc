@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "comfymq/artifact_writer.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "crash_check.h"
 #include "workload.h"
 #include "test_util.h"
@@ -28,8 +28,8 @@ CrashTally PowerCutTrials(int trials, bool background, uint64_t* adopted) {
   for (int trial = 0; trial < trials; ++trial) {
     std::mt19937_64 rng(0xC0FFEE + trial);
     MemEnv env;
-    env.SetFaultHook([&](const std::string& op, const std::string& path) {
-      if (op == "rename" && path.size() >= 12 && path.compare(path.size() - 12, 12, "segment.prep") == 0) (*adopted)++;
+    env.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+      if (op == MemEnv::Op::kRename && path.size() >= 12 && path.compare(path.size() - 12, 12, "segment.prep") == 0) (*adopted)++;
       return Status::OK();
     });
     StoreOptions opts = SmallOptions(&env, background);

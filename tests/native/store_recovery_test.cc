@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/log_segment.h"
 #include "test_util.h"

@@ -10,7 +10,7 @@
 #include <random>
 #include <thread>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "test_util.h"

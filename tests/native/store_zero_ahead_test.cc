@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "comfymq/env.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/log_segment.h"
 #include "test_util.h"
@@ -145,8 +145,8 @@ TEST(ZeroAhead, AFailedWriteOfZerosIsNotTheGroupsFailure) {
   ASSERT_TRUE(EnqueueAll(store.get(), {PromptFor(0)}, &made).ok());
   ASSERT_TRUE(store->Checkpoint().ok());  // rolls onto a fallocated segment: the next small group writes zeros
   int log_writes = 0;
-  env.SetFaultHook([&](const std::string& op, const std::string& path) {
-    if (op != "write" || path.find("/log-") == std::string::npos) return Status::OK();
+  env.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
+    if (op != MemEnv::Op::kWrite || path.find("/log-") == std::string::npos) return Status::OK();
     return ++log_writes == 2 ? Status::IOError("injected EIO on the zeros") : Status::OK();
   });
   ASSERT_TRUE(EnqueueAll(store.get(), {PromptFor(1)}, &made).ok());

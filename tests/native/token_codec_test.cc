@@ -5,7 +5,7 @@
 #include <random>
 #include <set>
 
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/token_codec.h"
 #include "test_util.h"

@@ -10,7 +10,7 @@
 #include <mutex>
 
 #include "comfymq/artifact_writer.h"
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 #include "net/transfers.h"
 #include "test_util.h"
 #include "util/sha256.h"
@@ -207,8 +207,8 @@ TEST(Transfers, WhatTheIoThreadFindsComesBackAsTheAck) {
   EXPECT_TRUE(retry);
   EXPECT_EQ(loop.t.active(), 0u);
   // The disk refuses the write: refused, and nothing is left.
-  env.SetFaultHook([](const std::string& op, const std::string&) {
-    return op == "write" ? Status::NoSpace("disk full") : Status::OK();
+  env.SetFaultHook([](MemEnv::Op op, const std::string&) {
+    return op == MemEnv::Op::kWrite ? Status::NoSpace("disk full") : Status::OK();
   });
   ack = loop.Chunk(ChunkOf(1, 1, "b.png", data, 0, 3000), &retry);
   EXPECT_EQ(ack.chunk_status, proto::ChunkStatus::kRefused);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "comfymq/env.h"
 #include "comfymq/status.h"
 
 namespace comfymq {
@@ -31,6 +32,7 @@ struct WorkerClientOptions {
   std::string broker_public_key, public_key, secret_key;  // Z85; all empty = plain text
   bool allow_plaintext = false;  // plain text to a non-loopback broker needs this
   int reconnect_min_ms = 1000, reconnect_max_ms = 30000;
+  Env* env = nullptr;            // where output files are read from; nullptr = Env::Default()
 };
 
 struct JobAssignment {

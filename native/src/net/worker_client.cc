@@ -1,6 +1,5 @@
 // The worker client (see comfymq/worker_client.h). One thread owns the DEALER socket and all link state;
 // callers hand it commands through a queue and take jobs and events from queues of their own.
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -148,6 +147,7 @@ class WorkerClientImpl final : public WorkerClient {
   void FreeSlot() { credit_to_send_++; }
 
   const WorkerClientOptions opt_;
+  Env* const env_ = opt_.env != nullptr ? opt_.env : Env::Default();
   const std::shared_ptr<zmq::context_t> ctx_ = SharedContext();  // outlives socket_ (declared before it)
   std::unique_ptr<zmq::socket_t> socket_;
   net::Wakeup wake_;
@@ -246,8 +246,8 @@ Status WorkerClientImpl::Complete(uint64_t job_id, uint64_t token, const std::st
       return Status::InvalidArgument("output file name '" + f.name + "' must be a plain file name");
     }
     if (!names.insert(f.name).second) return Status::InvalidArgument("two output files are named '" + f.name + "'");
-    struct stat st;
-    if (::stat(f.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    FileInfo info;
+    if (!env_->GetFileInfo(f.path, &info).ok() || !info.is_regular) {
       return Status::InvalidArgument("output file " + f.path + " does not exist or is not a regular file");
     }
   }
@@ -675,7 +675,7 @@ void WorkerClientImpl::PumpUploads() {
     while (!u.fail && u.file < u.files.size()) {
       const OutputFile& f = u.files[u.file];
       if (!u.in) {
-        Status s = Env::Default()->NewRandomAccessFile(f.path, &u.in);
+        Status s = env_->NewRandomAccessFile(f.path, &u.in);
         if (s.ok()) s = u.in->Size(&u.size);
         if (!s.ok()) {
           u.fail = true;

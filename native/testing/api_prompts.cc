@@ -1,4 +1,4 @@
-#include "api_prompts.h"
+#include "testing/api_prompts.h"
 
 #include <cstdio>
 

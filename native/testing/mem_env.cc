@@ -1,4 +1,4 @@
-#include "comfymq/mem_env.h"
+#include "testing/mem_env.h"
 
 #include <sys/time.h>
 
@@ -39,7 +39,7 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status WriteAt(uint64_t offset, std::string_view data) override {
-    CMQ_RETURN_IF_ERROR(env_->Fault("write", path_));
+    CMQ_RETURN_IF_ERROR(env_->Fault(MemEnv::Op::kWrite, path_));
     std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     uint64_t new_size = std::max<uint64_t>(old_size, offset + data.size());
@@ -51,7 +51,7 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Allocate(uint64_t size) override {
-    CMQ_RETURN_IF_ERROR(env_->Fault("allocate", path_));
+    CMQ_RETURN_IF_ERROR(env_->Fault(MemEnv::Op::kAllocate, path_));
     std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     if (size <= old_size) return Status::OK();
@@ -61,7 +61,7 @@ class MemWritableFile final : public WritableFile {
   }
 
   Status Truncate(uint64_t size) override {
-    CMQ_RETURN_IF_ERROR(env_->Fault("truncate", path_));
+    CMQ_RETURN_IF_ERROR(env_->Fault(MemEnv::Op::kTruncate, path_));
     std::lock_guard<std::mutex> l(env_->mu_);
     uint64_t old_size = inode_->data.size();
     CMQ_RETURN_IF_ERROR(env_->ReserveLocked(old_size, size));
@@ -73,7 +73,7 @@ class MemWritableFile final : public WritableFile {
     return env_->SyncInode(path_, inode_.get());
   }
 
-  Status Close() override { return env_->Fault("close", path_); }
+  Status Close() override { return env_->Fault(MemEnv::Op::kClose, path_); }
 
  private:
   MemEnv* env_;
@@ -87,7 +87,7 @@ class MemRandomAccessFile final : public RandomAccessFile {
       : env_(env), path_(std::move(path)), inode_(std::move(inode)) {}
 
   Status Read(uint64_t offset, size_t n, std::string* out) const override {
-    CMQ_RETURN_IF_ERROR(env_->Fault("read", path_));
+    CMQ_RETURN_IF_ERROR(env_->Fault(MemEnv::Op::kRead, path_));
     std::lock_guard<std::mutex> l(env_->mu_);
     const std::string& d = inode_->data;
     if (offset >= d.size()) {
@@ -194,7 +194,26 @@ MemEnv::MemEnv() {
 
 MemEnv::~MemEnv() = default;
 
-Status MemEnv::Fault(const std::string& op, const std::string& path) const {
+const char* MemEnv::OpName(Op op) {
+  switch (op) {
+    case Op::kCreate: return "create";
+    case Op::kWrite: return "write";
+    case Op::kAllocate: return "allocate";
+    case Op::kTruncate: return "truncate";
+    case Op::kSync: return "sync";
+    case Op::kClose: return "close";
+    case Op::kRead: return "read";
+    case Op::kRemove: return "remove";
+    case Op::kRename: return "rename";
+    case Op::kSyncDir: return "syncdir";
+    case Op::kMkdir: return "mkdir";
+    case Op::kLock: return "lock";
+    case Op::kList: return "list";
+  }
+  return "?";
+}
+
+Status MemEnv::Fault(Op op, const std::string& path) const {
   std::shared_ptr<const FaultHook> hook;
   {
     std::lock_guard<std::mutex> l(hook_mu_);
@@ -271,7 +290,7 @@ int64_t MemEnv::NowMicros() {
 
 Status MemEnv::NewWritableFile(const std::string& raw, OpenMode mode, std::unique_ptr<WritableFile>* out) {
   const std::string path = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("create", path));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kCreate, path));
   std::lock_guard<std::mutex> l(mu_);
   CMQ_RETURN_IF_ERROR(CheckParentLocked(path));
   auto it = entries_.find(path);
@@ -296,7 +315,7 @@ Status MemEnv::NewWritableFile(const std::string& raw, OpenMode mode, std::uniqu
 
 Status MemEnv::NewRandomAccessFile(const std::string& raw, std::unique_ptr<RandomAccessFile>* out) {
   const std::string path = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("read", path));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRead, path));
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(path);
   if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
@@ -306,7 +325,7 @@ Status MemEnv::NewRandomAccessFile(const std::string& raw, std::unique_ptr<Rando
 }
 
 Status MemEnv::SyncInode(const std::string& path, Inode* inode) {
-  CMQ_RETURN_IF_ERROR(Fault("sync", path));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kSync, path));
   std::lock_guard<std::mutex> l(mu_);
   inode->durable = inode->data;
   inode->unsynced.clear();
@@ -316,7 +335,7 @@ Status MemEnv::SyncInode(const std::string& path, Inode* inode) {
 
 Status MemEnv::OpenRegularFile(const std::string& raw, std::unique_ptr<RegularFile>* out) {
   const std::string path = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("read", path));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRead, path));
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(path);
   if (it == entries_.end()) return Status::NotFound("open " + path + ": no such file");
@@ -352,7 +371,7 @@ Status MemEnv::GetFileInfo(const std::string& raw, FileInfo* info) {
 
 Status MemEnv::GetChildren(const std::string& raw, std::vector<std::string>* names) {
   const std::string dir = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("list", dir));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kList, dir));
   std::lock_guard<std::mutex> l(mu_);
   names->clear();
   auto d = entries_.find(dir);
@@ -368,7 +387,7 @@ Status MemEnv::GetChildren(const std::string& raw, std::vector<std::string>* nam
 
 Status MemEnv::CreateDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("mkdir", dir));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kMkdir, dir));
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(dir);
   if (it != entries_.end()) {
@@ -382,7 +401,7 @@ Status MemEnv::CreateDir(const std::string& raw) {
 
 Status MemEnv::RemoveFile(const std::string& raw) {
   const std::string path = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("remove", path));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRemove, path));
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(path);
   if (it == entries_.end()) return Status::NotFound("remove " + path + ": no such file");
@@ -396,7 +415,7 @@ Status MemEnv::RemoveFile(const std::string& raw) {
 
 Status MemEnv::RemoveDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("remove", dir));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRemove, dir));
   std::lock_guard<std::mutex> l(mu_);
   auto it = entries_.find(dir);
   if (it == entries_.end() || !it->second.is_dir) return Status::NotFound("remove dir " + dir + ": no such directory");
@@ -411,7 +430,7 @@ Status MemEnv::RemoveDir(const std::string& raw) {
 
 Status MemEnv::RenameFile(const std::string& raw_from, const std::string& raw_to) {
   const std::string from = Normalize(raw_from);
-  CMQ_RETURN_IF_ERROR(Fault("rename", from));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRename, from));
   std::lock_guard<std::mutex> l(mu_);
   return RenameLocked(from, Normalize(raw_to), true);
 }
@@ -435,14 +454,14 @@ Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool
 
 Status MemEnv::RenameNoReplace(const std::string& raw_from, const std::string& raw_to) {
   const std::string from = Normalize(raw_from);
-  CMQ_RETURN_IF_ERROR(Fault("rename", from));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kRename, from));
   std::lock_guard<std::mutex> l(mu_);
   return RenameLocked(from, Normalize(raw_to), false);
 }
 
 Status MemEnv::SyncDir(const std::string& raw) {
   const std::string dir = Normalize(raw);
-  CMQ_RETURN_IF_ERROR(Fault("syncdir", dir));
+  CMQ_RETURN_IF_ERROR(Fault(Op::kSyncDir, dir));
   std::lock_guard<std::mutex> l(mu_);
   auto d = entries_.find(dir);
   if (d == entries_.end() || !d->second.is_dir) return Status::NotFound("sync dir " + dir + ": no such directory");
@@ -494,7 +513,7 @@ Status MemEnv::RealPath(const std::string& raw, std::string* out) {
 Status MemEnv::LockFile(const std::string& raw, const std::string& owner, std::unique_ptr<FileLock>* lock) {
   const std::string path = Normalize(raw);
   {
-    CMQ_RETURN_IF_ERROR(Fault("lock", path));
+    CMQ_RETURN_IF_ERROR(Fault(Op::kLock, path));
     std::lock_guard<std::mutex> l(mu_);
     if (locks_.count(path)) return Status::Busy(path + " is locked by another process");
     CMQ_RETURN_IF_ERROR(CheckParentLocked(path));

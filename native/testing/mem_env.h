@@ -1,4 +1,5 @@
-// MemEnv: an Env held entirely in memory that models what a disk keeps across a power cut.
+// MemEnv: an Env held entirely in memory that models what a disk keeps across a power cut. Test code (the
+// comfymq_testing library, with the tests and benchmarks): never part of the product.
 //
 // Every file has its current bytes and the bytes last made durable by Sync; every directory has its
 // current entries and the entries last made durable by SyncDir. CrashImage() returns a new MemEnv holding
@@ -32,9 +33,11 @@ class MemEnv final : public Env {
     kTornPrefix,   // unsynced writes survive in order up to a random point; the write there is torn
     kRandomSectors // each 512-byte sector of unsynced data survives or not, independently
   };
-  // op is one of: create, write, allocate, truncate, sync, close, read, remove, rename, syncdir,
-  // mkdir, lock, list.
-  using FaultHook = std::function<Status(const std::string& op, const std::string& path)>;
+  // The file-system operations a fault hook is asked about.
+  enum class Op { kCreate, kWrite, kAllocate, kTruncate, kSync, kClose, kRead, kRemove, kRename, kSyncDir, kMkdir,
+                  kLock, kList };
+  static const char* OpName(Op op);  // "write", "syncdir", ... (for messages)
+  using FaultHook = std::function<Status(Op op, const std::string& path)>;
 
   MemEnv();
   ~MemEnv() override;
@@ -79,7 +82,7 @@ class MemEnv final : public Env {
     std::shared_ptr<Inode> inode;  // null for directories
   };
 
-  Status Fault(const std::string& op, const std::string& path) const;  // requires mu_
+  Status Fault(Op op, const std::string& path) const;  // requires mu_
   Status CheckParentLocked(const std::string& path) const;
   // A file's Sync (writer or RegularFile): its current bytes become its durable ones.
   Status SyncInode(const std::string& path, Inode* inode);
