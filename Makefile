@@ -18,12 +18,14 @@ $(BUILD)/build.ninja: CMakeLists.txt | deps
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(NPROC)
+	$(PY) tools/write_js_states.py
 
 test: build
 	@echo "== native tests (ctest) =="
 	ctest --test-dir $(BUILD) --output-on-failure -j 2 --timeout 900
 	@echo "== python tests (pytest) =="
 	$(PY) -m pytest tests/python -q
+	@$(MAKE) --no-print-directory test-wheel
 	@$(MAKE) --no-print-directory check-js
 	@$(MAKE) --no-print-directory test-browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
@@ -45,6 +47,18 @@ test-native: build
 
 test-python: build
 	$(PY) -m pytest tests/python -q
+
+# The wheel pip installs, made self-contained by auditwheel (tools/build-wheel.sh; CMake build in build-wheel/):
+# dist/comfymq-<version>-cp311-cp311-manylinux_2_35_x86_64.whl on Debian 12.
+.PHONY: wheel test-wheel
+wheel: deps
+	@tools/build-wheel.sh
+
+# That wheel in a fresh virtualenv: auditwheel and ldd, the module's Python tests run against the installed
+# package, install.py taking the module from it (tests/python/test_wheel.py, which skips without the variable).
+test-wheel: wheel
+	@echo "== the wheel, installed into a fresh virtualenv (pytest -m wheel) =="
+	COMFYMQ_TEST_WHEEL=dist $(PY) -m pytest tests/python/test_wheel.py -q -m wheel
 
 # The ComfyUI panel (js/): type-checked against @comfyorg/comfyui-frontend-types (pinned in package.json).
 check-js: deps
@@ -72,4 +86,4 @@ soak: build
 	COMFYMQ_SIGKILL_TRIALS=300 $(PY) -m pytest tests/python/test_crash.py -q -s
 
 clean:
-	rm -rf $(BUILD) build-fuzz comfy_nodes/_native*.so
+	rm -rf $(BUILD) build-fuzz build-wheel dist comfy_nodes/_native*.so

@@ -22,7 +22,8 @@ def build_instructions(reason: str) -> str:
     return (
         f"ComfyMQ's native module could not be loaded ({reason}); build it for this Python "
         f"({sys.version_info.major}.{sys.version_info.minor}) with: cd {REPO_ROOT} && {sys.executable} install.py "
-        "(needs a C++17 compiler, CMake and the libraries listed in the README)"
+        "(it takes a prebuilt wheel from wheels/, COMFYMQ_WHEELS or COMFYMQ_WHEEL_INDEX when one fits, else it "
+        "builds from source, which needs a C++17 compiler, CMake and the libraries listed in the README)"
     )
 
 

@@ -40,6 +40,7 @@ DEFAULT_TEST_TIMEOUT = 120  # seconds; only a guard against hangs, never a speed
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "subprocess: the test starts Python subprocesses")
+    config.addinivalue_line("markers", "wheel: the built wheel; `make test-wheel` sets COMFYMQ_TEST_WHEEL")
     # The host stores plain string keys on its aiohttp app (app["service"]); aiohttp suggests web.AppKey.
     # Harmless, and not what these tests check, so it is kept out of every test's output.
     config.addinivalue_line("filterwarnings", "ignore::aiohttp.web.NotAppKeyWarning")
