@@ -1,6 +1,6 @@
 # The front door. On a fresh Debian 12 machine, `make test` installs what is missing (apt packages,
 # a pinned Python virtualenv, JS tooling), builds, and runs every test; `make run` starts the main job.
-.PHONY: all deps build test test-native test-python check-js test-browser fuzz run bench soak clean
+.PHONY: all deps build test test-native test-python check-js test-browser fuzz run bench soak clean lint format
 
 VENV   := .venv
 PY     := $(abspath $(VENV))/bin/python
@@ -26,6 +26,7 @@ test: build
 	@echo "== python tests (pytest) =="
 	$(PY) -m pytest tests/python -q
 	@$(MAKE) --no-print-directory test-wheel
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory check-js
 	@$(MAKE) --no-print-directory test-browser
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
@@ -59,6 +60,22 @@ wheel: deps
 test-wheel: wheel
 	@echo "== the wheel, installed into a fresh virtualenv (pytest -m wheel) =="
 	COMFYMQ_TEST_WHEEL=dist $(PY) -m pytest tests/python/test_wheel.py -q -m wheel
+
+# Formatting and lint: C++ against .clang-format, Python with ruff (ruff.toml); both pinned in
+# tests/requirements.txt. `make format` applies what `make lint` checks.
+CXX_SOURCES = $(shell git ls-files 'native/*.cc' 'native/*.h' 'tests/native/*.cc' 'tests/native/*.h' \
+                'tests/fuzz/*.cc' 'bench/*.cc' 'bench/*.h' 2>/dev/null)
+lint: deps
+	@echo "== lint (clang-format, ruff) =="
+	$(abspath $(VENV))/bin/clang-format --dry-run --Werror --style=file:.clang-format $(CXX_SOURCES)
+	$(abspath $(VENV))/bin/ruff check .
+	$(abspath $(VENV))/bin/ruff format --check .
+	@echo "lint: clean"
+
+format: deps
+	$(abspath $(VENV))/bin/clang-format -i --style=file:.clang-format $(CXX_SOURCES)
+	$(abspath $(VENV))/bin/ruff check --fix .
+	$(abspath $(VENV))/bin/ruff format .
 
 # The ComfyUI panel (js/): type-checked against @comfyorg/comfyui-frontend-types (pinned in package.json).
 check-js: deps

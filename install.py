@@ -42,8 +42,10 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "comfy_nodes"
 WHEELS = ROOT / "wheels"
 PINS = {"pybind11": "pybind11==3.1.0", "cmake": "cmake==4.4.4", "ninja": "ninja==1.13.2"}
-APT_HINT = ("sudo apt-get install build-essential cmake ninja-build pkg-config python3-dev "
-            "libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev liblz4-dev libssl-dev")
+APT_HINT = (
+    "sudo apt-get install build-essential cmake ninja-build pkg-config python3-dev "
+    "libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev liblz4-dev libssl-dev"
+)
 
 # Run by a fresh Python in this folder: the module must load from here (not from an installed comfymq).
 VERIFY = """
@@ -74,6 +76,7 @@ def python_floor() -> tuple[int, ...]:
 
 # ---- 1. a prebuilt wheel -------------------------------------------------------------------------------
 
+
 def wheel_sources() -> list[str]:
     """pip arguments naming where prebuilt wheels may be; empty when nothing is configured or present."""
     args: list[str] = []
@@ -103,14 +106,29 @@ def pick_wheels(version: str, into: Path) -> list[Path]:
     if not sources:
         print("ComfyMQ: no prebuilt wheels to try (wheels/ is empty; COMFYMQ_WHEELS and COMFYMQ_WHEEL_INDEX unset)")
         return []
-    cmd = [sys.executable, "-m", "pip", "--isolated", "download", f"comfymq=={version}", "--only-binary=:all:",
-           "--no-deps", "--disable-pip-version-check", "-q", "-d", str(into), *sources]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--isolated",
+        "download",
+        f"comfymq=={version}",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(into),
+        *sources,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(into.glob("comfymq-*.whl"))
     if r.returncode != 0 or not found:
         reason = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"ComfyMQ: no prebuilt wheel of comfymq {version} fits Python {sys.version_info.major}."
-              f"{sys.version_info.minor} on this platform ({reason})")
+        print(
+            f"ComfyMQ: no prebuilt wheel of comfymq {version} fits Python {sys.version_info.major}."
+            f"{sys.version_info.minor} on this platform ({reason})"
+        )
         return []
     return found[:1]
 
@@ -120,8 +138,12 @@ def payload(name: str) -> Path | None:
     On Windows delvewheel's DLLs go beside the .pyd: the extension's folder is searched for its DLLs, while the
     wheel's own hook for comfymq.libs/ lives in an __init__.py this checkout does not take."""
     parts = name.split("/")
-    if parts[0] == "comfy_nodes" and len(parts) == 2 and parts[1].startswith("_native") \
-            and not parts[1].endswith((".py", ".pyi")):
+    if (
+        parts[0] == "comfy_nodes"
+        and len(parts) == 2
+        and parts[1].startswith("_native")
+        and not parts[1].endswith((".py", ".pyi"))
+    ):
         return ROOT / name
     if parts[0] == "comfy_nodes" and len(parts) > 2 and parts[1] == ".dylibs":
         return ROOT / name
@@ -216,6 +238,7 @@ def try_wheel(wheel: Path, work: Path) -> bool:
 
 # ---- 2. a build from source ----------------------------------------------------------------------------
 
+
 def pip_install(*pkgs: str) -> None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q", *pkgs])
 
@@ -243,18 +266,30 @@ def build_from_source() -> int:
     tag = f"py{sys.version_info.major}{sys.version_info.minor}"
     build = ROOT / "build" / f"module-{tag}"
     configure = [
-        tool("cmake") or "cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja",
-        f"-DCMAKE_MAKE_PROGRAM={tool('ninja') or 'ninja'}", "-DCMAKE_BUILD_TYPE=Release",
-        f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-        "-DCOMFYMQ_BUILD_TESTS=OFF", "-DCOMFYMQ_BUILD_BENCH=OFF",
+        tool("cmake") or "cmake",
+        "-S",
+        str(ROOT),
+        "-B",
+        str(build),
+        "-G",
+        "Ninja",
+        f"-DCMAKE_MAKE_PROGRAM={tool('ninja') or 'ninja'}",
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DPython_EXECUTABLE={sys.executable}",
+        f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+        "-DCOMFYMQ_BUILD_TESTS=OFF",
+        "-DCOMFYMQ_BUILD_BENCH=OFF",
     ]
     try:
         subprocess.check_call(configure)
         subprocess.check_call([tool("cmake") or "cmake", "--build", str(build), "--target", "_native"])
     except (subprocess.CalledProcessError, OSError) as e:
-        print(f"\nComfyMQ: building the native module failed ({e}).\n"
-              f"If CMake said a package was not found, install the system libraries, e.g. on Debian/Ubuntu:\n"
-              f"    {APT_HINT}\nthen run `{sys.executable} install.py` again.", file=sys.stderr)
+        print(
+            f"\nComfyMQ: building the native module failed ({e}).\n"
+            f"If CMake said a package was not found, install the system libraries, e.g. on Debian/Ubuntu:\n"
+            f"    {APT_HINT}\nthen run `{sys.executable} install.py` again.",
+            file=sys.stderr,
+        )
         return 1
     built = sorted(PACKAGE.glob("_native*"))
     print(f"ComfyMQ: built {', '.join(p.name for p in built)} for {sys.executable}")
@@ -263,9 +298,12 @@ def build_from_source() -> int:
 
 def main(argv: list[str]) -> int:
     floor = python_floor()
-    if sys.version_info[:len(floor)] < floor:
-        print(f"ComfyMQ needs Python {'.'.join(map(str, floor))} or newer; {sys.executable} is "
-              f"{sys.version_info.major}.{sys.version_info.minor}.", file=sys.stderr)
+    if sys.version_info[: len(floor)] < floor:
+        print(
+            f"ComfyMQ needs Python {'.'.join(map(str, floor))} or newer; {sys.executable} is "
+            f"{sys.version_info.major}.{sys.version_info.minor}.",
+            file=sys.stderr,
+        )
         return 1
     unknown = [a for a in argv if a not in ("--prebuilt-only", "--from-source")]
     if unknown or len(argv) > 1:

@@ -62,7 +62,13 @@ double ProcessCpuSeconds() {
 double RssMiB() { return StatusField("VmRSS:"); }
 double PeakRssMiB() { return StatusField("VmHWM:"); }
 
-void RemoveTree(const std::string& path) { RemoveRecursively(Env::Default(), path); }
+void RemoveTree(const std::string& path) { RemoveRecursively(Env::Default(), path).IgnoreError(); }
+
+void Must(const Status& s, const char* what) {
+  if (s.ok()) return;
+  std::fprintf(stderr, "comfymq_bench: %s: %s\n", what, s.ToString().c_str());
+  std::exit(1);
+}
 
 ScratchDir::ScratchDir(const std::string& base, const std::string& name) : path_(base + "/" + name) {
   RemoveTree(path_);

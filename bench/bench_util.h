@@ -2,12 +2,17 @@
 // Benchmarks print figures and ratios against baselines measured in the same run; they never assert on time.
 #pragma once
 
+#include "comfymq/status.h"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace comfymq::bench {
+
+// A setup step a benchmark cannot run without: prints the status and exits 1 when it failed.
+void Must(const Status& s, const char* what);
 
 // One result line: {"bench", "metric", "value", "unit", "baseline", "baseline_value", "ratio", ...extra}.
 // ratio = value / baseline_value (omitted without a baseline). `extra` is a JSON object text or empty.

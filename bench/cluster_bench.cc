@@ -4,8 +4,8 @@
 //   - no-op jobs/s end to end through the durable store with 1, 4 and 16 workers;
 //   - time to detect a SIGKILLed worker (heartbeat 100 ms, 3 missed = gone).
 #include <fcntl.h>
-#include <sys/resource.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,7 +27,8 @@ namespace comfymq::bench {
 namespace {
 
 const char* kCaps = R"({"node_classes": ["EmptyImage", "SaveImage"]})";
-const char* kPrompt = R"({"1": {"class_type": "EmptyImage", "inputs": {"width": 64}}, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}})";
+const char* kPrompt =
+    R"({"1": {"class_type": "EmptyImage", "inputs": {"width": 64}}, "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}})";
 
 struct Keys {
   std::string broker_pub, broker_sec, worker_pub, worker_sec;
@@ -35,8 +36,8 @@ struct Keys {
 
 Keys MakeKeys() {
   Keys k;
-  MakeCurveKeyPair(&k.broker_pub, &k.broker_sec);
-  MakeCurveKeyPair(&k.worker_pub, &k.worker_sec);
+  Must(MakeCurveKeyPair(&k.broker_pub, &k.broker_sec), "make a key pair");
+  Must(MakeCurveKeyPair(&k.worker_pub, &k.worker_sec), "make a key pair");
   return k;
 }
 
@@ -149,10 +150,9 @@ std::vector<double> EnqueueToWorker(const std::string& dir, bool curve, int n) {
     if (!w->NextJob(10000, &job)) std::abort();
     double got = NowSeconds();
     if (i >= 50) lat.push_back((got - a) * 1e6);
-    w->Complete(job.job_id, job.token, "{}", {});
+    w->Complete(job.job_id, job.token, "{}", {}).IgnoreError();
     std::string e;
-    while (w->NextEvent(10000, &e) && e.find("\"ack\"") == std::string::npos) {
-    }
+    while (w->NextEvent(10000, &e) && e.find("\"ack\"") == std::string::npos) {}
   }
   c.workers.clear();
   c.broker.reset();
@@ -191,7 +191,7 @@ Throughput NoOpThroughput(const std::string& dir, int workers, int total, int ca
       JobAssignment job;
       while (done.load() < total) {
         if (!wc->NextJob(200, &job)) continue;
-        wc->Complete(job.job_id, job.token, "{}", {});
+        wc->Complete(job.job_id, job.token, "{}", {}).IgnoreError();
         done++;
       }
     });
@@ -200,7 +200,7 @@ Throughput NoOpThroughput(const std::string& dir, int workers, int total, int ca
   // Wait until every result is recorded in the store.
   for (;;) {
     StoreStats st;
-    c.store->Stats(&st);
+    c.store->Stats(&st).IgnoreError();
     if (st.counts[static_cast<int>(JobState::kSucceeded)] >= static_cast<uint64_t>(total)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -224,13 +224,12 @@ double DetectKilledWorker(const std::string& dir, int heartbeat_ms) {
     wo.capabilities_json = kCaps;
     wo.heartbeat_ms = heartbeat_ms;
     std::unique_ptr<WorkerClient> w;
-    WorkerClient::Start(wo, &w);
+    Must(WorkerClient::Start(wo, &w), "start the worker client");
     pause();
     _exit(0);
   }
   std::string e;
-  while (c.broker->NextEvent(5000, &e) && e.find("\"joined\"") == std::string::npos) {
-  }
+  while (c.broker->NextEvent(5000, &e) && e.find("\"joined\"") == std::string::npos) {}
   std::this_thread::sleep_for(std::chrono::milliseconds(3 * heartbeat_ms));  // steady state
   double t0 = NowSeconds();
   kill(pid, SIGKILL);
@@ -261,11 +260,12 @@ void BenchClusterLatency(const std::string& base, double scale) {
       lat = EnqueueToWorker(d.path(), curve, scaled(2000));
     }
     const double budget = Percentile(rtt, 50) + Percentile(fsync, 50) + 100;
-    const std::string extra = "{\"link\": \"" + mode + "\", \"raw_rtt_p50_us\": " + std::to_string(Percentile(rtt, 50)) +
+    const std::string extra = "{\"link\": \"" + mode +
+                              "\", \"raw_rtt_p50_us\": " + std::to_string(Percentile(rtt, 50)) +
                               ", \"raw_fdatasync_p50_us\": " + std::to_string(Percentile(fsync, 50)) + "}";
     Emit("cluster", "raw_round_trip_p50_us", Percentile(rtt, 50), "us", "", 0, "{\"link\": \"" + mode + "\"}");
-    Emit("cluster", "enqueue_to_worker_p50_us", Percentile(lat, 50), "us", "raw_rtt_p50+raw_fdatasync_p50+100us", budget,
-         extra);
+    Emit("cluster", "enqueue_to_worker_p50_us", Percentile(lat, 50), "us", "raw_rtt_p50+raw_fdatasync_p50+100us",
+         budget, extra);
     Emit("cluster", "enqueue_to_worker_p99_us", Percentile(lat, 99), "us", "target_2ms", 2000, extra);
   }
 }
@@ -287,7 +287,8 @@ void BenchClusterThroughput(const std::string& base, double scale) {
                 [](const Throughput& a, const Throughput& b) { return a.jobs_per_s < b.jobs_per_s; });
       const Throughput& t = runs[runs.size() / 2];
       std::string all;
-      for (const Throughput& r : runs) all += (all.empty() ? "" : ", ") + std::to_string(static_cast<int>(r.jobs_per_s));
+      for (const Throughput& r : runs)
+        all += (all.empty() ? "" : ", ") + std::to_string(static_cast<int>(r.jobs_per_s));
       Emit("cluster", "noop_jobs_per_s", t.jobs_per_s, "jobs/s", workers == 16 ? "target_20000" : "",
            workers == 16 ? 20000 : 0,
            "{\"workers\": " + std::to_string(workers) + ", \"capacity\": " + std::to_string(capacity) +

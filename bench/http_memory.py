@@ -43,13 +43,23 @@ def run(tmp: Path, prompt: dict, count: int, as_string: bool, flags=()) -> dict:
         peak = host.peak_rss_kib()
         jobs = host.json("GET", "/comfymq/stats")[1]["total"]
         store = sum(f.stat().st_size for f in (host.data_dir / "store").rglob("*") if f.is_file())
-    return {"status": status, "jobs": jobs, "idle_mib": idle / 1024, "peak_mib": peak / 1024,
-            "store_mib": store / MIB, "seconds": took}
+    return {
+        "status": status,
+        "jobs": jobs,
+        "idle_mib": idle / 1024,
+        "peak_mib": peak / 1024,
+        "store_mib": store / MIB,
+        "seconds": took,
+    }
 
 
 def line(bench: str, metric: str, value, unit: str, baseline: dict | None = None, key: str | None = None) -> None:
-    row = {"bench": bench, "metric": metric, "value": round(value, 1) if isinstance(value, float) else value,
-           "unit": unit}
+    row = {
+        "bench": bench,
+        "metric": metric,
+        "value": round(value, 1) if isinstance(value, float) else value,
+        "unit": unit,
+    }
     if baseline is not None and key:
         base = baseline[key]
         row.update(baseline="old_limits", baseline_value=round(base, 1) if isinstance(base, float) else base)
@@ -69,8 +79,14 @@ def main() -> None:
             line(bench, "status", new["status"], "http", old, "status")
             line(bench, "jobs_stored", new["jobs"], "jobs", old, "jobs")
             line(bench, "host_peak_rss", new["peak_mib"], "MiB", old, "peak_mib")
-            line(bench, "host_peak_rss_above_idle", new["peak_mib"] - new["idle_mib"], "MiB",
-                 {"d": old["peak_mib"] - old["idle_mib"]}, "d")
+            line(
+                bench,
+                "host_peak_rss_above_idle",
+                new["peak_mib"] - new["idle_mib"],
+                "MiB",
+                {"d": old["peak_mib"] - old["idle_mib"]},
+                "d",
+            )
             line(bench, "store_size", new["store_mib"], "MiB", old, "store_mib")
 
 

@@ -21,10 +21,10 @@
 #include <thread>
 #include <vector>
 
-#include "testing/api_prompts.h"
 #include "bench_util.h"
 #include "comfymq/artifact_writer.h"
 #include "comfymq/store.h"
+#include "testing/api_prompts.h"
 #include "util/thread_priority.h"
 
 using namespace comfymq;
@@ -33,7 +33,7 @@ using namespace comfymq::bench;
 namespace comfymq::bench {
 void BenchClusterLatency(const std::string& base, double scale);     // cluster_bench.cc
 void BenchClusterThroughput(const std::string& base, double scale);  // cluster_bench.cc
-}
+}  // namespace comfymq::bench
 
 namespace {
 
@@ -108,7 +108,7 @@ double OursEnqueue(const std::string& dir, int producers, size_t per, size_t siz
     cpu->us_per_job = used / static_cast<double>(producers * per) * 1e6;
     cpu->cores = used / elapsed;
   }
-  store->Close();
+  store->Close().IgnoreError();
   if (lat_us) {
     for (auto& l : lats) lat_us->insert(lat_us->end(), l.begin(), l.end());
   }
@@ -240,8 +240,7 @@ void BenchEnqueue(bool many_only) {
         {
           ScratchDir d(g_dir, "ours");
           RunCpu cpu;
-          our_rates.push_back(
-              OursEnqueue(d.path(), producers, per, size, producers == 1 ? &lat : nullptr, true, &cpu));
+          our_rates.push_back(OursEnqueue(d.path(), producers, per, size, producers == 1 ? &lat : nullptr, true, &cpu));
           cpu_us.push_back(cpu.us_per_job);
           cores.push_back(cpu.cores);
         }
@@ -261,8 +260,7 @@ void BenchEnqueue(bool many_only) {
       Emit("enqueue", "durable_jobs_per_s", ours, "jobs/s", "sqlite_wal_synchronous_full", sqlite_rate, extra);
       if (!normal_rates.empty()) {
         Emit("enqueue", "durable_jobs_per_s_writer_at_normal_priority", Percentile(normal_rates, 50), "jobs/s",
-             "sqlite_wal_synchronous_full", sqlite_rate,
-             "{\"size\": \"" + sz + "\", \"producers\": 64" + runs + "}");
+             "sqlite_wal_synchronous_full", sqlite_rate, "{\"size\": \"" + sz + "\", \"producers\": 64" + runs + "}");
       }
       if (producers == 64) {
         // What bounds it when the disk syncs fast: the CPU each job costs (the prompt check, LZ4, the commit,
@@ -271,8 +269,8 @@ void BenchEnqueue(bool many_only) {
         Emit("enqueue", "process_cores_busy", Percentile(cores, 50), "cores", "cores_online",
              static_cast<double>(std::thread::hardware_concurrency()), extra);
         // how close to the disk's synced-write ceiling this rate is (prompt bytes only, records add a little)
-        Emit("enqueue", "prompt_mb_per_s", ours * static_cast<double>(size) / 1e6, "MB/s",
-             "disk_synced_write_mb_per_s", disk_mbps,
+        Emit("enqueue", "prompt_mb_per_s", ours * static_cast<double>(size) / 1e6, "MB/s", "disk_synced_write_mb_per_s",
+             disk_mbps,
              extra.substr(0, extra.size() - 1) + ", \"sqlite_x10_needs_mb_per_s\": " +
                  std::to_string(10 * sqlite_rate * static_cast<double>(size) / 1e6) + "}");
       }
@@ -322,9 +320,13 @@ int RssOpenMain(const std::string& dir) {
   if (!s.ok()) Die(s, "open");
   double open_s = NowSeconds() - t0;
   StoreStats st;
-  store->Stats(&st);
-  nlohmann::json j = {{"open_s", open_s},      {"rss_mib", RssMiB()},       {"peak_rss_mib", PeakRssMiB()},
-                      {"base_rss_mib", before}, {"jobs", st.total},          {"records_replayed", rep.records_replayed},
+  store->Stats(&st).IgnoreError();
+  nlohmann::json j = {{"open_s", open_s},
+                      {"rss_mib", RssMiB()},
+                      {"peak_rss_mib", PeakRssMiB()},
+                      {"base_rss_mib", before},
+                      {"jobs", st.total},
+                      {"records_replayed", rep.records_replayed},
                       {"checkpoint", rep.checkpoint_segment}};
   std::cout << j.dump() << std::endl;
   std::exit(0);  // no close: do not write a checkpoint the next measurement would benefit from
@@ -341,7 +343,7 @@ void BenchOpenAndMemory() {
       if (!s.ok()) Die(s, "open");
       Fill(store.get(), n, 1024);
       build_rss = RssMiB();
-      store->Close();
+      store->Close().IgnoreError();
     }
     const std::string extra = "{\"jobs\": " + std::to_string(n) + ", \"prompt\": \"1KB\", \"state\": \"pending\"}";
     auto warm = OpenInChild(dir);
@@ -374,7 +376,7 @@ void BenchOpenAndMemory() {
       std::unique_ptr<Store> store;
       if (!Store::Open(BenchOptions(), dir, &store).ok()) std::exit(1);
       Fill(store.get(), n, 30 * 1024);
-      store->Close();
+      store->Close().IgnoreError();
     }
     auto r = OpenInChild(dir);
     const std::string extra = "{\"jobs\": " + std::to_string(n) + ", \"prompt\": \"30KB\", \"state\": \"pending\"}";
@@ -392,18 +394,18 @@ void BenchHistory() {
   {
     ScratchDir d(g_dir, "plain");
     std::unique_ptr<Store> store;
-    Store::Open(BenchOptions(), d.path() + "/store", &store);
+    Must(Store::Open(BenchOptions(), d.path() + "/store", &store), "open the store");
     Fill(store.get(), live, 1024);
     StoreStats st;
-    store->Stats(&st);
+    store->Stats(&st).IgnoreError();
     plain_bytes = st.log_bytes;
-    store->Close();
+    store->Close().IgnoreError();
     plain_open = OpenInChild(d.path() + "/store")["open_s"].get<double>();
   }
   {
     ScratchDir d(g_dir, "history");
     std::unique_ptr<Store> store;
-    Store::Open(BenchOptions(), d.path() + "/store", &store);
+    Must(Store::Open(BenchOptions(), d.path() + "/store", &store), "open the store");
     Fill(store.get(), history, 256);
     std::vector<std::thread> ts;
     std::atomic<size_t> done{0};
@@ -424,18 +426,18 @@ void BenchHistory() {
     Emit("lifecycle", "take_complete_pairs_per_s", static_cast<double>(done) / (NowSeconds() - t0), "jobs/s", "", 0,
          "{\"workers\": 64, \"jobs\": " + std::to_string(done.load()) + "}");
     uint64_t removed = 0;
-    store->Purge(INT64_MAX, &removed);
+    store->Purge(INT64_MAX, &removed).IgnoreError();
     Status s = store->Compact();
     if (!s.ok()) Die(s, "compact");
     Fill(store.get(), live, 1024, history);
     StoreStats st;
-    store->Stats(&st);
+    store->Stats(&st).IgnoreError();
     history_bytes = st.log_bytes;
-    store->Close();
+    store->Close().IgnoreError();
     history_open = OpenInChild(d.path() + "/store")["open_s"].get<double>();
   }
-  const std::string extra = "{\"live_jobs\": " + std::to_string(live) + ", \"finished_and_compacted\": " +
-                            std::to_string(history) + "}";
+  const std::string extra =
+      "{\"live_jobs\": " + std::to_string(live) + ", \"finished_and_compacted\": " + std::to_string(history) + "}";
   Emit("open", "open_with_history_s", history_open, "s", "open_without_history_s", plain_open, extra);
   Emit("disk", "log_bytes_with_history", static_cast<double>(history_bytes), "bytes", "log_bytes_without_history",
        static_cast<double>(plain_bytes), extra);
@@ -488,7 +490,8 @@ void BenchArtifacts() {
       ours.push_back(OursWrite(d.path(), size, chunk));
     }
     Emit("artifacts", "write_MiB_per_s", Percentile(ours, 50), "MiB/s", "plain_write_fsync_rename_MiB_per_s",
-         Percentile(plain, 50), "{\"size_MiB\": " + std::to_string(size >> 20) + ", \"runs\": " + std::to_string(reps) + "}");
+         Percentile(plain, 50),
+         "{\"size_MiB\": " + std::to_string(size >> 20) + ", \"runs\": " + std::to_string(reps) + "}");
   }
 }
 
@@ -499,11 +502,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "rss-open" && i + 1 < argc) return RssOpenMain(argv[i + 1]);
-    if (a == "--dir" && i + 1 < argc) g_dir = argv[++i];
-    else if (a == "--only" && i + 1 < argc) only = argv[++i];
-    else if (a == "--scale" && i + 1 < argc) g_scale = std::stod(argv[++i]);
+    if (a == "--dir" && i + 1 < argc)
+      g_dir = argv[++i];
+    else if (a == "--only" && i + 1 < argc)
+      only = argv[++i];
+    else if (a == "--scale" && i + 1 < argc)
+      g_scale = std::stod(argv[++i]);
     else {
-      std::cerr << "usage: comfymq_bench [--dir DIR] [--only enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput] [--scale F]\n";
+      std::cerr
+          << "usage: comfymq_bench [--dir DIR] [--only "
+             "enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput] [--scale F]\n";
       return 2;
     }
   }

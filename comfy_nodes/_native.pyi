@@ -12,11 +12,11 @@ MAX_JSON_DEPTH: int  # prompts, workflows and every stored JSON value nest at mo
 State = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 class ComfyMQError(RuntimeError): ...
-class StoreLockedError(ComfyMQError): ...   # the store is open in another process
-class DiskFullError(ComfyMQError): ...      # nothing changed; retry once space frees
-class CorruptionError(ComfyMQError): ...    # on-disk data failed its checksum
-class ConflictError(ComfyMQError): ...      # illegal state transition
-class LeaseLostError(ComfyMQError): ...     # stale fencing token
+class StoreLockedError(ComfyMQError): ...  # the store is open in another process
+class DiskFullError(ComfyMQError): ...  # nothing changed; retry once space frees
+class CorruptionError(ComfyMQError): ...  # on-disk data failed its checksum
+class ConflictError(ComfyMQError): ...  # illegal state transition
+class LeaseLostError(ComfyMQError): ...  # stale fencing token
 
 def validate_prompt(prompt: Union[str, dict]) -> None: ...
 
@@ -37,16 +37,16 @@ class JobDict(TypedDict, total=False):
     updated_at: int
     batch_id: Optional[str]
     owner: Optional[str]
-    prompt: dict            # only with with_prompt=True
+    prompt: dict  # only with with_prompt=True
     workflow: Optional[dict]  # only with with_prompt=True
     started_at: Optional[int]
     finished_at: Optional[int]
     worker_id: Optional[str]
     lease: Optional[LeaseInfo]
     outputs: Optional[dict]
-    artifacts: list[dict]   # {path, size, sha256, mime}
-    error: Optional[dict]   # {type, message, node_id?, traceback?, details?}
-    history: list[dict]     # {attempt, worker, started_ms, ended_ms, outcome, error?}
+    artifacts: list[dict]  # {path, size, sha256, mime}
+    error: Optional[dict]  # {type, message, node_id?, traceback?, details?}
+    history: list[dict]  # {attempt, worker, started_ms, ended_ms, outcome, error?}
     progress: Any
 
 class Lease(TypedDict):
@@ -55,36 +55,66 @@ class Lease(TypedDict):
     attempt: int
     expires_at: int
     deadline_at: Optional[int]
-    job: JobDict            # with prompt and workflow
+    job: JobDict  # with prompt and workflow
 
 class Store:
-    def __init__(self, path: str, *, segment_bytes: int = ..., checkpoint_every_bytes: int = ...,
-                 reopen_lease_grace: float = 30.0, default_lease: float = 30.0, background: bool = True,
-                 raise_writer_priority: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        segment_bytes: int = ...,
+        checkpoint_every_bytes: int = ...,
+        reopen_lease_grace: float = 30.0,
+        default_lease: float = 30.0,
+        background: bool = True,
+        raise_writer_priority: bool = True,
+    ) -> None:
         """raise_writer_priority: the thread writing and syncing a commit group runs at a raised priority
         (nice -10 relative to its own) from its turn until its sync returns, where the process may raise it
         (CAP_SYS_NICE or RLIMIT_NICE); elsewhere this does nothing."""
         ...
     @property
-    def recovery_report(self) -> dict: ...  # checkpoint_segment, records_replayed, torn_tail_bytes, bad_regions, warnings, summary
-    def enqueue(self, prompt: Union[str, dict], *, workflow: Union[str, dict, None] = None, priority: int = 1,
-                metadata: Optional[dict] = None, prompt_id: Optional[str] = None, create_time: Optional[int] = None,
-                batch_id: Optional[str] = None, max_attempts: int = 3, timeout: Optional[float] = None,
-                owner: Optional[str] = None) -> dict: ...  # {"id": str, "existed": bool}
+    def recovery_report(
+        self,
+    ) -> dict: ...  # checkpoint_segment, records_replayed, torn_tail_bytes, bad_regions, warnings, summary
+    def enqueue(
+        self,
+        prompt: Union[str, dict],
+        *,
+        workflow: Union[str, dict, None] = None,
+        priority: int = 1,
+        metadata: Optional[dict] = None,
+        prompt_id: Optional[str] = None,
+        create_time: Optional[int] = None,
+        batch_id: Optional[str] = None,
+        max_attempts: int = 3,
+        timeout: Optional[float] = None,
+        owner: Optional[str] = None,
+    ) -> dict: ...  # {"id": str, "existed": bool}
     def enqueue_many(self, jobs: Sequence[dict]) -> list[dict]: ...  # one sync; all or none
     def get(self, job_id: str, *, with_prompt: bool = True) -> JobDict: ...
     def get_by_prompt_id(self, prompt_id: str, *, with_prompt: bool = True) -> JobDict: ...
-    def list(self, *, state: Union[State, Iterable[State], None] = None, batch_id: Optional[str] = None,
-             since: Optional[int] = None, until: Optional[int] = None, cursor: Optional[str] = None,
-             limit: int = 100, newest_first: bool = True, with_prompt: bool = False) -> dict: ...  # {"jobs", "next_cursor"}
+    def list(
+        self,
+        *,
+        state: Union[State, Iterable[State], None] = None,
+        batch_id: Optional[str] = None,
+        since: Optional[int] = None,
+        until: Optional[int] = None,
+        cursor: Optional[str] = None,
+        limit: int = 100,
+        newest_first: bool = True,
+        with_prompt: bool = False,
+    ) -> dict: ...  # {"jobs", "next_cursor"}
     def stats(self) -> dict: ...
     def take(self, worker_id: str, *, lease: Optional[float] = None, ignore_pause: bool = False) -> Optional[Lease]: ...
     def heartbeat(self, job_id: str, token: int, *, lease: Optional[float] = None) -> int: ...  # new expiry (ms)
     def progress(self, job_id: str, token: int, progress: Any) -> None: ...
     # complete / fail: True when recorded now, False when this lease's result was already recorded (a resend);
     # LeaseLostError when the token no longer owns the job.
-    def complete(self, job_id: str, token: int, *, outputs: Optional[dict] = None,
-                 artifacts: Optional[Sequence[dict]] = None) -> bool: ...
+    def complete(
+        self, job_id: str, token: int, *, outputs: Optional[dict] = None, artifacts: Optional[Sequence[dict]] = None
+    ) -> bool: ...
     def fail(self, job_id: str, token: int, error: dict, *, retryable: bool = True) -> bool: ...
     def cancel(self, job_id: str, reason: str = "") -> None: ...
     def retry(self, job_id: str) -> None: ...
@@ -97,19 +127,19 @@ class Store:
     def purge(self, *, older_than_days: float) -> int: ...
     def checkpoint(self) -> None: ...
     def compact(self) -> None: ...
-    def health(self) -> None: ...   # raises ComfyMQError if a failed write made the handle unusable
+    def health(self) -> None: ...  # raises ComfyMQError if a failed write made the handle unusable
     def close(self) -> None: ...
     def __enter__(self) -> "Store": ...
     def __exit__(self, *exc: Any) -> None: ...
 
 class ArtifactStream:
     def write(self, data: Union[bytes, bytearray, memoryview]) -> None: ...
-    def commit(self) -> dict: ...   # {path, full_path, size, sha256}
+    def commit(self) -> dict: ...  # {path, full_path, size, sha256}
     def abort(self) -> None: ...
     @property
     def size(self) -> int: ...
     def __enter__(self) -> "ArtifactStream": ...
-    def __exit__(self, *exc: Any) -> bool: ...   # aborts unless committed
+    def __exit__(self, *exc: Any) -> bool: ...  # aborts unless committed
 
 class ArtifactWriter:
     def __init__(self, root: str) -> None: ...
@@ -122,28 +152,37 @@ class ArtifactWriter:
 
 # ---- CurveZMQ keys -------------------------------------------------------------------------------------
 def curve_available() -> bool: ...
-def curve_keypair() -> tuple[str, str]: ...        # (public, secret), Z85
+def curve_keypair() -> tuple[str, str]: ...  # (public, secret), Z85
 def curve_public_key(secret_key: str) -> str: ...
 
 # ---- the cluster ---------------------------------------------------------------------------------------
 class Broker:
     """The host's side: a ROUTER socket and its thread, owning dispatch for `store` (which must stay open)."""
-    def __init__(self, store: Store, *, bind: str = "tcp://127.0.0.1:5557", artifact_root: str,
-                 heartbeat: float = 1.0, liveness: int = 3, curve_secret_key: Optional[str] = None,
-                 allowed_worker_keys: Optional[Sequence[str]] = None, allow_plaintext: bool = False,
-                 lease: Optional[float] = None, plugin_version: str = "",
-                 max_run_time: Optional[float] = None,        # seconds a run may take when its job sets no
-                                                              # timeout (default 7200; 0 = no limit)
-                 worker_keys_path: Optional[str] = None,      # where worker id -> CURVE key bindings are kept
-                 ) -> None: ...
+    def __init__(
+        self,
+        store: Store,
+        *,
+        bind: str = "tcp://127.0.0.1:5557",
+        artifact_root: str,
+        heartbeat: float = 1.0,
+        liveness: int = 3,
+        curve_secret_key: Optional[str] = None,
+        allowed_worker_keys: Optional[Sequence[str]] = None,
+        allow_plaintext: bool = False,
+        lease: Optional[float] = None,
+        plugin_version: str = "",
+        max_run_time: Optional[float] = None,  # seconds a run may take when its job sets no
+        # timeout (default 7200; 0 = no limit)
+        worker_keys_path: Optional[str] = None,  # where worker id -> CURVE key bindings are kept
+    ) -> None: ...
     @property
-    def endpoint(self) -> str: ...            # what was bound (port 0 resolved)
+    def endpoint(self) -> str: ...  # what was bound (port 0 resolved)
     @property
     def public_key(self) -> Optional[str]: ...
     # Events (GIL released while waiting): {"type": "job"|"progress"|"worker"|"queue"|"stats"|"log"|
     # "cancel_confirmed"|"overflow", ...}; None after timeout.
     def next_event(self, timeout: float = 1.0) -> Optional[dict]: ...
-    def workers(self) -> list[dict]: ...       # id, name, online, draining, capacity, credit, running, info, ...
+    def workers(self) -> list[dict]: ...  # id, name, online, draining, capacity, credit, running, info, ...
     def explain(self, job_id: str) -> list[str]: ...  # why no worker takes this pending job ([] if one can)
     def drain(self, worker_id: str, drain: bool = True) -> None: ...
     def refresh_capabilities(self, worker_id: Optional[str] = None) -> None: ...
@@ -154,12 +193,26 @@ class Broker:
 
 class WorkerClient:
     """A worker's link to a broker (DEALER; reconnects with backoff; re-sends results in flight)."""
-    def __init__(self, *, broker: str, worker_id: str, name: Optional[str] = None, capacity: int = 1,
-                 capabilities: Optional[dict] = None, info: Optional[dict] = None, plugin_version: str = "",
-                 comfyui_version: str = "", heartbeat: float = 1.0, liveness: int = 3,
-                 broker_public_key: Optional[str] = None, public_key: Optional[str] = None,
-                 secret_key: Optional[str] = None, allow_plaintext: bool = False, reconnect_min: float = 1.0,
-                 reconnect_max: float = 30.0) -> None: ...
+    def __init__(
+        self,
+        *,
+        broker: str,
+        worker_id: str,
+        name: Optional[str] = None,
+        capacity: int = 1,
+        capabilities: Optional[dict] = None,
+        info: Optional[dict] = None,
+        plugin_version: str = "",
+        comfyui_version: str = "",
+        heartbeat: float = 1.0,
+        liveness: int = 3,
+        broker_public_key: Optional[str] = None,
+        public_key: Optional[str] = None,
+        secret_key: Optional[str] = None,
+        allow_plaintext: bool = False,
+        reconnect_min: float = 1.0,
+        reconnect_max: float = 30.0,
+    ) -> None: ...
     # {"job_id", "token", "attempt", "timeout", "prompt", "workflow", "extra"}; None after timeout.
     # A job the client cannot hand over (Python cannot read it) is failed, not retried, and raises ValueError
     # naming it; the caller logs that and keeps taking jobs.
@@ -167,8 +220,9 @@ class WorkerClient:
     # {"type": "connected"|"disconnected"|"refused"|"cancel"|"ack"|"nack"|"caps_request"|"log", ...}
     def next_event(self, timeout: float = 1.0) -> Optional[dict]: ...
     def progress(self, job_id: str, token: int, progress: Any) -> None: ...
-    def complete(self, job_id: str, token: int, *, outputs: Optional[dict] = None,
-                 files: Optional[Sequence[dict]] = None) -> None: ...  # files: {path, name?, mime?}
+    def complete(
+        self, job_id: str, token: int, *, outputs: Optional[dict] = None, files: Optional[Sequence[dict]] = None
+    ) -> None: ...  # files: {path, name?, mime?}
     def fail(self, job_id: str, token: int, error: dict, *, retryable: bool = True) -> None: ...
     def confirm_cancel(self, job_id: str, token: int) -> None: ...
     def update_capabilities(self, capabilities: dict) -> None: ...

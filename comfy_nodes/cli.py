@@ -34,82 +34,178 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     h = sub.add_parser("host", help="run the standalone host (store + HTTP API)")
     h.add_argument("--data-dir", default=default_data_dir(), help="where the store lives (env COMFYMQ_DATA_DIR)")
-    h.add_argument("--artifact-root", default=os.environ.get("COMFYMQ_ARTIFACT_ROOT"),
-                   help="where output files go (default: <data-dir>/artifacts; env COMFYMQ_ARTIFACT_ROOT)")
+    h.add_argument(
+        "--artifact-root",
+        default=os.environ.get("COMFYMQ_ARTIFACT_ROOT"),
+        help="where output files go (default: <data-dir>/artifacts; env COMFYMQ_ARTIFACT_ROOT)",
+    )
     h.add_argument("--host", default=os.environ.get("COMFYMQ_HTTP_HOST", "127.0.0.1"), help="address to listen on")
     h.add_argument("--port", type=int, default=int(os.environ.get("COMFYMQ_HTTP_PORT", "8190")), help="HTTP port")
-    h.add_argument("--retention-days", type=float, default=float(os.environ.get("COMFYMQ_RETENTION_DAYS", "30")),
-                   help="remove finished jobs after this many days (0 keeps them)")
-    h.add_argument("--workers-bind", default=os.environ.get("COMFYMQ_BROKER_BIND", "tcp://127.0.0.1:5557"),
-                   help="where workers connect (ZeroMQ endpoint; env COMFYMQ_BROKER_BIND); 'off' runs no broker")
-    h.add_argument("--curve-secret-key", default=os.environ.get("COMFYMQ_CURVE_SECRET_KEY"),
-                   help="the broker's CURVE secret key (env COMFYMQ_CURVE_SECRET_KEY; make one with `keys`); "
-                        "write --curve-secret-key=KEY, as keys may start with '-'")
-    h.add_argument("--allow-worker-key", action="append", default=_env_list("COMFYMQ_ALLOWED_WORKER_KEYS"),
-                   help="a worker public key allowed to connect (repeat, as --allow-worker-key=KEY; "
-                        "env COMFYMQ_ALLOWED_WORKER_KEYS, comma-separated)")
-    h.add_argument("--allow-plaintext", action="store_true", default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
-                   help="allow plain-text worker links on a non-loopback address (not recommended)")
-    h.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
-                   help="heartbeat interval in seconds; a worker silent for 3 of them is gone")
-    h.add_argument("--max-run-time", type=float, default=float(os.environ.get("COMFYMQ_MAX_RUN_TIME", "7200")),
-                   help="seconds one run may take when its job sets no timeout (0 = no limit; env "
-                        "COMFYMQ_MAX_RUN_TIME): past it the run is cancelled and the job runs again, elsewhere first")
-    h.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"),
-                   help="require `Authorization: Bearer TOKEN` on every route (env COMFYMQ_TOKEN; 8 to 1024 "
-                        "visible ASCII characters)")
-    h.add_argument("--allow-host", action="append", default=_env_list("COMFYMQ_ALLOWED_HOSTS"), metavar="NAME",
-                   help="a Host name the API answers besides loopback names (repeat; '*' any; env "
-                        "COMFYMQ_ALLOWED_HOSTS, comma-separated). Bound to loopback, other names are refused "
-                        "(DNS rebinding); bound beyond loopback, any name is answered unless this is given")
-    h.add_argument("--allow-origin", action="append", default=_env_list("COMFYMQ_ALLOWED_ORIGINS"), metavar="URL",
-                   help="a web origin (scheme://name[:port]) allowed to call the API besides its own (repeat; env "
-                        "COMFYMQ_ALLOWED_ORIGINS, comma-separated)")
+    h.add_argument(
+        "--retention-days",
+        type=float,
+        default=float(os.environ.get("COMFYMQ_RETENTION_DAYS", "30")),
+        help="remove finished jobs after this many days (0 keeps them)",
+    )
+    h.add_argument(
+        "--workers-bind",
+        default=os.environ.get("COMFYMQ_BROKER_BIND", "tcp://127.0.0.1:5557"),
+        help="where workers connect (ZeroMQ endpoint; env COMFYMQ_BROKER_BIND); 'off' runs no broker",
+    )
+    h.add_argument(
+        "--curve-secret-key",
+        default=os.environ.get("COMFYMQ_CURVE_SECRET_KEY"),
+        help="the broker's CURVE secret key (env COMFYMQ_CURVE_SECRET_KEY; make one with `keys`); "
+        "write --curve-secret-key=KEY, as keys may start with '-'",
+    )
+    h.add_argument(
+        "--allow-worker-key",
+        action="append",
+        default=_env_list("COMFYMQ_ALLOWED_WORKER_KEYS"),
+        help="a worker public key allowed to connect (repeat, as --allow-worker-key=KEY; "
+        "env COMFYMQ_ALLOWED_WORKER_KEYS, comma-separated)",
+    )
+    h.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
+        help="allow plain-text worker links on a non-loopback address (not recommended)",
+    )
+    h.add_argument(
+        "--heartbeat",
+        type=float,
+        default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
+        help="heartbeat interval in seconds; a worker silent for 3 of them is gone",
+    )
+    h.add_argument(
+        "--max-run-time",
+        type=float,
+        default=float(os.environ.get("COMFYMQ_MAX_RUN_TIME", "7200")),
+        help="seconds one run may take when its job sets no timeout (0 = no limit; env "
+        "COMFYMQ_MAX_RUN_TIME): past it the run is cancelled and the job runs again, elsewhere first",
+    )
+    h.add_argument(
+        "--token",
+        default=os.environ.get("COMFYMQ_TOKEN"),
+        help="require `Authorization: Bearer TOKEN` on every route (env COMFYMQ_TOKEN; 8 to 1024 "
+        "visible ASCII characters)",
+    )
+    h.add_argument(
+        "--allow-host",
+        action="append",
+        default=_env_list("COMFYMQ_ALLOWED_HOSTS"),
+        metavar="NAME",
+        help="a Host name the API answers besides loopback names (repeat; '*' any; env "
+        "COMFYMQ_ALLOWED_HOSTS, comma-separated). Bound to loopback, other names are refused "
+        "(DNS rebinding); bound beyond loopback, any name is answered unless this is given",
+    )
+    h.add_argument(
+        "--allow-origin",
+        action="append",
+        default=_env_list("COMFYMQ_ALLOWED_ORIGINS"),
+        metavar="URL",
+        help="a web origin (scheme://name[:port]) allowed to call the API besides its own (repeat; env "
+        "COMFYMQ_ALLOWED_ORIGINS, comma-separated)",
+    )
     limits, server = RequestLimits(), ServerSettings()
     for flag, env, kind, default, what in (
-            ("--max-body-bytes", "COMFYMQ_MAX_BODY_BYTES", int, limits.max_body_bytes, "largest request body"),
-            ("--max-jobs-per-request", "COMFYMQ_MAX_JOBS_PER_REQUEST", int, limits.max_jobs_per_request,
-             "jobs one request may create with count / sweep"),
-            ("--max-stored-bytes-per-request", "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST", int,
-             limits.max_stored_bytes_per_request, "prompt + workflow bytes one request may store over its jobs"),
-            ("--read-timeout", "COMFYMQ_HTTP_READ_TIMEOUT", float, limits.http_read_timeout,
-             "seconds a request body may send nothing"),
-            ("--body-timeout", "COMFYMQ_HTTP_BODY_TIMEOUT", float, limits.http_body_timeout,
-             "seconds a whole request body may take"),
-            ("--keepalive-timeout", "COMFYMQ_HTTP_KEEPALIVE_TIMEOUT", float, server.keepalive_timeout,
-             "seconds an idle connection stays open; also the time a request's headers may take")):
-        h.add_argument(flag, type=kind, default=os.environ.get(env, str(default)),
-                       help=f"{what} (default {default}; env {env})")
+        ("--max-body-bytes", "COMFYMQ_MAX_BODY_BYTES", int, limits.max_body_bytes, "largest request body"),
+        (
+            "--max-jobs-per-request",
+            "COMFYMQ_MAX_JOBS_PER_REQUEST",
+            int,
+            limits.max_jobs_per_request,
+            "jobs one request may create with count / sweep",
+        ),
+        (
+            "--max-stored-bytes-per-request",
+            "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST",
+            int,
+            limits.max_stored_bytes_per_request,
+            "prompt + workflow bytes one request may store over its jobs",
+        ),
+        (
+            "--read-timeout",
+            "COMFYMQ_HTTP_READ_TIMEOUT",
+            float,
+            limits.http_read_timeout,
+            "seconds a request body may send nothing",
+        ),
+        (
+            "--body-timeout",
+            "COMFYMQ_HTTP_BODY_TIMEOUT",
+            float,
+            limits.http_body_timeout,
+            "seconds a whole request body may take",
+        ),
+        (
+            "--keepalive-timeout",
+            "COMFYMQ_HTTP_KEEPALIVE_TIMEOUT",
+            float,
+            server.keepalive_timeout,
+            "seconds an idle connection stays open; also the time a request's headers may take",
+        ),
+    ):
+        h.add_argument(
+            flag, type=kind, default=os.environ.get(env, str(default)), help=f"{what} (default {default}; env {env})"
+        )
 
     w = sub.add_parser("worker", help="run jobs from a host's broker on a ComfyUI")
-    w.add_argument("--comfy-url", default=os.environ.get("COMFYMQ_COMFY_URL", "http://127.0.0.1:8188"),
-                   help="the ComfyUI to drive (env COMFYMQ_COMFY_URL)")
-    w.add_argument("--broker", default=os.environ.get("COMFYMQ_BROKER", "tcp://127.0.0.1:5557"),
-                   help="the host's broker (env COMFYMQ_BROKER)")
-    w.add_argument("--id", default=os.environ.get("COMFYMQ_WORKER_ID"),
-                   help="a stable worker id (default: made once and kept in --data-dir)")
+    w.add_argument(
+        "--comfy-url",
+        default=os.environ.get("COMFYMQ_COMFY_URL", "http://127.0.0.1:8188"),
+        help="the ComfyUI to drive (env COMFYMQ_COMFY_URL)",
+    )
+    w.add_argument(
+        "--broker",
+        default=os.environ.get("COMFYMQ_BROKER", "tcp://127.0.0.1:5557"),
+        help="the host's broker (env COMFYMQ_BROKER)",
+    )
+    w.add_argument(
+        "--id",
+        default=os.environ.get("COMFYMQ_WORKER_ID"),
+        help="a stable worker id (default: made once and kept in --data-dir)",
+    )
     w.add_argument("--name", default=os.environ.get("COMFYMQ_WORKER_NAME"), help="display name (default: hostname)")
     w.add_argument("--data-dir", default=default_data_dir(), help="worker id and downloads in flight")
-    w.add_argument("--capacity", type=int, default=int(os.environ.get("COMFYMQ_CAPACITY", "1")),
-                   help="jobs run at once (ComfyUI runs one prompt at a time: keep 1)")
+    w.add_argument(
+        "--capacity",
+        type=int,
+        default=int(os.environ.get("COMFYMQ_CAPACITY", "1")),
+        help="jobs run at once (ComfyUI runs one prompt at a time: keep 1)",
+    )
     w.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")))
-    w.add_argument("--broker-key", default=os.environ.get("COMFYMQ_BROKER_PUBLIC_KEY"),
-                   help="the broker's CURVE public key to pin (write --broker-key=KEY)")
+    w.add_argument(
+        "--broker-key",
+        default=os.environ.get("COMFYMQ_BROKER_PUBLIC_KEY"),
+        help="the broker's CURVE public key to pin (write --broker-key=KEY)",
+    )
     w.add_argument("--public-key", default=os.environ.get("COMFYMQ_WORKER_PUBLIC_KEY"), help="this worker's public key")
     w.add_argument("--secret-key", default=os.environ.get("COMFYMQ_WORKER_SECRET_KEY"), help="this worker's secret key")
-    w.add_argument("--allow-plaintext", action="store_true", default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
-                   help="allow a plain-text link to a non-loopback broker (not recommended)")
+    w.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        default=os.environ.get("COMFYMQ_ALLOW_PLAINTEXT") == "1",
+        help="allow a plain-text link to a non-loopback broker (not recommended)",
+    )
     w.add_argument("--caps-refresh", type=float, default=300.0, help="seconds between capability refreshes")
 
     e = sub.add_parser("enqueue", help="queue an API-format workflow file on a host")
     e.add_argument("file", help="workflow in API format (ComfyUI: Workflow > Export (API)); '-' reads stdin")
-    e.add_argument("--url", default=os.environ.get("COMFYMQ_URL", "http://127.0.0.1:8190"), help="the host's HTTP address")
+    e.add_argument(
+        "--url", default=os.environ.get("COMFYMQ_URL", "http://127.0.0.1:8190"), help="the host's HTTP address"
+    )
     e.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"))
     e.add_argument("--priority", type=int, default=1, help="higher runs first (default 1)")
     e.add_argument("--count", type=int, default=1, help="this many copies, each with new random seeds")
     e.add_argument("--keep-seeds", action="store_true", help="copies keep the file's seeds")
-    e.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
-                   help="one job per value (repeat for a grid); values are JSON when they parse, else text")
+    e.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=V1,V2,...",
+        help="one job per value (repeat for a grid); values are JSON when they parse, else text",
+    )
     e.add_argument("--max-attempts", type=int)
     e.add_argument("--timeout", type=float, help="seconds a run may take")
 
@@ -140,9 +236,13 @@ def http_settings(args) -> dict:
     return {
         "token": token,
         "site": SitePolicy.build([args.host], args.allow_host, args.allow_origin),
-        "limits": RequestLimits(max_body_bytes=args.max_body_bytes, max_jobs_per_request=args.max_jobs_per_request,
-                                max_stored_bytes_per_request=args.max_stored_bytes_per_request,
-                                http_read_timeout=args.read_timeout, http_body_timeout=args.body_timeout),
+        "limits": RequestLimits(
+            max_body_bytes=args.max_body_bytes,
+            max_jobs_per_request=args.max_jobs_per_request,
+            max_stored_bytes_per_request=args.max_stored_bytes_per_request,
+            http_read_timeout=args.read_timeout,
+            http_body_timeout=args.body_timeout,
+        ),
         "server": ServerSettings(keepalive_timeout=args.keepalive_timeout),
     }
 
@@ -173,12 +273,23 @@ def run_worker(args) -> None:
         raise ValueError("--capacity must be at least 1")
     if (args.public_key is None) != (args.secret_key is None):
         raise ValueError("--public-key and --secret-key go together")
-    bridge = WorkerBridge(BridgeSettings(
-        comfy_url=args.comfy_url, broker=args.broker, worker_id=args.id or stable_worker_id(args.data_dir),
-        name=args.name or __import__("socket").gethostname(), work_dir=str(Path(args.data_dir) / "worker"),
-        capacity=args.capacity, heartbeat=args.heartbeat, broker_public_key=args.broker_key,
-        public_key=args.public_key, secret_key=args.secret_key, allow_plaintext=args.allow_plaintext,
-        plugin_version=__version__, caps_refresh=args.caps_refresh))
+    bridge = WorkerBridge(
+        BridgeSettings(
+            comfy_url=args.comfy_url,
+            broker=args.broker,
+            worker_id=args.id or stable_worker_id(args.data_dir),
+            name=args.name or __import__("socket").gethostname(),
+            work_dir=str(Path(args.data_dir) / "worker"),
+            capacity=args.capacity,
+            heartbeat=args.heartbeat,
+            broker_public_key=args.broker_key,
+            public_key=args.public_key,
+            secret_key=args.secret_key,
+            allow_plaintext=args.allow_plaintext,
+            plugin_version=__version__,
+            caps_refresh=args.caps_refresh,
+        )
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: bridge.stop(timeout=0))
     logging.getLogger("comfymq").info("worker for %s on %s; Ctrl+C stops", args.broker, args.comfy_url)
@@ -196,12 +307,23 @@ def main(argv: list[str] | None = None) -> int:
 
             broker = None
             if args.workers_bind != "off":
-                broker = BrokerSettings(bind=args.workers_bind, heartbeat=args.heartbeat,
-                                        curve_secret_key=args.curve_secret_key or None,
-                                        allowed_worker_keys=args.allow_worker_key,
-                                        allow_plaintext=args.allow_plaintext, max_run_time=args.max_run_time)
-            run_host(data_dir=args.data_dir, host=args.host, port=args.port, artifact_root=args.artifact_root,
-                     retention_days=args.retention_days, broker=broker, **http_settings(args))
+                broker = BrokerSettings(
+                    bind=args.workers_bind,
+                    heartbeat=args.heartbeat,
+                    curve_secret_key=args.curve_secret_key or None,
+                    allowed_worker_keys=args.allow_worker_key,
+                    allow_plaintext=args.allow_plaintext,
+                    max_run_time=args.max_run_time,
+                )
+            run_host(
+                data_dir=args.data_dir,
+                host=args.host,
+                port=args.port,
+                artifact_root=args.artifact_root,
+                retention_days=args.retention_days,
+                broker=broker,
+                **http_settings(args),
+            )
         elif args.command == "worker":
             run_worker(args)
         elif args.command == "enqueue":

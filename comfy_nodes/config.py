@@ -61,8 +61,10 @@ class ConfigError(ValueError):
 
 
 TOKEN_MIN, TOKEN_MAX = 8, 1024
-TOKEN_RULE = (f"an API token must be {TOKEN_MIN} to {TOKEN_MAX} visible ASCII characters (letters, digits, "
-              "punctuation; no spaces): it travels in an HTTP header")
+TOKEN_RULE = (
+    f"an API token must be {TOKEN_MIN} to {TOKEN_MAX} visible ASCII characters (letters, digits, "
+    "punctuation; no spaces): it travels in an HTTP header"
+)
 
 
 def check_token(token) -> str | None:
@@ -77,12 +79,16 @@ def check_token(token) -> str | None:
     if not token:
         return None
     if not TOKEN_MIN <= len(token) <= TOKEN_MAX:
-        raise ValueError(f"{TOKEN_RULE}; this one is {len(token)} characters long (at least {TOKEN_MIN} needed)"
-                         if len(token) < TOKEN_MIN else f"{TOKEN_RULE}; this one is {len(token)} characters long")
+        raise ValueError(
+            f"{TOKEN_RULE}; this one is {len(token)} characters long (at least {TOKEN_MIN} needed)"
+            if len(token) < TOKEN_MIN
+            else f"{TOKEN_RULE}; this one is {len(token)} characters long"
+        )
     bad = next((i for i, c in enumerate(token) if not "!" <= c <= "~"), None)
     if bad is not None:
-        raise ValueError(f"{TOKEN_RULE}; this one has a space or another character outside that set at "
-                         f"position {bad + 1}")
+        raise ValueError(
+            f"{TOKEN_RULE}; this one has a space or another character outside that set at position {bad + 1}"
+        )
     return token
 
 
@@ -167,15 +173,21 @@ def find_toml(env: Mapping[str, str], user_dir: str | None) -> Path | None:
             raise ConfigError(f"COMFYMQ_CONFIG points at {p}, which is not a file")
         return p
     for candidate in ([Path(user_dir) / "comfymq.toml"] if user_dir else []) + [
-            Path(__file__).resolve().parents[1] / "comfymq.toml"]:
+        Path(__file__).resolve().parents[1] / "comfymq.toml"
+    ]:
         if candidate.is_file():
             return candidate
     return None
 
 
-def load_config(env: Mapping[str, str] | None = None, *, user_dir: str | None = None,
-                output_dir: str | None = None, comfy_url: str | None = None,
-                toml_path: str | os.PathLike | None = None) -> Config:
+def load_config(
+    env: Mapping[str, str] | None = None,
+    *,
+    user_dir: str | None = None,
+    output_dir: str | None = None,
+    comfy_url: str | None = None,
+    toml_path: str | os.PathLike | None = None,
+) -> Config:
     """Reads and checks the configuration. user_dir/output_dir/comfy_url are ComfyUI's (for defaults)."""
     env = os.environ if env is None else env
     cfg = Config()
@@ -232,7 +244,9 @@ def _check(cfg: Config) -> None:
     for key in ("curve_secret_key", "broker_public_key", "worker_public_key", "worker_secret_key"):
         v = getattr(cfg, key)
         if v is not None and not _Z85.match(v):
-            raise ConfigError(f"{key} must be a 40-character Z85 CURVE key (make one with `python -m comfy_nodes keys`)")
+            raise ConfigError(
+                f"{key} must be a 40-character Z85 CURVE key (make one with `python -m comfy_nodes keys`)"
+            )
     for k in cfg.allowed_worker_keys:
         if not _Z85.match(k):
             raise ConfigError(f"allowed_worker_keys: '{k}' is not a 40-character Z85 CURVE public key")
@@ -241,8 +255,9 @@ def _check(cfg: Config) -> None:
     if not 0.01 <= cfg.heartbeat <= 600:
         raise ConfigError(f"heartbeat must be 0.01..600 seconds, got {cfg.heartbeat}")
     if not 0 <= cfg.max_run_time <= MAX_RUN_TIME:
-        raise ConfigError(f"max_run_time must be 0 (no limit) to {MAX_RUN_TIME:.0f} seconds (30 days), "
-                          f"got {cfg.max_run_time}")
+        raise ConfigError(
+            f"max_run_time must be 0 (no limit) to {MAX_RUN_TIME:.0f} seconds (30 days), got {cfg.max_run_time}"
+        )
     if not 1 <= cfg.capacity <= 64:
         raise ConfigError(f"capacity must be 1..64, got {cfg.capacity}")
     if cfg.retention_days < 0:

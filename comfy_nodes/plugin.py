@@ -100,9 +100,14 @@ class Plugin:
             if cfg.role == "both" and cfg.curve_secret_key:
                 local_worker_keys = n.curve_keypair()  # the local worker's own pair, allowed for this run
                 allowed.append(local_worker_keys[0])
-            broker = BrokerSettings(bind=cfg.broker_bind, heartbeat=cfg.heartbeat,
-                                    curve_secret_key=cfg.curve_secret_key, allowed_worker_keys=allowed,
-                                    allow_plaintext=cfg.allow_plaintext, max_run_time=cfg.max_run_time)
+            broker = BrokerSettings(
+                bind=cfg.broker_bind,
+                heartbeat=cfg.heartbeat,
+                curve_secret_key=cfg.curve_secret_key,
+                allowed_worker_keys=allowed,
+                allow_plaintext=cfg.allow_plaintext,
+                max_run_time=cfg.max_run_time,
+            )
             self.service = QueueService(cfg.data_dir, cfg.artifact_root, broker=broker)
             report = self.service.store.recovery_report
             log.info("ComfyMQ store %s: %s", Path(cfg.data_dir) / "store", report["summary"])
@@ -117,10 +122,15 @@ class Plugin:
                 from .api.limits import RequestLimits
                 from .api.routes import add_routes
 
-                add_routes(routes, self.service, token=cfg.token, site=site_policy(cfg),
-                           limits=RequestLimits.from_config(cfg))
-            log.info("ComfyMQ host: workers connect to %s%s; artifacts in %s", self.service.broker.endpoint,
-                     " (CURVE)" if cfg.curve_secret_key else " (plain text)", self.service.artifact_root)
+                add_routes(
+                    routes, self.service, token=cfg.token, site=site_policy(cfg), limits=RequestLimits.from_config(cfg)
+                )
+            log.info(
+                "ComfyMQ host: workers connect to %s%s; artifacts in %s",
+                self.service.broker.endpoint,
+                " (CURVE)" if cfg.curve_secret_key else " (plain text)",
+                self.service.artifact_root,
+            )
         if cfg.runs_worker:
             from .worker.bridge import BridgeSettings, WorkerBridge
 
@@ -129,11 +139,22 @@ class Plugin:
             broker_key = cfg.broker_public_key
             if local_worker_keys and cfg.curve_secret_key:
                 broker_key = n.curve_public_key(cfg.curve_secret_key)
-            self.bridge = WorkerBridge(BridgeSettings(
-                comfy_url=cfg.comfy_url, broker=broker_addr, worker_id=cfg.worker_id or stable_worker_id(cfg.data_dir),
-                name=cfg.worker_name, work_dir=str(Path(cfg.data_dir) / "worker"), capacity=cfg.capacity,
-                heartbeat=cfg.heartbeat, broker_public_key=broker_key, public_key=pub, secret_key=sec,
-                allow_plaintext=cfg.allow_plaintext, plugin_version=__version__))
+            self.bridge = WorkerBridge(
+                BridgeSettings(
+                    comfy_url=cfg.comfy_url,
+                    broker=broker_addr,
+                    worker_id=cfg.worker_id or stable_worker_id(cfg.data_dir),
+                    name=cfg.worker_name,
+                    work_dir=str(Path(cfg.data_dir) / "worker"),
+                    capacity=cfg.capacity,
+                    heartbeat=cfg.heartbeat,
+                    broker_public_key=broker_key,
+                    public_key=pub,
+                    secret_key=sec,
+                    allow_plaintext=cfg.allow_plaintext,
+                    plugin_version=__version__,
+                )
+            )
             self.bridge.start()
 
     def close(self) -> None:
@@ -158,15 +179,18 @@ def setup_in_comfyui() -> Plugin | None:
     """Called from the pack's __init__ when ComfyUI imports it. Never raises."""
     global _plugin
     try:
-        from server import PromptServer  # ComfyUI's server module
         import folder_paths
+        from server import PromptServer  # ComfyUI's server module
     except Exception:  # noqa: BLE001 - imported outside ComfyUI (tests, tools): nothing to wire
         return None
     routes = PromptServer.instance.routes
     try:
         native.load()
-        cfg = load_config(user_dir=folder_paths.get_user_directory(), output_dir=folder_paths.get_output_directory(),
-                          comfy_url=own_comfy_url())
+        cfg = load_config(
+            user_dir=folder_paths.get_user_directory(),
+            output_dir=folder_paths.get_output_directory(),
+            comfy_url=own_comfy_url(),
+        )
     except native.NativeUnavailable as e:  # the pack's __init__ has logged the build instruction
         add_unavailable_routes(routes, str(e))
         return None

@@ -64,8 +64,9 @@ def load_prompt_file(path: str) -> dict:
     except RecursionError:  # deeper than Python's reader goes: far past the host's limit, so not sent at all
         from . import native
 
-        raise ValueError(f"{path} nests deeper than {native.load().MAX_JSON_DEPTH} levels of objects and arrays "
-                         "(the limit)") from None
+        raise ValueError(
+            f"{path} nests deeper than {native.load().MAX_JSON_DEPTH} levels of objects and arrays (the limit)"
+        ) from None
     if isinstance(doc, dict) and "nodes" in doc and "links" in doc:
         raise ValueError(f"{path} is a UI workflow; export it in API format (Workflow > Export (API)) and use that")
     if isinstance(doc, dict) and isinstance(doc.get("prompt"), dict):

@@ -34,8 +34,15 @@ class BrokerSettings:
 
 
 class QueueService:
-    def __init__(self, data_dir: str | os.PathLike, artifact_root: str | os.PathLike | None = None, *,
-                 broker: BrokerSettings | None = None, threads: int = 32, **store_options):
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        artifact_root: str | os.PathLike | None = None,
+        *,
+        broker: BrokerSettings | None = None,
+        threads: int = 32,
+        **store_options,
+    ):
         n = native.load()
         self.data_dir = Path(data_dir)
         self.store = n.Store(str(self.data_dir / "store"), **store_options)
@@ -48,13 +55,19 @@ class QueueService:
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:
-                self.broker = n.Broker(self.store, bind=broker.bind, artifact_root=str(self.artifact_root),
-                                       heartbeat=broker.heartbeat, liveness=broker.liveness,
-                                       curve_secret_key=broker.curve_secret_key,
-                                       allowed_worker_keys=broker.allowed_worker_keys,
-                                       allow_plaintext=broker.allow_plaintext, max_run_time=broker.max_run_time,
-                                       # under CURVE, which key each worker id belongs to (kept across restarts)
-                                       worker_keys_path=str(self.data_dir / "worker_keys"))
+                self.broker = n.Broker(
+                    self.store,
+                    bind=broker.bind,
+                    artifact_root=str(self.artifact_root),
+                    heartbeat=broker.heartbeat,
+                    liveness=broker.liveness,
+                    curve_secret_key=broker.curve_secret_key,
+                    allowed_worker_keys=broker.allowed_worker_keys,
+                    allow_plaintext=broker.allow_plaintext,
+                    max_run_time=broker.max_run_time,
+                    # under CURVE, which key each worker id belongs to (kept across restarts)
+                    worker_keys_path=str(self.data_dir / "worker_keys"),
+                )
             except Exception:
                 self.store.close()
                 raise
@@ -79,8 +92,12 @@ class QueueService:
                 log.log(levels.get(event.get("level"), logging.INFO), "%s", event.get("message"))
             elif event.get("type") == "worker":
                 w = event.get("worker", {})
-                log.info("worker %s %s%s", w.get("id"), event.get("event"),
-                         f" ({event['reason']})" if event.get("reason") else "")
+                log.info(
+                    "worker %s %s%s",
+                    w.get("id"),
+                    event.get("event"),
+                    f" ({event['reason']})" if event.get("reason") else "",
+                )
             for fn in list(self._listeners):
                 try:
                     fn(event)
@@ -115,8 +132,13 @@ class QueueService:
             free = st.f_bavail * st.f_frsize
         except OSError:
             free = None
-        return {"writable": writable, "problem": problem, "free_bytes": free,
-                "low_space": free is not None and free < self.LOW_SPACE, "data_dir": str(self.data_dir)}
+        return {
+            "writable": writable,
+            "problem": problem,
+            "free_bytes": free,
+            "low_space": free is not None and free < self.LOW_SPACE,
+            "data_dir": str(self.data_dir),
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -25,8 +25,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests" / "python"
 
 # The tests that use the module: store, cluster (with CURVE), artifacts, SIGKILL crashes, the CLI and the
 # standalone host. About a minute on a 2-core machine.
-SUITE = ["test_store.py", "test_cluster.py", "test_artifacts.py", "test_crash.py", "test_cli.py",
-         "test_http_server.py"]
+SUITE = ["test_store.py", "test_cluster.py", "test_artifacts.py", "test_crash.py", "test_cli.py", "test_http_server.py"]
 
 ORIGIN_TEST = '''
 """Added by tools/test-installed-wheel.py to its copy of the tests: they import the installed package."""
@@ -54,8 +53,9 @@ def main(argv: list[str]) -> int:
         (copy / "test_installed_origin.py").write_text(ORIGIN_TEST)
         files = [f"tests/python/{name}" for name in ["test_installed_origin.py", *SUITE]]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv, *files],
-                               cwd=str(root), env=env)
+        return subprocess.call(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv, *files], cwd=str(root), env=env
+        )
 
 
 if __name__ == "__main__":

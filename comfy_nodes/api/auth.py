@@ -30,7 +30,7 @@ from .errors import error_response
 from .site_policy import is_loopback_name
 
 AUTH_SCHEME = "Bearer"
-AUTHORIZED = "comfymq.authorized"   # request key: False when a status probe came without the token
+AUTHORIZED = "comfymq.authorized"  # request key: False when a status probe came without the token
 _PROBE_MARK = "comfymq_status_probe"
 
 
@@ -82,8 +82,7 @@ def token_matches(request: web.Request, token: str) -> bool:
 
 
 def unauthorized(message: str) -> web.Response:
-    return error_response(401, "unauthorized", message,
-                          headers={"WWW-Authenticate": f'{AUTH_SCHEME} realm="comfymq"'})
+    return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": f'{AUTH_SCHEME} realm="comfymq"'})
 
 
 def _check_token(token) -> str:
@@ -153,7 +152,9 @@ def insecure_bind_warning(host: str | None, token: str | None) -> str | None:
     if token or is_loopback(host):
         return None
     where = host or "every interface"
-    return (f"the ComfyMQ API listens on {where} without a token: anyone who can reach this port can queue, "
-            "cancel and delete jobs and read their outputs, and unless allowed_hosts names this host's names, "
-            "a web page can reach it through DNS rebinding. Set a token (clients then send "
-            "'Authorization: Bearer <token>') or bind to 127.0.0.1.")
+    return (
+        f"the ComfyMQ API listens on {where} without a token: anyone who can reach this port can queue, "
+        "cancel and delete jobs and read their outputs, and unless allowed_hosts names this host's names, "
+        "a web page can reach it through DNS rebinding. Set a token (clients then send "
+        "'Authorization: Bearer <token>') or bind to 127.0.0.1."
+    )

@@ -24,8 +24,9 @@ from .limits import RequestLimits
 log = logging.getLogger("comfymq.api")
 
 
-def error_response(status: int, type_: str, message: str, headers: dict | None = None, *,
-                   close: bool = False) -> web.Response:
+def error_response(
+    status: int, type_: str, message: str, headers: dict | None = None, *, close: bool = False
+) -> web.Response:
     """The JSON error answer; close=True also closes the connection after it (a body left unread)."""
     resp = web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
     if close:
@@ -59,8 +60,9 @@ def body_limit(request: web.Request, limits: RequestLimits | None = None) -> int
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, "too_large", f"request body is larger than the limit of {limit} bytes (max_body_bytes)",
-                    close=True)
+    return ApiError(
+        413, "too_large", f"request body is larger than the limit of {limit} bytes (max_body_bytes)", close=True
+    )
 
 
 def from_exception(e: BaseException) -> web.Response:
@@ -152,11 +154,14 @@ async def read_body(request: web.Request, limits: RequestLimits | None = None, l
             chunk = await asyncio.wait_for(request.content.readany(), wait)
         except asyncio.TimeoutError:
             whole = deadline - loop.time() <= 0
-            raise ApiError(408, "timeout",
-                           f"the request body took longer than {limits.http_body_timeout:g} s (http_body_timeout)"
-                           if whole else
-                           f"the request body stalled: no data for {limits.http_read_timeout:g} s (http_read_timeout)",
-                           close=True) from None
+            raise ApiError(
+                408,
+                "timeout",
+                f"the request body took longer than {limits.http_body_timeout:g} s (http_body_timeout)"
+                if whole
+                else f"the request body stalled: no data for {limits.http_read_timeout:g} s (http_read_timeout)",
+                close=True,
+            ) from None
         except web.RequestPayloadError as e:
             raise ApiError(400, "bad_body", f"the request body is malformed: {e}", close=True) from None
         if not chunk:
@@ -187,11 +192,14 @@ def parse_json_object(raw: bytes) -> dict:
         if _SURROGATE_ESCAPE.search(raw):  # rare: check the strings only when the text has such an escape
             json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise BadRequest("request body is not valid JSON text: it holds a lone surrogate escape (\\ud800 to "
-                         "\\udfff without its pair), which is not a Unicode character") from None
+        raise BadRequest(
+            "request body is not valid JSON text: it holds a lone surrogate escape (\\ud800 to "
+            "\\udfff without its pair), which is not a Unicode character"
+        ) from None
     except RecursionError:  # deeper than Python's own reader goes, so far deeper than the store's limit
-        raise BadRequest(f"request body nests deeper than {_depth_limit()} levels of objects and arrays "
-                         "(the limit)") from None
+        raise BadRequest(
+            f"request body nests deeper than {_depth_limit()} levels of objects and arrays (the limit)"
+        ) from None
     except Exception as e:  # json.JSONDecodeError, UnicodeDecodeError
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
@@ -204,8 +212,9 @@ async def read_json_object(request: web.Request, limits: RequestLimits | None = 
     return parse_json_object(await read_body(request, limits))
 
 
-async def read_optional_json_object(request: web.Request, limits: RequestLimits | None = None,
-                                    limit: int = 64 << 10) -> dict:
+async def read_optional_json_object(
+    request: web.Request, limits: RequestLimits | None = None, limit: int = 64 << 10
+) -> dict:
     """Like read_json_object, but an empty body is {} (for actions whose options are all optional)."""
     raw = await read_body(request, limits, limit)
     if not raw.strip():

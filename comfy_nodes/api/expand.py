@@ -19,8 +19,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-MAX_JOBS = 10000                  # default jobs one request may create (count x combinations); limits.py
-MAX_EXPANDED_BYTES = 64 << 20     # default prompt + workflow bytes one request may store; limits.py
+MAX_JOBS = 10000  # default jobs one request may create (count x combinations); limits.py
+MAX_EXPANDED_BYTES = 64 << 20  # default prompt + workflow bytes one request may store; limits.py
 SEED_INPUTS = ("seed", "noise_seed")
 # Fresh seeds are drawn from [0, 2**32): valid for every sampler and for custom nodes that hand the seed to
 # numpy (which refuses seeds >= 2**32); 4 billion values keep copies apart.
@@ -39,7 +39,7 @@ class TooManyJobs(ExpansionError):
 class Axis:
     """One sweep axis: the values of one input of one node."""
 
-    key: str          # as given: "<node_id>.<input>"
+    key: str  # as given: "<node_id>.<input>"
     node_id: str
     input: str
     values: tuple
@@ -50,9 +50,9 @@ class Expanded:
     """One job of an expansion."""
 
     prompt: dict
-    params: dict = field(default_factory=dict)   # sweep key -> value of this job
-    copy: int = 0                                 # 0-based copy index within its combination
-    seeds: dict = field(default_factory=dict)     # "<node_id>.<input>" -> seed given to this job
+    params: dict = field(default_factory=dict)  # sweep key -> value of this job
+    copy: int = 0  # 0-based copy index within its combination
+    seeds: dict = field(default_factory=dict)  # "<node_id>.<input>" -> seed given to this job
 
 
 def check_count(count: Any, max_jobs: int | None = None) -> int:
@@ -66,22 +66,21 @@ def check_count(count: Any, max_jobs: int | None = None) -> int:
         raise ExpansionError(f"count must be at least 1, got {count}")
     if count > max_jobs:
         shown = str(count) if count < 10**12 else f"of {len(str(count))} digits"
-        raise TooManyJobs(f"count {shown} is more than the limit of {max_jobs} jobs per request "
-                          "(max_jobs_per_request)")
+        raise TooManyJobs(f"count {shown} is more than the limit of {max_jobs} jobs per request (max_jobs_per_request)")
     return count
 
 
 def _split_key(prompt: dict, key: str) -> tuple[str, str]:
-    """"<node_id>.<input>" -> (node_id, input). Node ids may contain dots (rare), so every dot is tried and
+    """ "<node_id>.<input>" -> (node_id, input). Node ids may contain dots (rare), so every dot is tried and
     the split whose node exists in the prompt wins."""
     if "." not in key:
         raise ExpansionError(f"sweep key '{key}' must be '<node_id>.<input_name>', e.g. '3.cfg'")
     dots = [i for i, c in enumerate(key) if c == "."]
     for i in dots:
-        node_id, name = key[:i], key[i + 1:]
+        node_id, name = key[:i], key[i + 1 :]
         if node_id in prompt and name:
             return node_id, name
-    node_id = key[:dots[0]]
+    node_id = key[: dots[0]]
     raise ExpansionError(f"sweep key '{key}': the prompt has no node '{node_id}'")
 
 
@@ -91,8 +90,9 @@ def parse_sweep(prompt: dict, sweep: Any) -> list[Axis]:
     if sweep is None:
         return []
     if not isinstance(sweep, dict):
-        raise ExpansionError(f"sweep must be an object {{\"<node_id>.<input>\": [values...]}}, "
-                             f"got {type(sweep).__name__}")
+        raise ExpansionError(
+            f'sweep must be an object {{"<node_id>.<input>": [values...]}}, got {type(sweep).__name__}'
+        )
     axes = []
     for key, values in sweep.items():
         node_id, name = _split_key(prompt, key)
@@ -119,8 +119,10 @@ def job_count(count: int, axes: Sequence[Axis], max_jobs: int | None = None) -> 
         total *= len(a.values)
         if total > max_jobs:
             sizes = " x ".join([str(count)] + [str(len(x.values)) for x in axes])
-            raise TooManyJobs(f"this request would create {sizes} jobs, more than the limit of {max_jobs} "
-                              "per request (max_jobs_per_request); split it")
+            raise TooManyJobs(
+                f"this request would create {sizes} jobs, more than the limit of {max_jobs} "
+                "per request (max_jobs_per_request); split it"
+            )
     return total
 
 
@@ -161,8 +163,15 @@ def apply_values(prompt: dict, values: dict[tuple[str, str], Any]) -> dict:
     return out
 
 
-def expand(prompt: dict, *, count: int = 1, axes: Sequence[Axis] = (), keep_seeds: bool = False,
-           rng: random.Random | None = None, max_jobs: int | None = None) -> list[Expanded]:
+def expand(
+    prompt: dict,
+    *,
+    count: int = 1,
+    axes: Sequence[Axis] = (),
+    keep_seeds: bool = False,
+    rng: random.Random | None = None,
+    max_jobs: int | None = None,
+) -> list[Expanded]:
     """The jobs for `count` copies of every combination of `axes` (see the module doc for order and seeds)."""
     count = check_count(count, max_jobs)
     job_count(count, axes, max_jobs)
@@ -175,13 +184,16 @@ def expand(prompt: dict, *, count: int = 1, axes: Sequence[Axis] = (), keep_seed
         combos = [c + (v,) for c in combos for v in a.values]
     jobs = []
     for combo in combos:
-        params = {a.key: v for a, v in zip(axes, combo)}
-        base = {(a.node_id, a.input): v for a, v in zip(axes, combo)}
+        params = {a.key: v for a, v in zip(axes, combo, strict=True)}
+        base = {(a.node_id, a.input): v for a, v in zip(axes, combo, strict=True)}
         for k in range(count):
             seed_values = {key: drawn[key][k] for key in seeds}
             job_prompt = apply_values(prompt, {**base, **seed_values})
-            jobs.append(Expanded(prompt=job_prompt, params=params, copy=k,
-                                 seeds={f"{n}.{i}": v for (n, i), v in seed_values.items()}))
+            jobs.append(
+                Expanded(
+                    prompt=job_prompt, params=params, copy=k, seeds={f"{n}.{i}": v for (n, i), v in seed_values.items()}
+                )
+            )
     return jobs
 
 
@@ -196,8 +208,10 @@ def check_size(job_bytes: int, jobs: int, limit: int | None = None) -> None:
     (MAX_EXPANDED_BYTES) bytes."""
     limit = MAX_EXPANDED_BYTES if limit is None else limit
     if job_bytes * jobs > limit:
-        raise TooManyJobs(f"{jobs} jobs of up to {job_bytes} bytes each (prompt + workflow) are more than the limit "
-                          f"of {limit} bytes per request (max_stored_bytes_per_request); send fewer jobs per request")
+        raise TooManyJobs(
+            f"{jobs} jobs of up to {job_bytes} bytes each (prompt + workflow) are more than the limit "
+            f"of {limit} bytes per request (max_stored_bytes_per_request); send fewer jobs per request"
+        )
 
 
 def prompt_object(prompt: Any) -> dict:

@@ -24,22 +24,28 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class RequestLimits:
-    max_body_bytes: int = 64 * MIB                 # one request body
-    max_jobs_per_request: int = 10000              # jobs one request may create (count x sweep combinations)
-    max_stored_bytes_per_request: int = 64 * MIB   # prompt + workflow bytes one request may store, over all its jobs
-    http_read_timeout: float = 30.0                # seconds a body may go without sending a byte
-    http_body_timeout: float = 300.0               # seconds a whole body may take
+    max_body_bytes: int = 64 * MIB  # one request body
+    max_jobs_per_request: int = 10000  # jobs one request may create (count x sweep combinations)
+    max_stored_bytes_per_request: int = 64 * MIB  # prompt + workflow bytes one request may store, over all its jobs
+    http_read_timeout: float = 30.0  # seconds a body may go without sending a byte
+    http_body_timeout: float = 300.0  # seconds a whole body may take
 
     def __post_init__(self):
-        for name, low, high in (("max_body_bytes", 1024, 1 << 40), ("max_jobs_per_request", 1, 100000),
-                                ("max_stored_bytes_per_request", 1024, 1 << 40)):
+        for name, low, high in (
+            ("max_body_bytes", 1024, 1 << 40),
+            ("max_jobs_per_request", 1, 100000),
+            ("max_stored_bytes_per_request", 1024, 1 << 40),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
         for name in ("http_read_timeout", "http_body_timeout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and 0 < value <= 86400):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and 0 < value <= 86400)
+            ):
                 raise ValueError(f"{name} must be more than 0 and at most 86400 seconds, got {value!r}")
 
     @classmethod

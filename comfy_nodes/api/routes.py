@@ -66,17 +66,28 @@ from aiohttp import web
 from .. import native
 from . import auth
 from . import expand as ex
+from .compat_routes import health_status, parse_task, task_view
 from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
 from .guards import protect
 from .limits import RequestLimits
 from .site_policy import SitePolicy
-from .compat_routes import health_status, parse_task, task_view
 from .views import full_view, summary_view
 
 log = logging.getLogger("comfymq.api")
 
-TASK_FIELDS = ("prompt", "priority", "metadata", "workflow", "count", "keep_seeds", "sweep", "max_attempts",
-               "timeout", "batch_id", "owner")
+TASK_FIELDS = (
+    "prompt",
+    "priority",
+    "metadata",
+    "workflow",
+    "count",
+    "keep_seeds",
+    "sweep",
+    "max_attempts",
+    "timeout",
+    "batch_id",
+    "owner",
+)
 LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id")
 BATCH_PARAMS = ("cursor", "limit", "view")
 JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -99,8 +110,9 @@ def check_batch_id(value) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"batch_id must be a string, got {type(value).__name__}")
     if not BATCH_ID_RE.match(value):
-        raise BadRequest("batch_id must be 1 to 128 characters: letters, digits and . _ : - "
-                         "(starting with a letter or digit)")
+        raise BadRequest(
+            "batch_id must be 1 to 128 characters: letters, digits and . _ : - (starting with a letter or digit)"
+        )
     return value
 
 
@@ -123,8 +135,9 @@ class Submission:
         self.prompt_id = pid or None
         self.workflow = body.get("workflow")
         if self.workflow is not None and not isinstance(self.workflow, dict):
-            raise BadRequest(f"workflow must be an object (ComfyUI's UI-format graph), "
-                             f"got {type(self.workflow).__name__}")
+            raise BadRequest(
+                f"workflow must be an object (ComfyUI's UI-format graph), got {type(self.workflow).__name__}"
+            )
         try:
             self.count = ex.check_count(body.get("count"), self.limits.max_jobs_per_request)
         except ex.TooManyJobs as e:
@@ -138,8 +151,9 @@ class Submission:
         if self.sweep == {}:  # sweeps nothing: a plain request
             self.sweep = None
         if self.sweep is not None and not isinstance(self.sweep, dict):
-            raise BadRequest(f"sweep must be an object {{\"<node_id>.<input>\": [values...]}}, "
-                             f"got {type(self.sweep).__name__}")
+            raise BadRequest(
+                f'sweep must be an object {{"<node_id>.<input>": [values...]}}, got {type(self.sweep).__name__}'
+            )
         ma = body.get("max_attempts", 3)
         if isinstance(ma, bool) or not isinstance(ma, int):
             raise BadRequest(f"max_attempts must be an integer, got {type(ma).__name__}")
@@ -169,8 +183,12 @@ class Submission:
 
     def common(self) -> dict:
         """enqueue() arguments every job of this request shares."""
-        return {"priority": self.priority, "max_attempts": self.max_attempts, "timeout": self.timeout,
-                "owner": self.owner}
+        return {
+            "priority": self.priority,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "owner": self.owner,
+        }
 
 
 def _text_bytes(value) -> int:
@@ -208,15 +226,16 @@ def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
     seeded = 0 if sub.keep_seeds or sub.count == 1 else len(ex.seed_inputs(prompt, exclude=swept))
     per_job = stored_bytes_per_job(prompt, axes, seeded, workflow_text)
     ex.check_size(per_job, total, sub.limits.max_stored_bytes_per_request)
-    jobs = ex.expand(prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds,
-                     max_jobs=sub.limits.max_jobs_per_request)
+    jobs = ex.expand(
+        prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds, max_jobs=sub.limits.max_jobs_per_request
+    )
     batch_id = sub.batch_id or uuid.uuid4().hex
     # "<prefix>-0001"...: the suffix is the job's place in its batch (the worker passes it to the Job Info node).
     ids = ex.derived_prompt_ids(sub.prompt_id or uuid.uuid4().hex, total)
     create_time = (sub.metadata or {}).get("create_time")
     common = sub.common()
     items, extras = [], []
-    for job, pid in zip(jobs, ids):
+    for job, pid in zip(jobs, ids, strict=True):
         item = {"prompt": job.prompt, "prompt_id": pid, "batch_id": batch_id, **common}
         if workflow_text is not None:
             item["workflow"] = workflow_text
@@ -288,8 +307,9 @@ def parse_list_query(request: web.Request) -> dict:
         raw = _one_value(request, name)
         if raw is not None:
             if not MS_RE.match(raw.strip()):
-                raise BadRequest(f"{name} must be a time in milliseconds since the epoch (an integer >= 0), "
-                                 f"got '{raw[:32]}'")
+                raise BadRequest(
+                    f"{name} must be a time in milliseconds since the epoch (an integer >= 0), got '{raw[:32]}'"
+                )
             q[name] = int(raw)
     q["cursor"] = _cursor(request)
     q["limit"] = _limit(request, 100)
@@ -340,8 +360,15 @@ def resolve_artifact(root: Path, relative: str) -> Path | None:
 LOOPBACK_ONLY = SitePolicy()
 
 
-def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", token: str | None = None,
-               site: SitePolicy | None = LOOPBACK_ONLY, limits: RequestLimits | None = None) -> None:
+def add_routes(
+    routes: web.RouteTableDef,
+    service,
+    *,
+    prefix: str = "/comfymq",
+    token: str | None = None,
+    site: SitePolicy | None = LOOPBACK_ONLY,
+    limits: RequestLimits | None = None,
+) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
     Every handler itself applies the site rules of `site` (api/site_policy.py; default: an API on loopback with
@@ -354,7 +381,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
 
     def handle(method: str, path: str):
         """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler)."""
-        paths = [path] + (["/tasks" + path[len("/jobs"):]] if path.startswith("/jobs") else [])
+        paths = [path] + (["/tasks" + path[len("/jobs") :]] if path.startswith("/jobs") else [])
 
         def register(fn):
             wrapped = protect(fn, site=site, token=token)
@@ -393,8 +420,9 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     async def batch_jobs(batch_id: str, states=None) -> list[dict]:
         jobs, cursor = [], None
         while True:
-            page = await store_call(service.store.list, batch_id=batch_id, state=states, cursor=cursor,
-                                    limit=1000, newest_first=False)
+            page = await store_call(
+                service.store.list, batch_id=batch_id, state=states, cursor=cursor, limit=1000, newest_first=False
+            )
             jobs.extend(page["jobs"])
             cursor = page["next_cursor"]
             if not cursor:
@@ -406,8 +434,14 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
         if not sub.expands:
-            result = await store_call(service.store.enqueue, sub.prompt, workflow=sub.workflow,
-                                      metadata=sub.metadata, batch_id=sub.batch_id, **sub.common())
+            result = await store_call(
+                service.store.enqueue,
+                sub.prompt,
+                workflow=sub.workflow,
+                metadata=sub.metadata,
+                batch_id=sub.batch_id,
+                **sub.common(),
+            )
             job = await get_job(result["id"])
             entry = summary_view(job, prefix)
             entry["existed"] = result["existed"]
@@ -423,9 +457,15 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
             raise ApiError(413, "too_many_jobs", str(e)) from None
         results = await store_call(service.store.enqueue_many, items)
         entries = []
-        for item, extra, r in zip(items, extras, results):
-            entry = {"id": r["id"], "state": "pending", "prompt_id": item["prompt_id"], "batch_id": batch_id,
-                     "existed": r["existed"], **extra}
+        for item, extra, r in zip(items, extras, results, strict=True):
+            entry = {
+                "id": r["id"],
+                "state": "pending",
+                "prompt_id": item["prompt_id"],
+                "batch_id": batch_id,
+                "existed": r["existed"],
+                **extra,
+            }
             entries.append(entry)
         existed = [e for e in entries if e["existed"]]
         if existed:  # show what is really there, not what was asked for
@@ -434,8 +474,12 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
                 job = found.get(e["id"])
                 if job is not None:  # else deleted in the meantime
                     e.update(state=job["state"], prompt_id=job["prompt_id"], batch_id=job.get("batch_id"))
-        body = {"status": "queued", "batch_id": entries[0]["batch_id"] if existed else batch_id,
-                "count": len(entries), "jobs": entries}
+        body = {
+            "status": "queued",
+            "batch_id": entries[0]["batch_id"] if existed else batch_id,
+            "count": len(entries),
+            "jobs": entries,
+        }
         if existed and len(existed) == len(entries):
             body["existed"] = True
         return web.json_response(body)
@@ -452,11 +496,19 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
             except KeyError:
                 jobs = []
             return web.json_response({"jobs": [summary_view(j, prefix) for j in jobs], "next_cursor": None})
-        page = await store_call(service.store.list, state=q.get("state"), batch_id=q.get("batch_id"),
-                                since=q.get("since"), until=q.get("until"), cursor=q["cursor"],
-                                limit=q["limit"], newest_first=q["newest_first"])
-        return web.json_response({"jobs": [summary_view(j, prefix) for j in page["jobs"]],
-                                  "next_cursor": page["next_cursor"]})
+        page = await store_call(
+            service.store.list,
+            state=q.get("state"),
+            batch_id=q.get("batch_id"),
+            since=q.get("since"),
+            until=q.get("until"),
+            cursor=q["cursor"],
+            limit=q["limit"],
+            newest_first=q["newest_first"],
+        )
+        return web.json_response(
+            {"jobs": [summary_view(j, prefix) for j in page["jobs"]], "next_cursor": page["next_cursor"]}
+        )
 
     @handle("GET", "/jobs/{id}")
     async def get_task(request: web.Request) -> web.Response:
@@ -536,7 +588,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         finished = counts["succeeded"] + counts["failed"] + counts["cancelled"]
         ids = [j["id"] for j in jobs]  # ascending: ids follow enqueue order
         start = bisect.bisect_right(ids, cursor) if cursor else 0
-        page = jobs[start:start + limit]
+        page = jobs[start : start + limit]
         more = start + limit < len(jobs)
         body = {
             "batch_id": batch_id,
@@ -633,9 +685,13 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         if not auth.authorized(request):  # a monitor without the token: the status, nothing else
             return web.json_response({"status": health_status(h)}, status=status)
         stats = await store_call(service.store.stats) if h["writable"] else None
-        body = {"status": health_status(h), "queue": h, "stats": stats,
-                "paused": stats["paused"] if stats else None,
-                "workers": worker_summary(await workers_list()) if service.broker is not None else None}
+        body = {
+            "status": health_status(h),
+            "queue": h,
+            "stats": stats,
+            "paused": stats["paused"] if stats else None,
+            "workers": worker_summary(await workers_list()) if service.broker is not None else None,
+        }
         return web.json_response(body, status=status)
 
     # -- artifacts --
@@ -647,8 +703,7 @@ def add_routes(routes: web.RouteTableDef, service, *, prefix: str = "/comfymq", 
         if not JOB_ID_RE.match(job_id) or not _safe_relative(name):
             raise missing
         job = await get_job(job_id)
-        recorded = next((a for a in job.get("artifacts") or []
-                         if a.get("path") in (f"{job_id}/{name}", name)), None)
+        recorded = next((a for a in job.get("artifacts") or [] if a.get("path") in (f"{job_id}/{name}", name)), None)
         if recorded is None:
             raise missing
         path = await store_call(resolve_artifact, service.artifact_root, recorded["path"])

@@ -93,8 +93,10 @@ def normalize_allowed_host(entry: str) -> str:
         return text
     parsed = split_host(text)
     if parsed is None or parsed[1] is not None:
-        raise ValueError(f"allowed_hosts: '{_shown(entry)}' is not a host name or IP address (give it without a "
-                         "port or scheme, e.g. comfy.lan or 192.168.1.5; '*' allows any)")
+        raise ValueError(
+            f"allowed_hosts: '{_shown(entry)}' is not a host name or IP address (give it without a "
+            "port or scheme, e.g. comfy.lan or 192.168.1.5; '*' allows any)"
+        )
     return parsed[0]
 
 
@@ -106,8 +108,15 @@ def parse_origin(value: str) -> tuple[str, str, int] | None:
         port = u.port
     except ValueError:
         return None
-    if u.scheme not in DEFAULT_PORTS or not u.hostname or u.path not in ("", "/") or u.query or u.fragment \
-            or u.username is not None or u.password is not None:
+    if (
+        u.scheme not in DEFAULT_PORTS
+        or not u.hostname
+        or u.path not in ("", "/")
+        or u.query
+        or u.fragment
+        or u.username is not None
+        or u.password is not None
+    ):
         return None
     name = u.hostname.lower().rstrip(".")
     return u.scheme, name, port if port is not None else DEFAULT_PORTS[u.scheme]
@@ -117,8 +126,10 @@ def normalize_allowed_origin(entry: str) -> tuple[str, str, int]:
     """An allowed_origins entry (scheme://name[:port]) as compared; ValueError naming the entry otherwise."""
     parsed = parse_origin(entry)
     if parsed is None:
-        raise ValueError(f"allowed_origins: '{_shown(entry)}' is not an origin (give scheme://name[:port], e.g. "
-                         "https://comfy.example.com)")
+        raise ValueError(
+            f"allowed_origins: '{_shown(entry)}' is not an origin (give scheme://name[:port], e.g. "
+            "https://comfy.example.com)"
+        )
     return parsed
 
 
@@ -131,16 +142,19 @@ class SitePolicy:
     allowed_origins: tuple[tuple[str, str, int], ...] = ()
 
     @classmethod
-    def build(cls, listen: Iterable[str | None], allowed_hosts: Iterable[str] = (),
-              allowed_origins: Iterable[str] = ()) -> "SitePolicy":
+    def build(
+        cls, listen: Iterable[str | None], allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()
+    ) -> "SitePolicy":
         """The policy for an API listening on every address in `listen` ("" or None: every interface).
         ValueError naming a bad allowed_hosts / allowed_origins entry."""
         addresses = list(listen)
         loopback = bool(addresses) and all(a and is_loopback_name(a.strip().strip("[]").lower()) for a in addresses)
         # ("" or None: every interface; a host name other than localhost may resolve to anything)
-        return cls(loopback_only=loopback,
-                   allowed_hosts=tuple(dict.fromkeys(normalize_allowed_host(h) for h in allowed_hosts)),
-                   allowed_origins=tuple(dict.fromkeys(normalize_allowed_origin(o) for o in allowed_origins)))
+        return cls(
+            loopback_only=loopback,
+            allowed_hosts=tuple(dict.fromkeys(normalize_allowed_host(h) for h in allowed_hosts)),
+            allowed_origins=tuple(dict.fromkeys(normalize_allowed_origin(o) for o in allowed_origins)),
+        )
 
     def host_allowed(self, name: str) -> bool:
         if "*" in self.allowed_hosts or name in self.allowed_hosts or is_loopback_name(name):
@@ -169,34 +183,51 @@ def refusal(policy: SitePolicy, method: str, headers: Mapping[str, str], getall=
         if parsed is None:
             return Refusal(400, "bad_host", f"the Host header '{_shown(', '.join(host_values))}' is not a host name")
         if not policy.host_allowed(parsed[0]):
-            return Refusal(403, "host_not_allowed",
-                           f"this ComfyMQ API answers only requests addressed to {policy.describe_hosts()}, not to "
-                           f"Host '{_shown(host_values[0])}' (a guard against DNS rebinding). If that name is really "
-                           "this host's, add it to allowed_hosts (COMFYMQ_ALLOWED_HOSTS, or `host --allow-host NAME`)")
+            return Refusal(
+                403,
+                "host_not_allowed",
+                f"this ComfyMQ API answers only requests addressed to {policy.describe_hosts()}, not to "
+                f"Host '{_shown(host_values[0])}' (a guard against DNS rebinding). If that name is really "
+                "this host's, add it to allowed_hosts (COMFYMQ_ALLOWED_HOSTS, or `host --allow-host NAME`)",
+            )
         own = parsed
     origin_values = getall("Origin")
     allowed_origin = False
     if origin_values:
         origin = parse_origin(origin_values[0]) if len(origin_values) == 1 else None
         allowed_origin = origin is not None and origin in policy.allowed_origins
-        same = (origin is not None and own is not None and origin[1] == own[0]
-                and origin[2] == (own[1] if own[1] is not None else DEFAULT_PORTS[origin[0]]))
+        same = (
+            origin is not None
+            and own is not None
+            and origin[1] == own[0]
+            and origin[2] == (own[1] if own[1] is not None else DEFAULT_PORTS[origin[0]])
+        )
         if not (same or allowed_origin):
-            return Refusal(403, "cross_origin",
-                           f"a request from Origin '{_shown(', '.join(origin_values))}' is refused: it is not this "
-                           "API's own origin. To allow a web origin, add it to allowed_origins "
-                           "(COMFYMQ_ALLOWED_ORIGINS, or `host --allow-origin URL`)")
+            return Refusal(
+                403,
+                "cross_origin",
+                f"a request from Origin '{_shown(', '.join(origin_values))}' is refused: it is not this "
+                "API's own origin. To allow a web origin, add it to allowed_origins "
+                "(COMFYMQ_ALLOWED_ORIGINS, or `host --allow-origin URL`)",
+            )
     fetch_site = getall("Sec-Fetch-Site")
     if any(v.strip().lower() == "cross-site" for v in fetch_site) and not allowed_origin:
-        return Refusal(403, "cross_origin", "a cross-site request (Sec-Fetch-Site: cross-site) is refused. To "
-                       "allow a web origin, add it to allowed_origins (COMFYMQ_ALLOWED_ORIGINS, or "
-                       "`host --allow-origin URL`)")
+        return Refusal(
+            403,
+            "cross_origin",
+            "a cross-site request (Sec-Fetch-Site: cross-site) is refused. To "
+            "allow a web origin, add it to allowed_origins (COMFYMQ_ALLOWED_ORIGINS, or "
+            "`host --allow-origin URL`)",
+        )
     if method.upper() not in SAFE_METHODS:
         types = getall("Content-Type")
         media = types[0].split(";", 1)[0].strip().lower() if len(types) == 1 else None
         if media != JSON_MEDIA_TYPE:
             got = f"'{_shown(', '.join(types))}'" if types else "none"
-            return Refusal(415, "unsupported_media_type",
-                           f"{method.upper()} requests to this API need 'Content-Type: application/json', also "
-                           f"without a body (got {got}): web pages on other sites cannot send that header")
+            return Refusal(
+                415,
+                "unsupported_media_type",
+                f"{method.upper()} requests to this API need 'Content-Type: application/json', also "
+                f"without a body (got {got}): web pages on other sites cannot send that header",
+            )
     return None

@@ -23,7 +23,7 @@ ERROR_SUMMARY_CHARS = 500
 def artifact_name(job_id: str, path: str) -> str:
     """The {name} part of an artifact's URL: its path without the "<job_id>/" the broker puts in front."""
     prefix = job_id + "/"
-    return path[len(prefix):] if path.startswith(prefix) else path
+    return path[len(prefix) :] if path.startswith(prefix) else path
 
 
 def artifact_view(job_id: str, artifact: dict, prefix: str) -> dict:
@@ -38,7 +38,7 @@ def error_summary(error: dict | None) -> dict | None:
         return None
     message = error.get("message") or ""
     if len(message) > ERROR_SUMMARY_CHARS:
-        message = message[:ERROR_SUMMARY_CHARS - 1] + "…"
+        message = message[: ERROR_SUMMARY_CHARS - 1] + "…"
     return {"type": error.get("type"), "message": message, "node_id": error.get("node_id")}
 
 

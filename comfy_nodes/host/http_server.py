@@ -32,18 +32,24 @@ from ..api.errors import error_response
 
 log = logging.getLogger("comfymq.host")
 
-_KINDS = {400: "bad_request", 413: "too_large", 414: "too_large", 431: "too_large", 500: "internal_error",
-          504: "timeout"}
+_KINDS = {
+    400: "bad_request",
+    413: "too_large",
+    414: "too_large",
+    431: "too_large",
+    500: "internal_error",
+    504: "timeout",
+}
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    keepalive_timeout: float = 15.0   # seconds; see the module doc
-    lingering_time: float = 2.0       # seconds
-    max_line_size: int = 8190         # bytes of the request line (the URL) and of one header line
-    max_field_size: int = 8190        # bytes of one header value
-    max_headers: int = 128            # header lines per request
-    shutdown_timeout: float = 10.0    # seconds requests in progress may take to finish at shutdown
+    keepalive_timeout: float = 15.0  # seconds; see the module doc
+    lingering_time: float = 2.0  # seconds
+    max_line_size: int = 8190  # bytes of the request line (the URL) and of one header line
+    max_field_size: int = 8190  # bytes of one header value
+    max_headers: int = 128  # header lines per request
+    shutdown_timeout: float = 10.0  # seconds requests in progress may take to finish at shutdown
 
     def __post_init__(self):
         for name in ("keepalive_timeout", "lingering_time", "shutdown_timeout"):
@@ -52,9 +58,13 @@ class ServerSettings:
                 raise ValueError(f"{name} must be more than 0 and at most 86400 seconds, got {value!r}")
 
     def handler_args(self) -> dict:
-        return {"keepalive_timeout": self.keepalive_timeout, "lingering_time": self.lingering_time,
-                "max_line_size": self.max_line_size, "max_field_size": self.max_field_size,
-                "max_headers": self.max_headers}
+        return {
+            "keepalive_timeout": self.keepalive_timeout,
+            "lingering_time": self.lingering_time,
+            "max_line_size": self.max_line_size,
+            "max_field_size": self.max_field_size,
+            "max_headers": self.max_headers,
+        }
 
 
 class JsonErrorRequestHandler(web.RequestHandler):
@@ -72,8 +82,9 @@ class JsonErrorRequestHandler(web.RequestHandler):
             return
         super().log_exception(*args, **kw)
 
-    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
-                     message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         if status >= 500:
             self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         else:  # the client's fault: not worth a traceback in the host's log
@@ -110,8 +121,7 @@ class HostRunner(web.AppRunner):
 
 async def start(app: web.Application, host: str | None, port: int, settings: ServerSettings) -> HostRunner:
     """Starts serving app on host:port (port 0: a free one); returns the runner (runner.addresses)."""
-    runner = HostRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout,
-                        **settings.handler_args())
+    runner = HostRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout, **settings.handler_args())
     await runner.setup()
     try:
         site = web.TCPSite(runner, host or None, port)

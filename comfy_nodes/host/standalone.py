@@ -14,10 +14,10 @@ import logging
 from aiohttp import web
 
 from ..api.auth import insecure_bind_warning
+from ..api.compat_routes import add_compat_routes
 from ..api.guards import host_middlewares
 from ..api.limits import RequestLimits
 from ..api.routes import add_routes
-from ..api.compat_routes import add_compat_routes
 from ..api.site_policy import SitePolicy
 from ..config import check_token
 from ..service import BrokerSettings, QueueService
@@ -26,8 +26,13 @@ from .http_server import ServerSettings, serve
 log = logging.getLogger("comfymq.host")
 
 
-def build_app(service: QueueService, *, token: str | None = None, site: SitePolicy | None = None,
-              limits: RequestLimits | None = None) -> web.Application:
+def build_app(
+    service: QueueService,
+    *,
+    token: str | None = None,
+    site: SitePolicy | None = None,
+    limits: RequestLimits | None = None,
+) -> web.Application:
     """The host's app: the seed contract (/tasks, /health) and the /comfymq API (also under /api/comfymq, as
     inside ComfyUI). Every request passes the site rules of `site` (default: an API on loopback, nothing allowed
     on top; api/site_policy.py), then, with a token, needs `Authorization: Bearer <token>` (config.check_token's
@@ -56,9 +61,19 @@ async def _retention_loop(service: QueueService, days: float, every: float = 360
         await asyncio.sleep(every)
 
 
-def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, retention_days: float,
-             broker: BrokerSettings | None, token: str | None = None, site: SitePolicy | None = None,
-             limits: RequestLimits | None = None, server: ServerSettings | None = None) -> None:
+def run_host(
+    *,
+    data_dir: str,
+    host: str,
+    port: int,
+    artifact_root: str | None,
+    retention_days: float,
+    broker: BrokerSettings | None,
+    token: str | None = None,
+    site: SitePolicy | None = None,
+    limits: RequestLimits | None = None,
+    server: ServerSettings | None = None,
+) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
     service = QueueService(data_dir, artifact_root, broker=broker)
@@ -89,8 +104,12 @@ def run_host(*, data_dir: str, host: str, port: int, artifact_root: str | None, 
     app.on_startup.append(start_background)
     app.on_cleanup.append(stop)
     if service.broker is not None:
-        log.info("workers connect to %s%s", service.broker.endpoint,
-                 f" (CURVE, broker public key {service.broker.public_key})" if service.broker.public_key else
-                 " (plain text)")
+        log.info(
+            "workers connect to %s%s",
+            service.broker.endpoint,
+            f" (CURVE, broker public key {service.broker.public_key})"
+            if service.broker.public_key
+            else " (plain text)",
+        )
     log.info("ComfyMQ host on http://%s:%d  (data: %s, artifacts: %s)", host, port, data_dir, service.artifact_root)
     serve(app, host, port, server or ServerSettings())  # a port that is taken raises, after the store closed

@@ -15,7 +15,7 @@ import json
 from typing import Any, Mapping
 
 PNG_COMPRESS_LEVEL = 4  # what ComfyUI's SaveImage uses: a fair trade of size against time
-EMPTY_MASK_SIZE = 64    # LoadImage's mask when the image has no alpha: zeros of 64 x 64
+EMPTY_MASK_SIZE = 64  # LoadImage's mask when the image has no alpha: zeros of 64 x 64
 
 
 def require_numpy():
@@ -46,6 +46,7 @@ def optional_torch():
     if not _torch_checked:
         try:
             import torch
+
             _torch = torch
         except ImportError:
             _torch = None

@@ -89,9 +89,11 @@ class ComfyMQJobInfo:
     )
     FUNCTION = "job_info"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("The ComfyMQ job this prompt is running as: job id, attempt number, batch id and index in the "
-                   "batch (empty and 0 when the prompt was queued in ComfyUI directly). Runs again on every prompt, "
-                   "so a value never carries over from another job.")
+    DESCRIPTION = (
+        "The ComfyMQ job this prompt is running as: job id, attempt number, batch id and index in the "
+        "batch (empty and 0 when the prompt was queued in ComfyUI directly). Runs again on every prompt, "
+        "so a value never carries over from another job."
+    )
 
     @classmethod
     def IS_CHANGED(cls, *args, **kwargs):

@@ -91,28 +91,49 @@ class ComfyMQLoadJobArtifact:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "job_id": ("STRING", {"default": "", "tooltip": "The id of the job that produced the image "
-                                                                "(16 hex digits, as the ComfyMQ panel shows it)."}),
-                "name": ("STRING", {"default": "", "tooltip": "The artifact's file name, e.g. "
-                                                              "0123456789abcdef_00001.png (no folders)."}),
+                "job_id": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The id of the job that produced the image "
+                        "(16 hex digits, as the ComfyMQ panel shows it).",
+                    },
+                ),
+                "name": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The artifact's file name, e.g. 0123456789abcdef_00001.png (no folders).",
+                    },
+                ),
             },
             "optional": {
-                "root": ("STRING", {"default": "", "tooltip": "The artifact root holding <job id>/<name> (relative: "
-                                                              "inside ComfyUI's output folder). Empty: "
-                                                              "$COMFYMQ_ARTIFACT_ROOT, else ComfyUI's output "
-                                                              "folder + /comfymq."}),
+                "root": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "The artifact root holding <job id>/<name> (relative: "
+                        "inside ComfyUI's output folder). Empty: "
+                        "$COMFYMQ_ARTIFACT_ROOT, else ComfyUI's output "
+                        "folder + /comfymq.",
+                    },
+                ),
             },
         }
 
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "mask")
-    OUTPUT_TOOLTIPS = ("The image as RGB, [frames, height, width, 3] in 0..1.",
-                       "1 - alpha, [frames, height, width]; zeros of 64 x 64 when the image has no alpha.")
+    OUTPUT_TOOLTIPS = (
+        "The image as RGB, [frames, height, width, 3] in 0..1.",
+        "1 - alpha, [frames, height, width]; zeros of 64 x 64 when the image has no alpha.",
+    )
     FUNCTION = "load_artifact"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Loads an image that a finished ComfyMQ job produced (from <artifact root>/<job id>/<name>) as "
-                   "IMAGE and MASK, like Load Image. Job id and name are checked: nothing outside the artifact "
-                   "root can be read.")
+    DESCRIPTION = (
+        "Loads an image that a finished ComfyMQ job produced (from <artifact root>/<job id>/<name>) as "
+        "IMAGE and MASK, like Load Image. Job id and name are checked: nothing outside the artifact "
+        "root can be read."
+    )
 
     @classmethod
     def VALIDATE_INPUTS(cls, job_id=None, name=None, root=None):

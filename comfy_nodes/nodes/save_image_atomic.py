@@ -57,6 +57,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # ---- where files go ---------------------------------------------------------------------------------------
 
+
 def comfyui_output_directory() -> str | None:
     """ComfyUI's output folder when running inside ComfyUI (folder_paths is importable), else None."""
     try:
@@ -113,6 +114,7 @@ def metadata_disabled() -> bool:
 
 # ---- names ------------------------------------------------------------------------------------------------
 
+
 def split_prefix(filename_prefix: str) -> tuple[str, str]:
     """filename_prefix "a/b/name" -> (subfolder "a/b", prefix "name"), as SaveImage splits it."""
     text = (filename_prefix or "").replace("\\", "/")
@@ -136,18 +138,23 @@ def parse_template(template: str) -> list[tuple[str, str | None]]:
     try:
         pieces = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise ValueError(f"name template {template!r} is malformed: {e} "
-                         "(write {{ and }} for literal braces)") from None
+        raise ValueError(
+            f"name template {template!r} is malformed: {e} (write {{{{ and }}}} for literal braces)"
+        ) from None
     out = []
     for literal, field, spec, conversion in pieces:
         if field is not None:
             if field not in PLACEHOLDERS:
                 shown = "{" + field + "}"
-                raise ValueError(f"name template {template!r} has an unknown placeholder {shown}; "
-                                 f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+                raise ValueError(
+                    f"name template {template!r} has an unknown placeholder {shown}; "
+                    f"known: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+                )
             if spec or conversion:
-                raise ValueError(f"name template {template!r}: placeholder {{{field}}} takes no format "
-                                 f"(found {'!' + conversion if conversion else ''}{':' + spec if spec else ''})")
+                raise ValueError(
+                    f"name template {template!r}: placeholder {{{field}}} takes no format "
+                    f"(found {'!' + conversion if conversion else ''}{':' + spec if spec else ''})"
+                )
         out.append((literal, field))
     return out
 
@@ -224,8 +231,14 @@ def next_counter(directory: str, pieces, values: dict) -> int:
     return best + 1
 
 
-def plan_names(name_template: str, filename_prefix: str, extra_pnginfo: Any, count: int, directory: str | None,
-               today: str | None = None) -> tuple[str, list[str]]:
+def plan_names(
+    name_template: str,
+    filename_prefix: str,
+    extra_pnginfo: Any,
+    count: int,
+    directory: str | None,
+    today: str | None = None,
+) -> tuple[str, list[str]]:
     """(subfolder, file names) for `count` images; ValueError for a bad template or prefix.
 
     With directory None the counter starts at 1 (used to validate without touching the disk).
@@ -246,6 +259,7 @@ def plan_names(name_template: str, filename_prefix: str, extra_pnginfo: Any, cou
 
 # ---- the node ---------------------------------------------------------------------------------------------
 
+
 class ComfyMQSaveImageAtomic:
     """SaveImage with atomic, never-overwriting writes, a chosen root folder and a file name template."""
 
@@ -254,26 +268,35 @@ class ComfyMQSaveImageAtomic:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The images to save."}),
-                "filename_prefix": ("STRING", {
-                    "default": DEFAULT_PREFIX,
-                    "tooltip": "The {prefix} of the file names. Folders in it ('portraits/ComfyMQ') become "
-                               "subfolders of the root, as in Save Image.",
-                }),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": DEFAULT_PREFIX,
+                        "tooltip": "The {prefix} of the file names. Folders in it ('portraits/ComfyMQ') become "
+                        "subfolders of the root, as in Save Image.",
+                    },
+                ),
             },
             "optional": {
-                "root": ("STRING", {
-                    "default": "",
-                    "tooltip": "Folder to save into, e.g. a NAS folder shared by several ComfyUI machines. Empty: "
-                               "ComfyUI's output folder; a relative path is taken inside it. Files saved outside "
-                               "the output folder are not previewed in the UI.",
-                }),
-                "name_template": ("STRING", {
-                    "default": DEFAULT_TEMPLATE,
-                    "tooltip": "File name without extension. Placeholders: {job} (job id; the prefix outside a "
-                               "ComfyMQ job), {prefix}, {batch} (index in the image batch), {date} (YYYY-MM-DD), "
-                               "{counter} (5 digits). A name that exists gets a -1, -2 ... suffix; no file is "
-                               "ever overwritten.",
-                }),
+                "root": (
+                    "STRING",
+                    {
+                        "default": "",
+                        "tooltip": "Folder to save into, e.g. a NAS folder shared by several ComfyUI machines. Empty: "
+                        "ComfyUI's output folder; a relative path is taken inside it. Files saved outside "
+                        "the output folder are not previewed in the UI.",
+                    },
+                ),
+                "name_template": (
+                    "STRING",
+                    {
+                        "default": DEFAULT_TEMPLATE,
+                        "tooltip": "File name without extension. Placeholders: {job} (job id; the prefix outside a "
+                        "ComfyMQ job), {prefix}, {batch} (index in the image batch), {date} (YYYY-MM-DD), "
+                        "{counter} (5 digits). A name that exists gets a -1, -2 ... suffix; no file is "
+                        "ever overwritten.",
+                    },
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -284,10 +307,12 @@ class ComfyMQSaveImageAtomic:
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Saves images as PNG like Save Image, but atomically: each file appears whole or not at all, "
-                   "and an existing name is never overwritten (the new file gets a -1, -2 ... suffix), so several "
-                   "ComfyUI machines can save into one shared folder. The files are listed in the prompt's outputs, "
-                   "where the ComfyMQ worker records them on the current job. The workflow and prompt are embedded as PNG text, as Save Image does.")
+    DESCRIPTION = (
+        "Saves images as PNG like Save Image, but atomically: each file appears whole or not at all, "
+        "and an existing name is never overwritten (the new file gets a -1, -2 ... suffix), so several "
+        "ComfyUI machines can save into one shared folder. The files are listed in the prompt's outputs, "
+        "where the ComfyMQ worker records them on the current job. The workflow and prompt are embedded as PNG text, as Save Image does."
+    )
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix=None, name_template=None, root=None):
@@ -305,8 +330,16 @@ class ComfyMQSaveImageAtomic:
             return str(e)
         return True
 
-    def save_images(self, images, filename_prefix=DEFAULT_PREFIX, root="", name_template=DEFAULT_TEMPLATE,
-                    prompt=None, extra_pnginfo=None, **_ignored):
+    def save_images(
+        self,
+        images,
+        filename_prefix=DEFAULT_PREFIX,
+        root="",
+        name_template=DEFAULT_TEMPLATE,
+        prompt=None,
+        extra_pnginfo=None,
+        **_ignored,
+    ):
         frames = image_batch_to_uint8(images)
         require_pil()  # a missing Pillow fails here, before the root is created
         plan_names(name_template, filename_prefix, extra_pnginfo, len(frames), None)  # refuse before any I/O
@@ -317,7 +350,7 @@ class ComfyMQSaveImageAtomic:
         output_dir = comfyui_output_directory()
 
         previews, files = [], []
-        for frame, name in zip(frames, names):
+        for frame, name in zip(frames, names, strict=True):
             info = writer.write(f"{subfolder}/{name}" if subfolder else name, encode_png(frame, text))
             full_path = info["full_path"]
             filename = os.path.basename(full_path)
@@ -327,17 +360,19 @@ class ComfyMQSaveImageAtomic:
                 out_rel = os.path.relpath(os.path.dirname(os.path.realpath(full_path)), os.path.realpath(output_dir))
                 subfolder_in_output = "" if out_rel == "." else out_rel.replace(os.sep, "/")
                 previews.append({"filename": filename, "subfolder": subfolder_in_output, "type": "output"})
-            files.append({
-                "name": filename,
-                "subfolder": rel_dir,
-                "path": info["path"],
-                "root": base,
-                "full_path": full_path,
-                "size": info["size"],
-                "sha256": info["sha256"],
-                "mime": MIME,
-                "in_output_dir": in_output,
-            })
+            files.append(
+                {
+                    "name": filename,
+                    "subfolder": rel_dir,
+                    "path": info["path"],
+                    "root": base,
+                    "full_path": full_path,
+                    "size": info["size"],
+                    "sha256": info["sha256"],
+                    "mime": MIME,
+                    "in_output_dir": in_output,
+                }
+            )
         return {"ui": {"images": previews, "comfymq_files": files}, "result": (images,)}
 
 

@@ -83,8 +83,14 @@ class WorkerBridge:
         self._caps: dict = {}
         self._unreachable: str | None = None
         self._unhealthy: str | None = None  # why this link must be left (a part of the bridge broke)
-        self.state = {"comfy_url": settings.comfy_url, "broker": settings.broker, "comfyui": "unknown",
-                      "connected": False, "running": None, "message": "starting"}
+        self.state = {
+            "comfy_url": settings.comfy_url,
+            "broker": settings.broker,
+            "comfyui": "unknown",
+            "connected": False,
+            "running": None,
+            "message": "starting",
+        }
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -149,13 +155,19 @@ class WorkerBridge:
                 self.state.update(comfyui="ok")
                 await self._serve(n, client, stats)
                 if self._unhealthy and not self._stop.is_set():
-                    log.error("the ComfyMQ worker left the broker because %s; its jobs go to other workers; "
-                              "joining again", self._unhealthy)
+                    log.error(
+                        "the ComfyMQ worker left the broker because %s; its jobs go to other workers; joining again",
+                        self._unhealthy,
+                    )
                     self.state.update(message=f"left: {self._unhealthy}")
                     await self._sleep(1.0)
                 elif self._unreachable and not self._stop.is_set():
-                    log.warning("ComfyUI at %s stopped answering (%s): left the broker; its job returns to the "
-                                "queue; waiting for ComfyUI", self.s.comfy_url, self._unreachable)
+                    log.warning(
+                        "ComfyUI at %s stopped answering (%s): left the broker; its job returns to the "
+                        "queue; waiting for ComfyUI",
+                        self.s.comfy_url,
+                        self._unreachable,
+                    )
                     self.state.update(comfyui="unreachable", message=self._unreachable)
                     await self._sleep(1.0)
         finally:
@@ -169,32 +181,57 @@ class WorkerBridge:
 
     def _host_facts(self, stats: dict) -> dict:
         system = stats.get("system", {}) if isinstance(stats, dict) else {}
-        devices = [{k: d.get(k) for k in ("name", "type", "vram_total", "vram_free")}
-                   for d in (stats.get("devices") or []) if isinstance(d, dict)]
-        return {"hostname": socket.gethostname(), "os": system.get("os") or platform.system(),
-                "python": system.get("python_version"), "pytorch": system.get("pytorch_version"),
-                "ram_total": system.get("ram_total"), "devices": devices, "comfy_url": self.s.comfy_url}
+        devices = [
+            {k: d.get(k) for k in ("name", "type", "vram_total", "vram_free")}
+            for d in (stats.get("devices") or [])
+            if isinstance(d, dict)
+        ]
+        return {
+            "hostname": socket.gethostname(),
+            "os": system.get("os") or platform.system(),
+            "python": system.get("python_version"),
+            "pytorch": system.get("pytorch_version"),
+            "ram_total": system.get("ram_total"),
+            "devices": devices,
+            "comfy_url": self.s.comfy_url,
+        }
 
     async def _serve(self, n, client: ComfyClient, stats: dict) -> None:
         self._unreachable = None
         self._unhealthy = None
         version = (stats.get("system") or {}).get("comfyui_version", "") if isinstance(stats, dict) else ""
         try:
-            wc = n.WorkerClient(broker=self.s.broker, worker_id=self.s.worker_id, name=self.s.name,
-                                capacity=self.s.capacity, capabilities=self._caps, info=self._host_facts(stats),
-                                plugin_version=self.s.plugin_version, comfyui_version=str(version or ""),
-                                heartbeat=self.s.heartbeat, liveness=3, broker_public_key=self.s.broker_public_key,
-                                public_key=self.s.public_key, secret_key=self.s.secret_key,
-                                allow_plaintext=self.s.allow_plaintext, reconnect_min=self.s.reconnect_min,
-                                reconnect_max=self.s.reconnect_max)
+            wc = n.WorkerClient(
+                broker=self.s.broker,
+                worker_id=self.s.worker_id,
+                name=self.s.name,
+                capacity=self.s.capacity,
+                capabilities=self._caps,
+                info=self._host_facts(stats),
+                plugin_version=self.s.plugin_version,
+                comfyui_version=str(version or ""),
+                heartbeat=self.s.heartbeat,
+                liveness=3,
+                broker_public_key=self.s.broker_public_key,
+                public_key=self.s.public_key,
+                secret_key=self.s.secret_key,
+                allow_plaintext=self.s.allow_plaintext,
+                reconnect_min=self.s.reconnect_min,
+                reconnect_max=self.s.reconnect_max,
+            )
         except (ValueError, n.ComfyMQError) as e:
             log.error("cannot start the ComfyMQ worker: %s", e)
             self.state.update(message=f"cannot start: {e}")
             await self._stop.wait()
             return
         self._wc = wc
-        log.info("worker %s drives ComfyUI %s (%s) for broker %s", self.s.worker_id, self.s.comfy_url,
-                 caps_mod.summary(self._caps), self.s.broker)
+        log.info(
+            "worker %s drives ComfyUI %s (%s) for broker %s",
+            self.s.worker_id,
+            self.s.comfy_url,
+            caps_mod.summary(self._caps),
+            self.s.broker,
+        )
         self.state.update(message="serving")
         loop = asyncio.get_running_loop()
         jobs: asyncio.Queue = asyncio.Queue()
@@ -204,22 +241,35 @@ class WorkerBridge:
         def broken(reason: str) -> None:  # from a pump thread: leave the broker (BYE) and join again
             def mark() -> None:
                 self._unhealthy = self._unhealthy or reason
+
             try:
                 loop.call_soon_threadsafe(mark)
             except RuntimeError:  # the loop is gone
                 pass
 
-        pumps = [threading.Thread(target=_pump, args=(wc.next_job, jobs, loop, pumps_stop, "job pump", broken),
-                                  daemon=True, name="comfymq-jobs"),
-                 threading.Thread(target=_pump, args=(wc.next_event, events, loop, pumps_stop, "event pump", broken),
-                                  daemon=True, name="comfymq-worker-events")]
+        pumps = [
+            threading.Thread(
+                target=_pump,
+                args=(wc.next_job, jobs, loop, pumps_stop, "job pump", broken),
+                daemon=True,
+                name="comfymq-jobs",
+            ),
+            threading.Thread(
+                target=_pump,
+                args=(wc.next_event, events, loop, pumps_stop, "event pump", broken),
+                daemon=True,
+                name="comfymq-worker-events",
+            ),
+        ]
         for t in pumps:
             t.start()
         done = asyncio.Event()
         ws_ready = asyncio.Event()
-        tasks = [asyncio.create_task(self._ws_loop(client, ws_ready, done), name="websocket follower"),
-                 asyncio.create_task(self._event_loop(wc, client, events), name="event handler"),
-                 asyncio.create_task(self._caps_loop(wc, client, done), name="capability refresher")]
+        tasks = [
+            asyncio.create_task(self._ws_loop(client, ws_ready, done), name="websocket follower"),
+            asyncio.create_task(self._event_loop(wc, client, events), name="event handler"),
+            asyncio.create_task(self._caps_loop(wc, client, done), name="capability refresher"),
+        ]
         runs: set[asyncio.Task] = set()
         # wait for ComfyUI's websocket (up to 10 s), but not past a stop
         ready, stopping = asyncio.create_task(ws_ready.wait()), asyncio.create_task(self._stop.wait())
@@ -288,7 +338,7 @@ class WorkerBridge:
                 if failures >= 5:
                     self._unreachable = f"its websocket keeps failing: {e}"
                     return
-            await asyncio.sleep(min(0.2 * 2 ** failures, 2.0))
+            await asyncio.sleep(min(0.2 * 2**failures, 2.0))
 
     async def _event_loop(self, wc, client: ComfyClient, events: asyncio.Queue) -> None:
         while True:
@@ -358,39 +408,66 @@ class WorkerBridge:
         self._runs[run.prompt_id] = run
         self._by_job[job_id] = run
         self.state.update(running=job_id)
-        pnginfo = {"comfymq": {"job_id": job_id, "attempt": job.get("attempt"), "batch_id": extra.get("batch_id"),
-                               "batch_index": _batch_index(extra), "prompt_id": extra.get("prompt_id")}}
+        pnginfo = {
+            "comfymq": {
+                "job_id": job_id,
+                "attempt": job.get("attempt"),
+                "batch_id": extra.get("batch_id"),
+                "batch_index": _batch_index(extra),
+                "prompt_id": extra.get("prompt_id"),
+            }
+        }
         if job.get("workflow"):
             pnginfo["workflow"] = job["workflow"]
         try:
             try:
                 await client.submit(prompt, prompt_id=run.prompt_id, extra_pnginfo=pnginfo)
             except PromptRejected as e:
-                wc.fail(job_id, token, {"type": "validation_error", "message": e.summary(),
-                                        "details": {"error": e.error, "node_errors": e.node_errors}},
-                        retryable=False)
+                wc.fail(
+                    job_id,
+                    token,
+                    {
+                        "type": "validation_error",
+                        "message": e.summary(),
+                        "details": {"error": e.error, "node_errors": e.node_errors},
+                    },
+                    retryable=False,
+                )
                 return
             outcome, data = await self._follow(wc, client, run)
             if outcome == "success":
                 await self._finish(wc, client, run)
             elif outcome == "error":
                 tb = data.get("traceback")
-                wc.fail(job_id, token, {
-                    "type": data.get("exception_type") or "execution_error",
-                    "message": (data.get("exception_message") or "execution failed").strip(),
-                    "node_id": str(data.get("node_id") or ""),
-                    "traceback": "".join(tb) if isinstance(tb, list) else str(tb or ""),
-                    "details": {"node_type": data.get("node_type"), "executed": data.get("executed")}},
-                    retryable=True)
+                wc.fail(
+                    job_id,
+                    token,
+                    {
+                        "type": data.get("exception_type") or "execution_error",
+                        "message": (data.get("exception_message") or "execution failed").strip(),
+                        "node_id": str(data.get("node_id") or ""),
+                        "traceback": "".join(tb) if isinstance(tb, list) else str(tb or ""),
+                        "details": {"node_type": data.get("node_type"), "executed": data.get("executed")},
+                    },
+                    retryable=True,
+                )
             elif outcome == "cancelled":
                 wc.confirm_cancel(job_id, token)
             elif outcome == "interrupted":
-                wc.fail(job_id, token, {"type": "interrupted", "message": "the run was interrupted on the worker's "
-                                        "ComfyUI (not by ComfyMQ)", "node_id": str(data.get("node_id") or "")},
-                        retryable=True)
+                wc.fail(
+                    job_id,
+                    token,
+                    {
+                        "type": "interrupted",
+                        "message": "the run was interrupted on the worker's ComfyUI (not by ComfyMQ)",
+                        "node_id": str(data.get("node_id") or ""),
+                    },
+                    retryable=True,
+                )
             elif outcome == "lost":
-                wc.fail(job_id, token, {"type": "comfyui_lost_prompt", "message": data.get("message", "")},
-                        retryable=True)
+                wc.fail(
+                    job_id, token, {"type": "comfyui_lost_prompt", "message": data.get("message", "")}, retryable=True
+                )
         except ComfyUnreachable as e:
             self._unreachable = str(e)  # _serve leaves; BYE returns the job to the queue
         except asyncio.CancelledError:
@@ -413,8 +490,15 @@ class WorkerBridge:
         prompt = run.job["prompt"]
         total = max(1, len(prompt))
         done_nodes: set[str] = set()
-        progress = {"node": None, "class_type": None, "title": None, "value": 0, "max": 1,
-                    "nodes_done": 0, "nodes_total": total}
+        progress = {
+            "node": None,
+            "class_type": None,
+            "title": None,
+            "value": 0,
+            "max": 1,
+            "nodes_done": 0,
+            "nodes_total": total,
+        }
         last_sent = 0.0
         interrupted_by_us = False
 
@@ -469,15 +553,23 @@ class WorkerBridge:
                 if node is None:
                     continue
                 spec = prompt.get(str(node)) or {}
-                progress.update(node=str(node), class_type=spec.get("class_type"),
-                                title=(spec.get("_meta") or {}).get("title") or spec.get("class_type"), value=0, max=1)
+                progress.update(
+                    node=str(node),
+                    class_type=spec.get("class_type"),
+                    title=(spec.get("_meta") or {}).get("title") or spec.get("class_type"),
+                    value=0,
+                    max=1,
+                )
                 send(True)
             elif kind == "progress":
                 progress.update(value=data.get("value", 0), max=data.get("max", 1))
                 if data.get("node") is not None and str(data.get("node")) != progress["node"]:
                     spec = prompt.get(str(data["node"])) or {}
-                    progress.update(node=str(data["node"]), class_type=spec.get("class_type"),
-                                    title=(spec.get("_meta") or {}).get("title") or spec.get("class_type"))
+                    progress.update(
+                        node=str(data["node"]),
+                        class_type=spec.get("class_type"),
+                        title=(spec.get("_meta") or {}).get("title") or spec.get("class_type"),
+                    )
                 send(data.get("value") == data.get("max"))
             elif kind == "executed":
                 done_nodes.add(str(data.get("node")))
@@ -545,7 +637,10 @@ class WorkerBridge:
                 if not isinstance(items, list) or key == "comfymq_files":
                     continue
                 for item in items:
-                    if not (isinstance(item, dict) and item.get("filename")) or item.get("type") in FILE_KEYS_SKIPPED_TYPES:
+                    if (
+                        not (isinstance(item, dict) and item.get("filename"))
+                        or item.get("type") in FILE_KEYS_SKIPPED_TYPES
+                    ):
                         continue
                     mine = local.get((str(item.get("subfolder") or ""), str(item["filename"])))
                     if mine is not None:
@@ -556,8 +651,12 @@ class WorkerBridge:
                     try:
                         await client.download(item, dest)
                     except FileNotFoundError as e:
-                        wc.fail(job_id, token, {"type": "output_missing", "message": str(e), "node_id": str(node_id)},
-                                retryable=True)
+                        wc.fail(
+                            job_id,
+                            token,
+                            {"type": "output_missing", "message": str(e), "node_id": str(node_id)},
+                            retryable=True,
+                        )
                         shutil.rmtree(folder, ignore_errors=True)
                         return
                     add(str(dest), name)
@@ -577,8 +676,9 @@ def _batch_index(extra: dict) -> int | None:
     return int(tail) - 1
 
 
-def _pump(fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event, what: str,
-          broken) -> None:
+def _pump(
+    fetch, queue: asyncio.Queue, loop: asyncio.AbstractEventLoop, stop: threading.Event, what: str, broken
+) -> None:
     """Moves what a blocking native call returns (next_job / next_event, 0.25 s at a time) into the loop.
 
     Never ends silently: a job the client could not hand over (ValueError naming the job, which the client

@@ -34,8 +34,10 @@ class PromptRejected(Exception):
         parts = [self.error.get("message") or self.error.get("type") or "prompt rejected"]
         for node_id, ne in self.node_errors.items():
             for e in (ne or {}).get("errors", []):
-                parts.append(f"node {node_id} ({ne.get('class_type', '?')}): {e.get('message', '')}"
-                             + (f" [{e['details']}]" if e.get("details") else ""))
+                parts.append(
+                    f"node {node_id} ({ne.get('class_type', '?')}): {e.get('message', '')}"
+                    + (f" [{e['details']}]" if e.get("details") else "")
+                )
         return "; ".join(parts)
 
 
@@ -90,8 +92,12 @@ class ComfyClient:
 
     async def submit(self, prompt: dict, *, prompt_id: str, extra_pnginfo: dict) -> str:
         """Queues the prompt for this client's websocket; returns the prompt_id. Raises PromptRejected on 400."""
-        body = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
-                "extra_data": {"extra_pnginfo": extra_pnginfo}}
+        body = {
+            "prompt": prompt,
+            "client_id": self.client_id,
+            "prompt_id": prompt_id,
+            "extra_data": {"extra_pnginfo": extra_pnginfo},
+        }
         status, answer = await self._request("POST", "/prompt", json=body)
         if status == 200 and isinstance(answer, dict):
             return answer.get("prompt_id", prompt_id)
@@ -127,8 +133,13 @@ class ComfyClient:
 
     async def download(self, item: dict, dest: Path, chunk: int = 1 << 20) -> int:
         """Streams one output file ({filename, subfolder, type}) via /view into dest; returns its size."""
-        query = urlencode({"filename": item.get("filename", ""), "subfolder": item.get("subfolder", ""),
-                           "type": item.get("type", "output")})
+        query = urlencode(
+            {
+                "filename": item.get("filename", ""),
+                "subfolder": item.get("subfolder", ""),
+                "type": item.get("type", "output"),
+            }
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120, connect=10)
         try:
             async with self._s().get(f"{self.base_url}/view?{query}", timeout=timeout) as r:

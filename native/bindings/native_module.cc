@@ -9,8 +9,8 @@
 
 #include <memory>
 #include <optional>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "comfymq/artifact_writer.h"
@@ -257,7 +257,8 @@ py::dict EnqueueDict(const EnqueueResult& r) {
 int64_t SecondsToMs(const py::handle& v, const char* what) {
   if (v.is_none()) return 0;
   double s = NumberArg(v, what);
-  if (!(s > 0) || s > 365.0 * 24 * 3600) throw py::value_error(std::string(what) + " must be a positive number of seconds");
+  if (!(s > 0) || s > 365.0 * 24 * 3600)
+    throw py::value_error(std::string(what) + " must be a positive number of seconds");
   return static_cast<int64_t>(s * 1000);
 }
 
@@ -309,8 +310,8 @@ class PyStore {
                    const py::object& metadata, const py::object& prompt_id, const py::object& create_time,
                    const py::object& batch_id, const py::object& max_attempts, const py::object& timeout,
                    const py::object& owner) {
-    NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts,
-                          timeout, owner);
+    NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts, timeout,
+                          owner);
     std::shared_ptr<Store> s = store();
     EnqueueResult r;
     Status st = NoGil([&] { return s->Enqueue(j, &r); });
@@ -326,8 +327,8 @@ class PyStore {
       if (!py::isinstance<py::dict>(item)) throw py::value_error("job " + std::to_string(i) + " must be a dict");
       if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
-      static const char* kKeys[] = {"prompt", "workflow", "priority", "metadata", "prompt_id", "create_time",
-                                    "batch_id", "max_attempts", "timeout", "owner"};
+      static const char* kKeys[] = {"prompt",      "workflow", "priority",     "metadata", "prompt_id",
+                                    "create_time", "batch_id", "max_attempts", "timeout",  "owner"};
       for (auto kv : d) {
         std::string k = py::str(kv.first);
         bool known = false;
@@ -613,7 +614,7 @@ class PyArtifactStream {
   void Abort() {
     if (!s_) return;
     NoGil([&] {
-      s_->Abort();
+      s_->Abort().IgnoreError();
       s_.reset();
     });
   }
@@ -651,7 +652,6 @@ class PyArtifactWriter {
   uint64_t stale_removed_ = 0;
 };
 
-
 // ---- cluster: broker and worker client ----------------------------------------------------------------
 
 int TimeoutMs(double seconds) {
@@ -682,7 +682,8 @@ class PyBroker {
     o.plugin_version = plugin_version;
     if (!max_run_time.is_none()) {
       const double t = NumberArg(max_run_time, "max_run_time");
-      if (!(t >= 0) || t > 30.0 * 24 * 3600) throw py::value_error("max_run_time must be 0 (no limit) to 30 days (seconds)");
+      if (!(t >= 0) || t > 30.0 * 24 * 3600)
+        throw py::value_error("max_run_time must be 0 (no limit) to 30 days (seconds)");
       o.default_run_timeout_ms = static_cast<int64_t>(t * 1000);
     }
     o.worker_keys_path = OptText(worker_keys_path, "worker_keys_path");
@@ -750,7 +751,7 @@ class PyBroker {
     store_.reset();
     if (!b) return;
     NoGil([&] {
-      b->Stop();
+      b->Stop().IgnoreError();
       b.reset();  // the last reference may close the store it owns: without the GIL too
     });
   }
@@ -764,9 +765,9 @@ class PyWorkerClient {
  public:
   PyWorkerClient(const std::string& broker, const std::string& worker_id, const py::object& name, int capacity,
                  const py::object& capabilities, const py::object& info, const std::string& plugin_version,
-                 const std::string& comfyui_version, double heartbeat, int liveness, const py::object& broker_public_key,
-                 const py::object& public_key, const py::object& secret_key, bool allow_plaintext, double reconnect_min,
-                 double reconnect_max) {
+                 const std::string& comfyui_version, double heartbeat, int liveness,
+                 const py::object& broker_public_key, const py::object& public_key, const py::object& secret_key,
+                 bool allow_plaintext, double reconnect_min, double reconnect_max) {
     WorkerClientOptions o;
     o.broker = broker;
     o.worker_id = worker_id;
@@ -845,7 +846,7 @@ class PyWorkerClient {
     c.swap(client_);  // with the GIL held: no call can be copying client_ now
     if (!c) return;
     NoGil([&] {
-      c->Stop(bye);
+      c->Stop(bye).IgnoreError();
       c.reset();
     });
   }
@@ -880,9 +881,9 @@ PYBIND11_MODULE(_native, m) {
   // (ComfyUI loads the pack by folder name), and both must raise and catch the same classes.
   if (g_errors == nullptr) {
     auto* errors = new Errors();
-    errors->base = py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
-        "comfy_nodes._native.ComfyMQError", "An I/O failure or other error of the native core.", PyExc_RuntimeError,
-        nullptr));
+    errors->base = py::reinterpret_steal<py::object>(
+        PyErr_NewExceptionWithDoc("comfy_nodes._native.ComfyMQError",
+                                  "An I/O failure or other error of the native core.", PyExc_RuntimeError, nullptr));
     auto sub = [&](const char* name, const char* doc) {
       return py::reinterpret_steal<py::object>(PyErr_NewExceptionWithDoc(
           (std::string("comfy_nodes._native.") + name).c_str(), doc, errors->base.ptr(), nullptr));
@@ -908,8 +909,9 @@ PYBIND11_MODULE(_native, m) {
   }
   m.attr("MAX_JSON_DEPTH") = kMaxJsonDepth;
 
-  m.def("validate_prompt", [](const py::object& prompt) { Check(ValidatePromptJson(GraphText(prompt, "prompt"))); },
-        py::arg("prompt"), "Raises ValueError naming what is wrong unless `prompt` is an API-format graph.");
+  m.def(
+      "validate_prompt", [](const py::object& prompt) { Check(ValidatePromptJson(GraphText(prompt, "prompt"))); },
+      py::arg("prompt"), "Raises ValueError naming what is wrong unless `prompt` is an API-format graph.");
 
   py::class_<PyStore>(m, "Store", "The durable job queue and result store in one directory.")
       .def(py::init<const std::string&, uint64_t, uint64_t, double, double, bool, bool>(), py::arg("path"),
@@ -938,64 +940,87 @@ PYBIND11_MODULE(_native, m) {
            py::arg("outputs") = py::none(), py::arg("artifacts") = py::none())
       .def("fail", &PyStore::Fail, py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(),
            py::arg("retryable") = true)
-      .def("cancel", [](PyStore& s, const std::string& id, const std::string& reason) {
-             uint64_t jid = JobIdArg(id);
-             s.Simple([&](Store* st) { return st->Cancel(jid, reason); });
-           }, py::arg("job_id"), py::arg("reason") = "")
-      .def("cancel_batch", [](PyStore& s, const std::string& batch_id, const std::string& reason) {
-             std::vector<uint64_t> ids;
-             s.Simple([&](Store* st) { return st->CancelBatch(batch_id, reason, &ids); });
-             py::list out;
-             for (uint64_t id : ids) out.append(FormatJobId(id));
-             return out;
-           }, py::arg("batch_id"), py::arg("reason") = "",
-           "Cancels every pending or running job of the batch in one commit; returns their ids, oldest first.")
-      .def("retry", [](PyStore& s, const std::string& id) {
-             uint64_t jid = JobIdArg(id);
-             s.Simple([&](Store* st) { return st->Retry(jid); });
-           }, py::arg("job_id"))
-      .def("delete", [](PyStore& s, const std::string& id) {
-             uint64_t jid = JobIdArg(id);
-             s.Simple([&](Store* st) { return st->Delete(jid); });
-           }, py::arg("job_id"))
+      .def(
+          "cancel",
+          [](PyStore& s, const std::string& id, const std::string& reason) {
+            uint64_t jid = JobIdArg(id);
+            s.Simple([&](Store* st) { return st->Cancel(jid, reason); });
+          },
+          py::arg("job_id"), py::arg("reason") = "")
+      .def(
+          "cancel_batch",
+          [](PyStore& s, const std::string& batch_id, const std::string& reason) {
+            std::vector<uint64_t> ids;
+            s.Simple([&](Store* st) { return st->CancelBatch(batch_id, reason, &ids); });
+            py::list out;
+            for (uint64_t id : ids) out.append(FormatJobId(id));
+            return out;
+          },
+          py::arg("batch_id"), py::arg("reason") = "",
+          "Cancels every pending or running job of the batch in one commit; returns their ids, oldest first.")
+      .def(
+          "retry",
+          [](PyStore& s, const std::string& id) {
+            uint64_t jid = JobIdArg(id);
+            s.Simple([&](Store* st) { return st->Retry(jid); });
+          },
+          py::arg("job_id"))
+      .def(
+          "delete",
+          [](PyStore& s, const std::string& id) {
+            uint64_t jid = JobIdArg(id);
+            s.Simple([&](Store* st) { return st->Delete(jid); });
+          },
+          py::arg("job_id"))
       .def("pause", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(true); }); })
       .def("resume", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(false); }); })
-      .def_property_readonly("paused", [](PyStore& s) {
-             std::shared_ptr<Store> st = s.store();
-             return NoGil([&] { return st->paused(); });
-           })
-      .def("expire_leases", [](PyStore& s) {
+      .def_property_readonly("paused",
+                             [](PyStore& s) {
+                               std::shared_ptr<Store> st = s.store();
+                               return NoGil([&] { return st->paused(); });
+                             })
+      .def("expire_leases",
+           [](PyStore& s) {
              int n = 0;
              s.Simple([&](Store* st) { return st->ExpireLeases(&n); });
              return n;
            })
-      .def("purge", [](PyStore& s, double older_than_days) {
-             if (!(older_than_days >= 0)) throw py::value_error("older_than_days must not be negative");
-             uint64_t n = 0;
-             int64_t now_ms = Env::Default()->NowMicros() / 1000;
-             int64_t before = now_ms - static_cast<int64_t>(older_than_days * 24 * 3600 * 1000);
-             s.Simple([&](Store* st) { return st->Purge(before, &n); });
-             return n;
-           }, py::kw_only(), py::arg("older_than_days"))
+      .def(
+          "purge",
+          [](PyStore& s, double older_than_days) {
+            if (!(older_than_days >= 0)) throw py::value_error("older_than_days must not be negative");
+            uint64_t n = 0;
+            int64_t now_ms = Env::Default()->NowMicros() / 1000;
+            int64_t before = now_ms - static_cast<int64_t>(older_than_days * 24 * 3600 * 1000);
+            s.Simple([&](Store* st) { return st->Purge(before, &n); });
+            return n;
+          },
+          py::kw_only(), py::arg("older_than_days"))
       .def("checkpoint", [](PyStore& s) { s.Simple([](Store* st) { return st->Checkpoint(); }); })
       .def("compact", [](PyStore& s) { s.Simple([](Store* st) { return st->Compact(); }); })
       .def("health", [](PyStore& s) { s.Simple([](Store* st) { return st->health(); }); })
       .def("close", &PyStore::Close)
-      .def("__enter__", [](PyStore& s) -> PyStore& { return s; }, py::return_value_policy::reference)
+      .def(
+          "__enter__", [](PyStore& s) -> PyStore& { return s; }, py::return_value_policy::reference)
       .def("__exit__", [](PyStore& s, const py::args&) { s.Close(); });
 
-
   m.def("curve_available", &CurveAvailable, "Whether this libzmq supports CurveZMQ (it needs libsodium).");
-  m.def("curve_keypair", [] {
-    std::string pub, sec;
-    Check(MakeCurveKeyPair(&pub, &sec));
-    return py::make_tuple(pub, sec);
-  }, "A new CurveZMQ key pair (public, secret), as 40-character Z85 text.");
-  m.def("curve_public_key", [](const std::string& secret) {
-    std::string pub;
-    Check(CurvePublicFromSecret(secret, &pub));
-    return pub;
-  }, py::arg("secret_key"));
+  m.def(
+      "curve_keypair",
+      [] {
+        std::string pub, sec;
+        Check(MakeCurveKeyPair(&pub, &sec));
+        return py::make_tuple(pub, sec);
+      },
+      "A new CurveZMQ key pair (public, secret), as 40-character Z85 text.");
+  m.def(
+      "curve_public_key",
+      [](const std::string& secret) {
+        std::string pub;
+        Check(CurvePublicFromSecret(secret, &pub));
+        return pub;
+      },
+      py::arg("secret_key"));
 
   py::class_<PyBroker>(m, "Broker", "The host's side of the cluster: a ROUTER socket and its thread.")
       .def(py::init<PyStore&, const std::string&, const std::string&, double, int, const py::object&, const py::object&,
@@ -1006,76 +1031,96 @@ PYBIND11_MODULE(_native, m) {
            py::arg("lease") = py::none(), py::arg("plugin_version") = "", py::arg("max_run_time") = py::none(),
            py::arg("worker_keys_path") = py::none())
       .def_property_readonly("endpoint", [](PyBroker& b) { return b.broker()->endpoint(); })
-      .def_property_readonly("public_key", [](PyBroker& b) {
-             std::string k = b.broker()->public_key();
-             return k.empty() ? py::object(py::none()) : py::object(py::str(k));
-           })
+      .def_property_readonly("public_key",
+                             [](PyBroker& b) {
+                               std::string k = b.broker()->public_key();
+                               return k.empty() ? py::object(py::none()) : py::object(py::str(k));
+                             })
       .def("next_event", &PyBroker::NextEvent, py::arg("timeout") = 1.0)
       .def("workers", &PyBroker::Workers)
       .def("explain", &PyBroker::Explain, py::arg("job_id"))
-      .def("drain", [](PyBroker& b, const std::string& id, bool drain) { Check(b.broker()->Drain(id, drain)); },
-           py::arg("worker_id"), py::arg("drain") = true)
-      .def("refresh_capabilities",
-           [](PyBroker& b, const py::object& id) { Check(b.broker()->RefreshCapabilities(OptText(id, "worker_id"))); },
-           py::arg("worker_id") = py::none())
+      .def(
+          "drain", [](PyBroker& b, const std::string& id, bool drain) { Check(b.broker()->Drain(id, drain)); },
+          py::arg("worker_id"), py::arg("drain") = true)
+      .def(
+          "refresh_capabilities",
+          [](PyBroker& b, const py::object& id) { Check(b.broker()->RefreshCapabilities(OptText(id, "worker_id"))); },
+          py::arg("worker_id") = py::none())
       .def("counters", &PyBroker::Counters)
       .def("close", &PyBroker::Close)
-      .def("__enter__", [](PyBroker& b) -> PyBroker& { return b; }, py::return_value_policy::reference)
+      .def(
+          "__enter__", [](PyBroker& b) -> PyBroker& { return b; }, py::return_value_policy::reference)
       .def("__exit__", [](PyBroker& b, const py::args&) { b.Close(); });
 
   py::class_<PyWorkerClient>(m, "WorkerClient", "A worker's link to a broker.")
-      .def(py::init<const std::string&, const std::string&, const py::object&, int, const py::object&, const py::object&,
-                    const std::string&, const std::string&, double, int, const py::object&, const py::object&,
-                    const py::object&, bool, double, double>(),
-           py::kw_only(), py::arg("broker"), py::arg("worker_id"), py::arg("name") = py::none(), py::arg("capacity") = 1,
-           py::arg("capabilities") = py::none(), py::arg("info") = py::none(), py::arg("plugin_version") = "",
-           py::arg("comfyui_version") = "", py::arg("heartbeat") = 1.0, py::arg("liveness") = 3,
-           py::arg("broker_public_key") = py::none(), py::arg("public_key") = py::none(),
+      .def(py::init<const std::string&, const std::string&, const py::object&, int, const py::object&,
+                    const py::object&, const std::string&, const std::string&, double, int, const py::object&,
+                    const py::object&, const py::object&, bool, double, double>(),
+           py::kw_only(), py::arg("broker"), py::arg("worker_id"), py::arg("name") = py::none(),
+           py::arg("capacity") = 1, py::arg("capabilities") = py::none(), py::arg("info") = py::none(),
+           py::arg("plugin_version") = "", py::arg("comfyui_version") = "", py::arg("heartbeat") = 1.0,
+           py::arg("liveness") = 3, py::arg("broker_public_key") = py::none(), py::arg("public_key") = py::none(),
            py::arg("secret_key") = py::none(), py::arg("allow_plaintext") = false, py::arg("reconnect_min") = 1.0,
            py::arg("reconnect_max") = 30.0)
       .def("next_job", &PyWorkerClient::NextJob, py::arg("timeout") = 1.0)
       .def("next_event", &PyWorkerClient::NextEvent, py::arg("timeout") = 1.0)
-      .def("progress", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& progress) {
-             uint64_t jid = JobIdArg(id);
-             std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
-             w.Call([&](WorkerClient* c) { return c->Progress(jid, token, text); });
-           }, py::arg("job_id"), py::arg("token"), py::arg("progress"))
-      .def("complete", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& outputs,
-                          const py::object& files) {
-             uint64_t jid = JobIdArg(id);
-             std::string out = outputs.is_none() ? std::string() : Dumps(outputs, "outputs");
-             std::vector<OutputFile> fs;
-             if (!files.is_none()) {
-               for (const py::handle& f : files) {
-                 if (!py::isinstance<py::dict>(f)) throw py::value_error("each file must be a dict {path, name, mime}");
-                 py::dict d = py::reinterpret_borrow<py::dict>(f);
-                 if (!d.contains("path")) throw py::value_error("each file needs a path");
-                 OutputFile of;
-                 of.path = TextArg(d["path"], "path");
-                 of.name = d.contains("name") ? TextArg(d["name"], "name") : BaseName(of.path);
-                 of.mime = d.contains("mime") && !d["mime"].is_none() ? TextArg(d["mime"], "mime") : "";
-                 fs.push_back(std::move(of));
-               }
-             }
-             w.Call([&](WorkerClient* c) { return c->Complete(jid, token, out, fs); });
-           }, py::arg("job_id"), py::arg("token"), py::kw_only(), py::arg("outputs") = py::none(),
-           py::arg("files") = py::none())
-      .def("fail", [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
-             uint64_t jid = JobIdArg(id);
-             std::string text = Dumps(error, "error");
-             w.Call([&](WorkerClient* c) { return c->Fail(jid, token, text, retryable); });
-           }, py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(), py::arg("retryable") = true)
-      .def("confirm_cancel", [](PyWorkerClient& w, const std::string& id, uint64_t token) {
-             uint64_t jid = JobIdArg(id);
-             w.Call([&](WorkerClient* c) { return c->ConfirmCancel(jid, token); });
-           }, py::arg("job_id"), py::arg("token"))
-      .def("update_capabilities", [](PyWorkerClient& w, const py::object& caps) {
-             std::string text = Dumps(caps, "capabilities");
-             w.Call([&](WorkerClient* c) { return c->UpdateCapabilities(text); });
-           }, py::arg("capabilities"))
+      .def(
+          "progress",
+          [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& progress) {
+            uint64_t jid = JobIdArg(id);
+            std::string text = progress.is_none() ? std::string() : Dumps(progress, "progress");
+            w.Call([&](WorkerClient* c) { return c->Progress(jid, token, text); });
+          },
+          py::arg("job_id"), py::arg("token"), py::arg("progress"))
+      .def(
+          "complete",
+          [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::object& outputs,
+             const py::object& files) {
+            uint64_t jid = JobIdArg(id);
+            std::string out = outputs.is_none() ? std::string() : Dumps(outputs, "outputs");
+            std::vector<OutputFile> fs;
+            if (!files.is_none()) {
+              for (const py::handle& f : files) {
+                if (!py::isinstance<py::dict>(f)) throw py::value_error("each file must be a dict {path, name, mime}");
+                py::dict d = py::reinterpret_borrow<py::dict>(f);
+                if (!d.contains("path")) throw py::value_error("each file needs a path");
+                OutputFile of;
+                of.path = TextArg(d["path"], "path");
+                of.name = d.contains("name") ? TextArg(d["name"], "name") : BaseName(of.path);
+                of.mime = d.contains("mime") && !d["mime"].is_none() ? TextArg(d["mime"], "mime") : "";
+                fs.push_back(std::move(of));
+              }
+            }
+            w.Call([&](WorkerClient* c) { return c->Complete(jid, token, out, fs); });
+          },
+          py::arg("job_id"), py::arg("token"), py::kw_only(), py::arg("outputs") = py::none(),
+          py::arg("files") = py::none())
+      .def(
+          "fail",
+          [](PyWorkerClient& w, const std::string& id, uint64_t token, const py::dict& error, bool retryable) {
+            uint64_t jid = JobIdArg(id);
+            std::string text = Dumps(error, "error");
+            w.Call([&](WorkerClient* c) { return c->Fail(jid, token, text, retryable); });
+          },
+          py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(), py::arg("retryable") = true)
+      .def(
+          "confirm_cancel",
+          [](PyWorkerClient& w, const std::string& id, uint64_t token) {
+            uint64_t jid = JobIdArg(id);
+            w.Call([&](WorkerClient* c) { return c->ConfirmCancel(jid, token); });
+          },
+          py::arg("job_id"), py::arg("token"))
+      .def(
+          "update_capabilities",
+          [](PyWorkerClient& w, const py::object& caps) {
+            std::string text = Dumps(caps, "capabilities");
+            w.Call([&](WorkerClient* c) { return c->UpdateCapabilities(text); });
+          },
+          py::arg("capabilities"))
       .def("state", [](PyWorkerClient& w) { return Loads(w.client()->StateJson()); })
       .def("close", &PyWorkerClient::Close, py::arg("bye") = false)
-      .def("__enter__", [](PyWorkerClient& w) -> PyWorkerClient& { return w; }, py::return_value_policy::reference)
+      .def(
+          "__enter__", [](PyWorkerClient& w) -> PyWorkerClient& { return w; }, py::return_value_policy::reference)
       .def("__exit__", [](PyWorkerClient& w, const py::args&) { w.Close(true); });
 
   py::class_<PyArtifactStream>(m, "ArtifactStream", "One artifact being written in chunks.")
@@ -1083,7 +1128,8 @@ PYBIND11_MODULE(_native, m) {
       .def("commit", &PyArtifactStream::Commit)
       .def("abort", &PyArtifactStream::Abort)
       .def_property_readonly("size", &PyArtifactStream::size)
-      .def("__enter__", [](PyArtifactStream& s) -> PyArtifactStream& { return s; }, py::return_value_policy::reference)
+      .def(
+          "__enter__", [](PyArtifactStream& s) -> PyArtifactStream& { return s; }, py::return_value_policy::reference)
       .def("__exit__", [](PyArtifactStream& s, const py::object& exc_type, const py::object&, const py::object&) {
         s.Abort();  // a stream left open by an exception (or never committed) is dropped
         return false;

@@ -69,9 +69,7 @@ class MemWritableFile final : public WritableFile {
     return Status::OK();
   }
 
-  Status Sync() override {
-    return env_->SyncInode(path_, inode_.get());
-  }
+  Status Sync() override { return env_->SyncInode(path_, inode_.get()); }
 
   Status Close() override { return env_->Fault(MemEnv::Op::kClose, path_); }
 
@@ -119,9 +117,7 @@ class MemRegularFile final : public RegularFile {
 
   Status Read(uint64_t offset, size_t n, std::string* out) const override { return reader_.Read(offset, n, out); }
   Status Size(uint64_t* size) const override { return reader_.Size(size); }
-  Status Sync() override {
-    return env_->SyncInode(path_, inode_.get());
-  }
+  Status Sync() override { return env_->SyncInode(path_, inode_.get()); }
 
  private:
   MemEnv* env_;
@@ -304,7 +300,7 @@ Status MemEnv::NewWritableFile(const std::string& raw, OpenMode mode, std::uniqu
     if (mode == OpenMode::kCreateNew) return Status::AlreadyExists("open " + path + ": file exists");
     inode = it->second.inode;
     if (mode == OpenMode::kTruncate) {
-      ReserveLocked(inode->data.size(), 0);
+      ReserveLocked(inode->data.size(), 0).IgnoreError();
       inode->data.clear();
       inode->unsynced.clear();
     }
@@ -408,7 +404,7 @@ Status MemEnv::RemoveFile(const std::string& raw) {
   if (it->second.is_dir) return Status::IOError("remove " + path + ": is a directory");
   // Space is only given back when no durable name refers to the inode any more; keep it simple and
   // release it now, as a real file system does once the last link goes.
-  ReserveLocked(it->second.inode->data.size(), 0);
+  ReserveLocked(it->second.inode->data.size(), 0).IgnoreError();
   entries_.erase(it);
   return Status::OK();
 }
@@ -444,7 +440,7 @@ Status MemEnv::RenameLocked(const std::string& from, const std::string& to, bool
   auto target = entries_.find(to);
   if (target != entries_.end()) {
     if (target->second.is_dir) return Status::IOError("rename onto directory " + to);
-    ReserveLocked(target->second.inode->data.size(), 0);
+    ReserveLocked(target->second.inode->data.size(), 0).IgnoreError();
   }
   Entry e = it->second;
   entries_.erase(it);
@@ -559,8 +555,7 @@ std::unique_ptr<MemEnv> MemEnv::CrashImage(std::mt19937_64& rng, CrashMode mode)
             if (a >= b) continue;
             if (b > d.size()) d.resize(b, '\0');
             std::copy(src->data.begin() + static_cast<std::ptrdiff_t>(a),
-                      src->data.begin() + static_cast<std::ptrdiff_t>(b),
-                      d.begin() + static_cast<std::ptrdiff_t>(a));
+                      src->data.begin() + static_cast<std::ptrdiff_t>(b), d.begin() + static_cast<std::ptrdiff_t>(a));
           }
         }
       }
@@ -575,7 +570,10 @@ std::unique_ptr<MemEnv> MemEnv::CrashImage(std::mt19937_64& rng, CrashMode mode)
     bool ok = true;
     for (std::string p = DirName(path); p != "/"; p = DirName(p)) {
       auto a = durable_entries_.find(p);
-      if (a == durable_entries_.end() || !a->second.is_dir) { ok = false; break; }
+      if (a == durable_entries_.end() || !a->second.is_dir) {
+        ok = false;
+        break;
+      }
       if (p == DirName(p)) break;
     }
     if (!ok && path != "/") continue;

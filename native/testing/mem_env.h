@@ -9,9 +9,9 @@
 //
 // Fault injection: SetFaultHook installs a function consulted before each operation; a non-OK return
 // fails that operation without side effects. The hook runs without the file system's lock held, so a hook
-// that blocks holds up only the operation it was asked about (tests use that to hold a sync open). SetCapacity makes writes beyond a byte budget fail NoSpace.
-// Time: NowMicros is the real clock until SetNowMicros pins it (then AdvanceMicros moves it).
-// Thread-safe: one mutex guards the whole file system.
+// that blocks holds up only the operation it was asked about (tests use that to hold a sync open). SetCapacity makes
+// writes beyond a byte budget fail NoSpace. Time: NowMicros is the real clock until SetNowMicros pins it (then
+// AdvanceMicros moves it). Thread-safe: one mutex guards the whole file system.
 #pragma once
 
 #include <cstdint>
@@ -30,12 +30,25 @@ namespace comfymq {
 class MemEnv final : public Env {
  public:
   enum class CrashMode {
-    kTornPrefix,   // unsynced writes survive in order up to a random point; the write there is torn
-    kRandomSectors // each 512-byte sector of unsynced data survives or not, independently
+    kTornPrefix,    // unsynced writes survive in order up to a random point; the write there is torn
+    kRandomSectors  // each 512-byte sector of unsynced data survives or not, independently
   };
   // The file-system operations a fault hook is asked about.
-  enum class Op { kCreate, kWrite, kAllocate, kTruncate, kSync, kClose, kRead, kRemove, kRename, kSyncDir, kMkdir,
-                  kLock, kList };
+  enum class Op {
+    kCreate,
+    kWrite,
+    kAllocate,
+    kTruncate,
+    kSync,
+    kClose,
+    kRead,
+    kRemove,
+    kRename,
+    kSyncDir,
+    kMkdir,
+    kLock,
+    kList
+  };
   static const char* OpName(Op op);  // "write", "syncdir", ... (for messages)
   using FaultHook = std::function<Status(Op op, const std::string& path)>;
 
@@ -45,15 +58,14 @@ class MemEnv final : public Env {
   std::unique_ptr<MemEnv> CrashImage(std::mt19937_64& rng, CrashMode mode) const;
 
   void SetFaultHook(FaultHook hook);
-  void SetCapacity(uint64_t bytes);   // 0 = unlimited
+  void SetCapacity(uint64_t bytes);  // 0 = unlimited
   uint64_t UsedBytes() const;
   void SetNowMicros(int64_t now);
   void AdvanceMicros(int64_t delta);
   // Counts of calls since creation, for tests that check how many syncs a workload made.
   uint64_t sync_count() const;
 
-  Status NewWritableFile(const std::string& path, OpenMode mode,
-                         std::unique_ptr<WritableFile>* out) override;
+  Status NewWritableFile(const std::string& path, OpenMode mode, std::unique_ptr<WritableFile>* out) override;
   Status NewRandomAccessFile(const std::string& path, std::unique_ptr<RandomAccessFile>* out) override;
   Status OpenRegularFile(const std::string& path, std::unique_ptr<RegularFile>* out) override;
   Status OpenDirectory(const std::string& path, std::unique_ptr<Directory>* out) override;
@@ -66,8 +78,7 @@ class MemEnv final : public Env {
   Status RenameNoReplace(const std::string& from, const std::string& to) override;
   Status SyncDir(const std::string& dir) override;
   Status RealPath(const std::string& path, std::string* out) override;
-  Status LockFile(const std::string& path, const std::string& owner,
-                  std::unique_ptr<FileLock>* lock) override;
+  Status LockFile(const std::string& path, const std::string& owner, std::unique_ptr<FileLock>* lock) override;
   int64_t NowMicros() override;
 
   struct Inode;  // implementation detail, public for the file classes in mem_env.cc
@@ -93,7 +104,7 @@ class MemEnv final : public Env {
   std::map<std::string, Entry> entries_;          // current namespace
   std::map<std::string, Entry> durable_entries_;  // namespace as of each dir's last SyncDir
   std::set<std::string> locks_;
-  mutable std::mutex hook_mu_;                   // guards fault_hook_ only: hooks run without mu_ held
+  mutable std::mutex hook_mu_;  // guards fault_hook_ only: hooks run without mu_ held
   std::shared_ptr<const FaultHook> fault_hook_;
   uint64_t capacity_ = 0;
   uint64_t used_ = 0;

@@ -1,6 +1,7 @@
 // libFuzzer target for everything a peer's bytes reach first: the CMQP frame decoder, and the capability and
-// prompt parsers behind it (including the fast prompt check, held to the full one). Any crash, sanitizer report, or broken invariant (a message that decodes must
-// encode and decode to the same frames) is a finding. `make fuzz` runs it briefly; longer by hand:
+// prompt parsers behind it (including the fast prompt check, held to the full one). Any crash, sanitizer report, or
+// broken invariant (a message that decodes must encode and decode to the same frames) is a finding. `make fuzz` runs it
+// briefly; longer by hand:
 //   build-fuzz/protocol_fuzz -max_total_time=3600 tests/fuzz/corpus
 #include <cstdint>
 #include <cstring>

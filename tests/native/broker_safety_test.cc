@@ -17,9 +17,7 @@ namespace {
 
 const std::string kCaps = Caps({"EmptyImage", "SaveImage"});
 
-std::string Nested(int depth) {
-  return std::string(depth, '[') + std::string(depth, ']');
-}
+std::string Nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
 // A job an older host could have stored (before the depth limit): the node's input nests `depth` levels.
 std::string DeepGraph(int depth) {
@@ -73,8 +71,8 @@ TEST_F(BrokerSafetyTest, LeaseMessagesFromAConnectionThatDoesNotHoldTheLeaseChan
   // The attacker knows the right token (the worst case: tokens cannot be guessed, see TokenCodec) and replays
   // wrong ones too.
   for (uint64_t token : {a.token, a.token + 1, a.token - 1, uint64_t{1}}) {
-    for (proto::Cmd cmd : {proto::Cmd::kResult, proto::Cmd::kFail, proto::Cmd::kProgress, proto::Cmd::kCancelled,
-                           proto::Cmd::kChunk}) {
+    for (proto::Cmd cmd :
+         {proto::Cmd::kResult, proto::Cmd::kFail, proto::Cmd::kProgress, proto::Cmd::kCancelled, proto::Cmd::kChunk}) {
       evil->Send(LeaseMessage(cmd, id, token));
     }
   }
@@ -161,7 +159,7 @@ TEST_F(BrokerSafetyTest, AWorkerWhoseIdIsStillConnectedTriesAgainSoonAndJoinsOnc
   ASSERT_FALSE(refused.is_null());
   EXPECT_NE(refused["reason"].get<std::string>().find("busy:"), std::string::npos) << refused;
   EXPECT_LT(refused["retry_in"].get<double>(), 5.0) << refused;
-  old_link->Stop(false);  // gone without a BYE: the broker lets it go after `liveness` heartbeats
+  old_link->Stop(false).IgnoreError();  // gone without a BYE: the broker lets it go after `liveness` heartbeats
   ASSERT_FALSE(NextWorkerEvent(new_link, "connected", 10000).is_null());
   const uint64_t id = Enqueue(Graph());
   JobAssignment a;
@@ -211,7 +209,8 @@ TEST_F(BrokerSafetyTest, CapabilitiesAreSharedAndHeldToABudget) {
   StartBroker("tcp://127.0.0.1:*", &bo);
   auto big = [](int n) {
     std::string classes;
-    for (int i = 0; classes.size() < (60 << 10); ++i) classes += (i ? ",\"" : "\"") + std::to_string(n) + "-" + std::to_string(i) + "\"";
+    for (int i = 0; classes.size() < (60 << 10); ++i)
+      classes += (i ? ",\"" : "\"") + std::to_string(n) + "-" + std::to_string(i) + "\"";
     return R"({"node_classes": [)" + classes + "]}";
   };
   std::vector<std::unique_ptr<RawPeer>> peers;
@@ -269,7 +268,7 @@ TEST_F(BrokerSafetyTest, UnderCurveAWorkersIdAndLeasesBelongToItsKey) {
   EXPECT_EQ(WorkerView("gpu-1")["key"], pub1);
 
   // The binding outlasts a broker restart: with gpu-1 gone, key 2 still cannot take its id.
-  w1->Stop(false);
+  w1->Stop(false).IgnoreError();
   broker_.reset();
   StartBroker("tcp://127.0.0.1:*", &bo);
   auto k2c = RawPeer::Worker(endpoint_, bpub, pub2, sec2);
@@ -317,9 +316,8 @@ TEST_F(BrokerSafetyTest, EveryMalformedHelloIsAnsweredWithAReason) {
   with("capabilities not JSON", [](proto::Message& m) { m.caps_json = "[1,"; });
   with("capabilities too deep", [](proto::Message& m) { m.caps_json = "{\"a\": " + Nested(80) + "}"; });
   with("capabilities of the wrong shape", [](proto::Message& m) { m.caps_json = R"({"node_classes": 5})"; });
-  with("capabilities too large", [](proto::Message& m) {
-    m.caps_json = R"({"node_classes": [")" + std::string(9u << 20, 'K') + R"("]})";
-  });
+  with("capabilities too large",
+       [](proto::Message& m) { m.caps_json = R"({"node_classes": [")" + std::string(9u << 20, 'K') + R"("]})"; });
   with("info too large", [](proto::Message& m) { m.info_json = R"({"x": ")" + std::string(100000, 'i') + R"("})"; });
   {
     std::vector<std::string> f = body(RawPeer::Hello("w", kCaps));
@@ -363,12 +361,15 @@ TEST_F(BrokerSafetyTest, HelloFloodsOfNewIdsAreBoundedAndForgotten) {
   EXPECT_NE(m.reason.find("at most 3"), std::string::npos) << m.reason;
   // Silent ones go offline; new ids then get in, and what is remembered stays within twice the limit.
   for (int i = 4; i < 20; ++i) {
-    ASSERT_TRUE(WaitFor([&] {
-      auto p = RawPeer::Worker(endpoint_);
-      p->Send(RawPeer::Hello("flood-" + std::to_string(i), kCaps));
-      proto::Message answer;
-      return p->Expect(proto::Cmd::kWelcome, &answer, 300);
-    }, 5000)) << i;
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          auto p = RawPeer::Worker(endpoint_);
+          p->Send(RawPeer::Hello("flood-" + std::to_string(i), kCaps));
+          proto::Message answer;
+          return p->Expect(proto::Cmd::kWelcome, &answer, 300);
+        },
+        5000))
+        << i;
   }
   EXPECT_LE(json::parse(broker_->WorkersJson()).size(), 6u);
 }
@@ -393,8 +394,7 @@ TEST(WorkerSafety, AJobTheWorkerCannotReadFailsWithTheReasonAndTheWorkerGoesOn) 
   ASSERT_TRUE(broker->Expect(proto::Cmd::kReady, &m));
 
   const std::vector<std::string> unreadable = {DeepGraph(10000), DeepGraph(kMaxJsonDepth),
-                                               R"({"1": {"class_type": "Empty\u0007Image", "inputs": {}}})",
-                                               "[1, 2]"};
+                                               R"({"1": {"class_type": "Empty\u0007Image", "inputs": {}}})", "[1, 2]"};
   // Sends a job; returns the FAIL it gets and whether a READY came with it (the slot freed).
   auto run = [&](uint64_t id, const std::string& prompt, proto::Message* fail, bool* freed) {
     proto::Message j;
@@ -442,7 +442,7 @@ TEST(WorkerSafety, AJobTheWorkerCannotReadFailsWithTheReasonAndTheWorkerGoesOn) 
   broker->Send(good);
   ASSERT_TRUE(w->NextJob(3000, &a)) << "the worker keeps serving";
   EXPECT_EQ(a.job_id, 999u);
-  w->Stop(false);
+  w->Stop(false).IgnoreError();
 }
 
 TEST_F(BrokerSafetyTest, ARetryGoesToAnotherCapableWorkerFirst) {
@@ -462,7 +462,8 @@ TEST_F(BrokerSafetyTest, ARetryGoesToAnotherCapableWorkerFirst) {
   EXPECT_EQ(again.job_id, first);
   EXPECT_FALSE(a_worker->NextJob(200, &again));
   // The record shows each attempt's worker and error.
-  ASSERT_TRUE(b_worker->Fail(first, Get(first).lease_token, R"({"type": "load_error", "message": "also bad"})", true).ok());
+  ASSERT_TRUE(
+      b_worker->Fail(first, Get(first).lease_token, R"({"type": "load_error", "message": "also bad"})", true).ok());
   ASSERT_TRUE(WaitFor([&] { return json::parse(Get(first).history).size() == 2; }));
   json history = json::parse(Get(first).history);
   EXPECT_EQ(history[0]["worker"], "gpu-a");

@@ -8,29 +8,29 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
-#include <iostream>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
-#include <functional>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 #include <zmq.hpp>
 
+#include "cluster_fixture.h"
 #include "comfymq/broker.h"
 #include "comfymq/curve.h"
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
-#include "store/store_batch.h"
 #include "comfymq/worker_client.h"
 #include "net/protocol.h"
+#include "store/store_batch.h"
 #include "store/token_codec.h"
-#include "cluster_fixture.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 #include "util/sha256.h"
 
 namespace comfymq {
@@ -98,7 +98,9 @@ TEST_F(ClusterTest, AResultOfThousandsOfFilesArrivesUnderALowDescriptorLimit) {
   struct rlimit old_limit;
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
   size_t open_now = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd"); it != std::filesystem::directory_iterator(); ++it) open_now++;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd"); it != std::filesystem::directory_iterator();
+       ++it)
+    open_now++;
   struct rlimit low = old_limit;
   low.rlim_cur = std::min<rlim_t>(old_limit.rlim_cur, open_now + 200);  // 200 spare: far fewer than the files
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
@@ -132,7 +134,8 @@ TEST_F(ClusterTest, CreditLimitsWhatAWorkerIsGiven) {
 TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNeverOverspent) {
   constexpr int kCapacity = 2, kWorkers = 2, kProducers = 4, kPerProducer = 50;
   std::vector<WorkerClient*> ws;
-  for (int i = 0; i < kWorkers; ++i) ws.push_back(AddWorker("gpu-" + std::to_string(i), Caps({"EmptyImage", "SaveImage"}), kCapacity));
+  for (int i = 0; i < kWorkers; ++i)
+    ws.push_back(AddWorker("gpu-" + std::to_string(i), Caps({"EmptyImage", "SaveImage"}), kCapacity));
   auto idle = [&] {  // every worker has told the broker it wants kCapacity jobs
     json all = json::parse(broker_->WorkersJson());
     int ready = 0;
@@ -182,12 +185,12 @@ TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNever
         } else if (w->NextJob(20, &j)) {
           overspent++;  // nothing else may be in flight while it holds kCapacity
         }
-        w->Complete(held.front().job_id, held.front().token, "{}", {});
+        EXPECT_TRUE(w->Complete(held.front().job_id, held.front().token, "{}", {}).ok());
         held.pop_front();
         done++;
       }
       while (!held.empty()) {
-        w->Complete(held.front().job_id, held.front().token, "{}", {});
+        EXPECT_TRUE(w->Complete(held.front().job_id, held.front().token, "{}", {}).ok());
         held.pop_front();
         done++;
       }
@@ -195,11 +198,14 @@ TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNever
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(overspent.load(), 0);
-  ASSERT_TRUE(WaitFor([&] {
-    StoreStats st;
-    store_->Stats(&st);
-    return st.counts[static_cast<int>(JobState::kSucceeded)] == static_cast<uint64_t>(singles + kProducers * kPerProducer);
-  }, 20000));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        StoreStats st;
+        EXPECT_TRUE(store_->Stats(&st).ok());
+        return st.counts[static_cast<int>(JobState::kSucceeded)] ==
+               static_cast<uint64_t>(singles + kProducers * kPerProducer);
+      },
+      20000));
   BrokerCounters c = broker_->Counters();
   EXPECT_EQ(c.results, static_cast<uint64_t>(singles + kProducers * kPerProducer));
   EXPECT_EQ(c.duplicates, 0u);
@@ -210,8 +216,9 @@ TEST_F(ClusterTest, IdleWorkersGetArrivingJobsInTheEnqueueCommitAndCreditIsNever
 TEST_F(ClusterTest, JobsGoOnlyToWorkersThatCanRunThemAndWaitingJobsSayWhy) {
   const std::string base = Caps({"EmptyImage", "SaveImage", "CheckpointLoaderSimple"},
                                 {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors"}}});
-  const std::string with_sdxl = Caps({"EmptyImage", "SaveImage", "CheckpointLoaderSimple"},
-                                     {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors", "sdxl_base.safetensors"}}});
+  const std::string with_sdxl =
+      Caps({"EmptyImage", "SaveImage", "CheckpointLoaderSimple"},
+           {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors", "sdxl_base.safetensors"}}});
   WorkerClient* a = AddWorker("gpu-a", base);
   WorkerClient* b = AddWorker("gpu-b", Caps({"EmptyImage"}));
   uint64_t needs_sdxl = Enqueue(Graph("sdxl_base.safetensors"));
@@ -261,7 +268,7 @@ TEST_F(ClusterTest, ASilentWorkerLosesItsJobToAnother) {
   ASSERT_TRUE(quiet->NextJob(5000, &a));
   // Stop without BYE: it simply goes silent, as a killed process would.
   auto t0 = std::chrono::steady_clock::now();
-  quiet->Stop(false);
+  quiet->Stop(false).IgnoreError();
   WorkerClient* other = AddWorker("gpu-other", Caps({"EmptyImage", "SaveImage"}));
   JobAssignment b;
   ASSERT_TRUE(other->NextJob(5000, &b));
@@ -391,8 +398,7 @@ TEST(ClusterSlowDisk, ASlowArtifactSyncStallsNeitherHeartbeatsNorDispatch) {
   ASSERT_TRUE(WorkerClient::Start(wo, &gpu2).ok());
   ASSERT_TRUE(WaitFor([&] { return json::parse(c.broker->WorkersJson()).size() == 2; }));
   std::string e;
-  while (c.worker->NextEvent(0, &e)) {
-  }
+  while (c.worker->NextEvent(0, &e)) {}
   std::ofstream(c.tmp.Sub("out.png"), std::ios::binary) << std::string(5000, 'p');
   slow_syncs = 1;
   ASSERT_TRUE(c.worker->Complete(a.job_id, a.token, "{}", {{c.tmp.Sub("out.png"), "out.png", "image/png"}}).ok());
@@ -451,7 +457,8 @@ TEST(ClusterEarlyLease, AJobSentBeforeItsLeaseFailedToCommitIsCalledBack) {
   ASSERT_TRUE(told);
   // From here every log write fails: the pass that leases the second job applies, sends it, then fails.
   env.SetFaultHook([](MemEnv::Op op, const std::string& path) {
-    return op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos ? Status::IOError("injected EIO") : Status::OK();
+    return op == MemEnv::Op::kWrite && path.find("/log-") != std::string::npos ? Status::IOError("injected EIO")
+                                                                               : Status::OK();
   });
   ASSERT_TRUE(w->ConfirmCancel(a1.job_id, a1.token).ok());
   JobAssignment a2;
@@ -645,10 +652,10 @@ TEST_F(ClusterTest, ABrokenTransferLeavesNoVisibleFileAndTheJobRunsAgain) {
   ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}", {{tmp_.Sub("huge.bin"), "huge.bin", ""}}).ok());
   const std::string dir = tmp_.Sub("artifacts/" + FormatJobId(id));
   ASSERT_TRUE(WaitFor([&] { return broker_->Counters().chunks >= 2; }));
-  w->Stop(false);  // gone mid-transfer
+  w->Stop(false).IgnoreError();  // gone mid-transfer
   ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kPending; }, 5000));
   std::vector<std::string> names;
-  Env::Default()->GetChildren(dir, &names);
+  Env::Default()->GetChildren(dir, &names).IgnoreError();
   EXPECT_TRUE(names.empty()) << "found " << (names.empty() ? "" : names[0]) << ": a broken transfer must leave nothing";
   WorkerClient* other = AddWorker("gpu-2", Caps({"EmptyImage", "SaveImage"}));
   JobAssignment b;
@@ -657,7 +664,7 @@ TEST_F(ClusterTest, ABrokenTransferLeavesNoVisibleFileAndTheJobRunsAgain) {
   std::ofstream(tmp_.Sub("small.bin"), std::ios::binary) << "done";
   ASSERT_TRUE(other->Complete(b.job_id, b.token, "{}", {{tmp_.Sub("small.bin"), "huge.bin", ""}}).ok());
   ASSERT_FALSE(NextWorkerEvent(other, "ack").is_null());
-  Env::Default()->GetChildren(dir, &names);
+  Env::Default()->GetChildren(dir, &names).IgnoreError();
   EXPECT_EQ(names, std::vector<std::string>{"huge.bin"});
   EXPECT_EQ(ReadFile(dir + "/huge.bin"), "done");
 }

@@ -5,9 +5,10 @@
 namespace comfymq::testing {
 
 std::string CrashTally::Line(const char* name) const {
-  return std::string("[ ") + name + " ] trials=" + std::to_string(trials) + " acknowledged=" + std::to_string(acknowledged) +
-         " lost=" + std::to_string(lost) + " duplicated=" + std::to_string(duplicated) +
-         " half_made=" + std::to_string(half_made) + " failed_opens=" + std::to_string(failed_opens);
+  return std::string("[ ") + name + " ] trials=" + std::to_string(trials) +
+         " acknowledged=" + std::to_string(acknowledged) + " lost=" + std::to_string(lost) +
+         " duplicated=" + std::to_string(duplicated) + " half_made=" + std::to_string(half_made) +
+         " failed_opens=" + std::to_string(failed_opens);
 }
 
 namespace {

@@ -22,9 +22,9 @@ struct Ack {
 struct CrashTally {
   uint64_t trials = 0;
   uint64_t acknowledged = 0;
-  uint64_t lost = 0;         // acknowledged but missing or reverted
-  uint64_t duplicated = 0;   // one seq stored more than once
-  uint64_t half_made = 0;    // a job whose prompt or outputs are not exactly what was written
+  uint64_t lost = 0;        // acknowledged but missing or reverted
+  uint64_t duplicated = 0;  // one seq stored more than once
+  uint64_t half_made = 0;   // a job whose prompt or outputs are not exactly what was written
   uint64_t failed_opens = 0;
   std::vector<std::string> problems;  // the first few, for the failure message
   std::string Line(const char* name) const;

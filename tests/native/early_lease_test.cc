@@ -6,11 +6,11 @@
 #include <atomic>
 #include <stdexcept>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "store/token_codec.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {
@@ -67,7 +67,7 @@ class EarlyLeaseTest : public ::testing::Test {
       t.syncs_at_apply = env_.sync_count();
       t.early_at_apply = t.lease != nullptr && t.early;
     });
-    CommitBatch(store_.get(), &b);
+    CommitBatch(store_.get(), &b).IgnoreError();
     return t;
   }
 
@@ -114,7 +114,7 @@ TEST_F(EarlyLeaseTest, ACallbackThatThrowsCostsOnlyItsNotice) {
   o.worker_id = "gpu-1";
   b.Take(o, &lease, &status);
   b.OnApplied([] { throw std::runtime_error("the caller's notice failed"); });
-  CommitBatch(store_.get(), &b);
+  CommitBatch(store_.get(), &b).IgnoreError();
   ASSERT_TRUE(status.ok()) << status.ToString();
   ASSERT_NE(lease, nullptr);
   // The take is durable and the store goes on: the next commits neither hang nor fail.

@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "comfymq/env.h"
-#include "testing/mem_env.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {

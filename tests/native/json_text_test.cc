@@ -25,11 +25,13 @@ std::string Ours(std::string_view s) {
 }
 
 TEST(JsonText, StringsMatchNlohmannForEveryByteAndUtf8Form) {
-  std::vector<std::string> cases = {"", "plain", "quote \" backslash \\ slash /", "\b\f\n\r\t", "\x7f",
-                                    "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbd",
+  std::vector<std::string> cases = {"", "plain", "quote \" backslash \\ slash /", "\b\f\n\r\t", "\x7f", "caf\xc3\xa9",
+                                    "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xef\xbf\xbd",
                                     // invalid: lone continuation, truncated, overlong, surrogate, > U+10FFFF
                                     "\x80", "a\xc3", "\xe2\x82", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
-                                    "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xff", "ok\xfe" "ok"};
+                                    "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xff",
+                                    "ok\xfe"
+                                    "ok"};
   for (int c = 0; c < 256; ++c) cases.push_back(std::string("x") + static_cast<char>(c) + "y");
   std::mt19937_64 rng(7);
   for (int i = 0; i < 3000; ++i) {  // random strings, biased towards the interesting bytes
@@ -48,7 +50,8 @@ TEST(JsonText, StringsMatchNlohmannForEveryByteAndUtf8Form) {
     }
     cases.push_back(s);
   }
-  for (const std::string& s : cases) EXPECT_EQ(Ours(s), Nlohmann(json(s))) << json(s).dump(-1, ' ', true, json::error_handler_t::replace);
+  for (const std::string& s : cases)
+    EXPECT_EQ(Ours(s), Nlohmann(json(s))) << json(s).dump(-1, ' ', true, json::error_handler_t::replace);
 }
 
 TEST(JsonText, ObjectsKeepCallOrderAndMatchNlohmann) {
@@ -61,7 +64,9 @@ TEST(JsonText, ObjectsKeepCallOrderAndMatchNlohmann) {
                          .Raw("obj", R"({"a":[1,2]})")
                          .Str("k\"ey", "v\n")
                          .Done();
-  EXPECT_EQ(text, R"({"type":"job","neg":-5,"big":18446744073709551615,"yes":true,"none":null,"obj":{"a":[1,2]},"k\"ey":"v\n"})");
+  EXPECT_EQ(
+      text,
+      R"({"type":"job","neg":-5,"big":18446744073709551615,"yes":true,"none":null,"obj":{"a":[1,2]},"k\"ey":"v\n"})");
   json parsed = json::parse(text);
   EXPECT_EQ(parsed["big"].get<uint64_t>(), 18446744073709551615ull);
   EXPECT_EQ(JsonObjectText().Done(), "{}");
@@ -74,8 +79,11 @@ TEST(JsonText, FirstHistoryEntryIsWhatTheDocumentPathWrites) {
   run.started_ms = 1700000000123;
   run.ended_ms = 1700000004567;
   run.outcome = "succeeded";
-  json want = json::array({{{"attempt", 1}, {"worker", run.worker_id}, {"started_ms", run.started_ms},
-                            {"ended_ms", run.ended_ms}, {"outcome", "succeeded"}}});
+  json want = json::array({{{"attempt", 1},
+                            {"worker", run.worker_id},
+                            {"started_ms", run.started_ms},
+                            {"ended_ms", run.ended_ms},
+                            {"outcome", "succeeded"}}});
   EXPECT_EQ(AppendHistory("", run, 20), Nlohmann(want));
   // The next entry goes through the document path and keeps the first one as it was.
   run.attempt = 2;

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "testing/mem_env.h"
 #include "store/log_segment.h"
+#include "testing/mem_env.h"
 #include "util/coding.h"
 
 namespace comfymq::log {
@@ -55,10 +55,13 @@ class LogSegmentTest : public ::testing::Test {
     std::unique_ptr<RandomAccessFile> f;
     EXPECT_TRUE(env_.NewRandomAccessFile(path_, &f).ok());
     std::vector<Seen> seen;
-    Status s = ScanSegment(*f, expect, [&](RecordType t, std::string_view p, const RecordLoc& l) {
-      seen.push_back(Seen{t, std::string(p), l});
-      return Status::OK();
-    }, scan);
+    Status s = ScanSegment(
+        *f, expect,
+        [&](RecordType t, std::string_view p, const RecordLoc& l) {
+          seen.push_back(Seen{t, std::string(p), l});
+          return Status::OK();
+        },
+        scan);
     EXPECT_TRUE(s.ok()) << s.ToString();
     return seen;
   }
@@ -165,8 +168,8 @@ TEST_F(LogSegmentTest, DamagedLengthFieldInTheMiddleIsSkipped) {
 
 TEST_F(LogSegmentTest, DamagedMagicAndUnknownTypeAreSkipped) {
   auto offs = Build({"one", "two", "three", "four"});
-  Edit(offs[1], "XXXX");          // magic
-  Edit(offs[2] + 12, "\x63");     // type byte: unknown type
+  Edit(offs[1], "XXXX");       // magic
+  Edit(offs[2] + 12, "\x63");  // type byte: unknown type
   SegmentScan scan;
   auto seen = Scan(&scan);
   ASSERT_EQ(seen.size(), 2u);
@@ -255,8 +258,10 @@ TEST_F(LogSegmentTest, ATornLastGroupIsCutWholeEvenIfItsLaterSectorsSurvived) {
   std::string bytes;
   AppendGroup({{RecordType::kJob, "first"}}, &bytes);
   const uint64_t last = kSegmentHeaderSize + bytes.size();
-  AppendGroup({{RecordType::kJob, std::string(1500, 'a')}, {RecordType::kStatus, std::string(1500, 'b')},
-               {RecordType::kJob, std::string(1500, 'c')}}, &bytes);
+  AppendGroup({{RecordType::kJob, std::string(1500, 'a')},
+               {RecordType::kStatus, std::string(1500, 'b')},
+               {RecordType::kJob, std::string(1500, 'c')}},
+              &bytes);
   ASSERT_TRUE(f->WriteAt(kSegmentHeaderSize, bytes).ok());
   // A power cut kept the sectors of this group out of order: the middle one never reached the disk.
   Edit(last + 1600, std::string(512, '\0'));

@@ -7,10 +7,10 @@
 #include <string>
 
 #include "comfymq/job.h"
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "net/protocol.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 #include "util/json_checks.h"
 #include "util/prompt_scan.h"
 
@@ -70,9 +70,9 @@ TEST(PromptLimits, ControlCharactersInNodeIdsAndClassTypesAreRefusedNamingTheNod
       {R"({"5": {"class_type": "Load\tImage", "inputs": {}}})", "node '5': class_type 'Load\\u0009Image'"},
       {R"({"5": {"class_type": "K\u0000", "inputs": {}}})", "node '5': class_type"},
       {"{\"5\": {\"class_type\": \"K\x7f\", \"inputs\": {}}}", "node '5': class_type"},
-      {"{\"5\": {\"class_type\": \"K\xc2\x85\", \"inputs\": {}}}", "node '5': class_type"},     // U+0085
+      {"{\"5\": {\"class_type\": \"K\xc2\x85\", \"inputs\": {}}}", "node '5': class_type"},  // U+0085
       {R"({"5": {"class_type": "K\u2028", "inputs": {}}})", "node '5': class_type"},
-      {"{\"a\xe2\x80\xa9\": {\"class_type\": \"K\", \"inputs\": {}}}", "node id 'a"},           // U+2029
+      {"{\"a\xe2\x80\xa9\": {\"class_type\": \"K\", \"inputs\": {}}}", "node id 'a"},  // U+2029
   };
   for (const auto& [prompt, named] : cases) {
     EXPECT_FALSE(FastPromptAccepts(prompt)) << prompt;
@@ -141,8 +141,8 @@ TEST(PromptLimits, OnTheWireAJobMayNestAnyDepthButWhatAWorkerSendsMayNot) {
     m.cmd = cmd;
     m.job_id = 1;
     m.token = 2;
-    m.json = cmd == proto::Cmd::kProgress ? ValueNested(kMaxJsonDepth + 1)
-                                          : "{\"a\": " + ValueNested(kMaxJsonDepth) + "}";
+    m.json =
+        cmd == proto::Cmd::kProgress ? ValueNested(kMaxJsonDepth + 1) : "{\"a\": " + ValueNested(kMaxJsonDepth) + "}";
     frames = proto::Encode(m);
     views.assign(frames.begin(), frames.end());
     Status s = proto::Decode(views, &got);

@@ -35,22 +35,43 @@ TEST(PromptScan, AcceptsCommonPromptsAndAgreesOnEdgeCases) {
   std::string big = R"({"1": {"class_type": "T", "inputs": {"pad": ")" + std::string(30 * 1024, 'p') + R"("}}})";
   EXPECT_TRUE(FastPromptAccepts(big));
   const std::vector<std::string> cases = {
-      "", " ", "{}", "[]", "null", "\"s\"", R"({"": {"class_type": "K", "inputs": {}}})",
-      R"({"1": {"class_type": "", "inputs": {}}})", R"({"1": {"class_type": "K"}})", R"({"1": {"inputs": {}}})",
-      R"({"1": {"class_type": 5, "inputs": {}}})", R"({"1": {"class_type": "K", "inputs": []}})",
-      R"({"1": {"class_type": "K", "inputs": {}, "inputs": 3}})", R"({"1": {"class_type": "K", "inputs": {}, "class_type": 1}})",
-      R"({"1": {"class_type": "K", "inputs": {}}, })", R"({"1": {"class_type": "K", "inputs": {}}} x)",
-      R"({"1": {"class_type": "K", "inputs": {"a": 01}}})", R"({"1": {"class_type": "K", "inputs": {"a": 1.}}})",
-      R"({"1": {"class_type": "K", "inputs": {"a": -}}})", R"({"1": {"class_type": "K", "inputs": {"a": 1e5}}})",
-      R"({"1": {"class_type": "K", "inputs": {"a": 1850e479084}}})", R"({"1": {"class_type": "K", "inputs": {"a": tru}}})",
-      R"({"1": {"class_type": "K", "inputs": {"a": "\u00e9"}}})", R"({"1": {"class_type": "K", "inputs": {"a": "\ud800"}}})",
-      R"({"1": {"class_type": "K", "inputs": {"a": "\x"}}})", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\x01\"}}}",
-      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xff\"}}}", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xed\xa0\x80\"}}}",
-      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xc0\xaf\"}}}", "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xf4\x90\x80\x80\"}}}",
-      "\xef\xbb\xbf{\"1\": {\"class_type\": \"K\", \"inputs\": {}}}", R"({"1": {"class_type": "K", "inputs": {"a": [1,]}}})",
-      R"({"1": {"class_type": "K", "inputs": {"a": {"b" 1}}}})", R"({"1": {"class_type": "K", "inputs": {"a": [}}})",
+      "",
+      " ",
+      "{}",
+      "[]",
+      "null",
+      "\"s\"",
+      R"({"": {"class_type": "K", "inputs": {}}})",
+      R"({"1": {"class_type": "", "inputs": {}}})",
+      R"({"1": {"class_type": "K"}})",
+      R"({"1": {"inputs": {}}})",
+      R"({"1": {"class_type": 5, "inputs": {}}})",
+      R"({"1": {"class_type": "K", "inputs": []}})",
+      R"({"1": {"class_type": "K", "inputs": {}, "inputs": 3}})",
+      R"({"1": {"class_type": "K", "inputs": {}, "class_type": 1}})",
+      R"({"1": {"class_type": "K", "inputs": {}}, })",
+      R"({"1": {"class_type": "K", "inputs": {}}} x)",
+      R"({"1": {"class_type": "K", "inputs": {"a": 01}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": 1.}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": -}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": 1e5}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": 1850e479084}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": tru}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": "\u00e9"}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": "\ud800"}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": "\x"}}})",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\x01\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xff\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xed\xa0\x80\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xc0\xaf\"}}}",
+      "{\"1\": {\"class_type\": \"K\", \"inputs\": {\"a\": \"\xf4\x90\x80\x80\"}}}",
+      "\xef\xbb\xbf{\"1\": {\"class_type\": \"K\", \"inputs\": {}}}",
+      R"({"1": {"class_type": "K", "inputs": {"a": [1,]}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": {"b" 1}}}})",
+      R"({"1": {"class_type": "K", "inputs": {"a": [}}})",
       std::string(R"({"1": {"class_type": "K", "inputs": {"a": )") + std::string(400, '9') + "}}}",
-      std::string(R"({"1": {"class_type": "K", "inputs": {"a": )") + std::string(2000, '[') + std::string(2000, ']') + "}}}",
+      std::string(R"({"1": {"class_type": "K", "inputs": {"a": )") + std::string(2000, '[') + std::string(2000, ']') +
+          "}}}",
   };
   for (const std::string& c : cases) ExpectAgrees(c);
   // Things only the full checker handles are still accepted through it.
@@ -59,8 +80,21 @@ TEST(PromptScan, AcceptsCommonPromptsAndAgreesOnEdgeCases) {
 
 // The string scan reads 8 bytes at a time: every byte that needs a look must be caught at every offset of a word.
 TEST(PromptScan, EveryOddByteIsSeenAtEveryOffsetOfALongString) {
-  const std::vector<std::string> odd = {std::string(1, '\0'), "\x01", "\x1f", "\"", "\\", "\\n", "\\q", "\\u0041",
-                                        "\x7f", "\x80", "\xc3\xa9", "\xc3", "\xff", "\xed\xa0\x80", "\xf0\x9f\xa6\x8a"};
+  const std::vector<std::string> odd = {std::string(1, '\0'),
+                                        "\x01",
+                                        "\x1f",
+                                        "\"",
+                                        "\\",
+                                        "\\n",
+                                        "\\q",
+                                        "\\u0041",
+                                        "\x7f",
+                                        "\x80",
+                                        "\xc3\xa9",
+                                        "\xc3",
+                                        "\xff",
+                                        "\xed\xa0\x80",
+                                        "\xf0\x9f\xa6\x8a"};
   for (const std::string& o : odd) {
     for (size_t at = 0; at < 24; ++at) {
       std::string text(40, 'a');
@@ -86,9 +120,7 @@ TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
         case 0:
           if (!p.empty() && at < p.size()) p.erase(at, 1 + rng() % 3);
           break;
-        case 1:
-          p.insert(at, 1, kAlphabet[rng() % kAlphabet.size()]);
-          break;
+        case 1: p.insert(at, 1, kAlphabet[rng() % kAlphabet.size()]); break;
         default:
           if (at < p.size()) p[at] = kAlphabet[rng() % kAlphabet.size()];
           break;
@@ -105,7 +137,14 @@ TEST(PromptScan, RandomMutationsNeverMakeTheFastCheckAcceptMore) {
 // mutation of them makes it accept what nlohmann refuses.
 TEST(JsonScan, RandomMutationsNeverMakeTheFastValueCheckAcceptMore) {
   const std::vector<std::string> seeds = {
-      kGood, "{}", "[]", R"("text \"quoted\" \u00e9")", "-0.5", "true", "null", "12345678901234567890",
+      kGood,
+      "{}",
+      "[]",
+      R"("text \"quoted\" \u00e9")",
+      "-0.5",
+      "true",
+      "null",
+      "12345678901234567890",
       R"({"attempt": 1, "batch_id": "b-1", "batch_index": 3, "prompt_id": "9b2e", "extra": [1.5, false, {}]})",
       R"({"9": {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]}})"};
   for (const std::string& v : seeds) {

@@ -7,9 +7,9 @@
 #include <set>
 #include <tuple>
 
-#include "testing/api_prompts.h"
 #include "comfymq/capabilities.h"
 #include "net/protocol.h"
+#include "testing/api_prompts.h"
 
 namespace comfymq::proto {
 namespace {
@@ -104,7 +104,8 @@ TEST(Protocol, MalformedInputIsRefusedWithAReason) {
 
   EXPECT_NE(DecodeFrames({}, &m).message().find("empty"), std::string::npos);
   EXPECT_NE(DecodeFrames({"XXXX\x01\x02", good[1]}, &m).message().find("not a CMQP"), std::string::npos);
-  EXPECT_NE(DecodeFrames({std::string("CMQP\x01\x63", 6), good[1]}, &m).message().find("unknown command"), std::string::npos);
+  EXPECT_NE(DecodeFrames({std::string("CMQP\x01\x63", 6), good[1]}, &m).message().find("unknown command"),
+            std::string::npos);
   EXPECT_NE(DecodeFrames({good[0]}, &m).message().find("frames"), std::string::npos);
   EXPECT_NE(DecodeFrames({good[0], good[1], "x"}, &m).message().find("frames"), std::string::npos);
   EXPECT_NE(DecodeFrames({good[0], good[1].substr(0, 2)}, &m).message().find("truncated"), std::string::npos);

@@ -17,8 +17,9 @@ namespace {
 std::string Compressible(size_t size) {
   std::string s = "{";
   for (int n = 0; s.size() < size; ++n) {
-    s += "\"" + std::to_string(n) + "\": {\"class_type\": \"KSampler\", \"inputs\": {\"seed\": " +
-         std::to_string(n * 7919) + ", \"steps\": 20, \"cfg\": 7.5, \"model\": [\"4\", 0]}}, ";
+    s += "\"" + std::to_string(n) +
+         "\": {\"class_type\": \"KSampler\", \"inputs\": {\"seed\": " + std::to_string(n * 7919) +
+         ", \"steps\": 20, \"cfg\": 7.5, \"model\": [\"4\", 0]}}, ";
   }
   s.resize(size);
   return s;

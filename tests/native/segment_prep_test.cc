@@ -180,7 +180,7 @@ TEST(SegmentPrep, APreparationStoppedPartWayCarriesOnWhereItStopped) {
   ASSERT_TRUE(prep.Adopt(7, dir.Sub(log::SegmentFileName(7)), 4 << 20, &f, &got).ok());
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(got, 4u << 20);
-  f->Close();
+  f->Close().IgnoreError();
   // Abandoning one part made (a store closing) removes its file and forgets the wish.
   prep.Request(4 << 20);
   allowed = 1;
@@ -236,7 +236,7 @@ TEST(SegmentPrep, APartMadeSegmentGivesItsSpaceBackWhenUselessOrTheDiskIsFull) {
   uint64_t got = 0;
   ASSERT_TRUE(prep.Adopt(9, dir.Sub(log::SegmentFileName(9)), 2 << 20, &f, &got).ok());
   ASSERT_NE(f, nullptr);
-  f->Close();
+  f->Close().IgnoreError();
 }
 
 TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {
@@ -259,7 +259,7 @@ TEST(SegmentPrep, APreparedSegmentTooSmallForTheRollIsDiscarded) {
   ASSERT_TRUE(prep.Adopt(5, dir.Sub(log::SegmentFileName(5)), 2 << 20, &f, &got).ok());
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(got, 2u << 20);
-  f->Close();
+  f->Close().IgnoreError();
   std::ifstream in(dir.Sub(log::SegmentFileName(5)), std::ios::binary);
   std::string head(16, '\0');
   in.read(&head[0], 16);

@@ -8,11 +8,11 @@
 #include <random>
 #include <thread>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/log_segment.h"
 #include "store/records.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 #include "util/coding.h"
 
 namespace comfymq {
@@ -143,8 +143,8 @@ class CompressionTest : public ::testing::Test {
 };
 
 TEST_F(CompressionTest, PromptsRoundTripThroughReopenCheckpointAndCompaction) {
-  const std::string small = PromptFor(1);                 // under the threshold: raw
-  const std::string packed = PromptFor(2, 30 << 10);      // compressible: LZ4
+  const std::string small = PromptFor(1);                       // under the threshold: raw
+  const std::string packed = PromptFor(2, 30 << 10);            // compressible: LZ4
   const std::string noise = IncompressiblePrompt(30 << 10, 3);  // does not compress: raw
   const std::string workflow = Workflow(20 << 10);
   const uint64_t live0 = LiveBytes();
@@ -167,9 +167,9 @@ TEST_F(CompressionTest, PromptsRoundTripThroughReopenCheckpointAndCompaction) {
     const std::string* prompt;
     std::string workflow;
   };
-  const std::vector<Want> want = {{a, "small", &small, ""},          {b, "packed", &packed, workflow},
-                                  {c, "noise", &noise, ""},          {a2, "small-2", &small2, ""},
-                                  {b2, "packed-2", &packed2, workflow}, {c2, "noise-2", &noise2, ""}};
+  const std::vector<Want> want = {
+      {a, "small", &small, ""},     {b, "packed", &packed, workflow},     {c, "noise", &noise, ""},
+      {a2, "small-2", &small2, ""}, {b2, "packed-2", &packed2, workflow}, {c2, "noise-2", &noise2, ""}};
   auto check = [&](const char* when) {
     SCOPED_TRACE(when);
     for (const Want& w : want) ExpectTexts(w.id, w.prompt_id, *w.prompt, w.workflow);
@@ -234,8 +234,10 @@ TEST_F(CompressionTest, ManyProducersCompressInParallel) {
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPer; ++i) {
       Job j = GetJob(ids[t][i]);
-      if (i % 2) EXPECT_EQ(SeqOfPrompt(j.prompt), t * 1000 + i);
-      else EXPECT_EQ(j.prompt, IncompressiblePrompt(8 << 10, t * 1000 + i));
+      if (i % 2)
+        EXPECT_EQ(SeqOfPrompt(j.prompt), t * 1000 + i);
+      else
+        EXPECT_EQ(j.prompt, IncompressiblePrompt(8 << 10, t * 1000 + i));
     }
   }
 }
@@ -335,8 +337,8 @@ TEST_F(HandWrittenStoreTest, DamagedCompressedTextsAreCorruptionNotACrash) {
   const records::StoredText good = records::PackText(text, &block);
   ASSERT_EQ(good.codec, records::TextCodec::kLz4);
   records::StoredText short_len = good, huge_len = good, garbage = good, truncated = good;
-  short_len.raw_length = good.raw_length - 1;   // lies by one byte
-  huge_len.raw_length = 0xFFFFFFF0u;            // would be a 4 GiB allocation
+  short_len.raw_length = good.raw_length - 1;  // lies by one byte
+  huge_len.raw_length = 0xFFFFFFF0u;           // would be a 4 GiB allocation
   const std::string junk(good.bytes.size(), '\xff');
   garbage.bytes = junk;
   truncated.bytes = good.bytes.substr(0, good.bytes.size() / 2);

@@ -4,10 +4,10 @@
 
 #include <atomic>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {
@@ -171,7 +171,8 @@ TEST_F(FaultTest, BatchOnFullDiskAddsNone) {
 TEST_F(FaultTest, FailedCheckpointIsNotFatal) {
   ASSERT_TRUE(Add(1).ok());
   env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
-    if (op == MemEnv::Op::kRename && path.find("checkpoint") != std::string::npos) return Status::IOError("injected rename failure");
+    if (op == MemEnv::Op::kRename && path.find("checkpoint") != std::string::npos)
+      return Status::IOError("injected rename failure");
     return Status::OK();
   });
   EXPECT_FALSE(store_->Checkpoint().ok());
@@ -190,7 +191,8 @@ TEST_F(FaultTest, ReadErrorsAreReportedNotFatal) {
   store_.reset();
   ASSERT_TRUE(Store::Open(SmallOptions(&env_), "/db", &store_).ok());
   env_.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
-    if (op == MemEnv::Op::kRead && path.find("/log-") != std::string::npos) return Status::IOError("injected read error");
+    if (op == MemEnv::Op::kRead && path.find("/log-") != std::string::npos)
+      return Status::IOError("injected read error");
     return Status::OK();
   });
   Job j;
@@ -238,7 +240,8 @@ TEST_F(FaultTest, TheDispatchHookLeasesInTheEnqueueCommitAndDeliversOnlyWhatIsDu
 
   // A group that fails to reach the disk delivers nothing, and its lease never existed.
   env_.SetFaultHook([](MemEnv::Op op, const std::string& path) {
-    return op == MemEnv::Op::kSync && path.find("/log-") != std::string::npos ? Status::IOError("injected") : Status::OK();
+    return op == MemEnv::Op::kSync && path.find("/log-") != std::string::npos ? Status::IOError("injected")
+                                                                              : Status::OK();
   });
   EXPECT_FALSE(Add(2).ok());
   EXPECT_EQ(chosen, 2);

@@ -14,11 +14,11 @@
 #include <random>
 #include <thread>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
-#include "store/store_batch.h"
 #include "store/commit_order.h"
+#include "store/store_batch.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {
@@ -323,8 +323,7 @@ TEST_F(PipelineTest, TheDispatchHookLeasesLateOpsInTheirGroupAndDeliversOnlyAfte
   hook.choose = [](DispatchContext& ctx) {
     TakeOptions o;
     o.worker_id = "w1";
-    while (ctx.Take(o) != nullptr) {
-    }
+    while (ctx.Take(o) != nullptr) {}
   };
   hook.deliver = [&](std::vector<std::unique_ptr<Lease>> leases) {
     std::vector<uint64_t> ids;

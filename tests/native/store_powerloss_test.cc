@@ -10,11 +10,11 @@
 #include <thread>
 
 #include "comfymq/artifact_writer.h"
-#include "testing/mem_env.h"
 #include "crash_check.h"
-#include "workload.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 #include "util/sha256.h"
+#include "workload.h"
 
 namespace comfymq {
 namespace {
@@ -29,7 +29,8 @@ CrashTally PowerCutTrials(int trials, bool background, uint64_t* adopted) {
     std::mt19937_64 rng(0xC0FFEE + trial);
     MemEnv env;
     env.SetFaultHook([&](MemEnv::Op op, const std::string& path) {
-      if (op == MemEnv::Op::kRename && path.size() >= 12 && path.compare(path.size() - 12, 12, "segment.prep") == 0) (*adopted)++;
+      if (op == MemEnv::Op::kRename && path.size() >= 12 && path.compare(path.size() - 12, 12, "segment.prep") == 0)
+        (*adopted)++;
       return Status::OK();
     });
     StoreOptions opts = SmallOptions(&env, background);
@@ -158,7 +159,7 @@ TEST(PowerLoss, ArtifactsAreWholeOrAbsentAfterPowerCuts) {
     uint64_t stale = 0;
     ASSERT_TRUE(ArtifactWriter::Open(image.get(), "/art", &w2, &stale).ok());
     std::vector<std::string> names;
-    image->GetChildren("/art/job" + std::to_string(trial), &names);
+    image->GetChildren("/art/job" + std::to_string(trial), &names).IgnoreError();
     for (const std::string& n : names) {
       if (n.rfind(".cmq-tmp.", 0) == 0) {
         visible_after_abort++;  // stale temps must have been cleaned on open

@@ -82,8 +82,10 @@ TEST(SigKill, AcknowledgedJobsSurviveKillDashNine) {
       Ack a;
       std::memcpy(&a.kind, buf, 4);
       std::memcpy(&a.seq, buf + 4, 8);
-      if (a.kind == Ack::kDeleteIssued) deleted.insert(a.seq);
-      else acks.push_back(a);
+      if (a.kind == Ack::kDeleteIssued)
+        deleted.insert(a.seq);
+      else
+        acks.push_back(a);
     }
     close(fds[0]);
 

@@ -6,14 +6,14 @@
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
-#include <set>
 #include <random>
+#include <set>
 #include <thread>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/store_batch.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {
@@ -924,8 +924,8 @@ TEST_F(StoreTest, ListenerHearsCommittedChangesInOrder) {
   ASSERT_TRUE(store_->Complete(id, l->token, "{}", {}).ok());
   ASSERT_TRUE(store_->SetPaused(true).ok());
   store_.reset();  // close drains the listener queue
-  EXPECT_EQ(seen, (std::vector<std::string>{"enqueued:pending", "leased:running", "completed:succeeded",
-                                            "paused:pending"}));
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"enqueued:pending", "leased:running", "completed:succeeded", "paused:pending"}));
 }
 
 TEST_F(StoreTest, LargePromptsSpanSegments) {

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "comfymq/env.h"
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/log_segment.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {
@@ -33,7 +33,9 @@ uint64_t RecordsEnd(const std::string& path, uint32_t segment) {
   std::unique_ptr<RandomAccessFile> f;
   log::SegmentScan scan;
   if (!Env::Default()->NewRandomAccessFile(path, &f).ok()) return 0;
-  const log::RecordVisitor ignore = [](log::RecordType, std::string_view, const log::RecordLoc&) { return Status::OK(); };
+  const log::RecordVisitor ignore = [](log::RecordType, std::string_view, const log::RecordLoc&) {
+    return Status::OK();
+  };
   if (!log::ScanSegment(*f, segment, ignore, &scan).ok()) return 0;
   return scan.valid_end;
 }

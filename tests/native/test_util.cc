@@ -31,7 +31,7 @@ TempDir::TempDir() {
 
 TempDir::~TempDir() { RemoveTree(path_); }
 
-void RemoveTree(const std::string& path) { RemoveRecursively(Env::Default(), path); }
+void RemoveTree(const std::string& path) { RemoveRecursively(Env::Default(), path).IgnoreError(); }
 
 std::string PromptFor(uint64_t seq, size_t pad) {
   char buf[256];

@@ -5,10 +5,10 @@
 #include <random>
 #include <set>
 
-#include "testing/mem_env.h"
 #include "comfymq/store.h"
 #include "store/token_codec.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 
 namespace comfymq {
 namespace {

@@ -10,9 +10,9 @@
 #include <mutex>
 
 #include "comfymq/artifact_writer.h"
-#include "testing/mem_env.h"
 #include "net/transfers.h"
 #include "test_util.h"
+#include "testing/mem_env.h"
 #include "util/sha256.h"
 
 namespace comfymq::net {
@@ -105,7 +105,7 @@ struct MemLoop {
 
 std::vector<std::string> Files(const std::string& dir) {
   std::vector<std::string> names;
-  Env::Default()->GetChildren(dir, &names);
+  Env::Default()->GetChildren(dir, &names).IgnoreError();
   std::sort(names.begin(), names.end());
   return names;
 }
@@ -309,9 +309,11 @@ TEST(Transfers, DroppingOneRunOfAJobKeepsAnotherRunsChunks) {
   const std::string data(3000, 'r');
   proto::Message ack;
   bool retry = false;
-  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(5, 1, "a.png", data, 0, 1000), &ack, &retry), Transfers::Reply::kLater);  // the old run
-  ASSERT_EQ(loop.t.OnChunk("w2", ChunkOf(5, 2, "a.png", data, 0, 1000), &ack, &retry), Transfers::Reply::kLater);  // the one now
-  loop.t.AbortRun(5, 1);  // the old run's late result was refused
+  ASSERT_EQ(loop.t.OnChunk("w1", ChunkOf(5, 1, "a.png", data, 0, 1000), &ack, &retry),
+            Transfers::Reply::kLater);  // the old run
+  ASSERT_EQ(loop.t.OnChunk("w2", ChunkOf(5, 2, "a.png", data, 0, 1000), &ack, &retry),
+            Transfers::Reply::kLater);  // the one now
+  loop.t.AbortRun(5, 1);                // the old run's late result was refused
   std::vector<Transfers::Done> done = NextDones(&loop, 2);
   std::string worker;
   uint64_t written = 0;

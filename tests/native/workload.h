@@ -86,7 +86,7 @@ class Workload {
             Ack1(Ack::kCompleted, static_cast<uint64_t>(seq));
           }
         } else if (what < 9) {
-          store_->Fail(l->job_id, l->token, JobError{"execution_error", "boom"}, true);
+          store_->Fail(l->job_id, l->token, JobError{"execution_error", "boom"}, true).IgnoreError();
         }  // else: abandon the lease
       } else if (op < 88) {
         ListQuery q;
@@ -115,14 +115,14 @@ class Workload {
             deleted_.insert(static_cast<uint64_t>(seq));  // issued: may be gone whether acknowledged or not
             if (on_ack) on_ack(Ack{Ack::kDeleteIssued, static_cast<uint64_t>(seq)});
           }
-          store_->Delete(p.jobs[0].id);
+          store_->Delete(p.jobs[0].id).IgnoreError();
         }
       } else if (op < 96) {
-        store_->Checkpoint();
+        store_->Checkpoint().IgnoreError();
       } else if (op < 98) {
-        store_->Compact();
+        store_->Compact().IgnoreError();
       } else {
-        store_->SetPaused(std::uniform_int_distribution<int>(0, 3)(rng) == 0);
+        store_->SetPaused(std::uniform_int_distribution<int>(0, 3)(rng) == 0).IgnoreError();
       }
     }
   }

@@ -21,13 +21,16 @@ def main(rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = native.Store(str(Path(tmp) / "store"))
         for i in range(rounds):
-            broker = native.Broker(store, bind="tcp://127.0.0.1:*", artifact_root=str(Path(tmp) / "art"),
-                                   heartbeat=0.05)
+            broker = native.Broker(
+                store, bind="tcp://127.0.0.1:*", artifact_root=str(Path(tmp) / "art"), heartbeat=0.05
+            )
             worker = native.WorkerClient(broker=broker.endpoint, worker_id=f"w{i}", heartbeat=0.05)
             got: list = []
-            threads = [threading.Thread(target=waiter, args=(broker.next_event, got)),
-                       threading.Thread(target=waiter, args=(worker.next_job, got)),
-                       threading.Thread(target=waiter, args=(worker.next_event, got))]
+            threads = [
+                threading.Thread(target=waiter, args=(broker.next_event, got)),
+                threading.Thread(target=waiter, args=(worker.next_job, got)),
+                threading.Thread(target=waiter, args=(worker.next_event, got)),
+            ]
             for t in threads:
                 t.start()
             # let them block inside the native calls, then close under them (from this thread)

@@ -55,14 +55,19 @@ def run(client, job, out: Path, cancels: dict, worker_id: str, ignore_cancel: bo
         time.sleep(int(spec.get("sleep_ms", 0)) / 1000 / steps)
         client.progress(job_id, token, {"value": i + 1, "max": steps})
     if spec.get("fail"):
-        client.fail(job_id, token, {"type": "execution_error", "message": f"job {seq} fails on purpose"},
-                    retryable=False)
+        client.fail(
+            job_id, token, {"type": "execution_error", "message": f"job {seq} fails on purpose"}, retryable=False
+        )
         say(event="failed", job_id=job_id, seq=seq)
         return
     path = out / f"{job_id}-{token}.bin"
     path.write_bytes(payload(seq, int(spec.get("bytes", 1000))))
-    client.complete(job_id, token, outputs={"9": {"seq": seq, "worker": worker_id}},
-                    files=[{"path": str(path), "name": f"out_{seq}.bin", "mime": "application/octet-stream"}])
+    client.complete(
+        job_id,
+        token,
+        outputs={"9": {"seq": seq, "worker": worker_id}},
+        files=[{"path": str(path), "name": f"out_{seq}.bin", "mime": "application/octet-stream"}],
+    )
     say(event="completed", job_id=job_id, seq=seq)
 
 
@@ -81,10 +86,20 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    client = native.WorkerClient(broker=a.broker, worker_id=a.id, name=a.id, capacity=a.capacity,
-                                 capabilities=json.loads(a.caps), heartbeat=a.heartbeat, liveness=3,
-                                 broker_public_key=a.broker_key, public_key=a.public_key, secret_key=a.secret_key,
-                                 reconnect_min=0.1, reconnect_max=1.0)
+    client = native.WorkerClient(
+        broker=a.broker,
+        worker_id=a.id,
+        name=a.id,
+        capacity=a.capacity,
+        capabilities=json.loads(a.caps),
+        heartbeat=a.heartbeat,
+        liveness=3,
+        broker_public_key=a.broker_key,
+        public_key=a.public_key,
+        secret_key=a.secret_key,
+        reconnect_min=0.1,
+        reconnect_max=1.0,
+    )
     cancels: dict[str, bool] = {}
 
     def events():

@@ -122,6 +122,7 @@ def subprocess_env() -> dict:
 
 # ---- helpers for tests that run real processes on loopback ------------------------------------------------
 
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -152,6 +153,7 @@ def http_json(url: str, method: str = "GET", body=None, timeout: float = 30.0):
 
 
 # ---- the standalone host's app on a fresh QueueService, for HTTP tests (pytest-aiohttp) --------------------
+
 
 @pytest.fixture
 def service(tmp_path):

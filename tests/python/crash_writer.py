@@ -17,8 +17,10 @@ from comfy_nodes import _native as native  # noqa: E402
 
 
 def prompt(seq: int) -> dict:
-    return {"1": {"class_type": "EmptyImage", "inputs": {"seq": seq, "pad": "p" * (seq % 700)}},
-            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"seq": seq, "pad": "p" * (seq % 700)}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+    }
 
 
 def main() -> None:

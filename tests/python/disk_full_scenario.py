@@ -21,8 +21,11 @@ def main() -> None:
     error = None
     for i in range(100000):
         try:
-            acked.append(store.enqueue({"1": {"class_type": "EmptyImage", "inputs": {"seq": i, "pad": "p" * 2000}}},
-                                       prompt_id=f"p{i}")["id"])
+            acked.append(
+                store.enqueue(
+                    {"1": {"class_type": "EmptyImage", "inputs": {"seq": i, "pad": "p" * 2000}}}, prompt_id=f"p{i}"
+                )["id"]
+            )
         except native.DiskFullError as e:
             error = str(e)
             break

@@ -33,8 +33,8 @@ def _free_port() -> int:
 
 @dataclass
 class Answer:
-    status: int                      # 0: the connection closed without an answer
-    headers: dict = field(default_factory=dict)   # lower-case names
+    status: int  # 0: the connection closed without an answer
+    headers: dict = field(default_factory=dict)  # lower-case names
     body: bytes = b""
 
     def json(self):
@@ -50,8 +50,12 @@ class Answer:
         except ValueError:
             return False
         err = body.get("error") if isinstance(body, dict) else None
-        return (set(body) == {"error"} and isinstance(err, dict) and set(err) == {"type", "message"}
-                and all(isinstance(err[k], str) and err[k] for k in ("type", "message")))
+        return (
+            set(body) == {"error"}
+            and isinstance(err, dict)
+            and set(err) == {"type", "message"}
+            and all(isinstance(err[k], str) and err[k] for k in ("type", "message"))
+        )
 
 
 def read_answer(sock: socket.socket, timeout: float, head: bool = False) -> Answer:
@@ -91,8 +95,9 @@ def read_answer(sock: socket.socket, timeout: float, head: bool = False) -> Answ
     return Answer(status, headers, rest[:length] if length >= 0 else rest)
 
 
-def request_bytes(method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                  host: str = "127.0.0.1") -> bytes:
+def request_bytes(
+    method: str, path: str, body: bytes | None = None, headers: dict | None = None, host: str = "127.0.0.1"
+) -> bytes:
     """A well-formed HTTP/1.1 request (Connection: close) as bytes; headers may override Host."""
     h = {"Host": host, "Connection": "close"}
     h.update(headers or {})
@@ -120,8 +125,9 @@ class Endpoint:
                 pass  # answered (and closed) before all of it went out: the answer is still there to read
             return read_answer(s, timeout, head=data.startswith(b"HEAD "))
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 60.0) -> Answer:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60.0
+    ) -> Answer:
         return self.raw(request_bytes(method, path, body, headers), timeout)
 
     def json(self, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 60.0):
@@ -149,8 +155,13 @@ class HostProcess(Endpoint):
         if not any(f.startswith("--workers-bind") for f in flags):
             args += ["--workers-bind", "off"]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "comfy_nodes", "host", *args, *flags], cwd=REPO_ROOT,
-                                     env=run_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "comfy_nodes", "host", *args, *flags],
+            cwd=REPO_ROOT,
+            env=run_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             self.wait_ready()
         except BaseException:
@@ -207,10 +218,21 @@ def api_prompt(text_bytes: int) -> dict:
     have, so the request body escapes them)."""
     words = " ".join(f'"w{i}"' for i in range(text_bytes // 5))[:text_bytes]
     return {
-        "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 20, "cfg": 7.0, "model": ["4", 0],
-                                                   "positive": ["6", 0], "negative": ["7", 0],
-                                                   "latent_image": ["5", 0], "sampler_name": "euler",
-                                                   "scheduler": "normal", "denoise": 1.0}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 5,
+                "steps": 20,
+                "cfg": 7.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+            },
+        },
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": words, "clip": ["4", 1]}},

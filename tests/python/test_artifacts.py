@@ -151,18 +151,21 @@ def test_str_data_is_type_error(writer, root):
     assert all_files(root) == []
 
 
-@pytest.mark.parametrize("bad", [
-    "/etc/passwd",
-    "..",
-    "../x.png",
-    "a/../../x.png",
-    "a/../x.png",
-    "a\0b.png",
-    "dir/",
-    "",
-    ".",
-    "a/.cmq-tmp.x",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "/etc/passwd",
+        "..",
+        "../x.png",
+        "a/../../x.png",
+        "a/../x.png",
+        "a\0b.png",
+        "dir/",
+        "",
+        ".",
+        "a/.cmq-tmp.x",
+    ],
+)
 def test_bad_relative_paths(writer, root, bad):
     with pytest.raises(ValueError):
         writer.write(bad, b"data")

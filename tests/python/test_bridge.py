@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, http_json, wait_for
 
 from comfy_nodes.service import BrokerSettings, QueueService
@@ -35,9 +34,23 @@ class StandIn:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", str(self.port), "--output-dir",
-                                      str(self.tmp / "comfy-out"), "--models", self.models], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=open(self.tmp / "standin.log", "a"), text=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.standin",
+                "--port",
+                str(self.port),
+                "--output-dir",
+                str(self.tmp / "comfy-out"),
+                "--models",
+                self.models,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=open(self.tmp / "standin.log", "a"),
+            text=True,
+        )
         line = self.proc.stdout.readline()
         assert line.startswith("READY"), line
 
@@ -51,9 +64,18 @@ def rig(tmp_path):
     comfy = StandIn(tmp_path, free_port())
     comfy.start()
     service = QueueService(tmp_path / "host", broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
-    bridge = WorkerBridge(BridgeSettings(comfy_url=comfy.url, broker=service.broker.endpoint, worker_id="w1",
-                                         name="gpu-1", work_dir=str(tmp_path / "w1"), heartbeat=0.2,
-                                         reconnect_min=0.1, reconnect_max=0.5))
+    bridge = WorkerBridge(
+        BridgeSettings(
+            comfy_url=comfy.url,
+            broker=service.broker.endpoint,
+            worker_id="w1",
+            name="gpu-1",
+            work_dir=str(tmp_path / "w1"),
+            heartbeat=0.2,
+            reconnect_min=0.1,
+            reconnect_max=0.5,
+        )
+    )
     bridge.start()
     wait_for(lambda: any(w["online"] for w in service.broker.workers()), what="the worker to join")
     try:
@@ -70,24 +92,32 @@ def state(service, job_id):
 
 
 def done(service, job_id, timeout=30.0):
-    return wait_for(lambda: (j := state(service, job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
-                    timeout, f"job {job_id} to end")
+    return wait_for(
+        lambda: (j := state(service, job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
+        timeout,
+        f"job {job_id} to end",
+    )
 
 
 def save_graph(**slow):
-    g = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
-         "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bridge"}}}
+    g = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 255}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bridge"}},
+    }
     if slow:
-        g["2"] = {"class_type": "SlowNode", "inputs": {"images": ["1", 0], "seconds": slow.get("seconds", 1.0),
-                                                       "tag": slow.get("tag", "")}}
+        g["2"] = {
+            "class_type": "SlowNode",
+            "inputs": {"images": ["1", 0], "seconds": slow.get("seconds", 1.0), "tag": slow.get("tag", "")},
+        }
         g["3"]["inputs"]["images"] = ["2", 0]
     return g
 
 
 def test_a_job_runs_and_its_png_and_outputs_are_recorded(rig):
     service, comfy, _ = rig
-    jid = service.store.enqueue(save_graph(), workflow={"nodes": [], "links": [], "extra": {"mark": 1}},
-                                batch_id="b1", prompt_id="b1req-0003")["id"]
+    jid = service.store.enqueue(
+        save_graph(), workflow={"nodes": [], "links": [], "extra": {"mark": 1}}, batch_id="b1", prompt_id="b1req-0003"
+    )["id"]
     j = done(service, jid)
     assert j["state"] == "succeeded", j["error"]
     assert j["worker_id"] == "w1"
@@ -118,8 +148,9 @@ def test_runtime_errors_keep_node_and_traceback_and_are_retried(rig):
     service, _, _ = rig
     g = {"1": {"class_type": "FailNode", "inputs": {"message": "kaboom at run time"}}}
     jid = service.store.enqueue(g, max_attempts=2)["id"]
-    wait_for(lambda: state(service, jid)["state"] == "failed" and state(service, jid)["attempts"] == 2, 30,
-             "two attempts")
+    wait_for(
+        lambda: state(service, jid)["state"] == "failed" and state(service, jid)["attempts"] == 2, 30, "two attempts"
+    )
     full = service.store.get(jid)
     assert "kaboom at run time" in full["error"]["message"]
     assert full["error"]["node_id"] == "1"
@@ -130,11 +161,15 @@ def test_runtime_errors_keep_node_and_traceback_and_are_retried(rig):
 def test_progress_reaches_the_job_and_a_cancel_interrupts_the_running_prompt(rig):
     service, comfy, _ = rig
     jid = service.store.enqueue(save_graph(seconds=30, tag="cancel-me"))["id"]
-    wait_for(lambda: (state(service, jid).get("progress") or {}).get("class_type") == "SlowNode", 20,
-             "progress naming the executing node")
+    wait_for(
+        lambda: (state(service, jid).get("progress") or {}).get("class_type") == "SlowNode",
+        20,
+        "progress naming the executing node",
+    )
     service.store.cancel(jid, "user asked")
     j = done(service, jid)
     assert j["state"] == "cancelled"
+
     # The store ends the job at once; the worker then stops the prompt on its ComfyUI.
     def interrupted():
         history = http_json(comfy.url + "/history")[1]
@@ -146,11 +181,11 @@ def test_progress_reaches_the_job_and_a_cancel_interrupts_the_running_prompt(rig
 
 def test_a_cancel_while_queued_in_comfyui_deletes_it_there(rig):
     service, comfy, _ = rig
-    blocker = http_json(comfy.url + "/prompt", "POST",
-                        {"prompt": save_graph(seconds=30, tag="someone else")})[1]["prompt_id"]
+    blocker = http_json(comfy.url + "/prompt", "POST", {"prompt": save_graph(seconds=30, tag="someone else")})[1][
+        "prompt_id"
+    ]
     jid = service.store.enqueue(save_graph(tag="mine", seconds=0.01))["id"]
-    wait_for(lambda: len(http_json(comfy.url + "/queue")[1]["queue_pending"]) == 1, 20,
-             "our prompt to wait in ComfyUI")
+    wait_for(lambda: len(http_json(comfy.url + "/queue")[1]["queue_pending"]) == 1, 20, "our prompt to wait in ComfyUI")
     service.store.cancel(jid)
     assert done(service, jid)["state"] == "cancelled"
     wait_for(lambda: http_json(comfy.url + "/queue")[1]["queue_pending"] == [], 10, "it to leave ComfyUI's queue")
@@ -192,8 +227,11 @@ def test_capabilities_are_refreshed_on_demand(rig, caplog):
     service, _, _ = rig
     caplog.set_level("INFO", logger="comfymq.worker")
     service.broker.refresh_capabilities()  # what POST /comfymq/workers/refresh does
-    wait_for(lambda: any("capabilities refreshed" in r.getMessage() for r in caplog.records), 10,
-             "the worker to re-read /object_info")
+    wait_for(
+        lambda: any("capabilities refreshed" in r.getMessage() for r in caplog.records),
+        10,
+        "the worker to re-read /object_info",
+    )
 
 
 def test_a_cancel_for_an_earlier_run_does_not_stop_a_later_run_of_the_same_job(rig):
@@ -220,8 +258,11 @@ def test_a_worker_client_that_breaks_under_the_bridge_is_left_with_a_bye_and_the
     first = service.broker.workers()[0]["connected_at"]
     bridge._wc.close(bye=False)  # the client dies under the running pumps
     wait_for(lambda: any("job pump stopped" in r.getMessage() for r in caplog.records), 10, "the pump's log line")
-    wait_for(lambda: (ws := service.broker.workers()) and ws[0]["online"] and ws[0]["connected_at"] > first, 30,
-             "the worker to join again")
+    wait_for(
+        lambda: (ws := service.broker.workers()) and ws[0]["online"] and ws[0]["connected_at"] > first,
+        30,
+        "the worker to join again",
+    )
     jid = service.store.enqueue(save_graph())["id"]
     assert done(service, jid)["state"] == "succeeded"
 

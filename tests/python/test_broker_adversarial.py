@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import zmq
-
 from conftest import wait_for
 from test_cluster import Host, Worker, cluster, job_prompt  # noqa: F401 - cluster is a fixture
 
@@ -42,8 +41,17 @@ def frames(cmd: int, body: bytes = b"", data: bytes | None = None) -> list[bytes
 
 
 def hello(worker_id: str, caps: dict, held=()) -> list[bytes]:
-    body = (text(worker_id) + text(worker_id) + text("0") + text("0") + struct.pack("<I", 1) + text("{}") +
-            text(json.dumps(caps)) + struct.pack("<I", len(held)) + b"".join(struct.pack("<QQ", j, t) for j, t in held))
+    body = (
+        text(worker_id)
+        + text(worker_id)
+        + text("0")
+        + text("0")
+        + struct.pack("<I", 1)
+        + text("{}")
+        + text(json.dumps(caps))
+        + struct.pack("<I", len(held))
+        + b"".join(struct.pack("<QQ", j, t) for j, t in held)
+    )
     return frames(HELLO, body)
 
 
@@ -58,8 +66,15 @@ def lease_message(cmd: int, job: int, token: int, marker: str = "forged") -> lis
     if cmd == CANCELLED:
         return frames(CANCELLED, head)
     data = b"evil bytes"
-    body = (head + struct.pack("<I", 0) + text("evil.png") + struct.pack("<QQ", len(data), 0) +
-            struct.pack("<I", 0) + b"\x01" + text("0" * 64))
+    body = (
+        head
+        + struct.pack("<I", 0)
+        + text("evil.png")
+        + struct.pack("<QQ", len(data), 0)
+        + struct.pack("<I", 0)
+        + b"\x01"
+        + text("0" * 64)
+    )
     return frames(CHUNK, body, data)
 
 
@@ -70,7 +85,7 @@ def decode(parts: list[bytes]) -> dict:
     m = {"cmd": cmd}
     if cmd == REFUSE:
         (n,) = struct.unpack_from("<I", body)
-        m["reason"] = body[4:4 + n].decode(errors="replace")
+        m["reason"] = body[4 : 4 + n].decode(errors="replace")
     elif cmd in (JOB, ACK, NACK, CANCEL):
         m["job"], m["token"] = struct.unpack_from("<QQ", body)
         if cmd == ACK:
@@ -118,13 +133,20 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp_path):
+def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp_path):  # noqa: F811 - the fixture
     make_host, make_worker = cluster
     host = make_host()
-    honest = make_worker(host, "honest", capacity=2)
+    make_worker(host, "honest", capacity=2)
     ctx = zmq.Context()
-    through = {"foreign results recorded": 0, "honest runs disturbed": 0, "attempts taken": 0,
-               "evictions": 0, "replays recorded": 0, "host crashes": 0, "honest jobs not finished": 0}
+    through = {
+        "foreign results recorded": 0,
+        "honest runs disturbed": 0,
+        "attempts taken": 0,
+        "evictions": 0,
+        "replays recorded": 0,
+        "host crashes": 0,
+        "honest jobs not finished": 0,
+    }
     try:
         # Two long honest runs the attacker goes after.
         victims = [host.enqueue(job_prompt(seq, sleep_ms=6000)) for seq in (1, 2)]
@@ -168,7 +190,7 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
             through["evictions"] += 1  # (the flood was not even answered)
         # 2. HELLOs that take the honest worker's id from other connections (they used to evict it and count an
         #    attempt on each of its jobs: four of them dead-lettered a job).
-        for i in range(10):
+        for _ in range(10):
             thief = Attacker(ctx, host.endpoint)
             thief.send(hello("honest", {"node_classes": ["TestJob"]}))
             answer = thief.expect(REFUSE)
@@ -194,17 +216,29 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
         cancelled = host.enqueue({"1": {"class_type": "AttackerJob", "inputs": {"n": 2}}})
         job2 = evil.expect(JOB, 10)
         assert job2 is not None
-        req = urllib.request.Request(f"http://127.0.0.1:{host.http_port}/comfymq/tasks/{cancelled}/cancel",
-                                     data=b"{}", headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{host.http_port}/comfymq/tasks/{cancelled}/cancel",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         urllib.request.urlopen(req, timeout=10).read()
         evil.send(lease_message(RESULT, job2["job"], job2["token"], marker="after-cancel"))
 
         # 4. A seeded mutation loop: valid messages of every kind, byte-flipped, cut, grown, split and joined, from
         #    several connections, some of which said HELLO first.
-        seeds = [hello("mut", {"node_classes": ["TestJob"]}), frames(READY, struct.pack("<I", 3)), frames(HEARTBEAT),
-                 lease_message(RESULT, hex_id(victims[0]), 7), lease_message(FAIL, hex_id(victims[1]), 9),
-                 lease_message(PROGRESS, hex_id(victims[0]), 1), lease_message(CHUNK, hex_id(victims[1]), 3),
-                 lease_message(CANCELLED, hex_id(victims[0]), 5), frames(BYE), frames(CAPS, text('{"node_classes": []}'))]
+        seeds = [
+            hello("mut", {"node_classes": ["TestJob"]}),
+            frames(READY, struct.pack("<I", 3)),
+            frames(HEARTBEAT),
+            lease_message(RESULT, hex_id(victims[0]), 7),
+            lease_message(FAIL, hex_id(victims[1]), 9),
+            lease_message(PROGRESS, hex_id(victims[0]), 1),
+            lease_message(CHUNK, hex_id(victims[1]), 3),
+            lease_message(CANCELLED, hex_id(victims[0]), 5),
+            frames(BYE),
+            frames(CAPS, text('{"node_classes": []}')),
+        ]
         conns = [Attacker(ctx, host.endpoint) for _ in range(6)]
         for c in conns[:3]:
             c.send(hello(f"mut-{id(c)}", {"node_classes": ["Nothing"]}))
@@ -219,12 +253,12 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
                 if op == 0 and p:
                     p[mrng.randrange(len(p))] ^= 1 << mrng.randrange(8)
                 elif op == 1 and p:
-                    del p[mrng.randrange(len(p)):]
+                    del p[mrng.randrange(len(p)) :]
                 elif op == 2:
                     p.extend(os.urandom(mrng.randint(1, 64)))
                 elif op == 3 and len(p) >= 4:
                     at = mrng.randrange(len(p) - 3)
-                    p[at:at + 4] = struct.pack("<I", mrng.choice([0, 1, 2**31, 2**32 - 1, mrng.getrandbits(32)]))
+                    p[at : at + 4] = struct.pack("<I", mrng.choice([0, 1, 2**31, 2**32 - 1, mrng.getrandbits(32)]))
                 elif op == 4:
                     parts.append(bytearray(os.urandom(mrng.randint(0, 32))))
                 elif op == 5 and len(parts) > 1:
@@ -245,8 +279,11 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
             if t["attempts"] != 1:
                 through["attempts taken"] += 1
         for victim in victims:
-            t = wait_for(lambda: (x := host.task(victim))["state"] in ("succeeded", "failed", "cancelled") and x, 60,
-                         f"honest job {victim} to end")
+            t = wait_for(
+                lambda victim=victim: (x := host.task(victim))["state"] in ("succeeded", "failed", "cancelled") and x,
+                60,
+                f"honest job {victim} to end",
+            )
             outputs = json.dumps(t["result"]["outputs"])
             if t["state"] != "succeeded":
                 through["honest jobs not finished"] += 1
@@ -267,10 +304,12 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
         assert t["worker"] == "honest"
         counters = get(host, "/comfymq/stats")
         growth_mib = (rss_after_attack - rss_before) // 1024
-        print(f"\nbroker attack: {len(guesses) * 5 * len(victims)} forged lease messages, 50,000 HELLOs naming new "
-              f"ids on one connection, 30 HELLOs with 3.7 MB of distinct capabilities ({counts[REFUSE]} refused), 10 id takeovers, 4 replays, {sent} mutated "
-              f"messages from {len(conns)} connections; host RSS {rss_before // 1024} -> {rss_after_attack // 1024} MiB; "
-              f"got through: {through}; stats: {counters.get('counts')}")
+        print(
+            f"\nbroker attack: {len(guesses) * 5 * len(victims)} forged lease messages, 50,000 HELLOs naming new "
+            f"ids on one connection, 30 HELLOs with 3.7 MB of distinct capabilities ({counts[REFUSE]} refused), 10 id takeovers, 4 replays, {sent} mutated "
+            f"messages from {len(conns)} connections; host RSS {rss_before // 1024} -> {rss_after_attack // 1024} MiB; "
+            f"got through: {through}; stats: {counters.get('counts')}"
+        )
         # bounded by the capabilities budget (64 MiB of text, ~2.7 bytes held per byte) and nothing else
         assert growth_mib < 400, f"the host grew by {growth_mib} MiB under the attack"
         assert all(v == 0 for v in through.values()), through

@@ -18,23 +18,40 @@ from conftest import free_port
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.subprocess
 
-PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
-          "2": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 2}},
-          "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cli"}}}
+PROMPT = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 1}},
+    "2": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 2}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cli"}},
+}
 
 
 def cli(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "comfy_nodes", *args], cwd=REPO, capture_output=True, text=True,
-                          input=stdin, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "comfy_nodes", *args], cwd=REPO, capture_output=True, text=True, input=stdin, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("host")
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(tmp), "--port", str(port),
-                          "--workers-bind", f"tcp://127.0.0.1:{free_port()}"], cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "comfy_nodes",
+            "host",
+            "--data-dir",
+            str(tmp),
+            "--port",
+            str(port),
+            "--workers-bind",
+            f"tcp://127.0.0.1:{free_port()}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -72,11 +89,14 @@ def test_enqueue_from_stdin_and_status_json(host):
     assert json.loads(r.stdout)["stats"]["counts"]["pending"] >= 1
 
 
-@pytest.mark.parametrize("content, needle", [
-    ('{"nodes": [], "links": []}', "is a UI workflow"),
-    ("not json", "is not JSON"),
-    ('{"1": {"inputs": {}}}', "class_type"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"nodes": [], "links": []}', "is a UI workflow"),
+        ("not json", "is not JSON"),
+        ('{"1": {"inputs": {}}}', "class_type"),
+    ],
+)
 def test_bad_files_are_one_line_errors(host, tmp_path, content, needle):
     url, _ = host
     f = tmp_path / "bad.json"
@@ -90,8 +110,10 @@ def test_bad_files_are_one_line_errors(host, tmp_path, content, needle):
 def test_unreachable_host_and_bad_sweep_are_one_line_errors(tmp_path):
     f = tmp_path / "wf.json"
     f.write_text(json.dumps(PROMPT))
-    for args, needle in (((str(f), "--url", f"http://127.0.0.1:{free_port()}"), "cannot reach the host"),
-                         ((str(f), "--sweep", "color=1,2"), "--sweep wants NODE.INPUT=")):
+    for args, needle in (
+        ((str(f), "--url", f"http://127.0.0.1:{free_port()}"), "cannot reach the host"),
+        ((str(f), "--sweep", "color=1,2"), "--sweep wants NODE.INPUT="),
+    ):
         r = cli("enqueue", *args)
         assert r.returncode == 1
         lines = r.stderr.strip().splitlines()
@@ -103,22 +125,41 @@ def test_unreachable_host_and_bad_sweep_are_one_line_errors(tmp_path):
 # ---- the host's HTTP settings: one token rule, checked values, a client that sends what the host wants --------
 
 
-@pytest.mark.parametrize("args, env, needle", [
-    (("--token=a",), {}, "at least 8"),
-    (("--token", "two words"), {}, "visible ASCII"),
-    ((), {"COMFYMQ_TOKEN": "short"}, "at least 8"),
-    (("--allow-host", "http://x"), {}, "allowed_hosts"),
-    (("--allow-origin", "x.example"), {}, "allowed_origins"),
-    (("--read-timeout", "0"), {}, "http_read_timeout"),
-    (("--max-jobs-per-request", "0"), {}, "max_jobs_per_request"),
-    ((), {"COMFYMQ_HTTP_KEEPALIVE_TIMEOUT": "-1"}, "keepalive_timeout"),
-])
+@pytest.mark.parametrize(
+    "args, env, needle",
+    [
+        (("--token=a",), {}, "at least 8"),
+        (("--token", "two words"), {}, "visible ASCII"),
+        ((), {"COMFYMQ_TOKEN": "short"}, "at least 8"),
+        (("--allow-host", "http://x"), {}, "allowed_hosts"),
+        (("--allow-origin", "x.example"), {}, "allowed_origins"),
+        (("--read-timeout", "0"), {}, "http_read_timeout"),
+        (("--max-jobs-per-request", "0"), {}, "max_jobs_per_request"),
+        ((), {"COMFYMQ_HTTP_KEEPALIVE_TIMEOUT": "-1"}, "keepalive_timeout"),
+    ],
+)
 def test_host_refuses_bad_http_settings_before_it_starts(tmp_path, args, env, needle):
     """Before: `--token=a` started a host although the configuration wants 8+ characters."""
-    r = subprocess.run([sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(tmp_path), "--port",
-                        str(free_port()), "--workers-bind", "off", *args], cwd=REPO, capture_output=True, text=True,
-                       timeout=30, env={**{k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_")},
-                                        **env})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "comfy_nodes",
+            "host",
+            "--data-dir",
+            str(tmp_path),
+            "--port",
+            str(free_port()),
+            "--workers-bind",
+            "off",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_")}, **env},
+    )
     assert r.returncode == 1, r.stderr
     lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], r.stderr

@@ -10,7 +10,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_closing_under_waiting_calls_does_not_crash(subprocess_env):
-    r = subprocess.run([sys.executable, str(Path(__file__).with_name("close_race.py")), "200"], cwd=REPO,
-                       env=subprocess_env, capture_output=True, text=True, timeout=90)
+    r = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("close_race.py")), "200"],
+        cwd=REPO,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     assert r.stdout.strip() == "ok 200"

@@ -5,7 +5,6 @@ whose files are the bytes a worker sent."""
 
 import hashlib
 import json
-import os
 import random
 import signal
 import socket
@@ -58,9 +57,22 @@ class Host:
         return f"tcp://127.0.0.1:{self.broker_port}"
 
     def start(self):
-        args = [sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(self.root / "data"),
-                "--port", str(self.http_port), "--workers-bind", self.endpoint, "--heartbeat", str(HEARTBEAT),
-                "--retention-days", "0"]
+        args = [
+            sys.executable,
+            "-m",
+            "comfy_nodes",
+            "host",
+            "--data-dir",
+            str(self.root / "data"),
+            "--port",
+            str(self.http_port),
+            "--workers-bind",
+            self.endpoint,
+            "--heartbeat",
+            str(HEARTBEAT),
+            "--retention-days",
+            "0",
+        ]
         if self.curve_secret:
             # "=" form: a Z85 key may start with "-", which would read as an option
             args.append(f"--curve-secret-key={self.curve_secret}")
@@ -79,8 +91,9 @@ class Host:
 
     def enqueue(self, prompt, **meta):
         body = json.dumps({"prompt": prompt, **({"metadata": meta} if meta else {})}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/tasks", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/tasks", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())["task"]["id"]
 
@@ -107,8 +120,20 @@ class Host:
 class Worker:
     def __init__(self, root: Path, host: Host, wid, caps=None, capacity=1, keys=None, ignore_cancel=False):
         self.id = wid
-        args = [sys.executable, str(WORKER), "--broker", host.endpoint, "--id", wid, "--capacity", str(capacity),
-                "--heartbeat", str(HEARTBEAT), "--out", str(root / f"out-{wid}")]
+        args = [
+            sys.executable,
+            str(WORKER),
+            "--broker",
+            host.endpoint,
+            "--id",
+            wid,
+            "--capacity",
+            str(capacity),
+            "--heartbeat",
+            str(HEARTBEAT),
+            "--out",
+            str(root / f"out-{wid}"),
+        ]
         if caps is not None:
             args += ["--caps", json.dumps(caps)]
         if keys:  # "=" form: a Z85 key may start with "-"
@@ -185,7 +210,7 @@ def test_two_hundred_jobs_run_exactly_once_across_workers(cluster):
     wait_for(lambda: all(host.task(i)["state"] == "succeeded" for i in ids.values()), 120, "200 jobs to finish")
     host.stop()
     check_exactly_once(host, ids, sizes)
-    print(f"[ cluster ] 200 jobs, 3 workers: all succeeded exactly once, files verified")
+    print("[ cluster ] 200 jobs, 3 workers: all succeeded exactly once, files verified")
 
 
 def test_a_killed_worker_s_job_finishes_on_another_recorded_once(cluster):
@@ -255,8 +280,10 @@ def test_jobs_go_where_the_model_is_and_waiting_jobs_say_why(cluster):
     assert host.task(sdxl_job)["worker"] == "sdxl-box"
     flux_job = host.enqueue(job_prompt(11, ckpt="flux.safetensors"))
     why = wait_for(lambda: host.task(flux_job).get("waiting"), 20, "the reasons a job waits")
-    assert sorted(why) == ["worker sd15-box: missing checkpoint flux.safetensors",
-                           "worker sdxl-box: missing checkpoint flux.safetensors"]
+    assert sorted(why) == [
+        "worker sd15-box: missing checkpoint flux.safetensors",
+        "worker sdxl-box: missing checkpoint flux.safetensors",
+    ]
     worker(host, "flux-box", caps={**base, "combos": {"CheckpointLoaderSimple.ckpt_name": ["flux.safetensors"]}})
     wait_for(lambda: host.task(flux_job)["state"] == "succeeded", 30, "the flux job once a worker has the model")
     assert host.task(flux_job)["worker"] == "flux-box"

@@ -12,8 +12,13 @@ KEY = "rq:rq}J!6u)0R4wqS{T$cW*1Qzy%g#x(+DXkLE.c"  # 40 Z85 characters
 
 
 def test_defaults_follow_comfyui_folders(tmp_path):
-    cfg = load_config({}, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "out"),
-                      comfy_url="http://127.0.0.1:8200", toml_path=None)
+    cfg = load_config(
+        {},
+        user_dir=str(tmp_path / "user"),
+        output_dir=str(tmp_path / "out"),
+        comfy_url="http://127.0.0.1:8200",
+        toml_path=None,
+    )
     assert cfg.role == "both" and cfg.runs_host and cfg.runs_worker
     assert cfg.data_dir == str(tmp_path / "user" / "comfymq")
     assert cfg.artifact_root == str(tmp_path / "out" / "comfymq")
@@ -24,8 +29,9 @@ def test_defaults_follow_comfyui_folders(tmp_path):
 def test_env_overrides_toml(tmp_path):
     toml = tmp_path / "comfymq.toml"
     toml.write_text('role = "host"\nheartbeat = 2.5\nallowed_worker_keys = ["%s"]\ntoken = "from-toml-123"\n' % KEY)
-    cfg = load_config({"COMFYMQ_TOKEN": "from-env-456", "COMFYMQ_ALLOW_PLAINTEXT": "yes"}, toml_path=toml,
-                      user_dir=str(tmp_path))
+    cfg = load_config(
+        {"COMFYMQ_TOKEN": "from-env-456", "COMFYMQ_ALLOW_PLAINTEXT": "yes"}, toml_path=toml, user_dir=str(tmp_path)
+    )
     assert cfg.role == "host" and not cfg.runs_worker
     assert cfg.heartbeat == 2.5 and cfg.allowed_worker_keys == [KEY]
     assert cfg.token == "from-env-456" and cfg.allow_plaintext is True
@@ -38,22 +44,25 @@ def test_toml_found_in_the_user_dir_and_a_comfymq_table(tmp_path):
     assert cfg.role == "worker" and cfg.broker == "tcp://10.0.0.5:5557"
 
 
-@pytest.mark.parametrize("env, needle", [
-    ({"COMFYMQ_ROLE": "boss"}, "role must be one of"),
-    ({"COMFYMQ_HEARTBEAT": "fast"}, "COMFYMQ_HEARTBEAT"),
-    ({"COMFYMQ_HEARTBEAT": "0"}, "heartbeat must be"),
-    ({"COMFYMQ_BROKER": "10.0.0.5:5557"}, "broker must be a ZeroMQ endpoint"),
-    ({"COMFYMQ_CURVE_SECRET_KEY": "short"}, "curve_secret_key must be a 40-character"),
-    ({"COMFYMQ_ALLOWED_WORKER_KEYS": f"{KEY},nope"}, "'nope' is not"),
-    ({"COMFYMQ_WORKER_PUBLIC_KEY": KEY}, "go together"),
-    ({"COMFYMQ_CAPACITY": "0"}, "capacity must be"),
-    ({"COMFYMQ_CAPACITY": "1.5"}, "COMFYMQ_CAPACITY"),
-    ({"COMFYMQ_COMFY_URL": "localhost:8188"}, "comfy_url must be"),
-    ({"COMFYMQ_TOKEN": "abc"}, "at least 8"),
-    ({"COMFYMQ_ALLOW_PLAINTEXT": "maybe"}, "true/false"),
-    ({"COMFYMQ_WORKER_ID": "has space"}, "worker_id may hold"),
-    ({"COMFYMQ_CONFIG": "/nonexistent/comfymq.toml"}, "not a file"),
-])
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"COMFYMQ_ROLE": "boss"}, "role must be one of"),
+        ({"COMFYMQ_HEARTBEAT": "fast"}, "COMFYMQ_HEARTBEAT"),
+        ({"COMFYMQ_HEARTBEAT": "0"}, "heartbeat must be"),
+        ({"COMFYMQ_BROKER": "10.0.0.5:5557"}, "broker must be a ZeroMQ endpoint"),
+        ({"COMFYMQ_CURVE_SECRET_KEY": "short"}, "curve_secret_key must be a 40-character"),
+        ({"COMFYMQ_ALLOWED_WORKER_KEYS": f"{KEY},nope"}, "'nope' is not"),
+        ({"COMFYMQ_WORKER_PUBLIC_KEY": KEY}, "go together"),
+        ({"COMFYMQ_CAPACITY": "0"}, "capacity must be"),
+        ({"COMFYMQ_CAPACITY": "1.5"}, "COMFYMQ_CAPACITY"),
+        ({"COMFYMQ_COMFY_URL": "localhost:8188"}, "comfy_url must be"),
+        ({"COMFYMQ_TOKEN": "abc"}, "at least 8"),
+        ({"COMFYMQ_ALLOW_PLAINTEXT": "maybe"}, "true/false"),
+        ({"COMFYMQ_WORKER_ID": "has space"}, "worker_id may hold"),
+        ({"COMFYMQ_CONFIG": "/nonexistent/comfymq.toml"}, "not a file"),
+    ],
+)
 def test_bad_values_are_one_clear_error(tmp_path, env, needle):
     with pytest.raises(ConfigError) as e:
         load_config(env, user_dir=str(tmp_path))
@@ -82,9 +91,17 @@ def test_worker_id_is_stable_across_restarts(tmp_path):
 # ---- the one token rule (config.check_token), and the HTTP keys --------------------------------------------
 
 
-@pytest.mark.parametrize("token, needle", [("a", "at least 8"), ("short77", "7 characters"),
-                                           ("two words", "position 4"), ("tab\there!", "position 4"),
-                                           ("caf\u00e9-token", "position 4"), ("x" * 1025, "1025 characters")])
+@pytest.mark.parametrize(
+    "token, needle",
+    [
+        ("a", "at least 8"),
+        ("short77", "7 characters"),
+        ("two words", "position 4"),
+        ("tab\there!", "position 4"),
+        ("caf\u00e9-token", "position 4"),
+        ("x" * 1025, "1025 characters"),
+    ],
+)
 def test_a_bad_token_is_refused_in_env_and_toml_alike(tmp_path, token, needle):
     with pytest.raises(ConfigError) as e:
         load_config({"COMFYMQ_TOKEN": token}, user_dir=str(tmp_path))
@@ -106,10 +123,14 @@ def test_token_rule_details():
 
 def test_http_keys_from_env_and_toml(tmp_path):
     toml = tmp_path / "comfymq.toml"
-    toml.write_text('allowed_hosts = ["comfy.lan", "192.168.1.5"]\nmax_jobs_per_request = 500\n'
-                    'http_read_timeout = 5\n')
-    cfg = load_config({"COMFYMQ_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080",
-                       "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST": "1048576"}, toml_path=toml)
+    toml.write_text('allowed_hosts = ["comfy.lan", "192.168.1.5"]\nmax_jobs_per_request = 500\nhttp_read_timeout = 5\n')
+    cfg = load_config(
+        {
+            "COMFYMQ_ALLOWED_ORIGINS": "https://a.example, http://b.example:8080",
+            "COMFYMQ_MAX_STORED_BYTES_PER_REQUEST": "1048576",
+        },
+        toml_path=toml,
+    )
     assert cfg.allowed_hosts == ["comfy.lan", "192.168.1.5"]
     assert cfg.allowed_origins == ["https://a.example", "http://b.example:8080"]
     assert (cfg.max_jobs_per_request, cfg.max_stored_bytes_per_request, cfg.http_read_timeout) == (500, 1 << 20, 5.0)
@@ -118,15 +139,18 @@ def test_http_keys_from_env_and_toml(tmp_path):
     assert defaults.allowed_hosts == [] and defaults.max_jobs_per_request == 10000
 
 
-@pytest.mark.parametrize("env, needle", [
-    ({"COMFYMQ_ALLOWED_HOSTS": "http://comfy.lan"}, "allowed_hosts"),
-    ({"COMFYMQ_ALLOWED_HOSTS": "comfy.lan:8188"}, "allowed_hosts"),
-    ({"COMFYMQ_ALLOWED_ORIGINS": "comfy.lan"}, "allowed_origins"),
-    ({"COMFYMQ_MAX_JOBS_PER_REQUEST": "0"}, "max_jobs_per_request"),
-    ({"COMFYMQ_MAX_BODY_BYTES": "12"}, "max_body_bytes"),
-    ({"COMFYMQ_HTTP_READ_TIMEOUT": "0"}, "http_read_timeout"),
-    ({"COMFYMQ_HTTP_BODY_TIMEOUT": "nan"}, "http_body_timeout"),
-])
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"COMFYMQ_ALLOWED_HOSTS": "http://comfy.lan"}, "allowed_hosts"),
+        ({"COMFYMQ_ALLOWED_HOSTS": "comfy.lan:8188"}, "allowed_hosts"),
+        ({"COMFYMQ_ALLOWED_ORIGINS": "comfy.lan"}, "allowed_origins"),
+        ({"COMFYMQ_MAX_JOBS_PER_REQUEST": "0"}, "max_jobs_per_request"),
+        ({"COMFYMQ_MAX_BODY_BYTES": "12"}, "max_body_bytes"),
+        ({"COMFYMQ_HTTP_READ_TIMEOUT": "0"}, "http_read_timeout"),
+        ({"COMFYMQ_HTTP_BODY_TIMEOUT": "nan"}, "http_body_timeout"),
+    ],
+)
 def test_bad_http_values_are_one_clear_error(tmp_path, env, needle):
     with pytest.raises(ConfigError) as e:
         load_config(env, user_dir=str(tmp_path))

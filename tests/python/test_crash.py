@@ -51,7 +51,7 @@ def check(store, acks: dict, deleted: set) -> dict:
         if cursor is None:
             break
     tally = {"lost": 0, "duplicated": 0}
-    for seq, jobs in seen.items():
+    for jobs in seen.values():
         tally["duplicated"] += len(jobs) - 1
     for seq, kind in acks.items():
         if seq in deleted:
@@ -74,9 +74,12 @@ def test_sigkill_during_python_writes(tmp_path):
     deleted: set[int] = set()
     totals = {"trials": 0, "acknowledged": 0, "lost": 0, "duplicated": 0}
     for trial in range(TRIALS):
-        proc = subprocess.Popen([sys.executable, str(WRITER), store_dir, str((trial + 1) * 10_000_000),
-                                 str(rng.randrange(1 << 30))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                bufsize=0)
+        proc = subprocess.Popen(
+            [sys.executable, str(WRITER), store_dir, str((trial + 1) * 10_000_000), str(rng.randrange(1 << 30))],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
         # Wait until it is really working (its first acknowledgement), then kill it at a random moment.
         # Unbuffered: readline() must not pull later lines into a buffer communicate() would never see.
         first = proc.stdout.readline()
@@ -91,6 +94,8 @@ def test_sigkill_during_python_writes(tmp_path):
         totals["lost"] += tally["lost"]
         totals["duplicated"] += tally["duplicated"]
         assert tally == {"lost": 0, "duplicated": 0}, f"trial {trial}: {tally}"
-    print(f"[ python sigkill ] trials={totals['trials']} acknowledged={totals['acknowledged']} "
-          f"lost={totals['lost']} duplicated={totals['duplicated']}")
+    print(
+        f"[ python sigkill ] trials={totals['trials']} acknowledged={totals['acknowledged']} "
+        f"lost={totals['lost']} duplicated={totals['duplicated']}"
+    )
     assert totals["acknowledged"] > 0

@@ -14,14 +14,16 @@ import pytest
 SCENARIO = Path(__file__).with_name("disk_full_scenario.py")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) to mount a private tmpfs")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1) to mount a private tmpfs"
+)
 def test_disk_full_on_a_real_file_system(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = f"mount -t tmpfs -o size=3m tmpfs {mnt} && exec {sys.executable} {SCENARIO} {mnt}"
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
     print(f"[ disk full ] {report}")
@@ -43,11 +45,18 @@ def test_a_second_process_gets_a_clear_lock_error(tmp_path):
 
     store_dir = str(tmp_path / "store")
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys; sys.path.insert(0, sys.argv[1]); from comfy_nodes import _native as n; "
-         "s = n.Store(sys.argv[2]); print('open', flush=True); sys.stdin.read()",
-         str(Path(__file__).resolve().parents[2]), store_dir],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from comfy_nodes import _native as n; "
+            "s = n.Store(sys.argv[2]); print('open', flush=True); sys.stdin.read()",
+            str(Path(__file__).resolve().parents[2]),
+            store_dir,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
         with pytest.raises(native.StoreLockedError) as e:

@@ -9,12 +9,10 @@ a job needing a model only one stand-in offers runs there; a job no worker can r
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,12 +31,15 @@ class Procs:
     def start(self, name: str, args: list[str], ready: str | None = None) -> str | None:
         log = open(self.tmp / f"{name}.log", "w+")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        p = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE if ready else log,
-                             stderr=log, text=True, env=env)
+        p = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE if ready else log, stderr=log, text=True, env=env
+        )
         self.procs[name] = p
         if ready:
             line = p.stdout.readline()
-            assert line.startswith(ready), f"{name} did not start: {line!r}; log: {(self.tmp / f'{name}.log').read_text()}"
+            assert line.startswith(ready), (
+                f"{name} did not start: {line!r}; log: {(self.tmp / f'{name}.log').read_text()}"
+            )
             return line.split()[-1]
         return None
 
@@ -74,17 +75,60 @@ def cluster(tmp_path):
     base = f"http://127.0.0.1:{http_port}"
     broker = f"tcp://127.0.0.1:{broker_port}"
     try:
-        procs.start("host", ["-m", "comfy_nodes", "host", "--data-dir", str(tmp_path / "host"), "--port", str(http_port),
-                             "--workers-bind", broker, "--heartbeat", "0.2"])
+        procs.start(
+            "host",
+            [
+                "-m",
+                "comfy_nodes",
+                "host",
+                "--data-dir",
+                str(tmp_path / "host"),
+                "--port",
+                str(http_port),
+                "--workers-bind",
+                broker,
+                "--heartbeat",
+                "0.2",
+            ],
+        )
         wait_for(lambda: _ok(base + "/comfymq/health"), 30, "the host")
         urls = {}
         for name, models in (("c1", "base.safetensors"), ("c2", "base.safetensors,special.safetensors")):
-            urls[name] = procs.start(f"standin-{name}", ["-m", "tests.standin", "--port", "0", "--output-dir",
-                                                         str(tmp_path / f"out-{name}"), "--models", models],
-                                     ready="READY")
+            urls[name] = procs.start(
+                f"standin-{name}",
+                [
+                    "-m",
+                    "tests.standin",
+                    "--port",
+                    "0",
+                    "--output-dir",
+                    str(tmp_path / f"out-{name}"),
+                    "--models",
+                    models,
+                ],
+                ready="READY",
+            )
         for w, c in (("w1", "c1"), ("w2", "c2")):
-            procs.start(w, ["-m", "comfy_nodes", "worker", "--comfy-url", urls[c], "--broker", broker, "--id", w,
-                            "--name", f"gpu-{w}", "--data-dir", str(tmp_path / w), "--heartbeat", "0.2"])
+            procs.start(
+                w,
+                [
+                    "-m",
+                    "comfy_nodes",
+                    "worker",
+                    "--comfy-url",
+                    urls[c],
+                    "--broker",
+                    broker,
+                    "--id",
+                    w,
+                    "--name",
+                    f"gpu-{w}",
+                    "--data-dir",
+                    str(tmp_path / w),
+                    "--heartbeat",
+                    "0.2",
+                ],
+            )
         wait_for(lambda: sum(x["online"] for x in http(base + "/comfymq/workers")[1]) == 2, 30, "two workers")
         yield base, procs, tmp_path
     finally:

@@ -55,8 +55,10 @@ def test_worker_and_queue_events_go_at_once_and_stats_at_most_each_second():
     relay = EventRelay(sink, interval=3600)
     relay({"type": "worker", "event": "joined", "worker": {"id": "w1"}})
     relay({"type": "queue", "paused": True})
-    assert sink.sent == [("comfymq.worker", {"event": "joined", "worker": {"id": "w1"}}),
-                         ("comfymq.queue", {"paused": True})]
+    assert sink.sent == [
+        ("comfymq.worker", {"event": "joined", "worker": {"id": "w1"}}),
+        ("comfymq.queue", {"paused": True}),
+    ]
     relay({"type": "stats", "counts": {"pending": 1}})
     relay.flush()
     relay({"type": "stats", "counts": {"pending": 2}})

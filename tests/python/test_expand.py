@@ -13,13 +13,15 @@ from comfy_nodes.api import expand as ex
 
 def prompt() -> dict:
     return {
-        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
-                                                   "model": ["4", 0]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {"seed": 42, "steps": 20, "cfg": 7.0, "sampler_name": "euler", "model": ["4", 0]},
+        },
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
         "7": {"class_type": "SamplerCustom", "inputs": {"noise_seed": 5, "cfg": 8.0}},
-        "9": {"class_type": "Seeded", "inputs": {"seed": ["12", 0]}},       # a link: never touched
-        "10": {"class_type": "Flag", "inputs": {"seed": True}},             # not an int
-        "a.b": {"class_type": "Dotted", "inputs": {"x.y": 1, "z": 2}},      # dots in ids and names
+        "9": {"class_type": "Seeded", "inputs": {"seed": ["12", 0]}},  # a link: never touched
+        "10": {"class_type": "Flag", "inputs": {"seed": True}},  # not an int
+        "a.b": {"class_type": "Dotted", "inputs": {"x.y": 1, "z": 2}},  # dots in ids and names
     }
 
 
@@ -31,9 +33,17 @@ def test_check_count_accepts(value, expected):
     assert ex.check_count(value) == expected
 
 
-@pytest.mark.parametrize("value, kind", [(0, ex.ExpansionError), (-3, ex.ExpansionError),
-                                         (1.5, ex.ExpansionError), ("2", ex.ExpansionError),
-                                         (True, ex.ExpansionError), (ex.MAX_JOBS + 1, ex.TooManyJobs)])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (0, ex.ExpansionError),
+        (-3, ex.ExpansionError),
+        (1.5, ex.ExpansionError),
+        ("2", ex.ExpansionError),
+        (True, ex.ExpansionError),
+        (ex.MAX_JOBS + 1, ex.TooManyJobs),
+    ],
+)
 def test_check_count_refuses(value, kind):
     with pytest.raises(kind) as info:
         ex.check_count(value)
@@ -46,7 +56,9 @@ def test_check_count_refuses(value, kind):
 def test_parse_sweep_axes_in_order():
     axes = ex.parse_sweep(prompt(), {"3.cfg": [5, 6], "4.ckpt_name": ["a", "b", "c"]})
     assert [(a.key, a.node_id, a.input, a.values) for a in axes] == [
-        ("3.cfg", "3", "cfg", (5, 6)), ("4.ckpt_name", "4", "ckpt_name", ("a", "b", "c"))]
+        ("3.cfg", "3", "cfg", (5, 6)),
+        ("4.ckpt_name", "4", "ckpt_name", ("a", "b", "c")),
+    ]
     assert ex.parse_sweep(prompt(), None) == []
     assert ex.parse_sweep(prompt(), {}) == []
 
@@ -56,16 +68,19 @@ def test_parse_sweep_dotted_ids_and_names():
     assert [(a.node_id, a.input) for a in axes] == [("a.b", "z"), ("a.b", "x.y")]
 
 
-@pytest.mark.parametrize("sweep, needle", [
-    ([1, 2], "object"),
-    ({"3cfg": [1]}, "'3cfg'"),
-    ({"99.cfg": [1]}, "no node '99'"),
-    ({"3.nope": [1]}, "no input 'nope'"),
-    ({"3.": [1]}, "'3.'"),
-    ({"3.cfg": []}, "empty"),
-    ({"3.cfg": 5}, "list"),
-    ({"3.cfg": {"a": 1}}, "list"),
-])
+@pytest.mark.parametrize(
+    "sweep, needle",
+    [
+        ([1, 2], "object"),
+        ({"3cfg": [1]}, "'3cfg'"),
+        ({"99.cfg": [1]}, "no node '99'"),
+        ({"3.nope": [1]}, "no input 'nope'"),
+        ({"3.": [1]}, "'3.'"),
+        ({"3.cfg": []}, "empty"),
+        ({"3.cfg": 5}, "list"),
+        ({"3.cfg": {"a": 1}}, "list"),
+    ],
+)
 def test_parse_sweep_refuses(sweep, needle):
     with pytest.raises(ex.ExpansionError) as info:
         ex.parse_sweep(prompt(), sweep)
@@ -139,8 +154,10 @@ def test_expand_count_gives_distinct_random_seeds():
     assert len(set(seeds3)) == 50 and len(set(seeds7)) == 50
     assert [j.copy for j in jobs] == list(range(50))
     for j in jobs:
-        assert j.seeds == {"3.seed": j.prompt["3"]["inputs"]["seed"],
-                           "7.noise_seed": j.prompt["7"]["inputs"]["noise_seed"]}
+        assert j.seeds == {
+            "3.seed": j.prompt["3"]["inputs"]["seed"],
+            "7.noise_seed": j.prompt["7"]["inputs"]["noise_seed"],
+        }
         # everything else as given
         assert j.prompt["9"]["inputs"]["seed"] == ["12", 0]
         assert j.prompt["10"]["inputs"]["seed"] is True

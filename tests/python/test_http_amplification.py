@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from http_host import HostProcess, sized_prompt
 
 from comfy_nodes.api.limits import RequestLimits
-from http_host import HostProcess, sized_prompt
 
 pytestmark = pytest.mark.subprocess
 
@@ -30,13 +30,20 @@ def measure(tmp, body: dict, *flags: str) -> dict:
         status, answer = host.json("POST", f"{P}/jobs", body, timeout=300)
         peak = host.peak_rss_kib()
         total = host.json("GET", f"{P}/stats")[1]["total"]
-    return {"status": status, "error": (answer or {}).get("error"), "jobs": total,
-            "idle_mib": round(idle / 1024), "peak_mib": round(peak / 1024)}
+    return {
+        "status": status,
+        "error": (answer or {}).get("error"),
+        "jobs": total,
+        "idle_mib": round(idle / 1024),
+        "peak_mib": round(peak / 1024),
+    }
 
 
 def report(case: str, body: dict, result: dict) -> None:
-    print(f"[ amplification ] {case}: request {len(json.dumps(body)) / 1024:.0f} KiB -> HTTP {result['status']}, "
-          f"{result['jobs']} jobs stored; host peak RSS {result['peak_mib']} MiB (idle {result['idle_mib']} MiB)")
+    print(
+        f"[ amplification ] {case}: request {len(json.dumps(body)) / 1024:.0f} KiB -> HTTP {result['status']}, "
+        f"{result['jobs']} jobs stored; host peak RSS {result['peak_mib']} MiB (idle {result['idle_mib']} MiB)"
+    )
 
 
 def test_the_issues_request_is_refused_and_changes_nothing(tmp_path):
@@ -53,10 +60,13 @@ def test_the_issues_request_is_refused_and_changes_nothing(tmp_path):
     assert result["peak_mib"] - result["idle_mib"] < 32, result  # refused before anything was built
 
 
-@pytest.mark.parametrize("case, per_job, count", [
-    ("10000 jobs at the byte limit", DEFAULTS.max_stored_bytes_per_request // DEFAULTS.max_jobs_per_request, 10000),
-    ("1000 jobs of a 64 KB prompt", 64_000, 1000),
-])
+@pytest.mark.parametrize(
+    "case, per_job, count",
+    [
+        ("10000 jobs at the byte limit", DEFAULTS.max_stored_bytes_per_request // DEFAULTS.max_jobs_per_request, 10000),
+        ("1000 jobs of a 64 KB prompt", 64_000, 1000),
+    ],
+)
 def test_the_largest_allowed_expansions_stay_bounded(tmp_path, case, per_job, count):
     g = sized_prompt(per_job - 32)  # room for the fresh seeds of each copy
     body = {"prompt": g, "count": count}
@@ -79,13 +89,12 @@ def test_one_more_job_or_byte_than_configured_is_a_413_naming_the_limit(tmp_path
     g = sized_prompt(2000)
     with HostProcess(tmp_path, "--max-jobs-per-request", "5", "--max-stored-bytes-per-request", "20000") as host:
         status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 6})
-        assert status == 413 and "max_jobs_per_request" in body["error"]["message"] and " 5 " in \
-            body["error"]["message"], body
-        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "sweep": {"3.steps": [1, 2, 3]},
-                                                         "count": 2})
+        assert (
+            status == 413 and "max_jobs_per_request" in body["error"]["message"] and " 5 " in body["error"]["message"]
+        ), body
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "sweep": {"3.steps": [1, 2, 3]}, "count": 2})
         assert status == 413 and "max_jobs_per_request" in body["error"]["message"], body
-        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 5,
-                                                         "workflow": {"nodes": ["x" * 3000]}})
+        status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 5, "workflow": {"nodes": ["x" * 3000]}})
         assert status == 413 and "20000" in body["error"]["message"], body  # the workflow counts too
         assert host.json("GET", f"{P}/stats")[1]["total"] == 0
         status, body = host.json("POST", f"{P}/jobs", {"prompt": g, "count": 5})

@@ -11,11 +11,11 @@ import time
 
 import pytest
 from aiohttp import web
+from conftest import REPO_ROOT, free_port, graph
+from http_host import Endpoint, request_bytes
 
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
-from conftest import REPO_ROOT, free_port, graph
-from http_host import Endpoint, request_bytes
 
 P = "/comfymq"
 JSON = {"Content-Type": "application/json"}
@@ -65,8 +65,9 @@ async def test_inside_comfyui_health_is_open_for_status_only(aiohttp_client, ser
     add_routes(routes, service, token=TOKEN)
     app = web.Application()
     app.add_routes(routes)
-    app.add_routes([web.route(r.method, "/api" + r.path, r.handler, **r.kwargs)
-                    for r in routes if isinstance(r, web.RouteDef)])
+    app.add_routes(
+        [web.route(r.method, "/api" + r.path, r.handler, **r.kwargs) for r in routes if isinstance(r, web.RouteDef)]
+    )
     client = await aiohttp_client(app)
     for path in (f"{P}/health", f"/api{P}/health"):
         assert await (await client.get(path)).json() == {"status": "ok"}
@@ -89,8 +90,10 @@ async def test_without_a_token_health_answers_in_full(client):
 
 
 @pytest.mark.subprocess
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None,
-                    reason="needs root, unshare(1) and nsenter(1) for a private tmpfs")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None,
+    reason="needs root, unshare(1) and nsenter(1) for a private tmpfs",
+)
 def test_little_free_space_is_reported_not_judged(tmp_path):
     """A 12 MiB tmpfs (under the 16 MiB the old check wanted): 200 while writes succeed, also when the disk is
     full (writable says whether the store takes writes; free_bytes how much room is left), and 200 again, with
@@ -98,12 +101,19 @@ def test_little_free_space_is_reported_not_judged(tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     port = free_port()
-    script = (f"mount -t tmpfs -o size=12m tmpfs {mnt} && head -c 3145728 /dev/zero > {mnt}/filler && "
-              f"exec {sys.executable} -m comfy_nodes host --data-dir {mnt}/data --port {port} --workers-bind off")
+    script = (
+        f"mount -t tmpfs -o size=12m tmpfs {mnt} && head -c 3145728 /dev/zero > {mnt}/filler && "
+        f"exec {sys.executable} -m comfy_nodes host --data-dir {mnt}/data --port {port} --workers-bind off"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_") and k != "PYTHONPATH"}
     log = open(tmp_path / "host.log", "wb")
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO_ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     host = Endpoint(port)
     try:
         deadline = time.monotonic() + 30
@@ -121,10 +131,11 @@ def test_little_free_space_is_reported_not_judged(tmp_path):
         assert status == 200
 
         refused = None
-        for i in range(64):  # fill the disk through the API: prompts that do not compress
+        for _ in range(64):  # fill the disk through the API: prompts that do not compress
             pad = os.urandom(400_000).hex()
-            status, body = host.json("POST", f"{P}/jobs", {"prompt": {"1": {"class_type": "A",
-                                                                              "inputs": {"pad": pad}}}})
+            status, body = host.json(
+                "POST", f"{P}/jobs", {"prompt": {"1": {"class_type": "A", "inputs": {"pad": pad}}}}
+            )
             if status != 200:
                 refused = (status, body)
                 break

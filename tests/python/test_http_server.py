@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import graph
 from http_host import HostProcess, read_answer, request_bytes
 
@@ -49,8 +48,10 @@ def total_jobs(host) -> int:
 def test_a_stalled_body_gets_408_and_the_connection_closes(host):
     before = total_jobs(host)
     with host.connect() as s:
-        s.sendall(request_bytes("POST", f"{P}/jobs", None, {"Content-Type": "application/json",
-                                                              "Content-Length": "5000"}) + b'{"prompt": ')
+        s.sendall(
+            request_bytes("POST", f"{P}/jobs", None, {"Content-Type": "application/json", "Content-Length": "5000"})
+            + b'{"prompt": '
+        )
         t0 = time.monotonic()
         a = read_answer(s, 10)
         took = time.monotonic() - t0
@@ -64,8 +65,9 @@ def test_a_stalled_body_gets_408_and_the_connection_closes(host):
 def test_a_trickling_body_is_cut_off_at_the_body_timeout(host):
     """One byte every 0.3 s never trips the 1 s read timeout; the 3 s body timeout ends it."""
     with host.connect() as s:
-        s.sendall(request_bytes("POST", "/tasks", None, {"Content-Type": "application/json",
-                                                        "Content-Length": "100000"}))
+        s.sendall(
+            request_bytes("POST", "/tasks", None, {"Content-Type": "application/json", "Content-Length": "100000"})
+        )
         t0 = time.monotonic()
         answer = None
         while time.monotonic() - t0 < 15:
@@ -138,21 +140,20 @@ BAD_REQUESTS = {
     "bad version": b"GET /health HTTP/9.x\r\n" + HEAD + b"\r\n",
     "over-long URL": b"GET /comfymq/tasks?" + b"a" * 20000 + b" HTTP/1.1\r\n" + HEAD + b"\r\n",
     "over-long header": b"GET /health HTTP/1.1\r\n" + HEAD + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n",
-    "too many headers": b"GET /health HTTP/1.1\r\n" + HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(300))
-                        + b"\r\n",
+    "too many headers": b"GET /health HTTP/1.1\r\n" + HEAD + b"".join(b"X-%d: 1\r\n" % i for i in range(300)) + b"\r\n",
     "header without a colon": b"GET /health HTTP/1.1\r\n" + HEAD + b"NoColonHere\r\n\r\n",
     "NUL in a header": b"GET /health HTTP/1.1\r\n" + HEAD + b"X-A: a\x00b\r\n\r\n",
     "space before a colon": b"GET /health HTTP/1.1\r\n" + HEAD + b"X-A : b\r\n\r\n",
     "bad Content-Length": b"POST /tasks HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
-                          b"Content-Length: abc\r\n\r\n{}",
+    b"Content-Length: abc\r\n\r\n{}",
     "two Content-Lengths": b"POST /tasks HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
-                           b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
     "Content-Length and chunked": b"POST /tasks HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
-                                  b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
     "bad chunk size": b"POST /tasks HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
-                      b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
     "unknown transfer coding": b"POST /tasks HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
-                               b"Transfer-Encoding: gzip\r\n\r\n{}",
+    b"Transfer-Encoding: gzip\r\n\r\n{}",
     "binary": bytes(range(256)) * 4,
     "TLS hello": bytes.fromhex("16030100a5010000a10303") + b"\x00" * 200,
 }
@@ -177,8 +178,10 @@ def test_the_host_keeps_serving_and_logs_no_tracebacks(host):
 def test_a_json_body_cut_short_is_a_400_not_a_500(host):
     """The client half-closes after part of a Content-Length body."""
     with host.connect() as s:
-        s.sendall(request_bytes("POST", "/tasks", None, {"Content-Type": "application/json",
-                                                        "Content-Length": "400"}) + b'{"prompt": {')
+        s.sendall(
+            request_bytes("POST", "/tasks", None, {"Content-Type": "application/json", "Content-Length": "400"})
+            + b'{"prompt": {'
+        )
         s.shutdown(socket.SHUT_WR)
         a = read_answer(s, 10)
     assert a.status in (0, 400), a  # closed without an answer is fine too: nobody is left to read one

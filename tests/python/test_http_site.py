@@ -9,6 +9,7 @@ import types
 
 import pytest
 from aiohttp import web
+from conftest import assert_json_error, graph
 
 from comfy_nodes.api import site_policy as sp
 from comfy_nodes.api.routes import add_routes
@@ -16,7 +17,6 @@ from comfy_nodes.api.site_policy import SitePolicy
 from comfy_nodes.config import load_config
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.plugin import site_policy
-from conftest import assert_json_error, graph
 
 pytestmark = pytest.mark.asyncio
 
@@ -40,27 +40,45 @@ async def queued_job(client) -> str:
 def state_changing_requests(jid: str) -> list[tuple[str, str, bytes | None]]:
     """(method, path, body) of every state-changing route, as a page would send it (no preflight needed)."""
     task = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}}'
-    return [("POST", f"{P}/jobs", task), ("POST", "/tasks", task), ("POST", f"/api{P}/jobs", task),
-            ("POST", f"{P}/queue/pause", None), ("POST", f"{P}/jobs/{jid}/cancel", None),
-            ("POST", f"{P}/batches/b1/cancel", None), ("DELETE", f"{P}/jobs/{jid}", None),
-            ("POST", f"{P}/jobs/{jid}/retry", None), ("POST", f"{P}/workers/w1/drain", None),
-            ("POST", f"{P}/workers/refresh", None), ("PUT", f"{P}/jobs", task), ("PATCH", f"{P}/jobs/{jid}", None)]
+    return [
+        ("POST", f"{P}/jobs", task),
+        ("POST", "/tasks", task),
+        ("POST", f"/api{P}/jobs", task),
+        ("POST", f"{P}/queue/pause", None),
+        ("POST", f"{P}/jobs/{jid}/cancel", None),
+        ("POST", f"{P}/batches/b1/cancel", None),
+        ("DELETE", f"{P}/jobs/{jid}", None),
+        ("POST", f"{P}/jobs/{jid}/retry", None),
+        ("POST", f"{P}/workers/w1/drain", None),
+        ("POST", f"{P}/workers/refresh", None),
+        ("PUT", f"{P}/jobs", task),
+        ("PATCH", f"{P}/jobs/{jid}", None),
+    ]
 
 
 # ---- Content-Type: no simple requests ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "text/plain;charset=UTF-8",
-                                          "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                                          "application/jsonx", "application/json, text/plain", "json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "application/json, text/plain",
+        "json",
+    ],
+)
 async def test_state_changing_requests_need_json_content_type(client, service, content_type):
     jid = await queued_job(client)
     await client.post(f"{P}/batches/b1/cancel", headers=JSON)  # nothing there: a 404, changes nothing
     before = state_of(service)
     for method, path, body in state_changing_requests(jid):
         headers = {} if content_type is None else {"Content-Type": content_type}
-        resp = await client.request(method, path, data=body, headers=headers,
-                                    skip_auto_headers=["Content-Type"])
+        resp = await client.request(method, path, data=body, headers=headers, skip_auto_headers=["Content-Type"])
         err = await assert_json_error(resp, 415)
         assert err["type"] == "unsupported_media_type" and "application/json" in err["message"], (method, path)
         assert "access-control-allow-origin" not in {k.lower() for k in resp.headers}
@@ -71,8 +89,9 @@ async def test_a_text_plain_form_post_queues_nothing(client, service):
     """<form enctype="text/plain" method="post"> with an input named '{"prompt": ...}': the body is valid JSON."""
     body = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}, "x": "="}'
     for path in (f"{P}/jobs", "/tasks"):
-        resp = await client.post(path, data=body, headers={"Content-Type": "text/plain",
-                                                           "Origin": "https://evil.example"})
+        resp = await client.post(
+            path, data=body, headers={"Content-Type": "text/plain", "Origin": "https://evil.example"}
+        )
         await assert_json_error(resp, 403)  # the foreign Origin is refused first
         resp = await client.post(path, data=body, headers={"Content-Type": "text/plain"})
         await assert_json_error(resp, 415)
@@ -96,17 +115,33 @@ async def test_json_content_type_with_parameters_and_bodyless_actions_work(clien
 # ---- Origin and Sec-Fetch-Site ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://evil.example:{port}",
-                                    "http://localhost:{port}", "http://127.0.0.1:1", "http://127.0.0.1",
-                                    "https://127.0.0.1:{port}.evil.example", "file://", "garbage",
-                                    "http://127.0.0.1:{port}/path", "http://user@127.0.0.1:{port}"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.example",
+        "null",
+        "http://evil.example:{port}",
+        "http://localhost:{port}",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1",
+        "https://127.0.0.1:{port}.evil.example",
+        "file://",
+        "garbage",
+        "http://127.0.0.1:{port}/path",
+        "http://user@127.0.0.1:{port}",
+    ],
+)
 async def test_a_foreign_origin_is_refused_on_every_request(client, service, origin):
     jid = await queued_job(client)
     before = state_of(service)
     origin = origin.format(port=client.port)
-    for method, path, body in [("GET", f"{P}/jobs", None), ("GET", f"{P}/jobs/{jid}", None),
-                               ("GET", "/health", None), ("GET", f"{P}/stats", None),
-                               ("OPTIONS", f"{P}/jobs", None)] + state_changing_requests(jid):
+    for method, path, body in [
+        ("GET", f"{P}/jobs", None),
+        ("GET", f"{P}/jobs/{jid}", None),
+        ("GET", "/health", None),
+        ("GET", f"{P}/stats", None),
+        ("OPTIONS", f"{P}/jobs", None),
+    ] + state_changing_requests(jid):
         resp = await client.request(method, path, data=body, headers={**JSON, "Origin": origin})
         err = await assert_json_error(resp, 403)
         assert err["type"] == "cross_origin" and "allowed_origins" in err["message"]
@@ -139,8 +174,9 @@ async def test_allowed_origins(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, site=site))
     headers = {**JSON, "Origin": "https://comfy.example.com", "Sec-Fetch-Site": "cross-site"}
     assert (await client.post(f"{P}/queue/pause", headers=headers)).status == 200
-    assert (await client.post(f"{P}/queue/resume", headers={**JSON, "Origin": "https://comfy.example.com:443"})
-            ).status == 200
+    assert (
+        await client.post(f"{P}/queue/resume", headers={**JSON, "Origin": "https://comfy.example.com:443"})
+    ).status == 200
     for other in ("http://comfy.example.com", "https://comfy.example.com:8443", "https://evil.example"):
         await assert_json_error(await client.post(f"{P}/queue/pause", headers={**JSON, "Origin": other}), 403)
     assert service.store.stats()["paused"] is False
@@ -149,17 +185,39 @@ async def test_allowed_origins(aiohttp_client, service):
 # ---- Host: DNS rebinding ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}",
-                                  "localhost.evil.example", "192.168.1.20:{port}", "10.0.0.1", "0.0.0.0",
-                                  "[::ffff:10.0.0.1]", "[fe80::1]:{port}", "a b", "x:99999", "@evil", "[::1"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:{port}",
+        "127.0.0.1.evil.example:{port}",
+        "localhost.evil.example",
+        "192.168.1.20:{port}",
+        "10.0.0.1",
+        "0.0.0.0",
+        "[::ffff:10.0.0.1]",
+        "[fe80::1]:{port}",
+        "a b",
+        "x:99999",
+        "@evil",
+        "[::1",
+    ],
+)
 async def test_a_loopback_host_answers_no_other_host_name(client, service, tmp_path, host):
     jid = await queued_job(client)
     service.artifacts.write(f"{jid}/out.png", b"\x89PNG secret")
     before = state_of(service)
     host = host.format(port=client.port)
-    for method, path in [("GET", f"{P}/jobs"), ("GET", f"{P}/jobs/{jid}"), ("GET", f"/tasks/{jid}"),
-                         ("GET", f"{P}/artifacts/{jid}/out.png"), ("GET", "/health"), ("GET", f"/api{P}/stats"),
-                         ("POST", f"{P}/queue/pause"), ("POST", f"{P}/jobs")]:
+    for method, path in [
+        ("GET", f"{P}/jobs"),
+        ("GET", f"{P}/jobs/{jid}"),
+        ("GET", f"/tasks/{jid}"),
+        ("GET", f"{P}/artifacts/{jid}/out.png"),
+        ("GET", "/health"),
+        ("GET", f"/api{P}/stats"),
+        ("POST", f"{P}/queue/pause"),
+        ("POST", f"{P}/jobs"),
+    ]:
         resp = await client.request(method, path, headers={**JSON, "Host": host}, json={"prompt": graph()})
         err = await assert_json_error(resp, 400 if err_is_malformed(host) else 403)
         text = await resp.text()
@@ -173,9 +231,21 @@ def err_is_malformed(host: str) -> bool:
     return sp.split_host(host) is None
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:{port}", "localhost:{port}", "LOCALHOST", "localhost.",
-                                  "[::1]:{port}", "[::1]", "127.8.9.10:1", "app.localhost:{port}",
-                                  "[::ffff:127.0.0.1]:{port}"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.0.0.1:{port}",
+        "localhost:{port}",
+        "LOCALHOST",
+        "localhost.",
+        "[::1]:{port}",
+        "[::1]",
+        "127.8.9.10:1",
+        "app.localhost:{port}",
+        "[::ffff:127.0.0.1]:{port}",
+    ],
+)
 async def test_loopback_host_names_are_answered(client, host):
     resp = await client.get(f"{P}/jobs", headers={"Host": host.format(port=client.port)})
     assert resp.status == 200, await resp.text()
@@ -226,8 +296,9 @@ def comfy_like_app(service, **kwargs) -> web.Application:
     add_routes(routes, service, **kwargs)
     app = web.Application()
     app.add_routes(routes)
-    app.add_routes([web.route(r.method, "/api" + r.path, r.handler, **r.kwargs)
-                    for r in routes if isinstance(r, web.RouteDef)])
+    app.add_routes(
+        [web.route(r.method, "/api" + r.path, r.handler, **r.kwargs) for r in routes if isinstance(r, web.RouteDef)]
+    )
     return app
 
 
@@ -237,13 +308,15 @@ async def test_the_routes_inside_comfyui_check_each_request_themselves(aiohttp_c
     jid = await queued_job(client)
     before = state_of(service)
     await assert_json_error(await client.post(f"{prefix}/queue/pause"), 415)
-    await assert_json_error(await client.post(f"{prefix}/tasks/{jid}/cancel", headers={"Content-Type": "text/plain"}),
-                            415)
+    await assert_json_error(
+        await client.post(f"{prefix}/tasks/{jid}/cancel", headers={"Content-Type": "text/plain"}), 415
+    )
     await assert_json_error(await client.get(f"{prefix}/tasks/{jid}", headers={"Host": "evil.example:8188"}), 403)
     await assert_json_error(await client.post(f"{prefix}/queue/pause", headers={**JSON, "Origin": "null"}), 403)
     await assert_json_error(await client.get(f"{prefix}/tasks", headers={"Sec-Fetch-Site": "cross-site"}), 403)
-    resp = await client.options(f"{prefix}/tasks", headers={"Origin": "https://evil.example",
-                                                             "Access-Control-Request-Method": "POST"})
+    resp = await client.options(
+        f"{prefix}/tasks", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert not any(k.lower().startswith("access-control-allow") for k in resp.headers)
     assert state_of(service) == before
     assert (await client.post(f"{prefix}/queue/pause", headers=JSON)).status == 200
@@ -268,8 +341,9 @@ async def test_the_plugin_builds_its_rules_from_comfyuis_listen_and_the_config(m
         monkeypatch.setitem(sys.modules, "comfy", comfy)
         monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
 
-    cfg = load_config({"COMFYMQ_ALLOWED_HOSTS": "comfy.lan", "COMFYMQ_ALLOWED_ORIGINS": "https://x.example"},
-                      user_dir=str(tmp_path))
+    cfg = load_config(
+        {"COMFYMQ_ALLOWED_HOSTS": "comfy.lan", "COMFYMQ_ALLOWED_ORIGINS": "https://x.example"}, user_dir=str(tmp_path)
+    )
     with_listen("127.0.0.1")
     policy = site_policy(cfg)
     assert policy.loopback_only and policy.allowed_hosts == ("comfy.lan",)
@@ -285,10 +359,23 @@ async def test_the_plugin_builds_its_rules_from_comfyuis_listen_and_the_config(m
 # ---- the rules as pure functions ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("127.0.0.1:8190", ("127.0.0.1", 8190)), ("[::1]:80", ("::1", 80)), ("LocalHost.", ("localhost", None)),
-    ("a_b.lan", ("a_b.lan", None)), ("x:0", None), ("x:65536", None), ("[zz]", None), ("a/b", None), ("", None),
-    ("a:b", None), ("[::1]x", None), ("host name", None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("127.0.0.1:8190", ("127.0.0.1", 8190)),
+        ("[::1]:80", ("::1", 80)),
+        ("LocalHost.", ("localhost", None)),
+        ("a_b.lan", ("a_b.lan", None)),
+        ("x:0", None),
+        ("x:65536", None),
+        ("[zz]", None),
+        ("a/b", None),
+        ("", None),
+        ("a:b", None),
+        ("[::1]x", None),
+        ("host name", None),
+    ],
+)
 async def test_split_host(value, expected):
     assert sp.split_host(value) == expected
 

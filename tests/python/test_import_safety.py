@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.subprocess
@@ -39,7 +38,9 @@ IMPORT_AS_COMFYUI = textwrap.dedent("""
 
 
 def _import_in_process(folder: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -87,13 +88,15 @@ def copy_without_native(tmp_path) -> Path:
 
 
 def _run(args, *, cwd, env, timeout=60):
-    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, *args], cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_import_without_native_does_not_raise_and_logs_build_instruction(copy_without_native, subprocess_env):
-    r = _run(["-c", IMPORT_AS_COMFYUI, str(copy_without_native), "comfymq_pack"], cwd=copy_without_native,
-             env=subprocess_env)
+    r = _run(
+        ["-c", IMPORT_AS_COMFYUI, str(copy_without_native), "comfymq_pack"], cwd=copy_without_native, env=subprocess_env
+    )
     assert r.returncode == 0, r.stderr
     # The nodes load the native module only when they run, so they register even without it.
     assert "NODES ['ComfyMQJobInfo', 'ComfyMQLoadJobArtifact', 'ComfyMQSaveImageAtomic']" in r.stdout
@@ -106,8 +109,11 @@ def test_import_without_native_does_not_raise_and_logs_build_instruction(copy_wi
 
 
 def test_cli_without_native_exits_1_with_one_error_line(copy_without_native, subprocess_env, tmp_path):
-    r = _run(["-m", "comfy_nodes", "host", "--data-dir", str(tmp_path / "data"), "--port", "1"],
-             cwd=copy_without_native, env=subprocess_env)
+    r = _run(
+        ["-m", "comfy_nodes", "host", "--data-dir", str(tmp_path / "data"), "--port", "1"],
+        cwd=copy_without_native,
+        env=subprocess_env,
+    )
     assert r.returncode == 1, (r.stdout, r.stderr)
     error_lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, r.stderr
@@ -117,8 +123,11 @@ def test_cli_without_native_exits_1_with_one_error_line(copy_without_native, sub
 
 
 def test_cli_without_native_error_is_one_line_naming_install_py(copy_without_native, subprocess_env, tmp_path):
-    r = _run(["-m", "comfy_nodes", "host", "--data-dir", str(tmp_path / "data"), "--port", "1"],
-             cwd=copy_without_native, env=subprocess_env)
+    r = _run(
+        ["-m", "comfy_nodes", "host", "--data-dir", str(tmp_path / "data"), "--port", "1"],
+        cwd=copy_without_native,
+        env=subprocess_env,
+    )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -132,8 +141,7 @@ def test_conftest_stops_the_run_without_native(copy_without_native, subprocess_e
     tests.mkdir(parents=True)
     shutil.copy2(Path(__file__).with_name("conftest.py"), tests / "conftest.py")
     (tests / "test_dummy.py").write_text("def test_dummy():\n    pass\n")
-    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)], cwd=copy_without_native,
-             env=subprocess_env)
+    r = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)], cwd=copy_without_native, env=subprocess_env)
     out = r.stdout + r.stderr
     assert r.returncode == 3, out  # conftest's pytest.exit(returncode=3)
     assert "install.py" in out
@@ -152,9 +160,26 @@ def test_import_as_comfyui_finds_built_native_without_sys_path(tmp_path, subproc
 def test_inside_comfyui_without_native_every_route_says_how_to_build(copy_without_native, subprocess_env, tmp_path):
     # The stand-in ComfyUI loads the pack through ComfyUI's extension points; the core is not built there.
     env = dict(subprocess_env, COMFYMQ_DATA_DIR=str(tmp_path / "data"))
-    p = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out"),
-                          "--user-dir", str(tmp_path / "user"), "--with-plugin", str(copy_without_native)],
-                         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standin",
+            "--port",
+            "0",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--user-dir",
+            str(tmp_path / "user"),
+            "--with-plugin",
+            str(copy_without_native),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = p.stdout.readline()
         assert line.startswith("READY"), p.stderr.read() if p.poll() is not None else line
@@ -187,8 +212,9 @@ def test_the_job_states_are_one_list_taken_from_the_core():
 
     assert _native.JOB_STATES == ("pending", "running", "succeeded", "failed", "cancelled")
     repo = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, str(repo / "tools" / "write_js_states.py"), "--check"], capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, str(repo / "tools" / "write_js_states.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     for js in (repo / "js").rglob("*.js"):  # no other list of the states (maps of labels per state are fine)
         if js.name != "states.js":

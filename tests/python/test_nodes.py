@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO_ROOT
+from PIL import Image
 
 from comfy_nodes import nodes as node_pack
 from comfy_nodes.nodes import images as image_helpers
@@ -40,9 +39,16 @@ WORKFLOW = {"nodes": [{"id": 9, "type": "ComfyMQSaveImageAtomic"}], "links": []}
 
 
 def job_pnginfo(job_id=JOB, attempt=2, batch_id="b-7", batch_index=3, prompt_id="p-1") -> dict:
-    return {"workflow": WORKFLOW,
-            "comfymq": {"job_id": job_id, "attempt": attempt, "batch_id": batch_id, "batch_index": batch_index,
-                        "prompt_id": prompt_id}}
+    return {
+        "workflow": WORKFLOW,
+        "comfymq": {
+            "job_id": job_id,
+            "attempt": attempt,
+            "batch_id": batch_id,
+            "batch_index": batch_index,
+            "prompt_id": prompt_id,
+        },
+    }
 
 
 def rgb_batch(n=1, h=6, w=5, seed=0) -> np.ndarray:
@@ -153,8 +159,13 @@ BLOCK_IMPORTS = textwrap.dedent("""
 
 @pytest.mark.subprocess
 def test_pack_imports_without_numpy_pillow_or_torch_and_fails_only_when_run(tmp_path, subprocess_env):
-    r = subprocess.run([sys.executable, "-c", BLOCK_IMPORTS, str(REPO_ROOT), str(tmp_path / "out")],
-                       env=subprocess_env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCK_IMPORTS, str(REPO_ROOT), str(tmp_path / "out")],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "NODES ['ComfyMQJobInfo', 'ComfyMQLoadJobArtifact', 'ComfyMQSaveImageAtomic']" in r.stdout
     assert "LOADED []" in r.stdout
@@ -173,10 +184,17 @@ def test_save_without_pillow_names_the_missing_package(tmp_path, monkeypatch):
 
 # ---- Save Image (atomic) -----------------------------------------------------------------------------------
 
+
 def test_save_writes_real_pngs_named_by_the_template(nas):
     images = rgb_batch(2)
-    result = save(images, nas, filename_prefix="shot", name_template="{prefix}-{job}-{date}-b{batch}-{counter}",
-                  prompt=PROMPT, extra_pnginfo=job_pnginfo())
+    result = save(
+        images,
+        nas,
+        filename_prefix="shot",
+        name_template="{prefix}-{job}-{date}-b{batch}-{counter}",
+        prompt=PROMPT,
+        extra_pnginfo=job_pnginfo(),
+    )
     today = time.strftime("%Y-%m-%d")
     expected = [f"shot-{JOB}-{today}-b0-00001.png", f"shot-{JOB}-{today}-b1-00002.png"]
     assert files_in(nas) == expected
@@ -189,8 +207,8 @@ def test_save_writes_real_pngs_named_by_the_template(nas):
 
 def test_default_template_uses_the_job_id_in_a_job_and_the_prefix_outside_one(nas):
     save(rgb_batch(), nas, extra_pnginfo=job_pnginfo())
-    save(rgb_batch(), nas)                                   # no extra_pnginfo: not a ComfyMQ job
-    save(rgb_batch(), nas, extra_pnginfo={"workflow": {}})   # ComfyUI's own extra_pnginfo, no job
+    save(rgb_batch(), nas)  # no extra_pnginfo: not a ComfyMQ job
+    save(rgb_batch(), nas, extra_pnginfo={"workflow": {}})  # ComfyUI's own extra_pnginfo, no job
     assert files_in(nas) == [f"{JOB}_00001.png", "ComfyMQ_00001.png", "ComfyMQ_00002.png"]
 
 
@@ -273,8 +291,7 @@ def test_ui_images_like_save_image_inside_the_output_folder(output_dir):
 
 def test_relative_root_is_inside_the_output_folder_and_previewed(output_dir):
     result = save(rgb_batch(), "comfymq/shared", extra_pnginfo=job_pnginfo())
-    assert result["ui"]["images"] == [{"filename": f"{JOB}_00001.png", "subfolder": "comfymq/shared",
-                                       "type": "output"}]
+    assert result["ui"]["images"] == [{"filename": f"{JOB}_00001.png", "subfolder": "comfymq/shared", "type": "output"}]
     f = result["ui"]["comfymq_files"][0]
     assert f["subfolder"] == "" and f["root"] == str(output_dir / "comfymq" / "shared")
 
@@ -287,19 +304,22 @@ def test_root_outside_the_output_folder_is_recorded_but_not_previewed(output_dir
     assert not list(output_dir.iterdir())
 
 
-@pytest.mark.parametrize("template, message", [
-    ("{job}_{seed}", r"unknown placeholder \{seed\}"),
-    ("{job}/{counter}", "contains a path separator"),
-    ("{job}\\{counter}", "contains a path separator"),
-    ("..{counter}", r"contains '\.\.'"),
-    ("a..b", r"contains '\.\.'"),
-    (".hidden_{counter}", r"starts with '\.'"),
-    ("{counter:03}", "takes no format"),
-    ("{job!r}", "takes no format"),
-    ("{job", "malformed"),
-    ("", "empty"),
-    ("x" * 300, "longer than"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{job}_{seed}", r"unknown placeholder \{seed\}"),
+        ("{job}/{counter}", "contains a path separator"),
+        ("{job}\\{counter}", "contains a path separator"),
+        ("..{counter}", r"contains '\.\.'"),
+        ("a..b", r"contains '\.\.'"),
+        (".hidden_{counter}", r"starts with '\.'"),
+        ("{counter:03}", "takes no format"),
+        ("{job!r}", "takes no format"),
+        ("{job", "malformed"),
+        ("", "empty"),
+        ("x" * 300, "longer than"),
+    ],
+)
 def test_bad_templates_are_refused_before_writing(nas, template, message):
     with pytest.raises(ValueError, match=message):
         save(rgb_batch(), nas, name_template=template, extra_pnginfo=job_pnginfo())
@@ -314,8 +334,9 @@ def test_job_id_with_separator_cannot_escape_through_the_template(nas):
     assert not nas.exists()
 
 
-@pytest.mark.parametrize("prefix, message", [("../up", r"'\.\.'"), ("/abs/x", "must be relative"),
-                                             ("a/.git/x", "hidden folder")])
+@pytest.mark.parametrize(
+    "prefix, message", [("../up", r"'\.\.'"), ("/abs/x", "must be relative"), ("a/.git/x", "hidden folder")]
+)
 def test_bad_prefixes_are_refused(nas, prefix, message):
     with pytest.raises(ValueError, match=message):
         save(rgb_batch(), nas, filename_prefix=prefix)
@@ -410,9 +431,16 @@ CONCURRENT_SAVER = textwrap.dedent("""
 @pytest.mark.subprocess
 def test_two_processes_saving_the_same_names_lose_nothing(tmp_path, subprocess_env):
     root, go, count = tmp_path / "shared", tmp_path / "go", 24
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_SAVER, str(REPO_ROOT), str(root), str(go), str(who),
-                               str(count)], env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for who in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_SAVER, str(REPO_ROOT), str(root), str(go), str(who), str(count)],
+            env=subprocess_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for who in (1, 2)
+    ]
     time.sleep(0.5)
     go.write_text("go")
     reported = []
@@ -431,13 +459,16 @@ def test_two_processes_saving_the_same_names_lose_nothing(tmp_path, subprocess_e
 
 # ---- Job Info --------------------------------------------------------------------------------------------
 
+
 def test_job_info_reads_the_bridge_entry():
     assert ComfyMQJobInfo().job_info(extra_pnginfo=job_pnginfo()) == (JOB, 2, "b-7", 3)
     assert current_job(job_pnginfo()).prompt_id == "p-1"
 
 
-@pytest.mark.parametrize("extra", [None, {}, {"workflow": WORKFLOW}, {"comfymq": None}, {"comfymq": "x"},
-                                   {"comfymq": [1, 2]}, "not a dict", 42])
+@pytest.mark.parametrize(
+    "extra",
+    [None, {}, {"workflow": WORKFLOW}, {"comfymq": None}, {"comfymq": "x"}, {"comfymq": [1, 2]}, "not a dict", 42],
+)
 def test_job_info_is_empty_outside_a_job(extra):
     assert ComfyMQJobInfo().job_info(extra_pnginfo=extra) == ("", 0, "", 0)
     assert ComfyMQJobInfo().job_info() == ("", 0, "", 0)
@@ -458,6 +489,7 @@ def test_job_info_always_runs_again():
 
 
 # ---- Load Job Artifact ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def artifacts(tmp_path) -> Path:
@@ -508,18 +540,21 @@ def test_default_root_is_output_folder_comfymq(output_dir, monkeypatch):
     assert image.shape == (1, 6, 5, 3)
 
 
-@pytest.mark.parametrize("job_id, name, message", [
-    ("../../../etc", "passwd", "not a ComfyMQ job id"),
-    ("0123456789abcde", "x.png", "not a ComfyMQ job id"),
-    ("0123456789abcdeg", "x.png", "not a ComfyMQ job id"),
-    (JOB, "../" + OTHER_JOB + "/x.png", "path separator"),
-    (JOB, "..", r"'\.\.'"),
-    (JOB, "sub\\x.png", "path separator"),
-    (JOB, "x\x00.png", "NUL"),
-    (JOB, "x\n.png", "control character"),
-    (JOB, ".cmq-tmp.host.1.x.png", r"starts with '\.'"),
-    (JOB, "", "name is empty"),
-])
+@pytest.mark.parametrize(
+    "job_id, name, message",
+    [
+        ("../../../etc", "passwd", "not a ComfyMQ job id"),
+        ("0123456789abcde", "x.png", "not a ComfyMQ job id"),
+        ("0123456789abcdeg", "x.png", "not a ComfyMQ job id"),
+        (JOB, "../" + OTHER_JOB + "/x.png", "path separator"),
+        (JOB, "..", r"'\.\.'"),
+        (JOB, "sub\\x.png", "path separator"),
+        (JOB, "x\x00.png", "NUL"),
+        (JOB, "x\n.png", "control character"),
+        (JOB, ".cmq-tmp.host.1.x.png", r"starts with '\.'"),
+        (JOB, "", "name is empty"),
+    ],
+)
 def test_load_refuses_bad_ids_and_names(artifacts, job_id, name, message):
     save_artifact(artifacts, rgb_batch())
     with pytest.raises(ValueError, match=message):
@@ -598,6 +633,11 @@ def test_history_scanners_see_each_previewable_file_once(output_dir, nas):
     # cannot serve).
     for root in ("", nas):
         ui = save(rgb_batch(2), root, extra_pnginfo=job_pnginfo())["ui"]
-        fetchable = [item for items in ui.values() if isinstance(items, list) for item in items
-                     if isinstance(item, dict) and item.get("filename")]
+        fetchable = [
+            item
+            for items in ui.values()
+            if isinstance(items, list)
+            for item in items
+            if isinstance(item, dict) and item.get("filename")
+        ]
         assert fetchable == ui["images"]

@@ -33,8 +33,11 @@ PROJECT = PYPROJECT["project"]
 COMFY = PYPROJECT["tool"]["comfy"]
 
 # What ComfyUI imports and runs (the pack, its package, the script ComfyUI-Manager runs): the floor is theirs.
-SHIPPED = [REPO / "__init__.py", REPO / "install.py",
-           *sorted(p for p in (REPO / "comfy_nodes").rglob("*.py") if "__pycache__" not in p.parts)]
+SHIPPED = [
+    REPO / "__init__.py",
+    REPO / "install.py",
+    *sorted(p for p in (REPO / "comfy_nodes").rglob("*.py") if "__pycache__" not in p.parts),
+]
 
 
 def floor_of(spec: str) -> tuple[int, int]:
@@ -49,8 +52,9 @@ FLOOR = floor_of(PROJECT["requires-python"])
 def vermin_minimum(*paths: Path) -> tuple[int, int]:
     """The oldest Python 3 that vermin finds able to run `paths`."""
     vermin = Path(sys.executable).parent / "vermin"  # its console script: the package has no __main__
-    r = subprocess.run([str(vermin), "--no-tips", "--eval-annotations", *map(str, paths)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [str(vermin), "--no-tips", "--eval-annotations", *map(str, paths)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     line = next(line for line in r.stdout.splitlines() if line.startswith("Minimum required versions:"))
     found = re.search(r"\b3\.(\d+)\b", line)
@@ -60,15 +64,19 @@ def vermin_minimum(*paths: Path) -> tuple[int, int]:
 
 # ---- the Python floor ---------------------------------------------------------------------------------------
 
+
 def test_requires_python_is_the_floor_the_shipped_code_needs():
     needed = vermin_minimum(*SHIPPED)
-    assert FLOOR == needed, (f"requires-python says >={FLOOR[0]}.{FLOOR[1]} but the code needs "
-                             f"{needed[0]}.{needed[1]} (run `.venv/bin/python -m vermin -vv` on it to see why)")
+    assert FLOOR == needed, (
+        f"requires-python says >={FLOOR[0]}.{FLOOR[1]} but the code needs "
+        f"{needed[0]}.{needed[1]} (run `.venv/bin/python -m vermin -vv` on it to see why)"
+    )
 
 
-@pytest.mark.parametrize("code, version", [("import tomllib\n", (3, 11)),
-                                           ("match x:\n    case 1:\n        pass\n", (3, 10)),
-                                           ("import json\n", (3, 0))])
+@pytest.mark.parametrize(
+    "code, version",
+    [("import tomllib\n", (3, 11)), ("match x:\n    case 1:\n        pass\n", (3, 10)), ("import json\n", (3, 0))],
+)
 def test_the_floor_check_sees_what_raises_a_floor(tmp_path, code, version):
     """The check above is live: vermin reports the version a module or a statement needs."""
     probe = tmp_path / "probe.py"
@@ -85,8 +93,11 @@ def test_every_statement_of_the_floor_agrees():
     floor = f"{FLOOR[0]}.{FLOOR[1]}"
     cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(rf"find_package\(Python {re.escape(floor)} REQUIRED", cmake), "CMake's Python floor"
-    versions = [c.rsplit(" :: ", 1)[1] for c in PROJECT["classifiers"]
-                if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    versions = [
+        c.rsplit(" :: ", 1)[1]
+        for c in PROJECT["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
     assert versions and min(versions, key=lambda v: tuple(map(int, v.split(".")))) == floor, versions
     sys.path.insert(0, str(REPO))
     try:
@@ -99,8 +110,10 @@ def test_every_statement_of_the_floor_agrees():
 
 # ---- pip and scikit-build-core ----------------------------------------------------------------------------
 
+
 def validator():
     from validate_pyproject import api, plugins
+
     loaded = plugins.list_from_entry_points()
     assert any("skbuild" in p.id or "scikit_build" in p.id for p in loaded), [p.id for p in loaded]
     return api.Validator(loaded)
@@ -113,6 +126,7 @@ def test_pyproject_passes_validate_pyproject_with_scikit_build_core_s_schema():
 @pytest.mark.parametrize("break_it", ["unknown_skbuild_key", "bad_classifier", "bad_license_table"])
 def test_validate_pyproject_refuses_what_it_should(break_it):
     from validate_pyproject.error_reporting import ValidationError
+
     broken = copy.deepcopy(PYPROJECT)
     if break_it == "unknown_skbuild_key":
         broken["tool"]["scikit-build"]["wheel"]["packagez"] = ["comfy_nodes"]
@@ -171,11 +185,25 @@ def test_the_wheel_holds_the_package_and_cmake_installs_the_module_into_it():
 NAME_RULE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*")  # no leading/consecutive specials
 # comfy-cli's validate_version: each comma-separated part is [operator]X.Y.Z[-suffix].
 COMFY_VERSION_PART = re.compile(r"(?:(==|>=|<=|!=|~=|>|<|<>|=)\s*)?(\d+\.\d+\.\d+(?:-[a-zA-Z0-9]+)?)?")
-TOOL_COMFY_KEYS = {"PublisherId", "DisplayName", "Icon", "Banner", "includes", "requires-comfyui", "web", "Models",
-                   "version"}
+TOOL_COMFY_KEYS = {
+    "PublisherId",
+    "DisplayName",
+    "Icon",
+    "Banner",
+    "includes",
+    "requires-comfyui",
+    "web",
+    "Models",
+    "version",
+}
 OS_PREFIXES = ("Microsoft", "POSIX", "MacOS", "OS Independent")
-ACCELERATORS = {"GPU :: NVIDIA CUDA", "GPU :: AMD ROCm", "GPU :: Intel Arc", "NPU :: Huawei Ascend",
-                "GPU :: Apple Metal"}
+ACCELERATORS = {
+    "GPU :: NVIDIA CUDA",
+    "GPU :: AMD ROCm",
+    "GPU :: Intel Arc",
+    "NPU :: Huawei Ascend",
+    "GPU :: Apple Metal",
+}
 
 
 def test_project_fields_follow_the_registry_rules():
@@ -194,10 +222,11 @@ def test_project_fields_follow_the_registry_rules():
     assert re.fullmatch(r"https://[^\s/]+/[^\s]+", repository), repository
     for classifier in PROJECT["classifiers"]:
         if classifier.startswith("Operating System :: "):
-            assert classifier[len("Operating System :: "):].startswith(OS_PREFIXES), classifier
+            assert classifier[len("Operating System :: ") :].startswith(OS_PREFIXES), classifier
         if classifier.startswith("Environment ::"):
-            assert classifier[len("Environment :: "):] in ACCELERATORS, classifier
+            assert classifier[len("Environment :: ") :] in ACCELERATORS, classifier
     from packaging.requirements import Requirement
+
     for dependency in PROJECT["dependencies"]:
         Requirement(dependency)  # raises on anything pip would not take
 
@@ -241,7 +270,7 @@ def test_the_icon_is_a_file_of_this_repository_that_fits():
     owner_repo = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)/?", PROJECT["urls"]["Repository"]).group(1)
     prefix = f"https://raw.githubusercontent.com/{owner_repo}/main/"
     assert icon.startswith(prefix), f"{icon} is not a file of {PROJECT['urls']['Repository']}"
-    local = REPO / icon[len(prefix):]
+    local = REPO / icon[len(prefix) :]
     assert local.is_file(), local
     width, height = svg_size(local)
     assert 0 < width <= 800 and 0 < height <= 400, (width, height)
@@ -250,7 +279,11 @@ def test_the_icon_is_a_file_of_this_repository_that_fits():
 def test_comfyui_manager_s_parser_reads_the_same_identity():
     """ComfyUI-Manager (cnr_utils.read_cnr_info) reads name, version and urls.Repository with `toml`."""
     import toml
+
     seen = toml.loads(PYPROJECT_TEXT)["project"]
-    assert (seen["name"], seen["version"], seen["urls"]["Repository"]) == \
-        (PROJECT["name"], PROJECT["version"], PROJECT["urls"]["Repository"])
+    assert (seen["name"], seen["version"], seen["urls"]["Repository"]) == (
+        PROJECT["name"],
+        PROJECT["version"],
+        PROJECT["urls"]["Repository"],
+    )
     assert seen["name"].strip().lower() == PROJECT["name"]  # the id the Manager indexes by

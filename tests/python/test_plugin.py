@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-
 from conftest import free_port
 
 from comfy_nodes import native
@@ -28,8 +27,13 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.subprocess]
 
 @pytest.fixture
 def standin(tmp_path):
-    p = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out")],
-                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out")],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = p.stdout.readline()
     assert line.startswith("READY"), line
     yield line.split()[-1]
@@ -48,8 +52,10 @@ async def test_role_both_runs_a_job_through_its_routes_and_closes_cleanly(tmp_pa
         app = web.Application()
         app.add_routes(routes)
         client = await aiohttp_client(app)
-        prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 9}},
-                  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "plug"}}}
+        prompt = {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 9}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "plug"}},
+        }
         r = await client.post("/comfymq/jobs", json={"prompt": prompt})
         assert r.status == 200, await r.text()
         jid = (await r.json())["jobs"][0]["id"]
@@ -85,8 +91,11 @@ async def test_a_failing_start_leaves_routes_that_say_why(tmp_path, aiohttp_clie
     n = native.load()
     held = n.Store(str(tmp_path / "user" / "comfymq" / "store"))  # another ComfyUI holds the store
     try:
-        cfg = load_config({"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
-                          user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+        cfg = load_config(
+            {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
+            user_dir=str(tmp_path / "user"),
+            output_dir=str(tmp_path / "output"),
+        )
         plugin = Plugin(cfg)
         with pytest.raises(n.StoreLockedError) as e:
             plugin.start(web.RouteTableDef())
@@ -108,8 +117,13 @@ async def test_a_failing_start_leaves_routes_that_say_why(tmp_path, aiohttp_clie
 async def test_the_plugins_routes_apply_the_site_rules_and_limits_of_its_config(tmp_path, aiohttp_client):
     """Inside ComfyUI no middleware of ours runs: the routes the plugin registers check each request themselves,
     with the configuration's allowed_hosts and limits (also on ComfyUI's /api copies)."""
-    env = {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}",
-           "COMFYMQ_ALLOWED_HOSTS": "comfy.lan", "COMFYMQ_MAX_JOBS_PER_REQUEST": "3", "COMFYMQ_TOKEN": "plugin-token"}
+    env = {
+        "COMFYMQ_ROLE": "host",
+        "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}",
+        "COMFYMQ_ALLOWED_HOSTS": "comfy.lan",
+        "COMFYMQ_MAX_JOBS_PER_REQUEST": "3",
+        "COMFYMQ_TOKEN": "plugin-token",
+    }
     cfg = load_config(env, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
     plugin = Plugin(cfg)
     routes = web.RouteTableDef()
@@ -117,8 +131,9 @@ async def test_the_plugins_routes_apply_the_site_rules_and_limits_of_its_config(
     try:
         app = web.Application()
         app.add_routes(routes)
-        app.add_routes([web.route(r.method, "/api" + r.path, r.handler, **r.kwargs)
-                        for r in routes if isinstance(r, web.RouteDef)])  # as ComfyUI's server does
+        app.add_routes(
+            [web.route(r.method, "/api" + r.path, r.handler, **r.kwargs) for r in routes if isinstance(r, web.RouteDef)]
+        )  # as ComfyUI's server does
         client = await aiohttp_client(app)
         good = {"Authorization": "Bearer plugin-token", "Content-Type": "application/json"}
         for prefix in ("/comfymq", "/api/comfymq"):
@@ -127,8 +142,9 @@ async def test_the_plugins_routes_apply_the_site_rules_and_limits_of_its_config(
             assert (await client.get(f"{prefix}/tasks", headers={**good, "Host": "comfy.lan:8188"})).status == 200
             r = await client.post(f"{prefix}/queue/pause", headers={"Authorization": "Bearer plugin-token"})
             assert r.status == 415
-            r = await client.post(f"{prefix}/tasks", headers=good,
-                                  json={"prompt": {"1": {"class_type": "A", "inputs": {}}}, "count": 4})
+            r = await client.post(
+                f"{prefix}/tasks", headers=good, json={"prompt": {"1": {"class_type": "A", "inputs": {}}}, "count": 4}
+            )
             assert r.status == 413 and "max_jobs_per_request" in (await r.json())["error"]["message"]
             assert (await client.get(f"{prefix}/health")).status == 200  # a monitor, without the token
     finally:
@@ -136,8 +152,11 @@ async def test_the_plugins_routes_apply_the_site_rules_and_limits_of_its_config(
 
 
 async def test_a_plugin_token_follows_the_one_rule(tmp_path):
-    cfg = load_config({"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
-                      user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+    cfg = load_config(
+        {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
+        user_dir=str(tmp_path / "user"),
+        output_dir=str(tmp_path / "output"),
+    )
     cfg.token = "short"  # set after the configuration was checked: the routes check it again
     plugin = Plugin(cfg)
     try:

@@ -6,17 +6,15 @@ answered 500 (even after a restart), and a worker that leased it stopped taking 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import free_port, graph, http_json, wait_for
 
 from comfy_nodes import _native as native
-from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import BrokerSettings, QueueService
-from conftest import free_port, graph, http_json, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 LEGACY_TOOL = REPO / "build" / "comfymq_legacy_store"
@@ -62,9 +60,11 @@ def test_the_store_takes_the_limit_and_refuses_one_level_more_however_the_prompt
 
 
 def test_control_characters_in_node_ids_and_class_types_are_refused_naming_the_node(store):
-    for prompt, named in ((({"a\nb": {"class_type": "K", "inputs": {}}}), "node id 'a\\u000ab'"),
-                          ({"5": {"class_type": "Load\x00Image", "inputs": {}}}, "node '5'"),
-                          ('{"7": {"class_type": "K\\u001b[31m", "inputs": {}}}', "node '7'")):
+    for prompt, named in (
+        (({"a\nb": {"class_type": "K", "inputs": {}}}), "node id 'a\\u000ab'"),
+        ({"5": {"class_type": "Load\x00Image", "inputs": {}}}, "node '5'"),
+        ('{"7": {"class_type": "K\\u001b[31m", "inputs": {}}}', "node '7'"),
+    ):
         with pytest.raises(ValueError) as e:
             store.enqueue(prompt)
         assert named in str(e.value) and "control character" in str(e.value), e.value
@@ -108,8 +108,14 @@ def test_the_cli_refuses_a_too_deep_file_with_one_line(tmp_path, subprocess_env)
     path = tmp_path / "deep.json"
     path.write_text(nested_text(20000))
     port = free_port()  # nothing listens: the file is refused before any request
-    r = subprocess.run([sys.executable, "-m", "comfy_nodes", "enqueue", str(path), "--url", f"http://127.0.0.1:{port}"],
-                       cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "comfy_nodes", "enqueue", str(path), "--url", f"http://127.0.0.1:{port}"],
+        cwd=REPO,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and str(LIMIT) in r.stderr, r.stderr
@@ -121,14 +127,16 @@ def test_the_cli_refuses_a_too_deep_file_with_one_line(tmp_path, subprocess_env)
 def legacy_store(data_dir: Path) -> str:
     """A store at data_dir/store holding one job nesting 10,000 deep, as an older version could write it."""
     assert LEGACY_TOOL.exists(), f"{LEGACY_TOOL} is built by `make build` (CMake target comfymq_legacy_store)"
-    out = subprocess.run([str(LEGACY_TOOL), str(data_dir / "store"), "10000"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [str(LEGACY_TOOL), str(data_dir / "store"), "10000"], capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
 @pytest.mark.subprocess
 def test_a_stored_too_deep_job_is_read_without_error_and_a_worker_fails_it_and_goes_on(tmp_path, caplog):
     from test_bridge import StandIn, save_graph
+
     from comfy_nodes.worker.bridge import BridgeSettings, WorkerBridge
 
     data = tmp_path / "host"
@@ -142,20 +150,33 @@ def test_a_stored_too_deep_job_is_read_without_error_and_a_worker_fails_it_and_g
         job = service.store.get(poisoned, with_prompt=True)
         assert job["state"] == "pending" and isinstance(job["prompt"], str)
         caplog.set_level("WARNING", logger="comfymq.worker")
-        bridge = WorkerBridge(BridgeSettings(comfy_url=comfy.url, broker=service.broker.endpoint, worker_id="w1",
-                                             name="gpu-1", work_dir=str(tmp_path / "w1"), heartbeat=0.2,
-                                             reconnect_min=0.1, reconnect_max=0.5))
+        bridge = WorkerBridge(
+            BridgeSettings(
+                comfy_url=comfy.url,
+                broker=service.broker.endpoint,
+                worker_id="w1",
+                name="gpu-1",
+                work_dir=str(tmp_path / "w1"),
+                heartbeat=0.2,
+                reconnect_min=0.1,
+                reconnect_max=0.5,
+            )
+        )
         bridge.start()
-        ended = wait_for(lambda: (j := service.store.get(poisoned))["state"] != "pending" and
-                         j["state"] != "running" and j, 30, "the poisoned job to end")
+        ended = wait_for(
+            lambda: (j := service.store.get(poisoned))["state"] != "pending" and j["state"] != "running" and j,
+            30,
+            "the poisoned job to end",
+        )
         assert ended["state"] == "failed", ended
         assert ended["attempts"] == 1, "not retried: no worker can read it"
         assert ended["error"]["type"] == "invalid_job"
         assert str(LIMIT) in ended["error"]["message"] and "w1" in ended["error"]["message"]
         wait_for(lambda: any(poisoned in r.getMessage() for r in caplog.records), 10, "the worker to log the job id")
         good = service.store.enqueue(save_graph())["id"]
-        done = wait_for(lambda: (j := service.store.get(good))["state"] in ("succeeded", "failed") and j, 30,
-                        "the next job")
+        done = wait_for(
+            lambda: (j := service.store.get(good))["state"] in ("succeeded", "failed") and j, 30, "the next job"
+        )
         assert done["state"] == "succeeded", done["error"]
     finally:
         if bridge is not None:
@@ -170,14 +191,37 @@ def test_a_host_on_a_store_with_a_too_deep_job_answers_every_read(tmp_path, subp
     poisoned = legacy_store(data)
     port = free_port()
     log = open(tmp_path / "host.log", "w")
-    host = subprocess.Popen([sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(data), "--port", str(port),
-                             "--workers-bind", "off", "--retention-days", "0"], cwd=REPO, env=subprocess_env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "comfy_nodes",
+            "host",
+            "--data-dir",
+            str(data),
+            "--port",
+            str(port),
+            "--workers-bind",
+            "off",
+            "--retention-days",
+            "0",
+        ],
+        cwd=REPO,
+        env=subprocess_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(base + "/health"), 30, "the host")
-        for url in (f"/tasks/{poisoned}", f"/comfymq/tasks/{poisoned}", f"/api/comfymq/tasks/{poisoned}",
-                    "/comfymq/tasks?state=pending", f"/comfymq/tasks?prompt_id=legacy-deep", "/comfymq/stats"):
+        for url in (
+            f"/tasks/{poisoned}",
+            f"/comfymq/tasks/{poisoned}",
+            f"/api/comfymq/tasks/{poisoned}",
+            "/comfymq/tasks?state=pending",
+            "/comfymq/tasks?prompt_id=legacy-deep",
+            "/comfymq/stats",
+        ):
             status, body = http_json(base + url)
             assert status == 200, (url, status, body)
         status, body = http_json(base + f"/comfymq/tasks/{poisoned}")

@@ -9,6 +9,7 @@ import os
 
 import pytest
 from aiohttp import web
+from conftest import assert_json_error, graph, now_ms, wait_for, wait_until_clock_passes
 
 from comfy_nodes import _native as native
 from comfy_nodes.api import auth, expand
@@ -16,14 +17,11 @@ from comfy_nodes.api.limits import RequestLimits
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import BrokerSettings, QueueService
-from conftest import assert_json_error, graph, now_ms, wait_for, wait_until_clock_passes
 
 pytestmark = pytest.mark.asyncio
 
 P = "/comfymq"
 JSON = {"Content-Type": "application/json"}  # what every client of the API sends on every non-GET request
-
-
 
 
 async def ok(resp, status: int = 200) -> dict:
@@ -63,9 +61,19 @@ def finish(service, job_id, *, fail=False, artifacts=None, outputs=None):
 async def test_post_single_job_all_fields(client, service):
     wf = {"nodes": [{"id": 3, "type": "KSampler"}], "links": []}
     before = now_ms()
-    body = await submit(client, {"prompt": graph(5), "priority": 7, "workflow": wf, "max_attempts": 5,
-                                 "timeout": 90, "batch_id": "my-batch.1", "owner": "alice",
-                                 "metadata": {"prompt_id": "one", "create_time": 1700000000000}})
+    body = await submit(
+        client,
+        {
+            "prompt": graph(5),
+            "priority": 7,
+            "workflow": wf,
+            "max_attempts": 5,
+            "timeout": 90,
+            "batch_id": "my-batch.1",
+            "owner": "alice",
+            "metadata": {"prompt_id": "one", "create_time": 1700000000000},
+        },
+    )
     assert body["status"] == "queued"
     assert body["batch_id"] == "my-batch.1"
     assert "existed" not in body
@@ -103,8 +111,9 @@ async def test_same_prompt_id_returns_the_existing_job(client, service):
 
 
 async def test_concurrent_posts_with_one_prompt_id_make_one_job(client, service):
-    bodies = await asyncio.gather(*(submit(client, {"prompt": graph(i), "metadata": {"prompt_id": "race"}})
-                                    for i in range(20)))
+    bodies = await asyncio.gather(
+        *(submit(client, {"prompt": graph(i), "metadata": {"prompt_id": "race"}}) for i in range(20))
+    )
     assert len({b["jobs"][0]["id"] for b in bodies}) == 1
     assert sum(1 for b in bodies if not b["jobs"][0]["existed"]) == 1
     assert service.store.stats()["total"] == 1
@@ -149,8 +158,15 @@ async def test_count_without_prompt_id_and_keep_seeds(client, service):
 
 
 async def test_sweep_makes_one_job_per_combination(client, service):
-    body = await submit(client, {"prompt": graph(42), "sweep": {"3.steps": [10, 20, 30], "4.ckpt_name": ["a", "b"]},
-                                 "batch_id": "grid", "metadata": {"prompt_id": "sw"}})
+    body = await submit(
+        client,
+        {
+            "prompt": graph(42),
+            "sweep": {"3.steps": [10, 20, 30], "4.ckpt_name": ["a", "b"]},
+            "batch_id": "grid",
+            "metadata": {"prompt_id": "sw"},
+        },
+    )
     assert body["batch_id"] == "grid" and body["count"] == 6
     got = []
     for entry in body["jobs"]:
@@ -186,64 +202,71 @@ async def test_expansion_is_all_or_nothing(client, service):
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"prompt": graph(), "bogus": 1}, "bogus"),
-    ({"prompt": graph(), "client_id": "x"}, "client_id"),
-    ({"prompt": graph(), "metadata": {"user": "bob"}}, "user"),
-    ({"prompt": graph(), "metadata": {"prompt_id": 7}}, "prompt_id"),
-    ({"prompt": graph(), "metadata": {"create_time": "now"}}, "create_time"),
-    ({"prompt": "{nope"}, "JSON"),
-    ({"prompt": "{nope", "count": 2}, "JSON"),
-    ({"prompt": {}, "count": 2}, "no nodes"),
-    ({"prompt": 5}, "prompt"),
-    ({}, "prompt"),
-    ({"prompt": graph(), "priority": "high"}, "priority"),
-    ({"prompt": graph(), "workflow": "text"}, "workflow"),
-    ({"prompt": graph(), "workflow": [1]}, "workflow"),
-    ({"prompt": graph(), "count": 0}, "count"),
-    ({"prompt": graph(), "count": -1}, "count"),
-    ({"prompt": graph(), "count": "3"}, "count"),
-    ({"prompt": graph(), "count": 2.5}, "count"),
-    ({"prompt": graph(), "count": True}, "count"),
-    ({"prompt": graph(), "count": 2, "keep_seeds": "yes"}, "keep_seeds"),
-    ({"prompt": graph(), "sweep": [1, 2]}, "sweep"),
-    ({"prompt": graph(), "sweep": {"99.steps": [1]}}, "no node '99'"),
-    ({"prompt": graph(), "sweep": {"3.nope": [1]}}, "no input 'nope'"),
-    ({"prompt": graph(), "sweep": {"3.steps": []}}, "empty"),
-    ({"prompt": graph(), "sweep": {"3.steps": 4}}, "list"),
-    ({"prompt": graph(), "sweep": {"steps": [1]}}, "<node_id>.<input_name>"),
-    ({"prompt": graph(), "max_attempts": 0}, "max_attempts"),
-    ({"prompt": graph(), "max_attempts": 101}, "max_attempts"),
-    ({"prompt": graph(), "max_attempts": "3"}, "max_attempts"),
-    ({"prompt": graph(), "timeout": 0}, "timeout"),
-    ({"prompt": graph(), "timeout": -5}, "timeout"),
-    ({"prompt": graph(), "timeout": "60"}, "timeout"),
-    ({"prompt": graph(), "timeout": 10**9}, "timeout"),
-    ({"prompt": graph(), "batch_id": ""}, "batch_id"),
-    ({"prompt": graph(), "batch_id": "a/b"}, "batch_id"),
-    ({"prompt": graph(), "batch_id": 5}, "batch_id"),
-    ({"prompt": graph(), "owner": 5}, "owner"),
-    ({"prompt": graph(), "owner": "a\nb"}, "owner"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"prompt": graph(), "bogus": 1}, "bogus"),
+        ({"prompt": graph(), "client_id": "x"}, "client_id"),
+        ({"prompt": graph(), "metadata": {"user": "bob"}}, "user"),
+        ({"prompt": graph(), "metadata": {"prompt_id": 7}}, "prompt_id"),
+        ({"prompt": graph(), "metadata": {"create_time": "now"}}, "create_time"),
+        ({"prompt": "{nope"}, "JSON"),
+        ({"prompt": "{nope", "count": 2}, "JSON"),
+        ({"prompt": {}, "count": 2}, "no nodes"),
+        ({"prompt": 5}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": graph(), "priority": "high"}, "priority"),
+        ({"prompt": graph(), "workflow": "text"}, "workflow"),
+        ({"prompt": graph(), "workflow": [1]}, "workflow"),
+        ({"prompt": graph(), "count": 0}, "count"),
+        ({"prompt": graph(), "count": -1}, "count"),
+        ({"prompt": graph(), "count": "3"}, "count"),
+        ({"prompt": graph(), "count": 2.5}, "count"),
+        ({"prompt": graph(), "count": True}, "count"),
+        ({"prompt": graph(), "count": 2, "keep_seeds": "yes"}, "keep_seeds"),
+        ({"prompt": graph(), "sweep": [1, 2]}, "sweep"),
+        ({"prompt": graph(), "sweep": {"99.steps": [1]}}, "no node '99'"),
+        ({"prompt": graph(), "sweep": {"3.nope": [1]}}, "no input 'nope'"),
+        ({"prompt": graph(), "sweep": {"3.steps": []}}, "empty"),
+        ({"prompt": graph(), "sweep": {"3.steps": 4}}, "list"),
+        ({"prompt": graph(), "sweep": {"steps": [1]}}, "<node_id>.<input_name>"),
+        ({"prompt": graph(), "max_attempts": 0}, "max_attempts"),
+        ({"prompt": graph(), "max_attempts": 101}, "max_attempts"),
+        ({"prompt": graph(), "max_attempts": "3"}, "max_attempts"),
+        ({"prompt": graph(), "timeout": 0}, "timeout"),
+        ({"prompt": graph(), "timeout": -5}, "timeout"),
+        ({"prompt": graph(), "timeout": "60"}, "timeout"),
+        ({"prompt": graph(), "timeout": 10**9}, "timeout"),
+        ({"prompt": graph(), "batch_id": ""}, "batch_id"),
+        ({"prompt": graph(), "batch_id": "a/b"}, "batch_id"),
+        ({"prompt": graph(), "batch_id": 5}, "batch_id"),
+        ({"prompt": graph(), "owner": 5}, "owner"),
+        ({"prompt": graph(), "owner": "a\nb"}, "owner"),
+    ],
+)
 async def test_post_rejects_bad_bodies(client, service, body, needle):
     err = await assert_json_error(await client.post(f"{P}/jobs", json=body), 400)
     assert needle in err["message"]
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"", b"[1]", b"\xff\xfe", b'{"prompt": {"1": {"class_type": "A", '
-                                 b'"inputs": {"x": NaN}}}}'])
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"", b"[1]", b"\xff\xfe", b'{"prompt": {"1": {"class_type": "A", "inputs": {"x": NaN}}}}']
+)
 async def test_post_rejects_bad_json(client, service, raw):
     resp = await client.post(f"{P}/jobs", data=raw, headers={"Content-Type": "application/json"})
     await assert_json_error(resp, 400)
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("body", [
-    {"prompt": graph(), "count": expand.MAX_JOBS + 1},
-    {"prompt": graph(), "sweep": {"3.steps": list(range(101)), "3.seed": list(range(100))}},
-    {"prompt": graph(), "count": 101, "sweep": {"3.steps": list(range(100))}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": graph(), "count": expand.MAX_JOBS + 1},
+        {"prompt": graph(), "sweep": {"3.steps": list(range(101)), "3.seed": list(range(100))}},
+        {"prompt": graph(), "count": 101, "sweep": {"3.steps": list(range(100))}},
+    ],
+)
 async def test_too_many_jobs_is_413(client, service, body):
     err = await assert_json_error(await client.post(f"{P}/jobs", json=body), 413)
     assert err["type"] == "too_many_jobs"
@@ -288,8 +311,10 @@ async def test_oversized_content_length_is_refused_before_the_body_arrives(aioht
     client = await aiohttp_client(build_app(service, limits=RequestLimits(max_body_bytes=1024)))
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
-        writer.write(b"POST /comfymq/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 100000000\r\n\r\n{\"prompt\": ")
+        writer.write(
+            b"POST /comfymq/tasks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100000000\r\n\r\n{"prompt": '
+        )
         await writer.drain()
         # Only 11 of 100 MB were sent: an answer now means the server did not wait for the rest.
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
@@ -317,8 +342,23 @@ async def test_list_filters_order_and_paging(client, service):
     assert body["next_cursor"] is None
     entry = body["jobs"][0]
     assert "prompt" not in entry and "workflow" not in entry
-    for key in ("id", "state", "priority", "batch_id", "prompt_id", "create_time", "enqueued_at", "started_at",
-                "finished_at", "attempts", "worker", "progress", "error", "artifacts", "outputs"):
+    for key in (
+        "id",
+        "state",
+        "priority",
+        "batch_id",
+        "prompt_id",
+        "create_time",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "worker",
+        "progress",
+        "error",
+        "artifacts",
+        "outputs",
+    ):
         assert key in entry
 
     oldest = await ok(await client.get(f"{P}/jobs?order=oldest"))
@@ -361,24 +401,27 @@ async def test_list_filters_order_and_paging(client, service):
     assert filtered["jobs"] == []
 
 
-@pytest.mark.parametrize("query, needle", [
-    ("state=bogus", "bogus"),
-    ("state=", "state"),
-    ("state=pending,,nope", "nope"),
-    ("limit=0", "limit"),
-    ("limit=1001", "limit"),
-    ("limit=ten", "limit"),
-    ("since=-1", "since"),
-    ("since=abc", "since"),
-    ("until=1.5", "until"),
-    ("cursor=xyz", "cursor"),
-    ("cursor=ABCDEF0123456789", "cursor"),
-    ("order=up", "order"),
-    ("foo=1", "foo"),
-    ("limit=1&limit=2", "limit"),
-    ("batch=", "batch"),
-    ("prompt_id=x&cursor=0000000000000001", "cursor"),
-])
+@pytest.mark.parametrize(
+    "query, needle",
+    [
+        ("state=bogus", "bogus"),
+        ("state=", "state"),
+        ("state=pending,,nope", "nope"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("since=-1", "since"),
+        ("since=abc", "since"),
+        ("until=1.5", "until"),
+        ("cursor=xyz", "cursor"),
+        ("cursor=ABCDEF0123456789", "cursor"),
+        ("order=up", "order"),
+        ("foo=1", "foo"),
+        ("limit=1&limit=2", "limit"),
+        ("batch=", "batch"),
+        ("prompt_id=x&cursor=0000000000000001", "cursor"),
+    ],
+)
 async def test_list_rejects_bad_filters(client, query, needle):
     err = await assert_json_error(await client.get(f"{P}/jobs?{query}"), 400)
     assert needle in err["message"]
@@ -408,8 +451,12 @@ async def test_get_one_job_in_full(client, service):
 @pytest.mark.parametrize("job_id", ["0000000000000001", "nope", "ABCDEF0123456789", "0" * 17])
 async def test_unknown_or_malformed_ids_are_404(client, job_id):
     await submit(client, {"prompt": graph()})
-    for method, url in [("GET", f"{P}/jobs/{job_id}"), ("POST", f"{P}/jobs/{job_id}/cancel"),
-                        ("POST", f"{P}/jobs/{job_id}/retry"), ("DELETE", f"{P}/jobs/{job_id}")]:
+    for method, url in [
+        ("GET", f"{P}/jobs/{job_id}"),
+        ("POST", f"{P}/jobs/{job_id}/cancel"),
+        ("POST", f"{P}/jobs/{job_id}/retry"),
+        ("DELETE", f"{P}/jobs/{job_id}"),
+    ]:
         err = await assert_json_error(await client.request(method, url, headers=JSON), 404)
         assert err["type"] == "not_found"
         if job_id != "0000000000000001":
@@ -449,9 +496,16 @@ async def test_cancel_retry_delete_transitions(client, service):
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("raw, needle", [(b'{"why": 1}', "why"), (b'{"reason": 5}', "reason"),
-                                         (b"{nope", "JSON"), (b"[1]", "object"),
-                                         (b'{"reason": "\\ud800"}', "surrogate")])  # found by the fuzzer: a 500
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        (b'{"why": 1}', "why"),
+        (b'{"reason": 5}', "reason"),
+        (b"{nope", "JSON"),
+        (b"[1]", "object"),
+        (b'{"reason": "\\ud800"}', "surrogate"),
+    ],
+)  # found by the fuzzer: a 500
 async def test_cancel_rejects_bad_bodies(client, service, raw, needle):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     resp = await client.post(f"{P}/jobs/{jid}/cancel", data=raw, headers={"Content-Type": "application/json"})
@@ -542,11 +596,16 @@ async def test_worker_routes_without_a_broker(client):
 
 @pytest.fixture
 def cluster(tmp_path):
-    svc = QueueService(tmp_path / "cluster", threads=8,
-                       broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
-    worker = native.WorkerClient(broker=svc.broker.endpoint, worker_id="w1", name="box",
-                                 capabilities={"node_classes": ["TestJob"]}, heartbeat=0.2,
-                                 reconnect_min=0.1, reconnect_max=0.5)
+    svc = QueueService(tmp_path / "cluster", threads=8, broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
+    worker = native.WorkerClient(
+        broker=svc.broker.endpoint,
+        worker_id="w1",
+        name="box",
+        capabilities={"node_classes": ["TestJob"]},
+        heartbeat=0.2,
+        reconnect_min=0.1,
+        reconnect_max=0.5,
+    )
     try:
         wait_for(lambda: any(w["id"] == "w1" and w["online"] for w in svc.broker.workers()))
         yield svc, worker
@@ -619,8 +678,15 @@ def record_artifacts(service, job_id, files):
 async def test_artifacts_are_streamed(client, service):
     jid = (await submit(client, {"prompt": graph()}))["jobs"][0]["id"]
     png = b"\x89PNG\r\n\x1a\n" + os.urandom(300_000)
-    record_artifacts(service, jid, {"out 1.png": (png, "image/png"), "sub/data.json": (b'{"a": 1}', None),
-                                    "page.html": (b"<script>alert(1)</script>", None)})
+    record_artifacts(
+        service,
+        jid,
+        {
+            "out 1.png": (png, "image/png"),
+            "sub/data.json": (b'{"a": 1}', None),
+            "page.html": (b"<script>alert(1)</script>", None),
+        },
+    )
     job = (await ok(await client.get(f"{P}/jobs/{jid}")))["job"]
     urls = {a["path"].split("/", 1)[1]: a["url"] for a in job["artifacts"]}
     assert urls["out 1.png"] == f"{P}/artifacts/{jid}/out%201.png"
@@ -654,25 +720,44 @@ async def test_artifact_path_checks(client, service, tmp_path):
     link.unlink()
     link.symlink_to(secret)
     gone = service.artifacts.write(f"{jid}/gone.png", b"soon gone")
-    finish(service, jid, artifacts=[
-        {"path": info["path"], "size": info["size"], "sha256": info["sha256"]},
-        {"path": gone["path"], "size": gone["size"], "sha256": gone["sha256"]},
-        {"path": "../escape.png", "size": 1, "sha256": "00" * 32},
-    ])
+    finish(
+        service,
+        jid,
+        artifacts=[
+            {"path": info["path"], "size": info["size"], "sha256": info["sha256"]},
+            {"path": gone["path"], "size": gone["size"], "sha256": gone["sha256"]},
+            {"path": "../escape.png", "size": 1, "sha256": "00" * 32},
+        ],
+    )
     (service.artifact_root / jid / "gone.png").unlink()
     (tmp_path / "data" / "escape.png").write_bytes(b"outside the root")
 
-    for path in [f"{jid}/unrecorded.png", f"{jid}/link.png", f"{jid}/gone.png", f"{jid}/theirs.png",
-                 f"{jid}/..%2Fescape.png", f"{jid}/..%2F..%2Fsecret.txt", f"{jid}/a%00b.png",
-                 f"{jid}/..%5Cescape.png", f"{jid}/%2Fetc%2Fpasswd", f"{jid}/./link.png",
-                 f"0000000000000001/x.png", f"nothex/x.png", f"{other}/nothing.png"]:
+    for path in [
+        f"{jid}/unrecorded.png",
+        f"{jid}/link.png",
+        f"{jid}/gone.png",
+        f"{jid}/theirs.png",
+        f"{jid}/..%2Fescape.png",
+        f"{jid}/..%2F..%2Fsecret.txt",
+        f"{jid}/a%00b.png",
+        f"{jid}/..%5Cescape.png",
+        f"{jid}/%2Fetc%2Fpasswd",
+        f"{jid}/./link.png",
+        "0000000000000001/x.png",
+        "nothex/x.png",
+        f"{other}/nothing.png",
+    ]:
         resp = await client.get(f"{P}/artifacts/{path}")
         err = await assert_json_error(resp, 404)
         assert err["type"] == "not_found", path
     assert (await client.get(f"{P}/artifacts/{other}/theirs.png")).status == 200
     # raw request targets, as sent (a client library would normalise the dots away)
-    for target in [f"{P}/artifacts/{jid}/../../secret.txt", f"{P}/artifacts/{jid}/%2e%2e/%2e%2e/secret.txt",
-                   f"{P}/artifacts/{jid}/..%2f..%2fsecret.txt", f"{P}/artifacts/{jid}//etc/passwd"]:
+    for target in [
+        f"{P}/artifacts/{jid}/../../secret.txt",
+        f"{P}/artifacts/{jid}/%2e%2e/%2e%2e/secret.txt",
+        f"{P}/artifacts/{jid}/..%2f..%2fsecret.txt",
+        f"{P}/artifacts/{jid}//etc/passwd",
+    ]:
         status, head = await raw_get(client, target)
         assert status == 404, (target, head)
 
@@ -694,11 +779,24 @@ async def raw_get(client, target: str) -> tuple[int, bytes]:
 async def test_token_protects_every_route(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, token="s3cret-token"))
     good = {"Authorization": "Bearer s3cret-token"}
-    for method, url in [("GET", f"{P}/stats"), ("GET", f"{P}/jobs"), ("POST", f"{P}/jobs"), ("POST", "/tasks"),
-                        ("GET", "/tasks/0000000000000001"), ("GET", "/no/such/route"), ("GET", f"/api{P}/stats"),
-                        ("POST", f"{P}/health"), ("POST", "/health")]:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic czNjcmV0"},
-                        {"Authorization": "s3cret-token"}, {"Authorization": "Bearer s3cret-token-and-more"}):
+    for method, url in [
+        ("GET", f"{P}/stats"),
+        ("GET", f"{P}/jobs"),
+        ("POST", f"{P}/jobs"),
+        ("POST", "/tasks"),
+        ("GET", "/tasks/0000000000000001"),
+        ("GET", "/no/such/route"),
+        ("GET", f"/api{P}/stats"),
+        ("POST", f"{P}/health"),
+        ("POST", "/health"),
+    ]:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic czNjcmV0"},
+            {"Authorization": "s3cret-token"},
+            {"Authorization": "Bearer s3cret-token-and-more"},
+        ):
             resp = await client.request(method, url, headers=headers, json={"prompt": graph()})
             err = await assert_json_error(resp, 401)
             assert err["type"] == "unauthorized"
@@ -737,6 +835,7 @@ async def test_token_middleware_with_prefixes_leaves_other_routes_alone(aiohttp_
 
 async def test_add_routes_with_a_token_guards_each_handler(aiohttp_client, service):
     """As inside ComfyUI: routes on a table ComfyUI also copies under /api, no middleware of ours."""
+
     async def comfy_own(request):
         return web.json_response({"comfyui": True})
 
@@ -745,8 +844,9 @@ async def test_add_routes_with_a_token_guards_each_handler(aiohttp_client, servi
     add_routes(routes, service, token="sekrit-token")
     app = web.Application()
     app.add_routes(routes)
-    app.add_routes([web.route(r.method, "/api" + r.path, r.handler, **r.kwargs)
-                    for r in routes if isinstance(r, web.RouteDef)])  # what ComfyUI's server does
+    app.add_routes(
+        [web.route(r.method, "/api" + r.path, r.handler, **r.kwargs) for r in routes if isinstance(r, web.RouteDef)]
+    )  # what ComfyUI's server does
     client = await aiohttp_client(app)
     assert (await client.get("/prompt")).status == 200
     assert (await client.get("/api/prompt")).status == 200
@@ -772,12 +872,24 @@ async def test_token_middleware_refuses_an_empty_token():
             auth.token_middleware(bad)
 
 
-@pytest.mark.parametrize("host, token, warns", [
-    ("127.0.0.1", None, False), ("127.0.0.2", None, False), ("localhost", None, False), ("::1", None, False),
-    ("[::1]", None, False), ("0.0.0.0", None, True), ("::", None, True), ("", None, True), (None, None, True),
-    ("192.168.1.20", None, True), ("nas.local", None, True), ("0.0.0.0", "tok", False),
-    ("192.168.1.20", "tok", False),
-])
+@pytest.mark.parametrize(
+    "host, token, warns",
+    [
+        ("127.0.0.1", None, False),
+        ("127.0.0.2", None, False),
+        ("localhost", None, False),
+        ("::1", None, False),
+        ("[::1]", None, False),
+        ("0.0.0.0", None, True),
+        ("::", None, True),
+        ("", None, True),
+        (None, None, True),
+        ("192.168.1.20", None, True),
+        ("nas.local", None, True),
+        ("0.0.0.0", "tok", False),
+        ("192.168.1.20", "tok", False),
+    ],
+)
 async def test_insecure_bind_warning(host, token, warns):
     text = auth.insecure_bind_warning(host, token)
     if warns:
@@ -821,19 +933,25 @@ async def test_seed_contract_is_still_answered(client, service):
     assert (await ok(await client.get(f"/api{P}/jobs/{jid}")))["job"]["prompt"] == graph(3)
 
 
-@pytest.mark.parametrize("path, body", [
-    (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\udfff"}'),
-    (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}'),
-    ("/tasks", b'{"prompt": {"\\ud800": {"class_type": "A", "inputs": {}}}}'),
-    (f"{P}/workers/refresh", b'{"worker_id": "\\udc00"}'),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\udfff"}'),
+        (f"{P}/jobs", b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}'),
+        ("/tasks", b'{"prompt": {"\\ud800": {"class_type": "A", "inputs": {}}}}'),
+        (f"{P}/workers/refresh", b'{"worker_id": "\\udc00"}'),
+    ],
+)
 async def test_lone_surrogates_are_refused_as_bad_json(client, service, path, body):
     """A JSON escape of half a surrogate pair is not a character: never handed to the store (a 500 before)."""
     err = await assert_json_error(await client.post(path, data=body, headers=JSON), 400)
     assert "surrogate" in err["message"]
     assert service.store.stats()["total"] == 0
-    emoji = await client.post(f"{P}/jobs", data=b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, '
-                                                 b'"owner": "\\ud83d\\ude00"}', headers=JSON)
+    emoji = await client.post(
+        f"{P}/jobs",
+        data=b'{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "owner": "\\ud83d\\ude00"}',
+        headers=JSON,
+    )
     assert emoji.status == 200  # a whole pair is a character
 
 
@@ -848,4 +966,6 @@ async def test_the_jobs_api_answers_under_its_earlier_name_too(client, service):
     await ok(await client.post(f"{P}/tasks/{jid}/cancel", json={}))
     assert (await ok(await client.post(f"{P}/jobs/{jid}/retry", json={})))["job"]["state"] == "pending"
     await ok(await client.post(f"{P}/jobs/{jid}/cancel", json={}))
-    assert (await ok(await client.delete(f"{P}/tasks/{jid}", headers={"Content-Type": "application/json"})))["deleted"] == jid
+    assert (await ok(await client.delete(f"{P}/tasks/{jid}", headers={"Content-Type": "application/json"})))[
+        "deleted"
+    ] == jid

@@ -5,15 +5,17 @@ timeout still wins. Configured by comfymq.toml / COMFYMQ_MAX_RUN_TIME / `host --
 from __future__ import annotations
 
 import pytest
+from conftest import graph, wait_for
 
 from comfy_nodes import _native as native
 from comfy_nodes.cli import build_parser
 from comfy_nodes.config import ConfigError, load_config
 from comfy_nodes.service import BrokerSettings, QueueService
-from conftest import graph, wait_for
 
-CAPS = {"node_classes": ["KSampler", "CheckpointLoaderSimple"],
-        "combos": {"CheckpointLoaderSimple.ckpt_name": ["sd15.safetensors"]}}
+CAPS = {
+    "node_classes": ["KSampler", "CheckpointLoaderSimple"],
+    "combos": {"CheckpointLoaderSimple.ckpt_name": ["sd15.safetensors"]},
+}
 
 
 def test_the_limit_is_configured_one_way_for_every_way_in(tmp_path):
@@ -32,13 +34,22 @@ def test_the_limit_is_configured_one_way_for_every_way_in(tmp_path):
 
 
 def test_a_run_past_the_limit_is_called_back_and_the_job_runs_again(tmp_path):
-    service = QueueService(tmp_path / "host", broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.25,
-                                                                    max_run_time=1.0))
+    service = QueueService(
+        tmp_path / "host", broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.25, max_run_time=1.0)
+    )
     clients = []
     try:
+
         def worker(wid):
-            c = native.WorkerClient(broker=service.broker.endpoint, worker_id=wid, capacity=1, capabilities=CAPS,
-                                    heartbeat=0.25, reconnect_min=0.05, reconnect_max=0.5)
+            c = native.WorkerClient(
+                broker=service.broker.endpoint,
+                worker_id=wid,
+                capacity=1,
+                capabilities=CAPS,
+                heartbeat=0.25,
+                reconnect_min=0.05,
+                reconnect_max=0.5,
+            )
             clients.append(c)
             return c
 

@@ -17,14 +17,12 @@ import urllib.request
 import uuid
 
 import pytest
+from conftest import REPO_ROOT, assert_json_error, graph, now_ms
 
 from comfy_nodes.api.limits import RequestLimits
 from comfy_nodes.host.standalone import build_app
-from conftest import REPO_ROOT, assert_json_error, graph, now_ms
 
 asyncio_mark = pytest.mark.asyncio
-
-
 
 
 async def post_task(client, body) -> dict:
@@ -40,8 +38,9 @@ async def post_task(client, body) -> dict:
 async def test_post_prompt_as_json_string(client, service):
     text = json.dumps(graph(11))
     before = now_ms()
-    body = await post_task(client, {"prompt": text, "priority": 4,
-                                    "metadata": {"prompt_id": "p-1", "create_time": 1700000000000}})
+    body = await post_task(
+        client, {"prompt": text, "priority": 4, "metadata": {"prompt_id": "p-1", "create_time": 1700000000000}}
+    )
     assert body["status"] == "queued"
     assert "existed" not in body
     task = body["task"]
@@ -97,28 +96,31 @@ async def test_same_prompt_id_returns_existing_task(client, service):
     assert service.store.get(first["task"]["id"])["prompt"] == graph(1)
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"prompt": graph(), "metadata": {"prompt_id": "x", "user": "bob"}}, "user"),
-    ({"prompt": graph(), "metadata": {"client_id": "c"}}, "client_id"),
-    ({"prompt": graph(), "extra_data": {}}, "extra_data"),
-    ({"prompt": graph(), "client_id": "abc"}, "client_id"),
-    ({"prompt": "{not json"}, "JSON"),
-    ({"prompt": "[1, 2]"}, "prompt"),
-    ({"prompt": "{}"}, "no nodes"),
-    ({"prompt": {"1": {"inputs": {}}}}, "class_type"),
-    ({"prompt": [1, 2]}, "prompt"),
-    ({"prompt": 5}, "prompt"),
-    ({"prompt": None}, "prompt"),
-    ({"prompt": graph(), "priority": "high"}, "priority"),
-    ({"prompt": graph(), "priority": True}, "priority"),
-    ({"prompt": graph(), "priority": 1.5}, "priority"),
-    ({"prompt": graph(), "priority": 2**40}, "priority"),
-    ({"priority": 1}, "prompt"),
-    ({}, "prompt"),
-    ({"prompt": graph(), "metadata": "p-1"}, "metadata"),
-    ({"prompt": graph(), "metadata": {"prompt_id": 7}}, "prompt_id"),
-    ({"prompt": graph(), "metadata": {"create_time": "now"}}, "create_time"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"prompt": graph(), "metadata": {"prompt_id": "x", "user": "bob"}}, "user"),
+        ({"prompt": graph(), "metadata": {"client_id": "c"}}, "client_id"),
+        ({"prompt": graph(), "extra_data": {}}, "extra_data"),
+        ({"prompt": graph(), "client_id": "abc"}, "client_id"),
+        ({"prompt": "{not json"}, "JSON"),
+        ({"prompt": "[1, 2]"}, "prompt"),
+        ({"prompt": "{}"}, "no nodes"),
+        ({"prompt": {"1": {"inputs": {}}}}, "class_type"),
+        ({"prompt": [1, 2]}, "prompt"),
+        ({"prompt": 5}, "prompt"),
+        ({"prompt": None}, "prompt"),
+        ({"prompt": graph(), "priority": "high"}, "priority"),
+        ({"prompt": graph(), "priority": True}, "priority"),
+        ({"prompt": graph(), "priority": 1.5}, "priority"),
+        ({"prompt": graph(), "priority": 2**40}, "priority"),
+        ({"priority": 1}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": graph(), "metadata": "p-1"}, "metadata"),
+        ({"prompt": graph(), "metadata": {"prompt_id": 7}}, "prompt_id"),
+        ({"prompt": graph(), "metadata": {"create_time": "now"}}, "create_time"),
+    ],
+)
 @asyncio_mark
 async def test_post_rejects_bad_bodies(client, service, body, needle):
     resp = await client.post("/tasks", json=body)
@@ -127,11 +129,15 @@ async def test_post_rejects_bad_bodies(client, service, body, needle):
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("raw", [
-    '{"prompt": "\\ud800"}',
-    '{"prompt": {"1": {"class_type": "\\ud800", "inputs": {}}}}',
-    '{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}',
-], ids=["prompt-string", "prompt-object", "metadata"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"prompt": "\\ud800"}',
+        '{"prompt": {"1": {"class_type": "\\ud800", "inputs": {}}}}',
+        '{"prompt": {"1": {"class_type": "A", "inputs": {}}}, "metadata": {"prompt_id": "\\ud800"}}',
+    ],
+    ids=["prompt-string", "prompt-object", "metadata"],
+)
 @asyncio_mark
 async def test_post_lone_surrogate_is_400(client, service, raw):
     resp = await client.post("/tasks", data=raw.encode(), headers={"Content-Type": "application/json"})
@@ -148,7 +154,7 @@ async def test_post_nan_is_400_without_stack_trace(client, service):
     assert service.store.stats()["total"] == 0
 
 
-@pytest.mark.parametrize("raw", [b"not json at all", b"{\"prompt\": ", b"", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("raw", [b"not json at all", b'{"prompt": ', b"", b"\xff\xfe\x00"])
 @asyncio_mark
 async def test_post_non_json_body(client, service, raw):
     resp = await client.post("/tasks", data=raw, headers={"Content-Type": "application/json"})
@@ -198,8 +204,12 @@ async def test_get_task(client, service):
 
     # After a worker finishes it, the result shows up.
     lease = service.store.take("w")
-    service.store.complete(created["id"], lease["token"], outputs={"9": {"images": ["a.png"]}},
-                           artifacts=[{"path": "a.png", "size": 1, "sha256": "00" * 32}])
+    service.store.complete(
+        created["id"],
+        lease["token"],
+        outputs={"9": {"images": ["a.png"]}},
+        artifacts=[{"path": "a.png", "size": 1, "sha256": "00" * 32}],
+    )
     task = (await (await client.get(f"/tasks/{created['id']}")).json())["task"]
     assert task["state"] == "succeeded"
     assert task["result"]["outputs"] == {"9": {"images": ["a.png"]}}
@@ -269,9 +279,23 @@ class Host:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "comfy_nodes", "host", "--data-dir", str(data_dir), "--port", str(self.port),
-             "--workers-bind", "tcp://127.0.0.1:*"],
-            cwd=str(REPO_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "comfy_nodes",
+                "host",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(self.port),
+                "--workers-bind",
+                "tcp://127.0.0.1:*",
+            ],
+            cwd=str(REPO_ROOT),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_healthy(self, timeout: float = 15.0) -> dict:
         end = time.monotonic() + timeout
@@ -312,8 +336,11 @@ def test_real_host_serves_and_keeps_tasks_across_restart(tmp_path, subprocess_en
     try:
         health = host.wait_healthy()
         assert health["status"] == "ok"
-        status, body = _request("POST", host.base + "/tasks",
-                                {"prompt": json.dumps(graph(77)), "priority": 3, "metadata": {"prompt_id": "real-1"}})
+        status, body = _request(
+            "POST",
+            host.base + "/tasks",
+            {"prompt": json.dumps(graph(77)), "priority": 3, "metadata": {"prompt_id": "real-1"}},
+        )
         assert status == 200, body
         task_id = body["task"]["id"]
         status, body = _request("POST", host.base + "/tasks", {"prompt": graph(), "bogus": 1})

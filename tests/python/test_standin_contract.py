@@ -27,17 +27,20 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-
 from conftest import REPO_ROOT
+
 from tests.standin.nodes import Image, png_bytes, png_text_chunks, read_png
 from tests.standin.server import make_app
 
 pytestmark = pytest.mark.asyncio
 
-RECORDINGS = Path(os.environ.get("COMFYUI_API_RECORDINGS", Path(__file__).resolve().parents[1] / "standin" / "recordings"))
+RECORDINGS = Path(
+    os.environ.get("COMFYUI_API_RECORDINGS", Path(__file__).resolve().parents[1] / "standin" / "recordings")
+)
 if not (RECORDINGS / "01_empty_save.json").is_file():
-    pytest.fail("the ComfyUI API recordings are not at %s (set COMFYUI_API_RECORDINGS)" % RECORDINGS,
-                pytrace=False)  # never skip: without them the stand-in is checked against nothing
+    pytest.fail(
+        "the ComfyUI API recordings are not at %s (set COMFYUI_API_RECORDINGS)" % RECORDINGS, pytrace=False
+    )  # never skip: without them the stand-in is checked against nothing
 
 CLIENT = "probe-client-1"  # the client id the recordings used
 TIMEOUT = 20.0  # seconds; only a guard against hangs
@@ -53,6 +56,7 @@ def rec(name: str):
 
 
 # ---- comparing with the recordings ----------------------------------------------------------------------
+
 
 def jtype(v) -> str:
     if v is None:
@@ -125,9 +129,14 @@ def diff(expected, actual, *, loose=(), var_len=(), values=True, _path=(), _lp=N
                     return d
             return None
         if len(expected) != len(actual):
-            return "%s: recorded %d items %s, got %d %s" % (where, len(expected), _short(expected), len(actual),
-                                                            _short(actual))
-        for i, (e, a) in enumerate(zip(expected, actual)):
+            return "%s: recorded %d items %s, got %d %s" % (
+                where,
+                len(expected),
+                _short(expected),
+                len(actual),
+                _short(actual),
+            )
+        for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
             d = diff(e, a, values=values, _path=_path + (str(i),), _lp=lp, _vp=vp)
             if d:
                 return d
@@ -153,7 +162,7 @@ def types(messages: list) -> list:
 def assert_ws_matches(expected: list, actual: list, what: str, **kw):
     """The same message types in the same order, each message matching its recording."""
     assert types(actual) == types(expected), "%s: message types differ from the recording" % what
-    for i, (e, a) in enumerate(zip(expected, actual)):
+    for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
         assert_matches(e, a, "%s, message %d (%s)" % (what, i, types([e])[0]), **kw)
 
 
@@ -174,14 +183,15 @@ HISTORY_TRACEBACKS = ("*.status.messages.*.1.traceback",)
 
 # ---- talking to the stand-in ---------------------------------------------------------------------------
 
+
 def _summarize_binary(data: bytes) -> dict:
     """A binary frame in the recordings' notation."""
     (event_type,) = struct.unpack(">I", data[:4])
     out = {"binary": True, "len": len(data), "event_type": event_type}
     if event_type == 4:
         (mlen,) = struct.unpack(">I", data[4:8])
-        out["metadata"] = json.loads(data[8:8 + mlen])
-        out["payload_sig"] = data[8 + mlen:11 + mlen].hex()
+        out["metadata"] = json.loads(data[8 : 8 + mlen])
+        out["payload_sig"] = data[8 + mlen : 11 + mlen].hex()
     else:
         out["image_type"] = struct.unpack(">I", data[4:8])[0]
         out["payload_sig"] = data[8:11].hex()
@@ -217,22 +227,23 @@ class WsRecorder:
         while True:
             for i in range(self.cursor, len(self.messages)):
                 if pred(self.messages[i]):
-                    out = self.messages[self.cursor:i + 1]
+                    out = self.messages[self.cursor : i + 1]
                     self.cursor = i + 1
                     return out
             if self.closed:
-                raise AssertionError("websocket closed while waiting; got %s" % types(self.messages[self.cursor:]))
+                raise AssertionError("websocket closed while waiting; got %s" % types(self.messages[self.cursor :]))
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                raise AssertionError("no matching websocket message within %s s; got %s"
-                                     % (timeout, types(self.messages[self.cursor:]))) from None
+                raise AssertionError(
+                    "no matching websocket message within %s s; got %s" % (timeout, types(self.messages[self.cursor :]))
+                ) from None
 
     async def take(self, n: int = 1) -> list:
         """The next n messages."""
         target = self.cursor + n - 1
-        return await self.take_until(lambda m: any(x is m for x in self.messages[target:target + 1]))
+        return await self.take_until(lambda m: any(x is m for x in self.messages[target : target + 1]))
 
     async def close(self):
         await self.ws.close()
@@ -245,8 +256,9 @@ class WsRecorder:
 
 def done(prompt_id):
     """The last message of a prompt with a client: executing with node null."""
-    return lambda m: (m.get("type") == "executing" and m["data"].get("node") is None
-                      and m["data"].get("prompt_id") == prompt_id)
+    return lambda m: (
+        m.get("type") == "executing" and m["data"].get("node") is None and m["data"].get("prompt_id") == prompt_id
+    )
 
 
 def status_is(n):
@@ -289,8 +301,9 @@ class Comfy:
 @pytest_asyncio.fixture
 async def comfy(aiohttp_client, tmp_path):
     output_dir = tmp_path / "output"
-    app = make_app(output_dir, models=MODELS, input_dir=tmp_path / "input", temp_dir=tmp_path / "temp",
-                   step_delay=0.005)
+    app = make_app(
+        output_dir, models=MODELS, input_dir=tmp_path / "input", temp_dir=tmp_path / "temp", step_delay=0.005
+    )
     c = Comfy(await aiohttp_client(app), app, output_dir)
     try:
         yield c
@@ -300,6 +313,7 @@ async def comfy(aiohttp_client, tmp_path):
 
 
 # ---- the comparison itself must be able to fail ----------------------------------------------------------
+
 
 async def test_diff_reports_the_first_mismatch_with_its_path():
     recorded = {"a": [1, {"b": 0.0, "c": None}], "d": "x", "prompt_id": "p1", "tb": ["f1", "f2"]}
@@ -325,6 +339,7 @@ async def test_diff_reports_the_first_mismatch_with_its_path():
 
 # ---- 00, 01, 01b, 02: connect, a simple prompt, /view, the same prompt again (cached) ------------------------
 
+
 async def test_00_first_message_on_connect(comfy):
     ws = await comfy.ws(CLIENT)
     assert_matches(recorded_ws(rec("00_ws_on_connect.json")), await ws.take(1), "on-connect message")
@@ -343,8 +358,12 @@ async def _scenario_01(comfy, ws, r01):
     pid = body["prompt_id"]
     queue = await comfy.get_json("/queue")
     assert queue["queue_running"] == [] and len(queue["queue_pending"]) == 1
-    assert_matches(r01["queue_right_after_post"]["queue_running"][0], queue["queue_pending"][0], "queued entry",
-                   loose=QUEUE_ENTRY_LOOSE + LOOSE)
+    assert_matches(
+        r01["queue_right_after_post"]["queue_running"][0],
+        queue["queue_pending"][0],
+        "queued entry",
+        loose=QUEUE_ENTRY_LOOSE + LOOSE,
+    )
     assert queue["queue_pending"][0][1] == pid
     comfy.state.resume()
     messages = await ws.take_until(done(pid))
@@ -375,8 +394,9 @@ async def test_01b_view_serves_the_output_file(comfy):
     await ws.take(1)
     await _scenario_01(comfy, ws, r01)
     for prefix in ("", "/api"):
-        resp = await comfy.client.get(prefix + "/view", params={"filename": "probe_00001_.png", "subfolder": "",
-                                                                "type": "output"})
+        resp = await comfy.client.get(
+            prefix + "/view", params={"filename": "probe_00001_.png", "subfolder": "", "type": "output"}
+        )
         body = await resp.read()
         assert resp.status == rview["status"]
         for name in rview["headers"]:
@@ -384,7 +404,9 @@ async def test_01b_view_serves_the_output_file(comfy):
         for name in ("Content-Disposition", "Content-Type", "Content-Security-Policy", "Accept-Ranges"):
             assert resp.headers[name] == rview["headers"][name], name
         assert re.fullmatch(r'"[0-9a-f]+-[0-9a-f]+"', resp.headers["Etag"])
-        assert int(resp.headers["Content-Length"]) == len(body) == (comfy.output_dir / "probe_00001_.png").stat().st_size
+        assert (
+            int(resp.headers["Content-Length"]) == len(body) == (comfy.output_dir / "probe_00001_.png").stat().st_size
+        )
         assert body[:8].hex() == rview["sig"]
 
 
@@ -406,6 +428,7 @@ async def test_02_same_prompt_again_is_cached(comfy):
 
 # ---- 03: progress and a custom node; 04: a runtime error ------------------------------------------------------
 
+
 async def test_03_progress_and_custom_node(comfy):
     r03 = rec("03_progress_and_custom.json")
     entry = r03["queue_right_after_post"]["queue_running"][0]
@@ -416,8 +439,9 @@ async def test_03_progress_and_custom_node(comfy):
     assert_matches(r03["post_response"], body, "POST /prompt response", loose=LOOSE + ("number",))
     assert_ws_matches(recorded_ws(r03["ws"]), messages, "03 websocket", loose=LOOSE)
     history = await comfy.get_json("/history/%s" % body["prompt_id"])
-    assert_matches(by_values(r03["history"]), by_values(history), "03 history",
-                   loose=history_loose(("*.prompt.4",)))  # outputs_to_execute: a set's order in ComfyUI
+    assert_matches(
+        by_values(r03["history"]), by_values(history), "03 history", loose=history_loose(("*.prompt.4",))
+    )  # outputs_to_execute: a set's order in ComfyUI
     assert sorted(history[body["prompt_id"]]["prompt"][4]) == sorted(entry[4])
     text = png_text_chunks((comfy.output_dir / "probe_prog_00001_.png").read_bytes())
     assert json.loads(text["workflow"]) == entry[3]["extra_pnginfo"]["workflow"]
@@ -431,11 +455,15 @@ async def test_04_runtime_error(comfy):
     await ws.take(1)
     body, messages = await comfy.run(ws, entry[2])
     error_loose = LOOSE + ("**.current_inputs.images",)  # a tensor's repr there
-    assert_ws_matches(recorded_ws(r04["ws"]), messages, "04 websocket", loose=error_loose,
-                      var_len=("data.traceback",))
+    assert_ws_matches(recorded_ws(r04["ws"]), messages, "04 websocket", loose=error_loose, var_len=("data.traceback",))
     history = await comfy.get_json("/history/%s" % body["prompt_id"])
-    assert_matches(by_values(r04["history"]), by_values(history), "04 history", loose=history_loose(error_loose),
-                   var_len=HISTORY_TRACEBACKS)
+    assert_matches(
+        by_values(r04["history"]),
+        by_values(history),
+        "04 history",
+        loose=history_loose(error_loose),
+        var_len=HISTORY_TRACEBACKS,
+    )
     assert not (comfy.output_dir / "never_00001_.png").exists()
     error = messages[-3]["data"]
     assert error["traceback"][-1].rstrip().endswith("raise RuntimeError(message)")
@@ -445,11 +473,13 @@ async def test_04_runtime_error(comfy):
 
 VALIDATION_CASES = {
     "05a_invalid_class.json": {"1": {"class_type": "NoSuchNode", "inputs": {}}},
-    "05b_no_output_node.json": {"1": {"class_type": "EmptyImage",
-                                      "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}}},
-    "05c_bad_value.json": {"1": {"class_type": "EmptyImage",
-                                 "inputs": {"width": 0, "height": 64, "batch_size": 1, "color": 0}},
-                           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}},
+    "05b_no_output_node.json": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}}
+    },
+    "05c_bad_value.json": {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    },
 }
 
 
@@ -463,8 +493,9 @@ async def test_05_validation_failures(comfy):
         assert body == r["post_response"], name
         assert_matches(r["queue_right_after_post"], await comfy.get_json("/queue"), name)
     # recorded "ws": [] - nothing was sent: the next message is the status of the next valid prompt
-    status, body = await comfy.post_prompt(rec("01_empty_save.json")["queue_right_after_post"]["queue_running"][0][2],
-                                           client_id=CLIENT)
+    status, body = await comfy.post_prompt(
+        rec("01_empty_save.json")["queue_right_after_post"]["queue_running"][0][2], client_id=CLIENT
+    )
     assert status == 200 and body["number"] == 3  # rejected prompts still used up a number, as recorded
     (first,) = await ws.take(1)
     assert first == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}}
@@ -472,6 +503,7 @@ async def test_05_validation_failures(comfy):
 
 async def test_05_more_validation_errors(comfy):
     """Errors the recordings don't show, in the shapes of ComfyUI's validate_inputs."""
+
     def save(src):
         return {"class_type": "SaveImage", "inputs": {"images": src, "filename_prefix": "x"}}
 
@@ -481,9 +513,14 @@ async def test_05_more_validation_errors(comfy):
     cases = [
         ({"1": empty(width="wide"), "2": save(["1", 0])}, "invalid_input_type"),
         ({"1": empty(color=1 << 30), "2": save(["1", 0])}, "value_bigger_than_max"),
-        ({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "c.safetensors"}},
-          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "3": save(["2", 0])},
-         "return_type_mismatch"),
+        (
+            {
+                "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "c.safetensors"}},
+                "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                "3": save(["2", 0]),
+            },
+            "return_type_mismatch",
+        ),
         ({"1": {"class_type": "EmptyImage", "inputs": {"width": 8}}, "2": save(["1", 0])}, "required_input_missing"),
     ]
     for prompt, error_type in cases:
@@ -501,6 +538,7 @@ async def test_05_more_validation_errors(comfy):
 
 # ---- 07: assorted GET endpoints --------------------------------------------------------------------------
 
+
 async def test_07_misc_get_endpoints(comfy):
     r07 = rec("07_misc_get.json")
     ws = await comfy.ws(CLIENT)
@@ -511,11 +549,11 @@ async def test_07_misc_get_endpoints(comfy):
     await comfy.run(ws, e03[2], extra_data={"extra_pnginfo": e03[3]["extra_pnginfo"]})
     await comfy.run(ws, rec("04_runtime_error.json")["queue_right_after_post"]["queue_running"][0][2])
 
-    machine = ("system.os", "system.ram_*", "system.python_version", "system.pytorch_version",
-               "devices.*.*vram*")
+    machine = ("system.os", "system.ram_*", "system.python_version", "system.pytorch_version", "devices.*.*vram*")
     special = {
-        "/history?max_items=2": dict(loose=history_loose(("**.current_inputs.images", "*.prompt.4")),
-                                     var_len=HISTORY_TRACEBACKS),
+        "/history?max_items=2": dict(
+            loose=history_loose(("**.current_inputs.images", "*.prompt.4")), var_len=HISTORY_TRACEBACKS
+        ),
         "/system_stats": dict(loose=machine, var_len=("system.argv",)),
         "/probe/ping": dict(loose=("loaded_at",)),
     }
@@ -529,8 +567,9 @@ async def test_07_misc_get_endpoints(comfy):
             assert got == []
         else:
             assert_matches(recorded["json"], got, path, **special.get(path, {}))
-    assert_matches(rec("system_stats.json"), await comfy.get_json("/api/system_stats"), "/system_stats",
-                   **special["/system_stats"])
+    assert_matches(
+        rec("system_stats.json"), await comfy.get_json("/api/system_stats"), "/system_stats", **special["/system_stats"]
+    )
     assert await comfy.get_json("/models/checkpoints") == MODELS
     assert await comfy.get_json("/models/loras") == []
     await comfy.get_json("/models/nonsense", status=404)
@@ -548,12 +587,14 @@ async def test_object_info_matches_the_recording(comfy):
     assert_matches(ckpt, got["CheckpointLoaderSimple"], "object_info CheckpointLoaderSimple")
     for name in recorded["LoadImage"]["input"]["required"]["image"][0]:
         (Path(comfy.state.input_dir) / name).write_bytes(png_bytes(Image(2, 2)))
-    assert_matches(recorded["LoadImage"], (await comfy.get_json("/object_info/LoadImage"))["LoadImage"],
-                   "object_info LoadImage")
+    assert_matches(
+        recorded["LoadImage"], (await comfy.get_json("/object_info/LoadImage"))["LoadImage"], "object_info LoadImage"
+    )
     assert await comfy.get_json("/object_info/NoSuchNode") == {}
 
 
 # ---- 08: pending queue entries, POST /queue delete, POST /interrupt ------------------------------------------
+
 
 async def test_08_queue_pending_delete_interrupt(comfy):
     r08 = rec("08_queue_pending_interrupt.json")
@@ -574,8 +615,9 @@ async def test_08_queue_pending_delete_interrupt(comfy):
         ids.append(body["prompt_id"])
 
     queue = await comfy.get_json("/queue")
-    entry_loose = tuple("%s.*.%s" % (part, i) for part in ("queue_running", "queue_pending")
-                        for i in QUEUE_ENTRY_LOOSE) + LOOSE
+    entry_loose = (
+        tuple("%s.*.%s" % (part, i) for part in ("queue_running", "queue_pending") for i in QUEUE_ENTRY_LOOSE) + LOOSE
+    )
     assert_matches(mid, queue, "queue with one running and two pending", loose=entry_loose)
     assert [e[1] for e in queue["queue_running"] + queue["queue_pending"]] == ids
 
@@ -588,16 +630,22 @@ async def test_08_queue_pending_delete_interrupt(comfy):
     messages += await ws.take_until(done(ids[1]))
 
     recorded = recorded_ws(r08["ws"])
-    assert [m["data"]["status"]["exec_info"]["queue_remaining"] for m in messages if m["type"] == "status"] == \
-           [m["data"]["status"]["exec_info"]["queue_remaining"] for m in recorded if m["type"] == "status"]
+    assert [m["data"]["status"]["exec_info"]["queue_remaining"] for m in messages if m["type"] == "status"] == [
+        m["data"]["status"]["exec_info"]["queue_remaining"] for m in recorded if m["type"] == "status"
+    ]
     # status broadcasts interleave with a running prompt's events by timing; the rest is in recorded order
-    assert_ws_matches([m for m in recorded if m["type"] != "status"], [m for m in messages if m["type"] != "status"],
-                      "08 websocket (without status)", loose=LOOSE)
+    assert_ws_matches(
+        [m for m in recorded if m["type"] != "status"],
+        [m for m in messages if m["type"] != "status"],
+        "08 websocket (without status)",
+        loose=LOOSE,
+    )
 
     assert_matches(r08["queue_end"], await comfy.get_json("/queue"), "queue at the end")
     history = await comfy.get_json("/history/%s" % ids[0])
-    assert_matches(by_values(r08["history_first"]), by_values(history), "interrupted prompt's history",
-                   loose=history_loose())
+    assert_matches(
+        by_values(r08["history_first"]), by_values(history), "interrupted prompt's history", loose=history_loose()
+    )
     assert await comfy.get_json("/history/%s" % ids[2]) == {}
 
 
@@ -671,10 +719,11 @@ async def test_reconnect_with_the_same_client_id_during_execution(comfy):
     comfy.state.release_steps()
     messages = await new.take_until(done(body["prompt_id"]))
     assert [m["type"] for m in messages][-3:] == ["execution_success", "status", "executing"]
-    assert old.messages[old.cursor:] == []  # the replaced socket gets nothing more
+    assert old.messages[old.cursor :] == []  # the replaced socket gets nothing more
 
 
 # ---- 10: binary previews, clients with and without feature flags, prompts without a client ------------------
+
 
 async def test_10_clients_previews_and_no_client_prompts(comfy):
     r10 = rec("10_clients_binary.json")
@@ -701,17 +750,29 @@ async def test_10_clients_previews_and_no_client_prompts(comfy):
         status, body = await comfy.post_prompt(variant(color), client_id=sid)
         assert status == 200
         assert_matches(r10["post_" + who], body, "post " + who, loose=LOOSE)
-        assert_ws_matches(r10["%s_during_%s_prompt" % (who, who)], await recorder.take_until(done(body["prompt_id"])),
-                          "%s during %s's prompt" % (who, who), loose=loose)
+        assert_ws_matches(
+            r10["%s_during_%s_prompt" % (who, who)],
+            await recorder.take_until(done(body["prompt_id"])),
+            "%s during %s's prompt" % (who, who),
+            loose=loose,
+        )
         o = "B" if who == "A" else "A"
-        assert_ws_matches(r10["%s_during_%s_prompt" % (o, who)], await other.take_until(status_is(0)),
-                          "%s during %s's prompt" % (o, who), loose=loose)
+        assert_ws_matches(
+            r10["%s_during_%s_prompt" % (o, who)],
+            await other.take_until(status_is(0)),
+            "%s during %s's prompt" % (o, who),
+            loose=loose,
+        )
 
     status, body = await comfy.post_prompt(variant(2))  # no client_id: nobody gets execution events
     assert_matches(r10["post_noclient"], body, "post without client", loose=LOOSE)
     for who, recorder in (("A", a), ("B", b)):
-        assert_ws_matches(r10["%s_during_noclient_prompt" % who], await recorder.take_until(status_is(0)),
-                          "%s during the prompt without client" % who, loose=loose)
+        assert_ws_matches(
+            r10["%s_during_noclient_prompt" % who],
+            await recorder.take_until(status_is(0)),
+            "%s during the prompt without client" % who,
+            loose=loose,
+        )
 
     status, body = await comfy.post_prompt(variant(3), front=True)
     assert_matches(r10["post_front"], body, "post with front", loose=LOOSE)  # number -3
@@ -721,8 +782,9 @@ async def test_10_clients_previews_and_no_client_prompts(comfy):
     assert (resp.status, await resp.text()) == (r10["view_missing"]["status"], r10["view_missing"]["body"])
     resp = await comfy.client.get("/view", params={"filename": "../../etc/passwd", "type": "output"})
     assert (resp.status, await resp.text()) == (r10["view_traversal"]["status"], r10["view_traversal"]["body"])
-    resp = await comfy.client.get("/view", params={"filename": "prev_00001_.png", "subfolder": "../..",
-                                                   "type": "output"})
+    resp = await comfy.client.get(
+        "/view", params={"filename": "prev_00001_.png", "subfolder": "../..", "type": "output"}
+    )
     assert resp.status == 403
     assert len(await comfy.get_json("/history")) == r10["history_count"]
     assert (await comfy.client.post("/history", json={"clear": True})).status == r10["history_clear_status"]
@@ -731,11 +793,11 @@ async def test_10_clients_previews_and_no_client_prompts(comfy):
 
 # ---- 11: an upload and several outputs (subfolders, batches, temp previews) --------------------------------
 
+
 async def test_11_sweep_upload_subfolders_batches_previews(comfy):
     r11 = rec("11_sweep.json")
     form = aiohttp.FormData()
-    form.add_field("image", png_bytes(Image(4, 4, (10, 20, 30))), filename="probe_upload.png",
-                   content_type="image/png")
+    form.add_field("image", png_bytes(Image(4, 4, (10, 20, 30))), filename="probe_upload.png", content_type="image/png")
     resp = await comfy.client.post("/upload/image", data=form)
     assert resp.status == r11["upload_image"]["status"]
     assert await resp.json() == r11["upload_image"]["json"]
@@ -755,11 +817,12 @@ async def test_11_sweep_upload_subfolders_batches_previews(comfy):
     assert_matches(r11["sweep"]["outputs"], entry["outputs"], "sweep outputs", loose=("9.images.0.filename",))
     temp_name = entry["outputs"]["9"]["images"][0]["filename"]
     assert re.fullmatch(r"ComfyUI_temp_[a-z]{5}_00001_\.png", temp_name)
-    assert sorted(os.listdir(comfy.output_dir / "sweep")) == ["batch_00001_.png", "batch_00002_.png",
-                                                               "img_00001_.png"]
+    assert sorted(os.listdir(comfy.output_dir / "sweep")) == ["batch_00001_.png", "batch_00002_.png", "img_00001_.png"]
 
-    for key, params in (("view_temp", {**r11["view_temp"]["params"], "filename": temp_name}),
-                        ("view_subfolder", r11["view_subfolder"]["params"])):
+    for key, params in (
+        ("view_temp", {**r11["view_temp"]["params"], "filename": temp_name}),
+        ("view_subfolder", r11["view_subfolder"]["params"]),
+    ):
         resp = await comfy.client.get("/view", params=params)
         data = await resp.read()
         assert resp.status == r11[key]["status"] and resp.content_type == r11[key]["ctype"], key
@@ -772,10 +835,22 @@ async def test_11_sweep_upload_subfolders_batches_previews(comfy):
 
 # ---- configuration: node classes and models -----------------------------------------------------------------
 
+
 async def test_node_classes_and_models_are_per_instance(aiohttp_client, tmp_path):
-    app = make_app(tmp_path / "o1", models=["only-here.safetensors"],
-                   node_classes=["EmptyImage", "SaveImage", "CheckpointLoaderSimple", "CLIPTextEncode",
-                                 "EmptyLatentImage", "KSampler", "VAEDecode"], step_delay=0)
+    app = make_app(
+        tmp_path / "o1",
+        models=["only-here.safetensors"],
+        node_classes=[
+            "EmptyImage",
+            "SaveImage",
+            "CheckpointLoaderSimple",
+            "CLIPTextEncode",
+            "EmptyLatentImage",
+            "KSampler",
+            "VAEDecode",
+        ],
+        step_delay=0,
+    )
     other = make_app(tmp_path / "o2", node_classes=["EmptyImage", "SaveImage"])
     c1, c2 = await aiohttp_client(app), await aiohttp_client(other)
     assert set(await (await c2.get("/object_info")).json()) == {"EmptyImage", "SaveImage"}
@@ -787,16 +862,29 @@ async def test_node_classes_and_models_are_per_instance(aiohttp_client, tmp_path
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "3": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 3, "cfg": 8, "sampler_name": "euler",
-                                                   "scheduler": "normal", "denoise": 1, "model": ["4", 0],
-                                                   "positive": ["6", 0], "negative": ["7", 0],
-                                                   "latent_image": ["5", 0]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 42,
+                "steps": 3,
+                "cfg": 8,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]}},
     }
     resp = await c2.post("/prompt", json={"prompt": txt2img})
     assert resp.status == 400
-    assert (await resp.json())["error"]["message"] == "Cannot execute because node CheckpointLoaderSimple does not exist."
+    assert (await resp.json())["error"][
+        "message"
+    ] == "Cannot execute because node CheckpointLoaderSimple does not exist."
     resp = await c1.post("/prompt", json={"prompt": txt2img})
     assert resp.status == 200, await resp.text()
     pid = (await resp.json())["prompt_id"]
@@ -812,20 +900,34 @@ async def test_node_classes_and_models_are_per_instance(aiohttp_client, tmp_path
     body = await resp.json()
     assert resp.status == 400
     assert body["node_errors"]["4"]["errors"][0]["type"] == "value_not_in_list"
-    assert body["node_errors"]["4"]["errors"][0]["details"] == \
-        "ckpt_name: 'elsewhere.safetensors' not in ['only-here.safetensors']"
+    assert (
+        body["node_errors"]["4"]["errors"][0]["details"]
+        == "ckpt_name: 'elsewhere.safetensors' not in ['only-here.safetensors']"
+    )
     with pytest.raises(ValueError):
         make_app(tmp_path / "o3", node_classes=["NoSuchNode"])
 
 
 # ---- python -m tests.standin ------------------------------------------------------------------------------
 
+
 @pytest.mark.subprocess
 async def test_module_runs_and_prints_ready(tmp_path, subprocess_env):
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out"),
-        "--models", "x.safetensors,y.safetensors", cwd=str(REPO_ROOT), env=subprocess_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "tests.standin",
+        "--port",
+        "0",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--models",
+        "x.safetensors,y.safetensors",
+        cwd=str(REPO_ROOT),
+        env=subprocess_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
         m = re.fullmatch(r"READY (http://127\.0\.0\.1:(\d+))\n", line)
@@ -834,8 +936,10 @@ async def test_module_runs_and_prints_ready(tmp_path, subprocess_env):
         async with aiohttp.ClientSession() as session:
             async with session.get(base + "/api/object_info/CheckpointLoaderSimple") as resp:
                 info = await resp.json()
-            assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == ["x.safetensors",
-                                                                                           "y.safetensors"]
+            assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == [
+                "x.safetensors",
+                "y.safetensors",
+            ]
             async with session.ws_connect(base + "/ws?clientId=" + CLIENT) as ws:
                 first = await ws.receive_json(timeout=TIMEOUT)
                 assert_matches(recorded_ws(rec("00_ws_on_connect.json"))[0], first, "on-connect message")
@@ -846,8 +950,9 @@ async def test_module_runs_and_prints_ready(tmp_path, subprocess_env):
                 seen = []
                 while not (seen and seen[-1]["type"] == "executing" and seen[-1]["data"]["node"] is None):
                     seen.append(await ws.receive_json(timeout=TIMEOUT))
-                assert_ws_matches(recorded_ws(rec("01_empty_save.json")["ws"]), seen, "01 over a real socket",
-                                  loose=LOOSE)
+                assert_ws_matches(
+                    recorded_ws(rec("01_empty_save.json")["ws"]), seen, "01 over a real socket", loose=LOOSE
+                )
                 assert seen[-1]["data"]["prompt_id"] == pid
         assert (tmp_path / "out" / "probe_00001_.png").is_file()
     finally:

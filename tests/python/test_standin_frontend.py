@@ -22,7 +22,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yarl
-
 from conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.subprocess]
@@ -54,15 +53,39 @@ class StandIn:
             self.pack_dir.symlink_to(REPO_ROOT, target_is_directory=True)
         self.artifact_root = tmp / "artifacts"
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_") and k != "PYTHONPATH"}
-        env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", COMFYMQ_DATA_DIR=str(tmp / "comfymq"),
-                   COMFYMQ_ARTIFACT_ROOT=str(self.artifact_root),
-                   COMFYMQ_BROKER_BIND=f"tcp://127.0.0.1:{free_port()}", COMFYMQ_HEARTBEAT="0.2")
+        env.update(
+            PYTHONDONTWRITEBYTECODE="1",
+            PYTHONUNBUFFERED="1",
+            COMFYMQ_DATA_DIR=str(tmp / "comfymq"),
+            COMFYMQ_ARTIFACT_ROOT=str(self.artifact_root),
+            COMFYMQ_BROKER_BIND=f"tcp://127.0.0.1:{free_port()}",
+            COMFYMQ_HEARTBEAT="0.2",
+        )
         self.log_path = tmp / "standin.log"
         self.log = open(self.log_path, "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp / "output"),
-             "--user-dir", str(tmp / "user"), "--with-plugin", str(self.pack_dir), "--frontend", "--verbose",
-             *extra], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.standin",
+                "--port",
+                "0",
+                "--output-dir",
+                str(tmp / "output"),
+                "--user-dir",
+                str(tmp / "user"),
+                "--with-plugin",
+                str(self.pack_dir),
+                "--frontend",
+                "--verbose",
+                *extra,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         m = re.fullmatch(r"READY (http://127\.0\.0\.1:\d+)\n", line)
         if not m:
@@ -89,8 +112,9 @@ class StandIn:
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory):
     if not frontend_installed():
-        pytest.fail("comfyui-frontend-package is not installed: pip install -r tests/requirements.txt",
-                    pytrace=False)  # never skip: the browser tests depend on it
+        pytest.fail(
+            "comfyui-frontend-package is not installed: pip install -r tests/requirements.txt", pytrace=False
+        )  # never skip: the browser tests depend on it
     s = StandIn(tmp_path_factory.mktemp("standin-frontend"))
     try:
         yield s
@@ -119,6 +143,7 @@ async def send_json(session, method, url, payload, status=200):
 
 # ---- the frontend and the pack's web folder ------------------------------------------------------------------
 
+
 @pytest.mark.asyncio
 async def test_index_and_frontend_assets_are_served(standin):
     async with aiohttp.ClientSession() as s:
@@ -135,15 +160,19 @@ async def test_index_and_frontend_assets_are_served(standin):
         r, _ = await get(s, standin.url + "/materialdesignicons.min.css")
         assert r.content_type == "text/css"
         await get(s, standin.url + "/no/such/file.js", status=404)
-        for raw in ("/extensions/%2e%2e/%2e%2e/index.html", f"/extensions/{PACK}/..%2F__init__.py",
-                    "/assets/..%2F..%2F..%2F__init__.py"):  # sent as is: nothing outside the served folders
+        for raw in (
+            "/extensions/%2e%2e/%2e%2e/index.html",
+            f"/extensions/{PACK}/..%2F__init__.py",
+            "/assets/..%2F..%2F..%2F__init__.py",
+        ):  # sent as is: nothing outside the served folders
             await get(s, yarl.URL(standin.url + raw, encoded=True), status=404)
 
 
 @pytest.mark.asyncio
 async def test_extensions_list_every_js_file_of_the_pack(standin):
-    expected = sorted(f"/extensions/{PACK}/" + p.relative_to(REPO_ROOT / "js").as_posix()
-                      for p in (REPO_ROOT / "js").rglob("*.js"))  # whatever js/ holds today
+    expected = sorted(
+        f"/extensions/{PACK}/" + p.relative_to(REPO_ROOT / "js").as_posix() for p in (REPO_ROOT / "js").rglob("*.js")
+    )  # whatever js/ holds today
     async with aiohttp.ClientSession() as s:
         listed = await get_json(s, standin.url + "/api/extensions")
         assert listed == await get_json(s, standin.url + "/extensions")
@@ -154,7 +183,7 @@ async def test_extensions_list_every_js_file_of_the_pack(standin):
         for url in ours:
             r, body = await get(s, standin.url + url)
             assert r.content_type == "text/javascript", url
-            rel = url[len(f"/extensions/{PACK}/"):]
+            rel = url[len(f"/extensions/{PACK}/") :]
             assert body == (REPO_ROOT / "js" / rel).read_bytes()
 
 
@@ -171,6 +200,7 @@ async def test_object_info_lists_the_packs_nodes_next_to_the_builtin_ones(standi
 
 
 # ---- the plugin's host and local worker ------------------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_health_answers_from_the_plugins_host(standin):
@@ -203,8 +233,10 @@ async def test_a_queued_prompt_runs_on_the_local_worker_against_this_standin(sta
                 event = json.loads(msg.data)
                 if event["type"] == "comfymq.job":
                     events.append(event["data"])
-                    if any(j.get("job_id") == job_id and j.get("state") == "succeeded"
-                           for j in event["data"].get("jobs", [])):
+                    if any(
+                        j.get("job_id") == job_id and j.get("state") == "succeeded"
+                        for j in event["data"].get("jobs", [])
+                    ):
                         break
                 assert time.monotonic() < deadline, f"no comfymq.job 'succeeded' event for {job_id}: {events}"
         assert all(isinstance(e.get("jobs"), list) and isinstance(e.get("resync"), bool) for e in events)
@@ -225,6 +257,7 @@ async def test_a_queued_prompt_runs_on_the_local_worker_against_this_standin(sta
 
 
 # ---- what the frontend asks for at start-up -------------------------------------------------------------------
+
 
 @pytest.mark.asyncio
 async def test_startup_endpoints_users_settings_userdata(standin):
@@ -248,8 +281,9 @@ async def test_startup_endpoints_users_settings_userdata(standin):
         await get(s, u + "/api/userdata?dir=workflows", status=404)  # no such folder yet (the frontend: [])
         await get(s, u + "/api/userdata", status=400)
         workflow = {"last_node_id": 0, "nodes": [], "links": [], "version": 0.4}
-        async with s.post(u + "/api/userdata/workflows%2Fmy%20flow.json?overwrite=true&full_info=true",
-                          data=json.dumps(workflow)) as r:
+        async with s.post(
+            u + "/api/userdata/workflows%2Fmy%20flow.json?overwrite=true&full_info=true", data=json.dumps(workflow)
+        ) as r:
             assert r.status == 200
             info = await r.json()
         assert info["path"] == "workflows/my flow.json" and info["size"] == len(json.dumps(workflow))
@@ -264,8 +298,7 @@ async def test_startup_endpoints_users_settings_userdata(standin):
         assert await get_json(s, u + "/api/userdata/workflows%2Fmy%20flow.json") == workflow
         async with s.post(u + "/api/userdata/workflows%2Fmy%20flow.json?overwrite=false", data=b"{}") as r:
             assert r.status == 409
-        moved = await send_json(s, "POST", u + "/api/userdata/workflows%2Fmy%20flow.json/move/workflows%2Fb.json",
-                                None)
+        moved = await send_json(s, "POST", u + "/api/userdata/workflows%2Fmy%20flow.json/move/workflows%2Fb.json", None)
         assert moved == "workflows/b.json"
         async with s.delete(u + "/api/userdata/workflows%2Fb.json") as r:
             assert r.status == 204
@@ -307,6 +340,7 @@ async def test_startup_endpoints_the_rest(standin):
 
 # ---- shutdown -------------------------------------------------------------------------------------------------
 
+
 def test_sigterm_stops_serving_and_closes_the_plugin_cleanly(tmp_path):
     s = StandIn(tmp_path)
     try:
@@ -328,8 +362,14 @@ def urllib_open(url):
 
 def test_a_plain_standin_has_no_frontend_and_no_pack(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_") and k != "PYTHONPATH"}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path)],
-                            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().split()[-1]
         import urllib.error

@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from conftest import graph, now_ms, wait_until_clock_passes
 
 JOB_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -106,11 +105,13 @@ def test_enqueue_is_idempotent_on_prompt_id(store):
 
 
 def test_enqueue_many_adds_all(store):
-    out = store.enqueue_many([
-        {"prompt": graph(1)},
-        {"prompt": json.dumps(graph(2)), "priority": 3, "metadata": {"prompt_id": "m2"}},
-        {"prompt": graph(3), "batch_id": "bb"},
-    ])
+    out = store.enqueue_many(
+        [
+            {"prompt": graph(1)},
+            {"prompt": json.dumps(graph(2)), "priority": 3, "metadata": {"prompt_id": "m2"}},
+            {"prompt": graph(3), "batch_id": "bb"},
+        ]
+    )
     assert [o["existed"] for o in out] == [False, False, False]
     ids = [o["id"] for o in out]
     assert ids == sorted(ids) and len(set(ids)) == 3
@@ -121,13 +122,16 @@ def test_enqueue_many_adds_all(store):
     assert store.stats()["total"] == 3
 
 
-@pytest.mark.parametrize("bad_job", [
-    {"prompt": [1]},
-    {"prompt": "{}"},
-    {"prompt": graph(), "max_attempts": 0},
-    {"prompt": graph(), "unknown": 1},
-    {"workflow": {}},
-])
+@pytest.mark.parametrize(
+    "bad_job",
+    [
+        {"prompt": [1]},
+        {"prompt": "{}"},
+        {"prompt": graph(), "max_attempts": 0},
+        {"prompt": graph(), "unknown": 1},
+        {"workflow": {}},
+    ],
+)
 def test_enqueue_many_is_all_or_none(store, bad_job):
     with pytest.raises(ValueError, match="job 1"):
         store.enqueue_many([{"prompt": graph(1), "metadata": {"prompt_id": "good"}}, bad_job, {"prompt": graph(3)}])
@@ -148,12 +152,16 @@ def test_enqueue_many_bad_metadata_names_the_job(store):
         store.enqueue_many([{"prompt": graph(1)}, {"prompt": graph(2), "metadata": {"user": "x"}}])
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.enqueue_many([{"prompt": graph(1)}, {"prompt": graph(2), "priority": "high"}]),
-    lambda s: s.enqueue(graph(), create_time="yesterday"),
-    lambda s: s.enqueue(graph(), timeout="soon"),
-    lambda s: s.enqueue("\ud800"),
-], ids=["many-priority", "create_time", "timeout", "surrogate"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.enqueue_many([{"prompt": graph(1)}, {"prompt": graph(2), "priority": "high"}]),
+        lambda s: s.enqueue(graph(), create_time="yesterday"),
+        lambda s: s.enqueue(graph(), timeout="soon"),
+        lambda s: s.enqueue("\ud800"),
+    ],
+    ids=["many-priority", "create_time", "timeout", "surrogate"],
+)
 def test_unconvertible_values_are_value_error(store, call):
     with pytest.raises(ValueError):
         call(store)
@@ -165,18 +173,21 @@ def test_enqueue_many_rejects_empty_list(store):
         store.enqueue_many([])
 
 
-@pytest.mark.parametrize("prompt, needle", [
-    ([1], "list"),
-    (1, "int"),
-    ("[1]", "array"),
-    ("{}", "no nodes"),
-    ({"1": {"inputs": {}}}, "class_type"),
-    ({"1": {"class_type": "X", "inputs": 3}}, "inputs"),
-    ({"1": {"class_type": "X"}}, "inputs"),
-    ("{not json", "not valid JSON"),
-    ("", "empty"),
-    (None, "required"),
-])
+@pytest.mark.parametrize(
+    "prompt, needle",
+    [
+        ([1], "list"),
+        (1, "int"),
+        ("[1]", "array"),
+        ("{}", "no nodes"),
+        ({"1": {"inputs": {}}}, "class_type"),
+        ({"1": {"class_type": "X", "inputs": 3}}, "inputs"),
+        ({"1": {"class_type": "X"}}, "inputs"),
+        ("{not json", "not valid JSON"),
+        ("", "empty"),
+        (None, "required"),
+    ],
+)
 def test_enqueue_rejects_non_graph_prompts(store, prompt, needle):
     with pytest.raises(ValueError) as ei:
         store.enqueue(prompt)
@@ -189,18 +200,21 @@ def test_node_errors_name_the_node(store):
         store.enqueue({"3": {"class_type": "A", "inputs": {}}, "17": {"inputs": {}}})
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"metadata": {"user": "bob"}}, "'user'"),
-    ({"metadata": {"prompt_id": 5}}, "prompt_id"),
-    ({"metadata": {"create_time": "yesterday"}}, "create_time"),
-    ({"metadata": [1]}, "metadata"),
-    ({"max_attempts": 0}, "max_attempts"),
-    ({"max_attempts": 101}, "max_attempts"),
-    ({"timeout": -1}, "timeout"),
-    ({"workflow": [1]}, "workflow"),
-    ({"workflow": "[1]"}, "workflow"),
-    ({"priority": 2**31}, "priority"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"metadata": {"user": "bob"}}, "'user'"),
+        ({"metadata": {"prompt_id": 5}}, "prompt_id"),
+        ({"metadata": {"create_time": "yesterday"}}, "create_time"),
+        ({"metadata": [1]}, "metadata"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 101}, "max_attempts"),
+        ({"timeout": -1}, "timeout"),
+        ({"workflow": [1]}, "workflow"),
+        ({"workflow": "[1]"}, "workflow"),
+        ({"priority": 2**31}, "priority"),
+    ],
+)
 def test_enqueue_rejects_bad_options(store, kwargs, needle):
     with pytest.raises(ValueError) as ei:
         store.enqueue(graph(), **kwargs)
@@ -211,8 +225,16 @@ def test_enqueue_rejects_bad_options(store, kwargs, needle):
 def test_validate_prompt(native):
     native.validate_prompt(graph())
     native.validate_prompt(json.dumps(graph()))
-    for bad in ([1], 1, "[1]", "{}", "{x", {"1": {"class_type": "A"}}, {"1": {"inputs": {}}},
-                {"1": {"class_type": "A", "inputs": []}}):
+    for bad in (
+        [1],
+        1,
+        "[1]",
+        "{}",
+        "{x",
+        {"1": {"class_type": "A"}},
+        {"1": {"inputs": {}}},
+        {"1": {"class_type": "A", "inputs": []}},
+    ):
         with pytest.raises(ValueError):
             native.validate_prompt(bad)
 
@@ -347,8 +369,9 @@ def test_fail_retryable_until_max_attempts(store):
 def test_fail_non_retryable_fails_at_once(store):
     jid = store.enqueue(graph(), max_attempts=5)["id"]
     lease = take_job(store, jid)
-    store.fail(jid, lease["token"], {"type": "ValidationError", "message": "bad input", "details": {"k": [1]}},
-               retryable=False)
+    store.fail(
+        jid, lease["token"], {"type": "ValidationError", "message": "bad input", "details": {"k": [1]}}, retryable=False
+    )
     j = store.get(jid)
     assert j["state"] == "failed"
     assert j["attempts"] == 1
@@ -506,8 +529,8 @@ def test_list_since_until(store):
     def ids(**kw):
         return [j["id"] for j in store.list(newest_first=False, **kw)["jobs"]]
 
-    assert ids(since=tb) == [b, c]          # since is inclusive
-    assert ids(until=tb) == [a]             # until is exclusive
+    assert ids(since=tb) == [b, c]  # since is inclusive
+    assert ids(until=tb) == [a]  # until is exclusive
     assert ids(since=tb, until=tc) == [b]
     assert ids(since=tc + 1) == []
     assert [j["id"] for j in store.list(since=ta, until=tc)["jobs"]] == [b, a]
@@ -542,8 +565,9 @@ def _pages(store, *, limit, newest_first, between=None):
 def test_cursor_pagination_newest_first_is_stable_while_inserting(store):
     original = [r["id"] for r in store.enqueue_many([{"prompt": graph(i)} for i in range(23)])]
     inserted = []
-    seen = _pages(store, limit=5, newest_first=True,
-                  between=lambda n: inserted.append(store.enqueue(graph(1000 + n))["id"]))
+    seen = _pages(
+        store, limit=5, newest_first=True, between=lambda n: inserted.append(store.enqueue(graph(1000 + n))["id"])
+    )
     assert len(inserted) == 4
     # New jobs are newer than the cursor: they never show up in later pages, nothing repeats or goes missing.
     assert seen == list(reversed(original))
@@ -655,8 +679,9 @@ def test_reopen_keeps_everything(native, store_dir):
         assert s.recovery_report["checkpoint_segment"] == 0
         done = s.enqueue(graph(1), metadata={"prompt_id": "p-done"}, batch_id="bx")["id"]
         lease = take_job(s, done)
-        s.complete(done, lease["token"], outputs={"9": {"v": 1}},
-                   artifacts=[{"path": "a.png", "size": 1, "sha256": "00" * 32}])
+        s.complete(
+            done, lease["token"], outputs={"9": {"v": 1}}, artifacts=[{"path": "a.png", "size": 1, "sha256": "00" * 32}]
+        )
         pending = s.enqueue(graph(2), priority=4, workflow={"w": 1})["id"]
         cancelled = s.enqueue(graph(3))["id"]
         s.cancel(cancelled)
@@ -718,7 +743,7 @@ def test_context_manager_closes(native, store_dir):
     # Also when the block raises.
     with pytest.raises(ZeroDivisionError):
         with native.Store(store_dir) as s:
-            1 / 0
+            raise ZeroDivisionError
     with pytest.raises(native.ComfyMQError):
         s.stats()
     with native.Store(store_dir) as s:  # not locked: both handles were closed
@@ -837,7 +862,8 @@ def test_concurrent_enqueues_from_threads(store):
 
 @pytest.mark.parametrize("raise_priority", [True, False])
 def test_concurrent_enqueues_with_or_without_the_raised_writer_priority_are_durable_and_nice_is_restored(
-        native, tmp_path, raise_priority):
+    native, tmp_path, raise_priority
+):
     path = str(tmp_path / "store")
     store = native.Store(path, raise_writer_priority=raise_priority)
     ids, nice_changed, errors = [], [], []

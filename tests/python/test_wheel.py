@@ -54,21 +54,24 @@ TEST_TOOLS = ["pytest", "pytest-timeout", "pytest-asyncio", "pytest-aiohttp", "p
 
 pytestmark = [
     pytest.mark.wheel,
-    pytest.mark.skipif(not WHEEL_ENV, reason="COMFYMQ_TEST_WHEEL is not set: `make test-wheel` builds the wheel "
-                                             "and runs these tests"),
+    pytest.mark.skipif(
+        not WHEEL_ENV, reason="COMFYMQ_TEST_WHEEL is not set: `make test-wheel` builds the wheel and runs these tests"
+    ),
 ]
 
 
-def run(cmd: list, *, cwd: Path, timeout: float = 600, env: dict | None = None,
-        check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list, *, cwd: Path, timeout: float = 600, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     """Runs cmd without PYTHONPATH or COMFYMQ_* settings from this process; fails the test on a non-zero exit."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_") and k != "PYTHONPATH"}
     clean.update(env or {})
-    r = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=clean, capture_output=True, text=True,
-                       timeout=timeout)
+    r = subprocess.run([str(c) for c in cmd], cwd=str(cwd), env=clean, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited {r.returncode}\n--- stdout\n{r.stdout[-6000:]}\n"
-                    f"--- stderr\n{r.stderr[-6000:]}")
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} exited {r.returncode}\n--- stdout\n{r.stdout[-6000:]}\n"
+            f"--- stderr\n{r.stderr[-6000:]}"
+        )
     return r
 
 
@@ -94,7 +97,7 @@ def wheel_file() -> Path:
 
 
 def wheel_platform_tag() -> str:
-    return wheel_file().name[:-len(".whl")].split("-")[-1]
+    return wheel_file().name[: -len(".whl")].split("-")[-1]
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +106,9 @@ def installed(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("wheel-venv")
     python = new_venv(base / "venv")
     pip_install(python, str(wheel_file()), cwd=base)
-    site = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"],
-                    cwd=base).stdout.strip())
+    site = Path(
+        run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['platlib'])"], cwd=base).stdout.strip()
+    )
     empty = base / "empty"
     empty.mkdir()
     return {"python": python, "site": site, "venv": base / "venv", "root": empty}
@@ -112,9 +116,10 @@ def installed(tmp_path_factory) -> dict:
 
 # ---- the wheel itself ------------------------------------------------------------------------------------
 
+
 def test_the_wheel_is_named_and_filled_as_the_project_says():
     wheel = wheel_file()
-    name, version, py, abi, plat = wheel.name[:-len(".whl")].split("-")
+    name, version, py, abi, plat = wheel.name[: -len(".whl")].split("-")
     assert (name, version, py, abi) == ("comfymq", VERSION, PY_TAG, PY_TAG)
     assert re.fullmatch(rf"manylinux_2_\d+_{platform.machine()}", plat), plat
     with zipfile.ZipFile(wheel) as z:
@@ -122,16 +127,20 @@ def test_the_wheel_is_named_and_filled_as_the_project_says():
         metadata = z.read(f"comfymq-{VERSION}.dist-info/METADATA").decode()
         entry_points = z.read(f"comfymq-{VERSION}.dist-info/entry_points.txt").decode()
     # Every Python file of the package, the stub, one extension module, and nothing from js/ or tests/.
-    package_sources = {p.relative_to(REPO).as_posix() for p in (REPO / "comfy_nodes").rglob("*.py")
-                       if "__pycache__" not in p.parts}
+    package_sources = {
+        p.relative_to(REPO).as_posix() for p in (REPO / "comfy_nodes").rglob("*.py") if "__pycache__" not in p.parts
+    }
     assert package_sources and package_sources <= names, sorted(package_sources - names)
     assert "comfy_nodes/_native.pyi" in names
     modules = [n for n in names if re.fullmatch(r"comfy_nodes/_native\..+\.so", n)]
-    assert modules == [f"comfy_nodes/_native.cpython-{sys.version_info.major}{sys.version_info.minor}-"
-                       f"{platform.machine()}-linux-gnu.so"], modules
+    assert modules == [
+        f"comfy_nodes/_native.cpython-{sys.version_info.major}{sys.version_info.minor}-"
+        f"{platform.machine()}-linux-gnu.so"
+    ], modules
     assert not [n for n in names if n.startswith(("js/", "tests/", "native/"))]
     # CMake's Release build, stripped on install: not the RelWithDebInfo module `make build` leaves in the tree.
     from elftools.elf.elffile import ELFFile
+
     with zipfile.ZipFile(wheel) as z, z.open(modules[0]) as f:
         sections = {s.name for s in ELFFile(io.BytesIO(f.read())).iter_sections()}
     assert ".debug_info" not in sections and ".text" in sections
@@ -155,6 +164,7 @@ def test_auditwheel_finds_nothing_outside_the_manylinux_policy():
 
 def policy_whitelist(tag: str) -> set[str]:
     import auditwheel.policy
+
     policies = json.loads((Path(auditwheel.policy.__file__).parent / "manylinux-policy.json").read_text())
     policy_name = re.match(r"(manylinux_\d+_\d+)_", tag).group(1)  # manylinux_2_35_x86_64 -> manylinux_2_35
     (policy,) = [p for p in policies if p["name"] == policy_name or policy_name in p["aliases"]]
@@ -174,8 +184,7 @@ def test_the_installed_module_loads_only_its_own_libraries_and_the_policy_s(inst
         assert "not found" not in line, line
         assert len(parts) >= 3 and parts[1] == "=>", line
         resolved[parts[0]] = Path(parts[2]).resolve()
-    outside = {name: str(path) for name, path in resolved.items()
-               if path.parent != bundled_dir and name not in allowed}
+    outside = {name: str(path) for name, path in resolved.items() if path.parent != bundled_dir and name not in allowed}
     assert outside == {}, f"libraries neither bundled nor in the manylinux policy: {outside}"
     from_wheel = {name.split("-")[0] for name, path in resolved.items() if path.parent == bundled_dir}
     assert {"libzmq", "libsodium", "liblz4", "libxxhash", "libcrypto"} <= from_wheel, resolved
@@ -210,8 +219,12 @@ def test_it_imports_from_site_packages_with_curve_working(installed):
 def test_the_module_s_python_tests_pass_against_the_installed_wheel(installed, tmp_path):
     pip_install(installed["python"], *TEST_TOOLS, cwd=installed["root"])
     report = tmp_path / "junit.xml"
-    r = run([installed["python"], REPO / "tools" / "test-installed-wheel.py", f"--junitxml={report}"],
-            cwd=installed["root"], timeout=1100, check=False)
+    r = run(
+        [installed["python"], REPO / "tools" / "test-installed-wheel.py", f"--junitxml={report}"],
+        cwd=installed["root"],
+        timeout=1100,
+        check=False,
+    )
     summary = (r.stdout.strip().splitlines() or ["no output"])[-1]
     assert r.returncode == 0, f"{summary}\n{r.stdout[-8000:]}\n{r.stderr[-4000:]}"
     suite = ET.parse(report).getroot()
@@ -226,13 +239,17 @@ def test_the_module_s_python_tests_pass_against_the_installed_wheel(installed, t
 
 # ---- install.py: a prebuilt wheel instead of a compiler ---------------------------------------------------
 
+
 def checkout_copy(dest: Path) -> Path:
     """This checkout as a fresh clone has it: the pack, install.py and pyproject, no built module, no build/."""
     dest.mkdir(parents=True)
     for name in ("__init__.py", "install.py", "pyproject.toml"):
         shutil.copy2(REPO / name, dest / name)
-    shutil.copytree(REPO / "comfy_nodes", dest / "comfy_nodes",
-                    ignore=shutil.ignore_patterns("__pycache__", "_native*.so", "_native*.pyd", ".dylibs"))
+    shutil.copytree(
+        REPO / "comfy_nodes",
+        dest / "comfy_nodes",
+        ignore=shutil.ignore_patterns("__pycache__", "_native*.so", "_native*.pyd", ".dylibs"),
+    )
     shutil.copytree(REPO / "js", dest / "js")
     return dest
 
@@ -258,9 +275,11 @@ IMPORT_AS_COMFYUI = textwrap.dedent("""
 
 
 def installed_files(checkout: Path) -> list[str]:
-    return sorted(p.relative_to(checkout).as_posix() for p in checkout.rglob("*")
-                  if p.is_file() and (p.name.startswith("_native") and p.suffix != ".pyi"
-                                      or "comfymq.libs" in p.parts))
+    return sorted(
+        p.relative_to(checkout).as_posix()
+        for p in checkout.rglob("*")
+        if p.is_file() and (p.name.startswith("_native") and p.suffix != ".pyi" or "comfymq.libs" in p.parts)
+    )
 
 
 def assert_built_nothing(checkout: Path, python: Path) -> None:
@@ -322,9 +341,9 @@ def test_install_py_takes_a_wheel_from_a_configured_index(bare_python, tmp_path)
     (served / "files").mkdir()
     shutil.copy2(wheel_file(), served / "files")
     (served / "simple" / "comfymq" / "index.html").write_text(
-        f'<!DOCTYPE html><html><body><a href="../../files/{wheel_file().name}">{wheel_file().name}</a></body></html>')
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_Index, directory=str(served)))
+        f'<!DOCTYPE html><html><body><a href="../../files/{wheel_file().name}">{wheel_file().name}</a></body></html>'
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Index, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         checkout = checkout_copy(tmp_path / "comfymq")
@@ -360,8 +379,10 @@ def rewrite_member(wheel: Path, dest: Path, member: str, data: bytes, *, update_
                 body = data
             elif info.filename.endswith(".dist-info/RECORD") and update_record:
                 digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-                lines = [f"{member},sha256={digest},{len(data)}" if line.startswith(member + ",") else line
-                         for line in body.decode().splitlines()]
+                lines = [
+                    f"{member},sha256={digest},{len(data)}" if line.startswith(member + ",") else line
+                    for line in body.decode().splitlines()
+                ]
                 body = ("\n".join(lines) + "\n").encode()
             out.writestr(info, body)
     return dest
@@ -373,8 +394,13 @@ def test_install_py_keeps_the_previous_module_when_the_wheel_s_is_unusable(bare_
     (checkout / "wheels").mkdir()
     with zipfile.ZipFile(wheel_file()) as z:
         (member,) = [n for n in z.namelist() if re.fullmatch(r"comfy_nodes/_native\..+\.so", n)]
-    rewrite_member(wheel_file(), checkout / "wheels" / wheel_file().name, member, b"not a shared object",
-                   update_record=(case == "does_not_load"))
+    rewrite_member(
+        wheel_file(),
+        checkout / "wheels" / wheel_file().name,
+        member,
+        b"not a shared object",
+        update_record=(case == "does_not_load"),
+    )
     previous = checkout / member
     previous.write_bytes(b"the module that was here before")
     r = run([bare_python, "install.py", "--prebuilt-only"], cwd=checkout, check=False)

@@ -51,15 +51,29 @@ def parse_args(argv=None):
     p.add_argument("--node-classes", default=None, help="comma-separated node classes to offer (default: all)")
     p.add_argument("--name", default="standin")
     p.add_argument("--step-delay", type=float, default=0.05, help="seconds per ProbeProgress step")
-    p.add_argument("--with-plugin", dest="plugins", action="append", default=[], metavar="PACK_DIR",
-                   help="load this folder as a ComfyUI custom node pack (repeatable)")
+    p.add_argument(
+        "--with-plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="PACK_DIR",
+        help="load this folder as a ComfyUI custom node pack (repeatable)",
+    )
     p.add_argument("--frontend", action="store_true", help="serve the installed comfyui-frontend-package at /")
-    p.add_argument("--frontend-root", default=None, metavar="DIR",
-                   help="serve the ComfyUI frontend from DIR (holds index.html); implies --frontend")
+    p.add_argument(
+        "--frontend-root",
+        default=None,
+        metavar="DIR",
+        help="serve the ComfyUI frontend from DIR (holds index.html); implies --frontend",
+    )
     p.add_argument("--user-dir", default=None, help="ComfyUI's user folder (default: a temporary folder)")
-    p.add_argument("--settings", default=None, metavar="JSON",
-                   help='settings to store for the user before serving, e.g. \'{"Comfy.TutorialCompleted": true}\' '
-                        "(merged into <user dir>/default/comfy.settings.json, as POST /settings would)")
+    p.add_argument(
+        "--settings",
+        default=None,
+        metavar="JSON",
+        help="settings to store for the user before serving, e.g. '{\"Comfy.TutorialCompleted\": true}' "
+        "(merged into <user dir>/default/comfy.settings.json, as POST /settings would)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every HTTP request on stderr (method path status)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -82,8 +96,7 @@ def parse_args(argv=None):
 def _bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: a free one), so the real port is known before packs load;
     connections made meanwhile wait in the backlog until the server starts."""
-    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                      flags=socket.AI_PASSIVE)[0]
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -96,15 +109,26 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _serve(args) -> None:
-    app = make_app(args.output_dir, models=_csv(args.models),
-                   node_classes=_csv(args.node_classes) if args.node_classes is not None else None,
-                   name=args.name, input_dir=args.input_dir, temp_dir=args.temp_dir, step_delay=args.step_delay,
-                   user_dir=args.user_dir, web_root=args.frontend_root, static_routes=False)
+    app = make_app(
+        args.output_dir,
+        models=_csv(args.models),
+        node_classes=_csv(args.node_classes) if args.node_classes is not None else None,
+        name=args.name,
+        input_dir=args.input_dir,
+        temp_dir=args.temp_dir,
+        step_delay=args.step_delay,
+        user_dir=args.user_dir,
+        web_root=args.frontend_root,
+        static_routes=False,
+    )
     if args.settings:
         frontend.store_settings(app["comfy"], args.settings)
     if args.frontend_root is not None:
-        logging.getLogger("standin").info("serving the ComfyUI frontend from %s (installed comfyui-frontend-package: %s)",
-                                          args.frontend_root, frontend.package_version())
+        logging.getLogger("standin").info(
+            "serving the ComfyUI frontend from %s (installed comfyui-frontend-package: %s)",
+            args.frontend_root,
+            frontend.package_version(),
+        )
     sock = None
     if args.plugins:
         from .plugin_host import load_packs
@@ -112,8 +136,11 @@ async def _serve(args) -> None:
         sock = _bind(args.host, args.port)
         await load_packs(app, args.plugins, listen=args.host, port=sock.getsockname()[1])
     frontend.add_static_routes(app)  # after every other route, as ComfyUI does
-    access = dict(access_log=logging.getLogger("standin.access"), access_log_format='%r %s %b') if args.access_log \
+    access = (
+        dict(access_log=logging.getLogger("standin.access"), access_log_format="%r %s %b")
+        if args.access_log
         else dict(access_log=None)
+    )
     runner = web.AppRunner(app, handle_signals=False, **access)
     await runner.setup()
     site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, args.host, args.port)
@@ -137,8 +164,11 @@ async def _serve(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s standin[%(name)s] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s standin[%(name)s] %(levelname)s %(message)s",
+    )
     if args.access_log:
         logging.getLogger("standin.access").setLevel(logging.INFO)
     frontend.capture_logs()  # GET /internal/logs (the frontend's log panel)

@@ -115,8 +115,7 @@ class _Folders:
 
     def __init__(self, state):
         self.state = state
-        self.folder_names_and_paths = {f: (model_folder_paths(f), set(SUPPORTED_PT_EXTENSIONS))
-                                       for f in MODEL_FOLDERS}
+        self.folder_names_and_paths = {f: (model_folder_paths(f), set(SUPPORTED_PT_EXTENSIONS)) for f in MODEL_FOLDERS}
         self.folder_names_and_paths["custom_nodes"] = ([], set())
 
     def module(self) -> types.ModuleType:
@@ -143,6 +142,7 @@ class _Folders:
         def _setter(attr):
             def set_directory(path):
                 setattr(st, attr, os.path.abspath(path))
+
             set_directory.__name__ = "set_" + attr.replace("_dir", "_directory")
             return set_directory
 
@@ -157,7 +157,7 @@ class _Folders:
         def annotated_filepath(name):
             for suffix, kind in ((" [output]", "output"), (" [input]", "input"), (" [temp]", "temp")):
                 if name.endswith(suffix):
-                    return name[:-len(suffix)], st.dir_by_type(kind)
+                    return name[: -len(suffix)], st.dir_by_type(kind)
             return name, None
 
         def get_annotated_filepath(name, default_dir=None):
@@ -216,15 +216,30 @@ class _Folders:
 
         def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
             if "%" in filename_prefix:
-                filename_prefix = (filename_prefix.replace("%width%", str(image_width))
-                                   .replace("%height%", str(image_height)))
+                filename_prefix = filename_prefix.replace("%width%", str(image_width)).replace(
+                    "%height%", str(image_height)
+                )
             return standin_nodes.get_save_image_path(filename_prefix, output_dir)
 
-        for fn in (get_output_directory, get_input_directory, get_temp_directory, get_user_directory,
-                   get_public_user_directory, get_directory_by_type, annotated_filepath, get_annotated_filepath,
-                   exists_annotated_filepath, map_legacy, get_folder_paths, filter_files_extensions,
-                   get_filename_list, get_full_path, get_full_path_or_raise, is_within_directory,
-                   get_save_image_path):
+        for fn in (
+            get_output_directory,
+            get_input_directory,
+            get_temp_directory,
+            get_user_directory,
+            get_public_user_directory,
+            get_directory_by_type,
+            annotated_filepath,
+            get_annotated_filepath,
+            exists_annotated_filepath,
+            map_legacy,
+            get_folder_paths,
+            filter_files_extensions,
+            get_filename_list,
+            get_full_path,
+            get_full_path_or_raise,
+            is_within_directory,
+            get_save_image_path,
+        ):
             setattr(m, fn.__name__, fn)
         for attr in ("output_dir", "input_dir", "temp_dir", "user_dir"):
             setter = _setter(attr)
@@ -235,14 +250,35 @@ class _Folders:
 def make_args(*, listen: str, port: int, state) -> argparse.Namespace:
     """comfy.cli_args.args: ComfyUI's parsed command line, as far as packs read it."""
     return argparse.Namespace(
-        listen=listen, port=port, tls_keyfile=None, tls_certfile=None, enable_cors_header=None,
-        max_upload_size=100, base_directory=None, output_directory=state.output_dir,
-        input_directory=state.input_dir, temp_directory=state.temp_dir, user_directory=state.user_dir,
-        front_end_root=state.web_root, front_end_version="comfyanonymous/ComfyUI@latest", disable_metadata=False,
-        disable_all_custom_nodes=False, whitelist_custom_nodes=[], disable_api_nodes=False, multi_user=False,
-        verbose="INFO", log_stdout=False, preview_method="none", cpu=True, disable_auto_launch=True,
-        dont_print_server=False, quick_test_for_ci=False, windows_standalone_build=False, enable_manager=False,
-        database_url=None)
+        listen=listen,
+        port=port,
+        tls_keyfile=None,
+        tls_certfile=None,
+        enable_cors_header=None,
+        max_upload_size=100,
+        base_directory=None,
+        output_directory=state.output_dir,
+        input_directory=state.input_dir,
+        temp_directory=state.temp_dir,
+        user_directory=state.user_dir,
+        front_end_root=state.web_root,
+        front_end_version="comfyanonymous/ComfyUI@latest",
+        disable_metadata=False,
+        disable_all_custom_nodes=False,
+        whitelist_custom_nodes=[],
+        disable_api_nodes=False,
+        multi_user=False,
+        verbose="INFO",
+        log_stdout=False,
+        preview_method="none",
+        cpu=True,
+        disable_auto_launch=True,
+        dont_print_server=False,
+        quick_test_for_ci=False,
+        windows_standalone_build=False,
+        enable_manager=False,
+        database_url=None,
+    )
 
 
 class Shims:
@@ -302,8 +338,13 @@ def install(app: web.Application, *, listen: str = "127.0.0.1", port: int = 8188
     nodes_mod.interrupt_processing = lambda value=True: state.interrupt_processing(value)
     nodes_mod.load_custom_node = load_custom_node
 
-    modules = {"server": server_mod, "folder_paths": _Folders(state).module(), "comfy": comfy_mod,
-               "comfy.cli_args": cli_args, "nodes": nodes_mod}
+    modules = {
+        "server": server_mod,
+        "folder_paths": _Folders(state).module(),
+        "comfy": comfy_mod,
+        "comfy.cli_args": cli_args,
+        "nodes": nodes_mod,
+    }
     sys.modules.update(modules)
     return Shims(app, prompt_server, modules, saved)
 
@@ -360,8 +401,10 @@ async def load_custom_node(module_path: str, ignore=frozenset(), module_parent: 
         if hasattr(module, "comfy_entrypoint"):
             log.warning("Skip %s: V3 packs (comfy_entrypoint) are not supported by the stand-in", module_path)
             return False
-        log.warning("Skip %s module for custom nodes due to the lack of NODE_CLASS_MAPPINGS or comfy_entrypoint "
-                    "(need one).", module_path)
+        log.warning(
+            "Skip %s module for custom nodes due to the lack of NODE_CLASS_MAPPINGS or comfy_entrypoint (need one).",
+            module_path,
+        )
         return False
     except Exception as e:  # noqa: BLE001 - like ComfyUI: log, and start without the pack
         log.warning("%s", traceback.format_exc())

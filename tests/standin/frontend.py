@@ -39,12 +39,29 @@ SYSTEM_USER_PREFIX = "__"  # folder_paths.SYSTEM_USER_PREFIX: users ComfyUI neve
 
 # Content types for the frontend's files, set explicitly so the answer does not depend on /etc/mime.types.
 CONTENT_TYPES = {
-    ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css",
-    ".json": "application/json", ".map": "application/json", ".svg": "image/svg+xml", ".png": "image/png",
-    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp", ".gif": "image/gif",
-    ".ico": "image/x-icon", ".woff": "font/woff", ".woff2": "font/woff2", ".ttf": "font/ttf",
-    ".eot": "application/vnd.ms-fontobject", ".mp4": "video/mp4", ".webm": "video/webm", ".txt": "text/plain",
-    ".md": "text/markdown", ".wasm": "application/wasm", ".glb": "model/gltf-binary",
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".gif": "image/gif",
+    ".ico": "image/x-icon",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ttf": "font/ttf",
+    ".eot": "application/vnd.ms-fontobject",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".wasm": "application/wasm",
+    ".glb": "model/gltf-binary",
 }
 
 EXTRA_LOCALE_FILES = ("nodeDefs.json", "commands.json", "settings.json")
@@ -72,6 +89,7 @@ def package_version() -> str | None:
 
 # ---- logs (GET /internal/logs) -----------------------------------------------------------------------------
 
+
 class LogBuffer(logging.Handler):
     """app.logger's ring of recent records: [{"t": time, "m": message}]."""
 
@@ -82,8 +100,12 @@ class LogBuffer(logging.Handler):
 
     def emit(self, record):
         try:
-            self.entries.append({"t": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-                                 + ".%03d" % record.msecs, "m": self.format(record) + "\n"})
+            self.entries.append(
+                {
+                    "t": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created)) + ".%03d" % record.msecs,
+                    "m": self.format(record) + "\n",
+                }
+            )
         except Exception:  # noqa: BLE001 - logging must never raise
             pass
 
@@ -102,6 +124,7 @@ def capture_logs(level: int = logging.INFO) -> LogBuffer:
 
 
 # ---- users and userdata (app/user_manager.py, single-user) -------------------------------------------------
+
 
 def _is_within(directory: str, target: str) -> bool:
     """folder_paths.is_within_directory."""
@@ -139,8 +162,12 @@ def request_user_filepath(request, file, create_dir: bool = True) -> str | None:
 
 
 def file_info(path: str, relative_to: str) -> dict:
-    return {"path": os.path.relpath(path, relative_to).replace(os.sep, "/"), "size": os.path.getsize(path),
-            "modified": int(os.path.getmtime(path) * 1000), "created": int(os.path.getctime(path) * 1000)}
+    return {
+        "path": os.path.relpath(path, relative_to).replace(os.sep, "/"),
+        "size": os.path.getsize(path),
+        "modified": int(os.path.getmtime(path) * 1000),
+        "created": int(os.path.getctime(path) * 1000),
+    }
 
 
 async def get_users(request):
@@ -209,8 +236,13 @@ async def list_userdata_v2(request):
     results = []
     for root, dirs, files in os.walk(target, topdown=True):
         for d in dirs:
-            results.append({"name": d, "path": os.path.relpath(os.path.join(root, d), base).replace(os.sep, "/"),
-                            "type": "directory"})
+            results.append(
+                {
+                    "name": d,
+                    "path": os.path.relpath(os.path.join(root, d), base).replace(os.sep, "/"),
+                    "type": "directory",
+                }
+            )
         for f in files:
             full = os.path.join(root, f)
             entry = {"name": f, "path": os.path.relpath(full, base).replace(os.sep, "/"), "type": "file"}
@@ -266,7 +298,7 @@ async def post_userdata(request):
             raise
     except OSError as e:
         log.warning("Error saving file '%s': %s", path, e)
-        return web.Response(status=400, reason="Invalid filename. Please avoid special characters like :\\/*?\"<>|")
+        return web.Response(status=400, reason='Invalid filename. Please avoid special characters like :\\/*?"<>|')
     user_path = request_user_filepath(request, None)
     return web.json_response(file_info(path, user_path) if full_info else os.path.relpath(path, user_path))
 
@@ -296,6 +328,7 @@ async def move_userdata(request):
 
 
 # ---- settings (app/app_settings.py) --------------------------------------------------------------------------
+
 
 def store_settings(state, settings: dict) -> str:
     """Merges `settings` into the default user's comfy.settings.json (as POST /settings does); returns its path."""
@@ -361,6 +394,7 @@ async def post_setting(request):
 
 # ---- model lists (app/model_manager.py) ----------------------------------------------------------------------
 
+
 def model_folder_paths(folder: str) -> list:
     """folder_paths.get_folder_paths for a model folder: <cwd>/models/<folder> (the stand-in's models are names
     without files, so nothing is ever read from there)."""
@@ -368,8 +402,9 @@ def model_folder_paths(folder: str) -> list:
 
 
 async def get_model_folders(request):
-    return web.json_response([{"name": f, "folders": model_folder_paths(f)}
-                              for f in MODEL_FOLDERS if f not in ("configs", "custom_nodes")])
+    return web.json_response(
+        [{"name": f, "folders": model_folder_paths(f)} for f in MODEL_FOLDERS if f not in ("configs", "custom_nodes")]
+    )
 
 
 async def get_model_files(request):
@@ -378,8 +413,12 @@ async def get_model_files(request):
         return web.Response(status=404)
     state = get_state(request)
     names = list(state.models) if folder == "checkpoints" else []  # the stand-in's models have no files
-    return web.json_response([{"name": n, "pathIndex": 0, "modified": state.started_at, "created": state.started_at,
-                               "size": 0} for n in names])
+    return web.json_response(
+        [
+            {"name": n, "pathIndex": 0, "modified": state.started_at, "created": state.started_at, "size": 0}
+            for n in names
+        ]
+    )
 
 
 async def get_model_preview(request):
@@ -391,6 +430,7 @@ async def view_metadata(request):
 
 
 # ---- custom node manager (i18n, workflow templates) and global subgraphs ---------------------------------------
+
 
 def _merge_json(base, update):
     """utils.json_util.merge_json_recursive."""
@@ -452,7 +492,7 @@ async def get_workflow_template_file(request):
     if not filename.endswith(".json"):
         raise web.HTTPNotFound()
     templates = _workflow_templates(get_state(request)).get(request.match_info["module_name"]) or {}
-    path = templates.get(filename[:-len(".json")])
+    path = templates.get(filename[: -len(".json")])
     if path is None:
         raise web.HTTPNotFound()
     return web.FileResponse(path)
@@ -467,6 +507,7 @@ async def get_global_subgraph(request):
 
 
 # ---- internal routes (/internal/..., never under /api) --------------------------------------------------------
+
 
 async def internal_logs(request):
     entries = list(_log_buffer.entries) if _log_buffer is not None else []
@@ -548,6 +589,7 @@ def add_app_routes(app: web.Application) -> None:
 
 
 # ---- static files --------------------------------------------------------------------------------------------
+
 
 def _file_response(root: str, relative: str):
     """The file `relative` under `root` (never outside it), with an explicit content type; 404 otherwise."""

@@ -29,9 +29,19 @@ import struct
 import zlib
 
 __all__ = [
-    "InterruptProcessingException", "Image", "ImageBatch", "Mask", "Placeholder", "Latent",
-    "png_bytes", "read_png", "png_text_chunks", "tiny_jpeg", "get_save_image_path",
-    "NODE_CLASSES", "NODE_DISPLAY_NAMES",
+    "InterruptProcessingException",
+    "Image",
+    "ImageBatch",
+    "Mask",
+    "Placeholder",
+    "Latent",
+    "png_bytes",
+    "read_png",
+    "png_text_chunks",
+    "tiny_jpeg",
+    "get_save_image_path",
+    "NODE_CLASSES",
+    "NODE_DISPLAY_NAMES",
 ]
 
 
@@ -40,6 +50,7 @@ class InterruptProcessingException(Exception):
 
 
 # ---- images --------------------------------------------------------------------------------------------
+
 
 class Image:
     """One RGB frame: either a uniform colour (`rgb`) or raw row-major RGB bytes (`pixels`)."""
@@ -62,7 +73,7 @@ class Image:
         if self.pixels is None:
             return bytes(self.rgb) * self.width
         stride = self.width * 3
-        return self.pixels[y * stride:(y + 1) * stride]
+        return self.pixels[y * stride : (y + 1) * stride]
 
     def inverted(self) -> "Image":
         if self.pixels is None:
@@ -109,8 +120,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_bytes(image: Image, text: dict | None = None, compress_level: int = 4) -> bytes:
     """An 8-bit RGB PNG of `image`, with `text` as tEXt chunks (key -> str), like PIL's PngInfo.add_text."""
     raw = b"".join(b"\x00" + image.row(y) for y in range(image.height))
-    out = [b"\x89PNG\r\n\x1a\n",
-           _png_chunk(b"IHDR", struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0))]
+    out = [b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0))]
     for key, value in (text or {}).items():
         out.append(_png_chunk(b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1", "replace")))
     out.append(_png_chunk(b"IDAT", zlib.compress(raw, compress_level)))
@@ -123,9 +133,9 @@ def _png_chunks(data: bytes):
         raise ValueError("not a PNG file")
     pos = 8
     while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        yield kind, data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        yield kind, data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IEND":
             break
@@ -164,7 +174,7 @@ def read_png(data: bytes) -> tuple[Image, bool]:
     pos = 0
     for _ in range(height):
         ftype = raw[pos]
-        line = bytearray(raw[pos + 1:pos + 1 + stride])
+        line = bytearray(raw[pos + 1 : pos + 1 + stride])
         pos += 1 + stride
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
@@ -183,12 +193,12 @@ def read_png(data: bytes) -> tuple[Image, bool]:
                 line[i] = (line[i] + pred) & 0xFF
         prev = line
         for x in range(width):
-            px = line[x * channels:(x + 1) * channels]
+            px = line[x * channels : (x + 1) * channels]
             if ctype in (0, 4):
                 rgb += bytes((px[0], px[0], px[0]))
             elif ctype == 3:
                 idx = px[0] * 3
-                rgb += palette[idx:idx + 3] if palette else b"\x00\x00\x00"
+                rgb += palette[idx : idx + 3] if palette else b"\x00\x00\x00"
             else:
                 rgb += px[:3]
     return Image(width, height, pixels=bytes(rgb)), ctype in (4, 6)
@@ -203,22 +213,24 @@ def tiny_jpeg(level: int) -> bytes:
         bits += format(diff if diff > 0 else diff + (1 << cat) - 1, "0%db" % cat)
     bits += "0"  # the AC table's only code: end of block
     bits += "1" * (-len(bits) % 8)
-    scan = bytes(int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+    scan = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
 
     def seg(marker: int, payload: bytes) -> bytes:
         return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
-    return b"".join([
-        b"\xff\xd8",
-        seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
-        seg(0xDB, b"\x00" + b"\x01" * 64),
-        seg(0xC0, b"\x08" + struct.pack(">HH", 8, 8) + b"\x01\x01\x11\x00"),
-        seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([cat])),
-        seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00"),
-        seg(0xDA, b"\x01\x01\x00\x00\x3f\x00"),
-        scan,
-        b"\xff\xd9",
-    ])
+    return b"".join(
+        [
+            b"\xff\xd8",
+            seg(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"),
+            seg(0xDB, b"\x00" + b"\x01" * 64),
+            seg(0xC0, b"\x08" + struct.pack(">HH", 8, 8) + b"\x01\x01\x11\x00"),
+            seg(0xC4, b"\x00" + bytes([1] + [0] * 15) + bytes([cat])),
+            seg(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\x00"),
+            seg(0xDA, b"\x01\x01\x00\x00\x3f\x00"),
+            scan,
+            b"\xff\xd9",
+        ]
+    )
 
 
 def get_save_image_path(filename_prefix: str, output_dir: str):
@@ -227,9 +239,9 @@ def get_save_image_path(filename_prefix: str, output_dir: str):
 
     def map_filename(filename):
         prefix_len = len(os.path.basename(filename_prefix))
-        prefix = filename[:prefix_len + 1]
+        prefix = filename[: prefix_len + 1]
         try:
-            digits = int(filename[prefix_len + 1:].split("_")[0])
+            digits = int(filename[prefix_len + 1 :].split("_")[0])
         except ValueError:
             digits = 0
         return digits, prefix
@@ -238,14 +250,21 @@ def get_save_image_path(filename_prefix: str, output_dir: str):
     filename = os.path.basename(os.path.normpath(filename_prefix))
     full_output_folder = os.path.join(output_dir, subfolder)
     if os.path.commonpath((output_dir, os.path.abspath(full_output_folder))) != output_dir:
-        raise Exception("**** ERROR: Saving image outside the output folder is not allowed."
-                        "\n full_output_folder: %s\n         output_dir: %s"
-                        % (os.path.abspath(full_output_folder), output_dir))
+        raise Exception(
+            "**** ERROR: Saving image outside the output folder is not allowed."
+            "\n full_output_folder: %s\n         output_dir: %s" % (os.path.abspath(full_output_folder), output_dir)
+        )
     try:
-        counter = max(
-            (m for m in map(map_filename, os.listdir(full_output_folder))
-             if os.path.normcase(m[1][:-1]) == os.path.normcase(filename) and m[1][-1:] == "_"),
-        )[0] + 1
+        counter = (
+            max(
+                (
+                    m
+                    for m in map(map_filename, os.listdir(full_output_folder))
+                    if os.path.normcase(m[1][:-1]) == os.path.normcase(filename) and m[1][-1:] == "_"
+                ),
+            )[0]
+            + 1
+        )
     except ValueError:
         counter = 1
     except FileNotFoundError:
@@ -260,11 +279,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 def list_input_images(input_dir: str | None) -> list:
     if not input_dir or not os.path.isdir(input_dir):
         return []
-    return sorted(f for f in os.listdir(input_dir)
-                  if os.path.isfile(os.path.join(input_dir, f)) and f.lower().endswith(IMAGE_EXTENSIONS))
+    return sorted(
+        f
+        for f in os.listdir(input_dir)
+        if os.path.isfile(os.path.join(input_dir, f)) and f.lower().endswith(IMAGE_EXTENSIONS)
+    )
 
 
 # ---- node classes ----------------------------------------------------------------------------------------
+
 
 class Node:
     """Defaults shared by the stand-in's nodes (ComfyUI reads these attributes with getattr/hasattr)."""
@@ -286,12 +309,14 @@ class EmptyImage(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
-            "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
-            "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
-        }}
+        return {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+                "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
+            }
+        }
 
     def generate(self, width, height, batch_size=1, color=0):
         frame = Image.from_int_color(width, height, color)
@@ -314,10 +339,14 @@ class SaveImage(Node):
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The images to save."}),
-                "filename_prefix": ("STRING", {
-                    "default": "ComfyUI",
-                    "tooltip": "The prefix for the file to save. This may include formatting information such as "
-                               "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."}),
+                "filename_prefix": (
+                    "STRING",
+                    {
+                        "default": "ComfyUI",
+                        "tooltip": "The prefix for the file to save. This may include formatting information such as "
+                        "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.",
+                    },
+                ),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -422,9 +451,11 @@ class CheckpointLoaderSimple(Node):
     CATEGORY = "loaders"
     DESCRIPTION = "Loads a diffusion model checkpoint, diffusion models are used to denoise latents."
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-    OUTPUT_TOOLTIPS = ("The model used for denoising latents.",
-                       "The CLIP model used for encoding text prompts.",
-                       "The VAE model used for encoding and decoding images to and from latent space.")
+    OUTPUT_TOOLTIPS = (
+        "The model used for denoising latents.",
+        "The CLIP model used for encoding text prompts.",
+        "The VAE model used for encoding and decoding images to and from latent space.",
+    )
     FUNCTION = "load_checkpoint"
 
     @classmethod
@@ -443,25 +474,34 @@ class Latent:
         self.width, self.height, self.batch_size, self.seed, self.model = width, height, batch_size, seed, model
 
     def __repr__(self) -> str:
-        return "Latent(%dx%d x%d, seed=%r, model=%r)" % (self.width, self.height, self.batch_size, self.seed,
-                                                        self.model)
+        return "Latent(%dx%d x%d, seed=%r, model=%r)" % (
+            self.width,
+            self.height,
+            self.batch_size,
+            self.seed,
+            self.model,
+        )
 
 
 class CLIPTextEncode(Node):
     RELATIVE_PYTHON_MODULE = "nodes"
     CATEGORY = "conditioning"
-    DESCRIPTION = ("Encodes a text prompt using a CLIP model into an embedding that can be used to guide the "
-                   "diffusion model towards generating specific images.")
+    DESCRIPTION = (
+        "Encodes a text prompt using a CLIP model into an embedding that can be used to guide the "
+        "diffusion model towards generating specific images."
+    )
     RETURN_TYPES = ("CONDITIONING",)
     OUTPUT_TOOLTIPS = ("A conditioning containing the embedded text used to guide the diffusion model.",)
     FUNCTION = "encode"
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "The text to be encoded."}),
-            "clip": ("CLIP", {"tooltip": "The CLIP model used for encoding the text."}),
-        }}
+        return {
+            "required": {
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "The text to be encoded."}),
+                "clip": ("CLIP", {"tooltip": "The CLIP model used for encoding the text."}),
+            }
+        }
 
     def encode(self, clip, text):
         return (Placeholder("CONDITIONING", text),)
@@ -477,29 +517,96 @@ class EmptyLatentImage(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8,
-                              "tooltip": "The width of the latent images in pixels."}),
-            "height": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8,
-                               "tooltip": "The height of the latent images in pixels."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096,
-                                   "tooltip": "The number of latent images in the batch."}),
-        }}
+        return {
+            "required": {
+                "width": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 16,
+                        "max": 16384,
+                        "step": 8,
+                        "tooltip": "The width of the latent images in pixels.",
+                    },
+                ),
+                "height": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 16,
+                        "max": 16384,
+                        "step": 8,
+                        "tooltip": "The height of the latent images in pixels.",
+                    },
+                ),
+                "batch_size": (
+                    "INT",
+                    {"default": 1, "min": 1, "max": 4096, "tooltip": "The number of latent images in the batch."},
+                ),
+            }
+        }
 
     def generate(self, width, height, batch_size=1):
         return (Latent(width, height, batch_size),)
 
 
-SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
-            "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
-            "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
-            "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu",
-            "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp",
-            "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
-            "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim",
-            "uni_pc", "uni_pc_bh2"]
-SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
-              "kl_optimal"]
+SAMPLERS = [
+    "euler",
+    "euler_cfg_pp",
+    "euler_ancestral",
+    "euler_ancestral_cfg_pp",
+    "heun",
+    "heunpp2",
+    "exp_heun_2_x0",
+    "exp_heun_2_x0_sde",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m",
+    "dpmpp_2m_cfg_pp",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "ipndm",
+    "ipndm_v",
+    "deis",
+    "res_multistep",
+    "res_multistep_cfg_pp",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "gradient_estimation",
+    "gradient_estimation_cfg_pp",
+    "er_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
+    "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
+]
+SCHEDULERS = [
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+]
 
 
 class KSampler(Node):
@@ -514,38 +621,85 @@ class KSampler(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
-                             "tooltip": "The random seed used for creating the noise."}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 10000,
-                              "tooltip": "The number of steps used in the denoising process."}),
-            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "The Classifier-Free Guidance scale balances creativity and adherence to the "
-                                         "prompt. Higher values result in images more closely matching the prompt "
-                                         "however too high values will negatively impact quality."}),
-            "sampler_name": (list(SAMPLERS), {"tooltip": "The algorithm used when sampling, this can affect the "
-                                                         "quality, speed, and style of the generated output."}),
-            "scheduler": (list(SCHEDULERS), {"tooltip": "The scheduler controls how noise is gradually removed to "
-                                                        "form the image."}),
-            "positive": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to "
-                                                     "include in the image."}),
-            "negative": ("CONDITIONING", {"tooltip": "The conditioning describing the attributes you want to "
-                                                     "exclude from the image."}),
-            "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "The amount of denoising applied, lower values will maintain the "
-                                             "structure of the initial image allowing for image to image sampling."}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": "The random seed used for creating the noise.",
+                    },
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": 20,
+                        "min": 1,
+                        "max": 10000,
+                        "tooltip": "The number of steps used in the denoising process.",
+                    },
+                ),
+                "cfg": (
+                    "FLOAT",
+                    {
+                        "default": 8.0,
+                        "min": 0.0,
+                        "max": 100.0,
+                        "step": 0.1,
+                        "round": 0.01,
+                        "tooltip": "The Classifier-Free Guidance scale balances creativity and adherence to the "
+                        "prompt. Higher values result in images more closely matching the prompt "
+                        "however too high values will negatively impact quality.",
+                    },
+                ),
+                "sampler_name": (
+                    list(SAMPLERS),
+                    {
+                        "tooltip": "The algorithm used when sampling, this can affect the "
+                        "quality, speed, and style of the generated output."
+                    },
+                ),
+                "scheduler": (
+                    list(SCHEDULERS),
+                    {"tooltip": "The scheduler controls how noise is gradually removed to form the image."},
+                ),
+                "positive": (
+                    "CONDITIONING",
+                    {"tooltip": "The conditioning describing the attributes you want to include in the image."},
+                ),
+                "negative": (
+                    "CONDITIONING",
+                    {"tooltip": "The conditioning describing the attributes you want to exclude from the image."},
+                ),
+                "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+                "denoise": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "The amount of denoising applied, lower values will maintain the "
+                        "structure of the initial image allowing for image to image sampling.",
+                    },
+                ),
+            }
+        }
 
-    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-               denoise=1.0):
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
         for i in range(1, steps + 1):
             self.ctx.wait_step()
             self.ctx.sleep(self.ctx.env.step_delay)
             self.ctx.progress(i, steps)
-        return (Latent(latent_image.width, latent_image.height, latent_image.batch_size, seed,
-                       getattr(model, "name", None)),)
+        return (
+            Latent(
+                latent_image.width, latent_image.height, latent_image.batch_size, seed, getattr(model, "name", None)
+            ),
+        )
 
 
 class VAEDecode(Node):
@@ -560,8 +714,12 @@ class VAEDecode(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {"samples": ("LATENT", {"tooltip": "The latent to be decoded."}),
-                             "vae": ("VAE", {"tooltip": "The VAE model used for decoding the latent."})}}
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "The latent to be decoded."}),
+                "vae": ("VAE", {"tooltip": "The VAE model used for decoding the latent."}),
+            }
+        }
 
     def decode(self, vae, samples):
         digest = hashlib.sha256(repr((samples.seed, samples.model)).encode()).digest()
@@ -580,8 +738,10 @@ class ProbeProgress(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {"images": ("IMAGE",), "steps": ("INT", {"default": 3, "min": 1, "max": 10000})},
-                "optional": {"preview": ("BOOLEAN", {"default": False})}}
+        return {
+            "required": {"images": ("IMAGE",), "steps": ("INT", {"default": 3, "min": 1, "max": 10000})},
+            "optional": {"preview": ("BOOLEAN", {"default": False})},
+        }
 
     def run(self, images, steps, preview=False):
         for i in range(1, steps + 1):
@@ -600,8 +760,12 @@ class ProbeEcho(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {"text": ("STRING", {"default": "hi"}),
-                             "repeat": ("INT", {"default": 1, "min": 1, "max": 1000})}}
+        return {
+            "required": {
+                "text": ("STRING", {"default": "hi"}),
+                "repeat": ("INT", {"default": 1, "min": 1, "max": 1000}),
+            }
+        }
 
     def run(self, text, repeat):
         out = " ".join([text] * repeat)
@@ -632,8 +796,10 @@ class FailNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {"message": ("STRING", {"default": "FailNode failed"})},
-                "optional": {"images": ("IMAGE",), "tag": ("STRING", {"default": ""})}}
+        return {
+            "required": {"message": ("STRING", {"default": "FailNode failed"})},
+            "optional": {"images": ("IMAGE",), "tag": ("STRING", {"default": ""})},
+        }
 
     def run(self, message, images=None, tag=""):
         raise RuntimeError(message)
@@ -649,8 +815,10 @@ class SlowNode(Node):
 
     @classmethod
     def INPUT_TYPES(cls, env=None):
-        return {"required": {"seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 86400.0, "step": 0.01})},
-                "optional": {"images": ("IMAGE",), "tag": ("STRING", {"default": ""})}}
+        return {
+            "required": {"seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 86400.0, "step": 0.01})},
+            "optional": {"images": ("IMAGE",), "tag": ("STRING", {"default": ""})},
+        }
 
     def run(self, seconds, images=None, tag=""):
         self.ctx.sleep(seconds)

@@ -73,15 +73,39 @@ COMFYUI_VERSION = "0.8.0"
 REQUIRED_FRONTEND_VERSION = "1.35.9"
 REQUIRED_TEMPLATES_VERSION = "0.7.67"
 MAX_UPLOAD_SIZE = 100 * 1024 * 1024
-SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_SIZE,
-                   "extension": {"manager": {"supports_v4": True}}}
-MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
-                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "latent_upscale_models", "custom_nodes", "hypernetworks", "photomaker", "classifiers",
-                 "model_patches", "audio_encoders"]
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; "
-                           "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self'; "
-                           "connect-src 'self'; frame-src 'self'; object-src 'self';")
+SERVER_FEATURES = {
+    "supports_preview_metadata": True,
+    "max_upload_size": MAX_UPLOAD_SIZE,
+    "extension": {"manager": {"supports_v4": True}},
+}
+MODEL_FOLDERS = [
+    "checkpoints",
+    "configs",
+    "loras",
+    "vae",
+    "text_encoders",
+    "diffusion_models",
+    "clip_vision",
+    "style_models",
+    "embeddings",
+    "diffusers",
+    "vae_approx",
+    "controlnet",
+    "gligen",
+    "upscale_models",
+    "latent_upscale_models",
+    "custom_nodes",
+    "hypernetworks",
+    "photomaker",
+    "classifiers",
+    "model_patches",
+    "audio_encoders",
+]
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self'; "
+    "connect-src 'self'; frame-src 'self'; object-src 'self';"
+)
 MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 
@@ -94,7 +118,7 @@ class BinaryEventTypes:
 
 
 class CacheEntry(NamedTuple):
-    ui: Any        # {"meta": ..., "output": ...} or None
+    ui: Any  # {"meta": ..., "output": ...} or None
     outputs: list  # the node's return values
 
 
@@ -152,6 +176,7 @@ def _now_ms() -> int:
 
 # ---- execution helpers ---------------------------------------------------------------------------------
 
+
 class _Progress:
     """comfy_execution.progress: per-node progress registry that sends progress_state to the prompt's client."""
 
@@ -170,9 +195,16 @@ class _Progress:
         for node_id, st in self.nodes.items():
             if st["state"] == "pending":
                 continue
-            active[node_id] = {"value": st["value"], "max": st["max"], "state": st["state"], "node_id": node_id,
-                               "prompt_id": self.prompt_id, "display_node_id": node_id, "parent_node_id": None,
-                               "real_node_id": node_id}
+            active[node_id] = {
+                "value": st["value"],
+                "max": st["max"],
+                "state": st["state"],
+                "node_id": node_id,
+                "prompt_id": self.prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+            }
         self.state.send_sync("progress_state", {"prompt_id": self.prompt_id, "nodes": active}, self.state.client_id)
 
     def start(self, node_id):
@@ -281,13 +313,22 @@ class ExecContext:
         client_id = st.client_id
         modern = st.client_supports_preview_metadata(client_id)
         if preview is not None and modern:
-            meta = json.dumps({"node_id": self.node_id, "prompt_id": self.prompt_id,
-                               "display_node_id": self.node_id, "parent_node_id": None,
-                               "real_node_id": self.node_id, "image_type": "image/jpeg"}).encode()
-            st.send_sync(BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA,
-                         struct.pack(">I", len(meta)) + meta + preview, client_id)
-        st.send_sync("progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": self.node_id},
-                     client_id)
+            meta = json.dumps(
+                {
+                    "node_id": self.node_id,
+                    "prompt_id": self.prompt_id,
+                    "display_node_id": self.node_id,
+                    "parent_node_id": None,
+                    "real_node_id": self.node_id,
+                    "image_type": "image/jpeg",
+                }
+            ).encode()
+            st.send_sync(
+                BinaryEventTypes.PREVIEW_IMAGE_WITH_METADATA, struct.pack(">I", len(meta)) + meta + preview, client_id
+            )
+        st.send_sync(
+            "progress", {"value": value, "max": total, "prompt_id": self.prompt_id, "node": self.node_id}, client_id
+        )
         if preview is not None and not modern:
             st.send_sync(BinaryEventTypes.PREVIEW_IMAGE, struct.pack(">I", 1) + preview, client_id)
 
@@ -312,11 +353,23 @@ class _Run:
 
 # ---- the server state ----------------------------------------------------------------------------------
 
+
 class ComfyState:
     """Everything one stand-in server holds; stored on the app as app["comfy"]."""
 
-    def __init__(self, output_dir, *, models=None, node_classes=None, name="standin", input_dir=None,
-                 temp_dir=None, step_delay: float = 0.05, user_dir=None, web_root=None):
+    def __init__(
+        self,
+        output_dir,
+        *,
+        models=None,
+        node_classes=None,
+        name="standin",
+        input_dir=None,
+        temp_dir=None,
+        step_delay: float = 0.05,
+        user_dir=None,
+        web_root=None,
+    ):
         self.name = name
         self._owned_dirs: list = []
         self.output_dir = os.path.abspath(os.fspath(output_dir))
@@ -325,9 +378,9 @@ class ComfyState:
         self.temp_dir = self._dir_or_temp(temp_dir, "temp")
         self.user_dir = self._dir_or_temp(user_dir, "user")  # ComfyUI's user folder (settings, workflows)
         self.web_root = os.path.abspath(os.fspath(web_root)) if web_root is not None else None  # the frontend
-        self.display_names: dict = {}        # NODE_DISPLAY_NAME_MAPPINGS of loaded custom node packs
-        self.extension_web_dirs: dict = {}   # nodes.EXTENSION_WEB_DIRS: pack name -> its WEB_DIRECTORY
-        self.loaded_module_dirs: dict = {}   # nodes.LOADED_MODULE_DIRS: pack name -> its folder
+        self.display_names: dict = {}  # NODE_DISPLAY_NAME_MAPPINGS of loaded custom node packs
+        self.extension_web_dirs: dict = {}  # nodes.EXTENSION_WEB_DIRS: pack name -> its WEB_DIRECTORY
+        self.loaded_module_dirs: dict = {}  # nodes.LOADED_MODULE_DIRS: pack name -> its folder
         self.models = list(models or [])
         self.step_delay = float(step_delay)
         self.csp = CONTENT_SECURITY_POLICY
@@ -386,8 +439,9 @@ class ComfyState:
         out = {}
         for name in node_classes:
             if name not in standin_nodes.NODE_CLASSES:
-                raise ValueError("unknown stand-in node class %r (known: %s)"
-                                 % (name, ", ".join(standin_nodes.NODE_CLASSES)))
+                raise ValueError(
+                    "unknown stand-in node class %r (known: %s)" % (name, ", ".join(standin_nodes.NODE_CLASSES))
+                )
             out[name] = standin_nodes.NODE_CLASSES[name]
         return out
 
@@ -399,8 +453,7 @@ class ComfyState:
         self._messages = asyncio.Queue()
         self._publisher = asyncio.ensure_future(self._publish_loop())
         self._stopping = False
-        self._worker = threading.Thread(target=self._worker_main, name="standin-worker-%s" % self.name,
-                                        daemon=True)
+        self._worker = threading.Thread(target=self._worker_main, name="standin-worker-%s" % self.name, daemon=True)
         self._worker.start()
 
     async def _on_shutdown(self, app):
@@ -650,8 +703,16 @@ class ComfyState:
 
     def _record_file(self, path, filename, subfolder, type_, prompt_id, node_id):
         with self.mutex:
-            self.files_written.append({"path": path, "filename": filename, "subfolder": subfolder, "type": type_,
-                                       "prompt_id": prompt_id, "node_id": node_id})
+            self.files_written.append(
+                {
+                    "path": path,
+                    "filename": filename,
+                    "subfolder": subfolder,
+                    "type": type_,
+                    "prompt_id": prompt_id,
+                    "node_id": node_id,
+                }
+            )
 
     # -- interrupt / steps (used by nodes through ExecContext) --------------------------------------------
 
@@ -705,8 +766,12 @@ class ComfyState:
                     number = -number
                 self.number += 1
         if "prompt" not in json_data:
-            error = {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided",
-                     "extra_info": {}}
+            error = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
             return 400, {"error": error, "node_errors": {}}
         prompt = json_data["prompt"]
         prompt_id = json_data.get("prompt_id")
@@ -726,28 +791,57 @@ class ComfyState:
     def validate_prompt(self, prompt):
         """(valid, error, outputs_to_execute, node_errors) with v0.8.0's error shapes."""
         if not isinstance(prompt, dict):
-            return (False, {"type": "invalid_prompt", "message": "Cannot execute because the prompt is not an "
-                            "object.", "details": "", "extra_info": {}}, [], {})
+            return (
+                False,
+                {
+                    "type": "invalid_prompt",
+                    "message": "Cannot execute because the prompt is not an object.",
+                    "details": "",
+                    "extra_info": {},
+                },
+                [],
+                {},
+            )
         outputs = []
         for x in prompt:
             node = prompt[x]
             if not isinstance(node, dict) or "class_type" not in node:
-                return (False, {"type": "invalid_prompt",
-                                "message": "Cannot execute because a node is missing the class_type property.",
-                                "details": "Node ID '#%s'" % x, "extra_info": {}}, [], {})
+                return (
+                    False,
+                    {
+                        "type": "invalid_prompt",
+                        "message": "Cannot execute because a node is missing the class_type property.",
+                        "details": "Node ID '#%s'" % x,
+                        "extra_info": {},
+                    },
+                    [],
+                    {},
+                )
             class_type = node["class_type"]
             cls = self.node_classes.get(class_type) if isinstance(class_type, str) else None
             if cls is None:
-                return (False, {"type": "invalid_prompt",
-                                "message": "Cannot execute because node %s does not exist." % (class_type,),
-                                "details": "Node ID '#%s'" % x, "extra_info": {}}, [], {})
+                return (
+                    False,
+                    {
+                        "type": "invalid_prompt",
+                        "message": "Cannot execute because node %s does not exist." % (class_type,),
+                        "details": "Node ID '#%s'" % x,
+                        "extra_info": {},
+                    },
+                    [],
+                    {},
+                )
             if not isinstance(node.get("inputs", {}), dict):
                 node["inputs"] = {}
             if getattr(cls, "OUTPUT_NODE", False) is True:
                 outputs.append(x)
         if not outputs:
-            return (False, {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "",
-                            "extra_info": {}}, [], {})
+            return (
+                False,
+                {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": "", "extra_info": {}},
+                [],
+                {},
+            )
 
         good_outputs, errors, node_errors, validated = [], [], {}, {}
         for o in outputs:
@@ -756,9 +850,17 @@ class ComfyState:
                 valid, reasons = m[0], m[1]
             except Exception as ex:  # noqa: BLE001 - reported to the caller like ComfyUI does
                 valid = False
-                reasons = [{"type": "exception_during_validation", "message": "Exception when validating node",
-                            "details": str(ex), "extra_info": {"exception_type": full_type_name(type(ex)),
-                                                               "traceback": traceback.format_tb(ex.__traceback__)}}]
+                reasons = [
+                    {
+                        "type": "exception_during_validation",
+                        "message": "Exception when validating node",
+                        "details": str(ex),
+                        "extra_info": {
+                            "exception_type": full_type_name(type(ex)),
+                            "traceback": traceback.format_tb(ex.__traceback__),
+                        },
+                    }
+                ]
                 validated[o] = (False, reasons, o)
             if valid is True:
                 good_outputs.append(o)
@@ -767,13 +869,25 @@ class ComfyState:
                 for node_id, result in validated.items():
                     if result[0] is not True and len(result[1]) > 0:
                         if node_id not in node_errors:
-                            node_errors[node_id] = {"errors": result[1], "dependent_outputs": [],
-                                                    "class_type": prompt[node_id]["class_type"]}
+                            node_errors[node_id] = {
+                                "errors": result[1],
+                                "dependent_outputs": [],
+                                "class_type": prompt[node_id]["class_type"],
+                            }
                         node_errors[node_id]["dependent_outputs"].append(o)
         if not good_outputs:
             details = "\n".join("%s: %s" % (e["message"], e["details"]) for _, errs in errors for e in errs)
-            return (False, {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
-                            "details": details, "extra_info": {}}, [], node_errors)
+            return (
+                False,
+                {
+                    "type": "prompt_outputs_failed_validation",
+                    "message": "Prompt outputs failed validation",
+                    "details": details,
+                    "extra_info": {},
+                },
+                [],
+                node_errors,
+            )
         return (True, None, good_outputs, node_errors)
 
     @staticmethod
@@ -793,13 +907,22 @@ class ComfyState:
         if unique_id in validated:
             return validated[unique_id]
         if unique_id in visiting:
-            path = visiting[visiting.index(unique_id):] + [unique_id]
+            path = visiting[visiting.index(unique_id) :] + [unique_id]
             cycle_nodes = list(dict.fromkeys(path))
             details = " -> ".join("%s (%s)" % (n, prompt[n]["class_type"]) for n in path)
             for n in cycle_nodes:
-                validated[n] = (False, [{"type": "dependency_cycle", "message": "Dependency cycle detected",
-                                         "details": details, "extra_info": {"node_id": n,
-                                                                            "cycle_nodes": cycle_nodes}}], n)
+                validated[n] = (
+                    False,
+                    [
+                        {
+                            "type": "dependency_cycle",
+                            "message": "Dependency cycle detected",
+                            "details": details,
+                            "extra_info": {"node_id": n, "cycle_nodes": cycle_nodes},
+                        }
+                    ],
+                    n,
+                )
             return validated[unique_id]
 
         inputs = prompt[unique_id].get("inputs", {})
@@ -817,28 +940,45 @@ class ComfyState:
             input_type, category, extra_info = self._input_info(class_inputs, x)
             if x not in inputs:
                 if category == "required":
-                    errors.append({"type": "required_input_missing", "message": "Required input is missing",
-                                   "details": x, "extra_info": {"input_name": x}})
+                    errors.append(
+                        {
+                            "type": "required_input_missing",
+                            "message": "Required input is missing",
+                            "details": x,
+                            "extra_info": {"input_name": x},
+                        }
+                    )
                 continue
             val = inputs[x]
             info = [input_type, extra_info]
             if isinstance(val, list):
                 if len(val) != 2:
-                    errors.append({"type": "bad_linked_input",
-                                   "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                                   "details": x, "extra_info": {"input_name": x, "input_config": info,
-                                                                "received_value": val}})
+                    errors.append(
+                        {
+                            "type": "bad_linked_input",
+                            "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                            "details": x,
+                            "extra_info": {"input_name": x, "input_config": info, "received_value": val},
+                        }
+                    )
                     continue
                 o_id = val[0]
                 o_class_type = prompt[o_id]["class_type"]
                 received_type = self.node_classes[o_class_type].RETURN_TYPES[val[1]]
                 if "input_types" not in validate_args and not validate_node_input(received_type, input_type):
-                    errors.append({"type": "return_type_mismatch",
-                                   "message": "Return type mismatch between linked nodes",
-                                   "details": "%s, received_type(%s) mismatch input_type(%s)"
-                                              % (x, received_type, input_type),
-                                   "extra_info": {"input_name": x, "input_config": info,
-                                                  "received_type": received_type, "linked_node": val}})
+                    errors.append(
+                        {
+                            "type": "return_type_mismatch",
+                            "message": "Return type mismatch between linked nodes",
+                            "details": "%s, received_type(%s) mismatch input_type(%s)" % (x, received_type, input_type),
+                            "extra_info": {
+                                "input_name": x,
+                                "input_config": info,
+                                "received_type": received_type,
+                                "linked_node": val,
+                            },
+                        }
+                    )
                     continue
                 try:
                     visiting.append(unique_id)
@@ -851,12 +991,25 @@ class ComfyState:
                         continue
                 except Exception as ex:  # noqa: BLE001
                     valid = False
-                    validated[o_id] = (False, [{
-                        "type": "exception_during_inner_validation", "message": "Exception when validating inner node",
-                        "details": str(ex), "extra_info": {
-                            "input_name": x, "input_config": info, "exception_message": str(ex),
-                            "exception_type": full_type_name(type(ex)),
-                            "traceback": traceback.format_tb(ex.__traceback__), "linked_node": val}}], o_id)
+                    validated[o_id] = (
+                        False,
+                        [
+                            {
+                                "type": "exception_during_inner_validation",
+                                "message": "Exception when validating inner node",
+                                "details": str(ex),
+                                "extra_info": {
+                                    "input_name": x,
+                                    "input_config": info,
+                                    "exception_message": str(ex),
+                                    "exception_type": full_type_name(type(ex)),
+                                    "traceback": traceback.format_tb(ex.__traceback__),
+                                    "linked_node": val,
+                                },
+                            }
+                        ],
+                        o_id,
+                    )
                     continue
             else:
                 try:
@@ -876,25 +1029,41 @@ class ComfyState:
                         val = bool(val)
                         inputs[x] = val
                 except Exception as ex:  # noqa: BLE001
-                    errors.append({"type": "invalid_input_type",
-                                   "message": "Failed to convert an input value to a %s value" % (input_type,),
-                                   "details": "%s, %s, %s" % (x, val, ex),
-                                   "extra_info": {"input_name": x, "input_config": info, "received_value": val,
-                                                  "exception_message": str(ex)}})
+                    errors.append(
+                        {
+                            "type": "invalid_input_type",
+                            "message": "Failed to convert an input value to a %s value" % (input_type,),
+                            "details": "%s, %s, %s" % (x, val, ex),
+                            "extra_info": {
+                                "input_name": x,
+                                "input_config": info,
+                                "received_value": val,
+                                "exception_message": str(ex),
+                            },
+                        }
+                    )
                     continue
                 if x not in validate_args and not validate_kwargs:
                     try:
                         if "min" in extra_info and val < extra_info["min"]:
-                            errors.append({"type": "value_smaller_than_min",
-                                           "message": "Value {} smaller than min of {}".format(val, extra_info["min"]),
-                                           "details": x, "extra_info": {"input_name": x, "input_config": info,
-                                                                        "received_value": val}})
+                            errors.append(
+                                {
+                                    "type": "value_smaller_than_min",
+                                    "message": "Value {} smaller than min of {}".format(val, extra_info["min"]),
+                                    "details": x,
+                                    "extra_info": {"input_name": x, "input_config": info, "received_value": val},
+                                }
+                            )
                             continue
                         if "max" in extra_info and val > extra_info["max"]:
-                            errors.append({"type": "value_bigger_than_max",
-                                           "message": "Value {} bigger than max of {}".format(val, extra_info["max"]),
-                                           "details": x, "extra_info": {"input_name": x, "input_config": info,
-                                                                        "received_value": val}})
+                            errors.append(
+                                {
+                                    "type": "value_bigger_than_max",
+                                    "message": "Value {} bigger than max of {}".format(val, extra_info["max"]),
+                                    "details": x,
+                                    "extra_info": {"input_name": x, "input_config": info, "received_value": val},
+                                }
+                            )
                             continue
                     except TypeError:
                         pass
@@ -903,26 +1072,37 @@ class ComfyState:
                             list_info, input_config = "(list of length %d)" % len(input_type), None
                         else:
                             list_info, input_config = str(input_type), info
-                        errors.append({"type": "value_not_in_list", "message": "Value not in list",
-                                       "details": "%s: '%s' not in %s" % (x, val, list_info),
-                                       "extra_info": {"input_name": x, "input_config": input_config,
-                                                      "received_value": val}})
+                        errors.append(
+                            {
+                                "type": "value_not_in_list",
+                                "message": "Value not in list",
+                                "details": "%s: '%s' not in %s" % (x, val, list_info),
+                                "extra_info": {"input_name": x, "input_config": input_config, "received_value": val},
+                            }
+                        )
                         continue
 
         if validate_fn is not None and (validate_args or validate_kwargs):
-            filtered = {k: v for k, v in inputs.items()
-                        if not isinstance(v, list) and (k in validate_args or validate_kwargs)}
+            filtered = {
+                k: v for k, v in inputs.items() if not isinstance(v, list) and (k in validate_args or validate_kwargs)
+            }
             try:
                 ret = _call_with_env(validate_fn, self, **filtered)
             except Exception as ex:  # noqa: BLE001
                 ret = str(ex)
             if ret is not True:
-                for x in (list(filtered) or [None]):
+                for x in list(filtered) or [None]:
                     details = x if x is not None else ""
                     if ret is not False:
                         details = "%s - %s" % (x, ret) if x is not None else str(ret)
-                    errors.append({"type": "custom_validation_failed", "message": "Custom validation failed for node",
-                                   "details": details, "extra_info": {"input_name": x} if x is not None else {}})
+                    errors.append(
+                        {
+                            "type": "custom_validation_failed",
+                            "message": "Custom validation failed for node",
+                            "details": details,
+                            "extra_info": {"input_name": x} if x is not None else {},
+                        }
+                    )
 
         ret = validated.get(unique_id, (True, [], unique_id))
         ret = (ret[0] and valid is True and not errors, ret[1] + [e for e in errors if e not in ret[1]], unique_id)
@@ -940,8 +1120,11 @@ class ComfyState:
             prompt_id = item[1]
             try:
                 run, history_result = self._execute(item[2], prompt_id, item[3], item[4])
-                status = {"status_str": "success" if run.success else "error", "completed": run.success,
-                          "messages": run.status_messages}
+                status = {
+                    "status_str": "success" if run.success else "error",
+                    "completed": run.success,
+                    "messages": run.status_messages,
+                }
             except Exception:  # noqa: BLE001 - a stand-in bug must not kill the worker
                 log.exception("stand-in executor failed on prompt %s", prompt_id)
                 history_result = {"outputs": {}, "meta": {}}
@@ -990,8 +1173,9 @@ class ComfyState:
                     parts.append([name, "value", v])
             hidden = (self.input_types(cls).get("hidden") or {}).values()
             own_id = node_id if ("UNIQUE_ID" in hidden or getattr(cls, "NOT_IDEMPOTENT", False)) else None
-            text = json.dumps([node["class_type"], parts, self._is_changed(cls, node), own_id], sort_keys=True,
-                              default=repr)
+            text = json.dumps(
+                [node["class_type"], parts, self._is_changed(cls, node), own_id], sort_keys=True, default=repr
+            )
             memo[node_id] = hashlib.sha256(text.encode()).hexdigest()
             return memo[node_id]
 
@@ -1018,8 +1202,13 @@ class ComfyState:
         while not elist.is_empty():
             node_id = elist.stage()
             if node_id is None:
-                error = {"node_id": next(iter(elist.pending)), "exception_message": "Dependency cycle detected",
-                         "exception_type": "", "traceback": [], "current_inputs": []}
+                error = {
+                    "node_id": next(iter(elist.pending)),
+                    "exception_message": "Dependency cycle detected",
+                    "exception_type": "",
+                    "traceback": [],
+                    "current_inputs": [],
+                }
                 self._handle_execution_error(run, current_outputs, error, RuntimeError("cycle"))
                 run.success = False
                 break
@@ -1032,8 +1221,10 @@ class ComfyState:
         else:
             self._add_message(run, "execution_success", {"prompt_id": prompt_id}, broadcast=False)
 
-        history_result = {"outputs": {n: ui["output"] for n, ui in run.ui_outputs.items()},
-                          "meta": {n: ui["meta"] for n, ui in run.ui_outputs.items()}}
+        history_result = {
+            "outputs": {n: ui["output"] for n, ui in run.ui_outputs.items()},
+            "meta": {n: ui["meta"] for n, ui in run.ui_outputs.items()},
+        }
         self.last_node_id = None
         return run, history_result
 
@@ -1077,8 +1268,11 @@ class ComfyState:
                     run.ui_outputs[node_id] = copy.deepcopy(cached.ui)
                 if self.client_id is not None:
                     output = cached.ui.get("output") if cached.ui is not None else None
-                    self.send_sync("executed", {"node": node_id, "display_node": node_id, "output": output,
-                                                "prompt_id": prompt_id}, self.client_id)
+                    self.send_sync(
+                        "executed",
+                        {"node": node_id, "display_node": node_id, "output": output, "prompt_id": prompt_id},
+                        self.client_id,
+                    )
             progress.finish(node_id)
             run.results[node_id] = cached.outputs
             return SUCCESS, None, None
@@ -1089,8 +1283,9 @@ class ComfyState:
             input_data = self._get_input_data(run, node_id, cls, sigs)
             if self.client_id is not None:
                 self.last_node_id = node_id
-                self.send_sync("executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id},
-                               self.client_id)
+                self.send_sync(
+                    "executing", {"node": node_id, "display_node": node_id, "prompt_id": prompt_id}, self.client_id
+                )
             obj = cls()
             obj.ctx = ExecContext(self, prompt_id, node_id, progress, run.extra_data)
             self._check_interrupt()  # nodes.before_node_execution()
@@ -1111,8 +1306,11 @@ class ComfyState:
                 run.ui_outputs[node_id] = {"meta": meta, "output": ui}
                 cache_ui = {"meta": meta, "output": ui}
                 if self.client_id is not None:
-                    self.send_sync("executed", {"node": node_id, "display_node": node_id, "output": ui,
-                                                "prompt_id": prompt_id}, self.client_id)
+                    self.send_sync(
+                        "executed",
+                        {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
+                        self.client_id,
+                    )
             run.results[node_id] = outputs
             self._cache[sigs[node_id]] = CacheEntry(cache_ui, outputs)
         except InterruptProcessingException as iex:
@@ -1124,9 +1322,17 @@ class ComfyState:
             if input_data is not None:
                 formatted = {name: [format_value(v)] for name, v in input_data.items()}
             log.error("!!! Exception during processing !!! %s", ex)
-            return FAILURE, {"node_id": node_id, "exception_message": "{}\n{}".format(ex, ""),
-                             "exception_type": full_type_name(typ), "traceback": traceback.format_tb(tb),
-                             "current_inputs": formatted}, ex
+            return (
+                FAILURE,
+                {
+                    "node_id": node_id,
+                    "exception_message": "{}\n{}".format(ex, ""),
+                    "exception_type": full_type_name(typ),
+                    "traceback": traceback.format_tb(tb),
+                    "current_inputs": formatted,
+                },
+                ex,
+            )
         progress.finish(node_id)
         run.executed.append(node_id)
         return SUCCESS, None, None
@@ -1135,14 +1341,25 @@ class ComfyState:
         node_id = error["node_id"]
         class_type = run.prompt[node_id]["class_type"]
         if isinstance(ex, InterruptProcessingException):
-            mes = {"prompt_id": run.prompt_id, "node_id": node_id, "node_type": class_type,
-                   "executed": list(run.executed)}
+            mes = {
+                "prompt_id": run.prompt_id,
+                "node_id": node_id,
+                "node_type": class_type,
+                "executed": list(run.executed),
+            }
             self._add_message(run, "execution_interrupted", mes, broadcast=True)
         else:
-            mes = {"prompt_id": run.prompt_id, "node_id": node_id, "node_type": class_type,
-                   "executed": list(run.executed), "exception_message": error["exception_message"],
-                   "exception_type": error["exception_type"], "traceback": error["traceback"],
-                   "current_inputs": error["current_inputs"], "current_outputs": list(current_outputs)}
+            mes = {
+                "prompt_id": run.prompt_id,
+                "node_id": node_id,
+                "node_type": class_type,
+                "executed": list(run.executed),
+                "exception_message": error["exception_message"],
+                "exception_type": error["exception_type"],
+                "traceback": error["traceback"],
+                "current_inputs": error["current_inputs"],
+                "current_outputs": list(current_outputs),
+            }
             self._add_message(run, "execution_error", mes, broadcast=False)
 
     # -- object_info ---------------------------------------------------------------------------------------
@@ -1158,8 +1375,11 @@ class ComfyState:
             "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(returns))),
             "output_name": list(getattr(cls, "RETURN_NAMES", returns)),
             "name": name,
-            "display_name": (getattr(cls, "DISPLAY_NAME", None) or self.display_names.get(name)
-                             or standin_nodes.NODE_DISPLAY_NAMES.get(name, name)),
+            "display_name": (
+                getattr(cls, "DISPLAY_NAME", None)
+                or self.display_names.get(name)
+                or standin_nodes.NODE_DISPLAY_NAMES.get(name, name)
+            ),
             "description": getattr(cls, "DESCRIPTION", ""),
             "python_module": getattr(cls, "RELATIVE_PYTHON_MODULE", "nodes"),
             "category": getattr(cls, "CATEGORY", "sd"),
@@ -1184,8 +1404,10 @@ class ComfyState:
             out += sorted("/" + os.path.relpath(f, self.web_root).replace(os.sep, "/") for f in files)
         for name, directory in self.extension_web_dirs.items():
             files = glob.glob(os.path.join(glob.escape(directory), "**", "*.js"), recursive=True)
-            out += sorted("/extensions/" + urllib.parse.quote(name) + "/"
-                          + os.path.relpath(f, directory).replace(os.sep, "/") for f in files)
+            out += sorted(
+                "/extensions/" + urllib.parse.quote(name) + "/" + os.path.relpath(f, directory).replace(os.sep, "/")
+                for f in files
+            )
         return out
 
     def system_stats(self) -> dict:
@@ -1196,17 +1418,35 @@ class ComfyState:
         except (ValueError, OSError, AttributeError):
             ram_total = ram_free = 0
         return {
-            "system": {"os": sys.platform, "ram_total": ram_total, "ram_free": ram_free,
-                       "comfyui_version": COMFYUI_VERSION, "required_frontend_version": REQUIRED_FRONTEND_VERSION,
-                       "installed_templates_version": None, "required_templates_version": REQUIRED_TEMPLATES_VERSION,
-                       "python_version": sys.version, "pytorch_version": "none (ComfyUI stand-in)",
-                       "embedded_python": False, "argv": list(sys.argv)},
-            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
-                         "torch_vram_total": ram_total, "torch_vram_free": ram_free}],
+            "system": {
+                "os": sys.platform,
+                "ram_total": ram_total,
+                "ram_free": ram_free,
+                "comfyui_version": COMFYUI_VERSION,
+                "required_frontend_version": REQUIRED_FRONTEND_VERSION,
+                "installed_templates_version": None,
+                "required_templates_version": REQUIRED_TEMPLATES_VERSION,
+                "python_version": sys.version,
+                "pytorch_version": "none (ComfyUI stand-in)",
+                "embedded_python": False,
+                "argv": list(sys.argv),
+            },
+            "devices": [
+                {
+                    "name": "cpu",
+                    "type": "cpu",
+                    "index": None,
+                    "vram_total": ram_total,
+                    "vram_free": ram_free,
+                    "torch_vram_total": ram_total,
+                    "torch_vram_free": ram_free,
+                }
+            ],
         }
 
 
 # ---- HTTP routes ---------------------------------------------------------------------------------------
+
 
 def get_state(app_or_request) -> ComfyState:
     app = app_or_request.app if isinstance(app_or_request, web.Request) else app_or_request
@@ -1324,7 +1564,7 @@ async def upload_image(request):
 def _annotated_filepath(state, name):
     for suffix, kind in (("[output]", "output"), ("[input]", "input"), ("[temp]", "temp")):
         if name.endswith(suffix):
-            return name[:-(len(suffix) + 1)], state.dir_by_type(kind)
+            return name[: -(len(suffix) + 1)], state.dir_by_type(kind)
     return name, None
 
 
@@ -1351,8 +1591,9 @@ async def view_image(request):
     file = os.path.join(output_dir, filename)
     if os.path.isfile(file):
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        return web.FileResponse(file, headers={"Content-Disposition": 'filename="%s"' % filename,
-                                               "Content-Type": content_type})
+        return web.FileResponse(
+            file, headers={"Content-Disposition": 'filename="%s"' % filename, "Content-Type": content_type}
+        )
     return web.Response(status=404)
 
 
@@ -1498,8 +1739,19 @@ def add_routes(app: web.Application, routes=ROUTES):
                 app.router.add_route(method, p, handler)
 
 
-def make_app(output_dir, *, models=None, node_classes=None, name="standin", input_dir=None, temp_dir=None,
-             step_delay: float = 0.05, user_dir=None, web_root=None, static_routes: bool = True) -> web.Application:
+def make_app(
+    output_dir,
+    *,
+    models=None,
+    node_classes=None,
+    name="standin",
+    input_dir=None,
+    temp_dir=None,
+    step_delay: float = 0.05,
+    user_dir=None,
+    web_root=None,
+    static_routes: bool = True,
+) -> web.Application:
     """The stand-in ComfyUI as an aiohttp Application (not started).
 
     output_dir    where SaveImage writes (created if missing)
@@ -1519,8 +1771,17 @@ def make_app(output_dir, *, models=None, node_classes=None, name="standin", inpu
     The state is app["comfy"] (a ComfyState)."""
     from . import frontend
 
-    state = ComfyState(output_dir, models=models, node_classes=node_classes, name=name, input_dir=input_dir,
-                       temp_dir=temp_dir, step_delay=step_delay, user_dir=user_dir, web_root=web_root)
+    state = ComfyState(
+        output_dir,
+        models=models,
+        node_classes=node_classes,
+        name=name,
+        input_dir=input_dir,
+        temp_dir=temp_dir,
+        step_delay=step_delay,
+        user_dir=user_dir,
+        web_root=web_root,
+    )
     app = web.Application(client_max_size=MAX_UPLOAD_SIZE, middlewares=[_headers_middleware])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aiohttp's NotAppKeyWarning for the plain string key

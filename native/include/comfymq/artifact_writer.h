@@ -26,8 +26,8 @@ struct ArtifactInfo {
   std::string path;       // relative to the root, as finally named (may carry a collision suffix)
   std::string full_path;  // root + path
   uint64_t size = 0;
-  std::string sha256;     // lowercase hex
-  bool reused = false;    // CommitOrReuse took an existing copy: no file was made
+  std::string sha256;   // lowercase hex
+  bool reused = false;  // CommitOrReuse took an existing copy: no file was made
 };
 
 class ArtifactStream {

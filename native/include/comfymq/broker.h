@@ -14,18 +14,18 @@
 #include <string>
 #include <vector>
 
-#include "comfymq/status.h"
 #include "comfymq/env.h"
+#include "comfymq/status.h"
 #include "comfymq/store.h"
 
 namespace comfymq {
 
 struct BrokerOptions {
   std::string bind = "tcp://127.0.0.1:5557";
-  int heartbeat_ms = 1000;      // both ways
-  int liveness = 3;             // a peer silent for this many heartbeats is gone
+  int heartbeat_ms = 1000;  // both ways
+  int liveness = 3;         // a peer silent for this many heartbeats is gone
   // CurveZMQ. With a secret key, only workers whose public keys are listed may connect.
-  std::string curve_secret_key;               // Z85; empty = plain text
+  std::string curve_secret_key;                  // Z85; empty = plain text
   std::vector<std::string> allowed_worker_keys;  // Z85 public keys
   bool allow_plaintext = false;  // plain text on a non-loopback address needs this, and is logged loudly
   std::string artifact_root;     // output files land in <root>/<job id>/<file name>; required
@@ -47,19 +47,19 @@ struct BrokerOptions {
   // bytes of JSON text. Past either a HELLO or CAPS is refused.
   size_t max_capabilities_bytes = 4u << 20;
   size_t capabilities_budget_bytes = 64u << 20;
-  size_t max_scan = 20000;       // pending jobs looked at per dispatch
-  size_t max_events = 100000;    // queued events before the oldest are dropped (and an overflow event says so)
+  size_t max_scan = 20000;     // pending jobs looked at per dispatch
+  size_t max_events = 100000;  // queued events before the oldest are dropped (and an overflow event says so)
   std::string plugin_version;
 };
 
 struct BrokerCounters {
   uint64_t messages_in = 0, messages_out = 0;
-  uint64_t malformed = 0;          // frames that failed to decode (dropped)
-  uint64_t refused = 0;            // HELLOs refused (version, malformed, identity) and messages from unknown peers
+  uint64_t malformed = 0;  // frames that failed to decode (dropped)
+  uint64_t refused = 0;    // HELLOs refused (version, malformed, identity) and messages from unknown peers
   // Lease-bound messages (RESULT, FAIL, PROGRESS, CANCELLED, CHUNK) about a job the sending connection does not
   // hold: refused, logged with the sender, nothing changed.
   uint64_t foreign_lease_messages = 0;
-  uint64_t unroutable = 0;         // sends the ROUTER could not deliver (peer gone) or queue (high-water mark)
+  uint64_t unroutable = 0;  // sends the ROUTER could not deliver (peer gone) or queue (high-water mark)
   uint64_t dispatched = 0, results = 0, duplicates = 0, stale_results = 0;
   uint64_t dispatched_on_arrival = 0;  // of dispatched: leased in the enqueuer's own commit (one sync)
   uint64_t dispatched_early = 0;       // of dispatched: sent while their lease's commit was syncing
@@ -88,9 +88,9 @@ class Broker {
   // Asks a worker ("" = all) to send fresh capabilities (after models changed).
   virtual Status RefreshCapabilities(const std::string& worker_id) = 0;
   virtual BrokerCounters Counters() = 0;
-  virtual std::string endpoint() = 0;     // what was bound (a tcp port 0 / '*' resolved)
-  virtual std::string public_key() = 0;   // Z85, empty without CURVE
-  virtual Status Stop() = 0;              // idempotent; workers keep their jobs for a reconnect
+  virtual std::string endpoint() = 0;    // what was bound (a tcp port 0 / '*' resolved)
+  virtual std::string public_key() = 0;  // Z85, empty without CURVE
+  virtual Status Stop() = 0;             // idempotent; workers keep their jobs for a reconnect
 };
 
 }  // namespace comfymq

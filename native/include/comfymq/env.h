@@ -99,7 +99,6 @@ class FileLock {
   virtual ~FileLock() = default;
 };
 
-
 class Env {
  public:
   enum class OpenMode { kCreateNew, kTruncate, kOpenExisting };
@@ -109,10 +108,8 @@ class Env {
   // The process-wide POSIX Env. Never deleted.
   static Env* Default();
 
-  virtual Status NewWritableFile(const std::string& path, OpenMode mode,
-                                 std::unique_ptr<WritableFile>* out) = 0;
-  virtual Status NewRandomAccessFile(const std::string& path,
-                                     std::unique_ptr<RandomAccessFile>* out) = 0;
+  virtual Status NewWritableFile(const std::string& path, OpenMode mode, std::unique_ptr<WritableFile>* out) = 0;
+  virtual Status NewRandomAccessFile(const std::string& path, std::unique_ptr<RandomAccessFile>* out) = 0;
 
   // Opens `path` only if it is itself a regular file: a symlink as its last component is not followed and a
   // FIFO, socket, device or directory is refused without blocking (InvalidArgument, naming what it is);
@@ -124,9 +121,9 @@ class Env {
 
   virtual Status GetFileInfo(const std::string& path, FileInfo* info) = 0;  // lstat: links are not followed
   virtual Status GetChildren(const std::string& dir, std::vector<std::string>* names) = 0;
-  virtual Status CreateDir(const std::string& dir) = 0;   // OK if it already exists as a directory
+  virtual Status CreateDir(const std::string& dir) = 0;  // OK if it already exists as a directory
   virtual Status RemoveFile(const std::string& path) = 0;
-  virtual Status RemoveDir(const std::string& dir) = 0;   // only an empty directory
+  virtual Status RemoveDir(const std::string& dir) = 0;  // only an empty directory
   // Atomically replaces `to` with `from` (rename(2)).
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
   // Atomically renames `from` to `to` unless `to` exists: AlreadyExists then, and nothing changes.
@@ -138,8 +135,7 @@ class Env {
 
   // Takes an exclusive, non-blocking lock on `path` (created if missing), writing `owner` into it.
   // Busy when another holder has it; the message then names the holder written in the file.
-  virtual Status LockFile(const std::string& path, const std::string& owner,
-                          std::unique_ptr<FileLock>* lock) = 0;
+  virtual Status LockFile(const std::string& path, const std::string& owner, std::unique_ptr<FileLock>* lock) = 0;
 
   // Wall-clock time in microseconds since the Unix epoch (overridable so tests can move time).
   virtual int64_t NowMicros() = 0;

@@ -28,15 +28,15 @@ inline int64_t JobIdMillis(uint64_t id) { return static_cast<int64_t>(id >> 16);
 
 // What a caller enqueues.
 struct NewJob {
-  std::string prompt;         // required: API-format graph, JSON text: {node_id: {class_type, inputs}}
-  std::string workflow;       // optional: UI-format graph, JSON object text; empty = none
-  int32_t priority = 1;       // higher runs first; FIFO within a priority
-  std::string prompt_id;      // optional: idempotency key; generated when empty
-  int64_t create_time_ms = 0; // optional: client's creation time; filled in with now when 0
-  std::string batch_id;       // optional: groups jobs (sweeps, counts)
-  int max_attempts = 3;       // 1..100: runs allowed before a lost lease / retryable failure fails the job
-  int64_t timeout_ms = 0;     // optional: longest one run may take; 0 = no limit
-  std::string owner;          // optional: client / user id
+  std::string prompt;          // required: API-format graph, JSON text: {node_id: {class_type, inputs}}
+  std::string workflow;        // optional: UI-format graph, JSON object text; empty = none
+  int32_t priority = 1;        // higher runs first; FIFO within a priority
+  std::string prompt_id;       // optional: idempotency key; generated when empty
+  int64_t create_time_ms = 0;  // optional: client's creation time; filled in with now when 0
+  std::string batch_id;        // optional: groups jobs (sweeps, counts)
+  int max_attempts = 3;        // 1..100: runs allowed before a lost lease / retryable failure fails the job
+  int64_t timeout_ms = 0;      // optional: longest one run may take; 0 = no limit
+  std::string owner;           // optional: client / user id
 };
 
 // Applies seed 000's `metadata` object (JSON text) to a NewJob: only "prompt_id" (string) and
@@ -55,18 +55,18 @@ constexpr int kMaxJsonDepth = 64;
 Status ValidatePromptJson(std::string_view prompt);
 
 struct Artifact {
-  std::string path;    // relative to the artifact root
+  std::string path;  // relative to the artifact root
   uint64_t size = 0;
   std::string sha256;  // lowercase hex
   std::string mime;
 };
 
 struct JobError {
-  std::string type;       // e.g. "execution_error", "validation_error", "lease_lost", "timeout"
+  std::string type;  // e.g. "execution_error", "validation_error", "lease_lost", "timeout"
   std::string message;
-  std::string node_id;    // the failing node, when known
+  std::string node_id;  // the failing node, when known
   std::string traceback;
-  std::string details;    // optional JSON value with more (e.g. ComfyUI's node_errors)
+  std::string details;  // optional JSON value with more (e.g. ComfyUI's node_errors)
 };
 
 // A job as read back. Text fields holding JSON are empty when absent.
@@ -86,16 +86,16 @@ struct Job {
   std::string prompt;    // filled only when asked for (Get with prompt, Take)
   std::string workflow;  // likewise
   // Mutable status.
-  int64_t started_ms = 0;   // start of the current / last run
+  int64_t started_ms = 0;  // start of the current / last run
   int64_t finished_ms = 0;
-  std::string worker_id;    // worker of the current / last run
-  uint64_t lease_token = 0; // fencing token of the current run (running only)
+  std::string worker_id;     // worker of the current / last run
+  uint64_t lease_token = 0;  // fencing token of the current run (running only)
   int64_t lease_expires_ms = 0;
-  std::string outputs;      // JSON object: node id -> outputs
-  std::string artifacts;    // JSON array of {path, size, sha256, mime}
-  std::string error;        // JSON object {type, message, node_id, traceback, details}
-  std::string history;      // JSON array: one entry per ended run {attempt, worker, started, ended, outcome, error}
-  std::string progress;     // JSON value: node-level progress while running (memory only)
+  std::string outputs;    // JSON object: node id -> outputs
+  std::string artifacts;  // JSON array of {path, size, sha256, mime}
+  std::string error;      // JSON object {type, message, node_id, traceback, details}
+  std::string history;    // JSON array: one entry per ended run {attempt, worker, started, ended, outcome, error}
+  std::string progress;   // JSON value: node-level progress while running (memory only)
 };
 
 // A running job handed to a worker. The token fences every later call about this run.

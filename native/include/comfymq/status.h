@@ -8,7 +8,7 @@
 
 namespace comfymq {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code : unsigned char {
     kOk = 0,
@@ -48,6 +48,10 @@ class Status {
   bool IsBusy() const { return code_ == Code::kBusy; }
 
   const std::string& message() const { return message_; }
+  // Drops this status on purpose (Status is [[nodiscard]]): for a best-effort step whose failure changes nothing
+  // anyone relies on, such as removing a temp file or closing a file already synced or abandoned. Say why at the
+  // call when it is not plain.
+  void IgnoreError() const {}
   // "OK" or "<code name>: <message>".
   std::string ToString() const;
   // The same status with "<context>: " put in front of the message.
@@ -63,8 +67,8 @@ const char* StatusCodeName(Status::Code code);
 
 }  // namespace comfymq
 
-#define CMQ_RETURN_IF_ERROR(expr)                 \
-  do {                                            \
-    ::comfymq::Status cmq_status_ = (expr);       \
-    if (!cmq_status_.ok()) return cmq_status_;    \
+#define CMQ_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::comfymq::Status cmq_status_ = (expr);    \
+    if (!cmq_status_.ok()) return cmq_status_; \
   } while (0)

@@ -27,14 +27,14 @@
 namespace comfymq {
 
 struct StoreOptions {
-  Env* env = nullptr;                            // nullptr = Env::Default()
-  uint64_t segment_bytes = 64ull << 20;          // largest reserved size of a log segment (they grow to it)
-  uint64_t checkpoint_every_bytes = 256ull << 20;// write a checkpoint after this much log
+  Env* env = nullptr;                                // nullptr = Env::Default()
+  uint64_t segment_bytes = 64ull << 20;              // largest reserved size of a log segment (they grow to it)
+  uint64_t checkpoint_every_bytes = 256ull << 20;    // write a checkpoint after this much log
   uint64_t compact_min_garbage_bytes = 64ull << 20;  // compact when dead bytes exceed this ...
-  double compact_garbage_ratio = 0.5;            // ... and this share of the log
-  int64_t reopen_lease_grace_ms = 30000;         // running jobs found at open keep their lease this long
+  double compact_garbage_ratio = 0.5;                // ... and this share of the log
+  int64_t reopen_lease_grace_ms = 30000;             // running jobs found at open keep their lease this long
   int64_t default_lease_ms = 30000;
-  bool background_thread = true;                 // expire leases, checkpoint and compact by itself
+  bool background_thread = true;  // expire leases, checkpoint and compact by itself
   // The background thread zero-fills the next log segment ahead only once no group has committed for this
   // long (zeros written beside a busy log slow its syncs a great deal); 0 = whenever one is wanted.
   int64_t prepare_when_quiet_ms = 50;
@@ -47,11 +47,11 @@ struct StoreOptions {
 };
 
 struct RecoveryReport {
-  uint32_t checkpoint_segment = 0;   // 0 = no checkpoint was used (full replay)
+  uint32_t checkpoint_segment = 0;  // 0 = no checkpoint was used (full replay)
   uint64_t segments_replayed = 0;
   uint64_t records_replayed = 0;
   uint64_t jobs = 0;
-  uint64_t torn_tail_bytes = 0;      // cut off the end of the log
+  uint64_t torn_tail_bytes = 0;  // cut off the end of the log
   struct BadRegion {
     std::string file;
     uint64_t begin = 0, end = 0;
@@ -63,19 +63,19 @@ struct RecoveryReport {
 };
 
 struct ListQuery {
-  uint32_t state_mask = 0;     // bit (1 << JobState); 0 = every state
-  std::string batch_id;        // empty = any
-  int64_t since_ms = 0;        // enqueue time lower bound (inclusive); 0 = none
-  int64_t until_ms = 0;        // enqueue time upper bound (exclusive); 0 = none
-  uint64_t cursor = 0;         // continue after this id (exclusive); 0 = from the start
-  size_t limit = 100;          // 1..1000
+  uint32_t state_mask = 0;  // bit (1 << JobState); 0 = every state
+  std::string batch_id;     // empty = any
+  int64_t since_ms = 0;     // enqueue time lower bound (inclusive); 0 = none
+  int64_t until_ms = 0;     // enqueue time upper bound (exclusive); 0 = none
+  uint64_t cursor = 0;      // continue after this id (exclusive); 0 = from the start
+  size_t limit = 100;       // 1..1000
   bool newest_first = true;
   bool with_prompt = false;
 };
 
 struct ListPage {
   std::vector<Job> jobs;
-  uint64_t next_cursor = 0;    // 0 = no more
+  uint64_t next_cursor = 0;  // 0 = no more
 };
 
 struct StoreStats {
@@ -85,8 +85,8 @@ struct StoreStats {
   uint64_t finished_last_minute = 0;  // succeeded + failed + cancelled ended in the last 60 s
   uint64_t finished_last_hour = 0;
   bool paused = false;
-  uint64_t log_bytes = 0;      // bytes of log segments holding records
-  uint64_t live_bytes = 0;     // bytes of records still referenced
+  uint64_t log_bytes = 0;   // bytes of log segments holding records
+  uint64_t live_bytes = 0;  // bytes of records still referenced
   uint64_t segments = 0;
   uint32_t checkpoint_segment = 0;
   std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
@@ -104,13 +104,13 @@ using PromptLoader = std::function<Status(std::string* prompt)>;
 using JobFilter = std::function<bool(uint64_t job_id, const PromptLoader& load)>;
 
 struct TakeOptions {
-  std::string worker_id;       // required
-  int64_t lease_ms = 0;        // 0 = StoreOptions::default_lease_ms
+  std::string worker_id;  // required
+  int64_t lease_ms = 0;   // 0 = StoreOptions::default_lease_ms
   // The longest the run may take when the job sets no timeout of its own; 0 = none. Past it the run ends like
   // one past the job's timeout (back to pending, or failed past max attempts).
   int64_t default_timeout_ms = 0;
-  JobFilter filter;            // optional
-  size_t max_scan = 0;         // stop looking after this many candidates; 0 = no limit
+  JobFilter filter;     // optional
+  size_t max_scan = 0;  // stop looking after this many candidates; 0 = no limit
   bool ignore_pause = false;
 };
 
@@ -121,8 +121,8 @@ struct StoreEvent {
   uint64_t job_id = 0;
   JobState from = JobState::kPending;
   JobState to = JobState::kPending;
-  std::string worker_id;       // the run's worker, when the job was or is running
-  std::string reason;          // e.g. "lease expired", "cancelled", "completed"
+  std::string worker_id;  // the run's worker, when the job was or is running
+  std::string reason;     // e.g. "lease expired", "cancelled", "completed"
 };
 using StoreListener = std::function<void(const std::vector<StoreEvent>&)>;
 

@@ -20,19 +20,19 @@ namespace comfymq {
 
 struct WorkerClientOptions {
   std::string broker = "tcp://127.0.0.1:5557";
-  std::string worker_id;        // stable across restarts; required
-  std::string name;             // for display
+  std::string worker_id;  // stable across restarts; required
+  std::string name;       // for display
   std::string plugin_version, comfyui_version;
-  std::string info_json = "{}";           // host / GPU facts for display
-  std::string capabilities_json = "{}";   // {"node_classes": [...], "combos": {"Class.input": [...]}}
-  int capacity = 1;             // jobs run at once
-  int heartbeat_ms = 1000;      // until the broker's WELCOME says otherwise
+  std::string info_json = "{}";          // host / GPU facts for display
+  std::string capabilities_json = "{}";  // {"node_classes": [...], "combos": {"Class.input": [...]}}
+  int capacity = 1;                      // jobs run at once
+  int heartbeat_ms = 1000;               // until the broker's WELCOME says otherwise
   int liveness = 3;
   // CurveZMQ: the broker's public key pins it; this worker's key pair must be on the broker's allow list.
   std::string broker_public_key, public_key, secret_key;  // Z85; all empty = plain text
-  bool allow_plaintext = false;  // plain text to a non-loopback broker needs this
+  bool allow_plaintext = false;                           // plain text to a non-loopback broker needs this
   int reconnect_min_ms = 1000, reconnect_max_ms = 30000;
-  Env* env = nullptr;            // where output files are read from; nullptr = Env::Default()
+  Env* env = nullptr;  // where output files are read from; nullptr = Env::Default()
 };
 
 struct JobAssignment {

@@ -76,15 +76,19 @@ class StreamImpl final : public ArtifactStream {
  public:
   StreamImpl(std::shared_ptr<Directory> dir, std::string root, std::string dir_rel, std::string name,
              std::string temp_name, std::unique_ptr<WritableFile> file)
-      : dir_(std::move(dir)), root_(std::move(root)), dir_rel_(std::move(dir_rel)), name_(std::move(name)),
-        temp_name_(std::move(temp_name)), file_(std::move(file)) {}
-  ~StreamImpl() override { Abort(); }
+      : dir_(std::move(dir)),
+        root_(std::move(root)),
+        dir_rel_(std::move(dir_rel)),
+        name_(std::move(name)),
+        temp_name_(std::move(temp_name)),
+        file_(std::move(file)) {}
+  ~StreamImpl() override { Abort().IgnoreError(); }
 
   Status Append(std::string_view data) override {
     if (finished_ || !digest_.empty()) return Status::InvalidArgument("artifact stream is already finished");
     Status s = file_->WriteAt(size_, data);
     if (!s.ok()) {
-      Abort();
+      Abort().IgnoreError();
       return s.WithContext("writing artifact " + name_);
     }
     // Let the disk work while we hash: start writeback of each finished megabyte now, so the final fsync
@@ -112,7 +116,7 @@ class StreamImpl final : public ArtifactStream {
       file_.reset();
       if (s.ok()) s = c;
       if (!s.ok()) {
-        Abort();
+        Abort().IgnoreError();
         failed_ = s.WithContext("syncing artifact " + name_);
         return failed_;
       }
@@ -138,7 +142,7 @@ class StreamImpl final : public ArtifactStream {
       std::unique_ptr<RegularFile> f;
       if (dir_->OpenRegularFile(name_, &f).ok() && HoldsSameBytes(*f) && f->Sync().ok() &&
           (!sync_dir || dir_->Sync().ok())) {
-        Abort();
+        Abort().IgnoreError();
         Describe(name_, info);
         info->reused = true;
         return Status::OK();
@@ -153,7 +157,7 @@ class StreamImpl final : public ArtifactStream {
     }
     if (s.ok() && sync_dir) s = dir_->Sync();
     if (!s.ok()) {
-      Abort();
+      Abort().IgnoreError();
       return s.WithContext("publishing artifact " + name_);
     }
     finished_ = true;
@@ -166,7 +170,7 @@ class StreamImpl final : public ArtifactStream {
   Status Abort() override {
     if (finished_) return Status::OK();
     finished_ = true;
-    if (file_) file_->Close();
+    if (file_) file_->Close().IgnoreError();
     Status s = dir_->RemoveFile(temp_name_);
     return s.IsNotFound() ? Status::OK() : s;
   }
@@ -200,7 +204,7 @@ class StreamImpl final : public ArtifactStream {
   std::shared_ptr<Directory> dir_;
   std::string root_, dir_rel_, name_, temp_name_;
   std::unique_ptr<WritableFile> file_;  // open until Finish
-  Status failed_;                        // Finish's failed sync, for later calls
+  Status failed_;                       // Finish's failed sync, for later calls
   static constexpr uint64_t kWritebackChunk = 1u << 20;
   Sha256 hash_;
   std::string digest_;  // set once the appends are over
@@ -212,7 +216,10 @@ class StreamImpl final : public ArtifactStream {
 class WriterImpl final : public ArtifactWriter {
  public:
   WriterImpl(Env* env, std::string root, std::string real_root, std::shared_ptr<Directory> root_dir)
-      : env_(env), root_(std::move(root)), real_root_(std::move(real_root)), root_dir_(std::move(root_dir)),
+      : env_(env),
+        root_(std::move(root)),
+        real_root_(std::move(real_root)),
+        root_dir_(std::move(root_dir)),
         host_(HostName()) {}
 
   const std::string& root() const override { return root_; }
@@ -365,13 +372,16 @@ class WriterImpl final : public ArtifactWriter {
   // with no link allowed on the way.
   Status WalkReal(const std::string& real, const std::string& dir_rel, std::shared_ptr<Directory>* out) {
     std::shared_ptr<Directory> cur = root_dir_;
-    const std::string rest = real.size() > real_root_.size() ? real.substr(real_root_.size() + (real_root_ == "/" ? 0 : 1)) : "";
+    const std::string rest =
+        real.size() > real_root_.size() ? real.substr(real_root_.size() + (real_root_ == "/" ? 0 : 1)) : "";
     for (const std::string& part : Components(rest)) {
       std::unique_ptr<Directory> sub;
       Status s = cur->OpenSubdir(part, &sub);
       if (!s.ok()) {
-        return Status::InvalidArgument("artifact path '" + dir_rel + "': a link in it leads to no directory of the root, "
-                                       "or changed while it was followed (" + s.message() + ")");
+        return Status::InvalidArgument("artifact path '" + dir_rel +
+                                       "': a link in it leads to no directory of the root, "
+                                       "or changed while it was followed (" +
+                                       s.message() + ")");
       }
       cur = std::move(sub);
     }
@@ -386,7 +396,7 @@ class WriterImpl final : public ArtifactWriter {
   std::string host_;
   std::mutex dirs_mu_;
   std::map<std::string, std::weak_ptr<Directory>> dirs_;  // SharedDir's, by dir_rel; some may have expired
-  size_t live_dirs_hint_ = 0;                              // live entries at the last sweep
+  size_t live_dirs_hint_ = 0;                             // live entries at the last sweep
 };
 
 }  // namespace

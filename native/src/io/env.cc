@@ -68,7 +68,7 @@ Status Env::WriteFileAtomically(const std::string& path, std::string_view data) 
   if (s.ok()) s = c;
   if (s.ok()) s = RenameFile(tmp, path);
   if (s.ok()) s = SyncDir(DirName(path));
-  if (!s.ok()) RemoveFile(tmp);
+  if (!s.ok()) RemoveFile(tmp).IgnoreError();
   return s;
 }
 

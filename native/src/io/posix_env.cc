@@ -33,7 +33,9 @@ Status PosixError(const std::string& what, const std::string& path, int err) {
 class PosixWritableFile final : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  ~PosixWritableFile() override { if (fd_ >= 0) ::close(fd_); }
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
 
   Status Append(std::string_view data) override {
     off_t end = ::lseek(fd_, 0, SEEK_END);
@@ -138,7 +140,7 @@ class PosixRegularFile final : public RegularFile {
 
  private:
   std::string path_;
-  int fd_;                        // owned by reader_
+  int fd_;  // owned by reader_
   PosixRandomAccessFile reader_;
 };
 
@@ -194,7 +196,8 @@ Status OpenRegularAt(int dfd, const std::string& name, const std::string& shown,
   do {  // O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer
     fd = ::openat(dfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0 && errno == ELOOP) return Status::InvalidArgument("open " + shown + ": is a symbolic link, not a regular file");
+  if (fd < 0 && errno == ELOOP)
+    return Status::InvalidArgument("open " + shown + ": is a symbolic link, not a regular file");
   if (fd < 0) return PosixError("open", shown, errno);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -204,8 +207,10 @@ Status OpenRegularAt(int dfd, const std::string& name, const std::string& shown,
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    const char* what = S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO"
-                       : S_ISSOCK(st.st_mode) ? "a socket" : "a device";
+    const char* what = S_ISDIR(st.st_mode)    ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a device";
     return Status::InvalidArgument("open " + shown + ": is " + std::string(what) + ", not a regular file");
   }
   out->reset(new PosixRegularFile(shown, fd));
@@ -337,8 +342,7 @@ class PosixFileLock final : public FileLock {
 
 class PosixEnv final : public Env {
  public:
-  Status NewWritableFile(const std::string& path, OpenMode mode,
-                         std::unique_ptr<WritableFile>* out) override {
+  Status NewWritableFile(const std::string& path, OpenMode mode, std::unique_ptr<WritableFile>* out) override {
     int flags = O_WRONLY | O_CLOEXEC;
     if (mode == OpenMode::kCreateNew) flags |= O_CREAT | O_EXCL;
     if (mode == OpenMode::kTruncate) flags |= O_CREAT | O_TRUNC;
@@ -351,8 +355,7 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
 
-  Status NewRandomAccessFile(const std::string& path,
-                             std::unique_ptr<RandomAccessFile>* out) override {
+  Status NewRandomAccessFile(const std::string& path, std::unique_ptr<RandomAccessFile>* out) override {
     int fd;
     do {
       fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -373,9 +376,7 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
 
-  Status GetFileInfo(const std::string& path, FileInfo* info) override {
-    return StatAt(AT_FDCWD, path, path, info);
-  }
+  Status GetFileInfo(const std::string& path, FileInfo* info) override { return StatAt(AT_FDCWD, path, path, info); }
 
   Status GetChildren(const std::string& dir, std::vector<std::string>* names) override {
     DIR* d = ::opendir(dir.c_str());
@@ -422,8 +423,7 @@ class PosixEnv final : public Env {
     return Status::OK();
   }
 
-  Status LockFile(const std::string& path, const std::string& owner,
-                  std::unique_ptr<FileLock>* lock) override {
+  Status LockFile(const std::string& path, const std::string& owner, std::unique_ptr<FileLock>* lock) override {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return PosixError("open lock file", path, errno);
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {

@@ -26,7 +26,8 @@ namespace comfymq {
 namespace net {
 
 Status BrokerImpl::Init() {
-  if (opt_.heartbeat_ms < 10 || opt_.heartbeat_ms > 600000) return Status::InvalidArgument("heartbeat must be 10 ms..10 min");
+  if (opt_.heartbeat_ms < 10 || opt_.heartbeat_ms > 600000)
+    return Status::InvalidArgument("heartbeat must be 10 ms..10 min");
   if (opt_.liveness < 1 || opt_.liveness > 100) return Status::InvalidArgument("liveness must be 1..100 heartbeats");
   if (opt_.max_workers < 1) return Status::InvalidArgument("max_workers must be at least 1");
   if (opt_.artifact_root.empty()) return Status::InvalidArgument("the broker needs an artifact root");
@@ -41,9 +42,8 @@ Status BrokerImpl::Init() {
   LoadBoundKeys();
   CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(opt_.artifact_env, opt_.artifact_root, &artifacts_));
   // Written chunks come back to the loop as commands (the I/O thread never touches the loop's state).
-  transfers_ = std::make_unique<net::Transfers>(artifacts_.get(), [this](net::Transfers::Done d) {
-    Post([this, d = std::move(d)] { HandleChunkDone(d); });
-  });
+  transfers_ = std::make_unique<net::Transfers>(
+      artifacts_.get(), [this](net::Transfers::Done d) { Post([this, d = std::move(d)] { HandleChunkDone(d); }); });
   std::mt19937_64 rng(std::random_device{}());
   char sid[17];
   std::snprintf(sid, sizeof(sid), "%016llx", static_cast<unsigned long long>(rng()));
@@ -69,7 +69,8 @@ Status BrokerImpl::Init() {
       }
     } else if (!IsLoopbackEndpoint(opt_.bind)) {
       Log("warning", "plaintext",
-          "PLAIN TEXT worker links on " + opt_.bind + ": anyone on the network can join and read jobs (explicit opt-out)");
+          "PLAIN TEXT worker links on " + opt_.bind +
+              ": anyone on the network can join and read jobs (explicit opt-out)");
     }
     router_.set(zmq::sockopt::router_mandatory, 1);
     router_.set(zmq::sockopt::linger, 0);
@@ -134,13 +135,12 @@ Status BrokerImpl::Stop() {
       for (size_t i = 0; i < unsent.size(); ++i) {
         batch.ReleaseLease(unsent[i]->job_id, unsent[i]->token, "the broker stopped before sending it", false, &st[i]);
       }
-      CommitBatch(store_, &batch);
+      CommitBatch(store_, &batch).IgnoreError();  // best effort at stop: an unsent lease also expires
     }
   }
   try {
     router_.close();
-  } catch (const zmq::error_t&) {
-  }
+  } catch (const zmq::error_t&) {}
   zap_.reset();
   events_.Close();
   return Status::OK();
@@ -243,8 +243,9 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     uint8_t version = 0;
     if (proto::IsOtherVersion(frames[1], &version)) {
       Count([](BrokerCounters& c) { c.refused++; });
-      Log("warning", "version", "refused a worker speaking protocol version " + std::to_string(version) +
-                                    " (this broker speaks " + std::to_string(proto::kVersion) + ")");
+      Log("warning", "version",
+          "refused a worker speaking protocol version " + std::to_string(version) + " (this broker speaks " +
+              std::to_string(proto::kVersion) + ")");
       Refuse(rid, "protocol version " + std::to_string(version) + " is not supported: this broker speaks version " +
                       std::to_string(proto::kVersion) + "; update the worker or the host so they match");
       return;
@@ -252,7 +253,8 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     Count([](BrokerCounters& c) { c.malformed++; });
     Log("warning", "malformed", "dropped a malformed message: " + s.message());
     const std::string& header = frames[1];
-    if (header.size() == proto::kHeaderSize && static_cast<uint8_t>(header[5]) == static_cast<uint8_t>(proto::Cmd::kHello)) {
+    if (header.size() == proto::kHeaderSize &&
+        static_cast<uint8_t>(header[5]) == static_cast<uint8_t>(proto::Cmd::kHello)) {
       // A worker that cannot say HELLO right must hear why, not wait for an answer that never comes.
       Count([](BrokerCounters& c) { c.refused++; });
       Refuse(rid, "malformed HELLO: " + s.message() + " (this broker speaks protocol version " +
@@ -276,15 +278,16 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       dispatch_dirty_ = true;
       break;
     }
-    case proto::Cmd::kHeartbeat:
-      break;
+    case proto::Cmd::kHeartbeat: break;
     case proto::Cmd::kProgress: {
       if (!Holds(*w, m.job_id, m.token)) {
         if (!RecentlyEnded(*w, m.job_id, m.token)) RefuseForeign(*w, m);  // (else late: dropped)
         break;
       }
       if (store_->Progress(m.job_id, m.token, m.json).ok()) {
-        Emit({{"type", "progress"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id},
+        Emit({{"type", "progress"},
+              {"job_id", FormatJobId(m.job_id)},
+              {"worker", w->id},
               {"progress", json::parse(m.json.empty() ? "null" : m.json, nullptr, false)}});
       }
       break;
@@ -324,12 +327,8 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       Emit({{"type", "cancel_confirmed"}, {"job_id", FormatJobId(m.job_id)}, {"worker", w->id}});
       break;
     }
-    case proto::Cmd::kChunk:
-      HandleChunk(*w, m);
-      break;
-    case proto::Cmd::kBye:
-      LoseWorker(*w, "worker " + w->id + " left", false, now);
-      break;
+    case proto::Cmd::kChunk: HandleChunk(*w, m); break;
+    case proto::Cmd::kBye: LoseWorker(*w, "worker " + w->id + " left", false, now); break;
     case proto::Cmd::kCaps: {
       std::shared_ptr<const Capabilities> caps;
       Status cs = caps_pool_.Intern(m.caps_json, &caps);

@@ -47,7 +47,7 @@ void BrokerImpl::StartPass() {
       if (!m.files.empty() && store_->Get(m.job_id, false, &j).ok() && j.state == JobState::kRunning &&
           j.lease_token == m.token) {
         Status ps = transfers_->Publish(m.job_id, m.token, m.files, &published);
-        if (ps.IsBusy()) {  // a file's last chunk is still being written: the result waits for it
+        if (ps.IsBusy()) {          // a file's last chunk is still being written: the result waits for it
           Finishing(m.job_id, -1);  // its lease is renewed meanwhile
           waiting_results_.push_back(std::move(r));
           continue;
@@ -122,7 +122,11 @@ void BrokerImpl::SendApplied(BrokerPass& pass, int64_t now) {
     auto wit = workers_.find(d.worker);
     if (wit == workers_.end() || !wit->second.online || wit->second.epoch != d.epoch) continue;  // FinishPass
     d.sent = true;  // a failed send queues the lease's release itself
-    if (SendJob(wit->second, *d.lease, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_early++; });
+    if (SendJob(wit->second, *d.lease, now))
+      Count([](BrokerCounters& c) {
+        c.dispatched++;
+        c.dispatched_early++;
+      });
   }
 }
 
@@ -221,7 +225,11 @@ void BrokerImpl::SendOutbox(int64_t now) {
       dispatch_dirty_ = true;
       continue;
     }
-    if (SendJob(wit->second, l, now)) Count([](BrokerCounters& c) { c.dispatched++; c.dispatched_on_arrival++; });
+    if (SendJob(wit->second, l, now))
+      Count([](BrokerCounters& c) {
+        c.dispatched++;
+        c.dispatched_on_arrival++;
+      });
   }
 }
 

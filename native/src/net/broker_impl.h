@@ -50,31 +50,31 @@ inline int64_t NowMs() {
 
 inline std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-constexpr size_t kMaxIdsPerKey = 64;          // worker ids one CURVE key may speak for
-constexpr size_t kEndedRunsKept = 64;                // runs per worker whose late messages are stale, not foreign
-constexpr size_t kMaxInfoBytes = 64u << 10;    // one worker's host facts
+constexpr size_t kMaxIdsPerKey = 64;         // worker ids one CURVE key may speak for
+constexpr size_t kEndedRunsKept = 64;        // runs per worker whose late messages are stale, not foreign
+constexpr size_t kMaxInfoBytes = 64u << 10;  // one worker's host facts
 
 // A worker as the loop knows it: written by the loop thread only (under mu_, so views can read it).
 struct WorkerState {
-  std::string id;               // the worker id it said HELLO with (under CURVE, bound to `key`)
-  std::string name;             // for display; the id when it gave none
+  std::string id;    // the worker id it said HELLO with (under CURVE, bound to `key`)
+  std::string name;  // for display; the id when it gave none
   std::string plugin_version, comfyui_version;
-  std::string info_json;        // host and GPU facts from its HELLO, for display
-  std::string key;              // its CURVE public key (Z85) on the current connection; empty in plain text
-  std::string rid;              // ROUTER routing id of the current connection
+  std::string info_json;  // host and GPU facts from its HELLO, for display
+  std::string key;        // its CURVE public key (Z85) on the current connection; empty in plain text
+  std::string rid;        // ROUTER routing id of the current connection
   std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();  // what it can run
-  int capacity = 1;             // jobs it runs at once (credit never exceeds it)
-  uint64_t epoch = 0;           // which connection: a lease chosen for an older one is not sent to a newer one
+  int capacity = 1;                   // jobs it runs at once (credit never exceeds it)
+  uint64_t epoch = 0;                 // which connection: a lease chosen for an older one is not sent to a newer one
   std::map<uint64_t, uint64_t> held;  // the leases this connection holds: job -> token
   std::deque<std::pair<uint64_t, uint64_t>> ended;  // its last runs that ended (job, token): late news is stale
   size_t classes_seen = 0, inputs_seen = 0, choices_seen = 0;  // its capabilities' counts, kept once it left
-  int64_t connected_ms = 0;     // when the current connection said HELLO
-  int64_t last_seen_ms = 0;     // the last message from it (liveness)
-  int64_t last_sent_ms = 0;     // the last message to it (PING when idle)
-  int64_t last_renew_ms = 0;    // the last renewal of its leases in the store
-  int64_t left_ms = 0;          // when it went offline (kept for an hour, for the workers view)
+  int64_t connected_ms = 0;                                    // when the current connection said HELLO
+  int64_t last_seen_ms = 0;                                    // the last message from it (liveness)
+  int64_t last_sent_ms = 0;                                    // the last message to it (PING when idle)
+  int64_t last_renew_ms = 0;                                   // the last renewal of its leases in the store
+  int64_t left_ms = 0;  // when it went offline (kept for an hour, for the workers view)
   bool online = false;
-  bool draining = false;        // takes no new jobs, finishes what it runs
+  bool draining = false;  // takes no new jobs, finishes what it runs
   std::string left_reason;
 };
 
@@ -130,7 +130,7 @@ class BrokerImpl final : public Broker {
  public:
   BrokerImpl(Store* store, const BrokerOptions& o)
       : store_(store), opt_(o), router_(ctx_, zmq::socket_type::router), events_(o.max_events) {}
-  ~BrokerImpl() override { Stop(); }
+  ~BrokerImpl() override { Stop().IgnoreError(); }
 
   Status Init();
 
@@ -269,7 +269,7 @@ class BrokerImpl final : public Broker {
 
   // Taken inside the store's state lock by the dispatch hook: never call the store while holding it.
   std::mutex credit_mu_;
-  std::map<std::string, Slot> slots_;                 // online workers
+  std::map<std::string, Slot> slots_;                  // online workers
   std::unordered_map<uint64_t, uint64_t> hook_epoch_;  // job leased by the hook -> the worker's epoch then
   uint64_t next_epoch_ = 0;                            // loop thread only
 
@@ -287,7 +287,7 @@ class BrokerImpl final : public Broker {
   };
   std::mutex retry_mu_;  // leaf: taken inside the store's lock and credit_mu_, takes nothing else
   std::unordered_map<uint64_t, std::vector<std::string>> tried_;  // unfinished job -> workers it was sent to
-  std::map<std::string, Candidate> candidates_;                    // online workers
+  std::map<std::string, Candidate> candidates_;                   // online workers
 
   // Commits passes while the loop keeps receiving; wakes the loop when one is done. Made by Init.
   std::unique_ptr<CommitPipeline> pipeline_;

@@ -57,7 +57,8 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
         // A run ended by the store itself (a cancel, a timeout, an expired lease) must stop on its worker.
         if (e.from == JobState::kRunning && !e.worker_id.empty() &&
             (e.to == JobState::kCancelled || e.reason == "timeout" || e.reason == "lease expired")) {
-          stop_runs.emplace_back(e.job_id, e.worker_id, e.to == JobState::kCancelled ? "cancelled: " + e.reason : e.reason);
+          stop_runs.emplace_back(e.job_id, e.worker_id,
+                                 e.to == JobState::kCancelled ? "cancelled: " + e.reason : e.reason);
         }
         break;
       case StoreEvent::Kind::kJobRemoved:

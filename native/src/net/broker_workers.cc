@@ -13,7 +13,8 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   if (!refusal.empty()) {
     Count([](BrokerCounters& c) { c.refused++; });
     Log("warning", "hello:" + m.worker_id,
-        "refused a HELLO as worker " + m.worker_id + (user_id.empty() ? "" : " (key " + user_id + ")") + ": " + refusal);
+        "refused a HELLO as worker " + m.worker_id + (user_id.empty() ? "" : " (key " + user_id + ")") + ": " +
+            refusal);
     Refuse(rid, refusal);
     return;
   }
@@ -59,7 +60,8 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     if (!store_->List(q, &page).ok()) break;
     for (const Job& j : page.jobs) {
       if (j.worker_id == m.worker_id && kept.count(j.id) == 0) {
-        releases_.push_back(PendingRelease{j.id, j.lease_token, "worker " + m.worker_id + " restarted without it", true});
+        releases_.push_back(
+            PendingRelease{j.id, j.lease_token, "worker " + m.worker_id + " restarted without it", true});
       }
     }
     if (page.next_cursor == 0) break;
@@ -108,7 +110,8 @@ std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::strin
   if (WorkerState* owner = ByRid(rid); owner != nullptr && owner->id != m.worker_id) {
     return "this connection already belongs to worker " + owner->id;
   }
-  if (m.info_json.size() > kMaxInfoBytes) return "worker info is too large (at most " + std::to_string(kMaxInfoBytes) + " bytes)";
+  if (m.info_json.size() > kMaxInfoBytes)
+    return "worker info is too large (at most " + std::to_string(kMaxInfoBytes) + " bytes)";
   if (workers_.find(m.worker_id) == workers_.end() || !workers_.at(m.worker_id).online) {
     size_t online = 0;
     for (const auto& [id, w] : workers_) online += w.online;
@@ -153,7 +156,8 @@ std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::strin
     if (proven.size() == live.held.size()) return "";
   }
   return "busy: worker " + m.worker_id + " is connected on another link (heard from " +
-         std::to_string(now - live.last_seen_ms) + " ms ago); if that link was this worker's, try again once the "
+         std::to_string(now - live.last_seen_ms) +
+         " ms ago); if that link was this worker's, try again once the "
          "broker has let it go; else give this worker its own worker_id";
 }
 
@@ -165,8 +169,8 @@ bool BrokerImpl::Holds(const WorkerState& w, uint64_t job, uint64_t token) {
 void BrokerImpl::RefuseForeign(const WorkerState& w, const proto::Message& m) {
   Count([](BrokerCounters& c) { c.foreign_lease_messages++; });
   Log("warning", "foreign:" + w.id,
-      std::string("refused a ") + proto::CmdName(m.cmd) + " about job " + FormatJobId(m.job_id) + " from worker " + w.id +
-          (w.key.empty() ? "" : " (key " + w.key + ")") + ": that connection does not hold the job's lease");
+      std::string("refused a ") + proto::CmdName(m.cmd) + " about job " + FormatJobId(m.job_id) + " from worker " +
+          w.id + (w.key.empty() ? "" : " (key " + w.key + ")") + ": that connection does not hold the job's lease");
 }
 
 void BrokerImpl::LoadBoundKeys() {
@@ -195,8 +199,10 @@ void BrokerImpl::BindKey(const std::string& worker_id, const std::string& key) {
     if (k != key || id == worker_id) continue;
     ids++;
     auto w = workers_.find(id);
-    if (w == workers_.end()) offline.emplace_back(0, id);
-    else if (!w->second.online) offline.emplace_back(w->second.left_ms, id);
+    if (w == workers_.end())
+      offline.emplace_back(0, id);
+    else if (!w->second.online)
+      offline.emplace_back(w->second.left_ms, id);
   }
   std::sort(offline.begin(), offline.end());
   for (size_t i = 0; i < offline.size() && ids >= kMaxIdsPerKey; ++i, --ids) bound_keys_.erase(offline[i].second);
@@ -206,7 +212,8 @@ void BrokerImpl::BindKey(const std::string& worker_id, const std::string& key) {
   for (const auto& [id, k] : bound_keys_) text += k + "\t" + id + "\n";
   // A new worker id (rare): a small synced write on the loop. Should it fail, the binding holds in memory.
   Status s = Env::Default()->WriteFileAtomically(opt_.worker_keys_path, text);
-  if (!s.ok()) Log("warning", "bindings", "could not keep worker identities in " + opt_.worker_keys_path + ": " + s.ToString());
+  if (!s.ok())
+    Log("warning", "bindings", "could not keep worker identities in " + opt_.worker_keys_path + ": " + s.ToString());
 }
 
 void BrokerImpl::ForgetOldestGone() {
@@ -277,8 +284,9 @@ void BrokerImpl::Timers(int64_t now) {
     if (!w.online) continue;
     if (horizon - w.last_seen_ms > window) {
       Count([](BrokerCounters& c) { c.workers_lost++; });
-      LoseWorker(w, "worker " + w.id + " stopped answering (no message for " + std::to_string(now - w.last_seen_ms) + " ms)",
-                 true, now);
+      LoseWorker(
+          w, "worker " + w.id + " stopped answering (no message for " + std::to_string(now - w.last_seen_ms) + " ms)",
+          true, now);
       continue;
     }
     if (now - w.last_sent_ms >= hb) {
@@ -327,8 +335,12 @@ void BrokerImpl::Timers(int64_t now) {
       }
       json counts;
       for (int i = 0; i < kNumJobStates; ++i) counts[JobStateName(static_cast<JobState>(i))] = st.counts[i];
-      json e = {{"type", "stats"},        {"counts", counts},  {"paused", st.paused},
-                {"workers_online", online}, {"workers_busy", busy}, {"finished_last_minute", st.finished_last_minute},
+      json e = {{"type", "stats"},
+                {"counts", counts},
+                {"paused", st.paused},
+                {"workers_online", online},
+                {"workers_busy", busy},
+                {"finished_last_minute", st.finished_last_minute},
                 {"oldest_pending_age", st.oldest_pending_age_ms / 1000.0}};
       std::string text = Dump(e);
       if (text != last_stats_) {

@@ -28,11 +28,21 @@ bool ScalarText(const json& v, std::string* out) {
 // A friendly name for what a COMBO input selects, from ComfyUI's naming conventions.
 std::string WhatIs(const std::string& input) {
   static const std::pair<const char*, const char*> kNames[] = {
-      {"ckpt_name", "checkpoint"},        {"lora_name", "LoRA"},         {"vae_name", "VAE"},
-      {"unet_name", "diffusion model"},   {"clip_name", "CLIP model"},   {"clip_name1", "CLIP model"},
-      {"clip_name2", "CLIP model"},       {"control_net_name", "ControlNet"}, {"model_name", "model"},
-      {"upscale_model", "upscale model"}, {"style_model_name", "style model"}, {"gligen_name", "GLIGEN model"},
-      {"image", "input image"},           {"audio", "input audio"},    {"video", "input video"},
+      {"ckpt_name", "checkpoint"},
+      {"lora_name", "LoRA"},
+      {"vae_name", "VAE"},
+      {"unet_name", "diffusion model"},
+      {"clip_name", "CLIP model"},
+      {"clip_name1", "CLIP model"},
+      {"clip_name2", "CLIP model"},
+      {"control_net_name", "ControlNet"},
+      {"model_name", "model"},
+      {"upscale_model", "upscale model"},
+      {"style_model_name", "style model"},
+      {"gligen_name", "GLIGEN model"},
+      {"image", "input image"},
+      {"audio", "input audio"},
+      {"video", "input video"},
   };
   for (const auto& [k, v] : kNames) {
     if (input == k) return v;
@@ -152,7 +162,7 @@ class RequirementsSax final : public nlohmann::json_sax<json> {
   bool Close() {
     const int d = --depth_;
     if (d == 2) in_inputs_ = false;  // the node's inputs (or another member) ended
-    if (d == 1) {  // a node ended; a later node with the same id replaces it
+    if (d == 1) {                    // a node ended; a later node with the same id replaces it
       if (node_ok_ && has_class_) {
         nodes_[node_id_] = Node{std::move(cls_), std::move(inputs_)};
       } else {
@@ -241,7 +251,8 @@ std::vector<std::string> Mismatches(const Capabilities& caps, const Requirements
     const auto* choices = caps.Combo(l.cls, l.input);
     if (choices == nullptr || choices->count(l.value) != 0) continue;
     const std::string what = WhatIs(l.input);
-    out.push_back(what.empty() ? "missing " + l.cls + "." + l.input + " value " + l.value : "missing " + what + " " + l.value);
+    out.push_back(what.empty() ? "missing " + l.cls + "." + l.input + " value " + l.value
+                               : "missing " + what + " " + l.value);
   }
   return out;
 }

@@ -23,10 +23,13 @@ Status CapabilitiesPool::Intern(const std::string& json, std::shared_ptr<const C
     }
     by_digest_.erase(it);
   }
-  for (auto e = by_digest_.begin(); e != by_digest_.end();) e = e->second.expired() ? by_digest_.erase(e) : std::next(e);
+  for (auto e = by_digest_.begin(); e != by_digest_.end();)
+    e = e->second.expired() ? by_digest_.erase(e) : std::next(e);
   if (live_->load() + json.size() > budget_) {
-    return Status::Busy("the host holds " + std::to_string(live_->load()) + " bytes of distinct worker capabilities "
-                        "(at most " + std::to_string(budget_) + ")");
+    return Status::Busy("the host holds " + std::to_string(live_->load()) +
+                        " bytes of distinct worker capabilities "
+                        "(at most " +
+                        std::to_string(budget_) + ")");
   }
   auto parsed = std::make_unique<Capabilities>();
   CMQ_RETURN_IF_ERROR(Capabilities::FromJson(json, parsed.get()));

@@ -4,8 +4,8 @@
 // applies while the one before it writes and syncs (store/commit_order.h), and which becomes durable after
 // it. The loop submits a pass (a StoreBatch and whatever it needs afterwards) and is woken through `wake`
 // twice per pass: when its batch has been applied (TakeApplied: what may go out before the sync, see
-// an early take, StoreBatch::Take) and when its commit returned (TakeDone: the pass back, to send what the commit decided).
-// Passes are handed back in submission order. Submitting while !accepting() is a contract violation.
+// an early take, StoreBatch::Take) and when its commit returned (TakeDone: the pass back, to send what the commit
+// decided). Passes are handed back in submission order. Submitting while !accepting() is a contract violation.
 // Thread-safe; Stop (or the destructor) waits for the passes in flight, which stay available to TakeDone.
 #pragma once
 

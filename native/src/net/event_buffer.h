@@ -31,7 +31,8 @@ class EventBuffer {
 
   bool Next(int timeout_ms, std::string* out) {
     std::unique_lock<std::mutex> l(mu_);
-    if (!cv_.wait_for(l, std::chrono::milliseconds(timeout_ms), [&] { return !queue_.empty() || dropped_ || closed_; })) {
+    if (!cv_.wait_for(l, std::chrono::milliseconds(timeout_ms),
+                      [&] { return !queue_.empty() || dropped_ || closed_; })) {
       return false;
     }
     if (dropped_ != 0) {

@@ -151,14 +151,11 @@ std::vector<std::string> Encode(const Message& m) {
       PutBytes(&b, m.caps_json);
       PutHeld(&b, m.held);
       break;
-    case Cmd::kReady:
-      PutU32(&b, m.credit);
-      break;
+    case Cmd::kReady: PutU32(&b, m.credit); break;
     case Cmd::kHeartbeat:
     case Cmd::kBye:
     case Cmd::kPing:
-    case Cmd::kCapsRequest:
-      break;
+    case Cmd::kCapsRequest: break;
     case Cmd::kProgress:
       PutU64(&b, m.job_id);
       PutU64(&b, m.token);
@@ -197,9 +194,7 @@ std::vector<std::string> Encode(const Message& m) {
       PutU8(&b, m.last ? 1 : 0);
       PutBytes(&b, m.file_sha256);
       break;
-    case Cmd::kCaps:
-      PutBytes(&b, m.caps_json);
-      break;
+    case Cmd::kCaps: PutBytes(&b, m.caps_json); break;
     case Cmd::kWelcome:
       PutU32(&b, m.heartbeat_ms);
       PutU32(&b, m.liveness);
@@ -207,9 +202,7 @@ std::vector<std::string> Encode(const Message& m) {
       PutHeld(&b, m.held);
       PutHeld(&b, m.dropped);
       break;
-    case Cmd::kRefuse:
-      PutBytes(&b, m.reason);
-      break;
+    case Cmd::kRefuse: PutBytes(&b, m.reason); break;
     case Cmd::kJob:
       PutU64(&b, m.job_id);
       PutU64(&b, m.token);
@@ -260,16 +253,16 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
   }
   m->version = static_cast<uint8_t>(header[4]);
   if (m->version != kVersion) {
-    return Status::InvalidArgument("protocol version " + std::to_string(m->version) + " is not supported (this side speaks " +
-                                   std::to_string(kVersion) + ")");
+    return Status::InvalidArgument("protocol version " + std::to_string(m->version) +
+                                   " is not supported (this side speaks " + std::to_string(kVersion) + ")");
   }
   const uint8_t cmd = static_cast<uint8_t>(header[5]);
   if (!KnownCmd(cmd)) return Status::InvalidArgument("unknown command " + std::to_string(cmd));
   m->cmd = static_cast<Cmd>(cmd);
   const size_t want_frames = m->cmd == Cmd::kChunk ? 3 : 2;
   if (frames.size() != want_frames) {
-    return Status::InvalidArgument(std::string(CmdName(m->cmd)) + " needs " + std::to_string(want_frames) + " frames, got " +
-                                   std::to_string(frames.size()));
+    return Status::InvalidArgument(std::string(CmdName(m->cmd)) + " needs " + std::to_string(want_frames) +
+                                   " frames, got " + std::to_string(frames.size()));
   }
   if (frames[1].size() > kMaxBody) return Status::InvalidArgument("body too large");
   Reader r(frames[1]);
@@ -281,7 +274,8 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
           r.Text(&m->comfyui_version, kMaxIdText, "comfyui_version") && r.U32(&m->capacity, "capacity") &&
           r.Json(&m->info_json, "info") && r.Json(&m->caps_json, "capabilities") && r.HeldList(&m->held, "held jobs") &&
           r.Done();
-      if (r.status().ok() && (m->capacity == 0 || m->capacity > 1024)) return Status::InvalidArgument("capacity must be 1..1024");
+      if (r.status().ok() && (m->capacity == 0 || m->capacity > 1024))
+        return Status::InvalidArgument("capacity must be 1..1024");
       break;
     case Cmd::kReady:
       r.U32(&m->credit, "credit") && r.Done();
@@ -290,15 +284,14 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
     case Cmd::kHeartbeat:
     case Cmd::kBye:
     case Cmd::kPing:
-    case Cmd::kCapsRequest:
-      r.Done();
-      break;
+    case Cmd::kCapsRequest: r.Done(); break;
     case Cmd::kProgress:
       r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.Json(&m->json, "progress") && r.Done();
       break;
     case Cmd::kResult: {
       uint32_t n = 0;
-      if (r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.Json(&m->json, "outputs") && r.U32(&n, "file count")) {
+      if (r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.Json(&m->json, "outputs") &&
+          r.U32(&n, "file count")) {
         if (n > kMaxFiles) return Status::InvalidArgument("too many files in RESULT");
         m->files.resize(n);
         for (FileEntry& f : m->files) {
@@ -306,7 +299,8 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
                 r.Text(&f.sha256, 64, "sha256", true) && r.Text(&f.mime, kMaxIdText, "mime"))) {
             break;
           }
-          if (!IsSafeFileName(f.name)) return Status::InvalidArgument("file name '" + f.name + "' is not a plain file name");
+          if (!IsSafeFileName(f.name))
+            return Status::InvalidArgument("file name '" + f.name + "' is not a plain file name");
           if (!IsSha256Hex(f.sha256)) return Status::InvalidArgument("sha256 of " + f.name + " is not 64 hex digits");
         }
         r.Done();
@@ -314,13 +308,11 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       break;
     }
     case Cmd::kFail:
-      r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U8(&u8, "retryable") && r.Json(&m->json, "error", true) &&
-          r.Done();
+      r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U8(&u8, "retryable") &&
+          r.Json(&m->json, "error", true) && r.Done();
       m->retryable = u8 != 0;
       break;
-    case Cmd::kCancelled:
-      r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.Done();
-      break;
+    case Cmd::kCancelled: r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.Done(); break;
     case Cmd::kChunk:
       r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U32(&m->file_index, "file index") &&
           r.Text(&m->file_name, 255, "file name", true) && r.U64(&m->file_size, "file size") &&
@@ -328,7 +320,8 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
           r.Text(&m->file_sha256, 64, "sha256") && r.Done();
       if (!r.status().ok()) break;
       m->last = u8 != 0;
-      if (!IsSafeFileName(m->file_name)) return Status::InvalidArgument("file name '" + m->file_name + "' is not a plain file name");
+      if (!IsSafeFileName(m->file_name))
+        return Status::InvalidArgument("file name '" + m->file_name + "' is not a plain file name");
       if (m->file_index >= kMaxFiles) return Status::InvalidArgument("file index out of range");
       if (frames[2].size() > kMaxChunk) return Status::InvalidArgument("chunk too large");
       if (m->offset > m->file_size || frames[2].size() > m->file_size - m->offset) {
@@ -339,20 +332,17 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       }
       m->data.assign(frames[2].data(), frames[2].size());
       break;
-    case Cmd::kCaps:
-      r.Json(&m->caps_json, "capabilities", true) && r.Done();
-      break;
+    case Cmd::kCaps: r.Json(&m->caps_json, "capabilities", true) && r.Done(); break;
     case Cmd::kWelcome:
       r.U32(&m->heartbeat_ms, "heartbeat") && r.U32(&m->liveness, "liveness") &&
           r.Text(&m->session, kMaxIdText, "session", true) && r.HeldList(&m->held, "kept jobs") &&
           r.HeldList(&m->dropped, "dropped jobs") && r.Done();
-      if (r.status().ok() && (m->heartbeat_ms < 10 || m->heartbeat_ms > 600000 || m->liveness < 1 || m->liveness > 100)) {
+      if (r.status().ok() &&
+          (m->heartbeat_ms < 10 || m->heartbeat_ms > 600000 || m->liveness < 1 || m->liveness > 100)) {
         return Status::InvalidArgument("heartbeat settings out of range");
       }
       break;
-    case Cmd::kRefuse:
-      r.Text(&m->reason, 4096, "reason") && r.Done();
-      break;
+    case Cmd::kRefuse: r.Text(&m->reason, 4096, "reason") && r.Done(); break;
     case Cmd::kJob:
       r.U64(&m->job_id, "job") && r.U64(&m->token, "token") && r.U32(&m->attempt, "attempt") &&
           r.I64(&m->timeout_ms, "timeout") && r.Prompt(&m->prompt_json) &&

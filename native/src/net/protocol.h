@@ -21,19 +21,19 @@ constexpr uint8_t kVersion = 1;
 constexpr size_t kHeaderSize = 6;
 
 // Limits on what a peer may send (checked by Decode).
-constexpr size_t kMaxBody = 160u << 20;        // a job body carries prompt + workflow (64 MiB each at most)
-constexpr size_t kMaxChunk = 4u << 20;         // one CHUNK's data
-constexpr size_t kMaxIdText = 256;             // worker id, name, versions, reasons' short fields
-constexpr size_t kMaxJson = 64u << 20;         // prompts, outputs, capabilities
-constexpr size_t kMaxFiles = 10000;            // files in one RESULT
-constexpr size_t kMaxInflight = 4096;          // jobs listed in HELLO / WELCOME
-constexpr size_t kChunkBytes = 1u << 20;       // what workers send per CHUNK
-constexpr uint32_t kChunkWindow = 8;           // CHUNKs in flight per transfer
+constexpr size_t kMaxBody = 160u << 20;   // a job body carries prompt + workflow (64 MiB each at most)
+constexpr size_t kMaxChunk = 4u << 20;    // one CHUNK's data
+constexpr size_t kMaxIdText = 256;        // worker id, name, versions, reasons' short fields
+constexpr size_t kMaxJson = 64u << 20;    // prompts, outputs, capabilities
+constexpr size_t kMaxFiles = 10000;       // files in one RESULT
+constexpr size_t kMaxInflight = 4096;     // jobs listed in HELLO / WELCOME
+constexpr size_t kChunkBytes = 1u << 20;  // what workers send per CHUNK
+constexpr uint32_t kChunkWindow = 8;      // CHUNKs in flight per transfer
 
 enum class Cmd : uint8_t {
   // worker -> broker
-  kHello = 1,      // who I am, what I can run, what I hold
-  kReady = 2,      // credit: I can take `credit` more jobs
+  kHello = 1,  // who I am, what I can run, what I hold
+  kReady = 2,  // credit: I can take `credit` more jobs
   kHeartbeat = 3,
   kProgress = 4,   // job, token, progress JSON
   kResult = 5,     // job, token, outputs JSON, files
@@ -43,14 +43,14 @@ enum class Cmd : uint8_t {
   kBye = 9,        // leaving; my leases may go
   kCaps = 10,      // new capabilities JSON
   // broker -> worker
-  kWelcome = 64,   // accepted: heartbeat settings, session, which held jobs are still mine
-  kRefuse = 65,    // not accepted (protocol version, key, say HELLO first): reason
-  kJob = 66,       // a job to run
-  kPing = 67,      // broker heartbeat
-  kCancel = 68,    // stop job (cancelled by a user, or the lease is gone): reason
-  kAck = 69,       // result / failure recorded (ack kind)
-  kNack = 70,      // result refused: the lease is gone; reason
-  kChunkAck = 71,  // chunk status and the offset to send next
+  kWelcome = 64,      // accepted: heartbeat settings, session, which held jobs are still mine
+  kRefuse = 65,       // not accepted (protocol version, key, say HELLO first): reason
+  kJob = 66,          // a job to run
+  kPing = 67,         // broker heartbeat
+  kCancel = 68,       // stop job (cancelled by a user, or the lease is gone): reason
+  kAck = 69,          // result / failure recorded (ack kind)
+  kNack = 70,         // result refused: the lease is gone; reason
+  kChunkAck = 71,     // chunk status and the offset to send next
   kCapsRequest = 72,  // please send fresh capabilities
 };
 
@@ -78,8 +78,8 @@ struct Message {
   // HELLO
   std::string worker_id, name, plugin_version, comfyui_version, info_json, caps_json;
   uint32_t capacity = 0;
-  std::vector<Held> held;          // HELLO: jobs I hold; WELCOME: those still yours
-  std::vector<Held> dropped;       // WELCOME: those no longer yours (stop them)
+  std::vector<Held> held;     // HELLO: jobs I hold; WELCOME: those still yours
+  std::vector<Held> dropped;  // WELCOME: those no longer yours (stop them)
   // READY
   uint32_t credit = 0;
   // WELCOME
@@ -100,14 +100,14 @@ struct Message {
   AckKind ack = AckKind::kRecorded;        // ACK
   // CHUNK / CHUNK_ACK
   uint32_t file_index = 0;
-  std::string file_name;                   // CHUNK
-  uint64_t file_size = 0;                  // CHUNK: the whole file's size
-  uint64_t offset = 0;                     // CHUNK: where data goes; CHUNK_ACK: what to send next
-  uint32_t chunk_checksum = 0;             // CHUNK: low 32 bits of XXH3-64 of data
-  bool last = false;                       // CHUNK: the file's final chunk (file_sha256 set)
-  std::string file_sha256;                 // CHUNK (last)
+  std::string file_name;        // CHUNK
+  uint64_t file_size = 0;       // CHUNK: the whole file's size
+  uint64_t offset = 0;          // CHUNK: where data goes; CHUNK_ACK: what to send next
+  uint32_t chunk_checksum = 0;  // CHUNK: low 32 bits of XXH3-64 of data
+  bool last = false;            // CHUNK: the file's final chunk (file_sha256 set)
+  std::string file_sha256;      // CHUNK (last)
   ChunkStatus chunk_status = ChunkStatus::kOk;
-  std::string data;                        // CHUNK: frame 2
+  std::string data;  // CHUNK: frame 2
 };
 
 // Encodes into frames (header, body, and for CHUNK the data).

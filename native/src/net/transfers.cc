@@ -71,7 +71,7 @@ Transfers::Reply Transfers::OnChunk(const std::string& worker_id, const proto::M
   Transfer& t = it->second;
   if (t.restarting) return Reply::kNone;
   if (t.worker != worker_id || t.name != c.file_name || t.size != c.file_size) return restart();
-  if (t.last_queued || c.offset != t.next) return restart();  // out of order, or more after the last
+  if (t.last_queued || c.offset != t.next) return restart();               // out of order, or more after the last
   if (proto::ChunkChecksum(c.data) != c.chunk_checksum) return restart();  // damaged on the way: again
   t.next += c.data.size();
   if (t.next > t.size || (c.last && t.next != t.size)) return restart();
@@ -99,7 +99,7 @@ bool Transfers::Completed(const Done& d, std::string* worker_id, proto::Message*
   *ack = AckFor(d.key);
   switch (d.outcome) {
     case Done::Outcome::kRefused:
-      map_.erase(it);  // the temp file goes with the last reference to it
+      map_.erase(it);                                    // the temp file goes with the last reference to it
       ack->chunk_status = proto::ChunkStatus::kRefused;  // the host cannot store it (disk full, ...)
       return true;
     case Done::Outcome::kMismatch:
@@ -108,8 +108,7 @@ bool Transfers::Completed(const Done& d, std::string* worker_id, proto::Message*
       ack->offset = 0;
       *retry = true;
       return true;
-    case Done::Outcome::kWritten:
-      break;
+    case Done::Outcome::kWritten: break;
   }
   *bytes_written = d.bytes;
   if (d.last) {
@@ -210,7 +209,7 @@ Status Transfers::Publish(uint64_t job, uint64_t token, const std::vector<proto:
 
 void Transfers::Unpublish(const std::vector<Artifact>& artifacts) {
   for (const Artifact& a : artifacts) {
-    if (unsettled_.erase(a.path) != 0) writer_->Remove(a.path);  // never a reused copy
+    if (unsettled_.erase(a.path) != 0) writer_->Remove(a.path).IgnoreError();  // never a reused copy
   }
 }
 
@@ -219,8 +218,8 @@ void Transfers::Settle(const std::vector<Artifact>& artifacts) {
 }
 
 void Transfers::AbortRun(uint64_t job, uint64_t token) {
-  for (auto it = map_.lower_bound(Key{job, token, 0}); it != map_.end() && std::get<0>(it->first) == job &&
-                                                        std::get<1>(it->first) == token;) {
+  for (auto it = map_.lower_bound(Key{job, token, 0});
+       it != map_.end() && std::get<0>(it->first) == job && std::get<1>(it->first) == token;) {
     it = map_.erase(it);
   }
 }

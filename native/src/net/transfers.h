@@ -39,10 +39,10 @@ class Transfers {
     Key key;
     uint64_t generation = 0;  // which start of the file it belongs to
     Outcome outcome = Outcome::kWritten;
-    uint64_t bytes = 0;       // written by this chunk
-    uint64_t offset = 0;      // written through, after it
+    uint64_t bytes = 0;   // written by this chunk
+    uint64_t offset = 0;  // written through, after it
     bool last = false;
-    std::string sha256;       // of the whole file, with the last chunk
+    std::string sha256;  // of the whole file, with the last chunk
   };
   // Called on the I/O thread: must only hand the Done to the loop (which then calls Completed).
   using DoneFn = std::function<void(Done)>;
@@ -92,8 +92,8 @@ class Transfers {
   };
   struct Task {
     std::shared_ptr<IoFile> io;
-    Done done;           // key, generation, last, offset (after it)
-    std::string begin;   // non-empty: first create the file at this relative path
+    Done done;          // key, generation, last, offset (after it)
+    std::string begin;  // non-empty: first create the file at this relative path
     std::string data;
     std::string expected_sha256;  // with the last chunk
   };

@@ -34,8 +34,7 @@ class Wakeup {
   // its post is seen by the look that follows Drain) or writes a new byte (another wakeup).
   void Drain() {
     char buf[256];
-    while (::read(fds_[0], buf, sizeof(buf)) > 0) {
-    }
+    while (::read(fds_[0], buf, sizeof(buf)) > 0) {}
     pending_.store(false);
   }
 

@@ -118,7 +118,7 @@ class WorkerClientImpl final : public WorkerClient {
  public:
   explicit WorkerClientImpl(const WorkerClientOptions& o)
       : opt_(o), events_(100000), hb_ms_(o.heartbeat_ms), liveness_(o.liveness), caps_json_(o.capabilities_json) {}
-  ~WorkerClientImpl() override { Stop(false); }
+  ~WorkerClientImpl() override { Stop(false).IgnoreError(); }
 
   Status Init();
   bool NextJob(int timeout_ms, JobAssignment* job) override;
@@ -201,8 +201,9 @@ Status WorkerClientImpl::Init() {
     CMQ_RETURN_IF_ERROR(CheckCurveKey(opt_.public_key, "worker public key"));
     CMQ_RETURN_IF_ERROR(CheckCurveKey(opt_.secret_key, "worker secret key"));
   } else if (!IsLoopbackEndpoint(opt_.broker) && !opt_.allow_plaintext) {
-    return Status::InvalidArgument("refusing a plain-text link to " + opt_.broker +
-                                   ": pin the broker's public key (and give this worker a key pair), or opt out explicitly");
+    return Status::InvalidArgument(
+        "refusing a plain-text link to " + opt_.broker +
+        ": pin the broker's public key (and give this worker a key pair), or opt out explicitly");
   }
   thread_ = std::thread(&WorkerClientImpl::Loop, this);
   return Status::OK();
@@ -318,7 +319,8 @@ void WorkerClientImpl::Loop() {
     size_t n_items = 1;
     if (socket_) items[n_items++] = {socket_->handle(), 0, ZMQ_POLLIN, 0};
     int timeout = std::max(5, hb_ms_ / 2);
-    if (phase_ == Phase::kDisconnected) timeout = static_cast<int>(std::clamp<int64_t>(next_connect_ms_ - now, 5, timeout));
+    if (phase_ == Phase::kDisconnected)
+      timeout = static_cast<int>(std::clamp<int64_t>(next_connect_ms_ - now, 5, timeout));
     try {
       zmq::poll(items, n_items, std::chrono::milliseconds(timeout));
     } catch (const zmq::error_t&) {
@@ -340,7 +342,9 @@ void WorkerClientImpl::Loop() {
       proto::Message m;
       Status s = proto::Decode(net::Views(frames, 0), &m);
       if (!s.ok()) {
-        Emit({{"type", "log"}, {"level", "warning"}, {"message", "dropped a malformed message from the broker: " + s.message()}});
+        Emit({{"type", "log"},
+              {"level", "warning"},
+              {"message", "dropped a malformed message from the broker: " + s.message()}});
         continue;
       }
       Handle(m, now);
@@ -524,14 +528,18 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
         if (r != running_.end() && r->second == h.token) {
           running_.erase(r);
           had = true;
-          Emit({{"type", "cancel"}, {"job_id", FormatJobId(h.job_id)}, {"token", h.token},
+          Emit({{"type", "cancel"},
+                {"job_id", FormatJobId(h.job_id)},
+                {"token", h.token},
                 {"reason", "the lease was lost while disconnected"}});
         }
         auto u = uploads_.find(h.job_id);
         if (u != uploads_.end() && u->second.token == h.token) {
           std::lock_guard<std::mutex> l(state_mu_);
           uploads_.erase(u);
-          Emit({{"type", "nack"}, {"job_id", FormatJobId(h.job_id)}, {"reason", "the lease was lost while disconnected"}});
+          Emit({{"type", "nack"},
+                {"job_id", FormatJobId(h.job_id)},
+                {"reason", "the lease was lost while disconnected"}});
         }
         (void)had;
       }
@@ -545,7 +553,9 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       // usual backoff, not the long one of a refusal that stands.
       if (phase_ == Phase::kHandshake && m.reason.rfind("busy:", 0) == 0) {
         Disconnect("refused by the broker: " + m.reason, now, false);
-        Emit({{"type", "refused"}, {"reason", "refused by the broker: " + m.reason}, {"retry_in", backoff_ms_ / 1000.0}});
+        Emit({{"type", "refused"},
+              {"reason", "refused by the broker: " + m.reason},
+              {"retry_in", backoff_ms_ / 1000.0}});
         break;
       }
       Disconnect("refused by the broker: " + m.reason, now, phase_ == Phase::kHandshake);
@@ -570,7 +580,8 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
           uploads_[m.job_id] = std::move(u);
         }
         FreeSlot();
-        Emit({{"type", "log"}, {"level", "warning"},
+        Emit({{"type", "log"},
+              {"level", "warning"},
               {"message", "refused job " + FormatJobId(m.job_id) + " (failed it): " + runnable.message()}});
         break;
       }
@@ -590,8 +601,7 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       jobs_cv_.notify_one();
       break;
     }
-    case proto::Cmd::kPing:
-      break;
+    case proto::Cmd::kPing: break;
     case proto::Cmd::kCancel: {
       auto r = running_.find(m.job_id);
       if (r != running_.end() && r->second == m.token) {
@@ -652,7 +662,8 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
           // The host will not take this file (lease gone, or it cannot store it): report a failure instead.
           u.fail = true;
           u.retryable = true;
-          u.json = Dump({{"type", "upload_refused"}, {"message", "the host refused the output file " + u.files[u.file].name}});
+          u.json = Dump(
+              {{"type", "upload_refused"}, {"message", "the host refused the output file " + u.files[u.file].name}});
           u.files.clear();
           u.Restart();
           break;
@@ -660,11 +671,8 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       }
       break;
     }
-    case proto::Cmd::kCapsRequest:
-      Emit({{"type", "caps_request"}});
-      break;
-    default:
-      break;
+    case proto::Cmd::kCapsRequest: Emit({{"type", "caps_request"}}); break;
+    default: break;
   }
 }
 
@@ -680,7 +688,8 @@ void WorkerClientImpl::PumpUploads() {
         if (!s.ok()) {
           u.fail = true;
           u.retryable = true;
-          u.json = Dump({{"type", "output_missing"}, {"message", "output file " + f.path + " could not be read: " + s.message()}});
+          u.json = Dump({{"type", "output_missing"},
+                         {"message", "output file " + f.path + " could not be read: " + s.message()}});
           u.files.clear();
           u.Restart();
           break;
@@ -703,7 +712,8 @@ void WorkerClientImpl::PumpUploads() {
         if (!s.ok() || c.data.size() != n) {
           u.fail = true;
           u.retryable = true;
-          u.json = Dump({{"type", "output_missing"}, {"message", "output file " + f.path + " changed while it was sent"}});
+          u.json =
+              Dump({{"type", "output_missing"}, {"message", "output file " + f.path + " changed while it was sent"}});
           u.files.clear();
           u.Restart();
           blocked = true;

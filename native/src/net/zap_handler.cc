@@ -61,7 +61,8 @@ void ZapHandler::Loop() {
           on_denied_(z85, req[3]);
         }
       }
-      std::vector<std::string> reply = {req.size() > 0 ? req[0] : "1.0", req.size() > 1 ? req[1] : "", code, text, user, ""};
+      std::vector<std::string> reply = {
+          req.size() > 0 ? req[0] : "1.0", req.size() > 1 ? req[1] : "", code, text, user, ""};
       // A REP socket must answer before it can read again; a failed answer is dropped by libzmq.
       for (size_t i = 0; i < reply.size(); ++i) {
         socket_.send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);

@@ -36,7 +36,8 @@ inline bool SendFrames(zmq::socket_t& s, const std::string* routing_id, const st
       if (!s.send(zmq::buffer(*routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
     }
     for (size_t i = 0; i < frames.size(); ++i) {
-      auto flags = i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
+      auto flags =
+          i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
       if (!s.send(zmq::buffer(frames[i]), flags)) return false;
     }
     return true;

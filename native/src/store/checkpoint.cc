@@ -156,8 +156,8 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table) {
     uint64_t id = 0;
     RunInfo r;
     std::string_view worker;
-    if (!d.U64(&id) || !d.U64(&r.token) || !d.I64(&r.expires_ms) || !d.I64(&r.deadline_ms) ||
-        !d.I64(&r.started_ms) || !d.Bytes(&worker)) {
+    if (!d.U64(&id) || !d.U64(&r.token) || !d.I64(&r.expires_ms) || !d.I64(&r.deadline_ms) || !d.I64(&r.started_ms) ||
+        !d.Bytes(&worker)) {
       return bad("bad run entry");
     }
     r.worker_id = worker;

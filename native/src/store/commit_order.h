@@ -42,8 +42,8 @@ class CommitOrder {
  private:
   std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t begun_ = 0;        // the last seq handed out
-  uint64_t turns_done_ = 0;   // every seq up to this has ended its turn
+  uint64_t begun_ = 0;          // the last seq handed out
+  uint64_t turns_done_ = 0;     // every seq up to this has ended its turn
   std::vector<uint64_t> live_;  // begun and not yet resolved, ascending
   bool broken_ = false;
   Status cause_;

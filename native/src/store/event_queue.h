@@ -19,7 +19,7 @@ class EventQueue {
   EventQueue();
   ~EventQueue();  // Stop()
 
-  void SetListener(StoreListener listener);  // starts the delivery thread on first use
+  void SetListener(StoreListener listener);   // starts the delivery thread on first use
   void Push(std::vector<StoreEvent> events);  // dropped when there is no listener
   // Delivers what is queued, then ends the thread (joined; detached when called from a listener).
   void Stop();

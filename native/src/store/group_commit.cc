@@ -2,8 +2,7 @@
 
 namespace comfymq {
 
-void GroupCommitter::WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n,
-                                std::unique_lock<std::mutex>& lock) {
+void GroupCommitter::WaitLocked(CommitWaiter* w, PendingOp* const* ops, size_t n, std::unique_lock<std::mutex>& lock) {
   auto all_done = [&] {
     for (size_t i = 0; i < n; ++i) {
       if (!ops[i]->done) return false;

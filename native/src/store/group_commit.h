@@ -39,9 +39,9 @@ struct CommitWaiter {
 };
 
 struct PendingOp {
-  std::function<Status()> apply;  // run by the leader with the store's state locked; owns its result
-  Status status;                  // set by the group function
-  size_t bytes_hint = 0;          // rough size of its records as written (compressed), to bound groups
+  std::function<Status()> apply;     // run by the leader with the store's state locked; owns its result
+  Status status;                     // set by the group function
+  size_t bytes_hint = 0;             // rough size of its records as written (compressed), to bound groups
   std::function<void()> on_applied;  // optional: run by the leader once the op is applied, before the write
   CommitWaiter* waiter = nullptr;    // set by Commit / CommitMany
   bool done = false;                 // guarded by waiter->m

@@ -6,8 +6,7 @@
 namespace comfymq {
 
 size_t JobTable::LowerBound(uint64_t id) const {
-  auto it = std::lower_bound(jobs_.begin(), jobs_.end(), id,
-                             [](const JobMeta& m, uint64_t v) { return m.id < v; });
+  auto it = std::lower_bound(jobs_.begin(), jobs_.end(), id, [](const JobMeta& m, uint64_t v) { return m.id < v; });
   return static_cast<size_t>(it - jobs_.begin());
 }
 

@@ -31,11 +31,11 @@ struct JobMeta {
   log::RecordLoc status_loc;  // the latest status; invalid for a job never run or changed
   int64_t updated_ms = 0;
   int32_t priority = 0;
-  uint32_t batch = 0;         // interned batch id; 0 = none
+  uint32_t batch = 0;  // interned batch id; 0 = none
   uint16_t attempts = 0;
   uint16_t max_attempts = 0;
   JobState state = JobState::kPending;
-  bool erased = false;        // slot kept until the next Compact() so an undo can revive it
+  bool erased = false;  // slot kept until the next Compact() so an undo can revive it
 };
 static_assert(sizeof(JobMeta) <= 64, "JobMeta must stay small: one per job in memory");
 
@@ -46,7 +46,7 @@ struct RunInfo {
   int64_t deadline_ms = 0;  // 0 = no timeout
   int64_t started_ms = 0;
   std::string worker_id;
-  std::string progress;     // JSON text, memory only
+  std::string progress;  // JSON text, memory only
 };
 
 class JobTable {
@@ -75,8 +75,8 @@ class JobTable {
             const std::function<bool(const JobMeta&)>& fn) const;
   void ForEach(const std::function<void(const JobMeta&)>& fn) const;
 
-  uint32_t InternBatch(std::string_view name);          // 0 for ""
-  void DropLastBatch();                                  // undoes the newest InternBatch that added a name
+  uint32_t InternBatch(std::string_view name);  // 0 for ""
+  void DropLastBatch();                         // undoes the newest InternBatch that added a name
   bool FindBatch(std::string_view name, uint32_t* index) const;
   const std::string& BatchName(uint32_t index) const;
   const std::vector<std::string>& batch_names() const { return batch_names_; }

@@ -20,12 +20,12 @@ namespace comfymq::log {
 
 constexpr char kSegmentMagic[8] = {'C', 'M', 'Q', 'L', 'O', 'G', '0', '1'};
 constexpr size_t kSegmentHeaderSize = 16;
-constexpr uint32_t kRecordMagic = 0x52514D43;  // "CMQR" little-endian
-constexpr size_t kRecordHeaderSize = 13;        // magic, checksum, length, type
-constexpr size_t kChecksumCoverageOffset = 8;   // checksum covers bytes from `length` on
-constexpr uint32_t kMaxRecordPayload = 512u << 20;   // one job, status, ...
-constexpr uint64_t kMaxGroupBytes = 1536ull << 20;   // one commit group; keeps offsets far inside 32 bits
-constexpr uint64_t kMaxSegmentBytes = 1ull << 30;    // the largest configurable segment
+constexpr uint32_t kRecordMagic = 0x52514D43;       // "CMQR" little-endian
+constexpr size_t kRecordHeaderSize = 13;            // magic, checksum, length, type
+constexpr size_t kChecksumCoverageOffset = 8;       // checksum covers bytes from `length` on
+constexpr uint32_t kMaxRecordPayload = 512u << 20;  // one job, status, ...
+constexpr uint64_t kMaxGroupBytes = 1536ull << 20;  // one commit group; keeps offsets far inside 32 bits
+constexpr uint64_t kMaxSegmentBytes = 1ull << 30;   // the largest configurable segment
 
 enum class RecordType : uint8_t {
   kJob = 1,     // a job as enqueued (also written again, unchanged, when compaction moves it)

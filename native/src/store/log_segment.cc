@@ -28,7 +28,8 @@ void WriteHeader(char* base, RecordType type, size_t payload_size) {
   StoreU32At(base, kRecordMagic);
   StoreU32At(base + 8, static_cast<uint32_t>(payload_size));
   base[12] = static_cast<char>(type);
-  uint32_t crc = RecordChecksum(base + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + payload_size);
+  uint32_t crc =
+      RecordChecksum(base + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + payload_size);
   StoreU32At(base + 4, crc);
 }
 
@@ -76,8 +77,8 @@ Status CreateSegment(Env* env, const std::string& path, uint32_t segment, uint64
   if (s.ok()) s = file->Sync();
   if (s.ok()) s = env->SyncDir(DirName(path));
   if (!s.ok()) {
-    file->Close();
-    env->RemoveFile(path);
+    file->Close().IgnoreError();
+    env->RemoveFile(path).IgnoreError();
     return s.WithContext("creating log segment " + path);
   }
   *out = std::move(file);
@@ -101,7 +102,8 @@ size_t ValidRecordAt(std::string_view buf, bool top_level, size_t* need) {
   }
   *need = static_cast<size_t>(kRecordHeaderSize + len);
   if (buf.size() < kRecordHeaderSize + len) return 0;
-  uint32_t crc = RecordChecksum(buf.data() + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + len);
+  uint32_t crc =
+      RecordChecksum(buf.data() + kChecksumCoverageOffset, kRecordHeaderSize - kChecksumCoverageOffset + len);
   if (crc != LoadFixed<uint32_t>(buf.data() + 4)) return 0;
   return static_cast<size_t>(kRecordHeaderSize + len);
 }
@@ -252,7 +254,8 @@ Status ScanSegment(const RandomAccessFile& file, uint32_t expected_segment, cons
         size_t m = ValidRecordAt(rest, false, &need);
         if (m == 0) break;  // cannot happen for a sealed group; stop applying it rather than guess
         RecordLoc loc{expected_segment, static_cast<uint32_t>(pos + inner), static_cast<uint32_t>(m)};
-        CMQ_RETURN_IF_ERROR(visit(static_cast<RecordType>(rest[12]), rest.substr(kRecordHeaderSize, m - kRecordHeaderSize), loc));
+        CMQ_RETURN_IF_ERROR(
+            visit(static_cast<RecordType>(rest[12]), rest.substr(kRecordHeaderSize, m - kRecordHeaderSize), loc));
         scan->records++;
         inner += m;
       }

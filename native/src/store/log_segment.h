@@ -21,12 +21,10 @@ struct RecordLoc {
   uint32_t offset = 0;
   uint32_t size = 0;
   bool valid() const { return size != 0; }
-  bool operator==(const RecordLoc& o) const {
-    return segment == o.segment && offset == o.offset && size == o.size;
-  }
+  bool operator==(const RecordLoc& o) const { return segment == o.segment && offset == o.offset && size == o.size; }
 };
 
-std::string SegmentFileName(uint32_t segment);          // "log-00000001.cmq"
+std::string SegmentFileName(uint32_t segment);  // "log-00000001.cmq"
 bool ParseSegmentFileName(const std::string& name, uint32_t* segment);
 
 // Appends one framed record (header + payload) to *out.

@@ -24,8 +24,7 @@ bool GetStoredText(Decoder& d, StoredText* t) {
   if (!d.U8(&codec)) return false;
   *t = StoredText();
   switch (codec) {
-    case static_cast<uint8_t>(TextCodec::kRaw):
-      return d.Bytes(&t->bytes);
+    case static_cast<uint8_t>(TextCodec::kRaw): return d.Bytes(&t->bytes);
     case static_cast<uint8_t>(TextCodec::kLz4):
       t->codec = TextCodec::kLz4;
       return d.U32(&t->raw_length) && d.Bytes(&t->bytes);  // whether it decompresses: UnpackText

@@ -14,8 +14,8 @@
 
 namespace comfymq::records {
 
-constexpr uint8_t kVersion = 1;     // status, erase and meta payloads
-constexpr uint8_t kJobVersion = 2;  // job payloads as written now: prompt and workflow each with a codec
+constexpr uint8_t kVersion = 1;        // status, erase and meta payloads
+constexpr uint8_t kJobVersion = 2;     // job payloads as written now: prompt and workflow each with a codec
 constexpr uint8_t kJobVersionRaw = 1;  // job payloads of older stores (texts always raw): still read
 // Byte offset of the job id inside a job payload, so a payload prepared before the id is known can be
 // patched in place.

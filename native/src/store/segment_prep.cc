@@ -27,10 +27,10 @@ bool SegmentPreparer::preparing() {
 void SegmentPreparer::DropPartMadeLocked() {
   drop_ = false;
   if (file_) {
-    file_->Close();
+    file_->Close().IgnoreError();
     file_.reset();
   }
-  env_->RemoveFile(path());
+  env_->RemoveFile(path()).IgnoreError();
 }
 
 Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::function<bool()>& may_write) {
@@ -79,7 +79,7 @@ Status SegmentPreparer::Prepare(const std::atomic<bool>* cancel, const std::func
     return Status::OK();
   }
   if (!s.ok()) {
-    env_->RemoveFile(path());
+    env_->RemoveFile(path()).IgnoreError();
     state_ = State::kNone;
     return s.WithContext("preparing the next log segment");
   }
@@ -104,9 +104,9 @@ Status SegmentPreparer::Adopt(uint32_t segment, const std::string& path_to, uint
   if (s.ok()) s = env_->RenameFile(path(), path_to);
   if (s.ok()) s = env_->SyncDir(dir_);
   if (!s.ok()) {
-    if (file) file->Close();
-    env_->RemoveFile(path());
-    env_->RemoveFile(path_to);
+    if (file) file->Close().IgnoreError();
+    env_->RemoveFile(path()).IgnoreError();
+    env_->RemoveFile(path_to).IgnoreError();
     return s.WithContext("adopting the prepared log segment as " + path_to);
   }
   *out = std::move(file);
@@ -117,7 +117,7 @@ Status SegmentPreparer::Adopt(uint32_t segment, const std::string& path_to, uint
 bool SegmentPreparer::Discard(uint64_t keep_part_made_from) {
   std::lock_guard<std::mutex> l(mu_);
   if (state_ == State::kReady) {
-    env_->RemoveFile(path());
+    env_->RemoveFile(path()).IgnoreError();
   } else if (state_ == State::kPreparing && capacity_ < keep_part_made_from) {
     drop_ = true;  // Prepare owns the file meanwhile: it drops it
   } else {

@@ -93,13 +93,14 @@ std::string AppendHistory(const std::string& history, const RunOutcome& run, siz
   if (history.empty() && run.error_json.empty() && max_entries > 0) {
     // A job's first run that ended well (the common case): the entry as text, keys in the order nlohmann's
     // object would write them, so both paths give the same bytes.
-    std::string out = "[" + JsonObjectText()
-                                .Int("attempt", run.attempt)
-                                .Int("ended_ms", run.ended_ms)
-                                .Str("outcome", run.outcome)
-                                .Int("started_ms", run.started_ms)
-                                .Str("worker", run.worker_id)
-                                .Done() +
+    std::string out = "[" +
+                      JsonObjectText()
+                          .Int("attempt", run.attempt)
+                          .Int("ended_ms", run.ended_ms)
+                          .Str("outcome", run.outcome)
+                          .Int("started_ms", run.started_ms)
+                          .Str("worker", run.worker_id)
+                          .Done() +
                       "]";
     if (out.size() <= kMaxHistoryBytes) return out;
   }
@@ -112,8 +113,11 @@ std::string AppendHistory(const std::string& history, const RunOutcome& run, siz
     }
     if (!arr.is_array()) arr = json::array();
   }
-  json entry = {{"attempt", run.attempt},   {"worker", run.worker_id}, {"started_ms", run.started_ms},
-                {"ended_ms", run.ended_ms}, {"outcome", run.outcome}};
+  json entry = {{"attempt", run.attempt},
+                {"worker", run.worker_id},
+                {"started_ms", run.started_ms},
+                {"ended_ms", run.ended_ms},
+                {"outcome", run.outcome}};
   if (!run.error_json.empty()) entry["error"] = json::parse(run.error_json, nullptr, false);
   arr.push_back(std::move(entry));
   while (max_entries > 0 && arr.size() > max_entries) arr.erase(arr.begin());

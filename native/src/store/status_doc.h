@@ -36,8 +36,8 @@ struct RunOutcome {
   std::string worker_id;
   int64_t started_ms = 0;
   int64_t ended_ms = 0;
-  const char* outcome = "";     // succeeded | failed | lease_lost | timeout | cancelled
-  std::string error_json;       // optional
+  const char* outcome = "";  // succeeded | failed | lease_lost | timeout | cancelled
+  std::string error_json;    // optional
 };
 // Appends one entry to a history array (JSON text, may be empty), keeping at most max_entries (the newest).
 std::string AppendHistory(const std::string& history, const RunOutcome& run, size_t max_entries);

@@ -69,7 +69,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   if (!usable.ok()) {
     for (PendingOp* op : group) op->status = usable;
     order_.Resolve(seq);
-    order_.WaitTurn(seq);
+    order_.WaitTurn(seq).IgnoreError();  // the group fails anyway: it only keeps its place in the order
     order_.EndTurn(seq);
     return;
   }
@@ -136,7 +136,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   }
   plan_offset_ = placed.offset + sink.size();
   commit.unlock();
-  next_may_start();  // the next group applies while this one writes and syncs
+  next_may_start();     // the next group applies while this one writes and syncs
   log_writing_ = true;  // the log is busy: the preparer keeps off the disk (and for a while after)
   if (ws.ok()) ws = WriteSink(sink);
   last_commit_ms_ = SteadyMs();
@@ -262,8 +262,7 @@ void StoreImpl::RunAppliedCallbacks(const std::vector<PendingOp*>& group, size_t
     if (!op->on_applied) continue;
     try {
       op->on_applied();
-    } catch (...) {
-    }
+    } catch (...) {}
   }
 }
 
@@ -293,8 +292,8 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
   }
   if (p.new_segment) {
     // Seal the old tail: give back its unused preallocated space.
-    if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
-    tail_file_->Close();
+    if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_).IgnoreError();
+    tail_file_->Close().IgnoreError();
     tail_file_ = std::move(created);
     tail_segment_ = p.segment;
     tail_capacity_ = capacity;
@@ -331,7 +330,8 @@ bool StoreImpl::PrepareItem(StoreBatch::Item& item, PendingOp* op) {
     }
   } else if (auto* done = std::get_if<StoreBatch::CompleteOp>(&item.op)) {
     std::string artifacts_json;
-    if (done->outputs_json.size() > kMaxOutputsBytes) s = Status::InvalidArgument("outputs are too large (at most 64 MiB)");
+    if (done->outputs_json.size() > kMaxOutputsBytes)
+      s = Status::InvalidArgument("outputs are too large (at most 64 MiB)");
     if (s.ok() && !done->outputs_json.empty()) s = ValidateJsonObject(done->outputs_json, "outputs");
     if (s.ok()) s = ArtifactsToJson(done->artifacts, &artifacts_json);
     if (s.ok() && artifacts_json.size() > kMaxArtifactsBytes) s = Status::InvalidArgument("artifact list is too large");
@@ -347,7 +347,9 @@ bool StoreImpl::PrepareItem(StoreBatch::Item& item, PendingOp* op) {
     s = ErrorToJson(fail->error, &error_json);
     if (s.ok()) {
       op->bytes_hint = error_json.size() + 256;
-      op->apply = [this, fail, ej = std::move(error_json)] { return ApplyFail(fail->id, fail->token, ej, fail->retryable); };
+      op->apply = [this, fail, ej = std::move(error_json)] {
+        return ApplyFail(fail->id, fail->token, ej, fail->retryable);
+      };
       return true;
     }
   } else if (auto* release = std::get_if<StoreBatch::ReleaseOp>(&item.op)) {

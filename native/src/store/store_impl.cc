@@ -17,8 +17,8 @@ std::string NewUuid() {
   thread_local std::mt19937_64 rng(std::random_device{}() ^
                                    static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
   uint64_t a = rng(), b = rng();
-  a = (a & ~0xF000ull) | 0x4000ull;                                 // version 4
-  b = (b & ~(0xC000000000000000ull)) | 0x8000000000000000ull;       // variant 1
+  a = (a & ~0xF000ull) | 0x4000ull;                            // version 4
+  b = (b & ~(0xC000000000000000ull)) | 0x8000000000000000ull;  // variant 1
   char buf[40];
   std::snprintf(buf, sizeof(buf), "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(a >> 32),
                 static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xffff),
@@ -46,7 +46,7 @@ std::string ErrorJsonOf(const char* type, const std::string& message) {
   e.type = type;
   e.message = message;
   std::string out;
-  ErrorToJson(e, &out);
+  ErrorToJson(e, &out).IgnoreError();  // type and message only: nothing to refuse
   return out;
 }
 
@@ -59,7 +59,7 @@ StoreImpl::StoreImpl(const StoreOptions& options, std::string dir)
       events_(std::make_unique<EventQueue>()),
       preparer_(env_, dir_) {}
 
-StoreImpl::~StoreImpl() { Close(); }
+StoreImpl::~StoreImpl() { Close().IgnoreError(); }
 
 Status StoreImpl::health() { return Usable(); }
 
@@ -72,7 +72,8 @@ Status StoreImpl::Usable() {
 void StoreImpl::SetFailed(const Status& s) {
   std::lock_guard<std::mutex> l(health_mu_);
   if (failed_.ok()) {
-    failed_ = Status::IOError("store " + dir_ + " stopped after a failed write (reopen it to recover): " + s.ToString());
+    failed_ =
+        Status::IOError("store " + dir_ + " stopped after a failed write (reopen it to recover): " + s.ToString());
   }
 }
 
@@ -204,8 +205,8 @@ void StoreImpl::WriteStatus(const JobMeta& before, const StatusDoc& doc) {
   txn_->Replace(m);
 }
 
-void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDoc d, JobState to,
-                             const char* outcome, const std::string& error_json, const std::string& reason) {
+void StoreImpl::EndRunLocked(const JobMeta& before, const RunInfo& run, StatusDoc d, JobState to, const char* outcome,
+                             const std::string& error_json, const std::string& reason) {
   const int64_t now = txn_->now_ms();
   RunOutcome ro{before.attempts, run.worker_id, run.started_ms, now, outcome, error_json};
   d.history = AppendHistory(d.history, ro, options_.max_history_entries);
@@ -280,7 +281,8 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease,
     Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
     if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
     if (rs.ok() && unpacked == chosen) {
-      rs = records::UnpackText(jv.workflow, records::kMaxTextBytes, &workflow).WithContext("job " + FormatJobId(chosen));
+      rs =
+          records::UnpackText(jv.workflow, records::kMaxTextBytes, &workflow).WithContext("job " + FormatJobId(chosen));
     } else if (rs.ok()) {
       rs = UnpackTexts(jv, &prompt, &workflow);
     }
@@ -345,7 +347,7 @@ Status StoreImpl::Take(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
   StoreBatch b;
   Status s;
   b.Take(o, lease, &s);
-  Commit(&b);
+  Commit(&b).IgnoreError();  // the item's status says the same
   return s;
 }
 
@@ -444,13 +446,12 @@ Status StoreImpl::ApplyRelease(uint64_t id, uint64_t token, const std::string& r
   return Status::OK();
 }
 
-
 Status StoreImpl::Complete(uint64_t id, uint64_t token, const std::string& outputs_json,
                            const std::vector<Artifact>& artifacts) {
   StoreBatch b;
   Status s;
   b.Complete(id, token, outputs_json, artifacts, &s);
-  Commit(&b);
+  Commit(&b).IgnoreError();  // the item's status says the same
   return s;
 }
 
@@ -458,7 +459,7 @@ Status StoreImpl::Fail(uint64_t id, uint64_t token, const JobError& error, bool 
   StoreBatch b;
   Status s;
   b.Fail(id, token, error, retryable, &s);
-  Commit(&b);
+  Commit(&b).IgnoreError();  // the item's status says the same
   return s;
 }
 
@@ -467,7 +468,8 @@ Status StoreImpl::Cancel(uint64_t id, const std::string& reason) {
   return Run([&] { return CancelLocked(id, reason); }, 256);
 }
 
-Status StoreImpl::CancelBatch(const std::string& batch_id, const std::string& reason, std::vector<uint64_t>* cancelled) {
+Status StoreImpl::CancelBatch(const std::string& batch_id, const std::string& reason,
+                              std::vector<uint64_t>* cancelled) {
   CMQ_RETURN_IF_ERROR(CheckText(reason, "reason", 1024));
   CMQ_RETURN_IF_ERROR(CheckText(batch_id, "batch_id", kMaxIdBytes));
   if (batch_id.empty()) return Status::InvalidArgument("batch_id must not be empty");

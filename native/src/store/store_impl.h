@@ -265,7 +265,7 @@ class StoreImpl final : public Store {
   static constexpr uint64_t kTokenReserveStep = 1u << 20;
   // The counters above are what the store keeps; callers see and give tokens through this (set at open).
   TokenCodec tokens_;
-  Txn* txn_ = nullptr;                     // the group being applied
+  Txn* txn_ = nullptr;  // the group being applied
   // The groups applied but not yet written (at most two: one writing, one applied behind it); readers look
   // for a record's bytes here before the log.
   std::vector<const RecordSink*> inflight_;
@@ -278,17 +278,17 @@ class StoreImpl final : public Store {
   std::map<uint32_t, uint64_t> segment_used_;  // bytes up to the end of the last record
 
   std::mutex health_mu_;
-  Status failed_;       // guarded by health_mu_
+  Status failed_;  // guarded by health_mu_
   std::atomic<bool> closed_{false};
   std::string last_background_error_;  // guarded by health_mu_
 
   std::unique_ptr<EventQueue> events_;  // delivery to the listener, in commit order
   DispatchHook dispatch_hook_;          // set under commit_mu_ with no group in flight (order_.WaitIdle)
 
-  log::SegmentPreparer preparer_;           // the next segment, zero-filled by the background thread
+  log::SegmentPreparer preparer_;            // the next segment, zero-filled by the background thread
   std::atomic<bool> stop_preparing_{false};  // set by Close
-  std::atomic<int64_t> last_commit_ms_{0};    // when a group last wrote to the log (steady clock)
-  std::atomic<bool> log_writing_{false};       // a group is writing or syncing right now
+  std::atomic<int64_t> last_commit_ms_{0};   // when a group last wrote to the log (steady clock)
+  std::atomic<bool> log_writing_{false};     // a group is writing or syncing right now
 
   std::mutex bg_mu_;
   std::condition_variable bg_cv_;
@@ -300,7 +300,7 @@ class StoreImpl final : public Store {
   std::mutex close_mu_;
   std::condition_variable close_cv_;
   enum class CloseState { kOpen, kClosing, kClosed } close_state_ = CloseState::kOpen;  // guarded by close_mu_
-  bool opened_ = false;  // set once Recover succeeded
+  bool opened_ = false;                                                                 // set once Recover succeeded
 };
 
 }  // namespace comfymq

@@ -28,12 +28,11 @@ Status StoreImpl::ApplyExpire(int* expired) {
     StatusDoc d = LoadStatusOrRebuildLocked(before);
     const bool timed_out = run.deadline_ms != 0 && run.deadline_ms <= now;
     const bool again = before.attempts < before.max_attempts;
-    std::string message = timed_out
-        ? "run on worker " + run.worker_id + " exceeded its time limit of " +
-              ((run.deadline_ms - run.started_ms) % 1000 == 0
-                   ? std::to_string((run.deadline_ms - run.started_ms) / 1000) + " s"
-                   : std::to_string(run.deadline_ms - run.started_ms) + " ms")
-        : "worker " + run.worker_id + " stopped renewing its lease";
+    std::string message = timed_out ? "run on worker " + run.worker_id + " exceeded its time limit of " +
+                                          ((run.deadline_ms - run.started_ms) % 1000 == 0
+                                               ? std::to_string((run.deadline_ms - run.started_ms) / 1000) + " s"
+                                               : std::to_string(run.deadline_ms - run.started_ms) + " ms")
+                                    : "worker " + run.worker_id + " stopped renewing its lease";
     if (!again) message = "gave up after " + std::to_string(before.attempts) + " attempts; last: " + message;
     const std::string error_json = ErrorJsonOf(timed_out ? "timeout" : "lease_lost", message);
     EndRunLocked(before, run, std::move(d), again ? JobState::kPending : JobState::kFailed,
@@ -105,10 +104,10 @@ uint64_t StoreImpl::NextSegmentCapacity(uint64_t capacity) const {
   return std::max<uint64_t>(std::min<uint64_t>(options_.segment_bytes, grown), log::kSegmentHeaderSize);
 }
 
-Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out,
-                                   uint64_t* made, bool* zeroed) {
+Status StoreImpl::NewSegmentLocked(uint32_t seg, uint64_t capacity, std::unique_ptr<WritableFile>* out, uint64_t* made,
+                                   bool* zeroed) {
   const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
-  env_->RemoveFile(path);  // a leftover of an earlier failed attempt: nothing past the tail is live
+  env_->RemoveFile(path).IgnoreError();  // a leftover of an earlier failed attempt: nothing past the tail is live
   CMQ_RETURN_IF_ERROR(preparer_.Adopt(seg, path, capacity, out, made));
   *zeroed = *out != nullptr;
   if (*out) return Status::OK();
@@ -127,8 +126,8 @@ Status StoreImpl::RollLocked() {
   uint64_t capacity = 0;
   bool zeroed = false;
   CMQ_RETURN_IF_ERROR(NewSegmentLocked(seg, NextSegmentCapacityLocked(), &next, &capacity, &zeroed));
-  if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_);
-  tail_file_->Close();
+  if (tail_offset_ >= log::kSegmentHeaderSize) tail_file_->Truncate(tail_offset_).IgnoreError();
+  tail_file_->Close().IgnoreError();
   tail_file_ = std::move(next);
   tail_segment_ = seg;
   tail_offset_ = log::kSegmentHeaderSize;
@@ -178,8 +177,8 @@ Status StoreImpl::CheckpointLocked() {
     h.paused = paused_;
     s = checkpoint::Write(file.get(), h, table_);
     if (!s.ok()) {
-      file->Close();
-      env_->RemoveFile(tmp);
+      file->Close().IgnoreError();
+      env_->RemoveFile(tmp).IgnoreError();
       return failed(s);
     }
   }
@@ -189,7 +188,7 @@ Status StoreImpl::CheckpointLocked() {
   if (s.ok()) s = env_->RenameFile(tmp, JoinPath(dir_, checkpoint::FileName(segment)));
   if (s.ok()) s = env_->SyncDir(dir_);
   if (!s.ok()) {
-    env_->RemoveFile(tmp);
+    env_->RemoveFile(tmp).IgnoreError();
     return failed(s);
   }
   checkpoint_segment_ = segment;
@@ -197,7 +196,7 @@ Status StoreImpl::CheckpointLocked() {
   if (env_->GetChildren(dir_, &names).ok()) {
     for (const std::string& n : names) {
       uint32_t v;
-      if (checkpoint::ParseFileName(n, &v) && v < segment) env_->RemoveFile(JoinPath(dir_, n));
+      if (checkpoint::ParseFileName(n, &v) && v < segment) env_->RemoveFile(JoinPath(dir_, n)).IgnoreError();
     }
   }
   DeleteDeadSegments(segment);
@@ -220,8 +219,8 @@ void StoreImpl::DeleteDeadSegments(uint32_t before_segment) {
       segment_used_.erase(seg);
     }
   }
-  for (uint32_t seg : dead) env_->RemoveFile(JoinPath(dir_, log::SegmentFileName(seg)));
-  if (!dead.empty()) env_->SyncDir(dir_);
+  for (uint32_t seg : dead) env_->RemoveFile(JoinPath(dir_, log::SegmentFileName(seg))).IgnoreError();
+  if (!dead.empty()) env_->SyncDir(dir_).IgnoreError();
 }
 
 Status StoreImpl::ApplyRelocate(std::vector<Relocation>& items) {
@@ -320,7 +319,8 @@ void StoreImpl::BackgroundLoop() {
     l.unlock();
     const int64_t next = NextExpiryMs();
     if (next != 0) wait_ms = std::clamp<int64_t>(next - NowMs() + 1, 5, 1000);
-    if (preparer_.preparing()) wait_ms = std::min<int64_t>(wait_ms, std::max<int64_t>(options_.prepare_when_quiet_ms, 5));
+    if (preparer_.preparing())
+      wait_ms = std::min<int64_t>(wait_ms, std::max<int64_t>(options_.prepare_when_quiet_ms, 5));
     l.lock();
     bg_cv_.wait_for(l, std::chrono::milliseconds(wait_ms), [&] { return bg_stop_ || bg_kick_; });
     if (bg_stop_) break;
@@ -333,9 +333,10 @@ void StoreImpl::BackgroundLoop() {
       if (s.ok() && preparer_.preparing()) {
         // Zeros only while the log is quiet, a chunk at a time; a failure is tried again at the next Request.
         const int64_t quiet = options_.prepare_when_quiet_ms;
-        preparer_.Prepare(&stop_preparing_, [&] {
-          return quiet <= 0 || (!log_writing_ && SteadyMs() - last_commit_ms_ >= quiet);
-        });
+        preparer_
+            .Prepare(&stop_preparing_,
+                     [&] { return quiet <= 0 || (!log_writing_ && SteadyMs() - last_commit_ms_ >= quiet); })
+            .IgnoreError();
       }
       if (s.ok() && bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes) s = Checkpoint();
       if (s.ok() && NeedsCompaction()) s = Compact();
@@ -377,8 +378,8 @@ Status StoreImpl::Close() {
   }
   {
     std::lock_guard<std::mutex> commit(commit_mu_);  // waits for a group being applied
-    order_.WaitIdle();                                // and for those writing and syncing
-    if (tail_file_) tail_file_->Close();
+    order_.WaitIdle();                               // and for those writing and syncing
+    if (tail_file_) tail_file_->Close().IgnoreError();
     tail_file_.reset();
   }
   events_->Stop();

@@ -58,8 +58,9 @@ Status StoreImpl::ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType w
     if (!file) return MissingSegment(loc, s);
     CMQ_RETURN_IF_ERROR(log::ReadRecord(*file, loc, &type, payload));
   }
-  if (type != want) return Status::Corruption("record at " + log::SegmentFileName(loc.segment) + " offset " +
-                                              std::to_string(loc.offset) + " has an unexpected type");
+  if (type != want)
+    return Status::Corruption("record at " + log::SegmentFileName(loc.segment) + " offset " +
+                              std::to_string(loc.offset) + " has an unexpected type");
   return Status::OK();
 }
 

@@ -33,10 +33,12 @@ Status Store::Open(const StoreOptions& options, const std::string& dir, std::uni
 std::string RecoveryReport::ToString() const {
   std::string s = "opened in " + std::to_string(open_micros / 1000) + " ms: " + std::to_string(jobs) + " jobs";
   s += checkpoint_segment ? ", checkpoint at segment " + std::to_string(checkpoint_segment) : ", no checkpoint";
-  s += ", replayed " + std::to_string(records_replayed) + " records in " + std::to_string(segments_replayed) + " segments";
+  s += ", replayed " + std::to_string(records_replayed) + " records in " + std::to_string(segments_replayed) +
+       " segments";
   if (torn_tail_bytes) s += "; cut a torn tail of " + std::to_string(torn_tail_bytes) + " bytes";
   for (const auto& r : bad_regions) {
-    s += "; skipped a damaged region in " + r.file + " [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ")";
+    s +=
+        "; skipped a damaged region in " + r.file + " [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ")";
   }
   for (const auto& w : warnings) s += "; " + w;
   return s;
@@ -57,10 +59,13 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   std::vector<uint32_t> segments, checkpoints;
   for (const std::string& n : names) {
     uint32_t v;
-    if (log::ParseSegmentFileName(n, &v)) segments.push_back(v);
-    else if (checkpoint::ParseFileName(n, &v)) checkpoints.push_back(v);
-    else if (n == "checkpoint.tmp" || n == log::kPreparedSegmentName || n == std::string(TokenCodec::kFileName) + ".tmp") {
-      env_->RemoveFile(JoinPath(dir_, n));
+    if (log::ParseSegmentFileName(n, &v))
+      segments.push_back(v);
+    else if (checkpoint::ParseFileName(n, &v))
+      checkpoints.push_back(v);
+    else if (n == "checkpoint.tmp" || n == log::kPreparedSegmentName ||
+             n == std::string(TokenCodec::kFileName) + ".tmp") {
+      env_->RemoveFile(JoinPath(dir_, n)).IgnoreError();
     }
   }
   std::sort(segments.begin(), segments.end());
@@ -89,8 +94,8 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
 
   uint64_t unknown_status = 0, undecodable = 0, replayed_bytes = 0;
   uint32_t prev = start > 0 ? start - 1 : 0;
-  if (start > 0 && std::find(segments.begin(), segments.end(), start) == segments.end() &&
-      !segments.empty() && segments.back() > start) {
+  if (start > 0 && std::find(segments.begin(), segments.end(), start) == segments.end() && !segments.empty() &&
+      segments.back() > start) {
     rep->warnings.push_back("log segment " + std::to_string(start) + " (the checkpoint's first) is missing");
   }
   for (size_t i = 0; i < segments.size(); ++i) {
@@ -105,7 +110,8 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
       continue;
     }
     if (prev != 0 && seg != prev + 1) {
-      rep->warnings.push_back("log segments " + std::to_string(prev + 1) + ".." + std::to_string(seg - 1) + " are missing");
+      rep->warnings.push_back("log segments " + std::to_string(prev + 1) + ".." + std::to_string(seg - 1) +
+                              " are missing");
     }
     prev = seg;
     std::unique_ptr<RandomAccessFile> raw;
@@ -116,8 +122,10 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
         *file, seg,
         [&](log::RecordType type, std::string_view payload, const log::RecordLoc& loc) {
           Status r = ReplayRecord(type, payload, loc, rep);
-          if (r.IsNotFound()) unknown_status++;
-          else if (r.IsCorruption()) undecodable++;
+          if (r.IsNotFound())
+            unknown_status++;
+          else if (r.IsCorruption())
+            undecodable++;
           return Status::OK();
         },
         &scan);
@@ -125,7 +133,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     if (!scan.header_ok) {
       if (last) {
         // A segment whose creation was cut short by a crash: nothing was ever written to it.
-        env_->RemoveFile(path);
+        env_->RemoveFile(path).IgnoreError();
         rep->warnings.push_back("removed " + name + ", whose creation was interrupted");
         continue;
       }
@@ -179,7 +187,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   if (!tail_file_) {
     uint32_t seg = std::max<uint32_t>(std::max<uint32_t>(start, 1), segments.empty() ? 1 : segments.back() + 1);
     const std::string path = JoinPath(dir_, log::SegmentFileName(seg));
-    env_->RemoveFile(path);
+    env_->RemoveFile(path).IgnoreError();
     // Small and zero-filled at once (segment_prep.h): the segments after it grow and are zeroed ahead.
     tail_capacity_ = 0;  // no tail: the next size is the first size
     const uint64_t capacity = NextSegmentCapacityLocked();
@@ -280,8 +288,7 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       next_token_ = std::max(next_token_, reserved);  // tokens below it may be out there: never again
       return Status::OK();
     }
-    case log::RecordType::kGroup:
-      break;  // groups never nest
+    case log::RecordType::kGroup: break;  // groups never nest
   }
   return Status::Corruption("unknown record type");
 }

@@ -40,7 +40,8 @@ Status TokenCodec::Open(Env* env, const std::string& dir, std::vector<std::strin
   if (s.ok() && Decode(text, &key_)) return Status::OK();
   if (!s.ok() && !s.IsNotFound()) return s.WithContext("reading " + path);
   if (s.ok()) {
-    warnings->push_back(std::string(kFileName) + " was damaged and was made anew: results of runs that were under way "
+    warnings->push_back(std::string(kFileName) +
+                        " was damaged and was made anew: results of runs that were under way "
                         "are refused and those jobs run again");
   }
   std::random_device rd;  // the kernel's random source

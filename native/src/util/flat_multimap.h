@@ -3,8 +3,8 @@
 // several times the memory per job. Not thread-safe.
 #pragma once
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace comfymq {

@@ -46,8 +46,8 @@ inline bool AllPlain8(const unsigned char* p) {
   uint64_t x;
   std::memcpy(&x, p, 8);
   auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
-  const uint64_t special = has_zero(x ^ (kOnes * '"')) | has_zero(x ^ (kOnes * '\\')) |
-                           ((x - kOnes * 0x20) & ~x & kHigh) | (x & kHigh);
+  const uint64_t special =
+      has_zero(x ^ (kOnes * '"')) | has_zero(x ^ (kOnes * '\\')) | ((x - kOnes * 0x20) & ~x & kHigh) | (x & kHigh);
   return special == 0;
 }
 #endif
@@ -57,9 +57,9 @@ inline bool AllPlain8(const unsigned char* p) {
 // or 16 when there is none. A signed compare below 0x20 catches both the control bytes and the bytes >= 0x80.
 inline int FirstSpecial16(const unsigned char* p) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m128i hits = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+  const __m128i hits =
+      _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                   _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
   const int mask = _mm_movemask_epi8(hits);
   return mask == 0 ? 16 : __builtin_ctz(static_cast<unsigned>(mask));
 }

@@ -128,7 +128,8 @@ class PromptShapeChecker {
   // A non-container value appears at the current depth.
   bool Scalar(json::value_t t) {
     if (depth_ == 0) return Fail(std::string("prompt must be a JSON object of node id -> node, got ") + KindName(t));
-    if (depth_ == 1) return Fail("node '" + node_ + "' must be an object with class_type and inputs, got " + KindName(t));
+    if (depth_ == 1)
+      return Fail("node '" + node_ + "' must be an object with class_type and inputs, got " + KindName(t));
     if (depth_ == 2) {
       if (key_ == Key::kClassType) return Fail("node '" + node_ + "': class_type must be a string, got " + KindName(t));
       if (key_ == Key::kInputs) return Fail("node '" + node_ + "': inputs must be an object, got " + KindName(t));
@@ -247,7 +248,8 @@ Status ValidateJsonObject(std::string_view text, const char* what) {
   } catch (const json::exception& e) {
     return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
   }
-  if (!v.is_object()) return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + KindName(v.type()));
+  if (!v.is_object())
+    return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + KindName(v.type()));
   return Status::OK();
 }
 
@@ -259,18 +261,21 @@ Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job) {
     return Status::InvalidArgument("metadata is not valid JSON: " + CleanParseError(e.what()));
   }
   if (v.is_null()) return Status::OK();
-  if (!v.is_object()) return Status::InvalidArgument(std::string("metadata must be an object, got ") + KindName(v.type()));
+  if (!v.is_object())
+    return Status::InvalidArgument(std::string("metadata must be an object, got ") + KindName(v.type()));
   for (auto it = v.begin(); it != v.end(); ++it) {
     const std::string& k = it.key();
     const json& val = it.value();
     if (k == "prompt_id") {
       if (val.is_null()) continue;
-      if (!val.is_string()) return Status::InvalidArgument(std::string("metadata.prompt_id must be a string, got ") + KindName(val.type()));
+      if (!val.is_string())
+        return Status::InvalidArgument(std::string("metadata.prompt_id must be a string, got ") + KindName(val.type()));
       job->prompt_id = val.get<std::string>();
     } else if (k == "create_time") {
       if (val.is_null()) continue;
       if (!val.is_number() || !(val.get<double>() >= 0)) {
-        return Status::InvalidArgument("metadata.create_time must be a non-negative number (milliseconds since the epoch)");
+        return Status::InvalidArgument(
+            "metadata.create_time must be a non-negative number (milliseconds since the epoch)");
       }
       if (val.get<double>() > 1e15) {
         return Status::InvalidArgument("metadata.create_time is out of range (milliseconds since the epoch expected)");

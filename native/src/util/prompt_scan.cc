@@ -11,8 +11,7 @@ namespace {
 
 class Scanner {
  public:
-  Scanner(std::string_view s)
-      : p_(reinterpret_cast<const unsigned char*>(s.data())), end_(p_ + s.size()) {}
+  Scanner(std::string_view s) : p_(reinterpret_cast<const unsigned char*>(s.data())), end_(p_ + s.size()) {}
 
   // Any JSON value, alone (whitespace around it allowed).
   bool RunValue() {
@@ -143,11 +142,15 @@ class Scanner {
       if (c == '\\') {
         if (p_ + 1 >= end_) return false;
         switch (p_[1]) {
-          case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            p_ += 2;
-            continue;
-          default:
-            return false;  // \u escapes (surrogate pairs) and bad escapes: the full checker decides
+          case '"':
+          case '\\':
+          case '/':
+          case 'b':
+          case 'f':
+          case 'n':
+          case 'r':
+          case 't': p_ += 2; continue;
+          default: return false;  // \u escapes (surrogate pairs) and bad escapes: the full checker decides
         }
       }
       if (c < 0x20) return false;

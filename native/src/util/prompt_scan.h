@@ -1,5 +1,6 @@
-// Fast accept-only checks. FastPromptAccepts: an API-format prompt: strict JSON syntax (RFC 8259, UTF-8 checked) plus the graph
-// shape (an object of node id -> {class_type: non-empty string, inputs: object}), at memory speed on long strings.
+// Fast accept-only checks. FastPromptAccepts: an API-format prompt: strict JSON syntax (RFC 8259, UTF-8 checked) plus
+// the graph shape (an object of node id -> {class_type: non-empty string, inputs: object}), at memory speed on long
+// strings.
 //
 // Contract: FastPromptAccepts(p) == true only if the full checker (nlohmann SAX + shape, in json_checks.cc) also
 // accepts p. It may say false for valid prompts it does not handle itself (\u escapes, numbers that need a closer
