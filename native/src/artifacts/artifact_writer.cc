@@ -1,9 +1,5 @@
 #include "comfymq/artifact_writer.h"
 
-#include <errno.h>
-#include <signal.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "util/process.h"
 #include "util/sha256.h"
 
 namespace comfymq {
@@ -20,10 +17,8 @@ namespace {
 constexpr const char* kTempPrefix = ".cmq-tmp.";
 constexpr int64_t kStaleTempMicros = 24ll * 3600 * 1000000;
 
-std::string HostName() {
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  std::string h = host;
+std::string TagHostName() {
+  std::string h = HostName();
   for (char& c : h) {
     if (c == '.' || c == '/') c = '_';
   }
@@ -220,7 +215,7 @@ class WriterImpl final : public ArtifactWriter {
         root_(std::move(root)),
         real_root_(std::move(real_root)),
         root_dir_(std::move(root_dir)),
-        host_(HostName()) {}
+        host_(TagHostName()) {}
 
   const std::string& root() const override { return root_; }
 
@@ -237,7 +232,7 @@ class WriterImpl final : public ArtifactWriter {
     std::string dir_rel, name;
     SplitName(norm, &dir_rel, &name);
     char tag[64];
-    std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(::getpid()),
+    std::snprintf(tag, sizeof(tag), "%d.%016llx.", static_cast<int>(ProcessId()),
                   static_cast<unsigned long long>(RandomToken()));
     std::string temp_name = std::string(kTempPrefix) + host_ + "." + tag + name.substr(0, 64);
     // The path is walked anew for every stream (the directory there now, checked now); a handle other streams
@@ -304,7 +299,7 @@ class WriterImpl final : public ArtifactWriter {
       const std::string rest = n.substr(std::string(kTempPrefix).size());
       if (!stale && rest.compare(0, host_.size() + 1, host_ + ".") == 0) {
         int pid = std::atoi(rest.c_str() + host_.size() + 1);
-        stale = pid > 0 && ::kill(pid, 0) != 0 && errno == ESRCH;
+        stale = ProcessGone(pid);
       }
       if (stale && dir->RemoveFile(n).ok()) removed++;
     }

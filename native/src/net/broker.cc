@@ -13,14 +13,12 @@
 // and some worker has credit for it, the job is leased in the enqueuer's own commit group (one sync for the
 // job and its lease), and the lease reaches the loop through the outbox to be sent. Credits therefore live
 // under credit_mu_, which the hook takes inside the store's lock: nothing may call the store holding it.
-#include <unistd.h>
-
 #include <random>
 
 #include "comfymq/curve.h"
 #include "net/broker_impl.h"
 #include "net/zmq_frames.h"
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq {
 namespace net {

@@ -35,7 +35,7 @@
 #include "net/event_buffer.h"
 #include "net/protocol.h"
 #include "net/transfers.h"
-#include "net/wakeup.h"
+#include "net/wakeup_posix.h"
 #include "net/zap_handler.h"
 #include "store/store_batch.h"
 

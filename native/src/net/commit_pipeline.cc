@@ -1,6 +1,6 @@
 #include "net/commit_pipeline.h"
 
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq::net {
 

@@ -1,6 +1,6 @@
 #include "net/transfers.h"
 
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq::net {
 

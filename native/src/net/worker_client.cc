@@ -1,6 +1,5 @@
 // The worker client (see comfymq/worker_client.h). One thread owns the DEALER socket and all link state;
 // callers hand it commands through a queue and take jobs and events from queues of their own.
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,12 +18,12 @@
 #include "comfymq/worker_client.h"
 #include "net/event_buffer.h"
 #include "net/protocol.h"
-#include "net/wakeup.h"
+#include "net/wakeup_posix.h"
 #include "net/zmq_frames.h"
 #include "util/json_checks.h"
 #include "util/json_text.h"
+#include "util/process.h"
 #include "util/sha256.h"
-#include "util/thread_name.h"
 
 namespace comfymq {
 namespace {
@@ -53,13 +52,13 @@ Status CheckJob(const proto::Message& m) {
 std::shared_ptr<zmq::context_t> SharedContext() {
   static std::mutex mu;
   static std::weak_ptr<zmq::context_t> shared;
-  static pid_t owner = 0;
+  static int64_t owner = 0;
   std::lock_guard<std::mutex> l(mu);
   std::shared_ptr<zmq::context_t> ctx = shared.lock();
-  if (ctx == nullptr || owner != ::getpid()) {
+  if (ctx == nullptr || owner != ProcessId()) {
     ctx = std::make_shared<zmq::context_t>();
     shared = ctx;
-    owner = ::getpid();
+    owner = ProcessId();
   }
   return ctx;
 }

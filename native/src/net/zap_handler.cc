@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "net/zmq_frames.h"
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq::net {
 

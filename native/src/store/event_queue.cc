@@ -1,6 +1,6 @@
 #include "store/event_queue.h"
 
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq {
 

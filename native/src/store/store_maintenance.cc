@@ -6,7 +6,7 @@
 
 #include "store/checkpoint.h"
 #include "store/store_impl.h"
-#include "util/thread_name.h"
+#include "util/process.h"
 
 namespace comfymq {
 

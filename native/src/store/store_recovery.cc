@@ -1,6 +1,5 @@
 // Opening a store: lock the directory, load the newest good checkpoint, replay the log written after it,
 // cut a torn tail, and report what was found.
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -8,6 +7,7 @@
 #include "store/checkpoint.h"
 #include "store/store_impl.h"
 #include "util/checksum.h"
+#include "util/process.h"
 
 namespace comfymq {
 
@@ -47,9 +47,8 @@ std::string RecoveryReport::ToString() const {
 Status StoreImpl::Recover(RecoveryReport* rep) {
   const auto t0 = std::chrono::steady_clock::now();
   CMQ_RETURN_IF_ERROR(CreateDirs(env_, dir_).WithContext("creating store directory"));
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  Status ls = env_->LockFile(JoinPath(dir_, "LOCK"), "pid " + std::to_string(::getpid()) + " on " + host, &lock_);
+  Status ls =
+      env_->LockFile(JoinPath(dir_, "LOCK"), "pid " + std::to_string(ProcessId()) + " on " + HostName(), &lock_);
   if (ls.IsBusy()) return Status::Busy("store " + dir_ + " is already open elsewhere: " + ls.message());
   CMQ_RETURN_IF_ERROR(ls);
   CMQ_RETURN_IF_ERROR(tokens_.Open(env_, dir_, &rep->warnings));

@@ -6,8 +6,13 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
+// SSE2: every x86-64 compiler has it (GCC and Clang say __SSE2__, MSVC _M_X64).
+#if defined(__SSE2__) || defined(_M_X64)
+#define COMFYMQ_SSE2 1
 #include <emmintrin.h>
+#endif
+#if defined(_MSC_VER)
+#include <intrin.h>
 #endif
 
 namespace comfymq {
@@ -38,7 +43,7 @@ inline size_t Utf8Length(const unsigned char* p, const unsigned char* end) {
   return 0;
 }
 
-#if !defined(__SSE2__)
+#if !defined(COMFYMQ_SSE2)
 // True when none of the 8 bytes at p needs a look: no '"', no '\\', no control byte, no byte >= 0x80 (SWAR: the
 // zero-byte test may also flag a byte above a real hit, never miss one; a flagged word goes byte by byte).
 inline bool AllPlain8(const unsigned char* p) {
@@ -52,7 +57,18 @@ inline bool AllPlain8(const unsigned char* p) {
 }
 #endif
 
-#if defined(__SSE2__)
+// The index of the lowest set bit of x (x != 0).
+inline int LowestBit(unsigned x) {
+#if defined(_MSC_VER)
+  unsigned long i;
+  _BitScanForward(&i, x);
+  return static_cast<int>(i);
+#else
+  return __builtin_ctz(x);
+#endif
+}
+
+#if defined(COMFYMQ_SSE2)
 // The offset of the first byte among the 16 at p that needs a look ('"', '\\', a control byte or a byte >= 0x80),
 // or 16 when there is none. A signed compare below 0x20 catches both the control bytes and the bytes >= 0x80.
 inline int FirstSpecial16(const unsigned char* p) {
@@ -61,13 +77,13 @@ inline int FirstSpecial16(const unsigned char* p) {
       _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
                    _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
   const int mask = _mm_movemask_epi8(hits);
-  return mask == 0 ? 16 : __builtin_ctz(static_cast<unsigned>(mask));
+  return mask == 0 ? 16 : LowestBit(static_cast<unsigned>(mask));
 }
 #endif
 
 // Moves p past the plain bytes (printable ASCII other than '"' and '\\') that start at p, up to end.
 inline const unsigned char* SkipPlain(const unsigned char* p, const unsigned char* end) {
-#if defined(__SSE2__)
+#if defined(COMFYMQ_SSE2)
   while (end - p >= 16) {
     const int i = FirstSpecial16(p);
     p += i;

@@ -1,4 +1,5 @@
-// Wakeup: lets other threads interrupt a zmq_poll loop (the read end of a pipe is one more poll item).
+// Wakeup (POSIX: a pipe): lets other threads interrupt a zmq_poll loop (the read end of a pipe is one more poll
+// item). Windows would need another (zmq_poll cannot wait on a pipe there; an inproc PAIR socket can).
 // Notifies coalesce: while one is pending (not yet drained) others skip the write, so a burst of commands
 // costs one syscall and one wakeup. Contract for the loop: Drain() first, then look at what was posted.
 #pragma once
