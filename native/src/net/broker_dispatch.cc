@@ -97,13 +97,11 @@ void BrokerImpl::StartPass() {
     std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> takes;
     {
       std::lock_guard<std::mutex> l(credit_mu_);
-      for (auto& [id, slot] : slots_) {
-        if (slot.draining) continue;
-        for (; slot.credit > 0; --slot.credit) {
-          takes.emplace_back(id, slot.caps);
-          pass->dispatches.push_back(BrokerPass::DispatchItem{id, slot.epoch, nullptr, Status()});
-        }
-      }
+      SpendCredit([&](const std::string& id, const Slot& slot) {
+        takes.emplace_back(id, slot.caps);
+        pass->dispatches.push_back(BrokerPass::DispatchItem{id, slot.epoch, nullptr, Status()});
+        return true;  // reserved: the take runs when the store applies the pass
+      });
     }
     for (size_t i = 0; i < takes.size(); ++i) {
       BrokerPass::DispatchItem& d = pass->dispatches[i];
@@ -309,15 +307,12 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
 // worker takes what it can run, highest priority first, as the loop's own dispatch would.
 void BrokerImpl::ChooseOnArrival(DispatchContext& ctx) {
   std::lock_guard<std::mutex> l(credit_mu_);
-  for (auto& [id, slot] : slots_) {
-    if (slot.draining) continue;
-    while (slot.credit > 0) {
-      const Lease* lease = ctx.Take(TakeFor(id, slot.caps));
-      if (lease == nullptr) break;
-      slot.credit--;
-      hook_epoch_[lease->job_id] = slot.epoch;
-    }
-  }
+  SpendCredit([&](const std::string& id, const Slot& slot) {
+    const Lease* lease = ctx.Take(TakeFor(id, slot.caps));
+    if (lease == nullptr) return false;  // nothing this worker can run: its credit stays
+    hook_epoch_[lease->job_id] = slot.epoch;
+    return true;
+  });
 }
 
 void BrokerImpl::ReturnCredit(const std::string& worker_id, uint64_t epoch) {

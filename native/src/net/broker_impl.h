@@ -166,6 +166,19 @@ class BrokerImpl final : public Broker {
   void UnsendJob(const BrokerPass::DispatchItem& d, const std::string& reason);
   TakeOptions TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps);
   void ChooseOnArrival(DispatchContext& ctx);
+  // The one walk both dispatch paths take (credit_mu_ held): every online, not draining worker's credit, one
+  // unit at a time, highest priority jobs first as the store orders takes. take(worker, slot) spends the unit
+  // when it returns true (a take reserved for the pass, or a lease made in the enqueuer's group); false leaves
+  // the worker's credit as it is and moves on. The paths differ only in when the take happens: the loop's pass
+  // reserves credit now and takes when the store applies the pass (unused credit comes back, ReturnCredit);
+  // the store's hook takes at once, inside the enqueuer's commit group, with the store's lock held.
+  template <typename Take>
+  void SpendCredit(Take&& take) {
+    for (auto& [id, slot] : slots_) {
+      if (slot.draining) continue;
+      while (slot.credit > 0 && take(id, static_cast<const Slot&>(slot))) slot.credit--;
+    }
+  }
   void ReturnCredit(const std::string& worker_id, uint64_t epoch);
   void UpdateSlot(const std::string& worker_id, const std::function<void(Slot&)>& fn);
   void Timers(int64_t now);
