@@ -59,24 +59,30 @@ class StandIn:
         self.proc.wait()
 
 
-@pytest.fixture
-def rig(tmp_path):
-    comfy = StandIn(tmp_path, free_port())
-    comfy.start()
-    service = QueueService(tmp_path / "host", broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
+def start_bridge(service, comfy: StandIn, tmp: Path) -> WorkerBridge:
+    """Worker w1 (gpu-1) driving `comfy` for the service's broker, with short heartbeats and backoff."""
     bridge = WorkerBridge(
         BridgeSettings(
             comfy_url=comfy.url,
             broker=service.broker.endpoint,
             worker_id="w1",
             name="gpu-1",
-            work_dir=str(tmp_path / "w1"),
+            work_dir=str(tmp / "w1"),
             heartbeat=0.2,
             reconnect_min=0.1,
             reconnect_max=0.5,
         )
     )
     bridge.start()
+    return bridge
+
+
+@pytest.fixture
+def rig(tmp_path):
+    comfy = StandIn(tmp_path, free_port())
+    comfy.start()
+    service = QueueService(tmp_path / "host", broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
+    bridge = start_bridge(service, comfy, tmp_path)
     wait_for(lambda: any(w["online"] for w in service.broker.workers()), what="the worker to join")
     try:
         yield service, comfy, bridge

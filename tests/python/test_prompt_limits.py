@@ -135,9 +135,7 @@ def legacy_store(data_dir: Path) -> str:
 
 @pytest.mark.subprocess
 def test_a_stored_too_deep_job_is_read_without_error_and_a_worker_fails_it_and_goes_on(tmp_path, caplog):
-    from test_bridge import StandIn, save_graph
-
-    from comfy_nodes.worker.bridge import BridgeSettings, WorkerBridge
+    from test_bridge import StandIn, save_graph, start_bridge
 
     data = tmp_path / "host"
     poisoned = legacy_store(data)
@@ -150,19 +148,7 @@ def test_a_stored_too_deep_job_is_read_without_error_and_a_worker_fails_it_and_g
         job = service.store.get(poisoned, with_prompt=True)
         assert job["state"] == "pending" and isinstance(job["prompt"], str)
         caplog.set_level("WARNING", logger="comfymq.worker")
-        bridge = WorkerBridge(
-            BridgeSettings(
-                comfy_url=comfy.url,
-                broker=service.broker.endpoint,
-                worker_id="w1",
-                name="gpu-1",
-                work_dir=str(tmp_path / "w1"),
-                heartbeat=0.2,
-                reconnect_min=0.1,
-                reconnect_max=0.5,
-            )
-        )
-        bridge.start()
+        bridge = start_bridge(service, comfy, tmp_path)
         ended = wait_for(
             lambda: (j := service.store.get(poisoned))["state"] != "pending" and j["state"] != "running" and j,
             30,

@@ -96,14 +96,29 @@ inline const unsigned char* SkipPlain(const unsigned char* p, const unsigned cha
   return p;
 }
 
-// True when UTF-8 `text` holds a control code: C0 (U+0000..U+001F), DEL, C1 (U+0080..U+009F), or a line or
-// paragraph separator (U+2028, U+2029). Node ids and class types may hold none (they end up in logs and menus).
+// A control code: C0 (U+0000..U+001F), DEL, C1 (U+0080..U+009F), or a line or paragraph separator (U+2028,
+// U+2029). Node ids and class types may hold none (they end up in logs and menus).
+// ControlCodeAt: the code point of the control code whose UTF-8 starts at p[i] (its length in *len), or -1.
+inline int ControlCodeAt(const unsigned char* p, size_t n, size_t i, size_t* len) {
+  const unsigned char c = p[i];
+  *len = 1;
+  if (c < 0x20 || c == 0x7f) return c;
+  if (c == 0xC2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F) {
+    *len = 2;
+    return p[i + 1];
+  }
+  if (c == 0xE2 && i + 2 < n && p[i + 1] == 0x80 && (p[i + 2] == 0xA8 || p[i + 2] == 0xA9)) {
+    *len = 3;
+    return 0x2000 + p[i + 2] - 0x80;
+  }
+  return -1;
+}
+
+// True when the UTF-8 text p[0..n) holds a control code.
 inline bool HasControlCode(const unsigned char* p, size_t n) {
+  size_t len;
   for (size_t i = 0; i < n; ++i) {
-    const unsigned char c = p[i];
-    if (c < 0x20 || c == 0x7f) return true;
-    if (c == 0xC2 && i + 1 < n && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F) return true;
-    if (c == 0xE2 && i + 2 < n && p[i + 1] == 0x80 && (p[i + 2] == 0xA8 || p[i + 2] == 0xA9)) return true;
+    if (ControlCodeAt(p, n, i, &len) >= 0) return true;
   }
   return false;
 }

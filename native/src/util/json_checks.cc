@@ -23,24 +23,15 @@ std::string Shown(const std::string& text) {
   std::string out;
   const std::string cut = text.substr(0, 64);
   const auto* p = reinterpret_cast<const unsigned char*>(cut.data());
-  for (size_t i = 0; i < cut.size(); ++i) {
-    unsigned code = 0x10000;  // none
-    size_t len = 1;
-    if (p[i] < 0x20 || p[i] == 0x7f) {
-      code = p[i];
-    } else if (p[i] == 0xC2 && i + 1 < cut.size() && p[i + 1] >= 0x80 && p[i + 1] <= 0x9F) {
-      code = p[i + 1], len = 2;
-    } else if (p[i] == 0xE2 && i + 2 < cut.size() && p[i + 1] == 0x80 && (p[i + 2] == 0xA8 || p[i + 2] == 0xA9)) {
-      code = 0x2000 + p[i + 2] - 0x80, len = 3;
-    }
-    if (code == 0x10000) {
+  for (size_t i = 0, len = 1; i < cut.size(); i += len) {
+    const int code = ControlCodeAt(p, cut.size(), i, &len);
+    if (code < 0) {
       out.push_back(static_cast<char>(p[i]));
       continue;
     }
     char buf[8];
     std::snprintf(buf, sizeof(buf), "\\u%04x", code);
     out += buf;
-    i += len - 1;
   }
   return text.size() > 64 ? out + "..." : out;
 }
@@ -236,21 +227,16 @@ Status ValidateJsonValue(std::string_view text, const char* what) {
 }
 
 Status ValidateJsonObject(std::string_view text, const char* what) {
-  if (FastJsonAccepts(text) || json::accept(text.begin(), text.end())) {
-    const size_t first = text.find_first_not_of(" \t\r\n");
-    if (first != std::string_view::npos && text[first] == '{') {
-      return JsonDepthWithin(text, kMaxJsonDepth) ? Status::OK() : Status::InvalidArgument(TooDeep(what));
-    }
-  }
-  json v;
-  try {
-    v = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    return Status::InvalidArgument(std::string(what) + " is not valid JSON: " + CleanParseError(e.what()));
-  }
-  if (!v.is_object())
-    return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + KindName(v.type()));
-  return Status::OK();
+  CMQ_RETURN_IF_ERROR(ValidateJsonValue(text, what));  // valid, and within the depth limit: one pass in the usual case
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  const char c = first == std::string_view::npos ? '\0' : text[first];
+  if (c == '{') return Status::OK();
+  const char* kind = c == '['                 ? "an array"
+                     : c == '"'               ? "a string"
+                     : (c == 't' || c == 'f') ? "a boolean"
+                     : c == 'n'               ? "null"
+                                              : "a number";
+  return Status::InvalidArgument(std::string(what) + " must be a JSON object, got " + kind);
 }
 
 Status ApplyMetadataJson(std::string_view metadata_json, NewJob* job) {
