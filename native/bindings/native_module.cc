@@ -666,7 +666,7 @@ class PyBroker {
   PyBroker(PyStore& store, const std::string& bind, const std::string& artifact_root, double heartbeat, int liveness,
            const py::object& curve_secret_key, const py::object& allowed_worker_keys, bool allow_plaintext,
            const py::object& lease, const std::string& plugin_version, const py::object& max_run_time,
-           const py::object& worker_keys_path) {
+           const py::object& worker_keys_path, const py::object& drained_path) {
     store_ = store.store();
     BrokerOptions o;
     o.bind = bind;
@@ -687,6 +687,7 @@ class PyBroker {
       o.default_run_timeout_ms = static_cast<int64_t>(t * 1000);
     }
     o.worker_keys_path = OptText(worker_keys_path, "worker_keys_path");
+    o.drained_path = OptText(drained_path, "drained_path");
     std::unique_ptr<Broker> started;
     Check(NoGil([&] { return Broker::Start(store_.get(), o, &started); }));
     broker_ = Shared(std::move(started), store_);
@@ -713,6 +714,17 @@ class PyBroker {
     std::shared_ptr<Broker> b = broker();
     std::vector<std::string> why;
     Status s = NoGil([&] { return b->Explain(jid, &why); });
+    Check(s);
+    py::list out;
+    for (const auto& w : why) out.append(w);
+    return out;
+  }
+
+  py::list ExplainPrompt(const py::object& prompt) {
+    std::string text = py::isinstance<py::str>(prompt) ? prompt.cast<std::string>() : Dumps(prompt, "prompt");
+    std::shared_ptr<Broker> b = broker();
+    std::vector<std::string> why;
+    Status s = NoGil([&] { return b->ExplainPrompt(text, &why); });
     Check(s);
     py::list out;
     for (const auto& w : why) out.append(w);
@@ -767,10 +779,11 @@ class PyWorkerClient {
                  const py::object& capabilities, const py::object& info, const std::string& plugin_version,
                  const std::string& comfyui_version, double heartbeat, int liveness,
                  const py::object& broker_public_key, const py::object& public_key, const py::object& secret_key,
-                 bool allow_plaintext, double reconnect_min, double reconnect_max) {
+                 bool allow_plaintext, double reconnect_min, double reconnect_max, const std::string& install_id) {
     WorkerClientOptions o;
     o.broker = broker;
     o.worker_id = worker_id;
+    o.install_id = install_id;
     o.name = OptText(name, "name");
     o.capacity = capacity;
     if (!capabilities.is_none()) o.capabilities_json = Dumps(capabilities, "capabilities");
@@ -1024,12 +1037,13 @@ PYBIND11_MODULE(_native, m) {
 
   py::class_<PyBroker>(m, "Broker", "The host's side of the cluster: a ROUTER socket and its thread.")
       .def(py::init<PyStore&, const std::string&, const std::string&, double, int, const py::object&, const py::object&,
-                    bool, const py::object&, const std::string&, const py::object&, const py::object&>(),
+                    bool, const py::object&, const std::string&, const py::object&, const py::object&,
+                    const py::object&>(),
            py::arg("store"), py::kw_only(), py::arg("bind") = "tcp://127.0.0.1:5557", py::arg("artifact_root"),
            py::arg("heartbeat") = 1.0, py::arg("liveness") = 3, py::arg("curve_secret_key") = py::none(),
            py::arg("allowed_worker_keys") = py::none(), py::arg("allow_plaintext") = false,
            py::arg("lease") = py::none(), py::arg("plugin_version") = "", py::arg("max_run_time") = py::none(),
-           py::arg("worker_keys_path") = py::none())
+           py::arg("worker_keys_path") = py::none(), py::arg("drained_path") = py::none())
       .def_property_readonly("endpoint", [](PyBroker& b) { return b.broker()->endpoint(); })
       .def_property_readonly("public_key",
                              [](PyBroker& b) {
@@ -1039,6 +1053,7 @@ PYBIND11_MODULE(_native, m) {
       .def("next_event", &PyBroker::NextEvent, py::arg("timeout") = 1.0)
       .def("workers", &PyBroker::Workers)
       .def("explain", &PyBroker::Explain, py::arg("job_id"))
+      .def("explain_prompt", &PyBroker::ExplainPrompt, py::arg("prompt"))
       .def(
           "drain", [](PyBroker& b, const std::string& id, bool drain) { Check(b.broker()->Drain(id, drain)); },
           py::arg("worker_id"), py::arg("drain") = true)
@@ -1055,13 +1070,13 @@ PYBIND11_MODULE(_native, m) {
   py::class_<PyWorkerClient>(m, "WorkerClient", "A worker's link to a broker.")
       .def(py::init<const std::string&, const std::string&, const py::object&, int, const py::object&,
                     const py::object&, const std::string&, const std::string&, double, int, const py::object&,
-                    const py::object&, const py::object&, bool, double, double>(),
+                    const py::object&, const py::object&, bool, double, double, const std::string&>(),
            py::kw_only(), py::arg("broker"), py::arg("worker_id"), py::arg("name") = py::none(),
            py::arg("capacity") = 1, py::arg("capabilities") = py::none(), py::arg("info") = py::none(),
            py::arg("plugin_version") = "", py::arg("comfyui_version") = "", py::arg("heartbeat") = 1.0,
            py::arg("liveness") = 3, py::arg("broker_public_key") = py::none(), py::arg("public_key") = py::none(),
            py::arg("secret_key") = py::none(), py::arg("allow_plaintext") = false, py::arg("reconnect_min") = 1.0,
-           py::arg("reconnect_max") = 30.0)
+           py::arg("reconnect_max") = 30.0, py::arg("install_id") = "")
       .def("next_job", &PyWorkerClient::NextJob, py::arg("timeout") = 1.0)
       .def("next_event", &PyWorkerClient::NextEvent, py::arg("timeout") = 1.0)
       .def(

@@ -242,6 +242,81 @@ TEST_F(ClusterTest, JobsGoOnlyToWorkersThatCanRunThemAndWaitingJobsSayWhy) {
   EXPECT_TRUE(why.empty());  // not pending
 }
 
+TEST_F(ClusterTest, AWaitingJobAlwaysSaysWhyNoWorkerTakesIt) {
+  std::vector<std::string> why;
+  // No worker has ever joined.
+  const uint64_t id = Enqueue(Graph());
+  ASSERT_TRUE(broker_->Explain(id, &why).ok());
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_NE(why[0].find("no worker has joined"), std::string::npos) << why[0];
+  ASSERT_TRUE(broker_->ExplainPrompt(Graph(), &why).ok());
+  ASSERT_EQ(why.size(), 1u);
+  // Every capable worker is draining (it joined, so it would take the job but for that).
+  ASSERT_TRUE(store_->SetPaused(true).ok());  // the worker joins but takes nothing
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  ASSERT_TRUE(WaitFor([&] { return broker_->Explain(id, &why).ok() && why.empty(); })) << "it could run it";
+  ASSERT_TRUE(broker_->Drain("gpu-1", true).ok());
+  ASSERT_TRUE(WaitFor([&] { return broker_->Explain(id, &why).ok() && why.size() == 1; }));
+  EXPECT_EQ(why[0], "worker gpu-1: draining (it takes no new jobs until it is undrained)");
+  // A prompt this worker could not run anyway says both.
+  ASSERT_TRUE(broker_->ExplainPrompt(Graph("sdxl.safetensors"), &why).ok());
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_NE(why[0].find("no node class CheckpointLoaderSimple; and it is draining"), std::string::npos) << why[0];
+  // Every worker went offline.
+  ASSERT_TRUE(w->Stop(true).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return broker_->Explain(id, &why).ok() && why.size() == 1 &&
+           why[0].find("no worker is online (offline: gpu-1)") != std::string::npos;
+  })) << (why.empty() ? "" : why[0]);
+  // Not an API prompt: a clear error.
+  EXPECT_TRUE(broker_->ExplainPrompt("[1, 2]", &why).IsInvalidArgument());
+}
+
+TEST_F(ClusterTest, ADrainOutlastsARestartOfTheHost) {
+  broker_.reset();
+  BrokerOptions bo;
+  bo.drained_path = tmp_.Sub("drained_workers");
+  StartBroker("tcp://127.0.0.1:*", &bo);
+  WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
+  ASSERT_FALSE(NextWorkerEvent(w, "connected").is_null());
+  ASSERT_TRUE(broker_->Drain("gpu-1", true).ok());
+  ASSERT_TRUE(WaitFor([&] { return json::parse(broker_->WorkersJson())[0]["draining"] == true; }));
+  // The host restarts; the worker joins the new broker (same port) by itself.
+  broker_.reset();
+  StartBroker(endpoint_, &bo);
+  ASSERT_FALSE(NextWorkerEvent(w, "connected", 10000).is_null());
+  json view = json::parse(broker_->WorkersJson());
+  ASSERT_EQ(view.size(), 1u);
+  EXPECT_EQ(view[0]["draining"], true) << view;
+  const uint64_t id = Enqueue(Graph());
+  JobAssignment a;
+  EXPECT_FALSE(w->NextJob(500, &a)) << "a drained worker took a job after the restart";
+  std::vector<std::string> why;
+  ASSERT_TRUE(broker_->Explain(id, &why).ok());
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_NE(why[0].find("draining"), std::string::npos) << why[0];
+  // Undrained, it takes the job; and that too outlasts a restart.
+  ASSERT_TRUE(broker_->Drain("gpu-1", false).ok());
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  EXPECT_EQ(a.job_id, id);
+  EXPECT_EQ(ReadFile(bo.drained_path), "");
+}
+
+TEST_F(ClusterTest, TheWorkersViewCountsModelFilesNotEveryChoice) {
+  AddWorker("gpu-1", Caps({"CheckpointLoaderSimple", "LoraLoader", "KSampler"},
+                          {{"CheckpointLoaderSimple.ckpt_name", {"sd15.safetensors", "sdxl/base.SAFETENSORS"}},
+                           {"LoraLoader.lora_name", {"detail.safetensors", "sd15.safetensors"}},
+                           {"KSampler.sampler_name", {"euler", "dpmpp_2m", "ddim"}},
+                           {"KSampler.scheduler", {"normal", "karras"}}}));
+  json view;
+  ASSERT_TRUE(WaitFor([&] {
+    view = json::parse(broker_->WorkersJson());
+    return view.size() == 1 && view[0]["online"] == true;
+  }));
+  EXPECT_EQ(view[0]["models"], 3) << view[0];  // sd15 (twice), sdxl/base, detail; samplers are no models
+  EXPECT_EQ(view[0]["combo_choices"], 9) << view[0];
+}
+
 TEST_F(ClusterTest, CancelReachesTheWorkerRunningTheJob) {
   WorkerClient* w = AddWorker("gpu-1", Caps({"EmptyImage", "SaveImage"}));
   uint64_t id = Enqueue(Graph());

@@ -200,9 +200,17 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
 
         # 3. The attacker's own results, replayed: after they were recorded, and after its job was cancelled.
         #    (A new connection: the first one sent no heartbeats meanwhile, so the broker let it go.)
-        evil = Attacker(ctx, host.endpoint)
-        evil.send(hello("attacker", {"node_classes": ["AttackerJob"]}))
-        assert evil.expect(WELCOME) is not None
+        #    On a loaded machine the broker may not have let the first one go yet: it answers "busy:", try again.
+        welcomed = None
+        end = time.monotonic() + 30
+        while welcomed is None and time.monotonic() < end:
+            evil = Attacker(ctx, host.endpoint)
+            evil.send(hello("attacker", {"node_classes": ["AttackerJob"]}))
+            welcomed = evil.expect(WELCOME)
+            if welcomed is None:
+                evil.close()
+                time.sleep(0.5)
+        assert welcomed is not None
         evil.send(frames(READY, struct.pack("<I", 1)))
         own = host.enqueue({"1": {"class_type": "AttackerJob", "inputs": {"n": 1}}})
         job = evil.expect(JOB, 10)
@@ -274,7 +282,8 @@ def test_forged_replayed_and_mutated_broker_messages_change_nothing(cluster, tmp
             through["host crashes"] += 1
         for victim in victims:
             t = host.task(victim)
-            if t["state"] != "running" or t.get("worker") != "honest":
+            # (Still running, or already done when the attack took longer than the run on a loaded machine.)
+            if t["state"] not in ("running", "succeeded") or t.get("worker") != "honest":
                 through["honest runs disturbed"] += 1
             if t["attempts"] != 1:
                 through["attempts taken"] += 1

@@ -39,6 +39,9 @@ struct BrokerOptions {
   // refused. The bindings are kept in this file (written atomically) so they outlast a restart; empty = in
   // memory only.
   std::string worker_keys_path;
+  // The ids of drained workers, kept in this file (written atomically) so that a drain outlasts a restart of
+  // the host: a drained worker that joins again takes no new job. Empty = in memory only.
+  std::string drained_path;
   // Workers connected at once: a HELLO with a new id past it is refused ("busy: ..."). Workers that left are
   // remembered (for the workers view) up to as many again, the oldest forgotten first.
   size_t max_workers = 4096;
@@ -80,9 +83,12 @@ class Broker {
   virtual bool NextEvent(int timeout_ms, std::string* event_json) = 0;
   // The workers (connected, and recently gone), as a JSON array.
   virtual std::string WorkersJson() = 0;
-  // Why no connected worker takes this pending job: one line per worker ("worker gpu-2: missing checkpoint
-  // x.safetensors"); empty when some worker can run it (it waits its turn) or it is not pending.
+  // Why no worker takes this pending job now: none has joined, none is online, or one line per online worker
+  // ("worker gpu-2: missing checkpoint x.safetensors", "worker gpu-3: draining ..."); empty when an online
+  // worker that is not draining can run it (it waits its turn) or it is not pending.
   virtual Status Explain(uint64_t job_id, std::vector<std::string>* reasons) = 0;
+  // The same for a prompt not queued yet (API format, JSON): InvalidArgument when it is not one.
+  virtual Status ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) = 0;
   // Stops (or resumes) giving jobs to a worker; it finishes what it runs.
   virtual Status Drain(const std::string& worker_id, bool drain) = 0;
   // Asks a worker ("" = all) to send fresh capabilities (after models changed).

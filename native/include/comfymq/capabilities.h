@@ -32,12 +32,19 @@ class Capabilities {
   size_t node_classes() const { return classes_.size(); }
   size_t combo_inputs() const { return combos_.size(); }
   size_t combo_choices() const { return choices_; }
+  // Distinct choices that name a model file (IsModelFileName): checkpoints, LoRAs, VAEs, ... this worker has.
+  size_t model_files() const { return model_files_; }
 
  private:
   std::unordered_set<std::string> classes_;
   std::unordered_map<std::string, std::unordered_set<std::string>> combos_;  // "Class\x1finput" -> choices
   size_t choices_ = 0;
+  size_t model_files_ = 0;
 };
+
+// A COMBO choice that names a model file: it ends in a model format's extension (.safetensors, .ckpt, .pt,
+// .pth, .bin, .gguf, .sft, .onnx, .pkl, .pt2, .engine; any case).
+bool IsModelFileName(std::string_view name);
 
 struct Requirements {
   struct Literal {

@@ -21,7 +21,10 @@ namespace comfymq {
 struct WorkerClientOptions {
   std::string broker = "tcp://127.0.0.1:5557";
   std::string worker_id;  // stable across restarts; required
-  std::string name;       // for display
+  // Random per installation, kept beside its worker id (optional): two installations saying HELLO as one id
+  // while both run are refused as a clash, where a restart of this one takes its old link's place.
+  std::string install_id;
+  std::string name;  // for display
   std::string plugin_version, comfyui_version;
   std::string info_json = "{}";          // host / GPU facts for display
   std::string capabilities_json = "{}";  // {"node_classes": [...], "combos": {"Class.input": [...]}}

@@ -38,6 +38,7 @@ Status BrokerImpl::Init() {
   }
   allowed_keys_.insert(opt_.allowed_worker_keys.begin(), opt_.allowed_worker_keys.end());
   LoadBoundKeys();
+  LoadDrained();
   CMQ_RETURN_IF_ERROR(ArtifactWriter::Open(opt_.artifact_env, opt_.artifact_root, &artifacts_));
   // Written chunks come back to the loop as commands (the I/O thread never touches the loop's state).
   transfers_ = std::make_unique<net::Transfers>(

@@ -62,17 +62,20 @@ struct WorkerState {
   std::string info_json;  // host and GPU facts from its HELLO, for display
   std::string key;        // its CURVE public key (Z85) on the current connection; empty in plain text
   std::string rid;        // ROUTER routing id of the current connection
+  std::string instance;   // its HELLO's process and installation ids (empty from older workers): a HELLO as
+  std::string install;    //   this id from another link proves a reconnect (same instance) or tells a clash
   std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();  // what it can run
   int capacity = 1;                   // jobs it runs at once (credit never exceeds it)
   uint64_t epoch = 0;                 // which connection: a lease chosen for an older one is not sent to a newer one
   std::map<uint64_t, uint64_t> held;  // the leases this connection holds: job -> token
   std::deque<std::pair<uint64_t, uint64_t>> ended;  // its last runs that ended (job, token): late news is stale
-  size_t classes_seen = 0, inputs_seen = 0, choices_seen = 0;  // its capabilities' counts, kept once it left
-  int64_t connected_ms = 0;                                    // when the current connection said HELLO
-  int64_t last_seen_ms = 0;                                    // the last message from it (liveness)
-  int64_t last_sent_ms = 0;                                    // the last message to it (PING when idle)
-  int64_t last_renew_ms = 0;                                   // the last renewal of its leases in the store
-  int64_t left_ms = 0;  // when it went offline (kept for an hour, for the workers view)
+  size_t classes_seen = 0, inputs_seen = 0, choices_seen = 0,
+         models_seen = 0;     // its capabilities' counts, kept once it left
+  int64_t connected_ms = 0;   // when the current connection said HELLO
+  int64_t last_seen_ms = 0;   // the last message from it (liveness)
+  int64_t last_sent_ms = 0;   // the last message to it (PING when idle)
+  int64_t last_renew_ms = 0;  // the last renewal of its leases in the store
+  int64_t left_ms = 0;        // when it went offline (kept for an hour, for the workers view)
   bool online = false;
   bool draining = false;  // takes no new jobs, finishes what it runs
   std::string left_reason;
@@ -137,6 +140,7 @@ class BrokerImpl final : public Broker {
   bool NextEvent(int timeout_ms, std::string* event_json) override { return events_.Next(timeout_ms, event_json); }
   std::string WorkersJson() override;
   Status Explain(uint64_t job_id, std::vector<std::string>* reasons) override;
+  Status ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) override;
   Status Drain(const std::string& worker_id, bool drain) override;
   Status RefreshCapabilities(const std::string& worker_id) override;
   BrokerCounters Counters() override {
@@ -194,6 +198,7 @@ class BrokerImpl final : public Broker {
   static bool Holds(const WorkerState& w, uint64_t job, uint64_t token);
   void RefuseForeign(const WorkerState& w, const proto::Message& m);
   // HELLO: why this connection may not be worker m.worker_id ("" = it may). Changes nothing.
+  std::vector<std::string> ReasonsNoneCanRun(const Requirements& req);
   std::string IdentityRefusal(const std::string& rid, const std::string& key, const proto::Message& m, int64_t now);
   // Under CURVE: worker id -> the key it belongs to, kept in opt_.worker_keys_path. A binding whose key is no
   // longer allowed is void (a worker whose key was replaced binds again).
@@ -291,6 +296,10 @@ class BrokerImpl final : public Broker {
 
   // Loop thread only: worker id -> CURVE key (see BindKey).
   std::map<std::string, std::string> bound_keys_;
+  // Drained worker ids (loop thread), kept in opt_.drained_path: a worker joining is drained if listed.
+  std::set<std::string> drained_ids_;
+  void LoadDrained();
+  void KeepDrained();
   std::set<std::string> allowed_keys_;
 
   struct Candidate {

@@ -13,27 +13,63 @@ Status BrokerImpl::Explain(uint64_t job_id, std::vector<std::string>* reasons) {
   if (j.state != JobState::kPending) return Status::OK();
   auto req = RequirementsOf(job_id, nullptr);
   if (req == nullptr) return Status::Corruption("cannot read the prompt of job " + FormatJobId(job_id));
-  std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> online;
+  *reasons = ReasonsNoneCanRun(*req);
+  return Status::OK();
+}
+
+Status BrokerImpl::ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) {
+  reasons->clear();
+  Requirements req;
+  CMQ_RETURN_IF_ERROR(ExtractRequirements(prompt_json, &req));
+  *reasons = ReasonsNoneCanRun(req);
+  return Status::OK();
+}
+
+// Empty when an online worker that is not draining can run req (the job waits its turn). Else every reason:
+// none has joined, none is online, and per online worker what it lacks, or that it is draining.
+std::vector<std::string> BrokerImpl::ReasonsNoneCanRun(const Requirements& req) {
+  struct Seen {
+    std::string name;
+    bool draining;
+    std::shared_ptr<const Capabilities> caps;
+  };
+  std::vector<Seen> online;
+  std::vector<std::string> offline;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& [id, w] : workers_) {
-      if (w.online) online.emplace_back(w.name == w.id ? w.id : w.name + " (" + w.id + ")", w.caps);
+      std::string name = w.name == w.id ? w.id : w.name + " (" + w.id + ")";
+      if (w.online)
+        online.push_back({std::move(name), w.draining, w.caps});
+      else
+        offline.push_back(std::move(name));
     }
   }
-  if (online.empty()) {
-    reasons->push_back("no worker is connected");
-    return Status::OK();
-  }
   std::vector<std::string> why;
-  for (const auto& [name, caps] : online) {
-    auto miss = Mismatches(*caps, *req);
-    if (miss.empty()) return Status::OK();  // someone can run it: it waits its turn
-    std::string line = "worker " + name + ": ";
-    for (size_t i = 0; i < miss.size(); ++i) line += (i ? "; " : "") + miss[i];
-    why.push_back(line);
+  if (online.empty()) {
+    if (offline.empty()) {
+      why.push_back("no worker has joined this host yet: start one (a ComfyUI with ComfyMQ in role worker or both)");
+    } else {
+      std::string names;
+      for (size_t i = 0; i < offline.size() && i < 3; ++i) names += (i ? ", " : "") + offline[i];
+      if (offline.size() > 3) names += " and " + std::to_string(offline.size() - 3) + " more";
+      why.push_back("no worker is online (offline: " + names + ")");
+    }
+    return why;
   }
-  *reasons = std::move(why);
-  return Status::OK();
+  for (const Seen& w : online) {
+    auto miss = Mismatches(*w.caps, req);
+    if (miss.empty() && !w.draining) return {};  // someone can run it: it waits its turn
+    std::string line = "worker " + w.name + ": ";
+    if (miss.empty()) {
+      line += "draining (it takes no new jobs until it is undrained)";
+    } else {
+      for (size_t i = 0; i < miss.size(); ++i) line += (i ? "; " : "") + miss[i];
+      if (w.draining) line += "; and it is draining";
+    }
+    why.push_back(std::move(line));
+  }
+  return why;
 }
 
 // Runs on the store's event thread: events go out to Python; what concerns workers goes to the loop.
@@ -123,7 +159,8 @@ json BrokerImpl::WorkerJson(const WorkerState& w) {
             {"last_seen", w.last_seen_ms},
             {"node_classes", w.online ? w.caps->node_classes() : w.classes_seen},
             {"combo_inputs", w.online ? w.caps->combo_inputs() : w.inputs_seen},
-            {"models", w.online ? w.caps->combo_choices() : w.choices_seen},
+            {"models", w.online ? w.caps->model_files() : w.models_seen},  // model files, not every choice
+            {"combo_choices", w.online ? w.caps->combo_choices() : w.choices_seen},
             {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
   if (!w.online) {
     j["left_at"] = w.left_ms;

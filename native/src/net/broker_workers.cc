@@ -79,12 +79,15 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     w.info_json = m.info_json.empty() ? "{}" : m.info_json;
     w.key = user_id;
     w.rid = rid;
+    w.instance = m.instance;
+    w.install = m.install;
     w.caps = caps;
     w.capacity = static_cast<int>(m.capacity);
     w.epoch = ++next_epoch_;
     w.held = kept;
     w.connected_ms = w.last_seen_ms = w.last_renew_ms = now;
     w.online = true;
+    w.draining = drained_ids_.count(m.worker_id) != 0;  // a drain outlasts reconnects and host restarts
     w.left_ms = 0;
     w.left_reason.clear();
     if (existing == nullptr) workers_[m.worker_id] = w;
@@ -141,13 +144,17 @@ std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::strin
       return "this key already speaks for " + std::to_string(ids) + " online worker ids (at most " +
              std::to_string(kMaxIdsPerKey) + ")";
     }
-    return "";
   }
-  // Plain text (loopback): a live worker's id from another connection is refused, unless the HELLO proves it
-  // is that worker by naming every lease it holds (tokens nobody else can know).
+  // Another link of this id is online. The same process reconnecting (same instance) takes its place, as does a
+  // HELLO naming every lease the live link holds (tokens nobody else can know). Another installation under the
+  // same id is a clash: refused for good (until the live link is gone), saying what to do. Otherwise a link
+  // heard from within two heartbeats is live, and the HELLO is refused for now ("busy:", tried again soon);
+  // under CURVE a link silent for longer is its key's holder restarted, and the new link takes over; in plain
+  // text it waits until the broker lets the old link go.
   auto it = workers_.find(m.worker_id);
   if (it == workers_.end() || !it->second.online || it->second.rid == rid) return "";
   const WorkerState& live = it->second;
+  if (!m.instance.empty() && m.instance == live.instance) return "";
   if (!live.held.empty()) {
     std::set<uint64_t> proven;  // distinct leases: naming one twice proves nothing more
     for (const proto::Held& h : m.held) {
@@ -155,10 +162,19 @@ std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::strin
     }
     if (proven.size() == live.held.size()) return "";
   }
-  return "busy: worker " + m.worker_id + " is connected on another link (heard from " +
-         std::to_string(now - live.last_seen_ms) +
-         " ms ago); if that link was this worker's, try again once the "
-         "broker has let it go; else give this worker its own worker_id";
+  const int64_t silent = now - live.last_seen_ms;
+  const bool fresh = silent <= 2 * static_cast<int64_t>(opt_.heartbeat_ms);
+  if (!m.install.empty() && !live.install.empty() && m.install != live.install) {
+    // The same words every time (no times in them): the worker says a standing refusal once.
+    return "id clash: worker id " + m.worker_id + " is in use by another running worker ('" + live.name +
+           "'). Two ComfyUIs share this id: a copied ComfyUI folder or disk image carries its "
+           "user/comfymq/worker_id file, or both set the same COMFYMQ_WORKER_ID. Give this one its own id: set "
+           "another COMFYMQ_WORKER_ID (or worker_id in comfymq.toml), or delete its worker_id file and restart it";
+  }
+  if (!fresh && !key.empty()) return "";
+  return "busy: worker " + m.worker_id + " is connected on another link (heard from " + std::to_string(silent) +
+         " ms ago); if that link was this worker's, try again once the broker has let it go; else give this "
+         "worker its own worker_id";
 }
 
 bool BrokerImpl::Holds(const WorkerState& w, uint64_t job, uint64_t token) {
@@ -184,6 +200,27 @@ void BrokerImpl::LoadBoundKeys() {
     if (tab == std::string::npos || tab == 0 || tab + 1 >= line.size()) continue;
     bound_keys_[line.substr(tab + 1)] = line.substr(0, tab);  // "key<TAB>worker id"
   }
+}
+
+void BrokerImpl::LoadDrained() {
+  if (opt_.drained_path.empty()) return;
+  std::string text;
+  if (!Env::Default()->ReadFileToString(opt_.drained_path, &text).ok()) return;  // none yet
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line) && drained_ids_.size() < 2 * opt_.max_workers) {
+    if (!line.empty()) drained_ids_.insert(line);
+  }
+}
+
+void BrokerImpl::KeepDrained() {
+  if (opt_.drained_path.empty()) return;
+  std::string text;
+  for (const std::string& id : drained_ids_) text += id + "\n";
+  // A drain is rare: a small synced write on the loop. Should it fail, the drain holds until the host restarts.
+  Status s = Env::Default()->WriteFileAtomically(opt_.drained_path, text);
+  if (!s.ok())
+    Log("warning", "drained", "could not keep the drained workers in " + opt_.drained_path + ": " + s.ToString());
 }
 
 void BrokerImpl::BindKey(const std::string& worker_id, const std::string& key) {
@@ -224,8 +261,15 @@ void BrokerImpl::ForgetOldestGone() {
     if (!w.online) gone.emplace_back(w.left_ms, id);
   }
   std::sort(gone.begin(), gone.end());
-  std::lock_guard<std::mutex> l(mu_);
-  for (size_t i = 0; i < gone.size() && workers_.size() > most; ++i) workers_.erase(gone[i].second);
+  bool undrained = false;  // a forgotten worker's drain goes with it
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (size_t i = 0; i < gone.size() && workers_.size() > most; ++i) {
+      workers_.erase(gone[i].second);
+      undrained |= drained_ids_.erase(gone[i].second) != 0;
+    }
+  }
+  if (undrained) KeepDrained();
 }
 
 void BrokerImpl::Ended(WorkerState& w, uint64_t job, uint64_t token) {
@@ -370,6 +414,7 @@ void BrokerImpl::LoseWorker(WorkerState& w, const std::string& reason, bool coun
     w.classes_seen = w.caps->node_classes();
     w.inputs_seen = w.caps->combo_inputs();
     w.choices_seen = w.caps->combo_choices();
+    w.models_seen = w.caps->model_files();
     w.caps = std::make_shared<Capabilities>();
   }
   dispatch_dirty_ = true;
@@ -389,6 +434,7 @@ Status BrokerImpl::Drain(const std::string& worker_id, bool drain) {
       it->second.draining = drain;
     }
     UpdateSlot(worker_id, [drain](Slot& s) { s.draining = drain; });
+    if (drain ? drained_ids_.insert(worker_id).second : drained_ids_.erase(worker_id) != 0) KeepDrained();
     if (it->second.online) SetCandidate(it->second);
     dispatch_dirty_ = true;
     Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(it->second)}});

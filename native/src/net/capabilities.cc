@@ -1,5 +1,6 @@
 #include "comfymq/capabilities.h"
 
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -69,6 +70,7 @@ Status Capabilities::FromJson(std::string_view text, Capabilities* out) {
       out->classes_.insert(c.get<std::string>());
     }
   }
+  std::unordered_set<std::string> model_files;  // one file offered by several loaders counts once
   auto combos = j.find("combos");
   if (combos != j.end()) {
     if (!combos->is_object()) return Status::InvalidArgument("capabilities.combos must be an object");
@@ -83,13 +85,28 @@ Status Capabilities::FromJson(std::string_view text, Capabilities* out) {
       for (const json& v : it.value()) {
         std::string t;
         if (ScalarText(v, &t)) {
+          if (v.is_string() && IsModelFileName(t)) model_files.insert(t);
           set.insert(std::move(t));
           out->choices_++;
         }
       }
     }
   }
+  out->model_files_ = model_files.size();
   return Status::OK();
+}
+
+bool IsModelFileName(std::string_view name) {
+  static const char* const kExtensions[] = {".safetensors", ".ckpt", ".pt",  ".pth", ".bin",   ".gguf",
+                                            ".sft",         ".onnx", ".pkl", ".pt2", ".engine"};
+  const size_t dot = name.rfind('.');
+  if (dot == std::string_view::npos || dot == 0) return false;
+  std::string ext(name.substr(dot));
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* e : kExtensions) {
+    if (ext == e) return true;
+  }
+  return false;
 }
 
 const std::unordered_set<std::string>* Capabilities::Combo(const std::string& cls, const std::string& input) const {

@@ -80,6 +80,7 @@ class Reader {
     return true;
   }
   bool Done() { return d_.done() || Fail("body", "has trailing bytes"); }
+  bool AtEnd() const { return d_.done(); }
 
   Status status() const { return error_.empty() ? Status::OK() : Status::InvalidArgument(error_); }
 
@@ -150,6 +151,10 @@ std::vector<std::string> Encode(const Message& m) {
       PutBytes(&b, m.info_json);
       PutBytes(&b, m.caps_json);
       PutHeld(&b, m.held);
+      if (!m.instance.empty() || !m.install.empty()) {
+        PutBytes(&b, m.instance);
+        PutBytes(&b, m.install);
+      }
       break;
     case Cmd::kReady: PutU32(&b, m.credit); break;
     case Cmd::kHeartbeat:
@@ -273,6 +278,7 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
           r.Text(&m->plugin_version, kMaxIdText, "plugin_version") &&
           r.Text(&m->comfyui_version, kMaxIdText, "comfyui_version") && r.U32(&m->capacity, "capacity") &&
           r.Json(&m->info_json, "info") && r.Json(&m->caps_json, "capabilities") && r.HeldList(&m->held, "held jobs") &&
+          (r.AtEnd() || (r.Text(&m->instance, kMaxIdText, "instance") && r.Text(&m->install, kMaxIdText, "install"))) &&
           r.Done();
       if (r.status().ok() && (m->capacity == 0 || m->capacity > 1024))
         return Status::InvalidArgument("capacity must be 1..1024");

@@ -80,6 +80,10 @@ struct Message {
   uint32_t capacity = 0;
   std::vector<Held> held;     // HELLO: jobs I hold; WELCOME: those still yours
   std::vector<Held> dropped;  // WELCOME: those no longer yours (stop them)
+  // HELLO, optional (trailing; absent from older workers): `instance` is random per worker process and the same
+  // over its reconnects; `install` is random per installation (kept beside its worker id). Neither is shown or
+  // logged: the broker compares them to tell a reconnect or a restart from two workers sharing one id.
+  std::string instance, install;
   // READY
   uint32_t credit = 0;
   // WELCOME

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -175,6 +176,13 @@ class WorkerClientImpl final : public WorkerClient {
   int credit_to_send_ = 0;
   std::mutex state_mu_;
   std::string session_, refused_;
+  // Random per client, the same over its reconnects: its HELLO proves a reconnect of this very process.
+  const std::string instance_ = [] {
+    std::random_device rd;  // the kernel's random source
+    char hex[33];
+    std::snprintf(hex, sizeof(hex), "%08x%08x%08x%08x", rd(), rd(), rd(), rd());
+    return std::string(hex);
+  }();
   uint64_t reconnects_ = 0;
 };
 
@@ -408,6 +416,8 @@ void WorkerClientImpl::Connect(int64_t now) {
   hello.capacity = static_cast<uint32_t>(opt_.capacity);
   hello.info_json = opt_.info_json;
   hello.caps_json = caps_json_;
+  hello.instance = instance_;
+  hello.install = opt_.install_id;
   for (const auto& [job, token] : running_) hello.held.push_back({job, token});
   for (const auto& [job, u] : uploads_) {
     if (!running_.count(job)) hello.held.push_back({job, u.token});
@@ -427,16 +437,20 @@ void WorkerClientImpl::Disconnect(const std::string& why, int64_t now, bool refu
     socket_->close();
     socket_.reset();
   }
+  bool repeated = false;  // the same standing refusal again: said once, not every retry
   {
     std::lock_guard<std::mutex> l(state_mu_);
     phase_ = Phase::kDisconnected;
-    if (refused) refused_ = why;
+    if (refused) {
+      repeated = refused_ == why;
+      refused_ = why;
+    }
   }
   backoff_ms_ = backoff_ms_ == 0 ? opt_.reconnect_min_ms : std::min<int64_t>(backoff_ms_ * 2, opt_.reconnect_max_ms);
   if (refused) backoff_ms_ = opt_.reconnect_max_ms;
   next_connect_ms_ = now + backoff_ms_;
   credit_to_send_ = 0;
-  if (was_connected || refused) {
+  if (was_connected || (refused && !repeated)) {
     Emit({{"type", refused ? "refused" : "disconnected"}, {"reason", why}, {"retry_in", backoff_ms_ / 1000.0}});
   }
 }
