@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE = ROOT / "comfy_nodes"
 WHEELS = ROOT / "wheels"
 PINS = {"pybind11": "pybind11==3.1.0", "cmake": "cmake==4.4.4", "ninja": "ninja==1.13.2"}
+# Debian/Ubuntu packages the module's build needs (compiler and tools, Python headers, and what CMakeLists.txt finds
+# outside its tests/bench/fuzz parts, plus cppzmq's headers); tests/python/test_packaging.py keeps it complete.
 APT_HINT = (
     "sudo apt-get install build-essential cmake ninja-build pkg-config python3-dev "
     "libzmq3-dev cppzmq-dev nlohmann-json3-dev libxxhash-dev liblz4-dev libssl-dev"
@@ -291,9 +294,15 @@ def build_from_source() -> int:
             file=sys.stderr,
         )
         return 1
-    built = sorted(PACKAGE.glob("_native*"))
-    print(f"ComfyMQ: built {', '.join(p.name for p in built)} for {sys.executable}")
+    print(f"ComfyMQ: built {', '.join(p.name for p in built_modules())} for {sys.executable}")
     return 0
+
+
+def built_modules() -> list[Path]:
+    """The compiled module file(s) in comfy_nodes/ this Python would import (_native + one of its extension
+    suffixes): not the checked-in stub _native.pyi, nor a module built for another Python."""
+    names = {"_native" + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES}
+    return sorted(p for p in PACKAGE.glob("_native*") if p.name in names)
 
 
 def main(argv: list[str]) -> int:

@@ -40,12 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="where output files go (default: <data-dir>/artifacts; env COMFYMQ_ARTIFACT_ROOT)",
     )
     h.add_argument("--host", default=os.environ.get("COMFYMQ_HTTP_HOST", "127.0.0.1"), help="address to listen on")
-    h.add_argument("--port", type=int, default=int(os.environ.get("COMFYMQ_HTTP_PORT", "8190")), help="HTTP port")
+    h.add_argument("--port", type=int, default=os.environ.get("COMFYMQ_HTTP_PORT", "8190"), help="HTTP port")
     h.add_argument(
         "--retention-days",
         type=float,
-        default=float(os.environ.get("COMFYMQ_RETENTION_DAYS", "30")),
+        default=os.environ.get("COMFYMQ_RETENTION_DAYS", "30"),
         help="remove finished jobs after this many days (0 keeps them)",
+    )
+    h.add_argument(
+        "--unrunnable-jobs",
+        choices=("wait", "refuse"),
+        default=os.environ.get("COMFYMQ_UNRUNNABLE_JOBS", "wait"),
+        help="a job no online worker can run now: queue it and say why it waits (wait, default), or answer 409 "
+        "(refuse); env COMFYMQ_UNRUNNABLE_JOBS",
     )
     h.add_argument(
         "--workers-bind",
@@ -74,13 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument(
         "--heartbeat",
         type=float,
-        default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")),
+        default=os.environ.get("COMFYMQ_HEARTBEAT", "1.0"),
         help="heartbeat interval in seconds; a worker silent for 3 of them is gone",
     )
     h.add_argument(
         "--max-run-time",
         type=float,
-        default=float(os.environ.get("COMFYMQ_MAX_RUN_TIME", "7200")),
+        default=os.environ.get("COMFYMQ_MAX_RUN_TIME", "7200"),
         help="seconds one run may take when its job sets no timeout (0 = no limit; env "
         "COMFYMQ_MAX_RUN_TIME): past it the run is cancelled and the job runs again, elsewhere first",
     )
@@ -171,10 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--capacity",
         type=int,
-        default=int(os.environ.get("COMFYMQ_CAPACITY", "1")),
+        default=os.environ.get("COMFYMQ_CAPACITY", "1"),
         help="jobs run at once (ComfyUI runs one prompt at a time: keep 1)",
     )
-    w.add_argument("--heartbeat", type=float, default=float(os.environ.get("COMFYMQ_HEARTBEAT", "1.0")))
+    w.add_argument("--heartbeat", type=float, default=os.environ.get("COMFYMQ_HEARTBEAT", "1.0"))
     w.add_argument(
         "--broker-key",
         default=os.environ.get("COMFYMQ_BROKER_PUBLIC_KEY"),
@@ -266,18 +273,20 @@ def run_worker(args) -> None:
     import signal
 
     from . import __version__
-    from .config import stable_worker_id
+    from .identity import worker_identity
     from .worker.bridge import BridgeSettings, WorkerBridge
 
     if args.capacity < 1:
         raise ValueError("--capacity must be at least 1")
     if (args.public_key is None) != (args.secret_key is None):
         raise ValueError("--public-key and --secret-key go together")
+    identity = worker_identity(args.data_dir, args.id or None)
     bridge = WorkerBridge(
         BridgeSettings(
             comfy_url=args.comfy_url,
             broker=args.broker,
-            worker_id=args.id or stable_worker_id(args.data_dir),
+            worker_id=identity.worker_id,
+            install_id=identity.install_id,
             name=args.name or __import__("socket").gethostname(),
             work_dir=str(Path(args.data_dir) / "worker"),
             capacity=args.capacity,
@@ -322,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 artifact_root=args.artifact_root,
                 retention_days=args.retention_days,
                 broker=broker,
+                unrunnable=args.unrunnable_jobs,
                 **http_settings(args),
             )
         elif args.command == "worker":

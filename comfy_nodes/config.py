@@ -5,6 +5,9 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   role                 both (host on loopback + a local worker; default) | host | worker
   data_dir             where the store lives (default: <ComfyUI user dir>/comfymq)
   artifact_root        where output files land (default: <ComfyUI output dir>/comfymq; a NAS path works)
+  save_roots           folders the Save Image (atomic) node may save into besides ComfyUI's output folder and
+                       artifact_root (list of absolute paths, or comma-separated in the env; default none): its
+                       `root` input, symlinks resolved, must lie inside one of them (nodes/save_image_atomic.py)
   token                API token; every /comfymq route then needs `Authorization: Bearer <token>` (the rule for
                        tokens is check_token() below, for every way one is set)
   allowed_hosts        Host names the API answers besides loopback names (list, or comma-separated in the env;
@@ -31,9 +34,15 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   comfy_url            worker: the ComfyUI it drives (in the plugin: its own, on loopback)
   capacity             jobs a worker runs at once (default 1: ComfyUI runs one prompt at a time)
   retention_days       finished jobs are removed after this many days (0 keeps them; default 30)
+  unrunnable_jobs      host: a job no online worker can run now (a missing model or node class, no worker, all
+                       draining): "wait" (default: queued, and the answer says why it waits; a worker may come)
+                       or "refuse" (409 "unrunnable" with the reasons, nothing queued)
+  host_url             worker: the host's HTTP address (http://host.lan:8188, or the standalone host's); with it
+                       this ComfyUI's "Queue (MQ)" sends jobs there (with `token`); without it the button is hidden
 
 The toml file is looked for at $COMFYMQ_CONFIG, else <ComfyUI user dir>/comfymq.toml, else next to this
-package (the repo root). Anything wrong raises ConfigError with one line that says what and where.
+package (the repo root). Anything wrong raises ConfigError with one line that says what and where: every message
+about a value ends with where that value came from, "(in /path/comfymq.toml)" or "(from COMFYMQ_ROLE)".
 """
 
 from __future__ import annotations
@@ -42,7 +51,6 @@ import os
 import re
 import socket
 import tomllib
-import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -51,6 +59,7 @@ from .api.limits import RequestLimits
 from .api.site_policy import normalize_allowed_host, normalize_allowed_origin
 
 ROLES = ("both", "host", "worker")
+UNRUNNABLE = ("wait", "refuse")
 MAX_RUN_TIME = 30 * 24 * 3600.0
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
@@ -97,6 +106,7 @@ class Config:
     role: str = "both"
     data_dir: str = ""
     artifact_root: str = ""
+    save_roots: list[str] = field(default_factory=list)
     token: str | None = None
     broker_bind: str = "tcp://127.0.0.1:5557"
     broker: str = "tcp://127.0.0.1:5557"
@@ -113,6 +123,8 @@ class Config:
     comfy_url: str = "http://127.0.0.1:8188"
     capacity: int = 1
     retention_days: float = 30.0
+    unrunnable_jobs: str = "wait"
+    host_url: str | None = None
     allowed_hosts: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = RequestLimits.max_body_bytes
@@ -135,6 +147,7 @@ _KEYS = {f.name: f for f in fields(Config) if f.name != "source"}
 
 
 def _coerce(name: str, value, where: str):
+    """`value` as key `name`'s type; ConfigError naming the key and `where` (a source label, see _label)."""
     kind = _KEYS[name].type
     try:
         if kind == "bool":
@@ -163,7 +176,13 @@ def _coerce(name: str, value, where: str):
             raise ValueError(f"expected a string, got {type(value).__name__}")
         return value.strip() or None if "None" in kind else value.strip()
     except ValueError as e:
-        raise ConfigError(f"{name} ({where}): {e}") from None
+        raise ConfigError(f"{name}: {e} ({where})") from None
+
+
+def _label(where: Mapping[str, str], *keys: str) -> str:
+    """Where `keys` got their values, as ' (in /path/comfymq.toml)' or ' (from COMFYMQ_X)'; '' for defaults."""
+    found = list(dict.fromkeys(where[k] for k in keys if k in where))
+    return f" ({'; '.join(found)})" if found else ""
 
 
 def find_toml(env: Mapping[str, str], user_dir: str | None) -> Path | None:
@@ -192,6 +211,7 @@ def load_config(
     env = os.environ if env is None else env
     cfg = Config()
     sources = []
+    where: dict[str, str] = {}  # key -> where its value came from, for error messages (_label)
     path = Path(toml_path) if toml_path else find_toml(env, user_dir)
     if path is not None:
         try:
@@ -202,13 +222,15 @@ def load_config(
         for key, value in table.items():
             if key not in _KEYS:
                 raise ConfigError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(_KEYS))})")
-            setattr(cfg, key, _coerce(key, value, str(path)))
+            where[key] = f"in {path}"
+            setattr(cfg, key, _coerce(key, value, where[key]))
         sources.append(str(path))
     env_used = False
     for key in _KEYS:
         name = "COMFYMQ_" + key.upper()
         if name in env:
-            setattr(cfg, key, _coerce(key, env[name], name))
+            where[key] = f"from {name}"
+            setattr(cfg, key, _coerce(key, env[name], where[key]))
             env_used = True
     if env_used:
         sources.append("environment")
@@ -221,7 +243,8 @@ def load_config(
         cfg.artifact_root = str(Path(output_dir) / "comfymq") if output_dir else str(Path(cfg.data_dir) / "artifacts")
     if comfy_url and "COMFYMQ_COMFY_URL" not in env and not (path and "comfy_url" in _toml_keys(path)):
         cfg.comfy_url = comfy_url
-    _check(cfg)
+        where["comfy_url"] = "from ComfyUI: its own address"
+    _check(cfg, where)
     if not cfg.worker_name:
         cfg.worker_name = socket.gethostname()
     return cfg
@@ -235,64 +258,87 @@ def _toml_keys(path: Path) -> set[str]:
         return set()
 
 
-def _check(cfg: Config) -> None:
+def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
+    """ConfigError for the first bad value; its message ends with where the value came from (`where`: key ->
+    source label, as load_config records it; keys missing from it had their defaults). A new check raises
+    bad(message, key, ...) naming the keys it is about, so its message names their sources too."""
+    where = where or {}
+
+    def bad(message: str, *keys: str) -> ConfigError:
+        return ConfigError(message + _label(where, *keys))
+
     if cfg.role not in ROLES:
-        raise ConfigError(f"role must be one of {', '.join(ROLES)}, got '{cfg.role}'")
+        raise bad(f"role must be one of {', '.join(ROLES)}, got '{cfg.role}'", "role")
     for key in ("broker_bind", "broker"):
         if not _ENDPOINT.match(getattr(cfg, key)):
-            raise ConfigError(f"{key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5557, got '{getattr(cfg, key)}'")
+            raise bad(f"{key} must be a ZeroMQ endpoint like tcp://127.0.0.1:5557, got '{getattr(cfg, key)}'", key)
     for key in ("curve_secret_key", "broker_public_key", "worker_public_key", "worker_secret_key"):
         v = getattr(cfg, key)
         if v is not None and not _Z85.match(v):
-            raise ConfigError(
-                f"{key} must be a 40-character Z85 CURVE key (make one with `python -m comfy_nodes keys`)"
-            )
+            raise bad(f"{key} must be a 40-character Z85 CURVE key (make one with `python -m comfy_nodes keys`)", key)
     for k in cfg.allowed_worker_keys:
         if not _Z85.match(k):
-            raise ConfigError(f"allowed_worker_keys: '{k}' is not a 40-character Z85 CURVE public key")
+            raise bad(f"allowed_worker_keys: '{k}' is not a 40-character Z85 CURVE public key", "allowed_worker_keys")
     if (cfg.worker_public_key is None) != (cfg.worker_secret_key is None):
-        raise ConfigError("worker_public_key and worker_secret_key go together: set both or neither")
+        raise bad(
+            "worker_public_key and worker_secret_key go together: set both or neither",
+            "worker_public_key",
+            "worker_secret_key",
+        )
     if not 0.01 <= cfg.heartbeat <= 600:
-        raise ConfigError(f"heartbeat must be 0.01..600 seconds, got {cfg.heartbeat}")
+        raise bad(f"heartbeat must be 0.01..600 seconds, got {cfg.heartbeat}", "heartbeat")
     if not 0 <= cfg.max_run_time <= MAX_RUN_TIME:
-        raise ConfigError(
-            f"max_run_time must be 0 (no limit) to {MAX_RUN_TIME:.0f} seconds (30 days), got {cfg.max_run_time}"
+        raise bad(
+            f"max_run_time must be 0 (no limit) to {MAX_RUN_TIME:.0f} seconds (30 days), got {cfg.max_run_time}",
+            "max_run_time",
         )
     if not 1 <= cfg.capacity <= 64:
-        raise ConfigError(f"capacity must be 1..64, got {cfg.capacity}")
+        raise bad(f"capacity must be 1..64, got {cfg.capacity}", "capacity")
     if cfg.retention_days < 0:
-        raise ConfigError(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}")
+        raise bad(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}", "retention_days")
+    if cfg.unrunnable_jobs not in UNRUNNABLE:
+        raise bad(
+            f"unrunnable_jobs must be one of {', '.join(UNRUNNABLE)}, got '{cfg.unrunnable_jobs}'", "unrunnable_jobs"
+        )
+    if cfg.host_url is not None:
+        if not re.match(r"^https?://[^\s/?#]+/?$", cfg.host_url):
+            raise bad(
+                f"host_url must be an http(s) address like http://host.lan:8188, got '{cfg.host_url}'", "host_url"
+            )
+        cfg.host_url = cfg.host_url.rstrip("/")
     if not re.match(r"^https?://[^\s/]+", cfg.comfy_url):
-        raise ConfigError(f"comfy_url must be an http(s) URL, got '{cfg.comfy_url}'")
+        raise bad(f"comfy_url must be an http(s) URL, got '{cfg.comfy_url}'", "comfy_url")
     try:
         cfg.token = check_token(cfg.token)
     except ValueError as e:
-        raise ConfigError(f"token: {e}") from None
+        raise bad(f"token: {e}", "token") from None
+    for f in fields(RequestLimits):  # one limit at a time, so the message names the bad one's source
+        try:
+            RequestLimits(**{f.name: getattr(cfg, f.name)})
+        except ValueError as e:
+            raise bad(str(e), f.name) from None
     try:
-        RequestLimits.from_config(cfg)
-        for h in cfg.allowed_hosts:
-            normalize_allowed_host(h)
-        for o in cfg.allowed_origins:
-            normalize_allowed_origin(o)
+        RequestLimits.from_config(cfg)  # and together, should a rule ever span limits
     except ValueError as e:
-        raise ConfigError(str(e)) from None
+        raise bad(str(e), *(f.name for f in fields(RequestLimits))) from None
+    for key, normalize in (("allowed_hosts", normalize_allowed_host), ("allowed_origins", normalize_allowed_origin)):
+        for value in getattr(cfg, key):
+            try:
+                normalize(value)
+            except ValueError as e:
+                raise bad(str(e), key) from None
+    cfg.save_roots = [_check_save_root(r, bad) for r in cfg.save_roots]
     if cfg.worker_id and not re.match(r"^[A-Za-z0-9_.:@-]{1,128}$", cfg.worker_id):
-        raise ConfigError("worker_id may hold letters, digits and _ . : @ - (1..128 characters)")
+        raise bad("worker_id may hold letters, digits and _ . : @ - (1..128 characters)", "worker_id")
 
 
-def stable_worker_id(data_dir: str) -> str:
-    """This machine's worker id, made once and kept in <data_dir>/worker_id so restarts keep their leases."""
-    path = Path(data_dir) / "worker_id"
-    try:
-        text = path.read_text().strip()
-        if text:
-            return text
-    except OSError:
-        pass
-    wid = f"{socket.gethostname()[:48]}-{uuid.uuid4().hex[:8]}"
-    wid = re.sub(r"[^A-Za-z0-9_.:@-]", "-", wid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(wid + "\n")
-    os.replace(tmp, path)
-    return wid
+def _check_save_root(root: str, bad) -> str:
+    """One save_roots entry, normalized; bad(...) unless it is an absolute path (no ~, no NUL)."""
+    if "\x00" in root:
+        raise bad(f"save_roots: {root!r} contains a NUL byte", "save_roots")
+    if not os.path.isabs(root):
+        raise bad(
+            f"save_roots: {root!r} is not an absolute path (write the full path of the folder; ~ is not expanded)",
+            "save_roots",
+        )
+    return os.path.normpath(root)

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from . import __version__, native
-from .config import Config, ConfigError, load_config, stable_worker_id
+from .config import Config, ConfigError, load_config
 
 log = logging.getLogger("comfymq")
 
@@ -123,8 +123,14 @@ class Plugin:
                 from .api.routes import add_routes
 
                 add_routes(
-                    routes, self.service, token=cfg.token, site=site_policy(cfg), limits=RequestLimits.from_config(cfg)
+                    routes,
+                    self.service,
+                    token=cfg.token,
+                    site=site_policy(cfg),
+                    limits=RequestLimits.from_config(cfg),
+                    unrunnable=cfg.unrunnable_jobs,
                 )
+                self._add_status_route(routes)
             log.info(
                 "ComfyMQ host: workers connect to %s%s; artifacts in %s",
                 self.service.broker.endpoint,
@@ -132,7 +138,10 @@ class Plugin:
                 self.service.artifact_root,
             )
         if cfg.runs_worker:
+            from .identity import worker_identity
             from .worker.bridge import BridgeSettings, WorkerBridge
+
+            identity = worker_identity(cfg.data_dir, cfg.worker_id or None)
 
             broker_addr = self.service.broker.endpoint if self.service is not None else cfg.broker
             pub, sec = local_worker_keys if local_worker_keys else (cfg.worker_public_key, cfg.worker_secret_key)
@@ -143,7 +152,8 @@ class Plugin:
                 BridgeSettings(
                     comfy_url=cfg.comfy_url,
                     broker=broker_addr,
-                    worker_id=cfg.worker_id or stable_worker_id(cfg.data_dir),
+                    worker_id=identity.worker_id,
+                    install_id=identity.install_id,
                     name=cfg.worker_name,
                     work_dir=str(Path(cfg.data_dir) / "worker"),
                     capacity=cfg.capacity,
@@ -156,6 +166,34 @@ class Plugin:
                 )
             )
             self.bridge.start()
+            if routes is not None and not cfg.runs_host:
+                from .api.limits import RequestLimits
+                from .api.status_routes import add_worker_role_routes
+
+                add_worker_role_routes(
+                    routes,
+                    worker_status=self.worker_status,
+                    broker=cfg.broker,
+                    host_url=cfg.host_url,
+                    token=cfg.token,
+                    site=site_policy(cfg),
+                    limits=RequestLimits.from_config(cfg),
+                )
+
+    def worker_status(self) -> dict | None:
+        """The local worker's link and run (GET /comfymq/status), or None without one."""
+        return self.bridge.status() if self.bridge is not None else None
+
+    def _add_status_route(self, routes: web.RouteTableDef) -> None:
+        from .api.status_routes import add_status_route
+
+        add_status_route(
+            routes,
+            role=self.cfg.role,
+            worker_status=self.worker_status,
+            token=self.cfg.token,
+            site=site_policy(self.cfg),
+        )
 
     def close(self) -> None:
         if not self._closed.acquire(blocking=False):

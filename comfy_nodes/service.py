@@ -67,6 +67,7 @@ class QueueService:
                     max_run_time=broker.max_run_time,
                     # under CURVE, which key each worker id belongs to (kept across restarts)
                     worker_keys_path=str(self.data_dir / "worker_keys"),
+                    drained_path=str(self.data_dir / "drained_workers"),  # drains outlast a restart
                 )
             except Exception:
                 self.store.close()

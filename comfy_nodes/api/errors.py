@@ -25,10 +25,18 @@ log = logging.getLogger("comfymq.api")
 
 
 def error_response(
-    status: int, type_: str, message: str, headers: dict | None = None, *, close: bool = False
+    status: int,
+    type_: str,
+    message: str,
+    headers: dict | None = None,
+    *,
+    close: bool = False,
+    extra: dict | None = None,
 ) -> web.Response:
-    """The JSON error answer; close=True also closes the connection after it (a body left unread)."""
-    resp = web.json_response({"error": {"type": type_, "message": message}}, status=status, headers=headers)
+    """The JSON error answer; close=True also closes the connection after it (a body left unread). extra: more
+    fields of the error object (e.g. "waiting" for an unrunnable job), never replacing type or message."""
+    error = {**(extra or {}), "type": type_, "message": message}
+    resp = web.json_response({"error": error}, status=status, headers=headers)
     if close:
         resp.force_close()
     return resp
@@ -38,11 +46,12 @@ class ApiError(Exception):
     """Raised by handlers for a refusal with its own status (404 unknown thing, 409, 413, 503 ...).
     close=True: the request's body was not read to its end, so the connection is closed after the answer."""
 
-    def __init__(self, status: int, type_: str, message: str, *, close: bool = False):
+    def __init__(self, status: int, type_: str, message: str, *, close: bool = False, extra: dict | None = None):
         super().__init__(message)
         self.status = status
         self.type = type_
         self.close = close
+        self.extra = extra
 
 
 class BadRequest(ApiError):
@@ -68,7 +77,7 @@ def too_large(limit: int) -> ApiError:
 def from_exception(e: BaseException) -> web.Response:
     """Maps an exception from a handler (or the native core) to a JSON error response."""
     if isinstance(e, ApiError):
-        return error_response(e.status, e.type, str(e), close=e.close)
+        return error_response(e.status, e.type, str(e), close=e.close, extra=e.extra)
     if isinstance(e, ValueError):
         return error_response(400, "invalid_request", str(e))
     if isinstance(e, KeyError):

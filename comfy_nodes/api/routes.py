@@ -44,8 +44,12 @@ prompts and workflows (api/limits.py): more is a 413 naming the limit, and nothi
 A repeated metadata.prompt_id returns the existing job ("existed": true). With count or sweep the given
 prompt_id is a prefix: job i (1-based) gets "<prompt_id>-0001"..., so the same request sent again returns
 the same jobs; without one each job gets a fresh uuid4.
-Answer: {"status": "queued", "jobs": [...], "batch_id"?, "existed"?}; a single job also comes as "task"
-(the seed contract's view) and its "jobs" entry is the summary view.
+Answer: {"status": "queued", "jobs": [...], "waiting": [...], "batch_id"?, "existed"?}; a single job also comes
+as "task" (the seed contract's view) and its "jobs" entry is the summary view. "waiting" says why no online worker
+can run the job(s) now (no worker has joined or is online, a missing model or node class, all capable workers
+draining; [] when one can): the job still waits for a worker that may come. With unrunnable="refuse" (config
+unrunnable_jobs) such a request is a 409 {"error": {"type": "unrunnable", "message", "waiting"}} instead, and
+nothing is queued.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MS_RE = re.compile(r"^[0-9]{1,16}$")
 MAX_TIMEOUT = 30 * 24 * 3600
 MAX_OWNER = 256
+WAIT_CHECKS = 64  # jobs of one request whose prompts the answer's `waiting` hint looks at
 
 
 # ---- input checks ----------------------------------------------------------------------------------------
@@ -368,13 +373,18 @@ def add_routes(
     token: str | None = None,
     site: SitePolicy | None = LOOPBACK_ONLY,
     limits: RequestLimits | None = None,
+    unrunnable: str = "wait",
 ) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
     Every handler itself applies the site rules of `site` (api/site_policy.py; default: an API on loopback with
     nothing allowed on top) and, with a token, requires `Authorization: Bearer <token>` (401 otherwise): inside
     ComfyUI that guards these routes, and their /api/... copies, without a middleware on ComfyUI's app. site=None
-    leaves the site rules to the app's own middleware (the standalone host). `limits`: api/limits.py."""
+    leaves the site rules to the app's own middleware (the standalone host). `limits`: api/limits.py.
+    `unrunnable`: "wait" queues a job no online worker can run now (its answer's `waiting` says why), "refuse"
+    answers 409 "unrunnable" with the reasons and queues nothing (config key unrunnable_jobs)."""
+    if unrunnable not in ("wait", "refuse"):
+        raise ValueError(f"unrunnable must be 'wait' or 'refuse', got {unrunnable!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     store_call = service.call
     limits = limits or RequestLimits()
@@ -393,6 +403,29 @@ def add_routes(
             return fn
 
         return register
+
+    def why_unrunnable(prompts: list) -> list[str]:
+        """Why no online worker can run these prompts now (each reason once; [] when one can run each, or
+        without a broker). Refusing checks them all; waiting checks the first WAIT_CHECKS (the answer's hint)."""
+        if service.broker is None:
+            return []
+        reasons: dict[str, None] = {}
+        for prompt in prompts if unrunnable == "refuse" else prompts[:WAIT_CHECKS]:
+            for r in service.broker.explain_prompt(prompt):
+                reasons.setdefault(r)
+        return list(reasons)
+
+    async def unrunnable_check(prompts: list) -> list[str]:
+        waiting = await store_call(why_unrunnable, prompts)
+        if waiting and unrunnable == "refuse":
+            raise ApiError(
+                409,
+                "unrunnable",
+                "no online worker can run this job, and this host refuses such jobs (unrunnable_jobs = refuse): "
+                + "; ".join(waiting[:5]),
+                extra={"waiting": waiting},
+            )
+        return waiting
 
     async def get_job(job_id: str, with_prompt: bool = False) -> dict:
         return await store_call(service.store.get, job_id, with_prompt=with_prompt)
@@ -434,6 +467,7 @@ def add_routes(
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
         if not sub.expands:
+            waiting = await unrunnable_check([sub.prompt])
             result = await store_call(
                 service.store.enqueue,
                 sub.prompt,
@@ -445,7 +479,12 @@ def add_routes(
             job = await get_job(result["id"])
             entry = summary_view(job, prefix)
             entry["existed"] = result["existed"]
-            body = {"status": "queued", "task": task_view(job, prompt=sub.prompt), "jobs": [entry]}
+            body = {
+                "status": "queued",
+                "task": task_view(job, prompt=sub.prompt),
+                "jobs": [entry],
+                "waiting": waiting,
+            }
             if job.get("batch_id"):
                 body["batch_id"] = job["batch_id"]
             if result["existed"]:
@@ -455,6 +494,7 @@ def add_routes(
             items, extras, batch_id = await store_call(plan_jobs, sub)
         except ex.TooManyJobs as e:
             raise ApiError(413, "too_many_jobs", str(e)) from None
+        waiting = await unrunnable_check([item["prompt"] for item in items])
         results = await store_call(service.store.enqueue_many, items)
         entries = []
         for item, extra, r in zip(items, extras, results, strict=True):
@@ -479,6 +519,7 @@ def add_routes(
             "batch_id": entries[0]["batch_id"] if existed else batch_id,
             "count": len(entries),
             "jobs": entries,
+            "waiting": waiting,
         }
         if existed and len(existed) == len(entries):
             body["existed"] = True

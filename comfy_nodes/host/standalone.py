@@ -19,6 +19,7 @@ from ..api.guards import host_middlewares
 from ..api.limits import RequestLimits
 from ..api.routes import add_routes
 from ..api.site_policy import SitePolicy
+from ..api.status_routes import add_status_route
 from ..config import check_token
 from ..service import BrokerSettings, QueueService
 from .http_server import ServerSettings, serve
@@ -32,6 +33,7 @@ def build_app(
     token: str | None = None,
     site: SitePolicy | None = None,
     limits: RequestLimits | None = None,
+    unrunnable: str = "wait",
 ) -> web.Application:
     """The host's app: the seed contract (/tasks, /health) and the /comfymq API (also under /api/comfymq, as
     inside ComfyUI). Every request passes the site rules of `site` (default: an API on loopback, nothing allowed
@@ -44,8 +46,9 @@ def build_app(
     app["service"] = service
     routes = web.RouteTableDef()
     add_compat_routes(routes, service, limits)
-    add_routes(routes, service, prefix="/comfymq", site=None, limits=limits)  # the middlewares check
-    add_routes(routes, service, prefix="/api/comfymq", site=None, limits=limits)
+    for prefix in ("/comfymq", "/api/comfymq"):  # site=None: the middlewares check
+        add_routes(routes, service, prefix=prefix, site=None, limits=limits, unrunnable=unrunnable)
+        add_status_route(routes, role="host", worker_status=lambda: None, prefix=prefix, site=None)
     app.add_routes(routes)
     return app
 
@@ -73,6 +76,7 @@ def run_host(
     site: SitePolicy | None = None,
     limits: RequestLimits | None = None,
     server: ServerSettings | None = None,
+    unrunnable: str = "wait",
 ) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
@@ -86,7 +90,7 @@ def run_host(
     warning = insecure_bind_warning(host, token)
     if warning:
         log.warning("%s", warning)
-    app = build_app(service, token=token, site=site, limits=limits)
+    app = build_app(service, token=token, site=site, limits=limits, unrunnable=unrunnable)
 
     async def start_background(app: web.Application) -> None:
         if retention_days > 0:

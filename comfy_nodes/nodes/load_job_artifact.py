@@ -1,11 +1,14 @@
 """Load Job Artifact node: loads an image a finished ComfyMQ job produced, as IMAGE and MASK like LoadImage.
 
 Artifacts live at <root>/<job id>/<name> (docs/protocol.md, "Files"). The root is the node's `root` input, else
-$COMFYMQ_ARTIFACT_ROOT, else <ComfyUI output folder>/comfymq.
+ComfyMQ's configured artifact_root (COMFYMQ_ARTIFACT_ROOT or comfymq.toml, as the plugin reads it), else
+<ComfyUI output folder>/comfymq.
 
-Both inputs are untrusted (a shared workflow may carry anything): the job id must be 16 hex digits, the name one
-plain file name (no separator, "..", NUL, control character, leading "."), and the resolved path, symlinks
-followed, must stay inside the root.
+Every input is untrusted (a shared workflow, or a page posting to ComfyUI's /prompt, may carry anything): the job
+id must be 16 hex digits, the name one plain file name (no separator, "..", NUL, control character, leading
+"."), the `root` input follows the save node's rule (ComfyUI's output folder, artifact_root or a save_roots
+folder, symlinks and ".." resolved: save_image_atomic.resolve_root), and the resolved path, symlinks followed,
+must stay inside the root.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 
 from .images import as_node_value, decode_image_file
 from .job_info import CATEGORY
-from .save_image_atomic import default_output_directory
+from .save_image_atomic import comfyui_user_directory, default_output_directory, resolve_root
 
 ARTIFACT_ROOT_ENV = "COMFYMQ_ARTIFACT_ROOT"
 ARTIFACT_SUBFOLDER = "comfymq"
@@ -26,10 +29,17 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_artifact_root() -> str:
-    env = os.environ.get(ARTIFACT_ROOT_ENV, "").strip()
-    if env:
-        return os.path.abspath(os.path.expanduser(env))
-    return os.path.join(default_output_directory(), ARTIFACT_SUBFOLDER)
+    """ComfyMQ's artifact_root as the plugin reads it (env over comfymq.toml over <output>/comfymq); a bad
+    configuration falls back to $COMFYMQ_ARTIFACT_ROOT, else <output>/comfymq."""
+    from ..config import ConfigError, load_config  # here, not at import: the node module stays light
+
+    try:
+        return load_config(user_dir=comfyui_user_directory(), output_dir=default_output_directory()).artifact_root
+    except ConfigError:
+        env = os.environ.get(ARTIFACT_ROOT_ENV, "").strip()
+        if env:
+            return os.path.abspath(os.path.expanduser(env))
+        return os.path.join(default_output_directory(), ARTIFACT_SUBFOLDER)
 
 
 def check_job_id(job_id) -> str:
@@ -61,12 +71,8 @@ def artifact_path(job_id, name, root=None) -> str:
     job = check_job_id(job_id)
     name = check_name(name)
     base = (root or "").strip()
-    if "\x00" in base:
-        raise ValueError("root contains a NUL byte")
-    if base:  # relative roots are taken inside ComfyUI's output folder, as the save node takes them
-        base = os.path.abspath(os.path.join(default_output_directory(), os.path.expanduser(base)))
-    else:
-        base = default_artifact_root()
+    # a given root follows the save node's rule (RootRefused says which folders are allowed, and how to add one)
+    base = resolve_root(base) if base else default_artifact_root()
     real_root = os.path.realpath(base)
     path = os.path.realpath(os.path.join(real_root, job, name))
     if not path.startswith(real_root.rstrip(os.sep) + os.sep):

@@ -7,6 +7,17 @@ What differs from SaveImage:
   save into one shared folder (a NAS) at the same time without losing a file.
 - `root` picks the folder (empty: ComfyUI's output folder); `name_template` picks the file names.
 
+Where `root` may point (resolve_root; the prompt that sets it may come from anyone who reaches ComfyUI's /prompt,
+which ComfyMQ's token does not guard): empty is ComfyUI's output folder; a relative path is taken inside the
+output folder; `~` is expanded. The result, with "..", symlinks and any link in the output folder resolved
+(os.path.realpath), must lie inside ComfyUI's output folder, ComfyMQ's artifact_root or one of save_roots (config
+keys, comfy_nodes/config.py: COMFYMQ_SAVE_ROOTS or comfymq.toml). Refused outright, on every OS: a NUL byte and
+Windows drive or UNC paths ("C:\\x", "C:x", "\\\\server\\share", "//server/share"); a backslash counts as a
+separator. A refusal is a RootRefused (a ValueError: ComfyUI shows it as the node's error) naming the path, the
+rule and the key that would allow it, raised before any folder is created or file written; VALIDATE_INPUTS
+applies the same rule when the prompt is queued. The writer then gets the resolved folder, and refuses on its
+own any link under it that leads out (native/include/comfymq/artifact_writer.h).
+
 Name template placeholders (anything else is refused before a file is written):
   {job}      the ComfyMQ job id; outside a job (a prompt queued in ComfyUI directly) the prefix
   {prefix}   the last part of filename_prefix (its folders become subfolders, as in SaveImage)
@@ -22,11 +33,12 @@ What the node returns:
   job's files from that history). A file saved under a root outside the output folder is NOT listed there:
   ComfyUI's /view serves only output/input/temp, and an entry relative to another folder would name a
   different (or no) file there.
-- ui.comfymq_files: every file written, wherever it is: {name, subfolder and path (relative to root), root,
-  full_path, size, sha256, mime, in_output_dir}, so the bridge can record the files (including those outside
-  the output folder) without reading them again. These entries deliberately have no "filename"/"type" keys:
-  tools that scan a prompt's history for {filename, subfolder, type} items to fetch through /view (the worker
-  bridge does) must not fetch a file twice, nor try to fetch one /view cannot serve.
+- ui.comfymq_files: every file written, wherever it is: {name, subfolder and path (relative to root), root (the
+  folder resolve_root gave, links resolved), full_path, size, sha256, mime, in_output_dir}, so the bridge can
+  record the files (including those outside the output folder) without reading them again. These entries
+  deliberately have no "filename"/"type" keys: tools that scan a prompt's history for {filename, subfolder, type}
+  items to fetch through /view (the worker bridge does) must not fetch a file twice, nor try to fetch one /view
+  cannot serve.
 A batch is written image by image: if writing one fails, the images before it stay saved (each one whole).
 """
 
@@ -75,15 +87,73 @@ def default_output_directory() -> str:
     return comfyui_output_directory() or os.path.abspath(os.environ.get("COMFYMQ_OUTPUT_DIR") or "output")
 
 
+def comfyui_user_directory() -> str | None:
+    """ComfyUI's user folder (where comfymq.toml is looked for) inside ComfyUI, else None."""
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    try:
+        return os.path.abspath(folder_paths.get_user_directory())
+    except Exception:  # noqa: BLE001 - an unexpected folder_paths is treated as absent
+        return None
+
+
+SAVE_ROOTS_KEY, SAVE_ROOTS_ENV = "save_roots", "COMFYMQ_SAVE_ROOTS"
+ROOT_RULE = (
+    "root must be empty (ComfyUI's output folder), a folder inside the output folder, or a folder inside "
+    "ComfyMQ's artifact_root or one of its save_roots, with symlinks and '..' resolved"
+)
+_WINDOWS_DRIVE_OR_UNC = re.compile(r"^([A-Za-z]:|[\\/]{2})")
+
+
+class RootRefused(ValueError):
+    """The `root` input names a folder this node may not save into; the message says which, why, and how to allow it."""
+
+
+def configured_roots() -> list[tuple[str, str]]:
+    """(name, folder) for each folder the configuration allows besides the output folder: artifact_root, then every
+    save_roots entry. Read with load_config as the plugin reads it (env over comfymq.toml, ComfyUI's folders for
+    the defaults), at each call, so tests and a changed comfymq.toml need no restart; ConfigError if it is bad."""
+    from ..config import load_config  # here, not at import: the node module imports only the standard library
+
+    cfg = load_config(user_dir=comfyui_user_directory(), output_dir=default_output_directory())
+    return [("artifact_root", cfg.artifact_root)] + [(SAVE_ROOTS_KEY, r) for r in cfg.save_roots]
+
+
 def resolve_root(root: str | None) -> str:
-    """The folder to save into: `root` (~ expanded; relative to the output folder if relative), or the output folder."""
-    root = (root or "").strip()
-    base = default_output_directory()
-    if not root:
-        return base
-    if "\x00" in root:
-        raise ValueError("root contains a NUL byte")
-    return os.path.abspath(os.path.join(base, os.path.expanduser(root)))
+    """The real folder (symlinks resolved) to save into for the `root` input, or RootRefused: the rule is in this
+    module's docstring. Touches nothing on disk but reading links and comfymq.toml (only for a root outside the
+    output folder)."""
+    if root is not None and not isinstance(root, str):
+        raise RootRefused(f"root must be text, got {type(root).__name__}")
+    text = (root or "").strip()
+    output = os.path.realpath(default_output_directory())
+    if not text:
+        return output
+    if "\x00" in text:
+        raise RootRefused(f"root {text!r} contains a NUL byte; {ROOT_RULE}")
+    if _WINDOWS_DRIVE_OR_UNC.match(text):
+        raise RootRefused(f"root {text!r} is a Windows drive or UNC path, which this node never takes; {ROOT_RULE}")
+    path = text.replace("\\", "/")  # one meaning on every OS: "..\\x" climbs on Windows, so it climbs here too
+    real = os.path.realpath(os.path.join(output, os.path.expanduser(path)))
+    if _inside(real, output):
+        return real
+    try:
+        allowed = configured_roots()
+    except ValueError as e:  # ConfigError
+        raise RootRefused(
+            f"root {text!r} resolves to {real}, outside ComfyUI's output folder {output}, and ComfyMQ's "
+            f"configuration, whose {SAVE_ROOTS_KEY} could allow it, cannot be read: {e}"
+        ) from None
+    if any(_inside(real, folder) for _, folder in allowed):
+        return real
+    listed = "; ".join(f"{name} {folder}" for name, folder in allowed)
+    raise RootRefused(
+        f"root {text!r} resolves to {real}, outside the folders this node may save into (ComfyUI's output "
+        f"folder {output}; {listed}): {ROOT_RULE}. To allow it, add that folder (or one holding it) to "
+        f"{SAVE_ROOTS_KEY}: {SAVE_ROOTS_ENV} (absolute paths, comma-separated) or {SAVE_ROOTS_KEY} in comfymq.toml"
+    )
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -282,9 +352,11 @@ class ComfyMQSaveImageAtomic:
                     "STRING",
                     {
                         "default": "",
-                        "tooltip": "Folder to save into, e.g. a NAS folder shared by several ComfyUI machines. Empty: "
-                        "ComfyUI's output folder; a relative path is taken inside it. Files saved outside "
-                        "the output folder are not previewed in the UI.",
+                        "tooltip": "Folder to save into. Empty: ComfyUI's output folder; a relative path is taken "
+                        "inside it. It must stay inside the output folder (symlinks and '..' resolved), ComfyMQ's "
+                        "artifact_root, or a folder the admin lists in save_roots (COMFYMQ_SAVE_ROOTS or "
+                        "comfymq.toml), e.g. a NAS folder shared by several ComfyUI machines; anything else is "
+                        "refused. Files saved outside the output folder are not previewed in the UI.",
                     },
                 ),
                 "name_template": (
@@ -324,8 +396,8 @@ class ComfyMQSaveImageAtomic:
                 split_prefix(filename_prefix)
             if name_template is not None and filename_prefix is not None:
                 plan_names(name_template, filename_prefix, None, 1, None)
-            if root is not None and "\x00" in root:
-                return "root contains a NUL byte"
+            if root is not None:
+                resolve_root(root)  # RootRefused is a ValueError
         except ValueError as e:
             return str(e)
         return True
@@ -343,7 +415,7 @@ class ComfyMQSaveImageAtomic:
         frames = image_batch_to_uint8(images)
         require_pil()  # a missing Pillow fails here, before the root is created
         plan_names(name_template, filename_prefix, extra_pnginfo, len(frames), None)  # refuse before any I/O
-        base = resolve_root(root)
+        base = resolve_root(root)  # RootRefused before any folder is made; the real path, links resolved
         writer = writer_for(base)
         subfolder, names = plan_names(name_template, filename_prefix, extra_pnginfo, len(frames), base)
         text = {} if metadata_disabled() else png_text_chunks(prompt, extra_pnginfo)

@@ -6,13 +6,17 @@
 * Async HTTP tests use pytest-aiohttp's `aiohttp_client` fixture under pytest-asyncio (strict mode: the async
   test modules mark themselves with `pytest.mark.asyncio`), so no ini file is needed.
 * Every test gets a generous default timeout (pytest-timeout) so a hang fails instead of blocking the run.
+* ComfyUIs (end of file) starts the ComfyUIs the end-to-end suite runs against: the stand-in of each version it
+  imitates, and a real ComfyUI when COMFYMQ_REAL_COMFYUI (its folder) and COMFYMQ_REAL_COMFYUI_PYTHON are set.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -188,3 +192,99 @@ async def assert_json_error(resp, status: int) -> dict:
     assert isinstance(err["message"], str) and err["message"]
     assert "Traceback" not in err["message"]
     return err
+
+
+# ---- ComfyUIs for the end-to-end suite: the stand-in of each version, or a real ComfyUI -------------------------
+
+STANDIN_VERSIONS = ("0.3.64", "0.8.0", "current")  # tests/standin/versions.py
+# A real ComfyUI folder (and the python that runs it): the end-to-end suite then runs against it as well.
+REAL_COMFYUI = os.environ.get("COMFYMQ_REAL_COMFYUI", "")
+REAL_COMFYUI_PYTHON = os.environ.get("COMFYMQ_REAL_COMFYUI_PYTHON", "")
+TEST_NODES_PACK = REPO_ROOT / "tests" / "standin" / "real_comfyui_pack"  # SlowNode, FailNode for a real ComfyUI
+
+
+def comfyui_targets() -> list[str]:
+    """What the end-to-end suite runs against: "standin-<version>" for each stand-in version, and "real" when
+    COMFYMQ_REAL_COMFYUI names a ComfyUI folder."""
+    return [f"standin-{v}" for v in STANDIN_VERSIONS] + (["real"] if REAL_COMFYUI else [])
+
+
+class ComfyUIs:
+    """Starts ComfyUI instances for one test, all of one target (see comfyui_targets):
+
+        comfyuis = ComfyUIs("standin-current", tmp_path)
+        url = comfyuis.start("c1", models=["base.safetensors"])                        # plain ComfyUI
+        url = comfyuis.start("c2", models=[...], plugin_env={"COMFYMQ_ROLE": "worker", ...})  # + this repo as a pack
+
+    A stand-in is `python -m tests.standin --comfyui-version V` (with `--with-plugin <repo>`). A real ComfyUI runs
+    `main.py --cpu` from COMFYMQ_REAL_COMFYUI with COMFYMQ_REAL_COMFYUI_PYTHON, each instance in its own
+    --base-directory under the test's temporary folder: custom_nodes there links the test nodes (SlowNode,
+    FailNode) and, for a plugin instance, this repo; models/checkpoints holds empty files named as `models`.
+    Nothing is written into the ComfyUI folder itself. output_dir(name) is where an instance saves files."""
+
+    def __init__(self, target: str, tmp: Path):
+        self.target, self.tmp = target, tmp
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def real(self) -> bool:
+        return self.target == "real"
+
+    def output_dir(self, name: str) -> Path:
+        return self.tmp / (f"comfy-{name}" if self.real else f"out-{name}") / ("output" if self.real else "")
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"comfy-{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, name: str, *, models=(), plugin_env: dict | None = None, timeout: float = 180.0) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_")}
+        env.update(PYTHONUNBUFFERED="1", **(plugin_env or {}))
+        log = open(self.tmp / f"comfy-{name}.log", "w")
+        if not self.real:
+            version = self.target.removeprefix("standin-")
+            args = [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(self.output_dir(name))]
+            args += ["--models", ",".join(models), "--comfyui-version", version]
+            if plugin_env is not None:
+                args += ["--with-plugin", str(REPO_ROOT)]
+            p = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+            self.procs[name] = p
+            line = p.stdout.readline()
+            assert line.startswith("READY"), f"stand-in {name} did not start: {line!r}; log: {self.log(name)}"
+            return line.split()[-1]
+        base = self.tmp / f"comfy-{name}"
+        (base / "custom_nodes").mkdir(parents=True)
+        (base / "custom_nodes" / "comfymq_test_nodes").symlink_to(TEST_NODES_PACK, target_is_directory=True)
+        if plugin_env is not None:
+            (base / "custom_nodes" / "comfymq").symlink_to(REPO_ROOT, target_is_directory=True)
+        (base / "models" / "checkpoints").mkdir(parents=True)
+        for model in models:
+            (base / "models" / "checkpoints" / model).write_bytes(b"")
+        port = free_port()
+        args = [REAL_COMFYUI_PYTHON or sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
+        args += ["--base-directory", str(base), "--disable-auto-launch"]
+        if "--disable-api-nodes" in (Path(REAL_COMFYUI) / "comfy" / "cli_args.py").read_text(errors="replace"):
+            args.append("--disable-api-nodes")  # no internet, a quicker start
+        self.procs[name] = p = subprocess.Popen(args, cwd=REAL_COMFYUI, env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers():
+            assert p.poll() is None, f"ComfyUI {name} exited with {p.returncode}; log: {self.log(name)[-3000:]}"
+            try:
+                return http_json(url + "/system_stats", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answers, timeout, f"the real ComfyUI {name} to answer", every=0.5)
+        return url
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT if self.real else signal.SIGTERM)  # ComfyUI exits cleanly on Ctrl+C
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

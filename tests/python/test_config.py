@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from comfy_nodes.config import ConfigError, check_token, load_config, stable_worker_id
+from comfy_nodes.config import ConfigError, check_token, load_config
 
 KEY = "rq:rq}J!6u)0R4wqS{T$cW*1Qzy%g#x(+DXkLE.c"  # 40 Z85 characters
 
@@ -82,12 +82,6 @@ def test_bad_toml_names_the_file_and_key(tmp_path):
         load_config({}, toml_path=bad)
 
 
-def test_worker_id_is_stable_across_restarts(tmp_path):
-    a = stable_worker_id(str(tmp_path))
-    assert a == stable_worker_id(str(tmp_path))
-    assert (tmp_path / "worker_id").read_text().strip() == a
-
-
 # ---- the one token rule (config.check_token), and the HTTP keys --------------------------------------------
 
 
@@ -155,3 +149,71 @@ def test_bad_http_values_are_one_clear_error(tmp_path, env, needle):
     with pytest.raises(ConfigError) as e:
         load_config(env, user_dir=str(tmp_path))
     assert needle in str(e.value)
+
+
+# ---- every bad value names where it came from --------------------------------------------------------------
+
+# (key, its bad value in comfymq.toml, the same in the environment, a piece of the message)
+BAD_VALUES = [
+    ("role", '"wrker"', "wrker", "role must be one of both, host, worker, got 'wrker'"),
+    ("broker_bind", '"nowhere"', "nowhere", "broker_bind must be a ZeroMQ endpoint"),
+    ("broker", '"10.0.0.5:5557"', "10.0.0.5:5557", "broker must be a ZeroMQ endpoint"),
+    ("curve_secret_key", '"short"', "short", "curve_secret_key must be a 40-character"),
+    ("allowed_worker_keys", '["nope"]', "nope", "'nope' is not"),
+    ("heartbeat", "0", "0", "heartbeat must be"),
+    ("heartbeat", "true", "fast", "heartbeat: "),  # not a number: _coerce
+    ("max_run_time", "-1", "-1", "max_run_time must be"),
+    ("capacity", "0", "0", "capacity must be"),
+    ("retention_days", "-1", "-1", "retention_days must be"),
+    ("comfy_url", '"localhost:8188"', "localhost:8188", "comfy_url must be"),
+    ("token", '"abc"', "abc", "at least 8"),
+    ("max_body_bytes", "12", "12", "max_body_bytes must be"),
+    ("max_jobs_per_request", "0", "0", "max_jobs_per_request must be"),
+    ("http_read_timeout", "0", "0", "http_read_timeout must be"),
+    ("http_body_timeout", "nan", "nan", "http_body_timeout must be"),
+    ("allowed_hosts", '["http://comfy.lan"]', "http://comfy.lan", "allowed_hosts"),
+    ("allowed_origins", '["comfy.lan"]', "comfy.lan", "allowed_origins"),
+    ("worker_id", '"has space"', "has space", "worker_id may hold"),
+    ("save_roots", '["relative"]', "relative", "save_roots: 'relative' is not an absolute path"),
+]
+
+
+@pytest.mark.parametrize("key, in_toml, in_env, needle", BAD_VALUES, ids=lambda v: v if isinstance(v, str) else "")
+def test_a_bad_value_names_the_file_or_the_variable_it_came_from(tmp_path, key, in_toml, in_env, needle):
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text(f"{key} = {in_toml}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config({}, toml_path=toml)
+    assert needle in str(e.value) and str(e.value).endswith(f"(in {toml})"), str(e.value)
+    variable = "COMFYMQ_" + key.upper()
+    for where in ({}, {"toml_path": toml}):  # a variable overrides the file: then the variable is named
+        toml.write_text(f"{key} = {in_toml}\n" if not where else "role = 'host'\n")
+        with pytest.raises(ConfigError) as e:
+            load_config({variable: in_env}, user_dir=str(tmp_path / "none"), **where)
+        assert needle in str(e.value) and str(e.value).endswith(f"(from {variable})"), str(e.value)
+        assert str(toml) not in str(e.value)
+
+
+def test_the_documented_example_of_a_bad_role(tmp_path):
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text('[comfymq]\nrole = "wrker"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config({}, user_dir=str(tmp_path))
+    assert str(e.value) == f"role must be one of both, host, worker, got 'wrker' (in {toml})"
+
+
+def test_an_error_about_two_keys_names_both_sources(tmp_path):
+    toml = tmp_path / "comfymq.toml"
+    toml.write_text(f'worker_secret_key = "{KEY}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config({"COMFYMQ_WORKER_PUBLIC_KEY": KEY, "COMFYMQ_WORKER_SECRET_KEY": ""}, toml_path=toml)
+    assert str(e.value).endswith("(from COMFYMQ_WORKER_PUBLIC_KEY; from COMFYMQ_WORKER_SECRET_KEY)"), str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config({"COMFYMQ_WORKER_PUBLIC_KEY": KEY}, user_dir=str(tmp_path / "none"))
+    assert str(e.value).endswith("set both or neither (from COMFYMQ_WORKER_PUBLIC_KEY)"), str(e.value)
+
+
+def test_a_bad_address_from_comfyui_is_blamed_on_comfyui(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config({}, user_dir=str(tmp_path), comfy_url="localhost:8188")
+    assert str(e.value).endswith("(from ComfyUI: its own address)"), str(e.value)

@@ -3,7 +3,10 @@
 The node classes are called directly, as ComfyUI's executor calls them. torch is not installed here, so IMAGE
 inputs are numpy arrays [B, H, W, C] in 0..1 and the load node returns numpy arrays. ComfyUI's `folder_paths`
 and `comfy.cli_args` are stood in for by small modules put in sys.modules (the nodes read only
-folder_paths.get_output_directory() and args.disable_metadata).
+folder_paths.get_output_directory() and args.disable_metadata). The save node takes a root outside the output
+folder only when ComfyMQ's configuration allows it (save_roots): every test here starts from an empty
+comfymq.toml and no COMFYMQ_* variables, and a test saving elsewhere allows that folder (allow_save_roots). The
+rule itself is tested in test_save_roots.py.
 """
 
 from __future__ import annotations
@@ -68,6 +71,23 @@ def read_pixels(path) -> np.ndarray:
         return np.asarray(img)
 
 
+def allow_save_roots(monkeypatch, *folders: Path) -> None:
+    """Lets the save node write under `folders` (config key save_roots, through its environment variable)."""
+    monkeypatch.setenv("COMFYMQ_SAVE_ROOTS", ",".join(map(str, folders)))
+
+
+@pytest.fixture(autouse=True)
+def isolated_config(tmp_path, monkeypatch) -> Path:
+    """No COMFYMQ_* variable of the machine running the tests, and an empty comfymq.toml (not one lying around)."""
+    for name in [k for k in os.environ if k.startswith("COMFYMQ_")]:
+        monkeypatch.delenv(name)
+    toml = tmp_path / "config" / "comfymq.toml"
+    toml.parent.mkdir()
+    toml.write_text("")
+    monkeypatch.setenv("COMFYMQ_CONFIG", str(toml))
+    return toml
+
+
 @pytest.fixture
 def output_dir(tmp_path, monkeypatch) -> Path:
     """A stand-in for ComfyUI's folder_paths, whose output folder is <tmp>/output."""
@@ -80,8 +100,9 @@ def output_dir(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def nas(tmp_path) -> Path:
-    """A root outside ComfyUI's output folder (a NAS share)."""
+def nas(tmp_path, monkeypatch) -> Path:
+    """A root outside ComfyUI's output folder (a NAS share), allowed by save_roots."""
+    allow_save_roots(monkeypatch, tmp_path / "nas")
     return tmp_path / "nas"
 
 
@@ -429,12 +450,13 @@ CONCURRENT_SAVER = textwrap.dedent("""
 
 
 @pytest.mark.subprocess
-def test_two_processes_saving_the_same_names_lose_nothing(tmp_path, subprocess_env):
+def test_two_processes_saving_the_same_names_lose_nothing(tmp_path, subprocess_env, isolated_config):
     root, go, count = tmp_path / "shared", tmp_path / "go", 24
+    env = {**subprocess_env, "COMFYMQ_SAVE_ROOTS": str(tmp_path), "COMFYMQ_CONFIG": str(isolated_config)}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CONCURRENT_SAVER, str(REPO_ROOT), str(root), str(go), str(who), str(count)],
-            env=subprocess_env,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -492,7 +514,8 @@ def test_job_info_always_runs_again():
 
 
 @pytest.fixture
-def artifacts(tmp_path) -> Path:
+def artifacts(tmp_path, monkeypatch) -> Path:
+    allow_save_roots(monkeypatch, tmp_path / "artifacts")
     return tmp_path / "artifacts"
 
 
@@ -560,6 +583,27 @@ def test_load_refuses_bad_ids_and_names(artifacts, job_id, name, message):
     with pytest.raises(ValueError, match=message):
         load(job_id, name, artifacts)
     assert isinstance(ComfyMQLoadJobArtifact.VALIDATE_INPUTS(job_id=job_id, name=name, root=str(artifacts)), str)
+
+
+def test_load_reads_only_from_the_folders_the_save_node_may_use(output_dir, tmp_path, monkeypatch):
+    """A workflow (or a page posting to ComfyUI's /prompt) cannot point the node at any folder of the machine: its
+    root follows the save node's rule, and its default is the configured artifact_root, not only the env."""
+    elsewhere = tmp_path / "home" / "someone"
+    name = save_artifact(output_dir / "x", rgb_batch())  # a place the save node may write, to copy from
+    (elsewhere / JOB).mkdir(parents=True)
+    (elsewhere / JOB / name).write_bytes((output_dir / "x" / JOB / name).read_bytes())
+    for root in (str(elsewhere), "../home/someone", "~/../../" + str(elsewhere)):
+        with pytest.raises(ValueError, match="save_roots"):
+            load(JOB, name, root)
+        assert "save_roots" in ComfyMQLoadJobArtifact.VALIDATE_INPUTS(job_id=JOB, name=name, root=root)
+    allow_save_roots(monkeypatch, elsewhere)
+    assert load(JOB, name, elsewhere)[0].shape == (1, 6, 5, 3)
+    # No root: artifact_root as comfymq.toml sets it (the plugin's own reading), not only COMFYMQ_ARTIFACT_ROOT.
+    toml = Path(os.environ["COMFYMQ_CONFIG"])
+    toml.write_text(f'artifact_root = "{elsewhere}"\n')
+    monkeypatch.delenv("COMFYMQ_SAVE_ROOTS")
+    image, _ = ComfyMQLoadJobArtifact().load_artifact(JOB, name)
+    assert image.shape == (1, 6, 5, 3)
 
 
 def test_load_refuses_a_symlink_leading_outside_the_root(artifacts, tmp_path):

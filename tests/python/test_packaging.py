@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.machinery
 import re
 import subprocess
 import sys
@@ -287,3 +288,85 @@ def test_comfyui_manager_s_parser_reads_the_same_identity():
         PROJECT["urls"]["Repository"],
     )
     assert seen["name"].strip().lower() == PROJECT["name"]  # the id the Manager indexes by
+
+
+# ---- install.py's build from source: what it asks for, what it says ---------------------------------------
+
+# What CMakeLists.txt finds for the module (outside its tests/bench/fuzz parts, which install.py turns off), and
+# the Debian package that provides each (None: nothing to install from apt).
+MODULE_BUILD_FINDS = {
+    "Threads": None,  # the C library
+    "OpenSSL": "libssl-dev",
+    "nlohmann_json": "nlohmann-json3-dev",
+    "PkgConfig": "pkg-config",
+    "libxxhash": "libxxhash-dev",
+    "libzmq": "libzmq3-dev",
+    "liblz4": "liblz4-dev",
+    "Python": "python3-dev",
+    "pybind11": None,  # from PyPI: install.py installs its pin
+}
+HEADERS_NOT_FOUND_BY_CMAKE = {"zmq.hpp": "cppzmq-dev"}  # included by native/src, found on the include path only
+BUILD_TOOLS = ("build-essential", "cmake", "ninja-build")
+
+
+def import_install():
+    sys.path.insert(0, str(REPO))
+    try:
+        import install
+    finally:
+        sys.path.remove(str(REPO))
+    return install
+
+
+def module_build_finds(cmake: str) -> set[str]:
+    """Names of find_package / pkg_check_modules (the module, not the variable) outside the optional parts."""
+    kept = re.sub(r"^if\(COMFYMQ_BUILD_(TESTS|BENCH|FUZZ)\b.*?^endif\(\)", "", cmake, flags=re.S | re.M)
+    found = set(re.findall(r"find_package\((\w+)", kept))
+    found |= {m.split()[-1] for m in re.findall(r"pkg_check_modules\(([^)#]*)\)", kept)}
+    return found
+
+
+def test_install_py_s_apt_hint_names_every_package_the_module_build_needs():
+    """A library the module's build finds, or a header it includes, missing from the hint would leave someone who
+    follows install.py's message with a build that still fails; every package in it is one setup-debian.sh
+    installs too (so it is a real Debian package name)."""
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert module_build_finds(cmake) == set(MODULE_BUILD_FINDS), "map a new build dependency to its package here"
+    sources = "\n".join(p.read_text() for p in (REPO / "native").rglob("*.[ch]*"))
+    for header in HEADERS_NOT_FOUND_BY_CMAKE:
+        assert f"#include <{header}>" in sources, f"{header} is no longer used: drop it"
+    needed = {*BUILD_TOOLS, *(p for p in MODULE_BUILD_FINDS.values() if p), *HEADERS_NOT_FOUND_BY_CMAKE.values()}
+    hint = import_install().APT_HINT
+    assert hint.startswith("sudo apt-get install "), hint
+    listed = hint.split()[3:]
+    assert set(listed) == needed and len(listed) == len(needed), sorted(set(listed) ^ needed)
+    setup = (REPO / "tools" / "setup-debian.sh").read_text()
+    apt_packages = set(re.search(r"APT_PACKAGES=\((.*?)\)", setup, re.S).group(1).split())
+    assert needed <= apt_packages, sorted(needed - apt_packages)
+
+
+def test_module_build_finds_reads_only_the_module_s_part():
+    cmake = (
+        "find_package(A)\nif(COMFYMQ_BUILD_TESTS)\n  find_package(GTest)\nendif()\n"
+        "pkg_check_modules(L REQUIRED IMPORTED_TARGET libq)  # x\n"
+    )
+    assert module_build_finds(cmake) == {"A", "libq"}
+
+
+def test_install_py_names_the_module_it_built_not_the_stub(monkeypatch, capsys):
+    install = import_install()
+    monkeypatch.setattr(install.subprocess, "check_call", lambda *a, **k: 0)  # the build itself is not run here
+    assert install.build_from_source() == 0
+    out = capsys.readouterr().out
+    said = re.search(r"ComfyMQ: built (.*) for ", out).group(1).split(", ")
+    assert (install.PACKAGE / "_native.pyi").is_file()  # checked in, never built
+    names = {"_native" + suffix for suffix in importlib.machinery.EXTENSION_SUFFIXES}  # what this Python imports
+    assert said and said == sorted(p.name for p in install.PACKAGE.glob("_native*") if p.name in names), out
+    assert "_native.pyi" not in out
+
+    def fail(*a, **k):
+        raise subprocess.CalledProcessError(1, a[0])
+
+    monkeypatch.setattr(install.subprocess, "check_call", fail)
+    assert install.build_from_source() == 1
+    assert install.APT_HINT in capsys.readouterr().err

@@ -164,3 +164,116 @@ async def test_a_plugin_token_follows_the_one_rule(tmp_path):
             plugin.start(web.RouteTableDef())
     finally:
         plugin.close()
+
+
+async def test_a_worker_role_comfyui_says_whose_worker_it_is_and_queues_on_its_host(tmp_path, standin, aiohttp_client):
+    """Issue 21 item 5: a worker-role ComfyUI used to answer its panel 404 ("not installed") and its Queue (MQ)
+    405. Now /comfymq/status says whose worker it is and how its link stands, and with host_url set a job
+    queued here goes to the host (with the farm's token) and runs on this very worker."""
+    token = "farm-token-1234"
+    host_env = {
+        "COMFYMQ_ROLE": "host",
+        "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}",
+        "COMFYMQ_HEARTBEAT": "0.2",
+        "COMFYMQ_TOKEN": token,
+    }
+    host_cfg = load_config(host_env, user_dir=str(tmp_path / "host"), output_dir=str(tmp_path / "host-out"))
+    host = Plugin(host_cfg)
+    host_routes = web.RouteTableDef()
+    host.start(host_routes)
+    auth = {"Authorization": f"Bearer {token}"}
+    worker = None
+    try:
+        host_app = web.Application()
+        host_app.add_routes(host_routes)
+        host_client = await aiohttp_client(host_app)
+        status = await (await host_client.get("/comfymq/status", headers=auth)).json()
+        assert status["role"] == "host" and status["hosts_queue"] is True and status["worker"] is None
+        assert status["queue"] == {"target": "local", "host_url": None}
+
+        host_url = str(host_client.make_url("")).rstrip("/")
+        worker_env = {
+            "COMFYMQ_ROLE": "worker",
+            "COMFYMQ_BROKER": host.service.broker.endpoint,
+            "COMFYMQ_HEARTBEAT": "0.2",
+            "COMFYMQ_TOKEN": token,
+            "COMFYMQ_HOST_URL": host_url,
+            "COMFYMQ_WORKER_NAME": "gpu-box",
+        }
+        worker_cfg = load_config(
+            worker_env, user_dir=str(tmp_path / "w"), output_dir=str(tmp_path / "w-out"), comfy_url=standin
+        )
+        worker = Plugin(worker_cfg)
+        worker_routes = web.RouteTableDef()
+        worker.start(worker_routes)
+        worker_app = web.Application()
+        worker_app.add_routes(worker_routes)
+        client = await aiohttp_client(worker_app)
+
+        assert (await client.get("/comfymq/status")).status == 401, "the worker's routes need the token too"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = await (await client.get("/comfymq/status", headers=auth)).json()
+            if status["worker"]["link"] == "connected":
+                break
+            await asyncio.sleep(0.1)
+        assert status["role"] == "worker" and status["hosts_queue"] is False
+        assert status["queue"] == {"target": "remote", "host_url": host_url}
+        w = status["worker"]
+        assert w["link"] == "connected" and w["name"] == "gpu-box" and w["broker"] == host.service.broker.endpoint
+        assert w["refused"] is None and w["running"] == []
+
+        prompt = {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 9}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "fwd"}},
+        }
+        r = await client.post("/comfymq/jobs", json={"prompt": prompt}, headers=auth)
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+        assert answer["status"] == "queued" and answer["waiting"] == []
+        jid = answer["jobs"][0]["id"]
+        while time.monotonic() < deadline:
+            job = (await (await host_client.get(f"/comfymq/jobs/{jid}", headers=auth)).json())["job"]
+            if job["state"] in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert job["state"] == "succeeded" and job["worker"] == w["id"], job
+
+        # The host's own answers pass through as they are (a 400 stays a 400)...
+        r = await client.post("/comfymq/jobs", json={"prompt": {"1": "no"}}, headers=auth)
+        assert r.status == 400 and (await r.json())["error"]["type"] == "invalid_request"
+        # ... and everything else of the queue says where the queue is.
+        r = await client.get("/comfymq/jobs", headers=auth)
+        assert r.status == 409
+        err = (await r.json())["error"]
+        assert err["type"] == "worker_role" and host_url in err["message"]
+    finally:
+        if worker is not None:
+            worker.close()
+        host.close()
+
+
+async def test_a_worker_without_host_url_hides_its_queue_button(tmp_path, aiohttp_client):
+    env = {"COMFYMQ_ROLE": "worker", "COMFYMQ_BROKER": f"tcp://127.0.0.1:{free_port()}", "COMFYMQ_HEARTBEAT": "0.2"}
+    cfg = load_config(
+        env, user_dir=str(tmp_path / "w"), output_dir=str(tmp_path / "out"), comfy_url=f"http://127.0.0.1:{free_port()}"
+    )
+    worker = Plugin(cfg)
+    routes = web.RouteTableDef()
+    worker.start(routes)
+    try:
+        app = web.Application()
+        app.add_routes(routes)
+        client = await aiohttp_client(app)
+        status = await (await client.get("/comfymq/status")).json()
+        assert status["queue"] == {"target": None, "host_url": None}
+        assert status["worker"]["link"] in ("connecting", "disconnected")
+        r = await client.post("/comfymq/jobs", json={"prompt": {}})
+        assert r.status == 409
+        err = (await r.json())["error"]
+        assert err["type"] == "worker_role" and cfg.broker in err["message"] and "host_url" in err["message"]
+        # The site rules hold here too: a cross-site page cannot use it.
+        r = await client.post("/comfymq/jobs", json={}, headers={"Origin": "https://evil.example"})
+        assert r.status == 403
+    finally:
+        worker.close()

@@ -1,0 +1,129 @@
+"""What this ComfyUI is to ComfyMQ, for its panel, in every role; and the routes of a worker-role ComfyUI.
+
+  GET  /comfymq/status   {"role": "both"|"host"|"worker", "version", "hosts_queue": bool,
+                          "worker": null | {id, name, broker, link: connecting|connected|refused|disconnected,
+                                            refused, comfyui, comfyui_version, message, running: [job id], reconnects},
+                          "queue": {"target": "local"|"remote"|null, "host_url": str|null}}
+
+A worker-role ComfyUI holds no queue. Its panel reads /comfymq/status and shows whose worker it is. Its
+"Queue (MQ)" sends to the host when `host_url` is configured: POST /comfymq/jobs here is passed to
+<host_url>/comfymq/jobs with the configured token, and the host's answer comes back as it is (or a 502 that
+says the host could not be reached). Without host_url the panel hides the button (queue.target is null). Every
+other /comfymq route answers 409 "worker_role" saying where the queue is.
+
+The routes carry the same checks as the host's (guards.protect: site rules, then the token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable
+
+import aiohttp
+from aiohttp import web
+
+from .. import __version__
+from .errors import ApiError, read_json_object
+from .guards import protect
+from .limits import RequestLimits
+from .site_policy import SitePolicy
+
+log = logging.getLogger("comfymq.api")
+
+FORWARD_TIMEOUT = 60.0  # seconds for the host to answer a forwarded enqueue
+MAX_ANSWER_BYTES = 16 << 20  # the most of the host's answer passed back
+
+
+def status_body(role: str, worker: dict | None, host_url: str | None) -> dict:
+    hosts_queue = role in ("both", "host")
+    target = "local" if hosts_queue else ("remote" if host_url else None)
+    return {
+        "role": role,
+        "version": __version__,
+        "hosts_queue": hosts_queue,
+        "worker": worker,
+        "queue": {"target": target, "host_url": None if hosts_queue else host_url},
+    }
+
+
+def add_status_route(
+    routes: web.RouteTableDef,
+    *,
+    role: str,
+    worker_status: Callable[[], dict | None],
+    host_url: str | None = None,
+    prefix: str = "/comfymq",
+    token: str | None = None,
+    site: SitePolicy | None = None,
+) -> None:
+    """GET <prefix>/status (the module doc). worker_status: the bridge's status(), or None without a worker."""
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(status_body(role, worker_status(), host_url))
+
+    routes.get(prefix + "/status")(protect(status, site=site, token=token))
+
+
+def add_worker_role_routes(
+    routes: web.RouteTableDef,
+    *,
+    worker_status: Callable[[], dict | None],
+    broker: str,
+    host_url: str | None,
+    token: str | None,
+    site: SitePolicy | None,
+    limits: RequestLimits | None = None,
+    prefix: str = "/comfymq",
+) -> None:
+    """The routes of a worker-role ComfyUI (the module doc): status, the forwarded enqueue, and a 409 for the
+    rest. Registered in that order, so the catch-all comes last."""
+    limits = limits or RequestLimits()
+    add_status_route(
+        routes, role="worker", worker_status=worker_status, host_url=host_url, prefix=prefix, token=token, site=site
+    )
+    where = (
+        f"the queue is on the host at {host_url}"
+        if host_url
+        else f"the queue is on the host whose broker is {broker} (set host_url to queue from here)"
+    )
+
+    async def forward(request: web.Request) -> web.Response:
+        if not host_url:
+            raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}")
+        body = await read_json_object(request, limits)  # checked here too: nothing malformed is passed on
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        url = host_url + "/comfymq/jobs"
+        try:
+            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.post(url, data=json.dumps(body), headers=headers) as resp:
+                    raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+                    status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise ApiError(502, "host_unreachable", f"could not reach the ComfyMQ host at {url}: {e}") from None
+        if status == 401:  # the host's 401 is about this worker's token, not the browser's
+            raise ApiError(
+                502,
+                "host_token",
+                f"the host at {url} refused this worker's token: set the host's token as this worker's token",
+            )
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise ApiError(502, "host_answer", f"the host at {url} answered with more than {MAX_ANSWER_BYTES} bytes")
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            raise ApiError(
+                502, "host_answer", f"the host at {url} answered HTTP {status} with something that is not JSON"
+            ) from None
+        return web.json_response(answer, status=status)
+
+    routes.post(prefix + "/jobs")(protect(forward, site=site, token=token))
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}")
+
+    for method in ("GET", "POST", "DELETE"):
+        routes.route(method, prefix + "/{tail:.*}")(protect(elsewhere, site=site, token=token))
