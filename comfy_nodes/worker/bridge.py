@@ -1,16 +1,33 @@
 """The worker bridge: runs jobs from the broker on one ComfyUI, through its public API only.
 
-For each job: POST /prompt (own client_id; extra_data.extra_pnginfo carries the UI workflow and a `comfymq`
-entry {job_id, attempt, batch_id, batch_index, prompt_id} so saved PNGs and the Job Info node see them),
-follow /ws for execution_start / executing / progress / executed / execution_success / execution_error /
-execution_interrupted, read /history/{prompt_id} at the end, download every output file the history names
-(type "output") via /view, and hand outputs and files to the native worker client, which streams the files
-to the host and re-sends after reconnects.
+For each job: POST /prompt with a prompt id the bridge mints from the job's id, attempt and lease token
+(runs.prompt_id_for: a canonical lowercase UUID, as newer ComfyUIs require) and records first in its work dir
+(runs.RunRecords), for its own client_id (stable for this worker, runs.client_id_for); extra_data.extra_pnginfo
+carries the UI workflow and a `comfymq` entry {job_id, attempt, batch_id, batch_index, prompt_id} so saved PNGs
+and the Job Info node see them. Then follow /ws for execution_start / executing / progress / executed /
+execution_success / execution_error / execution_interrupted, read /history/{prompt_id} at the end, download every
+output file the history names (type "output") via /view, and hand outputs and files to the native worker client,
+which streams the files to the host and re-sends after reconnects.
 
-Outcomes: HTTP 400 from /prompt (validation) -> failed, not retried, with ComfyUI's node_errors kept;
-execution_error -> failed with exception, node and traceback, retried per max_attempts; interrupted by a
-cancel -> cancel confirmed; ComfyUI unreachable -> the worker leaves the broker (its job returns to the queue
-without an attempt counted), says so in the log and its state, and rejoins once ComfyUI answers again.
+A job that comes back to this worker under a new lease (the worker restarted, or left the broker and joined again)
+while the record of an earlier run is there: the bridge asks ComfyUI what became of that prompt (the jobs API
+where ComfyUI has it, else /history and /queue), and only if the prompt is the one it posted for this job
+(extra_pnginfo.comfymq names the job and attempt): finished with success -> its outputs are this run's result (no
+second run); still queued or running -> followed to its end (not posted again); failed, interrupted or unknown ->
+run afresh. Never a result from a prompt that did not succeed. A prompt of such a record that no job claims soon
+after the worker joined is cancelled on ComfyUI (it would only hold ComfyUI up).
+
+Outcomes: HTTP 400 from /prompt (validation) -> failed, not retried, with ComfyUI's node_errors kept (the message
+names each node and reason once); execution_error -> failed with exception, node and traceback, retried per
+max_attempts; interrupted by a cancel -> cancel confirmed (the cancel goes to POST /api/jobs/{id}/cancel where
+ComfyUI has it, else /queue delete and POST /interrupt with the prompt id); ComfyUI unreachable -> the worker
+leaves the broker (its job returns to the queue without an attempt counted), says so in the log and its state,
+and rejoins once ComfyUI answers again. At start ComfyUI may not listen yet (inside ComfyUI the plugin starts
+before its server): the bridge waits quietly for up to start_grace seconds before it calls ComfyUI unreachable.
+
+HELLO carries the ComfyUI version (/system_stats system.comfyui_version) and the host facts say which of its APIs
+the bridge found (info.comfyui_api); when ComfyUI comes back from a restart as another version, the worker joins
+again to say so.
 
 The bridge runs its own asyncio loop on its own thread, so it never blocks ComfyUI's server loop. The blocking
 native calls (next_job, next_event; the GIL released by the native side) run on two plain threads that feed
@@ -28,13 +45,14 @@ import shutil
 import socket
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import native
 from . import capabilities as caps_mod
-from .comfy_client import ComfyClient, ComfyUnreachable, PromptRejected
+from . import comfy_client as cc
+from .comfy_client import FEATURE_FLAGS, ComfyClient, ComfyUnreachable, PromptExists, PromptRejected
+from .runs import RunRecords, client_id_for, prompt_id_for
 
 log = logging.getLogger("comfymq.worker")
 
@@ -55,9 +73,13 @@ class BridgeSettings:
     secret_key: str | None = None
     allow_plaintext: bool = False
     plugin_version: str = ""
+    install_id: str = ""  # random per installation (identity.py): the broker tells a restart from an id clash
     caps_refresh: float = 300.0  # seconds between /object_info checks (models added or removed)
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
+    start_grace: float = 60.0  # seconds ComfyUI may take to listen at start before it is called unreachable
+    orphan_grace: float = 30.0  # seconds after joining before an earlier run's prompt no job claimed is cancelled
+    record_max_age: float = 86400.0  # seconds a run record nobody claimed is kept
 
 
 @dataclass
@@ -67,6 +89,7 @@ class _Run:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel_reason: str | None = None
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed: str | None = None  # "adopted" / "followed": the prompt was posted by an earlier run of this worker
 
 
 class WorkerBridge:
@@ -83,6 +106,13 @@ class WorkerBridge:
         self._caps: dict = {}
         self._unreachable: str | None = None
         self._unhealthy: str | None = None  # why this link must be left (a part of the bridge broke)
+        self._rejoin: str | None = None  # why this link must be said again (ComfyUI came back as another version)
+        self._records = RunRecords(Path(settings.work_dir) / "runs")
+        self._claimed: set[str] = set()  # jobs whose run record this process has taken over
+        self._acks: dict[str, int] = {}  # job_id -> token of a result handed over, until the host answers
+        self._comfyui_version = ""  # the version the current HELLO says
+        self._client_api: dict = {}  # what ComfyUI offered when this link was made (host facts: comfyui_api)
+        self._checks: set[asyncio.Task] = set()  # version re-checks in flight (kept referenced until done)
         self.state = {
             "comfy_url": settings.comfy_url,
             "broker": settings.broker,
@@ -93,6 +123,33 @@ class WorkerBridge:
         }
 
     # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """For the worker-role panel (GET /comfymq/status): the link to the broker (connecting | connected |
+        refused | disconnected, with the refusal's words), the ComfyUI it drives, and what it runs."""
+        state = dict(self.state)
+        link: dict = {}
+        wc = self._wc
+        if wc is not None:
+            try:
+                link = wc.state()
+            except Exception:  # noqa: BLE001 - closing under us: the bridge's own state still answers
+                link = {}
+        refused = link.get("refused")
+        connected = bool(link.get("connected", state.get("connected")))
+        running = list(self._by_job) or ([state["running"]] if state.get("running") else [])
+        return {
+            "id": self.s.worker_id,
+            "name": self.s.name,
+            "broker": self.s.broker,
+            "link": _link_state(connected, bool(refused), wc is not None),
+            "refused": refused,
+            "comfyui": state.get("comfyui"),
+            "comfyui_version": self._comfyui_version or None,
+            "message": state.get("message"),
+            "running": [str(j) for j in running],
+            "reconnects": int(link.get("reconnects", 0) or 0),
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._thread_main, name="comfymq-worker", daemon=True)
@@ -135,14 +192,33 @@ class WorkerBridge:
         Path(self.s.work_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(self.s.work_dir).glob("job-*"):  # downloads of an earlier run: re-made on re-send
             shutil.rmtree(stale, ignore_errors=True)
-        client = ComfyClient(self.s.comfy_url)
+        try:
+            pruned = self._records.prune(self.s.record_max_age)
+            if pruned:
+                log.info("forgot %d run records older than %g s that no job claimed", pruned, self.s.record_max_age)
+        except OSError as e:
+            log.warning("could not read the run records in %s: %s", self._records.folder, e)
+        client = ComfyClient(
+            self.s.comfy_url, client_id=client_id_for(self.s.worker_id, self.s.install_id, self.s.comfy_url)
+        )
         delay, said = 1.0, None
+        # Until ComfyUI first answers, within start_grace: it is starting (inside ComfyUI the plugin starts before
+        # ComfyUI's server listens), so wait quietly, saying so once at info level.
+        grace_until = time.monotonic() + self.s.start_grace
         try:
             while not self._stop.is_set():
                 try:
                     stats = await client.system_stats()
                     self._caps = caps_mod.from_object_info(await client.object_info())
+                    await client.probe()
                 except ComfyUnreachable as e:
+                    if grace_until is not None and time.monotonic() < grace_until:
+                        if said is None:
+                            said = f"waiting for ComfyUI at {self.s.comfy_url} to answer (it may still be starting)"
+                            log.info("%s", said)
+                        self.state.update(comfyui="starting", message=said)
+                        await self._sleep(0.5)
+                        continue
                     msg = f"ComfyUI at {self.s.comfy_url} is unreachable ({e}); not taking jobs until it answers"
                     if msg != said:
                         log.warning("%s", msg)
@@ -151,10 +227,13 @@ class WorkerBridge:
                     await self._sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue
-                delay, said = 1.0, None
+                delay, said, grace_until = 1.0, None, None
                 self.state.update(comfyui="ok")
                 await self._serve(n, client, stats)
-                if self._unhealthy and not self._stop.is_set():
+                if self._rejoin and not self._stop.is_set():
+                    log.info("the ComfyMQ worker joins the broker again: %s", self._rejoin)
+                    self.state.update(message=f"joining again: {self._rejoin}")
+                elif self._unhealthy and not self._stop.is_set():
                     log.error(
                         "the ComfyMQ worker left the broker because %s; its jobs go to other workers; joining again",
                         self._unhealthy,
@@ -194,12 +273,26 @@ class WorkerBridge:
             "ram_total": system.get("ram_total"),
             "devices": devices,
             "comfy_url": self.s.comfy_url,
+            # which of ComfyUI's APIs this worker found and uses (the version itself goes in HELLO)
+            "comfyui_api": {
+                "jobs": bool(self._client_api.get("jobs")),
+                "jobs_cancel": bool(self._client_api.get("jobs_cancel")),
+                "features": sorted(self._client_api.get("features") or {}),
+            },
         }
 
     async def _serve(self, n, client: ComfyClient, stats: dict) -> None:
         self._unreachable = None
         self._unhealthy = None
-        version = (stats.get("system") or {}).get("comfyui_version", "") if isinstance(stats, dict) else ""
+        self._rejoin = None
+        self._claimed = set()
+        version = _version(stats)
+        self._comfyui_version = version
+        self._client_api = {
+            "jobs": client.jobs_api,
+            "jobs_cancel": client.jobs_cancel,
+            "features": client.server_features,
+        }
         try:
             wc = n.WorkerClient(
                 broker=self.s.broker,
@@ -209,7 +302,7 @@ class WorkerBridge:
                 capabilities=self._caps,
                 info=self._host_facts(stats),
                 plugin_version=self.s.plugin_version,
-                comfyui_version=str(version or ""),
+                comfyui_version=version,
                 heartbeat=self.s.heartbeat,
                 liveness=3,
                 broker_public_key=self.s.broker_public_key,
@@ -218,6 +311,7 @@ class WorkerBridge:
                 allow_plaintext=self.s.allow_plaintext,
                 reconnect_min=self.s.reconnect_min,
                 reconnect_max=self.s.reconnect_max,
+                install_id=self.s.install_id,
             )
         except (ValueError, n.ComfyMQError) as e:
             log.error("cannot start the ComfyMQ worker: %s", e)
@@ -226,10 +320,12 @@ class WorkerBridge:
             return
         self._wc = wc
         log.info(
-            "worker %s drives ComfyUI %s (%s) for broker %s",
+            "worker %s drives ComfyUI %s at %s (%s; %s) for broker %s",
             self.s.worker_id,
+            version or "(version unknown)",
             self.s.comfy_url,
             caps_mod.summary(self._caps),
+            "jobs API" + (" with cancel" if client.jobs_cancel else "") if client.jobs_api else "no jobs API",
             self.s.broker,
         )
         self.state.update(message="serving")
@@ -269,6 +365,7 @@ class WorkerBridge:
             asyncio.create_task(self._ws_loop(client, ws_ready, done), name="websocket follower"),
             asyncio.create_task(self._event_loop(wc, client, events), name="event handler"),
             asyncio.create_task(self._caps_loop(wc, client, done), name="capability refresher"),
+            asyncio.create_task(self._orphans(client, done), name="orphan sweeper"),
         ]
         runs: set[asyncio.Task] = set()
         # wait for ComfyUI's websocket (up to 10 s), but not past a stop
@@ -279,7 +376,7 @@ class WorkerBridge:
         if not ws_ready.is_set() and not self._stop.is_set():
             self._unreachable = "its websocket did not open"
         try:
-            while not self._stop.is_set() and not self._unreachable and not self._unhealthy:
+            while not self._stop.is_set() and not self._unreachable and not self._unhealthy and not self._rejoin:
                 try:
                     job = await asyncio.wait_for(jobs.get(), 0.25)
                 except asyncio.TimeoutError:
@@ -304,9 +401,10 @@ class WorkerBridge:
             pumps_stop.set()
             for t in pumps:
                 t.join(2)
-            # Leaving because ComfyUI is gone or the bridge broke: say BYE so the broker requeues our job now.
-            # Stopping: no BYE; the lease runs out (a restart with the same worker id keeps what it still holds).
-            wc.close(bye=bool(self._unreachable or self._unhealthy))
+            # Leaving because ComfyUI is gone, came back as another version (its queue went with it) or the bridge
+            # broke: say BYE so the broker requeues our job now. Stopping: no BYE; the lease runs out (a restart
+            # with the same worker id keeps what it still holds).
+            wc.close(bye=bool(self._unreachable or self._unhealthy or self._rejoin))
             self._wc = None
             self.state.update(connected=False, running=None)
 
@@ -314,12 +412,18 @@ class WorkerBridge:
 
     async def _ws_loop(self, client: ComfyClient, ready: asyncio.Event, done: asyncio.Event) -> None:
         """Routes websocket events to the run they concern; reconnects when the socket drops."""
-        failures = 0
+        failures, connections = 0, 0
         while not done.is_set():
             try:
                 async with client.websocket() as ws:
+                    await ws.send_json({"type": "feature_flags", "data": FEATURE_FLAGS})  # first message only
                     ready.set()
                     failures = 0
+                    connections += 1
+                    if connections > 1:  # the socket dropped: was ComfyUI restarted, perhaps as another version?
+                        check = asyncio.create_task(self._recheck_comfyui(client))
+                        self._checks.add(check)
+                        check.add_done_callback(self._checks.discard)
                     async for msg in ws:
                         if msg.type.name != "TEXT":
                             continue  # binary preview frames
@@ -328,6 +432,9 @@ class WorkerBridge:
                         except ValueError:
                             continue
                         data = event.get("data") or {}
+                        if event.get("type") == "feature_flags" and isinstance(data, dict):
+                            client.server_features = data  # ComfyUI's answer to the handshake
+                            continue
                         run = self._runs.get(data.get("prompt_id")) if isinstance(data, dict) else None
                         if run is not None:
                             run.events.put_nowait(event)
@@ -339,6 +446,54 @@ class WorkerBridge:
                     self._unreachable = f"its websocket keeps failing: {e}"
                     return
             await asyncio.sleep(min(0.2 * 2**failures, 2.0))
+
+    async def _recheck_comfyui(self, client: ComfyClient) -> None:
+        """After the websocket came back: if ComfyUI now says another version, find out what it offers and join the
+        broker again, so HELLO says the version this worker drives."""
+        try:
+            version = _version(await client.system_stats())
+            if version and version != self._comfyui_version:
+                await client.probe()
+                self._rejoin = self._rejoin or f"ComfyUI at {self.s.comfy_url} is now version {version} (was " + (
+                    f"{self._comfyui_version})" if self._comfyui_version else "unknown)"
+                )
+        except ComfyUnreachable:
+            pass  # the next request that fails says so
+        except Exception:  # noqa: BLE001 - a check, never a reason to stop
+            log.debug("could not re-check ComfyUI's version", exc_info=True)
+
+    async def _orphans(self, client: ComfyClient, done: asyncio.Event) -> None:
+        """orphan_grace after joining: a prompt an earlier run of this worker posted, for a job that did not come
+        back here, is cancelled on ComfyUI if it still waits or runs there (the job runs elsewhere; it would only
+        hold this ComfyUI up). Its record stays (for a while) if the prompt ended: the job may still come back."""
+        try:
+            await asyncio.wait_for(done.wait(), self.s.orphan_grace)
+            return
+        except asyncio.TimeoutError:
+            pass
+        for record in self._records.all():
+            job_id = record["job_id"]
+            if job_id in self._claimed or job_id in self._by_job or record.get("comfy_url") != self.s.comfy_url:
+                continue
+            try:
+                state, extra, _ = await client.prompt_state(record["prompt_id"])
+                if state in (cc.PENDING, cc.RUNNING) and _posted_for(extra, record):
+                    how = await client.cancel(record["prompt_id"])
+                    log.info(
+                        "cancelled prompt %s on ComfyUI (%s): an earlier run of job %s that did not come back here",
+                        record["prompt_id"],
+                        how,
+                        job_id,
+                    )
+                    self._records.drop(job_id, record.get("token"))
+                elif state == cc.UNKNOWN:
+                    self._records.drop(job_id, record.get("token"))
+            except ComfyUnreachable:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - housekeeping
+                log.exception("could not check the earlier prompt of job %s", job_id)
 
     async def _event_loop(self, wc, client: ComfyClient, events: asyncio.Queue) -> None:
         while True:
@@ -359,6 +514,9 @@ class WorkerBridge:
                 run.cancel_reason = e.get("reason") or "cancelled"
                 run.cancel_event.set()
         elif kind in ("ack", "nack"):
+            token = self._acks.pop(e.get("job_id"), None)
+            if token is not None:  # the host has the result (or refused it for good): its prompt is not needed
+                self._records.drop(e.get("job_id"), token)
             path = self._uploads.pop(e.get("job_id"), None)
             if kind == "ack" and e.get("kind") == "resend_files" and path is not None:
                 self._uploads[e["job_id"]] = path  # the client sends them again
@@ -404,10 +562,13 @@ class WorkerBridge:
         job_id, token = job["job_id"], job["token"]
         extra = job.get("extra") or {}
         prompt = job["prompt"]
-        run = _Run(job=job, prompt_id=str(uuid.uuid4()))
-        self._runs[run.prompt_id] = run
+        run = _Run(job=job, prompt_id=prompt_id_for(job_id, job.get("attempt"), token))
+        posted_attempt = job.get("attempt")
         self._by_job[job_id] = run
         self.state.update(running=job_id)
+        # The run record goes once the job's end is reported, except a result: that one keeps it until the host
+        # acks (_on_event). Left to ComfyUI's unreachability or a stop, it stays for the job's return.
+        drop_record = False
         pnginfo = {
             "comfymq": {
                 "job_id": job_id,
@@ -420,24 +581,39 @@ class WorkerBridge:
         if job.get("workflow"):
             pnginfo["workflow"] = job["workflow"]
         try:
-            try:
-                await client.submit(prompt, prompt_id=run.prompt_id, extra_pnginfo=pnginfo)
-            except PromptRejected as e:
-                wc.fail(
-                    job_id,
-                    token,
-                    {
+            earlier = await self._earlier_run(client, run)
+            if earlier is not None:
+                posted_attempt = earlier.get("attempt")
+            self._runs[run.prompt_id] = run
+            # Before anything reaches ComfyUI: which prompt this lease's run is (whole or absent on disk).
+            self._records.put(job_id, posted_attempt, token, run.prompt_id, self.s.comfy_url)
+            if run.resumed == "adopted":
+                await self._report_success(wc, client, run)
+                return
+            if run.resumed is None:
+                try:
+                    await client.submit(prompt, prompt_id=run.prompt_id, extra_pnginfo=pnginfo)
+                except PromptExists:
+                    # A newer ComfyUI has this lease's prompt already (a post that landed though its answer was
+                    # lost): follow it rather than run it twice.
+                    log.info("job %s: ComfyUI already has its prompt %s; following it", job_id, run.prompt_id)
+                except PromptRejected as e:
+                    error = {
                         "type": "validation_error",
                         "message": e.summary(),
                         "details": {"error": e.error, "node_errors": e.node_errors},
-                    },
-                    retryable=False,
-                )
-                return
+                    }
+                    if e.node_id is not None:
+                        error["node_id"] = e.node_id
+                    drop_record = True
+                    wc.fail(job_id, token, error, retryable=False)
+                    return
             outcome, data = await self._follow(wc, client, run)
             if outcome == "success":
-                await self._finish(wc, client, run)
-            elif outcome == "error":
+                await self._report_success(wc, client, run)
+                return
+            drop_record = True
+            if outcome == "error":
                 tb = data.get("traceback")
                 wc.fail(
                     job_id,
@@ -469,20 +645,82 @@ class WorkerBridge:
                     job_id, token, {"type": "comfyui_lost_prompt", "message": data.get("message", "")}, retryable=True
                 )
         except ComfyUnreachable as e:
-            self._unreachable = str(e)  # _serve leaves; BYE returns the job to the queue
+            self._unreachable = str(e)  # _serve leaves; BYE returns the job to the queue (and likely back here)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - one job's bug must not stop the worker
             log.exception("job %s failed in the worker bridge", job_id)
+            drop_record = True
             try:
                 wc.fail(job_id, token, {"type": "worker_error", "message": f"{type(e).__name__}: {e}"}, retryable=True)
             except Exception:  # noqa: BLE001
                 pass
         finally:
+            if drop_record:
+                self._records.drop(job_id, token)
             self._runs.pop(run.prompt_id, None)
             self._by_job.pop(job_id, None)
             if self.state.get("running") == job_id:
                 self.state.update(running=None)
+
+    async def _report_success(self, wc, client: ComfyClient, run: _Run) -> None:
+        """Hands the prompt's outputs to the client as the job's result; the run record stays until the host acks
+        it (a restart before then adopts the same prompt's outputs again)."""
+        job_id, token = run.job["job_id"], run.job["token"]
+        if await self._finish(wc, client, run):
+            self._acks[job_id] = token
+        else:
+            self._records.drop(job_id, token)
+
+    async def _earlier_run(self, client: ComfyClient, run: _Run) -> dict | None:
+        """If this worker posted a prompt for this job before (its run record), asks ComfyUI what became of it:
+        finished with success -> run.resumed = "adopted"; still queued or running -> "followed"; in both cases
+        run.prompt_id becomes that prompt and the record is returned. Otherwise (no record, another ComfyUI, a
+        prompt that failed, was interrupted, is unknown there, or was not posted for this job) None: run afresh."""
+        job_id = run.job["job_id"]
+        record = self._records.get(job_id)
+        if record is None or record.get("comfy_url") != self.s.comfy_url:
+            return None
+        self._claimed.add(job_id)
+        state, extra, _ = await client.prompt_state(record["prompt_id"])
+        if state == cc.UNKNOWN:
+            log.info(
+                "job %s is back (attempt %s); ComfyUI does not know its earlier prompt %s: running it again",
+                job_id,
+                run.job.get("attempt"),
+                record["prompt_id"],
+            )
+            return None
+        if not _posted_for(extra, record):
+            log.warning(
+                "job %s: ComfyUI's prompt %s is not the one this worker posted for it; running the job again",
+                job_id,
+                record["prompt_id"],
+            )
+            return None
+        if state == cc.SUCCESS:
+            run.resumed = "adopted"
+        elif state in (cc.PENDING, cc.RUNNING):
+            run.resumed = "followed"
+        else:
+            log.info(
+                "job %s is back (attempt %s); its earlier prompt %s ended %s on ComfyUI: running it again",
+                job_id,
+                run.job.get("attempt"),
+                record["prompt_id"],
+                "with an error" if state == cc.ERROR else "interrupted",
+            )
+            return None
+        run.prompt_id = record["prompt_id"]
+        log.info(
+            "job %s is back (attempt %s): %s its earlier prompt %s (%s on ComfyUI) instead of running it again",
+            job_id,
+            run.job.get("attempt"),
+            "adopting the result of" if run.resumed == "adopted" else "following",
+            run.prompt_id,
+            {cc.SUCCESS: "finished", cc.PENDING: "queued", cc.RUNNING: "running"}[state],
+        )
+        return record
 
     async def _follow(self, wc, client: ComfyClient, run: _Run) -> tuple[str, dict]:
         """Waits for the prompt's end; forwards progress; carries a cancel to ComfyUI."""
@@ -516,28 +754,30 @@ class WorkerBridge:
         while True:
             if run.cancel_event.is_set() and not interrupted_by_us:
                 interrupted_by_us = True
-                where = await client.where(run.prompt_id)
-                if where == "pending":
-                    await client.delete_queued(run.prompt_id)
-                    if await client.where(run.prompt_id) == "absent" and await client.history(run.prompt_id) is None:
-                        return "cancelled", {}
-                await client.interrupt(run.prompt_id)
+                # POST /api/jobs/{id}/cancel where ComfyUI has it, else /queue delete + POST /interrupt
+                if await client.cancel(run.prompt_id) == "dequeued":
+                    return "cancelled", {}
             getter = asyncio.ensure_future(run.events.get())
             canceller = asyncio.ensure_future(run.cancel_event.wait())
-            finished, _ = await asyncio.wait({getter, canceller}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                finished, _ = await asyncio.wait({getter, canceller}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the bridge stops: leave no waiter behind on the closing loop
+                getter.cancel()
+                canceller.cancel()
+                raise
             canceller.cancel()
             if getter not in finished:
                 getter.cancel()
                 if canceller in finished:
                     continue
-                # Quiet for a while: did we miss the end (websocket drop), or did ComfyUI lose the prompt?
-                h = await client.history(run.prompt_id)
+                # Quiet for a while: did we miss the end (websocket drop; a prompt an earlier run of this worker
+                # posted), or did ComfyUI lose the prompt?
+                state, _, h = await client.prompt_state(run.prompt_id)
+                if h is None and state == cc.UNKNOWN:
+                    h = await client.history(run.prompt_id)  # it may have ended between the two looks
                 if h is not None:
                     return self._outcome_from_history(h, interrupted_by_us)
-                if await client.where(run.prompt_id) == "absent":
-                    h = await client.history(run.prompt_id)
-                    if h is not None:
-                        return self._outcome_from_history(h, interrupted_by_us)
+                if state == cc.UNKNOWN:
                     if interrupted_by_us:
                         return "cancelled", {}
                     return "lost", {"message": "the prompt vanished from ComfyUI's queue (was ComfyUI restarted?)"}
@@ -583,18 +823,24 @@ class WorkerBridge:
     @staticmethod
     def _outcome_from_history(h: dict, interrupted_by_us: bool) -> tuple[str, dict]:
         status = h.get("status") or {}
-        for kind, data in reversed(status.get("messages") or []):
+        for message in reversed(status.get("messages") or []):
+            kind, data = (
+                (message[0], message[1]) if isinstance(message, (list, tuple)) and len(message) > 1 else (None, {})
+            )
+            data = data if isinstance(data, dict) else {}
             if kind == "execution_success":
                 return "success", data
             if kind == "execution_error":
                 return "error", data
             if kind == "execution_interrupted":
                 return ("cancelled" if interrupted_by_us else "interrupted"), data
-        if status.get("status_str") == "success" or status.get("completed"):
+        if cc.history_outcome(h) == cc.SUCCESS:
             return "success", {}
         return "error", {"exception_message": "ComfyUI reported an error without details"}
 
-    async def _finish(self, wc, client: ComfyClient, run: _Run) -> None:
+    async def _finish(self, wc, client: ComfyClient, run: _Run) -> bool:
+        """Downloads the prompt's outputs and hands them over as the job's result (True), or fails the job when an
+        output file is gone (False)."""
         job_id, token = run.job["job_id"], run.job["token"]
         h = None
         for _ in range(50):  # history is written right after execution_success; allow a moment
@@ -658,13 +904,33 @@ class WorkerBridge:
                             retryable=True,
                         )
                         shutil.rmtree(folder, ignore_errors=True)
-                        return
+                        return False
                     add(str(dest), name)
         self._uploads[job_id] = folder
         wc.complete(job_id, token, outputs=outputs, files=files)
         if not files:
             self._uploads.pop(job_id, None)
             shutil.rmtree(folder, ignore_errors=True)
+        return True
+
+
+def _version(stats) -> str:
+    """ComfyUI's version from /system_stats ("" when it does not say: versions before it was added)."""
+    system = stats.get("system") if isinstance(stats, dict) else None
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return str(version) if version else ""
+
+
+def _posted_for(extra_data, record: dict) -> bool:
+    """Was this prompt (its extra_data) posted by this worker for the record's job and attempt? The prompt id is
+    this worker's own, but v0.8.0 and older let anyone post under any id, so the bridge checks before it trusts."""
+    pnginfo = extra_data.get("extra_pnginfo") if isinstance(extra_data, dict) else None
+    mine = pnginfo.get("comfymq") if isinstance(pnginfo, dict) else None
+    return (
+        isinstance(mine, dict)
+        and mine.get("job_id") == record.get("job_id")
+        and str(mine.get("attempt")) == str(record.get("attempt"))
+    )
 
 
 def _batch_index(extra: dict) -> int | None:
@@ -705,3 +971,13 @@ def _pump(
 
 def _mime(name: str) -> str:
     return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _link_state(connected: bool, refused: bool, started: bool) -> str:
+    """The panel's one word for the link: connected, refused (the broker said no), connecting (not started
+    yet) or disconnected (started, now trying again)."""
+    if connected:
+        return "connected"
+    if refused:
+        return "refused"
+    return "disconnected" if started else "connecting"

@@ -1,10 +1,17 @@
-"""A client for one ComfyUI's public HTTP and websocket API (the shapes recorded from ComfyUI v0.8.0).
+"""A client for one ComfyUI's public HTTP and websocket API, from v0.3.64 to the current one.
 
-Only public routes: POST /prompt, GET /ws?clientId=, GET /history/{id}, GET/POST /queue, POST /interrupt,
-GET /view, GET /object_info, GET /system_stats. Nothing of ComfyUI's internals.
+Only public routes: POST /prompt, GET /ws?clientId= (with the feature_flags handshake), GET /history/{id},
+GET/POST /queue, POST /interrupt (with a prompt_id: only that prompt), GET /view, GET /object_info,
+GET /system_stats, GET /features, and where the ComfyUI has them the jobs API: GET /api/jobs/{id} (v0.8.0+),
+POST /api/jobs/{id}/cancel (newer). Nothing of ComfyUI's internals.
+
+What a ComfyUI offers is found out by asking (probe(), and on the way: a jobs route that answers 404/405 without
+the jobs API's JSON is taken as absent), never from its version number, so a ComfyUI upgraded or downgraded under a
+running worker is followed.
 
 Errors: ComfyUnreachable (connection refused, timeouts, 5xx: the ComfyUI is not there), PromptRejected
-(HTTP 400 from /prompt: validation failed; carries ComfyUI's error and node_errors).
+(HTTP 400 from /prompt: validation failed; carries ComfyUI's error and node_errors), PromptExists (HTTP 409 from
+/prompt: a newer ComfyUI already has a prompt with that id; versions before refuse nothing).
 """
 
 from __future__ import annotations
@@ -31,22 +38,93 @@ class PromptRejected(Exception):
         super().__init__(self.summary())
 
     def summary(self) -> str:
+        """One line that says each thing once: ComfyUI's message, then each node with its reasons
+        ("node 1 (EmptyImage): Value 0 smaller than min of 1 [width], ... [height]"). ComfyUI repeats itself: an
+        output node's own reasons are in the error's details and in node_errors, a reason may be listed for each
+        output that depends on the node; and the error's details are kept only when no node error says them."""
         parts = [self.error.get("message") or self.error.get("type") or "prompt rejected"]
+        said: set[str] = set()
         for node_id, ne in self.node_errors.items():
-            for e in (ne or {}).get("errors", []):
-                parts.append(
-                    f"node {node_id} ({ne.get('class_type', '?')}): {e.get('message', '')}"
-                    + (f" [{e['details']}]" if e.get("details") else "")
+            ne = ne if isinstance(ne, dict) else {}
+            reasons: list[str] = []
+            for e in ne.get("errors") or []:
+                if not isinstance(e, dict):
+                    continue
+                said.add(f"{e.get('message', '')}: {e.get('details', '')}")
+                reason = str(e.get("message") or e.get("type") or "invalid") + (
+                    f" [{e['details']}]" if e.get("details") else ""
                 )
+                if reason not in reasons:
+                    reasons.append(reason)
+            if reasons:
+                parts.append(f"node {node_id} ({ne.get('class_type', '?')}): " + ", ".join(reasons))
+        details = self.error.get("details")
+        if isinstance(details, str) and details.strip():
+            rest = [line for line in details.splitlines() if line.strip() and line.strip() not in said]
+            if rest:
+                parts[0] += f" ({'; '.join(rest)})"
         return "; ".join(parts)
+
+    @property
+    def node_id(self) -> str | None:
+        """The one node the error names when it names no node errors (a missing node type in newer versions)."""
+        info = self.error.get("extra_info")
+        if not self.node_errors and isinstance(info, dict) and info.get("node_id") is not None:
+            return str(info["node_id"])
+        return None
+
+
+class PromptExists(Exception):
+    """ComfyUI already has a prompt with this id (HTTP 409 duplicate_prompt_id, newer versions)."""
+
+    def __init__(self, prompt_id: str, error: dict | None = None):
+        self.prompt_id = prompt_id
+        self.error = error if isinstance(error, dict) else {}
+        super().__init__(f"ComfyUI already has prompt {prompt_id}")
+
+
+# A prompt as ComfyUI knows it (prompt_state): queued or running there, ended (with its history entry), or unknown.
+PENDING, RUNNING, SUCCESS, ERROR, INTERRUPTED, UNKNOWN = (
+    "pending",
+    "running",
+    "success",
+    "error",
+    "interrupted",
+    "unknown",
+)
+
+
+def history_outcome(entry: dict) -> str:
+    """SUCCESS, ERROR or INTERRUPTED from a history entry (its status messages first, then its status_str)."""
+    status = (entry.get("status") if isinstance(entry, dict) else None) or {}
+    for message in reversed(status.get("messages") or []):
+        kind = message[0] if isinstance(message, (list, tuple)) and message else None
+        if kind == "execution_success":
+            return SUCCESS
+        if kind == "execution_error":
+            return ERROR
+        if kind == "execution_interrupted":
+            return INTERRUPTED
+    return SUCCESS if status.get("status_str") == "success" or status.get("completed") else ERROR
+
+
+FEATURE_FLAGS = {"supports_preview_metadata": False}  # what the bridge says of itself in the handshake
 
 
 class ComfyClient:
-    def __init__(self, base_url: str, *, timeout: float = 30.0):
+    """client_id: the websocket session prompts are posted for; a stable one (the bridge derives it from its worker)
+    lets a restarted worker receive the events of a prompt its earlier process posted."""
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0, client_id: str | None = None):
         self.base_url = base_url.rstrip("/")
-        self.client_id = f"comfymq-{uuid.uuid4().hex}"
+        self.client_id = client_id or f"comfymq-{uuid.uuid4().hex}"
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=min(5.0, timeout))
         self._session: aiohttp.ClientSession | None = None
+        # What this ComfyUI offers: None until known. jobs_api: GET /api/jobs/{id} (v0.8.0+); jobs_cancel:
+        # POST /api/jobs/{id}/cancel (newer); server_features: GET /features or the feature_flags answer.
+        self.jobs_api: bool | None = None
+        self.jobs_cancel: bool | None = None
+        self.server_features: dict | None = None
 
     async def __aenter__(self) -> "ComfyClient":
         return self
@@ -90,8 +168,25 @@ class ComfyClient:
             raise ComfyUnreachable(f"GET /object_info answered HTTP {status}")
         return body
 
+    async def probe(self) -> dict:
+        """Finds out what this ComfyUI offers (the jobs API, its cancel endpoints, its features) without changing
+        anything there; returns {"jobs": bool, "jobs_cancel": bool | None, "features": dict | None}."""
+        status, body = await self._request("GET", "/api/jobs?limit=1")
+        self.jobs_api = status == 200 and isinstance(body, dict) and isinstance(body.get("jobs"), list)
+        self.jobs_cancel = False if not self.jobs_api else None
+        if self.jobs_api:
+            # The "cancelled" status came with the cancel endpoints (v0.8.0 has neither); a cancel still falls back
+            # to /interrupt if they turn out to be absent.
+            status, body = await self._request("GET", "/api/jobs?status=cancelled&limit=1")
+            self.jobs_cancel = status == 200 and isinstance(body, dict)
+        status, body = await self._request("GET", "/features")
+        if status == 200 and isinstance(body, dict):
+            self.server_features = body
+        return {"jobs": self.jobs_api, "jobs_cancel": self.jobs_cancel, "features": self.server_features}
+
     async def submit(self, prompt: dict, *, prompt_id: str, extra_pnginfo: dict) -> str:
-        """Queues the prompt for this client's websocket; returns the prompt_id. Raises PromptRejected on 400."""
+        """Queues the prompt for this client's websocket; returns the prompt_id. Raises PromptRejected on 400,
+        PromptExists on 409 (the id is taken: a newer ComfyUI already has this prompt)."""
         body = {
             "prompt": prompt,
             "client_id": self.client_id,
@@ -101,9 +196,88 @@ class ComfyClient:
         status, answer = await self._request("POST", "/prompt", json=body)
         if status == 200 and isinstance(answer, dict):
             return answer.get("prompt_id", prompt_id)
+        if status == 409:
+            raise PromptExists(prompt_id, answer.get("error") if isinstance(answer, dict) else None)
         if status == 400 and isinstance(answer, dict):
             raise PromptRejected(answer.get("error", {}), answer.get("node_errors", {}))
         raise ComfyUnreachable(f"POST /prompt answered HTTP {status}: {str(answer)[:200]}")
+
+    async def job(self, prompt_id: str) -> dict | None:
+        """GET /api/jobs/{id}: the job, or None when ComfyUI does not know it. A ComfyUI without the jobs API
+        (a 404/405 that is not the jobs API's "Job not found") is remembered as such and answers None."""
+        if self.jobs_api is False:
+            return None
+        status, body = await self._request("GET", f"/api/jobs/{prompt_id}")
+        if status == 200 and isinstance(body, dict) and body.get("id") == prompt_id:
+            self.jobs_api = True
+            return body
+        if status == 404 and isinstance(body, dict) and "error" in body:
+            self.jobs_api = True
+            return None
+        if status in (404, 405):
+            self.jobs_api = self.jobs_cancel = False
+        return None
+
+    async def prompt_state(self, prompt_id: str) -> tuple[str, dict | None, dict | None]:
+        """What became of a prompt: (state, extra_data, history entry). state is PENDING or RUNNING (queued or
+        running there), SUCCESS, ERROR or INTERRUPTED (ended; the history entry says how), or UNKNOWN (ComfyUI
+        never had it, was restarted, or forgot it). extra_data is what the prompt was posted with, when known
+        (it names the job it was run for). Asks the jobs API where there is one, else /history and /queue."""
+        if self.jobs_api is not False:
+            job = await self.job(prompt_id)
+            if job is not None:
+                workflow = job.get("workflow") if isinstance(job.get("workflow"), dict) else {}
+                extra = workflow.get("extra_data") if isinstance(workflow.get("extra_data"), dict) else None
+                if job.get("status") in ("pending", "in_progress"):
+                    state = PENDING if job.get("status") == "pending" else RUNNING
+                    return state, extra if extra is not None else await self._queued_extra(prompt_id), None
+            elif self.jobs_api:  # the jobs API sees the queue and the history: it does not know the prompt
+                return UNKNOWN, None, None
+        entry = await self.history(prompt_id)
+        if entry is not None:
+            prompt = entry.get("prompt")
+            extra = prompt[3] if isinstance(prompt, list) and len(prompt) > 3 and isinstance(prompt[3], dict) else None
+            return history_outcome(entry), extra, entry
+        q = await self.queue()
+        for state, key in ((RUNNING, "queue_running"), (PENDING, "queue_pending")):
+            for e in q.get(key, []):
+                if isinstance(e, list) and len(e) > 3 and e[1] == prompt_id:
+                    return state, e[3] if isinstance(e[3], dict) else None, None
+        return UNKNOWN, None, None
+
+    async def _queued_extra(self, prompt_id: str) -> dict | None:
+        q = await self.queue()
+        for e in q.get("queue_running", []) + q.get("queue_pending", []):
+            if isinstance(e, list) and len(e) > 3 and e[1] == prompt_id and isinstance(e[3], dict):
+                return e[3]
+        return None
+
+    async def cancel(self, prompt_id: str) -> str:
+        """Stops the prompt on ComfyUI: POST /api/jobs/{id}/cancel where ComfyUI has it, else /queue delete (if it
+        waits there) and POST /interrupt with its prompt_id (only if it runs). Returns "dequeued" (it had not
+        started and never will), "interrupted" (an interrupt was sent; the prompt ends interrupted unless it ended
+        first), or "none" (it is not queued or running there)."""
+        where = await self.where(prompt_id)
+        if where == "absent":
+            return "none"
+        if self.jobs_cancel is not False:
+            status, body = await self._request("POST", f"/api/jobs/{prompt_id}/cancel", json={})
+            if status == 200 and isinstance(body, dict) and "cancelled" in body:
+                self.jobs_cancel = True
+                if where == "pending" and await self._gone(prompt_id):
+                    return "dequeued"
+                return "interrupted" if body.get("cancelled") or await self.where(prompt_id) == "running" else "none"
+            if status in (404, 405):
+                self.jobs_cancel = False
+        if where == "pending":
+            await self.delete_queued(prompt_id)
+            if await self._gone(prompt_id):
+                return "dequeued"
+        await self.interrupt(prompt_id)
+        return "interrupted"
+
+    async def _gone(self, prompt_id: str) -> bool:
+        return await self.where(prompt_id) == "absent" and await self.history(prompt_id) is None
 
     async def history(self, prompt_id: str) -> dict | None:
         """The prompt's history entry, or None while it has none (queued or running)."""
@@ -117,7 +291,13 @@ class ComfyClient:
         return body if status == 200 and isinstance(body, dict) else {"queue_running": [], "queue_pending": []}
 
     async def where(self, prompt_id: str) -> str:
-        """'running', 'pending' or 'absent' in ComfyUI's queue."""
+        """'running', 'pending' or 'absent' in ComfyUI's queue (one job from the jobs API where there is one, else
+        the whole /queue)."""
+        if self.jobs_api is not False:
+            job = await self.job(prompt_id)
+            if self.jobs_api:
+                status = job.get("status") if job is not None else None
+                return {"pending": "pending", "in_progress": "running"}.get(status, "absent")
         q = await self.queue()
         if any(len(e) > 1 and e[1] == prompt_id for e in q.get("queue_running", [])):
             return "running"
@@ -155,6 +335,7 @@ class ComfyClient:
             raise ComfyUnreachable(f"downloading {item.get('filename')}: {e}") from None
 
     def websocket(self):
-        """A context manager for this client's event socket (ws_connect)."""
+        """A context manager for this client's event socket (ws_connect). Send FEATURE_FLAGS first: ComfyUI
+        (v0.3.4x+) answers with its own flags ("feature_flags" message), older ones ignore it."""
         url = self.base_url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
         return self._s().ws_connect(url, heartbeat=20, max_msg_size=64 << 20)

@@ -1,9 +1,16 @@
-"""End to end on loopback, all real processes: a host (`python -m comfy_nodes host`), two stand-in ComfyUIs
-(tests/standin) and two standalone workers (`python -m comfy_nodes worker`) each driving its own stand-in.
+"""End to end on loopback, all real processes: a host (`python -m comfy_nodes host`) and two ComfyUIs: c1 driven by
+a standalone worker (`python -m comfy_nodes worker`, w1), c2 with this repo loaded as its custom node pack in the
+worker role (the plugin's own bridge, w2).
+
+The ComfyUIs are the stand-in (tests/standin) imitating each ComfyUI version (0.3.64, 0.8.0, current), and a real
+ComfyUI when one is given: COMFYMQ_REAL_COMFYUI=/path/to/ComfyUI COMFYMQ_REAL_COMFYUI_PYTHON=/path/to/its/python
+(two instances from that folder, each with its own --base-directory; see conftest.ComfyUIs). The same checks run
+on each.
 
 50 jobs including a sweep; one worker is SIGKILLed mid-run; all 50 end succeeded exactly once with their files
-on the host (bytes equal to what the stand-in wrote); a cancel in the middle ends cancelled on the right worker;
-a job needing a model only one stand-in offers runs there; a job no worker can run waits with reasons.
+on the host (bytes equal to what the ComfyUI wrote); a cancel in the middle ends cancelled on the right worker;
+a job needing a model only one ComfyUI offers runs there; a job no worker can run waits with reasons; each worker
+says which ComfyUI version it drives; the plugin's worker logs no "unreachable" while its ComfyUI starts.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for
+from conftest import ComfyUIs, comfyui_targets, free_port, wait_for
 from conftest import http_json as http
+
+from tests.standin import versions
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.subprocess
@@ -68,9 +77,10 @@ def graph(color: int, seconds: float = 0.3, ckpt: str | None = None, prefix: str
     return g
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@pytest.fixture(params=comfyui_targets())
+def cluster(tmp_path, request):
     procs = Procs(tmp_path)
+    comfyuis = ComfyUIs(request.param, tmp_path)
     http_port, broker_port = free_port(), free_port()
     base = f"http://127.0.0.1:{http_port}"
     broker = f"tcp://127.0.0.1:{broker_port}"
@@ -92,47 +102,42 @@ def cluster(tmp_path):
             ],
         )
         wait_for(lambda: _ok(base + "/comfymq/health"), 30, "the host")
-        urls = {}
-        for name, models in (("c1", "base.safetensors"), ("c2", "base.safetensors,special.safetensors")):
-            urls[name] = procs.start(
-                f"standin-{name}",
-                [
-                    "-m",
-                    "tests.standin",
-                    "--port",
-                    "0",
-                    "--output-dir",
-                    str(tmp_path / f"out-{name}"),
-                    "--models",
-                    models,
-                ],
-                ready="READY",
-            )
-        for w, c in (("w1", "c1"), ("w2", "c2")):
-            procs.start(
-                w,
-                [
-                    "-m",
-                    "comfy_nodes",
-                    "worker",
-                    "--comfy-url",
-                    urls[c],
-                    "--broker",
-                    broker,
-                    "--id",
-                    w,
-                    "--name",
-                    f"gpu-{w}",
-                    "--data-dir",
-                    str(tmp_path / w),
-                    "--heartbeat",
-                    "0.2",
-                ],
-            )
-        wait_for(lambda: sum(x["online"] for x in http(base + "/comfymq/workers")[1]) == 2, 30, "two workers")
-        yield base, procs, tmp_path
+        # c2 loads this repo as its custom node pack, as a worker of the host (the plugin's bridge drives c2)
+        plugin = {
+            "COMFYMQ_ROLE": "worker",
+            "COMFYMQ_BROKER": broker,
+            "COMFYMQ_WORKER_ID": "w2",
+            "COMFYMQ_WORKER_NAME": "gpu-w2",
+            "COMFYMQ_DATA_DIR": str(tmp_path / "w2"),
+            "COMFYMQ_HEARTBEAT": "0.2",
+        }
+        c1 = comfyuis.start("c1", models=["base.safetensors"])
+        comfyuis.start("c2", models=["base.safetensors", "special.safetensors"], plugin_env=plugin)
+        procs.start(
+            "w1",
+            [
+                "-m",
+                "comfy_nodes",
+                "worker",
+                "--comfy-url",
+                c1,
+                "--broker",
+                broker,
+                "--id",
+                "w1",
+                "--name",
+                "gpu-w1",
+                "--data-dir",
+                str(tmp_path / "w1"),
+                "--heartbeat",
+                "0.2",
+            ],
+        )
+        wait_for(lambda: sum(x["online"] for x in http(base + "/comfymq/workers")[1]) == 2, 60, "two workers")
+        yield base, procs, comfyuis
     finally:
         procs.stop_all()
+        comfyuis.stop_all()
 
 
 def _ok(url: str) -> bool:
@@ -149,7 +154,17 @@ def job(base: str, job_id: str) -> dict:
 
 
 def test_fifty_jobs_a_killed_worker_a_cancel_and_routing(cluster):
-    base, procs, tmp = cluster
+    base, procs, comfyuis = cluster
+    tmp = comfyuis.tmp
+    # each worker says which ComfyUI it drives (HELLO), and what of its API it found
+    workers = {w["id"]: w for w in http(base + "/comfymq/workers")[1]}
+    for w in (workers["w1"], workers["w2"]):
+        assert w["comfyui_version"], w
+        if not comfyuis.real:
+            profile = versions.get(comfyuis.target.removeprefix("standin-"))
+            assert w["comfyui_version"] == profile.comfyui_version
+            assert w["info"]["comfyui_api"]["jobs"] is profile.jobs_api
+            assert w["info"]["comfyui_api"]["jobs_cancel"] is profile.jobs_cancel
     ids: list[str] = []
     # A job needing a model only c2 (worker w2) has.
     status, body = http(base + "/comfymq/tasks", "POST", {"prompt": graph(7, ckpt="special.safetensors")})
@@ -205,8 +220,13 @@ def test_fifty_jobs_a_killed_worker_a_cancel_and_routing(cluster):
         data = (art_root / arts[0]["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == arts[0]["sha256"]
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        [image] = j["outputs"]["3"]["images"]  # the file the ComfyUI of the job's worker saved
+        comfy = "c1" if (j.get("worker") or j.get("worker_id")) == "w1" else "c2"
+        assert (comfyuis.output_dir(comfy) / image["subfolder"] / image["filename"]).read_bytes() == data
     retried = [j for j in jobs if j["attempts"] > 1]
     assert retried, "the killed worker's job ran again elsewhere"
     stuck_job = job(base, stuck)
     assert stuck_job["state"] == "pending"
     assert any("missing.safetensors" in r for r in stuck_job.get("waiting", [])), stuck_job.get("waiting")
+    # the plugin's worker started before its ComfyUI listened, and waited quietly for it
+    assert "is unreachable" not in comfyuis.log("c2"), comfyuis.log("c2")[-3000:]

@@ -1,4 +1,4 @@
-"""The stand-in ComfyUI (tests/standin) against recordings of the real ComfyUI v0.8.0.
+"""The stand-in ComfyUI (tests/standin) against recordings of the real ComfyUI v0.8.0, and its other versions.
 
 Each test replays a recorded scenario (the same prompts, taken from the recording where it holds them) on a fresh
 stand-in served by pytest-aiohttp, and compares HTTP status codes, the JSON bodies and the websocket messages
@@ -10,6 +10,11 @@ Nothing here waits for time to pass: every wait is for a message or a state, wit
 "running prompt" of scenario 08 is held at a step by the stand-in's step gate (state.hold_steps).
 The recordings (copied from the real ComfyUI v0.8.0, see their README) live in tests/standin/recordings
 (override with COMFYUI_API_RECORDINGS).
+
+The last section pins what the stand-in serves as ComfyUI v0.3.64 and as the current ComfyUI (--comfyui-version,
+tests/standin/versions.py; the README of the recordings says where each fact comes from): the jobs API with its
+status filter, pagination and cancel endpoints, strict and unique prompt ids, /features and the feature_flags
+handshake, /system_stats, and what the frontend's strict reading of GET /api/jobs needs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import re
 import struct
 import sys
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +35,7 @@ import pytest
 import pytest_asyncio
 from conftest import REPO_ROOT
 
+from tests.standin import versions
 from tests.standin.nodes import Image, png_bytes, png_text_chunks, read_png
 from tests.standin.server import make_app
 
@@ -961,3 +968,261 @@ async def test_module_runs_and_prints_ready(tmp_path, subprocess_env):
         rc = await asyncio.wait_for(proc.wait(), TIMEOUT)
         err = (await proc.stderr.read()).decode(errors="replace")
     assert rc == 0, err
+
+
+# ---- versions: the jobs API of v0.8.0 (recorded), v0.3.64 and the current ComfyUI (tests/standin/versions.py) -------
+
+SLOW = {"1": {"class_type": "SlowNode", "inputs": {"seconds": 3600.0, "tag": "slow"}}}
+JOB_KEYS_FINISHED = {"id", "status", "priority", "create_time", "execution_start_time", "execution_end_time"}
+
+
+@pytest_asyncio.fixture
+async def comfy_of(aiohttp_client, tmp_path):
+    """comfy_of(version) -> a Comfy (as the `comfy` fixture) imitating that ComfyUI version."""
+    made = []
+
+    async def make(version):
+        out = tmp_path / ("output-" + version)
+        app = make_app(
+            out, models=MODELS, input_dir=tmp_path / "input", temp_dir=tmp_path / "temp", comfyui_version=version
+        )
+        c = Comfy(await aiohttp_client(app), app, out)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.state.release_steps()
+        c.state.interrupt()
+        for r in c.recorders:
+            await r.close()
+
+
+def frontend_accepts_jobs_list(body) -> bool:
+    """The ComfyUI frontend's zJobsListResponse (jobTypes.ts): an empty queue is shown when this fails."""
+    number = (int, float)
+    if not (isinstance(body, dict) and isinstance(body.get("jobs"), list) and isinstance(body.get("pagination"), dict)):
+        return False
+    p = body["pagination"]
+    if not all(isinstance(p.get(k), number) and not isinstance(p.get(k), bool) for k in ("offset", "limit", "total")):
+        return False
+    if not isinstance(p.get("has_more"), bool):
+        return False
+    statuses = {"pending", "in_progress", "completed", "failed", "cancelled"}
+    return all(
+        isinstance(j.get("id"), str) and j.get("status") in statuses and isinstance(j.get("create_time"), number)
+        for j in body["jobs"]
+    )
+
+
+async def test_12_jobs_api_matches_the_recording(comfy):
+    """v0.8.0 (the default): GET /api/jobs, its status filter's error and a missing job, as recorded."""
+    calls = {c["request"]["path"]: c for c in rec("12_upload_and_jobs.json")["calls"]}
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    prompt = rec("01_empty_save.json")["queue_right_after_post"]["queue_running"][0][2]
+    await comfy.run(ws, prompt)
+    await comfy.run(ws, {**prompt, "2": {**prompt["2"], "inputs": {**prompt["2"]["inputs"], "color": 7}}})
+    for path in ("/api/jobs?limit=1", "/api/jobs?status=bogus", "/api/jobs/00000000-0000-0000-0000-000000000000"):
+        recorded = calls[path]
+        resp = await comfy.client.get(path)
+        assert resp.status == recorded["status"], path
+        loose = ("jobs.*.id", "jobs.*.priority", "jobs.*.*_time", "jobs.*.outputs_count", "jobs.*.preview_output.*")
+        assert_matches(json.loads(recorded["body"]), await resp.json(), path, loose=loose + ("pagination.total",))
+    assert (await comfy.client.get("/jobs?limit=1")).status == 404, "only under /api (and /api/api)"
+    assert (await comfy.client.get("/api/api/jobs?limit=1")).status == 200
+
+
+async def test_v080_jobs_of_queued_running_and_interrupted_prompts(comfy_of):
+    """v0.8.0 as checked against a running one: no cancel endpoints, "failed" for an interrupted prompt, duplicates
+    accepted (the later one's history replaces the earlier's)."""
+    comfy = await comfy_of("0.8.0")
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    status, body = await comfy.post_prompt(SLOW, client_id=CLIENT)
+    running = body["prompt_id"]
+    await ws.take_until(lambda m: m["type"] == "executing" and m["data"].get("node") == "1")
+    status, body = await comfy.post_prompt({"1": {"class_type": "SlowNode", "inputs": {"seconds": 0.0}}})
+    pending = body["prompt_id"]
+    job = await comfy.get_json("/api/jobs/" + running)
+    assert set(job) == {"id", "status", "priority", "create_time", "outputs_count"} and job["status"] == "in_progress"
+    job = await comfy.get_json("/api/jobs/" + pending)
+    assert job["status"] == "pending" and job["outputs_count"] == 0 and "workflow" not in job
+    body = await comfy.get_json("/api/jobs?status=in_progress,pending&limit=200&offset=0")
+    assert [j["id"] for j in body["jobs"]] == [pending, running] and frontend_accepts_jobs_list(body)
+    resp = await comfy.client.get("/api/jobs?status=cancelled")
+    assert (
+        resp.status == 400 and "Valid values: pending, in_progress, completed, failed" in (await resp.json())["error"]
+    )
+    assert (await comfy.client.post("/api/jobs/%s/cancel" % running, json={})).status in (404, 405)
+    assert (await comfy.client.post("/api/jobs/cancel", json={"job_ids": [running]})).status in (404, 405)
+    assert (await comfy.client.post("/interrupt", json={"prompt_id": running})).status == 200
+    await ws.take_until(done(running))
+    job = await comfy.get_json("/api/jobs/" + running)
+    assert job["status"] == "failed" and job["execution_status"]["status_str"] == "error"
+    assert set(job) >= JOB_KEYS_FINISHED | {"outputs", "execution_status", "workflow"}
+    status, again = await comfy.post_prompt(
+        {"1": {"class_type": "SlowNode", "inputs": {"seconds": 0.0}}}, prompt_id=running
+    )
+    assert status == 200 and again["prompt_id"] == running
+
+
+async def test_v0364_has_no_jobs_api_and_its_own_system_stats(comfy_of):
+    comfy = await comfy_of("0.3.64")
+    assert (await comfy.client.get("/api/jobs?limit=1")).status == 404
+    assert (await comfy.client.get("/api/jobs/00000000-0000-0000-0000-000000000000")).status == 404
+    stats = await comfy.get_json("/system_stats")
+    assert stats["system"]["os"] == os.name and stats["system"]["comfyui_version"] == "0.3.64"
+    assert list(stats["system"]) == list(rec("system_stats.json")["system"])  # the same keys as v0.8.0's
+    assert len(stats["devices"]) == 1
+    features = {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
+    assert await comfy.get_json("/features") == features
+    ws = await comfy.ws(CLIENT, feature_flags={"supports_preview_metadata": True})
+    assert [m["type"] for m in await ws.take(2)] == ["status", "feature_flags"]
+    assert ws.messages[1]["data"] == features
+    comfy.state.pause()
+    for _ in range(2):  # any id, duplicates too
+        status, body = await comfy.post_prompt(SLOW, prompt_id="not-a-uuid", client_id=CLIENT)
+        assert status == 200 and body["prompt_id"] == "not-a-uuid"
+    queue = await comfy.get_json("/queue")
+    assert [len(e) for e in queue["queue_pending"]] == [5, 5]
+    assert all("create_time" not in e[3] for e in queue["queue_pending"])
+    comfy.state.wipe_queue()
+    comfy.state.resume()
+
+
+async def test_current_jobs_api_filters_pages_and_the_frontend_reads_it(comfy_of):
+    comfy = await comfy_of("current")
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    done_ids = []
+    for color in range(3):  # three completed prompts
+        g = {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "jobs"}},
+        }
+        body, _ = await comfy.run(ws, g)
+        done_ids.append(body["prompt_id"])
+    status, body = await comfy.post_prompt(SLOW, client_id=CLIENT)  # one interrupted: "cancelled"
+    cancelled = body["prompt_id"]
+    await ws.take_until(lambda m: m["type"] == "executing" and m["data"].get("node") == "1")
+    assert (await comfy.client.post("/api/interrupt", json={"prompt_id": cancelled})).status == 200
+    await ws.take_until(done(cancelled))
+
+    page = await comfy.get_json("/api/jobs?status=completed,failed,cancelled&limit=2&offset=0")
+    assert frontend_accepts_jobs_list(page)
+    assert [j["id"] for j in page["jobs"]] == [cancelled, done_ids[2]]  # newest first
+    assert page["pagination"] == {"offset": 0, "limit": 2, "total": 4, "has_more": True}
+    page = await comfy.get_json("/api/jobs?status=completed,failed,cancelled&limit=2&offset=2")
+    assert [j["id"] for j in page["jobs"]] == [done_ids[1], done_ids[0]] and page["pagination"]["has_more"] is False
+    only = await comfy.get_json("/api/jobs?status=cancelled&limit=10")
+    assert [j["id"] for j in only["jobs"]] == [cancelled] and only["jobs"][0]["status"] == "cancelled"
+    asc = await comfy.get_json("/api/jobs?sort_order=asc&limit=10")
+    assert [j["id"] for j in asc["jobs"]] == done_ids + [cancelled]
+    job = asc["jobs"][0]
+    assert job["outputs_count"] == 1 and job["previewable_outputs_count"] == 1
+    assert job["preview_output"]["mediaType"] == "images" and job["preview_output"]["nodeId"] == "2"
+    for path, message in (
+        ("/api/jobs?limit=0", "limit must be a positive integer"),
+        ("/api/jobs?limit=x", "limit must be an integer"),
+        ("/api/jobs?offset=x", "offset must be an integer"),
+        ("/api/jobs?sort_by=name", "sort_by must be 'created_at' or 'execution_duration'"),
+        ("/api/jobs?sort_order=up", "sort_order must be 'asc' or 'desc'"),
+    ):
+        resp = await comfy.client.get(path)
+        assert resp.status == 400 and await resp.json() == {"error": message}, path
+    resp = await comfy.client.get("/api/jobs?status=bogus")
+    assert (await resp.json())["error"].endswith("Valid values: pending, in_progress, completed, failed, cancelled")
+    assert (await comfy.get_json("/api/jobs?limit=1&offset=-5"))["pagination"]["offset"] == 0
+    assert (await comfy.get_json("/api/jobs"))["pagination"]["limit"] is None  # why the frontend always sends one
+
+
+async def test_current_cancel_endpoints_and_strict_prompt_ids(comfy_of):
+    comfy = await comfy_of("current")
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    running, pending, later = (str(uuid.uuid4()) for _ in range(3))
+    status, body = await comfy.post_prompt(SLOW, client_id=CLIENT, prompt_id=running)
+    assert status == 200 and body["prompt_id"] == running
+    await ws.take_until(lambda m: m["type"] == "executing" and m["data"].get("node") == "1")
+    await comfy.post_prompt(SLOW, prompt_id=pending)
+    await comfy.post_prompt(SLOW, prompt_id=later)
+
+    job = await comfy.get_json("/api/jobs/" + pending)  # a queued job's detail carries its prompt
+    assert job["status"] == "pending" and job["workflow"]["prompt"] == SLOW
+    assert job["workflow"]["extra_data"]["create_time"] == job["create_time"]
+    # a taken id: queued, running, or (below) finished -> 409, nothing queued
+    for taken in (running, pending):
+        status, body = await comfy.post_prompt(SLOW, prompt_id=taken)
+        assert status == 409 and body["error"]["type"] == "duplicate_prompt_id" and body["node_errors"] == {}
+    for bad in ("not-a-uuid", running.upper(), "{%s}" % running, 12):
+        status, body = await comfy.post_prompt(SLOW, prompt_id=bad)
+        assert status == 400 and body["error"]["type"] == "invalid_prompt_id", bad
+
+    resp = await comfy.client.post("/api/jobs/%s/cancel" % pending, json={})
+    assert resp.status == 200 and await resp.json() == {"cancelled": True}
+    assert pending not in [e[1] for e in (await comfy.get_json("/queue"))["queue_pending"]]
+    assert await comfy.get_json("/history/" + pending) == {}, "dequeued: it never runs"
+    for body, status, answer in (
+        ("not json", 400, {"error": "Request body must be valid JSON"}),
+        ({"job_ids": running}, 400, {"error": "job_ids must be a list"}),
+        ({"job_ids": [running, "x", 3]}, 400, {"error": "job_ids contains invalid id(s)", "invalid_ids": ["x", "3"]}),
+    ):
+        kw = {"data": body} if isinstance(body, str) else {"json": body}
+        resp = await comfy.client.post("/api/jobs/cancel", **kw)
+        assert resp.status == status and await resp.json() == answer
+    resp = await comfy.client.post("/api/jobs/cancel", json={"job_ids": [running, later]})
+    assert await resp.json() == {"cancelled": True}
+    await ws.take_until(done(running))
+    assert (await comfy.get_json("/api/jobs/" + running))["status"] == "cancelled"
+    resp = await comfy.client.post("/api/jobs/%s/cancel" % running, json={})  # finished: a no-op
+    assert await resp.json() == {"cancelled": False}
+    resp = await comfy.client.post("/api/jobs/%s/cancel" % uuid.uuid4(), json={})  # unknown: a no-op
+    assert await resp.json() == {"cancelled": False}
+    assert (await comfy.post_prompt(SLOW, prompt_id=running))[0] == 409, "finished ids stay taken"
+    assert await comfy.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+
+
+async def test_current_features_system_stats_and_validation_errors(comfy_of):
+    comfy = await comfy_of("current")
+    features = await comfy.get_json("/features")
+    assert features["supports_preview_metadata"] is True and features["node_replacements"] is True
+    ws = await comfy.ws(CLIENT, feature_flags={"supports_preview_metadata": True})
+    assert [m["type"] for m in await ws.take(2)] == ["status", "feature_flags"]
+    assert ws.messages[1]["data"] == features
+    comfy.state.extra_devices = [{"name": "cuda:1 spare", "type": "cuda", "index": 1, "vram_total": 8, "vram_free": 4}]
+    stats = await comfy.get_json("/system_stats")
+    assert stats["system"]["comfyui_version"] == versions.CURRENT_VERSION
+    assert {"comfy_package_versions", "deploy_environment"} <= set(stats["system"])
+    assert [d["type"] for d in stats["devices"]] == ["cpu", "cuda"], "every device, the primary first"
+    status, body = await comfy.post_prompt({"5": {"class_type": "NoSuchNode", "inputs": {}, "_meta": {"title": "X"}}})
+    assert status == 400 and body["error"]["type"] == "missing_node_type"
+    assert body["error"]["extra_info"] == {"node_id": "5", "class_type": "NoSuchNode", "node_title": "X"}
+
+
+@pytest.mark.subprocess
+async def test_module_takes_a_comfyui_version(tmp_path, subprocess_env):
+    """--comfyui-version and $STANDIN_COMFYUI_VERSION pick the API; a wrong one is refused with the choices."""
+    base = [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out")]
+    bad = await asyncio.create_subprocess_exec(
+        *base, "--comfyui-version", "9.9", cwd=str(REPO_ROOT), env=subprocess_env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await asyncio.wait_for(bad.communicate(), TIMEOUT)
+    assert bad.returncode == 2 and b"0.3.64, 0.8.0, current" in err
+    proc = await asyncio.create_subprocess_exec(
+        *base,
+        cwd=str(REPO_ROOT),
+        env={**subprocess_env, "STANDIN_COMFYUI_VERSION": "current"},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
+        url = line.split()[-1]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/system_stats") as resp:
+                assert (await resp.json())["system"]["comfyui_version"] == versions.CURRENT_VERSION
+            async with session.post(url + "/api/jobs/cancel", json={"job_ids": []}) as resp:
+                assert await resp.json() == {"cancelled": False}
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), TIMEOUT)

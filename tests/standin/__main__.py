@@ -1,5 +1,6 @@
 """Runs the stand-in ComfyUI: python -m tests.standin --port P --output-dir D [--models a,b] [--host H]
                                  [--with-plugin PACK_DIR ...] [--frontend | --frontend-root DIR] [--user-dir D]
+                                 [--comfyui-version 0.3.64|0.8.0|current]
 
 Prints one line "READY http://HOST:PORT" on stdout once it listens (with --port 0, the port it got), then serves
 until SIGINT/SIGTERM and exits 0.
@@ -17,6 +18,8 @@ until SIGINT/SIGTERM and exits 0.
 --settings JSON     user settings to store before serving, e.g. '{"Comfy.TutorialCompleted": true}' (a fresh user
                     otherwise gets the frontend's first-run templates dialog)
 --access-log        log every request ("GET /path HTTP/1.1" status bytes) on stderr, to see what a browser asks for
+--comfyui-version V which ComfyUI's API to serve: 0.3.64, 0.8.0 (default) or current (the jobs API with cancel,
+                    strict prompt ids, ...); default $STANDIN_COMFYUI_VERSION, else 0.8.0 (tests/standin/versions.py)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 
 from aiohttp import web
 
-from . import frontend
+from . import frontend, versions
 from .server import make_app
 
 
@@ -75,6 +78,12 @@ def parse_args(argv=None):
         "(merged into <user dir>/default/comfy.settings.json, as POST /settings would)",
     )
     p.add_argument("--access-log", action="store_true", help="log every HTTP request on stderr (method path status)")
+    p.add_argument(
+        "--comfyui-version",
+        default=os.environ.get(versions.ENV) or versions.DEFAULT,
+        help="the ComfyUI API to imitate: %s (default $%s, else %s)"
+        % (", ".join(versions.NAMES), versions.ENV, versions.DEFAULT),
+    )
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.frontend_root is None and args.frontend:
@@ -83,6 +92,10 @@ def parse_args(argv=None):
             p.error("--frontend: comfyui-frontend-package is not installed (pip install -r tests/requirements.txt)")
     if args.frontend_root is not None and not os.path.isfile(os.path.join(args.frontend_root, "index.html")):
         p.error("--frontend-root %s: no index.html there" % args.frontend_root)
+    try:
+        args.comfyui_version = versions.get(args.comfyui_version).name
+    except ValueError as e:
+        p.error("--comfyui-version: %s" % e)
     if args.settings is not None:
         try:
             args.settings = json.loads(args.settings)
@@ -120,6 +133,7 @@ async def _serve(args) -> None:
         user_dir=args.user_dir,
         web_root=args.frontend_root,
         static_routes=False,
+        comfyui_version=args.comfyui_version,
     )
     if args.settings:
         frontend.store_settings(app["comfy"], args.settings)

@@ -1,6 +1,8 @@
-"""A stand-in ComfyUI server (aiohttp), faithful to the recorded behaviour of ComfyUI v0.8.0.
+"""A stand-in ComfyUI server (aiohttp), faithful to the recorded behaviour of ComfyUI v0.8.0, or of v0.3.64 or the
+current ComfyUI when asked (versions.py says what differs: the jobs API and its cancel endpoints, strict prompt ids,
+/system_stats, /features).
 
-    app = make_app(output_dir, models=["a.safetensors"], node_classes=None, name="standin")
+    app = make_app(output_dir, models=["a.safetensors"], node_classes=None, name="standin", comfyui_version=None)
     state = app["comfy"]            # the ComfyState: queue, history, executor, websockets, test hooks
 
 Every route is served at /x and /api/x. Prompts run one at a time on a worker thread (like ComfyUI's
@@ -64,20 +66,16 @@ from typing import Any, NamedTuple
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from . import jobs as jobs_api
 from . import nodes as standin_nodes
+from . import versions
 from .nodes import InterruptProcessingException
 
 log = logging.getLogger("standin")
 
-COMFYUI_VERSION = "0.8.0"
-REQUIRED_FRONTEND_VERSION = "1.35.9"
-REQUIRED_TEMPLATES_VERSION = "0.7.67"
-MAX_UPLOAD_SIZE = 100 * 1024 * 1024
-SERVER_FEATURES = {
-    "supports_preview_metadata": True,
-    "max_upload_size": MAX_UPLOAD_SIZE,
-    "extension": {"manager": {"supports_v4": True}},
-}
+COMFYUI_VERSION = "0.8.0"  # the default profile's (versions.DEFAULT)
+MAX_UPLOAD_SIZE = versions.MAX_UPLOAD_SIZE
+SERVER_FEATURES = versions.PROFILES["0.8.0"].server_features  # a state serves its profile's (state.profile)
 MODEL_FOLDERS = [
     "checkpoints",
     "configs",
@@ -369,8 +367,10 @@ class ComfyState:
         step_delay: float = 0.05,
         user_dir=None,
         web_root=None,
+        comfyui_version=None,
     ):
         self.name = name
+        self.profile = versions.get(comfyui_version)  # which ComfyUI this state imitates
         self._owned_dirs: list = []
         self.output_dir = os.path.abspath(os.fspath(output_dir))
         os.makedirs(self.output_dir, exist_ok=True)
@@ -384,6 +384,7 @@ class ComfyState:
         self.models = list(models or [])
         self.step_delay = float(step_delay)
         self.csp = CONTENT_SECURITY_POLICY
+        self.extra_devices: list = []  # current profile: more /system_stats devices after the primary (tests set it)
         self.node_classes = self._resolve_classes(node_classes)
         self.started_at = time.time()
 
@@ -549,11 +550,15 @@ class ComfyState:
         with self.mutex:
             return len(self._queue) + len(self.currently_running)
 
-    def _put(self, item):
+    def _put(self, item) -> bool:
+        """Queues the entry; False (nothing queued) when the profile refuses a taken prompt id."""
         with self.mutex:
+            if self.profile.strict_prompt_ids and self.prompt_id_taken(item[1]):
+                return False
             heapq.heappush(self._queue, (item[0], item[1], next(self._seq), item))
             self.queue_updated()
             self._not_empty.notify()
+            return True
 
     def _get(self):
         with self._not_empty:
@@ -574,6 +579,8 @@ class ComfyState:
             if len(self.history) > MAXIMUM_HISTORY_SIZE:
                 self.history.pop(next(iter(self.history)))
             entry = {"prompt": _jsonable(list(prompt[:5])), "outputs": {}, "status": _jsonable(status)}
+            for key in SENSITIVE_EXTRA_DATA_KEYS:  # 0.3.64 kept them in queue entries, never in history
+                entry["prompt"][3].pop(key, None)
             entry.update(_jsonable(history_result))
             self.history[prompt[1]] = entry
             self.queue_updated()
@@ -584,6 +591,26 @@ class ComfyState:
             running = [_jsonable(list(x[:5])) for x in self.currently_running.values()]
             pending = [_jsonable(list(e[3][:5])) for e in self._queue]
             return running, pending
+
+    def jobs_snapshot(self, prompt_id=None) -> tuple:
+        """(running, queued, history) as the jobs API reads them (queue entries without their sensitive part)."""
+        with self.mutex:
+            running = [_jsonable(list(x[:5])) for x in self.currently_running.values()]
+            queued = [_jsonable(list(e[3][:5])) for e in self._queue]
+            if prompt_id is None:
+                history = copy.deepcopy(self.history)
+            else:
+                history = {prompt_id: copy.deepcopy(self.history[prompt_id])} if prompt_id in self.history else {}
+            return running, queued, history
+
+    def cancel_job(self, prompt_id) -> bool:
+        """POST /api/jobs/{id}/cancel (current): interrupts it if it runs, takes it off the queue if it waits;
+        a finished or unknown id is a no-op. Atomic under the queue's lock. True if it acted."""
+        with self.mutex:
+            if any(item[1] == prompt_id for item in self.currently_running.values()):
+                self.interrupt_processing(True)
+                return True
+            return self.delete_queue_item(prompt_id)
 
     def wipe_queue(self):
         with self.mutex:
@@ -775,7 +802,19 @@ class ComfyState:
             return 400, {"error": error, "node_errors": {}}
         prompt = json_data["prompt"]
         prompt_id = json_data.get("prompt_id")
-        prompt_id = str(uuid.uuid4()) if prompt_id is None else str(prompt_id)
+        if prompt_id is None:
+            prompt_id = str(uuid.uuid4())
+        elif self.profile.strict_prompt_ids and not jobs_api.valid_job_id(prompt_id):
+            error = {
+                "type": "invalid_prompt_id",
+                "message": "prompt_id must be a valid UUID",
+                "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; omit it to let "
+                "the server generate one",
+                "extra_info": {},
+            }
+            return 400, {"error": error, "node_errors": {}}
+        else:
+            prompt_id = str(prompt_id)
         valid = self.validate_prompt(prompt)
         extra_data = dict(json_data.get("extra_data") or {})
         if "client_id" in json_data:
@@ -783,10 +822,33 @@ class ComfyState:
         if not valid[0]:
             log.warning("invalid prompt: %s", valid[1])
             return 400, {"error": valid[1], "node_errors": valid[3]}
+        if not self.profile.queue_create_time:  # 0.3.64: 5-long entries, sensitive keys dropped in history only
+            if not self._put((number, prompt_id, prompt, extra_data, valid[2])):
+                return 409, self._duplicate(prompt_id)
+            return 200, {"prompt_id": prompt_id, "number": number, "node_errors": valid[3]}
         sensitive = {k: extra_data.pop(k) for k in SENSITIVE_EXTRA_DATA_KEYS if k in extra_data}
         extra_data["create_time"] = _now_ms()
-        self._put((number, prompt_id, prompt, extra_data, valid[2], sensitive))
+        if not self._put((number, prompt_id, prompt, extra_data, valid[2], sensitive)):
+            return 409, self._duplicate(prompt_id)
         return 200, {"prompt_id": prompt_id, "number": number, "node_errors": valid[3]}
+
+    @staticmethod
+    def _duplicate(prompt_id) -> dict:
+        error = {
+            "type": "duplicate_prompt_id",
+            "message": "prompt_id is already in use",
+            "details": "a prompt with id %s is queued, running or in the history" % prompt_id,
+            "extra_info": {"prompt_id": prompt_id},
+        }
+        return {"error": error, "node_errors": {}}
+
+    def prompt_id_taken(self, prompt_id) -> bool:
+        with self.mutex:
+            return (
+                prompt_id in self.history
+                or any(item[1] == prompt_id for item in self.currently_running.values())
+                or any(e[3][1] == prompt_id for e in self._queue)
+            )
 
     def validate_prompt(self, prompt):
         """(valid, error, outputs_to_execute, node_errors) with v0.8.0's error shapes."""
@@ -805,6 +867,20 @@ class ComfyState:
         outputs = []
         for x in prompt:
             node = prompt[x]
+            if self.profile.missing_node_type and (not isinstance(node, dict) or "class_type" not in node):
+                title = (node.get("_meta") or {}).get("title") if isinstance(node, dict) else None
+                return (
+                    False,
+                    {
+                        "type": "missing_node_type",
+                        "message": "Node '%s' has no class_type. The workflow may be corrupted or a custom node is "
+                        "missing." % (title or "ID #%s" % x),
+                        "details": "Node ID '#%s'" % x,
+                        "extra_info": {"node_id": x, "class_type": None, "node_title": title},
+                    },
+                    [],
+                    {},
+                )
             if not isinstance(node, dict) or "class_type" not in node:
                 return (
                     False,
@@ -819,6 +895,19 @@ class ComfyState:
                 )
             class_type = node["class_type"]
             cls = self.node_classes.get(class_type) if isinstance(class_type, str) else None
+            if cls is None and self.profile.missing_node_type:
+                title = (node.get("_meta") or {}).get("title", class_type)
+                return (
+                    False,
+                    {
+                        "type": "missing_node_type",
+                        "message": "Node '%s' not found. The custom node may not be installed." % (title,),
+                        "details": "Node ID '#%s'" % x,
+                        "extra_info": {"node_id": x, "class_type": class_type, "node_title": title},
+                    },
+                    [],
+                    {},
+                )
             if cls is None:
                 return (
                     False,
@@ -1417,32 +1506,40 @@ class ComfyState:
             ram_free = os.sysconf("SC_AVPHYS_PAGES") * page
         except (ValueError, OSError, AttributeError):
             ram_total = ram_free = 0
-        return {
-            "system": {
-                "os": sys.platform,
-                "ram_total": ram_total,
-                "ram_free": ram_free,
-                "comfyui_version": COMFYUI_VERSION,
-                "required_frontend_version": REQUIRED_FRONTEND_VERSION,
-                "installed_templates_version": None,
-                "required_templates_version": REQUIRED_TEMPLATES_VERSION,
-                "python_version": sys.version,
-                "pytorch_version": "none (ComfyUI stand-in)",
-                "embedded_python": False,
-                "argv": list(sys.argv),
-            },
-            "devices": [
-                {
-                    "name": "cpu",
-                    "type": "cpu",
-                    "index": None,
-                    "vram_total": ram_total,
-                    "vram_free": ram_free,
-                    "torch_vram_total": ram_total,
-                    "torch_vram_free": ram_free,
-                }
-            ],
+        p = self.profile
+        system = {
+            "os": p.system_os,
+            "ram_total": ram_total,
+            "ram_free": ram_free,
+            "comfyui_version": p.comfyui_version,
+            "required_frontend_version": p.required_frontend_version,
+            "installed_templates_version": p.installed_templates_version,
+            "required_templates_version": p.required_templates_version,
         }
+        if p.extra_system_keys:  # current: every comfy* package of requirements.txt, installed and required
+            system["comfy_package_versions"] = [
+                {"name": "comfyui-frontend-package", "installed": None, "required": p.required_frontend_version}
+            ]
+        system.update(
+            python_version=sys.version,
+            pytorch_version="none (ComfyUI stand-in)",
+            embedded_python=False,
+        )
+        if p.extra_system_keys:
+            system["deploy_environment"] = "local-git"
+        system["argv"] = list(sys.argv)
+        cpu = {
+            "name": "cpu",
+            "type": "cpu",
+            "index": None,
+            "vram_total": ram_total,
+            "vram_free": ram_free,
+            "torch_vram_total": ram_total,
+            "torch_vram_free": ram_free,
+        }
+        # current lists every device, the primary first; older versions only the primary one
+        devices = [cpu] + [dict(d) for d in self.extra_devices] if p.extra_system_keys else [cpu]
+        return {"system": system, "devices": devices}
 
 
 # ---- HTTP routes ---------------------------------------------------------------------------------------
@@ -1492,7 +1589,7 @@ async def websocket_handler(request):
                     data = json.loads(msg.data)
                     if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
                         state.sockets_metadata[sid]["feature_flags"] = data.get("data", {}) or {}
-                        await ws.send_str(json.dumps({"type": "feature_flags", "data": SERVER_FEATURES}))
+                        await ws.send_str(json.dumps({"type": "feature_flags", "data": state.profile.server_features}))
                     first_message = False
                 except json.JSONDecodeError:
                     log.warning("Invalid JSON received from client %s: %s", sid, msg.data)
@@ -1602,7 +1699,7 @@ async def system_stats(request):
 
 
 async def get_features(request):
-    return web.json_response(SERVER_FEATURES)
+    return web.json_response(get_state(request).profile.server_features)
 
 
 async def get_prompt(request):
@@ -1675,6 +1772,90 @@ async def post_interrupt(request):
     return web.Response(status=200)
 
 
+async def get_jobs(request):
+    state = get_state(request)
+    query = request.rel_url.query
+    statuses = None
+    if query.get("status"):
+        statuses = [s.strip().lower() for s in query["status"].split(",") if s.strip()]
+        bad = [s for s in statuses if s not in state.profile.job_statuses]
+        if bad:
+            return web.json_response(
+                {
+                    "error": "Invalid status value(s): %s. Valid values: %s"
+                    % (", ".join(bad), ", ".join(state.profile.job_statuses))
+                },
+                status=400,
+            )
+    sort_by = query.get("sort_by", "created_at").lower()
+    sort_order = query.get("sort_order", "desc").lower()
+    if sort_by not in ("created_at", "execution_duration"):
+        return web.json_response({"error": "sort_by must be 'created_at' or 'execution_duration'"}, status=400)
+    if sort_order not in ("asc", "desc"):
+        return web.json_response({"error": "sort_order must be 'asc' or 'desc'"}, status=400)
+    limit = None
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            return web.json_response({"error": "limit must be an integer"}, status=400)
+        if limit <= 0:
+            return web.json_response({"error": "limit must be a positive integer"}, status=400)
+    offset = 0
+    if "offset" in query:
+        try:
+            offset = max(0, int(query["offset"]))
+        except ValueError:
+            return web.json_response({"error": "offset must be an integer"}, status=400)
+    running, queued, history = state.jobs_snapshot()
+    jobs, total = jobs_api.list_jobs(
+        running,
+        queued,
+        history,
+        state.profile,
+        statuses=statuses,
+        workflow_id=query.get("workflow_id"),
+        sort_by=sort_by,
+        sort_order=sort_order,
+        limit=limit,
+        offset=offset,
+    )
+    pagination = {"offset": offset, "limit": limit, "total": total, "has_more": offset + len(jobs) < total}
+    return web.json_response({"jobs": jobs, "pagination": pagination})
+
+
+async def get_job(request):
+    state = get_state(request)
+    job_id = request.match_info.get("job_id")
+    running, queued, history = state.jobs_snapshot(job_id)
+    job = jobs_api.job_detail(job_id, running, queued, history, state.profile)
+    if job is None:
+        return web.json_response({"error": "Job not found"}, status=404)
+    return web.json_response(job)
+
+
+async def post_job_cancel(request):
+    return web.json_response({"cancelled": get_state(request).cancel_job(request.match_info.get("job_id"))})
+
+
+async def post_jobs_cancel(request):
+    state = get_state(request)
+    try:
+        json_data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return web.json_response({"error": "Request body must be valid JSON"}, status=400)
+    job_ids = json_data.get("job_ids") if isinstance(json_data, dict) else None
+    if not isinstance(job_ids, list):
+        return web.json_response({"error": "job_ids must be a list"}, status=400)
+    invalid = [j if isinstance(j, str) else repr(j) for j in job_ids if not jobs_api.valid_job_id(j)]
+    if invalid:
+        return web.json_response({"error": "job_ids contains invalid id(s)", "invalid_ids": invalid}, status=400)
+    cancelled = False
+    for job_id in job_ids:
+        cancelled = state.cancel_job(job_id) or cancelled
+    return web.json_response({"cancelled": cancelled})
+
+
 async def post_free(request):
     return web.Response(status=200)
 
@@ -1717,6 +1898,22 @@ ROUTES = [
     ("POST", "/history", post_history),
     ("GET", "/probe/ping", probe_ping),  # the recorded probe custom node's route
 ]
+# ComfyUI registers these as "/api/jobs...", so with its /api copy of every route they are also at /api/api/jobs...
+JOBS_ROUTES = [("GET", "/api/jobs", get_jobs), ("GET", "/api/jobs/{job_id}", get_job)]
+JOBS_CANCEL_ROUTES = [
+    ("POST", "/api/jobs/{job_id}/cancel", post_job_cancel),
+    ("POST", "/api/jobs/cancel", post_jobs_cancel),
+]
+
+
+def routes_for(profile) -> list:
+    """The prompt API routes of this ComfyUI version."""
+    routes = list(ROUTES)
+    if profile.jobs_api:
+        routes[routes.index(("GET", "/object_info/{node_class}", get_object_info_node)) + 1 : 0] = JOBS_ROUTES
+    if profile.jobs_cancel:
+        routes[routes.index(JOBS_ROUTES[-1]) + 1 : 0] = JOBS_CANCEL_ROUTES
+    return routes
 
 
 @web.middleware
@@ -1751,6 +1948,7 @@ def make_app(
     user_dir=None,
     web_root=None,
     static_routes: bool = True,
+    comfyui_version=None,
 ) -> web.Application:
     """The stand-in ComfyUI as an aiohttp Application (not started).
 
@@ -1766,6 +1964,8 @@ def make_app(
     static_routes add the static file routes (the frontend, /extensions/<pack>/...) now; pass False when more
                   routes follow (custom node packs, see plugin_host) and call frontend.add_static_routes(app) last,
                   as ComfyUI adds its static routes after every other route
+    comfyui_version  which ComfyUI to imitate: "0.3.64", "0.8.0" or "current" (None: $STANDIN_COMFYUI_VERSION,
+                  else 0.8.0); see versions.py
     Besides the prompt API (ROUTES) the app has ComfyUI's user, settings, userdata, model-list, i18n, template
     and internal routes (see frontend.py), as ComfyUI always does.
     The state is app["comfy"] (a ComfyState)."""
@@ -1781,12 +1981,13 @@ def make_app(
         step_delay=step_delay,
         user_dir=user_dir,
         web_root=web_root,
+        comfyui_version=comfyui_version,
     )
     app = web.Application(client_max_size=MAX_UPLOAD_SIZE, middlewares=[_headers_middleware])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aiohttp's NotAppKeyWarning for the plain string key
         app["comfy"] = state
-    add_routes(app)
+    add_routes(app, routes_for(state.profile))
     frontend.add_app_routes(app)
     if static_routes:
         frontend.add_static_routes(app)
