@@ -1,18 +1,25 @@
-// ComfyMQ's ComfyUI extension: the sidebar panel, the "Queue (MQ)" action-bar button, the queue command with its
-// key (Ctrl+Shift+Enter, see lib/shortcut.js) and menu entry, toasts, and the websocket listeners behind them.
+// ComfyMQ's ComfyUI extension: the sidebar panel, the "Queue (MQ)" action-bar button (or, on frontends without
+// action-bar buttons for extensions, the same button in the top menu: lib/queue-button.js), the queue command
+// with its key (Ctrl+Shift+Enter, see lib/shortcut.js) and menu entry, toasts, and the websocket listeners
+// behind them. What this ComfyUI's ComfyMQ is (GET /comfymq/status: lib/status.js) decides where Queue (MQ)
+// sends jobs: this ComfyUI's queue, the host's (a worker that knows its host's address forwards them), or
+// nowhere (a worker that does not: the buttons are hidden and the command says why).
 //
 // Only ComfyUI's public surface is used: app, api and app.extensionManager (sidebar tab, toasts, settings,
-// commands, dialogs). This is the one module that imports ComfyUI's scripts; everything in lib/ and panel/
-// gets what it needs passed in, and does nothing when merely imported (ComfyUI loads every .js file here).
+// commands, dialogs), and app.menu's legacy button group for the fallback button. This is the one module that
+// imports ComfyUI's scripts; everything in lib/ and panel/ gets what it needs passed in, and does nothing when
+// merely imported (ComfyUI loads every .js file here).
 
 import {app} from "../../scripts/app.js";
 import {api} from "../../scripts/api.js";
 import {MQClient} from "./lib/client.js";
-import {EventHub, JOB} from "./lib/events.js";
+import {EventHub, JOB, RECONNECTED} from "./lib/events.js";
 import {Notifier} from "./lib/notifier.js";
 import {enqueueWorkflow, applyPromptValues, graphNodes, graphOf} from "./lib/enqueue.js";
 import {jobLabel} from "./lib/model.js";
 import {installQueueShortcut} from "./lib/shortcut.js";
+import {StatusStore, noQueueReason, queueTarget} from "./lib/status.js";
+import {ACTION_CLASS, installQueueButton, showQueueButtons} from "./lib/queue-button.js";
 import {loadFormState} from "./panel/enqueue-form.js";
 import {Panel} from "./panel/panel.js";
 
@@ -34,10 +41,17 @@ function setting(id) {
   }
 }
 
+const QUEUE_TOOLTIP = "Queue in ComfyMQ (Ctrl+Shift+Enter), with the panel's priority and count";
+
 const client = new MQClient(api, () => String(setting(TOKEN_SETTING) || "").trim());
 const hub = new EventHub(/** @type {EventTarget} */ (/** @type {unknown} */ (api)));
+const status = new StatusStore(client);
+/** @type {string | null} the job a toast pointed to, for the panel to select when it next shows the queue */
+let focusJob = null;
 const notifier = new Notifier(() => app.extensionManager?.toast ?? null, client,
-  {finishToasts: () => setting(FINISH_SETTING) !== false});
+  {finishToasts: () => setting(FINISH_SETTING) !== false, onUnrunnable: (id) => {
+    focusJob = panel?.focusJob(id) ? null : id;
+  }});
 /** @type {Map<string, string>} worker id -> name */
 const workerNames = new Map();
 
@@ -64,10 +78,20 @@ async function confirmDialog(title, message) {
   return window.confirm(message);
 }
 
-/** @param {import("./lib/enqueue.js").EnqueueOptions} opts */
+/**
+ * Queues the canvas's workflow where this ComfyUI's Queue (MQ) sends jobs (see the top of this file).
+ * @param {import("./lib/enqueue.js").EnqueueOptions} opts
+ */
 async function enqueue(opts) {
+  const s = await status.get();
+  const why = noQueueReason(s);
+  if (why) {
+    toast({severity: "warn", summary: "Queue (MQ) is off on this ComfyUI", detail: why, life: 10000});
+    return false;
+  }
   try {
-    notifier.queued(await enqueueWorkflow(app, client, opts));
+    const r = await enqueueWorkflow(app, client, opts);
+    notifier.queued(queueTarget(s) === "remote" ? {...r, remote: s?.queue?.host_url || "the host"} : r);
     return true;
   } catch (e) {
     notifier.queueFailed(e);
@@ -79,7 +103,9 @@ async function enqueue(opts) {
 async function openJob(/** @type {string} */ id) {
   const job = await client.getJob(id);
   const label = jobLabel(job);
-  const name = `${label.name}${label.index != null ? ` #${label.index}` : ""} (job ${id.slice(-6)})`;
+  // the id's tail the panel shows for it (it tells the job apart from the listed ones)
+  const short = panel?.queue?.shortId(id) || id.slice(-8);
+  const name = `${label.name}${label.index != null ? ` #${label.index}` : ""} (job ${short})`;
   let workflow = job.workflow;
   if (typeof workflow === "string") workflow = JSON.parse(workflow);
   if (workflow && typeof workflow === "object") {
@@ -97,8 +123,13 @@ async function openJob(/** @type {string} */ id) {
 
 /** @type {SharedContext} */
 const shared = {
-  app, client, hub, notifier, formState: loadFormState(), enqueue, openJob, toast, toastError,
+  app, client, hub, notifier, status, formState: loadFormState(), enqueue, openJob, toast, toastError,
   confirm: confirmDialog,
+  takeFocus: () => {
+    const id = focusJob;
+    focusJob = null;
+    return id;
+  },
   workerName: (id) => workerNames.get(id) || id,
   rememberWorker: (w) => {
     if (w && w.id) workerNames.set(w.id, w.name || w.id);
@@ -126,23 +157,36 @@ app.registerExtension({
       function: togglePanel},
   ],
   menuCommands: [{path: ["Extensions", "ComfyMQ"], commands: [QUEUE_COMMAND, PANEL_COMMAND]}],
-  actionBarButtons: [{icon: "pi pi-send", label: "Queue (MQ)",
-    tooltip: "Queue in ComfyMQ (Ctrl+Shift+Enter), with the panel's priority and count", class: "comfymq-queue-button",
+  // frontends before 1.32 ignore this: lib/queue-button.js then puts the same button in the top menu
+  actionBarButtons: [{icon: "pi pi-send", label: "Queue (MQ)", tooltip: QUEUE_TOOLTIP, class: ACTION_CLASS,
     onClick: () => {
       queueFromCommand();
     }}],
   settings: [
     {id: /** @type {any} */ (TOKEN_SETTING), category: ["ComfyMQ", "Connection", "Token"], name: "Access token",
       tooltip: "The host's COMFYMQ_TOKEN, when it has one: sent with every ComfyMQ request", type: "text",
-      defaultValue: "", onChange: () => hub.resync()},
+      defaultValue: "", onChange: () => {
+        client.resetAuth();
+        hub.resync();
+      }},
     {id: /** @type {any} */ (FINISH_SETTING), category: ["ComfyMQ", "Notifications", "Finished"], name: "Toast when a job or batch finishes",
       tooltip: "Failures are always shown; a batch gets one toast when all of it has finished", type: "boolean",
       defaultValue: true},
   ],
   async setup() {
     hub.start();
+    // first among the RECONNECTED listeners (they run in the order they subscribed): requests refused for the
+    // token may go to the host again before anything reloads (a restarted host may have another token)
+    hub.on(RECONNECTED, () => client.resetAuth());
+    hub.on(RECONNECTED, () => status.load());
     hub.on(JOB, (d) => notifier.onJob(d));
-    hub.on("reconnected", () => notifier.recount());
+    hub.on(RECONNECTED, () => notifier.recount());
+    status.on((s) => showQueueButtons(document, queueTarget(s) !== null));
+    status.load();
+    installQueueButton({doc: document, group: /** @type {any} */ (app).menu?.actionsGroup, tooltip: QUEUE_TOOLTIP,
+      onClick: () => {
+        queueFromCommand();
+      }});
     installQueueShortcut(window, {run: () => {
       queueFromCommand();
     }, userBindings: () => setting("Comfy.Keybinding.NewBindings")});

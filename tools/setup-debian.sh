@@ -4,8 +4,8 @@
 #   system libraries  -> apt (only the missing ones; apt-get update once, when something is missing)
 #   Python packages   -> .venv (created with /usr/bin/python3), pinned in tests/requirements.txt
 #   JS tooling        -> node_modules (npm ci from package-lock.json; browsers never downloaded: Debian's chromium)
-#   newest frontend   -> tests/browser/.frontend/<version> (the comfyui-frontend-package wheel the browser tests
-#                        also check, besides the pinned one in tests/requirements.txt)
+#   newest and oldest -> tests/browser/.frontend/<version> (the comfyui-frontend-package wheels the browser tests
+#   frontends            also check, besides the pinned one in tests/requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,15 +54,18 @@ if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$js_want" ]; then
   echo "$js_want" > "$js_stamp"
 fi
 
-newest=$(cat tests/browser/frontend-newest.txt)
+# The browser tests also check the newest and the oldest supported frontend besides the pinned one: each version
+# named in tests/browser/frontend-{newest,oldest}.txt is unpacked into tests/browser/.frontend/<version>.
 front=tests/browser/.frontend
-if [ ! -f "$front/$newest/comfyui_frontend_package/static/index.html" ]; then
-  echo "setup: fetching comfyui-frontend-package==$newest for the browser tests"
+for which in newest oldest; do
+  version=$(cat "tests/browser/frontend-$which.txt")
+  [ -f "$front/$version/comfyui_frontend_package/static/index.html" ] && continue
+  echo "setup: fetching comfyui-frontend-package==$version ($which checked) for the browser tests"
   mkdir -p "$front"
   "$VENV/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
-    "comfyui-frontend-package==$newest" -d "$front"
-  rm -rf "$front/$newest.tmp"
-  "$VENV/bin/python" -m zipfile -e "$front/comfyui_frontend_package-$newest-py3-none-any.whl" "$front/$newest.tmp"
-  rm -rf "$front/$newest" && mv "$front/$newest.tmp" "$front/$newest"
-  rm -f "$front/comfyui_frontend_package-$newest-py3-none-any.whl"
-fi
+    "comfyui-frontend-package==$version" -d "$front"
+  rm -rf "$front/$version.tmp"
+  "$VENV/bin/python" -m zipfile -e "$front/comfyui_frontend_package-$version-py3-none-any.whl" "$front/$version.tmp"
+  rm -rf "$front/$version" && mv "$front/$version.tmp" "$front/$version"
+  rm -f "$front/comfyui_frontend_package-$version-py3-none-any.whl"
+done

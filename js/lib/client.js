@@ -4,20 +4,39 @@
 /** @typedef {import("./model.js").Job} Job */
 /** @typedef {import("./model.js").Worker} Worker */
 
-/** An answer other than 2xx, with the API's {"error": {type, message}} when it sent one. */
+/**
+ * An answer other than 2xx, with the API's {"error": {type, message}} when it sent one. `waiting` is the error's
+ * list of reasons when it has one (409 `unrunnable`: why no online worker can run the job); `local` marks a
+ * refusal made here without asking the host (see MQClient.request).
+ */
 export class ApiError extends Error {
   /**
    * @param {string} message
    * @param {number} status
    * @param {string} type
+   * @param {{waiting?: string[] | null, local?: boolean}} [more]
    */
-  constructor(message, status, type) {
+  constructor(message, status, type, more = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.type = type;
+    /** @type {string[] | null} */
+    this.waiting = more.waiting || null;
+    this.local = !!more.local;
   }
 }
+
+/**
+ * GET /comfymq/status: what this ComfyUI's ComfyMQ is, in every role. `worker`: the worker this ComfyUI runs (its
+ * link to the host's broker, with the host's words when it refused it; the ComfyUI it drives, `comfyui` being how
+ * that answers: ok, starting, unreachable, unknown; the jobs it runs).
+ * @typedef {{id: string, name: string, broker: string, link: "connecting" | "connected" | "refused" | "disconnected",
+ *            refused: string | null, comfyui: string | null, comfyui_version?: string | null, message: string | null,
+ *            running: string[], reconnects: number}} WorkerStatus
+ * @typedef {{role: "both" | "host" | "worker", version: string, hosts_queue: boolean, worker: WorkerStatus | null,
+ *            queue: {target: "local" | "remote" | null, host_url: string | null}}} Status
+ */
 
 /**
  * @typedef {{fetchApi(route: string, options?: RequestInit): Promise<Response>, apiURL(route: string): string}} ApiLike
@@ -30,8 +49,10 @@ export class ApiError extends Error {
  */
 
 /**
+ * `waiting`: why no online worker can run the jobs right now (empty when some worker can; absent from older hosts).
  * @typedef {{status: string, jobs: {id: string, state: string, prompt_id?: string, batch_id?: string | null,
- *            existed?: boolean}[], batch_id?: string, count?: number, existed?: boolean}} EnqueueAnswer
+ *            existed?: boolean}[], batch_id?: string, count?: number, existed?: boolean,
+ *            waiting?: string[]}} EnqueueAnswer
  */
 
 /**
@@ -48,6 +69,26 @@ export class MQClient {
   constructor(api, token) {
     this.api = api;
     this.token = token || (() => "");
+    /**
+     * The token (or "" for none) the host refused with a 401. While the settings still hold it, requests are
+     * refused here without asking the host: the views poll and follow events, and would otherwise send a
+     * refused request a few times a second. resetAuth() lifts it (a token entered, a reconnect, "Try again").
+     * @type {string | null}
+     */
+    this.refusedToken = null;
+  }
+
+  /** Lets requests go to the host again after a 401 (see refusedToken). */
+  resetAuth() {
+    this.refusedToken = null;
+  }
+
+  /** @param {string} token @param {boolean} local */
+  unauthorized(token, local) {
+    const message = token
+      ? "The access token in Settings > ComfyMQ > Access token is not this host's COMFYMQ_TOKEN"
+      : "This ComfyMQ host needs its access token: enter its COMFYMQ_TOKEN in Settings > ComfyMQ > Access token";
+    return new ApiError(message, 401, "unauthorized", {local});
   }
 
   /**
@@ -60,6 +101,7 @@ export class MQClient {
     /** @type {Record<string, string>} */
     const headers = {};
     const token = this.token();
+    if (this.refusedToken !== null && this.refusedToken === token) throw this.unauthorized(token, true);
     if (token) headers.Authorization = "Bearer " + token;
     // Every request but a GET says it is JSON, also without a body: the host refuses any other state-changing
     // request (a web page on another site could send it without asking).
@@ -86,13 +128,27 @@ export class MQClient {
       let message = err && err.message ? err.message : `${method} /comfymq${route}: HTTP ${res.status}`;
       if (res.status === 404 && !err) message = "ComfyMQ's routes are not there: is the plugin installed and loaded?";
       if (res.status === 401) {
-        message = token
-          ? "The access token in Settings > ComfyMQ > Access token is not this host's COMFYMQ_TOKEN"
-          : "This ComfyMQ host needs its access token: enter its COMFYMQ_TOKEN in Settings > ComfyMQ > Access token";
+        this.refusedToken = token;
+        throw this.unauthorized(token, false);
       }
-      throw new ApiError(message, res.status, (err && err.type) || "http");
+      const waiting = err && Array.isArray(err.waiting) ? err.waiting.map(String) : null;
+      throw new ApiError(message, res.status, (err && err.type) || "http", {waiting});
     }
     return data;
+  }
+
+  /**
+   * What this ComfyUI's ComfyMQ is (its role, its worker's link, where jobs queued here go); null from a host
+   * older than the route (404), which is then a host in role "both" or "host" as before.
+   * @returns {Promise<Status | null>}
+   */
+  async status() {
+    try {
+      return await this.request("GET", "/status");
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return null;
+      throw e;
+    }
   }
 
   /**

@@ -15,8 +15,12 @@ import {jobTotal} from "./sweep.js";
  *            extensionManager?: any}} AppLike
  */
 /**
+ * What a queueing made. `waiting`: why no online worker can run the jobs yet, from the host's answers (each reason
+ * once; empty when some worker can run them), or null when the host does not say (older hosts). `remote`: the
+ * host's address when this ComfyUI is a worker that forwarded the jobs there (set by the caller).
  * @typedef {{jobs: {id: string, state: string, prompt_id?: string, batch_id?: string | null, existed?: boolean}[],
- *            batchId: string | null, name: string, total: number, how: string}} Enqueued
+ *            batchId: string | null, name: string, total: number, how: string, waiting: string[] | null,
+ *            remote?: string | null}} Enqueued
  */
 
 const TAG_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789";
@@ -72,7 +76,8 @@ function controlRunsBefore(app) {
 }
 
 /**
- * Queues the canvas's workflow. Throws an Error whose message is fit for a toast.
+ * Queues the canvas's workflow. Throws an Error whose message is fit for a toast: the client's ApiError itself
+ * (its type and `waiting` kept) when nothing was queued, one that says how many were when some were.
  * @param {AppLike} app
  * @param {MQClient} client
  * @param {EnqueueOptions} opts
@@ -108,6 +113,8 @@ export async function enqueueWorkflow(app, client, opts) {
   const batchId = total > 1 ? batchIdFor(name, tag) : null;
   /** @type {Enqueued["jobs"]} */
   const jobs = [];
+  /** @type {Set<string> | null} */
+  let waiting = null;
   for (let i = 0; i < plan.requests.length; i++) {
     const r = plan.requests[i];
     const promptId = plan.requests.length > 1 ? `${name}@${tag}.${i + 1}` : `${name}@${tag}`;
@@ -121,10 +128,16 @@ export async function enqueueWorkflow(app, client, opts) {
     try {
       answer = await client.enqueue(body);
     } catch (e) {
+      if (!jobs.length) throw e;
       const msg = e instanceof Error ? e.message : String(e);
-      throw new Error(jobs.length ? `${msg} (after ${jobs.length} of ${total} jobs were queued)` : msg);
+      throw Object.assign(new Error(`${msg} (after ${jobs.length} of ${total} jobs were queued)`),
+        {type: /** @type {any} */ (e).type, waiting: /** @type {any} */ (e).waiting ?? null});
     }
     jobs.push(...answer.jobs);
+    if (Array.isArray(answer.waiting)) {
+      waiting = waiting || new Set();
+      for (const r of answer.waiting) waiting.add(String(r));
+    }
   }
   // as after ComfyUI's own Queue: controlled widgets show the next value
   for (const a of plan.advance) {
@@ -138,7 +151,7 @@ export async function enqueueWorkflow(app, client, opts) {
   } catch {
     // redrawing is cosmetic
   }
-  return {jobs, batchId, name, total: jobs.length, how: plan.how};
+  return {jobs, batchId, name, total: jobs.length, how: plan.how, waiting: waiting && [...waiting]};
 }
 
 /**

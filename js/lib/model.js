@@ -48,7 +48,8 @@ export {STATES};
  */
 
 /**
- * A worker as GET /comfymq/workers lists it.
+ * A worker as GET /comfymq/workers lists it. `models`: how many model files (checkpoints, LoRAs, VAEs, ...) its
+ * ComfyUI has.
  * @typedef {{id: string, name?: string, online: boolean, draining?: boolean, capacity?: number, credit?: number,
  *            running?: string[], last_seen?: number, connected_at?: number, models?: number, node_classes?: number,
  *            combo_inputs?: number, comfyui_version?: string, plugin_version?: string, key?: string | null,
@@ -81,9 +82,11 @@ export function matchesFilter(job, filter) {
 const PANEL_PROMPT_ID = /^(.*)@[a-z0-9]{6,}(?:\.(\d+))?(?:-(\d{4,}))?$/;
 
 /**
- * What to call a job in a list: the workflow name and its index in the batch when the panel queued it, else
- * its prompt_id (or id).
- * @param {{id: string, prompt_id?: string | null}} job
+ * What to call a job: the workflow name and its index in the batch when the panel queued it, else its prompt_id
+ * when that reads as a name, else the title (or class) of its output node when the record carries the prompt
+ * (the full view), else "job". Names repeat (a workflow queued twice): lists show a short id beside them
+ * (shortIds), which tells jobs apart.
+ * @param {{id: string, prompt_id?: string | null, prompt?: Job["prompt"]}} job
  * @returns {{name: string, index: number | null}}
  */
 export function jobLabel(job) {
@@ -97,7 +100,66 @@ export function jobLabel(job) {
     return {name: m[1] || "workflow", index};
   }
   if (pid && pid.length <= 48 && !/^[0-9a-f]{8}-[0-9a-f]{4}-/i.test(pid)) return {name: pid, index: null};
-  return {name: "job " + job.id.slice(-6), index: null};
+  return {name: outputTitle(job.prompt) || "job", index: null};
+}
+
+/**
+ * The title (else class) of a prompt's output node: a node no other node takes an input from (the first, by node
+ * id, when there are several; "+N" counts the others).
+ * @param {Job["prompt"] | null | undefined} prompt
+ */
+export function outputTitle(prompt) {
+  if (!prompt || typeof prompt !== "object") return "";
+  /** @type {Set<string>} */
+  const used = new Set();
+  for (const node of Object.values(prompt)) {
+    for (const v of Object.values((node && node.inputs) || {})) {
+      if (Array.isArray(v) && v.length === 2 && (typeof v[0] === "string" || typeof v[0] === "number")) used.add(String(v[0]));
+    }
+  }
+  const sinks = Object.keys(prompt).filter((id) => !used.has(id) && prompt[id] && prompt[id].class_type)
+    .sort((a, b) => Number(a) - Number(b) || (a < b ? -1 : a > b ? 1 : 0));
+  if (!sinks.length) return "";
+  const node = prompt[sinks[0]];
+  const title = String(node._meta?.title || node.class_type).slice(0, 60);
+  return sinks.length > 1 ? `${title} +${sinks.length - 1}` : title;
+}
+
+/**
+ * A short id per job that tells it apart from the others given: the shortest tail of its id (at least `min`
+ * characters) that no other id ends with. Ids are the enqueue time in ms and a counter, in hex: the tails of jobs
+ * queued close together differ early, those of jobs queued apart may need a character or two more.
+ * @param {Iterable<string>} ids
+ * @param {number} [min]
+ * @returns {Map<string, string>}
+ */
+export function shortIds(ids, min = 6) {
+  const rev = [...new Set(ids)].map((id) => ({id, r: [...id].reverse().join("")}))
+    .sort((a, b) => (a.r < b.r ? -1 : a.r > b.r ? 1 : 0));
+  /** @param {string} a @param {string} b */
+  const common = (a, b) => {
+    let i = 0;
+    while (i < a.length && i < b.length && a[i] === b[i]) i++;
+    return i;
+  };
+  /** @type {Map<string, string>} */
+  const out = new Map();
+  for (let i = 0; i < rev.length; i++) {
+    const {id, r} = rev[i];
+    const need = Math.max(min, i > 0 ? common(r, rev[i - 1].r) + 1 : 0, i + 1 < rev.length ? common(r, rev[i + 1].r) + 1 : 0);
+    out.set(id, id.slice(-Math.min(need, id.length)));
+  }
+  return out;
+}
+
+/**
+ * A waiting reason without the worker's id: "worker gpu-1 (gpu-1-3f2a9c1e): missing checkpoint x" ->
+ * "worker gpu-1: missing checkpoint x" (for toasts; the panel shows the reason whole).
+ * @param {string} reason
+ */
+export function compactReason(reason) {
+  const m = /^worker (.+?) \([^()]*\): (.*)$/s.exec(String(reason));
+  return m ? `worker ${m[1]}: ${m[2]}` : String(reason);
 }
 
 /**

@@ -1,8 +1,10 @@
 // Toasts for the jobs this browser queued: one when they are queued, one when a job ends (or, for a batch, one
 // when the whole batch has ended, whatever its size: never one per job), and failures right away (for a batch,
-// the first failure only; the batch's final toast counts the rest).
+// the first failure only; the batch's final toast counts the rest). A queueing no online worker can run yet is a
+// warning that names the reasons (not the green "Queued"), and the job is handed to `onUnrunnable` (the panel
+// selects it); one the host refused for that reason (409 `unrunnable`) is an error with the reasons.
 
-import {FINISHED, batchLabel, nodeName} from "./model.js";
+import {FINISHED, batchLabel, nodeName, compactReason} from "./model.js";
 import {formatDuration, plural} from "./format.js";
 
 /** @typedef {import("./client.js").MQClient} MQClient */
@@ -22,17 +24,31 @@ const MAX_TRACKED = 20000;
 // A job made or retried this soon after a resync (the host dropped a burst of events for a refetch) may have
 // ended in events nobody saw: its state is asked for once it is tracked.
 const RESYNC_WINDOW_MS = 60000;
+const MAX_REASONS = 3;  // reasons named in a toast; the panel lists them all
+
+/**
+ * "No worker can run it yet: worker gpu1: missing checkpoint x.safetensors; worker gpu2: ..." for a toast.
+ * @param {string[]} reasons  the host's `waiting` lines
+ * @param {string} [lead]
+ */
+export function waitingText(reasons, lead = "No worker can run it yet") {
+  const shown = reasons.slice(0, MAX_REASONS).map(compactReason);
+  const more = reasons.length > MAX_REASONS ? ` (and ${reasons.length - MAX_REASONS} more)` : "";
+  return `${lead}: ${shown.join("; ")}${more}`;
+}
 
 export class Notifier {
   /**
    * @param {() => ToastLike | null} toast  ComfyUI's toast manager (looked up late: it exists once the app is set up)
    * @param {MQClient} client
-   * @param {{finishToasts?: () => boolean}} [opts]
+   * @param {{finishToasts?: () => boolean, onUnrunnable?: (jobId: string) => void}} [opts]
+   *   onUnrunnable: a job just queued that no online worker can run yet (the panel selects it, with why)
    */
   constructor(toast, client, opts = {}) {
     this.toast = toast;
     this.client = client;
     this.finishToasts = opts.finishToasts || (() => true);
+    this.onUnrunnable = opts.onUnrunnable || (() => {});
     /** @type {Map<string, {batch: string | null, name: string, state: string}>} */
     this.jobs = new Map();
     /** @type {Map<string, TrackedBatch>} */
@@ -61,6 +77,10 @@ export class Notifier {
 
   /** @param {Enqueued} r */
   queued(r) {
+    if (r.remote) {
+      this.queuedRemote(r, r.remote);
+      return;
+    }
     const fresh = r.jobs.filter((j) => !j.state || !FINISHED.has(j.state));
     for (const j of fresh) {
       if (this.jobs.size >= MAX_TRACKED) break;
@@ -75,13 +95,28 @@ export class Notifier {
       /** @type {TrackedBatch} */ (this.batches.get(r.batchId)).total = ids.size;
     }
     const existed = r.jobs.length - fresh.length;
-    this.show({
-      severity: "success",
-      summary: r.total > 1 ? `Queued ${plural(r.total, "job")}` : "Queued in ComfyMQ",
-      detail: r.name + (r.batchId ? ` · batch ${batchLabel(r.batchId)}` : "") +
-        (existed ? ` (${existed} already finished)` : ""),
-      life: 3000,
-    });
+    const what = r.name + (r.batchId ? ` · batch ${batchLabel(r.batchId)}` : "") +
+      (existed ? ` (${existed} already finished)` : "");
+    const stuck = r.waiting && r.waiting.length ? fresh.find((j) => !j.existed) || fresh[0] : undefined;
+    if (r.waiting && r.waiting.length && stuck) {
+      // toasts here cannot carry a button: the panel selects the job instead, and the toast says where to look
+      this.show({
+        severity: "warn",
+        summary: r.total > 1 ? `Queued ${plural(r.total, "job")}, but no worker can run them yet` :
+          "Queued, but no worker can run it yet",
+        detail: `${what}. ${waitingText(r.waiting, r.total > 1 ? "No worker can run them yet" : undefined)}. ` +
+          "It waits until one can: open the ComfyMQ panel (MQ in the sidebar), where the job is selected.",
+        life: 15000,
+      });
+      this.onUnrunnable(stuck.id);
+    } else {
+      this.show({
+        severity: "success",
+        summary: r.total > 1 ? `Queued ${plural(r.total, "job")}` : "Queued in ComfyMQ",
+        detail: what,
+        life: 3000,
+      });
+    }
     // a job the request made has had no event before it was made: what came already is newer than the answer
     this.catchUp(fresh.filter((j) => !j.existed).map((j) => j.id));
     this.afterResync();
@@ -130,8 +165,37 @@ export class Notifier {
     if (seen.length) this.onJob({jobs: seen});
   }
 
+  /**
+   * Jobs a worker forwarded to its host: this page gets no events of that host's queue, so they are not followed
+   * (no finish toasts); the host's own panel shows them.
+   * @param {Enqueued} r
+   * @param {string} host
+   */
+  queuedRemote(r, host) {
+    const n = r.total > 1 ? plural(r.total, "job") : "the workflow";
+    const it = r.total > 1 ? "them" : "it";
+    const stuck = r.waiting && r.waiting.length;
+    this.show({
+      severity: stuck ? "warn" : "success",
+      summary: stuck ? `Queued ${n} on the host, but no worker can run ${it} yet` : `Queued ${n} on the host`,
+      detail: `${r.name} · ${host}` +
+        (stuck ? `. ${waitingText(/** @type {string[]} */ (r.waiting), `No worker can run ${it} yet`)}` : "") +
+        `. The host's ComfyMQ panel follows ${it}.`,
+      life: stuck ? 15000 : 4000,
+    });
+  }
+
   /** @param {unknown} e */
   queueFailed(e) {
+    const err = /** @type {{type?: string, waiting?: string[] | null}} */ (e ?? {});
+    if (err.type === "unrunnable") {
+      const reasons = Array.isArray(err.waiting) && err.waiting.length ? err.waiting : null;
+      this.show({severity: "error", summary: "Not queued: no worker can run this workflow",
+        detail: reasons ? waitingText(reasons, "The host refuses jobs no online worker can run") :
+          (e instanceof Error ? e.message : String(e)),
+        life: 15000});
+      return;
+    }
     this.show({severity: "error", summary: "ComfyMQ could not queue the workflow",
       detail: e instanceof Error ? e.message : String(e), life: 10000});
   }

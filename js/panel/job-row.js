@@ -1,6 +1,6 @@
 // One job as a list row: result thumbnail (or state icon), name, state, priority, batch; then the node progress
-// bar with the executing node's title, or the error summary, or why it waits; then worker and durations; and
-// the row's actions. Rows are rebuilt, never patched, except for the ticking durations (data-since).
+// bar with the executing node's title, or the error summary, or why it waits; then the short id, worker and
+// durations; and the row's actions. Rows are rebuilt, never patched, except for the ticking durations (data-since).
 
 import {h, button, icon} from "../lib/dom.js";
 import {jobLabel, batchLabel, progressFraction, durations} from "../lib/model.js";
@@ -10,7 +10,8 @@ import {jobImages} from "../lib/images.js";
 /** @typedef {import("../lib/model.js").Job} Job */
 /** @typedef {import("../lib/images.js").ImageLoader} ImageLoader */
 /**
- * @typedef {{now: number, selected: boolean, images: ImageLoader, waiting: string[] | undefined,
+ * `shortId`: the tail of the job's id that tells it apart from the other jobs shown (model.js shortIds).
+ * @typedef {{now: number, selected: boolean, images: ImageLoader, waiting: string[] | undefined, shortId: string,
  *            workerName: (id: string) => string, onAction: (action: string, job: Job) => void,
  *            onImage: (job: Job, index: number) => void}} RowContext
  */
@@ -32,7 +33,7 @@ export function renderJobRow(job, ctx) {
   const name = label.name + (label.index != null ? ` #${label.index}` : "");
   const row = h("div", {
     class: `mq-job mq-state-${job.state}` + (ctx.selected ? " mq-selected" : ""),
-    "aria-label": `${name}, ${job.state}`,
+    "aria-label": `${name} (${ctx.shortId}), ${job.state}`,
     "aria-current": ctx.selected ? "true" : undefined,
     dataset: {job: job.id, state: job.state},
   });
@@ -103,6 +104,8 @@ export function renderJobRow(job, ctx) {
   const d = durations(job, ctx.now);
   const live = job.state === "pending" || job.state === "running";
   const line3 = h("div", {class: "mq-line mq-meta"},
+    // first on its line, so a narrow panel still shows it: it tells jobs of the same name apart
+    h("span", {class: "mq-short-id mq-mono", title: `job ${job.id} (its last characters tell it apart)`}, ctx.shortId),
     job.worker ? h("span", {class: "mq-ellipsis mq-worker-name", title: `worker ${ctx.workerName(job.worker)} (${job.worker})`},
       ctx.workerName(job.worker)) : null,
     h("span", {title: "waited in the queue", dataset: live && job.state === "pending" ? {since: String(job.enqueued_at), kind: "waited"} : {}},

@@ -1,18 +1,26 @@
-// The sidebar tab's content: header (connection, tabs Queue / Workers), the queue form, and the two views.
-// Built by the tab's render() and torn down by its destroy(): every listener and timer lives between the two.
+// The sidebar tab's content: header (connection), then what this ComfyUI's role calls for, decided by GET
+// /comfymq/status (lib/status.js): a ComfyUI that hosts the queue (or an older host without that route) gets the
+// tabs Queue / Workers, the queue form and the two views; a worker gets its worker card (worker-card.js), with
+// the queue form when it can forward jobs to its host. Nothing asks the host for the queue before the role is
+// known (a worker refuses every queue route). Built by the tab's render() and torn down by its destroy(): every
+// listener and timer lives between the two.
 
 import {h, icon} from "../lib/dom.js";
 import {ImageLoader} from "../lib/images.js";
 import {RECONNECTED, RECONNECTING} from "../lib/events.js";
+import {isWorkerRole, queueTarget} from "../lib/status.js";
 import {ensureStyles} from "./styles.js";
 import {EnqueueForm} from "./enqueue-form.js";
 import {QueueView} from "./queue-view.js";
 import {WorkersView} from "./workers-view.js";
+import {WorkerCard} from "./worker-card.js";
 
 /** @typedef {import("../lib/client.js").MQClient} MQClient */
+/** @typedef {import("../lib/client.js").Status} Status */
 /** @typedef {import("../lib/events.js").EventHub} EventHub */
 /** @typedef {import("../lib/notifier.js").Notifier} Notifier */
 /** @typedef {import("../lib/notifier.js").Toast} Toast */
+/** @typedef {import("../lib/status.js").StatusStore} StatusStore */
 /** @typedef {import("../lib/enqueue.js").AppLike} AppLike */
 /** @typedef {import("../lib/enqueue.js").EnqueueOptions} EnqueueOptions */
 /** @typedef {import("../lib/model.js").Worker} Worker */
@@ -20,12 +28,14 @@ import {WorkersView} from "./workers-view.js";
 /** @typedef {import("./enqueue-form.js").FormState} FormState */
 
 /**
- * What the extension shares with the panel (lives as long as the page).
- * @typedef {{app: AppLike, client: MQClient, hub: EventHub, notifier: Notifier, formState: FormState,
- *            enqueue: (o: EnqueueOptions) => Promise<boolean>, openJob: (id: string) => Promise<void>,
- *            toast: (t: Toast) => void, toastError: (summary: string, e: unknown) => void,
- *            confirm: (title: string, message: string) => Promise<boolean>, workerName: (id: string) => string,
- *            rememberWorker: (w: Worker) => void}} SharedContext
+ * What the extension shares with the panel (lives as long as the page). `takeFocus` hands over, once, the job a
+ * toast pointed the user to (no worker can run it yet), or null.
+ * @typedef {{app: AppLike, client: MQClient, hub: EventHub, notifier: Notifier, status: StatusStore,
+ *            formState: FormState, enqueue: (o: EnqueueOptions) => Promise<boolean>,
+ *            openJob: (id: string) => Promise<void>, toast: (t: Toast) => void,
+ *            toastError: (summary: string, e: unknown) => void, confirm: (title: string, message: string) => Promise<boolean>,
+ *            workerName: (id: string) => string, rememberWorker: (w: Worker) => void,
+ *            takeFocus: () => string | null}} SharedContext
  */
 /**
  * What the panel's views get: the shared context plus what lives as long as the tab is open.
@@ -42,50 +52,124 @@ export class Panel {
     this.container = container;
     const images = new ImageLoader(shared.client);
     /** @type {PanelContext} */
-    const ctx = {...shared, images, findJob: (id) => this.queue.list.byId.get(id)};
+    const ctx = {...shared, images, findJob: (id) => this.queue?.list.byId.get(id)};
     this.ctx = ctx;
-    this.queue = new QueueView(ctx);
-    this.workers = new WorkersView(ctx, {
-      onCapabilities: () => this.queue.forgetWaiting(),
-      onCount: (online) => {
-        this.workersCount.textContent = String(online);
-      },
-    });
-    this.form = new EnqueueForm({app: shared.app, state: shared.formState, submit: (o) => shared.enqueue(o)});
+    /** @type {"queue" | "worker" | null} what the body shows (null: the role is not known yet) */
+    this.mode = null;
+    /** @type {QueueView | null} */
+    this.queue = null;
+    /** @type {WorkersView | null} */
+    this.workers = null;
+    /** @type {EnqueueForm | null} */
+    this.form = null;
+    /** @type {WorkerCard | null} */
+    this.card = null;
+    /** @type {HTMLButtonElement | null} */
+    this.tabQueue = null;
+    /** @type {HTMLButtonElement | null} */
+    this.tabWorkers = null;
 
     this.conn = h("span", {class: "mq-conn", role: "img", "aria-label": "connected", title: "Connected to ComfyUI"});
-    this.workersCount = h("span", {class: "mq-tag"}, "…");
-    this.tabQueue = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-queue",
-      "aria-selected": "true", onclick: () => this.show("queue")}, icon("pi-list"), "Queue");
-    this.tabWorkers = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-workers",
-      "aria-selected": "false", tabindex: "-1", onclick: () => this.show("workers")}, icon("pi-server"), "Workers",
-    this.workersCount);
-    const tabs = h("div", {class: "mq-tabs", role: "tablist", "aria-label": "ComfyMQ views"}, this.tabQueue, this.tabWorkers);
-    tabs.addEventListener("keydown", (e) => {
-      if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
-        e.preventDefault();
-        const next = this.tabQueue.getAttribute("aria-selected") === "true" ? "workers" : "queue";
-        this.show(next);
-        (next === "queue" ? this.tabQueue : this.tabWorkers).focus();
-      }
-    });
-    this.root = h("div", {class: "comfymq-panel", "data-testid": "comfymq-panel"},
-      h("div", {class: "mq-header"}, h("div", {class: "mq-title"}, this.conn, "ComfyMQ")),
-      tabs,
-      this.form.el,
-      this.queue.el,
-      this.workers.el);
+    this.header = h("div", {class: "mq-header"}, h("div", {class: "mq-title"}, this.conn, "ComfyMQ"));
+    this.root = h("div", {class: "comfymq-panel", "data-testid": "comfymq-panel"}, this.header,
+      h("div", {class: "mq-empty", role: "status"}, "Loading…"));
     /** @type {(() => void)[]} */
     this.offs = [
       shared.hub.on(RECONNECTING, () => this.setConnected(false)),
       shared.hub.on(RECONNECTED, () => this.setConnected(true)),
+      shared.status.on((s) => this.applyStatus(s)),
     ];
     // the tab's element has no height of its own; the list needs one to scroll (and to window its rows)
     container.style.height = "100%";
     container.replaceChildren(this.root);
     this.setConnected(shared.hub.connected);
-    this.queue.start();
+    if (shared.status.current !== undefined) this.applyStatus(shared.status.current);
+    else shared.status.load();
+  }
+
+  /**
+   * Shows what the role calls for; a change of role (known late: a token entered, a restart) rebuilds the body.
+   * @param {Status | null} s
+   */
+  applyStatus(s) {
+    const mode = isWorkerRole(s) ? "worker" : "queue";
+    if (mode !== this.mode) {
+      this.stopBody();
+      this.mode = mode;
+      if (mode === "queue") this.startQueue();
+      else this.startWorker();
+    }
+    if (mode === "worker" && s) {
+      /** @type {WorkerCard} */ (this.card).render(s);
+      /** @type {EnqueueForm} */ (this.form).el.hidden = queueTarget(s) !== "remote";
+    }
+  }
+
+  startQueue() {
+    const ctx = this.ctx;
+    const queue = new QueueView(ctx);
+    this.queue = queue;
+    const workersCount = h("span", {class: "mq-tag"}, "…");
+    this.workers = new WorkersView(ctx, {
+      onCapabilities: () => queue.forgetWaiting(),
+      onCount: (online) => {
+        workersCount.textContent = String(online);
+      },
+    });
+    this.form = new EnqueueForm({app: ctx.app, state: ctx.formState, submit: (o) => ctx.enqueue(o)});
+    this.tabQueue = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-queue",
+      "aria-selected": "true", onclick: () => this.show("queue")}, icon("pi-list"), "Queue");
+    this.tabWorkers = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-workers",
+      "aria-selected": "false", tabindex: "-1", onclick: () => this.show("workers")}, icon("pi-server"), "Workers",
+    workersCount);
+    const tabs = h("div", {class: "mq-tabs", role: "tablist", "aria-label": "ComfyMQ views"}, this.tabQueue, this.tabWorkers);
+    tabs.addEventListener("keydown", (e) => {
+      if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+        e.preventDefault();
+        const next = this.tabQueue?.getAttribute("aria-selected") === "true" ? "workers" : "queue";
+        this.show(next);
+        (next === "queue" ? this.tabQueue : this.tabWorkers)?.focus();
+      }
+    });
+    this.root.replaceChildren(this.header, tabs, this.form.el, queue.el, this.workers.el);
+    queue.start();
     this.workers.start();
+    const focus = ctx.takeFocus();
+    if (focus) queue.focus(focus);
+  }
+
+  startWorker() {
+    const shared = this.ctx;
+    this.card = new WorkerCard({status: shared.status, doc: this.container.ownerDocument});
+    this.form = new EnqueueForm({app: shared.app, state: shared.formState, submit: (o) => shared.enqueue(o)});
+    this.form.el.hidden = true;
+    this.root.replaceChildren(this.header, this.form.el, this.card.el);
+    this.card.start();
+  }
+
+  /** Stops the views of the body shown now. */
+  stopBody() {
+    this.queue?.stop();
+    this.workers?.stop();
+    this.card?.stop();
+    this.queue = null;
+    this.workers = null;
+    this.card = null;
+    this.form = null;
+    this.tabQueue = null;
+    this.tabWorkers = null;
+  }
+
+  /**
+   * Points the panel at a job (a toast's "no worker can run it yet"): shown selected in the queue.
+   * @param {string} id
+   * @returns {boolean} whether the panel could (it shows the queue)
+   */
+  focusJob(id) {
+    if (!this.queue) return false;
+    this.show("queue");
+    this.queue.focus(id);
+    return true;
   }
 
   /** @param {boolean} ok */
@@ -97,6 +181,7 @@ export class Panel {
 
   /** @param {"queue" | "workers"} which */
   show(which) {
+    if (!this.queue || !this.workers || !this.form || !this.tabQueue || !this.tabWorkers) return;
     const q = which === "queue";
     this.tabQueue.setAttribute("aria-selected", String(q));
     this.tabWorkers.setAttribute("aria-selected", String(!q));
@@ -111,8 +196,7 @@ export class Panel {
   destroy() {
     for (const off of this.offs) off();
     this.offs = [];
-    this.queue.stop();
-    this.workers.stop();
+    this.stopBody();
     this.ctx.images.dispose();
     this.root.remove();
   }

@@ -2,7 +2,7 @@
 // the batches among the listed jobs with their progress, the windowed job list and the selected job's details.
 
 import {h, button, icon, replaceChildren} from "../lib/dom.js";
-import {STATES, fullCounts, batchLabel, jobLabel} from "../lib/model.js";
+import {STATES, fullCounts, batchLabel, jobLabel, shortIds, matchesFilter} from "../lib/model.js";
 import {formatCount, plural} from "../lib/format.js";
 import {JobList} from "../lib/job-list.js";
 import {jobImages} from "../lib/images.js";
@@ -53,6 +53,8 @@ export class QueueView {
     this.batchesKey = "";
     /** @type {ReturnType<typeof setTimeout> | null} */
     this.countsTimer = null;
+    /** @type {Map<string, string>} each listed job's short id (unique among the listed jobs) */
+    this.shorts = new Map();
 
     this.list = new JobList(ctx.client, {pageSize: 100, onChange: () => this.changed(),
       onError: (e) => this.showError(e)});
@@ -187,7 +189,10 @@ export class QueueView {
     this.bannerEl.className = "mq-banner mq-error";
     this.bannerEl.setAttribute("role", "alert");
     replaceChildren(this.bannerEl, icon("pi-exclamation-triangle"), h("span", null, msg),
-      button({icon: "pi-refresh", title: "Try again", onclick: () => this.reloadAll()}));
+      button({icon: "pi-refresh", title: "Try again", action: "retry-load", onclick: () => {
+        this.ctx.client.resetAuth(); // asked for: one real request, even if the host refused this token before
+        this.reloadAll();
+      }}));
   }
 
   renderBanner() {
@@ -235,8 +240,21 @@ export class QueueView {
   }
 
   changed() {
+    this.updateShortIds();
     this.vlist.schedule();
     this.renderBatches();
+  }
+
+  /** Short ids for the listed jobs, computed again only when the list's set of ids changed. */
+  updateShortIds() {
+    const ids = this.list.ids;
+    if (ids.length === this.shorts.size && ids.every((id) => this.shorts.has(id))) return;
+    this.shorts = shortIds(ids);
+  }
+
+  /** @param {string} id */
+  shortId(id) {
+    return this.shorts.get(id) || id.slice(-6);
   }
 
   /** @param {number} i */
@@ -246,14 +264,14 @@ export class QueueView {
     let id = this.objIds.get(job);
     if (!id) this.objIds.set(job, (id = this.nextObjId++));
     const w = job.state === "pending" ? (this.waiting.get(job.id)?.reasons || []).join("|") : "";
-    return `${id}|${job.id === this.selected}|${w}`;
+    return `${id}|${job.id === this.selected}|${w}|${this.shortId(job.id)}`;
   }
 
   /** @param {number} i */
   renderRow(i) {
     const job = /** @type {Job} */ (this.list.at(i));
     return renderJobRow(job, {
-      now: Date.now(), selected: job.id === this.selected, images: this.ctx.images,
+      now: Date.now(), selected: job.id === this.selected, images: this.ctx.images, shortId: this.shortId(job.id),
       waiting: this.waiting.get(job.id)?.reasons, workerName: (id) => this.ctx.workerName(id),
       onAction: (a, j) => this.action(a, j), onImage: (j, k) => this.lightbox(j, k),
     });
@@ -340,6 +358,24 @@ export class QueueView {
     if (id) this.details.show(id);
     else this.details.hide();
     this.vlist.schedule();
+  }
+
+  /**
+   * Shows a job the user was pointed to (a toast's "no worker can run it yet"): every state and batch listed
+   * again unless the filter shows it, the job selected with its details (why it waits), and its row scrolled to
+   * (a job just queued is the list's first, newest first, when its record has not come yet).
+   * @param {string} id
+   */
+  focus(id) {
+    const f = this.list.filter;
+    const job = this.list.byId.get(id);
+    if ((f.states.length || f.batch) && !(job && matchesFilter(job, f))) {
+      this.list.setFilter({states: [], batch: null});
+      this.renderCounts();
+      this.renderFilter();
+    }
+    this.select(id);
+    this.vlist.el.scrollTop = Math.max(0, this.list.ids.indexOf(id)) * ROW_HEIGHT;
   }
 
   /** @param {Job} job @param {number} index */

@@ -160,6 +160,13 @@ const CSS = `
 .comfymq-panel .mq-offline-dot { --mq-state: var(--mq-muted); }
 .comfymq-panel .mq-draining { --mq-state: var(--mq-amber); }
 .comfymq-panel .mq-facts { display: flex; flex-wrap: wrap; gap: 4px 10px; font-size: 11px; color: var(--mq-muted); }
+.comfymq-panel .mq-short-id { font-size: 11px; color: var(--mq-muted); flex: none; }
+.comfymq-panel .mq-refused { --mq-state: var(--mq-red); }
+.comfymq-panel .mq-worker-role { overflow-y: auto; }
+.comfymq-panel .mq-worker-intro { margin: 0 0 8px; font-size: 12px; }
+.comfymq-panel .mq-waitbox.mq-refusal { border-color: var(--mq-red); background: color-mix(in srgb, var(--mq-red) 10%, transparent);
+  overflow-wrap: anywhere; }
+.comfymq-panel .mq-kv a { color: var(--mq-primary); }
 .comfymq-lightbox { position: fixed; inset: 0; z-index: 10000; background: rgba(0, 0, 0, .82); display: flex;
   flex-direction: column; align-items: center; justify-content: center; gap: 10px; }
 .comfymq-lightbox img { max-width: 92vw; max-height: 82vh; object-fit: contain; border-radius: 4px;

@@ -18,6 +18,10 @@ export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 export const NEWEST_FRONTEND = readFileSync(path.join(REPO, "tests/browser/frontend-newest.txt"), "utf8").trim();
 export const NEWEST_FRONTEND_ROOT = process.env.COMFYMQ_NEWEST_FRONTEND_ROOT ||
   path.join(REPO, `tests/browser/.frontend/${NEWEST_FRONTEND}/comfyui_frontend_package/static`);
+/** The oldest comfyui-frontend-package supported (the one ComfyUI v0.3.64 pins), unpacked the same way. */
+export const OLDEST_FRONTEND = readFileSync(path.join(REPO, "tests/browser/frontend-oldest.txt"), "utf8").trim();
+export const OLDEST_FRONTEND_ROOT = process.env.COMFYMQ_OLDEST_FRONTEND_ROOT ||
+  path.join(REPO, `tests/browser/.frontend/${OLDEST_FRONTEND}/comfyui_frontend_package/static`);
 /** ComfyUI serves the pack's js/ under /extensions/<the pack's folder name>/. */
 export const EXTENSION_PATH = `/extensions/${path.basename(REPO)}/`;
 
@@ -37,7 +41,11 @@ export function freePort() {
 /**
  * Starts the stand-in with the plugin; resolves once it printed READY and the plugin's worker has joined.
  * With `token`, the host requires it (COMFYMQ_TOKEN) and comfy.api sends it; the browser's setting is the test's.
- * @param {{frontendRoot?: string, stepDelay?: number, models?: string[], settings?: object, token?: string}} [o]
+ * `env` adds to the plugin's environment (COMFYMQ_ROLE=worker with COMFYMQ_BROKER=<a host's comfy.broker> makes it
+ * a worker of that host: then nothing waits for a local worker). comfy.broker is where its broker listens (in role
+ * both or host).
+ * @param {{frontendRoot?: string, stepDelay?: number, models?: string[], settings?: object, token?: string,
+ *          env?: Record<string, string>}} [o]
  */
 export async function startComfy(o = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "comfymq-browser-"));
@@ -50,8 +58,10 @@ export async function startComfy(o = {}) {
     "--settings", JSON.stringify({"Comfy.TutorialCompleted": true, ...(o.settings || {})})];
   if (o.frontendRoot) args.push("--frontend-root", o.frontendRoot);
   else args.push("--frontend");
-  const env = {...process.env, COMFYMQ_BROKER_BIND: `tcp://127.0.0.1:${brokerPort}`, COMFYMQ_WORKER_NAME: "standin-gpu",
-    PYTHONUNBUFFERED: "1", ...(o.token ? {COMFYMQ_TOKEN: o.token} : {})};
+  const broker = `tcp://127.0.0.1:${brokerPort}`;
+  const env = {...process.env, COMFYMQ_BROKER_BIND: broker, COMFYMQ_WORKER_NAME: "standin-gpu",
+    PYTHONUNBUFFERED: "1", ...(o.token ? {COMFYMQ_TOKEN: o.token} : {}), ...(o.env || {})};
+  const workerRole = env.COMFYMQ_ROLE === "worker";
   const proc = spawn(PYTHON, args, {cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"]});
   let log = "";
   proc.stderr.on("data", (d) => {
@@ -75,7 +85,7 @@ export async function startComfy(o = {}) {
     });
   });
   const comfy = {
-    url, dir, proc,
+    url, dir, proc, broker,
     log: () => log,
     /** @param {string} route @param {RequestInit} [init] */
     async api(route, init) {
@@ -96,10 +106,12 @@ export async function startComfy(o = {}) {
       rmSync(dir, {recursive: true, force: true});
     },
   };
-  await waitFor(async () => {
-    const ws = await comfy.api("/comfymq/workers");
-    return ws.some((/** @type {any} */ w) => w.online);
-  }, 30000, "the plugin's local worker to join");
+  if (!workerRole) {
+    await waitFor(async () => {
+      const ws = await comfy.api("/comfymq/workers");
+      return ws.some((/** @type {any} */ w) => w.online);
+    }, 30000, "the plugin's local worker to join");
+  }
   return comfy;
 }
 
@@ -141,12 +153,14 @@ export async function launchBrowser() {
  * A page on the stand-in with ComfyUI loaded, and what it logged.
  * Problems that count against us: uncaught errors and console errors whose text or source mentions this
  * extension, and failed /comfymq requests. (ComfyUI's own noise, e.g. its 404s for user.css, is not ours.)
+ * `beforeLoad` runs before the page is opened (e.g. to route some of its requests).
  * @param {import("playwright-core").Browser} browser
  * @param {string} url
- * @param {{colorScheme?: "dark" | "light"}} [o]
+ * @param {{colorScheme?: "dark" | "light", beforeLoad?: (c: import("playwright-core").BrowserContext) => Promise<void>}} [o]
  */
 export async function openComfy(browser, url, o = {}) {
   const context = await browser.newContext({viewport: {width: 1440, height: 900}, colorScheme: o.colorScheme || "dark"});
+  if (o.beforeLoad) await o.beforeLoad(context);
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   /** @type {string[]} */
@@ -154,11 +168,21 @@ export async function openComfy(browser, url, o = {}) {
   /** @type {string[]} */
   const all = [];
   const mentionsUs = (/** @type {string} */ s) => /comfymq/i.test(s) || s.includes(EXTENSION_PATH);
+  // A host older than GET /comfymq/status answers it 404, which the extension takes as "a host, as before": an
+  // answer it expects, not a failure (any other 4xx or 5xx of ours is).
+  const olderHostStatus = (/** @type {string} */ url, /** @type {string | number} */ status) => {
+    try {
+      return String(status).includes("404") && /\/comfymq\/status$/.test(new URL(url).pathname);
+    } catch {
+      return false;
+    }
+  };
   page.on("console", (m) => {
     if (m.type() !== "error" && m.type() !== "warning") return;
     const where = m.location()?.url || "";
     const line = `${m.type()}: ${m.text()} (${where})`;
     all.push(line);
+    if (olderHostStatus(where, m.text())) return;
     if (m.type() === "error" && (mentionsUs(m.text()) || mentionsUs(where))) ours.push(line);
   });
   page.on("pageerror", (e) => {
@@ -167,7 +191,7 @@ export async function openComfy(browser, url, o = {}) {
     if (mentionsUs(line)) ours.push(line);
   });
   page.on("response", (r) => {
-    if (r.status() >= 400 && /\/comfymq\//.test(new URL(r.url()).pathname)) {
+    if (r.status() >= 400 && /\/comfymq\//.test(new URL(r.url()).pathname) && !olderHostStatus(r.url(), r.status())) {
       ours.push(`HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
     }
   });

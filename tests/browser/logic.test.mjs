@@ -7,13 +7,14 @@ import assert from "node:assert/strict";
 import {findControlled, planCopies, step, hostSeedKeys} from "../../js/lib/seeds.js";
 import {parseValues, jobTotal} from "../../js/lib/sweep.js";
 import {JobList} from "../../js/lib/job-list.js";
-import {Notifier} from "../../js/lib/notifier.js";
-import {jobLabel, batchLabel, progressFraction, durations} from "../../js/lib/model.js";
-import {batchIdFor, applyPromptValues} from "../../js/lib/enqueue.js";
+import {Notifier, waitingText} from "../../js/lib/notifier.js";
+import {jobLabel, batchLabel, progressFraction, durations, shortIds, outputTitle, compactReason} from "../../js/lib/model.js";
+import {batchIdFor, applyPromptValues, enqueueWorkflow} from "../../js/lib/enqueue.js";
 import {userRebound} from "../../js/lib/shortcut.js";
 import {QueueView} from "../../js/panel/queue-view.js";
-import {MQClient} from "../../js/lib/client.js";
+import {MQClient, ApiError} from "../../js/lib/client.js";
 import {WorkersView} from "../../js/panel/workers-view.js";
+import {StatusStore, queueTarget, noQueueReason, isWorkerRole} from "../../js/lib/status.js";
 
 const SEED_OPTS = {min: 0, max: 0xffffffffffffffff, step: 10, step2: 1, precision: 0};
 
@@ -429,6 +430,89 @@ describe("toasts", () => {
   });
 });
 
+describe("toasts for a job no worker can run", () => {
+  const REASON = "worker gpu1 (gpu1-3f2a9c1e): missing checkpoint v1-5.safetensors";
+
+  function notifier() {
+    const toasts = [];
+    const unrunnable = [];
+    const client = {
+      async getJob(id) {
+        return {id, state: "pending", artifacts: []};
+      },
+    };
+    const n = new Notifier(() => ({add: (t) => toasts.push(t)}), client, {onUnrunnable: (id) => unrunnable.push(id)});
+    return {n, toasts, unrunnable};
+  }
+
+  it("a queued job no online worker can run: a warning naming why, not the green Queued; the panel is told", () => {
+    const {n, toasts, unrunnable} = notifier();
+    n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "portrait", total: 1, how: "single",
+      waiting: [REASON]});
+    assert.equal(toasts.length, 1);
+    assert.equal(toasts[0].severity, "warn");
+    assert.match(toasts[0].summary, /no worker can run it yet/);
+    assert.match(toasts[0].detail, /No worker can run it yet: worker gpu1: missing checkpoint v1-5\.safetensors/);
+    assert.match(toasts[0].detail, /ComfyMQ panel/);
+    assert.deepEqual(unrunnable, ["a"]);
+    assert.ok(n.jobs.has("a"), "still followed: it runs once a worker can");
+  });
+
+  it("an empty or absent `waiting` (some worker can run it; an older host) is the green Queued", () => {
+    const {n, toasts, unrunnable} = notifier();
+    n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single", waiting: []});
+    n.queued({jobs: [{id: "b", state: "pending"}], batchId: null, name: "two", total: 1, how: "single", waiting: null});
+    assert.deepEqual(toasts.map((t) => t.severity), ["success", "success"]);
+    assert.deepEqual(unrunnable, []);
+  });
+
+  it("names at most three reasons, without the workers' ids", () => {
+    const reasons = ["worker a (a-1): x", "worker b (b-2): y", "worker c (c-3): z", "no worker is connected"];
+    assert.equal(waitingText(reasons), "No worker can run it yet: worker a: x; worker b: y; worker c: z (and 1 more)");
+    assert.equal(compactReason("no worker is connected"), "no worker is connected");
+  });
+
+  it("a host that refuses such jobs (409 unrunnable): an error toast with the reasons", () => {
+    const {n, toasts} = notifier();
+    n.queueFailed(new ApiError("no online worker can run this job", 409, "unrunnable", {waiting: [REASON]}));
+    assert.equal(toasts[0].severity, "error");
+    assert.match(toasts[0].summary, /Not queued/);
+    assert.match(toasts[0].detail, /worker gpu1: missing checkpoint v1-5\.safetensors/);
+    n.queueFailed(new ApiError("the host said no", 409, "unrunnable"));
+    assert.equal(toasts[1].detail, "the host said no");
+  });
+
+  it("jobs a worker forwarded to its host are not followed here (this page gets none of their events)", () => {
+    const {n, toasts} = notifier();
+    n.queued({jobs: [{id: "a", state: "pending"}], batchId: null, name: "one", total: 1, how: "single", waiting: [],
+      remote: "http://host.lan:8188"});
+    assert.equal(n.jobs.size, 0);
+    assert.equal(toasts[0].severity, "success");
+    assert.match(toasts[0].summary, /on the host/);
+    assert.match(toasts[0].detail, /http:\/\/host\.lan:8188/);
+  });
+
+  it("enqueueWorkflow gathers every answer's reasons once, and keeps the host's refusal as it is", async () => {
+    const app = {async graphToPrompt() {
+      return {output: {"9": {class_type: "SaveImage", inputs: {}}}, workflow: {}};
+    }};
+    const answers = [{status: "queued", jobs: [{id: "a", state: "pending"}], waiting: [REASON, REASON]}];
+    const client = {async enqueue() {
+      return answers.shift();
+    }};
+    const r = await enqueueWorkflow(app, /** @type {any} */ (client), {priority: 1, count: 1});
+    assert.deepEqual(r.waiting, [REASON]);
+    const old = await enqueueWorkflow(app, /** @type {any} */ ({async enqueue() {
+      return {status: "queued", jobs: [{id: "b", state: "pending"}]};
+    }}), {priority: 1, count: 1});
+    assert.equal(old.waiting, null, "an older host says nothing");
+    const refusal = new ApiError("no worker", 409, "unrunnable", {waiting: [REASON]});
+    await assert.rejects(enqueueWorkflow(app, /** @type {any} */ ({async enqueue() {
+      throw refusal;
+    }}), {priority: 1, count: 1}), (e) => e === refusal);
+  });
+});
+
 /**
  * Enough of a DOM for the views' constructors and what they draw while hidden (no layout, no events): their
  * answers and events can be played against them without a browser.
@@ -622,11 +706,99 @@ describe("API client", () => {
   });
 });
 
+describe("API client: a refused token", () => {
+  /** A host that refuses every request without the right token, counting what reaches it. */
+  function host(token) {
+    const seen = [];
+    const api = {
+      async fetchApi(/** @type {string} */ route, /** @type {any} */ init) {
+        seen.push(route);
+        if (init.headers.Authorization !== "Bearer " + token) {
+          return new Response(JSON.stringify({error: {type: "unauthorized", message: "needs a token"}}), {status: 401});
+        }
+        return new Response(JSON.stringify({paused: false, counts: {}}), {status: 200});
+      },
+      apiURL: (/** @type {string} */ r) => r,
+    };
+    return {api, seen};
+  }
+
+  it("after a 401, nothing goes to the host until the token changes or resetAuth()", async () => {
+    const {api, seen} = host("right-token-1");
+    let entered = "";
+    const client = new MQClient(api, () => entered);
+    for (let i = 0; i < 20; i++) {
+      await assert.rejects(client.queue(), (e) => e.status === 401 && /needs its access token/.test(e.message));
+    }
+    assert.equal(seen.length, 1, "one request reached the host, not 20");
+    entered = "wrong-token-2";
+    await assert.rejects(client.queue(), (e) => e.status === 401 && /is not this host's/.test(e.message));
+    await assert.rejects(client.queue(), (e) => e.status === 401);
+    assert.equal(seen.length, 2, "a new token is tried once");
+    client.resetAuth();
+    await assert.rejects(client.queue());
+    assert.equal(seen.length, 3, "resetAuth lets one more through");
+    entered = "right-token-1";
+    assert.deepEqual(await client.queue(), {paused: false, counts: {}});
+  });
+
+  it("an error's reasons (409 unrunnable) come with the ApiError; status() of an older host is null", async () => {
+    const api = {
+      async fetchApi(/** @type {string} */ route) {
+        if (route === "/comfymq/status") return new Response("404: Not Found", {status: 404});
+        return new Response(JSON.stringify({error: {type: "unrunnable", message: "nobody can", waiting: ["w: x"]}}),
+          {status: 409});
+      },
+      apiURL: (/** @type {string} */ r) => r,
+    };
+    const client = new MQClient(api);
+    await assert.rejects(client.enqueue({prompt: {}}), (e) => e.type === "unrunnable" && e.waiting[0] === "w: x");
+    assert.equal(await client.status(), null);
+  });
+});
+
+describe("this ComfyUI's role (GET /comfymq/status)", () => {
+  const worker = (target) => ({role: "worker", version: "0.1.0", hosts_queue: false,
+    worker: {id: "w1", name: "gpu1", broker: "tcp://host.lan:5557", link: "connected", refused: null,
+      comfyui: "http://127.0.0.1:8188", message: null, running: [], reconnects: 0},
+    queue: {target, host_url: target === "remote" ? "http://host.lan:8188" : null}});
+
+  it("where Queue (MQ) sends jobs, and why not", () => {
+    assert.equal(queueTarget(undefined), "local");
+    assert.equal(queueTarget(null), "local", "an older host hosts the queue");
+    assert.equal(queueTarget({role: "both", queue: {target: "local", host_url: null}}), "local");
+    assert.equal(queueTarget(worker("remote")), "remote");
+    assert.equal(queueTarget(worker(null)), null);
+    assert.equal(noQueueReason(worker("remote")), null);
+    assert.match(noQueueReason(worker(null)) || "", /worker of the host at tcp:\/\/host\.lan:5557.*HTTP address/);
+    assert.ok(isWorkerRole(worker(null)) && !isWorkerRole(null));
+  });
+
+  it("the store shares one request, and a worker stays a worker while its status cannot be read", async () => {
+    let asked = 0;
+    let fail = false;
+    const store = new StatusStore({async status() {
+      asked++;
+      if (fail) throw new Error("ComfyUI did not answer");
+      return worker("remote");
+    }});
+    const seen = [];
+    store.on((s) => seen.push(s && s.role));
+    await Promise.all([store.load(), store.load(), store.get()]);
+    assert.equal(asked, 1);
+    fail = true;
+    await store.load();
+    assert.equal(store.current?.role, "worker");
+    assert.match(store.error || "", /did not answer/);
+    assert.deepEqual(seen, ["worker", "worker"]);
+  });
+});
+
 describe("helpers", () => {
   it("labels, progress, durations, batch ids, the key", () => {
     assert.deepEqual(jobLabel({id: "01", prompt_id: "portrait v2@k3j9x2-0003"}), {name: "portrait v2", index: 3});
     assert.deepEqual(jobLabel({id: "01a208aae5e50001", prompt_id: "1b4e28ba-2fa1-11d2-883f-0016d3cca427"}),
-      {name: "job e50001", index: null});
+      {name: "job", index: null});
     assert.equal(batchLabel("portrait_v2.k3j9x2"), "portrait_v2");
     assert.equal(batchIdFor("My portrait (v2).json", "abcdef"), "My_portrait_v2.abcdef");
     assert.match(batchIdFor("  ...", "abcdef"), /^[A-Za-z0-9][A-Za-z0-9._:-]*$/);
@@ -638,5 +810,24 @@ describe("helpers", () => {
     const nodes = [{id: 3, widgets: [{name: "seed", value: 1}, {name: "cfg", value: 7}]}];
     assert.equal(applyPromptValues(nodes, {3: {inputs: {seed: 99, cfg: 7, model: ["4", 0]}}}), 1);
     assert.equal(nodes[0].widgets[0].value, 99);
+  });
+
+  it("jobs with the same name are told apart: a short id unique among the listed jobs", () => {
+    // ids are (enqueue ms << 16 | counter) in hex: jobs 256 ms apart, or 65 s apart, share their last 6 or 8 digits
+    const ids = ["01a2081ee0070000", "01a2081ee1070000", "01a2082ee1070000", "01a2081ee0070001", "01a2081ee0080000"];
+    const s = shortIds(ids);
+    assert.equal(new Set(s.values()).size, ids.length, [...s.values()].join(" "));
+    for (const id of ids) assert.ok(id.endsWith(s.get(id)) && s.get(id).length >= 6);
+    assert.equal(s.get("01a2081ee0080000"), "080000", "no longer than it needs");
+    assert.equal(s.get("01a2081ee0070000"), "0070000");
+    assert.equal(s.get("01a2082ee1070000"), "2ee1070000");
+    // a job from another client (no readable prompt_id): its output node when the record has the prompt
+    const prompt = {4: {class_type: "CheckpointLoaderSimple", inputs: {}},
+      3: {class_type: "KSampler", inputs: {model: ["4", 0]}},
+      9: {class_type: "SaveImage", inputs: {images: ["3", 0]}, _meta: {title: "Save portrait"}}};
+    assert.equal(outputTitle(prompt), "Save portrait");
+    assert.deepEqual(jobLabel({id: "01a2081ee0070000", prompt_id: null, prompt}), {name: "Save portrait", index: null});
+    prompt[10] = {class_type: "PreviewImage", inputs: {images: ["3", 0]}};
+    assert.equal(outputTitle(prompt), "Save portrait +1");
   });
 });

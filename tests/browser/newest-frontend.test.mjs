@@ -64,6 +64,8 @@ describe(`ComfyMQ panel on ComfyUI frontend ${NEWEST_FRONTEND} (the newest check
     let since = await newestId();
     await page.locator("button.comfymq-queue-button").click();
     await oneJobAfter(since);
+    // the action-bar button, and no top-menu fallback besides it (that is for frontends without action-bar buttons)
+    assert.equal(await page.locator(".comfymq-queue-button, .comfymq-queue-fallback").count(), 1);
     since = await newestId();
     await page.locator("#graph-canvas").click({position: {x: 800, y: 700}});
     await page.keyboard.press("Control+Shift+Enter");
@@ -78,7 +80,7 @@ describe(`ComfyMQ panel on ComfyUI frontend ${NEWEST_FRONTEND} (the newest check
     await row.locator('[data-action="open"]').click();
     await waitFor(() => page.evaluate(() => {
       const w = /** @type {any} */ (window).comfyAPI.app.app.extensionManager.workflow.activeWorkflow;
-      return /\(job [0-9a-f]{6}\)/.test(w?.filename || w?.path || "");
+      return /\(job [0-9a-f]{6,16}\)/.test(w?.filename || w?.path || "");
     }), 10000, "the job's workflow tab");
     await page.locator(".comfymq-panel .mq-tab", {hasText: "Workers"}).click();
     await page.locator(".comfymq-panel .mq-worker", {hasText: "standin-gpu"}).waitFor();

@@ -216,6 +216,14 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     await loadWorkflow(page, testPrompt({steps: 3}), "needs a model");
     await setWidget(page, "4", "ckpt_name", "missing-model.safetensors");
     const [j] = await queueFromPanel();
+    // not the green "Queued": a warning that names why, and the panel has the job selected
+    const warn = page.locator(".p-toast-message-warn", {hasText: "no worker can run it yet"});
+    await warn.waitFor();
+    assert.match(await warn.innerText(), /worker standin-gpu: missing checkpoint missing-model\.safetensors/);
+    assert.match(await warn.innerText(), /ComfyMQ panel/);
+    assert.equal(await page.locator(".p-toast-message-success", {hasText: "needs a model"}).count(), 0);
+    await row(j.id).and(page.locator('[aria-current="true"]')).waitFor();
+    await page.locator(".comfymq-panel .mq-details .mq-waitbox").waitFor();
     await rowState(j.id, "pending");
     await row(j.id).locator(".mq-row-main", {hasText: "missing checkpoint missing-model.safetensors"}).waitFor({timeout: 15000});
     await row(j.id).click();
@@ -226,6 +234,29 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     await page.locator('.comfymq-panel .mq-details [data-action="cancel"]').click();
     await rowState(j.id, "cancelled");
     await page.locator('.comfymq-panel .mq-details [data-action="close"]').click();
+    assertNoErrorsFromUs();
+  });
+
+  it("a host that refuses jobs no worker can run (409 unrunnable): an error toast with the reasons", async () => {
+    // the answer of a host with unrunnable_jobs = "refuse" (docs/http-api.md), played here for this one request
+    const refusal = {error: {type: "unrunnable", message: "no online worker can run this job",
+      waiting: ["worker standin-gpu (standin-gpu-1234): missing checkpoint sdxl.safetensors"]}};
+    await page.route("**/comfymq/jobs", (route) => route.request().method() === "POST"
+      ? route.fulfill({status: 409, contentType: "application/json", body: JSON.stringify(refusal)}) : route.fallback());
+    const since = await newestId();
+    try {
+      await page.locator('.comfymq-panel [data-action="enqueue"]').click();
+      const err = page.locator(".p-toast-message-error", {hasText: "Not queued: no worker can run this workflow"});
+      await err.waitFor();
+      assert.match(await err.innerText(), /worker standin-gpu: missing checkpoint sdxl\.safetensors/);
+    } finally {
+      await page.unroute("**/comfymq/jobs");
+    }
+    assert.deepEqual(await jobsAfter(since), [], "nothing was queued");
+    // the 409 was the point of this step
+    const others = ours.filter((l) => !/409/.test(l));
+    ours.length = 0;
+    ours.push(...others);
     assertNoErrorsFromUs();
   });
 
@@ -291,6 +322,8 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     since = await newestId();
     await page.locator("button.comfymq-queue-button").click();
     await waitFor(async () => (await jobsAfter(since)).length === 1, 10000, "a job queued by the button");
+    // this frontend renders the action-bar button: the top-menu fallback of older frontends never comes
+    assert.equal(await page.locator(".comfymq-queue-button, .comfymq-queue-fallback").count(), 1);
     // ComfyUI's own queue got nothing from the key (its "Queue Prompt (Front)" did not run)
     const history = await comfy.api("/history");
     assert.ok(Object.values(history).every((/** @type {any} */ h) => h.prompt?.[3]?.client_id !== "browser"));

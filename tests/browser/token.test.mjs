@@ -5,7 +5,8 @@
 
 import {describe, it, before, after} from "node:test";
 import assert from "node:assert/strict";
-import {startComfy, launchBrowser, openComfy, openPanel, screenshot, testPrompt, loadWorkflow, waitFor} from "./harness.mjs";
+import {startComfy, launchBrowser, openComfy, openPanel, screenshot, testPrompt, loadWorkflow, waitFor, sleep}
+  from "./harness.mjs";
 
 const TOKEN = "browser-test-token-1234";
 
@@ -66,6 +67,28 @@ describe("ComfyMQ panel with an access token on the host", () => {
 
   it("a wrong token is named as wrong", async () => {
     await setSetting("ComfyMQ.Token", "not-the-token-000");
+    await banner().filter({hasText: /is not this host's COMFYMQ_TOKEN/}).waitFor();
+    drop401s();
+    assert.deepEqual(ours, []);
+  });
+
+  it("while refused it stops asking: no request reaches the host until the token changes, whatever happens there", async () => {
+    await banner().filter({hasText: /is not this host's COMFYMQ_TOKEN/}).waitFor();
+    await sleep(1000); // the requests of the reload that found the token wrong
+    /** @type {string[]} */
+    const sent = [];
+    const onRequest = (/** @type {import("playwright-core").Request} */ r) => {
+      if (/\/comfymq\//.test(new URL(r.url()).pathname)) sent.push(`${r.method()} ${new URL(r.url()).pathname}`);
+    };
+    page.on("request", onRequest);
+    // activity on the host: job, stats and worker events reach this page's websocket all along
+    await comfy.api("/comfymq/jobs", {method: "POST", body: JSON.stringify({prompt: testPrompt({steps: 40}), count: 3})});
+    await page.locator(".comfymq-panel .mq-tab", {hasText: "Workers"}).click();
+    await sleep(3000);
+    await page.locator(".comfymq-panel .mq-tab", {hasText: "Queue"}).click();
+    await sleep(3000);
+    page.off("request", onRequest);
+    assert.deepEqual(sent, [], "requests sent while the token is refused");
     await banner().filter({hasText: /is not this host's COMFYMQ_TOKEN/}).waitFor();
     drop401s();
     assert.deepEqual(ours, []);
