@@ -33,6 +33,7 @@ using namespace comfymq::bench;
 namespace comfymq::bench {
 void BenchClusterLatency(const std::string& base, double scale);     // cluster_bench.cc
 void BenchClusterThroughput(const std::string& base, double scale);  // cluster_bench.cc
+void BenchInputTransfer(const std::string& base, double scale);      // cluster_bench.cc
 }  // namespace comfymq::bench
 
 namespace {
@@ -522,6 +523,7 @@ int main(int argc, char** argv) {
   if (want("artifacts")) BenchArtifacts();
   if (want("cluster") || only == "cluster-latency") BenchClusterLatency(g_dir, g_scale);
   if (want("cluster") || only == "cluster-throughput") BenchClusterThroughput(g_dir, g_scale);
+  if (want("cluster") || only == "cluster-inputs") BenchInputTransfer(g_dir, g_scale);
   RemoveTree(g_dir);
   return 0;
 }

@@ -666,7 +666,7 @@ class PyBroker {
   PyBroker(PyStore& store, const std::string& bind, const std::string& artifact_root, double heartbeat, int liveness,
            const py::object& curve_secret_key, const py::object& allowed_worker_keys, bool allow_plaintext,
            const py::object& lease, const std::string& plugin_version, const py::object& max_run_time,
-           const py::object& worker_keys_path, const py::object& drained_path) {
+           const py::object& worker_keys_path, const py::object& drained_path, const py::object& inputs_dir) {
     store_ = store.store();
     BrokerOptions o;
     o.bind = bind;
@@ -688,6 +688,7 @@ class PyBroker {
     }
     o.worker_keys_path = OptText(worker_keys_path, "worker_keys_path");
     o.drained_path = OptText(drained_path, "drained_path");
+    o.inputs_dir = OptText(inputs_dir, "inputs_dir");
     std::unique_ptr<Broker> started;
     Check(NoGil([&] { return Broker::Start(store_.get(), o, &started); }));
     broker_ = Shared(std::move(started), store_);
@@ -752,6 +753,10 @@ class PyBroker {
     d["chunks"] = c.chunks;
     d["chunk_retries"] = c.chunk_retries;
     d["bytes_received"] = c.bytes_received;
+    d["input_fetches"] = c.input_fetches;
+    d["input_chunks"] = c.input_chunks;
+    d["input_bytes_sent"] = c.input_bytes_sent;
+    d["input_refused"] = c.input_refused;
     d["events_dropped"] = c.events_dropped;
     d["zap_denied"] = c.zap_denied;
     return d;
@@ -1038,12 +1043,13 @@ PYBIND11_MODULE(_native, m) {
   py::class_<PyBroker>(m, "Broker", "The host's side of the cluster: a ROUTER socket and its thread.")
       .def(py::init<PyStore&, const std::string&, const std::string&, double, int, const py::object&, const py::object&,
                     bool, const py::object&, const std::string&, const py::object&, const py::object&,
-                    const py::object&>(),
+                    const py::object&, const py::object&>(),
            py::arg("store"), py::kw_only(), py::arg("bind") = "tcp://127.0.0.1:5557", py::arg("artifact_root"),
            py::arg("heartbeat") = 1.0, py::arg("liveness") = 3, py::arg("curve_secret_key") = py::none(),
            py::arg("allowed_worker_keys") = py::none(), py::arg("allow_plaintext") = false,
            py::arg("lease") = py::none(), py::arg("plugin_version") = "", py::arg("max_run_time") = py::none(),
-           py::arg("worker_keys_path") = py::none(), py::arg("drained_path") = py::none())
+           py::arg("worker_keys_path") = py::none(), py::arg("drained_path") = py::none(),
+           py::arg("inputs_dir") = py::none())
       .def_property_readonly("endpoint", [](PyBroker& b) { return b.broker()->endpoint(); })
       .def_property_readonly("public_key",
                              [](PyBroker& b) {
@@ -1118,6 +1124,23 @@ PYBIND11_MODULE(_native, m) {
             w.Call([&](WorkerClient* c) { return c->Fail(jid, token, text, retryable); });
           },
           py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(), py::arg("retryable") = true)
+      .def(
+          "fetch_input",
+          [](PyWorkerClient& w, const std::string& id, uint64_t token, const std::string& sha256,
+             const std::string& dest, double timeout) {
+            uint64_t jid = JobIdArg(id);
+            if (!(timeout >= 0) || timeout > 7 * 24 * 3600.0) throw py::value_error("timeout must be 0..7 days");
+            uint64_t size = 0;
+            w.Call([&](WorkerClient* c) {
+              return c->FetchInput(jid, token, sha256, dest, static_cast<int>(timeout * 1000), &size);
+            });
+            return size;
+          },
+          py::arg("job_id"), py::arg("token"), py::arg("sha256"), py::arg("dest"), py::kw_only(),
+          py::arg("timeout") = 600.0,
+          "Fetches an input of a job this worker holds from the host into dest (sha256 checked); returns its size. "
+          "ValueError: refused by the host (not this job's, no such input); comfymq Error (a RuntimeError): the "
+          "link was lost, timed out, or the file could not be written.")
       .def(
           "confirm_cancel",
           [](PyWorkerClient& w, const std::string& id, uint64_t token) {

@@ -93,6 +93,33 @@ TEST(Protocol, EveryCommandRoundTrips) {
   cack.chunk_status = ChunkStatus::kResume;
   cack.offset = 1 << 20;
   EXPECT_EQ(RoundTrip(cack).offset, 1u << 20);
+
+  Message fetch;
+  fetch.cmd = Cmd::kFetch;
+  fetch.fetch = 9;
+  fetch.job_id = 5;
+  fetch.token = 6;
+  fetch.file_sha256 = std::string(64, 'c');
+  fetch.offset = 2u << 20;
+  fetch.count = kChunkWindow;
+  Message f = RoundTrip(fetch);
+  EXPECT_EQ(f.fetch, 9u);
+  EXPECT_EQ(f.count, kChunkWindow);
+  Message input;
+  input.cmd = Cmd::kInput;
+  input.fetch = 9;
+  input.file_sha256 = std::string(64, 'c');
+  input.offset = 1;
+  input.file_size = 4;
+  input.data = "abc";
+  input.chunk_checksum = ChunkChecksum("abc");
+  Message i = RoundTrip(input);
+  EXPECT_EQ(i.data, "abc");
+  EXPECT_EQ(i.file_size, 4u);
+  input.data.clear();
+  input.chunk_status = ChunkStatus::kRefused;
+  input.reason = "not yours";
+  EXPECT_EQ(RoundTrip(input).reason, "not yours");
 }
 
 TEST(Protocol, MalformedInputIsRefusedWithAReason) {
@@ -153,6 +180,29 @@ TEST(Protocol, MalformedInputIsRefusedWithAReason) {
   chunk.file_size = 3;
   chunk.last = true;  // without a sha256
   EXPECT_TRUE(DecodeFrames(Encode(chunk), &m).IsInvalidArgument());
+
+  // FETCH: a sha256 that could name a path, a window too large; INPUT: a chunk past its file's end.
+  Message fetch;
+  fetch.cmd = Cmd::kFetch;
+  fetch.count = 1;
+  for (std::string bad : {std::string("../../etc/passwd"), std::string(64, 'A'), std::string(63, 'a') + "/"}) {
+    fetch.file_sha256 = bad;
+    EXPECT_TRUE(DecodeFrames(Encode(fetch), &m).IsInvalidArgument()) << bad;
+  }
+  fetch.file_sha256 = std::string(64, 'a');
+  for (uint32_t count : {0u, kChunkWindow + 1, 0xffffffffu}) {
+    fetch.count = count;
+    EXPECT_NE(DecodeFrames(Encode(fetch), &m).message().find("count"), std::string::npos) << count;
+  }
+  Message input;
+  input.cmd = Cmd::kInput;
+  input.file_sha256 = std::string(64, 'a');
+  input.file_size = 2;
+  input.data = "abc";
+  EXPECT_NE(DecodeFrames(Encode(input), &m).message().find("outside"), std::string::npos);
+  input.file_size = 3;
+  input.offset = 0xffffffffffffffffull;
+  EXPECT_NE(DecodeFrames(Encode(input), &m).message().find("outside"), std::string::npos);
 
   // A huge count must not make the decoder allocate for it.
   Message held;

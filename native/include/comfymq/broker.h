@@ -42,6 +42,10 @@ struct BrokerOptions {
   // The ids of drained workers, kept in this file (written atomically) so that a drain outlasts a restart of
   // the host: a drained worker that joins again takes no new job. Empty = in memory only.
   std::string drained_path;
+  // The host's stored inputs, <inputs_dir>/<sha256[0:2]>/<sha256> (written by the host's input store): a worker
+  // fetches one (FETCH) only while it holds the lease of a job whose prompt names it ({"comfymq_input": sha}).
+  // Empty = this host serves no inputs (every FETCH is refused).
+  std::string inputs_dir;
   // Workers connected at once: a HELLO with a new id past it is refused ("busy: ..."). Workers that left are
   // remembered (for the workers view) up to as many again, the oldest forgotten first.
   size_t max_workers = 4096;
@@ -69,6 +73,8 @@ struct BrokerCounters {
   uint64_t early_undone = 0;           // early-sent jobs whose lease's commit then failed (worker told)
   uint64_t workers_lost = 0, leases_released = 0;
   uint64_t chunks = 0, chunk_retries = 0, bytes_received = 0;
+  // Inputs served: fetches started (FETCHes from offset 0), chunks and bytes sent, FETCHes refused.
+  uint64_t input_fetches = 0, input_chunks = 0, input_bytes_sent = 0, input_refused = 0;
   uint64_t events_dropped = 0;
   uint64_t zap_denied = 0;
 };

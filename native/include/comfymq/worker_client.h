@@ -72,6 +72,15 @@ class WorkerClient {
   // After a cancel: the job was stopped. Frees the job's slot.
   virtual Status ConfirmCancel(uint64_t job_id, uint64_t token) = 0;
   virtual Status UpdateCapabilities(const std::string& capabilities_json) = 0;
+  // Fetches an input of a job this worker holds the lease of (the job's prompt names it: {"comfymq_input":
+  // sha256}) from the host, in checksummed chunks a window at a time, into `dest`: written beside it, synced, its
+  // sha256 checked, then renamed over it (dest's folder must exist); *size = its bytes. Waits up to timeout_ms.
+  // A damaged chunk is asked for again; a file whose sha256 differs is fetched once more from its start.
+  // InvalidArgument: refused by the host (not this worker's job, or no such input: the message says which);
+  // IOError: the link was lost, the host stayed busy, the file could not be written, or the time ran out (worth
+  // another try). Blocks only the caller; several fetches may run at once.
+  virtual Status FetchInput(uint64_t job_id, uint64_t token, const std::string& sha256, const std::string& dest,
+                            int timeout_ms, uint64_t* size) = 0;
   // JSON: {"connected", "session", "refused", "running", "uploading", "reconnects"}.
   virtual std::string StateJson() = 0;
   // Says BYE (the broker may give held jobs to others) when `bye`, then stops. Idempotent.

@@ -43,6 +43,10 @@ Status BrokerImpl::Init() {
   // Written chunks come back to the loop as commands (the I/O thread never touches the loop's state).
   transfers_ = std::make_unique<net::Transfers>(
       artifacts_.get(), [this](net::Transfers::Done d) { Post([this, d = std::move(d)] { HandleChunkDone(d); }); });
+  // Inputs read for workers come back to the loop the same way (the reader never touches the loop's state).
+  inputs_ = std::make_unique<net::InputFiles>(opt_.inputs_dir, Env::Default(), [this](net::InputFiles::Chunk c) {
+    Post([this, c = std::move(c)]() mutable { HandleInputRead(std::move(c)); });
+  });
   std::mt19937_64 rng(std::random_device{}());
   char sid[17];
   std::snprintf(sid, sizeof(sid), "%016llx", static_cast<unsigned long long>(rng()));
@@ -112,6 +116,7 @@ Status BrokerImpl::Stop() {
   wake_.Notify();
   if (thread_.joinable()) thread_.join();
   transfers_.reset();  // its I/O thread posts to the loop's commands: stopped before they go
+  inputs_.reset();     // likewise
   {
     // Leased on arrival, or by the last passes, but never sent: back to the queue, no attempt counted. (That
     // pass's results are recorded; their workers hear so when they send them again to the next broker.)
@@ -327,6 +332,7 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       break;
     }
     case proto::Cmd::kChunk: HandleChunk(*w, m); break;
+    case proto::Cmd::kFetch: HandleFetch(*w, m); break;
     case proto::Cmd::kBye: LoseWorker(*w, "worker " + w->id + " left", false, now); break;
     case proto::Cmd::kCaps: {
       std::shared_ptr<const Capabilities> caps;

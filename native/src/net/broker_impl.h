@@ -5,6 +5,7 @@
 //   broker_dispatch.cc  commit passes (results, releases, dispatches in one sync), dispatch on arrival (the
 //                       store's hook), sending jobs, credits, the retry-elsewhere preference, job requirements
 //   broker_views.cc     what others read: the workers view, why a job waits, store events turned into events
+//   broker_inputs.cc    inputs workers fetch (FETCH checked against the lease and the job's prompt; INPUT chunks)
 //
 // One thread (the loop) owns the ROUTER socket and every WorkerState; other threads reach it through the command
 // queue (store events, drain, capability refreshes) and read snapshots under mu_. Credits live under credit_mu_,
@@ -33,6 +34,7 @@
 #include "net/capabilities_pool.h"
 #include "net/commit_pipeline.h"
 #include "net/event_buffer.h"
+#include "net/input_files.h"
 #include "net/protocol.h"
 #include "net/transfers.h"
 #include "net/wakeup_posix.h"
@@ -161,6 +163,9 @@ class BrokerImpl final : public Broker {
   void HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now);
   void HandleChunkDone(const Transfers::Done& d);  // a queued chunk was written (or not)
   void HandleChunk(WorkerState& w, const proto::Message& m);
+  void HandleFetch(WorkerState& w, const proto::Message& m);
+  void HandleInputRead(InputFiles::Chunk c);  // a chunk the input reader read (or a refusal): sent on
+  bool JobNamesInput(uint64_t job, uint64_t token, const std::string& sha256);
   void StartPass();  // hands the next pass to the pipeline unless one is in flight
   void SendApplied(BrokerPass& pass, int64_t now);
   void FinishPass(std::unique_ptr<CommitPass> pass, int64_t now);
@@ -254,6 +259,11 @@ class BrokerImpl final : public Broker {
   zmq::socket_t router_;
   std::unique_ptr<ArtifactWriter> artifacts_;
   std::unique_ptr<Transfers> transfers_;
+  std::unique_ptr<InputFiles> inputs_;
+  // Loop thread only: the inputs each run's prompt names, (job, token) -> sha256s, read from the store at its
+  // first FETCH; bounded (cleared when it grows past kMaxGrants: read again on demand).
+  std::map<std::pair<uint64_t, uint64_t>, std::set<std::string>> input_grants_;
+  static constexpr size_t kMaxGrants = 4096;
   Wakeup wake_;
   EventBuffer events_;
   std::shared_ptr<ListenerGate> gate_ = std::make_shared<ListenerGate>();

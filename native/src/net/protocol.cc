@@ -11,7 +11,7 @@
 namespace comfymq::proto {
 namespace {
 
-bool KnownCmd(uint8_t c) { return (c >= 1 && c <= 10) || (c >= 64 && c <= 72); }
+bool KnownCmd(uint8_t c) { return (c >= 1 && c <= 11) || (c >= 64 && c <= 73); }
 
 void PutHeld(std::string* b, const std::vector<Held>& v) {
   PutU32(b, static_cast<uint32_t>(v.size()));
@@ -93,7 +93,7 @@ class Reader {
   std::string error_;
 };
 
-bool IsSha256Hex(std::string_view s) {
+bool Sha256Hex(std::string_view s) {
   if (s.size() != 64) return false;
   for (char c : s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
@@ -124,9 +124,13 @@ const char* CmdName(Cmd c) {
     case Cmd::kNack: return "NACK";
     case Cmd::kChunkAck: return "CHUNK_ACK";
     case Cmd::kCapsRequest: return "CAPS_REQUEST";
+    case Cmd::kFetch: return "FETCH";
+    case Cmd::kInput: return "INPUT";
   }
   return "?";
 }
+
+bool IsSha256Hex(std::string_view s) { return Sha256Hex(s); }
 
 uint32_t ChunkChecksum(std::string_view data) { return RecordChecksum(data.data(), data.size()); }
 
@@ -235,11 +239,28 @@ std::vector<std::string> Encode(const Message& m) {
       PutU64(&b, m.offset);
       PutU8(&b, static_cast<uint8_t>(m.chunk_status));
       break;
+    case Cmd::kFetch:
+      PutU64(&b, m.fetch);
+      PutU64(&b, m.job_id);
+      PutU64(&b, m.token);
+      PutBytes(&b, m.file_sha256);
+      PutU64(&b, m.offset);
+      PutU32(&b, m.count);
+      break;
+    case Cmd::kInput:
+      PutU64(&b, m.fetch);
+      PutBytes(&b, m.file_sha256);
+      PutU64(&b, m.offset);
+      PutU64(&b, m.file_size);
+      PutU32(&b, m.chunk_checksum);
+      PutU8(&b, static_cast<uint8_t>(m.chunk_status));
+      PutBytes(&b, m.reason);
+      break;
   }
   std::vector<std::string> frames;
   frames.push_back(std::move(header));
   frames.push_back(std::move(b));
-  if (m.cmd == Cmd::kChunk) frames.push_back(m.data);
+  if (m.cmd == Cmd::kChunk || m.cmd == Cmd::kInput) frames.push_back(m.data);
   return frames;
 }
 
@@ -264,7 +285,7 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
   const uint8_t cmd = static_cast<uint8_t>(header[5]);
   if (!KnownCmd(cmd)) return Status::InvalidArgument("unknown command " + std::to_string(cmd));
   m->cmd = static_cast<Cmd>(cmd);
-  const size_t want_frames = m->cmd == Cmd::kChunk ? 3 : 2;
+  const size_t want_frames = m->cmd == Cmd::kChunk || m->cmd == Cmd::kInput ? 3 : 2;
   if (frames.size() != want_frames) {
     return Status::InvalidArgument(std::string(CmdName(m->cmd)) + " needs " + std::to_string(want_frames) +
                                    " frames, got " + std::to_string(frames.size()));
@@ -369,6 +390,28 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
           r.U64(&m->offset, "offset") && r.U8(&u8, "status") && r.Done();
       if (r.status().ok() && u8 > 2) return Status::InvalidArgument("unknown chunk status");
       m->chunk_status = static_cast<ChunkStatus>(u8);
+      break;
+    case Cmd::kFetch:
+      r.U64(&m->fetch, "fetch") && r.U64(&m->job_id, "job") && r.U64(&m->token, "token") &&
+          r.Text(&m->file_sha256, 64, "sha256", true) && r.U64(&m->offset, "offset") && r.U32(&m->count, "count") &&
+          r.Done();
+      if (!r.status().ok()) break;
+      if (!IsSha256Hex(m->file_sha256)) return Status::InvalidArgument("FETCH: sha256 is not 64 lowercase hex digits");
+      if (m->count < 1 || m->count > kChunkWindow) return Status::InvalidArgument("FETCH: count out of range");
+      break;
+    case Cmd::kInput:
+      r.U64(&m->fetch, "fetch") && r.Text(&m->file_sha256, 64, "sha256", true) && r.U64(&m->offset, "offset") &&
+          r.U64(&m->file_size, "size") && r.U32(&m->chunk_checksum, "checksum") && r.U8(&u8, "status") &&
+          r.Text(&m->reason, 4096, "reason") && r.Done();
+      if (!r.status().ok()) break;
+      if (u8 > 2) return Status::InvalidArgument("INPUT: unknown status");
+      m->chunk_status = static_cast<ChunkStatus>(u8);
+      if (!IsSha256Hex(m->file_sha256)) return Status::InvalidArgument("INPUT: sha256 is not 64 lowercase hex digits");
+      if (frames[2].size() > kMaxChunk) return Status::InvalidArgument("INPUT: chunk too large");
+      if (m->offset > m->file_size || frames[2].size() > m->file_size - m->offset) {
+        return Status::InvalidArgument("INPUT: chunk lies outside its file");
+      }
+      m->data.assign(frames[2].data(), frames[2].size());
       break;
   }
   Status s = r.status();

@@ -3,7 +3,7 @@
 // Every message is 2 or 3 ZeroMQ frames (after the ROUTER's routing-id frame on the broker side):
 //   frame 0  header  "CMQP" u8:version u8:command                         (6 bytes)
 //   frame 1  body    the command's fields, little-endian (see Message below)
-//   frame 2  data    CHUNK only: the file bytes
+//   frame 2  data    CHUNK and INPUT only: the file bytes
 // Everything received is untrusted: Decode checks every size, count and string and refuses anything off.
 #pragma once
 
@@ -42,6 +42,7 @@ enum class Cmd : uint8_t {
   kChunk = 8,      // job, token, file index/name/size, offset, checksum, last (+ sha256) ; data frame
   kBye = 9,        // leaving; my leases may go
   kCaps = 10,      // new capabilities JSON
+  kFetch = 11,     // fetch, job, token, input sha256, offset, count: send me these chunks of a job's input
   // broker -> worker
   kWelcome = 64,      // accepted: heartbeat settings, session, which held jobs are still mine
   kRefuse = 65,       // not accepted (protocol version, key, say HELLO first): reason
@@ -52,11 +53,14 @@ enum class Cmd : uint8_t {
   kNack = 70,         // result refused: the lease is gone; reason
   kChunkAck = 71,     // chunk status and the offset to send next
   kCapsRequest = 72,  // please send fresh capabilities
+  kInput = 73,        // fetch, sha256, offset, whole size, checksum, status, reason ; data: a chunk of an input
 };
 
 const char* CmdName(Cmd c);
 
 enum class AckKind : uint8_t { kRecorded = 1, kDuplicate = 2, kResendFiles = 3 };
+// CHUNK_ACK: kResume = send the file again from its start. INPUT: kResume = busy, ask again soon; kRefused = not
+// yours to fetch, or no such input (the reason says which).
 enum class ChunkStatus : uint8_t { kOk = 0, kResume = 1, kRefused = 2 };
 
 struct Held {  // a job a worker holds (HELLO) or keeps (WELCOME)
@@ -111,7 +115,11 @@ struct Message {
   bool last = false;            // CHUNK: the file's final chunk (file_sha256 set)
   std::string file_sha256;      // CHUNK (last)
   ChunkStatus chunk_status = ChunkStatus::kOk;
-  std::string data;  // CHUNK: frame 2
+  std::string data;  // CHUNK, INPUT: frame 2
+  // FETCH / INPUT (also job_id, token, offset; INPUT: file_size = the whole input's size, chunk_checksum,
+  // chunk_status, reason). `fetch` is the worker's number for one fetch of one input; `file_sha256` names it.
+  uint64_t fetch = 0;
+  uint32_t count = 0;  // FETCH: chunks wanted from offset on (1..kChunkWindow)
 };
 
 // Encodes into frames (header, body, and for CHUNK the data).
@@ -126,5 +134,8 @@ uint32_t ChunkChecksum(std::string_view data);
 
 // File names in RESULT / CHUNK are one path component that NormalizeRelativePath accepts.
 bool IsSafeFileName(std::string_view name);
+
+// 64 lowercase hex digits.
+bool IsSha256Hex(std::string_view s);
 
 }  // namespace comfymq::proto

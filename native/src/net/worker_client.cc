@@ -18,6 +18,7 @@
 #include "comfymq/job.h"
 #include "comfymq/worker_client.h"
 #include "net/event_buffer.h"
+#include "net/input_fetch.h"
 #include "net/protocol.h"
 #include "net/wakeup_posix.h"
 #include "net/zmq_frames.h"
@@ -106,12 +107,36 @@ struct Upload {
   }
 };
 
+// What a caller of FetchInput waits for; the loop fills it in once.
+struct FetchWait {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status status;
+  uint64_t size = 0;
+  std::unique_ptr<WritableFile> file;  // written, not yet synced (the caller syncs and renames it)
+};
+
 struct Command {
-  enum class Kind { kProgress, kComplete, kFail, kConfirmCancel, kCaps, kStop } kind;
+  enum class Kind { kProgress, kComplete, kFail, kConfirmCancel, kCaps, kStop, kFetch, kFetchCancel } kind;
+  Command(Kind k, uint64_t j = 0, uint64_t t = 0, std::string text = "", std::vector<OutputFile> f = {},
+          bool fl = false)
+      : kind(k), job(j), token(t), json(std::move(text)), files(std::move(f)), flag(fl) {}
   uint64_t job = 0, token = 0;
   std::string json;
   std::vector<OutputFile> files;
   bool flag = false;  // retryable, or bye
+  // kFetch / kFetchCancel
+  uint64_t fetch = 0;
+  std::string path;  // the temp file
+  std::shared_ptr<FetchWait> wait;
+};
+
+// A fetch the loop runs for a waiting caller.
+struct ActiveFetch {
+  std::unique_ptr<net::InputFetch> fetch;
+  std::shared_ptr<FetchWait> wait;
+  bool started = false;  // asked the host (a fetch queued while disconnected starts on the next WELCOME)
 };
 
 class WorkerClientImpl final : public WorkerClient {
@@ -129,6 +154,8 @@ class WorkerClientImpl final : public WorkerClient {
   Status Fail(uint64_t job_id, uint64_t token, const std::string& error_json, bool retryable) override;
   Status ConfirmCancel(uint64_t job_id, uint64_t token) override;
   Status UpdateCapabilities(const std::string& capabilities_json) override;
+  Status FetchInput(uint64_t job_id, uint64_t token, const std::string& sha256, const std::string& dest, int timeout_ms,
+                    uint64_t* size) override;
   std::string StateJson() override;
   Status Stop(bool bye) override;
 
@@ -141,6 +168,8 @@ class WorkerClientImpl final : public WorkerClient {
   void Handle(const proto::Message& m, int64_t now);
   void RunCommands(int64_t now, bool* stop, bool* bye);
   void PumpUploads();
+  void PumpFetches(int64_t now);
+  void EndFetch(uint64_t id, Status s);  // tells its caller; a failed one's temp file goes
   bool Send(const proto::Message& m);
   void Queue(Command c);
   void Emit(const json& e) { events_.Push(Dump(e)); }
@@ -173,6 +202,8 @@ class WorkerClientImpl final : public WorkerClient {
   std::string caps_json_;
   std::map<uint64_t, uint64_t> running_;  // jobs handed out and not finished: job -> token
   std::map<uint64_t, Upload> uploads_;
+  std::map<uint64_t, ActiveFetch> fetches_;  // by fetch number
+  std::atomic<uint64_t> next_fetch_{0};
   int credit_to_send_ = 0;
   std::mutex state_mu_;
   std::string session_, refused_;
@@ -283,6 +314,44 @@ Status WorkerClientImpl::UpdateCapabilities(const std::string& capabilities_json
   return Status::OK();
 }
 
+Status WorkerClientImpl::FetchInput(uint64_t job_id, uint64_t token, const std::string& sha256, const std::string& dest,
+                                    int timeout_ms, uint64_t* size) {
+  if (stopping_) return Status::IOError("worker client is stopped");
+  if (!proto::IsSha256Hex(sha256)) return Status::InvalidArgument("an input's sha256 is 64 lowercase hex digits");
+  if (dest.empty()) return Status::InvalidArgument("fetch_input needs a destination path");
+  auto wait = std::make_shared<FetchWait>();
+  const uint64_t id = ++next_fetch_;
+  const std::string temp = dest + ".part-" + instance_.substr(0, 8) + "-" + std::to_string(id);
+  Command c{Command::Kind::kFetch, job_id, token, sha256, {}, false};
+  c.fetch = id;
+  c.path = temp;
+  c.wait = wait;
+  Queue(std::move(c));
+  std::unique_lock<std::mutex> l(wait->mu);
+  if (!wait->cv.wait_for(l, std::chrono::milliseconds(std::max(0, timeout_ms)), [&] { return wait->done; })) {
+    l.unlock();
+    Command cancel(Command::Kind::kFetchCancel, job_id, token);
+    cancel.fetch = id;
+    Queue(std::move(cancel));
+    return Status::IOError("fetching input " + sha256 + " timed out");
+  }
+  if (!wait->status.ok()) return wait->status;
+  // Every byte arrived and its sha256 matched: made durable here, off the loop, then put in place.
+  std::unique_ptr<WritableFile> file = std::move(wait->file);
+  l.unlock();
+  Status s = file->Sync();
+  if (s.ok()) s = file->Close();
+  if (s.ok()) s = env_->RenameFile(temp, dest);
+  if (!s.ok()) {
+    env_->RemoveFile(temp).IgnoreError();
+    return Status::IOError("cannot keep input " + sha256 + " at " + dest + ": " + s.message());
+  }
+  const size_t slash = dest.find_last_of('/');
+  env_->SyncDir(slash == std::string::npos ? "." : (slash == 0 ? "/" : dest.substr(0, slash))).IgnoreError();
+  *size = wait->size;
+  return Status::OK();
+}
+
 std::string WorkerClientImpl::StateJson() {
   std::lock_guard<std::mutex> l(state_mu_);
   json j = {{"connected", phase_ == Phase::kConnected},
@@ -377,6 +446,9 @@ void WorkerClientImpl::Loop() {
       Disconnect("no answer to HELLO", now, false);
     }
   }
+  std::vector<uint64_t> ids;
+  for (const auto& [id, a] : fetches_) ids.push_back(id);
+  for (uint64_t id : ids) EndFetch(id, Status::IOError("worker client is stopped"));
   if (socket_) {
     if (bye && phase_ == Phase::kConnected) {
       proto::Message m;
@@ -450,6 +522,12 @@ void WorkerClientImpl::Disconnect(const std::string& why, int64_t now, bool refu
   if (refused) backoff_ms_ = opt_.reconnect_max_ms;
   next_connect_ms_ = now + backoff_ms_;
   credit_to_send_ = 0;
+  // A fetch does not outlive its link: its caller hears so at once and may try again.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, a] : fetches_) {
+    if (a.started) ids.push_back(id);
+  }
+  for (uint64_t id : ids) EndFetch(id, Status::IOError("the link to the host was lost (" + why + ")"));
   if (was_connected || (refused && !repeated)) {
     Emit({{"type", refused ? "refused" : "disconnected"}, {"reason", why}, {"retry_in", backoff_ms_ / 1000.0}});
   }
@@ -516,9 +594,57 @@ void WorkerClientImpl::RunCommands(int64_t now, bool* stop, bool* bye) {
         *stop = true;
         *bye = c.flag;
         break;
+      case Command::Kind::kFetch: {
+        ActiveFetch a;
+        a.fetch = std::make_unique<net::InputFetch>(c.fetch, c.job, c.token, c.json, c.path, env_);
+        a.wait = std::move(c.wait);
+        fetches_.emplace(c.fetch, std::move(a));
+        break;
+      }
+      case Command::Kind::kFetchCancel: EndFetch(c.fetch, Status::IOError("the caller stopped waiting")); break;
     }
   }
-  (void)now;
+  PumpFetches(now);
+}
+
+void WorkerClientImpl::PumpFetches(int64_t now) {
+  if (phase_ != Phase::kConnected) return;
+  std::vector<proto::Message> out;
+  for (auto& [id, a] : fetches_) {
+    if (!a.started) {
+      a.started = true;
+      a.fetch->Start(now, &out);
+    } else {
+      a.fetch->Tick(now, &out);
+    }
+  }
+  for (const proto::Message& m : out) Send(m);
+  std::vector<uint64_t> ended;
+  for (auto& [id, a] : fetches_) {
+    if (a.fetch->finished()) ended.push_back(id);
+  }
+  for (uint64_t id : ended) EndFetch(id, fetches_.at(id).fetch->status());
+}
+
+void WorkerClientImpl::EndFetch(uint64_t id, Status s) {
+  auto it = fetches_.find(id);
+  if (it == fetches_.end()) return;
+  ActiveFetch a = std::move(it->second);
+  fetches_.erase(it);
+  if (!a.fetch->finished()) a.fetch->Fail(s);
+  s = a.fetch->status();
+  std::unique_ptr<WritableFile> file = s.ok() ? a.fetch->TakeFile() : nullptr;
+  if (!s.ok()) env_->RemoveFile(a.fetch->temp_path()).IgnoreError();
+  if (a.wait == nullptr) return;
+  {
+    std::lock_guard<std::mutex> l(a.wait->mu);
+    if (a.wait->done) return;
+    a.wait->done = true;
+    a.wait->status = s;
+    a.wait->size = a.fetch->size();
+    a.wait->file = std::move(file);
+  }
+  a.wait->cv.notify_all();
 }
 
 void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
@@ -685,6 +811,15 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       break;
     }
     case proto::Cmd::kCapsRequest: Emit({{"type", "caps_request"}}); break;
+    case proto::Cmd::kInput: {
+      auto it = fetches_.find(m.fetch);
+      if (it == fetches_.end() || m.file_sha256 != it->second.fetch->sha256()) break;  // ended (or not ours)
+      std::vector<proto::Message> out;
+      it->second.fetch->OnInput(m, now, &out);
+      for (const proto::Message& f : out) Send(f);
+      if (it->second.fetch->finished()) EndFetch(m.fetch, it->second.fetch->status());
+      break;
+    }
     default: break;
   }
 }

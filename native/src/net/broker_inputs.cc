@@ -1,0 +1,104 @@
+// The broker's part of inputs that travel with jobs: a worker asks for chunks of an input (FETCH) while it holds
+// the lease of a job whose prompt names that input; the reader thread (InputFiles) reads them and the loop sends
+// them (INPUT). Anything else is refused with the reason, and nothing is read: a worker never learns of an input
+// its jobs do not name, nor whether one exists.
+
+#include <nlohmann/json.hpp>
+
+#include "net/broker_impl.h"
+
+namespace comfymq::net {
+
+namespace {
+
+// The sha256s of {"comfymq_input": "<sha256>", ...} values among the prompt's node inputs.
+std::set<std::string> InputsNamedBy(const std::string& prompt_json) {
+  std::set<std::string> out;
+  const json graph = json::parse(prompt_json, nullptr, false);
+  if (!graph.is_object()) return out;
+  for (const auto& [id, node] : graph.items()) {
+    if (!node.is_object()) continue;
+    auto inputs = node.find("inputs");
+    if (inputs == node.end() || !inputs->is_object()) continue;
+    for (const auto& [name, value] : inputs->items()) {
+      if (!value.is_object()) continue;
+      auto ref = value.find("comfymq_input");
+      if (ref != value.end() && ref->is_string() && proto::IsSha256Hex(ref->get<std::string>())) {
+        out.insert(ref->get<std::string>());
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+bool BrokerImpl::JobNamesInput(uint64_t job, uint64_t token, const std::string& sha256) {
+  const auto key = std::make_pair(job, token);
+  auto it = input_grants_.find(key);
+  if (it == input_grants_.end()) {
+    Job j;
+    if (!store_->Get(job, true, &j).ok()) return false;
+    if (input_grants_.size() >= kMaxGrants) input_grants_.clear();
+    it = input_grants_.emplace(key, InputsNamedBy(j.prompt)).first;
+  }
+  return it->second.count(sha256) != 0;
+}
+
+void BrokerImpl::HandleFetch(WorkerState& w, const proto::Message& m) {
+  auto refuse = [&](proto::ChunkStatus status, const std::string& why) {
+    proto::Message a;
+    a.cmd = proto::Cmd::kInput;
+    a.fetch = m.fetch;
+    a.file_sha256 = m.file_sha256;
+    a.offset = m.offset;
+    a.chunk_status = status;
+    a.reason = why;
+    Send(w, a);
+  };
+  if (!Holds(w, m.job_id, m.token)) {
+    Count([](BrokerCounters& c) { c.input_refused++; });
+    RefuseForeign(w, m);
+    return refuse(proto::ChunkStatus::kRefused,
+                  "input refused: this worker does not hold job " + FormatJobId(m.job_id) + "'s lease");
+  }
+  if (inputs_ == nullptr || !JobNamesInput(m.job_id, m.token, m.file_sha256)) {
+    Count([](BrokerCounters& c) { c.input_refused++; });
+    return refuse(proto::ChunkStatus::kRefused,
+                  "input refused: job " + FormatJobId(m.job_id) + " names no input " + m.file_sha256);
+  }
+  InputFiles::Request r{w.id, m.fetch, m.file_sha256, m.offset, m.count};
+  if (!inputs_->Queue(std::move(r))) {
+    return refuse(proto::ChunkStatus::kResume, "busy: the host is reading other inputs; ask again");
+  }
+  if (m.offset == 0) Count([](BrokerCounters& c) { c.input_fetches++; });
+}
+
+void BrokerImpl::HandleInputRead(InputFiles::Chunk c) {
+  const uint64_t bytes = c.data.size();
+  auto it = workers_.find(c.worker_id);
+  if (it != workers_.end() && it->second.online) {
+    proto::Message m;
+    m.cmd = proto::Cmd::kInput;
+    m.fetch = c.fetch;
+    m.file_sha256 = std::move(c.sha256);
+    m.offset = c.offset;
+    m.file_size = c.size;
+    if (c.refused) {
+      m.chunk_status = proto::ChunkStatus::kRefused;
+      m.reason = std::move(c.reason);
+    } else {
+      m.chunk_checksum = proto::ChunkChecksum(c.data);
+      m.data = std::move(c.data);
+    }
+    if (Send(it->second, m) && !c.refused) {
+      Count([&](BrokerCounters& k) {
+        k.input_chunks++;
+        k.input_bytes_sent += bytes;
+      });
+    }
+  }
+  inputs_->Sent(bytes);  // sent, or dropped with its worker: either way no longer held here
+}
+
+}  // namespace comfymq::net
