@@ -1125,6 +1125,13 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("job_id"), py::arg("token"), py::arg("error"), py::kw_only(), py::arg("retryable") = true)
       .def(
+          "update_inputs",
+          [](PyWorkerClient& w, const std::vector<std::string>& sha256s) {
+            w.Call([&](WorkerClient* c) { return c->UpdateInputs(sha256s); });
+          },
+          py::arg("sha256s"),
+          "Tells the host which inputs this worker keeps (at most 4096 sha256s): jobs naming them come here first.")
+      .def(
           "fetch_input",
           [](PyWorkerClient& w, const std::string& id, uint64_t token, const std::string& sha256,
              const std::string& dest, double timeout) {

@@ -157,6 +157,45 @@ TEST_F(InputTransferTest, AWorkerWithoutTheLeaseGetsNothingEvenWhenItNamesTheJob
   EXPECT_EQ(broker_->Counters().input_bytes_sent, 0u);
 }
 
+TEST_F(InputTransferTest, AWorkerThatKeepsAJobsInputsIsPreferredWhileItAsksForWork) {
+  // "a-other" first: where nothing else decides, the dispatch order would give it the jobs.
+  WorkerClient* other = AddWorker("a-other", kCaps);
+  ASSERT_FALSE(NextWorkerEvent(other, "connected").is_null());
+  WorkerClient* keeper = AddWorker("keeper", kCaps);
+  ASSERT_FALSE(NextWorkerEvent(keeper, "connected").is_null());
+  const std::string kept = StoreInput("kept"), elsewhere = StoreInput("kept nowhere");
+  ASSERT_TRUE(keeper->UpdateInputs({kept}).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // INPUTS reached the broker
+  // Both idle, one job at a time: every job naming `kept` goes to the keeper.
+  for (int i = 0; i < 10; ++i) {
+    const uint64_t id = Enqueue(GraphWithInput(kept));
+    JobAssignment a;
+    ASSERT_TRUE(keeper->NextJob(5000, &a)) << "job " << i << " went to " << Get(id).worker_id;
+    EXPECT_EQ(a.job_id, id);
+    ASSERT_TRUE(keeper->Complete(a.job_id, a.token, "{}", {}).ok());
+    ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kSucceeded; }));
+  }
+  // An input nobody keeps is no reason to wait: either worker takes it.
+  const uint64_t any = Enqueue(GraphWithInput(elsewhere));
+  ASSERT_TRUE(WaitFor([&] { return Get(any).state == JobState::kRunning; }));
+  WorkerClient* ran = Get(any).worker_id == "keeper" ? keeper : other;
+  JobAssignment a;
+  ASSERT_TRUE(ran->NextJob(5000, &a));
+  ASSERT_TRUE(ran->Complete(a.job_id, a.token, "{}", {}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Get(any).state == JobState::kSucceeded; }));  // (its READY came first)
+  // The keeper busy (it holds a job and asks for nothing): the next job naming `kept` goes to the other at once.
+  const uint64_t first = Enqueue(GraphWithInput(kept));
+  ASSERT_TRUE(keeper->NextJob(5000, &a));
+  EXPECT_EQ(a.job_id, first);
+  const uint64_t second = Enqueue(GraphWithInput(kept));
+  JobAssignment b;
+  ASSERT_TRUE(other->NextJob(5000, &b)) << "the job waited for its busy keeper";
+  EXPECT_EQ(b.job_id, second);
+  // A worker says at most 4096 inputs, each a sha256.
+  EXPECT_TRUE(keeper->UpdateInputs({"../x"}).IsInvalidArgument());
+  EXPECT_TRUE(keeper->UpdateInputs(std::vector<std::string>(4097, kept)).IsInvalidArgument());
+}
+
 // The worker client against a broker written by hand, which serves `bytes` as the input `sha` and can damage what
 // it sends.
 class FakeInputHost {

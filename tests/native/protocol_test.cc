@@ -116,6 +116,10 @@ TEST(Protocol, EveryCommandRoundTrips) {
   Message i = RoundTrip(input);
   EXPECT_EQ(i.data, "abc");
   EXPECT_EQ(i.file_size, 4u);
+  Message kept;
+  kept.cmd = Cmd::kInputs;
+  kept.inputs = {std::string(64, 'd'), std::string(64, 'e')};
+  EXPECT_EQ(RoundTrip(kept).inputs, kept.inputs);
   input.data.clear();
   input.chunk_status = ChunkStatus::kRefused;
   input.reason = "not yours";
@@ -203,6 +207,13 @@ TEST(Protocol, MalformedInputIsRefusedWithAReason) {
   input.file_size = 3;
   input.offset = 0xffffffffffffffffull;
   EXPECT_NE(DecodeFrames(Encode(input), &m).message().find("outside"), std::string::npos);
+
+  Message kept;
+  kept.cmd = Cmd::kInputs;
+  kept.inputs = {"../../etc/passwd"};
+  EXPECT_TRUE(DecodeFrames(Encode(kept), &m).IsInvalidArgument());
+  kept.inputs.assign(kMaxInputsHeld + 1, std::string(64, 'a'));
+  EXPECT_NE(DecodeFrames(Encode(kept), &m).message().find("too many"), std::string::npos);
 
   // A huge count must not make the decoder allocate for it.
   Message held;

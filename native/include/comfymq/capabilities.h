@@ -52,6 +52,9 @@ struct Requirements {
   };
   std::vector<std::string> classes;  // unique
   std::vector<Literal> literals;     // unique
+  // The stored inputs the prompt names ({"comfymq_input": "<sha256>", ...} node input values), unique, sorted.
+  // Never a reason a worker cannot run it (inputs travel); a worker already holding them is preferred.
+  std::vector<std::string> inputs;
 };
 
 Status ExtractRequirements(std::string_view prompt_json, Requirements* out);

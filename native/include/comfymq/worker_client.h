@@ -79,6 +79,9 @@ class WorkerClient {
   // InvalidArgument: refused by the host (not this worker's job, or no such input: the message says which);
   // IOError: the link was lost, the host stayed busy, the file could not be written, or the time ran out (worth
   // another try). Blocks only the caller; several fetches may run at once.
+  // The inputs this worker keeps (sha256s, at most 4096: the most useful first): said to the broker now and after
+  // every reconnect, so that jobs naming them are preferably given to this worker.
+  virtual Status UpdateInputs(const std::vector<std::string>& sha256s) = 0;
   virtual Status FetchInput(uint64_t job_id, uint64_t token, const std::string& sha256, const std::string& dest,
                             int timeout_ms, uint64_t* size) = 0;
   // JSON: {"connected", "session", "refused", "running", "uploading", "reconnects"}.

@@ -333,6 +333,10 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     }
     case proto::Cmd::kChunk: HandleChunk(*w, m); break;
     case proto::Cmd::kFetch: HandleFetch(*w, m); break;
+    case proto::Cmd::kInputs:
+      SetCandidateInputs(w->id, std::move(m.inputs));
+      dispatch_dirty_ = true;
+      break;
     case proto::Cmd::kBye: LoseWorker(*w, "worker " + w->id + " left", false, now); break;
     case proto::Cmd::kCaps: {
       std::shared_ptr<const Capabilities> caps;

@@ -298,7 +298,8 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
   o.default_timeout_ms = opt_.default_run_timeout_ms;
   o.filter = [this, caps, worker_id](uint64_t job, const PromptLoader& load) {
     auto req = RequirementsOf(job, &load);
-    return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req);
+    return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req) &&
+           !PreferHolder(worker_id, *req);
   };
   return o;
 }
@@ -342,6 +343,32 @@ bool BrokerImpl::PreferOthers(const std::string& worker_id, uint64_t job_id, con
   return false;
 }
 
+bool BrokerImpl::PreferHolder(const std::string& worker_id, const Requirements& req) {
+  if (req.inputs.empty()) return false;
+  auto keeps_all = [&](const Candidate& c) {
+    if (c.inputs == nullptr) return false;
+    for (const std::string& sha : req.inputs) {
+      if (c.inputs->count(sha) == 0) return false;
+    }
+    return true;
+  };
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto me = candidates_.find(worker_id);
+  if (me != candidates_.end() && keeps_all(me->second)) return false;
+  for (const auto& [id, c] : candidates_) {
+    if (id == worker_id || c.draining || c.asking <= 0 || !keeps_all(c)) continue;
+    if (CanRun(*c.caps, req)) return true;  // that one keeps them, asks for work and can run it: it takes it
+  }
+  return false;
+}
+
+void BrokerImpl::SetCandidateInputs(const std::string& worker_id, std::vector<std::string> inputs) {
+  auto held = std::make_shared<const std::set<std::string>>(inputs.begin(), inputs.end());
+  std::lock_guard<std::mutex> l(retry_mu_);
+  auto it = candidates_.find(worker_id);
+  if (it != candidates_.end()) it->second.inputs = std::move(held);
+}
+
 bool BrokerImpl::SetTried(uint64_t job_id, const std::string& worker_id, bool tried) {
   std::lock_guard<std::mutex> l(retry_mu_);
   auto& who = tried_[job_id];
@@ -370,7 +397,10 @@ void BrokerImpl::SetCandidate(const WorkerState& w, bool new_connection) {
   Candidate& c = candidates_[w.id];
   c.caps = w.caps;
   c.draining = w.draining;
-  if (new_connection) c.asking = 0;  // its credit starts over
+  if (new_connection) {
+    c.asking = 0;      // its credit starts over
+    c.inputs.reset();  // and it says again what it keeps
+  }
 }
 
 void BrokerImpl::RemoveCandidate(const std::string& worker_id) {

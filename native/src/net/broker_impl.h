@@ -218,6 +218,10 @@ class BrokerImpl final : public Broker {
   // pending again; a job's marks go when it finishes. Filters consult this under the store's lock (and the
   // hook's credit_mu_): retry_mu_ is a leaf lock.
   bool PreferOthers(const std::string& worker_id, uint64_t job_id, const Requirements& req);
+  // Inputs travel, but a worker that keeps a job's inputs already is preferred: a job naming inputs this worker
+  // lacks is left to another online worker that keeps them all, asks for work now and can run it. (Same lock.)
+  bool PreferHolder(const std::string& worker_id, const Requirements& req);
+  void SetCandidateInputs(const std::string& worker_id, std::vector<std::string> inputs);
   // Marks (or unmarks) a worker as having been sent a job; true when this call changed the mark.
   bool SetTried(uint64_t job_id, const std::string& worker_id, bool tried);
   void SetCandidate(const WorkerState& w, bool new_connection = false);
@@ -316,6 +320,7 @@ class BrokerImpl final : public Broker {
     std::shared_ptr<const Capabilities> caps;
     bool draining = false;
     int asking = 0;  // jobs it asked for (READY) and was not sent yet: it would take a job now
+    std::shared_ptr<const std::set<std::string>> inputs;  // the inputs it keeps (INPUTS), or none said
   };
   std::mutex retry_mu_;  // leaf: taken inside the store's lock and credit_mu_, takes nothing else
   std::unordered_map<uint64_t, std::vector<std::string>> tried_;  // unfinished job -> workers it was sent to

@@ -9,6 +9,14 @@
 namespace comfymq {
 namespace {
 
+bool IsInputSha(std::string_view s) {
+  if (s.size() != 64) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
 using json = nlohmann::json;
 
 std::string ComboKey(const std::string& cls, const std::string& input) { return cls + '\x1f' + input; }
@@ -144,10 +152,15 @@ class RequirementsSax final : public nlohmann::json_sax<json> {
   void Finish() {
     std::set<std::string> classes;
     std::set<std::tuple<std::string, std::string, std::string>> literals;
+    std::set<std::string> refs;
     for (const auto& [id, node] : nodes_) {
       classes.insert(node.cls);
       for (const auto& [input, value] : node.inputs) literals.emplace(node.cls, input, value);
+      for (const auto& [input, sha] : node.refs) {
+        if (IsInputSha(sha)) refs.insert(sha);
+      }
     }
+    out_->inputs.assign(refs.begin(), refs.end());
     out_->classes.assign(classes.begin(), classes.end());
     for (const auto& [c, i, v] : literals) out_->literals.push_back({c, i, v});
   }
@@ -164,24 +177,29 @@ class RequirementsSax final : public nlohmann::json_sax<json> {
       has_class_ = false;
       cls_.clear();
       inputs_.clear();
+      refs_.clear();
       in_inputs_ = false;
     } else if (d == 2 && node_ok_) {
       if (key_ == "class_type") has_class_ = false;  // not a string
       if (key_ == "inputs") {
         inputs_.clear();
+        refs_.clear();
         in_inputs_ = object;
       }
     } else if (d == 3 && in_inputs_) {
       inputs_.erase(key_);  // a link or a list is not a literal (and replaces an earlier same-named input)
+      refs_.erase(key_);
+      ref_input_ = object ? key_ : std::string();  // an object may be a stored input's reference
     }
     return true;
   }
   bool Close() {
     const int d = --depth_;
+    if (d == 3) ref_input_.clear();
     if (d == 2) in_inputs_ = false;  // the node's inputs (or another member) ended
     if (d == 1) {                    // a node ended; a later node with the same id replaces it
       if (node_ok_ && has_class_) {
-        nodes_[node_id_] = Node{std::move(cls_), std::move(inputs_)};
+        nodes_[node_id_] = Node{std::move(cls_), std::move(inputs_), std::move(refs_)};
       } else {
         nodes_.erase(node_id_);
       }
@@ -201,7 +219,10 @@ class RequirementsSax final : public nlohmann::json_sax<json> {
         in_inputs_ = false;
       }
     } else if (depth_ == 3 && in_inputs_) {
+      refs_.erase(key_);
       inputs_[key_] = std::move(text);
+    } else if (depth_ == 4 && in_inputs_ && !ref_input_.empty() && key_ == "comfymq_input" && is_string) {
+      refs_[ref_input_] = std::move(text);
     }
     return true;
   }
@@ -227,9 +248,12 @@ class RequirementsSax final : public nlohmann::json_sax<json> {
   struct Node {
     std::string cls;
     std::map<std::string, std::string> inputs;  // literal inputs
+    std::map<std::string, std::string> refs;    // input -> the stored input's sha256 it names
   };
   std::string key_, node_id_, cls_;
+  std::string ref_input_;                      // inside this input's object value (depth 4)
   std::map<std::string, std::string> inputs_;  // the current node's literal inputs
+  std::map<std::string, std::string> refs_;    // the current node's stored-input references
   std::map<std::string, Node> nodes_;          // by node id
 };
 

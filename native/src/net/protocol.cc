@@ -11,7 +11,7 @@
 namespace comfymq::proto {
 namespace {
 
-bool KnownCmd(uint8_t c) { return (c >= 1 && c <= 11) || (c >= 64 && c <= 73); }
+bool KnownCmd(uint8_t c) { return (c >= 1 && c <= 12) || (c >= 64 && c <= 73); }
 
 void PutHeld(std::string* b, const std::vector<Held>& v) {
   PutU32(b, static_cast<uint32_t>(v.size()));
@@ -125,6 +125,7 @@ const char* CmdName(Cmd c) {
     case Cmd::kChunkAck: return "CHUNK_ACK";
     case Cmd::kCapsRequest: return "CAPS_REQUEST";
     case Cmd::kFetch: return "FETCH";
+    case Cmd::kInputs: return "INPUTS";
     case Cmd::kInput: return "INPUT";
   }
   return "?";
@@ -246,6 +247,10 @@ std::vector<std::string> Encode(const Message& m) {
       PutBytes(&b, m.file_sha256);
       PutU64(&b, m.offset);
       PutU32(&b, m.count);
+      break;
+    case Cmd::kInputs:
+      PutU32(&b, static_cast<uint32_t>(m.inputs.size()));
+      for (const std::string& sha : m.inputs) PutBytes(&b, sha);
       break;
     case Cmd::kInput:
       PutU64(&b, m.fetch);
@@ -399,6 +404,18 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       if (!IsSha256Hex(m->file_sha256)) return Status::InvalidArgument("FETCH: sha256 is not 64 lowercase hex digits");
       if (m->count < 1 || m->count > kChunkWindow) return Status::InvalidArgument("FETCH: count out of range");
       break;
+    case Cmd::kInputs: {
+      uint32_t n = 0;
+      if (!r.U32(&n, "input count")) break;
+      if (n > kMaxInputsHeld) return Status::InvalidArgument("INPUTS: too many inputs");
+      m->inputs.resize(n);
+      for (std::string& sha : m->inputs) {
+        if (!r.Text(&sha, 64, "sha256", true)) break;
+        if (!IsSha256Hex(sha)) return Status::InvalidArgument("INPUTS: a sha256 is not 64 lowercase hex digits");
+      }
+      r.Done();
+      break;
+    }
     case Cmd::kInput:
       r.U64(&m->fetch, "fetch") && r.Text(&m->file_sha256, 64, "sha256", true) && r.U64(&m->offset, "offset") &&
           r.U64(&m->file_size, "size") && r.U32(&m->chunk_checksum, "checksum") && r.U8(&u8, "status") &&

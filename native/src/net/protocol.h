@@ -29,6 +29,7 @@ constexpr size_t kMaxFiles = 10000;       // files in one RESULT
 constexpr size_t kMaxInflight = 4096;     // jobs listed in HELLO / WELCOME
 constexpr size_t kChunkBytes = 1u << 20;  // what workers send per CHUNK
 constexpr uint32_t kChunkWindow = 8;      // CHUNKs in flight per transfer
+constexpr size_t kMaxInputsHeld = 4096;   // sha256s in one INPUTS
 
 enum class Cmd : uint8_t {
   // worker -> broker
@@ -43,6 +44,7 @@ enum class Cmd : uint8_t {
   kBye = 9,        // leaving; my leases may go
   kCaps = 10,      // new capabilities JSON
   kFetch = 11,     // fetch, job, token, input sha256, offset, count: send me these chunks of a job's input
+  kInputs = 12,    // the inputs I keep (sha256s): a job naming them is better run here
   // broker -> worker
   kWelcome = 64,      // accepted: heartbeat settings, session, which held jobs are still mine
   kRefuse = 65,       // not accepted (protocol version, key, say HELLO first): reason
@@ -120,6 +122,8 @@ struct Message {
   // chunk_status, reason). `fetch` is the worker's number for one fetch of one input; `file_sha256` names it.
   uint64_t fetch = 0;
   uint32_t count = 0;  // FETCH: chunks wanted from offset on (1..kChunkWindow)
+  // INPUTS: the sha256s of the inputs a worker keeps (at most kMaxInputsHeld; each 64 lowercase hex digits)
+  std::vector<std::string> inputs;
 };
 
 // Encodes into frames (header, body, and for CHUNK the data).

@@ -118,7 +118,7 @@ struct FetchWait {
 };
 
 struct Command {
-  enum class Kind { kProgress, kComplete, kFail, kConfirmCancel, kCaps, kStop, kFetch, kFetchCancel } kind;
+  enum class Kind { kProgress, kComplete, kFail, kConfirmCancel, kCaps, kStop, kFetch, kFetchCancel, kInputs } kind;
   Command(Kind k, uint64_t j = 0, uint64_t t = 0, std::string text = "", std::vector<OutputFile> f = {},
           bool fl = false)
       : kind(k), job(j), token(t), json(std::move(text)), files(std::move(f)), flag(fl) {}
@@ -130,6 +130,7 @@ struct Command {
   uint64_t fetch = 0;
   std::string path;  // the temp file
   std::shared_ptr<FetchWait> wait;
+  std::vector<std::string> inputs;  // kInputs
 };
 
 // A fetch the loop runs for a waiting caller.
@@ -156,6 +157,7 @@ class WorkerClientImpl final : public WorkerClient {
   Status UpdateCapabilities(const std::string& capabilities_json) override;
   Status FetchInput(uint64_t job_id, uint64_t token, const std::string& sha256, const std::string& dest, int timeout_ms,
                     uint64_t* size) override;
+  Status UpdateInputs(const std::vector<std::string>& sha256s) override;
   std::string StateJson() override;
   Status Stop(bool bye) override;
 
@@ -169,6 +171,12 @@ class WorkerClientImpl final : public WorkerClient {
   void RunCommands(int64_t now, bool* stop, bool* bye);
   void PumpUploads();
   void PumpFetches(int64_t now);
+  void SendInputsKept() {
+    proto::Message m;
+    m.cmd = proto::Cmd::kInputs;
+    m.inputs = inputs_kept_;
+    Send(m);
+  }
   void EndFetch(uint64_t id, Status s);  // tells its caller; a failed one's temp file goes
   bool Send(const proto::Message& m);
   void Queue(Command c);
@@ -203,6 +211,7 @@ class WorkerClientImpl final : public WorkerClient {
   std::map<uint64_t, uint64_t> running_;  // jobs handed out and not finished: job -> token
   std::map<uint64_t, Upload> uploads_;
   std::map<uint64_t, ActiveFetch> fetches_;  // by fetch number
+  std::vector<std::string> inputs_kept_;     // what INPUTS says (again after every WELCOME)
   std::atomic<uint64_t> next_fetch_{0};
   int credit_to_send_ = 0;
   std::mutex state_mu_;
@@ -311,6 +320,20 @@ Status WorkerClientImpl::UpdateCapabilities(const std::string& capabilities_json
   if (stopping_) return Status::IOError("worker client is stopped");
   CMQ_RETURN_IF_ERROR(ValidateJsonObject(capabilities_json, "capabilities"));
   Queue(Command{Command::Kind::kCaps, 0, 0, capabilities_json, {}, false});
+  return Status::OK();
+}
+
+Status WorkerClientImpl::UpdateInputs(const std::vector<std::string>& sha256s) {
+  if (stopping_) return Status::IOError("worker client is stopped");
+  if (sha256s.size() > proto::kMaxInputsHeld) {
+    return Status::InvalidArgument("at most " + std::to_string(proto::kMaxInputsHeld) + " inputs are said");
+  }
+  for (const std::string& sha : sha256s) {
+    if (!proto::IsSha256Hex(sha)) return Status::InvalidArgument("an input's sha256 is 64 lowercase hex digits");
+  }
+  Command c(Command::Kind::kInputs);
+  c.inputs = sha256s;
+  Queue(std::move(c));
   return Status::OK();
 }
 
@@ -602,6 +625,10 @@ void WorkerClientImpl::RunCommands(int64_t now, bool* stop, bool* bye) {
         break;
       }
       case Command::Kind::kFetchCancel: EndFetch(c.fetch, Status::IOError("the caller stopped waiting")); break;
+      case Command::Kind::kInputs:
+        inputs_kept_ = std::move(c.inputs);
+        if (phase_ == Phase::kConnected) SendInputsKept();
+        break;
     }
   }
   PumpFetches(now);
@@ -684,6 +711,7 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       }
       for (auto& [job, u] : uploads_) u.Restart();  // results in flight are sent again, from the start
       credit_to_send_ = std::max(0, opt_.capacity - static_cast<int>(running_.size()));
+      if (!inputs_kept_.empty()) SendInputsKept();  // before READY: the broker knows them when it dispatches
       Emit({{"type", "connected"}, {"session", m.session}});
       break;
     }
