@@ -9,6 +9,8 @@ Package map:
   events.py          broker events -> ComfyUI websocket events (comfymq.*), rate-limited
   api/               the HTTP API: routes, the checks before every handler, limits, JSON errors, count/sweep
                      expansion (its own docstring maps its modules; docs/http-api.md)
+  inputs/            input files that travel with jobs: the host's store of them by SHA-256, references to them
+                     in prompts, ComfyUI's own file names copied in at enqueue, their retention sweep
   host/              the standalone host: standalone.py (app + runner), http_server.py (connection timeouts,
                      JSON errors of the HTTP layer)
   worker/            the worker bridge: bridge.py (runs broker jobs on a ComfyUI), comfy_client.py (ComfyUI's

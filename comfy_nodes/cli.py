@@ -2,7 +2,7 @@
 
   host      the store + broker + HTTP API, no ComfyUI needed (what `make run` starts)
   worker    drive a ComfyUI (any, also one without this plugin) as a worker of a host's broker
-  enqueue   put an API-format workflow file into a host's queue (--priority, --count, --sweep)
+  enqueue   put an API-format workflow file into a host's queue (--priority, --count, --sweep, --input)
   status    a host's queue counts and workers
   keys      make CurveZMQ key pairs and print the lines to paste
 
@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
             "prompt + workflow bytes one request may store over its jobs",
         ),
         (
+            "--max-input-bytes",
+            "COMFYMQ_MAX_INPUT_BYTES",
+            int,
+            limits.max_input_bytes,
+            "largest file one upload to POST /comfymq/inputs may be",
+        ),
+        (
             "--read-timeout",
             "COMFYMQ_HTTP_READ_TIMEOUT",
             float,
@@ -196,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a plain-text link to a non-loopback broker (not recommended)",
     )
     w.add_argument("--caps-refresh", type=float, default=300.0, help="seconds between capability refreshes")
+    w.add_argument(
+        "--input-cache-bytes",
+        type=int,
+        default=os.environ.get("COMFYMQ_INPUT_CACHE_BYTES", str(20 << 30)),
+        help="bytes of job input files kept for later jobs (default 20 GiB; env COMFYMQ_INPUT_CACHE_BYTES)",
+    )
 
     e = sub.add_parser("enqueue", help="queue an API-format workflow file on a host")
     e.add_argument("file", help="workflow in API format (ComfyUI: Workflow > Export (API)); '-' reads stdin")
@@ -212,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NODE.INPUT=V1,V2,...",
         help="one job per value (repeat for a grid); values are JSON when they parse, else text",
+    )
+    e.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NODE.INPUT=PATH",
+        help="upload a local file to the host and use it as that node's input, e.g. 10.image=photo.png (repeat); "
+        "the job then runs on any worker",
     )
     e.add_argument("--max-attempts", type=int)
     e.add_argument("--timeout", type=float, help="seconds a run may take")
@@ -247,6 +268,7 @@ def http_settings(args) -> dict:
             max_body_bytes=args.max_body_bytes,
             max_jobs_per_request=args.max_jobs_per_request,
             max_stored_bytes_per_request=args.max_stored_bytes_per_request,
+            max_input_bytes=args.max_input_bytes,
             http_read_timeout=args.read_timeout,
             http_body_timeout=args.body_timeout,
         ),
@@ -278,6 +300,8 @@ def run_worker(args) -> None:
 
     if args.capacity < 1:
         raise ValueError("--capacity must be at least 1")
+    if args.input_cache_bytes < 0:
+        raise ValueError("--input-cache-bytes must be 0 or more")
     if (args.public_key is None) != (args.secret_key is None):
         raise ValueError("--public-key and --secret-key go together")
     identity = worker_identity(args.data_dir, args.id or None)
@@ -297,6 +321,7 @@ def run_worker(args) -> None:
             allow_plaintext=args.allow_plaintext,
             plugin_version=__version__,
             caps_refresh=args.caps_refresh,
+            input_cache_bytes=args.input_cache_bytes,
         )
     )
     for sig in (signal.SIGINT, signal.SIGTERM):

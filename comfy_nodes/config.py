@@ -16,6 +16,7 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   max_body_bytes       largest request body (default 64 MiB)
   max_jobs_per_request jobs one request may create with count / sweep (default 10000)
   max_stored_bytes_per_request   prompt + workflow bytes one request may store over all its jobs (default 64 MiB)
+  max_input_bytes      largest file one upload to POST /comfymq/inputs may be (default 2 GiB)
   http_read_timeout    seconds a request body may send nothing (default 30)
   http_body_timeout    seconds a whole request body may take (default 300)
                        (the standalone host reads these as `host` flags / the same COMFYMQ_* variables, and has
@@ -33,6 +34,8 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   worker_id, worker_name   a stable id (default: made once and kept in the data dir) and a display name
   comfy_url            worker: the ComfyUI it drives (in the plugin: its own, on loopback)
   capacity             jobs a worker runs at once (default 1: ComfyUI runs one prompt at a time)
+  input_cache_bytes    worker: bytes of job input files kept in <data_dir>/worker/inputs for later jobs (default
+                       20 GiB; 0 keeps none; least recently used first out; worker/inputs/cache.py)
   retention_days       finished jobs are removed after this many days (0 keeps them; default 30)
   unrunnable_jobs      host: a job no online worker can run now (a missing model or node class, no worker, all
                        draining): "wait" (default: queued, and the answer says why it waits; a worker may come)
@@ -61,6 +64,7 @@ from .api.site_policy import normalize_allowed_host, normalize_allowed_origin
 ROLES = ("both", "host", "worker")
 UNRUNNABLE = ("wait", "refuse")
 MAX_RUN_TIME = 30 * 24 * 3600.0
+MAX_INPUT_CACHE_BYTES = 1 << 50
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 _ENDPOINT = re.compile(r"^(tcp://[^\s]+:(\d+|\*)|ipc://\S+|inproc://\S+)$")
 
@@ -122,6 +126,7 @@ class Config:
     worker_name: str = ""
     comfy_url: str = "http://127.0.0.1:8188"
     capacity: int = 1
+    input_cache_bytes: int = 20 << 30
     retention_days: float = 30.0
     unrunnable_jobs: str = "wait"
     host_url: str | None = None
@@ -130,6 +135,7 @@ class Config:
     max_body_bytes: int = RequestLimits.max_body_bytes
     max_jobs_per_request: int = RequestLimits.max_jobs_per_request
     max_stored_bytes_per_request: int = RequestLimits.max_stored_bytes_per_request
+    max_input_bytes: int = RequestLimits.max_input_bytes
     http_read_timeout: float = RequestLimits.http_read_timeout
     http_body_timeout: float = RequestLimits.http_body_timeout
     source: str = "defaults"  # where the values came from, for the log
@@ -294,6 +300,8 @@ def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
         )
     if not 1 <= cfg.capacity <= 64:
         raise bad(f"capacity must be 1..64, got {cfg.capacity}", "capacity")
+    if not 0 <= cfg.input_cache_bytes <= MAX_INPUT_CACHE_BYTES:
+        raise bad(f"input_cache_bytes must be 0..2^50 bytes, got {cfg.input_cache_bytes}", "input_cache_bytes")
     if cfg.retention_days < 0:
         raise bad(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}", "retention_days")
     if cfg.unrunnable_jobs not in UNRUNNABLE:

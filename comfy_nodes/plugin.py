@@ -1,8 +1,10 @@
 """ComfyMQ inside ComfyUI: reads the configuration, starts the role's parts, registers routes and events.
 
 Only documented extension points: routes on PromptServer.instance.routes (ComfyUI also serves them under
-/api/...), events through PromptServer.instance.send_sync, folder_paths for the user and output folders, and
-the worker bridge talks to this ComfyUI over its public HTTP API on loopback.
+/api/...), events through PromptServer.instance.send_sync, folder_paths for the user and output folders (and the
+input, output and temp folders, whose files upload inputs name: inputs/local_files.py, which also reads node
+classes' INPUT_TYPES from nodes.NODE_CLASS_MAPPINGS), and the worker bridge talks to this ComfyUI over its public
+HTTP API on loopback.
 
 Roles: `both` (default: the host on loopback plus a local worker driving this ComfyUI), `host`, `worker`.
 If anything is wrong (native module not built, bad configuration, the store locked by another process)
@@ -81,9 +83,12 @@ def own_comfy_url() -> str | None:
 class Plugin:
     """The running parts for one role; close() is safe to call more than once."""
 
-    def __init__(self, cfg: Config, send=None):
+    def __init__(self, cfg: Config, send=None, local_files=None):
+        """local_files(input_store, max_bytes) -> inputs/local_files.LocalFiles: how the host's enqueue finds the
+        files upload inputs name (inside ComfyUI: comfy_local_files; None: only input references are resolved)."""
         self.cfg = cfg
         self.send = send
+        self.local_files = local_files
         self.service = None
         self.relay = None
         self.bridge = None
@@ -129,6 +134,9 @@ class Plugin:
                     site=site_policy(cfg),
                     limits=RequestLimits.from_config(cfg),
                     unrunnable=cfg.unrunnable_jobs,
+                    local_inputs=(
+                        self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None
+                    ),
                 )
                 self._add_status_route(routes)
             log.info(
@@ -163,6 +171,7 @@ class Plugin:
                     secret_key=sec,
                     allow_plaintext=cfg.allow_plaintext,
                     plugin_version=__version__,
+                    input_cache_bytes=cfg.input_cache_bytes,
                 )
             )
             self.bridge.start()
@@ -237,7 +246,9 @@ def setup_in_comfyui() -> Plugin | None:
         log.error("%s", msg)
         add_unavailable_routes(routes, msg)
         return None
-    plugin = Plugin(cfg, send=PromptServer.instance.send_sync)
+    from .inputs.local_files import comfy_local_files
+
+    plugin = Plugin(cfg, send=PromptServer.instance.send_sync, local_files=comfy_local_files)
     try:
         plugin.start(routes)
     except Exception as e:  # noqa: BLE001 - e.g. the store is locked by another ComfyUI, the port is taken

@@ -1,5 +1,6 @@
 """The CLI's client side: `enqueue` and `status` against a host's HTTP API (standard library only, but for the
-native module's nesting limit named in one error).
+native module's nesting limit named in one error). `enqueue --input NODE.INPUT=PATH` uploads the file to the
+host's POST /comfymq/inputs (streamed from disk) and sets that input to a reference to it (inputs/graph.py).
 
 Errors become ValueError with one line (the CLI prints it and exits 1): the host's JSON error message when it
 answered, or why it could not be reached.
@@ -8,8 +9,10 @@ answered, or why it could not be reached.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -19,6 +22,11 @@ def call(url: str, method: str = "GET", body: dict | None = None, token: str | N
     req.add_header("Accept", "application/json")
     if method != "GET":  # the host refuses a state-changing request without it, body or not (site_policy.py)
         req.add_header("Content-Type", "application/json")
+    return _answer(req, url, token, timeout)
+
+
+def _answer(req: urllib.request.Request, url: str, token: str | None, timeout: float):
+    """The JSON answer to req; ValueError with one line for an HTTP error or an unreachable host."""
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -74,8 +82,61 @@ def load_prompt_file(path: str) -> dict:
     return {"prompt": doc}
 
 
+UPLOAD_TIMEOUT = 600.0  # seconds without progress an upload may wait (the host syncs a large file before answering)
+
+
+def parse_inputs(items: list[str], prompt) -> list[tuple[str, str, str]]:
+    """--input NODE.INPUT=PATH items as (node_id, input, path), checked against the prompt (the node and its
+    input exist, the file is a readable file) before anything is sent. A node id may hold dots: the split whose
+    node is in the prompt wins."""
+    found = []
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or "." not in key or not path:
+            raise ValueError(f"--input wants NODE.INPUT=PATH, got '{item}'")
+        if not isinstance(prompt, dict):
+            raise ValueError("--input needs an API-format graph (an object of nodes)")
+        splits = [(key[:i], key[i + 1 :]) for i, c in enumerate(key) if c == "."]
+        node_id, name = next(((n, i) for n, i in splits if n in prompt and i), splits[0])
+        node = prompt.get(node_id)
+        if not isinstance(node, dict):
+            raise ValueError(f"--input {key}: the graph has no node '{node_id}'")
+        inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
+        if name not in inputs:
+            known = ", ".join(sorted(inputs)) or "none"
+            raise ValueError(f"--input {key}: node '{node_id}' has no input '{name}' (its inputs: {known})")
+        if not os.path.isfile(path) or not os.access(path, os.R_OK):
+            raise ValueError(f"--input {key}: cannot read the file {path}")
+        found.append((node_id, name, path))
+    return found
+
+
+def upload_file(base_url: str, path: str, token: str | None = None) -> dict:
+    """POSTs the file at path to <base_url>/comfymq/inputs, streamed from disk; the host's answer
+    {"sha256", "size", "name", "existed"}."""
+    name = os.path.basename(path)
+    url = f"{base_url}/comfymq/inputs?name={urllib.parse.quote(name, safe='')}"
+    with open(path, "rb") as f:
+        req = urllib.request.Request(url, data=f, method="POST")  # http.client sends a file in blocks
+        req.add_header("Content-Type", "application/octet-stream")
+        req.add_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+        req.add_header("Accept", "application/json")
+        return _answer(req, url, token, UPLOAD_TIMEOUT)
+
+
+def attach_inputs(body: dict, items: list[str], base_url: str, token: str | None) -> None:
+    """Uploads each --input file and sets its node input to a reference to it (checked first, all of them)."""
+    prompt = body.get("prompt")
+    for node_id, name, path in parse_inputs(items, prompt):
+        stored = upload_file(base_url, path, token)
+        prompt[node_id]["inputs"][name] = {"comfymq_input": stored["sha256"], "name": stored["name"]}
+
+
 def enqueue_file(args) -> None:
     body = load_prompt_file(args.file)
+    base = args.url.rstrip("/")
+    if args.input:
+        attach_inputs(body, args.input, base, args.token)
     body["priority"] = args.priority
     if args.count != 1:
         body["count"] = args.count
@@ -87,7 +148,7 @@ def enqueue_file(args) -> None:
         body["max_attempts"] = args.max_attempts
     if args.timeout is not None:
         body["timeout"] = args.timeout
-    answer = call(args.url.rstrip("/") + "/comfymq/jobs", "POST", body, args.token)
+    answer = call(base + "/comfymq/jobs", "POST", body, args.token)
     jobs = answer.get("jobs") or ([answer["task"]] if answer.get("task") else [])
     batch = answer.get("batch_id")
     print(f"queued {len(jobs)} job{'s' if len(jobs) != 1 else ''}" + (f" (batch {batch})" if batch else ""))

@@ -1,4 +1,5 @@
-"""QueueService: the host's store, artifact writer and (optionally) broker, with async wrappers for aiohttp.
+"""QueueService: the host's store, artifact writer, input store and (optionally) broker, with async wrappers for
+aiohttp.
 
 Store calls block (they fsync, or wait for a group commit), so handlers run them on a thread pool: the
 event loop stays free, and concurrent requests share syncs through the store's group commit. Broker events
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import native
+from .inputs.store import InputStore
 
 log = logging.getLogger("comfymq.broker")
 
@@ -49,6 +51,11 @@ class QueueService:
         root = Path(artifact_root) if artifact_root else self.data_dir / "artifacts"
         self.artifacts = n.ArtifactWriter(str(root))
         self.artifact_root = Path(self.artifacts.root)
+        try:  # input files that travel with jobs (inputs/store.py); the broker reads them for workers
+            self.inputs = InputStore(self.data_dir / "inputs")
+        except Exception:
+            self.store.close()
+            raise
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="comfymq-store")
         self.broker = None
         self._listeners: list[Callable[[dict], None]] = []
@@ -68,6 +75,7 @@ class QueueService:
                     # under CURVE, which key each worker id belongs to (kept across restarts)
                     worker_keys_path=str(self.data_dir / "worker_keys"),
                     drained_path=str(self.data_dir / "drained_workers"),  # drains outlast a restart
+                    inputs_dir=str(self.data_dir / "inputs"),  # the input store's files workers fetch
                 )
             except Exception:
                 self.store.close()

@@ -2,6 +2,7 @@
 on a fresh aiohttp app and ComfyUI can mount them on PromptServer.instance.routes.
 
   routes.py       the /comfymq API: add_routes(routes, service, prefix="/comfymq", token=None, site=..., limits=...)
+  input_routes.py the upload of input files (POST /comfymq/inputs) and their lookup, streamed to the input store
   compat_routes.py  seed 000's contract (POST /tasks, GET /tasks/{id}, GET /health), unchanged
   expand.py       count / sweep expansion of one prompt into many jobs (pure functions)
   views.py        a job as the API shows it (summary and full views)

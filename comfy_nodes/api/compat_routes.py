@@ -6,7 +6,9 @@
   GET  /health                                                 -> 200 when the store takes writes, else 503
 
 Only prompt, priority and metadata are accepted; metadata only prompt_id and create_time (missing ones are
-filled in). Any other key is a 400 naming it. The same prompt_id again returns the existing task.
+filled in). Any other key is a 400 naming it. The same prompt_id again returns the existing task. An input
+reference in the prompt ({"comfymq_input": sha256}, an addition of ComfyMQ's) is checked and committed in its
+stored form, as on POST /comfymq/jobs.
 
 /health answers {"status": "ok" | "unavailable", "queue": {"writable", "problem", "free_bytes", "low_space",
 "data_dir"}, "stats"}: 503 only when the store cannot take a write; free space is reported, never judged. With
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..inputs.graph import resolve_prompt
 from . import auth
 from .errors import BadRequest, read_json_object
 from .limits import RequestLimits
@@ -81,6 +84,8 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
     @routes.post("/tasks")
     async def post_task(request: web.Request) -> web.Response:
         args = parse_task(await read_json_object(request, limits))
+        # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
+        args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
         result = await service.call(service.store.enqueue, **args)
         job = await service.call(service.store.get, result["id"], with_prompt=False)
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}

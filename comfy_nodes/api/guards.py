@@ -3,6 +3,7 @@ Origin, Sec-Fetch-Site, Content-Type), then the token (auth.py), then the handle
 
     app = web.Application(middlewares=host_middlewares(site, token))     # the standalone host: every route
     routes.get(path)(protect(handler, site=site, token=token))            # inside ComfyUI: per handler
+    routes.post(path)(protect(upload_route(handler), site=site, token=token))   # a file upload: any Content-Type
 
 Inside ComfyUI no middleware of ComfyMQ's runs (the app is ComfyUI's), so each handler carries the checks itself
 and its /api/... copy, which ComfyUI registers with the same handler, carries them too.
@@ -24,9 +25,30 @@ _reported: set = set()  # refusals logged as warnings: each kind and value once,
 _MAX_REPORTED = 256
 
 
-def site_refusal(request: web.Request, policy: SitePolicy) -> web.Response | None:
-    """The JSON refusal for a request the site rules refuse, or None."""
-    r = refusal(policy, request.method, request.headers, lambda name: request.headers.getall(name, []))
+_ANY_CONTENT_TYPE = "comfymq_any_content_type"
+
+
+def upload_route(handler):
+    """Marks a handler as an upload route: any Content-Type passes the site rules (site_policy.py, rule 4).
+    (functools.wraps carries the mark through the other wrappers, so the app's middleware sees it too.)"""
+    setattr(handler, _ANY_CONTENT_TYPE, True)
+    return handler
+
+
+def _is_upload_route(handler) -> bool:
+    return bool(getattr(handler, _ANY_CONTENT_TYPE, False))
+
+
+def site_refusal(request: web.Request, policy: SitePolicy, handler=None) -> web.Response | None:
+    """The JSON refusal for a request the site rules refuse, or None. handler: the one the request is for (an
+    upload_route takes any Content-Type)."""
+    r = refusal(
+        policy,
+        request.method,
+        request.headers,
+        lambda name: request.headers.getall(name, []),
+        any_content_type=_is_upload_route(handler),
+    )
     if r is None:
         return None
     key = (r.type, request.headers.get("Host"), request.headers.get("Origin"))
@@ -43,7 +65,7 @@ def site_middleware(policy: SitePolicy):
 
     @web.middleware
     async def check_site(request: web.Request, handler):
-        denied = site_refusal(request, policy)
+        denied = site_refusal(request, policy, request.match_info.handler)
         return denied if denied is not None else await handler(request)
 
     return check_site
@@ -55,7 +77,7 @@ def site_guard(policy: SitePolicy):
     def decorate(handler):
         @functools.wraps(handler)
         async def guarded(request: web.Request):
-            denied = site_refusal(request, policy)
+            denied = site_refusal(request, policy, handler)
             return denied if denied is not None else await handler(request)
 
         return guarded

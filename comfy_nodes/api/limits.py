@@ -4,7 +4,9 @@
     RequestLimits(max_jobs_per_request=500)           raises ValueError naming the field when a value is out of range
 
 Every limit is per request; a refusal is a JSON error naming the limit (413 too large, 408 too slow). Pure data,
-no aiohttp: the configuration checks values with it too.
+no aiohttp: the configuration checks values with it too. An upload (POST /comfymq/inputs) is bounded by
+max_input_bytes instead of max_body_bytes (it goes to disk as it arrives), and may take http_body_timeout plus
+one second per MiB it sent (api/input_routes.py).
 
 Why these defaults (measured with bench/http_memory.py and tests/python/test_http_amplification.py, a real host
 process): the store's enqueue_many holds every job's prompt and workflow text of one request at once (one commit,
@@ -20,6 +22,7 @@ import math
 from dataclasses import dataclass, fields
 
 MIB = 1 << 20
+GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class RequestLimits:
     max_body_bytes: int = 64 * MIB  # one request body
     max_jobs_per_request: int = 10000  # jobs one request may create (count x sweep combinations)
     max_stored_bytes_per_request: int = 64 * MIB  # prompt + workflow bytes one request may store, over all its jobs
+    max_input_bytes: int = 2 * GIB  # one file uploaded to POST /comfymq/inputs (streamed to disk, never held)
     http_read_timeout: float = 30.0  # seconds a body may go without sending a byte
     http_body_timeout: float = 300.0  # seconds a whole body may take
 
@@ -35,6 +39,7 @@ class RequestLimits:
             ("max_body_bytes", 1024, 1 << 40),
             ("max_jobs_per_request", 1, 100000),
             ("max_stored_bytes_per_request", 1024, 1 << 40),
+            ("max_input_bytes", 1024, 1 << 40),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -28,6 +28,7 @@ ComfyUI's. Blocking store and broker calls run on the service's thread pool.
   GET    /comfymq/health                200 when the store takes writes, else 503; also without the token
                                         (then {"status"} only, for monitors)
   GET    /comfymq/artifacts/{job}/{name}  a file recorded on that job
+  POST   /comfymq/inputs                upload a file a job uses (api/input_routes.py); GET /comfymq/inputs/{sha256}
 
 POST /comfymq/jobs body (unknown keys are a 400 naming the key):
   prompt        API-format graph, JSON string or object (required)
@@ -50,6 +51,10 @@ can run the job(s) now (no worker has joined or is online, a missing model or no
 draining; [] when one can): the job still waits for a worker that may come. With unrunnable="refuse" (config
 unrunnable_jobs) such a request is a 409 {"error": {"type": "unrunnable", "message", "waiting"}} instead, and
 nothing is queued.
+A node input {"comfymq_input": "<sha256>", "name"?} names an uploaded file: it must be stored (else a 400 naming the
+node, class_type, input and sha256) and is committed in its stored form, {"comfymq_input", "name", "size"}
+(inputs/graph.py). Inside ComfyUI an upload input naming a file in ComfyUI's folders (LoadImage "photo.png") is
+copied into the input store and committed the same way (inputs/local_files.py).
 """
 
 from __future__ import annotations
@@ -68,11 +73,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .. import native
+from ..inputs import graph as input_refs
 from . import auth
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
 from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
 from .guards import protect
+from .input_routes import add_input_routes
 from .limits import RequestLimits
 from .site_policy import SitePolicy
 from .views import full_view, summary_view
@@ -359,6 +366,35 @@ def resolve_artifact(root: Path, relative: str) -> Path | None:
     return Path(full)
 
 
+def resolve_inputs(prompt, sweep, store, local: input_refs.ValueResolver | None = None) -> tuple:
+    """(prompt, sweep) as the host commits them: every input reference in its stored form, and with `local`, upload
+    inputs naming a file in ComfyUI's folders too (inputs/graph.py); sweep values in the place they go. A
+    BadReference (a 400) names the node, its class_type, the input and the sha256 or file. Runs on the pool (it
+    reads and copies files). A sweep that does not fit the prompt is left for the expansion to refuse."""
+    prompt = input_refs.resolve_prompt(prompt, store, local)
+    if not isinstance(sweep, dict) or not sweep or (local is None and not _mentions_inputs(sweep)):
+        return prompt, sweep
+    try:
+        graph = ex.prompt_object(prompt)
+        axes = ex.parse_sweep(graph, sweep)
+    except ex.ExpansionError:
+        return prompt, sweep
+    resolve = input_refs.value_resolver(store, local)
+    out = None
+    for axis in axes:
+        class_type = graph[axis.node_id].get("class_type")
+        where = input_refs.Place(axis.node_id, class_type if isinstance(class_type, str) else "?", axis.input)
+        values = [resolve(v, where) for v in axis.values]
+        if any(a is not b for a, b in zip(values, axis.values, strict=True)):
+            out = out if out is not None else dict(sweep)
+            out[axis.key] = values
+    return prompt, sweep if out is None else out
+
+
+def _mentions_inputs(sweep: dict) -> bool:
+    return any(input_refs.is_reference(v) for values in sweep.values() if isinstance(values, list) for v in values)
+
+
 # ---- routes ----------------------------------------------------------------------------------------------
 
 
@@ -374,6 +410,7 @@ def add_routes(
     site: SitePolicy | None = LOOPBACK_ONLY,
     limits: RequestLimits | None = None,
     unrunnable: str = "wait",
+    local_inputs: input_refs.ValueResolver | None = None,
 ) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
@@ -382,12 +419,15 @@ def add_routes(
     ComfyUI that guards these routes, and their /api/... copies, without a middleware on ComfyUI's app. site=None
     leaves the site rules to the app's own middleware (the standalone host). `limits`: api/limits.py.
     `unrunnable`: "wait" queues a job no online worker can run now (its answer's `waiting` says why), "refuse"
-    answers 409 "unrunnable" with the reasons and queues nothing (config key unrunnable_jobs)."""
+    answers 409 "unrunnable" with the reasons and queues nothing (config key unrunnable_jobs). `local_inputs`:
+    inside ComfyUI, inputs/local_files.LocalFiles, so upload inputs naming a file in ComfyUI's folders are copied
+    into the input store at enqueue (input references are resolved in every case: resolve_inputs)."""
     if unrunnable not in ("wait", "refuse"):
         raise ValueError(f"unrunnable must be 'wait' or 'refuse', got {unrunnable!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     store_call = service.call
     limits = limits or RequestLimits()
+    add_input_routes(routes, service, prefix=prefix, token=token, site=site, limits=limits)
 
     def handle(method: str, path: str):
         """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler)."""
@@ -466,6 +506,7 @@ def add_routes(
     @handle("POST", "/jobs")
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
+        sub.prompt, sub.sweep = await store_call(resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs)
         if not sub.expands:
             waiting = await unrunnable_check([sub.prompt])
             result = await store_call(
@@ -698,7 +739,13 @@ def add_routes(
     def broker_info() -> dict | None:
         if service.broker is None:
             return None
-        return {"endpoint": service.broker.endpoint, "public_key": service.broker.public_key}
+        c = service.broker.counters()
+        return {
+            "endpoint": service.broker.endpoint,
+            "public_key": service.broker.public_key,
+            # input files sent to workers (fetches = inputs fetched from their start; refused = FETCHes refused)
+            "inputs_served": {k: c.get(f"input_{k}", 0) for k in ("fetches", "chunks", "bytes_sent", "refused")},
+        }
 
     def worker_summary(ws: list) -> dict:
         online = [w for w in ws if w.get("online")]

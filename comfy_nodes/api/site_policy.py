@@ -17,6 +17,10 @@ same-origin, and the request arrives with `Host: evil.example:8190`. The rules, 
      (parameters such as charset allowed), with or without a body: a page can send that header to another origin
      only after a CORS preflight, and this API grants no preflight (it never answers Access-Control-Allow-*).
      -> 415 unsupported_media_type
+     Upload routes (POST /comfymq/inputs: a file is not JSON) skip this rule (refusal(..., any_content_type=True)).
+     What it guards against, a form a page on another site submits, rules 2 and 3 refuse in every browser that
+     sends Origin on every POST and Sec-Fetch-Site (all current ones); an upload queues nothing by itself, and
+     the job that uses it is a JSON request again.
 
 Names are compared without DNS: resolving a name is exactly what rebinding subverts. Pure logic (no aiohttp): the
 HTTP glue is in guards.py, the configuration checks allowed_hosts / allowed_origins with these functions.
@@ -172,9 +176,12 @@ class SitePolicy:
         return names
 
 
-def refusal(policy: SitePolicy, method: str, headers: Mapping[str, str], getall=None) -> Refusal | None:
+def refusal(
+    policy: SitePolicy, method: str, headers: Mapping[str, str], getall=None, *, any_content_type: bool = False
+) -> Refusal | None:
     """The refusal for a request (its method and headers), or None when it may pass. `getall(name)` lists every
-    value of a header (for a repeated Content-Type); without it, headers[name] is taken as the only one."""
+    value of a header (for a repeated Content-Type); without it, headers[name] is taken as the only one.
+    any_content_type: an upload route, which rule 4 does not apply to."""
     getall = getall or (lambda name: [headers[name]] if name in headers else [])
     host_values = getall("Host")
     own = None
@@ -219,7 +226,7 @@ def refusal(policy: SitePolicy, method: str, headers: Mapping[str, str], getall=
             "allow a web origin, add it to allowed_origins (COMFYMQ_ALLOWED_ORIGINS, or "
             "`host --allow-origin URL`)",
         )
-    if method.upper() not in SAFE_METHODS:
+    if method.upper() not in SAFE_METHODS and not any_content_type:
         types = getall("Content-Type")
         media = types[0].split(";", 1)[0].strip().lower() if len(types) == 1 else None
         if media != JSON_MEDIA_TYPE:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import __version__
 from .errors import ApiError, read_json_object
-from .guards import protect
+from .guards import protect, upload_route
 from .limits import RequestLimits
 from .site_policy import SitePolicy
 
@@ -125,5 +125,11 @@ def add_worker_role_routes(
     async def elsewhere(request: web.Request) -> web.Response:
         raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}")
 
+    async def upload_elsewhere(request: web.Request) -> web.Response:
+        # an upload takes any Content-Type (api/input_routes.py), so it hears where the queue is, not a 415; its
+        # body (maybe gigabytes) is left unread: the connection is closed rather than drained
+        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}", close=request.body_exists)
+
+    routes.post(prefix + "/inputs")(protect(upload_route(upload_elsewhere), site=site, token=token))
     for method in ("GET", "POST", "DELETE"):
         routes.route(method, prefix + "/{tail:.*}")(protect(elsewhere, site=site, token=token))

@@ -7,8 +7,10 @@ summary (lists, batch pages, answers to cancel/retry):
   error: {type, message, node_id} or null (message cut to 500 characters),
   outputs, artifacts: [{path, size, sha256, mime, url}]
 full (GET /comfymq/jobs/{id}): the summary plus
-  prompt, workflow, error with traceback and details, history, lease_expires_at, and for pending jobs
-  waiting: [reasons no connected worker takes it] (added by the route).
+  prompt, workflow, error with traceback and details, history, lease_expires_at,
+  inputs: [{node, input, sha256, size, name}] (the stored inputs its prompt names: inputs/graph.py), and for
+  pending jobs waiting: [reasons no connected worker takes it] (added by the route).
+The summary has no `inputs`: lists are read without prompts.
 
 An artifact's url is where GET /comfymq/artifacts/{job}/{name} serves it (relative to the server root).
 """
@@ -16,6 +18,8 @@ An artifact's url is where GET /comfymq/artifacts/{job}/{name} serves it (relati
 from __future__ import annotations
 
 from urllib.parse import quote
+
+from ..inputs.graph import job_inputs
 
 ERROR_SUMMARY_CHARS = 500
 
@@ -70,6 +74,7 @@ def full_view(job: dict, prefix: str = "/comfymq") -> dict:
     view = summary_view(job, prefix)
     view["error"] = job.get("error")
     view["prompt"] = job.get("prompt")
+    view["inputs"] = job_inputs(job.get("prompt"))
     view["workflow"] = job.get("workflow")
     view["history"] = job.get("history") or []
     lease = job.get("lease")

@@ -1,8 +1,9 @@
-"""The CLI's client commands against a real host process: enqueue (count, sweep, API-format check), status,
-and one-line errors with exit status 1."""
+"""The CLI's client commands against a real host process: enqueue (count, sweep, API-format check, --input files),
+status, and one-line errors with exit status 1."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -179,3 +180,67 @@ def test_the_clients_bodyless_posts_say_they_are_json(host):
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 415
     assert call(url + "/comfymq/queue")["paused"] is False
+
+
+def _stored_inputs(data_dir: Path) -> set[str]:
+    root = data_dir / "inputs"
+    return (
+        {f.name for shard in root.iterdir() if shard.name != "tmp" for f in shard.iterdir()} if root.is_dir() else set()
+    )
+
+
+def test_enqueue_uploads_input_files_and_refers_to_them(host, tmp_path):
+    url, data_dir = host
+    photo = tmp_path / "my photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200_000))
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(b"\x89PNG\r\n\x1a\nmask")
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "LoadImageMask", "inputs": {"image": "example.png", "channel": "alpha"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cli"}},
+    }
+    f = tmp_path / "wf_api.json"
+    f.write_text(json.dumps(graph))
+    r = cli("enqueue", str(f), "--url", url, "--input", f"1.image={photo}", "--input", f"2.image={mask}")
+    assert r.returncode == 0, r.stderr
+    job_id = r.stdout.split()[-1]
+    with urllib.request.urlopen(f"{url}/comfymq/jobs/{job_id}") as resp:
+        job = json.loads(resp.read())["job"]
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()
+    assert job["prompt"]["1"]["inputs"]["image"] == {
+        "comfymq_input": digest,
+        "name": "my photo.png",
+        "size": photo.stat().st_size,
+    }
+    assert job["prompt"]["2"]["inputs"]["channel"] == "alpha"
+    assert {i["node"]: i["sha256"] for i in job["inputs"]} == {
+        "1": digest,
+        "2": hashlib.sha256(mask.read_bytes()).hexdigest(),
+    }
+    stored = data_dir / "inputs" / digest[:2] / digest
+    assert stored.read_bytes() == photo.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "item, needle",
+    [
+        ("9.image={photo}", "the graph has no node '9'"),
+        ("1.imgae={photo}", "node '1' has no input 'imgae' (its inputs: image)"),
+        ("1.image={missing}", "cannot read the file"),
+        ("1image={photo}", "--input wants NODE.INPUT=PATH"),
+    ],
+)
+def test_a_bad_input_flag_is_one_line_and_uploads_nothing(host, tmp_path, item, needle):
+    url, data_dir = host
+    photo = tmp_path / "unique.png"
+    photo.write_bytes(b"never sent " + os.urandom(32))
+    f = tmp_path / "wf_api.json"
+    f.write_text(json.dumps({"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}))
+    item = item.format(photo=photo, missing=tmp_path / "missing.png")
+    # the good --input comes first: nothing at all is sent when any of them is wrong
+    r = cli("enqueue", str(f), "--url", url, "--input", f"1.image={photo}", "--input", item)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert hashlib.sha256(photo.read_bytes()).hexdigest() not in _stored_inputs(data_dir)

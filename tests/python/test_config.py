@@ -38,6 +38,11 @@ def test_env_overrides_toml(tmp_path):
     assert str(toml) in cfg.source and "environment" in cfg.source
 
 
+def test_the_input_cache_bound_defaults_to_20_gib_and_zero_keeps_none(tmp_path):
+    assert load_config({}, user_dir=str(tmp_path)).input_cache_bytes == 20 << 30
+    assert load_config({"COMFYMQ_INPUT_CACHE_BYTES": "0"}, user_dir=str(tmp_path)).input_cache_bytes == 0
+
+
 def test_toml_found_in_the_user_dir_and_a_comfymq_table(tmp_path):
     (tmp_path / "comfymq.toml").write_text('[comfymq]\nrole = "worker"\nbroker = "tcp://10.0.0.5:5557"\n')
     cfg = load_config({}, user_dir=str(tmp_path))
@@ -164,6 +169,7 @@ BAD_VALUES = [
     ("heartbeat", "true", "fast", "heartbeat: "),  # not a number: _coerce
     ("max_run_time", "-1", "-1", "max_run_time must be"),
     ("capacity", "0", "0", "capacity must be"),
+    ("input_cache_bytes", "-1", "-1", "input_cache_bytes must be"),
     ("retention_days", "-1", "-1", "retention_days must be"),
     ("comfy_url", '"localhost:8188"', "localhost:8188", "comfy_url must be"),
     ("token", '"abc"', "abc", "at least 8"),

@@ -277,3 +277,69 @@ async def test_a_worker_without_host_url_hides_its_queue_button(tmp_path, aiohtt
         assert r.status == 403
     finally:
         worker.close()
+
+
+async def test_the_plugin_copies_the_files_upload_inputs_name_into_its_input_store(tmp_path, aiohttp_client):
+    """Issue 22: inside ComfyUI (here: a temp folder as its input folder), a LoadImage naming a file of the mask
+    editor is queued with the stored form of that file, so any worker can run the job; the upload route is mounted
+    too, and ComfyUI's client_max_size does not bound it."""
+    from comfy_nodes.inputs.local_files import LocalFiles
+
+    comfy_input = tmp_path / "comfy-input"
+    (comfy_input / "clipspace").mkdir(parents=True)
+    (comfy_input / "clipspace" / "mask.png").write_bytes(b"\x89PNG\r\n\x1a\nmask")
+    env = {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"}
+    cfg = load_config(env, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+
+    def local_files(store, max_bytes):
+        assert max_bytes == cfg.max_input_bytes
+        return LocalFiles(store, lambda c: {"image"} if c == "LoadImage" else (), {"input": str(comfy_input)})
+
+    plugin = Plugin(cfg, local_files=local_files)
+    routes = web.RouteTableDef()
+    plugin.start(routes)
+    try:
+        app = web.Application(client_max_size=1024)  # ComfyUI's --max-upload-size does not bound the route
+        app.add_routes(routes)
+        client = await aiohttp_client(app)
+        prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "clipspace/mask.png [input]"}}}
+        r = await client.post("/comfymq/jobs", json={"prompt": prompt})
+        assert r.status == 200, await r.text()
+        job = (await (await client.get(f"/comfymq/jobs/{(await r.json())['jobs'][0]['id']}")).json())["job"]
+        ref = job["prompt"]["1"]["inputs"]["image"]
+        assert ref["name"] == "mask.png" and ref["size"] == 12
+        stored = Path(cfg.data_dir) / "inputs" / ref["comfymq_input"][:2] / ref["comfymq_input"]
+        assert stored.read_bytes() == b"\x89PNG\r\n\x1a\nmask"
+        assert job["inputs"] == [
+            {"node": "1", "input": "image", "sha256": ref["comfymq_input"], "size": 12, "name": "mask.png"}
+        ]
+        r = await client.post("/comfymq/inputs?name=big.bin", data=b"b" * 5000)
+        assert r.status == 200, await r.text()
+        r = await client.post("/comfymq/jobs", json={"prompt": {"1": {**prompt["1"], "inputs": {"image": "gone.png"}}}})
+        assert r.status == 400 and "gone.png" in (await r.json())["error"]["message"]
+    finally:
+        plugin.close()
+
+
+async def test_a_worker_role_comfyui_answers_uploads_409(tmp_path, aiohttp_client):
+    env = {"COMFYMQ_ROLE": "worker", "COMFYMQ_BROKER": f"tcp://127.0.0.1:{free_port()}", "COMFYMQ_HEARTBEAT": "0.2"}
+    cfg = load_config(
+        env, user_dir=str(tmp_path / "w"), output_dir=str(tmp_path / "out"), comfy_url=f"http://127.0.0.1:{free_port()}"
+    )
+    worker = Plugin(cfg)
+    routes = web.RouteTableDef()
+    worker.start(routes)
+    try:
+        app = web.Application()
+        app.add_routes(routes)
+        client = await aiohttp_client(app)
+        for headers in ({"Content-Type": "application/octet-stream"}, {"Content-Type": "multipart/form-data; b=x"}):
+            r = await client.post("/comfymq/inputs?name=a.png", data=b"x" * 1000, headers=headers)
+            assert r.status == 409 and (await r.json())["error"]["type"] == "worker_role"
+        r = await client.get("/comfymq/inputs/" + "a" * 64)
+        assert r.status == 409 and (await r.json())["error"]["type"] == "worker_role"
+        assert not (Path(cfg.data_dir) / "inputs").exists()  # a worker keeps no input store of a host
+        r = await client.post("/comfymq/inputs", data=b"x", headers={"Origin": "https://evil.example"})
+        assert r.status == 403
+    finally:
+        worker.close()
