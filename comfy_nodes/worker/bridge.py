@@ -9,6 +9,12 @@ execution_success / execution_error / execution_interrupted, read /history/{prom
 output file the history names (type "output") via /view, and hand outputs and files to the native worker client,
 which streams the files to the host and re-sends after reconnects.
 
+Input files that travel with the job (the prompt names them in the host's stored form): before the prompt is posted
+(and before its run record is written), each is fetched from the host into the worker's cache, uploaded into
+ComfyUI's input folder and named in the prompt there (inputs/resolver.py). A malformed or refused input fails the
+job without a retry; a fetch that failed otherwise (the link was lost, it timed out) fails it for a retry; a cancel
+while the inputs are fetched ends the job cancelled, with nothing posted. Nothing runs with an input missing.
+
 A job that comes back to this worker under a new lease (the worker restarted, or left the broker and joined again)
 while the record of an earlier run is there: the bridge asks ComfyUI what became of that prompt (the jobs API
 where ComfyUI has it, else /history and /queue), and only if the prompt is the one it posted for this job
@@ -52,6 +58,7 @@ from .. import native
 from . import capabilities as caps_mod
 from . import comfy_client as cc
 from .comfy_client import FEATURE_FLAGS, ComfyClient, ComfyUnreachable, PromptExists, PromptRejected
+from .inputs import InputCache, InputFailure, InputResolver, PreparedInputs
 from .runs import RunRecords, client_id_for, prompt_id_for
 
 log = logging.getLogger("comfymq.worker")
@@ -80,6 +87,7 @@ class BridgeSettings:
     start_grace: float = 60.0  # seconds ComfyUI may take to listen at start before it is called unreachable
     orphan_grace: float = 30.0  # seconds after joining before an earlier run's prompt no job claimed is cancelled
     record_max_age: float = 86400.0  # seconds a run record nobody claimed is kept
+    input_cache_bytes: int = 20 << 30  # bytes of job input files kept in <work_dir>/inputs (inputs/cache.py)
 
 
 @dataclass
@@ -108,6 +116,8 @@ class WorkerBridge:
         self._unhealthy: str | None = None  # why this link must be left (a part of the bridge broke)
         self._rejoin: str | None = None  # why this link must be said again (ComfyUI came back as another version)
         self._records = RunRecords(Path(settings.work_dir) / "runs")
+        self._inputs = InputResolver(InputCache(Path(settings.work_dir) / "inputs", settings.input_cache_bytes))
+        self._inputs_said: list[str] = []  # what update_inputs last told the host this worker keeps
         self._claimed: set[str] = set()  # jobs whose run record this process has taken over
         self._acks: dict[str, int] = {}  # job_id -> token of a result handed over, until the host answers
         self._comfyui_version = ""  # the version the current HELLO says
@@ -192,6 +202,10 @@ class WorkerBridge:
         Path(self.s.work_dir).mkdir(parents=True, exist_ok=True)
         for stale in Path(self.s.work_dir).glob("job-*"):  # downloads of an earlier run: re-made on re-send
             shutil.rmtree(stale, ignore_errors=True)
+        try:
+            self._inputs.cache.open()
+        except OSError as e:  # jobs with input files fail (retried elsewhere) until it can be read
+            log.error("could not open the input cache in %s: %s", self._inputs.cache.root, e)
         try:
             pruned = self._records.prune(self.s.record_max_age)
             if pruned:
@@ -319,6 +333,8 @@ class WorkerBridge:
             await self._stop.wait()
             return
         self._wc = wc
+        self._inputs_said = []  # a new client: it has been told nothing yet
+        self._say_inputs_kept(wc)
         log.info(
             "worker %s drives ComfyUI %s at %s (%s; %s) for broker %s",
             self.s.worker_id,
@@ -580,10 +596,17 @@ class WorkerBridge:
         }
         if job.get("workflow"):
             pnginfo["workflow"] = job["workflow"]
+        inputs: PreparedInputs | None = None
         try:
             earlier = await self._earlier_run(client, run)
             if earlier is not None:
                 posted_attempt = earlier.get("attempt")
+            if run.resumed is None:
+                inputs = await self._prepare_inputs(wc, client, run)
+                self._say_inputs_kept(wc)  # fetched (or evicted) some: jobs naming them come here first
+                if inputs is None:  # failed or cancelled: already reported
+                    return
+                prompt = inputs.prompt
             self._runs[run.prompt_id] = run
             # Before anything reaches ComfyUI: which prompt this lease's run is (whole or absent on disk).
             self._records.put(job_id, posted_attempt, token, run.prompt_id, self.s.comfy_url)
@@ -656,12 +679,84 @@ class WorkerBridge:
             except Exception:  # noqa: BLE001
                 pass
         finally:
+            if inputs is not None:
+                inputs.release()
             if drop_record:
                 self._records.drop(job_id, token)
             self._runs.pop(run.prompt_id, None)
             self._by_job.pop(job_id, None)
             if self.state.get("running") == job_id:
                 self.state.update(running=None)
+
+    def _say_inputs_kept(self, wc) -> None:
+        """Tells the host which inputs this worker keeps (the 4096 most recently used) when that changed; the
+        native client says it again after every reconnect."""
+        kept = self._inputs.cache.recent(4096)
+        if kept == self._inputs_said or not hasattr(wc, "update_inputs"):
+            return
+        try:
+            wc.update_inputs(kept)
+            self._inputs_said = kept
+        except Exception as e:  # noqa: BLE001 - a preference only: jobs still run anywhere
+            log.warning("could not tell the host which inputs this worker keeps: %s", e)
+
+    async def _prepare_inputs(self, wc, client: ComfyClient, run: _Run) -> PreparedInputs | None:
+        """The job's prompt with its input files put into ComfyUI (inputs/resolver.py), or None when the job ended
+        here: failed (an input malformed or refused: not retried; a fetch that failed otherwise, or an upload
+        ComfyUI refused: retried) or cancelled while its inputs were fetched (nothing posted)."""
+        job_id, token = run.job["job_id"], run.job["token"]
+        prompt = run.job["prompt"]
+
+        def fetch(sha256: str, dest: str) -> int:  # on a fetch thread
+            fetch_input = getattr(wc, "fetch_input", None)
+            if fetch_input is None:
+                raise RuntimeError("this worker's native module cannot fetch inputs (rebuild it: python install.py)")
+            return fetch_input(job_id, token, sha256, dest)
+
+        def progress(ref, done: int, total: int) -> None:
+            spec = prompt.get(ref.node_id) if ref is not None else None
+            spec = spec if isinstance(spec, dict) else {}
+            try:
+                wc.progress(
+                    job_id,
+                    token,
+                    {
+                        "node": ref.node_id if ref is not None else None,
+                        "class_type": spec.get("class_type"),
+                        "title": f"fetching input {ref.name}" if ref is not None else "inputs ready",
+                        "value": done,
+                        "max": max(1, total),
+                        "nodes_done": 0,
+                        "nodes_total": max(1, len(prompt)),
+                    },
+                )
+            except Exception:  # noqa: BLE001 - progress is best effort
+                pass
+
+        task = asyncio.ensure_future(self._inputs.prepare(prompt, client, fetch, progress))
+        cancelled = asyncio.ensure_future(run.cancel_event.wait())
+        try:
+            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the bridge stops: the task releases what it holds
+            task.cancel()
+            cancelled.cancel()
+            raise
+        cancelled.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if run.cancel_event.is_set():
+            if not task.cancelled() and task.exception() is None:
+                task.result().release()
+            log.info("job %s was cancelled while its input files were fetched; nothing was posted", job_id)
+            wc.confirm_cancel(job_id, token)
+            return None
+        try:
+            return task.result()
+        except InputFailure as e:
+            log.warning("job %s cannot run here: %s", job_id, e)
+            wc.fail(job_id, token, e.error, retryable=e.retryable)
+            return None
 
     async def _report_success(self, wc, client: ComfyClient, run: _Run) -> None:
         """Hands the prompt's outputs to the client as the job's result; the run record stays until the host acks

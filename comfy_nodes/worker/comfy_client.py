@@ -1,7 +1,8 @@
 """A client for one ComfyUI's public HTTP and websocket API, from v0.3.64 to the current one.
 
 Only public routes: POST /prompt, GET /ws?clientId= (with the feature_flags handshake), GET /history/{id},
-GET/POST /queue, POST /interrupt (with a prompt_id: only that prompt), GET /view, GET /object_info,
+GET/POST /queue, POST /interrupt (with a prompt_id: only that prompt), GET /view, POST /upload/image (a job's input
+files, type "input"), GET /object_info,
 GET /system_stats, GET /features, and where the ComfyUI has them the jobs API: GET /api/jobs/{id} (v0.8.0+),
 POST /api/jobs/{id}/cancel (newer). Nothing of ComfyUI's internals.
 
@@ -11,7 +12,8 @@ running worker is followed.
 
 Errors: ComfyUnreachable (connection refused, timeouts, 5xx: the ComfyUI is not there), PromptRejected
 (HTTP 400 from /prompt: validation failed; carries ComfyUI's error and node_errors), PromptExists (HTTP 409 from
-/prompt: a newer ComfyUI already has a prompt with that id; versions before refuse nothing).
+/prompt: a newer ComfyUI already has a prompt with that id; versions before refuse nothing), UploadRefused (a 4xx
+from /upload/image: too large for its --max-upload-size, or a name it will not take).
 """
 
 from __future__ import annotations
@@ -81,6 +83,14 @@ class PromptExists(Exception):
         self.prompt_id = prompt_id
         self.error = error if isinstance(error, dict) else {}
         super().__init__(f"ComfyUI already has prompt {prompt_id}")
+
+
+class UploadRefused(Exception):
+    """ComfyUI answered POST /upload/image with a client error (413: larger than its --max-upload-size)."""
+
+    def __init__(self, status: int, message: str):
+        self.status = status
+        super().__init__(message)
 
 
 # A prompt as ComfyUI knows it (prompt_state): queued or running there, ended (with its history entry), or unknown.
@@ -333,6 +343,55 @@ class ComfyClient:
                 return size
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             raise ComfyUnreachable(f"downloading {item.get('filename')}: {e}") from None
+
+    async def upload_input(self, path: Path, name: str, subfolder: str) -> dict:
+        """POST /upload/image of the file at path as `name` into input/<subfolder> (type "input", no overwrite: the
+        same name with the same bytes keeps the name, other bytes get "name (1).ext"; recorded from v0.8.0). The
+        file is streamed from disk. Returns ComfyUI's answer {"name", "subfolder", "type"}; UploadRefused on a 4xx,
+        ComfyUnreachable when ComfyUI does not answer (or answers 5xx)."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=300, connect=10)
+        try:
+            with open(path, "rb") as f:
+                form = aiohttp.FormData()
+                form.add_field("type", "input")
+                form.add_field("subfolder", subfolder)
+                form.add_field("image", f, filename=name, content_type="application/octet-stream")
+                async with self._s().post(f"{self.base_url}/upload/image", data=form, timeout=timeout) as r:
+                    text = await r.text()
+                    status = r.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            raise ComfyUnreachable(f"POST /upload/image of {name}: {e or type(e).__name__}") from None
+        if status >= 500:
+            raise ComfyUnreachable(f"POST /upload/image of {name}: HTTP {status}: {text[:200]}")
+        if status != 200:
+            why = " (larger than ComfyUI's --max-upload-size)" if status == 413 else ""
+            raise UploadRefused(
+                status, f"ComfyUI refused the upload of {name}: HTTP {status}{why} {text[:200]}".strip()
+            )
+        try:
+            answer = json.loads(text)
+        except json.JSONDecodeError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise UploadRefused(status, f"ComfyUI answered the upload of {name} with {text[:200]!r}")
+        return answer
+
+    async def input_size(self, name: str, subfolder: str) -> int | None:
+        """The size of input/<subfolder>/<name> on this ComfyUI (HEAD /view?type=input, GET where HEAD is not
+        served; the body is not read), or None when it does not have the file."""
+        query = urlencode({"filename": name, "subfolder": subfolder, "type": "input"})
+        for method in ("HEAD", "GET"):
+            try:
+                async with self._s().request(method, f"{self.base_url}/view?{query}") as r:
+                    status, length = r.status, r.content_length
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                raise ComfyUnreachable(f"{method} /view of input {name}: {e or type(e).__name__}") from None
+            if status == 405 and method == "HEAD":
+                continue
+            if status >= 500:
+                raise ComfyUnreachable(f"{method} /view of input {name}: HTTP {status}")
+            return length if status == 200 else None
+        return None
 
     def websocket(self):
         """A context manager for this client's event socket (ws_connect). Send FEATURE_FLAGS first: ComfyUI

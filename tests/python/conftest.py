@@ -220,7 +220,8 @@ class ComfyUIs:
     `main.py --cpu` from COMFYMQ_REAL_COMFYUI with COMFYMQ_REAL_COMFYUI_PYTHON, each instance in its own
     --base-directory under the test's temporary folder: custom_nodes there links the test nodes (SlowNode,
     FailNode) and, for a plugin instance, this repo; models/checkpoints holds empty files named as `models`.
-    Nothing is written into the ComfyUI folder itself. output_dir(name) is where an instance saves files."""
+    Nothing is written into the ComfyUI folder itself. output_dir(name) is where an instance saves files,
+    input_dir(name) where it keeps uploaded ones (what LoadImage reads)."""
 
     def __init__(self, target: str, tmp: Path):
         self.target, self.tmp = target, tmp
@@ -233,6 +234,9 @@ class ComfyUIs:
     def output_dir(self, name: str) -> Path:
         return self.tmp / (f"comfy-{name}" if self.real else f"out-{name}") / ("output" if self.real else "")
 
+    def input_dir(self, name: str) -> Path:
+        return self.tmp / (f"comfy-{name}" if self.real else f"in-{name}") / ("input" if self.real else "")
+
     def log(self, name: str) -> str:
         path = self.tmp / f"comfy-{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -244,6 +248,7 @@ class ComfyUIs:
         if not self.real:
             version = self.target.removeprefix("standin-")
             args = [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(self.output_dir(name))]
+            args += ["--input-dir", str(self.input_dir(name))]
             args += ["--models", ",".join(models), "--comfyui-version", version]
             if plugin_env is not None:
                 args += ["--with-plugin", str(REPO_ROOT)]

@@ -28,6 +28,7 @@ import re
 import struct
 import sys
 import uuid
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -1031,6 +1032,109 @@ async def test_12_jobs_api_matches_the_recording(comfy):
         assert_matches(json.loads(recorded["body"]), await resp.json(), path, loose=loose + ("pagination.total",))
     assert (await comfy.client.get("/jobs?limit=1")).status == 404, "only under /api (and /api/api)"
     assert (await comfy.client.get("/api/api/jobs?limit=1")).status == 200
+
+
+async def test_12_upload_into_a_subfolder_and_view_it_by_type_input(comfy):
+    """POST /upload/image with type=input into a subfolder, as recorded: the same name with the same bytes keeps
+    the name (nothing written), other bytes get "probe (1).png", overwrite=true replaces; no image is a 400. Then
+    GET /view?type=input serves the file, and a missing one is a 404."""
+    calls = rec("12_upload_and_jobs.json")["calls"]
+    first, second = png_bytes(Image(3, 2, (10, 20, 30))), png_bytes(Image(3, 2, (40, 50, 60)))
+    content = {
+        "first upload": first,
+        "same name, same bytes": first,
+        "same name, other bytes": second,
+        "same name, other bytes, overwrite=true": second,
+    }
+    uploads = [c for c in calls if c["request"]["path"] == "/upload/image"]
+    assert [c.get("description") for c in uploads] == [*content, "no image field"]
+    folder = None
+    for call in uploads:
+        fields = call["request"]["form"] or {"subfolder": "rec_none"}
+        form = aiohttp.FormData()
+        for key, value in fields.items():
+            if key == "image":
+                form.add_field("image", content[call["description"]], filename="probe.png", content_type="image/png")
+            else:
+                form.add_field(key, value)
+        resp = await comfy.client.post("/upload/image", data=form)
+        assert resp.status == call["status"], call["description"]
+        if call["status"] == 200:
+            assert await resp.json() == json.loads(call["body"]), call["description"]
+            folder = Path(comfy.state.input_dir) / fields["subfolder"]
+        else:
+            assert await resp.read() == call["body"].encode()
+    assert sorted(os.listdir(folder)) == ["probe (1).png", "probe.png"]
+    assert (folder / "probe.png").read_bytes() == second, "overwrite=true replaced it"
+    assert (folder / "probe (1).png").read_bytes() == second
+
+    views = [c for c in calls if c["request"]["path"].startswith("/view")]
+    assert [c["status"] for c in views] == [200, 404]
+    for call in views:
+        resp = await comfy.client.get(call["request"]["path"])
+        assert resp.status == call["status"], call["request"]["path"]
+        if call["status"] == 200:
+            assert await resp.read() == second
+            assert resp.content_type == "image/png"
+    head = await comfy.client.head(views[0]["request"]["path"])
+    assert head.status == 200 and head.content_length == len(second), "HEAD answers with the file's size"
+
+
+async def test_loaders_take_a_path_in_a_subfolder_of_input(comfy):
+    """ComfyUI v0.8.0's LoadImage and LoadImageMask take "sub/dir/name.png" (folder_paths.get_annotated_filepath
+    joins it to the input folder; their VALIDATE_INPUTS replaces the check against the listing); LoadImageMask reads
+    one channel (alpha inverted) and MaskToImage shows it as grey."""
+    width, height = 2, 1
+    rgba = bytes((200, 100, 50, 255, 10, 20, 30, 0))  # two pixels, the second transparent
+    form = aiohttp.FormData()
+    form.add_field("subfolder", "comfymq/0123456789abcdef")
+    form.add_field("type", "input")
+    form.add_field("image", _rgba_png(width, height, rgba), filename="x.png", content_type="image/png")
+    resp = await comfy.client.post("/upload/image", data=form)
+    assert await resp.json() == {"name": "x.png", "subfolder": "comfymq/0123456789abcdef", "type": "input"}
+    path = "comfymq/0123456789abcdef/x.png"
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": path}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "loaded"}},
+        "3": {"class_type": "LoadImageMask", "inputs": {"image": path, "channel": "red"}},
+        "4": {"class_type": "MaskToImage", "inputs": {"mask": ["3", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "red"}},
+        "6": {"class_type": "LoadImageMask", "inputs": {"image": path, "channel": "alpha"}},
+        "7": {"class_type": "MaskToImage", "inputs": {"mask": ["6", 0]}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "alpha"}},
+    }
+    body, _ = await comfy.run(ws, prompt)
+    entry = (await comfy.get_json("/history/%s" % body["prompt_id"]))[body["prompt_id"]]
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+    def saved(prefix):
+        return read_png((comfy.output_dir / ("%s_00001_.png" % prefix)).read_bytes())[0].pixels
+
+    assert saved("loaded") == bytes((200, 100, 50, 10, 20, 30))
+    assert saved("red") == bytes((200,) * 3 + (10,) * 3)
+    assert saved("alpha") == bytes((0,) * 3 + (255,) * 3)
+    # a missing file fails validation, as in ComfyUI ("Invalid image file: ...")
+    missing = {"1": {"class_type": "LoadImage", "inputs": {"image": "comfymq/0123456789abcdef/missing.png"}}}
+    status, answer = await comfy.post_prompt({**missing, "2": prompt["2"]})
+    assert status == 400 and "Invalid image file" in json.dumps(answer["node_errors"]["1"]), answer
+    info = (await comfy.get_json("/object_info/LoadImageMask"))["LoadImageMask"]
+    assert info["input"]["required"]["channel"] == [["alpha", "red", "green", "blue"]]
+    assert info["input"]["required"]["image"][1] == {"image_upload": True}
+    assert info["output"] == ["MASK"] and info["category"] == "mask"
+
+
+def _rgba_png(width: int, height: int, rgba: bytes) -> bytes:
+    """An 8-bit RGBA PNG (colour type 6)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    stride = width * 4
+    raw = b"".join(b"\x00" + rgba[y * stride : (y + 1) * stride] for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 async def test_v080_jobs_of_queued_running_and_interrupted_prompts(comfy_of):

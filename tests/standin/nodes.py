@@ -9,8 +9,8 @@ two differences that let several stand-ins live in one process:
   `ctx.progress(value, total, preview=None)`, `ctx.check_interrupt()`, `ctx.sleep(s)`, `ctx.wait_step()`,
   `ctx.send(event, data, sid=None)`, `ctx.record_file(...)`, `ctx.env`, `ctx.prompt_id`, `ctx.node_id`.
 
-Nodes: EmptyImage, SaveImage, PreviewImage, LoadImage, ImageInvert (recorded object_info shapes),
-CheckpointLoaderSimple (ckpt_name choices = the server's models), CLIPTextEncode, EmptyLatentImage, KSampler,
+Nodes: EmptyImage, SaveImage, PreviewImage, LoadImage, ImageInvert (recorded object_info shapes), LoadImageMask
+and MaskToImage (shapes from ComfyUI v0.8.0's nodes.py and comfy_extras/nodes_mask.py), CheckpointLoaderSimple (ckpt_name choices = the server's models), CLIPTextEncode, EmptyLatentImage, KSampler,
 VAEDecode (a weight-free default txt2img graph), and the probes: ProbeProgress (progress steps, optional JPEG
 previews), ProbeEcho (output node, ui text, custom "probe.node_ran" event), ProbeFail (raises, as recorded),
 FailNode (an output node that raises), SlowNode (an output node that sleeps interruptibly).
@@ -37,6 +37,7 @@ __all__ = [
     "Latent",
     "png_bytes",
     "read_png",
+    "read_png_rgba",
     "png_text_chunks",
     "tiny_jpeg",
     "get_save_image_path",
@@ -94,10 +95,14 @@ class ImageBatch(list):
 
 
 class Mask:
-    """ComfyUI's MASK, reduced to its size."""
+    """ComfyUI's MASK: its size and, when known, one byte per pixel (0..255 for 0.0..1.0, row-major); None is all
+    zero."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, values: bytes | None = None):
         self.width, self.height = width, height
+        if values is not None and len(values) != width * height:
+            raise ValueError("mask data does not match the mask size")
+        self.values = values
 
     def __repr__(self) -> str:
         return "Mask(%dx%d)" % (self.width, self.height)
@@ -153,7 +158,16 @@ def png_text_chunks(data: bytes) -> dict:
 
 def read_png(data: bytes) -> tuple[Image, bool]:
     """Decodes a non-interlaced 8-bit PNG (grey, RGB, palette, grey+alpha, RGBA) to (Image, has_alpha)."""
-    ihdr, idat, palette = None, [], None
+    width, height, rgba, has_alpha = read_png_rgba(data)
+    rgb = bytearray(width * height * 3)
+    rgb[0::3], rgb[1::3], rgb[2::3] = rgba[0::4], rgba[1::4], rgba[2::4]
+    return Image(width, height, pixels=bytes(rgb)), has_alpha
+
+
+def read_png_rgba(data: bytes) -> tuple[int, int, bytes, bool]:
+    """Decodes a non-interlaced 8-bit PNG (grey, RGB, palette, grey+alpha, RGBA) to (width, height, RGBA bytes,
+    has_alpha); a PNG without alpha reads as opaque (255), like PIL's convert("RGBA")."""
+    ihdr, idat, palette, trns = None, [], None, None
     for kind, body in _png_chunks(data):
         if kind == b"IHDR":
             ihdr = struct.unpack(">IIBBBBB", body)
@@ -161,6 +175,8 @@ def read_png(data: bytes) -> tuple[Image, bool]:
             idat.append(body)
         elif kind == b"PLTE":
             palette = body
+        elif kind == b"tRNS":
+            trns = body
     if ihdr is None:
         raise ValueError("PNG without IHDR")
     width, height, depth, ctype, _, _, interlace = ihdr
@@ -170,7 +186,7 @@ def read_png(data: bytes) -> tuple[Image, bool]:
     raw = zlib.decompress(b"".join(idat))
     stride = width * channels
     prev = bytearray(stride)
-    rgb = bytearray()
+    rgba = bytearray()
     pos = 0
     for _ in range(height):
         ftype = raw[pos]
@@ -195,13 +211,14 @@ def read_png(data: bytes) -> tuple[Image, bool]:
         for x in range(width):
             px = line[x * channels : (x + 1) * channels]
             if ctype in (0, 4):
-                rgb += bytes((px[0], px[0], px[0]))
+                rgba += bytes((px[0], px[0], px[0], px[1] if ctype == 4 else 255))
             elif ctype == 3:
                 idx = px[0] * 3
-                rgb += palette[idx : idx + 3] if palette else b"\x00\x00\x00"
+                rgba += palette[idx : idx + 3] if palette else b"\x00\x00\x00"
+                rgba.append(trns[px[0]] if trns is not None and px[0] < len(trns) else 255)
             else:
-                rgb += px[:3]
-    return Image(width, height, pixels=bytes(rgb)), ctype in (4, 6)
+                rgba += px[:3] + bytes((px[3] if ctype == 6 else 255,))
+    return width, height, bytes(rgba), ctype in (4, 6)
 
 
 def tiny_jpeg(level: int) -> bytes:
@@ -430,6 +447,61 @@ class LoadImage(Node):
         except ValueError:
             return "Invalid image file: {}".format(image)
         return True
+
+
+class LoadImageMask(Node):
+    """nodes.LoadImageMask: one channel of an image as a MASK (alpha inverted: opaque is 0)."""
+
+    RELATIVE_PYTHON_MODULE = "nodes"
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "load_image"
+    CHANNELS = ["alpha", "red", "green", "blue"]
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        input_dir = getattr(env, "input_dir", None)
+        files = (
+            sorted(f for f in os.listdir(input_dir) if os.path.isfile(os.path.join(input_dir, f)))
+            if input_dir and os.path.isdir(input_dir)
+            else []
+        )
+        return {"required": {"image": (files, {"image_upload": True}), "channel": (cls.CHANNELS,)}}
+
+    def load_image(self, image, channel):
+        with open(LoadImage._path(self.ctx.env, image), "rb") as f:
+            width, height, rgba, _ = read_png_rgba(f.read())
+        values = rgba["rgba".index(channel[0]) :: 4]  # alpha, red, green, blue: their first letter
+        if channel == "alpha":
+            values = bytes(255 - v for v in values)
+        return (Mask(width, height, bytes(values)),)
+
+    @classmethod
+    def IS_CHANGED(cls, env, image, channel):
+        return LoadImage.IS_CHANGED(env, image)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, env, image):
+        return LoadImage.VALIDATE_INPUTS(env, image)
+
+
+class MaskToImage(Node):
+    """comfy_extras.nodes_mask.MaskToImage: a mask as a grey image."""
+
+    RELATIVE_PYTHON_MODULE = "comfy_extras.nodes_mask"
+    CATEGORY = "mask"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "mask_to_image"
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        return {"required": {"mask": ("MASK",)}}
+
+    def mask_to_image(self, mask):
+        values = mask.values if mask.values is not None else bytes(mask.width * mask.height)
+        rgb = bytearray(len(values) * 3)
+        rgb[0::3] = rgb[1::3] = rgb[2::3] = values
+        return (ImageBatch([Image(mask.width, mask.height, pixels=bytes(rgb))]),)
 
 
 class ImageInvert(Node):
@@ -830,6 +902,8 @@ NODE_CLASSES = {
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
     "LoadImage": LoadImage,
+    "LoadImageMask": LoadImageMask,
+    "MaskToImage": MaskToImage,
     "ImageInvert": ImageInvert,
     "CheckpointLoaderSimple": CheckpointLoaderSimple,
     "CLIPTextEncode": CLIPTextEncode,
@@ -847,6 +921,8 @@ NODE_DISPLAY_NAMES = {
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
     "LoadImage": "Load Image",
+    "LoadImageMask": "Load Image (as Mask)",
+    "MaskToImage": "Convert Mask to Image",
     "ImageInvert": "Invert Image",
     "CheckpointLoaderSimple": "Load Checkpoint",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",
