@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Container, Iterable
 
+from ..durable import sync_dir
+
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 TMP = "tmp"
 TMP_SUFFIX = ".part"
@@ -52,14 +54,6 @@ def check_sha256(sha256) -> str:
         shown = sha256[:80] if isinstance(sha256, str) else type(sha256).__name__
         raise ValueError(f"'{shown}' is not a SHA-256 (64 lowercase hex digits)")
     return sha256
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -198,9 +192,9 @@ class InputStore:
         except FileNotFoundError:
             pass
         if not existed:
-            _fsync_dir(shard)
+            sync_dir(shard, strict=True)
             if new_shard:
-                _fsync_dir(self.root)
+                sync_dir(self.root, strict=True)
         return existed
 
     # ---- reading ------------------------------------------------------------------------------------------

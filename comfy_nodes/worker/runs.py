@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..durable import sync_dir
+
 log = logging.getLogger("comfymq.worker")
 
 PROMPT_ID_NAMESPACE = uuid.UUID("3f4b8a5e-6c1d-5d2e-9b7a-0c8e1f2a3b4c")  # ComfyMQ's, for uuid5
@@ -69,14 +71,7 @@ class RunRecords:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        try:
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:  # a file system that cannot sync a directory: the rename is still atomic
-            pass
+        sync_dir(self.folder)
 
     def get(self, job_id: str) -> dict | None:
         path = self._path(job_id)

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ...durable import sync_dir
+
 log = logging.getLogger("comfymq.worker")
 
 Fetch = Callable[[str, str], int]  # (sha256, dest path) -> size; blocking
@@ -176,7 +178,7 @@ class InputCache:
             final = self.path(sha256)
             final.parent.mkdir(exist_ok=True)
             os.replace(dest, final)
-            _sync_dir(final.parent)
+            sync_dir(final.parent)
             return got
         finally:
             dest.unlink(missing_ok=True)
@@ -215,17 +217,6 @@ class InputCache:
                 continue
             del self._files[sha]
             total -= entry.size
-
-
-def _sync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # a file system that cannot sync a directory: the rename is still atomic
-        pass
 
 
 def _in_thread(fn, *args):
