@@ -257,7 +257,9 @@ def add_input_routes(
             check_sha256(sha)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        size = await service.call(store.stat, sha)
+        # Asking for an input marks it used: a client (or a worker-role ComfyUI) that found it here and skips the
+        # upload names it in a job soon, and the retention sweep must not take it meanwhile.
+        size = await service.call(store.touch, sha)
         if size is None:
             raise ApiError(404, "not_found", f"no stored input {sha}")
         return web.json_response({"sha256": sha, "size": size})

@@ -8,8 +8,12 @@
 A worker-role ComfyUI holds no queue. Its panel reads /comfymq/status and shows whose worker it is. Its
 "Queue (MQ)" sends to the host when `host_url` is configured: POST /comfymq/jobs here is passed to
 <host_url>/comfymq/jobs with the configured token, and the host's answer comes back as it is (or a 502 that
-says the host could not be reached). Without host_url the panel hides the button (queue.target is null). Every
-other /comfymq route answers 409 "worker_role" saying where the queue is.
+says the host could not be reached). The files the job's upload inputs name in this ComfyUI's folders
+(LoadImage "photo.png") go to the host's input store first, and the job names them by content
+(inputs/forward_uploads.py): a file missing here is a 400 naming node, input and file; a file the host refuses
+is a 502 with the host's answer (a 413 when it is over the host's max_input_bytes); either way nothing is
+queued. Without host_url the panel hides the button (queue.target is null). Every other /comfymq route answers
+409 "worker_role" saying where the queue is.
 
 The routes carry the same checks as the host's (guards.protect: site rules, then the token).
 """
@@ -24,6 +28,8 @@ import aiohttp
 from aiohttp import web
 
 from .. import __version__
+from ..inputs.forward_uploads import ForwardUploads, HostInputs, HostRefused, comfy_forward_uploads, read_at_most
+from ..inputs.local_files import shown_name
 from .errors import ApiError, read_json_object
 from .guards import protect, upload_route
 from .limits import RequestLimits
@@ -65,6 +71,26 @@ def add_status_route(
     routes.get(prefix + "/status")(protect(status, site=site, token=token))
 
 
+def host_refused(e: HostRefused) -> ApiError:
+    """The answer to a forward whose file the host did not take: its 413 stays a 413, the rest is a 502 (the
+    host's 401 is about this worker's token); each names the node, the input and the file, and the host's
+    answer."""
+    what = f"{e.file.where}: file '{shown_name(e.file.value)}'"
+    if e.status == 0:
+        return ApiError(502, "host_unreachable", f"{what}: could not reach the ComfyMQ host at {e.url}: {e.answer}")
+    if e.status == 401:
+        return ApiError(
+            502,
+            "host_token",
+            f"{what}: the host at {e.url} refused this worker's token: set the host's token as this worker's token",
+        )
+    if e.status == 413:
+        return ApiError(413, "too_large", f"{what}: the host refused it: {e.answer}; nothing was queued")
+    return ApiError(
+        502, "host_upload", f"{what}: the host at {e.url} refused it (HTTP {e.status}): {e.answer}; nothing was queued"
+    )
+
+
 def add_worker_role_routes(
     routes: web.RouteTableDef,
     *,
@@ -75,10 +101,15 @@ def add_worker_role_routes(
     site: SitePolicy | None,
     limits: RequestLimits | None = None,
     prefix: str = "/comfymq",
+    uploads: ForwardUploads | None | str = "comfyui",
 ) -> None:
     """The routes of a worker-role ComfyUI (the module doc): status, the forwarded enqueue, and a 409 for the
-    rest. Registered in that order, so the catch-all comes last."""
+    rest. Registered in that order, so the catch-all comes last. uploads: how the files a forwarded job names are
+    found here ("comfyui": this ComfyUI's node classes and folders, nothing outside ComfyUI; None: values are
+    forwarded as they are)."""
     limits = limits or RequestLimits()
+    if uploads == "comfyui":
+        uploads = comfy_forward_uploads()
     add_status_route(
         routes, role="worker", worker_status=worker_status, host_url=host_url, prefix=prefix, token=token, site=site
     )
@@ -97,11 +128,15 @@ def add_worker_role_routes(
             headers["Authorization"] = f"Bearer {token}"
         url = host_url + "/comfymq/jobs"
         try:
-            timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.post(url, data=json.dumps(body), headers=headers) as resp:
-                    raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+            async with aiohttp.ClientSession() as session:
+                if uploads is not None:
+                    body = await uploads.prepare(body, HostInputs(session, host_url, token))
+                timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+                async with session.post(url, data=json.dumps(body), headers=headers, timeout=timeout) as resp:
+                    raw = await read_at_most(resp, MAX_ANSWER_BYTES)
                     status = resp.status
+        except HostRefused as e:
+            raise host_refused(e) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ApiError(502, "host_unreachable", f"could not reach the ComfyMQ host at {url}: {e}") from None
         if status == 401:  # the host's 401 is about this worker's token, not the browser's

@@ -8,6 +8,7 @@
   local_files.py  inside ComfyUI: upload inputs (LoadImage's "image", ...) naming a file in ComfyUI's folders,
                   copied into the store at enqueue
   retention.py    the sweep of inputs no kept job names, after a grace period
+  forward_uploads.py  a worker-role ComfyUI forwarding a job to its host: the files it names go to the host first
 
 The HTTP side (POST /comfymq/inputs, GET /comfymq/inputs/{sha256}) is api/input_routes.py; the broker streams
 stored inputs to workers (native), and the worker puts them into its ComfyUI (worker/).

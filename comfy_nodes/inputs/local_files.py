@@ -18,6 +18,9 @@ or non-regular file (BadReference naming the node, the input and the file: a 400
     local = LocalFiles(store, NodeUploadInputs(lambda: nodes.NODE_CLASS_MAPPINGS), comfy_folders)
     graph.resolve_prompt(prompt, store, local)
 
+The same rules serve a worker-role ComfyUI that sends such files to its host before forwarding a job
+(forward_uploads.py): upload_inputs, locate, travel_name, unreadable and FileHashes are shared with it.
+
 Tests pass any upload_inputs function and any folders (a temp folder as "ComfyUI's input folder").
 """
 
@@ -95,10 +98,15 @@ def split_annotation(name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2)) if m else (name, "input")
 
 
+def shown_name(name: str) -> str:
+    """A file name as error messages quote it: at most 256 characters, control characters escaped."""
+    return name[:256].encode("unicode_escape").decode("ascii")
+
+
 def locate(name: str, folders: Mapping[str, str], where: Place) -> Path:
     """The real path of the file `name` names (the module doc), or BadReference saying why not."""
     relative, folder_type = split_annotation(name)
-    shown = name[:256].encode("unicode_escape").decode("ascii")
+    shown = shown_name(name)
 
     def refuse(why: str) -> BadReference:
         return BadReference(f"{where}: file '{shown}' {why}; nothing was queued")
@@ -122,6 +130,44 @@ def locate(name: str, folders: Mapping[str, str], where: Place) -> Path:
     return Path(full)
 
 
+def unreadable(value: str, where: Place, e: OSError) -> BadReference:
+    """The refusal of a file `locate` found that cannot be read (unreadable, vanished)."""
+    why = e.strerror or str(e)
+    return BadReference(f"{where}: file '{shown_name(value)}' cannot be read ({why}); nothing was queued")
+
+
+def travel_name(value: str, sha256: str, head: bytes = b"") -> str:
+    """The name the file a graph names by `value` travels with (names.safe_name of its path without the folder
+    annotation); head: its first bytes, for the fallback name's extension."""
+    return safe_name(split_annotation(value)[0], sha256, sniff_extension(head))
+
+
+class FileHashes:
+    """The SHA-256 of files seen before, by (device, inode, size, mtime): a file unchanged since is not read
+    again. The most recent KNOWN_FILES are kept. Thread-safe."""
+
+    def __init__(self, capacity: int = KNOWN_FILES):
+        self.capacity = capacity
+        self._known: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(st: os.stat_result) -> tuple:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def get(self, st: os.stat_result) -> str | None:
+        with self._lock:
+            return self._known.get(self.key(st))
+
+    def remember(self, st: os.stat_result, sha256: str) -> None:
+        key = self.key(st)
+        with self._lock:
+            self._known[key] = sha256
+            self._known.move_to_end(key)
+            while len(self._known) > self.capacity:
+                self._known.popitem(last=False)
+
+
 class LocalFiles:
     """A graph.ValueResolver: the string value of an upload input (upload_inputs(class_type) names it) becomes the
     stored form of the file it names, copied into `store` (once per content: a file seen before with the same
@@ -139,8 +185,7 @@ class LocalFiles:
         self.upload_inputs = upload_inputs
         self._folders = folders if callable(folders) else (lambda: folders)
         self.max_bytes = max_bytes
-        self._hashes: OrderedDict[tuple, str] = OrderedDict()  # (dev, ino, size, mtime_ns) -> sha256
-        self._lock = threading.Lock()
+        self._hashes = FileHashes()
 
     def __call__(self, value: Any, where: Place) -> Any:
         if not isinstance(value, str) or where.input not in self.upload_inputs(where.class_type):
@@ -154,15 +199,13 @@ class LocalFiles:
                     head = f.read(16)
             except OSError:
                 pass
-        return stored_form(sha, safe_name(split_annotation(value)[0], sha, sniff_extension(head)), size)
+        return stored_form(sha, travel_name(value, sha, head), size)
 
     def _store(self, path: Path, value: str, where: Place) -> tuple[str, int]:
-        shown = value[:256].encode("unicode_escape").decode("ascii")
+        shown = shown_name(value)
         try:
             st = os.stat(path)
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            with self._lock:
-                sha = self._hashes.get(key)
+            sha = self._hashes.get(st)
             if sha is not None and self.store.touch(sha) == st.st_size:
                 return sha, st.st_size
             stored = self.store.put_file(path, self.max_bytes)
@@ -172,13 +215,8 @@ class LocalFiles:
                 "nothing was queued"
             ) from None
         except OSError as e:  # unreadable, vanished
-            why = e.strerror or str(e)
-            raise BadReference(f"{where}: file '{shown}' cannot be read ({why}); nothing was queued") from None
-        with self._lock:
-            self._hashes[key] = stored.sha256
-            self._hashes.move_to_end(key)
-            while len(self._hashes) > KNOWN_FILES:
-                self._hashes.popitem(last=False)
+            raise unreadable(value, where, e) from None
+        self._hashes.remember(st, stored.sha256)
         return stored.sha256, stored.size
 
 
@@ -193,12 +231,17 @@ def comfy_folders() -> dict[str, str]:
     }
 
 
-def comfy_local_files(store: InputStore, max_bytes: int | None = None) -> LocalFiles:
-    """The LocalFiles of the ComfyUI this runs in (its node classes and folders)."""
+def comfy_upload_inputs() -> NodeUploadInputs:
+    """The upload inputs of the node classes of the ComfyUI this runs in (read when a class is first asked)."""
 
     def node_classes():
         import nodes  # ComfyUI's module; custom nodes register into it as they load
 
         return nodes.NODE_CLASS_MAPPINGS
 
-    return LocalFiles(store, NodeUploadInputs(node_classes), comfy_folders, max_bytes)
+    return NodeUploadInputs(node_classes)
+
+
+def comfy_local_files(store: InputStore, max_bytes: int | None = None) -> LocalFiles:
+    """The LocalFiles of the ComfyUI this runs in (its node classes and folders)."""
+    return LocalFiles(store, comfy_upload_inputs(), comfy_folders, max_bytes)
