@@ -299,7 +299,7 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
   o.filter = [this, caps, worker_id](uint64_t job, const PromptLoader& load) {
     auto req = RequirementsOf(job, &load);
     return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req) &&
-           !PreferHolder(worker_id, *req);
+           !PreferHolder(worker_id, job, *req);
   };
   return o;
 }
@@ -343,7 +343,7 @@ bool BrokerImpl::PreferOthers(const std::string& worker_id, uint64_t job_id, con
   return false;
 }
 
-bool BrokerImpl::PreferHolder(const std::string& worker_id, const Requirements& req) {
+bool BrokerImpl::PreferHolder(const std::string& worker_id, uint64_t job_id, const Requirements& req) {
   if (req.inputs.empty()) return false;
   auto keeps_all = [&](const Candidate& c) {
     if (c.inputs == nullptr) return false;
@@ -355,8 +355,12 @@ bool BrokerImpl::PreferHolder(const std::string& worker_id, const Requirements& 
   std::lock_guard<std::mutex> l(retry_mu_);
   auto me = candidates_.find(worker_id);
   if (me != candidates_.end() && keeps_all(me->second)) return false;
+  auto tried = tried_.find(job_id);
+  auto ran_it = [&](const std::string& id) {  // a retry goes elsewhere first: such a holder is not waited for
+    return tried != tried_.end() && std::find(tried->second.begin(), tried->second.end(), id) != tried->second.end();
+  };
   for (const auto& [id, c] : candidates_) {
-    if (id == worker_id || c.draining || c.asking <= 0 || !keeps_all(c)) continue;
+    if (id == worker_id || c.draining || c.asking <= 0 || !keeps_all(c) || ran_it(id)) continue;
     if (CanRun(*c.caps, req)) return true;  // that one keeps them, asks for work and can run it: it takes it
   }
   return false;

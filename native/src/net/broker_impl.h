@@ -220,7 +220,7 @@ class BrokerImpl final : public Broker {
   bool PreferOthers(const std::string& worker_id, uint64_t job_id, const Requirements& req);
   // Inputs travel, but a worker that keeps a job's inputs already is preferred: a job naming inputs this worker
   // lacks is left to another online worker that keeps them all, asks for work now and can run it. (Same lock.)
-  bool PreferHolder(const std::string& worker_id, const Requirements& req);
+  bool PreferHolder(const std::string& worker_id, uint64_t job_id, const Requirements& req);
   void SetCandidateInputs(const std::string& worker_id, std::vector<std::string> inputs);
   // Marks (or unmarks) a worker as having been sent a job; true when this call changed the mark.
   bool SetTried(uint64_t job_id, const std::string& worker_id, bool tried);

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/broker_impl.h"
+#include "net/zmq_frames.h"
 
 namespace comfymq::net {
 
@@ -89,9 +90,14 @@ void BrokerImpl::HandleInputRead(InputFiles::Chunk c) {
       m.reason = std::move(c.reason);
     } else {
       m.chunk_checksum = proto::ChunkChecksum(c.data);
-      m.data = std::move(c.data);
     }
-    if (Send(it->second, m) && !c.refused) {
+    // The chunk goes to libzmq as it is (no copy): the data frame is the one read.
+    std::vector<std::string> frames = proto::Encode(m);
+    frames.back() = std::move(c.data);
+    it->second.last_sent_ms = NowMs();
+    const bool sent = net::SendOwnedFrames(router_, &it->second.rid, std::move(frames));
+    Count([&](BrokerCounters& k) { sent ? k.messages_out++ : k.unroutable++; });
+    if (sent && !c.refused) {
       Count([&](BrokerCounters& k) {
         k.input_chunks++;
         k.input_bytes_sent += bytes;

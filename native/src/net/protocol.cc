@@ -275,7 +275,7 @@ bool IsOtherVersion(std::string_view header, uint8_t* version) {
   return *version != kVersion;
 }
 
-Status Decode(const std::vector<std::string_view>& frames, Message* m) {
+Status Decode(const std::vector<std::string_view>& frames, Message* m, std::string* data_frame) {
   *m = Message();
   if (frames.empty()) return Status::InvalidArgument("empty message");
   std::string_view header = frames[0];
@@ -362,7 +362,11 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       if (m->last && (!IsSha256Hex(m->file_sha256) || m->offset + frames[2].size() != m->file_size)) {
         return Status::InvalidArgument("last chunk needs the file's sha256 and must end the file");
       }
-      m->data.assign(frames[2].data(), frames[2].size());
+      if (data_frame != nullptr) {
+        m->data.swap(*data_frame);
+      } else {
+        m->data.assign(frames[2].data(), frames[2].size());
+      }
       break;
     case Cmd::kCaps: r.Json(&m->caps_json, "capabilities", true) && r.Done(); break;
     case Cmd::kWelcome:
@@ -428,7 +432,11 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m) {
       if (m->offset > m->file_size || frames[2].size() > m->file_size - m->offset) {
         return Status::InvalidArgument("INPUT: chunk lies outside its file");
       }
-      m->data.assign(frames[2].data(), frames[2].size());
+      if (data_frame != nullptr) {
+        m->data.swap(*data_frame);
+      } else {
+        m->data.assign(frames[2].data(), frames[2].size());
+      }
       break;
   }
   Status s = r.status();

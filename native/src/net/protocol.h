@@ -130,7 +130,8 @@ struct Message {
 std::vector<std::string> Encode(const Message& m);
 // Decodes frames from a peer. InvalidArgument says what was wrong; a version other than kVersion decodes
 // only the header (m->version set) and returns NotSupported-style InvalidArgument with "version" in it.
-Status Decode(const std::vector<std::string_view>& frames, Message* m);
+// data_frame: the data frame's own string (CHUNK, INPUT), taken into m->data instead of copied.
+Status Decode(const std::vector<std::string_view>& frames, Message* m, std::string* data_frame = nullptr);
 // True when the header frame is ours but speaks another protocol version (*version set).
 bool IsOtherVersion(std::string_view header, uint8_t* version);
 

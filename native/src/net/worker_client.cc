@@ -107,14 +107,16 @@ struct Upload {
   }
 };
 
-// What a caller of FetchInput waits for; the loop fills it in once.
+// Between a caller of FetchInput and the link thread: the link passes on the chunks that arrived (in order,
+// checked), the caller writes them and says how far it got (the link asks for more as room frees up).
 struct FetchWait {
   std::mutex mu;
   std::condition_variable cv;
-  bool done = false;
+  std::deque<std::string> chunks;  // passed on, not yet written
+  bool done = false;               // no more chunks: `status` says whether all arrived
   Status status;
   uint64_t size = 0;
-  std::unique_ptr<WritableFile> file;  // written, not yet synced (the caller syncs and renames it)
+  std::atomic<uint64_t> consumed{0};  // bytes the caller wrote
 };
 
 struct Command {
@@ -128,7 +130,6 @@ struct Command {
   bool flag = false;  // retryable, or bye
   // kFetch / kFetchCancel
   uint64_t fetch = 0;
-  std::string path;  // the temp file
   std::shared_ptr<FetchWait> wait;
   std::vector<std::string> inputs;  // kInputs
 };
@@ -167,7 +168,7 @@ class WorkerClientImpl final : public WorkerClient {
   void Loop();
   void Connect(int64_t now);
   void Disconnect(const std::string& why, int64_t now, bool refused);
-  void Handle(const proto::Message& m, int64_t now);
+  void Handle(proto::Message& m, int64_t now);
   void RunCommands(int64_t now, bool* stop, bool* bye);
   void PumpUploads();
   void PumpFetches(int64_t now);
@@ -177,7 +178,7 @@ class WorkerClientImpl final : public WorkerClient {
     m.inputs = inputs_kept_;
     Send(m);
   }
-  void EndFetch(uint64_t id, Status s);  // tells its caller; a failed one's temp file goes
+  void EndFetch(uint64_t id, Status s);  // tells its caller
   bool Send(const proto::Message& m);
   void Queue(Command c);
   void Emit(const json& e) { events_.Push(Dump(e)); }
@@ -342,37 +343,77 @@ Status WorkerClientImpl::FetchInput(uint64_t job_id, uint64_t token, const std::
   if (stopping_) return Status::IOError("worker client is stopped");
   if (!proto::IsSha256Hex(sha256)) return Status::InvalidArgument("an input's sha256 is 64 lowercase hex digits");
   if (dest.empty()) return Status::InvalidArgument("fetch_input needs a destination path");
-  auto wait = std::make_shared<FetchWait>();
-  const uint64_t id = ++next_fetch_;
-  const std::string temp = dest + ".part-" + instance_.substr(0, 8) + "-" + std::to_string(id);
-  Command c{Command::Kind::kFetch, job_id, token, sha256, {}, false};
-  c.fetch = id;
-  c.path = temp;
-  c.wait = wait;
-  Queue(std::move(c));
-  std::unique_lock<std::mutex> l(wait->mu);
-  if (!wait->cv.wait_for(l, std::chrono::milliseconds(std::max(0, timeout_ms)), [&] { return wait->done; })) {
-    l.unlock();
-    Command cancel(Command::Kind::kFetchCancel, job_id, token);
-    cancel.fetch = id;
-    Queue(std::move(cancel));
-    return Status::IOError("fetching input " + sha256 + " timed out");
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms));
+  // A whole file that hashes wrong is fetched once more from its start (the host's copy may have changed under a
+  // read); twice is the host's copy being damaged.
+  for (int attempt = 0;; ++attempt) {
+    const uint64_t id = ++next_fetch_;
+    const std::string temp = dest + ".part-" + instance_.substr(0, 8) + "-" + std::to_string(id);
+    std::unique_ptr<WritableFile> file;
+    Status s = env_->NewWritableFile(temp, Env::OpenMode::kTruncate, &file);
+    if (!s.ok()) return Status::IOError("cannot write " + temp + ": " + s.message());
+    auto wait = std::make_shared<FetchWait>();
+    Command c(Command::Kind::kFetch, job_id, token, sha256);
+    c.fetch = id;
+    c.wait = wait;
+    Queue(std::move(c));
+    auto give_up = [&](Status why) {
+      Command cancel(Command::Kind::kFetchCancel, job_id, token);
+      cancel.fetch = id;
+      Queue(std::move(cancel));
+      file->Close().IgnoreError();
+      env_->RemoveFile(temp).IgnoreError();
+      return why;
+    };
+    // The chunks are written and hashed here, on the caller's thread: the link thread only passes them on.
+    Sha256 hash;
+    uint64_t written = 0;
+    for (;;) {
+      std::deque<std::string> chunks;
+      bool done = false;
+      {
+        std::unique_lock<std::mutex> l(wait->mu);
+        if (!wait->cv.wait_until(l, until, [&] { return wait->done || !wait->chunks.empty(); })) {
+          l.unlock();
+          return give_up(Status::IOError("fetching input " + sha256 + " timed out"));
+        }
+        chunks.swap(wait->chunks);
+        done = wait->done;
+      }
+      for (const std::string& chunk : chunks) {
+        s = file->Append(chunk);
+        if (!s.ok()) return give_up(Status::IOError("cannot write " + temp + ": " + s.message()));
+        hash.Update(chunk);
+        written += chunk.size();
+      }
+      wait->consumed = written;
+      wake_.Notify();  // room in the window: the link asks for more
+      if (done && chunks.empty()) break;
+    }
+    if (!wait->status.ok()) {  // (done: the link wrote the status before it said so, under the lock)
+      file->Close().IgnoreError();
+      env_->RemoveFile(temp).IgnoreError();
+      return wait->status;
+    }
+    if (hash.HexDigest() != sha256) {
+      file->Close().IgnoreError();
+      env_->RemoveFile(temp).IgnoreError();
+      if (attempt == 0) continue;
+      return Status::IOError("input " + sha256 + " arrived twice with another sha256: the host's copy is damaged");
+    }
+    // Every byte arrived and its sha256 matched: made durable, then put in place.
+    s = file->Sync();
+    if (s.ok()) s = file->Close();
+    if (s.ok()) s = env_->RenameFile(temp, dest);
+    if (!s.ok()) {
+      env_->RemoveFile(temp).IgnoreError();
+      return Status::IOError("cannot keep input " + sha256 + " at " + dest + ": " + s.message());
+    }
+    const size_t slash = dest.find_last_of('/');
+    env_->SyncDir(slash == std::string::npos ? "." : (slash == 0 ? "/" : dest.substr(0, slash))).IgnoreError();
+    *size = written;
+    return Status::OK();
   }
-  if (!wait->status.ok()) return wait->status;
-  // Every byte arrived and its sha256 matched: made durable here, off the loop, then put in place.
-  std::unique_ptr<WritableFile> file = std::move(wait->file);
-  l.unlock();
-  Status s = file->Sync();
-  if (s.ok()) s = file->Close();
-  if (s.ok()) s = env_->RenameFile(temp, dest);
-  if (!s.ok()) {
-    env_->RemoveFile(temp).IgnoreError();
-    return Status::IOError("cannot keep input " + sha256 + " at " + dest + ": " + s.message());
-  }
-  const size_t slash = dest.find_last_of('/');
-  env_->SyncDir(slash == std::string::npos ? "." : (slash == 0 ? "/" : dest.substr(0, slash))).IgnoreError();
-  *size = wait->size;
-  return Status::OK();
 }
 
 std::string WorkerClientImpl::StateJson() {
@@ -439,7 +480,7 @@ void WorkerClientImpl::Loop() {
       if (!got) break;
       last_heard_ms_ = now;
       proto::Message m;
-      Status s = proto::Decode(net::Views(frames, 0), &m);
+      Status s = proto::Decode(net::Views(frames, 0), &m, frames.size() == 3 ? &frames[2] : nullptr);
       if (!s.ok()) {
         Emit({{"type", "log"},
               {"level", "warning"},
@@ -619,7 +660,7 @@ void WorkerClientImpl::RunCommands(int64_t now, bool* stop, bool* bye) {
         break;
       case Command::Kind::kFetch: {
         ActiveFetch a;
-        a.fetch = std::make_unique<net::InputFetch>(c.fetch, c.job, c.token, c.json, c.path, env_);
+        a.fetch = std::make_unique<net::InputFetch>(c.fetch, c.job, c.token, c.json);
         a.wait = std::move(c.wait);
         fetches_.emplace(c.fetch, std::move(a));
         break;
@@ -640,9 +681,9 @@ void WorkerClientImpl::PumpFetches(int64_t now) {
   for (auto& [id, a] : fetches_) {
     if (!a.started) {
       a.started = true;
-      a.fetch->Start(now, &out);
+      a.fetch->Start(&out);
     } else {
-      a.fetch->Tick(now, &out);
+      a.fetch->Tick(a.wait->consumed, now, &out);
     }
   }
   for (const proto::Message& m : out) Send(m);
@@ -659,22 +700,18 @@ void WorkerClientImpl::EndFetch(uint64_t id, Status s) {
   ActiveFetch a = std::move(it->second);
   fetches_.erase(it);
   if (!a.fetch->finished()) a.fetch->Fail(s);
-  s = a.fetch->status();
-  std::unique_ptr<WritableFile> file = s.ok() ? a.fetch->TakeFile() : nullptr;
-  if (!s.ok()) env_->RemoveFile(a.fetch->temp_path()).IgnoreError();
   if (a.wait == nullptr) return;
   {
     std::lock_guard<std::mutex> l(a.wait->mu);
     if (a.wait->done) return;
     a.wait->done = true;
-    a.wait->status = s;
+    a.wait->status = a.fetch->status();
     a.wait->size = a.fetch->size();
-    a.wait->file = std::move(file);
   }
   a.wait->cv.notify_all();
 }
 
-void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
+void WorkerClientImpl::Handle(proto::Message& m, int64_t now) {
   switch (m.cmd) {
     case proto::Cmd::kWelcome: {
       {
@@ -843,8 +880,14 @@ void WorkerClientImpl::Handle(const proto::Message& m, int64_t now) {
       auto it = fetches_.find(m.fetch);
       if (it == fetches_.end() || m.file_sha256 != it->second.fetch->sha256()) break;  // ended (or not ours)
       std::vector<proto::Message> out;
-      it->second.fetch->OnInput(m, now, &out);
+      std::string data;
+      it->second.fetch->OnInput(m, now, &out, &data);
       for (const proto::Message& f : out) Send(f);
+      if (!data.empty()) {
+        std::lock_guard<std::mutex> l(it->second.wait->mu);
+        it->second.wait->chunks.push_back(std::move(data));
+      }
+      it->second.wait->cv.notify_all();
       if (it->second.fetch->finished()) EndFetch(m.fetch, it->second.fetch->status());
       break;
     }

@@ -46,6 +46,32 @@ inline bool SendFrames(zmq::socket_t& s, const std::string* routing_id, const st
   }
 }
 
+// SendFrames for frames the caller gives up: a large frame is handed to libzmq without a copy (it frees it once
+// sent). Same contract otherwise.
+inline bool SendOwnedFrames(zmq::socket_t& s, const std::string* routing_id, std::vector<std::string>&& frames) {
+  constexpr size_t kCopyBelow = 64 << 10;
+  try {
+    if (routing_id != nullptr) {
+      if (!s.send(zmq::buffer(*routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
+    }
+    for (size_t i = 0; i < frames.size(); ++i) {
+      auto flags =
+          i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
+      if (frames[i].size() < kCopyBelow) {
+        if (!s.send(zmq::buffer(frames[i]), flags)) return false;
+        continue;
+      }
+      auto* owned = new std::string(std::move(frames[i]));
+      zmq::message_t msg(
+          owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
+      if (!s.send(msg, flags)) return false;  // (msg, not yet sent, frees it)
+    }
+    return true;
+  } catch (const zmq::error_t&) {  // EHOSTUNREACH with ROUTER_MANDATORY
+    return false;
+  }
+}
+
 inline std::vector<std::string_view> Views(const std::vector<std::string>& frames, size_t from) {
   std::vector<std::string_view> v;
   for (size_t i = from; i < frames.size(); ++i) v.emplace_back(frames[i]);
