@@ -215,13 +215,15 @@ class ComfyUIs:
         comfyuis = ComfyUIs("standin-current", tmp_path)
         url = comfyuis.start("c1", models=["base.safetensors"])                        # plain ComfyUI
         url = comfyuis.start("c2", models=[...], plugin_env={"COMFYMQ_ROLE": "worker", ...})  # + this repo as a pack
+        url = comfyuis.start("c3", flags=["--max-upload-size", "300"])                 # more of ComfyUI's flags
 
     A stand-in is `python -m tests.standin --comfyui-version V` (with `--with-plugin <repo>`). A real ComfyUI runs
     `main.py --cpu` from COMFYMQ_REAL_COMFYUI with COMFYMQ_REAL_COMFYUI_PYTHON, each instance in its own
     --base-directory under the test's temporary folder: custom_nodes there links the test nodes (SlowNode,
     FailNode) and, for a plugin instance, this repo; models/checkpoints holds empty files named as `models`.
     Nothing is written into the ComfyUI folder itself. output_dir(name) is where an instance saves files,
-    input_dir(name) where it keeps uploaded ones (what LoadImage reads)."""
+    input_dir(name) where it keeps uploaded ones (what LoadImage reads). `flags` go on the command line as they are
+    (`--max-upload-size MB` both take; `--access-log` is the stand-in's alone)."""
 
     def __init__(self, target: str, tmp: Path):
         self.target, self.tmp = target, tmp
@@ -241,7 +243,7 @@ class ComfyUIs:
         path = self.tmp / f"comfy-{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def start(self, name: str, *, models=(), plugin_env: dict | None = None, timeout: float = 180.0) -> str:
+    def start(self, name: str, *, models=(), plugin_env: dict | None = None, flags=(), timeout: float = 180.0) -> str:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYMQ_")}
         env.update(PYTHONUNBUFFERED="1", **(plugin_env or {}))
         log = open(self.tmp / f"comfy-{name}.log", "w")
@@ -252,6 +254,7 @@ class ComfyUIs:
             args += ["--models", ",".join(models), "--comfyui-version", version]
             if plugin_env is not None:
                 args += ["--with-plugin", str(REPO_ROOT)]
+            args += list(flags)
             p = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
             self.procs[name] = p
             line = p.stdout.readline()
@@ -267,7 +270,7 @@ class ComfyUIs:
             (base / "models" / "checkpoints" / model).write_bytes(b"")
         port = free_port()
         args = [REAL_COMFYUI_PYTHON or sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
-        args += ["--base-directory", str(base), "--disable-auto-launch"]
+        args += ["--base-directory", str(base), "--disable-auto-launch", *flags]
         if "--disable-api-nodes" in (Path(REAL_COMFYUI) / "comfy" / "cli_args.py").read_text(errors="replace"):
             args.append("--disable-api-nodes")  # no internet, a quicker start
         self.procs[name] = p = subprocess.Popen(args, cwd=REAL_COMFYUI, env=env, stdout=log, stderr=log)

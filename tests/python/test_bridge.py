@@ -421,7 +421,7 @@ def test_a_worker_restarted_mid_job_adopts_its_finished_prompt_exactly_once(vrig
 @pytest.mark.parametrize("vrig", ["0.8.0"], indirect=True)
 def test_a_prompt_still_running_after_a_restart_is_followed_not_posted_again(vrig):
     service, comfy = vrig.service, vrig.comfy
-    jid = service.store.enqueue(save_graph(seconds=2.5, tag="follow"))["id"]
+    jid = service.store.enqueue(save_graph(seconds=5, tag="follow"))["id"]  # (time to rejoin on a loaded machine)
     pid = running_prompt(vrig, jid)
     vrig.kill_worker()
     vrig.start_worker()

@@ -15,6 +15,7 @@ says which ComfyUI version it drives; the plugin's worker logs no "unreachable" 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -79,8 +80,18 @@ def graph(color: int, seconds: float = 0.3, ckpt: str | None = None, prefix: str
 
 @pytest.fixture(params=comfyui_targets())
 def cluster(tmp_path, request):
+    with running_cluster(tmp_path, request.param) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path, target: str, comfy_flags=(), heartbeat: float = 0.2):
+    """The cluster of this module's tests on ComfyUIs of `target` (conftest.comfyui_targets), each ComfyUI started
+    with `comfy_flags` too, every process with `heartbeat` (seconds; a worker silent for 3 is gone); yields (host
+    URL, Procs, ComfyUIs) once both workers are online, stops all at the end. The host is procs.procs["host"] (its
+    command line: .args)."""
     procs = Procs(tmp_path)
-    comfyuis = ComfyUIs(request.param, tmp_path)
+    comfyuis = ComfyUIs(target, tmp_path)
     http_port, broker_port = free_port(), free_port()
     base = f"http://127.0.0.1:{http_port}"
     broker = f"tcp://127.0.0.1:{broker_port}"
@@ -98,7 +109,7 @@ def cluster(tmp_path, request):
                 "--workers-bind",
                 broker,
                 "--heartbeat",
-                "0.2",
+                str(heartbeat),
             ],
         )
         wait_for(lambda: _ok(base + "/comfymq/health"), 30, "the host")
@@ -109,10 +120,10 @@ def cluster(tmp_path, request):
             "COMFYMQ_WORKER_ID": "w2",
             "COMFYMQ_WORKER_NAME": "gpu-w2",
             "COMFYMQ_DATA_DIR": str(tmp_path / "w2"),
-            "COMFYMQ_HEARTBEAT": "0.2",
+            "COMFYMQ_HEARTBEAT": str(heartbeat),
         }
-        c1 = comfyuis.start("c1", models=["base.safetensors"])
-        comfyuis.start("c2", models=["base.safetensors", "special.safetensors"], plugin_env=plugin)
+        c1 = comfyuis.start("c1", models=["base.safetensors"], flags=comfy_flags)
+        comfyuis.start("c2", models=["base.safetensors", "special.safetensors"], plugin_env=plugin, flags=comfy_flags)
         procs.start(
             "w1",
             [
@@ -130,7 +141,7 @@ def cluster(tmp_path, request):
                 "--data-dir",
                 str(tmp_path / "w1"),
                 "--heartbeat",
-                "0.2",
+                str(heartbeat),
             ],
         )
         wait_for(lambda: sum(x["online"] for x in http(base + "/comfymq/workers")[1]) == 2, 60, "two workers")

@@ -621,7 +621,11 @@ async def test_worker_routes_with_a_broker(aiohttp_client, cluster):
     assert w["id"] == "w1" and w["online"] is True and w["draining"] is False
 
     stats = await ok(await client.get(f"{P}/stats"))
-    assert stats["broker"] == {"endpoint": service.broker.endpoint, "public_key": None}
+    assert stats["broker"] == {
+        "endpoint": service.broker.endpoint,
+        "public_key": None,
+        "inputs_served": {"fetches": 0, "chunks": 0, "bytes_sent": 0, "refused": 0},
+    }
     assert stats["workers"]["online"] == 1 and stats["workers"]["busy"] == 0 and stats["workers"]["capacity"] == 1
 
     assert await ok(await client.post(f"{P}/workers/w1/drain", headers=JSON)) == {"worker_id": "w1", "draining": True}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -1123,6 +1124,60 @@ async def test_loaders_take_a_path_in_a_subfolder_of_input(comfy):
     assert info["input"]["required"]["channel"] == [["alpha", "red", "green", "blue"]]
     assert info["input"]["required"]["image"][1] == {"image_upload": True}
     assert info["output"] == ["MASK"] and info["category"] == "mask"
+
+
+async def test_video_and_audio_loaders_have_v080_shapes_and_name_their_file(comfy):
+    """ComfyUI v0.8.0's LoadVideo and LoadAudio are V3 nodes: their file input is ("COMBO", {"multiselect": false,
+    "options": [...], "video_upload" | "audio_upload": true}) listing input files by MIME type; the stand-in's
+    outputs are the file itself, which ProbeFileDigest shows as "<sha256> <size>"."""
+    data = bytes(range(256)) * 40
+    form = aiohttp.FormData()
+    form.add_field("subfolder", "comfymq/00112233445566ff")
+    form.add_field("type", "input")
+    form.add_field("image", data, filename="clip.mp4", content_type="video/mp4")
+    resp = await comfy.client.post("/upload/image", data=form)
+    assert await resp.json() == {"name": "clip.mp4", "subfolder": "comfymq/00112233445566ff", "type": "input"}
+    (Path(comfy.state.input_dir) / "song.mp3").write_bytes(b"ID3")
+    (Path(comfy.state.input_dir) / "clip.mp4").write_bytes(b"")
+    (Path(comfy.state.input_dir) / "notes.txt").write_bytes(b"")
+    video = (await comfy.get_json("/object_info/LoadVideo"))["LoadVideo"]
+    audio = (await comfy.get_json("/object_info/LoadAudio"))["LoadAudio"]
+    options = {"multiselect": False, "options": ["clip.mp4"], "video_upload": True}
+    assert video["input"]["required"] == {"file": ["COMBO", options]}
+    assert video["output"] == ["VIDEO"] and video["category"] == "image/video"
+    options = {"multiselect": False, "options": ["clip.mp4", "song.mp3"], "audio_upload": True}
+    assert audio["input"]["required"] == {"audio": ["COMBO", options]}
+    assert audio["output"] == ["AUDIO"] and audio["category"] == "audio"
+    path = "comfymq/00112233445566ff/clip.mp4"
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": path}},
+        "2": {"class_type": "ProbeFileDigest", "inputs": {"video": ["1", 0]}},
+        "3": {"class_type": "LoadAudio", "inputs": {"audio": path}},
+        "4": {"class_type": "ProbeFileDigest", "inputs": {"audio": ["3", 0], "tag": "audio"}},
+    }
+    ws = await comfy.ws(CLIENT)
+    await ws.take(1)
+    body, _ = await comfy.run(ws, prompt)
+    entry = (await comfy.get_json("/history/%s" % body["prompt_id"]))[body["prompt_id"]]
+    shown = "%s %d" % (hashlib.sha256(data).hexdigest(), len(data))
+    assert entry["outputs"] == {"2": {"text": [shown]}, "4": {"text": [shown]}}, entry["outputs"]
+    missing = {"1": {"class_type": "LoadVideo", "inputs": {"file": "comfymq/none.mp4"}}, "2": prompt["2"]}
+    status, answer = await comfy.post_prompt(missing)
+    assert status == 400 and "Invalid video file" in json.dumps(answer["node_errors"]["1"]), answer
+
+
+async def test_uploads_larger_than_max_upload_size_are_refused(aiohttp_client, tmp_path):
+    """ComfyUI's --max-upload-size (MB) is its app's client_max_size: a larger upload is a 413, nothing is written;
+    /features says the limit."""
+    app = make_app(tmp_path / "out", input_dir=tmp_path / "in", max_upload_size=64 * 1024)
+    client = await aiohttp_client(app)
+    assert (await (await client.get("/features")).json())["max_upload_size"] == 64 * 1024
+    for size, status in ((60 * 1024, 200), (70 * 1024, 413)):
+        form = aiohttp.FormData()
+        form.add_field("image", b"x" * size, filename=f"f{size}.bin", content_type="application/octet-stream")
+        resp = await client.post("/upload/image", data=form)
+        assert resp.status == status, await resp.text()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [f"f{60 * 1024}.bin"]
 
 
 def _rgba_png(width: int, height: int, rgba: bytes) -> bytes:

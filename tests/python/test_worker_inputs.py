@@ -503,8 +503,8 @@ async def test_failures_say_whether_the_job_may_run_again(tmp_path, source):
         assert (refused.kind, refused.retryable) == ("input_refused", False)
         assert "no such input" in str(refused) and refused.error["node_id"] == "1"
 
-        def lost(sha, dest):
-            raise RuntimeError("the link to the host was lost")
+        def lost(sha, dest):  # what the native fetch says when a restarted host does not know the worker yet
+            raise RuntimeError("the link to the host was lost (refused by the broker: unknown worker: say HELLO first)")
 
         unavailable = await failure(invert_graph(ref(b"elsewhere")), lost)
         assert (unavailable.kind, unavailable.retryable) == ("input_unavailable", True)

@@ -1,6 +1,6 @@
 """Runs the stand-in ComfyUI: python -m tests.standin --port P --output-dir D [--models a,b] [--host H]
                                  [--with-plugin PACK_DIR ...] [--frontend | --frontend-root DIR] [--user-dir D]
-                                 [--comfyui-version 0.3.64|0.8.0|current]
+                                 [--comfyui-version 0.3.64|0.8.0|current] [--max-upload-size MB]
 
 Prints one line "READY http://HOST:PORT" on stdout once it listens (with --port 0, the port it got), then serves
 until SIGINT/SIGTERM and exits 0.
@@ -20,6 +20,7 @@ until SIGINT/SIGTERM and exits 0.
 --access-log        log every request ("GET /path HTTP/1.1" status bytes) on stderr, to see what a browser asks for
 --comfyui-version V which ComfyUI's API to serve: 0.3.64, 0.8.0 (default) or current (the jobs API with cancel,
                     strict prompt ids, ...); default $STANDIN_COMFYUI_VERSION, else 0.8.0 (tests/standin/versions.py)
+--max-upload-size MB  the largest upload (any request body) in MB, as ComfyUI's flag (default 100): larger is a 413
 """
 
 from __future__ import annotations
@@ -84,6 +85,12 @@ def parse_args(argv=None):
         help="the ComfyUI API to imitate: %s (default $%s, else %s)"
         % (", ".join(versions.NAMES), versions.ENV, versions.DEFAULT),
     )
+    p.add_argument(
+        "--max-upload-size",
+        type=float,
+        default=versions.MAX_UPLOAD_SIZE / (1024 * 1024),
+        help="the largest upload in MB, as ComfyUI's --max-upload-size (default 100)",
+    )
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     if args.frontend_root is None and args.frontend:
@@ -134,6 +141,7 @@ async def _serve(args) -> None:
         web_root=args.frontend_root,
         static_routes=False,
         comfyui_version=args.comfyui_version,
+        max_upload_size=round(args.max_upload_size * 1024 * 1024),
     )
     if args.settings:
         frontend.store_settings(app["comfy"], args.settings)

@@ -10,10 +10,13 @@ two differences that let several stand-ins live in one process:
   `ctx.send(event, data, sid=None)`, `ctx.record_file(...)`, `ctx.env`, `ctx.prompt_id`, `ctx.node_id`.
 
 Nodes: EmptyImage, SaveImage, PreviewImage, LoadImage, ImageInvert (recorded object_info shapes), LoadImageMask
-and MaskToImage (shapes from ComfyUI v0.8.0's nodes.py and comfy_extras/nodes_mask.py), CheckpointLoaderSimple (ckpt_name choices = the server's models), CLIPTextEncode, EmptyLatentImage, KSampler,
+and MaskToImage (shapes from ComfyUI v0.8.0's nodes.py and comfy_extras/nodes_mask.py), LoadVideo and LoadAudio
+(v0.8.0's comfy_extras/nodes_video.py and nodes_audio.py shapes; their outputs are the file, not decoded),
+CheckpointLoaderSimple (ckpt_name choices = the server's models), CLIPTextEncode, EmptyLatentImage, KSampler,
 VAEDecode (a weight-free default txt2img graph), and the probes: ProbeProgress (progress steps, optional JPEG
 previews), ProbeEcho (output node, ui text, custom "probe.node_ran" event), ProbeFail (raises, as recorded),
-FailNode (an output node that raises), SlowNode (an output node that sleeps interruptibly).
+FailNode (an output node that raises), SlowNode (an output node that sleeps interruptibly), ProbeFileDigest (an
+output node showing the sha256 and size of the file a VIDEO or AUDIO came from).
 
 Images are `ImageBatch` objects (a list of `Image` frames: width, height and either one RGB colour or raw RGB
 bytes), written to disk as real PNG files (zlib + struct) with ComfyUI's tEXt metadata.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 import os
 import random
 import struct
@@ -504,6 +508,99 @@ class MaskToImage(Node):
         return (ImageBatch([Image(mask.width, mask.height, pixels=bytes(rgb))]),)
 
 
+class MediaFile:
+    """A VIDEO (comfy_api's VideoFromFile) or AUDIO, reduced to the file it comes from: nothing is decoded."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return "MediaFile(%r)" % self.path
+
+
+def list_input_files(input_dir: str | None, content_types) -> list:
+    """folder_paths.filter_files_content_types(os.listdir(input dir), content_types): files whose MIME type (by
+    extension) is one of them, sorted."""
+    if not input_dir or not os.path.isdir(input_dir):
+        return []
+    out = []
+    for f in os.listdir(input_dir):
+        mime = mimetypes.guess_type(f, strict=False)[0]
+        if mime and mime.split("/")[0] in content_types and os.path.isfile(os.path.join(input_dir, f)):
+            out.append(f)
+    return sorted(out)
+
+
+class LoadVideo(Node):
+    """comfy_extras.nodes_video.LoadVideo (a V3 node: its input is ("COMBO", {options, video_upload})). Like
+    ComfyUI it fingerprints the file by its mtime (no hashing of a large file) and reads it only when used."""
+
+    RELATIVE_PYTHON_MODULE = "comfy_extras.nodes_video"
+    CATEGORY = "image/video"
+    RETURN_TYPES = ("VIDEO",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        files = list_input_files(getattr(env, "input_dir", None), ("video",))
+        return {"required": {"file": ("COMBO", {"multiselect": False, "options": files, "video_upload": True})}}
+
+    def execute(self, file):
+        return (MediaFile(LoadImage._path(self.ctx.env, file)),)
+
+    @classmethod
+    def IS_CHANGED(cls, env, file):
+        return os.path.getmtime(LoadImage._path(env, file))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, env, file):
+        try:
+            if os.path.isfile(LoadImage._path(env, file)):
+                return True
+        except ValueError:
+            pass
+        return "Invalid video file: {}".format(file)
+
+
+class LoadAudio(Node):
+    """comfy_extras.nodes_audio.LoadAudio (a V3 node: ("COMBO", {options, audio_upload}), audio and video files
+    listed); fingerprinted by the file's sha256, as ComfyUI does."""
+
+    RELATIVE_PYTHON_MODULE = "comfy_extras.nodes_audio"
+    CATEGORY = "audio"
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        files = list_input_files(getattr(env, "input_dir", None), ("audio", "video"))
+        return {"required": {"audio": ("COMBO", {"multiselect": False, "options": files, "audio_upload": True})}}
+
+    def execute(self, audio):
+        return (MediaFile(LoadImage._path(self.ctx.env, audio)),)
+
+    @classmethod
+    def IS_CHANGED(cls, env, audio):
+        return _file_sha256(LoadImage._path(env, audio))
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, env, audio):
+        try:
+            if os.path.isfile(LoadImage._path(env, audio)):
+                return True
+        except ValueError:
+            pass
+        return "Invalid audio file: {}".format(audio)
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 class ImageInvert(Node):
     RELATIVE_PYTHON_MODULE = "nodes"
     CATEGORY = "image"
@@ -897,6 +994,25 @@ class SlowNode(Node):
         return {"ui": {"text": ["slept %s" % seconds]}, "result": (images,)}
 
 
+class ProbeFileDigest(Node):
+    """An output node showing "<sha256> <size>" of the file a VIDEO or AUDIO came from (ui text), read in chunks.
+    Vary `tag` to defeat the output cache."""
+
+    CATEGORY = "probe"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        return {"optional": {"video": ("VIDEO",), "audio": ("AUDIO",), "tag": ("STRING", {"default": ""})}}
+
+    def run(self, video=None, audio=None, tag=""):
+        media = video if video is not None else audio
+        if media is None:
+            raise ValueError("ProbeFileDigest needs a video or an audio")
+        return {"ui": {"text": ["%s %d" % (_file_sha256(media.path), os.path.getsize(media.path))]}}
+
+
 NODE_CLASSES = {
     "EmptyImage": EmptyImage,
     "SaveImage": SaveImage,
@@ -904,6 +1020,8 @@ NODE_CLASSES = {
     "LoadImage": LoadImage,
     "LoadImageMask": LoadImageMask,
     "MaskToImage": MaskToImage,
+    "LoadVideo": LoadVideo,
+    "LoadAudio": LoadAudio,
     "ImageInvert": ImageInvert,
     "CheckpointLoaderSimple": CheckpointLoaderSimple,
     "CLIPTextEncode": CLIPTextEncode,
@@ -915,6 +1033,7 @@ NODE_CLASSES = {
     "ProbeFail": ProbeFail,
     "FailNode": FailNode,
     "SlowNode": SlowNode,
+    "ProbeFileDigest": ProbeFileDigest,
 }
 
 NODE_DISPLAY_NAMES = {
@@ -923,6 +1042,8 @@ NODE_DISPLAY_NAMES = {
     "LoadImage": "Load Image",
     "LoadImageMask": "Load Image (as Mask)",
     "MaskToImage": "Convert Mask to Image",
+    "LoadVideo": "Load Video",
+    "LoadAudio": "Load Audio",
     "ImageInvert": "Invert Image",
     "CheckpointLoaderSimple": "Load Checkpoint",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",
@@ -934,4 +1055,5 @@ NODE_DISPLAY_NAMES = {
     "ProbeFail": "Probe Fail",
     "FailNode": "Fail Node",
     "SlowNode": "Slow Node",
+    "ProbeFileDigest": "Probe File Digest",
 }

@@ -368,9 +368,11 @@ class ComfyState:
         user_dir=None,
         web_root=None,
         comfyui_version=None,
+        max_upload_size: int = MAX_UPLOAD_SIZE,
     ):
         self.name = name
         self.profile = versions.get(comfyui_version)  # which ComfyUI this state imitates
+        self.max_upload_size = int(max_upload_size)  # bytes: the app's client_max_size (ComfyUI's --max-upload-size)
         self._owned_dirs: list = []
         self.output_dir = os.path.abspath(os.fspath(output_dir))
         os.makedirs(self.output_dir, exist_ok=True)
@@ -421,6 +423,11 @@ class ComfyState:
         self._worker = None
 
     # -- set-up ------------------------------------------------------------------------------------------
+
+    @property
+    def server_features(self) -> dict:
+        """GET /features and the feature_flags answer: the profile's, max_upload_size this server's."""
+        return {**self.profile.server_features, "max_upload_size": self.max_upload_size}
 
     def _dir_or_temp(self, path, kind):
         if path is not None:
@@ -1589,7 +1596,7 @@ async def websocket_handler(request):
                     data = json.loads(msg.data)
                     if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
                         state.sockets_metadata[sid]["feature_flags"] = data.get("data", {}) or {}
-                        await ws.send_str(json.dumps({"type": "feature_flags", "data": state.profile.server_features}))
+                        await ws.send_str(json.dumps({"type": "feature_flags", "data": state.server_features}))
                     first_message = False
                 except json.JSONDecodeError:
                     log.warning("Invalid JSON received from client %s: %s", sid, msg.data)
@@ -1639,23 +1646,37 @@ async def upload_image(request):
     if os.path.commonpath((upload_dir, filepath)) != upload_dir:
         return web.Response(status=400)
     os.makedirs(full_output_folder, exist_ok=True)
-    content = image.file.read()
+    # ComfyUI compares and writes with image.file.read() (the whole file in memory); the stand-in does the same in
+    # chunks, so a test's 200 MB upload costs no memory. aiohttp's post() has already spooled the file to disk.
     duplicate = False
     if overwrite not in ("true", "1"):
         stem, ext = os.path.splitext(filename)
         i = 1
+        upload_digest = None
         while os.path.exists(filepath):
+            if upload_digest is None:
+                upload_digest = _sha256_of(image.file)
             with open(filepath, "rb") as f:
-                if hashlib.sha256(f.read()).digest() == hashlib.sha256(content).digest():
+                if _sha256_of(f) == upload_digest:
                     duplicate = True
                     break
             filename = "%s (%d)%s" % (stem, i, ext)
             filepath = os.path.join(full_output_folder, filename)
             i += 1
     if not duplicate:
+        image.file.seek(0)
         with open(filepath, "wb") as f:
-            f.write(content)
+            shutil.copyfileobj(image.file, f, 1 << 20)
     return web.json_response({"name": filename, "subfolder": subfolder, "type": upload_type})
+
+
+def _sha256_of(f) -> bytes:
+    """The sha256 of a file object's bytes from its start, read in chunks (the file is left at its end)."""
+    f.seek(0)
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.digest()
 
 
 def _annotated_filepath(state, name):
@@ -1699,7 +1720,7 @@ async def system_stats(request):
 
 
 async def get_features(request):
-    return web.json_response(get_state(request).profile.server_features)
+    return web.json_response(get_state(request).server_features)
 
 
 async def get_prompt(request):
@@ -1949,6 +1970,7 @@ def make_app(
     web_root=None,
     static_routes: bool = True,
     comfyui_version=None,
+    max_upload_size: int = MAX_UPLOAD_SIZE,
 ) -> web.Application:
     """The stand-in ComfyUI as an aiohttp Application (not started).
 
@@ -1966,6 +1988,8 @@ def make_app(
                   as ComfyUI adds its static routes after every other route
     comfyui_version  which ComfyUI to imitate: "0.3.64", "0.8.0" or "current" (None: $STANDIN_COMFYUI_VERSION,
                   else 0.8.0); see versions.py
+    max_upload_size  the largest request body in bytes (ComfyUI's --max-upload-size, default 100 MB): a larger
+                  upload is a 413; served as /features max_upload_size
     Besides the prompt API (ROUTES) the app has ComfyUI's user, settings, userdata, model-list, i18n, template
     and internal routes (see frontend.py), as ComfyUI always does.
     The state is app["comfy"] (a ComfyState)."""
@@ -1982,8 +2006,9 @@ def make_app(
         user_dir=user_dir,
         web_root=web_root,
         comfyui_version=comfyui_version,
+        max_upload_size=max_upload_size,
     )
-    app = web.Application(client_max_size=MAX_UPLOAD_SIZE, middlewares=[_headers_middleware])
+    app = web.Application(client_max_size=state.max_upload_size, middlewares=[_headers_middleware])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # aiohttp's NotAppKeyWarning for the plain string key
         app["comfy"] = state

@@ -20,8 +20,9 @@ whether the job may run again:
 ComfyUI not answering raises comfy_client.ComfyUnreachable (the bridge leaves the broker, as for any request).
 When several inputs fail, a failure that is not retryable is the one raised.
 
-The fetch's errors (WorkerClient.fetch_input): a refusal is a KeyError or ValueError, or an error whose message
-says "refused"; anything else is a failure to get the file.
+The fetch's errors (WorkerClient.fetch_input): a refusal is a KeyError or ValueError; anything else is a failure
+to get the file (also a lost link whose reason says "refused by the broker": a restarted host that does not know
+the worker yet).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def _first(errors: list[BaseException]) -> BaseException:
 def _fetch_failure(ref: InputRef, e: Exception) -> InputFailure:
     reason = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
     where = f"node {ref.node_id} input '{ref.input_name}'"
-    if isinstance(e, (KeyError, ValueError)) or "refused" in reason.lower():
+    if isinstance(e, (KeyError, ValueError)):  # not the message: a lost link's may say "refused by the broker"
         return InputFailure(
             "input_refused",
             f"{where}: the host refused the input {ref.name} ({ref.sha256[:12]}): {reason}",
