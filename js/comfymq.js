@@ -6,7 +6,8 @@
 // nowhere (a worker that does not: the buttons are hidden and the command says why).
 //
 // Only ComfyUI's public surface is used: app, api and app.extensionManager (sidebar tab, toasts, settings,
-// commands, dialogs), and app.menu's legacy button group for the fallback button. This is the one module that
+// commands, dialogs), app.menu's legacy button group for the fallback button, and the LiteGraph global to add a
+// Load Image node for "Use as input" (lib/use-as-input.js) when the canvas has none. This is the one module that
 // imports ComfyUI's scripts; everything in lib/ and panel/ gets what it needs passed in, and does nothing when
 // merely imported (ComfyUI loads every .js file here).
 
@@ -20,11 +21,13 @@ import {jobLabel} from "./lib/model.js";
 import {installQueueShortcut} from "./lib/shortcut.js";
 import {StatusStore, noQueueReason, queueTarget} from "./lib/status.js";
 import {ACTION_CLASS, installQueueButton, showQueueButtons} from "./lib/queue-button.js";
+import {useAsInput} from "./lib/use-as-input.js";
 import {loadFormState} from "./panel/enqueue-form.js";
 import {Panel} from "./panel/panel.js";
 
 /** @typedef {import("./panel/panel.js").SharedContext} SharedContext */
 /** @typedef {import("./lib/notifier.js").Toast} Toast */
+/** @typedef {import("./lib/images.js").ImageRef} ImageRef */
 
 const TAB_ID = "comfymq";
 const QUEUE_COMMAND = "ComfyMQ.QueueWorkflow";
@@ -121,9 +124,23 @@ async function openJob(/** @type {string} */ id) {
     life: 3000});
 }
 
+/**
+ * "Use as input": a job's image into the canvas's image-loading node, with a toast either way.
+ * @param {ImageRef} ref
+ */
+async function useImageAsInput(ref) {
+  const createNode = (/** @type {string} */ type) => /** @type {any} */ (globalThis).LiteGraph?.createNode(type) ?? null;
+  try {
+    toast(await useAsInput({app, api, client, createNode}, ref));
+  } catch (e) {
+    toastError(`Could not load ${ref.name} as input`, e);
+  }
+}
+
 /** @type {SharedContext} */
 const shared = {
-  app, client, hub, notifier, status, formState: loadFormState(), enqueue, openJob, toast, toastError,
+  app, client, hub, notifier, status, formState: loadFormState(), enqueue, openJob, useAsInput: useImageAsInput,
+  toast, toastError,
   confirm: confirmDialog,
   takeFocus: () => {
     const id = focusJob;

@@ -61,6 +61,16 @@ export class ApiError extends Error {
  *            next_cursor: string | null}} Batch
  */
 
+/** @param {string} text @returns {any} the JSON in it, or null */
+function parseJson(text) {
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 export class MQClient {
   /**
    * @param {ApiLike} api  ComfyUI's api object
@@ -114,27 +124,59 @@ export class MQClient {
     } catch (e) {
       throw new ApiError(`ComfyUI did not answer (${e instanceof Error ? e.message : e})`, 0, "network");
     }
-    let data = null;
     const text = await res.text();
-    if (text) {
-      try {
-        data = JSON.parse(text);
-      } catch {
-        data = null;
-      }
-    }
+    const data = parseJson(text);
     if (!res.ok) {
-      const err = data && data.error;
-      let message = err && err.message ? err.message : `${method} /comfymq${route}: HTTP ${res.status}`;
-      if (res.status === 404 && !err) message = "ComfyMQ's routes are not there: is the plugin installed and loaded?";
-      if (res.status === 401) {
-        this.refusedToken = token;
-        throw this.unauthorized(token, false);
-      }
-      const waiting = err && Array.isArray(err.waiting) ? err.waiting.map(String) : null;
-      throw new ApiError(message, res.status, (err && err.type) || "http", {waiting});
+      throw this.failure(res.status, data, token, `${method} /comfymq${route}: HTTP ${res.status}`,
+        "ComfyMQ's routes are not there: is the plugin installed and loaded?");
     }
     return data;
+  }
+
+  /**
+   * The ApiError for an answer other than 2xx: the API's {"error": {...}} when it sent one, else `otherwise` (or,
+   * for a bare 404, `notFound`). A 401 marks the token refused (see refusedToken).
+   * @param {number} status
+   * @param {any} data  the answer's JSON, or null
+   * @param {string} token  the token the request carried
+   * @param {string} otherwise
+   * @param {string} notFound
+   */
+  failure(status, data, token, otherwise, notFound) {
+    if (status === 401) {
+      this.refusedToken = token;
+      return this.unauthorized(token, false);
+    }
+    const err = data && data.error;
+    let message = err && err.message ? err.message : otherwise;
+    if (status === 404 && !err) message = notFound;
+    const waiting = err && Array.isArray(err.waiting) ? err.waiting.map(String) : null;
+    return new ApiError(message, status, (err && err.type) || "http", {waiting});
+  }
+
+  /**
+   * The bytes of a file the API gave the URL of (an artifact's `url`, relative to the server root), fetched with
+   * the token like every request here; refused the same ways (ApiError: 401 for the token, 404 for a file the
+   * host no longer has).
+   * @param {string} url
+   * @returns {Promise<Blob>}
+   */
+  async fetchFile(url) {
+    const token = this.token();
+    if (this.refusedToken !== null && this.refusedToken === token) throw this.unauthorized(token, true);
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (token) headers.Authorization = "Bearer " + token;
+    let res;
+    try {
+      res = await this.api.fetchApi(url, {headers});
+      if (res.ok) return await res.blob();
+    } catch (e) {
+      throw new ApiError(`ComfyUI did not answer (${e instanceof Error ? e.message : e})`, 0, "network");
+    }
+    const data = parseJson(await res.text().catch(() => ""));
+    throw this.failure(res.status, data, token, `GET ${url}: HTTP ${res.status}`,
+      `the file is not there any more (HTTP 404 for ${url})`);
   }
 
   /**

@@ -76,3 +76,25 @@ export function button(o) {
     onclick: o.onclick,
   }, o.icon ? icon(o.icon) : null, o.label ? h("span", null, o.label) : null);
 }
+
+/**
+ * Runs a button's action: the button stays disabled, and its icon spins, until the action settles (a second
+ * click meanwhile does nothing).
+ * @param {HTMLButtonElement} btn
+ * @param {() => Promise<unknown>} run
+ */
+export async function whileBusy(btn, run) {
+  if (btn.disabled) return;
+  const ic = btn.querySelector("i.pi");
+  const was = ic ? ic.className : "";
+  btn.disabled = true;
+  btn.setAttribute("aria-busy", "true");
+  if (ic) ic.className = "pi pi-spin pi-spinner";
+  try {
+    await run();
+  } finally {
+    btn.disabled = false;
+    btn.removeAttribute("aria-busy");
+    if (ic) ic.className = was;
+  }
+}

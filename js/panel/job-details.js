@@ -1,8 +1,8 @@
 // The selected job in full (GET /comfymq/jobs/{id}): times, the executing node, the whole error with ComfyUI's
-// per-node validation errors and the traceback, why a pending job waits (per worker), every result file, the
-// attempts, and the actions.
+// per-node validation errors and the traceback, why a pending job waits (per worker), every result file (images
+// with "Use as input"), the attempts, and the actions.
 
-import {h, button, icon, replaceChildren} from "../lib/dom.js";
+import {h, button, icon, replaceChildren, whileBusy} from "../lib/dom.js";
 import {jobLabel, batchLabel, progressFraction, durations, nodeName} from "../lib/model.js";
 import {formatDuration, formatTime, formatBytes} from "../lib/format.js";
 import {jobImages} from "../lib/images.js";
@@ -11,10 +11,13 @@ import {STATE_TEXT} from "./job-row.js";
 /** @typedef {import("../lib/model.js").Job} Job */
 /** @typedef {import("../lib/client.js").MQClient} MQClient */
 /** @typedef {import("../lib/images.js").ImageLoader} ImageLoader */
+/** @typedef {import("../lib/images.js").ImageRef} ImageRef */
 /**
+ * `onUseImage`: "Use as input" on a result image (it says how it went itself; the button waits for it).
  * @typedef {{client: MQClient, images: ImageLoader, workerName: (id: string) => string, paused: () => boolean,
  *            onAction: (action: string, job: Job) => void, onClose: () => void, onBatch: (id: string) => void,
- *            onImage: (job: Job, index: number) => void, onLoaded: (job: Job) => void}} DetailsOptions
+ *            onImage: (job: Job, index: number) => void, onUseImage: (ref: ImageRef) => Promise<void>,
+ *            onLoaded: (job: Job) => void}} DetailsOptions
  */
 
 export class JobDetails {
@@ -132,8 +135,12 @@ export class JobDetails {
       body.push(h("h4", null, `Results (${images.length})`), h("div", {class: "mq-gallery"}, images.map((ref, i) => {
         const img = h("img", {alt: ref.name, loading: "lazy"});
         o.images.show(img, ref);
-        return h("button", {type: "button", class: "mq-thumb", title: ref.name, "aria-label": `View ${ref.name} full size`,
-          onclick: () => o.onImage(job, i)}, img);
+        const use = button({icon: "pi-sign-in", label: "Use as input", action: "use-as-input", class: "mq-use-input",
+          title: `Load ${ref.name} into the canvas's Load Image node`, onclick: () => whileBusy(use, () => o.onUseImage(ref))});
+        return h("div", {class: "mq-result"},
+          h("button", {type: "button", class: "mq-thumb", title: ref.name, "aria-label": `View ${ref.name} full size`,
+            onclick: () => o.onImage(job, i)}, img),
+          use);
       })));
     }
     const others = (job.artifacts || []).filter((a) => !images.some((i) => i.url === a.url));

@@ -25,14 +25,17 @@ import {WorkerCard} from "./worker-card.js";
 /** @typedef {import("../lib/enqueue.js").EnqueueOptions} EnqueueOptions */
 /** @typedef {import("../lib/model.js").Worker} Worker */
 /** @typedef {import("../lib/model.js").Job} Job */
+/** @typedef {import("../lib/images.js").ImageRef} ImageRef */
 /** @typedef {import("./enqueue-form.js").FormState} FormState */
 
 /**
  * What the extension shares with the panel (lives as long as the page). `takeFocus` hands over, once, the job a
- * toast pointed the user to (no worker can run it yet), or null.
+ * toast pointed the user to (no worker can run it yet), or null. `useAsInput` loads a job's image into the
+ * canvas's image-loading node (lib/use-as-input.js) and toasts how it went; it never rejects.
  * @typedef {{app: AppLike, client: MQClient, hub: EventHub, notifier: Notifier, status: StatusStore,
  *            formState: FormState, enqueue: (o: EnqueueOptions) => Promise<boolean>,
- *            openJob: (id: string) => Promise<void>, toast: (t: Toast) => void,
+ *            openJob: (id: string) => Promise<void>, useAsInput: (ref: ImageRef) => Promise<void>,
+ *            toast: (t: Toast) => void,
  *            toastError: (summary: string, e: unknown) => void, confirm: (title: string, message: string) => Promise<boolean>,
  *            workerName: (id: string) => string, rememberWorker: (w: Worker) => void,
  *            takeFocus: () => string | null}} SharedContext

@@ -90,6 +90,7 @@ export class QueueView {
       client: ctx.client, images: ctx.images, workerName: (id) => ctx.workerName(id), paused: () => this.paused,
       onAction: (a, job) => this.action(a, job), onClose: () => this.select(null),
       onBatch: (id) => this.filterBatch(id), onImage: (job, i) => this.lightbox(job, i),
+      onUseImage: (ref) => ctx.useAsInput(ref),
       onLoaded: (job) => {
         if (job.state === "pending") this.waiting.set(job.id, {at: Date.now(), reasons: job.waiting || []});
         this.list.put(job);
@@ -381,7 +382,8 @@ export class QueueView {
   /** @param {Job} job @param {number} index */
   lightbox(job, index) {
     const l = jobLabel(job);
-    openLightbox(jobImages(job), index, this.ctx.images, l.name + (l.index != null ? ` #${l.index}` : ""));
+    openLightbox(jobImages(job), index, this.ctx.images, l.name + (l.index != null ? ` #${l.index}` : ""),
+      {onUse: (ref) => this.ctx.useAsInput(ref)});
   }
 
   /**

@@ -147,8 +147,10 @@ const CSS = `
 .comfymq-panel .mq-waitbox { border: 1px solid var(--mq-amber); border-radius: 6px; padding: 6px 8px; font-size: 12px;
   background: color-mix(in srgb, var(--mq-amber) 12%, transparent); }
 .comfymq-panel .mq-waitbox ul { margin: 4px 0 0; padding-left: 16px; }
-.comfymq-panel .mq-gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); gap: 6px; }
+.comfymq-panel .mq-gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)); gap: 6px; }
 .comfymq-panel .mq-gallery .mq-thumb { width: 100%; height: auto; aspect-ratio: 1; }
+.comfymq-panel .mq-result { display: flex; flex-direction: column; gap: 3px; min-width: 0; }
+.comfymq-panel .mq-use-input { font-size: 11px; gap: 4px; padding: 2px 4px; white-space: nowrap; overflow: hidden; }
 .comfymq-panel .mq-actions { display: flex; gap: 6px; flex-wrap: wrap; margin-top: 8px; }
 .comfymq-panel .mq-workers { flex: 1; overflow-y: auto; padding: 8px 10px; display: flex; flex-direction: column; gap: 8px; }
 .comfymq-panel .mq-worker { border: 1px solid var(--mq-border); border-radius: 8px; padding: 8px 10px;

@@ -1,5 +1,6 @@
 // The panel's pure logic, without a browser: seeds per copy, sweep values, the job list's paging and deltas,
-// the toasts' batching, the views' answers that cross events (on a stand-in DOM). (Node imports the same ES
+// the toasts' batching, the views' answers that cross events (on a stand-in DOM), "Use as input" (which node, the
+// upload and ComfyUI's answer, on fake LiteGraph graphs). (Node imports the same ES
 // modules ComfyUI loads.)
 
 import {describe, it, before, after} from "node:test";
@@ -15,6 +16,8 @@ import {QueueView} from "../../js/panel/queue-view.js";
 import {MQClient, ApiError} from "../../js/lib/client.js";
 import {WorkersView} from "../../js/panel/workers-view.js";
 import {StatusStore, queueTarget, noQueueReason, isWorkerRole} from "../../js/lib/status.js";
+import {imageWidget, chooseTarget, canvasCenter, uploadedFile, uploadRefusal, uploadToInput, uploadName, useAsInput,
+  UPLOAD_SUBFOLDER} from "../../js/lib/use-as-input.js";
 
 const SEED_OPTS = {min: 0, max: 0xffffffffffffffff, step: 10, step2: 1, precision: 0};
 
@@ -829,5 +832,358 @@ describe("helpers", () => {
     assert.deepEqual(jobLabel({id: "01a2081ee0070000", prompt_id: null, prompt}), {name: "Save portrait", index: null});
     prompt[10] = {class_type: "PreviewImage", inputs: {images: ["3", 0]}};
     assert.equal(outputTitle(prompt), "Save portrait +1");
+  });
+});
+
+// ---- "Use as input" ----
+
+/** ComfyUI's inputs of LoadImage as the frontend keeps them on the node's class (its IMAGEUPLOAD input added). */
+const LOAD_IMAGE_INPUT = {required: {image: [["start.png"], {image_upload: true}],
+  upload: ["IMAGEUPLOAD", {image_upload: true, imageInputName: "image"}]}};
+
+/**
+ * A node as the frontend makes it: an instance of a class that carries its definition (`nodeData`), with widgets
+ * built from the definition's inputs (a combo for a list, a button for IMAGEUPLOAD, a number otherwise).
+ * @param {string} type
+ * @param {any} input
+ */
+function nodeClass(type, input) {
+  return class {
+    static nodeData = {name: type, input};
+    /** @param {number} id @param {string} [title] */
+    constructor(id, title) {
+      this.id = id;
+      this.type = type;
+      this.title = title ?? type.replace(/([a-z])([A-Z])/g, "$1 $2");
+      this.size = [300, 120];
+      this.pos = [0, 0];
+      this.graph = null;
+      /** @type {any[]} what the widgets' callbacks were called with */
+      this.calls = [];
+      this.widgets = Object.entries({...input.required, ...input.optional}).map(([name, spec]) => {
+        if (Array.isArray(spec[0]) || spec[0] === "COMBO") {
+          const values = Array.isArray(spec[0]) ? [...spec[0]] : [...spec[1].options];
+          return {name, type: "combo", value: values[0], options: {values},
+            callback: (/** @type {any} */ v) => this.calls.push([name, v])};
+        }
+        if (spec[0] === "IMAGEUPLOAD") return {name, type: "button", value: "image", options: {serialize: false}};
+        return {name, type: "number", value: 0, options: {}};
+      });
+    }
+  };
+}
+
+const LoadImage = nodeClass("LoadImage", LOAD_IMAGE_INPUT);
+const LoadImageMask = nodeClass("LoadImageMask", {required: {image: [["start.png"], {image_upload: true}],
+  channel: [["alpha", "red"]], upload: ["IMAGEUPLOAD", {image_upload: true, imageInputName: "image"}]}});
+// a custom node: its own type name and input name, no IMAGEUPLOAD (as /object_info has it), a V3 combo
+const PhotoPicker = nodeClass("PhotoPicker", {required: {strength: ["FLOAT", {}]},
+  optional: {picture: ["COMBO", {options: ["p.png"], image_upload: true}]}});
+const LoadVideo = nodeClass("LoadVideo", {required: {file: ["COMBO", {options: ["v.mp4"], video_upload: true}]}});
+const KSampler = nodeClass("KSampler", {required: {seed: ["INT", {}], sampler_name: [["euler", "dpmpp_2m"]]}});
+
+/**
+ * A LiteGraph graph and canvas, the parts "Use as input" touches: selection in selectedItems (a Set that holds
+ * groups too) and the change tracker's captureCanvasState, or, `legacy`, in selected_nodes (id -> node) and
+ * checkState as older frontends have them.
+ * @param {any[]} nodes
+ * @param {{legacy?: boolean}} [o]
+ */
+function fakeCanvas(nodes, o = {}) {
+  const graph = {
+    nodes: [...nodes],
+    dirty: 0,
+    getNodeById(/** @type {any} */ id) {
+      return this.nodes.find((n) => n.id === id) ?? null;
+    },
+    add(/** @type {any} */ node) {
+      node.id = this.nodes.length + 100;
+      node.graph = this;
+      this.nodes.push(node);
+    },
+    remove(/** @type {any} */ node) {
+      this.nodes = this.nodes.filter((n) => n !== node);
+      node.graph = null;
+    },
+    setDirtyCanvas() {
+      this.dirty++;
+    },
+  };
+  for (const n of nodes) n.graph = graph;
+  /** @type {any} */
+  const canvas = {graph, canvas: {clientWidth: 1000, clientHeight: 800}, ds: {scale: 2, offset: [100, 50]}};
+  if (o.legacy) canvas.selected_nodes = {};
+  else canvas.selectedItems = new Set();
+  const tracker = {checks: 0};
+  /** @type {any} */ (tracker)[o.legacy ? "checkState" : "captureCanvasState"] = () => {
+    tracker.checks++;
+  };
+  const app = {canvas, extensionManager: {workflow: {activeWorkflow: {changeTracker: tracker}}}};
+  return {app, canvas, graph, tracker, select: (/** @type {any[]} */ ...sel) => {
+    if (o.legacy) canvas.selected_nodes = Object.fromEntries(sel.map((n) => [n.id, n]));
+    else canvas.selectedItems = new Set(sel);
+  }};
+}
+
+/**
+ * The host's artifact route and ComfyUI's POST /upload/image behind one fake api: the host needs `token`; the
+ * upload keeps a file's name for the same bytes and numbers it for other bytes ("x (1).png"), as ComfyUI does.
+ * @param {{token?: string, artifacts?: Record<string, Uint8Array>, upload?: (form: FormData) => Response | null}} [o]
+ */
+function fakeComfy(o = {}) {
+  const token = o.token ?? "";
+  /** @type {Map<string, Uint8Array>} the input folder: "subfolder/name" -> bytes */
+  const input = new Map();
+  /** @type {{route: string, init: any}[]} */
+  const sent = [];
+  const artifacts = o.artifacts ?? {"/comfymq/artifacts/0123456789abcdef/out.png": new Uint8Array([137, 80, 78, 71, 1])};
+  const same = (/** @type {Uint8Array} */ a, /** @type {Uint8Array} */ b) => a.length === b.length && a.every((x, i) => x === b[i]);
+  const api = {
+    async fetchApi(/** @type {string} */ route, /** @type {any} */ init = {}) {
+      sent.push({route, init});
+      if (route === "/upload/image") {
+        const form = /** @type {FormData} */ (init.body);
+        const refused = o.upload?.(form);
+        if (refused) return refused;
+        const file = /** @type {File} */ (form.get("image"));
+        const bytes = new Uint8Array(await file.arrayBuffer());
+        const sub = String(form.get("subfolder") || "");
+        const dot = file.name.lastIndexOf(".");
+        let name = file.name;
+        for (let i = 1; input.has(`${sub}/${name}`) && !same(/** @type {Uint8Array} */ (input.get(`${sub}/${name}`)), bytes); i++) {
+          name = `${file.name.slice(0, dot)} (${i})${file.name.slice(dot)}`;
+        }
+        input.set(`${sub}/${name}`, bytes);
+        return new Response(JSON.stringify({name, subfolder: sub, type: form.get("type")}), {status: 200});
+      }
+      if (token && init.headers?.Authorization !== "Bearer " + token) {
+        return new Response(JSON.stringify({error: {type: "unauthorized", message: "needs a token"}}), {status: 401});
+      }
+      const bytes = artifacts[route];
+      if (!bytes) {
+        return new Response(JSON.stringify({error: {type: "not_found", message: `job 0123456789abcdef has no artifact`}}),
+          {status: 404});
+      }
+      return new Response(bytes, {status: 200, headers: {"Content-Type": "image/png"}});
+    },
+    apiURL: (/** @type {string} */ r) => "/api" + r,
+  };
+  return {api, input, sent};
+}
+
+const OUT = {url: "/comfymq/artifacts/0123456789abcdef/out.png", name: "out.png", artifact: true};
+
+/** What a canvas's image combos hold, and the callbacks they saw. @param {any[]} nodes */
+const imageState = (nodes) => nodes.map((n) => [n.widgets.find((/** @type {any} */ w) => w.type === "combo")?.value,
+  n.calls.length]);
+
+describe("use as input: which node", () => {
+  it("an image-loading node is one with an image upload on a combo, whatever its type is called", () => {
+    assert.equal(imageWidget(new LoadImage(1))?.name, "image");
+    assert.equal(imageWidget(new LoadImageMask(2))?.name, "image");
+    assert.equal(imageWidget(new PhotoPicker(3))?.name, "picture", "a custom node declaring image_upload");
+    assert.equal(imageWidget(new LoadVideo(4)), null, "a video upload is not an image");
+    assert.equal(imageWidget(new KSampler(5)), null);
+    const plain = {id: 6, type: "LoadImage", widgets: [{name: "image", type: "combo", value: "a.png", options: {values: []}}]};
+    assert.equal(imageWidget(plain), null, "the type name alone does not make one (no definition with an upload)");
+    // the frontend's IMAGEUPLOAD input names the combo it uploads into, whatever that is called
+    const Named = nodeClass("Named", {required: {pic: [["a.png"], {}], upload: ["IMAGEUPLOAD", {imageInputName: "pic"}]}});
+    assert.equal(imageWidget(new Named(7))?.name, "pic");
+  });
+
+  it("the selected one; else the only one; else a new LoadImage; else (several, none selected) ask", () => {
+    const a = new LoadImage(1);
+    const b = new LoadImageMask(2);
+    const k = new KSampler(3);
+    const picked = (/** @type {any} */ t) => t.kind === "node" ? t.node : t;
+    assert.equal(picked(chooseTarget([a, b, k], [b])), b, "the selected one among several");
+    assert.equal(picked(chooseTarget([a, b, k], [k, b])), b, "other selected nodes do not count");
+    assert.equal(picked(chooseTarget([a, k], [])), a, "the only one");
+    assert.equal(picked(chooseTarget([a, k], [k])), a, "a selection without one: the only one");
+    assert.deepEqual(chooseTarget([k], []), {kind: "new"});
+    assert.deepEqual(chooseTarget([], []), {kind: "new"});
+    assert.deepEqual(chooseTarget([a, b, k], []), {kind: "ambiguous", count: 2, among: "canvas"});
+    assert.deepEqual(chooseTarget([a, b, k], [k]), {kind: "ambiguous", count: 2, among: "canvas"});
+    assert.deepEqual(chooseTarget([a, b], [a, b]), {kind: "ambiguous", count: 2, among: "selected"});
+  });
+
+  it("a new node goes to the canvas's center, in graph coordinates", () => {
+    // canvas = (graph + offset) * scale: the middle (500, 400) is graph (500 / 2 - 100, 400 / 2 - 50)
+    assert.deepEqual(canvasCenter({canvas: {clientWidth: 1000, clientHeight: 800}, ds: {scale: 2, offset: [100, 50]}}),
+      [150, 150]);
+    assert.deepEqual(canvasCenter({canvas: {clientWidth: 600, clientHeight: 400}, ds: {scale: 1, offset: [-10, 20]}}),
+      [310, 180]);
+  });
+});
+
+describe("use as input: the upload", () => {
+  it("ComfyUI's answer is the value: subfolder/name as it answered it", () => {
+    assert.deepEqual(uploadedFile({name: "out (1).png", subfolder: "comfymq", type: "input"}),
+      {name: "out (1).png", subfolder: "comfymq", path: "comfymq/out (1).png"});
+    assert.equal(uploadedFile({name: "out.png", subfolder: "", type: "input"}).path, "out.png");
+    assert.equal(uploadedFile({name: "out.png"}).path, "out.png");
+    assert.throws(() => uploadedFile({subfolder: "comfymq"}), /names no file/);
+    assert.throws(() => uploadedFile(null), /names no file/);
+    assert.throws(() => uploadedFile({name: "../x.png"}), /names no file/);
+    assert.throws(() => uploadedFile({name: "x.png", type: "temp"}), /temp folder/);
+    assert.match(uploadRefusal(413, "Request Entity Too Large"), /larger than it accepts/);
+    assert.equal(uploadRefusal(400, ""), "ComfyUI refused the upload (HTTP 400)");
+    assert.equal(uploadRefusal(403, "403: Forbidden"), "ComfyUI refused the upload (HTTP 403: 403: Forbidden)");
+    assert.equal(uploadRefusal(500, "<html>oops</html>"), "ComfyUI refused the upload (HTTP 500)");
+    assert.equal(uploadName("sub/dir/out.png"), "out.png");
+    assert.equal(uploadName(".."), "image.png");
+  });
+
+  it("posts multipart to /upload/image: the file under its name, type input, subfolder comfymq, no overwrite", async () => {
+    const {api, sent} = fakeComfy();
+    const r = await uploadToInput(api, new Blob([new Uint8Array([1, 2, 3])], {type: "image/png"}), "out.png");
+    assert.deepEqual(r, {name: "out.png", subfolder: UPLOAD_SUBFOLDER, path: "comfymq/out.png"});
+    assert.equal(sent.length, 1);
+    assert.equal(sent[0].init.method, "POST");
+    const form = /** @type {FormData} */ (sent[0].init.body);
+    assert.equal(/** @type {File} */ (form.get("image")).name, "out.png");
+    assert.deepEqual(new Uint8Array(await /** @type {File} */ (form.get("image")).arrayBuffer()), new Uint8Array([1, 2, 3]));
+    assert.deepEqual([form.get("type"), form.get("subfolder"), form.get("overwrite")], ["input", "comfymq", "false"]);
+    assert.equal(sent[0].init.headers?.["Content-Type"], undefined, "the browser sets the multipart boundary");
+  });
+
+  it("the client fetches a file with the token, and says why not (401, 404)", async () => {
+    const {api, sent} = fakeComfy({token: "tok-1"});
+    let entered = "tok-1";
+    const client = new MQClient(api, () => entered);
+    const blob = await client.fetchFile(OUT.url);
+    assert.deepEqual(new Uint8Array(await blob.arrayBuffer()), new Uint8Array([137, 80, 78, 71, 1]));
+    assert.equal(sent[0].init.headers.Authorization, "Bearer tok-1");
+    await assert.rejects(client.fetchFile("/comfymq/artifacts/0123456789abcdef/gone.png"),
+      (e) => e instanceof ApiError && e.status === 404 && /has no artifact/.test(e.message));
+    entered = "";
+    await assert.rejects(client.fetchFile(OUT.url), (e) => e.status === 401 && /needs its access token/.test(e.message));
+    const before = sent.length;
+    await assert.rejects(client.fetchFile(OUT.url), (e) => e.status === 401 && e.local);
+    assert.equal(sent.length, before, "a refused token is not sent again");
+  });
+});
+
+describe("use as input: the canvas", () => {
+  it("loads the image into the only LoadImage: uploaded, the combo names the upload, its preview callback runs", async () => {
+    const node = new LoadImage(1, "Load Image");
+    const k = new KSampler(2);
+    const {app, graph, tracker} = fakeCanvas([node, k]);
+    const {api, input, sent} = fakeComfy({token: "tok-1"});
+    const client = new MQClient(api, () => "tok-1");
+    const t = await useAsInput({app, api, client, createNode: () => null}, OUT);
+    assert.equal(t.severity, "success");
+    assert.equal(t.summary, "Loaded out.png into Load Image");
+    assert.deepEqual([...input.keys()], ["comfymq/out.png"]);
+    assert.deepEqual(input.get("comfymq/out.png"), new Uint8Array([137, 80, 78, 71, 1]), "the artifact's bytes");
+    assert.equal(sent[0].route, OUT.url);
+    assert.equal(sent[0].init.headers.Authorization, "Bearer tok-1");
+    const w = node.widgets[0];
+    assert.equal(w.value, "comfymq/out.png");
+    assert.deepEqual(w.options.values, ["start.png", "comfymq/out.png"]);
+    assert.deepEqual(node.calls, [["image", "comfymq/out.png"]], "the callback that shows the image on the node");
+    assert.ok(graph.dirty > 0, "the canvas redraws");
+    assert.equal(tracker.checks, 1, "the workflow's change tracker sees the change (undo)");
+    // the same image again: ComfyUI keeps the name for the same bytes; the choices do not grow
+    await useAsInput({app, api, client, createNode: () => null}, OUT);
+    assert.deepEqual(w.options.values, ["start.png", "comfymq/out.png"]);
+    assert.equal(input.size, 1);
+  });
+
+  it("takes ComfyUI's name for the upload: other bytes under the same name become 'out (1).png'", async () => {
+    const node = new LoadImageMask(1);
+    const {app} = fakeCanvas([node]);
+    const {api, input} = fakeComfy();
+    input.set("comfymq/out.png", new Uint8Array([9, 9, 9]));
+    const t = await useAsInput({app, api, client: new MQClient(api), createNode: () => null}, OUT);
+    assert.equal(node.widgets[0].value, "comfymq/out (1).png");
+    assert.equal(t.summary, "Loaded out (1).png into Load Image Mask");
+    assert.deepEqual(input.get("comfymq/out.png"), new Uint8Array([9, 9, 9]), "the other file is left alone");
+  });
+
+  it("the selected image-loading node among several (selectedItems with a group, or an older selected_nodes)", async () => {
+    for (const legacy of [false, true]) {
+      const a = new LoadImage(1);
+      const b = new PhotoPicker(2, "My picker");
+      const {app, select, tracker} = fakeCanvas([a, b], {legacy});
+      select(b, ...(legacy ? [] : [{id: 9, title: "Group", pos: [0, 0], size: [10, 10]}]));
+      const {api} = fakeComfy();
+      const t = await useAsInput({app, api, client: new MQClient(api), createNode: () => null}, OUT);
+      assert.equal(t.summary, "Loaded out.png into My picker");
+      assert.equal(b.widgets.find((w) => w.name === "picture")?.value, "comfymq/out.png");
+      assert.equal(a.widgets[0].value, "start.png");
+      assert.equal(tracker.checks, 1, legacy ? "checkState" : "captureCanvasState");
+    }
+  });
+
+  it("several and none selected: asks which, fetches nothing, changes nothing", async () => {
+    const a = new LoadImage(1);
+    const b = new LoadImageMask(2);
+    const {app, graph, select, tracker} = fakeCanvas([a, b, new KSampler(3)]);
+    select(graph.nodes[2]);
+    const {api, sent} = fakeComfy();
+    const t = await useAsInput({app, api, client: new MQClient(api), createNode: () => assert.fail("no new node")}, OUT);
+    assert.equal(t.severity, "warn");
+    assert.match(t.summary || "", /^Select the node to load out\.png into/);
+    assert.match(t.detail, /2 nodes that load images/);
+    assert.deepEqual(sent, []);
+    assert.deepEqual(imageState([a, b]), [["start.png", 0], ["start.png", 0]]);
+    assert.equal(graph.nodes.length, 3);
+    assert.equal(tracker.checks, 0);
+  });
+
+  it("no image-loading node: a new LoadImage at the canvas's center, once the upload is done", async () => {
+    const k = new KSampler(1);
+    const {app, graph} = fakeCanvas([k]);
+    const {api} = fakeComfy();
+    /** @type {string[]} */
+    const made = [];
+    const createNode = (/** @type {string} */ type) => {
+      made.push(type);
+      return new LoadImage(0, "Load Image");
+    };
+    const t = await useAsInput({app, api, client: new MQClient(api), createNode}, OUT);
+    assert.deepEqual(made, ["LoadImage"]);
+    assert.equal(graph.nodes.length, 2);
+    const node = graph.nodes[1];
+    assert.equal(node.widgets[0].value, "comfymq/out.png");
+    assert.deepEqual(node.pos, [150 - 150, 150 - 60], "centered on the canvas's middle (graph 150, 150)");
+    assert.equal(t.summary, "Loaded out.png into Load Image");
+    assert.match(t.detail, /new node/);
+  });
+
+  it("a failure (the file gone, the token refused, the upload refused, the node deleted) changes nothing", async () => {
+    /** @param {any} env @param {any} ref */
+    const failing = async (env, ref, /** @type {RegExp} */ why) => {
+      await assert.rejects(useAsInput(env, ref), (e) => e instanceof Error && why.test(e.message));
+    };
+    const node = new LoadImage(1);
+    const {app, graph, tracker} = fakeCanvas([node]);
+    const host = fakeComfy({token: "tok-1"});
+    await failing({app, api: host.api, client: new MQClient(host.api, () => "tok-1"), createNode: () => null},
+      {...OUT, url: "/comfymq/artifacts/0123456789abcdef/gone.png"}, /has no artifact/);
+    await failing({app, api: host.api, client: new MQClient(host.api, () => "nope"), createNode: () => null}, OUT,
+      /not this host's COMFYMQ_TOKEN/);
+    assert.deepEqual(host.sent.filter((s) => s.route === "/upload/image"), [], "nothing uploaded");
+    const refusing = fakeComfy({upload: () => new Response("", {status: 400})});
+    await failing({app, api: refusing.api, client: new MQClient(refusing.api), createNode: () => null}, OUT,
+      /ComfyUI refused the upload \(HTTP 400\)/);
+    const tooBig = fakeComfy({upload: () => new Response("Request Entity Too Large", {status: 413})});
+    await failing({app, api: tooBig.api, client: new MQClient(tooBig.api), createNode: () => null}, OUT, /larger than/);
+    // the node is deleted while the image is on its way
+    const deleting = fakeComfy({upload: () => {
+      graph.remove(node);
+      return null;
+    }});
+    await failing({app, api: deleting.api, client: new MQClient(deleting.api), createNode: () => null}, OUT,
+      /no longer on the canvas/);
+    assert.deepEqual(imageState([node]), [["start.png", 0]]);
+    assert.deepEqual(node.widgets[0].options.values, ["start.png"]);
+    assert.equal(tracker.checks, 0);
+    // and with no node at all, none is added when the upload fails
+    const empty = fakeCanvas([]);
+    await failing({app: empty.app, api: refusing.api, client: new MQClient(refusing.api),
+      createNode: () => new LoadImage(0)}, OUT, /refused/);
+    assert.equal(empty.graph.nodes.length, 0);
   });
 });
