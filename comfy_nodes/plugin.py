@@ -92,6 +92,7 @@ class Plugin:
         self.service = None
         self.relay = None
         self.bridge = None
+        self.retention = None  # the hourly retention pass (host roles)
         self._closed = threading.Lock()
 
     def start(self, routes: web.RouteTableDef | None) -> None:
@@ -139,6 +140,11 @@ class Plugin:
                     ),
                 )
                 self._add_status_route(routes)
+            from .retention import RetentionThread
+
+            # every hour: jobs past retention_days (when > 0), then input files no kept job names
+            self.retention = RetentionThread(self.service, cfg.retention_days)
+            self.retention.start()
             log.info(
                 "ComfyMQ host: workers connect to %s%s; artifacts in %s",
                 self.service.broker.endpoint,
@@ -209,6 +215,8 @@ class Plugin:
             return
         if self.bridge is not None:
             self.bridge.stop(timeout=5)
+        if self.retention is not None:
+            self.retention.stop()
         if self.relay is not None:
             self.relay.close()
         if self.service is not None:

@@ -2,8 +2,8 @@
 
 build_app() mounts the routes on a fresh app (tests use it directly); run_host() opens the store, serves
 until SIGINT/SIGTERM (host/http_server.py: timeouts, JSON errors of the HTTP layer), and closes the store
-cleanly (a checkpoint, so the next start is fast). Once an hour it runs retention_round(): finished jobs past
-retention_days, then input files no kept job names (only here: inside ComfyUI no retention runs yet).
+cleanly (a checkpoint, so the next start is fast). Once an hour it runs retention_round() (retention.py): finished
+jobs past retention_days, then input files no kept job names.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..api.routes import add_routes
 from ..api.site_policy import SitePolicy
 from ..api.status_routes import add_status_route
 from ..config import check_token
-from ..inputs.retention import sweep_unreferenced
 from ..inputs.store import DEFAULT_GRACE
+from ..retention import retention_pass
 from ..service import BrokerSettings, QueueService
 from .http_server import ServerSettings, serve
 
@@ -57,26 +57,8 @@ def build_app(
 
 
 async def retention_round(service: QueueService, days: float, input_grace: float = DEFAULT_GRACE) -> None:
-    """One round: jobs finished more than `days` ago go (days > 0), then the input files no kept job names whose
-    last use is more than input_grace seconds ago (inputs/retention.py). Failures are logged, never raised."""
-    if days > 0:
-        try:
-            removed = await service.call(service.store.purge, older_than_days=days)
-            if removed:
-                log.info("retention: removed %d jobs finished more than %g days ago", removed, days)
-        except Exception as e:  # noqa: BLE001 - keep serving; the next round tries again
-            log.warning("retention purge failed: %s", e)
-    try:
-        files, freed = await service.call(sweep_unreferenced, service.inputs, service.store, input_grace)
-        if files:
-            log.info(
-                "retention: removed %d input files (%d bytes) no kept job names, unused for %g h",
-                files,
-                freed,
-                input_grace / 3600,
-            )
-    except Exception as e:  # noqa: BLE001 - as above
-        log.warning("input sweep failed: %s", e)
+    """One retention pass (retention.py) on the service's thread pool. Never raises."""
+    await service.call(retention_pass, service, days, input_grace)
 
 
 async def _retention_loop(service: QueueService, days: float, every: float = 3600.0) -> None:

@@ -343,3 +343,38 @@ async def test_a_worker_role_comfyui_answers_uploads_409(tmp_path, aiohttp_clien
         assert r.status == 403
     finally:
         worker.close()
+
+
+async def test_inside_comfyui_retention_runs_at_start_and_sweeps_inputs_no_job_names(tmp_path):
+    """In role host the plugin runs retention on a thread of its own (ComfyUI's loop is not ours): at start, then
+    hourly. An input file no kept job names and unused for longer than the grace goes; one a job names stays, as does
+    a fresh one."""
+    import os
+
+    from comfy_nodes.inputs.store import DEFAULT_GRACE, InputStore
+
+    env = {"COMFYMQ_ROLE": "host", "COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"}
+    cfg = load_config(env, user_dir=str(tmp_path / "user"), output_dir=str(tmp_path / "output"))
+    # Before the plugin starts: three stored inputs, two of them last used long ago, one named by a pending job.
+    inputs = InputStore(Path(cfg.data_dir) / "inputs")
+    old, named, fresh = (inputs.put_stream([f"input {i}".encode()]) for i in range(3))
+    long_ago = time.time() - DEFAULT_GRACE - 3600
+    for stored in (old, named):
+        os.utime(inputs.path(stored.sha256), (long_ago, long_ago))
+    store = native.load().Store(str(Path(cfg.data_dir) / "store"))
+    ref = {"comfymq_input": named.sha256, "name": "named.png", "size": named.size}
+    store.enqueue({"1": {"class_type": "LoadImage", "inputs": {"image": ref}}})
+    store.close()
+
+    plugin = Plugin(cfg)
+    plugin.start(None)
+    try:
+        deadline = time.monotonic() + 10
+        while plugin.retention.passes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert plugin.retention.passes >= 1
+        assert inputs.stat(old.sha256) is None, "unused, named by no job, past the grace: swept"
+        assert inputs.stat(named.sha256) == named.size and inputs.stat(fresh.sha256) == fresh.size
+    finally:
+        plugin.close()
+    assert not plugin.retention._thread.is_alive()
