@@ -28,7 +28,7 @@ export {STATES};
 
 /**
  * GET /comfymq/jobs entries (summary view); the full view (GET /comfymq/jobs/{id}) adds prompt, workflow,
- * history, lease_expires_at and, for pending jobs, waiting.
+ * history, lease_expires_at, inputs (the files it reads, kept by the host) and, for pending jobs, waiting.
  * @typedef {{
  *   id: string, state: JobState, priority: number, batch_id: string | null, prompt_id: string | null,
  *   owner?: string | null, create_time?: number | null, enqueued_at: number, updated_at?: number | null,
@@ -37,7 +37,8 @@ export {STATES};
  *   outputs?: Record<string, any> | null, artifacts: Artifact[],
  *   prompt?: Record<string, {class_type: string, inputs: Record<string, any>, _meta?: {title?: string}}>,
  *   workflow?: any, history?: {attempt?: number, worker?: string, outcome?: string, started_ms?: number,
- *   ended_ms?: number, reason?: string}[], waiting?: string[]
+ *   ended_ms?: number, reason?: string}[], waiting?: string[],
+ *   inputs?: {node: string, input: string, sha256: string, size: number, name: string}[]
  * }} Job
  */
 

@@ -149,6 +149,13 @@ export class JobDetails {
         h("li", null, h("a", {href: o.client.resolve(a.url), target: "_blank", rel: "noopener"}, a.path.split("/").pop()),
           h("span", {class: "mq-muted"}, ` ${formatBytes(a.size)}`)))));
     }
+    if (Array.isArray(job.inputs) && job.inputs.length) {
+      // the files the job reads, as the host keeps them (they travel to whichever worker runs it)
+      body.push(h("h4", null, `Inputs (${job.inputs.length})`), h("ul", {class: "mq-files mq-inputs"},
+        job.inputs.map((i) => h("li", {title: `sha256 ${i.sha256}`},
+          h("span", null, String(i.name)),
+          h("span", {class: "mq-muted"}, ` ${formatBytes(Number(i.size) || 0)} · node ${i.node}.${i.input}`)))));
+    }
     if (job.history && job.history.length) {
       body.push(h("h4", null, "Attempts"), h("dl", {class: "mq-kv"}, job.history.map((a) => [
         h("dt", null, `#${a.attempt ?? "?"}`),

@@ -256,4 +256,23 @@ describe("Use as input on ComfyUI frontend 1.35.9", () => {
     ours.push(...others);
     assertNoErrorsFromUs();
   });
+  it("a job that reads a stored input lists it in its details (name, size, node and input)", async () => {
+    const up = await fetch(`${comfy.url}/comfymq/inputs?name=listed.png`, {method: "POST", body: image.bytes,
+      headers: {"Content-Type": "application/octet-stream"}});
+    assert.equal(up.status, 200);
+    const stored = await up.json();
+    const prompt = img2img();
+    prompt["1"].inputs.image = {comfymq_input: stored.sha256, name: "listed.png"};
+    const r = await comfy.api("/comfymq/jobs", {method: "POST", body: JSON.stringify({prompt})});
+    const id = r.jobs[0].id;
+    await page.locator(`.comfymq-panel .mq-job[data-job="${id}"][data-state="succeeded"]`).waitFor({timeout: 20000});
+    await page.locator(`.comfymq-panel .mq-job[data-job="${id}"]`).click();
+    const item = page.locator(".comfymq-panel .mq-details .mq-inputs li");
+    await item.first().waitFor();
+    assert.equal(await item.count(), 1);
+    const text = await item.first().innerText();
+    assert.match(text, /^listed\.png /);
+    assert.match(text, /node 1\.image$/);
+    assert.equal(await item.first().getAttribute("title"), `sha256 ${stored.sha256}`);
+  });
 });
