@@ -74,6 +74,7 @@ from aiohttp import web
 
 from .. import native
 from ..inputs import graph as input_refs
+from ..inputs.outputs import OutputNotReady, OutputResolver, is_output_reference
 from . import auth
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
@@ -366,12 +367,27 @@ def resolve_artifact(root: Path, relative: str) -> Path | None:
     return Path(full)
 
 
-def resolve_inputs(prompt, sweep, store, local: input_refs.ValueResolver | None = None) -> tuple:
+def resolve_inputs(
+    prompt,
+    sweep,
+    store,
+    local: input_refs.ValueResolver | None = None,
+    outputs: input_refs.ValueResolver | None = None,
+) -> tuple:
     """(prompt, sweep) as the host commits them: every input reference in its stored form, and with `local`, upload
     inputs naming a file in ComfyUI's folders too (inputs/graph.py); sweep values in the place they go. A
     BadReference (a 400) names the node, its class_type, the input and the sha256 or file. Runs on the pool (it
-    reads and copies files). A sweep that does not fit the prompt is left for the expansion to refuse."""
-    prompt = input_refs.resolve_prompt(prompt, store, local)
+    reads and copies files). With `outputs`, another job's output too (inputs/outputs.py: a job that has not
+    succeeded yet is a 409 output_not_ready). A sweep that does not fit the prompt is left for the expansion to
+    refuse."""
+    try:
+        return _resolve_inputs(prompt, sweep, store, local, outputs)
+    except OutputNotReady as e:
+        raise ApiError(409, "output_not_ready", str(e)) from None
+
+
+def _resolve_inputs(prompt, sweep, store, local, outputs) -> tuple:
+    prompt = input_refs.resolve_prompt(prompt, store, local, outputs)
     if not isinstance(sweep, dict) or not sweep or (local is None and not _mentions_inputs(sweep)):
         return prompt, sweep
     try:
@@ -379,7 +395,7 @@ def resolve_inputs(prompt, sweep, store, local: input_refs.ValueResolver | None 
         axes = ex.parse_sweep(graph, sweep)
     except ex.ExpansionError:
         return prompt, sweep
-    resolve = input_refs.value_resolver(store, local)
+    resolve = input_refs.value_resolver(store, local, outputs)
     out = None
     for axis in axes:
         class_type = graph[axis.node_id].get("class_type")
@@ -392,7 +408,12 @@ def resolve_inputs(prompt, sweep, store, local: input_refs.ValueResolver | None 
 
 
 def _mentions_inputs(sweep: dict) -> bool:
-    return any(input_refs.is_reference(v) for values in sweep.values() if isinstance(values, list) for v in values)
+    return any(
+        input_refs.is_reference(v) or is_output_reference(v)
+        for values in sweep.values()
+        if isinstance(values, list)
+        for v in values
+    )
 
 
 # ---- routes ----------------------------------------------------------------------------------------------
@@ -428,6 +449,8 @@ def add_routes(
     store_call = service.call
     limits = limits or RequestLimits()
     add_input_routes(routes, service, prefix=prefix, token=token, site=site, limits=limits)
+    # another job's output named as an input: copied into the input store at enqueue (inputs/outputs.py)
+    job_outputs = OutputResolver(service.store, service.artifact_root, service.inputs, limits.max_input_bytes)
 
     def handle(method: str, path: str):
         """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler)."""
@@ -506,7 +529,9 @@ def add_routes(
     @handle("POST", "/jobs")
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
-        sub.prompt, sub.sweep = await store_call(resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs)
+        sub.prompt, sub.sweep = await store_call(
+            resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
+        )
         if not sub.expands:
             waiting = await unrunnable_check([sub.prompt])
             result = await store_call(

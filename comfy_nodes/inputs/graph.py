@@ -154,25 +154,38 @@ def rewrite_prompt(prompt: Any, resolve_value: ValueResolver) -> Any:
     return prompt if out is None else out
 
 
-def value_resolver(store: InputStore, local: ValueResolver | None = None) -> ValueResolver:
+OUTPUT_KEY = "comfymq_output"  # another job's output (outputs.py)
+
+
+def value_resolver(
+    store: InputStore, local: ValueResolver | None = None, outputs: ValueResolver | None = None
+) -> ValueResolver:
     """Resolves one value as the host commits it: a reference to its stored form (BadReference for a malformed
-    or unknown one); with `local` (inside ComfyUI: local_files.LocalFiles), any other value as `local` says
-    (plain file names of upload inputs); else the value itself."""
+    or unknown one); with `outputs` (outputs.OutputResolver), another job's output to the stored form of its file;
+    with `local` (inside ComfyUI: local_files.LocalFiles), any other value as `local` says (plain file names of
+    upload inputs); else the value itself."""
 
     def resolve(value, where: Place):
         if is_reference(value):
             return resolve_reference(value, where, store)
+        if isinstance(value, dict) and OUTPUT_KEY in value:
+            if outputs is None:
+                raise BadReference(f"{where}: this host cannot take another job's output here")
+            return outputs(value, where)
         return local(value, where) if local is not None else value
 
     return resolve
 
 
-def resolve_prompt(prompt: Any, store: InputStore, local: ValueResolver | None = None) -> Any:
+def resolve_prompt(
+    prompt: Any, store: InputStore, local: ValueResolver | None = None, outputs: ValueResolver | None = None
+) -> Any:
     """The prompt as the host commits it (value_resolver for each node input); the same object when nothing is
-    rewritten. A JSON-text prompt without the word comfymq_input is not even parsed when there is no `local`."""
-    if local is None and isinstance(prompt, str) and KEY not in prompt:
+    rewritten. A JSON-text prompt naming neither comfymq_input nor comfymq_output is not even parsed when there
+    is no `local`."""
+    if local is None and isinstance(prompt, str) and KEY not in prompt and OUTPUT_KEY not in prompt:
         return prompt
-    return rewrite_prompt(prompt, value_resolver(store, local))
+    return rewrite_prompt(prompt, value_resolver(store, local, outputs))
 
 
 def _stored_forms(prompt: Any) -> Iterator[tuple[str, str, dict]]:

@@ -705,3 +705,74 @@ def test_max_input_bytes_is_a_config_key(tmp_path):
     assert load_config({}, user_dir=str(tmp_path)).max_input_bytes == 2 << 30
     with pytest.raises(ConfigError, match=r"max_input_bytes must be an integer from 1024.*COMFYMQ_MAX_INPUT_BYTES"):
         load_config({"COMFYMQ_MAX_INPUT_BYTES": "10"}, user_dir=str(tmp_path))
+
+
+# ---- another job's output as an input -------------------------------------------------------------------------
+
+
+def finished_job_with_files(service, files: dict[str, bytes], state: str = "succeeded") -> str:
+    """A job run through the store as a worker would: its files written under the artifact root, then recorded."""
+    job_id = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    lease = service.store.take("w1")
+    assert lease is not None and lease["job_id"] == job_id
+    artifacts = []
+    for name, data in files.items():
+        path = service.artifact_root / job_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        artifacts.append({"path": f"{job_id}/{name}", "size": len(data), "sha256": sha(data), "mime": "image/png"})
+    if state == "succeeded":
+        service.store.complete(job_id, lease["token"], outputs={}, artifacts=artifacts)
+    else:
+        service.store.fail(job_id, lease["token"], {"type": "execution_error", "message": "boom"}, retryable=False)
+    return job_id
+
+
+@pytest.mark.asyncio
+async def test_another_jobs_output_is_taken_as_an_input_once_it_has_succeeded(client, service, inputs_root):
+    first, second = PNG, PNG + b"\x00second"
+    done = finished_job_with_files(service, {"a.png": first, "b.png": second})
+    # by index and by file name: each becomes the stored form of that file, copied into the input store
+    for spec, data, name in (({"index": 1}, second, "b.png"), ({"filename": "a.png"}, first, "a.png")):
+        ref = {"comfymq_output": {"job": done, **spec}}
+        resp = await client.post(f"{P}/jobs", json={"prompt": load_image(ref)})
+        assert resp.status == 200, await resp.text()
+        job_id = (await resp.json())["jobs"][0]["id"]
+        stored = {"comfymq_input": sha(data), "name": name, "size": len(data)}
+        assert service.store.get(job_id, with_prompt=True)["prompt"]["10"]["inputs"]["image"] == stored
+        assert (inputs_root / sha(data)[:2] / sha(data)).read_bytes() == data
+    # the same output again: still one copy in the store
+    resp = await client.post(f"{P}/jobs", json={"prompt": load_image({"comfymq_output": {"job": done, "index": 0}})})
+    assert resp.status == 200
+    assert sorted(stored_files(inputs_root)) == sorted([sha(first), sha(second)])
+
+
+@pytest.mark.asyncio
+async def test_an_output_that_is_not_there_is_refused_and_nothing_is_queued(client, service):
+    done = finished_job_with_files(service, {"a.png": PNG})
+    failed = finished_job_with_files(service, {}, state="failed")
+    running = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    assert service.store.take("w1")["job_id"] == running
+    before = service.store.stats()["total"]
+    cases = [
+        ({"job": running, "index": 0}, 409, "is running"),
+        ({"job": failed, "index": 0}, 400, "ended failed"),
+        ({"job": "0" * 16, "index": 0}, 400, "does not have"),
+        ({"job": done, "index": 1}, 400, "none at index 1"),
+        ({"job": done, "filename": "nope.png"}, 400, "no output file named nope.png"),
+        ({"job": done}, 400, "by index or by filename"),
+        ({"job": done, "index": 0, "filename": "a.png"}, 400, "by index or by filename"),
+        ({"job": done, "index": -1}, 400, "whole number"),
+        ({"job": done, "index": 0, "path": "/etc/passwd"}, 400, "job (a job id) and index or filename only"),
+        ({"job": ["x"], "index": 0}, 400, "job (a job id)"),
+    ]
+    for spec, status, needle in cases:
+        resp = await client.post(f"{P}/jobs", json={"prompt": load_image({"comfymq_output": spec})})
+        body = await resp.json()
+        assert resp.status == status, (spec, body)
+        assert needle in body["error"]["message"] and "node 10 (LoadImage) input 'image'" in body["error"]["message"]
+        if status == 409:
+            assert body["error"]["type"] == "output_not_ready"
+    resp = await client.post(f"{P}/jobs", json={"prompt": load_image({"comfymq_output": "x", "extra": 1})})
+    assert resp.status == 400
+    assert service.store.stats()["total"] == before, "nothing was queued"

@@ -1,0 +1,103 @@
+"""Another job's output as an input: a node input's value
+
+  {"comfymq_output": {"job": "<job id>", "index": 0}}            the job's first artifact (its files in the order
+                                                                  its view lists them)
+  {"comfymq_output": {"job": "<job id>", "filename": "x.png"}}   the artifact of that file name
+
+When that job has succeeded, the host copies the file into the input store at enqueue (one copy per content, like an
+upload) and commits the reference's stored form ({"comfymq_input": sha256, "name", "size"}, graph.py): from there
+it travels like any input. A job that has not succeeded yet is OutputNotReady (a 409: waiting for another job's
+output is not built yet, so nothing is queued); a failed or cancelled one, an unknown job, an index or a file name
+it does not have, or any other shape is a BadReference (a 400) naming node and input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .graph import BadReference, Place, stored_form
+from .names import safe_name
+from .store import InputStore, InputTooLarge
+
+OUT_KEY = "comfymq_output"
+
+
+class OutputNotReady(BadReference):
+    """The job whose output is named has not succeeded yet (a 409)."""
+
+
+def is_output_reference(value: Any) -> bool:
+    return isinstance(value, dict) and OUT_KEY in value
+
+
+def _spec(value: dict, where: Place) -> tuple[str, int | None, str | None]:
+    if set(value) != {OUT_KEY} or not isinstance(value[OUT_KEY], dict):
+        raise BadReference(
+            f'{where}: an output reference is {{"comfymq_output": {{"job": "<id>", "index": N}}}} or with '
+            '"filename" instead of "index", and nothing else'
+        )
+    spec = value[OUT_KEY]
+    job, index, filename = spec.get("job"), spec.get("index"), spec.get("filename")
+    extra = [k for k in spec if k not in ("job", "index", "filename")]
+    if extra or not isinstance(job, str) or not job or len(job) > 64:
+        raise BadReference(f"{where}: comfymq_output takes job (a job id) and index or filename only")
+    if (index is None) == (filename is None):
+        raise BadReference(f"{where}: comfymq_output names the file by index or by filename (one of them)")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+        raise BadReference(f"{where}: comfymq_output's index is a whole number from 0")
+    if filename is not None and (not isinstance(filename, str) or not filename or len(filename) > 255):
+        raise BadReference(f"{where}: comfymq_output's filename is a file name")
+    return job, index, filename
+
+
+class OutputResolver:
+    """Resolves output references at enqueue (on the host's thread pool: it reads the job and copies a file).
+    jobs: the native Store; artifact_root: where the jobs' artifacts are."""
+
+    def __init__(self, jobs, artifact_root: str | Path, inputs: InputStore, max_bytes: int | None = None):
+        self.jobs, self.root, self.inputs, self.max_bytes = jobs, Path(artifact_root), inputs, max_bytes
+
+    def __call__(self, value: dict, where: Place) -> dict:
+        job_id, index, filename = _spec(value, where)
+        try:
+            job = self.jobs.get(job_id, with_prompt=False)
+        except (KeyError, ValueError):
+            raise BadReference(
+                f"{where}: comfymq_output names job {job_id[:64]}, which this host does not have"
+            ) from None
+        state = job.get("state")
+        if state in ("pending", "running"):
+            raise OutputNotReady(
+                f"{where}: job {job_id} is {state}: its output is there once it has succeeded (a job cannot wait for "
+                "another's output yet); queue this one then"
+            )
+        if state != "succeeded":
+            raise BadReference(f"{where}: job {job_id} ended {state}: it has no output to take")
+        artifacts = job.get("artifacts") or []
+        if index is not None:
+            if index >= len(artifacts):
+                raise BadReference(f"{where}: job {job_id} has {len(artifacts)} output files, none at index {index}")
+            artifact = artifacts[index]
+        else:
+            found = [a for a in artifacts if a["path"].rsplit("/", 1)[-1] == filename]
+            if not found:
+                raise BadReference(f"{where}: job {job_id} has no output file named {filename[:255]}")
+            artifact = found[0]
+        path = (self.root / artifact["path"]).resolve()
+        if not path.is_relative_to(self.root.resolve()):  # (recorded paths are relative: never out of the root)
+            raise BadReference(f"{where}: job {job_id}'s output file {artifact['path']} is not under the artifact root")
+        try:
+            stored = self.inputs.put_file(path, max_bytes=self.max_bytes)
+        except FileNotFoundError:
+            raise BadReference(
+                f"{where}: job {job_id}'s output file {artifact['path']} is gone from the host"
+            ) from None
+        except InputTooLarge:
+            raise BadReference(
+                f"{where}: job {job_id}'s output file {artifact['path']} is larger than an input may be (max_input_bytes)"
+            ) from None
+        if artifact.get("sha256") and stored.sha256 != artifact["sha256"]:
+            raise BadReference(f"{where}: job {job_id}'s output file {artifact['path']} differs from what was recorded")
+        name = artifact["path"].rsplit("/", 1)[-1]
+        return stored_form(stored.sha256, safe_name(name, stored.sha256, ""), stored.size)
