@@ -74,7 +74,7 @@ from aiohttp import web
 
 from .. import native
 from ..inputs import graph as input_refs
-from ..inputs.outputs import OutputNotReady, OutputResolver, is_output_reference
+from ..inputs.outputs import OutputNotReady, OutputResolver, is_output_reference, once_per_request
 from . import auth
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
@@ -387,6 +387,7 @@ def resolve_inputs(
 
 
 def _resolve_inputs(prompt, sweep, store, local, outputs) -> tuple:
+    outputs = once_per_request(outputs)  # an output named by many values is copied once
     prompt = input_refs.resolve_prompt(prompt, store, local, outputs)
     if not isinstance(sweep, dict) or not sweep or (local is None and not _mentions_inputs(sweep)):
         return prompt, sweep

@@ -126,7 +126,9 @@ def _parse(prompt: Any) -> dict | None:
     if not isinstance(prompt, str):
         return None
     try:
-        value = json.loads(prompt)
+        # The store's parser (nlohmann) skips a leading byte order mark: read the text as it does, or a reference
+        # in it would be committed unresolved.
+        value = json.loads(prompt.removeprefix("\ufeff"))
     except (ValueError, RecursionError):  # the store's own check says what is wrong with it
         return None
     return value if isinstance(value, dict) else None
@@ -181,9 +183,15 @@ def resolve_prompt(
     prompt: Any, store: InputStore, local: ValueResolver | None = None, outputs: ValueResolver | None = None
 ) -> Any:
     """The prompt as the host commits it (value_resolver for each node input); the same object when nothing is
-    rewritten. A JSON-text prompt naming neither comfymq_input nor comfymq_output is not even parsed when there
-    is no `local`."""
-    if local is None and isinstance(prompt, str) and KEY not in prompt and OUTPUT_KEY not in prompt:
+    rewritten. A JSON-text prompt naming neither comfymq_input nor comfymq_output (nor holding a \\u escape,
+    which may spell either) is not even parsed when there is no `local`."""
+    if (
+        local is None
+        and isinstance(prompt, str)
+        and KEY not in prompt
+        and OUTPUT_KEY not in prompt
+        and "\\u" not in prompt  # "comfymq\\u005finput" is the same key to every JSON parser
+    ):
         return prompt
     return rewrite_prompt(prompt, value_resolver(store, local, outputs))
 

@@ -14,7 +14,7 @@ it does not have, or any other shape is a BadReference (a 400) naming node and i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .graph import BadReference, Place, stored_form
 from .names import safe_name
@@ -101,3 +101,23 @@ class OutputResolver:
             raise BadReference(f"{where}: job {job_id}'s output file {artifact['path']} differs from what was recorded")
         name = artifact["path"].rsplit("/", 1)[-1]
         return stored_form(stored.sha256, safe_name(name, stored.sha256, ""), stored.size)
+
+
+def once_per_request(outputs: Callable[[dict, Place], dict] | None) -> Callable[[dict, Place], dict] | None:
+    """`outputs` for one request: each output it names is copied into the input store once, however many values
+    name it (a sweep of 10,000 values naming one output read and copied its file 10,000 times). Refusals are not
+    kept: each value that is refused hears why in its own place."""
+    if outputs is None:
+        return None
+    done: dict[tuple, dict] = {}
+
+    def resolve(value: dict, where: Place) -> dict:
+        spec = value.get(OUT_KEY) if isinstance(value, dict) and len(value) == 1 else None
+        if not isinstance(spec, dict) or not all(isinstance(v, (str, int)) for v in spec.values()):
+            return outputs(value, where)
+        key = tuple(sorted((k, type(v).__name__, v) for k, v in spec.items()))  # (True and 1 stay apart)
+        if key not in done:
+            done[key] = outputs(value, where)
+        return dict(done[key])
+
+    return resolve
