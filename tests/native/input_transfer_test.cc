@@ -196,6 +196,68 @@ TEST_F(InputTransferTest, AWorkerThatKeepsAJobsInputsIsPreferredWhileItAsksForWo
   EXPECT_TRUE(keeper->UpdateInputs(std::vector<std::string>(4097, kept)).IsInvalidArgument());
 }
 
+TEST_F(InputTransferTest, AWorkerThatDoesNotReadGetsNoMoreThanItsWindowHoweverManyFetchesItSends) {
+  // A hand-written worker holding a job that names a 32 MiB input sends 200 FETCHes and reads nothing: the broker
+  // queues at most kMaxUnreadInputChunks chunks for it (it used to read and queue every one: GBs of memory).
+  const std::string sha = StoreInput(RandomBytes(32u << 20, 7));
+  const uint64_t id = Enqueue(GraphWithInput(sha));
+  auto evil = RawPeer::Worker(endpoint_);
+  evil->Send(RawPeer::Hello("evil", kCaps));
+  proto::Message m;
+  ASSERT_TRUE(evil->Expect(proto::Cmd::kWelcome, &m));
+  proto::Message ready;
+  ready.cmd = proto::Cmd::kReady;
+  ready.credit = 1;
+  evil->Send(ready);
+  ASSERT_TRUE(evil->Expect(proto::Cmd::kJob, &m));
+  ASSERT_EQ(m.job_id, id);
+  const uint64_t token = m.token;
+  proto::Message f;
+  f.cmd = proto::Cmd::kFetch;
+  f.job_id = id;
+  f.token = token;
+  f.file_sha256 = sha;
+  f.count = proto::kChunkWindow;
+  for (int i = 0; i < 200; ++i) {
+    f.fetch = 1 + i;
+    f.offset = static_cast<uint64_t>(i % 4) * proto::kChunkWindow * proto::kChunkBytes;
+    f.receipt = 0x1234 + i;  // guessed receipts prove nothing
+    evil->Send(f);
+  }
+  proto::Message hb;
+  hb.cmd = proto::Cmd::kHeartbeat;
+  for (int i = 0; i < 75; ++i) {  // 1.5 s, alive (heartbeats) but reading nothing
+    evil->Send(hb);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const uint64_t sent = broker_->Counters().input_chunks;
+  EXPECT_LE(sent, 16u) << "chunks queued for a worker that read none of them";
+  EXPECT_GE(sent, 8u);
+  // Reading them, and echoing the newest receipt, lets the next FETCH through.
+  uint64_t newest = 0;
+  int data_chunks = 0;
+  for (int quiet = 0; quiet < 15;) {
+    evil->Send(hb);
+    if (!evil->Recv(&m, 20)) {
+      quiet++;
+      continue;
+    }
+    if (m.cmd == proto::Cmd::kInput && m.chunk_status == proto::ChunkStatus::kOk) {
+      data_chunks++;
+      newest = m.receipt;
+    }
+  }
+  EXPECT_EQ(static_cast<uint64_t>(data_chunks), sent);
+  ASSERT_NE(newest, 0u);
+  f.fetch = 999;
+  f.offset = 0;
+  f.receipt = newest;
+  evil->Send(f);
+  ASSERT_TRUE(evil->Expect(proto::Cmd::kInput, &m));
+  EXPECT_EQ(m.chunk_status, proto::ChunkStatus::kOk) << m.reason;
+  EXPECT_EQ(m.fetch, 999u);
+}
+
 // The worker client against a broker written by hand, which serves `bytes` as the input `sha` and can damage what
 // it sends.
 class FakeInputHost {

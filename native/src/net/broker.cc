@@ -48,6 +48,7 @@ Status BrokerImpl::Init() {
     Post([this, c = std::move(c)]() mutable { HandleInputRead(std::move(c)); });
   });
   std::mt19937_64 rng(std::random_device{}());
+  receipt_key_ = SipKey{rng(), rng()};
   char sid[17];
   std::snprintf(sid, sizeof(sid), "%016llx", static_cast<unsigned long long>(rng()));
   session_ = sid;

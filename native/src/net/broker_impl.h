@@ -40,6 +40,7 @@
 #include "net/wakeup_posix.h"
 #include "net/zap_handler.h"
 #include "store/store_batch.h"
+#include "util/siphash.h"
 
 namespace comfymq::net {
 
@@ -70,6 +71,11 @@ struct WorkerState {
   int capacity = 1;                   // jobs it runs at once (credit never exceeds it)
   uint64_t epoch = 0;                 // which connection: a lease chosen for an older one is not sent to a newer one
   std::map<uint64_t, uint64_t> held;  // the leases this connection holds: job -> token
+  // Inputs sent on this connection (broker_inputs.cc): receipts of chunks it has not shown it read, chunks asked
+  // for and not yet sent, and the count that makes each receipt.
+  std::deque<uint64_t> input_unread;
+  uint32_t input_reserved = 0;
+  uint64_t input_sent = 0;
   std::deque<std::pair<uint64_t, uint64_t>> ended;  // its last runs that ended (job, token): late news is stale
   size_t classes_seen = 0, inputs_seen = 0, choices_seen = 0,
          models_seen = 0;     // its capabilities' counts, kept once it left
@@ -268,6 +274,10 @@ class BrokerImpl final : public Broker {
   // first FETCH; bounded (cleared when it grows past kMaxGrants: read again on demand).
   std::map<std::pair<uint64_t, uint64_t>, std::set<std::string>> input_grants_;
   static constexpr size_t kMaxGrants = 4096;
+  // Input chunks a worker may have sent to it and not shown it read, plus asked for: two windows (two fetches at
+  // once run at full speed; more wait their turn).
+  static constexpr uint32_t kMaxUnreadInputChunks = 2 * proto::kChunkWindow;
+  SipKey receipt_key_;  // receipts are SipHash(key, connection epoch, chunk count): not guessable by a worker
   Wakeup wake_;
   EventBuffer events_;
   std::shared_ptr<ListenerGate> gate_ = std::make_shared<ListenerGate>();

@@ -3,6 +3,8 @@
 // them (INPUT). Anything else is refused with the reason, and nothing is read: a worker never learns of an input
 // its jobs do not name, nor whether one exists.
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "net/broker_impl.h"
@@ -68,17 +70,29 @@ void BrokerImpl::HandleFetch(WorkerState& w, const proto::Message& m) {
     return refuse(proto::ChunkStatus::kRefused,
                   "input refused: job " + FormatJobId(m.job_id) + " names no input " + m.file_sha256);
   }
-  InputFiles::Request r{w.id, m.fetch, m.file_sha256, m.offset, m.count};
+  // What the worker shows it read (the newest receipt it echoes) frees its window; a worker that does not read
+  // gets no more than kMaxUnreadInputChunks, however many FETCHes it sends.
+  if (m.receipt != 0) {
+    auto seen = std::find(w.input_unread.begin(), w.input_unread.end(), m.receipt);
+    if (seen != w.input_unread.end()) w.input_unread.erase(w.input_unread.begin(), seen + 1);
+  }
+  if (w.input_unread.size() + w.input_reserved + m.count > kMaxUnreadInputChunks) {
+    return refuse(proto::ChunkStatus::kResume, "busy: read the chunks sent before asking for more");
+  }
+  InputFiles::Request r{w.id, w.epoch, m.fetch, m.file_sha256, m.offset, m.count};
   if (!inputs_->Queue(std::move(r))) {
     return refuse(proto::ChunkStatus::kResume, "busy: the host is reading other inputs; ask again");
   }
+  w.input_reserved += m.count;
   if (m.offset == 0) Count([](BrokerCounters& c) { c.input_fetches++; });
 }
 
 void BrokerImpl::HandleInputRead(InputFiles::Chunk c) {
   const uint64_t bytes = c.data.size();
   auto it = workers_.find(c.worker_id);
-  if (it != workers_.end() && it->second.online) {
+  if (it != workers_.end() && it->second.online && it->second.epoch == c.epoch) {
+    WorkerState& w = it->second;
+    w.input_reserved -= std::min(w.input_reserved, c.released);
     proto::Message m;
     m.cmd = proto::Cmd::kInput;
     m.fetch = c.fetch;
@@ -90,12 +104,14 @@ void BrokerImpl::HandleInputRead(InputFiles::Chunk c) {
       m.reason = std::move(c.reason);
     } else {
       m.chunk_checksum = proto::ChunkChecksum(c.data);
+      m.receipt = SipHash64(receipt_key_, (w.epoch << 32) ^ ++w.input_sent) | 1;  // never 0 ("none read yet")
+      w.input_unread.push_back(m.receipt);
     }
     // The chunk goes to libzmq as it is (no copy): the data frame is the one read.
     std::vector<std::string> frames = proto::Encode(m);
     frames.back() = std::move(c.data);
-    it->second.last_sent_ms = NowMs();
-    const bool sent = net::SendOwnedFrames(router_, &it->second.rid, std::move(frames));
+    w.last_sent_ms = NowMs();
+    const bool sent = net::SendOwnedFrames(router_, &w.rid, std::move(frames));
     Count([&](BrokerCounters& k) { sent ? k.messages_out++ : k.unroutable++; });
     if (sent && !c.refused) {
       Count([&](BrokerCounters& k) {

@@ -84,6 +84,9 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     w.caps = caps;
     w.capacity = static_cast<int>(m.capacity);
     w.epoch = ++next_epoch_;
+    w.input_unread.clear();  // a new connection: its chunks in flight went with the old one
+    w.input_reserved = 0;
+    w.input_sent = 0;
     w.held = kept;
     w.connected_ms = w.last_seen_ms = w.last_renew_ms = now;
     w.online = true;

@@ -60,13 +60,16 @@ void InputFiles::ReadLoop() {
 void InputFiles::Read(const Request& r) {
   Chunk base;
   base.worker_id = r.worker_id;
+  base.epoch = r.epoch;
   base.fetch = r.fetch;
   base.sha256 = r.sha256;
+  uint32_t settled = 0;  // of r.count
   auto refuse = [&](const std::string& why) {
     Chunk c = base;
     c.offset = r.offset;
     c.refused = true;
     c.reason = why;
+    c.released = r.count - settled;
     on_read_(std::move(c));
   };
   const std::string path = PathOf(r.sha256);
@@ -81,7 +84,8 @@ void InputFiles::Read(const Request& r) {
   for (uint32_t i = 0; i < r.count; ++i) {
     const uint64_t n = std::min<uint64_t>(proto::kChunkBytes, size - offset);
     {
-      // Wait while the loop has not sent what was read: a slow worker link never piles chunks up in memory.
+      // Wait while the loop has not sent what was read (the reader never runs far ahead of the loop; what a worker
+      // may have queued for it is bounded by the broker's receipts, broker_inputs.cc).
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait(l, [&] { return stop_ || unsent_ < kMaxUnsentBytes; });
       if (stop_) return;
@@ -90,12 +94,15 @@ void InputFiles::Read(const Request& r) {
     Chunk c = base;
     c.offset = offset;
     c.size = size;
+    const bool last = i + 1 == r.count || offset + n == size;
+    c.released = last ? r.count - settled : 1;
     Status s = in->Read(offset, static_cast<size_t>(n), &c.data);
     if (!s.ok() || c.data.size() != n) {
       Sent(n);
       return refuse("the host could not read input " + r.sha256 + ": " + (s.ok() ? "it changed size" : s.message()));
     }
     on_read_(std::move(c));
+    settled = last ? r.count : i + 1;
     offset += n;
     if (offset == size) break;  // the end (an empty input is one empty chunk)
   }

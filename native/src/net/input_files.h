@@ -6,8 +6,10 @@
 //
 // Bounded: at most kMaxQueued FETCHes wait (Queue says false: the worker hears "busy" and asks again), each for
 // at most proto::kChunkWindow chunks, and the reader waits while more than kMaxUnsentBytes it read are not yet
-// sent (Sent tells it what went). Thread safety: Queue and Sent run on the loop; `on_read` is called on the
-// reader thread and must only hand the chunk to the loop.
+// handed to ZeroMQ (Sent tells it what went). What ZeroMQ then holds for one worker is bounded by the broker's
+// receipts (broker_inputs.cc): each chunk's `released` says how many of its request's reservations it settles. Thread
+// safety: Queue and Sent run on the loop; `on_read` is called on the reader thread and must only hand the chunk to the
+// loop.
 #pragma once
 
 #include <condition_variable>
@@ -26,6 +28,7 @@ class InputFiles {
  public:
   struct Request {
     std::string worker_id;
+    uint64_t epoch = 0;  // the worker's connection it came on (a chunk for another one is dropped)
     uint64_t fetch = 0;
     std::string sha256;  // checked by the caller: 64 lowercase hex digits
     uint64_t offset = 0;
@@ -33,6 +36,8 @@ class InputFiles {
   };
   struct Chunk {
     std::string worker_id;
+    uint64_t epoch = 0;
+    uint32_t released = 0;  // of the request's `count` chunks, how many this one settles (the last settles the rest)
     uint64_t fetch = 0;
     std::string sha256;
     uint64_t offset = 0;

@@ -247,6 +247,7 @@ std::vector<std::string> Encode(const Message& m) {
       PutBytes(&b, m.file_sha256);
       PutU64(&b, m.offset);
       PutU32(&b, m.count);
+      PutU64(&b, m.receipt);
       break;
     case Cmd::kInputs:
       PutU32(&b, static_cast<uint32_t>(m.inputs.size()));
@@ -260,6 +261,7 @@ std::vector<std::string> Encode(const Message& m) {
       PutU32(&b, m.chunk_checksum);
       PutU8(&b, static_cast<uint8_t>(m.chunk_status));
       PutBytes(&b, m.reason);
+      PutU64(&b, m.receipt);
       break;
   }
   std::vector<std::string> frames;
@@ -403,7 +405,7 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m, std::stri
     case Cmd::kFetch:
       r.U64(&m->fetch, "fetch") && r.U64(&m->job_id, "job") && r.U64(&m->token, "token") &&
           r.Text(&m->file_sha256, 64, "sha256", true) && r.U64(&m->offset, "offset") && r.U32(&m->count, "count") &&
-          r.Done();
+          r.U64(&m->receipt, "receipt") && r.Done();
       if (!r.status().ok()) break;
       if (!IsSha256Hex(m->file_sha256)) return Status::InvalidArgument("FETCH: sha256 is not 64 lowercase hex digits");
       if (m->count < 1 || m->count > kChunkWindow) return Status::InvalidArgument("FETCH: count out of range");
@@ -423,7 +425,7 @@ Status Decode(const std::vector<std::string_view>& frames, Message* m, std::stri
     case Cmd::kInput:
       r.U64(&m->fetch, "fetch") && r.Text(&m->file_sha256, 64, "sha256", true) && r.U64(&m->offset, "offset") &&
           r.U64(&m->file_size, "size") && r.U32(&m->chunk_checksum, "checksum") && r.U8(&u8, "status") &&
-          r.Text(&m->reason, 4096, "reason") && r.Done();
+          r.Text(&m->reason, 4096, "reason") && r.U64(&m->receipt, "receipt") && r.Done();
       if (!r.status().ok()) break;
       if (u8 > 2) return Status::InvalidArgument("INPUT: unknown status");
       m->chunk_status = static_cast<ChunkStatus>(u8);

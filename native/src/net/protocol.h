@@ -43,7 +43,7 @@ enum class Cmd : uint8_t {
   kChunk = 8,      // job, token, file index/name/size, offset, checksum, last (+ sha256) ; data frame
   kBye = 9,        // leaving; my leases may go
   kCaps = 10,      // new capabilities JSON
-  kFetch = 11,     // fetch, job, token, input sha256, offset, count: send me these chunks of a job's input
+  kFetch = 11,     // fetch, job, token, input sha256, offset, count, receipt: send me these chunks of an input
   kInputs = 12,    // the inputs I keep (sha256s): a job naming them is better run here
   // broker -> worker
   kWelcome = 64,      // accepted: heartbeat settings, session, which held jobs are still mine
@@ -122,6 +122,10 @@ struct Message {
   // chunk_status, reason). `fetch` is the worker's number for one fetch of one input; `file_sha256` names it.
   uint64_t fetch = 0;
   uint32_t count = 0;  // FETCH: chunks wanted from offset on (1..kChunkWindow)
+  // INPUT: an unguessable number for this chunk; FETCH: the newest one the worker has read (0: none yet). The
+  // broker sends a worker only so many chunks past the newest receipt it echoed: reading is the only way to learn
+  // one, so a worker that does not read cannot make the broker queue more for it.
+  uint64_t receipt = 0;
   // INPUTS: the sha256s of the inputs a worker keeps (at most kMaxInputsHeld; each 64 lowercase hex digits)
   std::vector<std::string> inputs;
 };

@@ -172,6 +172,11 @@ class WorkerClientImpl final : public WorkerClient {
   void RunCommands(int64_t now, bool* stop, bool* bye);
   void PumpUploads();
   void PumpFetches(int64_t now);
+  // A FETCH says which chunks were read (the newest receipt): the broker sends only so many past it.
+  void SendFetch(proto::Message& m) {
+    m.receipt = last_receipt_;
+    Send(m);
+  }
   void SendInputsKept() {
     proto::Message m;
     m.cmd = proto::Cmd::kInputs;
@@ -213,6 +218,7 @@ class WorkerClientImpl final : public WorkerClient {
   std::map<uint64_t, Upload> uploads_;
   std::map<uint64_t, ActiveFetch> fetches_;  // by fetch number
   std::vector<std::string> inputs_kept_;     // what INPUTS says (again after every WELCOME)
+  uint64_t last_receipt_ = 0;                // the newest INPUT receipt read on this connection (FETCH echoes it)
   std::atomic<uint64_t> next_fetch_{0};
   int credit_to_send_ = 0;
   std::mutex state_mu_;
@@ -686,7 +692,7 @@ void WorkerClientImpl::PumpFetches(int64_t now) {
       a.fetch->Tick(a.wait->consumed, now, &out);
     }
   }
-  for (const proto::Message& m : out) Send(m);
+  for (proto::Message& m : out) SendFetch(m);
   std::vector<uint64_t> ended;
   for (auto& [id, a] : fetches_) {
     if (a.fetch->finished()) ended.push_back(id);
@@ -721,6 +727,7 @@ void WorkerClientImpl::Handle(proto::Message& m, int64_t now) {
         session_ = m.session;
         refused_.clear();
       }
+      last_receipt_ = 0;  // receipts are per connection
       hb_ms_ = static_cast<int>(m.heartbeat_ms);
       liveness_ = static_cast<int>(m.liveness);
       backoff_ms_ = 0;
@@ -877,12 +884,13 @@ void WorkerClientImpl::Handle(proto::Message& m, int64_t now) {
     }
     case proto::Cmd::kCapsRequest: Emit({{"type", "caps_request"}}); break;
     case proto::Cmd::kInput: {
+      if (m.receipt != 0) last_receipt_ = m.receipt;  // read: the broker may send more
       auto it = fetches_.find(m.fetch);
       if (it == fetches_.end() || m.file_sha256 != it->second.fetch->sha256()) break;  // ended (or not ours)
       std::vector<proto::Message> out;
       std::string data;
       it->second.fetch->OnInput(m, now, &out, &data);
-      for (const proto::Message& f : out) Send(f);
+      for (proto::Message& f : out) SendFetch(f);
       if (!data.empty()) {
         std::lock_guard<std::mutex> l(it->second.wait->mu);
         it->second.wait->chunks.push_back(std::move(data));
