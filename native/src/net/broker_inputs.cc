@@ -5,45 +5,21 @@
 
 #include <algorithm>
 
-#include <nlohmann/json.hpp>
-
 #include "net/broker_impl.h"
 #include "net/zmq_frames.h"
 
 namespace comfymq::net {
 
-namespace {
-
-// The sha256s of {"comfymq_input": "<sha256>", ...} values among the prompt's node inputs.
-std::set<std::string> InputsNamedBy(const std::string& prompt_json) {
-  std::set<std::string> out;
-  const json graph = json::parse(prompt_json, nullptr, false);
-  if (!graph.is_object()) return out;
-  for (const auto& [id, node] : graph.items()) {
-    if (!node.is_object()) continue;
-    auto inputs = node.find("inputs");
-    if (inputs == node.end() || !inputs->is_object()) continue;
-    for (const auto& [name, value] : inputs->items()) {
-      if (!value.is_object()) continue;
-      auto ref = value.find("comfymq_input");
-      if (ref != value.end() && ref->is_string() && proto::IsSha256Hex(ref->get<std::string>())) {
-        out.insert(ref->get<std::string>());
-      }
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 bool BrokerImpl::JobNamesInput(uint64_t job, uint64_t token, const std::string& sha256) {
   const auto key = std::make_pair(job, token);
   auto it = input_grants_.find(key);
   if (it == input_grants_.end()) {
+    // The inputs the prompt names, as the dispatch's requirements scan reads them (one reading of a prompt).
     Job j;
-    if (!store_->Get(job, true, &j).ok()) return false;
+    Requirements req;
+    if (!store_->Get(job, true, &j).ok() || !ExtractRequirements(j.prompt, &req).ok()) return false;
     if (input_grants_.size() >= kMaxGrants) input_grants_.clear();
-    it = input_grants_.emplace(key, InputsNamedBy(j.prompt)).first;
+    it = input_grants_.emplace(key, std::set<std::string>(req.inputs.begin(), req.inputs.end())).first;
   }
   return it->second.count(sha256) != 0;
 }

@@ -3,6 +3,7 @@
 
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 #include <zmq.hpp>
 
@@ -29,26 +30,10 @@ inline bool RecvFrames(zmq::socket_t& s, std::vector<std::string>* frames, std::
 
 // Sends frames (after an optional routing id) without blocking. False when the message could not be queued
 // (ROUTER_MANDATORY: the peer is gone; or its high-water mark is reached). Nothing is half-sent: libzmq
-// queues a multipart message whole or not at all.
-inline bool SendFrames(zmq::socket_t& s, const std::string* routing_id, const std::vector<std::string>& frames) {
-  try {
-    if (routing_id != nullptr) {
-      if (!s.send(zmq::buffer(*routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) return false;
-    }
-    for (size_t i = 0; i < frames.size(); ++i) {
-      auto flags =
-          i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
-      if (!s.send(zmq::buffer(frames[i]), flags)) return false;
-    }
-    return true;
-  } catch (const zmq::error_t&) {  // EHOSTUNREACH with ROUTER_MANDATORY
-    return false;
-  }
-}
-
-// SendFrames for frames the caller gives up: a large frame is handed to libzmq without a copy (it frees it once
-// sent). Same contract otherwise.
-inline bool SendOwnedFrames(zmq::socket_t& s, const std::string* routing_id, std::vector<std::string>&& frames) {
+// queues a multipart message whole or not at all. Const frames are copied into libzmq; frames the caller gives up
+// (SendOwnedFrames) have their large ones handed over without a copy (libzmq frees them once sent).
+template <typename Frames>
+inline bool SendFramesImpl(zmq::socket_t& s, const std::string* routing_id, Frames& frames) {
   constexpr size_t kCopyBelow = 64 << 10;
   try {
     if (routing_id != nullptr) {
@@ -57,19 +42,29 @@ inline bool SendOwnedFrames(zmq::socket_t& s, const std::string* routing_id, std
     for (size_t i = 0; i < frames.size(); ++i) {
       auto flags =
           i + 1 < frames.size() ? zmq::send_flags::sndmore | zmq::send_flags::dontwait : zmq::send_flags::dontwait;
-      if (frames[i].size() < kCopyBelow) {
-        if (!s.send(zmq::buffer(frames[i]), flags)) return false;
-        continue;
+      if constexpr (!std::is_const_v<Frames>) {
+        if (frames[i].size() >= kCopyBelow) {
+          auto* kept = new std::string(std::move(frames[i]));
+          zmq::message_t msg(
+              kept->data(), kept->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, kept);
+          if (!s.send(msg, flags)) return false;  // (msg, not yet sent, frees it)
+          continue;
+        }
       }
-      auto* owned = new std::string(std::move(frames[i]));
-      zmq::message_t msg(
-          owned->data(), owned->size(), [](void*, void* hint) { delete static_cast<std::string*>(hint); }, owned);
-      if (!s.send(msg, flags)) return false;  // (msg, not yet sent, frees it)
+      if (!s.send(zmq::buffer(frames[i]), flags)) return false;
     }
     return true;
   } catch (const zmq::error_t&) {  // EHOSTUNREACH with ROUTER_MANDATORY
     return false;
   }
+}
+
+inline bool SendFrames(zmq::socket_t& s, const std::string* routing_id, const std::vector<std::string>& frames) {
+  return SendFramesImpl(s, routing_id, frames);
+}
+
+inline bool SendOwnedFrames(zmq::socket_t& s, const std::string* routing_id, std::vector<std::string>&& frames) {
+  return SendFramesImpl(s, routing_id, frames);
 }
 
 inline std::vector<std::string_view> Views(const std::vector<std::string>& frames, size_t from) {
