@@ -37,6 +37,7 @@ class JobDict(TypedDict, total=False):
     updated_at: int
     batch_id: Optional[str]
     owner: Optional[str]
+    after: list[str]  # the jobs it waits for: it runs once each has succeeded
     prompt: dict  # only with with_prompt=True
     workflow: Optional[dict]  # only with with_prompt=True
     started_at: Optional[int]
@@ -90,6 +91,7 @@ class Store:
         max_attempts: int = 3,
         timeout: Optional[float] = None,
         owner: Optional[str] = None,
+        after: Optional[Sequence[str]] = None,  # job ids that must succeed first (at most 64; each one the store has)
     ) -> dict: ...  # {"id": str, "existed": bool}
     def enqueue_many(self, jobs: Sequence[dict]) -> list[dict]: ...  # one sync; all or none
     def get(self, job_id: str, *, with_prompt: bool = True) -> JobDict: ...

@@ -189,6 +189,9 @@ py::dict JobDict(const Job& j) {
   d["updated_at"] = j.updated_ms;
   d["batch_id"] = OrNone(j.batch_id);
   d["owner"] = OrNone(j.owner);
+  py::list after;
+  for (uint64_t id : j.after) after.append(FormatJobId(id));
+  d["after"] = after;
   if (!j.prompt.empty()) {
     d["prompt"] = LoadsOrText(j.prompt);
     d["workflow"] = LoadsOrText(j.workflow);
@@ -216,7 +219,7 @@ py::dict JobDict(const Job& j) {
 NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py::handle& priority,
                   const py::handle& metadata, const py::handle& prompt_id, const py::handle& create_time,
                   const py::handle& batch_id, const py::handle& max_attempts, const py::handle& timeout,
-                  const py::handle& owner) {
+                  const py::handle& owner, const py::handle& after) {
   NewJob j;
   if (prompt.is_none()) throw py::value_error("prompt is required");
   j.prompt = GraphText(prompt, "prompt");
@@ -244,6 +247,20 @@ NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py
     j.timeout_ms = static_cast<int64_t>(t * 1000);
   }
   if (!owner.is_none()) j.owner = TextArg(owner, "owner");
+  if (!after.is_none()) {
+    if (PyUnicode_Check(after.ptr()) || !py::isinstance<py::sequence>(after)) {
+      throw py::value_error("after must be a list of job ids");
+    }
+    for (const py::handle& id : py::reinterpret_borrow<py::sequence>(after)) {
+      if (j.after.size() >= kMaxAfter) {
+        throw py::value_error("after: a job may wait for at most " + std::to_string(kMaxAfter) + " jobs");
+      }
+      uint64_t v = 0;
+      std::string text = PyUnicode_Check(id.ptr()) ? Utf8(id, "after") : std::string();
+      if (!ParseJobId(text, &v)) throw py::value_error("after: " + text.substr(0, 64) + " is not a job id");
+      j.after.push_back(v);
+    }
+  }
   return j;
 }
 
@@ -309,9 +326,9 @@ class PyStore {
   py::dict Enqueue(const py::object& prompt, const py::object& workflow, const py::object& priority,
                    const py::object& metadata, const py::object& prompt_id, const py::object& create_time,
                    const py::object& batch_id, const py::object& max_attempts, const py::object& timeout,
-                   const py::object& owner) {
+                   const py::object& owner, const py::object& after) {
     NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts, timeout,
-                          owner);
+                          owner, after);
     std::shared_ptr<Store> s = store();
     EnqueueResult r;
     Status st = NoGil([&] { return s->Enqueue(j, &r); });
@@ -327,8 +344,8 @@ class PyStore {
       if (!py::isinstance<py::dict>(item)) throw py::value_error("job " + std::to_string(i) + " must be a dict");
       if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
-      static const char* kKeys[] = {"prompt",      "workflow", "priority",     "metadata", "prompt_id",
-                                    "create_time", "batch_id", "max_attempts", "timeout",  "owner"};
+      static const char* kKeys[] = {"prompt",   "workflow",     "priority", "metadata", "prompt_id", "create_time",
+                                    "batch_id", "max_attempts", "timeout",  "owner",    "after"};
       for (auto kv : d) {
         std::string k = py::str(kv.first);
         bool known = false;
@@ -339,7 +356,7 @@ class PyStore {
       try {
         jobs.push_back(MakeNewJob(get("prompt"), get("workflow"), get("priority"), get("metadata"), get("prompt_id"),
                                   get("create_time"), get("batch_id"), get("max_attempts"), get("timeout"),
-                                  get("owner")));
+                                  get("owner"), get("after")));
       } catch (py::value_error& e) {
         throw py::value_error("job " + std::to_string(i) + ": " + e.what());
       } catch (py::error_already_set& e) {
@@ -433,6 +450,7 @@ class PyStore {
     py::dict d;
     d["counts"] = counts;
     d["total"] = st.total;
+    d["waiting"] = st.waiting;
     d["oldest_pending_age"] = st.oldest_pending_age_ms / 1000.0;
     d["finished_last_minute"] = st.finished_last_minute;
     d["finished_last_hour"] = st.finished_last_hour;
@@ -940,7 +958,7 @@ PYBIND11_MODULE(_native, m) {
       .def("enqueue", &PyStore::Enqueue, py::arg("prompt"), py::kw_only(), py::arg("workflow") = py::none(),
            py::arg("priority") = 1, py::arg("metadata") = py::none(), py::arg("prompt_id") = py::none(),
            py::arg("create_time") = py::none(), py::arg("batch_id") = py::none(), py::arg("max_attempts") = 3,
-           py::arg("timeout") = py::none(), py::arg("owner") = py::none())
+           py::arg("timeout") = py::none(), py::arg("owner") = py::none(), py::arg("after") = py::none())
       .def("enqueue_many", &PyStore::EnqueueMany, py::arg("jobs"))
       .def("get", &PyStore::Get, py::arg("job_id"), py::kw_only(), py::arg("with_prompt") = true)
       .def("get_by_prompt_id", &PyStore::GetByPromptId, py::arg("prompt_id"), py::kw_only(),

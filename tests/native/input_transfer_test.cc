@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -315,6 +316,72 @@ WorkerClient* StartClient(const std::string& endpoint, std::unique_ptr<WorkerCli
   o.heartbeat_ms = 1000;
   EXPECT_TRUE(WorkerClient::Start(o, owner).ok());
   return owner->get();
+}
+
+// A job that takes another's output: it waits for that job, is sent with the reference made the stored form of
+// the file that job recorded, and its worker fetches that file from the artifact root; a reference to a file the
+// job did not make fails the dependent (no retry) instead of running it without its input.
+TEST_F(InputTransferTest, AJobTakesAnotherJobsOutputOnceThatOneHasSucceeded) {
+  WorkerClient* w = AddWorker("gpu-1", kCaps);
+  const uint64_t first = Enqueue(json{{"2", {{"class_type", "SaveImage"}, {"inputs", json::object()}}}}.dump());
+  auto takes = [&](const json& spec) {
+    json p = {{"1", {{"class_type", "LoadImage"}, {"inputs", {{"image", {{"comfymq_output", spec}}}}}}},
+              {"2", {{"class_type", "SaveImage"}, {"inputs", {{"images", {"1", 0}}}}}}};
+    NewJob j;
+    j.prompt = p.dump();
+    j.after = {first};
+    EnqueueResult r;
+    EXPECT_TRUE(store_->Enqueue(j, &r).ok());
+    return r.id;
+  };
+  const uint64_t by_index = takes({{"job", FormatJobId(first)}, {"index", 1}});
+  const uint64_t by_name = takes({{"job", FormatJobId(first)}, {"filename", "b.png"}});
+  const uint64_t missing = takes({{"job", FormatJobId(first)}, {"filename", "nope.png"}});
+  std::vector<std::string> why;
+  ASSERT_TRUE(broker_->Explain(by_index, &why).ok());
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_EQ(why[0].rfind("waits for job " + FormatJobId(first) + " (", 0), 0u) << why[0];  // pending or running
+
+  JobAssignment a;
+  ASSERT_TRUE(w->NextJob(5000, &a));
+  ASSERT_EQ(a.job_id, first);
+  JobAssignment none;
+  EXPECT_FALSE(w->NextJob(200, &none)) << "the dependents wait";
+  const std::string bytes_a = RandomBytes(1000, 3), bytes_b = RandomBytes(3 * 1024 * 1024 + 7, 4);
+  std::filesystem::create_directories(tmp_.Sub("out"));
+  std::ofstream(tmp_.Sub("out/a.png"), std::ios::binary) << bytes_a;
+  std::ofstream(tmp_.Sub("out/b.png"), std::ios::binary) << bytes_b;
+  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}",
+                          {{tmp_.Sub("out/a.png"), "a.png", "image/png"}, {tmp_.Sub("out/b.png"), "b.png", "image/png"}})
+                  .ok());
+  ASSERT_TRUE(WaitFor([&] { return Get(first).state == JobState::kSucceeded; }));
+
+  std::set<uint64_t> ran;
+  for (int i = 0; i < 2; ++i) {
+    JobAssignment d;
+    ASSERT_TRUE(w->NextJob(5000, &d));
+    ran.insert(d.job_id);
+    json p = json::parse(d.prompt_json);
+    const json& ref = p["1"]["inputs"]["image"];
+    ASSERT_EQ(ref.value("comfymq_input", ""), Sha256::Hex(bytes_b)) << ref.dump();
+    EXPECT_EQ(ref.value("name", ""), "b.png");
+    EXPECT_EQ(ref.value("size", 0u), bytes_b.size());
+    const std::string dest = tmp_.Sub("out/fetched-" + std::to_string(i));
+    uint64_t size = 0;
+    Status s = w->FetchInput(d.job_id, d.token, Sha256::Hex(bytes_b), dest, 10000, &size);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(ReadFile(dest), bytes_b);
+    // The other file of that job is not this job's to fetch.
+    s = w->FetchInput(d.job_id, d.token, Sha256::Hex(bytes_a), dest + ".a", 5000, &size);
+    EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+    ASSERT_TRUE(w->Complete(d.job_id, d.token, "{}", {}).ok());
+  }
+  EXPECT_EQ(ran, (std::set<uint64_t>{by_index, by_name}));
+  ASSERT_TRUE(WaitFor([&] { return Get(missing).state == JobState::kFailed; }));
+  json err = json::parse(Get(missing).error);
+  EXPECT_EQ(err.value("type", ""), "input_error");
+  EXPECT_NE(err.value("message", "").find("made no output file named nope.png"), std::string::npos) << err.dump();
+  EXPECT_EQ(Get(missing).attempts, 1);
 }
 
 TEST(InputFetchTest, ADamagedChunkIsAskedForAgainAndTheFileArrivesWhole) {

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 
 #include "store/job_table.h"
 #include "store/record_sink.h"
@@ -112,6 +113,67 @@ TEST(JobTable, TxnRollbackRestoresEveryIndexExactly) {
   txn.RollbackAll();
   EXPECT_EQ(Fingerprint(table), before);
   EXPECT_TRUE(sink.empty());
+}
+
+// Jobs that wait for others: the dispatch order holds exactly the pending jobs whose waits have all succeeded,
+// after any change, and a rollback restores it as it was.
+TEST(JobTable, DispatchOrderHoldsReadyJobsOnlyAndRollsBackExactly) {
+  JobTable table;
+  std::mt19937_64 rng(11);
+  auto ready_set = [&] {
+    std::set<uint64_t> want;
+    table.ForEach([&](const JobMeta& m) {
+      if (m.state != JobState::kPending) return;
+      bool ok = true;
+      if (const auto* after = table.Waits(m.id)) {
+        for (uint64_t dep : *after) {
+          const JobMeta* d = table.Find(dep);
+          ok &= d != nullptr && d->state == JobState::kSucceeded;
+        }
+      }
+      if (ok) want.insert(m.id);
+    });
+    return want;
+  };
+  auto pending_set = [&] {
+    std::set<uint64_t> got;
+    table.ForEachPending([&](uint64_t id) {
+      got.insert(id);
+      return true;
+    });
+    return got;
+  };
+  for (uint64_t id = 1; id <= 60; ++id) {
+    JobMeta m;
+    m.id = id;
+    m.priority = static_cast<int32_t>(rng() % 3);
+    m.state = static_cast<JobState>(rng() % kNumJobStates);
+    if (id > 5) table.SetWaits(id, {1 + rng() % (id - 1), 1 + rng() % (id - 1)});
+    table.Insert(m);
+  }
+  ASSERT_EQ(pending_set(), ready_set());
+  const std::string before = Fingerprint(table);
+  RecordSink sink;
+  bool paused = false;
+  Txn txn(&table, &sink, &paused, 0);
+  for (int i = 0; i < 2000; ++i) {
+    uint64_t id = 1 + rng() % 60;
+    const JobMeta* m = table.Find(id);
+    if (m == nullptr) continue;
+    if (rng() % 8 == 0) {
+      txn.Erase(id);
+    } else {
+      JobMeta n = *m;
+      n.state = static_cast<JobState>(rng() % kNumJobStates);
+      n.status_loc = txn.Append(log::RecordType::kStatus, "x");
+      txn.Replace(n);
+    }
+    ASSERT_EQ(pending_set(), ready_set()) << "after change " << i;
+    ASSERT_EQ(table.waiting() + pending_set().size(), table.count(JobState::kPending));
+  }
+  txn.RollbackAll();
+  EXPECT_EQ(Fingerprint(table), before);
+  EXPECT_EQ(pending_set(), ready_set());
 }
 
 TEST(JobTable, TxnRollbackForgetsTheBatchNamesItInterned) {

@@ -37,7 +37,12 @@ struct NewJob {
   int max_attempts = 3;        // 1..100: runs allowed before a lost lease / retryable failure fails the job
   int64_t timeout_ms = 0;      // optional: longest one run may take; 0 = no limit
   std::string owner;           // optional: client / user id
+  // optional: jobs that must succeed before this one runs (ids of jobs the store has; at most kMaxAfter). The job
+  // is pending and waits, never taken, until every one has succeeded; should one fail, be cancelled or deleted,
+  // the store cancels this job in the same commit (and the jobs that wait for it, and so on).
+  std::vector<uint64_t> after;
 };
+constexpr size_t kMaxAfter = 64;
 
 // Applies seed 000's `metadata` object (JSON text) to a NewJob: only "prompt_id" (string) and
 // "create_time" (non-negative number, milliseconds) are allowed; any other key is InvalidArgument naming it.
@@ -83,6 +88,7 @@ struct Job {
   int64_t updated_ms = 0;
   std::string batch_id;
   std::string owner;
+  std::vector<uint64_t> after;  // the jobs it waits for (NewJob::after), ascending
   std::string prompt;    // filled only when asked for (Get with prompt, Take)
   std::string workflow;  // likewise
   // Mutable status.

@@ -81,7 +81,8 @@ struct ListPage {
 struct StoreStats {
   uint64_t counts[kNumJobStates] = {0, 0, 0, 0, 0};
   uint64_t total = 0;
-  int64_t oldest_pending_age_ms = 0;  // 0 when nothing is pending
+  uint64_t waiting = 0;               // of the pending ones, how many wait for other jobs (NewJob::after)
+  int64_t oldest_pending_age_ms = 0;  // 0 when nothing ready to run is pending
   uint64_t finished_last_minute = 0;  // succeeded + failed + cancelled ended in the last 60 s
   uint64_t finished_last_hour = 0;
   bool paused = false;

@@ -91,6 +91,12 @@ void BrokerImpl::StartPass() {
     const PendingRelease& r = pass->releases[i];
     batch.ReleaseLease(r.job, r.token, r.reason, r.count_attempt, &pass->release_status[i]);
   }
+  pass->failures.swap(failures_);
+  pass->failure_status.resize(pass->failures.size());
+  for (size_t i = 0; i < pass->failures.size(); ++i) {
+    const PendingFailure& f = pass->failures[i];
+    batch.Fail(f.job, f.token, f.error, /*retryable=*/false, &pass->failure_status[i]);
+  }
   if (dispatch_dirty_) {
     dispatch_dirty_ = false;
     // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
@@ -168,6 +174,12 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
     }
   }
   Count([&](BrokerCounters& c) { c.leases_released += pass.releases.size(); });
+  for (size_t i = 0; i < pass.failures.size(); ++i) {
+    if (!pass.failure_status[i].ok()) {
+      Log("warning", "dispatch", "could not fail job " + FormatJobId(pass.failures[i].job) + ": " +
+                                     pass.failure_status[i].ToString());
+    }
+  }
   for (BrokerPass::DispatchItem& d : pass.dispatches) {
     if (d.sent) {
       if (!d.status.ok()) UnsendJob(d, "the host could not record the lease: " + d.status.message());
@@ -235,6 +247,21 @@ void BrokerImpl::SendOutbox(int64_t now) {
 // without counting an attempt.
 bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
   ForgetRequirements(l.job_id);
+  std::string prompt;
+  std::vector<UpstreamFile> outputs;
+  Status ready = SendablePrompt(l.job, &prompt, &outputs);
+  if (!ready.ok()) {
+    // The job cannot run anywhere (an output it takes is not there as named): it fails, and the worker's credit
+    // goes to the next job.
+    JobError e;
+    e.type = "input_error";
+    e.message = "the output this job takes as input cannot be found: " + ready.message();
+    Log("warning", "dispatch", "job " + FormatJobId(l.job_id) + ": " + e.message);
+    failures_.push_back(PendingFailure{l.job_id, l.token, std::move(e)});
+    ReturnCredit(w.id, w.epoch);
+    dispatch_dirty_ = true;
+    return false;
+  }
   {
     proto::Message job;
     job.cmd = proto::Cmd::kJob;
@@ -242,7 +269,7 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
     job.token = l.token;
     job.attempt = static_cast<uint32_t>(l.attempt);
     job.timeout_ms = l.deadline_ms ? std::max<int64_t>(1, l.deadline_ms - now) : 0;
-    job.prompt_json = l.job.prompt;
+    job.prompt_json = std::move(prompt);
     job.workflow_json = l.job.workflow;
     JsonObjectText extra;
     if (!l.job.batch_id.empty()) extra.Str("batch_id", l.job.batch_id);

@@ -35,6 +35,7 @@
 #include "net/commit_pipeline.h"
 #include "net/event_buffer.h"
 #include "net/input_files.h"
+#include "net/output_refs.h"
 #include "net/protocol.h"
 #include "net/transfers.h"
 #include "net/wakeup_posix.h"
@@ -100,6 +101,13 @@ struct PendingRelease {
   bool count_attempt = true;
 };
 
+// A run the broker fails itself before sending it: the job cannot run anywhere (an output it takes as input
+// cannot be found); failed without a retry.
+struct PendingFailure {
+  uint64_t job = 0, token = 0;
+  JobError error;
+};
+
 // A pass: every result, failure and lease release that came in, plus the dispatches workers have credit
 // for, committed together by the pipeline (one sync), then answered by FinishPass on the loop thread.
 struct BrokerPass final : CommitPass {
@@ -119,6 +127,8 @@ struct BrokerPass final : CommitPass {
   std::deque<ResultItem> results;
   std::vector<PendingRelease> releases;
   std::deque<Status> release_status;
+  std::vector<PendingFailure> failures;
+  std::deque<Status> failure_status;
   std::deque<DispatchItem> dispatches;
 };
 
@@ -171,7 +181,11 @@ class BrokerImpl final : public Broker {
   void HandleChunk(WorkerState& w, const proto::Message& m);
   void HandleFetch(WorkerState& w, const proto::Message& m);
   void HandleInputRead(InputFiles::Chunk c);  // a chunk the input reader read (or a refusal): sent on
-  bool JobNamesInput(uint64_t job, uint64_t token, const std::string& sha256);
+  // Whether run (job, token) may fetch input `sha256`: its prompt names it, or it is the output of a job it
+  // waits for that one of its references names; *path is where it lies ("" = the input store).
+  bool GrantedInput(uint64_t job, uint64_t token, const std::string& sha256, std::string* path);
+  // The prompt a run is sent with: output references (net/output_refs.h) made stored forms, and their files.
+  Status SendablePrompt(const Job& job, std::string* prompt, std::vector<UpstreamFile>* files);
   void StartPass();  // hands the next pass to the pipeline unless one is in flight
   void SendApplied(BrokerPass& pass, int64_t now);
   void FinishPass(std::unique_ptr<CommitPass> pass, int64_t now);
@@ -270,9 +284,10 @@ class BrokerImpl final : public Broker {
   std::unique_ptr<ArtifactWriter> artifacts_;
   std::unique_ptr<Transfers> transfers_;
   std::unique_ptr<InputFiles> inputs_;
-  // Loop thread only: the inputs each run's prompt names, (job, token) -> sha256s, read from the store at its
-  // first FETCH; bounded (cleared when it grows past kMaxGrants: read again on demand).
-  std::map<std::pair<uint64_t, uint64_t>, std::set<std::string>> input_grants_;
+  // Loop thread only: the inputs each run's prompt names, (job, token) -> sha256 -> where it lies ("" = the input
+  // store, else a path under the artifact root), read from the store at its first FETCH; bounded (cleared when it
+  // grows past kMaxGrants: read again on demand).
+  std::map<std::pair<uint64_t, uint64_t>, std::map<std::string, std::string>> input_grants_;
   static constexpr size_t kMaxGrants = 4096;
   // Input chunks a worker may have sent to it and not shown it read, plus asked for: two windows (two fetches at
   // once run at full speed; more wait their turn).
@@ -295,6 +310,7 @@ class BrokerImpl final : public Broker {
   std::vector<PendingResult> results_;
   std::vector<PendingResult> waiting_results_;  // RESULTs whose files are still being written
   std::vector<PendingRelease> releases_;
+  std::vector<PendingFailure> failures_;
   // Jobs whose result or failure is queued or being committed: their leases are not renewed meanwhile (a
   // renewal would fail once the result is in, and look like the store taking the job back).
   std::unordered_map<uint64_t, int> finishing_;

@@ -10,18 +10,58 @@
 
 namespace comfymq::net {
 
-bool BrokerImpl::JobNamesInput(uint64_t job, uint64_t token, const std::string& sha256) {
+bool BrokerImpl::GrantedInput(uint64_t job, uint64_t token, const std::string& sha256, std::string* path) {
   const auto key = std::make_pair(job, token);
   auto it = input_grants_.find(key);
   if (it == input_grants_.end()) {
-    // The inputs the prompt names, as the dispatch's requirements scan reads them (one reading of a prompt).
+    // The inputs the prompt names, as the dispatch's requirements scan reads them (one reading of a prompt), and
+    // the outputs of the jobs it waits for that it names, as they were sent to it.
     Job j;
     Requirements req;
     if (!store_->Get(job, true, &j).ok() || !ExtractRequirements(j.prompt, &req).ok()) return false;
+    std::map<std::string, std::string> granted;
+    for (const std::string& sha : req.inputs) granted.emplace(sha, "");
+    std::string sent;
+    std::vector<UpstreamFile> outputs;
+    if (!j.after.empty() && SendablePrompt(j, &sent, &outputs).ok()) {
+      for (const UpstreamFile& f : outputs) granted.emplace(f.sha256, artifacts_->root() + "/" + f.path);
+    }
     if (input_grants_.size() >= kMaxGrants) input_grants_.clear();
-    it = input_grants_.emplace(key, std::set<std::string>(req.inputs.begin(), req.inputs.end())).first;
+    it = input_grants_.emplace(key, std::move(granted)).first;
   }
-  return it->second.count(sha256) != 0;
+  auto found = it->second.find(sha256);
+  if (found == it->second.end()) return false;
+  *path = found->second;
+  return true;
+}
+
+Status BrokerImpl::SendablePrompt(const Job& job, std::string* prompt, std::vector<UpstreamFile>* files) {
+  return ResolveOutputRefs(
+      job.prompt, job.after,
+      [this](uint64_t id, std::vector<Artifact>* out) {
+        Job dep;
+        CMQ_RETURN_IF_ERROR(store_->Get(id, false, &dep));
+        if (dep.state != JobState::kSucceeded) {
+          return Status::InvalidArgument("job " + FormatJobId(id) + " has not succeeded (it is " +
+                                         JobStateName(dep.state) + ")");
+        }
+        out->clear();
+        json arr = json::parse(dep.artifacts.empty() ? "[]" : dep.artifacts, nullptr, false);
+        if (!arr.is_array()) return Status::Corruption("job " + FormatJobId(id) + "'s artifact list is unreadable");
+        for (const json& a : arr) {
+          if (!a.is_object()) continue;
+          Artifact f;
+          f.path = a.value("path", "");
+          f.size = a.value("size", uint64_t{0});
+          f.sha256 = a.value("sha256", "");
+          if (f.path.empty() || f.path[0] == '/' || ("/" + f.path + "/").find("/../") != std::string::npos) {
+            continue;  // (the broker records paths under the root only; anything else is not served)
+          }
+          out->push_back(std::move(f));
+        }
+        return Status::OK();
+      },
+      prompt, files);
 }
 
 void BrokerImpl::HandleFetch(WorkerState& w, const proto::Message& m) {
@@ -41,7 +81,8 @@ void BrokerImpl::HandleFetch(WorkerState& w, const proto::Message& m) {
     return refuse(proto::ChunkStatus::kRefused,
                   "input refused: this worker does not hold job " + FormatJobId(m.job_id) + "'s lease");
   }
-  if (inputs_ == nullptr || !JobNamesInput(m.job_id, m.token, m.file_sha256)) {
+  std::string path;
+  if (inputs_ == nullptr || !GrantedInput(m.job_id, m.token, m.file_sha256, &path)) {
     Count([](BrokerCounters& c) { c.input_refused++; });
     return refuse(proto::ChunkStatus::kRefused,
                   "input refused: job " + FormatJobId(m.job_id) + " names no input " + m.file_sha256);
@@ -55,7 +96,7 @@ void BrokerImpl::HandleFetch(WorkerState& w, const proto::Message& m) {
   if (w.input_unread.size() + w.input_reserved + m.count > kMaxUnreadInputChunks) {
     return refuse(proto::ChunkStatus::kResume, "busy: read the chunks sent before asking for more");
   }
-  InputFiles::Request r{w.id, w.epoch, m.fetch, m.file_sha256, m.offset, m.count};
+  InputFiles::Request r{w.id, w.epoch, m.fetch, m.file_sha256, m.offset, m.count, std::move(path)};
   if (!inputs_->Queue(std::move(r))) {
     return refuse(proto::ChunkStatus::kResume, "busy: the host is reading other inputs; ask again");
   }

@@ -11,6 +11,15 @@ Status BrokerImpl::Explain(uint64_t job_id, std::vector<std::string>* reasons) {
   Job j;
   CMQ_RETURN_IF_ERROR(store_->Get(job_id, false, &j));
   if (j.state != JobState::kPending) return Status::OK();
+  // A job that waits for others waits for them first (and its other reasons may change meanwhile).
+  for (uint64_t dep : j.after) {
+    Job d;
+    Status s = store_->Get(dep, false, &d);
+    if (s.ok() && d.state == JobState::kSucceeded) continue;
+    reasons->push_back("waits for job " + FormatJobId(dep) +
+                       (s.ok() ? std::string(" (") + JobStateName(d.state) + ") to succeed" : " (gone)"));
+  }
+  if (!reasons->empty()) return Status::OK();
   auto req = RequirementsOf(job_id, nullptr);
   if (req == nullptr) return Status::Corruption("cannot read the prompt of job " + FormatJobId(job_id));
   *reasons = ReasonsNoneCanRun(*req);

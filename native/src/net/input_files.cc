@@ -72,7 +72,7 @@ void InputFiles::Read(const Request& r) {
     c.released = r.count - settled;
     on_read_(std::move(c));
   };
-  const std::string path = PathOf(r.sha256);
+  const std::string path = r.path.empty() ? PathOf(r.sha256) : r.path;
   if (path.empty()) return refuse("this host keeps no inputs");
   std::unique_ptr<RandomAccessFile> in;
   uint64_t size = 0;

@@ -33,6 +33,7 @@ class InputFiles {
     std::string sha256;  // checked by the caller: 64 lowercase hex digits
     uint64_t offset = 0;
     uint32_t count = 0;  // chunks, 1..proto::kChunkWindow
+    std::string path;    // where the input lies, when not in the input store (another job's output); else ""
   };
   struct Chunk {
     std::string worker_id;

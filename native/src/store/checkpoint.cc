@@ -10,7 +10,8 @@
 namespace comfymq::checkpoint {
 namespace {
 
-constexpr char kMagic[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '1'};
+constexpr char kMagic[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '2'};
+constexpr char kMagicV1[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '1'};  // older: no waits section
 constexpr char kEnd[8] = {'C', 'M', 'Q', 'C', 'K', 'E', 'N', 'D'};
 
 // Buffers writes and hashes everything that goes through it.
@@ -76,6 +77,16 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table) {
     PutBytes(&b, batches[i]);
     CMQ_RETURN_IF_ERROR(w.MaybeFlush());
   }
+  uint64_t n_waits = 0;
+  for (const auto& [id, after] : table.waits()) n_waits += table.Find(id) != nullptr;
+  PutU64(&b, n_waits);
+  for (const auto& [id, after] : table.waits()) {
+    if (table.Find(id) == nullptr) continue;
+    PutU64(&b, id);
+    PutU32(&b, static_cast<uint32_t>(after.size()));
+    for (uint64_t dep : after) PutU64(&b, dep);
+    CMQ_RETURN_IF_ERROR(w.MaybeFlush());
+  }
   PutU64(&b, table.size());
   Status s;
   table.ForEach([&](const JobMeta& m) {
@@ -114,9 +125,9 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table) {
   std::string data;
   CMQ_RETURN_IF_ERROR(env->ReadFileToString(path, &data));
   auto bad = [&](const char* why) { return Status::Corruption("checkpoint " + path + ": " + why); };
-  if (data.size() < sizeof(kMagic) + 16 || std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) {
-    return bad("not a ComfyMQ checkpoint");
-  }
+  if (data.size() < sizeof(kMagic) + 16) return bad("not a ComfyMQ checkpoint");
+  const bool v1 = std::memcmp(data.data(), kMagicV1, sizeof(kMagicV1)) == 0;
+  if (!v1 && std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return bad("not a ComfyMQ checkpoint");
   const size_t body = data.size() - 16;
   if (std::memcmp(data.data() + body, kEnd, sizeof(kEnd)) != 0) return bad("truncated (no end marker)");
   if (XXH3_64bits(data.data(), body) != LoadFixed<uint64_t>(data.data() + body + 8)) return bad("checksum mismatch");
@@ -136,6 +147,18 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table) {
     names.emplace_back(n);
   }
   table->SetBatchNames(std::move(names));
+  uint64_t n_waits = 0;
+  if (!v1 && (!d.U64(&n_waits) || n_waits > d.remaining() / 12)) return bad("bad wait count");
+  for (uint64_t i = 0; i < n_waits; ++i) {  // before the jobs: a job goes into the dispatch order only once ready
+    uint64_t id = 0;
+    uint32_t n = 0;
+    if (!d.U64(&id) || !d.U32(&n) || n == 0 || n > kMaxAfter || d.remaining() < static_cast<size_t>(n) * 8) {
+      return bad("bad wait entry");
+    }
+    std::vector<uint64_t> after(n);
+    for (uint32_t k = 0; k < n; ++k) d.U64(&after[k]);
+    table->SetWaits(id, std::move(after));
+  }
   uint64_t n_jobs = 0;
   if (!d.U64(&n_jobs) || n_jobs > d.remaining() / 61) return bad("bad job count");
   table->Reserve(static_cast<size_t>(n_jobs));

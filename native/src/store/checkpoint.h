@@ -1,8 +1,9 @@
 // Checkpoints: the whole in-memory index written to one file, so opening a store reads the checkpoint and
 // replays only the log segments written after it (open time does not grow with history).
 //
-//   checkpoint := "CMQCKP01" u32:segment u64:last_id u64:next_token u8:paused
+//   checkpoint := "CMQCKP02" u32:segment u64:last_id u64:next_token u8:paused
 //                 u32:n_batches bytes:batch_name*            (index 1.., index 0 is "")
+//                 u64:n_waits wait_entry*                      (live jobs that wait for others; not in "CMQCKP01")
 //                 u64:n_jobs job_entry*                        (ascending id)
 //                 u64:n_runs run_entry*
 //                 "CMQCKEND" u64:xxh3_64(every byte before "CMQCKEND")
@@ -10,6 +11,7 @@
 //                 u16:attempts u16:max_attempts u8:state
 //   loc        := u32:segment u32:offset u32:size
 //   run_entry  := u64:id u64:token i64:expires_ms i64:deadline_ms i64:started_ms bytes:worker_id
+//   wait_entry := u64:id u32:n u64:job*                          (NewJob::after)
 //
 // `segment` is the first log segment NOT covered: replay starts there. File name: checkpoint-<segment>.cmq.
 #pragma once

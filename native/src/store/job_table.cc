@@ -49,33 +49,94 @@ void JobTable::Unindex(const JobMeta& m) {
   UnindexState(m);
 }
 
+void JobTable::AddPending(uint64_t id, int32_t priority) {
+  auto& q = pending_[priority];
+  if (q.empty() || q.back() < id) {
+    q.push_back(id);
+  } else {
+    q.insert(std::lower_bound(q.begin(), q.end(), id), id);
+  }
+  ready_++;
+}
+
+void JobTable::RemovePending(uint64_t id, int32_t priority) {
+  auto p = pending_.find(priority);
+  assert(p != pending_.end());
+  auto& q = p->second;
+  if (!q.empty() && q.front() == id) {
+    q.pop_front();
+  } else {
+    auto it = std::lower_bound(q.begin(), q.end(), id);
+    assert(it != q.end() && *it == id);
+    q.erase(it);
+  }
+  if (q.empty()) pending_.erase(p);
+  ready_--;
+}
+
+void JobTable::ForEachReadyDependent(const JobMeta& m, const std::function<void(const JobMeta&)>& fn) const {
+  if (m.state != JobState::kSucceeded || dependents_.empty()) return;
+  auto it = dependents_.find(m.id);
+  if (it == dependents_.end()) return;
+  for (uint64_t d : it->second) {
+    const JobMeta* dm = Find(d);
+    if (dm != nullptr && dm->state == JobState::kPending && Ready(d)) fn(*dm);
+  }
+}
+
+// Called once the slot holds `m` (and before the slot changes again: UnindexState): a succeeded job makes the
+// dependents it was the last wait of ready, and the index must see them go exactly as they came.
 void JobTable::IndexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]++;
   AddLive(m.status_loc, +1);
-  if (m.state != JobState::kPending) return;
-  auto& q = pending_[m.priority];
-  if (q.empty() || q.back() < m.id) {
-    q.push_back(m.id);
-  } else {
-    q.insert(std::lower_bound(q.begin(), q.end(), m.id), m.id);
-  }
+  if (m.state == JobState::kPending && Ready(m.id)) AddPending(m.id, m.priority);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { AddPending(d.id, d.priority); });
 }
 
 void JobTable::UnindexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]--;
   AddLive(m.status_loc, -1);
-  if (m.state != JobState::kPending) return;
-  auto p = pending_.find(m.priority);
-  assert(p != pending_.end());
-  auto& q = p->second;
-  if (!q.empty() && q.front() == m.id) {
-    q.pop_front();
-  } else {
-    auto it = std::lower_bound(q.begin(), q.end(), m.id);
-    assert(it != q.end() && *it == m.id);
-    q.erase(it);
+  if (m.state == JobState::kPending && Ready(m.id)) RemovePending(m.id, m.priority);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { RemovePending(d.id, d.priority); });
+}
+
+void JobTable::SetWaits(uint64_t id, std::vector<uint64_t> after) {
+  std::sort(after.begin(), after.end());
+  after.erase(std::unique(after.begin(), after.end()), after.end());
+  if (auto old = waits_.find(id); old != waits_.end()) {  // (only for a job never inserted: ids are not reused)
+    for (uint64_t dep : old->second) {
+      auto& ds = dependents_[dep];
+      ds.erase(std::remove(ds.begin(), ds.end(), id), ds.end());
+    }
+    waits_.erase(old);
   }
-  if (q.empty()) pending_.erase(p);
+  if (after.empty()) return;
+  for (uint64_t dep : after) dependents_[dep].push_back(id);
+  waits_[id] = std::move(after);
+}
+
+const std::vector<uint64_t>* JobTable::Waits(uint64_t id) const {
+  auto it = waits_.find(id);
+  return it == waits_.end() ? nullptr : &it->second;
+}
+
+void JobTable::ForEachDependent(uint64_t id, const std::function<bool(uint64_t)>& fn) const {
+  auto it = dependents_.find(id);
+  if (it == dependents_.end()) return;
+  for (uint64_t d : it->second) {
+    if (Find(d) != nullptr && !fn(d)) return;
+  }
+}
+
+bool JobTable::Ready(uint64_t id) const {
+  if (waits_.empty()) return true;
+  auto it = waits_.find(id);
+  if (it == waits_.end()) return true;
+  for (uint64_t dep : it->second) {
+    const JobMeta* m = Find(dep);
+    if (m == nullptr || m->state != JobState::kSucceeded) return false;
+  }
+  return true;
 }
 
 void JobTable::Insert(const JobMeta& meta) {
@@ -218,7 +279,7 @@ void JobTable::SetBatchNames(std::vector<std::string> names) {
   for (uint32_t i = 1; i < batch_names_.size(); ++i) batch_index_.emplace(batch_names_[i], i);
 }
 
-uint64_t JobTable::oldest_pending_id() const {
+uint64_t JobTable::oldest_pending_id() const {  // (of the ready ones)
   uint64_t best = 0;
   for (const auto& [prio, q] : pending_) {
     if (!q.empty() && (best == 0 || q.front() < best)) best = q.front();
@@ -239,6 +300,15 @@ void JobTable::CompactSlots() {
   }
   jobs_.swap(kept);
   erased_ = 0;
+  if (waits_.empty()) return;
+  // The waits of jobs gone go too, and the dependents index is made again from what is left.
+  for (auto it = waits_.begin(); it != waits_.end();) {
+    it = Find(it->first) == nullptr ? waits_.erase(it) : std::next(it);
+  }
+  dependents_.clear();
+  for (const auto& [id, after] : waits_) {
+    for (uint64_t dep : after) dependents_[dep].push_back(id);
+  }
 }
 
 }  // namespace comfymq

@@ -1,6 +1,10 @@
 // JobTable: the store's in-memory index. Holds 64 bytes of metadata per job (prompts stay on disk) plus the
 // derived indexes: dispatch order of pending jobs, prompt_id hashes, counts per state, live bytes per log
-// segment, and the run (lease) of every running job.
+// segment, the run (lease) of every running job, and which jobs wait for which (NewJob::after).
+//
+// Dispatch order holds a pending job only when it is ready: every job it waits for is there and has succeeded. A
+// job's waits are set once, before it is inserted (SetWaits); a change of state of a job others wait for moves
+// them in or out of the dispatch order in the same call.
 //
 // Every change goes through Insert / Replace / Erase / SetRun, which keep the derived indexes in step, so
 // the inverse call undoes a change exactly (the store's group commit relies on that to roll back).
@@ -65,7 +69,18 @@ class JobTable {
   const std::unordered_map<uint64_t, RunInfo>& runs() const { return runs_; }
   std::unordered_map<uint64_t, RunInfo>& mutable_runs() { return runs_; }  // in-memory fields only
 
-  // Pending jobs in dispatch order (priority high to low, then id); fn returns false to stop.
+  // The jobs `id` waits for (sorted, unique); set before Insert, kept until CompactSlots drops an erased job.
+  void SetWaits(uint64_t id, std::vector<uint64_t> after);
+  const std::vector<uint64_t>* Waits(uint64_t id) const;
+  const std::unordered_map<uint64_t, std::vector<uint64_t>>& waits() const { return waits_; }
+  // The live jobs that wait for `id` (in no order); fn returns false to stop.
+  void ForEachDependent(uint64_t id, const std::function<bool(uint64_t dependent)>& fn) const;
+  // Every job `id` waits for is live and has succeeded (true for a job that waits for none).
+  bool Ready(uint64_t id) const;
+  // Pending jobs that wait (not ready).
+  uint64_t waiting() const { return counts_[static_cast<int>(JobState::kPending)] - ready_; }
+
+  // Pending jobs in dispatch order (priority high to low, then id), ready ones only; fn returns false to stop.
   void ForEachPending(const std::function<bool(uint64_t id)>& fn) const;
   // Jobs whose prompt_id hashes to `hash`.
   void FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const;
@@ -103,11 +118,18 @@ class JobTable {
   void IndexState(const JobMeta& m);
   void UnindexState(const JobMeta& m);
   void AddLive(const log::RecordLoc& loc, int64_t sign);
+  void AddPending(uint64_t id, int32_t priority);
+  void RemovePending(uint64_t id, int32_t priority);
+  // The dependents of a succeeded job `m` that are pending and ready, as `m` is now.
+  void ForEachReadyDependent(const JobMeta& m, const std::function<void(const JobMeta&)>& fn) const;
 
   std::deque<JobMeta> jobs_;  // sorted by id, erased slots included
   uint64_t live_ = 0;
   uint64_t erased_ = 0;
-  std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> pending_;
+  std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> pending_;  // ready ones only
+  uint64_t ready_ = 0;                                                     // how many pending_ holds
+  std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;       // job -> the jobs it waits for
+  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;  // job -> the jobs that wait for it
   FlatMultiMap64 prompt_index_;
   std::array<uint64_t, kNumJobStates> counts_{};
   std::map<uint32_t, uint64_t> segment_live_;

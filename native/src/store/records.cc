@@ -40,7 +40,7 @@ bool GetRawText(Decoder& d, StoredText* t) {
 }  // namespace
 
 void EncodeJob(const JobView& v, std::string* out) {
-  PutU8(out, kJobVersion);
+  PutU8(out, v.after.empty() ? kJobVersion : kJobVersionAfter);
   PutU64(out, v.id);
   PutI32(out, v.priority);
   PutU16(out, v.max_attempts);
@@ -51,6 +51,9 @@ void EncodeJob(const JobView& v, std::string* out) {
   PutBytes(out, v.owner);
   PutStoredText(out, v.prompt);
   PutStoredText(out, v.workflow);
+  if (v.after.empty()) return;
+  PutU32(out, static_cast<uint32_t>(v.after.size()));
+  for (uint64_t id : v.after) PutU64(out, id);
 }
 
 void PatchJobId(std::string* payload, uint64_t id) {
@@ -60,13 +63,23 @@ void PatchJobId(std::string* payload, uint64_t id) {
 Status DecodeJob(std::string_view payload, JobView* v) {
   Decoder d(payload);
   uint8_t version = 0;
-  if (!d.U8(&version) || (version != kJobVersion && version != kJobVersionRaw)) return Bad("job");
-  auto text = version == kJobVersion ? GetStoredText : GetRawText;
-  if (!d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) || !d.I64(&v->timeout_ms) ||
-      !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) || !d.Bytes(&v->owner) ||
-      !text(d, &v->prompt) || !text(d, &v->workflow) || !d.done()) {
+  if (!d.U8(&version) || (version != kJobVersionAfter && version != kJobVersion && version != kJobVersionRaw)) {
     return Bad("job");
   }
+  auto text = version == kJobVersionRaw ? GetRawText : GetStoredText;
+  if (!d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) || !d.I64(&v->timeout_ms) ||
+      !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) || !d.Bytes(&v->owner) ||
+      !text(d, &v->prompt) || !text(d, &v->workflow)) {
+    return Bad("job");
+  }
+  v->after.clear();
+  if (version == kJobVersionAfter) {
+    uint32_t n = 0;
+    if (!d.U32(&n) || n == 0 || n > kMaxAfter || d.remaining() != static_cast<size_t>(n) * 8) return Bad("job");
+    v->after.resize(n);
+    for (uint32_t i = 0; i < n; ++i) d.U64(&v->after[i]);
+  }
+  if (!d.done()) return Bad("job");
   return Status::OK();
 }
 

@@ -15,8 +15,9 @@
 namespace comfymq::records {
 
 constexpr uint8_t kVersion = 1;        // status, erase and meta payloads
-constexpr uint8_t kJobVersion = 2;     // job payloads as written now: prompt and workflow each with a codec
-constexpr uint8_t kJobVersionRaw = 1;  // job payloads of older stores (texts always raw): still read
+constexpr uint8_t kJobVersionAfter = 3;  // version 2 plus the jobs it waits for: written when there are some
+constexpr uint8_t kJobVersion = 2;       // job payloads as written now: prompt and workflow each with a codec
+constexpr uint8_t kJobVersionRaw = 1;    // job payloads of older stores (texts always raw): still read
 // Byte offset of the job id inside a job payload, so a payload prepared before the id is known can be
 // patched in place.
 constexpr size_t kJobIdOffset = 1;
@@ -29,6 +30,7 @@ struct JobView {
   int64_t create_time_ms = 0;
   std::string_view prompt_id, batch_id, owner;
   StoredText prompt, workflow;  // as stored: raw or compressed (see text_codec.h)
+  std::vector<uint64_t> after;  // the jobs it waits for (NewJob::after)
 };
 
 struct StatusView {
@@ -49,9 +51,10 @@ struct EraseView {
   std::vector<uint64_t> ids;
 };
 
-// Writes version kJobVersion, with the texts as v.prompt / v.workflow say (PackText chooses).
+// Writes version kJobVersion (kJobVersionAfter when v.after is not empty), with the texts as v.prompt / v.workflow
+// say (PackText chooses).
 void EncodeJob(const JobView& v, std::string* out);
-// Reads version kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that does not
+// Reads version kJobVersionAfter, kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that does not
 // decompress is found by UnpackText, when the text is read (so the job itself survives an open).
 Status DecodeJob(std::string_view payload, JobView* v);
 void PatchJobId(std::string* payload, uint64_t id);

@@ -210,6 +210,7 @@ bool StoreImpl::ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn*
     Txn::Mark m = txn->mark();
     try {
       op->status = op->apply();
+      if (op->status.ok()) op->status = CancelOrphansLocked(m.events);  // the jobs left waiting for nothing
     } catch (const std::exception& e) {  // e.g. bad_alloc, or a caller's JobFilter throwing
       op->status = Status::IOError(std::string("internal error while applying a change: ") + e.what());
     }

@@ -107,6 +107,14 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   CMQ_RETURN_IF_ERROR(CheckText(in.prompt_id, "prompt_id", kMaxIdBytes));
   CMQ_RETURN_IF_ERROR(CheckText(in.batch_id, "batch_id", kMaxIdBytes));
   CMQ_RETURN_IF_ERROR(CheckText(in.owner, "owner", kMaxIdBytes));
+  if (in.after.size() > kMaxAfter) {
+    return Status::InvalidArgument("a job may wait for at most " + std::to_string(kMaxAfter) + " jobs, not " +
+                                   std::to_string(in.after.size()));
+  }
+  out->after = in.after;
+  std::sort(out->after.begin(), out->after.end());
+  out->after.erase(std::unique(out->after.begin(), out->after.end()), out->after.end());
+  if (!out->after.empty() && out->after.front() == 0) return Status::InvalidArgument("after: 0 is not a job id");
   out->prompt_id = in.prompt_id.empty() ? NewUuid() : in.prompt_id;
   out->prompt_id_hash = Hash64(out->prompt_id);
   if (out->prompt_id_hash == 0) out->prompt_id_hash = 1;
@@ -121,6 +129,7 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   v.prompt_id = out->prompt_id;
   v.batch_id = in.batch_id;
   v.owner = in.owner;
+  v.after = out->after;
   // Compressed here, in the caller's thread: the group leader only copies the bytes.
   std::string prompt_block, workflow_block;
   v.prompt = records::PackText(in.prompt, &prompt_block);
@@ -145,6 +154,16 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
       results->push_back(EnqueueResult{existing, true});
       continue;
     }
+    for (uint64_t dep : pj.after) {  // here, in the commit: what it waits for cannot end unseen meanwhile
+      const JobMeta* d = table_.Find(dep);
+      if (d == nullptr) {
+        return Status::InvalidArgument("after: no job " + FormatJobId(dep) + " to wait for (it is not in the store)");
+      }
+      if (d->state == JobState::kFailed || d->state == JobState::kCancelled) {
+        return Status::InvalidArgument("after: job " + FormatJobId(dep) + " is " + JobStateName(d->state) +
+                                       ": it will not succeed, so nothing can wait for it (retry it first)");
+      }
+    }
     const uint64_t id = NextId(txn_->now_ms());
     records::PatchJobId(&pj.payload, id);
     JobMeta m;
@@ -156,6 +175,7 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
     m.batch = txn_->InternBatch(pj.batch_id);
     m.max_attempts = pj.max_attempts;
     m.state = JobState::kPending;
+    table_.SetWaits(id, pj.after);  // before Insert: it joins the dispatch order once ready
     txn_->Insert(m);
     txn_->JobChanged(id, JobState::kPending, JobState::kPending, "enqueued");
     results->push_back(EnqueueResult{id, false});
@@ -516,6 +536,45 @@ Status StoreImpl::CancelLocked(uint64_t id, const std::string& reason) {
   return Status::OK();
 }
 
+std::string StoreImpl::DeadWaitLocked(uint64_t id) const {
+  const std::vector<uint64_t>* after = table_.Waits(id);
+  if (after == nullptr) return "";
+  for (uint64_t dep : *after) {
+    const JobMeta* d = table_.Find(dep);
+    if (d == nullptr) return "it waits for job " + FormatJobId(dep) + ", which was deleted";
+    if (d->state == JobState::kFailed) return "it waits for job " + FormatJobId(dep) + ", which failed";
+    if (d->state == JobState::kCancelled) return "it waits for job " + FormatJobId(dep) + ", which was cancelled";
+  }
+  return "";
+}
+
+Status StoreImpl::CancelOrphansLocked(size_t first_event) {
+  if (table_.waits().empty()) return Status::OK();
+  // (The events grow as jobs are cancelled: each one's own dependents are reached in turn.)
+  for (size_t i = first_event; i < txn_->events().size(); ++i) {
+    const StoreEvent e = txn_->events()[i];
+    const bool removed = e.kind == StoreEvent::Kind::kJobRemoved;
+    const bool ended = e.kind == StoreEvent::Kind::kJobChanged &&
+                       (e.to == JobState::kFailed || e.to == JobState::kCancelled) && e.from != e.to;
+    if (removed || ended) {
+      const std::string why = "it waits for job " + FormatJobId(e.job_id) + ", which " +
+                              (removed ? "was deleted" : e.to == JobState::kFailed ? "failed" : "was cancelled");
+      std::vector<uint64_t> orphans;
+      table_.ForEachDependent(e.job_id, [&](uint64_t d) {
+        if (table_.Find(d)->state == JobState::kPending) orphans.push_back(d);
+        return true;
+      });
+      for (uint64_t d : orphans) CMQ_RETURN_IF_ERROR(CancelLocked(d, why));
+    } else if (e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending && e.from != e.to) {
+      const JobMeta* m = table_.Find(e.job_id);  // back in the queue (a retryable failure, a lost lease)
+      if (m == nullptr || m->state != JobState::kPending) continue;
+      const std::string dead = DeadWaitLocked(e.job_id);
+      if (!dead.empty()) CMQ_RETURN_IF_ERROR(CancelLocked(e.job_id, dead));
+    }
+  }
+  return Status::OK();
+}
+
 Status StoreImpl::Retry(uint64_t id) {
   return Run(
       [&] {
@@ -524,6 +583,10 @@ Status StoreImpl::Retry(uint64_t id) {
         if (m->state != JobState::kFailed && m->state != JobState::kCancelled) {
           return Status::Conflict("job " + FormatJobId(id) + " is " + JobStateName(m->state) +
                                   "; only failed or cancelled jobs can be retried");
+        }
+        const std::string dead = DeadWaitLocked(id);
+        if (!dead.empty()) {
+          return Status::Conflict("job " + FormatJobId(id) + " cannot run again: " + dead + " (retry that one first)");
         }
         const JobMeta before = *m;
         StatusDoc d = LoadStatusOrRebuildLocked(before);

@@ -103,6 +103,7 @@ class StoreImpl final : public Store {
     int32_t priority = 0;
     uint16_t max_attempts = 0;
     std::string batch_id;
+    std::vector<uint64_t> after;  // sorted, unique
   };
   // A record copied by compaction: applied only if the job still points at `from`.
   struct Relocation {
@@ -170,6 +171,12 @@ class StoreImpl final : public Store {
                     const std::string& error_json, const std::string& reason);
   // Within a group: pending | running -> cancelled (Cancel and CancelBatch).
   Status CancelLocked(uint64_t id, const std::string& reason);
+  // Within a group, after an op applied: the jobs that wait for a job that failed, was cancelled or deleted by
+  // the events from `first_event` on (or that went back to pending with such a job among those they wait for)
+  // are cancelled, saying which, and so on down the chain, in the op's own changes.
+  Status CancelOrphansLocked(size_t first_event);
+  // "" when every job `id` waits for is there and has not failed or been cancelled; else why not.
+  std::string DeadWaitLocked(uint64_t id) const;
   // Fills *job from the index and the job record, without prompt and workflow.
   static void FillJob(const JobMeta& m, const records::JobView& jv, Job* job);
   // The record's prompt and workflow as text (decompressed if need be); Corruption names the job.

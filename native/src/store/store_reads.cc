@@ -166,6 +166,7 @@ void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, Job* job) 
   job->enqueued_ms = JobIdMillis(m.id);
   job->batch_id = jv.batch_id;
   job->owner = jv.owner;
+  job->after = jv.after;
 }
 
 Status StoreImpl::FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id) {
@@ -258,6 +259,7 @@ Status StoreImpl::Stats(StoreStats* out) {
     std::shared_lock<std::shared_mutex> st(state_mu_);
     for (int i = 0; i < kNumJobStates; ++i) out->counts[i] = table_.count(static_cast<JobState>(i));
     out->total = table_.size();
+    out->waiting = table_.waiting();
     uint64_t oldest = table_.oldest_pending_id();
     if (oldest != 0) out->oldest_pending_age_ms = std::max<int64_t>(0, now - JobIdMillis(oldest));
     const int64_t sec = now / 1000;

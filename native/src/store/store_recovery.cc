@@ -236,6 +236,7 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       n.batch = table_.InternBatch(v.batch_id);
       n.max_attempts = v.max_attempts;
       n.state = JobState::kPending;
+      table_.SetWaits(v.id, std::move(v.after));  // (before Insert: it is in the dispatch order once ready)
       table_.Insert(n);
       last_id_ = std::max(last_id_, v.id);
       return Status::OK();
