@@ -40,6 +40,9 @@ POST /comfymq/jobs body (unknown keys are a 400 naming the key):
   sweep         {"<node_id>.<input>": [values...]}: one job per combination
   max_attempts  1..100 (default 3);  timeout: seconds per run (null = none);  owner: str
   batch_id      [A-Za-z0-9][A-Za-z0-9._:-]{0,127}; jobs of a count/sweep request get a new one if not given
+  after         [job ids] (at most 64): the jobs run only once each of these has succeeded, and are cancelled
+                (saying which) should one fail, be cancelled or deleted; a job that has failed or been cancelled, or
+                one the host does not have, is a 400. An output reference to a job not done yet adds that job.
 One request may create at most max_jobs_per_request jobs storing at most max_stored_bytes_per_request bytes of
 prompts and workflows (api/limits.py): more is a 413 naming the limit, and nothing is queued.
 A repeated metadata.prompt_id returns the existing job ("existed": true). With count or sweep the given
@@ -54,7 +57,9 @@ nothing is queued.
 A node input {"comfymq_input": "<sha256>", "name"?} names an uploaded file: it must be stored (else a 400 naming the
 node, class_type, input and sha256) and is committed in its stored form, {"comfymq_input", "name", "size"}
 (inputs/graph.py). Inside ComfyUI an upload input naming a file in ComfyUI's folders (LoadImage "photo.png") is
-copied into the input store and committed the same way (inputs/local_files.py).
+copied into the input store and committed the same way (inputs/local_files.py). A node input {"comfymq_output":
+{"job": id, "index": N | "filename": name}} takes another job's output (inputs/outputs.py): a finished one's
+file is stored at once; for one still pending or running the new job waits for it (its `after`).
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ from aiohttp import web
 
 from .. import native
 from ..inputs import graph as input_refs
-from ..inputs.outputs import OutputNotReady, OutputResolver, is_output_reference, once_per_request
+from ..inputs.outputs import OutputResolver, is_output_reference, once_per_request, waits_on
 from . import auth
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
@@ -99,7 +104,9 @@ TASK_FIELDS = (
     "timeout",
     "batch_id",
     "owner",
+    "after",
 )
+MAX_AFTER = 64  # jobs one job may wait for (the store's kMaxAfter)
 LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id")
 BATCH_PARAMS = ("cursor", "limit", "view")
 JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
@@ -189,6 +196,22 @@ class Submission:
             if len(owner.encode("utf-8", "surrogatepass")) > MAX_OWNER or any(ord(c) < 32 for c in owner):
                 raise BadRequest(f"owner must be at most {MAX_OWNER} bytes without control characters")
         self.owner = owner
+        after = body.get("after", [])
+        if not isinstance(after, list) or not all(isinstance(a, str) and JOB_ID_RE.match(a) for a in after):
+            raise BadRequest("after must be a list of job ids (16 lowercase hex digits each)")
+        if len(set(after)) > MAX_AFTER:
+            raise BadRequest(f"after names {len(set(after))} jobs: a job may wait for at most {MAX_AFTER}")
+        self.after = sorted(set(after))
+
+    def after_for(self, prompt) -> list[str]:
+        """The jobs a job of this request waits for: `after`, and the unfinished jobs its output references name."""
+        waits = waits_on(prompt)
+        if not waits:
+            return self.after
+        after = sorted(set(self.after) | set(waits))
+        if len(after) > MAX_AFTER:
+            raise BadRequest(f"the job would wait for {len(after)} jobs: at most {MAX_AFTER}")
+        return after
 
     @property
     def expands(self) -> bool:
@@ -250,6 +273,9 @@ def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
     items, extras = [], []
     for job, pid in zip(jobs, ids, strict=True):
         item = {"prompt": job.prompt, "prompt_id": pid, "batch_id": batch_id, **common}
+        after = sub.after_for(job.prompt)
+        if after:
+            item["after"] = after
         if workflow_text is not None:
             item["workflow"] = workflow_text
         if create_time is not None:
@@ -377,13 +403,10 @@ def resolve_inputs(
     """(prompt, sweep) as the host commits them: every input reference in its stored form, and with `local`, upload
     inputs naming a file in ComfyUI's folders too (inputs/graph.py); sweep values in the place they go. A
     BadReference (a 400) names the node, its class_type, the input and the sha256 or file. Runs on the pool (it
-    reads and copies files). With `outputs`, another job's output too (inputs/outputs.py: a job that has not
-    succeeded yet is a 409 output_not_ready). A sweep that does not fit the prompt is left for the expansion to
-    refuse."""
-    try:
-        return _resolve_inputs(prompt, sweep, store, local, outputs)
-    except OutputNotReady as e:
-        raise ApiError(409, "output_not_ready", str(e)) from None
+    reads and copies files). With `outputs`, another job's output too (inputs/outputs.py: one not done yet stays a
+    reference, which makes the job wait for it). A sweep that does not fit the prompt is left for the expansion
+    to refuse."""
+    return _resolve_inputs(prompt, sweep, store, local, outputs)
 
 
 def _resolve_inputs(prompt, sweep, store, local, outputs) -> tuple:
@@ -479,7 +502,17 @@ def add_routes(
                 reasons.setdefault(r)
         return list(reasons)
 
-    async def unrunnable_check(prompts: list) -> list[str]:
+    def why_waiting(after: list[str]) -> list[str]:
+        """The jobs among `after` that have not succeeded yet, as waiting reasons (the broker's words)."""
+        reasons = []
+        for job in lookup_jobs(after).values():
+            if job["state"] != "succeeded":
+                reasons.append(f"waits for job {job['id']} ({job['state']}) to succeed")
+        return reasons
+
+    async def unrunnable_check(prompts: list, after: list[str] = ()) -> list[str]:
+        """Why the job(s) will not run at once: the jobs they wait for, then why no online worker can run them. Only
+        the second makes a job unrunnable (refused with unrunnable="refuse")."""
         waiting = await store_call(why_unrunnable, prompts)
         if waiting and unrunnable == "refuse":
             raise ApiError(
@@ -489,7 +522,7 @@ def add_routes(
                 + "; ".join(waiting[:5]),
                 extra={"waiting": waiting},
             )
-        return waiting
+        return (await store_call(why_waiting, list(after)) if after else []) + waiting
 
     async def get_job(job_id: str, with_prompt: bool = False) -> dict:
         return await store_call(service.store.get, job_id, with_prompt=with_prompt)
@@ -534,13 +567,15 @@ def add_routes(
             resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
         )
         if not sub.expands:
-            waiting = await unrunnable_check([sub.prompt])
+            after = sub.after_for(sub.prompt)
+            waiting = await unrunnable_check([sub.prompt], after)
             result = await store_call(
                 service.store.enqueue,
                 sub.prompt,
                 workflow=sub.workflow,
                 metadata=sub.metadata,
                 batch_id=sub.batch_id,
+                after=after or None,
                 **sub.common(),
             )
             job = await get_job(result["id"])
@@ -561,7 +596,8 @@ def add_routes(
             items, extras, batch_id = await store_call(plan_jobs, sub)
         except ex.TooManyJobs as e:
             raise ApiError(413, "too_many_jobs", str(e)) from None
-        waiting = await unrunnable_check([item["prompt"] for item in items])
+        after = sorted({a for item in items[:WAIT_CHECKS] for a in item.get("after", ())})
+        waiting = await unrunnable_check([item["prompt"] for item in items], after)
         results = await store_call(service.store.enqueue_many, items)
         entries = []
         for item, extra, r in zip(items, extras, results, strict=True):

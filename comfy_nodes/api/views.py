@@ -4,12 +4,15 @@ summary (lists, batch pages, answers to cancel/retry):
   id, state, priority, batch_id, prompt_id, owner,
   create_time, enqueued_at, updated_at, started_at, finished_at      (ms since the epoch, or null)
   attempts, max_attempts, timeout (seconds or null), worker, progress,
+  after: [ids of the jobs it waits for: it runs once each has succeeded],
   error: {type, message, node_id} or null (message cut to 500 characters),
   outputs, artifacts: [{path, size, sha256, mime, url}]
 full (GET /comfymq/jobs/{id}): the summary plus
   prompt, workflow, error with traceback and details, history, lease_expires_at,
-  inputs: [{node, input, sha256, size, name}] (the stored inputs its prompt names: inputs/graph.py), and for
-  pending jobs waiting: [reasons no connected worker takes it] (added by the route).
+  inputs: [{node, input, sha256, size, name}] (the stored inputs its prompt names: inputs/graph.py) and
+  [{node, input, output_of: {job, index | filename}}] (outputs of jobs it waits for: inputs/outputs.py), and for
+  pending jobs waiting: [why it does not run yet: the jobs it waits for, or why no connected worker takes it]
+  (added by the route).
 The summary has no `inputs`: lists are read without prompts.
 
 An artifact's url is where GET /comfymq/artifacts/{job}/{name} serves it (relative to the server root).
@@ -20,6 +23,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from ..inputs.graph import job_inputs
+from ..inputs.outputs import job_output_inputs
 
 ERROR_SUMMARY_CHARS = 500
 
@@ -64,6 +68,7 @@ def summary_view(job: dict, prefix: str = "/comfymq") -> dict:
         "timeout": job.get("timeout"),
         "worker": job.get("worker_id"),
         "progress": job.get("progress"),
+        "after": job.get("after") or [],
         "error": error_summary(job.get("error")),
         "outputs": job.get("outputs"),
         "artifacts": [artifact_view(job["id"], a, prefix) for a in job.get("artifacts") or []],
@@ -74,7 +79,7 @@ def full_view(job: dict, prefix: str = "/comfymq") -> dict:
     view = summary_view(job, prefix)
     view["error"] = job.get("error")
     view["prompt"] = job.get("prompt")
-    view["inputs"] = job_inputs(job.get("prompt"))
+    view["inputs"] = job_inputs(job.get("prompt")) + job_output_inputs(job.get("prompt"))
     view["workflow"] = job.get("workflow")
     view["history"] = job.get("history") or []
     lease = job.get("lease")

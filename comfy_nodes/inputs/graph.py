@@ -120,7 +120,8 @@ def resolve_reference(value: dict, where: Place, store: InputStore) -> dict:
 ValueResolver = Callable[[Any, Place], Any]
 
 
-def _parse(prompt: Any) -> dict | None:
+def parse_graph(prompt: Any) -> dict | None:
+    """An API-format prompt (a dict, or JSON text read as the store reads it) as a dict; None when it is not one."""
     if isinstance(prompt, dict):
         return prompt
     if not isinstance(prompt, str):
@@ -139,7 +140,7 @@ def rewrite_prompt(prompt: Any, resolve_value: ValueResolver) -> Any:
     Nodes whose values all stay are shared with `prompt`; when nothing changes, `prompt` itself is returned (a
     JSON text stays the same text). A prompt that is not an API-format graph is returned as it is: the store's
     checks refuse it with their own message."""
-    graph = _parse(prompt)
+    graph = parse_graph(prompt)
     if graph is None:
         return prompt
     out = None
@@ -197,7 +198,7 @@ def resolve_prompt(
 
 
 def _stored_forms(prompt: Any) -> Iterator[tuple[str, str, dict]]:
-    graph = prompt if isinstance(prompt, dict) else _parse(prompt)
+    graph = prompt if isinstance(prompt, dict) else parse_graph(prompt)
     if graph is None:
         return
     for node_id, _class_type, inputs in node_inputs(graph):

@@ -6,25 +6,45 @@
 
 When that job has succeeded, the host copies the file into the input store at enqueue (one copy per content, like an
 upload) and commits the reference's stored form ({"comfymq_input": sha256, "name", "size"}, graph.py): from there
-it travels like any input. A job that has not succeeded yet is OutputNotReady (a 409: waiting for another job's
-output is not built yet, so nothing is queued); a failed or cancelled one, an unknown job, an index or a file name
-it does not have, or any other shape is a BadReference (a 400) naming node and input.
+it travels like any input. When it is pending or running, the reference is committed as it is (its job id as the
+store writes it) and the new job waits for that one (waits_on(prompt) -> the store's `after`): the store runs it
+once that job has succeeded, and the broker sends it with the reference made the stored form of the file that job
+recorded (native/src/net/output_refs.h); should that job fail, be cancelled or deleted, the store cancels it. A
+failed or cancelled job, an unknown one, an index or a file name a finished job does not have, or any other shape
+is a BadReference (a 400) naming node and input.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from .graph import BadReference, Place, stored_form
+from .graph import BadReference, Place, node_inputs, parse_graph, stored_form
 from .names import safe_name
 from .store import InputStore, InputTooLarge
 
 OUT_KEY = "comfymq_output"
 
 
-class OutputNotReady(BadReference):
-    """The job whose output is named has not succeeded yet (a 409)."""
+def _output_refs(prompt: Any) -> Iterator[tuple[str, str, dict]]:
+    graph = prompt if isinstance(prompt, dict) else parse_graph(prompt)
+    if graph is None:
+        return
+    for node_id, _cls, inputs in node_inputs(graph):
+        for name, value in inputs.items():
+            if isinstance(value, dict) and isinstance(value.get(OUT_KEY), dict):
+                yield node_id, name, value[OUT_KEY]
+
+
+def waits_on(prompt: Any) -> list[str]:
+    """The jobs a committed prompt's output references name (sorted, unique): the jobs it waits for."""
+    return sorted({spec["job"] for _n, _i, spec in _output_refs(prompt) if isinstance(spec.get("job"), str)})
+
+
+def job_output_inputs(prompt: Any) -> list[dict]:
+    """The other jobs' outputs a committed prompt takes, for job views: [{"node", "input", "output_of": {"job",
+    "index" | "filename"}}] (each becomes a stored input when the job is sent)."""
+    return [{"node": node_id, "input": name, "output_of": spec} for node_id, name, spec in _output_refs(prompt)]
 
 
 def is_output_reference(value: Any) -> bool:
@@ -67,11 +87,9 @@ class OutputResolver:
                 f"{where}: comfymq_output names job {job_id[:64]}, which this host does not have"
             ) from None
         state = job.get("state")
-        if state in ("pending", "running"):
-            raise OutputNotReady(
-                f"{where}: job {job_id} is {state}: its output is there once it has succeeded (a job cannot wait for "
-                "another's output yet); queue this one then"
-            )
+        if state in ("pending", "running"):  # the new job waits for it (the module doc)
+            named = {"index": index} if index is not None else {"filename": filename}
+            return {OUT_KEY: {"job": job["id"], **named}}
         if state != "succeeded":
             raise BadReference(f"{where}: job {job_id} ended {state}: it has no output to take")
         artifacts = job.get("artifacts") or []

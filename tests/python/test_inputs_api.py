@@ -755,7 +755,6 @@ async def test_an_output_that_is_not_there_is_refused_and_nothing_is_queued(clie
     assert service.store.take("w1")["job_id"] == running
     before = service.store.stats()["total"]
     cases = [
-        ({"job": running, "index": 0}, 409, "is running"),
         ({"job": failed, "index": 0}, 400, "ended failed"),
         ({"job": "0" * 16, "index": 0}, 400, "does not have"),
         ({"job": done, "index": 1}, 400, "none at index 1"),
@@ -771,8 +770,72 @@ async def test_an_output_that_is_not_there_is_refused_and_nothing_is_queued(clie
         body = await resp.json()
         assert resp.status == status, (spec, body)
         assert needle in body["error"]["message"] and "node 10 (LoadImage) input 'image'" in body["error"]["message"]
-        if status == 409:
-            assert body["error"]["type"] == "output_not_ready"
     resp = await client.post(f"{P}/jobs", json={"prompt": load_image({"comfymq_output": "x", "extra": 1})})
     assert resp.status == 400
     assert service.store.stats()["total"] == before, "nothing was queued"
+
+
+@pytest.mark.asyncio
+async def test_a_job_naming_an_unfinished_jobs_output_waits_for_it(client, service):
+    running = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    lease = service.store.take("w1")
+    assert lease["job_id"] == running
+    ref = {"comfymq_output": {"job": running, "filename": "a.png"}}
+    resp = await client.post(f"{P}/jobs", json={"prompt": load_image(ref)})
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["waiting"][0] == f"waits for job {running} (running) to succeed"
+    job_id = body["jobs"][0]["id"]
+    assert body["jobs"][0]["after"] == [running]
+    job = service.store.get(job_id, with_prompt=True)
+    assert job["after"] == [running] and job["prompt"]["10"]["inputs"]["image"] == ref  # committed as it is
+    resp = await client.get(f"{P}/jobs/{job_id}")
+    view = (await resp.json())["job"]
+    assert {"node": "10", "input": "image", "output_of": {"job": running, "filename": "a.png"}} in view["inputs"]
+    assert view["after"] == [running]
+    # a sweep over two unfinished jobs' outputs: each job waits for its own
+    other = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    refs = [{"comfymq_output": {"job": j, "index": 0}} for j in (running, other)]
+    resp = await client.post(f"{P}/jobs", json={"prompt": load_image(refs[0]), "sweep": {"10.image": refs}})
+    body = await resp.json()
+    assert resp.status == 200, body
+    afters = sorted(service.store.get(e["id"], with_prompt=False)["after"] for e in body["jobs"])
+    assert afters == sorted([[running], [other]])
+    # the job it waits for fails: every job waiting for it is cancelled, saying which
+    service.store.fail(running, lease["token"], {"type": "execution_error", "message": "boom"}, retryable=False)
+    cancelled = service.store.get(job_id, with_prompt=False)
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["error"]["message"] == f"it waits for job {running}, which failed"
+
+
+@pytest.mark.asyncio
+async def test_after_runs_a_job_once_the_jobs_it_names_have_succeeded(client, service):
+    first = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    prompt = {"1": {"class_type": "SaveImage", "inputs": {}}}
+    resp = await client.post(f"{P}/jobs", json={"prompt": prompt, "after": [first, first]})
+    body = await resp.json()
+    assert resp.status == 200, body
+    second = body["jobs"][0]["id"]
+    assert body["jobs"][0]["after"] == [first]
+    assert body["waiting"][0] == f"waits for job {first} (pending) to succeed"
+    resp = await client.get(f"{P}/jobs/{second}")
+    waiting = (await resp.json())["job"]["waiting"]
+    assert waiting == ([f"waits for job {first} (pending) to succeed"] if service.broker is not None else [])
+    lease = service.store.take("w1")
+    assert lease["job_id"] == first and service.store.take("w2") is None  # the second waits
+    service.store.complete(first, lease["token"], outputs={})
+    assert service.store.take("w2")["job_id"] == second
+    before = service.store.stats()["total"]
+    failed = finished_job_with_files(service, {}, state="failed")
+    for after, needle in (
+        ([failed], "is failed"),
+        (["0" * 15 + "1"], "no job 0000000000000001"),
+        (["nope"], "after must be a list of job ids"),
+        ("x", "after must be a list of job ids"),
+        ([f"{i:016x}" for i in range(1, 66)], "at most 64"),
+    ):
+        resp = await client.post(f"{P}/jobs", json={"prompt": prompt, "after": after})
+        body = await resp.json()
+        assert resp.status == 400, (after, body)
+        assert needle in body["error"]["message"], body
+    assert service.store.stats()["total"] == before + 1  # the failed job only: nothing was queued

@@ -587,7 +587,7 @@ async def test_07_misc_get_endpoints(comfy):
 async def test_object_info_matches_the_recording(comfy):
     recorded = rec("object_info_excerpt.json")
     got = await comfy.get_json("/object_info")
-    for name in ("EmptyImage", "SaveImage", "PreviewImage", "ImageInvert", "KSampler"):
+    for name in ("EmptyImage", "SaveImage", "PreviewImage", "ImageInvert", "ImageScale", "KSampler"):
         assert_matches(recorded[name], got[name], "object_info %s" % name)
         assert await comfy.get_json("/api/object_info/%s" % name) == {name: got[name]}
     # COMBO choices are this instance's files: the configured models, the input folder's images

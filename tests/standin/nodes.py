@@ -9,7 +9,8 @@ two differences that let several stand-ins live in one process:
   `ctx.progress(value, total, preview=None)`, `ctx.check_interrupt()`, `ctx.sleep(s)`, `ctx.wait_step()`,
   `ctx.send(event, data, sid=None)`, `ctx.record_file(...)`, `ctx.env`, `ctx.prompt_id`, `ctx.node_id`.
 
-Nodes: EmptyImage, SaveImage, PreviewImage, LoadImage, ImageInvert (recorded object_info shapes), LoadImageMask
+Nodes: EmptyImage, SaveImage, PreviewImage, LoadImage, ImageInvert, ImageScale (recorded object_info shapes; ImageScale
+scales by nearest neighbour whatever the method), LoadImageMask
 and MaskToImage (shapes from ComfyUI v0.8.0's nodes.py and comfy_extras/nodes_mask.py), LoadVideo and LoadAudio
 (v0.8.0's comfy_extras/nodes_video.py and nodes_audio.py shapes; their outputs are the file, not decoded),
 CheckpointLoaderSimple (ckpt_name choices = the server's models), CLIPTextEncode, EmptyLatentImage, KSampler,
@@ -615,6 +616,50 @@ class ImageInvert(Node):
         return (ImageBatch(f.inverted() for f in image),)
 
 
+class ImageScale(Node):
+    """ComfyUI's "Upscale Image" (the recorded shape). Every method scales by nearest neighbour here (pixel (x, y)
+    of the result is pixel (x * w // width, y * h // height) of the source), so its output equals real ComfyUI's for
+    nearest-exact only; a width or height of 0 keeps the aspect ratio, as ComfyUI does; crop is not applied."""
+
+    RELATIVE_PYTHON_MODULE = "nodes"
+    CATEGORY = "image/upscaling"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "upscale"
+    METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+
+    @classmethod
+    def INPUT_TYPES(cls, env=None):
+        size = {"default": 512, "min": 0, "max": 16384, "step": 1}
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "upscale_method": (cls.METHODS,),
+                "width": ("INT", dict(size)),
+                "height": ("INT", dict(size)),
+                "crop": (["disabled", "center"],),
+            }
+        }
+
+    def upscale(self, image, upscale_method, width, height, crop):
+        return (ImageBatch(_scaled(f, width, height) for f in image),)
+
+
+def _scaled(f: "Image", width: int, height: int) -> "Image":
+    if width == 0 and height == 0:
+        return f
+    width = width or max(1, round(f.width * height / f.height))
+    height = height or max(1, round(f.height * width / f.width))
+    if f.pixels is None:
+        return Image(width, height, f.rgb)
+    out = bytearray()
+    for y in range(height):
+        row = f.row(y * f.height // height)
+        for x in range(width):
+            sx = x * f.width // width
+            out += row[sx * 3 : sx * 3 + 3]
+    return Image(width, height, pixels=bytes(out))
+
+
 class CheckpointLoaderSimple(Node):
     RELATIVE_PYTHON_MODULE = "nodes"
     CATEGORY = "loaders"
@@ -1023,6 +1068,7 @@ NODE_CLASSES = {
     "LoadVideo": LoadVideo,
     "LoadAudio": LoadAudio,
     "ImageInvert": ImageInvert,
+    "ImageScale": ImageScale,
     "CheckpointLoaderSimple": CheckpointLoaderSimple,
     "CLIPTextEncode": CLIPTextEncode,
     "EmptyLatentImage": EmptyLatentImage,
@@ -1045,6 +1091,7 @@ NODE_DISPLAY_NAMES = {
     "LoadVideo": "Load Video",
     "LoadAudio": "Load Audio",
     "ImageInvert": "Invert Image",
+    "ImageScale": "Upscale Image",
     "CheckpointLoaderSimple": "Load Checkpoint",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",
     "EmptyLatentImage": "Empty Latent Image",
