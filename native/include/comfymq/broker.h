@@ -89,11 +89,12 @@ class Broker {
   virtual bool NextEvent(int timeout_ms, std::string* event_json) = 0;
   // The workers (connected, and recently gone), as a JSON array.
   virtual std::string WorkersJson() = 0;
-  // Why no worker takes this pending job now: none has joined, none is online, or one line per online worker
-  // ("worker gpu-2: missing checkpoint x.safetensors", "worker gpu-3: draining ..."); empty when an online
+  // Why no worker takes this pending job now: the jobs it waits for that have not succeeded ("waits for job X
+  // (running) to succeed", and then only those), else none has joined, none is online, or one line per online
+  // worker ("worker gpu-2: missing checkpoint x.safetensors", "worker gpu-3: draining ..."); empty when an online
   // worker that is not draining can run it (it waits its turn) or it is not pending.
   virtual Status Explain(uint64_t job_id, std::vector<std::string>* reasons) = 0;
-  // The same for a prompt not queued yet (API format, JSON): InvalidArgument when it is not one.
+  // The same for a prompt not queued yet (API format, JSON), workers only: InvalidArgument when it is not one.
   virtual Status ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) = 0;
   // Stops (or resumes) giving jobs to a worker; it finishes what it runs.
   virtual Status Drain(const std::string& worker_id, bool drain) = 0;
