@@ -37,10 +37,20 @@ export {STATES};
  *   outputs?: Record<string, any> | null, artifacts: Artifact[],
  *   prompt?: Record<string, {class_type: string, inputs: Record<string, any>, _meta?: {title?: string}}>,
  *   workflow?: any, history?: {attempt?: number, worker?: string, outcome?: string, started_ms?: number,
- *   ended_ms?: number, reason?: string}[], waiting?: string[],
- *   inputs?: {node: string, input: string, sha256: string, size: number, name: string}[]
+ *   ended_ms?: number, reason?: string}[], waiting?: string[], after?: string[],
+ *   inputs?: ({node: string, input: string, sha256: string, size: number, name: string, output_of?: undefined} |
+ *             {node: string, input: string, output_of: {job: string, index?: number, filename?: string}})[]
  * }} Job
  */
+
+/**
+ * Whether a waiting reason is a job this one waits for ("waits for job 01a2... (running) to succeed"), not a
+ * reason about workers.
+ * @param {string} reason
+ */
+export function isDependencyReason(reason) {
+  return /^waits for job [0-9a-f]{16} /.test(String(reason));
+}
 
 /**
  * One entry of a comfymq.job websocket event: what changed about one job since the last event.

@@ -1,9 +1,10 @@
-// The selected job in full (GET /comfymq/jobs/{id}): times, the executing node, the whole error with ComfyUI's
-// per-node validation errors and the traceback, why a pending job waits (per worker), every result file (images
-// with "Use as input"), the attempts, and the actions.
+// The selected job in full (GET /comfymq/jobs/{id}): times, the jobs it waits for (each opens that job), the
+// executing node, the whole error with ComfyUI's per-node validation errors and the traceback, why a pending job
+// waits (for other jobs, or per worker), every result file (images with "Use as input"), its inputs (files, and
+// outputs of the jobs it waits for), the attempts, and the actions.
 
 import {h, button, icon, replaceChildren, whileBusy} from "../lib/dom.js";
-import {jobLabel, batchLabel, progressFraction, durations, nodeName} from "../lib/model.js";
+import {jobLabel, batchLabel, progressFraction, durations, nodeName, isDependencyReason} from "../lib/model.js";
 import {formatDuration, formatTime, formatBytes} from "../lib/format.js";
 import {jobImages} from "../lib/images.js";
 import {STATE_TEXT} from "./job-row.js";
@@ -13,9 +14,11 @@ import {STATE_TEXT} from "./job-row.js";
 /** @typedef {import("../lib/images.js").ImageLoader} ImageLoader */
 /** @typedef {import("../lib/images.js").ImageRef} ImageRef */
 /**
- * `onUseImage`: "Use as input" on a result image (it says how it went itself; the button waits for it).
+ * `onUseImage`: "Use as input" on a result image (it says how it went itself; the button waits for it). `onJob`:
+ * opens another job (one this one waits for).
  * @typedef {{client: MQClient, images: ImageLoader, workerName: (id: string) => string, paused: () => boolean,
  *            onAction: (action: string, job: Job) => void, onClose: () => void, onBatch: (id: string) => void,
+ *            onJob: (id: string) => void,
  *            onImage: (job: Job, index: number) => void, onUseImage: (ref: ImageRef) => Promise<void>,
  *            onLoaded: (job: Job) => void}} DetailsOptions
  */
@@ -113,6 +116,7 @@ export class JobDetails {
       rows.push(["Batch", h("button", {type: "button", class: "mq-btn mq-chip", title: "Show only this batch",
         onclick: () => o.onBatch(id)}, icon("pi-filter"), batchLabel(id))]);
     }
+    if (Array.isArray(job.after) && job.after.length) rows.push(["Waits for", this.jobChips(job.after)]);
     rows.push(["Priority", String(job.priority)]);
     rows.push(["Attempts", `${job.attempts || 0} of ${job.max_attempts || "?"}`]);
     if (job.worker) rows.push(["Worker", `${o.workerName(job.worker)} (${job.worker})`]);
@@ -152,9 +156,15 @@ export class JobDetails {
     if (Array.isArray(job.inputs) && job.inputs.length) {
       // the files the job reads, as the host keeps them (they travel to whichever worker runs it)
       body.push(h("h4", null, `Inputs (${job.inputs.length})`), h("ul", {class: "mq-files mq-inputs"},
-        job.inputs.map((i) => h("li", {title: `sha256 ${i.sha256}`},
-          h("span", null, String(i.name)),
-          h("span", {class: "mq-muted"}, ` ${formatBytes(Number(i.size) || 0)} · node ${i.node}.${i.input}`)))));
+        job.inputs.map((i) => i.output_of
+          // the output of a job it waits for: it becomes a stored input when this job is sent
+          ? h("li", {title: `the output of job ${i.output_of.job}`},
+            h("span", null, "output ", i.output_of.filename != null ? String(i.output_of.filename) : `#${i.output_of.index}`,
+              " of "), this.jobChips([i.output_of.job]),
+            h("span", {class: "mq-muted"}, ` · node ${i.node}.${i.input}`))
+          : h("li", {title: `sha256 ${i.sha256}`},
+            h("span", null, String(i.name)),
+            h("span", {class: "mq-muted"}, ` ${formatBytes(Number(i.size) || 0)} · node ${i.node}.${i.input}`)))));
     }
     if (job.history && job.history.length) {
       body.push(h("h4", null, "Attempts"), h("dl", {class: "mq-kv"}, job.history.map((a) => [
@@ -195,9 +205,21 @@ export class JobDetails {
         p && p.nodes_total ? ` · node ${Math.min((p.nodes_done || 0) + 1, p.nodes_total)} of ${p.nodes_total}` : ""));
   }
 
+  /** Buttons that open the jobs of `ids`. @param {string[]} ids */
+  jobChips(ids) {
+    return h("span", {class: "mq-line"}, ids.map((id) => h("button", {type: "button", class: "mq-btn mq-chip mq-mono",
+      title: `Open job ${id}`, "data-action": "open-job", onclick: () => this.o.onJob(String(id))},
+    icon("pi-link"), String(id))));
+  }
+
   /** @param {Job} job */
   waiting(job) {
     const reasons = job.waiting || [];
+    if (reasons.length && reasons.every(isDependencyReason)) {
+      return h("div", {class: "mq-meta mq-waitdeps", role: "status"},
+        h("strong", null, icon("pi-link"), " Waiting for other jobs to succeed"),
+        h("ul", null, reasons.map((r) => h("li", null, r))));
+    }
     if (reasons.length) {
       return h("div", {class: "mq-waitbox", role: "status"},
         h("strong", null, icon("pi-exclamation-circle"), " No connected worker can run this job"),

@@ -1,9 +1,9 @@
 // One job as a list row: result thumbnail (or state icon), name, state, priority, batch; then the node progress
-// bar with the executing node's title, or the error summary, or why it waits; then the short id, worker and
+// bar with the executing node's title, or the error summary, or why it waits (the job it waits for first); then the short id, worker and
 // durations; and the row's actions. Rows are rebuilt, never patched, except for the ticking durations (data-since).
 
 import {h, button, icon} from "../lib/dom.js";
-import {jobLabel, batchLabel, progressFraction, durations} from "../lib/model.js";
+import {jobLabel, batchLabel, progressFraction, durations, isDependencyReason} from "../lib/model.js";
 import {formatDuration} from "../lib/format.js";
 import {jobImages} from "../lib/images.js";
 
@@ -88,9 +88,16 @@ export function renderJobRow(job, ctx) {
       `${where}${text}`));
   } else if (job.state === "pending") {
     const reasons = ctx.waiting;
-    if (reasons && reasons.length) {
+    const after = Array.isArray(job.after) ? job.after : [];
+    if (reasons && reasons.length && isDependencyReason(reasons[0])) {
+      line2.append(h("span", {class: "mq-meta mq-ellipsis mq-waits-for", title: reasons.join("\n")},
+        icon("pi-link"), " ", reasons[0]));
+    } else if (reasons && reasons.length) {
       line2.append(h("span", {class: "mq-meta mq-ellipsis", style: {color: "var(--mq-amber)"}, title: reasons.join("\n")},
         icon("pi-exclamation-circle"), " ", shortReason(reasons[0])));
+    } else if (after.length && !reasons) {  // (its reasons are not read yet: it may wait for these)
+      line2.append(h("span", {class: "mq-meta mq-ellipsis mq-waits-for", title: after.join("\n")}, icon("pi-link"),
+        ` after ${after.length === 1 ? `job ${after[0]}` : `${after.length} jobs`}`));
     } else {
       line2.append(h("span", {class: "mq-meta"}, "waiting for a worker"));
     }

@@ -2,7 +2,7 @@
 // the batches among the listed jobs with their progress, the windowed job list and the selected job's details.
 
 import {h, button, icon, replaceChildren} from "../lib/dom.js";
-import {STATES, fullCounts, batchLabel, jobLabel, shortIds, matchesFilter} from "../lib/model.js";
+import {STATES, fullCounts, batchLabel, jobLabel, shortIds, matchesFilter, isDependencyReason} from "../lib/model.js";
 import {formatCount, plural} from "../lib/format.js";
 import {JobList} from "../lib/job-list.js";
 import {jobImages} from "../lib/images.js";
@@ -90,7 +90,7 @@ export class QueueView {
       client: ctx.client, images: ctx.images, workerName: (id) => ctx.workerName(id), paused: () => this.paused,
       onAction: (a, job) => this.action(a, job), onClose: () => this.select(null),
       onBatch: (id) => this.filterBatch(id), onImage: (job, i) => this.lightbox(job, i),
-      onUseImage: (ref) => ctx.useAsInput(ref),
+      onUseImage: (ref) => ctx.useAsInput(ref), onJob: (id) => this.select(id),
       onLoaded: (job) => {
         if (job.state === "pending") this.waiting.set(job.id, {at: Date.now(), reasons: job.waiting || []});
         this.list.put(job);
@@ -219,6 +219,13 @@ export class QueueView {
     // each job's batch, looked up before the deltas apply: a job that leaves the state filter leaves the list
     const batchOf = new Map(jobs.map((j) => [j.job_id, this.list.byId.get(j.job_id)?.batch_id]));
     this.list.apply(jobs);
+    const ended = new Set(jobs.filter((j) => j.state === "succeeded").map((j) => j.job_id));
+    if (ended.size) {
+      // the jobs that wait for one that just succeeded: their reasons are asked again (they may run now)
+      for (const w of this.waiting.values()) {
+        if (w.reasons.some((r) => ended.has(r.slice(14, 30)) && isDependencyReason(r))) w.at = 0;
+      }
+    }
     for (const j of jobs) {
       if (j.state && j.state !== "pending") this.waiting.delete(j.job_id);
       if (j.job_id === this.selected) {

@@ -237,6 +237,30 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     assertNoErrorsFromUs();
   });
 
+  it("shows a job that waits for another: the job it waits for (opens it), then cancelled with it", async () => {
+    const post = (/** @type {any} */ body) => comfy.api("/comfymq/jobs", {method: "POST", body: JSON.stringify(body)});
+    const first = (await post({prompt: testPrompt({ckpt: "missing-model.safetensors", steps: 2})})).jobs[0].id;
+    const second = (await post({prompt: testPrompt({steps: 2}), after: [first]})).jobs[0].id;
+    await rowState(second, "pending");
+    const waits = row(second).locator(".mq-waits-for");
+    await waits.waitFor();
+    assert.match(await waits.innerText(), new RegExp(`job ${first}`));
+    await row(second).click();
+    const details = page.locator(".comfymq-panel .mq-details");
+    await details.locator(".mq-waitdeps", {hasText: `waits for job ${first} (pending) to succeed`}).waitFor();
+    assert.equal(await details.locator(".mq-waitbox").count(), 0, "not a worker problem");
+    await screenshot(page, "09b-waits-for-job");
+    await details.locator('[data-action="open-job"]', {hasText: first}).first().click();
+    await row(first).and(page.locator('[aria-current="true"]')).waitFor();
+    await details.locator(".mq-waitbox", {hasText: "missing checkpoint missing-model.safetensors"}).waitFor();
+    await details.locator('[data-action="cancel"]').click();
+    await rowState(first, "cancelled");
+    await rowState(second, "cancelled");
+    await row(second).locator(".mq-row-main", {hasText: `it waits for job ${first}, which was cancelled`}).waitFor();
+    await details.locator('[data-action="close"]').click();
+    assertNoErrorsFromUs();
+  });
+
   it("a host that refuses jobs no worker can run (409 unrunnable): an error toast with the reasons", async () => {
     // the answer of a host with unrunnable_jobs = "refuse" (docs/http-api.md), played here for this one request
     const refusal = {error: {type: "unrunnable", message: "no online worker can run this job",

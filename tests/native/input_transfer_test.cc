@@ -351,9 +351,10 @@ TEST_F(InputTransferTest, AJobTakesAnotherJobsOutputOnceThatOneHasSucceeded) {
   std::filesystem::create_directories(tmp_.Sub("out"));
   std::ofstream(tmp_.Sub("out/a.png"), std::ios::binary) << bytes_a;
   std::ofstream(tmp_.Sub("out/b.png"), std::ios::binary) << bytes_b;
-  ASSERT_TRUE(w->Complete(a.job_id, a.token, "{}",
-                          {{tmp_.Sub("out/a.png"), "a.png", "image/png"}, {tmp_.Sub("out/b.png"), "b.png", "image/png"}})
-                  .ok());
+  ASSERT_TRUE(
+      w->Complete(a.job_id, a.token, "{}",
+                  {{tmp_.Sub("out/a.png"), "a.png", "image/png"}, {tmp_.Sub("out/b.png"), "b.png", "image/png"}})
+          .ok());
   ASSERT_TRUE(WaitFor([&] { return Get(first).state == JobState::kSucceeded; }));
 
   std::set<uint64_t> ran;

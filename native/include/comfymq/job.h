@@ -89,8 +89,8 @@ struct Job {
   std::string batch_id;
   std::string owner;
   std::vector<uint64_t> after;  // the jobs it waits for (NewJob::after), ascending
-  std::string prompt;    // filled only when asked for (Get with prompt, Take)
-  std::string workflow;  // likewise
+  std::string prompt;           // filled only when asked for (Get with prompt, Take)
+  std::string workflow;         // likewise
   // Mutable status.
   int64_t started_ms = 0;  // start of the current / last run
   int64_t finished_ms = 0;

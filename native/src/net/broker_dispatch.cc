@@ -176,8 +176,8 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
   Count([&](BrokerCounters& c) { c.leases_released += pass.releases.size(); });
   for (size_t i = 0; i < pass.failures.size(); ++i) {
     if (!pass.failure_status[i].ok()) {
-      Log("warning", "dispatch", "could not fail job " + FormatJobId(pass.failures[i].job) + ": " +
-                                     pass.failure_status[i].ToString());
+      Log("warning", "dispatch",
+          "could not fail job " + FormatJobId(pass.failures[i].job) + ": " + pass.failure_status[i].ToString());
     }
   }
   for (BrokerPass::DispatchItem& d : pass.dispatches) {

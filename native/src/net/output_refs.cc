@@ -15,7 +15,8 @@ constexpr const char* kOutKey = "comfymq_output";
 // checks the same rules: worker/inputs/references.py), else input-<sha256[:12]>.
 std::string TravelName(const std::string& path, const std::string& sha256) {
   std::string name = path.substr(path.rfind('/') + 1);
-  bool safe = !name.empty() && name != "." && name != ".." && name.size() <= 255 && name.find('\\') == std::string::npos;
+  bool safe =
+      !name.empty() && name != "." && name != ".." && name.size() <= 255 && name.find('\\') == std::string::npos;
   for (unsigned char c : name) safe &= c >= 0x20 && c != 0x7f;
   for (const char* a : {"[input]", "[output]", "[temp]"}) {
     const std::string s(a);
@@ -47,8 +48,9 @@ Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>&
       uint64_t job = 0;
       if (value.size() != 1 || !spec.is_object() || !spec.contains("job") || !spec["job"].is_string() ||
           !ParseJobId(spec["job"].get<std::string>(), &job) || (spec.contains("index") == spec.contains("filename"))) {
-        return Status::InvalidArgument(where + "a comfymq_output reference is {\"job\": id, \"index\": N} or with "
-                                               "\"filename\" instead of \"index\"");
+        return Status::InvalidArgument(where +
+                                       "a comfymq_output reference is {\"job\": id, \"index\": N} or with "
+                                       "\"filename\" instead of \"index\"");
       }
       if (!std::binary_search(after.begin(), after.end(), job)) {
         return Status::InvalidArgument(where + "names job " + FormatJobId(job) + ", which this job does not wait for");
@@ -89,8 +91,8 @@ Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>&
       if (pick->sha256.size() != 64) {
         return Status::InvalidArgument(where + "job " + FormatJobId(job) + " recorded no checksum for " + pick->path);
       }
-      value = ojson{{"comfymq_input", pick->sha256}, {"name", TravelName(pick->path, pick->sha256)},
-                    {"size", pick->size}};
+      value =
+          ojson{{"comfymq_input", pick->sha256}, {"name", TravelName(pick->path, pick->sha256)}, {"size", pick->size}};
       files->push_back(UpstreamFile{pick->sha256, pick->path, pick->size});
       changed = true;
     }

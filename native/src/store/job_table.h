@@ -127,9 +127,9 @@ class JobTable {
   uint64_t live_ = 0;
   uint64_t erased_ = 0;
   std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> pending_;  // ready ones only
-  uint64_t ready_ = 0;                                                     // how many pending_ holds
-  std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;       // job -> the jobs it waits for
-  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;  // job -> the jobs that wait for it
+  uint64_t ready_ = 0;                                                      // how many pending_ holds
+  std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;               // job -> the jobs it waits for
+  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;          // job -> the jobs that wait for it
   FlatMultiMap64 prompt_index_;
   std::array<uint64_t, kNumJobStates> counts_{};
   std::map<uint32_t, uint64_t> segment_live_;

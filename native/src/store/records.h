@@ -14,7 +14,7 @@
 
 namespace comfymq::records {
 
-constexpr uint8_t kVersion = 1;        // status, erase and meta payloads
+constexpr uint8_t kVersion = 1;          // status, erase and meta payloads
 constexpr uint8_t kJobVersionAfter = 3;  // version 2 plus the jobs it waits for: written when there are some
 constexpr uint8_t kJobVersion = 2;       // job payloads as written now: prompt and workflow each with a codec
 constexpr uint8_t kJobVersionRaw = 1;    // job payloads of older stores (texts always raw): still read
@@ -54,8 +54,8 @@ struct EraseView {
 // Writes version kJobVersion (kJobVersionAfter when v.after is not empty), with the texts as v.prompt / v.workflow
 // say (PackText chooses).
 void EncodeJob(const JobView& v, std::string* out);
-// Reads version kJobVersionAfter, kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that does not
-// decompress is found by UnpackText, when the text is read (so the job itself survives an open).
+// Reads version kJobVersionAfter, kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that
+// does not decompress is found by UnpackText, when the text is read (so the job itself survives an open).
 Status DecodeJob(std::string_view payload, JobView* v);
 void PatchJobId(std::string* payload, uint64_t id);
 
