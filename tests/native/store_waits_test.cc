@@ -4,7 +4,9 @@
 // checkpoint).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "comfymq/store.h"
@@ -280,6 +282,43 @@ TEST_F(StoreWaitsTest, WaitsSurviveReopenFromTheLogAndFromACheckpoint) {
   EXPECT_EQ(Get(e).after, (std::vector<uint64_t>{d}));
   ASSERT_TRUE(store_->Cancel(d, "").ok());
   EXPECT_EQ(Get(e).state, JobState::kCancelled);
+}
+
+TEST_F(StoreWaitsTest, AFailureWithMoreDependentsThanOneCommitTakesCancelsThemAllInTurn) {
+  StoreOptions o = SmallOptions(&env_);
+  o.max_cancels_per_commit = 3;
+  store_.reset();
+  ASSERT_TRUE(Store::Open(o, "/db", &store_).ok());
+  const uint64_t a = Add({}, 1, 1);
+  std::vector<uint64_t> waiting;
+  for (int i = 0; i < 10; ++i) waiting.push_back(Add({a}));
+  const uint64_t deep = Add({waiting.back()});
+  auto cancelled = [&] {
+    int n = 0;
+    for (uint64_t id : waiting) n += Get(id).state == JobState::kCancelled;
+    return n;
+  };
+  ASSERT_TRUE(store_->Cancel(a, "").ok());
+  EXPECT_EQ(cancelled(), 3) << "one commit cancels at most max_cancels_per_commit";
+  EXPECT_TRUE(Take() == nullptr) << "the others wait for a cancelled job: never dispatched";
+  // A restart before the rest are cancelled: the store finds them again.
+  store_.reset();
+  ASSERT_TRUE(Store::Open(o, "/db", &store_).ok());
+  EXPECT_EQ(cancelled(), 3);
+  int expired = 0;
+  ASSERT_TRUE(store_->ExpireLeases(&expired).ok());  // the background thread's chore
+  EXPECT_EQ(cancelled(), 10);
+  EXPECT_EQ(Get(deep).state, JobState::kCancelled);
+  EXPECT_EQ(ErrorOf(waiting[7]), "cancelled: it waits for job " + FormatJobId(a) + ", which was cancelled");
+  // With the background thread, the rest go at once.
+  o.background_thread = true;
+  store_.reset();
+  ASSERT_TRUE(Store::Open(o, "/db", &store_).ok());
+  const uint64_t b = Add({}, 1, 1);
+  for (int i = 0; i < 10; ++i) Add({b});
+  ASSERT_TRUE(store_->Cancel(b, "").ok());
+  for (int i = 0; i < 500 && Waiting() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(Waiting(), 0u);
 }
 
 TEST(JobRecordsTest, AfterRoundTripsAndOnlyJobsThatWaitUseVersion3) {

@@ -43,6 +43,10 @@ struct StoreOptions {
   // waits on that thread, and on a busy machine it otherwise queues for a CPU behind their work.
   bool raise_log_writer_priority = true;
   size_t max_history_entries = 50;
+  // Jobs one change may cancel because a job they wait for ended (NewJob::after): the rest, should a change leave
+  // more, are cancelled by later commits of the background thread's (or ExpireLeases'), so no change grows past
+  // what one commit may hold however many jobs wait. Until then they stay pending and are never dispatched.
+  size_t max_cancels_per_commit = 10000;
   size_t max_prompt_bytes = 64u << 20;
 };
 

@@ -178,6 +178,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
   if (!txn.events().empty()) events_->Push(std::move(txn.events()));
   if (!dispatched.empty() && dispatch_hook_.deliver) dispatch_hook_.deliver(std::move(dispatched));
   bool kick = bytes_since_checkpoint_.load() >= options_.checkpoint_every_bytes;
+  kick |= orphans_deferred_.exchange(false);  // more jobs to cancel than one commit took (SweepOrphans)
   if (options_.background_thread && tail_offset_ >= tail_capacity_ / 4) {  // the next segment, zeroed ahead
     preparer_.Request(NextSegmentCapacityLocked());
     kick |= preparer_.wanted();

@@ -548,8 +548,23 @@ std::string StoreImpl::DeadWaitLocked(uint64_t id) const {
   return "";
 }
 
+Status StoreImpl::CancelIfOrphanLocked(uint64_t id, const std::string& why, size_t* cancels) {
+  const JobMeta* m = table_.Find(id);
+  if (m == nullptr || m->state != JobState::kPending) return Status::OK();
+  const std::string dead = why.empty() ? DeadWaitLocked(id) : why;
+  if (dead.empty()) return Status::OK();
+  if (*cancels >= options_.max_cancels_per_commit) {
+    orphan_checks_.insert(id);  // a later commit's (SweepOrphans)
+    orphans_deferred_ = true;
+    return Status::OK();
+  }
+  ++*cancels;
+  return CancelLocked(id, dead);
+}
+
 Status StoreImpl::CancelOrphansLocked(size_t first_event) {
   if (table_.waits().empty()) return Status::OK();
+  size_t cancels = 0;
   // (The events grow as jobs are cancelled: each one's own dependents are reached in turn.)
   for (size_t i = first_event; i < txn_->events().size(); ++i) {
     const StoreEvent e = txn_->events()[i];
@@ -558,23 +573,39 @@ Status StoreImpl::CancelOrphansLocked(size_t first_event) {
                        (e.to == JobState::kFailed || e.to == JobState::kCancelled) && e.from != e.to;
     if (removed || ended) {
       const std::string why = "it waits for job " + FormatJobId(e.job_id) + ", which " +
-                              (removed                     ? "was deleted"
-                               : e.to == JobState::kFailed ? "failed"
-                                                           : "was cancelled");
+                              (removed ? "was deleted" : e.to == JobState::kFailed ? "failed" : "was cancelled");
       std::vector<uint64_t> orphans;
       table_.ForEachDependent(e.job_id, [&](uint64_t d) {
-        if (table_.Find(d)->state == JobState::kPending) orphans.push_back(d);
+        orphans.push_back(d);
         return true;
       });
-      for (uint64_t d : orphans) CMQ_RETURN_IF_ERROR(CancelLocked(d, why));
+      for (uint64_t d : orphans) CMQ_RETURN_IF_ERROR(CancelIfOrphanLocked(d, why, &cancels));
     } else if (e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending && e.from != e.to) {
-      const JobMeta* m = table_.Find(e.job_id);  // back in the queue (a retryable failure, a lost lease)
-      if (m == nullptr || m->state != JobState::kPending) continue;
-      const std::string dead = DeadWaitLocked(e.job_id);
-      if (!dead.empty()) CMQ_RETURN_IF_ERROR(CancelLocked(e.job_id, dead));
+      // back in the queue (a retryable failure, a lost lease) while a job it waits for cannot succeed any more
+      CMQ_RETURN_IF_ERROR(CancelIfOrphanLocked(e.job_id, "", &cancels));
     }
   }
   return Status::OK();
+}
+
+Status StoreImpl::SweepOrphans() {
+  for (;;) {
+    {
+      std::shared_lock<std::shared_mutex> st(state_mu_);
+      if (orphan_checks_.empty()) return Status::OK();
+    }
+    CMQ_RETURN_IF_ERROR(Run(
+        [&] {
+          size_t cancels = 0;
+          while (!orphan_checks_.empty() && cancels < options_.max_cancels_per_commit) {
+            const uint64_t id = *orphan_checks_.begin();
+            orphan_checks_.erase(orphan_checks_.begin());
+            CMQ_RETURN_IF_ERROR(CancelIfOrphanLocked(id, "", &cancels));
+          }
+          return Status::OK();
+        },
+        4096));
+  }
 }
 
 Status StoreImpl::Retry(uint64_t id) {

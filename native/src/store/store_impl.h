@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -173,8 +174,14 @@ class StoreImpl final : public Store {
   Status CancelLocked(uint64_t id, const std::string& reason);
   // Within a group, after an op applied: the jobs that wait for a job that failed, was cancelled or deleted by
   // the events from `first_event` on (or that went back to pending with such a job among those they wait for)
-  // are cancelled, saying which, and so on down the chain, in the op's own changes.
+  // are cancelled, saying which, and so on down the chain, in the op's own changes; past
+  // options_.max_cancels_per_commit the rest go to orphan_checks_ for SweepOrphans.
   Status CancelOrphansLocked(size_t first_event);
+  // Cancels, a commit of at most max_cancels_per_commit at a time, the jobs orphan_checks_ holds that still wait
+  // for a job that cannot succeed (and theirs).
+  Status SweepOrphans();
+  // Within a group: cancels `id` when it is pending and waits for a job that cannot succeed; counts it.
+  Status CancelIfOrphanLocked(uint64_t id, const std::string& why, size_t* cancels);
   // "" when every job `id` waits for is there and has not failed or been cancelled; else why not.
   std::string DeadWaitLocked(uint64_t id) const;
   // Fills *job from the index and the job record, without prompt and workflow.
@@ -273,6 +280,11 @@ class StoreImpl final : public Store {
   // The counters above are what the store keeps; callers see and give tokens through this (set at open).
   TokenCodec tokens_;
   Txn* txn_ = nullptr;  // the group being applied
+  // Jobs that may wait for a job that cannot succeed, left for SweepOrphans: what a change did not cancel itself
+  // (past max_cancels_per_commit), and what recovery finds. Checked again when swept (an entry of a change that
+  // was rolled back is harmless). Memory only: recovery finds them again.
+  std::set<uint64_t> orphan_checks_;
+  std::atomic<bool> orphans_deferred_{false};  // set with an entry: the group's end wakes the background thread
   // The groups applied but not yet written (at most two: one writing, one applied behind it); readers look
   // for a record's bytes here before the log.
   std::vector<const RecordSink*> inflight_;

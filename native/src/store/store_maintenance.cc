@@ -56,6 +56,7 @@ int64_t StoreImpl::NextExpiryMs() {
 Status StoreImpl::ExpireLeases(int* expired) {
   *expired = 0;
   CMQ_RETURN_IF_ERROR(Usable());
+  CMQ_RETURN_IF_ERROR(SweepOrphans());  // (the background thread's other chore, done here too)
   const int64_t next = NextExpiryMs();
   if (next == 0 || next > NowMs()) return Status::OK();
   int n = 0;

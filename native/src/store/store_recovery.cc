@@ -208,6 +208,12 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   rep->jobs = table_.size();
   rep->open_micros =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  // Jobs left waiting for a job that cannot succeed (a crash between the commits of a long chain of cancels):
+  // the background thread (or ExpireLeases) cancels them.
+  for (const auto& [id, after] : table_.waits()) {
+    const JobMeta* m = table_.Find(id);
+    if (m != nullptr && m->state == JobState::kPending && !DeadWaitLocked(id).empty()) orphan_checks_.insert(id);
+  }
   opened_ = true;
   return Status::OK();
 }
