@@ -6,8 +6,8 @@
 
 #include <chrono>
 #include <mutex>
-#include <thread>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "comfymq/store.h"
 #include "store/records.h"

@@ -31,7 +31,9 @@ std::string TravelName(const std::string& path, const std::string& sha256) {
 Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>& after, const ArtifactsOf& artifacts_of,
                          std::string* out, std::vector<UpstreamFile>* files) {
   files->clear();
-  if (after.empty() || prompt.find(kOutKey) == std::string::npos) {  // the host writes the key as it is
+  // (The host writes the key as it is. A reference in a job that waits for nothing is refused below too: such a
+  // job cannot have been queued through the API, and must not reach a ComfyUI with the reference in it.)
+  if (prompt.find(kOutKey) == std::string::npos) {
     *out = prompt;
     return Status::OK();
   }

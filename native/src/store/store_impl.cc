@@ -573,7 +573,9 @@ Status StoreImpl::CancelOrphansLocked(size_t first_event) {
                        (e.to == JobState::kFailed || e.to == JobState::kCancelled) && e.from != e.to;
     if (removed || ended) {
       const std::string why = "it waits for job " + FormatJobId(e.job_id) + ", which " +
-                              (removed ? "was deleted" : e.to == JobState::kFailed ? "failed" : "was cancelled");
+                              (removed                     ? "was deleted"
+                               : e.to == JobState::kFailed ? "failed"
+                                                           : "was cancelled");
       std::vector<uint64_t> orphans;
       table_.ForEachDependent(e.job_id, [&](uint64_t d) {
         orphans.push_back(d);
