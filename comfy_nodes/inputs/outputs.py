@@ -3,6 +3,8 @@
   {"comfymq_output": {"job": "<job id>", "index": 0}}            the job's first artifact (its files in the order
                                                                   its view lists them)
   {"comfymq_output": {"job": "<job id>", "filename": "x.png"}}   the artifact of that file name
+  {"comfymq_output": {"job": "<job id>", "node": "9"}}            the first file output node 9 of its graph reported
+                                                                  ("index": N for its Nth)
 
 When that job has succeeded, the host copies the file into the input store at enqueue (one copy per content, like an
 upload) and commits the reference's stored form ({"comfymq_input": sha256, "name", "size"}, graph.py): from there
@@ -51,24 +53,49 @@ def is_output_reference(value: Any) -> bool:
     return isinstance(value, dict) and OUT_KEY in value
 
 
-def _spec(value: dict, where: Place) -> tuple[str, int | None, str | None]:
+def _spec(value: dict, where: Place) -> tuple[str, int | None, str | None, str | None]:
     if set(value) != {OUT_KEY} or not isinstance(value[OUT_KEY], dict):
         raise BadReference(
-            f'{where}: an output reference is {{"comfymq_output": {{"job": "<id>", "index": N}}}} or with '
-            '"filename" instead of "index", and nothing else'
+            f'{where}: an output reference is {{"comfymq_output": {{"job": "<id>", "index": N}}}}, or with '
+            '"filename" or "node" (and an optional "index") instead of "index", and nothing else'
         )
     spec = value[OUT_KEY]
-    job, index, filename = spec.get("job"), spec.get("index"), spec.get("filename")
-    extra = [k for k in spec if k not in ("job", "index", "filename")]
+    job, index, filename, node = spec.get("job"), spec.get("index"), spec.get("filename"), spec.get("node")
+    extra = [k for k in spec if k not in ("job", "index", "filename", "node")]
     if extra or not isinstance(job, str) or not job or len(job) > 64:
-        raise BadReference(f"{where}: comfymq_output takes job (a job id) and index or filename only")
-    if (index is None) == (filename is None):
-        raise BadReference(f"{where}: comfymq_output names the file by index or by filename (one of them)")
+        raise BadReference(f"{where}: comfymq_output takes job (a job id) and index, filename or node only")
+    if (filename is not None) + (node is not None) > 1 or (filename is not None and index is not None):
+        raise BadReference(f"{where}: comfymq_output names the file by index, by filename or by node (one of them)")
+    if index is None and filename is None and node is None:
+        raise BadReference(f"{where}: comfymq_output names the file by index, by filename or by node (one of them)")
     if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
         raise BadReference(f"{where}: comfymq_output's index is a whole number from 0")
     if filename is not None and (not isinstance(filename, str) or not filename or len(filename) > 255):
         raise BadReference(f"{where}: comfymq_output's filename is a file name")
-    return job, index, filename
+    if node is not None and (not isinstance(node, str) or not node or len(node) > 256):
+        raise BadReference(f"{where}: comfymq_output's node is the id of an output node of that job's graph")
+    return job, index, filename, node
+
+
+def node_files(outputs, node: str) -> list[str]:
+    """The files output node `node` reported (its ComfyUI outputs: "images", "gifs", "audio", ... lists of
+    {"filename", "subfolder"?}), in order, as "subfolder/filename" or "filename"."""
+    entry = outputs.get(node) if isinstance(outputs, dict) else None
+    files = []
+    for items in (entry or {}).values() if isinstance(entry, dict) else ():
+        for f in items if isinstance(items, list) else ():
+            if isinstance(f, dict) and isinstance(f.get("filename"), str):
+                sub = f.get("subfolder") if isinstance(f.get("subfolder"), str) else ""
+                files.append(f"{sub}/{f['filename']}" if sub else f["filename"])
+    return files
+
+
+def _named(artifacts: list[dict], want: str) -> dict | None:
+    """The artifact of file name `want` ("name" or "subfolder/name"): with a subfolder, the one under it if any."""
+    name = want.rsplit("/", 1)[-1]
+    found = [a for a in artifacts if a["path"].rsplit("/", 1)[-1] == name]
+    under = [a for a in found if a["path"].endswith(want)]
+    return (under or found or [None])[0]
 
 
 class OutputResolver:
@@ -79,7 +106,7 @@ class OutputResolver:
         self.jobs, self.root, self.inputs, self.max_bytes = jobs, Path(artifact_root), inputs, max_bytes
 
     def __call__(self, value: dict, where: Place) -> dict:
-        job_id, index, filename = _spec(value, where)
+        job_id, index, filename, node = _spec(value, where)
         try:
             job = self.jobs.get(job_id, with_prompt=False)
         except (KeyError, ValueError):
@@ -88,20 +115,27 @@ class OutputResolver:
             ) from None
         state = job.get("state")
         if state in ("pending", "running"):  # the new job waits for it (the module doc)
-            named = {"index": index} if index is not None else {"filename": filename}
+            named = {k: v for k, v in (("node", node), ("filename", filename), ("index", index)) if v is not None}
             return {OUT_KEY: {"job": job["id"], **named}}
         if state != "succeeded":
             raise BadReference(f"{where}: job {job_id} ended {state}: it has no output to take")
         artifacts = job.get("artifacts") or []
-        if index is not None:
+        if node is not None:
+            files = node_files(job.get("outputs"), node)
+            at = index or 0
+            if at >= len(files):
+                raise BadReference(
+                    f"{where}: node {node[:64]} of job {job_id} reported {len(files)} files, none at index {at}"
+                )
+            filename = files[at]
+        if filename is None:
             if index >= len(artifacts):
                 raise BadReference(f"{where}: job {job_id} has {len(artifacts)} output files, none at index {index}")
             artifact = artifacts[index]
         else:
-            found = [a for a in artifacts if a["path"].rsplit("/", 1)[-1] == filename]
-            if not found:
+            artifact = _named(artifacts, filename)
+            if artifact is None:
                 raise BadReference(f"{where}: job {job_id} has no output file named {filename[:255]}")
-            artifact = found[0]
         path = (self.root / artifact["path"]).resolve()
         if not path.is_relative_to(self.root.resolve()):  # (recorded paths are relative: never out of the root)
             raise BadReference(f"{where}: job {job_id}'s output file {artifact['path']} is not under the artifact root")

@@ -14,9 +14,20 @@ using json = nlohmann::json;
 const uint64_t kDep = 0x01a2000000000001;
 const std::string kSha(64, 'a'), kSha2(64, 'b');
 
-Status Artifacts(uint64_t job, std::vector<Artifact>* out) {
+const std::string kSha3(64, 'c');
+
+Status Artifacts(uint64_t job, std::vector<Artifact>* out, std::string* outputs) {
   if (job != kDep) return Status::NotFound("no job");
-  *out = {{FormatJobId(kDep) + "/a.png", 10, kSha, "image/png"}, {FormatJobId(kDep) + "/b [output]", 20, kSha2, ""}};
+  *out = {{FormatJobId(kDep) + "/a.png", 10, kSha, "image/png"},
+          {FormatJobId(kDep) + "/b [output]", 20, kSha2, ""},
+          {FormatJobId(kDep) + "/up/a.png", 30, kSha3, "image/png"}};
+  // node 9 saved a.png then up/a.png; node 12 showed text only
+  *outputs = json{{"9",
+                   {{"images",
+                     {{{"filename", "a.png"}, {"subfolder", ""}, {"type", "output"}},
+                      {{"filename", "a.png"}, {"subfolder", "up"}, {"type", "output"}}}}}},
+                  {"12", {{"text", {"hello"}}}}}
+                 .dump();
   return Status::OK();
 }
 
@@ -42,6 +53,13 @@ TEST(OutputRefs, ReferencesBecomeTheStoredFormOfTheRecordedFile) {
   const json by_name = {{"comfymq_output", {{"job", FormatJobId(kDep)}, {"filename", "b [output]"}}}};
   ASSERT_TRUE(Resolve(Prompt(by_name), {kDep}, &out, &files).ok());
   EXPECT_EQ(json::parse(out)["1"]["inputs"]["image"]["name"], "input-" + kSha2.substr(0, 12));
+  // by output node: its files in the order it reported them, a subfolder told apart
+  const json by_node = {{"comfymq_output", {{"job", FormatJobId(kDep)}, {"node", "9"}, {"index", 1}}}};
+  ASSERT_TRUE(Resolve(Prompt(by_node), {kDep}, &out, &files).ok());
+  EXPECT_EQ(json::parse(out)["1"]["inputs"]["image"]["comfymq_input"], kSha3);
+  const json node_first = {{"comfymq_output", {{"job", FormatJobId(kDep)}, {"node", "9"}}}};
+  ASSERT_TRUE(Resolve(Prompt(node_first), {kDep}, &out, &files).ok());
+  EXPECT_EQ(json::parse(out)["1"]["inputs"]["image"]["comfymq_input"], kSha);
   // no reference (the key only as text): the prompt as it is
   const std::string text = Prompt("a photo of comfymq_output");
   ASSERT_TRUE(Resolve(text, {}, &out, &files).ok());
@@ -60,7 +78,13 @@ TEST(OutputRefs, WhatCannotBeResolvedIsRefusedNamingTheNodeAndInput) {
   };
   const std::string dep = FormatJobId(kDep);
   refused({{"comfymq_output", {{"job", dep}, {"index", 0}}}}, {}, "which this job does not wait for");
-  refused({{"comfymq_output", {{"job", dep}, {"index", 2}}}}, {kDep}, "made 2 output files, none at index 2");
+  refused({{"comfymq_output", {{"job", dep}, {"index", 3}}}}, {kDep}, "made 3 output files, none at index 3");
+  refused({{"comfymq_output", {{"job", dep}, {"node", "12"}}}}, {kDep}, "node 12 of job");
+  refused({{"comfymq_output", {{"job", dep}, {"node", "9"}, {"index", 2}}}}, {kDep},
+          "reported 2 files, none at index 2");
+  refused({{"comfymq_output", {{"job", dep}, {"node", "9"}, {"filename", "a.png"}}}}, {kDep},
+          "a comfymq_output reference is");
+  refused({{"comfymq_output", {{"job", dep}, {"node", 9}}}}, {kDep}, "node is an output node's id");
   refused({{"comfymq_output", {{"job", dep}, {"index", -1}}}}, {kDep}, "whole number");
   refused({{"comfymq_output", {{"job", dep}, {"filename", "c.png"}}}}, {kDep}, "no output file named c.png");
   refused({{"comfymq_output", {{"job", dep}}}}, {kDep}, "a comfymq_output reference is");

@@ -710,9 +710,10 @@ def test_max_input_bytes_is_a_config_key(tmp_path):
 # ---- another job's output as an input -------------------------------------------------------------------------
 
 
-def finished_job_with_files(service, files: dict[str, bytes], state: str = "succeeded") -> str:
+def finished_job_with_files(service, files: dict[str, bytes], state: str = "succeeded", outputs=None) -> str:
     """A job run through the store as a worker would: its files written under the artifact root, then recorded."""
-    job_id = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}})["id"]
+    # (first in line, whatever else the test queued)
+    job_id = service.store.enqueue({"1": {"class_type": "SaveImage", "inputs": {}}}, priority=1000)["id"]
     lease = service.store.take("w1")
     assert lease is not None and lease["job_id"] == job_id
     artifacts = []
@@ -722,7 +723,7 @@ def finished_job_with_files(service, files: dict[str, bytes], state: str = "succ
         path.write_bytes(data)
         artifacts.append({"path": f"{job_id}/{name}", "size": len(data), "sha256": sha(data), "mime": "image/png"})
     if state == "succeeded":
-        service.store.complete(job_id, lease["token"], outputs={}, artifacts=artifacts)
+        service.store.complete(job_id, lease["token"], outputs=outputs or {}, artifacts=artifacts)
     else:
         service.store.fail(job_id, lease["token"], {"type": "execution_error", "message": "boom"}, retryable=False)
     return job_id
@@ -741,6 +742,17 @@ async def test_another_jobs_output_is_taken_as_an_input_once_it_has_succeeded(cl
         stored = {"comfymq_input": sha(data), "name": name, "size": len(data)}
         assert service.store.get(job_id, with_prompt=True)["prompt"]["10"]["inputs"]["image"] == stored
         assert (inputs_root / sha(data)[:2] / sha(data)).read_bytes() == data
+    # by output node: the files it reported, in order
+    shown = {"9": {"images": [{"filename": "b.png", "subfolder": "", "type": "output"}, {"filename": "a.png"}]}}
+    by_node = finished_job_with_files(service, {"a.png": first, "b.png": second}, outputs=shown)
+    for extra, data in (({}, second), ({"index": 1}, first)):
+        ref = {"comfymq_output": {"job": by_node, "node": "9", **extra}}
+        resp = await client.post(f"{P}/jobs", json={"prompt": load_image(ref)})
+        assert resp.status == 200, await resp.text()
+        job_id = (await resp.json())["jobs"][0]["id"]
+        assert service.store.get(job_id, with_prompt=True)["prompt"]["10"]["inputs"]["image"]["comfymq_input"] == sha(
+            data
+        )
     # the same output again: still one copy in the store
     resp = await client.post(f"{P}/jobs", json={"prompt": load_image({"comfymq_output": {"job": done, "index": 0}})})
     assert resp.status == 200
@@ -759,10 +771,13 @@ async def test_an_output_that_is_not_there_is_refused_and_nothing_is_queued(clie
         ({"job": "0" * 16, "index": 0}, 400, "does not have"),
         ({"job": done, "index": 1}, 400, "none at index 1"),
         ({"job": done, "filename": "nope.png"}, 400, "no output file named nope.png"),
-        ({"job": done}, 400, "by index or by filename"),
-        ({"job": done, "index": 0, "filename": "a.png"}, 400, "by index or by filename"),
+        ({"job": done}, 400, "by index, by filename or by node"),
+        ({"job": done, "index": 0, "filename": "a.png"}, 400, "by index, by filename or by node"),
+        ({"job": done, "node": "9", "filename": "a.png"}, 400, "by index, by filename or by node"),
+        ({"job": done, "node": "9"}, 400, "node 9 of job"),
+        ({"job": done, "node": 9}, 400, "the id of an output node"),
         ({"job": done, "index": -1}, 400, "whole number"),
-        ({"job": done, "index": 0, "path": "/etc/passwd"}, 400, "job (a job id) and index or filename only"),
+        ({"job": done, "index": 0, "path": "/etc/passwd"}, 400, "job (a job id) and index, filename or node only"),
         ({"job": ["x"], "index": 0}, 400, "job (a job id)"),
     ]
     for spec, status, needle in cases:

@@ -38,7 +38,7 @@ bool BrokerImpl::GrantedInput(uint64_t job, uint64_t token, const std::string& s
 Status BrokerImpl::SendablePrompt(const Job& job, std::string* prompt, std::vector<UpstreamFile>* files) {
   return ResolveOutputRefs(
       job.prompt, job.after,
-      [this](uint64_t id, std::vector<Artifact>* out) {
+      [this](uint64_t id, std::vector<Artifact>* out, std::string* outputs) {
         Job dep;
         CMQ_RETURN_IF_ERROR(store_->Get(id, false, &dep));
         if (dep.state != JobState::kSucceeded) {
@@ -46,6 +46,7 @@ Status BrokerImpl::SendablePrompt(const Job& job, std::string* prompt, std::vect
                                          JobStateName(dep.state) + ")");
         }
         out->clear();
+        *outputs = std::move(dep.outputs);
         json arr = json::parse(dep.artifacts.empty() ? "[]" : dep.artifacts, nullptr, false);
         if (!arr.is_array()) return Status::Corruption("job " + FormatJobId(id) + "'s artifact list is unreadable");
         for (const json& a : arr) {

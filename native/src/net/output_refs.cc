@@ -14,7 +14,7 @@ constexpr const char* kOutKey = "comfymq_output";
 // The name the file travels with: the recorded file's own name when it is one safe path component (the worker
 // checks the same rules: worker/inputs/references.py), else input-<sha256[:12]>.
 std::string TravelName(const std::string& path, const std::string& sha256) {
-  std::string name = path.substr(path.rfind('/') + 1);
+  std::string name = path.substr(path.rfind('/') + 1);  // (BaseName)
   bool safe =
       !name.empty() && name != "." && name != ".." && name.size() <= 255 && name.find('\\') == std::string::npos;
   for (unsigned char c : name) safe &= c >= 0x20 && c != 0x7f;
@@ -25,6 +25,31 @@ std::string TravelName(const std::string& path, const std::string& sha256) {
   safe &= name.front() != ' ' && name.back() != ' ';
   return safe ? name : "input-" + sha256.substr(0, 12);
 }
+
+std::string BaseName(const std::string& path) { return path.substr(path.rfind('/') + 1); }
+
+// The files output node `node` reported, in order: every {"filename", "subfolder"?} in the lists of its outputs
+// (ComfyUI's "images", "gifs", "audio", ...), as "subfolder/filename" or "filename".
+std::vector<std::string> NodeFiles(const std::string& outputs, const std::string& node) {
+  std::vector<std::string> files;
+  ojson all = ojson::parse(outputs.empty() ? "{}" : outputs, nullptr, false);
+  if (!all.is_object() || !all.contains(node) || !all[node].is_object()) return files;
+  for (const auto& [key, list] : all[node].items()) {
+    if (!list.is_array()) continue;
+    for (const ojson& f : list) {
+      if (!f.is_object() || !f.contains("filename") || !f["filename"].is_string()) continue;
+      const std::string sub =
+          f.contains("subfolder") && f["subfolder"].is_string() ? f["subfolder"].get<std::string>() : "";
+      files.push_back(sub.empty() ? f["filename"].get<std::string>() : sub + "/" + f["filename"].get<std::string>());
+    }
+  }
+  return files;
+}
+
+struct Recorded {
+  std::vector<Artifact> artifacts;
+  std::string outputs;
+};
 
 }  // namespace
 
@@ -39,7 +64,7 @@ Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>&
   }
   ojson graph = ojson::parse(prompt, nullptr, false);
   if (!graph.is_object()) return Status::InvalidArgument("the prompt is not a JSON object");
-  std::map<uint64_t, std::vector<Artifact>> seen;
+  std::map<uint64_t, Recorded> seen;
   bool changed = false;
   for (auto& [node_id, node] : graph.items()) {
     if (!node.is_object() || !node.contains("inputs") || !node["inputs"].is_object()) continue;
@@ -48,42 +73,70 @@ Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>&
       const std::string where = "node " + node_id + " input '" + input + "': ";
       const ojson& spec = value[kOutKey];
       uint64_t job = 0;
-      if (value.size() != 1 || !spec.is_object() || !spec.contains("job") || !spec["job"].is_string() ||
-          !ParseJobId(spec["job"].get<std::string>(), &job) || (spec.contains("index") == spec.contains("filename"))) {
+      bool well_formed = value.size() == 1 && spec.is_object();
+      if (well_formed) {
+        for (const auto& [k, v] : spec.items()) {
+          well_formed &= k == "job" || k == "index" || k == "filename" || k == "node";
+        }
+        const bool f = spec.contains("filename"), n = spec.contains("node"), i = spec.contains("index");
+        // one of: index; filename; node with an optional index
+        well_formed &= !(f && n) && !(f && i) && (f || n || i);
+        well_formed &=
+            spec.contains("job") && spec["job"].is_string() && ParseJobId(spec["job"].get<std::string>(), &job);
+      }
+      if (!well_formed) {
         return Status::InvalidArgument(where +
-                                       "a comfymq_output reference is {\"job\": id, \"index\": N} or with "
-                                       "\"filename\" instead of \"index\"");
+                                       "a comfymq_output reference is {\"job\": id, \"index\": N}, or with "
+                                       "\"filename\" or \"node\" (and an optional \"index\") instead");
       }
       if (!std::binary_search(after.begin(), after.end(), job)) {
         return Status::InvalidArgument(where + "names job " + FormatJobId(job) + ", which this job does not wait for");
       }
       auto it = seen.find(job);
       if (it == seen.end()) {
-        std::vector<Artifact> a;
-        Status s = artifacts_of(job, &a);
+        Recorded r;
+        Status s = artifacts_of(job, &r.artifacts, &r.outputs);
         if (s.IsNotFound()) return Status::InvalidArgument(where + "job " + FormatJobId(job) + " is gone");
         if (!s.ok()) return s;
-        it = seen.emplace(job, std::move(a)).first;
+        it = seen.emplace(job, std::move(r)).first;
       }
-      const std::vector<Artifact>& arts = it->second;
-      const Artifact* pick = nullptr;
+      const std::vector<Artifact>& arts = it->second.artifacts;
+      uint64_t index = 0;
       if (spec.contains("index")) {
-        const ojson& index = spec["index"];
-        if (!index.is_number_unsigned()) return Status::InvalidArgument(where + "index is a whole number from 0");
-        const uint64_t i = index.get<uint64_t>();
-        if (i >= arts.size()) {
-          return Status::InvalidArgument(where + "job " + FormatJobId(job) + " made " + std::to_string(arts.size()) +
-                                         " output files, none at index " + std::to_string(i));
+        if (!spec["index"].is_number_unsigned())
+          return Status::InvalidArgument(where + "index is a whole number from 0");
+        index = spec["index"].get<uint64_t>();
+      }
+      const Artifact* pick = nullptr;
+      std::string want;  // a file name (or subfolder/name) to find among the artifacts
+      if (spec.contains("node")) {
+        if (!spec["node"].is_string()) return Status::InvalidArgument(where + "node is an output node's id");
+        const std::string node = spec["node"].get<std::string>();
+        const std::vector<std::string> files = NodeFiles(it->second.outputs, node);
+        if (index >= files.size()) {
+          return Status::InvalidArgument(where + "node " + node.substr(0, 64) + " of job " + FormatJobId(job) +
+                                         " reported " + std::to_string(files.size()) + " files, none at index " +
+                                         std::to_string(index));
         }
-        pick = &arts[i];
-      } else {
+        want = files[index];
+      } else if (spec.contains("filename")) {
         if (!spec["filename"].is_string()) return Status::InvalidArgument(where + "filename is a file name");
-        const std::string want = spec["filename"].get<std::string>();
-        for (const Artifact& a : arts) {
-          if (a.path.substr(a.path.rfind('/') + 1) == want) {
-            pick = &a;
-            break;
-          }
+        want = spec["filename"].get<std::string>();
+      } else {
+        if (index >= arts.size()) {
+          return Status::InvalidArgument(where + "job " + FormatJobId(job) + " made " + std::to_string(arts.size()) +
+                                         " output files, none at index " + std::to_string(index));
+        }
+        pick = &arts[index];
+      }
+      if (pick == nullptr) {
+        const std::string name = BaseName(want);
+        for (const Artifact& a : arts) {  // the same name; with a subfolder, the one under it if there is one
+          if (BaseName(a.path) != name) continue;
+          const bool under =
+              a.path.size() >= want.size() && a.path.compare(a.path.size() - want.size(), want.size(), want) == 0;
+          if (pick == nullptr || under) pick = &a;
+          if (under) break;
         }
         if (pick == nullptr) {
           return Status::InvalidArgument(where + "job " + FormatJobId(job) + " made no output file named " +

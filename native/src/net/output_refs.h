@@ -1,5 +1,7 @@
-// Another job's output as a node input: `{"comfymq_output": {"job": "<job id>", "index": N}}` or with
-// `"filename": "x.png"` instead of the index, which the host commits in the prompt of a job that waits for that
+// Another job's output as a node input: `{"comfymq_output": {"job": "<job id>", "index": N}}` (its Nth file), with
+// `"filename": "x.png"` instead of the index (its file of that name), or `"node": "<output node id>"` with an
+// optional `"index"` (the Nth file that node of its graph reported: its `outputs`), which the host commits in the
+// prompt of a job that waits for that
 // job (NewJob::after). The store runs such a job only once the job it names has succeeded; when the broker sends
 // it, each reference becomes the stored form of the file that job recorded,
 // `{"comfymq_input": "<sha256>", "name": "<file name>", "size": N}`, which the worker fetches like any input
@@ -22,8 +24,9 @@ struct UpstreamFile {
   uint64_t size = 0;
 };
 
-// A job's recorded artifacts (Job::artifacts parsed); NotFound when the store no longer has the job.
-using ArtifactsOf = std::function<Status(uint64_t job, std::vector<Artifact>* artifacts)>;
+// A job's recorded artifacts (Job::artifacts parsed) and its outputs (Job::outputs, JSON text); NotFound when the
+// store no longer has the job.
+using ArtifactsOf = std::function<Status(uint64_t job, std::vector<Artifact>* artifacts, std::string* outputs)>;
 
 // The prompt with every output reference replaced by its stored form (`*out` = `prompt` unchanged, and no files,
 // when it names none), and the files they name. InvalidArgument, naming the node and input, for a reference that
