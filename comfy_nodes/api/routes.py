@@ -664,6 +664,8 @@ def add_routes(
             except Exception as e:  # noqa: BLE001 - the record is still worth answering with
                 log.debug("explain %s failed: %s", job["id"], e)
                 view["waiting"] = []
+            if not view["waiting"] and job.get("after"):  # (no broker to say it: the jobs it waits for)
+                view["waiting"] = await store_call(why_waiting, job["after"])
         return web.json_response({"job": view})
 
     @handle("POST", "/jobs/{id}/cancel")

@@ -39,7 +39,8 @@ export {STATES};
  *   workflow?: any, history?: {attempt?: number, worker?: string, outcome?: string, started_ms?: number,
  *   ended_ms?: number, reason?: string}[], waiting?: string[], after?: string[],
  *   inputs?: ({node: string, input: string, sha256: string, size: number, name: string, output_of?: undefined} |
- *             {node: string, input: string, output_of: {job: string, index?: number, filename?: string}})[]
+ *             {node: string, input: string, output_of: {job: string, index?: number, filename?: string,
+ *                                                       node?: string}})[]
  * }} Job
  */
 

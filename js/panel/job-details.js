@@ -23,6 +23,16 @@ import {STATE_TEXT} from "./job-row.js";
  *            onLoaded: (job: Job) => void}} DetailsOptions
  */
 
+/**
+ * How an input that is another job's output names its file: "x.png", "node 9's file #2", "file #1".
+ * @param {{index?: number, filename?: string, node?: string}} o
+ */
+export function outputName(o) {
+  if (o.filename != null) return String(o.filename);
+  if (o.node != null) return `node ${o.node}'s file` + (o.index ? ` #${o.index + 1}` : "");
+  return `file #${(o.index || 0) + 1}`;
+}
+
 export class JobDetails {
   /** @param {DetailsOptions} o */
   constructor(o) {
@@ -159,8 +169,7 @@ export class JobDetails {
         job.inputs.map((i) => i.output_of
           // the output of a job it waits for: it becomes a stored input when this job is sent
           ? h("li", {title: `the output of job ${i.output_of.job}`},
-            h("span", null, "output ", i.output_of.filename != null ? String(i.output_of.filename) : `#${i.output_of.index}`,
-              " of "), this.jobChips([i.output_of.job]),
+            h("span", null, outputName(i.output_of), " of "), this.jobChips([i.output_of.job]),
             h("span", {class: "mq-muted"}, ` · node ${i.node}.${i.input}`))
           : h("li", {title: `sha256 ${i.sha256}`},
             h("span", null, String(i.name)),

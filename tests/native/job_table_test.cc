@@ -162,6 +162,11 @@ TEST(JobTable, DispatchOrderHoldsReadyJobsOnlyAndRollsBackExactly) {
     if (m == nullptr) continue;
     if (rng() % 8 == 0) {
       txn.Erase(id);
+    } else if (rng() % 4 == 0) {  // the same state: its records moved (compaction), or its prompt_id's hash
+      JobMeta n = *m;
+      n.job_loc = log::RecordLoc{2, static_cast<uint32_t>(rng() % 100000), 64};
+      if (rng() % 2) n.prompt_id_hash = 1 + rng() % 7;
+      txn.Replace(n);
     } else {
       JobMeta n = *m;
       n.state = static_cast<JobState>(rng() % kNumJobStates);

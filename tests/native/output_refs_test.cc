@@ -20,7 +20,11 @@ Status Artifacts(uint64_t job, std::vector<Artifact>* out, std::string* outputs)
   if (job != kDep) return Status::NotFound("no job");
   *out = {{FormatJobId(kDep) + "/a.png", 10, kSha, "image/png"},
           {FormatJobId(kDep) + "/b [output]", 20, kSha2, ""},
-          {FormatJobId(kDep) + "/up/a.png", 30, kSha3, "image/png"}};
+          {FormatJobId(kDep) + "/up/a.png", 30, kSha3, "image/png"},
+          // never recorded by the broker; refused if they were
+          {"../passwd", 1, kSha, ""},
+          {"/etc/passwd", 1, kSha, ""},
+          {FormatJobId(kDep) + "/../../shadow", 1, kSha, ""}};
   // node 9 saved a.png then up/a.png; node 12 showed text only
   *outputs = json{{"9",
                    {{"images",
@@ -85,6 +89,9 @@ TEST(OutputRefs, WhatCannotBeResolvedIsRefusedNamingTheNodeAndInput) {
   refused({{"comfymq_output", {{"job", dep}, {"node", "9"}, {"filename", "a.png"}}}}, {kDep},
           "a comfymq_output reference is");
   refused({{"comfymq_output", {{"job", dep}, {"node", 9}}}}, {kDep}, "node is an output node's id");
+  // paths out of the artifact root are no files: not by index, nor by name
+  refused({{"comfymq_output", {{"job", dep}, {"filename", "passwd"}}}}, {kDep}, "no output file named passwd");
+  refused({{"comfymq_output", {{"job", dep}, {"filename", "shadow"}}}}, {kDep}, "no output file named shadow");
   refused({{"comfymq_output", {{"job", dep}, {"index", -1}}}}, {kDep}, "whole number");
   refused({{"comfymq_output", {{"job", dep}, {"filename", "c.png"}}}}, {kDep}, "no output file named c.png");
   refused({{"comfymq_output", {{"job", dep}}}}, {kDep}, "a comfymq_output reference is");

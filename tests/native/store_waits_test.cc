@@ -321,6 +321,27 @@ TEST_F(StoreWaitsTest, AFailureWithMoreDependentsThanOneCommitTakesCancelsThemAl
   EXPECT_EQ(Waiting(), 0u);
 }
 
+TEST_F(StoreWaitsTest, ACheckpointStaysVersion1WhileNoJobWaits) {
+  Add();
+  ASSERT_TRUE(store_->Checkpoint().ok());
+  auto magic = [&] {
+    std::vector<std::string> names;
+    EXPECT_TRUE(env_.GetChildren("/db", &names).ok());
+    std::string data;
+    for (const std::string& n : names) {
+      if (n.rfind("checkpoint-", 0) == 0) EXPECT_TRUE(env_.ReadFileToString("/db/" + n, &data).ok());
+    }
+    return data.substr(0, 8);
+  };
+  EXPECT_EQ(magic(), "CMQCKP01") << "an older build still reads it";
+  const uint64_t a = Add();
+  Add({a});
+  ASSERT_TRUE(store_->Checkpoint().ok());
+  EXPECT_EQ(magic(), "CMQCKP02");
+  Open();
+  EXPECT_EQ(Waiting(), 1u);
+}
+
 TEST(JobRecordsTest, AfterRoundTripsAndOnlyJobsThatWaitUseVersion3) {
   records::JobView v;
   v.id = 7;

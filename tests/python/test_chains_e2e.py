@@ -7,8 +7,8 @@ node pack in the worker role; only c2 has the model special.safetensors) on one 
   as {"comfymq_output": {"job": id, "index": 0}}. They wait (their view says for which job), run in order, the
   first on w1 and the second on w2 (it names a model only c2 has), and the last image is the first picture scaled
   2x, pixel for pixel: each output reached the next worker's ComfyUI intact.
-- A chain survives the host killed with SIGKILL in its middle (its first job done, the next one about to run or
-  running): restarted on its data dir, the waiting jobs are there with what they wait for, and the chain completes,
+- A chain survives the host killed with SIGKILL in its middle (its first job done, the next one waiting for the
+  only worker that can run it, drained): restarted on its data dir, the waiting jobs are there with what they wait for, and the chain completes,
   each job succeeding once; a chain whose first job fails has the rest cancelled, each saying which job it waited
   for.
 """
@@ -142,7 +142,7 @@ def test_a_chain_survives_the_host_killed_in_its_middle_and_a_failure_cancels_th
     drain(base, "w1")
     drain(base, "w2")  # nothing runs while the chains are queued
     a = queue(base, load_then(start, INVERT, "a"))
-    b = queue(base, load_then(output_of(a), SCALE_2X, "b"))
+    b = queue(base, load_then(output_of(a), SCALE_2X, "b", model="special.safetensors"))  # w2 only: drained
     c = queue(base, load_then(output_of(b), INVERT, "c"))
     doomed = queue(
         base, load_then(start, {"class_type": "ProbeFail", "inputs": {"message": "no"}}, "x"), max_attempts=1
@@ -151,9 +151,10 @@ def test_a_chain_survives_the_host_killed_in_its_middle_and_a_failure_cancels_th
     last = queue(base, {"1": {"class_type": "EmptyImage", "inputs": {}}}, after=[after_doomed, c])
     drain(base, "w1", False)
     wait_for(lambda: job(base, a)["state"] == "succeeded", 60, "the chain's first job")
+    assert job(base, b)["state"] == "pending"
 
     host = procs.procs["host"]
-    host.send_signal(signal.SIGKILL)  # in the middle of the chain: b is about to run, or running
+    host.send_signal(signal.SIGKILL)  # in the middle of the chain: its first job done, the next one waiting
     host.wait()
     procs.start("host-restarted", list(host.args[1:]))  # the same command line: data dir, ports, drains kept
     wait_for(lambda: answers(base + "/comfymq/health"), 30, "the restarted host")

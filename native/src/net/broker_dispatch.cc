@@ -250,6 +250,17 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
   std::string prompt;
   std::vector<UpstreamFile> outputs;
   Status ready = SendablePrompt(l.job, &prompt, &outputs);
+  if (!ready.ok() && !ready.IsInvalidArgument()) {
+    // The store could not be read just now: the job goes back to the queue as if never taken.
+    Log("warning", "dispatch",
+        "job " + FormatJobId(l.job_id) + ": " + ready.ToString() + "; it goes back to the queue");
+    releases_.push_back(PendingRelease{
+        l.job_id, l.token, "could not read what job " + FormatJobId(l.job_id) + " takes as input: " + ready.message(),
+        false});
+    ReturnCredit(w.id, w.epoch);
+    dispatch_dirty_ = true;
+    return false;
+  }
   if (!ready.ok()) {
     // The job cannot run anywhere (an output it takes is not there as named): it fails, and the worker's credit
     // goes to the next job.
@@ -269,6 +280,17 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
     job.token = l.token;
     job.attempt = static_cast<uint32_t>(l.attempt);
     job.timeout_ms = l.deadline_ms ? std::max<int64_t>(1, l.deadline_ms - now) : 0;
+    if (!outputs.empty()) {
+      // What this run may fetch, from the prompt it is sent with (read once here, not again at its first FETCH).
+      Requirements req;
+      std::map<std::string, std::string> granted;
+      if (ExtractRequirements(prompt, &req).ok()) {
+        for (const std::string& sha : req.inputs) granted.emplace(sha, "");
+      }
+      for (const UpstreamFile& f : outputs) granted[f.sha256] = artifacts_->root() + "/" + f.path;
+      if (input_grants_.size() >= kMaxGrants) input_grants_.clear();
+      input_grants_[{l.job_id, l.token}] = std::move(granted);
+    }
     job.prompt_json = std::move(prompt);
     job.workflow_json = l.job.workflow;
     JsonObjectText extra;

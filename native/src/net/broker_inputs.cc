@@ -24,7 +24,7 @@ bool BrokerImpl::GrantedInput(uint64_t job, uint64_t token, const std::string& s
     std::string sent;
     std::vector<UpstreamFile> outputs;
     if (!j.after.empty() && SendablePrompt(j, &sent, &outputs).ok()) {
-      for (const UpstreamFile& f : outputs) granted.emplace(f.sha256, artifacts_->root() + "/" + f.path);
+      for (const UpstreamFile& f : outputs) granted[f.sha256] = artifacts_->root() + "/" + f.path;
     }
     if (input_grants_.size() >= kMaxGrants) input_grants_.clear();
     it = input_grants_.emplace(key, std::move(granted)).first;
@@ -55,10 +55,7 @@ Status BrokerImpl::SendablePrompt(const Job& job, std::string* prompt, std::vect
           f.path = a.value("path", "");
           f.size = a.value("size", uint64_t{0});
           f.sha256 = a.value("sha256", "");
-          if (f.path.empty() || f.path[0] == '/' || ("/" + f.path + "/").find("/../") != std::string::npos) {
-            continue;  // (the broker records paths under the root only; anything else is not served)
-          }
-          out->push_back(std::move(f));
+          out->push_back(std::move(f));  // (paths that lead out of the root are dropped by ResolveOutputRefs)
         }
         return Status::OK();
       },

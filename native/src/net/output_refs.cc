@@ -100,7 +100,15 @@ Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>&
         if (!s.ok()) return s;
         it = seen.emplace(job, std::move(r)).first;
       }
-      const std::vector<Artifact>& arts = it->second.artifacts;
+      std::vector<Artifact>& arts = it->second.artifacts;
+      // Only a file under the artifact root is one (the broker records nothing else): a recorded path that is
+      // absolute, or leads out with "..", counts as no file.
+      arts.erase(std::remove_if(arts.begin(), arts.end(),
+                                [](const Artifact& a) {
+                                  return a.path.empty() || a.path[0] == '/' || a.path.find('\\') != std::string::npos ||
+                                         ("/" + a.path + "/").find("/../") != std::string::npos;
+                                }),
+                 arts.end());
       uint64_t index = 0;
       if (spec.contains("index")) {
         if (!spec["index"].is_number_unsigned())

@@ -30,7 +30,8 @@ using ArtifactsOf = std::function<Status(uint64_t job, std::vector<Artifact>* ar
 
 // The prompt with every output reference replaced by its stored form (`*out` = `prompt` unchanged, and no files,
 // when it names none), and the files they name. InvalidArgument, naming the node and input, for a reference that
-// is malformed, names a job `after` does not hold, or a file that job did not record; the job cannot run.
+// is malformed, names a job `after` does not hold, or a file that job did not record; the job cannot run. A recorded
+// path that is absolute or leads out of the artifact root with ".." is no file. Other errors are artifacts_of's.
 Status ResolveOutputRefs(const std::string& prompt, const std::vector<uint64_t>& after, const ArtifactsOf& artifacts_of,
                          std::string* out, std::vector<UpstreamFile>* files);
 

@@ -66,7 +66,10 @@ bool ParseFileName(const std::string& name, uint32_t* segment) {
 Status Write(WritableFile* file, const Header& h, const JobTable& table) {
   HashingWriter w(file);
   std::string& b = w.buf();
-  b.append(kMagic, sizeof(kMagic));
+  uint64_t n_waits = 0;
+  for (const auto& [id, after] : table.waits()) n_waits += table.Find(id) != nullptr;
+  // Version 1 while no job waits: a store that never used waits stays readable by an older build.
+  b.append(n_waits != 0 ? kMagic : kMagicV1, sizeof(kMagic));
   PutU32(&b, h.segment);
   PutU64(&b, h.last_id);
   PutU64(&b, h.next_token);
@@ -77,9 +80,7 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table) {
     PutBytes(&b, batches[i]);
     CMQ_RETURN_IF_ERROR(w.MaybeFlush());
   }
-  uint64_t n_waits = 0;
-  for (const auto& [id, after] : table.waits()) n_waits += table.Find(id) != nullptr;
-  PutU64(&b, n_waits);
+  if (n_waits != 0) PutU64(&b, n_waits);
   for (const auto& [id, after] : table.waits()) {
     if (table.Find(id) == nullptr) continue;
     PutU64(&b, id);

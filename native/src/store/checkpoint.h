@@ -3,7 +3,8 @@
 //
 //   checkpoint := "CMQCKP02" u32:segment u64:last_id u64:next_token u8:paused
 //                 u32:n_batches bytes:batch_name*            (index 1.., index 0 is "")
-//                 u64:n_waits wait_entry*                      (live jobs that wait for others; not in "CMQCKP01")
+//                 u64:n_waits wait_entry*                      (live jobs that wait for others; "CMQCKP01", written
+//                                                              while none waits, has no such section)
 //                 u64:n_jobs job_entry*                        (ascending id)
 //                 u64:n_runs run_entry*
 //                 "CMQCKEND" u64:xxh3_64(every byte before "CMQCKEND")

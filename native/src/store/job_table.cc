@@ -160,6 +160,22 @@ void JobTable::Insert(const JobMeta& meta) {
 void JobTable::Replace(const JobMeta& meta) {
   JobMeta* slot = FindSlot(meta.id);
   assert(slot != nullptr && !slot->erased);
+  if (slot->state == meta.state && slot->priority == meta.priority) {
+    // The same state and priority (a record moved, a location resolved, a run's status): counts, the dispatch
+    // order and the dependents' readiness stay as they are; only where its records lie changes. (What
+    // Unindex + Index would do, without taking a job and every ready job waiting for it out and back in.)
+    if (slot->prompt_id_hash != meta.prompt_id_hash) {
+      if (slot->prompt_id_hash != 0) prompt_index_.Erase(slot->prompt_id_hash, slot->id);
+      if (meta.prompt_id_hash != 0) prompt_index_.Insert(meta.prompt_id_hash, meta.id);
+    }
+    AddLive(slot->job_loc, -1);
+    AddLive(slot->status_loc, -1);
+    *slot = meta;
+    slot->erased = false;
+    AddLive(slot->job_loc, +1);
+    AddLive(slot->status_loc, +1);
+    return;
+  }
   if (slot->prompt_id_hash == meta.prompt_id_hash && slot->job_loc == meta.job_loc) {
     // A state or status change (the common case): the prompt_id entry and the job record's bytes stay.
     UnindexState(*slot);

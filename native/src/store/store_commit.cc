@@ -2,6 +2,7 @@
 // with one sync, the next group applied while the one before syncs; batches (StoreBatch) and the dispatch hook.
 #include <algorithm>
 #include <chrono>
+#include <stdexcept>
 
 #include "store/store_impl.h"
 #include "util/json_checks.h"
@@ -221,6 +222,14 @@ bool StoreImpl::ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn*
   for (size_t i = events_before; i < txn->events().size(); ++i) {
     const StoreEvent& e = txn->events()[i];
     made_pending |= e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kPending;
+    // a job that succeeded may have made jobs waiting for it ready to run
+    if (!made_pending && e.kind == StoreEvent::Kind::kJobChanged && e.to == JobState::kSucceeded &&
+        !table_.waits().empty()) {
+      table_.ForEachDependent(e.job_id, [&](uint64_t) {
+        made_pending = true;
+        return false;
+      });
+    }
   }
   if (dispatch_hook_.choose && made_pending) {
     // Lease what just arrived to idle workers in this very group: one sync for the job and its lease.
@@ -240,6 +249,8 @@ bool StoreImpl::ApplyOpsLocked(std::vector<PendingOp*>& group, size_t from, Txn*
     const size_t leased = dispatched->size();
     try {
       dispatch_hook_.choose(ctx);
+      // a take may fail a job whose record is damaged: the jobs waiting for it are cancelled with it
+      if (!CancelOrphansLocked(m.events).ok()) throw std::runtime_error("could not cancel orphans");
     } catch (const std::exception&) {
       txn->RollbackTo(m);
       dispatched->resize(leased);

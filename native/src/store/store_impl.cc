@@ -596,17 +596,25 @@ Status StoreImpl::SweepOrphans() {
       std::shared_lock<std::shared_mutex> st(state_mu_);
       if (orphan_checks_.empty()) return Status::OK();
     }
-    CMQ_RETURN_IF_ERROR(Run(
+    std::vector<uint64_t> taken;
+    Status s = Run(
         [&] {
+          taken.clear();
           size_t cancels = 0;
           while (!orphan_checks_.empty() && cancels < options_.max_cancels_per_commit) {
             const uint64_t id = *orphan_checks_.begin();
             orphan_checks_.erase(orphan_checks_.begin());
+            taken.push_back(id);
             CMQ_RETURN_IF_ERROR(CancelIfOrphanLocked(id, "", &cancels));
           }
           return Status::OK();
         },
-        4096));
+        4096);
+    if (!s.ok()) {  // not committed: they are checked again next time
+      std::unique_lock<std::shared_mutex> st(state_mu_);
+      orphan_checks_.insert(taken.begin(), taken.end());
+      return s;
+    }
   }
 }
 
@@ -621,7 +629,10 @@ Status StoreImpl::Retry(uint64_t id) {
         }
         const std::string dead = DeadWaitLocked(id);
         if (!dead.empty()) {
-          return Status::Conflict("job " + FormatJobId(id) + " cannot run again: " + dead + " (retry that one first)");
+          const bool gone = dead.find("was deleted") != std::string::npos;
+          return Status::Conflict(
+              "job " + FormatJobId(id) + " cannot run again: " + dead +
+              (gone ? " (that job is gone: queue this one anew instead)" : " (retry that one first)"));
         }
         const JobMeta before = *m;
         StatusDoc d = LoadStatusOrRebuildLocked(before);

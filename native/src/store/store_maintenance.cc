@@ -56,13 +56,14 @@ int64_t StoreImpl::NextExpiryMs() {
 Status StoreImpl::ExpireLeases(int* expired) {
   *expired = 0;
   CMQ_RETURN_IF_ERROR(Usable());
-  CMQ_RETURN_IF_ERROR(SweepOrphans());  // (the background thread's other chore, done here too)
+  // (the background thread's other chore, done here too; an error of it does not keep leases from expiring)
+  const Status swept = SweepOrphans();
   const int64_t next = NextExpiryMs();
-  if (next == 0 || next > NowMs()) return Status::OK();
+  if (next == 0 || next > NowMs()) return swept;
   int n = 0;
   CMQ_RETURN_IF_ERROR(Run([&] { return ApplyExpire(&n); }, 256));
   *expired = n;
-  return Status::OK();
+  return swept;
 }
 
 Status StoreImpl::Purge(int64_t finished_before_ms, uint64_t* removed) {

@@ -23,6 +23,7 @@ Status Store::Open(const StoreOptions& options, const std::string& dir, std::uni
   if (options.max_prompt_bytes > records::kMaxTextBytes) {
     return Status::InvalidArgument("max_prompt_bytes must be at most 256 MiB");
   }
+  if (options.max_cancels_per_commit == 0) return Status::InvalidArgument("max_cancels_per_commit must be at least 1");
   auto impl = std::make_unique<StoreImpl>(options, dir);
   CMQ_RETURN_IF_ERROR(impl->Recover(report));
   impl->StartBackground();
