@@ -219,8 +219,9 @@ def prompt_object(prompt: Any) -> dict:
     if isinstance(prompt, dict):
         return prompt
     try:
-        value = json.loads(prompt)
-    except (TypeError, ValueError) as e:
+        # (read as the store reads it, which skips a leading byte order mark: inputs/graph.parse_graph)
+        value = json.loads(prompt.removeprefix("\ufeff") if isinstance(prompt, str) else prompt)
+    except (TypeError, ValueError, RecursionError) as e:
         raise ExpansionError(f"prompt is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ExpansionError(f"prompt must be a JSON object, got {type(value).__name__}")

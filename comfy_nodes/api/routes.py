@@ -568,7 +568,7 @@ def add_routes(
         )
         if not sub.expands:
             after = sub.after_for(sub.prompt)
-            waiting = await unrunnable_check([sub.prompt], after)
+            waiting = await unrunnable_check([sub.prompt])
             result = await store_call(
                 service.store.enqueue,
                 sub.prompt,
@@ -579,6 +579,8 @@ def add_routes(
                 **sub.common(),
             )
             job = await get_job(result["id"])
+            if job.get("after"):  # (the job's own: an existing job keeps the `after` it was queued with)
+                waiting = await store_call(why_waiting, job["after"]) + waiting
             entry = summary_view(job, prefix)
             entry["existed"] = result["existed"]
             body = {

@@ -44,7 +44,17 @@ Errors* g_errors = nullptr;
     case Status::Code::kLeaseLost: type = g_errors->lease_lost.ptr(); break;
     default: break;
   }
-  PyErr_SetString(type, s.message().c_str());
+  // (A message may quote what a caller sent: bytes that are not UTF-8 are shown escaped, where PyErr_SetString would
+  // raise with no message at all.)
+  const std::string& m = s.message();
+  PyObject* text = PyUnicode_DecodeUTF8(m.data(), static_cast<Py_ssize_t>(m.size()), "backslashreplace");
+  if (text == nullptr) {
+    PyErr_Clear();
+    PyErr_SetString(type, "(a message that could not be decoded)");
+  } else {
+    PyErr_SetObject(type, text);
+    Py_DECREF(text);
+  }
   throw py::error_already_set();
 }
 

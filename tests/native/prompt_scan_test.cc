@@ -176,3 +176,28 @@ TEST(JsonScan, RandomMutationsNeverMakeTheFastValueCheckAcceptMore) {
 
 }  // namespace
 }  // namespace comfymq
+
+namespace comfymq {
+namespace {
+
+// nlohmann takes a NUL outside a string for the end of the input; every check refuses such text instead, so what
+// the store accepts is what Python and browsers read. Messages quoting bytes that are not UTF-8 stay valid UTF-8.
+TEST(JsonChecks, ANulByteAnywhereIsRefusedAndMessagesStayValidUtf8) {
+  const std::string prompt = R"({"1": {"class_type": "X", "inputs": {}}})";
+  const std::string hidden = prompt + std::string("\0{\"2\": 1}", 9);
+  Status s = ValidatePromptJson(hidden);
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_NE(s.message().find("a NUL byte at offset " + std::to_string(prompt.size())), std::string::npos)
+      << s.message();
+  EXPECT_TRUE(ValidateJsonValue(std::string("[1]\0", 4), "outputs").IsInvalidArgument());
+  EXPECT_TRUE(ValidateJsonObject(std::string("{}\0x", 4), "workflow").IsInvalidArgument());
+  EXPECT_FALSE(JsonSyntaxAccepts(std::string("{}\0", 3)));
+  s = ValidatePromptJson(prompt + "\xc2");  // the parser quotes the half of a UTF-8 sequence it read last
+  ASSERT_TRUE(s.IsInvalidArgument());
+  EXPECT_EQ(ValidUtf8(s.message()), s.message());
+  EXPECT_NE(s.message().find("\\xc2"), std::string::npos) << s.message();
+  EXPECT_EQ(ValidUtf8("ok \xe2\x82\xac \xff \xed\xa0\x80"), "ok \xe2\x82\xac \\xff \\xed\\xa0\\x80");
+}
+
+}  // namespace
+}  // namespace comfymq

@@ -11,6 +11,7 @@ nothing (the store's total is unchanged).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import resource
@@ -280,15 +281,10 @@ NUL_CASES = {
     "a pending job": lambda dep: out(dep),
     "an unknown job": lambda dep: out("0123456789abcdef"),
     "a malformed spec": lambda dep: out(dep, index=True),
+    "an input the host does not hold": lambda dep: {"comfymq_input": MISSING_SHA, "name": "../../x"},
 }
 
 
-@pytest.mark.xfail(
-    reason="DEFECT: a JSON-text prompt followed by U+0000 and more bytes is accepted by the store (nlohmann stops at "
-    "the NUL) while Python's json refuses it, so the host neither checks its output references nor makes the job "
-    "wait: it is queued with after=[] and dispatched at once",
-    strict=True,
-)
 @pytest.mark.parametrize("case", list(NUL_CASES))
 @pytest.mark.asyncio
 async def test_a_text_prompt_hiding_a_reference_behind_a_nul_is_read_as_the_store_reads_it(client, service, case):
@@ -306,11 +302,6 @@ async def test_a_text_prompt_hiding_a_reference_behind_a_nul_is_read_as_the_stor
         assert resp.status == 400 and total(service) == before, answer
 
 
-@pytest.mark.xfail(
-    reason="DEFECT: a JSON-text prompt with a trailing non-JSON character (U+00A0, U+FEFF) is refused with a 400 "
-    "whose message is empty (the store raises ValueError(''))",
-    strict=True,
-)
 @pytest.mark.parametrize("tail", ["\u00a0", "\ufeff"])
 @pytest.mark.asyncio
 async def test_a_text_prompt_with_a_stray_trailing_character_is_refused_saying_why(client, service, tail):
@@ -324,6 +315,7 @@ async def test_the_seed_tasks_route_takes_no_output_reference(client, service, s
     dep = queue(service)
     await refused(client, service, {"prompt": SPELLINGS[spelling](dep)}, "another job's output", path="/tasks")
     await refused(client, service, {"prompt": load_image(out(dep))}, "another job's output", path="/tasks")
+    await refused(client, service, {"prompt": SAVE, "after": [dep]}, "after", path="/tasks")
 
 
 # ---- the job waited for ends between the host's check and the commit ---------------------------------------------
@@ -372,6 +364,38 @@ async def test_a_dep_that_succeeds_between_the_check_and_the_commit_is_ready_at_
     assert service.store.get(job_id, with_prompt=False)["after"] == [dep]
     assert service.store.stats()["waiting"] == 0
     take(service, job_id)
+
+
+@pytest.mark.asyncio
+async def test_requests_racing_the_cancel_of_their_dep_never_leave_a_job_waiting_for_it(client, service):
+    """60 requests naming a job while it is cancelled: each is refused or queued and then cancelled with it; none is
+    left pending for a job that cannot succeed."""
+    dep = queue(service)
+
+    async def one(i):
+        body = {"prompt": load_image(out(dep))} if i % 2 else {"prompt": SAVE, "after": [dep]}
+        if i % 3 == 0:
+            body["count"] = 2
+        resp = await client.post(f"{P}/jobs", json=body)
+        return resp.status, await resp.json()
+
+    async def cancel():
+        await asyncio.sleep(0)
+        resp = await client.post(f"{P}/jobs/{dep}/cancel", json={})
+        return resp.status, await resp.json()
+
+    results = await asyncio.gather(*(one(i) for i in range(30)), cancel(), *(one(i) for i in range(30, 60)))
+    queued_ids = []
+    for status, body in results:
+        assert status in (200, 400), body
+        if status == 200 and "jobs" in body:
+            queued_ids += [j["id"] for j in body["jobs"]]
+    assert state(service, dep) == "cancelled"
+    for job_id in queued_ids:
+        assert state(service, job_id) == "cancelled", job_id
+        assert error_message(service, job_id) == f"it waits for job {dep}, which was cancelled"
+    assert service.store.stats()["waiting"] == 0 and service.store.stats()["counts"]["pending"] == 0
+    take(service, None)
 
 
 # ---- deletion and retention of a job others wait for ----------------------------------------------------------
@@ -661,11 +685,6 @@ async def test_naming_a_dead_job_is_a_400_but_a_prompt_id_already_queued_returns
     await refused(client, service, {"prompt": load_image(out(dep))}, WHERE, "ended cancelled")
 
 
-@pytest.mark.xfail(
-    reason="DEFECT: POST /comfymq/jobs with a prompt_id already queued returns that job unchanged, but its answer's "
-    "`waiting` describes the `after` of the new request (jobs the returned job does not wait for), not the job's own",
-    strict=True,
-)
 @pytest.mark.asyncio
 async def test_the_answer_for_an_existing_prompt_id_says_what_that_job_waits_for(client, service):
     dep, other = queue(service, priority=10), queue(service)

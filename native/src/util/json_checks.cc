@@ -8,14 +8,58 @@
 #include "util/prompt_scan.h"
 
 namespace comfymq {
+
+std::string ValidUtf8(const std::string& text) {
+  std::string out;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len != 0 && i + len <= n && !(len == 2 && c < 0xC2);
+    for (size_t k = 1; ok && k < len; ++k) ok = (p[i + k] & 0xC0) == 0x80;
+    if (ok && len == 3) {
+      const unsigned cp = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+      ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
+    }
+    if (ok && len == 4) {
+      const unsigned cp =
+          ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+      ok = cp >= 0x10000 && cp <= 0x10FFFF;
+    }
+    if (ok) {
+      out.append(text, i, len);
+      i += len;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+      ++i;
+    }
+  }
+  return out;
+}
+
 namespace {
 
 using json = nlohmann::json;
 
 std::string CleanParseError(const std::string& what) {
-  // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable part.
+  // nlohmann messages start with "[json.exception.parse_error.101] "; keep the readable part. It quotes what it
+  // last read, which may end inside a UTF-8 sequence: made valid, or no caller could show it (Python refuses it).
   size_t p = what.find("] ");
-  return p == std::string::npos ? what : what.substr(p + 2);
+  return ValidUtf8(p == std::string::npos ? what : what.substr(p + 2));
+}
+
+// nlohmann's lexer takes a NUL byte outside a string for the end of the input and ignores what follows, where
+// every other parser (Python's json, the browser's) refuses the text: such text is refused here, so what the store
+// accepts is what every reader of it reads. (Inside a string a raw NUL is an unescaped control character, which
+// nlohmann refuses itself.)
+Status NulByte(std::string_view text, const char* what) {
+  const size_t at = text.find('\0');
+  if (at == std::string_view::npos) return Status::OK();
+  return Status::InvalidArgument(std::string(what) + " is not valid JSON: a NUL byte at offset " + std::to_string(at) +
+                                 " (JSON text holds none)");
 }
 
 // Text for a message: control codes (see HasControlCode) shown as \uXXXX, cut at 64 bytes (ids come from callers).
@@ -175,6 +219,7 @@ Status ValidatePromptJson(std::string_view prompt) {
 
 Status CheckPromptJsonFully(std::string_view prompt) {
   if (prompt.empty()) return Status::InvalidArgument("prompt is empty");
+  CMQ_RETURN_IF_ERROR(NulByte(prompt, "prompt"));
   PromptShapeChecker checker;
   bool ok = json::sax_parse(prompt.begin(), prompt.end(), &checker, json::input_format_t::json, true);
   if (!ok || !checker.error.empty()) {
@@ -184,7 +229,7 @@ Status CheckPromptJsonFully(std::string_view prompt) {
 }
 
 bool JsonSyntaxAccepts(std::string_view text) {
-  return FastJsonAccepts(text) || json::accept(text.begin(), text.end());
+  return FastJsonAccepts(text) || (NulByte(text, "").ok() && json::accept(text.begin(), text.end()));
 }
 
 // Counts nesting in text that is valid JSON: brackets outside strings.
@@ -214,6 +259,7 @@ bool JsonDepthWithin(std::string_view text, int limit) {
 // json::accept and a count of brackets); only bad text is parsed again, for the parser's message.
 Status ValidateJsonValue(std::string_view text, const char* what) {
   if (FastJsonAccepts(text)) return Status::OK();
+  CMQ_RETURN_IF_ERROR(NulByte(text, what));
   if (json::accept(text.begin(), text.end())) {
     return JsonDepthWithin(text, kMaxJsonDepth) ? Status::OK() : Status::InvalidArgument(TooDeep(what));
   }

@@ -21,5 +21,8 @@ bool JsonDepthWithin(std::string_view text, int limit);
 // The full prompt check (nlohmann SAX + graph shape) with its error messages. ValidatePromptJson (job.h) runs
 // FastPromptAccepts (prompt_scan.h) first and this only when that does not accept; exposed for tests.
 Status CheckPromptJsonFully(std::string_view prompt);
+// `text` with every byte that is not part of a well-formed UTF-8 sequence written as \xNN: for messages that
+// quote what a caller sent (Python, and JSON, take only valid UTF-8).
+std::string ValidUtf8(const std::string& text);
 
 }  // namespace comfymq
