@@ -28,6 +28,7 @@ ComfyUI's. Blocking store and broker calls run on the service's thread pool.
   GET    /comfymq/health                200 when the store takes writes, else 503; also without the token
                                         (then {"status"} only, for monitors)
   GET    /comfymq/artifacts/{job}/{name}  a file recorded on that job
+  GET    /comfymq/openapi.json          the API described (OpenAPI 3.1: api/openapi.py)
   POST   /comfymq/inputs                upload a file a job uses (api/input_routes.py); GET /comfymq/inputs/{sha256}
 
 POST /comfymq/jobs body (unknown keys are a 400 naming the key):
@@ -80,7 +81,7 @@ from aiohttp import web
 from .. import native
 from ..inputs import graph as input_refs
 from ..inputs.outputs import OutputResolver, is_output_reference, once_per_request, waits_on
-from . import auth
+from . import auth, openapi
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
 from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
@@ -456,6 +457,7 @@ def add_routes(
     limits: RequestLimits | None = None,
     unrunnable: str = "wait",
     local_inputs: input_refs.ValueResolver | None = None,
+    seed_routes: bool = False,
 ) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
@@ -466,7 +468,8 @@ def add_routes(
     `unrunnable`: "wait" queues a job no online worker can run now (its answer's `waiting` says why), "refuse"
     answers 409 "unrunnable" with the reasons and queues nothing (config key unrunnable_jobs). `local_inputs`:
     inside ComfyUI, inputs/local_files.LocalFiles, so upload inputs naming a file in ComfyUI's folders are copied
-    into the input store at enqueue (input references are resolved in every case: resolve_inputs)."""
+    into the input store at enqueue (input references are resolved in every case: resolve_inputs). `seed_routes`:
+    the app serves the seed contract (/tasks, /health) too, which GET <prefix>/openapi.json then describes."""
     if unrunnable not in ("wait", "refuse"):
         raise ValueError(f"unrunnable must be 'wait' or 'refuse', got {unrunnable!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
@@ -629,6 +632,12 @@ def add_routes(
         if existed and len(existed) == len(entries):
             body["existed"] = True
         return web.json_response(body)
+
+    api_document = openapi.document("/comfymq", seed_routes=seed_routes)
+
+    @handle("GET", "/openapi.json")
+    async def openapi_document(request: web.Request) -> web.Response:
+        return web.json_response(api_document)
 
     @handle("GET", "/jobs")
     async def list_tasks(request: web.Request) -> web.Response:

@@ -50,7 +50,7 @@ def build_app(
     routes = web.RouteTableDef()
     add_compat_routes(routes, service, limits)
     for prefix in ("/comfymq", "/api/comfymq"):  # site=None: the middlewares check
-        add_routes(routes, service, prefix=prefix, site=None, limits=limits, unrunnable=unrunnable)
+        add_routes(routes, service, prefix=prefix, site=None, limits=limits, unrunnable=unrunnable, seed_routes=True)
         add_status_route(routes, role="host", worker_status=lambda: None, prefix=prefix, site=None)
     app.add_routes(routes)
     return app
