@@ -139,6 +139,19 @@ class Plugin:
                         self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None
                     ),
                 )
+                from .api.v2 import add_v2_routes
+
+                # the Comfy API v2 under /comfymq/api/v2: an SDK's base URL is http://<comfyui>/comfymq
+                add_v2_routes(
+                    routes,
+                    self.service,
+                    mount="/comfymq/api/v2",
+                    token=cfg.token,
+                    site=site_policy(cfg),
+                    limits=RequestLimits.from_config(cfg),
+                    local=self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None,
+                    retention_days=cfg.retention_days,
+                )
                 self._add_status_route(routes)
             from .retention import RetentionThread
 

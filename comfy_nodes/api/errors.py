@@ -1,4 +1,5 @@
-"""JSON errors for every route: {"error": {"type", "message"}} with a fitting status, never a stack trace.
+"""JSON errors for every route: {"error": {"type", "code", "message"}} (code = type) with a fitting status, never a
+stack trace.
 
 Two ways in: the json_errors middleware (the standalone host's app), and the json_handler decorator on each
 /comfymq handler, so the routes answer JSON errors also when mounted on ComfyUI's own server, whose
@@ -34,8 +35,9 @@ def error_response(
     extra: dict | None = None,
 ) -> web.Response:
     """The JSON error answer; close=True also closes the connection after it (a body left unread). extra: more
-    fields of the error object (e.g. "waiting" for an unrunnable job), never replacing type or message."""
-    error = {**(extra or {}), "type": type_, "message": message}
+    fields of the error object (e.g. "waiting" for an unrunnable job), never replacing type or message. `code` is
+    `type` again, under the name the Comfy API v2 envelope gives it (api/v2), so one answer fits both readers."""
+    error = {**(extra or {}), "type": type_, "code": type_, "message": message}
     resp = web.json_response({"error": error}, status=status, headers=headers)
     if close:
         resp.force_close()

@@ -59,7 +59,7 @@ def _too_large(limit: int) -> ApiError:
     )
 
 
-class _TimedBody:
+class TimedBody:
     """Reads a request body within the time bounds of the module doc."""
 
     def __init__(self, limits: RequestLimits):
@@ -124,7 +124,7 @@ def add_input_routes(
     store = service.inputs
     limit = limits.max_input_bytes
 
-    async def stream_to_store(body: _TimedBody, read) -> tuple:
+    async def stream_to_store(body: TimedBody, read) -> tuple:
         """Writes the chunks read() gives, until b"", into a new input; (its PendingInput, not committed yet, and
         its first bytes). The temp file is removed on any error."""
         pending = await service.call(store.begin, limit)
@@ -152,7 +152,7 @@ def add_input_routes(
             pending.abort()
             raise
 
-    async def read_form(request: web.Request, body: _TimedBody):
+    async def read_form(request: web.Request, body: TimedBody):
         """(PendingInput, first bytes, filename) of the one file of a multipart/form-data body."""
         try:
             reader = await request.multipart()
@@ -215,7 +215,7 @@ def add_input_routes(
         declared = request.content_length
         if declared is not None and declared > limit + (FORM_OVERHEAD if form else 0):
             raise _too_large(limit)
-        body = _TimedBody(limits)
+        body = TimedBody(limits)
         if form:
             pending, head, filename = await read_form(request, body)
             name = name or filename

@@ -124,7 +124,12 @@ def _schemas() -> dict:
     )
     return {
         "Error": _obj(
-            {"error": _obj({"type": {"type": "string"}, "message": {"type": "string"}}, additionalProperties=True)}
+            {
+                "error": _obj(
+                    {"type": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}},
+                    additionalProperties=True,
+                )
+            }
         ),
         "Artifact": artifact,
         "JobSummary": summary,
@@ -313,11 +318,87 @@ def _jobs_paths(base: str, op_prefix: str, deprecated: bool) -> dict:
     }
 
 
-def document(prefix: str = "/comfymq", *, seed_routes: bool = True) -> dict:
+def _v2_paths(m: str) -> dict:
+    """The Comfy API v2 under mount `m` (api/v2): its shapes are the contract's (Comfy-Org/comfy-api-proxy
+    spec/openapi.yaml), referenced here, not repeated."""
+    contract = {"description": "the contract's shape (Comfy API v2)", "content": {"application/json": {"schema": {}}}}
+    job_id = _path_param("id", JOB_ID)
+    asset_id = _path_param("id")
+    v2 = {"tags": ["v2"]}
+    return {
+        m + "/jobs": {
+            "post": _op("v2PostJobs", "submit a workflow (Idempotency-Key honoured)", {"201": contract}, **v2),
+            "get": _op("v2ListJobs", "jobs, newest first (limit, cursor, metadata[k]=v)", {"200": contract}, **v2),
+        },
+        m + "/jobs/{id}": {"get": _op("v2GetJob", "a job", {"200": contract, **NOT_FOUND}, params=[job_id], **v2)},
+        m + "/jobs/{id}/events": {
+            "get": _op(
+                "v2JobEvents",
+                "live events (SSE): status, progress, output",
+                {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}}, **NOT_FOUND},
+                params=[job_id],
+                **v2,
+            )
+        },
+        m + "/jobs/{id}/cancel": {
+            "post": _op("v2CancelJob", "cancel (idempotent)", {"200": contract, **NOT_FOUND}, params=[job_id], **v2)
+        },
+        m + "/jobs/{id}/workflow": {
+            "get": _op("v2JobWorkflow", "the graph it ran", {"200": contract, **NOT_FOUND}, params=[job_id], **v2)
+        },
+        m + "/assets": {
+            "post": _op("v2PostAssets", "upload an asset (multipart)", {"200": contract, "201": contract}, **v2)
+        },
+        m + "/assets/from-hash": {
+            "post": _op(
+                "v2AssetFromHash",
+                "mint an asset over known bytes",
+                {"200": contract, "201": contract, **NOT_FOUND},
+                **v2,
+            )
+        },
+        m + "/assets/by-hash/{hash}": {
+            "head": _op(
+                "v2HeadAssetByHash",
+                "whether a blob is known",
+                {"200": {"description": "known"}, **NOT_FOUND},
+                params=[_path_param("hash")],
+                **v2,
+            )
+        },
+        m + "/assets/{id}": {
+            "get": _op("v2GetAsset", "an asset", {"200": contract, **NOT_FOUND}, params=[asset_id], **v2),
+            "delete": _op(
+                "v2DeleteAsset",
+                "forget an uploaded asset",
+                {"204": {"description": "deleted"}, **NOT_FOUND},
+                params=[asset_id],
+                **v2,
+            ),
+        },
+        m + "/assets/{id}/content": {
+            "get": _op(
+                "v2AssetContent",
+                "the bytes (Range served)",
+                {
+                    "200": {"description": "the bytes", "content": {"application/octet-stream": {}}},
+                    "206": {"description": "a range", "content": {"application/octet-stream": {}}},
+                    **NOT_FOUND,
+                },
+                params=[asset_id],
+                **v2,
+            )
+        },
+    }
+
+
+def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: str | None = None) -> dict:
     """The OpenAPI 3.1 document of the API under `prefix`; with `seed_routes`, the standalone host's /tasks and
-    /health (the seed contract) too."""
+    /health (the seed contract) too; the Comfy API v2 under `v2_mount` (default: /api/v2 on the standalone host,
+    /comfymq/api/v2 inside ComfyUI)."""
     p = prefix
     paths = {}
+    paths.update(_v2_paths(v2_mount or ("/api/v2" if seed_routes else p + "/api/v2")))
     paths.update(_jobs_paths(p + "/jobs", "", False))
     paths.update(_jobs_paths(p + "/tasks", "tasks_", True))
     paths.update(

@@ -17,7 +17,9 @@ same-origin, and the request arrives with `Host: evil.example:8190`. The rules, 
      (parameters such as charset allowed), with or without a body: a page can send that header to another origin
      only after a CORS preflight, and this API grants no preflight (it never answers Access-Control-Allow-*).
      -> 415 unsupported_media_type
-     Upload routes (POST /comfymq/inputs: a file is not JSON) skip this rule (refusal(..., any_content_type=True)).
+     Upload routes (POST /comfymq/inputs: a file is not JSON) skip this rule (refusal(..., any_content_type=True)),
+     and so do the v2 routes the official SDK calls with no body and no Content-Type (cancel, asset delete: api/v2),
+     which refuse a body.
      What it guards against, a form a page on another site submits, rules 2 and 3 refuse in every browser that
      sends Origin on every POST and Sec-Fetch-Site (all current ones); an upload queues nothing by itself, and
      the job that uses it is a JSON request again.

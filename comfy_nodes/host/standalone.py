@@ -21,6 +21,7 @@ from ..api.limits import RequestLimits
 from ..api.routes import add_routes
 from ..api.site_policy import SitePolicy
 from ..api.status_routes import add_status_route
+from ..api.v2 import add_v2_routes
 from ..config import check_token
 from ..inputs.store import DEFAULT_GRACE
 from ..retention import retention_pass
@@ -52,6 +53,7 @@ def build_app(
     for prefix in ("/comfymq", "/api/comfymq"):  # site=None: the middlewares check
         add_routes(routes, service, prefix=prefix, site=None, limits=limits, unrunnable=unrunnable, seed_routes=True)
         add_status_route(routes, role="host", worker_status=lambda: None, prefix=prefix, site=None)
+    add_v2_routes(routes, service, mount="/api/v2", token=None, site=None, limits=limits)  # (the middlewares check)
     app.add_routes(routes)
     return app
 

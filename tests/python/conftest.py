@@ -180,14 +180,14 @@ async def client(aiohttp_client, service):
 
 
 async def assert_json_error(resp, status: int) -> dict:
-    """Checks the response is `status` with {"error": {"type": str, "message": str}} and no stack trace;
-    returns the error."""
+    """Checks the response is `status` with {"error": {"type": str, "code": the same, "message": str}} and no stack
+    trace; returns the error."""
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/json"
     body = await resp.json()
     assert set(body) == {"error"}
     err = body["error"]
-    assert set(err) == {"type", "message"}
+    assert set(err) == {"type", "code", "message"} and err["code"] == err["type"]
     assert isinstance(err["type"], str) and err["type"]
     assert isinstance(err["message"], str) and err["message"]
     assert "Traceback" not in err["message"]

@@ -42,7 +42,7 @@ class Answer:
 
     @property
     def is_json_error(self) -> bool:
-        """{"error": {"type": str, "message": str}} with a JSON content type, and nothing else."""
+        """{"error": {"type": str, "code": the same, "message": str}} with a JSON content type, and nothing else."""
         if not self.headers.get("content-type", "").startswith("application/json"):
             return False
         try:
@@ -53,7 +53,8 @@ class Answer:
         return (
             set(body) == {"error"}
             and isinstance(err, dict)
-            and set(err) == {"type", "message"}
+            and set(err) == {"type", "code", "message"}
+            and err["code"] == err["type"]
             and all(isinstance(err[k], str) and err[k] for k in ("type", "message"))
         )
 
