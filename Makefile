@@ -96,6 +96,7 @@ run: build
 bench: build
 	$(BUILD)/comfymq_bench
 	$(PY) bench/input_latency.py
+	$(PY) bench/api_v2.py
 
 # The long crash tests: 10,000+ simulated power cuts and 1,000+ SIGKILLs, with their counts.
 soak: build

@@ -38,6 +38,7 @@ class JobDict(TypedDict, total=False):
     batch_id: Optional[str]
     owner: Optional[str]
     after: list[str]  # the jobs it waits for: it runs once each has succeeded
+    labels: dict  # what NewJob labels it was queued with ({} for none)
     prompt: dict  # only with with_prompt=True
     workflow: Optional[dict]  # only with with_prompt=True
     started_at: Optional[int]
@@ -92,6 +93,7 @@ class Store:
         timeout: Optional[float] = None,
         owner: Optional[str] = None,
         after: Optional[Sequence[str]] = None,  # job ids that must succeed first (at most 64; each one the store has)
+        labels: Optional[dict] = None,  # kept with the job (a JSON object of at most 16 KiB): the v2 API's metadata
     ) -> dict: ...  # {"id": str, "existed": bool}
     def enqueue_many(self, jobs: Sequence[dict]) -> list[dict]: ...  # one sync; all or none
     def get(self, job_id: str, *, with_prompt: bool = True) -> JobDict: ...

@@ -202,6 +202,7 @@ py::dict JobDict(const Job& j) {
   py::list after;
   for (uint64_t id : j.after) after.append(FormatJobId(id));
   d["after"] = after;
+  d["labels"] = j.labels.empty() ? py::object(py::dict()) : LoadsOrText(j.labels);
   if (!j.prompt.empty()) {
     d["prompt"] = LoadsOrText(j.prompt);
     d["workflow"] = LoadsOrText(j.workflow);
@@ -229,7 +230,7 @@ py::dict JobDict(const Job& j) {
 NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py::handle& priority,
                   const py::handle& metadata, const py::handle& prompt_id, const py::handle& create_time,
                   const py::handle& batch_id, const py::handle& max_attempts, const py::handle& timeout,
-                  const py::handle& owner, const py::handle& after) {
+                  const py::handle& owner, const py::handle& after, const py::handle& labels) {
   NewJob j;
   if (prompt.is_none()) throw py::value_error("prompt is required");
   j.prompt = GraphText(prompt, "prompt");
@@ -257,6 +258,10 @@ NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py
     j.timeout_ms = static_cast<int64_t>(t * 1000);
   }
   if (!owner.is_none()) j.owner = TextArg(owner, "owner");
+  if (!labels.is_none()) {
+    if (!py::isinstance<py::dict>(labels)) throw py::value_error("labels must be a dict");
+    if (py::len(labels) != 0) j.labels = Dumps(labels, "labels");
+  }
   if (!after.is_none()) {
     if (PyUnicode_Check(after.ptr()) || !py::isinstance<py::sequence>(after)) {
       throw py::value_error("after must be a list of job ids");
@@ -336,9 +341,9 @@ class PyStore {
   py::dict Enqueue(const py::object& prompt, const py::object& workflow, const py::object& priority,
                    const py::object& metadata, const py::object& prompt_id, const py::object& create_time,
                    const py::object& batch_id, const py::object& max_attempts, const py::object& timeout,
-                   const py::object& owner, const py::object& after) {
+                   const py::object& owner, const py::object& after, const py::object& labels) {
     NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts, timeout,
-                          owner, after);
+                          owner, after, labels);
     std::shared_ptr<Store> s = store();
     EnqueueResult r;
     Status st = NoGil([&] { return s->Enqueue(j, &r); });
@@ -355,7 +360,7 @@ class PyStore {
       if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
       static const char* kKeys[] = {"prompt",   "workflow",     "priority", "metadata", "prompt_id", "create_time",
-                                    "batch_id", "max_attempts", "timeout",  "owner",    "after"};
+                                    "batch_id", "max_attempts", "timeout",  "owner",    "after",     "labels"};
       for (auto kv : d) {
         std::string k = py::str(kv.first);
         bool known = false;
@@ -366,7 +371,7 @@ class PyStore {
       try {
         jobs.push_back(MakeNewJob(get("prompt"), get("workflow"), get("priority"), get("metadata"), get("prompt_id"),
                                   get("create_time"), get("batch_id"), get("max_attempts"), get("timeout"),
-                                  get("owner"), get("after")));
+                                  get("owner"), get("after"), get("labels")));
       } catch (py::value_error& e) {
         throw py::value_error("job " + std::to_string(i) + ": " + e.what());
       } catch (py::error_already_set& e) {
@@ -968,7 +973,8 @@ PYBIND11_MODULE(_native, m) {
       .def("enqueue", &PyStore::Enqueue, py::arg("prompt"), py::kw_only(), py::arg("workflow") = py::none(),
            py::arg("priority") = 1, py::arg("metadata") = py::none(), py::arg("prompt_id") = py::none(),
            py::arg("create_time") = py::none(), py::arg("batch_id") = py::none(), py::arg("max_attempts") = 3,
-           py::arg("timeout") = py::none(), py::arg("owner") = py::none(), py::arg("after") = py::none())
+           py::arg("timeout") = py::none(), py::arg("owner") = py::none(), py::arg("after") = py::none(),
+           py::arg("labels") = py::none())
       .def("enqueue_many", &PyStore::EnqueueMany, py::arg("jobs"))
       .def("get", &PyStore::Get, py::arg("job_id"), py::kw_only(), py::arg("with_prompt") = true)
       .def("get_by_prompt_id", &PyStore::GetByPromptId, py::arg("prompt_id"), py::kw_only(),

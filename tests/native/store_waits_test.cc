@@ -366,3 +366,48 @@ TEST(JobRecordsTest, AfterRoundTripsAndOnlyJobsThatWaitUseVersion3) {
 
 }  // namespace
 }  // namespace comfymq
+
+namespace comfymq {
+namespace {
+
+TEST(JobRecordsTest, LabelsUseVersion4WithTaggedExtensionsAndUnknownTagsAreSkipped) {
+  records::JobView v;
+  v.id = 9;
+  v.after = {4};
+  v.labels = R"({"client": "acme"})";
+  std::string payload;
+  records::EncodeJob(v, &payload);
+  EXPECT_EQ(static_cast<uint8_t>(payload[0]), records::kJobVersionExt);
+  records::JobView back;
+  ASSERT_TRUE(records::DecodeJob(payload, &back).ok());
+  EXPECT_EQ(back.after, (std::vector<uint64_t>{4}));
+  EXPECT_EQ(back.labels, v.labels);
+  // a later build's extension (tag 99) is skipped; a cut one is corruption
+  std::string later = payload;
+  later += static_cast<char>(99);
+  later += std::string(
+      "\x03\x00\x00\x00"
+      "abc",
+      7);
+  ASSERT_TRUE(records::DecodeJob(later, &back).ok());
+  EXPECT_EQ(back.labels, v.labels);
+  EXPECT_TRUE(records::DecodeJob(later.substr(0, later.size() - 1), &back).IsCorruption());
+}
+
+TEST_F(StoreWaitsTest, LabelsAreKeptWithTheJobAndCheckedOnEntry) {
+  NewJob j;
+  j.prompt = PromptFor(1);
+  j.labels = R"({"client": "acme", "run": "7"})";
+  EnqueueResult r;
+  ASSERT_TRUE(store_->Enqueue(j, &r).ok());
+  Open();
+  EXPECT_EQ(Get(r.id).labels, j.labels);
+  j.prompt_id = "other";
+  for (const std::string& bad : std::vector<std::string>{"[1]", "{", std::string(kMaxLabelsBytes + 1, ' ')}) {
+    j.labels = bad;
+    EXPECT_TRUE(store_->Enqueue(j, &r).IsInvalidArgument()) << bad.substr(0, 10);
+  }
+}
+
+}  // namespace
+}  // namespace comfymq

@@ -65,6 +65,7 @@ MAX_STREAMS = 512  # SSE streams open at once
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 POLL = 1.0  # seconds: a stream reads the job at least this often (events only wake it sooner)
 READ_CHUNK = 1 << 20
+REQUEST_LABEL = "comfymq/request"  # the hash of the request an Idempotency-Key made the job with
 MAX_FORM_PARTS = 40  # a file, its fields and tags
 
 
@@ -163,8 +164,9 @@ def add_v2_routes(
         return register
 
     def labels_of(job: dict) -> dict:
-        pid = job.get("prompt_id") or ""
-        return records.job(pid)["metadata"] if pid.startswith("v2-") else {}
+        """A job's client labels: its stored labels but ours (keys with a "/", which clients' keys cannot hold)."""
+        labels = job.get("labels")
+        return {k: v for k, v in labels.items() if "/" not in k} if isinstance(labels, dict) else {}
 
     def origin(request: web.Request) -> str:
         return f"{request.scheme}://{request.host}"
@@ -252,7 +254,7 @@ def add_v2_routes(
                 job = await service.call(service.store.get_by_prompt_id, pid, with_prompt=False)
             except KeyError:
                 return None
-            if records.job(pid).get("request") != request_hash:
+            if (job.get("labels") or {}).get(REQUEST_LABEL) != request_hash:
                 raise V2Error(422, "idempotency_key_reuse", "this Idempotency-Key was used with another request")
             return web.json_response(view(job, request), status=201, headers={"Idempotency-Replayed": "true"})
 
@@ -266,18 +268,18 @@ def add_v2_routes(
                 )
             in_flight.add(pid)
         try:
-            if key and (replayed := await replay_or_refuse()) is not None:
-                return replayed
+            # (no look-up first: the store's enqueue answers `existed` for a key it has, and the store checks the graph)
             prompt = await service.call(resolve_workflow, workflow)
-            try:
-                await service.call(_validate, prompt)
-            except ValueError as e:
-                raise V2Error(422, "invalid_workflow", str(e)) from None
             after = waits_on(prompt)
-            await service.call(records.put_job, pid, labels=labels, request_hash=request_hash if key else None)
-            try:
+            stored_labels = {**labels, REQUEST_LABEL: request_hash} if key else labels
+            try:  # (labels and the request's hash are in the job's own record: one commit)
                 result = await service.call(
-                    service.store.enqueue, prompt, prompt_id=pid, priority=priority, after=after or None
+                    service.store.enqueue,
+                    prompt,
+                    prompt_id=pid,
+                    priority=priority,
+                    after=after or None,
+                    labels=stored_labels or None,
                 )
             except ValueError as e:
                 raise V2Error(422, "invalid_workflow", str(e)) from None
@@ -616,9 +618,3 @@ def _feed(chunk: bytes, hasher, pending) -> None:
     if hasher is not None:
         hasher.update(chunk)
     pending.write(chunk)
-
-
-def _validate(prompt) -> None:
-    from ... import native
-
-    native.load().validate_prompt(prompt)

@@ -1,9 +1,7 @@
 """What the v2 surface keeps beside the store, durably, in <data dir>/v2/ (each file written to a temp name, synced,
-renamed, its folder synced):
+renamed, its folder synced). A v2 job's labels and the hash of the request an Idempotency-Key made it with are in
+the job's own record (NewJob::labels), not here.
 
-  jobs/<sha256(prompt_id)>.json     a v2 job's labels (`metadata`) and the hash of the request that made it
-                                    (Idempotency-Key): written before the job is enqueued, so a job never exists
-                                    without them; one whose enqueue failed is an orphan, harmless
   assets/<asset id>.json            an uploaded asset: its blob (the input store's sha256), blake3, size,
                                     content type, file path, tags, creation time
   blake3/<b3[:2]>/<b3 hex>          the input store's sha256 of a blob whose blake3 is that (the v2 hash)
@@ -56,20 +54,6 @@ def _read(path: Path) -> dict | None:
 class V2Records:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-
-    # -- jobs --
-    def _job_path(self, prompt_id: str) -> Path:
-        return self.root / "jobs" / (hashlib.sha256(prompt_id.encode()).hexdigest() + ".json")
-
-    def put_job(self, prompt_id: str, *, labels: dict, request_hash: str | None) -> None:
-        write_durably(self._job_path(prompt_id), json.dumps({"metadata": labels, "request": request_hash}))
-
-    def job(self, prompt_id: str | None) -> dict:
-        """{"metadata": {...}, "request": hash or None}; empty labels for a job queued another way."""
-        found = _read(self._job_path(prompt_id)) if prompt_id else None
-        if not found or not isinstance(found.get("metadata"), dict):
-            return {"metadata": {}, "request": None}
-        return found
 
     # -- assets --
     @staticmethod

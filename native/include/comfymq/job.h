@@ -41,8 +41,12 @@ struct NewJob {
   // is pending and waits, never taken, until every one has succeeded; should one fail, be cancelled or deleted,
   // the store cancels this job in the same commit (and the jobs that wait for it, and so on).
   std::vector<uint64_t> after;
+  // optional: labels a client keeps on the job (the Comfy API v2's `metadata`), a JSON object of at most
+  // kMaxLabelsBytes; empty = none. Stored with the job, in its record.
+  std::string labels;
 };
 constexpr size_t kMaxAfter = 64;
+constexpr size_t kMaxLabelsBytes = 16u << 10;
 
 // Applies seed 000's `metadata` object (JSON text) to a NewJob: only "prompt_id" (string) and
 // "create_time" (non-negative number, milliseconds) are allowed; any other key is InvalidArgument naming it.
@@ -89,6 +93,7 @@ struct Job {
   std::string batch_id;
   std::string owner;
   std::vector<uint64_t> after;  // the jobs it waits for (NewJob::after), ascending
+  std::string labels;           // NewJob::labels (JSON object text), empty when none
   std::string prompt;           // filled only when asked for (Get with prompt, Take)
   std::string workflow;         // likewise
   // Mutable status.

@@ -7,6 +7,9 @@ namespace {
 
 Status Bad(const char* what) { return Status::Corruption(std::string("malformed ") + what + " record"); }
 
+constexpr uint8_t kExtAfter = 1;   // version 4 extension: the jobs it waits for, u64 each
+constexpr uint8_t kExtLabels = 2;  // version 4 extension: labels, JSON object text
+
 bool Version(Decoder& d) {
   uint8_t v = 0;
   return d.U8(&v) && v == kVersion;
@@ -40,7 +43,8 @@ bool GetRawText(Decoder& d, StoredText* t) {
 }  // namespace
 
 void EncodeJob(const JobView& v, std::string* out) {
-  PutU8(out, v.after.empty() ? kJobVersion : kJobVersionAfter);
+  const uint8_t version = !v.labels.empty() ? kJobVersionExt : v.after.empty() ? kJobVersion : kJobVersionAfter;
+  PutU8(out, version);
   PutU64(out, v.id);
   PutI32(out, v.priority);
   PutU16(out, v.max_attempts);
@@ -51,6 +55,17 @@ void EncodeJob(const JobView& v, std::string* out) {
   PutBytes(out, v.owner);
   PutStoredText(out, v.prompt);
   PutStoredText(out, v.workflow);
+  if (version == kJobVersionExt) {
+    if (!v.after.empty()) {
+      std::string ids;
+      for (uint64_t id : v.after) PutU64(&ids, id);
+      PutU8(out, kExtAfter);
+      PutBytes(out, ids);
+    }
+    PutU8(out, kExtLabels);
+    PutBytes(out, v.labels);
+    return;
+  }
   if (v.after.empty()) return;
   PutU32(out, static_cast<uint32_t>(v.after.size()));
   for (uint64_t id : v.after) PutU64(out, id);
@@ -63,9 +78,7 @@ void PatchJobId(std::string* payload, uint64_t id) {
 Status DecodeJob(std::string_view payload, JobView* v) {
   Decoder d(payload);
   uint8_t version = 0;
-  if (!d.U8(&version) || (version != kJobVersionAfter && version != kJobVersion && version != kJobVersionRaw)) {
-    return Bad("job");
-  }
+  if (!d.U8(&version) || version < kJobVersionRaw || version > kJobVersionExt) return Bad("job");
   auto text = version == kJobVersionRaw ? GetRawText : GetStoredText;
   if (!d.U64(&v->id) || !d.I32(&v->priority) || !d.U16(&v->max_attempts) || !d.I64(&v->timeout_ms) ||
       !d.I64(&v->create_time_ms) || !d.Bytes(&v->prompt_id) || !d.Bytes(&v->batch_id) || !d.Bytes(&v->owner) ||
@@ -73,6 +86,20 @@ Status DecodeJob(std::string_view payload, JobView* v) {
     return Bad("job");
   }
   v->after.clear();
+  v->labels = {};
+  while (version == kJobVersionExt && !d.done()) {
+    uint8_t tag = 0;
+    std::string_view payload;
+    if (!d.U8(&tag) || !d.Bytes(&payload)) return Bad("job");
+    if (tag == kExtAfter) {
+      if (payload.empty() || payload.size() % 8 != 0 || payload.size() / 8 > kMaxAfter) return Bad("job");
+      Decoder ids(payload);
+      v->after.resize(payload.size() / 8);
+      for (uint64_t& id : v->after) ids.U64(&id);
+    } else if (tag == kExtLabels) {
+      v->labels = payload;
+    }  // (another tag: an extension of a later build, skipped)
+  }
   if (version == kJobVersionAfter) {
     uint32_t n = 0;
     if (!d.U32(&n) || n == 0 || n > kMaxAfter || d.remaining() != static_cast<size_t>(n) * 8) return Bad("job");

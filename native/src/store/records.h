@@ -15,6 +15,7 @@
 namespace comfymq::records {
 
 constexpr uint8_t kVersion = 1;          // status, erase and meta payloads
+constexpr uint8_t kJobVersionExt = 4;    // version 2 plus tagged extensions (after, labels): written with labels
 constexpr uint8_t kJobVersionAfter = 3;  // version 2 plus the jobs it waits for: written when there are some
 constexpr uint8_t kJobVersion = 2;       // job payloads as written now: prompt and workflow each with a codec
 constexpr uint8_t kJobVersionRaw = 1;    // job payloads of older stores (texts always raw): still read
@@ -31,6 +32,7 @@ struct JobView {
   std::string_view prompt_id, batch_id, owner;
   StoredText prompt, workflow;  // as stored: raw or compressed (see text_codec.h)
   std::vector<uint64_t> after;  // the jobs it waits for (NewJob::after)
+  std::string_view labels;      // NewJob::labels (JSON object text), empty when none
 };
 
 struct StatusView {
@@ -51,10 +53,12 @@ struct EraseView {
   std::vector<uint64_t> ids;
 };
 
-// Writes version kJobVersion (kJobVersionAfter when v.after is not empty), with the texts as v.prompt / v.workflow
-// say (PackText chooses).
+// Writes version kJobVersion, kJobVersionAfter when v.after is not empty, kJobVersionExt when v.labels is not empty
+// (so a job without labels reads in builds that know no labels), with the texts as v.prompt / v.workflow say
+// (PackText chooses). Version 4's extensions: u8 tag, bytes payload; tag 1 after (u64 each), tag 2 labels; a reader
+// skips a tag it does not know.
 void EncodeJob(const JobView& v, std::string* out);
-// Reads version kJobVersionAfter, kJobVersion or kJobVersionRaw. Only the framing is checked: a compressed text that
+// Reads versions 1 to 4. Only the framing is checked: a compressed text that
 // does not decompress is found by UnpackText, when the text is read (so the job itself survives an open).
 Status DecodeJob(std::string_view payload, JobView* v);
 void PatchJobId(std::string* payload, uint64_t id);

@@ -130,6 +130,13 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   v.batch_id = in.batch_id;
   v.owner = in.owner;
   v.after = out->after;
+  if (!in.labels.empty()) {
+    if (in.labels.size() > kMaxLabelsBytes) {
+      return Status::InvalidArgument("labels are too large (at most " + std::to_string(kMaxLabelsBytes) + " bytes)");
+    }
+    CMQ_RETURN_IF_ERROR(ValidateJsonObject(in.labels, "labels"));
+    v.labels = in.labels;
+  }
   // Compressed here, in the caller's thread: the group leader only copies the bytes.
   std::string prompt_block, workflow_block;
   v.prompt = records::PackText(in.prompt, &prompt_block);

@@ -167,6 +167,7 @@ void StoreImpl::FillJob(const JobMeta& m, const records::JobView& jv, Job* job) 
   job->batch_id = jv.batch_id;
   job->owner = jv.owner;
   job->after = jv.after;
+  job->labels = jv.labels;
 }
 
 Status StoreImpl::FindByPromptIdLocked(const std::string& prompt_id, uint64_t hash, uint64_t* id) {
