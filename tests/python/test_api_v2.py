@@ -76,6 +76,12 @@ def test_an_sdk_program_uploads_runs_streams_and_downloads(v2, tmp_path):
     job = client.submit(wf, metadata={"client": "acme", "run": "1"})
     check_job(raw(base, "GET", f"/api/v2/jobs/{job.id}")[2])
 
+    # the raw frames, each payload checked against its model, then the SDK's typed iterator
+    kinds = {"status": contract.StatusEvent, "progress": contract.Progress, "output": contract.Output}
+    frames = list(client._low.get_job_events(job.id))
+    for frame in frames:
+        kinds[frame.event].model_validate(frame.data)
+    assert frames[-1].event == "status" and frames[-1].data["status"] == "succeeded", frames
     seen = []
     for ev in job.events():
         seen.append(type(ev).__name__ + ":" + str(getattr(ev, "status", "")))
