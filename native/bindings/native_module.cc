@@ -455,6 +455,17 @@ class PyStore {
     return d;
   }
 
+  // The job's place in dispatch order (0 = next), or None when it is not a ready pending job.
+  py::object QueuePosition(const std::string& job_id) {
+    const uint64_t id = JobIdArg(job_id);
+    std::shared_ptr<Store> s = store();
+    uint64_t pos = 0;
+    Status st = NoGil([&] { return s->QueuePosition(id, &pos); });
+    if (st.IsNotFound()) return py::none();
+    Check(st);
+    return py::int_(pos);
+  }
+
   py::dict Stats() {
     std::shared_ptr<Store> s = store();
     StoreStats st;
@@ -983,6 +994,7 @@ PYBIND11_MODULE(_native, m) {
            py::arg("since") = py::none(), py::arg("until") = py::none(), py::arg("cursor") = py::none(),
            py::arg("limit") = 100, py::arg("newest_first") = true, py::arg("with_prompt") = false)
       .def("stats", &PyStore::Stats)
+      .def("queue_position", &PyStore::QueuePosition, py::arg("job_id"))
       .def("take", &PyStore::Take, py::arg("worker_id"), py::kw_only(), py::arg("lease") = py::none(),
            py::arg("ignore_pause") = false)
       .def("heartbeat", &PyStore::Heartbeat, py::arg("job_id"), py::arg("token"), py::kw_only(),

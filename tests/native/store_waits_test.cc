@@ -370,6 +370,26 @@ TEST(JobRecordsTest, AfterRoundTripsAndOnlyJobsThatWaitUseVersion3) {
 namespace comfymq {
 namespace {
 
+TEST_F(StoreWaitsTest, QueuePositionCountsReadyJobsAheadByPriorityThenAge) {
+  const uint64_t a = Add({}, 1);
+  const uint64_t b = Add({}, 5);
+  const uint64_t c = Add({a}, 9);  // waits: no place
+  const uint64_t d = Add({}, 1);
+  uint64_t pos = 0;
+  ASSERT_TRUE(store_->QueuePosition(b, &pos).ok());
+  EXPECT_EQ(pos, 0u);
+  ASSERT_TRUE(store_->QueuePosition(a, &pos).ok());
+  EXPECT_EQ(pos, 1u);
+  ASSERT_TRUE(store_->QueuePosition(d, &pos).ok());
+  EXPECT_EQ(pos, 2u);
+  EXPECT_TRUE(store_->QueuePosition(c, &pos).IsNotFound());
+  Run(b);
+  Run(a);
+  ASSERT_TRUE(store_->QueuePosition(c, &pos).ok());  // ready now, and first by priority
+  EXPECT_EQ(pos, 0u);
+  EXPECT_TRUE(store_->QueuePosition(a, &pos).IsNotFound());
+}
+
 TEST(JobRecordsTest, LabelsUseVersion4WithTaggedExtensionsAndUnknownTagsAreSkipped) {
   records::JobView v;
   v.id = 9;

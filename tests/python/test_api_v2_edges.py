@@ -68,6 +68,17 @@ async def test_bad_submissions_get_the_contracts_codes_and_queue_nothing(api):
 
 
 @pytest.mark.asyncio
+async def test_a_queued_job_says_its_place(api):
+    client, service = api
+    ids = [(await post(client, "/api/v2/jobs", {"workflow": SLOW, "priority": p}))[1]["id"] for p in (1, 1, 5)]
+    places = [(await (await client.get(f"/api/v2/jobs/{i}")).json())["queue_position"] for i in ids]
+    assert places == [1, 2, 0], places  # the priority 5 job first, then by age
+    status, waiting = await post(client, "/api/v2/jobs", {"workflow": SLOW})
+    after = service.store.enqueue(SLOW, after=[ids[0]])["id"]
+    assert (await (await client.get(f"/api/v2/jobs/{after}")).json())["queue_position"] is None
+
+
+@pytest.mark.asyncio
 async def test_one_key_in_flight_at_a_time_and_a_replay_is_the_same_job(api):
     client, service = api
     results = await asyncio.gather(

@@ -11,7 +11,8 @@ rules as the rest of the API.
                                       as long as their job: never reused for another job)
   GET    <mount>/jobs                 newest first: ?limit=1..100 &cursor= &metadata[k]=v
   GET    <mount>/jobs/{id}            the job (poll-authoritative)
-  GET    <mount>/jobs/{id}/events     SSE: status, progress, output; ends after the terminal status
+  GET    <mount>/jobs/{id}/events     SSE: status (and queue_position as it moves), progress, output; ends after
+                                      the terminal status
   POST   <mount>/jobs/{id}/cancel     idempotent; answers the job
   GET    <mount>/jobs/{id}/workflow   {"workflow": the API-format graph it ran, "format": "api"}
   POST   <mount>/assets               multipart {file, content_type, file_path, expected_hash?, tags?}
@@ -172,8 +173,16 @@ def add_v2_routes(
         return f"{request.scheme}://{request.host}"
 
     def view(job: dict, request: web.Request, waiting=None) -> dict:
+        """(Reads the store for a pending job's place: call it on the pool, or where a short read is fine.)"""
+        position = service.store.queue_position(job["id"]) if job["state"] == "pending" else None
         return views.job_view(
-            job, mount, labels=labels_of(job), retention_days=retention_days, origin=origin(request), waiting=waiting
+            job,
+            mount,
+            labels=labels_of(job),
+            retention_days=retention_days,
+            origin=origin(request),
+            waiting=waiting,
+            queue_position=position,
         )
 
     async def get_job(job_id: str, with_prompt: bool = False) -> dict:
@@ -377,9 +386,10 @@ def add_v2_routes(
             quiet_since = time.monotonic()
             while True:
                 v = view(job, request)
-                if v["status"] != last_status and v["status"] not in views.TERMINAL:
+                now_status = (v["status"], v["queue_position"])
+                if now_status != last_status and v["status"] not in views.TERMINAL:  # (its place moves too)
                     await send("status", {"status": v["status"], "queue_position": v["queue_position"]})
-                    last_status, quiet_since = v["status"], time.monotonic()
+                    last_status, quiet_since = now_status, time.monotonic()
                 if v["progress"] is not None and v["progress"] != last_progress:
                     await send("progress", v["progress"])
                     last_progress, quiet_since = v["progress"], time.monotonic()

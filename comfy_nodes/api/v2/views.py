@@ -1,6 +1,8 @@
 """Our jobs and files as the Comfy API v2 shows them (the contract: Comfy-Org/comfy-api-proxy spec/openapi.yaml;
 tests/python/test_api_v2.py checks answers against the pinned `comfy-api-proxy` package's models).
 
+`queue_position`: for a pending job ready to run, how many jobs dispatch takes before it (priority, then age);
+null for one that waits for other jobs, and once it runs.
 States, one to one:  pending -> queued   running -> running   succeeded -> succeeded   failed -> failed
                      cancelled -> canceled   (canceling and expired never show: a cancel ends a run at once, and
                      a job past retention is gone, a 404)
@@ -127,9 +129,17 @@ def error_view(job: dict) -> dict | None:
 
 
 def job_view(
-    job: dict, mount: str, *, labels: dict | None, retention_days: float, origin: str = "", waiting=None
+    job: dict,
+    mount: str,
+    *,
+    labels: dict | None,
+    retention_days: float,
+    origin: str = "",
+    waiting=None,
+    queue_position: int | None = None,
 ) -> dict:
-    """The v2 Job of one of ours. `origin`: scheme://host the request came to (outputs' URLs are absolute)."""
+    """The v2 Job of one of ours. `origin`: scheme://host the request came to (outputs' URLs are absolute).
+    `queue_position`: how many jobs dispatch takes before it (a pending job ready to run; else None)."""
     jid = job["id"]
     expires = expires_at(job, retention_days)
     started, finished, enqueued = job.get("started_at"), job.get("finished_at"), job.get("enqueued_at")
@@ -140,7 +150,7 @@ def job_view(
         "started_at": iso(started),
         "completed_at": iso(finished),
         "expires_at": expires,
-        "queue_position": None,
+        "queue_position": queue_position if job["state"] == "pending" else None,
         "progress": progress_view(job),
         "outputs": outputs_view(job, mount, expires, origin),
         "error": error_view(job),

@@ -224,6 +224,23 @@ void JobTable::ForEachPending(const std::function<bool(uint64_t)>& fn) const {
   }
 }
 
+bool JobTable::PendingPosition(uint64_t id, uint64_t* position) const {
+  const JobMeta* m = Find(id);
+  if (m == nullptr || m->state != JobState::kPending || !Ready(id)) return false;
+  uint64_t before = 0;
+  for (const auto& [prio, q] : pending_) {  // (priorities high to low: few levels in practice)
+    if (prio != m->priority) {
+      before += q.size();
+      continue;
+    }
+    auto it = std::lower_bound(q.begin(), q.end(), id);
+    if (it == q.end() || *it != id) return false;
+    *position = before + static_cast<uint64_t>(it - q.begin());
+    return true;
+  }
+  return false;
+}
+
 void JobTable::FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const {
   ids->clear();
   prompt_index_.ForEach(hash, [&](uint64_t id) { ids->push_back(id); });

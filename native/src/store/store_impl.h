@@ -70,6 +70,7 @@ class StoreImpl final : public Store {
   Status GetByPromptId(const std::string& prompt_id, bool with_prompt, Job* job) override;
   Status List(const ListQuery& query, ListPage* page) override;
   Status Stats(StoreStats* stats) override;
+  Status QueuePosition(uint64_t id, uint64_t* position) override;
   Status Take(const TakeOptions& options, std::unique_ptr<Lease>* lease) override;
   Status Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) override;
   Status Progress(uint64_t id, uint64_t token, const std::string& progress_json) override;

@@ -252,6 +252,15 @@ Status StoreImpl::List(const ListQuery& q, ListPage* page) {
   return Status::OK();
 }
 
+Status StoreImpl::QueuePosition(uint64_t id, uint64_t* position) {
+  if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
+  std::shared_lock<std::shared_mutex> st(state_mu_);
+  if (!table_.PendingPosition(id, position)) {
+    return Status::NotFound("job " + FormatJobId(id) + " is not a pending job ready to run");
+  }
+  return Status::OK();
+}
+
 Status StoreImpl::Stats(StoreStats* out) {
   if (closed_.load()) return Status::IOError("store " + dir_ + " is closed");
   *out = StoreStats();
