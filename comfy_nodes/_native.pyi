@@ -93,7 +93,7 @@ class Store:
         timeout: Optional[float] = None,
         owner: Optional[str] = None,
         after: Optional[Sequence[str]] = None,  # job ids that must succeed first (at most 64; each one the store has)
-        labels: Optional[dict] = None,  # kept with the job (a JSON object of at most 16 KiB): the v2 API's metadata
+        labels: Optional[dict] = None,  # kept with the job (a JSON object of at most 64 KiB): the v2 API's metadata
     ) -> dict: ...  # {"id": str, "existed": bool}
     def enqueue_many(self, jobs: Sequence[dict]) -> list[dict]: ...  # one sync; all or none
     def get(self, job_id: str, *, with_prompt: bool = True) -> JobDict: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from .inputs.retention import sweep_unreferenced
 from .inputs.store import DEFAULT_GRACE
@@ -21,7 +22,8 @@ EVERY = 3600.0  # seconds between passes
 
 def retention_pass(service, days: float, input_grace: float = DEFAULT_GRACE) -> None:
     """Jobs finished more than `days` ago go (days > 0; 0 keeps every job), then the input files no kept job names
-    whose last use is more than input_grace seconds ago."""
+    whose last use is more than input_grace seconds ago, then the v2 asset records (and blake3 entries) over files
+    that are gone."""
     if days > 0:
         try:
             removed = service.store.purge(older_than_days=days)
@@ -40,6 +42,14 @@ def retention_pass(service, days: float, input_grace: float = DEFAULT_GRACE) -> 
             )
     except Exception as e:  # noqa: BLE001 - as above
         log.warning("input sweep failed: %s", e)
+    try:  # the v2 API's asset records over files swept now (api/v2/records.py)
+        from .api.v2.records import V2Records
+
+        gone = V2Records(Path(service.data_dir) / "v2").sweep(service.inputs)
+        if gone:
+            log.info("retention: removed %d v2 asset records whose files are gone", gone)
+    except Exception as e:  # noqa: BLE001 - as above
+        log.warning("v2 asset sweep failed: %s", e)
 
 
 class RetentionThread:

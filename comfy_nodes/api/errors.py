@@ -48,12 +48,22 @@ class ApiError(Exception):
     """Raised by handlers for a refusal with its own status (404 unknown thing, 409, 413, 503 ...).
     close=True: the request's body was not read to its end, so the connection is closed after the answer."""
 
-    def __init__(self, status: int, type_: str, message: str, *, close: bool = False, extra: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        *,
+        close: bool = False,
+        extra: dict | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.type = type_
         self.close = close
         self.extra = extra
+        self.headers = headers  # sent with the answer (e.g. Retry-After)
 
 
 class BadRequest(ApiError):
@@ -79,7 +89,7 @@ def too_large(limit: int) -> ApiError:
 def from_exception(e: BaseException) -> web.Response:
     """Maps an exception from a handler (or the native core) to a JSON error response."""
     if isinstance(e, ApiError):
-        return error_response(e.status, e.type, str(e), close=e.close, extra=e.extra)
+        return error_response(e.status, e.type, str(e), e.headers, close=e.close, extra=e.extra)
     if isinstance(e, ValueError):
         return error_response(400, "invalid_request", str(e))
     if isinstance(e, KeyError):

@@ -132,7 +132,7 @@ async def test_uploads_are_bounded_and_checked(api):
     for i in range(60):
         form.add_field("tags", f"t{i}")
     resp = await client.post("/api/v2/assets", data=form)
-    assert resp.status == 422 and "more than" in (await resp.json())["error"]["message"]
+    assert resp.status == 422 and "at most" in (await resp.json())["error"]["message"]
     form = FormData()
     form.add_field("file", b"PNGDATA", filename="a.png", content_type="image/png")
     form.add_field("content_type", "image/png")

@@ -58,24 +58,28 @@ except ImportError:  # pragma: no cover - blake3 comes with the test requirement
 log = logging.getLogger("comfymq.api.v2")
 
 MAX_LABELS = 16
-LABEL_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+LABEL_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # (fullmatch: "$" would let a trailing newline through)
 MAX_LABEL_VALUE = 256
-KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+JOB_ID = re.compile(r"[0-9a-f]{16}")
 MAX_STREAMS = 512  # SSE streams open at once
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 POLL = 1.0  # seconds: a stream reads the job at least this often (events only wake it sooner)
 READ_CHUNK = 1 << 20
 REQUEST_LABEL = "comfymq/request"  # the hash of the request an Idempotency-Key made the job with
 MAX_FORM_PARTS = 40  # a file, its fields and tags
+MAX_TAGS = 32
+MAX_TAG_CHARS = 256
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}(;[ -~]{0,255})?")
+# Bytes served from the API's origin never run as a page there (HTML, SVG), as on /comfymq/artifacts.
+SAFE_CONTENT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 class V2Error(ApiError):
     """A refusal with one of the contract's codes."""
 
     def __init__(self, status: int, code: str, message: str, *, details: dict | None = None, headers=None):
-        super().__init__(status, code, message, extra={"details": details} if details else None)
-        self.headers = headers
+        super().__init__(status, code, message, extra={"details": details} if details else None, headers=headers)
 
 
 def _request_hash(body: dict) -> str:
@@ -90,7 +94,7 @@ def _labels(value) -> dict:
     if len(value) > MAX_LABELS:
         raise V2Error(422, "metadata_invalid", f"metadata holds {len(value)} labels: at most {MAX_LABELS}")
     for k, v in value.items():
-        if not LABEL_KEY.match(k):
+        if not LABEL_KEY.fullmatch(k):
             raise V2Error(422, "metadata_invalid", f"metadata key '{k[:64]}': 1 to 64 of A-Z a-z 0-9 _ . : -")
         if not isinstance(v, str) or len(v) > MAX_LABEL_VALUE or any(ord(c) < 32 for c in v):
             raise V2Error(
@@ -153,7 +157,7 @@ def add_v2_routes(
             if bodyless:
 
                 async def handler(request: web.Request, fn=fn):
-                    if request.body_exists and await request.content.read(1):
+                    if request.body_exists and await TimedBody(limits).read(lambda: request.content.read(1)):
                         raise V2Error(422, "invalid_request", "this request takes no body")
                     return await fn(request)
 
@@ -186,7 +190,7 @@ def add_v2_routes(
         )
 
     async def get_job(job_id: str, with_prompt: bool = False) -> dict:
-        if not JOB_ID.match(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise V2Error(404, "not_found", f"no job '{job_id[:64]}'")
         try:
             return await service.call(service.store.get, job_id, with_prompt=with_prompt)
@@ -253,7 +257,7 @@ def add_v2_routes(
             raise V2Error(422, "invalid_request", "priority must be a 32-bit integer (higher runs first)")
         labels = _labels(body.get("metadata"))
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not KEY_RE.match(key):
+        if key is not None and not KEY_RE.fullmatch(key):
             raise V2Error(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
         request_hash = _request_hash(body)
         pid = f"v2-key-{hashlib.sha256(key.encode()).hexdigest()[:40]}" if key else f"v2-{uuid.uuid4().hex}"
@@ -265,7 +269,9 @@ def add_v2_routes(
                 return None
             if (job.get("labels") or {}).get(REQUEST_LABEL) != request_hash:
                 raise V2Error(422, "idempotency_key_reuse", "this Idempotency-Key was used with another request")
-            return web.json_response(view(job, request), status=201, headers={"Idempotency-Replayed": "true"})
+            return web.json_response(
+                await service.call(view, job, request), status=201, headers={"Idempotency-Replayed": "true"}
+            )
 
         if key:
             if pid in in_flight:
@@ -295,7 +301,7 @@ def add_v2_routes(
             if result["existed"] and key and (replayed := await replay_or_refuse()) is not None:
                 return replayed
             job = await get_job(result["id"])
-            return web.json_response(view(job, request), status=201)
+            return web.json_response(await service.call(view, job, request), status=201)
         finally:
             in_flight.discard(pid)
 
@@ -312,7 +318,7 @@ def add_v2_routes(
                     raise V2Error(422, "invalid_request", "limit must be an integer from 1 to 100")
                 limit = int(v)
             elif k == "cursor":
-                if not JOB_ID.match(v):
+                if not JOB_ID.fullmatch(v):
                     raise V2Error(422, "invalid_request", "cursor must be a next_cursor this host gave")
                 cursor = v
             else:
@@ -332,16 +338,18 @@ def add_v2_routes(
             if not page["next_cursor"]:
                 cursor = None if len(found) < limit or found[-1]["id"] == page["jobs"][-1]["id"] else cursor
                 break
-        body = {"jobs": [view(j, request) for j in found]}
+        body = {"jobs": [await service.call(view, j, request) for j in found]}
         if cursor and found:
             body["next_cursor"] = found[-1]["id"]
+        elif cursor and not found:  # (scanned its share without a match: the client goes on from there)
+            body["next_cursor"] = cursor
         return web.json_response(body)
 
     @route("GET", "/jobs/{id}")
     async def get(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"])
         waiting = await service.call(service.waiting_reasons, job["id"]) if job["state"] == "pending" else None
-        return web.json_response(view(job, request, waiting))
+        return web.json_response(await service.call(view, job, request, waiting))
 
     @route("POST", "/jobs/{id}/cancel", bodyless=True)
     async def cancel(request: web.Request) -> web.Response:
@@ -352,7 +360,7 @@ def add_v2_routes(
             except Exception:  # noqa: BLE001 - it ended meanwhile: answer what it is
                 pass
             job = await get_job(job["id"])
-        return web.json_response(view(job, request))
+        return web.json_response(await service.call(view, job, request))
 
     @route("GET", "/jobs/{id}/workflow")
     async def workflow(request: web.Request) -> web.Response:
@@ -385,7 +393,7 @@ def add_v2_routes(
             last_status, last_progress, sent_outputs = None, None, 0
             quiet_since = time.monotonic()
             while True:
-                v = view(job, request)
+                v = await service.call(view, job, request)
                 now_status = (v["status"], v["queue_position"])
                 if now_status != last_status and v["status"] not in views.TERMINAL:  # (its place moves too)
                     await send("status", {"status": v["status"], "queue_position": v["queue_position"]})
@@ -458,6 +466,16 @@ def add_v2_routes(
         records.put_asset(record)
         return record, False
 
+    def check_tag(tag) -> str:
+        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_CHARS or any(ord(c) < 32 for c in tag):
+            raise V2Error(422, "invalid_request", f"a tag is a string of 1 to {MAX_TAG_CHARS} characters")
+        return tag
+
+    def check_media_type(value) -> str:
+        if not isinstance(value, str) or not MEDIA_TYPE.fullmatch(value):
+            raise V2Error(422, "invalid_request", "content_type must be a media type such as image/png")
+        return value
+
     def check_path(file_path) -> str:
         if not isinstance(file_path, str) or not file_path or len(file_path) > 1024 or "\x00" in file_path:
             raise V2Error(422, "invalid_request", "file_path must be a file name or path of at most 1024 characters")
@@ -503,7 +521,9 @@ def add_v2_routes(
                         if len(text) > 4096:
                             raise V2Error(422, "invalid_request", f"form field '{part.name}' is too long")
                     if part.name == "tags":
-                        tags.append(text.decode("utf-8", "replace"))
+                        tags.append(check_tag(text.decode("utf-8", "replace")))
+                        if len(tags) > MAX_TAGS:
+                            raise V2Error(422, "invalid_request", f"at most {MAX_TAGS} tags")
                     else:
                         fields[part.name] = text.decode("utf-8", "replace")
                 else:
@@ -514,6 +534,7 @@ def add_v2_routes(
                 if not fields.get(need):
                     raise V2Error(422, "invalid_request", f"the form needs {need}")
             file_path = check_path(fields["file_path"])
+            check_media_type(fields["content_type"])
             expected = fields.get("expected_hash")
             if expected is not None and b3 is not None and expected != f"blake3:{b3}":
                 raise V2Error(409, "hash_mismatch", f"the bytes hash to blake3:{b3}, not {expected[:80]}")
@@ -528,7 +549,7 @@ def add_v2_routes(
         return web.json_response(asset_view(record, request, created_new=not stored.existed), status=status)
 
     def by_hash(hash_text: str) -> tuple[str, int, str] | None:
-        m = BLAKE3.match(hash_text or "")
+        m = BLAKE3.fullmatch(hash_text or "")
         if not m:
             return None
         sha = records.sha256_of_blake3(m.group(1))
@@ -549,9 +570,10 @@ def add_v2_routes(
         sha, size, b3 = found
         file_path = check_path(body.get("file_path") or f"asset-{b3[:12]}")
         tags = body.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise V2Error(422, "invalid_request", "tags must be a list of strings")
-        content_type = body.get("content_type") or "application/octet-stream"
+        if not isinstance(tags, list) or len(tags) > MAX_TAGS:
+            raise V2Error(422, "invalid_request", f"tags must be a list of at most {MAX_TAGS} strings")
+        tags = [check_tag(t) for t in tags]
+        content_type = check_media_type(body.get("content_type", "application/octet-stream"))
         record, existed = await service.call(mint, sha, size, b3, content_type, file_path, tags)
         return web.json_response(asset_view(record, request), status=200 if existed else 201)
 
@@ -568,8 +590,8 @@ def add_v2_routes(
             return None
         a = arts[parsed[1]]
         path = (Path(service.artifact_root) / a["path"]).resolve()
-        if not path.is_relative_to(Path(service.artifact_root).resolve()):
-            return None
+        if not path.is_relative_to(Path(service.artifact_root).resolve()) or not path.is_file():
+            return None  # (out of the root, gone, or not a file: no such asset)
         name = a["path"].rsplit("/", 1)[-1]
         record = {
             "id": asset_id,
@@ -594,9 +616,12 @@ def add_v2_routes(
         if _blake3 is None:
             return None
         h = _blake3()
-        with open(path, "rb") as f:
-            while block := f.read(READ_CHUNK):
-                h.update(block)
+        try:
+            with open(path, "rb") as f:
+                while block := f.read(READ_CHUNK):
+                    h.update(block)
+        except OSError:  # gone meanwhile: the hash stays unknown (the contract allows null)
+            return None
         return "blake3:" + h.hexdigest()
 
     @route("GET", "/assets/{id}")
@@ -618,9 +643,10 @@ def add_v2_routes(
     @route("GET", "/assets/{id}/content")
     async def content(request: web.Request) -> web.StreamResponse:
         record, path = await find_asset(request.match_info["id"])
-        return web.FileResponse(
-            path, headers={"Content-Type": record.get("content_type") or "application/octet-stream"}
-        )
+        media = record.get("content_type") or "application/octet-stream"
+        if not MEDIA_TYPE.fullmatch(media):  # (a record from before this check)
+            media = "application/octet-stream"
+        return web.FileResponse(path, headers={"Content-Type": media, **SAFE_CONTENT_HEADERS})
 
 
 def _feed(chunk: bytes, hasher, pending) -> None:

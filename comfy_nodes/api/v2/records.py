@@ -6,6 +6,9 @@ the job's own record (NewJob::labels), not here.
                                     content type, file path, tags, creation time
   blake3/<b3[:2]>/<b3 hex>          the input store's sha256 of a blob whose blake3 is that (the v2 hash)
 
+Both go with their file: the retention pass (retention.py) sweeps records over files the input store swept. An
+upload kept as an asset lives, like any upload, while a kept job names it or for the grace after its last use.
+
 Asset ids are content-derived: asset_<sha256 of (blob sha256, file path, content type)[:32]>, so minting the same
 reference again finds the asset it made before (the contract's "identical reference already existed").
 """
@@ -19,8 +22,8 @@ import re
 import time
 from pathlib import Path
 
-ASSET_ID = re.compile(r"^asset_[0-9a-f]{32}$")
-BLAKE3 = re.compile(r"^blake3:([0-9a-f]{64})$")
+ASSET_ID = re.compile(r"asset_[0-9a-f]{32}")  # (fullmatch only)
+BLAKE3 = re.compile(r"blake3:([0-9a-f]{64})")  # (fullmatch only)
 
 
 def write_durably(path: Path, text: str) -> None:
@@ -61,7 +64,7 @@ class V2Records:
         return "asset_" + hashlib.sha256(f"{sha256}\0{file_path}\0{content_type}".encode()).hexdigest()[:32]
 
     def _asset_path(self, asset_id: str) -> Path:
-        if not ASSET_ID.match(asset_id):
+        if not ASSET_ID.fullmatch(asset_id):
             raise ValueError("not an asset id")
         return self.root / "assets" / f"{asset_id}.json"
 
@@ -99,3 +102,22 @@ class V2Records:
         except OSError:
             return None
         return text if re.fullmatch(r"[0-9a-f]{64}", text) else None
+
+    def sweep(self, inputs) -> int:
+        """Removes the asset records and blake3 entries whose file the input store no longer has (retention swept
+        it); the number of asset records removed."""
+        removed = 0
+        for path in (self.root / "assets").glob("asset_*.json"):
+            record = _read(path)
+            sha = record.get("sha256") if record else None
+            if not isinstance(sha, str) or inputs.stat(sha) is None:
+                path.unlink(missing_ok=True)
+                removed += 1
+        for path in (self.root / "blake3").glob("*/*"):
+            try:
+                sha = path.read_text().strip()
+            except OSError:
+                continue
+            if not re.fullmatch(r"[0-9a-f]{64}", sha) or inputs.stat(sha) is None:
+                path.unlink(missing_ok=True)
+        return removed

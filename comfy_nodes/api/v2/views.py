@@ -45,7 +45,9 @@ def parse_output_asset_id(asset_id: str) -> tuple[str, int] | None:
     if not asset_id.startswith(OUTPUT_PREFIX):
         return None
     job, _, index = asset_id[len(OUTPUT_PREFIX) :].partition("_")
-    if len(job) != 16 or any(c not in "0123456789abcdef" for c in job) or not index.isdigit() or len(index) > 6:
+    if len(job) != 16 or any(c not in "0123456789abcdef" for c in job) or not (index.isascii() and index.isdigit()):
+        return None
+    if len(index) > 6:
         return None
     return job, int(index)
 

@@ -46,7 +46,7 @@ struct NewJob {
   std::string labels;
 };
 constexpr size_t kMaxAfter = 64;
-constexpr size_t kMaxLabelsBytes = 16u << 10;
+constexpr size_t kMaxLabelsBytes = 64u << 10;
 
 // Applies seed 000's `metadata` object (JSON text) to a NewJob: only "prompt_id" (string) and
 // "create_time" (non-negative number, milliseconds) are allowed; any other key is InvalidArgument naming it.

@@ -148,7 +148,8 @@ class Store {
   virtual Status List(const ListQuery& query, ListPage* page) = 0;
   virtual Status Stats(StoreStats* stats) = 0;
   // How many jobs dispatch takes before this pending job (0: it is next), by priority then age, ready jobs only.
-  // NotFound when it is not a pending job that is ready to run (one that waits for others has no place yet).
+  // NotFound when it is not a pending job that is ready to run (one that waits for others has no place yet), or
+  // when pending jobs are spread over more than 4096 priorities (the place is not worth that walk).
   virtual Status QueuePosition(uint64_t id, uint64_t* position) = 0;
 
   // Leases the first pending job (in dispatch order) that `filter` accepts. *lease is cleared and OK is

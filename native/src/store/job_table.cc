@@ -227,6 +227,7 @@ void JobTable::ForEachPending(const std::function<bool(uint64_t)>& fn) const {
 bool JobTable::PendingPosition(uint64_t id, uint64_t* position) const {
   const JobMeta* m = Find(id);
   if (m == nullptr || m->state != JobState::kPending || !Ready(id)) return false;
+  if (pending_.size() > kMaxPositionLevels) return false;  // (so many priority levels: too long a walk to say)
   uint64_t before = 0;
   for (const auto& [prio, q] : pending_) {  // (priorities high to low: few levels in practice)
     if (prio != m->priority) {

@@ -80,7 +80,9 @@ class JobTable {
   // Pending jobs that wait (not ready).
   uint64_t waiting() const { return counts_[static_cast<int>(JobState::kPending)] - ready_; }
 
-  // The place of a ready pending job in dispatch order (0 = first); false when it is not one.
+  // The place of a ready pending job in dispatch order (0 = first); false when it is not one, or when more than
+  // kMaxPositionLevels priorities have pending jobs (the walk over them would hold the state lock too long).
+  static constexpr size_t kMaxPositionLevels = 4096;
   bool PendingPosition(uint64_t id, uint64_t* position) const;
   // Pending jobs in dispatch order (priority high to low, then id), ready ones only; fn returns false to stop.
   void ForEachPending(const std::function<bool(uint64_t id)>& fn) const;
