@@ -12,6 +12,7 @@ import json
 import pytest
 import pytest_asyncio
 from aiohttp import FormData
+from test_api_v2_edges import post, total  # (the same helpers)
 
 from comfy_nodes.api import v2 as v2mod
 from comfy_nodes.api.limits import RequestLimits
@@ -56,15 +57,6 @@ async def locked(tmp_path, aiohttp_client):
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-
-
-async def post(client, path, body, headers=None):
-    resp = await client.post(path, data=json.dumps(body), headers={**JSON, **(headers or {})})
-    return resp.status, await resp.json()
-
-
-def total(service) -> int:
-    return service.store.stats()["total"]
 
 
 def asset_records(service) -> list[str]:
