@@ -197,14 +197,20 @@ def resolve_prompt(
     return rewrite_prompt(prompt, value_resolver(store, local, outputs))
 
 
-def _stored_forms(prompt: Any) -> Iterator[tuple[str, str, dict]]:
+def keyed_values(prompt: Any, key: str) -> Iterator[tuple[str, str, dict]]:
+    """(node id, input name, value) of every node input of a prompt (a dict or JSON text) whose value is an object
+    holding `key` (a reference: comfymq_input here, comfymq_output in outputs.py)."""
     graph = prompt if isinstance(prompt, dict) else parse_graph(prompt)
     if graph is None:
         return
     for node_id, _class_type, inputs in node_inputs(graph):
         for name, value in inputs.items():
-            if is_reference(value) and isinstance(value.get(KEY), str):
+            if isinstance(value, dict) and key in value:
                 yield node_id, name, value
+
+
+def _stored_forms(prompt: Any) -> Iterator[tuple[str, str, dict]]:
+    return ((n, i, v) for n, i, v in keyed_values(prompt, KEY) if isinstance(v[KEY], str))
 
 
 def job_inputs(prompt: Any) -> list[dict]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .graph import BadReference, Place, node_inputs, parse_graph, stored_form
+from .graph import BadReference, Place, keyed_values, stored_form
 from .names import safe_name
 from .store import InputStore, InputTooLarge
 
@@ -29,13 +29,7 @@ OUT_KEY = "comfymq_output"
 
 
 def _output_refs(prompt: Any) -> Iterator[tuple[str, str, dict]]:
-    graph = prompt if isinstance(prompt, dict) else parse_graph(prompt)
-    if graph is None:
-        return
-    for node_id, _cls, inputs in node_inputs(graph):
-        for name, value in inputs.items():
-            if isinstance(value, dict) and isinstance(value.get(OUT_KEY), dict):
-                yield node_id, name, value[OUT_KEY]
+    return ((n, i, v[OUT_KEY]) for n, i, v in keyed_values(prompt, OUT_KEY) if isinstance(v[OUT_KEY], dict))
 
 
 def waits_on(prompt: Any) -> list[str]:

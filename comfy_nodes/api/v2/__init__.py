@@ -597,7 +597,7 @@ def add_v2_routes(
             "id": asset_id,
             "hash": None,
             "size": a.get("size") or 0,
-            "content_type": views.outputs_view(job, mount, views.FAR)[parsed[1]]["content_type"],
+            "content_type": views.output_mime(a),
             "file_path": name,
             "created_ms": job.get("finished_at"),
         }

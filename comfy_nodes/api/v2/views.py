@@ -52,6 +52,12 @@ def parse_output_asset_id(asset_id: str) -> tuple[str, int] | None:
     return job, int(index)
 
 
+def output_mime(artifact: dict) -> str:
+    """The media type of a recorded file: as recorded, else by its name."""
+    name = artifact["path"].rsplit("/", 1)[-1]
+    return artifact.get("mime") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
 def output_type(mime: str | None) -> str:
     major = (mime or "").split("/")[0]
     return {"image": "image", "video": "video", "audio": "audio", "text": "text"}.get(major, "file")
@@ -97,7 +103,7 @@ def outputs_view(job: dict, mount: str, expires: str, origin: str = "") -> list[
     out = []
     for i, a in enumerate(job.get("artifacts") or []):
         name = a["path"].rsplit("/", 1)[-1]
-        mime = a.get("mime") or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        mime = output_mime(a)
         asset = output_asset_id(job["id"], i)
         out.append(
             {
