@@ -40,6 +40,13 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
   unrunnable_jobs      host: a job no online worker can run now (a missing model or node class, no worker, all
                        draining): "wait" (default: queued, and the answer says why it waits; a worker may come)
                        or "refuse" (409 "unrunnable" with the reasons, nothing queued)
+  webhooks             host: URLs told of every job's ending (list, or comma-separated in the env; each job and
+                       template may name more): signed POSTs, retried until a 2xx or webhook_expiry_hours
+                       (default 24) pass (webhooks/)
+  public_url           host: its address as receivers of webhooks should use it in links (default: the address it
+                       listens on)
+  templates_dir        host: a folder of template files (YAML/JSON, also seed 003's config) loaded at start
+                       (templates/folder.py); each becomes (or updates) a stored template
   host_url             worker: the host's HTTP address (http://host.lan:8188, or the standalone host's); with it
                        this ComfyUI's "Queue (MQ)" sends jobs there (with `token`); without it the button is hidden
 
@@ -130,6 +137,10 @@ class Config:
     retention_days: float = 30.0
     unrunnable_jobs: str = "wait"
     host_url: str | None = None
+    webhooks: list[str] = field(default_factory=list)
+    webhook_expiry_hours: float = 24.0
+    public_url: str | None = None
+    templates_dir: str | None = None
     allowed_hosts: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = RequestLimits.max_body_bytes
@@ -304,6 +315,21 @@ def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
         raise bad(f"input_cache_bytes must be 0..2^50 bytes, got {cfg.input_cache_bytes}", "input_cache_bytes")
     if cfg.retention_days < 0:
         raise bad(f"retention_days must be 0 (keep) or more, got {cfg.retention_days}", "retention_days")
+    from .webhooks.targets import WebhookError, check_url
+
+    for url in cfg.webhooks:
+        try:
+            check_url(url, "webhooks")
+        except WebhookError as e:
+            raise bad(str(e), "webhooks") from None
+    if not 0 < cfg.webhook_expiry_hours <= 24 * 30:
+        raise bad(f"webhook_expiry_hours must be more than 0 and at most 720, got {cfg.webhook_expiry_hours}",
+                  "webhook_expiry_hours")
+    if cfg.public_url is not None:
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.public_url):
+            raise bad(f"public_url must be an http(s) address like http://farm.lan:8188, got '{cfg.public_url}'",
+                      "public_url")
+        cfg.public_url = cfg.public_url.rstrip("/")
     if cfg.unrunnable_jobs not in UNRUNNABLE:
         raise bad(
             f"unrunnable_jobs must be one of {', '.join(UNRUNNABLE)}, got '{cfg.unrunnable_jobs}'", "unrunnable_jobs"

@@ -59,6 +59,7 @@ class QueueService:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="comfymq-store")
         self.broker = None
         self._listeners: list[Callable[[dict], None]] = []
+        self.webhooks = None  # webhooks/outbox.Deliverer once start_webhooks() ran
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:
@@ -113,6 +114,24 @@ class QueueService:
                 except Exception:  # noqa: BLE001 - one bad listener must not stop the others
                     log.exception("event listener failed")
 
+    def start_webhooks(self, host_targets: list[str] | None = None, *, base_url: str = "", expiry_hours: float = 24.0):
+        """Starts delivering the store's outbox (webhooks/outbox.py) with the host's secret (<data_dir>/webhook-secret,
+        made once). host_targets: the config's URLs, told of every job's ending. Returns the Deliverer."""
+        from .webhooks.outbox import Deliverer
+        from .webhooks.signing import load_or_make_secret
+
+        secret = load_or_make_secret(self.data_dir / "webhook-secret")
+        self.webhooks = Deliverer(
+            self.store, secret, host_targets=list(host_targets or []), base_url=base_url, expiry_hours=expiry_hours
+        )
+        self.webhooks.start()
+        self.add_listener(self._kick_webhooks)
+        return self.webhooks
+
+    def _kick_webhooks(self, event: dict) -> None:
+        if event.get("type") == "job" and event.get("state") in ("succeeded", "failed", "cancelled"):
+            self.webhooks.kick()
+
     def waiting_reasons(self, job_id: str) -> list[str]:
         """Why no connected worker takes this pending job (empty when one can, or without a broker)."""
         if self.broker is None:
@@ -150,6 +169,8 @@ class QueueService:
         }
 
     def close(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
         self._pool.shutdown(wait=True)
         if self.broker is not None:
             self.broker.close()

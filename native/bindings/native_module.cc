@@ -230,7 +230,8 @@ py::dict JobDict(const Job& j) {
 NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py::handle& priority,
                   const py::handle& metadata, const py::handle& prompt_id, const py::handle& create_time,
                   const py::handle& batch_id, const py::handle& max_attempts, const py::handle& timeout,
-                  const py::handle& owner, const py::handle& after, const py::handle& labels) {
+                  const py::handle& owner, const py::handle& after, const py::handle& labels,
+                  const py::handle& notify) {
   NewJob j;
   if (prompt.is_none()) throw py::value_error("prompt is required");
   j.prompt = GraphText(prompt, "prompt");
@@ -258,6 +259,10 @@ NewJob MakeNewJob(const py::handle& prompt, const py::handle& workflow, const py
     j.timeout_ms = static_cast<int64_t>(t * 1000);
   }
   if (!owner.is_none()) j.owner = TextArg(owner, "owner");
+  if (!notify.is_none()) {
+    if (!PyBool_Check(notify.ptr())) throw py::value_error("notify must be true or false");
+    j.notify = notify.cast<bool>();
+  }
   if (!labels.is_none()) {
     if (!py::isinstance<py::dict>(labels)) throw py::value_error("labels must be a dict");
     if (py::len(labels) != 0) j.labels = Dumps(labels, "labels");
@@ -341,9 +346,10 @@ class PyStore {
   py::dict Enqueue(const py::object& prompt, const py::object& workflow, const py::object& priority,
                    const py::object& metadata, const py::object& prompt_id, const py::object& create_time,
                    const py::object& batch_id, const py::object& max_attempts, const py::object& timeout,
-                   const py::object& owner, const py::object& after, const py::object& labels) {
+                   const py::object& owner, const py::object& after, const py::object& labels,
+                   const py::object& notify) {
     NewJob j = MakeNewJob(prompt, workflow, priority, metadata, prompt_id, create_time, batch_id, max_attempts, timeout,
-                          owner, after, labels);
+                          owner, after, labels, notify);
     std::shared_ptr<Store> s = store();
     EnqueueResult r;
     Status st = NoGil([&] { return s->Enqueue(j, &r); });
@@ -360,7 +366,8 @@ class PyStore {
       if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
       static const char* kKeys[] = {"prompt",   "workflow",     "priority", "metadata", "prompt_id", "create_time",
-                                    "batch_id", "max_attempts", "timeout",  "owner",    "after",     "labels"};
+                                    "batch_id", "max_attempts", "timeout",  "owner",    "after",     "labels",
+                                    "notify"};
       for (auto kv : d) {
         std::string k = py::str(kv.first);
         bool known = false;
@@ -371,7 +378,7 @@ class PyStore {
       try {
         jobs.push_back(MakeNewJob(get("prompt"), get("workflow"), get("priority"), get("metadata"), get("prompt_id"),
                                   get("create_time"), get("batch_id"), get("max_attempts"), get("timeout"),
-                                  get("owner"), get("after"), get("labels")));
+                                  get("owner"), get("after"), get("labels"), get("notify")));
       } catch (py::value_error& e) {
         throw py::value_error("job " + std::to_string(i) + ": " + e.what());
       } catch (py::error_already_set& e) {
@@ -485,6 +492,9 @@ class PyStore {
     d["live_bytes"] = st.live_bytes;
     d["segments"] = st.segments;
     d["checkpoint_segment"] = st.checkpoint_segment;
+    d["docs"] = st.docs;
+    d["doc_bytes"] = st.doc_bytes;
+    d["outbox"] = st.outbox;
     d["background_error"] = OrNone(st.background_error);
     return d;
   }
@@ -985,7 +995,7 @@ PYBIND11_MODULE(_native, m) {
            py::arg("priority") = 1, py::arg("metadata") = py::none(), py::arg("prompt_id") = py::none(),
            py::arg("create_time") = py::none(), py::arg("batch_id") = py::none(), py::arg("max_attempts") = 3,
            py::arg("timeout") = py::none(), py::arg("owner") = py::none(), py::arg("after") = py::none(),
-           py::arg("labels") = py::none())
+           py::arg("labels") = py::none(), py::arg("notify") = py::none())
       .def("enqueue_many", &PyStore::EnqueueMany, py::arg("jobs"))
       .def("get", &PyStore::Get, py::arg("job_id"), py::kw_only(), py::arg("with_prompt") = true)
       .def("get_by_prompt_id", &PyStore::GetByPromptId, py::arg("prompt_id"), py::kw_only(),
@@ -1036,6 +1046,46 @@ PYBIND11_MODULE(_native, m) {
             s.Simple([&](Store* st) { return st->Delete(jid); });
           },
           py::arg("job_id"))
+      .def(
+          "put_doc",
+          [](PyStore& s, const std::string& key, const py::handle& value, bool only_if_absent) {
+            if (!PyUnicode_Check(value.ptr())) throw py::value_error("a document's value must be a str");
+            std::string v = Utf8(value, "value");
+            std::shared_ptr<Store> st = s.store();
+            Status status = NoGil([&] { return st->PutDoc(key, v, only_if_absent); });
+            if (status.IsAlreadyExists()) return false;
+            Check(status);
+            return true;
+          },
+          py::arg("key"), py::arg("value"), py::kw_only(), py::arg("only_if_absent") = false)
+      .def(
+          "delete_doc", [](PyStore& s, const std::string& key) { s.Simple([&](Store* st) { return st->DeleteDoc(key); }); },
+          py::arg("key"))
+      .def(
+          "get_doc",
+          [](PyStore& s, const std::string& key) -> py::object {
+            std::shared_ptr<Store> st = s.store();
+            std::string v;
+            Status status = NoGil([&] { return st->GetDoc(key, &v); });
+            if (status.IsNotFound()) return py::none();
+            Check(status);
+            return py::str(v);
+          },
+          py::arg("key"))
+      .def(
+          "list_docs",
+          [](PyStore& s, const std::string& prefix, const std::string& after, int64_t limit, bool keys_only) {
+            if (limit < 0) throw py::value_error("limit must not be negative");
+            std::shared_ptr<Store> st = s.store();
+            std::vector<std::pair<std::string, std::string>> out;
+            Status status = NoGil([&] { return st->ListDocs(prefix, after, static_cast<size_t>(limit), keys_only, &out); });
+            Check(status);
+            py::list l;
+            for (auto& [k, v] : out) l.append(py::make_tuple(py::str(k), py::str(v)));
+            return l;
+          },
+          py::kw_only(), py::arg("prefix") = "", py::arg("after") = "", py::arg("limit") = 1000,
+          py::arg("keys_only") = false)
       .def("pause", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(true); }); })
       .def("resume", [](PyStore& s) { s.Simple([](Store* st) { return st->SetPaused(false); }); })
       .def_property_readonly("paused",

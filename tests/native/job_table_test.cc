@@ -82,7 +82,8 @@ TEST(JobTable, TxnRollbackRestoresEveryIndexExactly) {
   const std::string before = Fingerprint(table);
   RecordSink sink;
   bool paused = false;
-  Txn txn(&table, &sink, &paused, 0);
+  DocTable docs;
+  Txn txn(&table, &docs, &sink, &paused, 0);
   for (int i = 0; i < 500; ++i) {
     uint64_t id = 1 + rng() % 60;
     const JobMeta* m = table.Find(id);
@@ -155,7 +156,8 @@ TEST(JobTable, DispatchOrderHoldsReadyJobsOnlyAndRollsBackExactly) {
   const std::string before = Fingerprint(table);
   RecordSink sink;
   bool paused = false;
-  Txn txn(&table, &sink, &paused, 0);
+  DocTable docs;
+  Txn txn(&table, &docs, &sink, &paused, 0);
   for (int i = 0; i < 2000; ++i) {
     uint64_t id = 1 + rng() % 60;
     const JobMeta* m = table.Find(id);
@@ -186,7 +188,8 @@ TEST(JobTable, TxnRollbackForgetsTheBatchNamesItInterned) {
   const uint32_t kept = table.InternBatch("kept");
   RecordSink sink;
   bool paused = false;
-  Txn txn(&table, &sink, &paused, 0);
+  DocTable docs;
+  Txn txn(&table, &docs, &sink, &paused, 0);
   EXPECT_EQ(txn.InternBatch("kept"), kept);  // known already: nothing to undo
   const Txn::Mark m = txn.mark();
   const uint32_t a = txn.InternBatch("sweep.a");

@@ -44,6 +44,8 @@ struct NewJob {
   // optional: labels a client keeps on the job (the Comfy API v2's `metadata`), a JSON object of at most
   // kMaxLabelsBytes; empty = none. Stored with the job, in its record.
   std::string labels;
+  // optional: its endings go to the store's outbox (Store::PutDoc): a notify/ document is written with the job.
+  bool notify = false;
 };
 constexpr size_t kMaxAfter = 64;
 constexpr size_t kMaxLabelsBytes = 64u << 10;

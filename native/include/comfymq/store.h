@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comfymq/env.h"
@@ -48,6 +49,10 @@ struct StoreOptions {
   // what one commit may hold however many jobs wait. Until then they stay pending and are never dispatched.
   size_t max_cancels_per_commit = 10000;
   size_t max_prompt_bytes = 64u << 20;
+  // Documents (Store::PutDoc): what all of them may hold together (keys and values), and how many there may be.
+  // The store's own outbox documents are not refused by these (they are bounded by the jobs that make them).
+  uint64_t max_doc_bytes = 256u << 20;
+  size_t max_docs = 200000;
 };
 
 struct RecoveryReport {
@@ -94,8 +99,14 @@ struct StoreStats {
   uint64_t live_bytes = 0;  // bytes of records still referenced
   uint64_t segments = 0;
   uint32_t checkpoint_segment = 0;
+  uint64_t docs = 0;       // documents (Store::PutDoc)
+  uint64_t doc_bytes = 0;  // their keys and values
+  uint64_t outbox = 0;     // of them, outbox/ documents not yet removed
   std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
 };
+
+constexpr size_t kMaxDocKeyBytes = 256;
+constexpr size_t kMaxDocValueBytes = 16u << 20;
 
 struct EnqueueResult {
   uint64_t id = 0;
@@ -188,6 +199,21 @@ class Store {
   virtual Status Checkpoint() = 0;
   // Moves live records out of old segments and deletes segments that hold nothing live.
   virtual Status Compact() = 0;
+
+  // Documents: small named values kept beside the jobs (templates, ...): changed in commit groups like jobs, durable
+  // once the call returns, held in memory and in every checkpoint. Keys: 1..kMaxDocKeyBytes bytes, no control
+  // characters; a value at most kMaxDocValueBytes. Keys under "notify/" and "outbox/" belong to the store (doc_table.h):
+  // a caller may read and remove them but not set them. A job enqueued with NewJob::notify gets, in the commit
+  // that ends it (succeeded, failed, cancelled; again after a retry), an outbox/ document naming it, its state and
+  // when; the caller removes it once it has acted on it.
+  // only_if_absent: AlreadyExists when the key is there (nothing changes). ResourceExhausted past
+  // StoreOptions::max_doc_bytes / max_docs.
+  virtual Status PutDoc(const std::string& key, const std::string& value, bool only_if_absent) = 0;
+  virtual Status DeleteDoc(const std::string& key) = 0;  // NotFound when absent
+  virtual Status GetDoc(const std::string& key, std::string* value) = 0;  // NotFound when absent
+  // Keys starting with `prefix` after `after` (byte order), at most `limit`, with their values unless keys_only.
+  virtual Status ListDocs(const std::string& prefix, const std::string& after, size_t limit, bool keys_only,
+                          std::vector<std::pair<std::string, std::string>>* out) = 0;
 
   virtual void SetListener(StoreListener listener) = 0;
   // Checkpoints (when healthy) and releases the directory lock. Later calls fail. Idempotent.

@@ -10,6 +10,7 @@
 namespace comfymq::checkpoint {
 namespace {
 
+constexpr char kMagicV3[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '3'};  // with documents
 constexpr char kMagic[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '2'};
 constexpr char kMagicV1[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '1'};  // older: no waits section
 constexpr char kEnd[8] = {'C', 'M', 'Q', 'C', 'K', 'E', 'N', 'D'};
@@ -63,13 +64,15 @@ bool ParseFileName(const std::string& name, uint32_t* segment) {
   return true;
 }
 
-Status Write(WritableFile* file, const Header& h, const JobTable& table) {
+Status Write(WritableFile* file, const Header& h, const JobTable& table, const DocTable& docs) {
   HashingWriter w(file);
   std::string& b = w.buf();
   uint64_t n_waits = 0;
   for (const auto& [id, after] : table.waits()) n_waits += table.Find(id) != nullptr;
-  // Version 1 while no job waits: a store that never used waits stays readable by an older build.
-  b.append(n_waits != 0 ? kMagic : kMagicV1, sizeof(kMagic));
+  // Version 1 while no job waits and no document is kept, 2 while no document is: a store that never used them
+  // stays readable by an older build.
+  const bool v3 = docs.size() != 0;
+  b.append(v3 ? kMagicV3 : n_waits != 0 ? kMagic : kMagicV1, sizeof(kMagic));
   PutU32(&b, h.segment);
   PutU64(&b, h.last_id);
   PutU64(&b, h.next_token);
@@ -80,13 +83,21 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table) {
     PutBytes(&b, batches[i]);
     CMQ_RETURN_IF_ERROR(w.MaybeFlush());
   }
-  if (n_waits != 0) PutU64(&b, n_waits);
+  if (n_waits != 0 || v3) PutU64(&b, n_waits);
   for (const auto& [id, after] : table.waits()) {
     if (table.Find(id) == nullptr) continue;
     PutU64(&b, id);
     PutU32(&b, static_cast<uint32_t>(after.size()));
     for (uint64_t dep : after) PutU64(&b, dep);
     CMQ_RETURN_IF_ERROR(w.MaybeFlush());
+  }
+  if (v3) {
+    PutU64(&b, docs.size());
+    for (const auto& [key, value] : docs.all()) {
+      PutBytes(&b, key);
+      PutBytes(&b, value);
+      CMQ_RETURN_IF_ERROR(w.MaybeFlush());
+    }
   }
   PutU64(&b, table.size());
   Status s;
@@ -122,13 +133,14 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table) {
   return w.Flush();
 }
 
-Status Read(Env* env, const std::string& path, Header* h, JobTable* table) {
+Status Read(Env* env, const std::string& path, Header* h, JobTable* table, DocTable* docs) {
   std::string data;
   CMQ_RETURN_IF_ERROR(env->ReadFileToString(path, &data));
   auto bad = [&](const char* why) { return Status::Corruption("checkpoint " + path + ": " + why); };
   if (data.size() < sizeof(kMagic) + 16) return bad("not a ComfyMQ checkpoint");
   const bool v1 = std::memcmp(data.data(), kMagicV1, sizeof(kMagicV1)) == 0;
-  if (!v1 && std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return bad("not a ComfyMQ checkpoint");
+  const bool v3 = std::memcmp(data.data(), kMagicV3, sizeof(kMagicV3)) == 0;
+  if (!v1 && !v3 && std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return bad("not a ComfyMQ checkpoint");
   const size_t body = data.size() - 16;
   if (std::memcmp(data.data() + body, kEnd, sizeof(kEnd)) != 0) return bad("truncated (no end marker)");
   if (XXH3_64bits(data.data(), body) != LoadFixed<uint64_t>(data.data() + body + 8)) return bad("checksum mismatch");
@@ -159,6 +171,13 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table) {
     std::vector<uint64_t> after(n);
     for (uint32_t k = 0; k < n; ++k) d.U64(&after[k]);
     table->SetWaits(id, std::move(after));
+  }
+  uint64_t n_docs = 0;
+  if (v3 && (!d.U64(&n_docs) || n_docs > d.remaining() / 8)) return bad("bad document count");
+  for (uint64_t i = 0; i < n_docs; ++i) {
+    std::string_view key, value;
+    if (!d.Bytes(&key) || key.empty() || !d.Bytes(&value)) return bad("bad document");
+    docs->Put(std::string(key), std::string(value));
   }
   uint64_t n_jobs = 0;
   if (!d.U64(&n_jobs) || n_jobs > d.remaining() / 61) return bad("bad job count");

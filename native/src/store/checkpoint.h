@@ -1,10 +1,13 @@
 // Checkpoints: the whole in-memory index written to one file, so opening a store reads the checkpoint and
 // replays only the log segments written after it (open time does not grow with history).
 //
-//   checkpoint := "CMQCKP02" u32:segment u64:last_id u64:next_token u8:paused
+//   checkpoint := "CMQCKP03" u32:segment u64:last_id u64:next_token u8:paused
 //                 u32:n_batches bytes:batch_name*            (index 1.., index 0 is "")
 //                 u64:n_waits wait_entry*                      (live jobs that wait for others; "CMQCKP01", written
-//                                                              while none waits, has no such section)
+//                                                              while none waits and no document is kept, has no
+//                                                              such section)
+//                 u64:n_docs (bytes:key bytes:value)*          (DocTable, ascending keys; only in "CMQCKP03", written
+//                                                              when there are documents, else "CMQCKP02"/"01")
 //                 u64:n_jobs job_entry*                        (ascending id)
 //                 u64:n_runs run_entry*
 //                 "CMQCKEND" u64:xxh3_64(every byte before "CMQCKEND")
@@ -21,6 +24,7 @@
 #include <string>
 
 #include "comfymq/env.h"
+#include "store/doc_table.h"
 #include "store/job_table.h"
 
 namespace comfymq::checkpoint {
@@ -36,8 +40,8 @@ std::string FileName(uint32_t segment);  // "checkpoint-00000007.cmq"
 bool ParseFileName(const std::string& name, uint32_t* segment);
 
 // Writes the checkpoint to `file` (not synced). The caller syncs, renames into place and syncs the dir.
-Status Write(WritableFile* file, const Header& header, const JobTable& table);
+Status Write(WritableFile* file, const Header& header, const JobTable& table, const DocTable& docs);
 // Loads a checkpoint into an empty table. Corruption when the file fails its checksum or does not parse.
-Status Read(Env* env, const std::string& path, Header* header, JobTable* table);
+Status Read(Env* env, const std::string& path, Header* header, JobTable* table, DocTable* docs);
 
 }  // namespace comfymq::checkpoint

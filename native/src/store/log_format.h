@@ -34,9 +34,10 @@ enum class RecordType : uint8_t {
   kMeta = 4,    // store-wide settings (paused)
   kGroup = 5,   // a commit group: the only type at the top level of a segment
   kTokens = 6,  // fencing tokens below a value may have been handed out (store_impl.h: token_reserve_)
+  kDoc = 7,     // a document set or removed (doc_table.h); the latest one for a key wins
 };
 
 // Types that appear inside a group.
-inline bool IsKnownRecordType(uint8_t t) { return (t >= 1 && t <= 4) || t == 6; }
+inline bool IsKnownRecordType(uint8_t t) { return (t >= 1 && t <= 4) || t == 6 || t == 7; }
 
 }  // namespace comfymq::log

@@ -183,4 +183,22 @@ Status DecodeTokens(std::string_view payload, uint64_t* reserved_below) {
   return Status::OK();
 }
 
+void EncodeDoc(std::string_view key, std::string_view value, bool erase, std::string* out) {
+  PutU8(out, kVersion);
+  PutU8(out, erase ? 2 : 1);
+  PutBytes(out, key);
+  if (!erase) PutBytes(out, value);
+}
+
+Status DecodeDoc(std::string_view payload, std::string_view* key, std::string_view* value, bool* erase) {
+  Decoder d(payload);
+  uint8_t op = 0;
+  if (!Version(d) || !d.U8(&op) || (op != 1 && op != 2) || !d.Bytes(key) || key->empty()) return Bad("doc");
+  *erase = op == 2;
+  *value = std::string_view();
+  if (!*erase && !d.Bytes(value)) return Bad("doc");
+  if (!d.done()) return Bad("doc");
+  return Status::OK();
+}
+
 }  // namespace comfymq::records

@@ -73,6 +73,9 @@ void EncodeMeta(bool paused, std::string* out);
 Status DecodeMeta(std::string_view payload, bool* paused);
 // A token reservation: every fencing token below `reserved_below` may have been handed out.
 void EncodeTokens(uint64_t reserved_below, std::string* out);
+// A document set (value) or removed (erase): u8 version, u8 op (1 set, 2 remove), bytes key, bytes value (set only).
+void EncodeDoc(std::string_view key, std::string_view value, bool erase, std::string* out);
+Status DecodeDoc(std::string_view payload, std::string_view* key, std::string_view* value, bool* erase);
 Status DecodeTokens(std::string_view payload, uint64_t* reserved_below);
 
 }  // namespace comfymq::records

@@ -80,7 +80,7 @@ void StoreImpl::ProcessGroup(std::vector<PendingOp*>& group, const std::function
     sink.Reserve(std::min<uint64_t>(2 * group_bytes_avg_.load(std::memory_order_relaxed), 64u << 20));
   } catch (const std::bad_alloc&) {  // only a hint
   }
-  Txn txn(&table_, &sink, &paused_, now);
+  Txn txn(&table_, &docs_, &sink, &paused_, now);
   std::vector<std::unique_ptr<Lease>> dispatched;  // leased by the dispatch hook in this group
   uint64_t tokens_before;
   bool applied;  // false: refused as a whole (too big for one group record): no on_applied callbacks

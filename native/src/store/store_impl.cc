@@ -121,6 +121,7 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   out->priority = in.priority;
   out->max_attempts = static_cast<uint16_t>(in.max_attempts);
   out->batch_id = in.batch_id;
+  out->notify = in.notify;
   records::JobView v;
   v.priority = in.priority;
   v.max_attempts = out->max_attempts;
@@ -184,6 +185,7 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
     m.state = JobState::kPending;
     table_.SetWaits(id, pj.after);  // before Insert: it joins the dispatch order once ready
     txn_->Insert(m);
+    if (pj.notify) txn_->PutDoc(DocTable::NotifyKey(id), {});
     txn_->JobChanged(id, JobState::kPending, JobState::kPending, "enqueued");
     results->push_back(EnqueueResult{id, false});
   }

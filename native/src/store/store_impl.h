@@ -32,6 +32,7 @@
 
 #include "comfymq/store.h"
 #include "store/commit_order.h"
+#include "store/doc_table.h"
 #include "store/event_queue.h"
 #include "store/group_commit.h"
 #include "store/job_table.h"
@@ -89,6 +90,12 @@ class StoreImpl final : public Store {
   Status Purge(int64_t finished_before_ms, uint64_t* removed) override;
   Status Checkpoint() override;
   Status Compact() override;
+  // Documents (store_docs.cc).
+  Status PutDoc(const std::string& key, const std::string& value, bool only_if_absent) override;
+  Status DeleteDoc(const std::string& key) override;
+  Status GetDoc(const std::string& key, std::string* value) override;
+  Status ListDocs(const std::string& prefix, const std::string& after, size_t limit, bool keys_only,
+                  std::vector<std::pair<std::string, std::string>>* out) override;
   void SetListener(StoreListener listener) override;
   // SetDispatchHook (store_batch.h).
   void SetDispatchHook(DispatchHook hook);
@@ -106,6 +113,7 @@ class StoreImpl final : public Store {
     uint16_t max_attempts = 0;
     std::string batch_id;
     std::vector<uint64_t> after;  // sorted, unique
+    bool notify = false;
   };
   // A record copied by compaction: applied only if the job still points at `from`.
   struct Relocation {
@@ -268,6 +276,7 @@ class StoreImpl final : public Store {
   std::shared_mutex state_mu_;
   // Guarded by state_mu_.
   JobTable table_;
+  DocTable docs_;
   bool paused_ = false;
   uint64_t last_id_ = 0;
   uint64_t next_token_ = 1;

@@ -177,7 +177,7 @@ Status StoreImpl::CheckpointLocked() {
     h.last_id = last_id_;
     h.next_token = std::max(next_token_, token_reserve_);  // what the reservation covers may be out there
     h.paused = paused_;
-    s = checkpoint::Write(file.get(), h, table_);
+    s = checkpoint::Write(file.get(), h, table_, docs_);
     if (!s.ok()) {
       file->Close().IgnoreError();
       env_->RemoveFile(tmp).IgnoreError();

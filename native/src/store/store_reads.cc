@@ -281,6 +281,9 @@ Status StoreImpl::Stats(StoreStats* out) {
     }
     out->paused = paused_;
     out->live_bytes = table_.total_live_bytes();
+    out->docs = docs_.size();
+    out->doc_bytes = docs_.bytes();
+    out->outbox = docs_.outbox_size();
   }
   {
     std::lock_guard<std::mutex> l(files_mu_);

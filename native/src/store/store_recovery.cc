@@ -75,7 +75,8 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
     checkpoint::Header h;
     table_ = JobTable();
-    Status s = checkpoint::Read(env_, JoinPath(dir_, checkpoint::FileName(*it)), &h, &table_);
+    docs_.Clear();
+    Status s = checkpoint::Read(env_, JoinPath(dir_, checkpoint::FileName(*it)), &h, &table_, &docs_);
     if (s.ok() && h.segment == *it) {
       start = h.segment;
       last_id_ = h.last_id;
@@ -87,6 +88,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     }
     rep->warnings.push_back("ignored checkpoint " + checkpoint::FileName(*it) + ": " + s.ToString());
     table_ = JobTable();
+    docs_.Clear();
   }
   if (start == 0 && !checkpoints.empty()) {
     rep->warnings.push_back("no usable checkpoint: replayed the whole log (jobs deleted long ago may reappear)");
@@ -293,6 +295,17 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       uint64_t reserved = 0;
       CMQ_RETURN_IF_ERROR(records::DecodeTokens(payload, &reserved));
       next_token_ = std::max(next_token_, reserved);  // tokens below it may be out there: never again
+      return Status::OK();
+    }
+    case log::RecordType::kDoc: {
+      std::string_view key, value;
+      bool erase = false;
+      CMQ_RETURN_IF_ERROR(records::DecodeDoc(payload, &key, &value, &erase));
+      if (erase) {
+        docs_.Erase(std::string(key));
+      } else {
+        docs_.Put(std::string(key), std::string(value));
+      }
       return Status::OK();
     }
     case log::RecordType::kGroup: break;  // groups never nest

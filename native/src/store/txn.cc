@@ -2,6 +2,8 @@
 
 #include <cassert>
 
+#include "store/records.h"
+
 namespace comfymq {
 
 void Txn::Insert(const JobMeta& m) {
@@ -19,8 +21,14 @@ void Txn::Replace(const JobMeta& m) {
   u.kind = Undo::Kind::kReplaced;
   u.id = m.id;
   u.before = *old;
+  const bool ends = !IsFinished(old->state) && IsFinished(m.state) && docs_->Notifies(m.id);
   table_->Replace(m);
   undo_.push_back(std::move(u));
+  if (ends) {
+    PutDoc(DocTable::OutboxKey(m.updated_ms, m.id), std::string("{\"job\":\"") + FormatJobId(m.id) +
+                                                       "\",\"state\":\"" + JobStateName(m.state) +
+                                                       "\",\"at\":" + std::to_string(m.updated_ms) + "}");
+  }
 }
 
 void Txn::Erase(uint64_t id) {
@@ -31,6 +39,30 @@ void Txn::Erase(uint64_t id) {
   u.id = id;
   u.before = *old;
   table_->Erase(id);
+  undo_.push_back(std::move(u));
+  if (docs_->Notifies(id)) EraseDoc(DocTable::NotifyKey(id));
+}
+
+void Txn::PutDoc(const std::string& key, std::string value) {
+  std::string payload;
+  records::EncodeDoc(key, value, false, &payload);
+  Append(log::RecordType::kDoc, payload);
+  Undo u;
+  u.kind = Undo::Kind::kDoc;
+  u.doc_key = key;
+  u.doc_before = docs_->Put(key, std::move(value));
+  undo_.push_back(std::move(u));
+}
+
+void Txn::EraseDoc(const std::string& key) {
+  if (docs_->Find(key) == nullptr) return;
+  std::string payload;
+  records::EncodeDoc(key, {}, true, &payload);
+  Append(log::RecordType::kDoc, payload);
+  Undo u;
+  u.kind = Undo::Kind::kDoc;
+  u.doc_key = key;
+  u.doc_before = docs_->Erase(key);
   undo_.push_back(std::move(u));
 }
 
@@ -72,6 +104,13 @@ void Txn::RollbackTo(const Mark& m) {
       case Undo::Kind::kRun: table_->SetRun(u.id, std::move(u.run_before)); break;
       case Undo::Kind::kPaused: *paused_ = u.paused_before; break;
       case Undo::Kind::kBatchName: table_->DropLastBatch(); break;
+      case Undo::Kind::kDoc:
+        if (u.doc_before) {
+          docs_->Put(u.doc_key, std::move(*u.doc_before));
+        } else {
+          docs_->Erase(u.doc_key);
+        }
+        break;
     }
     undo_.pop_back();
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "comfymq/store.h"
+#include "store/doc_table.h"
 #include "store/job_table.h"
 #include "store/record_sink.h"
 
@@ -15,8 +16,8 @@ namespace comfymq {
 
 class Txn {
  public:
-  Txn(JobTable* table, RecordSink* sink, bool* paused, int64_t now_ms)
-      : table_(table), sink_(sink), paused_(paused), now_ms_(now_ms) {}
+  Txn(JobTable* table, DocTable* docs, RecordSink* sink, bool* paused, int64_t now_ms)
+      : table_(table), docs_(docs), sink_(sink), paused_(paused), now_ms_(now_ms) {}
 
   int64_t now_ms() const { return now_ms_; }
   // The group's clock moves on (never back): its late ops apply at the time they are applied.
@@ -27,8 +28,15 @@ class Txn {
   log::RecordLoc Append(log::RecordType type, std::string_view payload) { return sink_->Add(type, payload); }
 
   void Insert(const JobMeta& m);
+  // Also: a job with a notify/ document that moves into a finished state gets an outbox/ document
+  // (doc_table.h) in this same change, so its ending is never committed without it.
   void Replace(const JobMeta& m);
+  // Also removes the job's notify/ document.
   void Erase(uint64_t id);
+  // Documents (doc_table.h): the change, its kDoc record and its undo.
+  void PutDoc(const std::string& key, std::string value);
+  void EraseDoc(const std::string& key);  // no-op when absent
+  const DocTable& docs() const { return *docs_; }
   void SetRun(uint64_t id, std::optional<RunInfo> run);
   void SetPaused(bool paused);
   // The batch's index, interning a new name (taken back on rollback, so an undone group leaves none behind).
@@ -62,14 +70,17 @@ class Txn {
 
  private:
   struct Undo {
-    enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused, kBatchName } kind = Kind::kInserted;
+    enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused, kBatchName, kDoc } kind = Kind::kInserted;
     uint64_t id = 0;
+    std::string doc_key;                   // kDoc
+    std::optional<std::string> doc_before;  // kDoc: nullopt = it was absent
     JobMeta before;
     std::optional<RunInfo> run_before;
     bool paused_before = false;
   };
 
   JobTable* table_;
+  DocTable* docs_;
   RecordSink* sink_;
   bool* paused_;
   int64_t now_ms_;
