@@ -55,6 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(refuse); env COMFYMQ_UNRUNNABLE_JOBS",
     )
     h.add_argument(
+        "--webhook",
+        action="append",
+        default=_env_list("COMFYMQ_WEBHOOKS"),
+        help="a URL told of every job's ending (repeat; env COMFYMQ_WEBHOOKS, comma-separated); jobs may name more",
+    )
+    h.add_argument(
+        "--webhook-expiry-hours",
+        type=float,
+        default=os.environ.get("COMFYMQ_WEBHOOK_EXPIRY_HOURS", "24"),
+        help="how long a webhook delivery is retried before it counts as failed (env COMFYMQ_WEBHOOK_EXPIRY_HOURS)",
+    )
+    h.add_argument(
+        "--public-url",
+        default=os.environ.get("COMFYMQ_PUBLIC_URL"),
+        help="this host's address in links it sends (webhooks); default http://<host>:<port> (env COMFYMQ_PUBLIC_URL)",
+    )
+    h.add_argument(
+        "--templates-dir",
+        default=os.environ.get("COMFYMQ_TEMPLATES_DIR"),
+        help="a folder of template files (YAML/JSON; seed 003's config too) loaded at start (env COMFYMQ_TEMPLATES_DIR)",
+    )
+    h.add_argument(
         "--workers-bind",
         default=os.environ.get("COMFYMQ_BROKER_BIND", "tcp://127.0.0.1:5557"),
         help="where workers connect (ZeroMQ endpoint; env COMFYMQ_BROKER_BIND); 'off' runs no broker",
@@ -357,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
                 retention_days=args.retention_days,
                 broker=broker,
                 unrunnable=args.unrunnable_jobs,
+                webhooks=args.webhook,
+                webhook_expiry_hours=args.webhook_expiry_hours,
+                public_url=args.public_url,
+                templates_dir=args.templates_dir,
                 **http_settings(args),
             )
         elif args.command == "worker":

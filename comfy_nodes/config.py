@@ -323,12 +323,15 @@ def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
         except WebhookError as e:
             raise bad(str(e), "webhooks") from None
     if not 0 < cfg.webhook_expiry_hours <= 24 * 30:
-        raise bad(f"webhook_expiry_hours must be more than 0 and at most 720, got {cfg.webhook_expiry_hours}",
-                  "webhook_expiry_hours")
+        raise bad(
+            f"webhook_expiry_hours must be more than 0 and at most 720, got {cfg.webhook_expiry_hours}",
+            "webhook_expiry_hours",
+        )
     if cfg.public_url is not None:
         if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.public_url):
-            raise bad(f"public_url must be an http(s) address like http://farm.lan:8188, got '{cfg.public_url}'",
-                      "public_url")
+            raise bad(
+                f"public_url must be an http(s) address like http://farm.lan:8188, got '{cfg.public_url}'", "public_url"
+            )
         cfg.public_url = cfg.public_url.rstrip("/")
     if cfg.unrunnable_jobs not in UNRUNNABLE:
         raise bad(

@@ -80,6 +80,35 @@ def own_comfy_url() -> str | None:
     return f"{scheme}://{host}:{getattr(args, 'port', 8188)}"
 
 
+class ObjectInfoCache:
+    """This ComfyUI's GET /object_info (its public API, over loopback), kept for TTL seconds; None when it does not
+    answer. Awaited by the template routes, so a template's limits and choices are ComfyUI's own."""
+
+    TTL = 300.0
+
+    def __init__(self, url: str | None):
+        self.url = url
+        self._value, self._at = None, 0.0
+
+    async def __call__(self):
+        import time
+
+        import aiohttp
+
+        if self.url is None:
+            return None
+        if self._value is not None and time.monotonic() - self._at < self.TTL:
+            return self._value
+        try:
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(timeout=timeout) as s, s.get(self.url + "/object_info") as r:
+                if r.status == 200:
+                    self._value, self._at = await r.json(), time.monotonic()
+        except Exception as e:  # noqa: BLE001 - limits are then the template's own
+            log.warning("ComfyMQ templates: could not read %s/object_info: %s", self.url, e)
+        return self._value
+
+
 class Plugin:
     """The running parts for one role; close() is safe to call more than once."""
 
@@ -119,6 +148,16 @@ class Plugin:
             log.info("ComfyMQ store %s: %s", Path(cfg.data_dir) / "store", report["summary"])
             for w in report["warnings"]:
                 log.warning("ComfyMQ store recovery: %s", w)
+            # the outbox's deliveries (webhooks/): jobs' own targets, and the config's, told of every ending
+            self.service.start_webhooks(
+                cfg.webhooks,
+                base_url=cfg.public_url or own_comfy_url() or "",
+                expiry_hours=cfg.webhook_expiry_hours,
+            )
+            if cfg.templates_dir:
+                from .host.standalone import load_templates_dir
+
+                load_templates_dir(self.service, cfg.templates_dir)
             if self.send is not None:
                 from .events import EventRelay
 
@@ -131,6 +170,7 @@ class Plugin:
                 add_routes(
                     routes,
                     self.service,
+                    object_info=ObjectInfoCache(own_comfy_url()),  # templates' limits: this ComfyUI's /object_info
                     token=cfg.token,
                     site=site_policy(cfg),
                     limits=RequestLimits.from_config(cfg),

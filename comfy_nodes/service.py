@@ -114,15 +114,23 @@ class QueueService:
                 except Exception:  # noqa: BLE001 - one bad listener must not stop the others
                     log.exception("event listener failed")
 
-    def start_webhooks(self, host_targets: list[str] | None = None, *, base_url: str = "", expiry_hours: float = 24.0):
+    def start_webhooks(
+        self, host_targets: list[str] | None = None, *, base_url: str = "", expiry_hours: float = 24.0, **options
+    ):
         """Starts delivering the store's outbox (webhooks/outbox.py) with the host's secret (<data_dir>/webhook-secret,
-        made once). host_targets: the config's URLs, told of every job's ending. Returns the Deliverer."""
+        made once). host_targets: the config's URLs, told of every job's ending; options: Deliverer's (backoff, poll).
+        Returns the Deliverer."""
         from .webhooks.outbox import Deliverer
         from .webhooks.signing import load_or_make_secret
 
         secret = load_or_make_secret(self.data_dir / "webhook-secret")
         self.webhooks = Deliverer(
-            self.store, secret, host_targets=list(host_targets or []), base_url=base_url, expiry_hours=expiry_hours
+            self.store,
+            secret,
+            host_targets=list(host_targets or []),
+            base_url=base_url,
+            expiry_hours=expiry_hours,
+            **options,
         )
         self.webhooks.start()
         self.add_listener(self._kick_webhooks)

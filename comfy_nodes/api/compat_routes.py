@@ -20,6 +20,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..inputs.graph import resolve_prompt
+from ..webhooks.targets import notify_for
 from . import auth
 from .errors import BadRequest, read_json_object
 from .limits import RequestLimits
@@ -86,6 +87,8 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         args = parse_task(await read_json_object(request, limits))
         # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
         args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
+        if notify_for(service):  # the host's webhooks (webhooks/)
+            args["notify"] = True
         result = await service.call(service.store.enqueue, **args)
         job = await service.call(service.store.get, result["id"], with_prompt=False)
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}

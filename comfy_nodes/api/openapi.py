@@ -95,6 +95,7 @@ def _schemas() -> dict:
             "lease_expires_at": MS,
             "inputs": {"type": "array", "items": {"type": "object", "required": ["node", "input"]}},
             "waiting": {"type": "array", "items": {"type": "string"}, "description": "pending jobs: why it waits"},
+            "webhooks": {"type": "array", "items": _ref("WebhookDelivery"), "description": "its deliveries"},
         }
     )
     full["required"] += ["prompt", "workflow", "history", "lease_expires_at", "inputs"]
@@ -149,6 +150,7 @@ def _schemas() -> dict:
                 "batch_id": {"type": "string"},
                 "owner": {"type": "string"},
                 "after": {"type": "array", "items": JOB_ID, "maxItems": 64},
+                "webhooks": {"type": "array", "items": _ref("WebhookTarget"), "maxItems": 8},
             },
             additionalProperties=False,
         ),
@@ -400,6 +402,9 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
     paths = {}
     paths.update(_v2_paths(v2_mount or ("/api/v2" if seed_routes else p + "/api/v2")))
     paths.update(_jobs_paths(p + "/jobs", "", False))
+    from . import openapi_templates  # (it builds on this module's helpers)
+
+    paths.update(openapi_templates.paths(p))
     paths.update(_jobs_paths(p + "/tasks", "tasks_", True))
     paths.update(
         {
@@ -575,7 +580,7 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the host's token, when it has one"}
             },
-            "schemas": _schemas(),
+            "schemas": {**_schemas(), **openapi_templates.schemas()},
             "responses": {
                 name: {"description": desc, **error}
                 for name, desc in (

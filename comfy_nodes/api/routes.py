@@ -81,6 +81,9 @@ from aiohttp import web
 from .. import native
 from ..inputs import graph as input_refs
 from ..inputs.outputs import OutputResolver, is_output_reference, once_per_request, waits_on
+from ..webhooks import deliveries as webhook_deliveries
+from ..webhooks.targets import LABEL as WEBHOOKS_LABEL
+from ..webhooks.targets import WebhookError, merge, notify_for, parse_targets
 from . import auth, openapi
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
@@ -89,7 +92,9 @@ from .guards import protect
 from .input_routes import add_input_routes
 from .limits import RequestLimits
 from .site_policy import SitePolicy
+from .template_routes import add_template_routes
 from .views import full_view, summary_view
+from .webhook_routes import add_webhook_routes
 
 log = logging.getLogger("comfymq.api")
 
@@ -106,6 +111,7 @@ TASK_FIELDS = (
     "batch_id",
     "owner",
     "after",
+    "webhooks",
 )
 MAX_AFTER = 64  # jobs one job may wait for (the store's kMaxAfter)
 LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id")
@@ -203,6 +209,12 @@ class Submission:
         if len(set(after)) > MAX_AFTER:
             raise BadRequest(f"after names {len(set(after))} jobs: a job may wait for at most {MAX_AFTER}")
         self.after = sorted(set(after))
+        try:
+            self.webhooks = parse_targets(body.get("webhooks"))
+        except WebhookError as e:
+            raise BadRequest(str(e)) from None
+        self.labels = {WEBHOOKS_LABEL: self.webhooks} if self.webhooks else {}
+        self.notify = bool(self.webhooks)  # (the route sets it too when the host has webhooks of its own)
 
     def after_for(self, prompt) -> list[str]:
         """The jobs a job of this request waits for: `after`, and the unfinished jobs its output references name."""
@@ -220,12 +232,17 @@ class Submission:
 
     def common(self) -> dict:
         """enqueue() arguments every job of this request shares."""
-        return {
+        common = {
             "priority": self.priority,
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
             "owner": self.owner,
         }
+        if self.labels:
+            common["labels"] = self.labels
+        if self.notify:
+            common["notify"] = True
+        return common
 
 
 def _text_bytes(value) -> int:
@@ -458,6 +475,7 @@ def add_routes(
     unrunnable: str = "wait",
     local_inputs: input_refs.ValueResolver | None = None,
     seed_routes: bool = False,
+    object_info=None,
 ) -> None:
     """Registers the /comfymq API (see the module doc) on `routes`, answering from `service`.
 
@@ -469,13 +487,15 @@ def add_routes(
     answers 409 "unrunnable" with the reasons and queues nothing (config key unrunnable_jobs). `local_inputs`:
     inside ComfyUI, inputs/local_files.LocalFiles, so upload inputs naming a file in ComfyUI's folders are copied
     into the input store at enqueue (input references are resolved in every case: resolve_inputs). `seed_routes`:
-    the app serves the seed contract (/tasks, /health) too, which GET <prefix>/openapi.json then describes."""
+    the app serves the seed contract (/tasks, /health) too, which GET <prefix>/openapi.json then describes.
+    `object_info`: an async callable giving a ComfyUI's /object_info (or None), for templates' limits."""
     if unrunnable not in ("wait", "refuse"):
         raise ValueError(f"unrunnable must be 'wait' or 'refuse', got {unrunnable!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     store_call = service.call
     limits = limits or RequestLimits()
     add_input_routes(routes, service, prefix=prefix, token=token, site=site, limits=limits)
+    add_webhook_routes(routes, service, prefix=prefix, token=token, site=site)
     # another job's output named as an input: copied into the input store at enqueue (inputs/outputs.py)
     job_outputs = OutputResolver(service.store, service.artifact_root, service.inputs, limits.max_input_bytes)
 
@@ -566,6 +586,7 @@ def add_routes(
     @handle("POST", "/jobs")
     async def post_tasks(request: web.Request) -> web.Response:
         sub = Submission(await read_json_object(request, limits), limits)
+        sub.notify = notify_for(service, sub.webhooks)
         sub.prompt, sub.sweep = await store_call(
             resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
         )
@@ -633,6 +654,54 @@ def add_routes(
             body["existed"] = True
         return web.json_response(body)
 
+    async def submit_rendered(prompts, body, labels, template_hooks, combos) -> dict:
+        """Queues the prompts a template made (one per parameter combination) as POST /comfymq/jobs would, `body`
+        holding that request's other fields (count, priority, ...), in one commit and one batch; each job's labels
+        get labels[i] and the webhooks of the request and the template."""
+        subs = [Submission({**body, "prompt": p}, limits) for p in prompts]
+        total = sum(s.count for s in subs)
+        if total > limits.max_jobs_per_request:
+            raise ApiError(413, "too_many_jobs", f"{total} jobs: at most {limits.max_jobs_per_request} per request")
+        hooks = merge(subs[0].webhooks, template_hooks)
+        items, extras = [], []
+        for sub, label, params in zip(subs, labels, combos, strict=True):
+            sub.prompt, _ = await store_call(
+                resolve_inputs, sub.prompt, None, service.inputs, local_inputs, job_outputs
+            )
+            sub.labels = {**label, **({WEBHOOKS_LABEL: hooks} if hooks else {})}
+            sub.notify = notify_for(service, hooks)
+            try:
+                planned, extra, _ = await store_call(plan_jobs, sub)
+            except ex.TooManyJobs as e:
+                raise ApiError(413, "too_many_jobs", str(e)) from None
+            for x in extra:
+                x["params"] = params
+            items += planned
+            extras += extra
+        after = sorted({a for item in items[:WAIT_CHECKS] for a in item.get("after", ())})
+        waiting = await unrunnable_check([item["prompt"] for item in items], after)
+        results = await store_call(service.store.enqueue_many, items)
+        entries = [
+            {
+                "id": r["id"],
+                "state": "pending",
+                "prompt_id": item["prompt_id"],
+                "batch_id": item["batch_id"],
+                "existed": r["existed"],
+                **extra,
+            }
+            for item, extra, r in zip(items, extras, results, strict=True)
+        ]
+        return {
+            "status": "queued",
+            "batch_id": items[0]["batch_id"],
+            "count": len(entries),
+            "jobs": entries,
+            "waiting": waiting,
+        }
+
+    add_template_routes(handle, service, prefix=prefix, limits=limits, object_info=object_info, submit=submit_rendered)
+
     api_document = openapi.document("/comfymq", seed_routes=seed_routes)
 
     @handle("GET", "/openapi.json")
@@ -677,6 +746,7 @@ def add_routes(
                 view["waiting"] = []
             if not view["waiting"] and job.get("after"):  # (no broker to say it: the jobs it waits for)
                 view["waiting"] = await store_call(why_waiting, job["after"])
+        view["webhooks"] = await store_call(webhook_deliveries.for_job, service.store, job["id"])
         return web.json_response({"job": view})
 
     @handle("POST", "/jobs/{id}/cancel")

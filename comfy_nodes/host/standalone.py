@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 
 from aiohttp import web
 
@@ -69,6 +70,24 @@ async def _retention_loop(service: QueueService, days: float, every: float = 360
         await asyncio.sleep(every)
 
 
+def default_public_url(host: str, port: int) -> str:
+    """The host's address for links it sends out (webhooks) when the config names none."""
+    name = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
+    if ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return f"http://{name}:{port}"
+
+
+def load_templates_dir(service: QueueService, folder: str) -> None:
+    """Loads the folder's templates into the store (templates/registry.py), logging each error with its file."""
+    from ..templates.registry import load_into_store
+
+    loaded, errors = load_into_store(service.store, folder)
+    for e in errors:
+        log.error("template not loaded: %s", e)
+    log.info("templates from %s: %d loaded or unchanged, %d refused", folder, loaded, len(errors))
+
+
 def run_host(
     *,
     data_dir: str,
@@ -82,10 +101,25 @@ def run_host(
     limits: RequestLimits | None = None,
     server: ServerSettings | None = None,
     unrunnable: str = "wait",
+    webhooks: list[str] | None = None,
+    webhook_expiry_hours: float = 24.0,
+    public_url: str | None = None,
+    templates_dir: str | None = None,
 ) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
+    from ..webhooks.targets import parse_targets
+
+    parse_targets(webhooks or [], "--webhook")  # a bad URL is refused before anything opens (ValueError)
+    if not 0 < webhook_expiry_hours <= 720:
+        raise ValueError("--webhook-expiry-hours must be more than 0 and at most 720")
     service = QueueService(data_dir, artifact_root, broker=broker)
+    # the outbox's deliveries (webhooks/): jobs' own targets, and the host's, told of every ending
+    service.start_webhooks(
+        webhooks, base_url=public_url or default_public_url(host, port), expiry_hours=webhook_expiry_hours
+    )
+    if templates_dir:
+        load_templates_dir(service, templates_dir)
     report = service.store.recovery_report
     log.info("store %s: %s", service.data_dir / "store", report["summary"])
     for w in report["warnings"]:

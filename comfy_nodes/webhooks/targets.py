@@ -79,3 +79,9 @@ def merge(*lists: list[dict]) -> list[dict]:
         for t in targets or ():
             by_url.setdefault(t["url"], set()).update(t["events"])
     return [{"url": u, "events": [e for e in EVENTS if e in ev]} for u, ev in by_url.items()][: MAX_TARGETS * 2]
+
+
+def notify_for(service, targets: list[dict] | None = None) -> bool:
+    """Whether a job must be enqueued with notify=True: it names targets, or the host tells its own of every job."""
+    deliverer = getattr(service, "webhooks", None)
+    return bool(targets) or bool(deliverer is not None and deliverer.notify_all)

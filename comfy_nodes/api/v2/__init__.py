@@ -44,6 +44,7 @@ from aiohttp import web
 from ...inputs import graph as input_refs
 from ...inputs.names import safe_name
 from ...inputs.outputs import OutputResolver, once_per_request, waits_on
+from ...webhooks.targets import notify_for
 from ..errors import ApiError, read_json_object
 from ..guards import protect, upload_route
 from ..input_routes import TimedBody
@@ -295,6 +296,7 @@ def add_v2_routes(
                     priority=priority,
                     after=after or None,
                     labels=stored_labels or None,
+                    notify=notify_for(service) or None,  # the host's webhooks (webhooks/)
                 )
             except ValueError as e:
                 raise V2Error(422, "invalid_workflow", str(e)) from None
