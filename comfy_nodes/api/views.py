@@ -12,7 +12,8 @@ full (GET /comfymq/jobs/{id}): the summary plus
   inputs: [{node, input, sha256, size, name}] (the stored inputs its prompt names: inputs/graph.py) and
   [{node, input, output_of: {job, index | filename}}] (outputs of jobs it waits for: inputs/outputs.py), and for
   pending jobs waiting: [why it does not run yet: the jobs it waits for, or why no connected worker takes it]
-  (added by the route).
+  (added by the route), template: {name, version, params} of the template it was made from (or null), and
+  webhooks: its deliveries (webhooks/deliveries.py; added by the route).
 The summary has no `inputs`: lists are read without prompts.
 
 An artifact's url is where GET /comfymq/artifacts/{job}/{name} serves it (relative to the server root).
@@ -84,4 +85,6 @@ def full_view(job: dict, prefix: str = "/comfymq") -> dict:
     view["history"] = job.get("history") or []
     lease = job.get("lease")
     view["lease_expires_at"] = lease.get("expires_at") if lease else None
+    template = (job.get("labels") or {}).get("comfymq/template")
+    view["template"] = template if isinstance(template, dict) else None  # made from a template: name, version, params
     return view

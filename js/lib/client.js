@@ -61,6 +61,15 @@ export class ApiError extends Error {
  *            next_cursor: string | null}} Batch
  */
 
+/**
+ * A stored template (GET /comfymq/templates): its latest version; `parameters` maps names to {type, title} in lists
+ * and to the whole parameter (targets, default, limits) in GET /comfymq/templates/{name}.
+ * @typedef {{name: string, version: number, description: string, category: string,
+ *            parameters: Record<string, {type: string, title?: string}>, created_at: number | null,
+ *            source: string | null}} TemplateSummary
+ * @typedef {TemplateSummary & {workflow: Record<string, any>, webhooks: any[]}} Template
+ */
+
 /** @param {string} text @returns {any} the JSON in it, or null */
 function parseJson(text) {
   if (!text) return null;
@@ -281,6 +290,43 @@ export class MQClient {
   /** @returns {Promise<Record<string, any>>} */
   stats() {
     return this.request("GET", "/stats");
+  }
+
+  // -- templates (GET/POST/PUT/DELETE /comfymq/templates...) --
+
+  /** @returns {Promise<{templates: TemplateSummary[]}>} */
+  templates() {
+    return this.request("GET", "/templates");
+  }
+
+  /** @param {string} name @returns {Promise<{template: Template}>} */
+  template(name) {
+    return this.request("GET", "/templates/" + encodeURIComponent(name));
+  }
+
+  /** @param {string} name @returns {Promise<Record<string, any>>} a JSON Schema of its parameters */
+  templateSchema(name) {
+    return this.request("GET", `/templates/${encodeURIComponent(name)}/schema`);
+  }
+
+  /**
+   * Stores a template: a new one (POST), or a new version of `name` (PUT).
+   * @param {Record<string, any>} body @param {boolean} update
+   * @returns {Promise<{template: Template, result: "created" | "updated" | "unchanged"}>}
+   */
+  saveTemplate(body, update) {
+    return update ? this.request("PUT", "/templates/" + encodeURIComponent(body.name), body)
+      : this.request("POST", "/templates", body);
+  }
+
+  /** @param {string} name @param {Record<string, any>} body @returns {Promise<EnqueueAnswer>} */
+  templateJobs(name, body) {
+    return this.request("POST", `/templates/${encodeURIComponent(name)}/jobs`, body);
+  }
+
+  /** @param {string} name @returns {Promise<{jobs: Job[], next_cursor: string | null}>} */
+  templateJobList(name) {
+    return this.request("GET", `/templates/${encodeURIComponent(name)}/jobs?limit=20`);
   }
 
   /**

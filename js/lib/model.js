@@ -27,6 +27,13 @@ export {STATES};
  */
 
 /**
+ * A webhook delivery of a job's ending (GET /comfymq/jobs/{id} `webhooks`; GET /comfymq/webhooks/deliveries).
+ * @typedef {{id: string, job: string, event: string, url: string, state: "pending" | "retrying" | "delivered" | "failed",
+ *            attempts: number, last_status: number | null, last_error: string | null, last_at: number | null,
+ *            next_at: number | null}} Delivery
+ */
+
+/**
  * GET /comfymq/jobs entries (summary view); the full view (GET /comfymq/jobs/{id}) adds prompt, workflow,
  * history, lease_expires_at, inputs (the files it reads, kept by the host) and, for pending jobs, waiting.
  * @typedef {{
@@ -40,7 +47,8 @@ export {STATES};
  *   ended_ms?: number, reason?: string}[], waiting?: string[], after?: string[],
  *   inputs?: ({node: string, input: string, sha256: string, size: number, name: string, output_of?: undefined} |
  *             {node: string, input: string, output_of: {job: string, index?: number, filename?: string,
- *                                                       node?: string}})[]
+ *                                                       node?: string}})[],
+ *   webhooks?: Delivery[], template?: {name: string, version: number, params?: Record<string, any>} | null
  * }} Job
  */
 

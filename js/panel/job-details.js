@@ -33,6 +33,15 @@ export function outputName(o) {
   return `file #${(o.index || 0) + 1}`;
 }
 
+/** A URL's host (and port), for a short label; the URL itself when it does not parse. @param {string} url */
+export function hostOf(url) {
+  try {
+    return new URL(url).host || url;
+  } catch {
+    return url;
+  }
+}
+
 export class JobDetails {
   /** @param {DetailsOptions} o */
   constructor(o) {
@@ -184,6 +193,17 @@ export class JobDetails {
       ])));
     }
 
+    if (Array.isArray(job.webhooks) && job.webhooks.length) {
+      // each delivery of its endings: delivered, retrying (with the last answer), failed for good
+      body.push(h("h4", null, "Webhooks"), h("ul", {class: "mq-files mq-webhooks"}, job.webhooks.map((d) =>
+        h("li", {"data-state": d.state, title: d.url},
+          h("span", {class: `mq-pill mq-wh-${d.state}`}, d.state), ` ${d.event} → ${hostOf(d.url)}`,
+          h("span", {class: "mq-muted"}, ` · ${d.attempts} attempt${d.attempts === 1 ? "" : "s"}` +
+            (d.last_status ? ` · HTTP ${d.last_status}` : d.last_error ? ` · ${d.last_error}` : ""))))));
+    }
+    if (job.template) {
+      kv.append(h("dt", null, "Template"), h("dd", null, `${job.template.name} v${job.template.version}`));
+    }
     const act = (/** @type {string} */ a) => () => o.onAction(a, job);
     const actions = h("div", {class: "mq-actions"},
       button({icon: "pi-folder-open", label: "Open workflow", action: "open", onclick: act("open")}),

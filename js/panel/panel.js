@@ -1,6 +1,6 @@
 // The sidebar tab's content: header (connection), then what this ComfyUI's role calls for, decided by GET
 // /comfymq/status (lib/status.js): a ComfyUI that hosts the queue (or an older host without that route) gets the
-// tabs Queue / Workers, the queue form and the two views; a worker gets its worker card (worker-card.js), with
+// tabs Queue / Workers / Templates, the queue form and the three views; a worker gets its worker card (worker-card.js), with
 // the queue form when it can forward jobs to its host. Nothing asks the host for the queue before the role is
 // known (a worker refuses every queue route). Built by the tab's render() and torn down by its destroy(): every
 // listener and timer lives between the two.
@@ -13,6 +13,7 @@ import {ensureStyles} from "./styles.js";
 import {EnqueueForm} from "./enqueue-form.js";
 import {QueueView} from "./queue-view.js";
 import {WorkersView} from "./workers-view.js";
+import {TemplatesView} from "./templates-view.js";
 import {WorkerCard} from "./worker-card.js";
 
 /** @typedef {import("../lib/client.js").MQClient} MQClient */
@@ -71,6 +72,10 @@ export class Panel {
     this.tabQueue = null;
     /** @type {HTMLButtonElement | null} */
     this.tabWorkers = null;
+    /** @type {TemplatesView | null} */
+    this.templates = null;
+    /** @type {HTMLButtonElement | null} */
+    this.tabTemplates = null;
 
     this.conn = h("span", {class: "mq-conn", role: "img", "aria-label": "connected", title: "Connected to ComfyUI"});
     this.header = h("div", {class: "mq-header"}, h("div", {class: "mq-title"}, this.conn, "ComfyMQ"));
@@ -125,16 +130,24 @@ export class Panel {
     this.tabWorkers = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-workers",
       "aria-selected": "false", tabindex: "-1", onclick: () => this.show("workers")}, icon("pi-server"), "Workers",
     workersCount);
-    const tabs = h("div", {class: "mq-tabs", role: "tablist", "aria-label": "ComfyMQ views"}, this.tabQueue, this.tabWorkers);
+    this.templates = new TemplatesView(ctx, {onJob: (id) => this.focusJob(id)});
+    this.tabTemplates = h("button", {type: "button", class: "mq-tab", role: "tab", id: "comfymq-tab-templates",
+      "aria-selected": "false", tabindex: "-1", onclick: () => this.show("templates")}, icon("pi-clone"), "Templates");
+    const tabs = h("div", {class: "mq-tabs", role: "tablist", "aria-label": "ComfyMQ views"}, this.tabQueue, this.tabWorkers,
+      this.tabTemplates);
+    /** @type {("queue" | "workers" | "templates")[]} */
+    const order = ["queue", "workers", "templates"];
     tabs.addEventListener("keydown", (e) => {
       if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
         e.preventDefault();
-        const next = this.tabQueue?.getAttribute("aria-selected") === "true" ? "workers" : "queue";
-        this.show(next);
-        (next === "queue" ? this.tabQueue : this.tabWorkers)?.focus();
+        const tabsNow = [this.tabQueue, this.tabWorkers, this.tabTemplates];
+        const at = Math.max(0, tabsNow.findIndex((t) => t?.getAttribute("aria-selected") === "true"));
+        const next = (at + (e.key === "ArrowRight" ? 1 : order.length - 1)) % order.length;
+        this.show(order[next]);
+        tabsNow[next]?.focus();
       }
     });
-    this.root.replaceChildren(this.header, tabs, this.form.el, queue.el, this.workers.el);
+    this.root.replaceChildren(this.header, tabs, this.form.el, queue.el, this.workers.el, this.templates.el);
     queue.start();
     this.workers.start();
     const focus = ctx.takeFocus();
@@ -154,6 +167,7 @@ export class Panel {
   stopBody() {
     this.queue?.stop();
     this.workers?.stop();
+    this.templates?.stop();
     this.card?.stop();
     this.queue = null;
     this.workers = null;
@@ -161,6 +175,8 @@ export class Panel {
     this.form = null;
     this.tabQueue = null;
     this.tabWorkers = null;
+    this.templates = null;
+    this.tabTemplates = null;
   }
 
   /**
@@ -182,17 +198,20 @@ export class Panel {
     this.conn.title = ok ? "Connected to ComfyUI" : "Connection to ComfyUI lost: reconnecting…";
   }
 
-  /** @param {"queue" | "workers"} which */
+  /** @param {"queue" | "workers" | "templates"} which */
   show(which) {
-    if (!this.queue || !this.workers || !this.form || !this.tabQueue || !this.tabWorkers) return;
+    if (!this.queue || !this.workers || !this.templates || !this.form || !this.tabQueue || !this.tabWorkers ||
+        !this.tabTemplates) return;
     const q = which === "queue";
-    this.tabQueue.setAttribute("aria-selected", String(q));
-    this.tabWorkers.setAttribute("aria-selected", String(!q));
-    this.tabQueue.tabIndex = q ? 0 : -1;
-    this.tabWorkers.tabIndex = q ? -1 : 0;
+    for (const [tab, mine] of /** @type {[HTMLButtonElement, boolean][]} */ ([[this.tabQueue, q],
+      [this.tabWorkers, which === "workers"], [this.tabTemplates, which === "templates"]])) {
+      tab.setAttribute("aria-selected", String(mine));
+      tab.tabIndex = mine ? 0 : -1;
+    }
     this.queue.el.hidden = !q;
     this.form.el.hidden = !q;
-    this.workers.setVisible(!q);
+    this.workers.setVisible(which === "workers");
+    this.templates.setVisible(which === "templates");
     if (q) this.queue.vlist.schedule();
   }
 

@@ -62,6 +62,27 @@ const CSS = `
 .comfymq-panel input[aria-invalid="true"] { border-color: var(--mq-red); }
 .comfymq-panel label { color: var(--mq-muted); font-size: 12px; }
 .comfymq-panel .mq-form { display: flex; gap: 8px; align-items: center; }
+.comfymq-panel .mq-templates { overflow-y: auto; }
+.comfymq-panel .mq-tpl-list { display: flex; flex-direction: column; gap: 4px; padding: 8px 10px; }
+.comfymq-panel .mq-tpl { display: flex; gap: 8px; align-items: center; text-align: left; background: var(--mq-input);
+  color: var(--mq-input-fg); border: 1px solid var(--mq-border); border-radius: 6px; padding: 5px 8px; font: inherit;
+  font-size: 12px; cursor: pointer; min-width: 0; }
+.comfymq-panel .mq-tpl[aria-pressed="true"], .comfymq-panel .mq-tpl:hover { border-color: var(--mq-primary); }
+.comfymq-panel .mq-tpl .mq-grow { flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.comfymq-panel .mq-tpl-field { display: grid; grid-template-columns: minmax(90px, 35%) minmax(0, 1fr); gap: 2px 8px;
+  align-items: center; margin: 5px 0; }
+.comfymq-panel .mq-tpl-field .mq-hint { grid-column: 2; font-size: 11px; }
+.comfymq-panel .mq-tpl-field textarea { background: var(--mq-input); color: var(--mq-input-fg); font: inherit;
+  font-size: 12px; border: 1px solid var(--mq-border); border-radius: 6px; padding: 3px 6px; resize: vertical; }
+.comfymq-panel .mq-tpl-count { width: 70px; }
+.comfymq-panel .mq-tpl-candidates li { display: grid; grid-template-columns: minmax(0, 1fr) minmax(80px, 40%); gap: 6px;
+  align-items: center; }
+.comfymq-panel .mq-tpl-candidates label { display: flex; align-items: center; gap: 6px; min-width: 0; overflow: hidden;
+  white-space: nowrap; text-overflow: ellipsis; color: var(--mq-fg); }
+.comfymq-panel .mq-templates input[type=checkbox] { flex: none; width: 14px; height: 14px; min-height: 0; margin: 0; }
+.comfymq-panel .mq-wh-delivered { --mq-state: var(--mq-green); }
+.comfymq-panel .mq-wh-retrying, .comfymq-panel .mq-wh-pending { --mq-state: var(--mq-amber); }
+.comfymq-panel .mq-wh-failed { --mq-state: var(--mq-red); }
 .comfymq-panel .mq-field { display: flex; align-items: center; gap: 5px; flex: 1 1 0; min-width: 0; }
 .comfymq-panel .mq-field input[type=number] { width: 100%; min-width: 40px; }
 .comfymq-panel .mq-form .mq-queue { flex: none; padding: 4px 14px; }

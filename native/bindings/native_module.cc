@@ -365,9 +365,9 @@ class PyStore {
       if (!py::isinstance<py::dict>(item)) throw py::value_error("job " + std::to_string(i) + " must be a dict");
       if (jobs.size() > 100000) throw py::value_error("too many jobs in one batch (at most 100000)");
       py::dict d = py::reinterpret_borrow<py::dict>(item);
-      static const char* kKeys[] = {"prompt",   "workflow",     "priority", "metadata", "prompt_id", "create_time",
-                                    "batch_id", "max_attempts", "timeout",  "owner",    "after",     "labels",
-                                    "notify"};
+      static const char* kKeys[] = {"prompt",      "workflow", "priority",     "metadata", "prompt_id",
+                                    "create_time", "batch_id", "max_attempts", "timeout",  "owner",
+                                    "after",       "labels",   "notify"};
       for (auto kv : d) {
         std::string k = py::str(kv.first);
         bool known = false;
@@ -1059,7 +1059,8 @@ PYBIND11_MODULE(_native, m) {
           },
           py::arg("key"), py::arg("value"), py::kw_only(), py::arg("only_if_absent") = false)
       .def(
-          "delete_doc", [](PyStore& s, const std::string& key) { s.Simple([&](Store* st) { return st->DeleteDoc(key); }); },
+          "delete_doc",
+          [](PyStore& s, const std::string& key) { s.Simple([&](Store* st) { return st->DeleteDoc(key); }); },
           py::arg("key"))
       .def(
           "get_doc",
@@ -1078,7 +1079,8 @@ PYBIND11_MODULE(_native, m) {
             if (limit < 0) throw py::value_error("limit must not be negative");
             std::shared_ptr<Store> st = s.store();
             std::vector<std::pair<std::string, std::string>> out;
-            Status status = NoGil([&] { return st->ListDocs(prefix, after, static_cast<size_t>(limit), keys_only, &out); });
+            Status status =
+                NoGil([&] { return st->ListDocs(prefix, after, static_cast<size_t>(limit), keys_only, &out); });
             Check(status);
             py::list l;
             for (auto& [k, v] : out) l.append(py::make_tuple(py::str(k), py::str(v)));

@@ -220,7 +220,7 @@ TEST_F(StoreDocsTest, EveryEndingOfANotifyJobWritesItsOutboxDocumentInTheSameCom
   env_.AdvanceMicros(1000);
   JobError e{"execution_error", "boom"};
   ASSERT_TRUE(store_->Fail(failed, leases[failed]->token, e, true).ok());  // its last attempt: failed, and the
-  env_.AdvanceMicros(1000);                                                 // dependent is cancelled with it
+  env_.AdvanceMicros(1000);                                                // dependent is cancelled with it
   ASSERT_TRUE(store_->Cancel(cancelled, "not wanted").ok());
   std::vector<json> out = Outbox();
   ASSERT_EQ(out.size(), 4u);
@@ -248,7 +248,7 @@ TEST_F(StoreDocsTest, EveryEndingOfANotifyJobWritesItsOutboxDocumentInTheSameCom
   EXPECT_EQ(out[0]["state"], "succeeded");
   ASSERT_TRUE(store_->Delete(cancelled).ok());
   EXPECT_EQ(Get(DocTable::NotifyKey(cancelled)).rfind("<", 0), 0u);  // gone
-  EXPECT_EQ(Outbox().size(), 1u);  // what it said stays until the caller removes it
+  EXPECT_EQ(Outbox().size(), 1u);                                    // what it said stays until the caller removes it
 }
 
 TEST_F(StoreDocsTest, ACrashRightAfterTheEndingKeepsItsOutboxDocument) {

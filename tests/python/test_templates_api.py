@@ -10,7 +10,6 @@ import json
 import jsonschema
 import pytest
 
-
 WORKFLOW = {
     "3": {
         "class_type": "KSampler",

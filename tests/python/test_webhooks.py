@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from webhook_receiver import Receiver, bodies
+from webhook_receiver import Receiver
 
 from comfy_nodes.webhooks import signing
 from comfy_nodes.webhooks.outbox import Deliverer

@@ -99,9 +99,9 @@ struct StoreStats {
   uint64_t live_bytes = 0;  // bytes of records still referenced
   uint64_t segments = 0;
   uint32_t checkpoint_segment = 0;
-  uint64_t docs = 0;       // documents (Store::PutDoc)
-  uint64_t doc_bytes = 0;  // their keys and values
-  uint64_t outbox = 0;     // of them, outbox/ documents not yet removed
+  uint64_t docs = 0;             // documents (Store::PutDoc)
+  uint64_t doc_bytes = 0;        // their keys and values
+  uint64_t outbox = 0;           // of them, outbox/ documents not yet removed
   std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
 };
 
@@ -202,14 +202,13 @@ class Store {
 
   // Documents: small named values kept beside the jobs (templates, ...): changed in commit groups like jobs, durable
   // once the call returns, held in memory and in every checkpoint. Keys: 1..kMaxDocKeyBytes bytes, no control
-  // characters; a value at most kMaxDocValueBytes. Keys under "notify/" and "outbox/" belong to the store (doc_table.h):
-  // a caller may read and remove them but not set them. A job enqueued with NewJob::notify gets, in the commit
-  // that ends it (succeeded, failed, cancelled; again after a retry), an outbox/ document naming it, its state and
-  // when; the caller removes it once it has acted on it.
-  // only_if_absent: AlreadyExists when the key is there (nothing changes). ResourceExhausted past
-  // StoreOptions::max_doc_bytes / max_docs.
+  // characters; a value at most kMaxDocValueBytes. Keys under "notify/" and "outbox/" belong to the store
+  // (doc_table.h): a caller may read and remove them but not set them. A job enqueued with NewJob::notify gets, in the
+  // commit that ends it (succeeded, failed, cancelled; again after a retry), an outbox/ document naming it, its state
+  // and when; the caller removes it once it has acted on it. only_if_absent: AlreadyExists when the key is there
+  // (nothing changes). ResourceExhausted past StoreOptions::max_doc_bytes / max_docs.
   virtual Status PutDoc(const std::string& key, const std::string& value, bool only_if_absent) = 0;
-  virtual Status DeleteDoc(const std::string& key) = 0;  // NotFound when absent
+  virtual Status DeleteDoc(const std::string& key) = 0;                   // NotFound when absent
   virtual Status GetDoc(const std::string& key, std::string* value) = 0;  // NotFound when absent
   // Keys starting with `prefix` after `after` (byte order), at most `limit`, with their values unless keys_only.
   virtual Status ListDocs(const std::string& prefix, const std::string& after, size_t limit, bool keys_only,

@@ -29,15 +29,14 @@ Status StoreImpl::PutDoc(const std::string& key, const std::string& value, bool 
       [&] {
         const std::string* old = docs_.Find(key);
         if (old != nullptr && only_if_absent) return Status::AlreadyExists("document " + key + " exists");
-        const uint64_t grows = old == nullptr ? key.size() + value.size()
-                                              : (value.size() > old->size() ? value.size() - old->size() : 0);
+        const uint64_t grows =
+            old == nullptr ? key.size() + value.size() : (value.size() > old->size() ? value.size() - old->size() : 0);
         if (docs_.bytes() + grows > options_.max_doc_bytes) {
           return Status::NoSpace("documents would hold more than " + std::to_string(options_.max_doc_bytes) +
-                                           " bytes together");
+                                 " bytes together");
         }
         if (old == nullptr && docs_.size() >= options_.max_docs) {
-          return Status::NoSpace("the store holds " + std::to_string(options_.max_docs) +
-                                           " documents, its limit");
+          return Status::NoSpace("the store holds " + std::to_string(options_.max_docs) + " documents, its limit");
         }
         txn_->PutDoc(key, value);
         return Status::OK();

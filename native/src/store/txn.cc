@@ -25,9 +25,9 @@ void Txn::Replace(const JobMeta& m) {
   table_->Replace(m);
   undo_.push_back(std::move(u));
   if (ends) {
-    PutDoc(DocTable::OutboxKey(m.updated_ms, m.id), std::string("{\"job\":\"") + FormatJobId(m.id) +
-                                                       "\",\"state\":\"" + JobStateName(m.state) +
-                                                       "\",\"at\":" + std::to_string(m.updated_ms) + "}");
+    PutDoc(DocTable::OutboxKey(m.updated_ms, m.id), std::string("{\"job\":\"") + FormatJobId(m.id) + "\",\"state\":\"" +
+                                                        JobStateName(m.state) +
+                                                        "\",\"at\":" + std::to_string(m.updated_ms) + "}");
   }
 }
 

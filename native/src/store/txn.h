@@ -72,7 +72,7 @@ class Txn {
   struct Undo {
     enum class Kind { kInserted, kReplaced, kErased, kRun, kPaused, kBatchName, kDoc } kind = Kind::kInserted;
     uint64_t id = 0;
-    std::string doc_key;                   // kDoc
+    std::string doc_key;                    // kDoc
     std::optional<std::string> doc_before;  // kDoc: nullopt = it was absent
     JobMeta before;
     std::optional<RunInfo> run_before;
