@@ -53,7 +53,8 @@ class EventRelay:
         elif kind == "progress":
             with self._lock:
                 entry = self._jobs.setdefault(event["job_id"], {"job_id": event["job_id"]})
-                entry["progress"] = event.get("progress")
+                p = event.get("progress")
+                entry["progress"] = {k: v for k, v in p.items() if k != "preview"} if isinstance(p, dict) else p
                 if event.get("worker"):
                     entry["worker"] = event["worker"]
                 self._overflow |= len(self._jobs) > self._max_jobs

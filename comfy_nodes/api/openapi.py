@@ -333,10 +333,18 @@ def _v2_paths(m: str) -> dict:
             "get": _op("v2ListJobs", "jobs, newest first (limit, cursor, metadata[k]=v)", {"200": contract}, **v2),
         },
         m + "/jobs/{id}": {"get": _op("v2GetJob", "a job", {"200": contract, **NOT_FOUND}, params=[job_id], **v2)},
+        m + "/health": {
+            "get": _op(
+                "v2Health",
+                "an extension: whether the host takes jobs, its queue's counts, its online workers",
+                {"200": _json({"type": "object"}), "503": _json({"type": "object"})},
+                **v2,
+            )
+        },
         m + "/jobs/{id}/events": {
             "get": _op(
                 "v2JobEvents",
-                "live events (SSE): status, progress, output",
+                "live events (SSE): status, progress, preview, output, log",
                 {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}}, **NOT_FOUND},
                 params=[job_id],
                 **v2,

@@ -51,6 +51,15 @@ def error_summary(error: dict | None) -> dict | None:
     return {"type": error.get("type"), "message": message, "node_id": error.get("node_id")}
 
 
+def progress_of(job: dict):
+    """A job's progress as views show it: without the preview image a worker may send with it (the v2 API's SSE
+    stream carries that; lists stay small)."""
+    p = job.get("progress")
+    if isinstance(p, dict) and "preview" in p:
+        p = {k: v for k, v in p.items() if k != "preview"}
+    return p
+
+
 def summary_view(job: dict, prefix: str = "/comfymq") -> dict:
     return {
         "id": job["id"],
@@ -68,7 +77,7 @@ def summary_view(job: dict, prefix: str = "/comfymq") -> dict:
         "max_attempts": job.get("max_attempts"),
         "timeout": job.get("timeout"),
         "worker": job.get("worker_id"),
-        "progress": job.get("progress"),
+        "progress": progress_of(job),
         "after": job.get("after") or [],
         "error": error_summary(job.get("error")),
         "outputs": job.get("outputs"),

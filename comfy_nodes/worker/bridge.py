@@ -44,6 +44,7 @@ bridge must still be able to leave cleanly then.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import mimetypes
 import platform
@@ -57,6 +58,7 @@ from pathlib import Path
 from .. import native
 from . import capabilities as caps_mod
 from . import comfy_client as cc
+from . import previews
 from .comfy_client import FEATURE_FLAGS, ComfyClient, ComfyUnreachable, PromptExists, PromptRejected
 from .inputs import InputCache, InputFailure, InputResolver, PreparedInputs
 from .runs import RunRecords, client_id_for, prompt_id_for
@@ -64,6 +66,8 @@ from .runs import RunRecords, client_id_for, prompt_id_for
 log = logging.getLogger("comfymq.worker")
 
 FILE_KEYS_SKIPPED_TYPES = ("temp", "input")  # previews and inputs are not results
+PREVIEW_EVENT = "comfymq_preview"  # a preview frame, as the bridge hands it to its run (previews.py)
+PREVIEW_EVERY = 1.0  # seconds between previews sent to the host per run
 
 
 @dataclass
@@ -441,8 +445,11 @@ class WorkerBridge:
                         self._checks.add(check)
                         check.add_done_callback(self._checks.discard)
                     async for msg in ws:
+                        if msg.type.name == "BINARY":
+                            self._route_preview(msg.data)
+                            continue
                         if msg.type.name != "TEXT":
-                            continue  # binary preview frames
+                            continue
                         try:
                             event = msg.json()
                         except ValueError:
@@ -462,6 +469,17 @@ class WorkerBridge:
                     self._unreachable = f"its websocket keeps failing: {e}"
                     return
             await asyncio.sleep(min(0.2 * 2**failures, 2.0))
+
+    def _route_preview(self, frame: bytes) -> None:
+        """A preview frame to the run it belongs to (by its metadata's prompt_id, or the only run there is)."""
+        p = previews.parse(frame)
+        if p is None:
+            return
+        run = self._runs.get(p["prompt_id"]) if p["prompt_id"] else None
+        if run is None and p["prompt_id"] is None and len(self._runs) == 1:
+            run = next(iter(self._runs.values()))
+        if run is not None:
+            run.events.put_nowait({"type": PREVIEW_EVENT, "data": p})
 
     async def _recheck_comfyui(self, client: ComfyClient) -> None:
         """After the websocket came back: if ComfyUI now says another version, find out what it offers and join the
@@ -833,6 +851,7 @@ class WorkerBridge:
             "nodes_total": total,
         }
         last_sent = 0.0
+        last_preview = 0.0
         interrupted_by_us = False
 
         def send(force: bool) -> None:
@@ -906,6 +925,18 @@ class WorkerBridge:
                         title=(spec.get("_meta") or {}).get("title") or spec.get("class_type"),
                     )
                 send(data.get("value") == data.get("max"))
+            elif kind == PREVIEW_EVENT:
+                # at most one per PREVIEW_EVERY seconds, in the next progress message only (the host keeps the last)
+                now = time.monotonic()
+                if now - last_preview >= PREVIEW_EVERY:
+                    last_preview = now
+                    progress["preview"] = {
+                        "node_id": data.get("node_id") or progress["node"],
+                        "content_type": data["content_type"],
+                        "data_base64": base64.b64encode(data["data"]).decode("ascii"),
+                    }
+                    send(True)
+                    progress.pop("preview", None)
             elif kind == "executed":
                 done_nodes.add(str(data.get("node")))
             elif kind == "execution_success":

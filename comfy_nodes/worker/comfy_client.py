@@ -118,7 +118,7 @@ def history_outcome(entry: dict) -> str:
     return SUCCESS if status.get("status_str") == "success" or status.get("completed") else ERROR
 
 
-FEATURE_FLAGS = {"supports_preview_metadata": False}  # what the bridge says of itself in the handshake
+FEATURE_FLAGS = {"supports_preview_metadata": True}  # what the bridge says of itself in the handshake
 
 
 class ComfyClient:

@@ -77,7 +77,13 @@ def test_an_sdk_program_uploads_runs_streams_and_downloads(v2, tmp_path):
     check_job(raw(base, "GET", f"/api/v2/jobs/{job.id}")[2])
 
     # the raw frames, each payload checked against its model, then the SDK's typed iterator
-    kinds = {"status": contract.StatusEvent, "progress": contract.Progress, "output": contract.Output}
+    kinds = {
+        "status": contract.StatusEvent,
+        "progress": contract.Progress,
+        "output": contract.Output,
+        "preview": contract.PreviewEvent,
+        "log": contract.LogEvent,
+    }
     frames = list(client._low.get_job_events(job.id))
     for frame in frames:
         kinds[frame.event].model_validate(frame.data)
@@ -109,6 +115,44 @@ def test_an_sdk_program_uploads_runs_streams_and_downloads(v2, tmp_path):
     assert body["hash"] == "blake3:" + __import__("blake3").blake3(pic).hexdigest()
     stored = hashlib.sha256(pic).hexdigest()
     assert http(f"{base}/comfymq/inputs/{stored}")[0] == 200, "the asset is the input store's file"
+
+
+def test_previews_log_lines_and_health_stream_to_an_sdk_program(v2):
+    """A node that sends preview frames: the newest preview reaches the stream as `preview` events (a JPEG, base64,
+    the contract's PreviewEvent), `log` lines say where and how it ran, and the SDK's typed iterator reads both;
+    job lists carry no preview bytes. GET /api/v2/health (an extension) answers the queue and workers."""
+    import base64
+
+    client, base, _ = v2
+    wf = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ProbeProgress", "inputs": {"images": ["1", 0], "steps": 40, "preview": True}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pv"}},
+    }
+    job = client.submit(client.workflows.from_json(wf))
+    frames = list(client._low.get_job_events(job.id))
+    previews = [f for f in frames if f.event == "preview"]
+    logs = [f for f in frames if f.event == "log"]
+    assert previews, [f.event for f in frames]
+    for f in previews:
+        contract.PreviewEvent.model_validate(f.data)
+        assert f.data["content_type"] == "image/jpeg" and f.data["node_id"] == "2"
+        assert base64.b64decode(f.data["data_base64"])[:3] == b"\xff\xd8\xff"
+    for f in logs:
+        contract.LogEvent.model_validate(f.data)
+    messages = [f.data["message"] for f in logs]
+    assert any(m.startswith("attempt 1 running on worker") for m in messages), messages
+    assert messages[-1].startswith("succeeded on worker"), messages
+    # the SDK's typed events (another workflow: ComfyUI would answer the same one from its cache, running nothing)
+    wf["2"]["inputs"]["steps"] = 41
+    again = client.submit(client.workflows.from_json(wf))
+    kinds = {type(ev).__name__ for ev in again.events()}
+    assert {"Preview", "Log", "StatusChange"} <= kinds, kinds
+    status, _, listed = raw(base, "GET", "/comfymq/jobs?limit=5")
+    assert status == 200 and "data_base64" not in json.dumps(listed)
+    status, _, health = raw(base, "GET", "/api/v2/health")
+    assert status == 200 and health["status"] == "ok" and health["workers"]["online"] == 2, health
+    assert health["queue"]["counts"]["succeeded"] >= 1
 
 
 def test_idempotency_cancel_list_and_errors(v2):

@@ -49,6 +49,7 @@ from ..errors import ApiError, read_json_object
 from ..guards import protect, upload_route
 from ..input_routes import TimedBody
 from . import views
+from .previews import LatestPreviews
 from .records import BLAKE3, V2Records
 
 try:  # the v2 hash; without it uploads have no hash and by-hash lookups find nothing (logged once at start)
@@ -142,7 +143,9 @@ def add_v2_routes(
     records = V2Records(Path(service.data_dir) / "v2")
     outputs = OutputResolver(service.store, service.artifact_root, service.inputs, limits.max_input_bytes)
     watch = JobWatch()
+    previews = LatestPreviews()
     if service.broker is not None:
+        service.add_listener(previews)  # (before watch: a stream woken by a preview finds it)
         service.add_listener(watch)
     in_flight: set[str] = set()
     streams = [0]
@@ -364,6 +367,22 @@ def add_v2_routes(
             job = await get_job(job["id"])
         return web.json_response(await service.call(view, job, request))
 
+    @route("GET", "/health")
+    async def health(request: web.Request) -> web.Response:
+        """Not in the contract (an extension): whether this host takes jobs, its queue and its workers."""
+        h = await service.call(service.health)
+        stats = await service.call(service.store.stats) if h["writable"] else None
+        online = 0
+        if service.broker is not None:
+            online = sum(1 for w in await service.call(service.broker.workers) if w.get("online"))
+        body = {
+            "status": "ok" if h["writable"] else "unavailable",
+            "problem": h["problem"],
+            "queue": {"paused": stats["paused"], "counts": stats["counts"]} if stats else None,
+            "workers": {"online": online},
+        }
+        return web.json_response(body, status=200 if h["writable"] else 503)
+
     @route("GET", "/jobs/{id}/workflow")
     async def workflow(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"], with_prompt=True)
@@ -392,7 +411,9 @@ def add_v2_routes(
             async def send(name: str, data: dict) -> None:
                 await resp.write(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
 
-            last_status, last_progress, sent_outputs = None, None, 0
+            last_status, last_progress, sent_outputs, last_preview = None, None, 0, None
+            seen: dict = {}  # the job as the stream last saw it: what changed since makes `log` lines (at connect: the
+            # run under way, or how it ended)
             quiet_since = time.monotonic()
             while True:
                 v = await service.call(view, job, request)
@@ -403,6 +424,13 @@ def add_v2_routes(
                 if v["progress"] is not None and v["progress"] != last_progress:
                     await send("progress", v["progress"])
                     last_progress, quiet_since = v["progress"], time.monotonic()
+                pv = previews.get(job["id"]) if v["status"] == "running" else None
+                if pv is not None and pv[0] != last_preview:  # the newest one (also on connect)
+                    await send("preview", pv[1])
+                    last_preview, quiet_since = pv[0], time.monotonic()
+                for line in views.log_lines(seen, job):
+                    await send("log", line)
+                seen = job
                 for out in v["outputs"][sent_outputs:]:
                     await send("output", out)
                 sent_outputs = len(v["outputs"])

@@ -182,3 +182,25 @@ def job_view(
             **({"waiting": waiting} if waiting is not None else {}),
         },
     }
+
+
+def log_lines(before: dict, now: dict) -> list[dict]:
+    """The SSE stream's `log` lines (LogEvent: level, message) for what changed between two reads of a job: a run
+    started (on which worker, which attempt), a run that ended without a result (back in the queue), the end."""
+    out = []
+    was, state = before.get("state"), now.get("state")
+    worker, attempts = now.get("worker_id"), now.get("attempts")
+    if state == "running" and (was != "running" or before.get("attempts") != attempts):
+        out.append({"level": "info", "message": f"attempt {attempts} running on worker {worker}"})
+    if state == "pending" and was == "running":
+        last = (now.get("history") or [{}])[-1]
+        why = last.get("reason") or last.get("outcome") or "the run ended without a result"
+        out.append({"level": "warning", "message": f"back in the queue: {why}"[:500]})
+    if state != was and state in ("succeeded", "failed", "cancelled"):
+        err = now.get("error") or {}
+        if state == "succeeded":
+            out.append({"level": "info", "message": f"succeeded on worker {worker}"})
+        else:
+            text = f"{err.get('type') or state}: {err.get('message') or ''}".strip().rstrip(":")
+            out.append({"level": "error" if state == "failed" else "info", "message": text[:500]})
+    return out
