@@ -816,6 +816,7 @@ async def test_event_streams_past_the_limit_get_429_and_closed_ones_free_their_s
     resp = await client.get(url)
     assert resp.status == 200 and (await next_event(resp))[1]["status"] == "queued"
     await client.post(f"/api/v2/jobs/{jid}/cancel")
+    assert await next_event(resp) == ("log", {"level": "info", "message": "cancelled: cancelled through the v2 API"})
     assert await next_event(resp) == ("status", {"status": "canceled", "queue_position": None})
     assert await next_event(resp) is None
     assert await until(lambda: not client.watch.waiting)

@@ -93,6 +93,26 @@ async def test_one_key_in_flight_at_a_time_and_a_replay_is_the_same_job(api):
 
 
 @pytest.mark.asyncio
+async def test_a_key_expires_after_its_time_and_then_makes_a_new_job(api, monkeypatch):
+    import comfy_nodes.api.v2 as v2
+
+    client, service = api
+    monkeypatch.setattr(v2, "KEY_TTL_MS", 300)  # the contract's 24 h, shortened
+    status, first = await post(client, "/api/v2/jobs", {"workflow": SLOW}, {"Idempotency-Key": "k-exp"})
+    status, again = await post(client, "/api/v2/jobs", {"workflow": SLOW}, {"Idempotency-Key": "k-exp"})
+    assert status == 201 and again["id"] == first["id"]
+    await asyncio.sleep(0.4)
+    status, second = await post(client, "/api/v2/jobs", {"workflow": SLOW}, {"Idempotency-Key": "k-exp"})
+    assert status == 201 and second["id"] != first["id"]
+    assert service.store.get(second["id"], with_prompt=False)["prompt_id"].endswith("-g1")
+    status, replay = await post(client, "/api/v2/jobs", {"workflow": SLOW}, {"Idempotency-Key": "k-exp"})
+    assert status == 201 and replay["id"] == second["id"]  # the live use of the key
+    status, err = await post(client, "/api/v2/jobs", {"workflow": {"9": SLOW["1"]}}, {"Idempotency-Key": "k-exp"})
+    assert status == 422 and err["error"]["code"] == "idempotency_key_reuse"
+    assert total(service) == 2
+
+
+@pytest.mark.asyncio
 async def test_cancel_takes_no_body_and_unknown_things_are_not_found(api):
     client, service = api
     status, job = await post(client, "/api/v2/jobs", {"workflow": SLOW})

@@ -69,6 +69,8 @@ KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 POLL = 1.0  # seconds: a stream reads the job at least this often (events only wake it sooner)
 READ_CHUNK = 1 << 20
 REQUEST_LABEL = "comfymq/request"  # the hash of the request an Idempotency-Key made the job with
+KEY_TTL_MS = 24 * 3600 * 1000  # an Idempotency-Key's life (the contract's): then the same key makes a new job
+MAX_KEY_GENERATIONS = 4096
 MAX_FORM_PARTS = 40  # a file, its fields and tags
 MAX_TAGS = 32
 MAX_TAG_CHARS = 256
@@ -264,7 +266,23 @@ def add_v2_routes(
         if key is not None and not KEY_RE.fullmatch(key):
             raise V2Error(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
         request_hash = _request_hash(body)
-        pid = f"v2-key-{hashlib.sha256(key.encode()).hexdigest()[:40]}" if key else f"v2-{uuid.uuid4().hex}"
+        base_pid = f"v2-key-{hashlib.sha256(key.encode()).hexdigest()[:40]}" if key else f"v2-{uuid.uuid4().hex}"
+        pid = base_pid
+
+        def live_key() -> tuple[str, dict | None]:
+            """The key's prompt_id now: its newest use younger than KEY_TTL (that job), or the first free one. A key
+            expires KEY_TTL after its job was made (the contract's 24 h): then the same key makes a new job, whose
+            prompt_id is the next generation ("<base>-g<n>")."""
+            now = int(time.time() * 1000)
+            for g in range(MAX_KEY_GENERATIONS):
+                p = base_pid if g == 0 else f"{base_pid}-g{g}"
+                try:
+                    job = service.store.get_by_prompt_id(p, with_prompt=False)
+                except KeyError:
+                    return p, None
+                if now - int(job.get("enqueued_at") or 0) < KEY_TTL_MS:
+                    return p, job
+            raise V2Error(422, "invalid_request", "this Idempotency-Key was used too many times: use a new one")
 
         async def replay_or_refuse() -> web.Response | None:
             try:
@@ -278,16 +296,19 @@ def add_v2_routes(
             )
 
         if key:
-            if pid in in_flight:
+            if base_pid in in_flight:
                 raise V2Error(
                     409,
                     "idempotency_conflict",
                     "a request with this Idempotency-Key is in flight",
                     headers={"Retry-After": "1"},
                 )
-            in_flight.add(pid)
+            in_flight.add(base_pid)
         try:
-            # (no look-up first: the store's enqueue answers `existed` for a key it has, and the store checks the graph)
+            if key:
+                pid, live = await service.call(live_key)
+                if live is not None and (replayed := await replay_or_refuse()) is not None:
+                    return replayed
             prompt = await service.call(resolve_workflow, workflow)
             after = waits_on(prompt)
             stored_labels = {**labels, REQUEST_LABEL: request_hash} if key else labels
@@ -308,7 +329,7 @@ def add_v2_routes(
             job = await get_job(result["id"])
             return web.json_response(await service.call(view, job, request), status=201)
         finally:
-            in_flight.discard(pid)
+            in_flight.discard(base_pid)
 
     @route("GET", "/jobs")
     async def list_jobs(request: web.Request) -> web.Response:
@@ -319,7 +340,7 @@ def add_v2_routes(
             if m:
                 filters[m.group(1)] = v
             elif k == "limit":
-                if not v.isdigit() or not 1 <= int(v) <= 100:
+                if not re.fullmatch(r"[0-9]{1,3}", v) or not 1 <= int(v) <= 100:
                     raise V2Error(422, "invalid_request", "limit must be an integer from 1 to 100")
                 limit = int(v)
             elif k == "cursor":
