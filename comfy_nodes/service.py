@@ -60,6 +60,9 @@ class QueueService:
         self.broker = None
         self._listeners: list[Callable[[dict], None]] = []
         self.webhooks = None  # webhooks/outbox.Deliverer once start_webhooks() ran
+        from .templates.registry import TemplateRegistry
+
+        self.templates = TemplateRegistry(self.store)  # the stored templates (one per store: saves in turn)
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:

@@ -204,12 +204,17 @@ def _depth_limit() -> str:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are not JSON)")
+
+
 def parse_json_object(raw: bytes) -> dict:
     """raw as a JSON object, or a BadRequest that says what is wrong. A string holding a lone surrogate
     (an escape such as \\ud800 without its pair) is not Unicode text: refused here, so no handler passes one on
-    to the store (whose strings are UTF-8)."""
+    to the store (whose strings are UTF-8). NaN, Infinity and -Infinity (which Python's reader takes) are
+    refused too: nothing that is not JSON gets stored, or answered back."""
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         if _SURROGATE_ESCAPE.search(raw):  # rare: check the strings only when the text has such an escape
             json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:

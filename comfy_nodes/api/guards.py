@@ -41,7 +41,14 @@ def _is_upload_route(handler) -> bool:
 
 def site_refusal(request: web.Request, policy: SitePolicy, handler=None) -> web.Response | None:
     """The JSON refusal for a request the site rules refuse, or None. handler: the one the request is for (an
-    upload_route takes any Content-Type)."""
+    upload_route takes any Content-Type). A request that carries a webhook signature was made by a ComfyMQ
+    host's webhook sender (webhooks/outbox.py): refused, so a job's webhook URL cannot make a host call its own API
+    (or another host's) with the rights of whoever may reach it."""
+    if "webhook-signature" in request.headers:
+        log.warning("refused %s %s from %s: a webhook request", request.method, request.path[:200], request.remote)
+        return error_response(
+            403, "webhook_request", "this API takes no webhook requests (a job's webhook pointed at it)", close=True
+        )
     r = refusal(
         policy,
         request.method,

@@ -83,7 +83,7 @@ from ..inputs import graph as input_refs
 from ..inputs.outputs import OutputResolver, is_output_reference, once_per_request, waits_on
 from ..webhooks import deliveries as webhook_deliveries
 from ..webhooks.targets import LABEL as WEBHOOKS_LABEL
-from ..webhooks.targets import WebhookError, merge, notify_for, parse_targets
+from ..webhooks.targets import MAX_TARGETS, WebhookError, merge, notify_for, parse_targets
 from . import auth, openapi
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
@@ -279,6 +279,8 @@ def plan_jobs(sub: Submission) -> tuple[list[dict], list[dict], str]:
     swept = {(a.node_id, a.input) for a in axes}
     seeded = 0 if sub.keep_seeds or sub.count == 1 else len(ex.seed_inputs(prompt, exclude=swept))
     per_job = stored_bytes_per_job(prompt, axes, seeded, workflow_text)
+    if sub.labels:  # kept in every job's record too (webhook targets, the template and its params)
+        per_job += _text_bytes(sub.labels)
     ex.check_size(per_job, total, sub.limits.max_stored_bytes_per_request)
     jobs = ex.expand(
         prompt, count=sub.count, axes=axes, keep_seeds=sub.keep_seeds, max_jobs=sub.limits.max_jobs_per_request
@@ -663,6 +665,10 @@ def add_routes(
         if total > limits.max_jobs_per_request:
             raise ApiError(413, "too_many_jobs", f"{total} jobs: at most {limits.max_jobs_per_request} per request")
         hooks = merge(subs[0].webhooks, template_hooks)
+        if len(hooks) > MAX_TARGETS:
+            raise BadRequest(
+                f"the template and the request name {len(hooks)} webhook targets together: at most {MAX_TARGETS}"
+            )
         items, extras = [], []
         for sub, label, params in zip(subs, labels, combos, strict=True):
             sub.prompt, _ = await store_call(
@@ -772,6 +778,11 @@ def add_routes(
     @handle("DELETE", "/jobs/{id}")
     async def delete_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
+        if service.webhooks is not None:  # its last ending's deliveries made first: they need its labels
+            try:
+                await store_call(service.webhooks.settle, job_id)
+            except Exception as e:  # noqa: BLE001 - the delete goes on; the Deliverer tells the host's own targets
+                log.warning("webhooks of job %s before its delete: %s", job_id, e)
         await store_call(service.store.delete, job_id)
         return web.json_response({"deleted": job_id})
 

@@ -27,7 +27,6 @@ import uuid
 from aiohttp import web
 
 from ..templates.errors import TemplateError
-from ..templates.registry import TemplateRegistry
 from ..templates.render import render
 from ..templates.render import sweep as sweep_params
 from ..templates.schema import json_schema
@@ -84,7 +83,7 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
     """Registers the module's routes with `handle` (routes.py's: site rules and token). object_info: an async
     callable giving ComfyUI's /object_info or None. submit(sub_bodies, labels_list, template_hooks) -> the answer
     of POST /comfymq/jobs for the prompts in sub_bodies (routes.py)."""
-    registry = TemplateRegistry(service.store)
+    registry = service.templates  # one per store: its lock orders the saves of every route table
     call = service.call
 
     def name_of(request: web.Request) -> str:
@@ -111,8 +110,7 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
 
     @handle("GET", "/templates")
     async def list_templates(request: web.Request) -> web.Response:
-        recs = await call(registry.list)
-        return web.json_response({"templates": [summary(r) for r in recs]})
+        return web.json_response({"templates": await call(registry.list)})
 
     async def save(request: web.Request, must_exist, name: str | None) -> tuple[dict, str]:
         body = await read_json_object(request, limits)
@@ -225,8 +223,10 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
             shown = p if len(text.encode()) <= MAX_LABEL_PARAMS else {"names": sorted(p)}
             labels.append({TEMPLATE_LABEL: {"name": template["name"], "version": rec["version"], "params": shown}})
         # Bounded before anything is rendered: every job holds about the template's workflow and its parameters.
-        per_job = len(json.dumps(template["workflow"], ensure_ascii=False).encode()) + max(
-            len(json.dumps(p, ensure_ascii=False).encode()) for p in combos
+        per_job = (
+            len(json.dumps(template["workflow"], ensure_ascii=False).encode())
+            + max(len(json.dumps(p, ensure_ascii=False).encode()) for p in combos)
+            + len(json.dumps([rec.get("webhooks") or [], body.get("webhooks") or []], ensure_ascii=False).encode())
         )
         try:
             ex.check_size(per_job, len(combos) * count, limits.max_stored_bytes_per_request)

@@ -82,7 +82,7 @@ def load_templates_dir(service: QueueService, folder: str) -> None:
     """Loads the folder's templates into the store (templates/registry.py), logging each error with its file."""
     from ..templates.registry import load_into_store
 
-    loaded, errors = load_into_store(service.store, folder)
+    loaded, errors = load_into_store(service.templates, folder)
     for e in errors:
         log.error("template not loaded: %s", e)
     log.info("templates from %s: %d loaded or unchanged, %d refused", folder, loaded, len(errors))

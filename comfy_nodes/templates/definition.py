@@ -126,6 +126,10 @@ def _check_workflow(place: _Place, workflow) -> dict:
         if not isinstance(inputs, dict) or not all(isinstance(k, str) for k in inputs):
             raise place.error(f"workflow node '{key}' ({class_type}) must have 'inputs', an object of named values")
         nodes[key] = node
+    from .documents import MAX_DEPTH, _too_deep
+
+    if _too_deep(nodes):  # the store refuses a prompt nested deeper (its JSON limit): refused now, not per job
+        raise place.error(f"the workflow nests deeper than {MAX_DEPTH} levels of objects and arrays (the limit)")
     try:
         return json.loads(json.dumps(nodes, allow_nan=False))
     except RecursionError:
@@ -328,7 +332,11 @@ def _combo_limits(place: _Place, pname: str, praw: dict, specs: list) -> dict:
     if len(choices) > MAX_CHOICES:
         raise place.error(f"has {len(choices)} choices, more than the limit of {MAX_CHOICES}", pname)
     for c in choices:
-        if isinstance(c, bool) or not isinstance(c, (str, int, float)) or (isinstance(c, float) and c != c):
+        if (
+            isinstance(c, bool)
+            or not isinstance(c, (str, int, float))
+            or (isinstance(c, float) and not math.isfinite(c))
+        ):
             raise place.error(f"a choice must be a string or a number, got {shown(c)}", pname)
     if len(set(choices)) != len(choices):
         raise place.error("'choices' lists a value twice", pname)

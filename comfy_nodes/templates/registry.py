@@ -34,6 +34,7 @@ class TemplateRegistry:
     def __init__(self, store):
         self.store = store
         self._lock = threading.Lock()  # saves of one host process in turn (only_if_absent guards the rest)
+        self._summaries: dict[str, tuple[int, dict | None]] = {}  # name -> (version, summary or None if deleted)
 
     # -- reading --
 
@@ -79,12 +80,29 @@ class TemplateRegistry:
             after = page[-1][0]
 
     def list(self) -> list[dict]:
-        """The latest version of every template that is not deleted, by name."""
+        """The latest version of every template that is not deleted, by name, as summaries (the record without its
+        workflow and parameters' details: `parameters` maps names to {type, title}), read once per version."""
+        latest: dict[str, int] = {}
+        after = ""
+        while True:
+            page = self.store.list_docs(prefix=PREFIX, after=after, keys_only=True, limit=1000)
+            if not page:
+                break
+            for k, _ in page:
+                name, version = k[len(PREFIX) :].rsplit("/", 1)
+                latest[name] = int(version)
+            after = page[-1][0]
         out = []
-        for name in self.names():
-            rec = self.get(name)
-            if rec is not None:
-                out.append(rec)
+        for name, version in latest.items():
+            cached = self._summaries.get(name)
+            if cached is None or cached[0] != version:
+                rec = self._record(name, version)
+                cached = (version, None if rec is None or rec.get("deleted") else summary_of(rec))
+                self._summaries[name] = cached
+            if cached[1] is not None:
+                out.append(cached[1])
+        for gone in set(self._summaries) - set(latest):
+            self._summaries.pop(gone, None)
         return out
 
     # -- changing --
@@ -128,23 +146,26 @@ class TemplateRegistry:
                     "source": source,
                     "webhooks": webhooks,
                 }
-                if self.store.put_doc(_key(name, version), json.dumps(rec), only_if_absent=True):
+                if self.store.put_doc(_key(name, version), json.dumps(rec, allow_nan=False), only_if_absent=True):
                     self._prune(name, versions + [version])
                     return rec, "updated" if exists else "created"
             raise TemplateError(f"template '{name}' is being changed by others: try again", where=where)
 
     def delete(self, name: str) -> int:
-        """Deletes `name` (a tombstone version); returns that version. LookupError when there is none."""
+        """Deletes `name` (a tombstone version); returns that version. LookupError when there is none. A save that
+        took the next version meanwhile (another process on this store) makes it look again, so the answer is true."""
         with self._lock:
-            versions = self._versions(name) if NAME_RE.fullmatch(name or "") else []
-            latest = self._record(name, versions[-1]) if versions else None
-            if latest is None or latest.get("deleted"):
-                raise LookupError(f"no template '{name}'")
-            version = versions[-1] + 1
-            tomb = {"deleted": True, "version": version, "created_at": int(time.time() * 1000)}
-            self.store.put_doc(_key(name, version), json.dumps(tomb), only_if_absent=True)
-            self._prune(name, versions + [version])
-            return version
+            for _ in range(5):
+                versions = self._versions(name) if NAME_RE.fullmatch(name or "") else []
+                latest = self._record(name, versions[-1]) if versions else None
+                if latest is None or latest.get("deleted"):
+                    raise LookupError(f"no template '{name}'")
+                version = versions[-1] + 1
+                tomb = {"deleted": True, "version": version, "created_at": int(time.time() * 1000)}
+                if self.store.put_doc(_key(name, version), json.dumps(tomb), only_if_absent=True):
+                    self._prune(name, versions + [version])
+                    return version
+            raise TemplateError(f"template '{name}' is being changed by others: try again")
 
     def _prune(self, name: str, versions: list[int]) -> None:
         for v in sorted(versions)[:-KEEP_VERSIONS]:
@@ -154,11 +175,25 @@ class TemplateRegistry:
                 pass
 
 
-def load_into_store(store, folder, *, object_info=None) -> tuple[int, list[TemplateError]]:
-    """Loads every template of `folder` (folder.py) into the store: new ones are created, changed ones get a new
-    version, the same ones stay as they are. Returns (templates loaded or unchanged, errors)."""
+def summary_of(rec: dict) -> dict:
+    """A record as lists show it: name, version, description, category, parameters {name: {type, title}},
+    created_at, source."""
+    t = rec["template"]
+    return {
+        "name": t["name"],
+        "version": rec["version"],
+        "description": t.get("description", ""),
+        "category": t.get("category", ""),
+        "parameters": {k: {"type": p["type"], "title": p.get("title", k)} for k, p in t["parameters"].items()},
+        "created_at": rec.get("created_at"),
+        "source": rec.get("source"),
+    }
+
+
+def load_into_store(registry: TemplateRegistry, folder, *, object_info=None) -> tuple[int, list[TemplateError]]:
+    """Loads every template of `folder` (folder.py) through `registry`: new ones are created, changed ones get a
+    new version, the same ones stay as they are. Returns (templates loaded or unchanged, errors)."""
     templates, errors = load_folder(folder, object_info=object_info)
-    registry = TemplateRegistry(store)
     loaded = 0
     for t in templates:
         source = "file:" + t.get("source", "")

@@ -63,7 +63,13 @@ def _media_kind(opts: dict) -> str | None:
 def _choices(values: list, opts: dict) -> list | None:
     if any(opts.get(flag) for flag in _FREE_VALUE_FLAGS):
         return None
-    kept = [v for v in values if isinstance(v, (str, int, float)) and not isinstance(v, bool)]
+    kept = [
+        v
+        for v in values
+        if isinstance(v, (str, int, float))
+        and not isinstance(v, bool)
+        and not (isinstance(v, float) and not math.isfinite(v))
+    ]
     return kept or None
 
 

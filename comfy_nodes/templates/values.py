@@ -76,6 +76,9 @@ def _check_media(ptype: str, value, fail) -> None:
                 f"as an object must have exactly one of {', '.join(MEDIA_REF_KEYS)}"
                 f" (and at most {MAX_REF_OBJECT_KEYS} keys)"
             )
+        ref = value[present[0]]
+        if not isinstance(ref, str) or not ref or len(ref) > MAX_FILE_REF_CHARS:
+            raise fail(f"{present[0]} must be a non-empty string (a hash or an asset id), got {kind(ref)}")
         return
     raise fail(f"must be a file name or an asset reference (a string or an object), got {kind(value)}")
 

@@ -12,23 +12,24 @@ For each outbox/ document (a notify job's ending, committed with the ending itse
 A crash anywhere in between repeats a step, never skips one: a receiver may see a delivery twice (same
 webhook-id), never not at all while it answers within the expiry.
 
-One thread scans; sends run on a small pool. It wakes every POLL seconds, and at once on kick() (the host calls it
-when a job ends).
+One thread runs it all on its own asyncio loop: the scan (store calls, quick) and the sends (aiohttp), at most
+MAX_INFLIGHT at once and PER_TARGET to one host and port, each bounded by TOTAL_TIMEOUT, so receivers that never
+answer hold up nothing but their own deliveries. It wakes every POLL seconds, and at once on kick() (the host
+calls it when a job ends).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import http.client
 import json
 import logging
 import random
-import socket
-import ssl
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
+
+import aiohttp
 
 from ..api.views import summary_view
 from . import deliveries, signing
@@ -38,11 +39,11 @@ log = logging.getLogger("comfymq.webhooks")
 
 POLL = 1.0
 TIMEOUT = 10.0  # per connect / read
-TOTAL_TIMEOUT = 30.0  # one whole request and its answer
-MAX_ANSWER = 64 << 10
+TOTAL_TIMEOUT = 15.0  # one whole request and the answer's status line and headers (its body is not read)
 BACKOFF = (5, 30, 120, 600, 1800, 3600)  # seconds after the 1st, 2nd, ... failed attempt (then 3600 each)
 SCAN = 256  # outbox entries one pass looks at
-SENDERS = 4
+MAX_INFLIGHT = 64  # sends at once
+PER_TARGET = 4  # sends at once to one host and port: a receiver that never answers holds up only its own
 PRUNE_EVERY = 3600.0
 
 
@@ -71,14 +72,18 @@ class Deliverer:
         self.prefix = prefix
         self.backoff = tuple(backoff)
         self.poll = poll
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="comfymq-webhook")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None  # set by kick() (any thread) and by a send that ended
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task] = set()
         self._inflight: set[str] = set()  # record keys being sent
+        self._per_target: dict[str, int] = {}  # "host:port" -> sends in flight there
         self._made: set[str] = set()  # outbox keys whose records this process has made (or found made)
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="comfymq-webhooks", daemon=True)
         self._last_prune = 0.0
+        self._cursor = ""  # the outbox key the last pass ended at ("" = from the start)
+        self.more = False
         self.sent = 0  # requests made (for tests and logs)
 
     @property
@@ -90,35 +95,89 @@ class Deliverer:
         self._thread.start()
 
     def kick(self) -> None:
-        self._wake.set()
+        """Wakes the scan now (from any thread)."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the loop is closed: stopping
+                pass
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ends the scan and the sends under way (a send cut short leaves its delivery pending: it is made again after
+        the next start, with the same webhook-id; at least once)."""
         self._stop.set()
-        self._wake.set()
+        self.kick()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def settle(self, job_id: str) -> None:
+        """Makes the delivery records of the job's last ending now, if its outbox entry is still there: called before
+        the job is deleted (the records name their targets, which the job's labels hold until then). The ending's
+        key is in the job's notify/ document (its last ending's time)."""
+        at = self.store.get_doc(f"notify/{job_id}")
+        if not at:
+            return
+        key = f"outbox/{int(at):013d}-{job_id}"
+        value = self.store.get_doc(key)
+        if value is not None:
+            ending = json.loads(value)
+            self._make_records(job_id, ending["state"], key[len("outbox/") :], ending)
+            self._made.add(key)
 
     # -- the scan --
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        timeout = aiohttp.ClientTimeout(total=TOTAL_TIMEOUT, sock_connect=TIMEOUT, sock_read=TIMEOUT)
+        connector = aiohttp.TCPConnector(limit=MAX_INFLIGHT, limit_per_host=PER_TARGET, force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            self._session = session
             try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - a closed store ends it; anything else: next pass
-                if self._stop.is_set():
-                    return
-                log.warning("webhook pass failed: %s", e)
-            self._wake.wait(self.poll)
+                while not self._stop.is_set():
+                    self._wake.clear()
+                    try:
+                        self.run_once()
+                    except Exception as e:  # noqa: BLE001 - a closed store ends it; anything else: next pass
+                        if self._stop.is_set():
+                            break
+                        log.warning("webhook pass failed: %s", e)
+                        self.more = False
+                    if self.more:
+                        await asyncio.sleep(0)  # (let sends run between passes)
+                        continue
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+                if self._tasks:
+                    await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def run_once(self) -> int:
-        """One pass over the outbox; returns how many sends it started."""
+        """One pass over the next SCAN outbox entries (round robin: a pass goes on after the last one's last entry,
+        and from the start once it reached the end), so endings behind many undeliverable ones are not held back;
+        returns how many sends it started. self.more: the pass stopped short of the end (the next one follows at
+        once)."""
         started = 0
-        for key, value in self.store.list_docs(prefix="outbox/", limit=SCAN):
+        page = self.store.list_docs(prefix="outbox/", after=self._cursor, limit=SCAN)
+        self.more = len(page) == SCAN
+        self._cursor = page[-1][0] if self.more else ""
+        for key, value in page:
             if self._stop.is_set():
                 break
-            started += self._entry(key, value)
+            try:
+                started += self._entry(key, value)
+            except Exception as e:  # noqa: BLE001 - one entry that cannot be handled now holds up no other
+                if self._stop.is_set():
+                    break
+                log.warning("webhook outbox entry %s: %s", key, e)
         if time.monotonic() - self._last_prune > PRUNE_EVERY:
             self._last_prune = time.monotonic()
             self.prune()
@@ -212,19 +271,34 @@ class Deliverer:
     # -- sending --
 
     def _send_later(self, rkey: str, rec: dict) -> int:
-        with self._lock:
-            if rkey in self._inflight:
-                return 0
-            self._inflight.add(rkey)
-        try:
-            self._pool.submit(self._send, rkey, rec)
-        except RuntimeError:  # the pool is shut down: stopping
-            with self._lock:
-                self._inflight.discard(rkey)
+        """Starts sending one delivery (on the loop; called from the scan, in the loop's thread), unless it is being
+        sent, or MAX_INFLIGHT sends run, or PER_TARGET run to its host and port (the next pass tries again)."""
+        if self._loop is None:
             return 0
+        parts = urlsplit(rec["url"])
+        target = f"{(parts.hostname or '').lower()}:{parts.port}"
+        if (
+            rkey in self._inflight
+            or len(self._inflight) >= MAX_INFLIGHT
+            or self._per_target.get(target, 0) >= PER_TARGET
+        ):
+            return 0
+        self._inflight.add(rkey)
+        self._per_target[target] = self._per_target.get(target, 0) + 1
+        task = self._loop.create_task(self._send(rkey, rec, target))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return 1
 
-    def _send(self, rkey: str, rec: dict) -> None:
+    def _done(self, rkey: str, target: str) -> None:
+        self._inflight.discard(rkey)
+        left = self._per_target.get(target, 1) - 1
+        if left > 0:
+            self._per_target[target] = left
+        else:
+            self._per_target.pop(target, None)
+
+    async def _send(self, rkey: str, rec: dict, target: str) -> None:
         try:
             now = now_ms()
             if now >= rec["expires_at"] and rec["attempts"] > 0:
@@ -232,7 +306,9 @@ class Deliverer:
                 self.store.put_doc(rkey, json.dumps(rec))
                 return
             body = json.dumps(self.payload(rec), separators=(",", ":")).encode()
-            status, error = post(rec["url"], body, signing.headers(self.secret, rec["id"], now // 1000, body))
+            status, error = await self._post(
+                rec["url"], body, signing.headers(self.secret, rec["id"], now // 1000, body)
+            )
             self.sent += 1
             rec["attempts"] += 1
             rec["last_at"] = now_ms()
@@ -258,9 +334,26 @@ class Deliverer:
             if not self._stop.is_set():
                 log.warning("webhook %s: %s", rec.get("id"), e)
         finally:
-            with self._lock:
-                self._inflight.discard(rkey)
-            self._wake.set()  # its outbox entry may be done now
+            self._done(rkey, target)
+            if self._wake is not None:
+                self._wake.set()  # its outbox entry may be done now
+
+    async def _post(self, url: str, body: bytes, headers: dict) -> tuple[int | None, str | None]:
+        """POSTs body to url once; (status, None) when an answer came, (None, why) when none did within
+        TOTAL_TIMEOUT. Redirects are not followed (a 3xx is an answer that is not a 2xx); the answer's body is not
+        read. A user:password in the URL is sent as Basic auth."""
+        hdrs = {**headers, "user-agent": "ComfyMQ-Webhooks/1"}
+        try:
+            assert self._session is not None
+            async with self._session.post(url, data=body, headers=hdrs, allow_redirects=False) as resp:
+                status = resp.status
+            return status, None if 200 <= status < 300 else f"HTTP {status}"
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            return None, f"no answer within {TOTAL_TIMEOUT:g} s"
+        except (aiohttp.ClientError, OSError, ValueError) as e:
+            return None, f"{type(e).__name__}: {e}"[:500]
 
     def payload(self, rec: dict) -> dict:
         at = rec.get("ended_at") or rec["created_at"]
@@ -322,48 +415,3 @@ class Deliverer:
                         except KeyError:
                             pass
         return removed
-
-
-def post(url: str, body: bytes, headers: dict) -> tuple[int | None, str | None]:
-    """POSTs body to url once; (status, None) when an answer came, (None, why) when none did. Redirects are not
-    followed (a 3xx is an answer that is not a 2xx)."""
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    try:
-        if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=TIMEOUT, context=ssl.create_default_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
-        try:
-            hdrs = dict(headers)
-            hdrs["user-agent"] = "ComfyMQ-Webhooks/1"
-            if parts.username is not None:
-                import base64
-
-                cred = f"{parts.username}:{parts.password or ''}".encode()
-                hdrs["authorization"] = "Basic " + base64.b64encode(cred).decode()
-            # The whole exchange within TOTAL_TIMEOUT: a receiver that trickles its answer gets cut off.
-            watchdog = threading.Timer(TOTAL_TIMEOUT, _cut, (conn,))
-            watchdog.start()
-            try:
-                conn.request("POST", path, body=body, headers=hdrs)
-                resp = conn.getresponse()
-                resp.read(MAX_ANSWER)
-            finally:
-                watchdog.cancel()
-            return resp.status, None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException, ValueError) as e:
-        return None, f"{type(e).__name__}: {e}"[:500]
-
-
-def _cut(conn) -> None:
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass

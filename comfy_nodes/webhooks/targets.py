@@ -29,6 +29,11 @@ def check_url(url, where: str = "webhook") -> str:
         raise WebhookError(f"{where}: a URL must be 1 to {MAX_URL_CHARS} characters")
     if any(ord(c) <= 32 or ord(c) == 127 for c in url):
         raise WebhookError(f"{where}: the URL holds a space or a control character")
+    if not url.isascii():
+        raise WebhookError(
+            f"{where}: the URL holds characters that are not ASCII: write the host in its xn-- (IDNA) form and "
+            "percent-encode the rest"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a bad port

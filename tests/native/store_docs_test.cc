@@ -251,6 +251,26 @@ TEST_F(StoreDocsTest, EveryEndingOfANotifyJobWritesItsOutboxDocumentInTheSameCom
   EXPECT_EQ(Outbox().size(), 1u);                                    // what it said stays until the caller removes it
 }
 
+TEST_F(StoreDocsTest, EndingsWithinOneMillisecondEachGetTheirOwnOutboxDocument) {
+  const uint64_t id = Add(true);  // the clock stands still: every change below is in the same millisecond
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(store_->Cancel(id, "again").ok());
+    ASSERT_TRUE(store_->Retry(id).ok());
+  }
+  ASSERT_TRUE(store_->Cancel(id, "last").ok());
+  std::vector<json> out = Outbox();
+  ASSERT_EQ(out.size(), 6u);
+  for (size_t i = 1; i < out.size(); ++i) EXPECT_GT(out[i]["at"].get<int64_t>(), out[i - 1]["at"].get<int64_t>());
+  // and after a reopen (the last ending's time is in the notify/ document) the next one still comes after
+  store_.reset();
+  Open();
+  ASSERT_TRUE(store_->Retry(id).ok());
+  ASSERT_TRUE(store_->Cancel(id, "after reopen").ok());
+  out = Outbox();
+  ASSERT_EQ(out.size(), 7u);
+  EXPECT_GT(out[6]["at"].get<int64_t>(), out[5]["at"].get<int64_t>());
+}
+
 TEST_F(StoreDocsTest, ACrashRightAfterTheEndingKeepsItsOutboxDocument) {
   const uint64_t id = Add(true);
   auto l = Take();

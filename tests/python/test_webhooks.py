@@ -11,7 +11,7 @@ import time
 import pytest
 from webhook_receiver import Receiver
 
-from comfy_nodes.webhooks import signing
+from comfy_nodes.webhooks import deliveries, signing
 from comfy_nodes.webhooks.outbox import Deliverer
 
 PROMPT = {
@@ -152,7 +152,7 @@ async def test_a_receiver_that_is_down_is_retried_then_reached(client, service):
     await until(lambda: service.webhooks.sent >= 2)
     listing = await (await client.get(f"/comfymq/webhooks/deliveries?state=retrying&job={job_id}")).json()
     [d] = listing["deliveries"]
-    assert d["last_status"] is None and "ConnectionRefusedError" in d["last_error"]
+    assert d["last_status"] is None and "Connect" in d["last_error"], d["last_error"]
 
 
 @pytest.mark.parametrize(
@@ -285,3 +285,29 @@ def test_kill_9_between_the_commit_and_the_send_delivers_after_restart(tmp_path)
             assert info["outbox"] == 0
             _, view = again.json("GET", f"/comfymq/jobs/{job_id}")
             assert view["job"]["webhooks"][0]["state"] == "delivered"
+
+
+@pytest.mark.asyncio
+async def test_a_webhook_pointed_at_the_host_s_own_api_changes_nothing(aiohttp_server, service):
+    """A job's webhook URL naming the host's own API (here: pause the queue): the request the host's sender makes
+    carries a webhook signature, and the API refuses every such request (403), so it changes nothing."""
+    from comfy_nodes.host.standalone import build_app
+
+    server = await aiohttp_server(build_app(service))
+    service.start_webhooks([], **FAST)
+    own = f"http://127.0.0.1:{server.port}/comfymq/queue/pause"
+    from aiohttp import ClientSession
+
+    async with ClientSession() as s:
+        async with s.post(
+            f"http://127.0.0.1:{server.port}/comfymq/jobs",
+            json={"prompt": PROMPT, "webhooks": [own]},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            job_id = (await resp.json())["jobs"][0]["id"]
+    await asyncio.to_thread(service.store.cancel, job_id)
+    await until(lambda: service.webhooks.sent >= 1)
+    await asyncio.sleep(0.2)
+    assert service.store.paused is False
+    [d] = await asyncio.to_thread(deliveries.for_job, service.store, job_id)
+    assert d["last_status"] == 403

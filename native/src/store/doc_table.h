@@ -4,7 +4,9 @@
 //
 // Two key families also mean something to the store itself (store.h, Store::PutDoc):
 //   notify/<16 hex job id>             the job was enqueued with NewJob::notify: its endings go to the outbox
-//   outbox/<13 digit ms>-<16 hex id>   a notify job reached a finished state at that time (value: JSON)
+//                                      (value: the time of its last ending, "" before the first)
+//   outbox/<13 digit ms>-<16 hex id>   a notify job reached a finished state at that time (value: JSON); a job's
+//                                      endings have increasing times, so each has its own key
 #pragma once
 
 #include <cstdint>

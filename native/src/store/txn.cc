@@ -1,6 +1,8 @@
 #include "store/txn.h"
 
+#include <algorithm>
 #include <cassert>
+#include <cstdlib>
 
 #include "store/records.h"
 
@@ -25,9 +27,15 @@ void Txn::Replace(const JobMeta& m) {
   table_->Replace(m);
   undo_.push_back(std::move(u));
   if (ends) {
-    PutDoc(DocTable::OutboxKey(m.updated_ms, m.id), std::string("{\"job\":\"") + FormatJobId(m.id) + "\",\"state\":\"" +
-                                                        JobStateName(m.state) +
-                                                        "\",\"at\":" + std::to_string(m.updated_ms) + "}");
+    // Each ending of a job its own key: after the job's last ending (kept as its notify/ document's value), even
+    // within one millisecond or with the clock set back.
+    const std::string notify_key = DocTable::NotifyKey(m.id);
+    const std::string* last = docs_->Find(notify_key);
+    int64_t at = m.updated_ms;
+    if (last != nullptr && !last->empty()) at = std::max<int64_t>(at, std::strtoll(last->c_str(), nullptr, 10) + 1);
+    PutDoc(notify_key, std::to_string(at));
+    PutDoc(DocTable::OutboxKey(at, m.id), std::string("{\"job\":\"") + FormatJobId(m.id) + "\",\"state\":\"" +
+                                              JobStateName(m.state) + "\",\"at\":" + std::to_string(at) + "}");
   }
 }
 
