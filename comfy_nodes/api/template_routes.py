@@ -90,12 +90,13 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
         return request.match_info["name"]
 
     async def infos(body: dict):
+        """The /object_info limits come from: this host's own ComfyUI (inside ComfyUI: exact, and what its worker
+        runs), else the request's (a browser's copy, whose big integers JavaScript may have rounded)."""
         given = body.pop("object_info", None)
-        if given is not None:
-            if not isinstance(given, dict):
-                raise BadRequest("object_info must be an object (ComfyUI's /object_info, or the part of it used)")
-            return given
-        return await object_info() if object_info else None
+        if given is not None and not isinstance(given, dict):
+            raise BadRequest("object_info must be an object (ComfyUI's /object_info, or the part of it used)")
+        own = await object_info() if object_info else None
+        return own if own else given
 
     def template_error(e: TemplateError) -> ApiError:
         return ApiError(400, "invalid_template", str(e), extra={"template": e.template, "parameter": e.parameter})

@@ -4,6 +4,7 @@
 // widget values become parameters (named from the node's title and input) and naming them.
 
 import {h, button, icon, replaceChildren, whileBusy} from "../lib/dom.js";
+import {JOB} from "../lib/events.js";
 import {formatTime} from "../lib/format.js";
 import {candidates, formFields, readParams, templateBody, validTemplateName} from "../lib/template-form.js";
 import {STATE_TEXT} from "./job-row.js";
@@ -31,6 +32,19 @@ export class TemplatesView {
     /** @type {string | null} */
     this.selected = null;
     this.seq = 0;
+    /** @type {Set<string>} the jobs its recent-jobs list shows (a change to one reloads the list, once a second) */
+    this.shown = new Set();
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this.timer = null;
+    this.off = ctx.hub.on(JOB, (/** @type {any} */ d) => {
+      if (!this.el.hidden && this.selected && d && this.shown.has(String(d.job_id)) && !this.timer) {
+        const name = this.selected;
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          this.loadJobs(name);
+        }, 1000);
+      }
+    });
   }
 
   /** @param {boolean} visible */
@@ -41,6 +55,9 @@ export class TemplatesView {
 
   stop() {
     this.seq++;
+    this.off();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 
   async load() {
@@ -164,6 +181,7 @@ export class TemplatesView {
     try {
       const {jobs} = await this.ctx.client.templateJobList(name);
       if (this.selected !== name) return;
+      this.shown = new Set(jobs.map((j) => j.id));
       replaceChildren(ul, jobs.length ? jobs.map((j) => h("li", {"data-job": j.id},
         h("button", {type: "button", class: "mq-btn mq-chip", title: `Open job ${j.id} in the queue`,
           onclick: () => this.o.onJob(j.id)},

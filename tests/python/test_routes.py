@@ -190,11 +190,18 @@ async def test_sweep_with_count(client, service):
 
 
 async def test_expansion_is_all_or_nothing(client, service):
-    # The second combination cannot be stored (NaN is not JSON): no job of the request is added.
-    raw = json.dumps({"prompt": graph(), "sweep": {"3.steps": [10, "NAN_HERE"]}}).replace('"NAN_HERE"', "NaN")
+    # The second combination cannot be stored (nested past the store's JSON depth limit): no job is added.
+    deep = 1
+    for _ in range(80):
+        deep = [deep]
+    raw = json.dumps({"prompt": graph(), "sweep": {"3.steps": [10, deep]}})
     resp = await client.post(f"{P}/jobs", data=raw, headers={"Content-Type": "application/json"})
     err = await assert_json_error(resp, 400)
     assert "job 1" in err["message"]
+    # NaN is not JSON: refused before anything is planned
+    raw = json.dumps({"prompt": graph(), "sweep": {"3.steps": [10, "NAN_HERE"]}}).replace('"NAN_HERE"', "NaN")
+    resp = await client.post(f"{P}/jobs", data=raw, headers={"Content-Type": "application/json"})
+    assert "NaN" in (await assert_json_error(resp, 400))["message"]
     assert service.store.stats()["total"] == 0
     # A prompt_id prefix whose derived ids are too long for the store: refused whole.
     resp = await client.post(f"{P}/jobs", json={"prompt": graph(), "count": 3, "metadata": {"prompt_id": "p" * 254}})
