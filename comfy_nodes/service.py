@@ -86,6 +86,11 @@ class QueueService:
                 raise
             self._events_thread = threading.Thread(target=self._pump_events, name="comfymq-events", daemon=True)
             self._events_thread.start()
+        from .metrics.farm import FarmMetrics
+
+        self.metrics = FarmMetrics(self)  # GET /comfymq/metrics; timed from broker events
+        if self.broker is not None:
+            self.add_listener(self.metrics)
 
     def add_listener(self, fn: Callable[[dict], None]) -> None:
         """fn(event) is called on the event thread for every broker event (keep it quick)."""

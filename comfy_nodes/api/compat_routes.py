@@ -17,6 +17,8 @@ a token configured it also answers without the token, then {"status"} only (for 
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from ..inputs.graph import resolve_prompt
@@ -84,6 +86,7 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
 
     @routes.post("/tasks")
     async def post_task(request: web.Request) -> web.Response:
+        started = time.monotonic()
         args = parse_task(await read_json_object(request, limits))
         # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
         args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
@@ -92,6 +95,7 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         result = await service.call(service.store.enqueue, **args)
         job = await service.call(service.store.get, result["id"], with_prompt=False)
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}
+        service.metrics.observe_enqueue("tasks", time.monotonic() - started, 0 if result["existed"] else 1)
         if result["existed"]:
             body["existed"] = True
         return web.json_response(body)

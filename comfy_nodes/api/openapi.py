@@ -535,6 +535,13 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
                 )
             },
             p + "/openapi.json": {"get": _op("getOpenApi", "this document", {"200": _json({"type": "object"})})},
+            p + "/metrics": {
+                "get": _op(
+                    "metrics",
+                    "the farm's metrics in the Prometheus text format",
+                    {"200": {"description": "text/plain; version=0.0.4", "content": {"text/plain": {}}}},
+                )
+            },
         }
     )
     if seed_routes:

@@ -72,6 +72,7 @@ import math
 import mimetypes
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -585,8 +586,21 @@ def add_routes(
 
     # -- tasks --
 
+    @handle("GET", "/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        text = await store_call(service.metrics.scrape)
+        return web.Response(
+            text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"}
+        )
+
     @handle("POST", "/jobs")
     async def post_tasks(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        answer = await enqueue_jobs(request)
+        service.metrics.observe_enqueue("jobs", time.monotonic() - started, answer.get("count") or len(answer["jobs"]))
+        return web.json_response(answer)
+
+    async def enqueue_jobs(request: web.Request) -> dict:
         sub = Submission(await read_json_object(request, limits), limits)
         sub.notify = notify_for(service, sub.webhooks)
         sub.prompt, sub.sweep = await store_call(
@@ -619,7 +633,7 @@ def add_routes(
                 body["batch_id"] = job["batch_id"]
             if result["existed"]:
                 body["existed"] = True
-            return web.json_response(body)
+            return body
         try:
             items, extras, batch_id = await store_call(plan_jobs, sub)
         except ex.TooManyJobs as e:
@@ -654,7 +668,7 @@ def add_routes(
         }
         if existed and len(existed) == len(entries):
             body["existed"] = True
-        return web.json_response(body)
+        return body
 
     async def submit_rendered(prompts, body, labels, template_hooks, combos) -> dict:
         """Queues the prompts a template made (one per parameter combination) as POST /comfymq/jobs would, `body`

@@ -238,6 +238,13 @@ def add_v2_routes(
 
     @route("POST", "/jobs")
     async def submit(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        resp = await submit_job(request)
+        if resp.status == 201 and "Idempotency-Replayed" not in resp.headers:
+            service.metrics.observe_enqueue("v2", time.monotonic() - started, 1)
+        return resp
+
+    async def submit_job(request: web.Request) -> web.Response:
         body = await read_json_object(request, limits)
         allowed = {"workflow", "metadata", "priority", "extra_data"}
         extra = sorted(set(body) - allowed)
