@@ -933,6 +933,7 @@ def add_routes(
         body = dict(await store_call(service.store.stats))
         body["workers"] = worker_summary(await workers_list())
         body["broker"] = broker_info()
+        body.update(await store_call(service.metrics.stats))  # throughput, per worker, per template (metrics/)
         return web.json_response(body)
 
     @handle("GET", "/health")

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 
 from .exposition import Counter, Gauge, Histogram, render
+from .recent import RecentStats, graph_shape
 
 log = logging.getLogger("comfymq.metrics")
 
@@ -65,6 +67,8 @@ class FarmMetrics:
         self.worker_jobs = Gauge("comfymq_worker_running_jobs", "jobs each online worker runs", ("worker",))
         self.worker_age = Gauge("comfymq_worker_heartbeat_age_seconds", "since a worker was last heard", ("worker",))
         self.broker: dict[str, Gauge] = {}
+        self.recent = RecentStats()  # GET /comfymq/stats: throughput, wait and run per worker and template
+        self._shapes: OrderedDict[str, str] = OrderedDict()  # running job -> its template or graph shape
 
     # -- as things happen (the service's event thread: keep it quick) --
 
@@ -75,9 +79,11 @@ class FarmMetrics:
         if not state:
             return
         self.transitions.inc(state)
+        if state in FINISHED:
+            self.recent.ended(state)
         if state == "running" or (was == "running" and state in FINISHED + ("pending",)):
-            try:
-                job = self.service.store.get(event["job_id"], with_prompt=False)
+            try:  # (the prompt once, when a run starts: its graph's shape, for a job made from no template)
+                job = self.service.store.get(event["job_id"], with_prompt=state == "running")
             except Exception:  # noqa: BLE001 - gone meanwhile: nothing to time
                 job = None
             if job is not None:
@@ -87,20 +93,50 @@ class FarmMetrics:
         if state == "failed":
             self.dead.inc(worker)
 
+    def _kind_of(self, job: dict) -> str:
+        """The job's template name, else its graph's shape (kept from its run's start), for per-template stats."""
+        t = (job.get("labels") or {}).get("comfymq/template")
+        if isinstance(t, dict) and isinstance(t.get("name"), str):
+            return "template " + t["name"]
+        return self._shapes.get(job["id"]) or graph_shape(job.get("prompt")) or ""
+
     def _timed(self, job: dict, state: str, was: str | None, worker: str) -> None:
         history = job.get("history") or []
         if state == "running":
             started = job.get("started_at")
+            kind = self._kind_of(job)
+            self._shapes[job["id"]] = kind
+            while len(self._shapes) > 100_000:
+                self._shapes.popitem(last=False)
             # queued since the job was made, or since its last run ended (a requeue)
             since = history[-1].get("ended_ms") if history else job.get("enqueued_at")
             if started and since:
-                self.wait.observe(max(0, started - since) / 1000, worker or job.get("worker_id") or "")
+                seconds = max(0, started - since) / 1000
+                who = worker or job.get("worker_id") or ""
+                self.wait.observe(seconds, who)
+                self.recent.sample("worker", who, "wait", seconds)
+                self.recent.sample("template", kind, "wait", seconds)
             return
         last = history[-1] if history else {}
         start, end = last.get("started_ms"), last.get("ended_ms")
+        kind = self._shapes.pop(job["id"], None) or self._kind_of(job)
         if start and end:
             outcome = "requeued" if state == "pending" else state
-            self.run.observe(max(0, end - start) / 1000, worker or last.get("worker") or "", outcome)
+            seconds = max(0, end - start) / 1000
+            who = worker or last.get("worker") or ""
+            self.run.observe(seconds, who, outcome)
+            if state == "succeeded":  # run times of what finished its work
+                self.recent.sample("worker", who, "run", seconds)
+                self.recent.sample("template", kind, "run", seconds)
+
+    def stats(self) -> dict:
+        """What GET /comfymq/stats adds (since this host started): throughput, and wait and run times per worker
+        and per template (or graph shape)."""
+        return {
+            "throughput": self.recent.throughput(),
+            "per_worker": self.recent.times("worker"),
+            "per_template": self.recent.times("template"),
+        }
 
     def observe_enqueue(self, api: str, seconds: float, jobs: int) -> None:
         self.enqueue.observe(seconds, api)

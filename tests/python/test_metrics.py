@@ -101,6 +101,16 @@ async def test_the_figures_follow_what_happened(aiohttp_client, farm):
     assert value(found, "comfymq_store_writable") == 1
     assert value(found, "comfymq_disk_free_bytes") > 0
     assert value(found, "comfymq_job_transitions_total", to="succeeded") == 1
+    # GET /comfymq/stats: seed 001's throughput, and wait / run per worker and per graph shape (no template here)
+    stats = await (await client.get("/comfymq/stats")).json()
+    assert stats["throughput"]["last_minute"] == 2 and stats["throughput"]["last_day_by_state"] == {
+        "succeeded": 1,
+        "failed": 1,
+    }
+    w1 = stats["per_worker"]["w1"]
+    assert w1["wait"]["count"] >= 2 and w1["run"]["count"] == 1 and w1["run"]["p95"] >= 0.05
+    [shape] = stats["per_template"]
+    assert shape.startswith("TestJob#")
     # a histogram's buckets add up (cumulative, +Inf = count)
     le = {dict(k[1])["le"]: v for k, v in found.items() if k[0] == "comfymq_queue_wait_seconds_bucket"}
     assert le["+Inf"] == value(found, "comfymq_queue_wait_seconds_count", worker="w1")
@@ -136,3 +146,22 @@ def test_label_values_are_escaped_and_series_bounded():
     assert value(found, "comfymq_h_bucket", worker="a", le="1.0") == 0
     assert value(found, "comfymq_h_bucket", worker="a", le="2.0") == 1
     assert value(found, "comfymq_h_count", worker="a") == 1
+
+
+def test_recent_windows_and_percentiles():
+    from comfy_nodes.metrics.recent import RecentStats, graph_shape
+
+    r = RecentStats()
+    now = 1_000_000 * 60.0
+    r.ended("succeeded", now - 10)  # this minute
+    r.ended("failed", now - 30 * 60)  # this hour
+    r.ended("succeeded", now - 5 * 3600)  # this day
+    r.ended("succeeded", now - 2 * 86400)  # older: gone
+    t = r.throughput(now)
+    assert (t["last_minute"], t["last_hour"], t["last_day"]) == (1, 2, 3)
+    for v in range(1, 101):
+        r.sample("worker", "w", "run", float(v))
+    s = r.times("worker")["w"]["run"]
+    assert s == {"count": 100, "mean": 50.5, "p95": 95.0}
+    assert graph_shape({"1": {"class_type": "B"}, "2": {"class_type": "A"}}).startswith("A+B#")
+    assert graph_shape("not a graph") is None
