@@ -264,6 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"))
     st.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    t = sub.add_parser(
+        "tokens",
+        help="API tokens with a name and a role: add, list, revoke (on a running host with --host-url and an admin "
+        "token in COMFYMQ_TOKEN, or on the data dir when no host runs)",
+    )
+    t.add_argument("action", choices=("add", "list", "revoke"))
+    t.add_argument("name", nargs="?", help="the token's name (its owner): add, revoke")
+    t.add_argument("--role", default="submit", choices=("admin", "submit", "worker-admin", "read"))
+    t.add_argument("--host-url", default=os.environ.get("COMFYMQ_HOST_URL"), help="a running host (http://host:port)")
+    t.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"), help="an admin token for --host-url")
+    t.add_argument("--data-dir", default=default_data_dir(), help="the host's data dir (no host running)")
+
     k = sub.add_parser("keys", help="make CurveZMQ key pairs for a broker and its workers")
     k.add_argument("--workers", type=int, default=1, help="how many worker key pairs to make")
     return p
@@ -397,6 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             print_status(args)
         elif args.command == "keys":
             print_keys(n, args.workers)
+        elif args.command == "tokens":
+            from .remote import manage_tokens
+
+            manage_tokens(args)
         return 0
     except native.NativeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)

@@ -163,6 +163,10 @@ class Plugin:
 
                 self.relay = EventRelay(self.send)
                 self.service.add_listener(self.relay)
+            # who a request is: the configured token is the admin; tokens stored in the store are looked up too
+            from .config import check_token
+
+            self.service.tokens.admin_token = check_token(cfg.token)  # (the one rule, checked again here)
             if routes is not None:
                 from .api.limits import RequestLimits
                 from .api.routes import add_routes
@@ -171,7 +175,7 @@ class Plugin:
                     routes,
                     self.service,
                     object_info=ObjectInfoCache(own_comfy_url()),  # templates' limits: this ComfyUI's /object_info
-                    token=cfg.token,
+                    token=self.service.tokens,
                     site=site_policy(cfg),
                     limits=RequestLimits.from_config(cfg),
                     unrunnable=cfg.unrunnable_jobs,
@@ -186,7 +190,7 @@ class Plugin:
                     routes,
                     self.service,
                     mount="/comfymq/api/v2",
-                    token=cfg.token,
+                    token=self.service.tokens,
                     site=site_policy(cfg),
                     limits=RequestLimits.from_config(cfg),
                     local=self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None,
@@ -259,7 +263,7 @@ class Plugin:
             routes,
             role=self.cfg.role,
             worker_status=self.worker_status,
-            token=self.cfg.token,
+            token=self.service.tokens if self.service is not None else self.cfg.token,
             site=site_policy(self.cfg),
         )
 

@@ -173,3 +173,53 @@ def print_status(args) -> None:
         state = "online" if w.get("online") else f"offline ({w.get('left_reason', '')})"
         running = ", ".join(w.get("running") or []) or "idle"
         print(f"  {w.get('name')} [{w.get('id')}] {state}{' draining' if w.get('draining') else ''}: {running}")
+
+
+def manage_tokens(args) -> None:
+    """`tokens add NAME --role ROLE | list | revoke NAME`: over a running host's API (--host-url, an admin token), or
+    on the data dir's store when no host runs (a host that holds it: use --host-url). `add` prints the new token
+    once, on its own line."""
+    if args.action in ("add", "revoke") and not args.name:
+        raise ValueError(f"tokens {args.action} needs a NAME")
+    if args.host_url:
+        base = args.host_url.rstrip("/") + "/comfymq/tokens"
+        if args.action == "add":
+            answer = call(base, "POST", {"name": args.name, "role": args.role}, token=args.token)
+            print(answer["token"])
+            print(f"(token '{answer['name']}', role {answer['role']}: shown this once)", file=sys.stderr)
+        elif args.action == "list":
+            for t in call(base, token=args.token)["tokens"]:
+                print(f"{t['name']}\t{t['role']}")
+        else:
+            call(f"{base}/{urllib.parse.quote(args.name, safe='')}", "DELETE", token=args.token)
+            print(f"revoked {args.name}", file=sys.stderr)
+        return
+    from pathlib import Path
+
+    from . import native
+    from .api.tokens import TokenBook
+
+    n = native.load()
+    try:
+        store = n.Store(str(Path(args.data_dir) / "store"))
+    except n.StoreLockedError:
+        raise ValueError(
+            f"a host holds the store in {args.data_dir}: give --host-url (and an admin token in COMFYMQ_TOKEN)"
+        ) from None
+    with store:
+        book = TokenBook(store)
+        if args.action == "add":
+            try:
+                print(book.add(args.name, args.role))
+            except FileExistsError as e:
+                raise ValueError(str(e)) from None
+            print(f"(token '{args.name}', role {args.role}: shown this once)", file=sys.stderr)
+        elif args.action == "list":
+            for t in book.list():
+                print(f"{t['name']}\t{t['role']}")
+        else:
+            try:
+                book.revoke(args.name)
+            except LookupError as e:
+                raise ValueError(str(e)) from None
+            print(f"revoked {args.name}", file=sys.stderr)

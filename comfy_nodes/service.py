@@ -63,6 +63,9 @@ class QueueService:
         from .templates.registry import TemplateRegistry
 
         self.templates = TemplateRegistry(self.store)  # the stored templates (one per store: saves in turn)
+        from .api.tokens import TokenBook
+
+        self.tokens = TokenBook(self.store)  # who a request is (api/tokens.py); the host sets its admin token
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:

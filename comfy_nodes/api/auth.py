@@ -13,6 +13,12 @@ OPTIONS requests pass (browsers send preflights without credentials); no route a
 A handler marked @status_probe (the /health routes) is also called without the token, for monitors: it then finds
 authorized(request) False and must answer its status only, nothing else.
 
+With a TokenBook (api/tokens.py) in place of the one token, a request's bearer token says who it is (a Principal:
+name and role; the configured token is the admin; stored tokens are looked up by their hash, so a revoke is
+effective at once), and the handler's permission (@requires("submit"), "workers", "admin"; unmarked: "read" for
+GET/HEAD, "admin" for anything else) must be one its role has: else a 403 naming what the token may not do. The
+handler finds principal(request). With no token configured and none stored, every request is the open admin.
+
 The rule for what a token may be is config.check_token (one rule for every way a token is set).
 insecure_bind_warning(host, token) is the line to log when a host listens beyond loopback without a token.
 """
@@ -31,7 +37,71 @@ from .site_policy import is_loopback_name
 
 AUTH_SCHEME = "Bearer"
 AUTHORIZED = "comfymq.authorized"  # request key: False when a status probe came without the token
+PRINCIPAL = "comfymq.principal"  # request key: who the request is (a TokenBook's Principal)
 _PROBE_MARK = "comfymq_status_probe"
+_PERMISSION_MARK = "comfymq_permission"
+WHAT = {
+    "read": "read this",
+    "submit": "queue jobs or change them",
+    "workers": "manage workers",
+    "admin": "do this (it needs an admin token)",
+}
+
+
+def requires(permission: str):
+    """Marks a handler with the permission it needs (tokens.PERMISSIONS: read, submit, workers, admin)."""
+
+    def mark(handler):
+        setattr(handler, _PERMISSION_MARK, permission)
+        return handler
+
+    return mark
+
+
+def required(request: web.Request, handler) -> str:
+    mark = getattr(handler, _PERMISSION_MARK, None)
+    if mark:
+        return mark
+    return "read" if request.method in ("GET", "HEAD", "OPTIONS") else "admin"
+
+
+def principal(request: web.Request):
+    """Who this request is (tokens.Principal); an open API's admin when no TokenBook checked it."""
+    from .tokens import OPEN
+
+    return request.get(PRINCIPAL, OPEN)
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer token the request carries; "" for an Authorization header of another scheme; None for none."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, given = header.partition(" ")
+    return given.strip() if scheme.lower() == AUTH_SCHEME.lower() else ""
+
+
+def book_refusal(request: web.Request, book, handler) -> web.Response | None:
+    """The 401 or 403 for a request the TokenBook refuses, or None (request[PRINCIPAL] then says who it is)."""
+    if request.method == "OPTIONS":
+        return None
+    given = bearer(request)
+    who = book.resolve(given)
+    if who is None:
+        if _probe_without_token(request, handler):
+            return None
+        if given is None:
+            return unauthorized("this ComfyMQ API needs a token: send 'Authorization: Bearer <token>'")
+        return unauthorized("the API token is wrong (or was revoked)")
+    need = required(request, handler)
+    if not who.may(need):
+        return error_response(403, "forbidden", f"token '{who.name}' (role {who.role}) may not {WHAT.get(need, need)}")
+    request[PRINCIPAL] = who
+    return None
+
+
+def _is_book(token) -> bool:
+    return hasattr(token, "resolve") and hasattr(token, "has_tokens")
 
 
 def status_probe(handler):
@@ -104,11 +174,23 @@ def refusal(request: web.Request, token: str) -> web.Response | None:
     return None
 
 
-def token_middleware(token: str, *, prefixes: Iterable[str] | None = None):
-    """An aiohttp middleware that requires the token on every request (prefixes=None) or on requests under
-    the given path prefixes."""
-    token = _check_token(token)
+def token_middleware(token, *, prefixes: Iterable[str] | None = None):
+    """An aiohttp middleware that requires the token (a str, or a TokenBook: see the module doc) on every request
+    (prefixes=None) or on requests under the given path prefixes."""
     guarded = None if prefixes is None else tuple(prefixes)
+    if _is_book(token):
+        book = token
+
+        @web.middleware
+        async def require_book(request: web.Request, handler):
+            if is_protected(request, guarded):
+                denied = book_refusal(request, book, request.match_info.handler)
+                if denied is not None:
+                    return denied
+            return await handler(request)
+
+        return require_book
+    token = _check_token(token)
 
     @web.middleware
     async def require_token(request: web.Request, handler):
@@ -121,9 +203,21 @@ def token_middleware(token: str, *, prefixes: Iterable[str] | None = None):
     return require_token
 
 
-def token_guard(token: str):
+def token_guard(token):
     """A decorator for single handlers: the same check as token_middleware, for routes mounted on an app
     whose middlewares ComfyMQ does not own (ComfyUI's)."""
+    if _is_book(token):
+        book = token
+
+        def decorate_book(handler):
+            @functools.wraps(handler)
+            async def guarded(request: web.Request):
+                denied = book_refusal(request, book, handler)
+                return denied if denied is not None else await handler(request)
+
+            return guarded
+
+        return decorate_book
     token = _check_token(token)
 
     def decorate(handler):

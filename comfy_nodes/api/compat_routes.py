@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ..inputs.graph import resolve_prompt
 from ..webhooks.targets import notify_for
-from . import auth
+from . import auth, owners
 from .errors import BadRequest, read_json_object
 from .limits import RequestLimits
 
@@ -85,9 +85,13 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
     limits = limits or RequestLimits()
 
     @routes.post("/tasks")
+    @auth.requires("submit")
     async def post_task(request: web.Request) -> web.Response:
         started = time.monotonic()
         args = parse_task(await read_json_object(request, limits))
+        owner = owners.owner_for(request, None)
+        if owner:
+            args["owner"] = owner
         # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
         args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
         if notify_for(service):  # the host's webhooks (webhooks/)
@@ -103,6 +107,7 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
     @routes.get("/tasks/{id}")
     async def get_task(request: web.Request) -> web.Response:
         job = await service.call(service.store.get, request.match_info["id"], with_prompt=True)
+        owners.check_job(request, job)
         task = task_view(job)
         task["worker"] = job["worker_id"]
         task["attempts"] = job["attempts"]

@@ -92,8 +92,8 @@ def site_guard(policy: SitePolicy):
     return decorate
 
 
-def host_middlewares(site: SitePolicy, token: str | None) -> list:
-    """The standalone host's middlewares, outermost first: site rules, token, JSON errors."""
+def host_middlewares(site: SitePolicy, token) -> list:
+    """The standalone host's middlewares, outermost first: site rules, token (a str or a TokenBook), JSON errors."""
     chain = [site_middleware(site)]
     if token is not None:
         chain.append(auth.token_middleware(token))

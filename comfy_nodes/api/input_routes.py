@@ -31,6 +31,7 @@ from aiohttp import BodyPartReader, web
 
 from ..inputs.names import check_upload_name, fallback_name, sniff_extension
 from ..inputs.store import InputTooLarge, check_sha256
+from . import auth
 from .errors import ApiError, BadRequest
 from .guards import protect, upload_route
 from .limits import RequestLimits
@@ -264,5 +265,7 @@ def add_input_routes(
             raise ApiError(404, "not_found", f"no stored input {sha}")
         return web.json_response({"sha256": sha, "size": size})
 
-    routes.post(prefix + "/inputs")(protect(upload_route(guarded_upload), site=site, token=token))
+    routes.post(prefix + "/inputs")(
+        protect(upload_route(auth.requires("submit")(guarded_upload)), site=site, token=token)
+    )
     routes.get(prefix + "/inputs/{sha256}")(protect(stat_input, site=site, token=token))

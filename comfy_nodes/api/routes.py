@@ -85,7 +85,7 @@ from ..inputs.outputs import OutputResolver, is_output_reference, once_per_reque
 from ..webhooks import deliveries as webhook_deliveries
 from ..webhooks.targets import LABEL as WEBHOOKS_LABEL
 from ..webhooks.targets import MAX_TARGETS, WebhookError, merge, notify_for, parse_targets
-from . import auth, openapi
+from . import auth, openapi, owners
 from . import expand as ex
 from .compat_routes import health_status, parse_task, task_view
 from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
@@ -94,6 +94,7 @@ from .input_routes import add_input_routes
 from .limits import RequestLimits
 from .site_policy import SitePolicy
 from .template_routes import add_template_routes
+from .token_routes import add_token_routes
 from .views import full_view, summary_view
 from .webhook_routes import add_webhook_routes
 
@@ -123,6 +124,7 @@ MS_RE = re.compile(r"^[0-9]{1,16}$")
 MAX_TIMEOUT = 30 * 24 * 3600
 MAX_OWNER = 256
 WAIT_CHECKS = 64  # jobs of one request whose prompts the answer's `waiting` hint looks at
+OWN_SCAN = 20_000  # jobs one list call of a submit token looks through for its own
 
 
 # ---- input checks ----------------------------------------------------------------------------------------
@@ -502,11 +504,14 @@ def add_routes(
     # another job's output named as an input: copied into the input store at enqueue (inputs/outputs.py)
     job_outputs = OutputResolver(service.store, service.artifact_root, service.inputs, limits.max_input_bytes)
 
-    def handle(method: str, path: str):
-        """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler)."""
+    def handle(method: str, path: str, permission: str | None = None):
+        """Registers fn at prefix + path; a /jobs path also at /tasks, the API's earlier name (same handler).
+        permission: what a token needs (auth.requires; default: read for GET, admin for the rest)."""
         paths = [path] + (["/tasks" + path[len("/jobs") :]] if path.startswith("/jobs") else [])
 
         def register(fn):
+            if permission:
+                auth.requires(permission)(fn)
             wrapped = protect(fn, site=site, token=token)
             for p in paths:
                 if method == "GET":
@@ -593,7 +598,7 @@ def add_routes(
             text=text, content_type="text/plain", charset="utf-8", headers={"Cache-Control": "no-store"}
         )
 
-    @handle("POST", "/jobs")
+    @handle("POST", "/jobs", "submit")
     async def post_tasks(request: web.Request) -> web.Response:
         started = time.monotonic()
         answer = await enqueue_jobs(request)
@@ -602,6 +607,7 @@ def add_routes(
 
     async def enqueue_jobs(request: web.Request) -> dict:
         sub = Submission(await read_json_object(request, limits), limits)
+        sub.owner = owners.owner_for(request, sub.owner)  # a submit token's jobs are its own
         sub.notify = notify_for(service, sub.webhooks)
         sub.prompt, sub.sweep = await store_call(
             resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
@@ -721,6 +727,7 @@ def add_routes(
         }
 
     add_template_routes(handle, service, prefix=prefix, limits=limits, object_info=object_info, submit=submit_rendered)
+    add_token_routes(handle, service, limits=limits)
 
     api_document = openapi.document("/comfymq", seed_routes=seed_routes)
 
@@ -736,10 +743,13 @@ def add_routes(
                 raise BadRequest("prompt_id finds at most one job: it takes no cursor")
             try:
                 job = await store_call(service.store.get_by_prompt_id, q["prompt_id"], with_prompt=False)
-                jobs = [job] if _matches(job, q) else []
+                jobs = [job] if _matches(job, q) and owners.sees(request, job) else []
             except KeyError:
                 jobs = []
             return web.json_response({"jobs": [summary_view(j, prefix) for j in jobs], "next_cursor": None})
+        if not owners.lists_all(request):  # a submit token: its own jobs only, looked for page by page
+            found, cursor = await store_call(own_jobs, request, q)
+            return web.json_response({"jobs": [summary_view(j, prefix) for j in found], "next_cursor": cursor})
         page = await store_call(
             service.store.list,
             state=q.get("state"),
@@ -754,9 +764,40 @@ def add_routes(
             {"jobs": [summary_view(j, prefix) for j in page["jobs"]], "next_cursor": page["next_cursor"]}
         )
 
+    def own_jobs(request: web.Request, q: dict) -> tuple[list, str | None]:
+        """The list's page for a submit token: its own jobs, among at most OWN_SCAN jobs per call (a cursor then
+        goes on from the last one looked at)."""
+        found, scanned, cursor = [], 0, q["cursor"]
+        while len(found) < q["limit"] and scanned < OWN_SCAN:
+            page = service.store.list(
+                state=q.get("state"),
+                batch_id=q.get("batch_id"),
+                since=q.get("since"),
+                until=q.get("until"),
+                cursor=cursor,
+                limit=1000,
+                newest_first=q["newest_first"],
+            )
+            for j in page["jobs"]:
+                scanned += 1
+                cursor = j["id"]
+                if owners.sees(request, j):
+                    found.append(j)
+                    if len(found) >= q["limit"]:
+                        return found, j["id"]
+            if not page["next_cursor"]:
+                return found, None
+        return found, cursor
+
+    async def job_for(request: web.Request, job_id: str, with_prompt: bool = False) -> dict:
+        """The job, once the request's token may see it (a submit token: its own only)."""
+        job = await get_job(job_id, with_prompt=with_prompt)
+        owners.check_job(request, job)
+        return job
+
     @handle("GET", "/jobs/{id}")
     async def get_task(request: web.Request) -> web.Response:
-        job = await get_job(check_job_id(request.match_info["id"]), with_prompt=True)
+        job = await job_for(request, check_job_id(request.match_info["id"]), with_prompt=True)
         view = full_view(job, prefix)
         if job["state"] == "pending":
             try:
@@ -769,9 +810,10 @@ def add_routes(
         view["webhooks"] = await store_call(webhook_deliveries.for_job, service.store, job["id"])
         return web.json_response({"job": view})
 
-    @handle("POST", "/jobs/{id}/cancel")
+    @handle("POST", "/jobs/{id}/cancel", "submit")
     async def cancel_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
+        await job_for(request, job_id)
         body = await read_optional_json_object(request, limits)
         for key in body:
             if key != "reason":
@@ -782,16 +824,18 @@ def add_routes(
         await store_call(service.store.cancel, job_id, reason)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
-    @handle("POST", "/jobs/{id}/retry")
+    @handle("POST", "/jobs/{id}/retry", "submit")
     async def retry_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
+        await job_for(request, job_id)
         await read_optional_json_object(request, limits)
         await store_call(service.store.retry, job_id)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
-    @handle("DELETE", "/jobs/{id}")
+    @handle("DELETE", "/jobs/{id}", "submit")
     async def delete_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
+        await job_for(request, job_id)
         if service.webhooks is not None:  # its last ending's deliveries made first: they need its labels
             try:
                 await store_call(service.webhooks.settle, job_id)
@@ -834,6 +878,8 @@ def add_routes(
         jobs = await batch_jobs(batch_id)
         if not jobs:
             raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
+        for j in jobs:  # a submit token: its own batches only
+            owners.check_job(request, j)
         counts = {s: 0 for s in native.load().JOB_STATES}
         for j in jobs:
             counts[j["state"]] += 1
@@ -855,12 +901,15 @@ def add_routes(
         }
         return web.json_response(body)
 
-    @handle("POST", "/batches/{id}/cancel")
+    @handle("POST", "/batches/{id}/cancel", "submit")
     async def cancel_batch(request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
         await read_optional_json_object(request, limits)
         if not (await store_call(service.store.list, batch_id=batch_id, limit=1))["jobs"]:
             raise ApiError(404, "not_found", f"no batch '{batch_id[:128]}'")
+        if not owners.lists_all(request):  # a submit token cancels a batch of its own jobs only
+            for j in await batch_jobs(batch_id, ["pending", "running"]):
+                owners.check_job(request, j)
         # one commit: every pending or running job of the batch is cancelled, or (on an error) none is
         cancelled = await store_call(service.store.cancel_batch, batch_id, f"batch {batch_id} cancelled")
         return web.json_response({"batch_id": batch_id, "cancelled": len(cancelled), "jobs": cancelled})
@@ -871,7 +920,7 @@ def add_routes(
     async def workers(request: web.Request) -> web.Response:
         return web.json_response(await workers_list())
 
-    @handle("POST", "/workers/refresh")
+    @handle("POST", "/workers/refresh", "workers")
     async def refresh_workers(request: web.Request) -> web.Response:
         body = await read_optional_json_object(request, limits)
         for key in body:
@@ -887,7 +936,7 @@ def add_routes(
             raise ApiError(404, "not_found", f"no worker '{worker_id}'") from None
         return web.json_response({"refreshing": worker_id if worker_id else "all"})
 
-    @handle("POST", "/workers/{id}/drain")
+    @handle("POST", "/workers/{id}/drain", "workers")
     async def drain_worker(request: web.Request) -> web.Response:
         worker_id = request.match_info["id"]
         body = await read_optional_json_object(request, limits)
@@ -961,7 +1010,7 @@ def add_routes(
         missing = ApiError(404, "not_found", f"job {job_id[:64]} has no artifact '{name[:256]}'")
         if not JOB_ID_RE.match(job_id) or not _safe_relative(name):
             raise missing
-        job = await get_job(job_id)
+        job = await job_for(request, job_id)
         recorded = next((a for a in job.get("artifacts") or [] if a.get("path") in (f"{job_id}/{name}", name)), None)
         if recorded is None:
             raise missing

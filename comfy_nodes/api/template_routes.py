@@ -31,11 +31,13 @@ from ..templates.render import render
 from ..templates.render import sweep as sweep_params
 from ..templates.schema import json_schema
 from . import expand as ex
+from . import owners
 from .errors import ApiError, BadRequest, read_json_object
 
 TEMPLATE_LABEL = "comfymq/template"
 JOB_FIELDS = (
     "params",
+    "owner",
     "sweep",
     "count",
     "priority",
@@ -188,9 +190,10 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
             raise TemplateError(f"no asset with hash {value} on this host", parameter=pname)
         return {"comfymq_input": sha}
 
-    @handle("POST", "/templates/{name}/jobs")
+    @handle("POST", "/templates/{name}/jobs", "submit")
     async def template_jobs(request: web.Request) -> web.Response:
         body = await read_json_object(request, limits)
+        body["owner"] = owners.owner_for(request, body.get("owner"))  # a submit token's jobs are its own
         for k in body:
             if k not in JOB_FIELDS:
                 raise BadRequest(f"unknown field '{str(k)[:64]}' (allowed: {', '.join(JOB_FIELDS)})")
@@ -264,7 +267,7 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
                 for j in page["jobs"]:
                     scanned += 1
                     t = (j.get("labels") or {}).get(TEMPLATE_LABEL)
-                    if isinstance(t, dict) and t.get("name") == name:
+                    if isinstance(t, dict) and t.get("name") == name and owners.sees(request, j):
                         view = summary_view(j, prefix)
                         view["template"] = t
                         found.append(view)

@@ -16,7 +16,8 @@ import re
 from aiohttp import web
 
 from ..webhooks import deliveries
-from .errors import BadRequest
+from . import auth, owners
+from .errors import ApiError, BadRequest
 from .guards import protect
 from .site_policy import SitePolicy
 
@@ -61,6 +62,13 @@ def add_webhook_routes(
         job = _one(request, "job")
         if job is not None and not JOB_ID_RE.fullmatch(job):
             raise BadRequest("job must be a job id (16 lowercase hex digits)")
+        if not owners.lists_all(request):  # a submit token: the deliveries of one of its own jobs
+            if job is None:
+                raise BadRequest("give job=<one of your jobs' ids>: this token sees its own jobs' deliveries only")
+            try:
+                owners.check_job(request, await service.call(service.store.get, job, with_prompt=False))
+            except KeyError:
+                raise ApiError(404, "not_found", f"no job {job}") from None
         cursor = _one(request, "cursor") or ""
         if cursor and not CURSOR_RE.fullmatch(cursor):
             raise BadRequest("cursor is not one this API gave")
@@ -72,5 +80,5 @@ def add_webhook_routes(
         )
         return web.json_response({"deliveries": found, "next_cursor": next_cursor})
 
-    routes.get(prefix + "/webhooks")(protect(info, site=site, token=token))
+    routes.get(prefix + "/webhooks")(protect(auth.requires("admin")(info), site=site, token=token))  # (the secret)
     routes.get(prefix + "/webhooks/deliveries")(protect(listing, site=site, token=token))

@@ -47,7 +47,8 @@ def build_app(
     token = check_token(token)
     site = site or SitePolicy()
     limits = limits or RequestLimits()
-    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=host_middlewares(site, token))
+    service.tokens.admin_token = token  # the configured token is the admin; stored tokens are looked up too
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=host_middlewares(site, service.tokens))
     app["service"] = service
     routes = web.RouteTableDef()
     add_compat_routes(routes, service, limits)

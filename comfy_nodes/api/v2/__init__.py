@@ -45,6 +45,7 @@ from ...inputs import graph as input_refs
 from ...inputs.names import safe_name
 from ...inputs.outputs import OutputResolver, once_per_request, waits_on
 from ...webhooks.targets import notify_for
+from .. import auth, owners
 from ..errors import ApiError, read_json_object
 from ..guards import protect, upload_route
 from ..input_routes import TimedBody
@@ -154,9 +155,10 @@ def add_v2_routes(
     if _blake3 is None:
         log.warning("the blake3 package is not installed: v2 assets get no hash (pip install blake3)")
 
-    def route(method: str, path: str, *, upload: bool = False, bodyless: bool = False):
+    def route(method: str, path: str, *, upload: bool = False, bodyless: bool = False, permission: str | None = None):
         """upload: a file, any Content-Type. bodyless: the SDK sends it with no body and no Content-Type (cancel,
-        delete): any Content-Type passes too (site_policy.py rule 4, as for uploads), and a body is refused."""
+        delete): any Content-Type passes too (site_policy.py rule 4, as for uploads), and a body is refused.
+        permission: what a token needs (auth.requires; default: read for GET and HEAD, admin for the rest)."""
 
         def register(fn):
             handler = fn
@@ -166,6 +168,9 @@ def add_v2_routes(
                     if request.body_exists and await TimedBody(limits).read(lambda: request.content.read(1)):
                         raise V2Error(422, "invalid_request", "this request takes no body")
                     return await fn(request)
+
+            if permission:
+                auth.requires(permission)(handler)
 
             routes.route(method, mount + path)(
                 protect(upload_route(handler) if upload or bodyless else handler, site=site, token=token)
@@ -236,7 +241,7 @@ def add_v2_routes(
 
     # -- jobs --
 
-    @route("POST", "/jobs")
+    @route("POST", "/jobs", permission="submit")
     async def submit(request: web.Request) -> web.Response:
         started = time.monotonic()
         resp = await submit_job(request)
@@ -273,7 +278,10 @@ def add_v2_routes(
         if key is not None and not KEY_RE.fullmatch(key):
             raise V2Error(422, "invalid_request", "Idempotency-Key must be 1 to 255 printable ASCII characters")
         request_hash = _request_hash(body)
-        base_pid = f"v2-key-{hashlib.sha256(key.encode()).hexdigest()[:40]}" if key else f"v2-{uuid.uuid4().hex}"
+        owner = owners.owner_for(request, None)
+        # (keys are the caller's own: another owner's same key is another key; an open API's callers share one space)
+        scoped = key if key is None or owner in (None, "admin") else f"{owner}\0{key}"
+        base_pid = f"v2-key-{hashlib.sha256(scoped.encode()).hexdigest()[:40]}" if key else f"v2-{uuid.uuid4().hex}"
         pid = base_pid
 
         def live_key() -> tuple[str, dict | None]:
@@ -324,6 +332,7 @@ def add_v2_routes(
                     service.store.enqueue,
                     prompt,
                     prompt_id=pid,
+                    owner=owner,
                     priority=priority,
                     after=after or None,
                     labels=stored_labels or None,
@@ -365,6 +374,8 @@ def add_v2_routes(
                 labels = labels_of(job) if filters else None
                 if filters and any(labels.get(k) != v for k, v in filters.items()):
                     continue
+                if not owners.sees(request, job):  # a submit token: its own jobs only
+                    continue
                 found.append(job)
                 if len(found) == limit:
                     break
@@ -381,12 +392,14 @@ def add_v2_routes(
     @route("GET", "/jobs/{id}")
     async def get(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"])
+        owners.check_job(request, job)
         waiting = await service.call(service.waiting_reasons, job["id"]) if job["state"] == "pending" else None
         return web.json_response(await service.call(view, job, request, waiting))
 
-    @route("POST", "/jobs/{id}/cancel", bodyless=True)
+    @route("POST", "/jobs/{id}/cancel", bodyless=True, permission="submit")
     async def cancel(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"])
+        owners.check_job(request, job)
         if job["state"] in ("pending", "running"):
             try:
                 await service.call(service.store.cancel, job["id"], "cancelled through the v2 API")
@@ -414,12 +427,14 @@ def add_v2_routes(
     @route("GET", "/jobs/{id}/workflow")
     async def workflow(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"], with_prompt=True)
+        owners.check_job(request, job)
         prompt = job.get("prompt")
         return web.json_response({"workflow": prompt if isinstance(prompt, dict) else {}, "format": "api"})
 
     @route("GET", "/jobs/{id}/events")
     async def events(request: web.Request) -> web.StreamResponse:
         job = await get_job(request.match_info["id"])
+        owners.check_job(request, job)
         if streams[0] >= MAX_STREAMS:
             raise V2Error(
                 429,
@@ -539,7 +554,9 @@ def add_v2_routes(
             raise V2Error(422, "invalid_request", "file_path must be a file name or path of at most 1024 characters")
         return file_path
 
-    @route("POST", "/assets", upload=True)  # (a file is not JSON: any Content-Type passes the site rules)
+    @route(
+        "POST", "/assets", upload=True, permission="submit"
+    )  # (a file is not JSON: any Content-Type passes the site rules)
     async def upload(request: web.Request) -> web.Response:
         if request.content_type != "multipart/form-data":
             raise V2Error(
@@ -619,7 +636,7 @@ def add_v2_routes(
         found = await service.call(by_hash, request.match_info["hash"])
         return web.Response(status=200 if found else 404)
 
-    @route("POST", "/assets/from-hash")
+    @route("POST", "/assets/from-hash", permission="submit")
     async def from_hash(request: web.Request) -> web.Response:
         body = await read_json_object(request, limits)
         found = await service.call(by_hash, body.get("hash") if isinstance(body.get("hash"), str) else "")
@@ -689,7 +706,7 @@ def add_v2_routes(
             record = {**record, "hash": await service.call(blake3_of, path)}
         return web.json_response(asset_view(record, request))
 
-    @route("DELETE", "/assets/{id}", bodyless=True)
+    @route("DELETE", "/assets/{id}", bodyless=True, permission="submit")
     async def delete_asset(request: web.Request) -> web.Response:
         asset_id = request.match_info["id"]
         if views.parse_output_asset_id(asset_id) is not None:

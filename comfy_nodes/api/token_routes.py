@@ -1,0 +1,54 @@
+"""Tokens over HTTP (api/tokens.py keeps them):
+
+GET    /comfymq/whoami          {"name", "role", "open"}: who this request's token is (any token)
+GET    /comfymq/tokens          {"tokens": [{"name", "role", "created_at"}]}       (admin; never the tokens)
+POST   /comfymq/tokens          {"name", "role"} -> 201 {"name", "role", "token"}  (admin; the token shown once)
+DELETE /comfymq/tokens/{name}   revoked at once (its next request is a 401)          (admin)
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import principal
+from .errors import ApiError, BadRequest, read_json_object
+from .tokens import ROLES
+
+
+def add_token_routes(handle, service, *, limits) -> None:
+    book = service.tokens
+
+    @handle("GET", "/whoami")
+    async def whoami(request: web.Request) -> web.Response:
+        who = principal(request)
+        return web.json_response({"name": who.name, "role": who.role, "open": who.open})
+
+    @handle("GET", "/tokens", "admin")
+    async def list_tokens(request: web.Request) -> web.Response:
+        return web.json_response({"tokens": await service.call(book.list)})
+
+    @handle("POST", "/tokens")
+    async def add_token(request: web.Request) -> web.Response:
+        body = await read_json_object(request, limits)
+        for k in body:
+            if k not in ("name", "role"):
+                raise BadRequest(f"unknown field '{str(k)[:64]}' (allowed: name, role)")
+        name, role = body.get("name"), body.get("role", "submit")
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+        try:
+            token = await service.call(book.add, name, role)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        except FileExistsError as e:
+            raise ApiError(409, "token_exists", str(e)) from None
+        return web.json_response({"name": name, "role": role, "token": token}, status=201)
+
+    @handle("DELETE", "/tokens/{name}")
+    async def revoke_token(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        try:
+            await service.call(book.revoke, name)
+        except LookupError as e:
+            raise ApiError(404, "not_found", str(e)[:200]) from None
+        return web.json_response({"revoked": name})

@@ -1,0 +1,138 @@
+"""Tokens with a name (the owner) and a role, kept hashed in the store (documents), effective at once.
+
+  token/<sha256 of the token, hex>   {"name", "role", "created_at"}      (the token itself is never stored)
+  tokenname/<name>                   the sha256 hex of its token        (one token per name; revoke by name)
+
+Roles and what they may do (PERMISSIONS): admin (everything), submit (queue jobs; see, cancel, retry and delete
+its own jobs only), worker-admin (drain and rescan workers; read), read (every GET but secrets: dashboards). The
+host's configured token (COMFYMQ_TOKEN) is an admin token named "admin". With no configured token and no stored
+one the API is open (as before: the site rules still apply), and every request acts as admin.
+
+TokenBook.resolve(header) says who a request is: a Principal, None (a token was needed and this is not one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+ROLES = ("admin", "submit", "worker-admin", "read")
+PERMISSIONS = {
+    "admin": {"read", "submit", "workers", "admin"},
+    "submit": {"read", "submit"},
+    "worker-admin": {"read", "workers"},
+    "read": {"read"},
+}
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+PREFIX, NAME_PREFIX = "token/", "tokenname/"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str | None  # the owner its jobs record (None: an open API's anonymous caller)
+    role: str
+    open: bool = False  # no token was needed (an open API)
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS.get(self.role, ())
+
+    @property
+    def sees_all(self) -> bool:
+        """Whether it sees (and, with the permission, changes) every job, not only its own."""
+        return self.role != "submit"
+
+
+ADMIN = Principal("admin", "admin")
+OPEN = Principal(None, "admin", open=True)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class TokenBook:
+    def __init__(self, store, admin_token: str | None = None):
+        self.store = store
+        self.admin_token = admin_token
+        self._lock = threading.Lock()
+        self._had_tokens = True  # the last answer the store gave (a store that cannot answer cannot change it)
+        self.has_tokens()  # (the first answer, while the store is surely open)
+
+    def has_tokens(self) -> bool:
+        """Whether a request needs a token. A store that cannot be read (closed, or refusing after a failed write)
+        cannot have had a token stored or revoked since it last answered: that answer holds."""
+        if self.admin_token:
+            return True
+        try:
+            self._had_tokens = bool(self.store.list_docs(prefix=PREFIX, keys_only=True, limit=1))
+        except Exception:  # noqa: BLE001 - see above
+            pass
+        return self._had_tokens
+
+    def resolve(self, given: str | None) -> Principal | None:
+        """Who presents `given` (the bearer token, None when the request has none)."""
+        if given is None:
+            return None if self.has_tokens() else OPEN
+        if self.admin_token and hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), self.admin_token.encode()
+        ):
+            return ADMIN
+        if len(given) > 1024:
+            return None
+        try:
+            text = self.store.get_doc(PREFIX + digest(given))
+        except Exception:  # noqa: BLE001 - a store that cannot be read vouches for nobody
+            return None if self.has_tokens() else OPEN
+        if text is None:
+            return None if self.has_tokens() else OPEN  # (a stale token on an open API: still open)
+        try:
+            rec = json.loads(text)
+            return Principal(rec["name"], rec["role"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    # -- managing them --
+
+    def add(self, name: str, role: str) -> str:
+        """A new token for `name` with `role`; the token itself (shown once). ValueError for a bad name or role,
+        FileExistsError when the name has one."""
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "admin":
+            raise ValueError("a token's name is 1 to 64 of A-Z a-z 0-9 _ . @ - (and not 'admin', the host's own)")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        token = "cmq_" + secrets.token_urlsafe(32)
+        h = digest(token)
+        with self._lock:
+            if not self.store.put_doc(NAME_PREFIX + name, h, only_if_absent=True):
+                raise FileExistsError(f"'{name}' has a token already: revoke it first")
+            rec = {"name": name, "role": role, "created_at": int(time.time() * 1000)}
+            self.store.put_doc(PREFIX + h, json.dumps(rec))
+        return token
+
+    def list(self) -> list[dict]:
+        out = []
+        for _, text in self.store.list_docs(prefix=PREFIX, limit=100_000):
+            try:
+                rec = json.loads(text)
+                out.append({"name": rec["name"], "role": rec["role"], "created_at": rec.get("created_at")})
+            except (ValueError, KeyError, TypeError):
+                continue
+        return sorted(out, key=lambda r: r["name"])
+
+    def revoke(self, name: str) -> None:
+        """Revokes `name`'s token at once (LookupError when it has none)."""
+        with self._lock:
+            h = self.store.get_doc(NAME_PREFIX + name) if isinstance(name, str) and NAME_RE.fullmatch(name) else None
+            if h is None:
+                raise LookupError(f"no token named '{name}'")
+            try:
+                self.store.delete_doc(PREFIX + h)  # first: from now on it opens nothing
+            except KeyError:
+                pass
+            self.store.delete_doc(NAME_PREFIX + name)
