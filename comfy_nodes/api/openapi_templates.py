@@ -1,5 +1,5 @@
-"""The OpenAPI paths and schemas of templates (api/template_routes.py) and webhooks (api/webhook_routes.py), for
-api/openapi.py's document."""
+"""The OpenAPI paths and schemas of templates (api/template_routes.py), webhooks (api/webhook_routes.py) and
+tokens (api/token_routes.py), for api/openapi.py's document."""
 
 from __future__ import annotations
 
@@ -170,6 +170,51 @@ def paths(p: str) -> dict:
                 },
                 params=[name, _query("cursor", JOB_ID), _query("limit", {"type": "integer", "minimum": 1})],
             ),
+        },
+        p + "/whoami": {
+            "get": _op(
+                "whoami",
+                "who this request's token is",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "name": {"type": ["string", "null"]},
+                                "role": {"type": "string"},
+                                "open": {"type": "boolean"},
+                            }
+                        )
+                    )
+                },
+            )
+        },
+        p + "/tokens": {
+            "get": _op(
+                "listTokens",
+                "the stored tokens (names and roles; never the tokens)",
+                {"200": _json(_obj({"tokens": {"type": "array", "items": {"type": "object"}}}))},
+            ),
+            "post": _op(
+                "addToken",
+                "makes a token (shown once)",
+                {
+                    "201": _json(
+                        _obj({"name": {"type": "string"}, "role": {"type": "string"}, "token": {"type": "string"}})
+                    ),
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                },
+                body=_obj(
+                    {"name": {"type": "string"}}, {"role": {"enum": ["admin", "submit", "worker-admin", "read"]}}
+                ),
+            ),
+        },
+        p + "/tokens/{name}": {
+            "delete": _op(
+                "revokeToken",
+                "revokes a token at once",
+                {"200": _json(_obj({"revoked": {"type": "string"}})), **NOT_FOUND},
+                params=[_path_param("name")],
+            )
         },
         p + "/webhooks": {
             "get": _op(

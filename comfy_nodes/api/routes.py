@@ -116,7 +116,7 @@ TASK_FIELDS = (
     "webhooks",
 )
 MAX_AFTER = 64  # jobs one job may wait for (the store's kMaxAfter)
-LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id")
+LIST_PARAMS = ("state", "batch", "since", "until", "cursor", "limit", "order", "prompt_id", "owner")
 BATCH_PARAMS = ("cursor", "limit", "view")
 JOB_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -365,6 +365,11 @@ def parse_list_query(request: web.Request) -> dict:
         if not batch:
             raise BadRequest("batch is empty")
         q["batch_id"] = batch
+    owner = _one_value(request, "owner")
+    if owner is not None:
+        if not owner or len(owner) > MAX_OWNER:
+            raise BadRequest(f"owner must be 1 to {MAX_OWNER} characters")
+        q["owner"] = owner
     for name in ("since", "until"):
         raw = _one_value(request, name)
         if raw is not None:
@@ -747,7 +752,7 @@ def add_routes(
             except KeyError:
                 jobs = []
             return web.json_response({"jobs": [summary_view(j, prefix) for j in jobs], "next_cursor": None})
-        if not owners.lists_all(request):  # a submit token: its own jobs only, looked for page by page
+        if not owners.lists_all(request) or "owner" in q:  # its own jobs only, or one owner's: page by page
             found, cursor = await store_call(own_jobs, request, q)
             return web.json_response({"jobs": [summary_view(j, prefix) for j in found], "next_cursor": cursor})
         page = await store_call(
@@ -765,8 +770,8 @@ def add_routes(
         )
 
     def own_jobs(request: web.Request, q: dict) -> tuple[list, str | None]:
-        """The list's page for a submit token: its own jobs, among at most OWN_SCAN jobs per call (a cursor then
-        goes on from the last one looked at)."""
+        """The list's page for a submit token (its own jobs) or of one owner (?owner=), among at most OWN_SCAN jobs
+        per call (a cursor then goes on from the last one looked at)."""
         found, scanned, cursor = [], 0, q["cursor"]
         while len(found) < q["limit"] and scanned < OWN_SCAN:
             page = service.store.list(
@@ -781,7 +786,7 @@ def add_routes(
             for j in page["jobs"]:
                 scanned += 1
                 cursor = j["id"]
-                if owners.sees(request, j):
+                if owners.sees(request, j) and q.get("owner") in (None, j.get("owner")):
                     found.append(j)
                     if len(found) >= q["limit"]:
                         return found, j["id"]

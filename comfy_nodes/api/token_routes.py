@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .auth import principal
 from .errors import ApiError, BadRequest, read_json_object
+from .owners import owner_for
 from .tokens import ROLES
 
 
@@ -21,7 +22,9 @@ def add_token_routes(handle, service, *, limits) -> None:
     @handle("GET", "/whoami")
     async def whoami(request: web.Request) -> web.Response:
         who = principal(request)
-        return web.json_response({"name": who.name, "role": who.role, "open": who.open})
+        # owner: whose jobs this caller's are (a submit token's name; an admin's or an open API's: its ComfyUI user)
+        owner = owner_for(request, None)
+        return web.json_response({"name": who.name, "role": who.role, "open": who.open, "owner": owner})
 
     @handle("GET", "/tokens", "admin")
     async def list_tokens(request: web.Request) -> web.Response:

@@ -203,14 +203,15 @@ export class MQClient {
   }
 
   /**
-   * @param {{states?: string[], batch?: string | null, cursor?: string | null, limit?: number,
-   *          order?: "newest" | "oldest"}} q
+   * @param {{states?: string[], batch?: string | null, owner?: string | null, cursor?: string | null,
+   *          limit?: number, order?: "newest" | "oldest"}} q
    * @returns {Promise<{jobs: Job[], next_cursor: string | null}>}
    */
   listJobs(q) {
     const p = new URLSearchParams();
     if (q.states && q.states.length) p.set("state", q.states.join(","));
     if (q.batch) p.set("batch", q.batch);
+    if (q.owner) p.set("owner", q.owner);
     if (q.cursor) p.set("cursor", q.cursor);
     p.set("limit", String(q.limit || 100));
     p.set("order", q.order || "newest");
@@ -290,6 +291,20 @@ export class MQClient {
   /** @returns {Promise<Record<string, any>>} */
   stats() {
     return this.request("GET", "/stats");
+  }
+
+  /**
+   * Who this panel's token is, and whose jobs it queues (`owner`: null for an open API without a ComfyUI user);
+   * null from a host older than the route.
+   * @returns {Promise<{name: string | null, role: string, open: boolean, owner: string | null} | null>}
+   */
+  async whoami() {
+    try {
+      return await this.request("GET", "/whoami");
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return null;
+      throw e;
+    }
   }
 
   // -- templates (GET/POST/PUT/DELETE /comfymq/templates...) --

@@ -11,7 +11,7 @@ import {matchesFilter, FINISHED} from "./model.js";
 /** @typedef {import("./model.js").Job} Job */
 /** @typedef {import("./model.js").JobDelta} JobDelta */
 /** @typedef {import("./client.js").MQClient} MQClient */
-/** @typedef {{states: string[], batch: string | null}} Filter */
+/** @typedef {{states: string[], batch: string | null, owner?: string | null}} Filter */
 
 const MAX_WINDOW = 1000;     // the API's largest page
 const FEW = 6;               // up to this many changed jobs are fetched one by one (light requests)
@@ -28,7 +28,7 @@ export class JobList {
     this.onChange = opts.onChange || (() => {});
     this.onError = opts.onError || ((e) => console.warn("[ComfyMQ]", e));
     /** @type {Filter} */
-    this.filter = {states: [], batch: null};
+    this.filter = {states: [], batch: null, owner: null};
     /** @type {"newest" | "oldest"} */
     this.order = "newest";
     /** @type {Map<string, Job>} */
@@ -75,7 +75,8 @@ export class JobList {
 
   /** @param {Partial<Filter>} f */
   setFilter(f) {
-    this.filter = {states: f.states ?? this.filter.states, batch: f.batch !== undefined ? f.batch : this.filter.batch};
+    this.filter = {states: f.states ?? this.filter.states, batch: f.batch !== undefined ? f.batch : this.filter.batch,
+      owner: f.owner !== undefined ? f.owner : this.filter.owner};
     return this.reset();
   }
 
@@ -165,7 +166,7 @@ export class JobList {
   }
 
   query() {
-    return {states: this.filter.states, batch: this.filter.batch, order: this.order};
+    return {states: this.filter.states, batch: this.filter.batch, owner: this.filter.owner, order: this.order};
   }
 
   /** a before b in list order @param {string} a @param {string} b */

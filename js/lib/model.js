@@ -87,13 +87,14 @@ export function isFinished(state) {
 }
 
 /**
- * Whether a job belongs in a list filtered by states (empty = all) and a batch (null = any).
- * @param {{state: string, batch_id?: string | null}} job
- * @param {{states: string[], batch: string | null}} filter
+ * Whether a job belongs in a list filtered by states (empty = all), a batch and an owner (null = any).
+ * @param {{state: string, batch_id?: string | null, owner?: string | null}} job
+ * @param {{states: string[], batch: string | null, owner?: string | null}} filter
  */
 export function matchesFilter(job, filter) {
   if (filter.states.length && !filter.states.includes(job.state)) return false;
   if (filter.batch && job.batch_id !== filter.batch) return false;
+  if (filter.owner && job.owner !== filter.owner) return false;
   return true;
 }
 

@@ -136,6 +136,7 @@ export class JobDetails {
         onclick: () => o.onBatch(id)}, icon("pi-filter"), batchLabel(id))]);
     }
     if (Array.isArray(job.after) && job.after.length) rows.push(["Waits for", this.jobChips(job.after)]);
+    if (job.owner) rows.push(["Owner", job.owner]);
     rows.push(["Priority", String(job.priority)]);
     rows.push(["Attempts", `${job.attempts || 0} of ${job.max_attempts || "?"}`]);
     if (job.worker) rows.push(["Worker", `${o.workerName(job.worker)} (${job.worker})`]);

@@ -60,6 +60,7 @@ export function renderJobRow(job, ctx) {
     h("span", {class: "mq-name", title: `${job.prompt_id || ""}\nid ${job.id}`}, label.name),
     label.index != null ? h("span", {class: "mq-index", title: "copy / combination in its batch"}, `#${label.index}`) : null,
     job.priority !== 1 ? h("span", {class: "mq-tag", title: "priority (higher runs first)"}, `p${job.priority}`) : null,
+    job.owner ? h("span", {class: "mq-tag mq-owner", title: `owner: ${job.owner}`}, icon("pi-user"), " ", job.owner) : null,
     // the batch's tag only when it says more than the name (the panel names batches after the workflow)
     job.batch_id && batchLabel(job.batch_id) !== label.name.replace(/[^A-Za-z0-9._-]+/g, "_")
       ? h("span", {class: "mq-tag", title: `batch ${job.batch_id}`}, batchLabel(job.batch_id)) : null,

@@ -41,6 +41,8 @@ export class QueueView {
     this.nextObjId = 1;
     /** @type {Map<string, import("../lib/client.js").Batch | null>} */
     this.batchInfo = new Map();
+    /** @type {string | null} whose jobs this panel queues (GET /comfymq/whoami's owner): the "Mine" filter */
+    this.me = null;
     /** @type {Set<string>} */
     this.batchDirty = new Set();
     /** @type {Map<string, number>} batch -> the request whose answer is shown (requests are numbered in order) */
@@ -130,6 +132,11 @@ export class QueueView {
     this.renderCounts();
     this.renderFilter();
     this.reloadAll();
+    // whose jobs this panel queues: the "Mine" filter shows them alone (a host older than the route has none)
+    this.ctx.client.whoami().then((me) => {
+      this.me = me && me.owner ? me.owner : null;
+      this.renderFilter();
+    }).catch(() => {});
   }
 
   stop() {
@@ -289,7 +296,7 @@ export class QueueView {
     if (this.list.loading) return "Loading…";
     if (this.list.error) return "Could not load the jobs.";
     const f = this.list.filter;
-    if (f.states.length || f.batch) return "No jobs match the filter.";
+    if (f.states.length || f.batch || f.owner) return "No jobs match the filter.";
     return "No jobs yet. Queue the workflow with the Queue button above, the \u201cQueue (MQ)\u201d button or Ctrl+Shift+Enter.";
   }
 
@@ -316,9 +323,18 @@ export class QueueView {
 
   renderFilter() {
     const b = this.list.filter.batch;
-    this.batchFilterEl.replaceChildren(b ? h("button", {type: "button", class: "mq-btn mq-chip", "aria-pressed": "true",
-      title: `Showing batch ${b}; click to show all batches`, onclick: () => this.filterBatch(null)},
-    icon("pi-filter"), batchLabel(b), icon("pi-times")) : "");
+    const me = this.me;
+    const mine = !!me && this.list.filter.owner === me;
+    this.batchFilterEl.replaceChildren(
+      me ? h("button", {type: "button", class: "mq-btn mq-chip", "aria-pressed": String(mine), "data-action": "mine",
+        title: mine ? "Showing your jobs only; click to show everyone's" : `Show only your jobs (${me})`,
+        onclick: () => {
+          this.list.setFilter({owner: mine ? null : me});
+          this.renderFilter();
+        }}, icon("pi-user"), "Mine") : "",
+      b ? h("button", {type: "button", class: "mq-btn mq-chip", "aria-pressed": "true",
+        title: `Showing batch ${b}; click to show all batches`, onclick: () => this.filterBatch(null)},
+      icon("pi-filter"), batchLabel(b), icon("pi-times")) : "");
     const newest = this.list.order === "newest";
     /** @type {HTMLElement} */ (this.orderBtn.querySelector("span")).textContent = newest ? "Newest" : "Oldest";
     /** @type {HTMLElement} */ (this.orderBtn.querySelector("i")).className =
@@ -377,8 +393,8 @@ export class QueueView {
   focus(id) {
     const f = this.list.filter;
     const job = this.list.byId.get(id);
-    if ((f.states.length || f.batch) && !(job && matchesFilter(job, f))) {
-      this.list.setFilter({states: [], batch: null});
+    if ((f.states.length || f.batch || f.owner) && !(job && matchesFilter(job, f))) {
+      this.list.setFilter({states: [], batch: null, owner: null});
       this.renderCounts();
       this.renderFilter();
     }

@@ -80,6 +80,8 @@ const CSS = `
 .comfymq-panel .mq-tpl-candidates label { display: flex; align-items: center; gap: 6px; min-width: 0; overflow: hidden;
   white-space: nowrap; text-overflow: ellipsis; color: var(--mq-fg); }
 .comfymq-panel .mq-templates input[type=checkbox] { flex: none; width: 14px; height: 14px; min-height: 0; margin: 0; }
+.comfymq-panel .mq-owner { flex: none; max-width: 90px; display: inline-flex; align-items: center; gap: 2px; }
+.comfymq-panel .mq-owner .pi { font-size: 10px; }
 .comfymq-panel .mq-wh-delivered { --mq-state: var(--mq-green); }
 .comfymq-panel .mq-wh-retrying, .comfymq-panel .mq-wh-pending { --mq-state: var(--mq-amber); }
 .comfymq-panel .mq-wh-failed { --mq-state: var(--mq-red); }

@@ -55,6 +55,7 @@ async def test_tokens_are_stored_hashed_and_listed_without_their_secret(farm):
         "name": "alice",
         "role": "submit",
         "open": False,
+        "owner": "alice",
     }
     await call(client, "POST", "/comfymq/tokens", ADMIN, {"name": "alice", "role": "read"}, 409)
     await call(client, "POST", "/comfymq/tokens", ADMIN, {"name": "../x", "role": "read"}, 400)
@@ -168,7 +169,11 @@ async def test_an_open_api_stays_open_and_a_comfyui_user_owns_its_jobs(aiohttp_c
     assert resp.status == 200
     job = service.store.get((await resp.json())["jobs"][0]["id"], with_prompt=False)
     assert job["owner"] == "carol"
-    assert (await (await client.get("/comfymq/whoami")).json())["open"] is True
+    me = await (await client.get("/comfymq/whoami", headers={"comfy-user": "carol"})).json()
+    assert me["open"] is True and me["owner"] == "carol"
+    mine = await (await client.get("/comfymq/jobs?owner=carol")).json()
+    assert [j["id"] for j in mine["jobs"]] == [job["id"]]
+    assert (await (await client.get("/comfymq/jobs?owner=dave")).json())["jobs"] == []
     # the first stored token closes the API at once
     service.tokens.add("root", "admin")
     assert (await client.get("/comfymq/jobs")).status == 401
