@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="this host's address in links it sends (webhooks); default http://<host>:<port> (env COMFYMQ_PUBLIC_URL)",
     )
     h.add_argument(
+        "--start-paused",
+        action="store_true",
+        default=os.environ.get("COMFYMQ_START_PAUSED", "").lower() in ("1", "true", "yes"),
+        help="start with the queue paused: nothing is dispatched until it is resumed (env COMFYMQ_START_PAUSED)",
+    )
+    h.add_argument(
         "--templates-dir",
         default=os.environ.get("COMFYMQ_TEMPLATES_DIR"),
         help="a folder of template files (YAML/JSON; seed 003's config too) loaded at start (env COMFYMQ_TEMPLATES_DIR)",
@@ -395,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 webhook_expiry_hours=args.webhook_expiry_hours,
                 public_url=args.public_url,
                 templates_dir=args.templates_dir,
+                start_paused=args.start_paused,
                 **http_settings(args),
             )
         elif args.command == "worker":

@@ -45,6 +45,8 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
                        (default 24) pass (webhooks/)
   public_url           host: its address as receivers of webhooks should use it in links (default: the address it
                        listens on)
+  start_paused         host: the queue starts paused (nothing is dispatched until it is resumed: panel, API, CLI);
+                       default false. Running jobs always finish; pausing stops what starts next
   templates_dir        host: a folder of template files (YAML/JSON, also seed 003's config) loaded at start
                        (templates/folder.py); each becomes (or updates) a stored template
   host_url             worker: the host's HTTP address (http://host.lan:8188, or the standalone host's); with it
@@ -141,6 +143,7 @@ class Config:
     webhook_expiry_hours: float = 24.0
     public_url: str | None = None
     templates_dir: str | None = None
+    start_paused: bool = False
     allowed_hosts: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = RequestLimits.max_body_bytes

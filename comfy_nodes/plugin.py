@@ -154,6 +154,9 @@ class Plugin:
                 base_url=cfg.public_url or own_comfy_url() or "",
                 expiry_hours=cfg.webhook_expiry_hours,
             )
+            if cfg.start_paused:  # nothing is dispatched until someone resumes the queue
+                self.service.store.pause()
+                log.info("ComfyMQ: the queue starts paused (start_paused); resume it from the panel")
             if cfg.templates_dir:
                 from .host.standalone import load_templates_dir
 

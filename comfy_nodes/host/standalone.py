@@ -106,6 +106,7 @@ def run_host(
     webhook_expiry_hours: float = 24.0,
     public_url: str | None = None,
     templates_dir: str | None = None,
+    start_paused: bool = False,
 ) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
@@ -121,6 +122,9 @@ def run_host(
     )
     if templates_dir:
         load_templates_dir(service, templates_dir)
+    if start_paused:  # nothing is dispatched until someone resumes the queue
+        service.store.pause()
+        log.info("the queue starts paused (--start-paused): resume it from the panel or POST /comfymq/queue/resume")
     report = service.store.recovery_report
     log.info("store %s: %s", service.data_dir / "store", report["summary"])
     for w in report["warnings"]:

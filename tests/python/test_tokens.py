@@ -190,6 +190,13 @@ def cli(*args, env_token=None):
     )
 
 
+def test_a_host_started_paused_dispatches_nothing_until_resumed(tmp_path):
+    with HostProcess(tmp_path, "--start-paused") as host:
+        status, body = host.json("GET", "/comfymq/queue")
+        assert status == 200 and body["paused"] is True
+        assert host.json("POST", "/comfymq/queue/resume", {})[1]["paused"] is False
+
+
 def test_the_cli_on_a_data_dir_and_through_a_running_host(tmp_path):
     data = tmp_path / "data"
     made = cli("add", "root", "--role", "admin", "--data-dir", str(data))
