@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="this host's address in links it sends (webhooks); default http://<host>:<port> (env COMFYMQ_PUBLIC_URL)",
     )
     h.add_argument(
+        "--owner-max-pending",
+        type=int,
+        default=int(os.environ.get("COMFYMQ_OWNER_MAX_PENDING", "0")),
+        help="pending jobs one owner may have (0 = no limit; env COMFYMQ_OWNER_MAX_PENDING); tokens may set their own",
+    )
+    h.add_argument(
+        "--owner-max-jobs-per-request",
+        type=int,
+        default=int(os.environ.get("COMFYMQ_OWNER_MAX_JOBS_PER_REQUEST", "0")),
+        help="jobs one owner's request may make (0 = no own limit; env COMFYMQ_OWNER_MAX_JOBS_PER_REQUEST)",
+    )
+    h.add_argument(
         "--start-paused",
         action="store_true",
         default=os.environ.get("COMFYMQ_START_PAUSED", "").lower() in ("1", "true", "yes"),
@@ -278,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("action", choices=("add", "list", "revoke"))
     t.add_argument("name", nargs="?", help="the token's name (its owner): add, revoke")
     t.add_argument("--role", default="submit", choices=("admin", "submit", "worker-admin", "read"))
+    t.add_argument("--max-pending", type=int, help="add: pending jobs this owner may have (0 = none)")
+    t.add_argument("--max-jobs-per-request", type=int, help="add: jobs one request of this owner may make")
     t.add_argument("--host-url", default=os.environ.get("COMFYMQ_HOST_URL"), help="a running host (http://host:port)")
     t.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"), help="an admin token for --host-url")
     t.add_argument("--data-dir", default=default_data_dir(), help="the host's data dir (no host running)")
@@ -402,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                 public_url=args.public_url,
                 templates_dir=args.templates_dir,
                 start_paused=args.start_paused,
+                owner_limits={
+                    "max_pending": max(0, args.owner_max_pending),
+                    "max_jobs_per_request": max(0, args.owner_max_jobs_per_request),
+                },
                 **http_settings(args),
             )
         elif args.command == "worker":

@@ -45,6 +45,9 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
                        (default 24) pass (webhooks/)
   public_url           host: its address as receivers of webhooks should use it in links (default: the address it
                        listens on)
+  owner_max_pending    host: pending jobs one owner may have (0 = no limit; default 0): past it, 429 owner_limit
+  owner_max_jobs_per_request   host: jobs one owner's request may make (0 = max_jobs_per_request only)
+                       (a token's own limits, set when it is made, win over these)
   start_paused         host: the queue starts paused (nothing is dispatched until it is resumed: panel, API, CLI);
                        default false. Running jobs always finish; pausing stops what starts next
   templates_dir        host: a folder of template files (YAML/JSON, also seed 003's config) loaded at start
@@ -144,6 +147,8 @@ class Config:
     public_url: str | None = None
     templates_dir: str | None = None
     start_paused: bool = False
+    owner_max_pending: int = 0
+    owner_max_jobs_per_request: int = 0
     allowed_hosts: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = RequestLimits.max_body_bytes
@@ -330,6 +335,9 @@ def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
             f"webhook_expiry_hours must be more than 0 and at most 720, got {cfg.webhook_expiry_hours}",
             "webhook_expiry_hours",
         )
+    for key in ("owner_max_pending", "owner_max_jobs_per_request"):
+        if not 0 <= getattr(cfg, key) <= 10**9:
+            raise bad(f"{key} must be 0 (no limit) or more, got {getattr(cfg, key)}", key)
     if cfg.public_url is not None:
         if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.public_url):
             raise bad(

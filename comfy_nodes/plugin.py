@@ -154,6 +154,9 @@ class Plugin:
                 base_url=cfg.public_url or own_comfy_url() or "",
                 expiry_hours=cfg.webhook_expiry_hours,
             )
+            self.service.owner_gate.defaults.update(
+                max_pending=cfg.owner_max_pending, max_jobs_per_request=cfg.owner_max_jobs_per_request
+            )
             if cfg.start_paused:  # nothing is dispatched until someone resumes the queue
                 self.service.store.pause()
                 log.info("ComfyMQ: the queue starts paused (start_paused); resume it from the panel")

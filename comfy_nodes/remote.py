@@ -181,10 +181,16 @@ def manage_tokens(args) -> None:
     once, on its own line."""
     if args.action in ("add", "revoke") and not args.name:
         raise ValueError(f"tokens {args.action} needs a NAME")
+    limits = {
+        k: v
+        for k, v in (("max_pending", args.max_pending), ("max_jobs_per_request", args.max_jobs_per_request))
+        if v is not None
+    }
     if args.host_url:
         base = args.host_url.rstrip("/") + "/comfymq/tokens"
         if args.action == "add":
-            answer = call(base, "POST", {"name": args.name, "role": args.role}, token=args.token)
+            body = {"name": args.name, "role": args.role, **({"limits": limits} if limits else {})}
+            answer = call(base, "POST", body, token=args.token)
             print(answer["token"])
             print(f"(token '{answer['name']}', role {answer['role']}: shown this once)", file=sys.stderr)
         elif args.action == "list":
@@ -210,7 +216,7 @@ def manage_tokens(args) -> None:
         book = TokenBook(store)
         if args.action == "add":
             try:
-                print(book.add(args.name, args.role))
+                print(book.add(args.name, args.role, limits))
             except FileExistsError as e:
                 raise ValueError(str(e)) from None
             print(f"(token '{args.name}', role {args.role}: shown this once)", file=sys.stderr)

@@ -66,6 +66,9 @@ class QueueService:
         from .api.tokens import TokenBook
 
         self.tokens = TokenBook(self.store)  # who a request is (api/tokens.py); the host sets its admin token
+        from .api.owners import OwnerGate
+
+        self.owner_gate = OwnerGate(self)  # owners' limits at enqueue (api/owners.py); the host sets its defaults
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:

@@ -96,7 +96,8 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
         if notify_for(service):  # the host's webhooks (webhooks/)
             args["notify"] = True
-        result = await service.call(service.store.enqueue, **args)
+        async with service.owner_gate.admit(request, args.get("owner"), 1):
+            result = await service.call(service.store.enqueue, **args)
         job = await service.call(service.store.get, result["id"], with_prompt=False)
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}
         service.metrics.observe_enqueue("tasks", time.monotonic() - started, 0 if result["existed"] else 1)

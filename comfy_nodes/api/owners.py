@@ -12,6 +12,8 @@ caller queues without naming one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 
 from aiohttp import web
@@ -52,3 +54,61 @@ def check_job(request: web.Request, job: dict) -> None:
     if not sees(request, job):
         who = principal(request)
         raise ApiError(403, "forbidden", f"token '{who.name}' (role {who.role}) may only see and change its own jobs")
+
+
+def limits_of(request: web.Request, defaults: dict) -> dict:
+    """The limits that hold for this request's owner: its token's own, else the host's defaults (0 = none)."""
+    out = dict(defaults)
+    out.update(dict(principal(request).limits))
+    return out
+
+
+def check_owner_limits(store, owner: str | None, limits: dict, adding: int) -> None:
+    """429 when `adding` jobs more would take `owner` past its limits (max_jobs_per_request; max_pending, counted
+    among the pending jobs, looked through only while a limit applies and until the count passes it)."""
+    if owner is None:
+        return
+    per_request = limits.get("max_jobs_per_request") or 0
+    if per_request and adding > per_request:
+        raise ApiError(
+            429, "owner_limit", f"owner '{owner}' may queue at most {per_request} jobs per request (this one: {adding})"
+        )
+    max_pending = limits.get("max_pending") or 0
+    if not max_pending:
+        return
+    pending, cursor = 0, None
+    while True:
+        page = store.list(state=["pending"], cursor=cursor, limit=1000, newest_first=False)
+        pending += sum(1 for j in page["jobs"] if j.get("owner") == owner)
+        if pending + adding > max_pending:
+            raise ApiError(
+                429,
+                "owner_limit",
+                f"owner '{owner}' may have at most {max_pending} pending jobs ({pending} pending; this request adds "
+                f"{adding})",
+                headers={"Retry-After": "30"},
+            )
+        cursor = page["next_cursor"]
+        if not cursor:
+            return
+
+
+class OwnerGate:
+    """Admits an owner's enqueue under its limits (check_owner_limits), one admission at a time while a limit
+    applies, so two requests at once cannot both pass a limit they pass only alone. defaults: the host's
+    (config owner_max_pending, owner_max_jobs_per_request; 0 = none); a token's own limits win."""
+
+    def __init__(self, service):
+        self.service = service
+        self.defaults = {"max_pending": 0, "max_jobs_per_request": 0}
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def admit(self, request: web.Request, owner: str | None, jobs: int):
+        limits = limits_of(request, self.defaults)
+        if owner is None or not any(limits.values()):
+            yield
+            return
+        async with self._lock:
+            await self.service.call(check_owner_limits, self.service.store, owner, limits, jobs)
+            yield

@@ -620,15 +620,16 @@ def add_routes(
         if not sub.expands:
             after = sub.after_for(sub.prompt)
             waiting = await unrunnable_check([sub.prompt])
-            result = await store_call(
-                service.store.enqueue,
-                sub.prompt,
-                workflow=sub.workflow,
-                metadata=sub.metadata,
-                batch_id=sub.batch_id,
-                after=after or None,
-                **sub.common(),
-            )
+            async with service.owner_gate.admit(request, sub.owner, 1):
+                result = await store_call(
+                    service.store.enqueue,
+                    sub.prompt,
+                    workflow=sub.workflow,
+                    metadata=sub.metadata,
+                    batch_id=sub.batch_id,
+                    after=after or None,
+                    **sub.common(),
+                )
             job = await get_job(result["id"])
             if job.get("after"):  # (the job's own: an existing job keeps the `after` it was queued with)
                 waiting = await store_call(why_waiting, job["after"]) + waiting
@@ -651,7 +652,8 @@ def add_routes(
             raise ApiError(413, "too_many_jobs", str(e)) from None
         after = sorted({a for item in items[:WAIT_CHECKS] for a in item.get("after", ())})
         waiting = await unrunnable_check([item["prompt"] for item in items], after)
-        results = await store_call(service.store.enqueue_many, items)
+        async with service.owner_gate.admit(request, sub.owner, len(items)):
+            results = await store_call(service.store.enqueue_many, items)
         entries = []
         for item, extra, r in zip(items, extras, results, strict=True):
             entry = {
@@ -681,7 +683,7 @@ def add_routes(
             body["existed"] = True
         return body
 
-    async def submit_rendered(prompts, body, labels, template_hooks, combos) -> dict:
+    async def submit_rendered(request, prompts, body, labels, template_hooks, combos) -> dict:
         """Queues the prompts a template made (one per parameter combination) as POST /comfymq/jobs would, `body`
         holding that request's other fields (count, priority, ...), in one commit and one batch; each job's labels
         get labels[i] and the webhooks of the request and the template."""
@@ -711,7 +713,8 @@ def add_routes(
             extras += extra
         after = sorted({a for item in items[:WAIT_CHECKS] for a in item.get("after", ())})
         waiting = await unrunnable_check([item["prompt"] for item in items], after)
-        results = await store_call(service.store.enqueue_many, items)
+        async with service.owner_gate.admit(request, subs[0].owner, len(items)):
+            results = await store_call(service.store.enqueue_many, items)
         entries = [
             {
                 "id": r["id"],

@@ -83,8 +83,8 @@ def full(rec: dict) -> dict:
 
 def add_template_routes(handle, service, *, prefix: str, limits, object_info, submit) -> None:
     """Registers the module's routes with `handle` (routes.py's: site rules and token). object_info: an async
-    callable giving ComfyUI's /object_info or None. submit(sub_bodies, labels_list, template_hooks) -> the answer
-    of POST /comfymq/jobs for the prompts in sub_bodies (routes.py)."""
+    callable giving ComfyUI's /object_info or None. submit(request, prompts, body, labels, template_hooks, combos)
+    -> the answer of POST /comfymq/jobs for those prompts (routes.py)."""
     registry = service.templates  # one per store: its lock orders the saves of every route table
     call = service.call
 
@@ -241,7 +241,7 @@ def add_template_routes(handle, service, *, prefix: str, limits, object_info, su
             prompts = await call(lambda: [render(template, p, resolve_asset=asset_resolver) for p in combos])
         except TemplateError as e:
             raise template_error(e) from None
-        answer = await submit(prompts, body, labels, rec.get("webhooks") or [], combos)
+        answer = await submit(request, prompts, body, labels, rec.get("webhooks") or [], combos)
         answer["template"] = {"name": template["name"], "version": rec["version"]}
         return web.json_response(answer)
 

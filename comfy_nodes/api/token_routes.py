@@ -34,13 +34,15 @@ def add_token_routes(handle, service, *, limits) -> None:
     async def add_token(request: web.Request) -> web.Response:
         body = await read_json_object(request, limits)
         for k in body:
-            if k not in ("name", "role"):
-                raise BadRequest(f"unknown field '{str(k)[:64]}' (allowed: name, role)")
-        name, role = body.get("name"), body.get("role", "submit")
+            if k not in ("name", "role", "limits"):
+                raise BadRequest(f"unknown field '{str(k)[:64]}' (allowed: name, role, limits)")
+        name, role, own = body.get("name"), body.get("role", "submit"), body.get("limits") or {}
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+        if not isinstance(own, dict):
+            raise BadRequest("limits must be an object {max_pending, max_jobs_per_request}")
         try:
-            token = await service.call(book.add, name, role)
+            token = await service.call(book.add, name, role, own)
         except ValueError as e:
             raise BadRequest(str(e)) from None
         except FileExistsError as e:

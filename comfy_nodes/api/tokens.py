@@ -33,11 +33,15 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 PREFIX, NAME_PREFIX = "token/", "tokenname/"
 
 
+LIMIT_KEYS = ("max_pending", "max_jobs_per_request")
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str | None  # the owner its jobs record (None: an open API's anonymous caller)
     role: str
     open: bool = False  # no token was needed (an open API)
+    limits: tuple = ()  # (key, value) pairs of the token's own limits (LIMIT_KEYS), over the host's defaults
 
     def may(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, ())
@@ -93,15 +97,23 @@ class TokenBook:
             return None if self.has_tokens() else OPEN  # (a stale token on an open API: still open)
         try:
             rec = json.loads(text)
-            return Principal(rec["name"], rec["role"])
+            limits = tuple(sorted((k, int(v)) for k, v in (rec.get("limits") or {}).items() if k in LIMIT_KEYS))
+            return Principal(rec["name"], rec["role"], limits=limits)
         except (ValueError, KeyError, TypeError):
             return None
 
     # -- managing them --
 
-    def add(self, name: str, role: str) -> str:
-        """A new token for `name` with `role`; the token itself (shown once). ValueError for a bad name or role,
-        FileExistsError when the name has one."""
+    def add(self, name: str, role: str, limits: dict | None = None) -> str:
+        """A new token for `name` with `role` (and limits of its own: LIMIT_KEYS, each a whole number >= 0, 0 for
+        none); the token itself (shown once). ValueError for a bad name, role or limit, FileExistsError when the name
+        has one."""
+        limits = dict(limits or {})
+        for k, v in limits.items():
+            if k not in LIMIT_KEYS:
+                raise ValueError(f"unknown limit '{str(k)[:64]}' (known: {', '.join(LIMIT_KEYS)})")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**9:
+                raise ValueError(f"limit {k} must be a whole number from 0 (none) up")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "admin":
             raise ValueError("a token's name is 1 to 64 of A-Z a-z 0-9 _ . @ - (and not 'admin', the host's own)")
         if role not in ROLES:
@@ -112,6 +124,8 @@ class TokenBook:
             if not self.store.put_doc(NAME_PREFIX + name, h, only_if_absent=True):
                 raise FileExistsError(f"'{name}' has a token already: revoke it first")
             rec = {"name": name, "role": role, "created_at": int(time.time() * 1000)}
+            if limits:
+                rec["limits"] = limits
             self.store.put_doc(PREFIX + h, json.dumps(rec))
         return token
 
@@ -120,7 +134,14 @@ class TokenBook:
         for _, text in self.store.list_docs(prefix=PREFIX, limit=100_000):
             try:
                 rec = json.loads(text)
-                out.append({"name": rec["name"], "role": rec["role"], "created_at": rec.get("created_at")})
+                out.append(
+                    {
+                        "name": rec["name"],
+                        "role": rec["role"],
+                        "created_at": rec.get("created_at"),
+                        "limits": rec.get("limits") or {},
+                    }
+                )
             except (ValueError, KeyError, TypeError):
                 continue
         return sorted(out, key=lambda r: r["name"])

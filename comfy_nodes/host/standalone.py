@@ -107,6 +107,7 @@ def run_host(
     public_url: str | None = None,
     templates_dir: str | None = None,
     start_paused: bool = False,
+    owner_limits: dict | None = None,
 ) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
@@ -122,6 +123,7 @@ def run_host(
     )
     if templates_dir:
         load_templates_dir(service, templates_dir)
+    service.owner_gate.defaults.update(owner_limits or {})  # owners' limits (0 = none); a token's own win
     if start_paused:  # nothing is dispatched until someone resumes the queue
         service.store.pause()
         log.info("the queue starts paused (--start-paused): resume it from the panel or POST /comfymq/queue/resume")

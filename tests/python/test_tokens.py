@@ -217,3 +217,52 @@ def test_the_cli_on_a_data_dir_and_through_a_running_host(tmp_path):
         assert host.json("GET", "/comfymq/jobs", headers={"Authorization": f"Bearer {alice}"})[0] == 401
         refused = cli("add", "eve", "--role", "admin", "--host-url", host.base, env_token=alice)
         assert refused.returncode == 1 and "401" in refused.stderr
+
+
+@pytest.mark.asyncio
+async def test_owner_limits_refuse_with_429_and_queue_nothing(farm):
+    client, service, tokens = farm
+    capped = (
+        await call(
+            client,
+            "POST",
+            "/comfymq/tokens",
+            ADMIN,
+            {"name": "carl", "role": "submit", "limits": {"max_pending": 3, "max_jobs_per_request": 2}},
+            201,
+        )
+    )["token"]
+    await call(client, "POST", "/comfymq/jobs", capped, {"prompt": PROMPT, "count": 2})
+    err = await call(client, "POST", "/comfymq/jobs", capped, {"prompt": PROMPT, "count": 3}, 429)
+    assert "at most 2 jobs per request" in err["error"]["message"]
+    err = await call(client, "POST", "/comfymq/jobs", capped, {"prompt": PROMPT, "count": 2}, 429)
+    assert "at most 3 pending jobs (2 pending; this request adds 2)" in err["error"]["message"]
+    await call(client, "POST", "/comfymq/jobs", capped, {"prompt": PROMPT})  # the third fits
+    resp = await client.post("/api/v2/jobs", json={"workflow": PROMPT}, headers=bearer(capped))
+    assert resp.status == 429
+    assert service.store.stats()["counts"]["pending"] == 3
+    # others are not held back by carl's limits; the host's defaults apply to tokens without their own
+    await call(client, "POST", "/comfymq/jobs", tokens["alice"], {"prompt": PROMPT, "count": 5})
+    service.owner_gate.defaults["max_pending"] = 6
+    err = await call(client, "POST", "/comfymq/jobs", tokens["alice"], {"prompt": PROMPT, "count": 2}, 429)
+    assert "owner 'alice'" in err["error"]["message"]
+    # concurrent requests cannot both pass a limit they pass only alone
+    import asyncio
+
+    service.owner_gate.defaults["max_pending"] = 0
+    dora = (
+        await call(
+            client,
+            "POST",
+            "/comfymq/tokens",
+            ADMIN,
+            {"name": "dora", "role": "submit", "limits": {"max_pending": 4}},
+            201,
+        )
+    )["token"]
+    listed = (await call(client, "GET", "/comfymq/tokens", ADMIN))["tokens"]
+    assert any(t["name"] == "dora" and t["limits"] == {"max_pending": 4} for t in listed)
+    answers = await asyncio.gather(
+        *(client.post("/comfymq/jobs", json={"prompt": PROMPT}, headers=bearer(dora)) for _ in range(10))
+    )
+    assert sorted(r.status for r in answers) == [200] * 4 + [429] * 6

@@ -328,16 +328,17 @@ def add_v2_routes(
             after = waits_on(prompt)
             stored_labels = {**labels, REQUEST_LABEL: request_hash} if key else labels
             try:  # (labels and the request's hash are in the job's own record: one commit)
-                result = await service.call(
-                    service.store.enqueue,
-                    prompt,
-                    prompt_id=pid,
-                    owner=owner,
-                    priority=priority,
-                    after=after or None,
-                    labels=stored_labels or None,
-                    notify=notify_for(service) or None,  # the host's webhooks (webhooks/)
-                )
+                async with service.owner_gate.admit(request, owner, 1):
+                    result = await service.call(
+                        service.store.enqueue,
+                        prompt,
+                        prompt_id=pid,
+                        owner=owner,
+                        priority=priority,
+                        after=after or None,
+                        labels=stored_labels or None,
+                        notify=notify_for(service) or None,  # the host's webhooks (webhooks/)
+                    )
             except ValueError as e:
                 raise V2Error(422, "invalid_workflow", str(e)) from None
             if result["existed"] and key and (replayed := await replay_or_refuse()) is not None:
