@@ -1,6 +1,8 @@
 """FarmMetrics: the host's metrics (see the package doc). Names (all prefixed comfymq_):
 
   jobs{state}                       gauge      jobs in the store per state (at scrape)
+  owner_jobs{owner,state}           gauge      pending and running jobs per owner ("" for none; the first
+                                               OWNER_SCAN of them counted at each scrape)
   jobs_waiting                      gauge      pending jobs that wait for other jobs
   oldest_pending_age_seconds        gauge      how long the oldest ready job has waited
   queue_paused                      gauge      1 while dispatch is paused
@@ -20,7 +22,7 @@
   disk_free_bytes                   gauge      room on the store's disk
   store_writable                    gauge      0 once a failed write made the store refuse writes
 
-Owners (per-owner counts) come with owners' tokens; the store's fsync latency is not measured here yet.
+The store's fsync latency is not measured here yet.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .recent import RecentStats, graph_shape
 log = logging.getLogger("comfymq.metrics")
 
 FINISHED = ("succeeded", "failed", "cancelled")
+OWNER_SCAN = 20_000  # pending + running jobs looked through per scrape for the per-owner counts
 
 
 class FarmMetrics:
@@ -48,6 +51,7 @@ class FarmMetrics:
         self.enqueue = Histogram("comfymq_enqueue_seconds", "an enqueue request's time in its handler", ("api",))
         self.enqueued = Counter("comfymq_enqueued_jobs", "jobs made by enqueue requests", ("api",))
         self.jobs = Gauge("comfymq_jobs", "jobs in the store per state", ("state",))
+        self.owner_jobs = Gauge("comfymq_owner_jobs", "pending and running jobs per owner", ("owner", "state"))
         self.gauges = {
             name: Gauge(f"comfymq_{name}", help_)
             for name, help_ in (
@@ -149,6 +153,18 @@ class FarmMetrics:
         svc = self.service
         st = svc.store.stats()
         self.jobs.set_all(dict(st["counts"].items()))
+        per_owner: dict[tuple, int] = {}
+        cursor, seen = None, 0
+        while seen < OWNER_SCAN:
+            page = svc.store.list(state=["pending", "running"], cursor=cursor, limit=1000, newest_first=False)
+            for j in page["jobs"]:
+                key = (j.get("owner") or "", j["state"])
+                per_owner[key] = per_owner.get(key, 0) + 1
+            seen += len(page["jobs"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        self.owner_jobs.set_all(per_owner)
         g = self.gauges
         g["jobs_waiting"].set(st.get("waiting", 0))
         g["oldest_pending_age_seconds"].set(float(st.get("oldest_pending_age", 0.0)))
@@ -161,7 +177,7 @@ class FarmMetrics:
         if h.get("free_bytes") is not None:
             g["disk_free_bytes"].set(h["free_bytes"])
         broker = [self.transitions, self.requeues, self.dead, self.wait, self.run, self.enqueue, self.enqueued]
-        broker += [self.jobs, *g.values(), self.workers, self.worker_jobs, self.worker_age]
+        broker += [self.jobs, self.owner_jobs, *g.values(), self.workers, self.worker_jobs, self.worker_age]
         if svc.broker is not None:
             now = time.time() * 1000
             ws = svc.broker.workers()

@@ -87,6 +87,8 @@ async def test_the_figures_follow_what_happened(aiohttp_client, farm):
     assert value(found, "comfymq_jobs", state="succeeded") == 1
     assert value(found, "comfymq_jobs", state="failed") == 1
     assert value(found, "comfymq_jobs", state="running") + value(found, "comfymq_jobs", state="pending") == 1
+    owned = {dict(k[1])["state"]: v for k, v in found.items() if k[0] == "comfymq_owner_jobs"}
+    assert sum(owned.values()) == 1  # the third job, pending or running, of the open API's nameless owner
     assert value(found, "comfymq_run_seconds_count", worker="w1", outcome="succeeded") == 1
     assert value(found, "comfymq_run_seconds_count", worker="w1", outcome="failed") == 1
     assert value(found, "comfymq_run_seconds_sum", worker="w1", outcome="succeeded") >= 0.05
