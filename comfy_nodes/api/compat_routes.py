@@ -92,6 +92,9 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         owner = owners.owner_for(request, None)
         if owner:
             args["owner"] = owner
+        pid = (args.get("metadata") or {}).get("prompt_id") if isinstance(args.get("metadata"), dict) else None
+        if pid:
+            await service.call(owners.check_prompt_ids, service.store, request, [pid])
         # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
         args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
         if notify_for(service):  # the host's webhooks (webhooks/)

@@ -112,3 +112,61 @@ class OwnerGate:
         async with self._lock:
             await self.service.call(check_owner_limits, self.service.store, owner, limits, jobs)
             yield
+
+
+def refs_of(prompt, sweep=None) -> set[str]:
+    """The jobs a prompt's output references (and a sweep's values') name."""
+    from ..inputs.outputs import waits_on
+
+    named = set(waits_on(prompt))
+    if isinstance(sweep, dict):
+        values = [v for vs in sweep.values() if isinstance(vs, list) for v in vs]
+        named |= set(waits_on({"sweep": {"class_type": "sweep", "inputs": {str(i): v for i, v in enumerate(values)}}}))
+    return named
+
+
+def check_named_jobs(store, request: web.Request, ids, what: str) -> None:
+    """For a submit token: every job `ids` names (after, output references) is one of its own; another owner's is
+    refused as a job that is not there (its state is not the caller's to learn)."""
+    if lists_all(request):
+        return
+    for job_id in sorted(ids)[:1000]:
+        try:
+            job = store.get(job_id, with_prompt=False)
+        except (KeyError, ValueError):
+            continue  # (the usual refusal of a missing job comes later, the same for everyone)
+        if not sees(request, job):
+            raise BadRequest(f"{what}: no job {job_id} to name (it is not in the store)")
+
+
+def check_prompt_ids(store, request: web.Request, prompt_ids) -> None:
+    """For a submit token: a prompt_id another owner's job has is refused (409) without saying whose or which job;
+    prompt_ids starting with "v2-" are the v2 API's (its Idempotency-Keys) for everyone."""
+    for pid in prompt_ids:
+        if isinstance(pid, str) and pid.startswith("v2-"):
+            raise BadRequest("prompt_ids starting with 'v2-' are the v2 API's: choose another")
+    if lists_all(request):
+        return
+    for pid in list(prompt_ids)[:100_000]:
+        if not pid:
+            continue
+        try:
+            job = store.get_by_prompt_id(pid, with_prompt=False)
+        except KeyError:
+            continue
+        if not sees(request, job):
+            raise ApiError(409, "prompt_id_taken", f"the prompt_id '{str(pid)[:64]}' is taken: choose another")
+
+
+def check_batch(store, request: web.Request, batch_id: str | None) -> None:
+    """For a submit token: a batch_id that holds another owner's jobs is refused (409)."""
+    if not batch_id or lists_all(request):
+        return
+    cursor = None
+    while True:
+        page = store.list(batch_id=batch_id, cursor=cursor, limit=1000, newest_first=False)
+        if any(not sees(request, j) for j in page["jobs"]):
+            raise ApiError(409, "batch_taken", f"the batch_id '{batch_id[:64]}' is taken: choose another")
+        cursor = page["next_cursor"]
+        if not cursor:
+            return

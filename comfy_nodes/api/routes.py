@@ -613,6 +613,17 @@ def add_routes(
     async def enqueue_jobs(request: web.Request) -> dict:
         sub = Submission(await read_json_object(request, limits), limits)
         sub.owner = owners.owner_for(request, sub.owner)  # a submit token's jobs are its own
+        if not owners.lists_all(request):  # what it names of others' (jobs, a batch, prompt_ids) is not its own
+            await store_call(
+                owners.check_named_jobs,
+                service.store,
+                request,
+                set(sub.after) | owners.refs_of(sub.prompt, sub.sweep),
+                "after",
+            )
+            await store_call(owners.check_batch, service.store, request, sub.batch_id)
+        if sub.prompt_id:
+            await store_call(owners.check_prompt_ids, service.store, request, [sub.prompt_id])
         sub.notify = notify_for(service, sub.webhooks)
         sub.prompt, sub.sweep = await store_call(
             resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
@@ -650,6 +661,8 @@ def add_routes(
             items, extras, batch_id = await store_call(plan_jobs, sub)
         except ex.TooManyJobs as e:
             raise ApiError(413, "too_many_jobs", str(e)) from None
+        if sub.prompt_id and not owners.lists_all(request):
+            await store_call(owners.check_prompt_ids, service.store, request, [i["prompt_id"] for i in items])
         after = sorted({a for item in items[:WAIT_CHECKS] for a in item.get("after", ())})
         waiting = await unrunnable_check([item["prompt"] for item in items], after)
         async with service.owner_gate.admit(request, sub.owner, len(items)):
@@ -688,6 +701,10 @@ def add_routes(
         holding that request's other fields (count, priority, ...), in one commit and one batch; each job's labels
         get labels[i] and the webhooks of the request and the template."""
         subs = [Submission({**body, "prompt": p}, limits) for p in prompts]
+        if not owners.lists_all(request):  # what it names of others' is not its own (as on POST /comfymq/jobs)
+            named = set(subs[0].after).union(*(owners.refs_of(p) for p in prompts))
+            await store_call(owners.check_named_jobs, service.store, request, named, "after")
+            await store_call(owners.check_batch, service.store, request, subs[0].batch_id)
         total = sum(s.count for s in subs)
         if total > limits.max_jobs_per_request:
             raise ApiError(413, "too_many_jobs", f"{total} jobs: at most {limits.max_jobs_per_request} per request")
@@ -816,6 +833,8 @@ def add_routes(
             if not view["waiting"] and job.get("after"):  # (no broker to say it: the jobs it waits for)
                 view["waiting"] = await store_call(why_waiting, job["after"])
         view["webhooks"] = await store_call(webhook_deliveries.for_job, service.store, job["id"])
+        if auth.principal(request).role != "admin":  # receivers' URLs are the admin's to know in full
+            view["webhooks"] = [webhook_deliveries.redacted(d) for d in view["webhooks"]]
         return web.json_response({"job": view})
 
     @handle("POST", "/jobs/{id}/cancel", "submit")
@@ -835,9 +854,10 @@ def add_routes(
     @handle("POST", "/jobs/{id}/retry", "submit")
     async def retry_task(request: web.Request) -> web.Response:
         job_id = check_job_id(request.match_info["id"])
-        await job_for(request, job_id)
+        job = await job_for(request, job_id)
         await read_optional_json_object(request, limits)
-        await store_call(service.store.retry, job_id)
+        async with service.owner_gate.admit(request, job.get("owner"), 1):  # a retry makes a pending job again
+            await store_call(service.store.retry, job_id)
         return web.json_response({"job": summary_view(await get_job(job_id), prefix)})
 
     @handle("DELETE", "/jobs/{id}", "submit")

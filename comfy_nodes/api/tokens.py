@@ -6,7 +6,8 @@
 Roles and what they may do (PERMISSIONS): admin (everything), submit (queue jobs; see, cancel, retry and delete
 its own jobs only), worker-admin (drain and rescan workers; read), read (every GET but secrets: dashboards). The
 host's configured token (COMFYMQ_TOKEN) is an admin token named "admin". With no configured token and no stored
-one the API is open (as before: the site rules still apply), and every request acts as admin.
+one ever stored the API is open (as before: the site rules still apply), and every request acts as admin; once
+a token has been stored it stays closed, also after the last one is revoked (CLOSED).
 
 TokenBook.resolve(header) says who a request is: a Principal, None (a token was needed and this is not one).
 """
@@ -31,6 +32,7 @@ PERMISSIONS = {
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 PREFIX, NAME_PREFIX = "token/", "tokenname/"
+CLOSED = "tokenbook/closed"  # written with the first stored token: the API never opens again by itself
 
 
 LIMIT_KEYS = ("max_pending", "max_jobs_per_request")
@@ -74,7 +76,9 @@ class TokenBook:
         if self.admin_token:
             return True
         try:
-            self._had_tokens = bool(self.store.list_docs(prefix=PREFIX, keys_only=True, limit=1))
+            self._had_tokens = self.store.get_doc(CLOSED) is not None or bool(
+                self.store.list_docs(prefix=PREFIX, keys_only=True, limit=1)
+            )
         except Exception:  # noqa: BLE001 - see above
             pass
         return self._had_tokens
@@ -123,6 +127,7 @@ class TokenBook:
         with self._lock:
             if not self.store.put_doc(NAME_PREFIX + name, h, only_if_absent=True):
                 raise FileExistsError(f"'{name}' has a token already: revoke it first")
+            self.store.put_doc(CLOSED, "1", only_if_absent=True)  # (before the token: never open with one stored)
             rec = {"name": name, "role": role, "created_at": int(time.time() * 1000)}
             if limits:
                 rec["limits"] = limits

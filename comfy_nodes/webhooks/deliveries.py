@@ -43,6 +43,22 @@ def public_view(rec: dict) -> dict:
     return view
 
 
+def redacted(view: dict) -> dict:
+    """A delivery as a token other than an admin sees it: its URL cut to scheme, host and port (a receiver's URL
+    may carry its own secret, and the host's own targets are the admin's to know)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(view.get("url") or "")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        short = f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/…"
+    except ValueError:
+        short = "…"
+    return {**view, "url": short}
+
+
 def for_job(store, job_id: str) -> list[dict]:
     """The delivery records of one job, oldest first (at most 100)."""
     out = []

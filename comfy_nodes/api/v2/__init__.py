@@ -295,6 +295,8 @@ def add_v2_routes(
                     job = service.store.get_by_prompt_id(p, with_prompt=False)
                 except KeyError:
                     return p, None
+                if owner not in (None, "admin") and job.get("owner") != owner:
+                    continue  # (not this owner's: a squatted id is stepped over, never replayed)
                 if now - int(job.get("enqueued_at") or 0) < KEY_TTL_MS:
                     return p, job
             raise V2Error(422, "invalid_request", "this Idempotency-Key was used too many times: use a new one")
@@ -324,6 +326,15 @@ def add_v2_routes(
                 pid, live = await service.call(live_key)
                 if live is not None and (replayed := await replay_or_refuse()) is not None:
                     return replayed
+            # a submit token names other jobs (their outputs) of its own only
+            named = owners.refs_of(workflow) | {
+                out[0]
+                for _n, _i, v in input_refs.keyed_values(workflow, "__type")
+                if v.get("__type") == "core/ASSET"
+                and isinstance(v.get("info"), dict)
+                and (out := views.parse_output_asset_id(str(v["info"].get("id") or ""))) is not None
+            }
+            await service.call(owners.check_named_jobs, service.store, request, named, "workflow")
             prompt = await service.call(resolve_workflow, workflow)
             after = waits_on(prompt)
             stored_labels = {**labels, REQUEST_LABEL: request_hash} if key else labels
@@ -518,9 +529,10 @@ def add_v2_routes(
         return out
 
     def mint(
-        sha256: str, size: int, b3: str | None, content_type: str, file_path: str, tags: list
+        sha256: str, size: int, b3: str | None, content_type: str, file_path: str, tags: list, owner=None
     ) -> tuple[dict, bool]:
-        """The asset over a stored blob: (record, already there)."""
+        """The asset over a stored blob: (record, already there). owner: who made it (only it, or an admin, may
+        forget it)."""
         asset_id = records.asset_id(sha256, file_path, content_type)
         found = records.asset(asset_id)
         if found is not None:
@@ -534,6 +546,7 @@ def add_v2_routes(
             "file_path": file_path,
             "tags": tags,
             "created_ms": int(time.time() * 1000),
+            "owner": owner,
         }
         if b3:
             records.put_blake3(b3, sha256)
@@ -619,7 +632,14 @@ def add_v2_routes(
             if pending is not None:
                 pending.abort()
         record, existed = await service.call(
-            mint, stored.sha256, stored.size, b3, fields["content_type"], file_path, tags
+            mint,
+            stored.sha256,
+            stored.size,
+            b3,
+            fields["content_type"],
+            file_path,
+            tags,
+            owners.owner_for(request, None),
         )
         status = 200 if existed or stored.existed else 201
         return web.json_response(asset_view(record, request, created_new=not stored.existed), status=status)
@@ -650,10 +670,12 @@ def add_v2_routes(
             raise V2Error(422, "invalid_request", f"tags must be a list of at most {MAX_TAGS} strings")
         tags = [check_tag(t) for t in tags]
         content_type = check_media_type(body.get("content_type", "application/octet-stream"))
-        record, existed = await service.call(mint, sha, size, b3, content_type, file_path, tags)
+        record, existed = await service.call(
+            mint, sha, size, b3, content_type, file_path, tags, owners.owner_for(request, None)
+        )
         return web.json_response(asset_view(record, request), status=200 if existed else 201)
 
-    async def output_record(asset_id: str) -> tuple[dict, Path] | None:
+    async def output_record(asset_id: str, request: web.Request) -> tuple[dict, Path] | None:
         parsed = views.parse_output_asset_id(asset_id)
         if parsed is None:
             return None
@@ -661,6 +683,7 @@ def add_v2_routes(
             job = await service.call(service.store.get, parsed[0], with_prompt=False)
         except KeyError:
             return None
+        owners.check_job(request, job)  # a submit token: its own jobs' outputs only
         arts = job.get("artifacts") or []
         if parsed[1] >= len(arts):
             return None
@@ -679,8 +702,8 @@ def add_v2_routes(
         }
         return record, path
 
-    async def find_asset(asset_id: str) -> tuple[dict, Path]:
-        out = await output_record(asset_id)
+    async def find_asset(asset_id: str, request: web.Request) -> tuple[dict, Path]:
+        out = await output_record(asset_id, request)
         if out is not None:
             return out
         record = await service.call(records.asset, asset_id)
@@ -702,7 +725,7 @@ def add_v2_routes(
 
     @route("GET", "/assets/{id}")
     async def get_asset(request: web.Request) -> web.Response:
-        record, path = await find_asset(request.match_info["id"])
+        record, path = await find_asset(request.match_info["id"], request)
         if record.get("hash") is None:  # a job output's: hashed now
             record = {**record, "hash": await service.call(blake3_of, path)}
         return web.json_response(asset_view(record, request))
@@ -712,13 +735,17 @@ def add_v2_routes(
         asset_id = request.match_info["id"]
         if views.parse_output_asset_id(asset_id) is not None:
             raise V2Error(409, "asset_in_use", "a job's output goes with its job: delete the job")
+        record = await service.call(records.asset, asset_id)
+        who = auth.principal(request)
+        if record is not None and not who.sees_all and record.get("owner") != who.name:
+            raise ApiError(403, "forbidden", f"token '{who.name}' (role {who.role}) may only delete its own uploads")
         if not await service.call(records.delete_asset, asset_id):
             raise V2Error(404, "not_found", f"no asset '{asset_id[:64]}'")
         return web.Response(status=204)
 
     @route("GET", "/assets/{id}/content")
     async def content(request: web.Request) -> web.StreamResponse:
-        record, path = await find_asset(request.match_info["id"])
+        record, path = await find_asset(request.match_info["id"], request)
         media = record.get("content_type") or "application/octet-stream"
         if not MEDIA_TYPE.fullmatch(media):  # (a record from before this check)
             media = "application/octet-stream"
