@@ -27,6 +27,7 @@ import uuid
 from aiohttp import web
 
 from ..templates.errors import TemplateError
+from ..templates.registry import summary_of
 from ..templates.render import render
 from ..templates.render import sweep as sweep_params
 from ..templates.schema import json_schema
@@ -58,23 +59,10 @@ SHA_RE = re.compile(r"(sha256:)?[0-9a-f]{64}")
 ASSET_RE = re.compile(r"asset_[0-9a-f]{32}")
 
 
-def summary(rec: dict) -> dict:
-    t = rec["template"]
-    return {
-        "name": t["name"],
-        "version": rec["version"],
-        "description": t.get("description", ""),
-        "category": t.get("category", ""),
-        "parameters": {k: {"type": p["type"], "title": p.get("title", k)} for k, p in t["parameters"].items()},
-        "created_at": rec.get("created_at"),
-        "source": rec.get("source"),
-    }
-
-
 def full(rec: dict) -> dict:
     t = rec["template"]
     return {
-        **summary(rec),
+        **summary_of(rec),
         "workflow": t["workflow"],
         "parameters": t["parameters"],
         "webhooks": rec.get("webhooks", []),

@@ -296,3 +296,28 @@ class ComfyUIs:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A QueueService with a real broker on 127.0.0.1 and one real native WorkerClient ("w1", node class TestJob)
+    joined to it: (service, worker)."""
+    from comfy_nodes import _native as native
+    from comfy_nodes.service import BrokerSettings, QueueService
+
+    svc = QueueService(tmp_path / "cluster", threads=8, broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
+    worker = native.WorkerClient(
+        broker=svc.broker.endpoint,
+        worker_id="w1",
+        name="box",
+        capabilities={"node_classes": ["TestJob"]},
+        heartbeat=0.2,
+        reconnect_min=0.1,
+        reconnect_max=0.5,
+    )
+    try:
+        wait_for(lambda: any(w["id"] == "w1" and w["online"] for w in svc.broker.workers()))
+        yield svc, worker
+    finally:
+        worker.close(bye=True)
+        svc.close()

@@ -11,10 +11,9 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from comfy_nodes import _native as native
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.metrics.exposition import MAX_SERIES, Counter, Histogram, render
-from comfy_nodes.service import BrokerSettings, QueueService
+from comfy_nodes.service import QueueService
 
 PROMPT = {"1": {"class_type": "TestJob", "inputs": {"n": 1}}}
 
@@ -42,29 +41,9 @@ def value(found: dict, name: str, **labels) -> float:
     return found[(name, frozenset(labels.items()))]
 
 
-@pytest.fixture
-def farm(tmp_path):
-    svc = QueueService(tmp_path / "farm", threads=8, broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
-    worker = native.WorkerClient(
-        broker=svc.broker.endpoint,
-        worker_id="w1",
-        name="box",
-        capabilities={"node_classes": ["TestJob"]},
-        heartbeat=0.2,
-        reconnect_min=0.1,
-        reconnect_max=0.5,
-    )
-    try:
-        wait_for(lambda: any(w["id"] == "w1" and w["online"] for w in svc.broker.workers()))
-        yield svc, worker
-    finally:
-        worker.close(bye=True)
-        svc.close()
-
-
 @pytest.mark.asyncio
-async def test_the_figures_follow_what_happened(aiohttp_client, farm):
-    service, worker = farm
+async def test_the_figures_follow_what_happened(aiohttp_client, cluster):
+    service, worker = cluster
     client = await aiohttp_client(build_app(service))
     resp = await client.post("/comfymq/jobs", json={"prompt": PROMPT, "count": 3})
     assert resp.status == 200, await resp.text()

@@ -16,7 +16,6 @@ from comfy_nodes.api import auth, expand
 from comfy_nodes.api.limits import RequestLimits
 from comfy_nodes.api.routes import add_routes
 from comfy_nodes.host.standalone import build_app
-from comfy_nodes.service import BrokerSettings, QueueService
 
 pytestmark = pytest.mark.asyncio
 
@@ -599,26 +598,6 @@ async def test_worker_routes_without_a_broker(client):
     await assert_json_error(await client.post(f"{P}/workers/refresh", headers=JSON), 503)
     stats = await ok(await client.get(f"{P}/stats"))
     assert stats["workers"]["online"] == 0 and stats["broker"] is None
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    svc = QueueService(tmp_path / "cluster", threads=8, broker=BrokerSettings(bind="tcp://127.0.0.1:0", heartbeat=0.2))
-    worker = native.WorkerClient(
-        broker=svc.broker.endpoint,
-        worker_id="w1",
-        name="box",
-        capabilities={"node_classes": ["TestJob"]},
-        heartbeat=0.2,
-        reconnect_min=0.1,
-        reconnect_max=0.5,
-    )
-    try:
-        wait_for(lambda: any(w["id"] == "w1" and w["online"] for w in svc.broker.workers()))
-        yield svc, worker
-    finally:
-        worker.close(bye=True)
-        svc.close()
 
 
 async def test_worker_routes_with_a_broker(aiohttp_client, cluster):
