@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Callable
 
+from .api.views import without_preview
+
 log = logging.getLogger("comfymq.events")
 
 
@@ -53,8 +55,7 @@ class EventRelay:
         elif kind == "progress":
             with self._lock:
                 entry = self._jobs.setdefault(event["job_id"], {"job_id": event["job_id"]})
-                p = event.get("progress")
-                entry["progress"] = {k: v for k, v in p.items() if k != "preview"} if isinstance(p, dict) else p
+                entry["progress"] = without_preview(event.get("progress"))
                 if event.get("worker"):
                     entry["worker"] = event["worker"]
                 self._overflow |= len(self._jobs) > self._max_jobs

@@ -144,11 +144,10 @@ def is_protected(request: web.Request, prefixes: tuple[str, ...] | None) -> bool
 
 def token_matches(request: web.Request, token: str) -> bool:
     """Whether the request carries `Authorization: Bearer <token>` (constant-time comparison)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != AUTH_SCHEME.lower():
+    given = bearer(request)
+    if not given:
         return False
-    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8"))
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
 
 
 def unauthorized(message: str) -> web.Response:

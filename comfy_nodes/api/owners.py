@@ -22,7 +22,6 @@ from .auth import principal
 from .errors import ApiError, BadRequest
 
 COMFY_USER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
-MAX_OWNER = 256
 
 
 def owner_for(request: web.Request, asked) -> str | None:

@@ -51,13 +51,17 @@ def error_summary(error: dict | None) -> dict | None:
     return {"type": error.get("type"), "message": message, "node_id": error.get("node_id")}
 
 
-def progress_of(job: dict):
-    """A job's progress as views show it: without the preview image a worker may send with it (the v2 API's SSE
-    stream carries that; lists stay small)."""
-    p = job.get("progress")
+def without_preview(p):
+    """A progress value without the preview image a worker may send with it (the v2 API's SSE stream carries that;
+    lists and the panel's events stay small)."""
     if isinstance(p, dict) and "preview" in p:
-        p = {k: v for k, v in p.items() if k != "preview"}
+        return {k: v for k, v in p.items() if k != "preview"}
     return p
+
+
+def progress_of(job: dict):
+    """A job's progress as views show it (without_preview)."""
+    return without_preview(job.get("progress"))
 
 
 def summary_view(job: dict, prefix: str = "/comfymq") -> dict:

@@ -19,6 +19,7 @@ import time
 
 import pytest
 from aiohttp import web
+from test_templates_api import OBJECT_INFO
 from webhook_receiver import Receiver
 
 from comfy_nodes.api.limits import RequestLimits
@@ -47,19 +48,6 @@ WORKFLOW = {
     "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
     "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a castle", "clip": ["4", 1]}},
     "10": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
-}
-OBJECT_INFO = {
-    "KSampler": {
-        "input": {
-            "required": {
-                "seed": ["INT", {"default": 0, "min": 0, "max": 18446744073709551615}],
-                "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
-                "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1}],
-                "sampler_name": [["euler", "euler_ancestral", "dpmpp_2m"], {}],
-            }
-        }
-    },
-    "LoadImage": {"input": {"required": {"image": [["example.png"], {"image_upload": True}]}}},
 }
 TEMPLATE = {
     "name": "sd_basic",
