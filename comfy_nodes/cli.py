@@ -84,6 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs one owner's request may make (0 = no own limit; env COMFYMQ_OWNER_MAX_JOBS_PER_REQUEST)",
     )
     h.add_argument(
+        "--owner-max-running",
+        type=int,
+        default=int(os.environ.get("COMFYMQ_OWNER_MAX_RUNNING", "0")),
+        help="jobs one owner may have running at once; the rest wait (0 = no limit; env COMFYMQ_OWNER_MAX_RUNNING)",
+    )
+    h.add_argument(
+        "--owner-weight",
+        type=int,
+        default=int(os.environ.get("COMFYMQ_OWNER_WEIGHT", "1")),
+        help="each owner's share of dispatch among equal-priority jobs, 1..1000 (tokens may set their own)",
+    )
+    h.add_argument(
         "--start-paused",
         action="store_true",
         default=os.environ.get("COMFYMQ_START_PAUSED", "").lower() in ("1", "true", "yes"),
@@ -284,14 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "tokens",
-        help="API tokens with a name and a role: add, list, revoke (on a running host with --host-url and an admin "
-        "token in COMFYMQ_TOKEN, or on the data dir when no host runs)",
+        help="API tokens with a name and a role: add, list, set (its limits and weight), revoke (on a running host "
+        "with --host-url and an admin token in COMFYMQ_TOKEN, or on the data dir when no host runs)",
     )
-    t.add_argument("action", choices=("add", "list", "revoke"))
-    t.add_argument("name", nargs="?", help="the token's name (its owner): add, revoke")
+    t.add_argument("action", choices=("add", "list", "set", "revoke"))
+    t.add_argument("name", nargs="?", help="the token's name (its owner): add, set, revoke")
     t.add_argument("--role", default="submit", choices=("admin", "submit", "worker-admin", "read"))
-    t.add_argument("--max-pending", type=int, help="add: pending jobs this owner may have (0 = none)")
-    t.add_argument("--max-jobs-per-request", type=int, help="add: jobs one request of this owner may make")
+    t.add_argument("--max-pending", type=int, help="add, set: pending jobs this owner may have (0 = none)")
+    t.add_argument("--max-jobs-per-request", type=int, help="add, set: jobs one request of this owner may make")
+    t.add_argument("--max-running", type=int, help="add, set: jobs of this owner running at once (0 = none)")
+    t.add_argument("--weight", type=int, help="add, set: this owner's share of dispatch against others' (1..1000)")
     t.add_argument("--host-url", default=os.environ.get("COMFYMQ_HOST_URL"), help="a running host (http://host:port)")
     t.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"), help="an admin token for --host-url")
     t.add_argument("--data-dir", default=default_data_dir(), help="the host's data dir (no host running)")
@@ -419,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                 owner_limits={
                     "max_pending": max(0, args.owner_max_pending),
                     "max_jobs_per_request": max(0, args.owner_max_jobs_per_request),
+                    "max_running": max(0, args.owner_max_running),
+                    "weight": args.owner_weight,
                 },
                 **http_settings(args),
             )

@@ -47,7 +47,11 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
                        listens on)
   owner_max_pending    host: pending jobs one owner may have (0 = no limit; default 0): past it, 429 owner_limit
   owner_max_jobs_per_request   host: jobs one owner's request may make (0 = max_jobs_per_request only)
-                       (a token's own limits, set when it is made, win over these)
+  owner_max_running    host: jobs one owner may have running at once (0 = no limit; default 0): past it, its
+                       further jobs wait (the job's `waiting` says so) while other owners' run
+  owner_weight         host: an owner's share of dispatch among pending jobs of equal priority (1..1000, default 1):
+                       owners take turns in proportion to their weights (fair share)
+                       (a token's own limits and weight win over these four)
   start_paused         host: the queue starts paused (nothing is dispatched until it is resumed: panel, API, CLI);
                        default false. Running jobs always finish; pausing stops what starts next
   templates_dir        host: a folder of template files (YAML/JSON, also seed 003's config) loaded at start
@@ -149,6 +153,8 @@ class Config:
     start_paused: bool = False
     owner_max_pending: int = 0
     owner_max_jobs_per_request: int = 0
+    owner_max_running: int = 0
+    owner_weight: int = 1
     allowed_hosts: list[str] = field(default_factory=list)
     allowed_origins: list[str] = field(default_factory=list)
     max_body_bytes: int = RequestLimits.max_body_bytes
@@ -335,9 +341,11 @@ def _check(cfg: Config, where: Mapping[str, str] | None = None) -> None:
             f"webhook_expiry_hours must be more than 0 and at most 720, got {cfg.webhook_expiry_hours}",
             "webhook_expiry_hours",
         )
-    for key in ("owner_max_pending", "owner_max_jobs_per_request"):
-        if not 0 <= getattr(cfg, key) <= 10**9:
+    for key in ("owner_max_pending", "owner_max_jobs_per_request", "owner_max_running"):
+        if not 0 <= getattr(cfg, key) <= 10**6 * (1000 if key != "owner_max_running" else 1):
             raise bad(f"{key} must be 0 (no limit) or more, got {getattr(cfg, key)}", key)
+    if not 1 <= cfg.owner_weight <= 1000:
+        raise bad(f"owner_weight must be between 1 and 1000, got {cfg.owner_weight}", "owner_weight")
     if cfg.public_url is not None:
         if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", cfg.public_url):
             raise bad(

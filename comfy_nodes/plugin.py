@@ -154,8 +154,13 @@ class Plugin:
                 base_url=cfg.public_url or own_comfy_url() or "",
                 expiry_hours=cfg.webhook_expiry_hours,
             )
-            self.service.owner_gate.defaults.update(
-                max_pending=cfg.owner_max_pending, max_jobs_per_request=cfg.owner_max_jobs_per_request
+            self.service.set_owner_defaults(
+                {
+                    "max_pending": cfg.owner_max_pending,
+                    "max_jobs_per_request": cfg.owner_max_jobs_per_request,
+                    "max_running": cfg.owner_max_running,
+                    "weight": cfg.owner_weight,
+                }
             )
             if cfg.start_paused:  # nothing is dispatched until someone resumes the queue
                 self.service.store.pause()

@@ -175,17 +175,23 @@ def print_status(args) -> None:
         print(f"  {w.get('name')} [{w.get('id')}] {state}{' draining' if w.get('draining') else ''}: {running}")
 
 
+def _limits_text(limits) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted((limits or {}).items()))
+
+
 def manage_tokens(args) -> None:
-    """`tokens add NAME --role ROLE | list | revoke NAME`: over a running host's API (--host-url, an admin token), or
-    on the data dir's store when no host runs (a host that holds it: use --host-url). `add` prints the new token
-    once, on its own line."""
-    if args.action in ("add", "revoke") and not args.name:
+    """`tokens add NAME --role ROLE | list | set NAME [limits] | revoke NAME`: over a running host's API (--host-url,
+    an admin token), or on the data dir's store when no host runs (a host that holds it: use --host-url). `add`
+    prints the new token once, on its own line; `set` replaces the token's own limits and weight with those given
+    (none given: the host's defaults again)."""
+    if args.action in ("add", "set", "revoke") and not args.name:
         raise ValueError(f"tokens {args.action} needs a NAME")
     limits = {
-        k: v
-        for k, v in (("max_pending", args.max_pending), ("max_jobs_per_request", args.max_jobs_per_request))
-        if v is not None
+        k: getattr(args, k)
+        for k in ("max_pending", "max_jobs_per_request", "max_running", "weight")
+        if getattr(args, k) is not None
     }
+    shown = "  ".join(f"{k}={v}" for k, v in limits.items())
     if args.host_url:
         base = args.host_url.rstrip("/") + "/comfymq/tokens"
         if args.action == "add":
@@ -195,7 +201,10 @@ def manage_tokens(args) -> None:
             print(f"(token '{answer['name']}', role {answer['role']}: shown this once)", file=sys.stderr)
         elif args.action == "list":
             for t in call(base, token=args.token)["tokens"]:
-                print(f"{t['name']}\t{t['role']}")
+                print(f"{t['name']}\t{t['role']}\t{_limits_text(t.get('limits'))}".rstrip())
+        elif args.action == "set":
+            call(f"{base}/{urllib.parse.quote(args.name, safe='')}", "PATCH", {"limits": limits}, token=args.token)
+            print(f"{args.name}: {shown or 'the host defaults'}", file=sys.stderr)
         else:
             call(f"{base}/{urllib.parse.quote(args.name, safe='')}", "DELETE", token=args.token)
             print(f"revoked {args.name}", file=sys.stderr)
@@ -222,7 +231,13 @@ def manage_tokens(args) -> None:
             print(f"(token '{args.name}', role {args.role}: shown this once)", file=sys.stderr)
         elif args.action == "list":
             for t in book.list():
-                print(f"{t['name']}\t{t['role']}")
+                print(f"{t['name']}\t{t['role']}\t{_limits_text(t.get('limits'))}".rstrip())
+        elif args.action == "set":
+            try:
+                book.set_limits(args.name, limits)
+            except LookupError as e:
+                raise ValueError(str(e)) from None
+            print(f"{args.name}: {shown or 'the host defaults'}", file=sys.stderr)
         else:
             try:
                 book.revoke(args.name)

@@ -69,6 +69,10 @@ class QueueService:
         from .api.owners import OwnerGate
 
         self.owner_gate = OwnerGate(self)  # owners' limits at enqueue (api/owners.py); the host sets its defaults
+        # fair share in the store's dispatch (set_owner_defaults; a token's own weight / max_running win)
+        self.share_defaults = {"weight": 1, "max_running": 0}
+        self.tokens.on_change.append(self.apply_owner_policies)
+        self.apply_owner_policies()
         self._events_thread: threading.Thread | None = None
         if broker is not None:
             try:
@@ -154,11 +158,39 @@ class QueueService:
         if event.get("type") == "job" and event.get("state") in ("succeeded", "failed", "cancelled"):
             self.webhooks.kick()
 
-    def waiting_reasons(self, job_id: str) -> list[str]:
-        """Why no connected worker takes this pending job (empty when one can, or without a broker)."""
-        if self.broker is None:
-            return []
-        return self.broker.explain(job_id)
+    def set_owner_defaults(self, limits: dict) -> None:
+        """The host's defaults for every owner (config owner_* or flags): max_pending and max_jobs_per_request at
+        enqueue, max_running and weight in dispatch (0 = no limit; weight 1..1000). A token's own win."""
+        from .api.tokens import ADMISSION_KEYS, SHARE_KEYS
+
+        self.owner_gate.defaults.update({k: v for k, v in limits.items() if k in ADMISSION_KEYS})
+        self.share_defaults.update({k: v for k, v in limits.items() if k in SHARE_KEYS})
+        self.apply_owner_policies()
+
+    def apply_owner_policies(self) -> None:
+        """Gives the store each owner's weight and running limit: the host's defaults, and every token's own."""
+        default = dict(self.share_defaults)
+        by_owner = {}
+        for t in self.tokens.list():
+            own = {k: v for k, v in t["limits"].items() if k in default}
+            if own:
+                by_owner[t["name"]] = {**default, **own}
+        self.store.set_owner_policies(default, by_owner)
+
+    def waiting_reasons(self, job_id: str, owner: str | None = None) -> list[str]:
+        """Why this pending job does not run yet: its owner is at its running limit; no connected worker takes it
+        (the broker's words). Empty when nothing holds it back that is known."""
+        reasons = []
+        if owner:
+            for o in self.store.owner_stats():
+                if o["owner"] == owner and o["at_running_limit"]:
+                    reasons.append(
+                        f"owner '{owner}' has {o['running']} jobs running, its limit (max_running {o['max_running']}):"
+                        " this one starts when one of them ends"
+                    )
+        if self.broker is not None:
+            reasons += self.broker.explain(job_id)
+        return reasons
 
     async def call(self, fn, *args, **kwargs):
         """Runs a blocking store call on the pool; exceptions propagate unchanged."""

@@ -116,7 +116,7 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         task["worker"] = job["worker_id"]
         task["attempts"] = job["attempts"]
         if job["state"] == "pending":
-            task["waiting"] = await service.call(service.waiting_reasons, job["id"])
+            task["waiting"] = await service.call(service.waiting_reasons, job["id"], job.get("owner"))
         return web.json_response({"task": task})
 
     @routes.get("/health")

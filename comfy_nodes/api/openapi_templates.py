@@ -209,12 +209,19 @@ def paths(p: str) -> dict:
             ),
         },
         p + "/tokens/{name}": {
+            "patch": _op(
+                "setTokenLimits",
+                "replaces a token's own limits and weight (max_pending, max_jobs_per_request, max_running, weight)",
+                {"200": _json(_obj({"name": {"type": "string"}, "limits": {"type": "object"}})), **NOT_FOUND},
+                params=[_path_param("name")],
+                body=_obj({"limits": {"type": "object"}}),
+            ),
             "delete": _op(
                 "revokeToken",
                 "revokes a token at once",
                 {"200": _json(_obj({"revoked": {"type": "string"}})), **NOT_FOUND},
                 params=[_path_param("name")],
-            )
+            ),
         },
         p + "/webhooks": {
             "get": _op(

@@ -1,9 +1,13 @@
 """Tokens over HTTP (api/tokens.py keeps them):
 
 GET    /comfymq/whoami          {"name", "role", "open"}: who this request's token is (any token)
-GET    /comfymq/tokens          {"tokens": [{"name", "role", "created_at"}]}       (admin; never the tokens)
-POST   /comfymq/tokens          {"name", "role"} -> 201 {"name", "role", "token"}  (admin; the token shown once)
+GET    /comfymq/tokens          {"tokens": [{"name", "role", "created_at", "limits"}]}  (admin; never the tokens)
+POST   /comfymq/tokens          {"name", "role", "limits"?} -> 201 {"name", "role", "token"}  (admin; shown once)
+PATCH  /comfymq/tokens/{name}   {"limits": {...}} replaces its own limits ({}: the host's) at once  (admin)
 DELETE /comfymq/tokens/{name}   revoked at once (its next request is a 401)          (admin)
+
+limits: max_pending, max_jobs_per_request (checked at enqueue: 429 owner_limit), max_running (its further jobs
+wait) and weight (1..1000: its share of dispatch among equal-priority jobs); each over the host's default.
 """
 
 from __future__ import annotations
@@ -39,8 +43,6 @@ def add_token_routes(handle, service, *, limits) -> None:
         name, role, own = body.get("name"), body.get("role", "submit"), body.get("limits") or {}
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
-        if not isinstance(own, dict):
-            raise BadRequest("limits must be an object {max_pending, max_jobs_per_request}")
         try:
             token = await service.call(book.add, name, role, own)
         except ValueError as e:
@@ -48,6 +50,20 @@ def add_token_routes(handle, service, *, limits) -> None:
         except FileExistsError as e:
             raise ApiError(409, "token_exists", str(e)) from None
         return web.json_response({"name": name, "role": role, "token": token}, status=201)
+
+    @handle("PATCH", "/tokens/{name}")
+    async def set_token_limits(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await read_json_object(request, limits)
+        if set(body) != {"limits"}:
+            raise BadRequest('the body is {"limits": {...}} and nothing else')
+        try:
+            own = await service.call(book.set_limits, name, body["limits"])
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        except LookupError as e:
+            raise ApiError(404, "not_found", str(e)[:200]) from None
+        return web.json_response({"name": name, "limits": own})
 
     @handle("DELETE", "/tokens/{name}")
     async def revoke_token(request: web.Request) -> web.Response:

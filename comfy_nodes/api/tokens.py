@@ -35,7 +35,9 @@ PREFIX, NAME_PREFIX = "token/", "tokenname/"
 CLOSED = "tokenbook/closed"  # written with the first stored token: the API never opens again by itself
 
 
-LIMIT_KEYS = ("max_pending", "max_jobs_per_request")
+ADMISSION_KEYS = ("max_pending", "max_jobs_per_request")  # checked when a request queues jobs (api/owners.py)
+SHARE_KEYS = ("max_running", "weight")  # fair share in the store's dispatch (service.apply_owner_policies)
+LIMIT_KEYS = ADMISSION_KEYS + SHARE_KEYS  # a token's own "limits"; each wins over the host's default
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Principal:
     name: str | None  # the owner its jobs record (None: an open API's anonymous caller)
     role: str
     open: bool = False  # no token was needed (an open API)
-    limits: tuple = ()  # (key, value) pairs of the token's own limits (LIMIT_KEYS), over the host's defaults
+    limits: tuple = ()  # (key, value) pairs of the token's own ADMISSION_KEYS limits, over the host's defaults
 
     def may(self, permission: str) -> bool:
         return permission in PERMISSIONS.get(self.role, ())
@@ -62,10 +64,33 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def check_limits(limits) -> dict:
+    """A token's own limits, checked: max_pending, max_jobs_per_request, max_running (whole numbers, 0 for none)
+    and weight (1..1000, its share of dispatch against other owners). ValueError naming the bad one."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, dict):
+        raise ValueError("limits must be an object {" + ", ".join(LIMIT_KEYS) + "}")
+    out = {}
+    for k, v in limits.items():
+        if k not in LIMIT_KEYS:
+            raise ValueError(f"unknown limit '{str(k)[:64]}' (known: {', '.join(LIMIT_KEYS)})")
+        low, high = {"weight": (1, 1000), "max_running": (0, 10**6)}.get(k, (0, 10**9))
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(
+                f"weight must be a whole number from 1 to 1000, got {str(v)[:32]}"
+                if k == "weight"
+                else f"limit {k} must be a whole number from 0 (none) to {high}, got {str(v)[:32]}"
+            )
+        out[k] = v
+    return out
+
+
 class TokenBook:
     def __init__(self, store, admin_token: str | None = None):
         self.store = store
         self.admin_token = admin_token
+        self.on_change: list = []  # called (no arguments) after a token is added, changed or revoked
         self._lock = threading.Lock()
         self._had_tokens = True  # the last answer the store gave (a store that cannot answer cannot change it)
         self.has_tokens()  # (the first answer, while the store is surely open)
@@ -101,7 +126,7 @@ class TokenBook:
             return None if self.has_tokens() else OPEN  # (a stale token on an open API: still open)
         try:
             rec = json.loads(text)
-            limits = tuple(sorted((k, int(v)) for k, v in (rec.get("limits") or {}).items() if k in LIMIT_KEYS))
+            limits = tuple(sorted((k, int(v)) for k, v in (rec.get("limits") or {}).items() if k in ADMISSION_KEYS))
             return Principal(rec["name"], rec["role"], limits=limits)
         except (ValueError, KeyError, TypeError):
             return None
@@ -109,15 +134,9 @@ class TokenBook:
     # -- managing them --
 
     def add(self, name: str, role: str, limits: dict | None = None) -> str:
-        """A new token for `name` with `role` (and limits of its own: LIMIT_KEYS, each a whole number >= 0, 0 for
-        none); the token itself (shown once). ValueError for a bad name, role or limit, FileExistsError when the name
-        has one."""
-        limits = dict(limits or {})
-        for k, v in limits.items():
-            if k not in LIMIT_KEYS:
-                raise ValueError(f"unknown limit '{str(k)[:64]}' (known: {', '.join(LIMIT_KEYS)})")
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 10**9:
-                raise ValueError(f"limit {k} must be a whole number from 0 (none) up")
+        """A new token for `name` with `role` (and limits of its own: check_limits); the token itself (shown once).
+        ValueError for a bad name, role or limit, FileExistsError when the name has one."""
+        limits = check_limits(limits)
         if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == "admin":
             raise ValueError("a token's name is 1 to 64 of A-Z a-z 0-9 _ . @ - (and not 'admin', the host's own)")
         if role not in ROLES:
@@ -132,7 +151,30 @@ class TokenBook:
             if limits:
                 rec["limits"] = limits
             self.store.put_doc(PREFIX + h, json.dumps(rec))
+        self._changed()
         return token
+
+    def set_limits(self, name: str, limits: dict) -> dict:
+        """Replaces `name`'s own limits (check_limits; {} for the host's defaults), at once; returns them.
+        LookupError when it has no token, ValueError for a bad limit."""
+        limits = check_limits(limits)
+        with self._lock:
+            h = self.store.get_doc(NAME_PREFIX + name) if isinstance(name, str) and NAME_RE.fullmatch(name) else None
+            text = self.store.get_doc(PREFIX + h) if h is not None else None
+            if text is None:
+                raise LookupError(f"no token named '{name}'")
+            rec = json.loads(text)
+            if limits:
+                rec["limits"] = limits
+            else:
+                rec.pop("limits", None)
+            self.store.put_doc(PREFIX + h, json.dumps(rec))
+        self._changed()
+        return limits
+
+    def _changed(self) -> None:
+        for fn in list(self.on_change):
+            fn()
 
     def list(self) -> list[dict]:
         out = []
@@ -162,3 +204,4 @@ class TokenBook:
             except KeyError:
                 pass
             self.store.delete_doc(NAME_PREFIX + name)
+        self._changed()

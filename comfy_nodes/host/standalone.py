@@ -123,7 +123,7 @@ def run_host(
     )
     if templates_dir:
         load_templates_dir(service, templates_dir)
-    service.owner_gate.defaults.update(owner_limits or {})  # owners' limits (0 = none); a token's own win
+    service.set_owner_defaults(owner_limits or {})  # owners' limits (0 = none) and weight; a token's own win
     if start_paused:  # nothing is dispatched until someone resumes the queue
         service.store.pause()
         log.info("the queue starts paused (--start-paused): resume it from the panel or POST /comfymq/queue/resume")

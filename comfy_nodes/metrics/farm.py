@@ -1,8 +1,9 @@
 """FarmMetrics: the host's metrics (see the package doc). Names (all prefixed comfymq_):
 
   jobs{state}                       gauge      jobs in the store per state (at scrape)
-  owner_jobs{owner,state}           gauge      pending and running jobs per owner ("" for none; the first
-                                               OWNER_SCAN of them counted at each scrape)
+  owner_jobs{owner,state}           gauge      pending and running jobs per owner ("" for none; exact: the
+                                               store counts them)
+  owner_at_running_limit{owner}     gauge      1 while an owner's further jobs wait for one of its runs to end
   jobs_waiting                      gauge      pending jobs that wait for other jobs
   oldest_pending_age_seconds        gauge      how long the oldest ready job has waited
   queue_paused                      gauge      1 while dispatch is paused
@@ -37,7 +38,6 @@ from .recent import RecentStats, graph_shape
 log = logging.getLogger("comfymq.metrics")
 
 FINISHED = ("succeeded", "failed", "cancelled")
-OWNER_SCAN = 20_000  # pending + running jobs looked through per scrape for the per-owner counts
 
 
 class FarmMetrics:
@@ -52,6 +52,9 @@ class FarmMetrics:
         self.enqueued = Counter("comfymq_enqueued_jobs", "jobs made by enqueue requests", ("api",))
         self.jobs = Gauge("comfymq_jobs", "jobs in the store per state", ("state",))
         self.owner_jobs = Gauge("comfymq_owner_jobs", "pending and running jobs per owner", ("owner", "state"))
+        self.owner_limited = Gauge(
+            "comfymq_owner_at_running_limit", "1 while an owner's further jobs wait (max_running)", ("owner",)
+        )
         self.gauges = {
             name: Gauge(f"comfymq_{name}", help_)
             for name, help_ in (
@@ -154,17 +157,15 @@ class FarmMetrics:
         st = svc.store.stats()
         self.jobs.set_all(dict(st["counts"].items()))
         per_owner: dict[tuple, int] = {}
-        cursor, seen = None, 0
-        while seen < OWNER_SCAN:
-            page = svc.store.list(state=["pending", "running"], cursor=cursor, limit=1000, newest_first=False)
-            for j in page["jobs"]:
-                key = (j.get("owner") or "", j["state"])
-                per_owner[key] = per_owner.get(key, 0) + 1
-            seen += len(page["jobs"])
-            cursor = page["next_cursor"]
-            if not cursor:
-                break
+        limited: dict[tuple, int] = {}
+        for o in svc.store.owner_stats():
+            for state in ("pending", "running"):
+                if o[state]:
+                    per_owner[(o["owner"], state)] = o[state]
+            if o["at_running_limit"]:
+                limited[(o["owner"],)] = 1
         self.owner_jobs.set_all(per_owner)
+        self.owner_limited.set_all(limited)
         g = self.gauges
         g["jobs_waiting"].set(st.get("waiting", 0))
         g["oldest_pending_age_seconds"].set(float(st.get("oldest_pending_age", 0.0)))
@@ -177,7 +178,15 @@ class FarmMetrics:
         if h.get("free_bytes") is not None:
             g["disk_free_bytes"].set(h["free_bytes"])
         broker = [self.transitions, self.requeues, self.dead, self.wait, self.run, self.enqueue, self.enqueued]
-        broker += [self.jobs, self.owner_jobs, *g.values(), self.workers, self.worker_jobs, self.worker_age]
+        broker += [
+            self.jobs,
+            self.owner_jobs,
+            self.owner_limited,
+            *g.values(),
+            self.workers,
+            self.worker_jobs,
+            self.worker_age,
+        ]
         if svc.broker is not None:
             now = time.time() * 1000
             ws = svc.broker.workers()

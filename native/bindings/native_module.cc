@@ -473,6 +473,55 @@ class PyStore {
     return py::int_(pos);
   }
 
+  // Fair share (Store::SetOwnerPolicies): policies are dicts {"weight": 1..1000, "max_running": n >= 0 (0: none)}.
+  void SetOwnerPolicies(const py::dict& fallback, const py::dict& by_owner) {
+    auto policy = [](const py::handle& d, const std::string& who) {
+      if (!PyDict_Check(d.ptr())) throw py::value_error("the policy of " + who + " must be a dict");
+      OwnerPolicy p;
+      for (const auto& [k, v] : py::reinterpret_borrow<py::dict>(d)) {
+        const std::string key = TextArg(k, "a policy key");
+        const int64_t x = IntArg(v, key.c_str());
+        if (key == "weight") {
+          if (x < 1 || x > 1000) throw py::value_error("weight of " + who + " must be between 1 and 1000");
+          p.weight = static_cast<uint32_t>(x);
+        } else if (key == "max_running") {
+          if (x < 0 || x > 1000000) throw py::value_error("max_running of " + who + " must be between 0 and 1000000");
+          p.max_running = static_cast<uint32_t>(x);
+        } else {
+          throw py::value_error("unknown policy key '" + key + "' (weight, max_running)");
+        }
+      }
+      return p;
+    };
+    const OwnerPolicy fb = policy(fallback, "the default");
+    std::map<std::string, OwnerPolicy> named;
+    for (const auto& [k, v] : by_owner) {
+      const std::string name = TextArg(k, "an owner");
+      named[name] = policy(v, "owner '" + name + "'");
+    }
+    std::shared_ptr<Store> s = store();
+    Check(NoGil([&] { return s->SetOwnerPolicies(fb, named); }));
+  }
+
+  // [{"owner", "pending", "running", "weight", "max_running", "at_running_limit"}] for owners with live jobs.
+  py::list OwnerStats() {
+    std::shared_ptr<Store> s = store();
+    std::vector<OwnerCounts> owners;
+    Check(NoGil([&] { return s->OwnerStats(&owners); }));
+    py::list out;
+    for (const OwnerCounts& c : owners) {
+      py::dict d;
+      d["owner"] = c.owner;
+      d["pending"] = c.pending;
+      d["running"] = c.running;
+      d["weight"] = c.policy.weight;
+      d["max_running"] = c.policy.max_running;
+      d["at_running_limit"] = c.at_running_limit;
+      out.append(std::move(d));
+    }
+    return out;
+  }
+
   py::dict Stats() {
     std::shared_ptr<Store> s = store();
     StoreStats st;
@@ -1005,6 +1054,8 @@ PYBIND11_MODULE(_native, m) {
            py::arg("limit") = 100, py::arg("newest_first") = true, py::arg("with_prompt") = false)
       .def("stats", &PyStore::Stats)
       .def("queue_position", &PyStore::QueuePosition, py::arg("job_id"))
+      .def("set_owner_policies", &PyStore::SetOwnerPolicies, py::arg("default"), py::arg("by_owner"))
+      .def("owner_stats", &PyStore::OwnerStats)
       .def("take", &PyStore::Take, py::arg("worker_id"), py::kw_only(), py::arg("lease") = py::none(),
            py::arg("ignore_pause") = false)
       .def("heartbeat", &PyStore::Heartbeat, py::arg("job_id"), py::arg("token"), py::kw_only(),

@@ -405,7 +405,11 @@ def add_v2_routes(
     async def get(request: web.Request) -> web.Response:
         job = await get_job(request.match_info["id"])
         owners.check_job(request, job)
-        waiting = await service.call(service.waiting_reasons, job["id"]) if job["state"] == "pending" else None
+        waiting = (
+            await service.call(service.waiting_reasons, job["id"], job.get("owner"))
+            if job["state"] == "pending"
+            else None
+        )
         return web.json_response(await service.call(view, job, request, waiting))
 
     @route("POST", "/jobs/{id}/cancel", bodyless=True, permission="submit")

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -105,6 +106,20 @@ struct StoreStats {
   std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
 };
 
+// Fair share for one owner (NewJob::owner): memory only, set again after each open (Store::SetOwnerPolicies).
+struct OwnerPolicy {
+  uint32_t weight = 1;       // turns among pending jobs of equal priority, relative to other owners: 1..1000
+  uint32_t max_running = 0;  // jobs of this owner running at once; 0 = no limit
+};
+
+struct OwnerCounts {
+  std::string owner;     // "" = jobs with no owner
+  uint64_t pending = 0;  // ready or waiting
+  uint64_t running = 0;
+  OwnerPolicy policy;
+  bool at_running_limit = false;
+};
+
 constexpr size_t kMaxDocKeyBytes = 256;
 constexpr size_t kMaxDocValueBytes = 16u << 20;
 
@@ -115,8 +130,8 @@ struct EnqueueResult {
 
 // Reads the prompt of the job a filter is looking at (from disk; only when the filter needs it).
 using PromptLoader = std::function<Status(std::string* prompt)>;
-// Chooses among pending jobs in dispatch order (priority, then age); called with the store's lock held,
-// so it must be quick, must not call into the store, and should call `load` only when it has to.
+// Chooses among pending jobs in dispatch order (priority, then owners' turns, then age); called with the store's lock
+// held, so it must be quick, must not call into the store, and should call `load` only when it has to.
 using JobFilter = std::function<bool(uint64_t job_id, const PromptLoader& load)>;
 
 struct TakeOptions {
@@ -132,7 +147,7 @@ struct TakeOptions {
 
 // What happened, for listeners (the broker; the plugin's event stream).
 struct StoreEvent {
-  enum class Kind { kJobChanged, kJobRemoved, kPausedChanged };
+  enum class Kind { kJobChanged, kJobRemoved, kPausedChanged, kPoliciesChanged };
   Kind kind = Kind::kJobChanged;
   uint64_t job_id = 0;
   JobState from = JobState::kPending;
@@ -162,6 +177,12 @@ class Store {
   // NotFound when it is not a pending job that is ready to run (one that waits for others has no place yet), or
   // when pending jobs are spread over more than 4096 priorities (the place is not worth that walk).
   virtual Status QueuePosition(uint64_t id, uint64_t* position) = 0;
+  // Fair share: weights and running limits per owner, `fallback` for owners not named (FairQueue: among ready
+  // jobs of one priority, owners take turns in proportion to their weights). Memory only. A job whose owner is
+  // at its running limit stays pending (dispatch passes over it) until one of that owner's runs ends.
+  virtual Status SetOwnerPolicies(const OwnerPolicy& fallback, const std::map<std::string, OwnerPolicy>& by_owner) = 0;
+  // The owners with pending or running jobs, with their counts and policies, by name.
+  virtual Status OwnerStats(std::vector<OwnerCounts>* owners) = 0;
 
   // Leases the first pending job (in dispatch order) that `filter` accepts. *lease is cleared and OK is
   // returned when there is none (or dispatch is paused).

@@ -93,7 +93,8 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
         j.Str("type", "job").Str("job_id", FormatJobId(e.job_id)).Str("state", JobStateName(e.to));
         j.Str("from", JobStateName(e.from)).Str("reason", e.reason);
         if (!e.worker_id.empty()) j.Str("worker", e.worker_id);
-        if (e.to == JobState::kPending) dispatch = true;
+        // A job that can run; or a run that ended, which may bring its owner under a running limit.
+        if (e.to == JobState::kPending || e.from == JobState::kRunning) dispatch = true;
         if (e.to != JobState::kPending) ForgetRequirements(e.job_id);
         if (IsFinished(e.to)) {
           std::lock_guard<std::mutex> l(retry_mu_);
@@ -118,6 +119,7 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
         j.Str("type", "queue").Bool("paused", e.reason == "paused");
         dispatch = true;
         break;
+      case StoreEvent::Kind::kPoliciesChanged: dispatch = true; continue;  // nothing for the event stream
     }
     events_.Push(j.Done());
   }

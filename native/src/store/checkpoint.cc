@@ -10,6 +10,7 @@
 namespace comfymq::checkpoint {
 namespace {
 
+constexpr char kMagicV4[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '4'};  // with owners
 constexpr char kMagicV3[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '3'};  // with documents
 constexpr char kMagic[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '2'};
 constexpr char kMagicV1[8] = {'C', 'M', 'Q', 'C', 'K', 'P', '0', '1'};  // older: no waits section
@@ -71,8 +72,9 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table, const D
   for (const auto& [id, after] : table.waits()) n_waits += table.Find(id) != nullptr;
   // Version 1 while no job waits and no document is kept, 2 while no document is: a store that never used them
   // stays readable by an older build.
-  const bool v3 = docs.size() != 0;
-  b.append(v3 ? kMagicV3 : n_waits != 0 ? kMagic : kMagicV1, sizeof(kMagic));
+  const bool v4 = table.owner_names().size() > 1;
+  const bool v3 = v4 || docs.size() != 0;
+  b.append(v4 ? kMagicV4 : v3 ? kMagicV3 : n_waits != 0 ? kMagic : kMagicV1, sizeof(kMagic));
   PutU32(&b, h.segment);
   PutU64(&b, h.last_id);
   PutU64(&b, h.next_token);
@@ -99,6 +101,14 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table, const D
       CMQ_RETURN_IF_ERROR(w.MaybeFlush());
     }
   }
+  if (v4) {
+    const auto& owners = table.owner_names();
+    PutU32(&b, static_cast<uint32_t>(owners.size() - 1));
+    for (size_t i = 1; i < owners.size(); ++i) {
+      PutBytes(&b, owners[i]);
+      CMQ_RETURN_IF_ERROR(w.MaybeFlush());
+    }
+  }
   PutU64(&b, table.size());
   Status s;
   table.ForEach([&](const JobMeta& m) {
@@ -113,6 +123,7 @@ Status Write(WritableFile* file, const Header& h, const JobTable& table, const D
     PutU16(&b, m.attempts);
     PutU16(&b, m.max_attempts);
     PutU8(&b, static_cast<uint8_t>(m.state));
+    if (v4) PutU16(&b, m.owner);
     s = w.MaybeFlush();
   });
   CMQ_RETURN_IF_ERROR(s);
@@ -139,7 +150,8 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table, DocTa
   auto bad = [&](const char* why) { return Status::Corruption("checkpoint " + path + ": " + why); };
   if (data.size() < sizeof(kMagic) + 16) return bad("not a ComfyMQ checkpoint");
   const bool v1 = std::memcmp(data.data(), kMagicV1, sizeof(kMagicV1)) == 0;
-  const bool v3 = std::memcmp(data.data(), kMagicV3, sizeof(kMagicV3)) == 0;
+  const bool v4 = std::memcmp(data.data(), kMagicV4, sizeof(kMagicV4)) == 0;
+  const bool v3 = v4 || std::memcmp(data.data(), kMagicV3, sizeof(kMagicV3)) == 0;
   if (!v1 && !v3 && std::memcmp(data.data(), kMagic, sizeof(kMagic)) != 0) return bad("not a ComfyMQ checkpoint");
   const size_t body = data.size() - 16;
   if (std::memcmp(data.data() + body, kEnd, sizeof(kEnd)) != 0) return bad("truncated (no end marker)");
@@ -179,6 +191,19 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table, DocTa
     if (!d.Bytes(&key) || key.empty() || !d.Bytes(&value)) return bad("bad document");
     docs->Put(std::string(key), std::string(value));
   }
+  uint32_t n_owners = 0;
+  if (v4 && (!d.U32(&n_owners) || n_owners > JobTable::kMaxOwners || n_owners > d.remaining() / 4)) {
+    return bad("bad owner count");
+  }
+  std::vector<std::string> owners{""};
+  owners.reserve(n_owners + 1);
+  for (uint32_t i = 0; i < n_owners; ++i) {
+    std::string_view n;
+    if (!d.Bytes(&n) || n.empty()) return bad("bad owner table");
+    owners.emplace_back(n);
+  }
+  table->SetOwnerNames(std::move(owners));
+  h->owners = v4;
   uint64_t n_jobs = 0;
   if (!d.U64(&n_jobs) || n_jobs > d.remaining() / 61) return bad("bad job count");
   table->Reserve(static_cast<size_t>(n_jobs));
@@ -187,7 +212,8 @@ Status Read(Env* env, const std::string& path, Header* h, JobTable* table, DocTa
     uint8_t state = 0;
     if (!d.U64(&m.id) || !d.U64(&m.prompt_id_hash) || !GetLoc(d, &m.job_loc) || !GetLoc(d, &m.status_loc) ||
         !d.I64(&m.updated_ms) || !d.I32(&m.priority) || !d.U32(&m.batch) || !d.U16(&m.attempts) ||
-        !d.U16(&m.max_attempts) || !d.U8(&state) || state >= kNumJobStates) {
+        !d.U16(&m.max_attempts) || !d.U8(&state) || state >= kNumJobStates || (v4 && !d.U16(&m.owner)) ||
+        m.owner > n_owners) {
       return bad("bad job entry");
     }
     m.state = static_cast<JobState>(state);

@@ -49,29 +49,13 @@ void JobTable::Unindex(const JobMeta& m) {
   UnindexState(m);
 }
 
-void JobTable::AddPending(uint64_t id, int32_t priority) {
-  auto& q = pending_[priority];
-  if (q.empty() || q.back() < id) {
-    q.push_back(id);
-  } else {
-    q.insert(std::lower_bound(q.begin(), q.end(), id), id);
-  }
-  ready_++;
-}
-
-void JobTable::RemovePending(uint64_t id, int32_t priority) {
-  auto p = pending_.find(priority);
-  assert(p != pending_.end());
-  auto& q = p->second;
-  if (!q.empty() && q.front() == id) {
-    q.pop_front();
-  } else {
-    auto it = std::lower_bound(q.begin(), q.end(), id);
-    assert(it != q.end() && *it == id);
-    q.erase(it);
-  }
-  if (q.empty()) pending_.erase(p);
-  ready_--;
+void JobTable::CountOwner(const JobMeta& m, int64_t sign) {
+  std::vector<uint64_t>* counts = m.state == JobState::kPending   ? &owner_pending_
+                                  : m.state == JobState::kRunning ? &owner_running_
+                                                                  : nullptr;
+  if (counts == nullptr) return;
+  if (counts->size() <= m.owner) counts->resize(static_cast<size_t>(m.owner) + 1, 0);
+  (*counts)[m.owner] += static_cast<uint64_t>(sign);
 }
 
 void JobTable::ForEachReadyDependent(const JobMeta& m, const std::function<void(const JobMeta&)>& fn) const {
@@ -88,16 +72,18 @@ void JobTable::ForEachReadyDependent(const JobMeta& m, const std::function<void(
 // dependents it was the last wait of ready, and the index must see them go exactly as they came.
 void JobTable::IndexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]++;
+  CountOwner(m, +1);
   AddLive(m.status_loc, +1);
-  if (m.state == JobState::kPending && Ready(m.id)) AddPending(m.id, m.priority);
-  ForEachReadyDependent(m, [&](const JobMeta& d) { AddPending(d.id, d.priority); });
+  if (m.state == JobState::kPending && Ready(m.id)) pending_.Add(m.id, m.priority, m.owner);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { pending_.Add(d.id, d.priority, d.owner); });
 }
 
 void JobTable::UnindexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]--;
+  CountOwner(m, -1);
   AddLive(m.status_loc, -1);
-  if (m.state == JobState::kPending && Ready(m.id)) RemovePending(m.id, m.priority);
-  ForEachReadyDependent(m, [&](const JobMeta& d) { RemovePending(d.id, d.priority); });
+  if (m.state == JobState::kPending && Ready(m.id)) pending_.Remove(m.id, m.priority, m.owner);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { pending_.Remove(d.id, d.priority, d.owner); });
 }
 
 void JobTable::SetWaits(uint64_t id, std::vector<uint64_t> after) {
@@ -216,30 +202,17 @@ void JobTable::SetRun(uint64_t id, std::optional<RunInfo> run) {
   }
 }
 
-void JobTable::ForEachPending(const std::function<bool(uint64_t)>& fn) const {
-  for (const auto& [prio, q] : pending_) {
-    for (uint64_t id : q) {
-      if (!fn(id)) return;
-    }
-  }
+void JobTable::ForEachPending(const std::function<bool(uint64_t)>& fn, bool with_limits) const {
+  if (!with_limits) return pending_.ForEach(nullptr, fn);
+  const std::function<bool(uint16_t)> below = [this](uint16_t owner) { return !AtRunningLimit(owner); };
+  pending_.ForEach(&below, fn);
 }
 
 bool JobTable::PendingPosition(uint64_t id, uint64_t* position) const {
   const JobMeta* m = Find(id);
   if (m == nullptr || m->state != JobState::kPending || !Ready(id)) return false;
-  if (pending_.size() > kMaxPositionLevels) return false;  // (so many priority levels: too long a walk to say)
-  uint64_t before = 0;
-  for (const auto& [prio, q] : pending_) {  // (priorities high to low: few levels in practice)
-    if (prio != m->priority) {
-      before += q.size();
-      continue;
-    }
-    auto it = std::lower_bound(q.begin(), q.end(), id);
-    if (it == q.end() || *it != id) return false;
-    *position = before + static_cast<uint64_t>(it - q.begin());
-    return true;
-  }
-  return false;
+  if (pending_.levels() > kMaxPositionLevels) return false;  // (so many priority levels: too long a walk to say)
+  return pending_.Position(id, m->priority, m->owner, position);
 }
 
 void JobTable::FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const {
@@ -313,12 +286,53 @@ void JobTable::SetBatchNames(std::vector<std::string> names) {
   for (uint32_t i = 1; i < batch_names_.size(); ++i) batch_index_.emplace(batch_names_[i], i);
 }
 
-uint64_t JobTable::oldest_pending_id() const {  // (of the ready ones)
-  uint64_t best = 0;
-  for (const auto& [prio, q] : pending_) {
-    if (!q.empty() && (best == 0 || q.front() < best)) best = q.front();
-  }
-  return best;
+uint64_t JobTable::oldest_pending_id() const { return pending_.oldest(); }  // (of the ready ones)
+
+uint16_t JobTable::InternOwner(std::string_view name) {
+  if (name.empty()) return 0;
+  auto it = owner_index_.find(std::string(name));
+  if (it != owner_index_.end()) return it->second;
+  if (owner_names_.size() > kMaxOwners) return static_cast<uint16_t>(kMaxOwners);  // the shared last index
+  const auto index = static_cast<uint16_t>(owner_names_.size());
+  owner_names_.emplace_back(name);
+  owner_index_.emplace(std::string(name), index);
+  ApplyPolicy(index);
+  return index;
+}
+
+const std::string& JobTable::OwnerName(uint16_t index) const {
+  static const std::string kEmpty;
+  return index < owner_names_.size() ? owner_names_[index] : kEmpty;
+}
+
+void JobTable::SetOwnerNames(std::vector<std::string> names) {
+  owner_names_ = std::move(names);
+  if (owner_names_.empty()) owner_names_.emplace_back();
+  owner_index_.clear();
+  for (size_t i = 1; i < owner_names_.size(); ++i) owner_index_.emplace(owner_names_[i], static_cast<uint16_t>(i));
+  for (size_t i = 0; i < owner_names_.size(); ++i) ApplyPolicy(static_cast<uint16_t>(i));
+}
+
+void JobTable::SetOwnerPolicies(const OwnerPolicy& fallback, const std::map<std::string, OwnerPolicy>& by_owner) {
+  fallback_policy_ = fallback;
+  policies_ = by_owner;
+  for (size_t i = 0; i < owner_names_.size(); ++i) ApplyPolicy(static_cast<uint16_t>(i));
+}
+
+void JobTable::ApplyPolicy(uint16_t owner) {
+  if (owner_policies_.size() <= owner) owner_policies_.resize(static_cast<size_t>(owner) + 1, fallback_policy_);
+  auto it = policies_.find(OwnerName(owner));
+  owner_policies_[owner] = it != policies_.end() ? it->second : fallback_policy_;
+  pending_.SetWeight(owner, owner_policies_[owner].weight);
+}
+
+const OwnerPolicy& JobTable::PolicyOf(uint16_t owner) const {
+  return owner < owner_policies_.size() ? owner_policies_[owner] : fallback_policy_;
+}
+
+bool JobTable::AtRunningLimit(uint16_t owner) const {
+  const uint32_t limit = PolicyOf(owner).max_running;
+  return limit != 0 && OwnerRunning(owner) >= limit;
 }
 
 uint64_t JobTable::SegmentLiveBytes(uint32_t segment) const {

@@ -2,9 +2,9 @@
 // derived indexes: dispatch order of pending jobs, prompt_id hashes, counts per state, live bytes per log
 // segment, the run (lease) of every running job, and which jobs wait for which (NewJob::after).
 //
-// Dispatch order holds a pending job only when it is ready: every job it waits for is there and has succeeded. A
-// job's waits are set once, before it is inserted (SetWaits); a change of state of a job others wait for moves
-// them in or out of the dispatch order in the same call.
+// Dispatch order (FairQueue: priority, then owners in weighted turns) holds a pending job only when it is ready: every
+// job it waits for is there and has succeeded. A job's waits are set once, before it is inserted (SetWaits); a change
+// of state of a job others wait for moves them in or out of the dispatch order in the same call.
 //
 // Every change goes through Insert / Replace / Erase / SetRun, which keep the derived indexes in step, so
 // the inverse call undoes a change exactly (the store's group commit relies on that to roll back).
@@ -23,6 +23,8 @@
 #include <vector>
 
 #include "comfymq/job.h"
+#include "comfymq/store.h"
+#include "store/fair_queue.h"
 #include "store/log_segment.h"
 #include "util/flat_multimap.h"
 
@@ -40,6 +42,7 @@ struct JobMeta {
   uint16_t max_attempts = 0;
   JobState state = JobState::kPending;
   bool erased = false;  // slot kept until the next Compact() so an undo can revive it
+  uint16_t owner = 0;   // interned owner name (JobTable::InternOwner); 0 = none
 };
 static_assert(sizeof(JobMeta) <= 64, "JobMeta must stay small: one per job in memory");
 
@@ -78,14 +81,32 @@ class JobTable {
   // Every job `id` waits for is live and has succeeded (true for a job that waits for none).
   bool Ready(uint64_t id) const;
   // Pending jobs that wait (not ready).
-  uint64_t waiting() const { return counts_[static_cast<int>(JobState::kPending)] - ready_; }
+  uint64_t waiting() const { return counts_[static_cast<int>(JobState::kPending)] - pending_.size(); }
 
   // The place of a ready pending job in dispatch order (0 = first); false when it is not one, or when more than
   // kMaxPositionLevels priorities have pending jobs (the walk over them would hold the state lock too long).
   static constexpr size_t kMaxPositionLevels = 4096;
   bool PendingPosition(uint64_t id, uint64_t* position) const;
-  // Pending jobs in dispatch order (priority high to low, then id), ready ones only; fn returns false to stop.
-  void ForEachPending(const std::function<bool(uint64_t id)>& fn) const;
+  // Pending jobs in dispatch order (priority high to low, then owners' turns, each owner's oldest first), ready
+  // ones only; with_limits leaves out the owners at their running limit. fn returns false to stop.
+  void ForEachPending(const std::function<bool(uint64_t id)>& fn, bool with_limits = false) const;
+  // Counts a take of this pending job against its owner's turn (FairQueue::Took).
+  void Took(const JobMeta& m) { pending_.Took(m.priority, m.owner); }
+
+  // Owners: names interned to small indexes (0 = ""), kept for the store's life (and in checkpoints). Past
+  // kMaxOwners names, later owners share the last index (their jobs take one turn between them).
+  static constexpr uint32_t kMaxOwners = 65535;
+  uint16_t InternOwner(std::string_view name);
+  const std::string& OwnerName(uint16_t index) const;
+  const std::vector<std::string>& owner_names() const { return owner_names_; }
+  void SetOwnerNames(std::vector<std::string> names);  // for checkpoint load, before any job; index 0 must be ""
+  // Weights and running limits per owner name (memory only; the caller sets them again after each open).
+  void SetOwnerPolicies(const OwnerPolicy& fallback, const std::map<std::string, OwnerPolicy>& by_owner);
+  const OwnerPolicy& PolicyOf(uint16_t owner) const;
+  // Pending (ready or waiting) and running jobs per owner index.
+  uint64_t OwnerPending(uint16_t owner) const { return owner < owner_pending_.size() ? owner_pending_[owner] : 0; }
+  uint64_t OwnerRunning(uint16_t owner) const { return owner < owner_running_.size() ? owner_running_[owner] : 0; }
+  bool AtRunningLimit(uint16_t owner) const;
   // Jobs whose prompt_id hashes to `hash`.
   void FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const;
   // Walks live jobs by id starting after `cursor` (0 = from the end in that direction), within
@@ -122,18 +143,17 @@ class JobTable {
   void IndexState(const JobMeta& m);
   void UnindexState(const JobMeta& m);
   void AddLive(const log::RecordLoc& loc, int64_t sign);
-  void AddPending(uint64_t id, int32_t priority);
-  void RemovePending(uint64_t id, int32_t priority);
+  void CountOwner(const JobMeta& m, int64_t sign);
+  void ApplyPolicy(uint16_t owner);
   // The dependents of a succeeded job `m` that are pending and ready, as `m` is now.
   void ForEachReadyDependent(const JobMeta& m, const std::function<void(const JobMeta&)>& fn) const;
 
   std::deque<JobMeta> jobs_;  // sorted by id, erased slots included
   uint64_t live_ = 0;
   uint64_t erased_ = 0;
-  std::map<int32_t, std::deque<uint64_t>, std::greater<int32_t>> pending_;  // ready ones only
-  uint64_t ready_ = 0;                                                      // how many pending_ holds
-  std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;               // job -> the jobs it waits for
-  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;          // job -> the jobs that wait for it
+  FairQueue pending_;                                               // ready ones only
+  std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;       // job -> the jobs it waits for
+  std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;  // job -> the jobs that wait for it
   FlatMultiMap64 prompt_index_;
   std::array<uint64_t, kNumJobStates> counts_{};
   std::map<uint32_t, uint64_t> segment_live_;
@@ -141,6 +161,12 @@ class JobTable {
   std::unordered_map<uint64_t, RunInfo> runs_;
   std::vector<std::string> batch_names_{""};
   std::unordered_map<std::string, uint32_t> batch_index_;
+  std::vector<std::string> owner_names_{""};
+  std::unordered_map<std::string, uint16_t> owner_index_;
+  std::vector<uint64_t> owner_pending_, owner_running_;  // by owner index
+  std::vector<OwnerPolicy> owner_policies_;              // by owner index, resolved from the two below
+  OwnerPolicy fallback_policy_;
+  std::map<std::string, OwnerPolicy> policies_;
 };
 
 }  // namespace comfymq

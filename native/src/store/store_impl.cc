@@ -121,6 +121,7 @@ Status StoreImpl::PrepareJob(const NewJob& in, int64_t now_ms, PreparedJob* out)
   out->priority = in.priority;
   out->max_attempts = static_cast<uint16_t>(in.max_attempts);
   out->batch_id = in.batch_id;
+  out->owner = in.owner;
   out->notify = in.notify;
   records::JobView v;
   v.priority = in.priority;
@@ -181,6 +182,7 @@ Status StoreImpl::ApplyEnqueue(std::vector<PreparedJob>& jobs, std::vector<Enque
     m.updated_ms = txn_->now_ms();
     m.priority = pj.priority;
     m.batch = txn_->InternBatch(pj.batch_id);
+    m.owner = table_.InternOwner(pj.owner);  // (not undone: a name kept that no job has is harmless)
     m.max_attempts = pj.max_attempts;
     m.state = JobState::kPending;
     table_.SetWaits(id, pj.after);  // before Insert: it joins the dispatch order once ready
@@ -284,27 +286,29 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease,
   for (;;) {
     chosen = 0;
     size_t scanned = 0;
-    table_.ForEachPending([&](uint64_t id) {
-      if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;
-      if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
-      if (o.filter) {
-        const PromptLoader load = [&](std::string* out) {
-          loaded = unpacked = 0;
-          CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
-          loaded = id;
-          records::JobView v;
-          CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
-          CMQ_RETURN_IF_ERROR(
-              records::UnpackText(v.prompt, records::kMaxTextBytes, &prompt).WithContext("job " + FormatJobId(id)));
-          unpacked = id;
-          *out = prompt;  // kept: if this job is chosen, its prompt is not unpacked again
-          return Status::OK();
-        };
-        if (!o.filter(id, load)) return true;
-      }
-      chosen = id;
-      return false;
-    });
+    table_.ForEachPending(
+        [&](uint64_t id) {
+          if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;  // (owners at their running limit: not offered)
+          if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
+          if (o.filter) {
+            const PromptLoader load = [&](std::string* out) {
+              loaded = unpacked = 0;
+              CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
+              loaded = id;
+              records::JobView v;
+              CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
+              CMQ_RETURN_IF_ERROR(
+                  records::UnpackText(v.prompt, records::kMaxTextBytes, &prompt).WithContext("job " + FormatJobId(id)));
+              unpacked = id;
+              *out = prompt;  // kept: if this job is chosen, its prompt is not unpacked again
+              return Status::OK();
+            };
+            if (!o.filter(id, load)) return true;
+          }
+          chosen = id;
+          return false;
+        },
+        /*with_limits=*/true);
     if (chosen == 0) return Status::OK();
     m = *table_.Find(chosen);
     Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
@@ -326,6 +330,7 @@ Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease,
     WriteStatus(m, bad);
     txn_->JobChanged(chosen, JobState::kPending, JobState::kFailed, "damaged");
   }
+  table_.Took(m);  // the owner's turn, while the job is still queued
   StatusDoc d = LoadStatusOrRebuildLocked(m);
   const int64_t now = txn_->now_ms();
   const int64_t lease_ms = o.lease_ms > 0 ? o.lease_ms : options_.default_lease_ms;

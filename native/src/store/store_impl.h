@@ -72,6 +72,8 @@ class StoreImpl final : public Store {
   Status List(const ListQuery& query, ListPage* page) override;
   Status Stats(StoreStats* stats) override;
   Status QueuePosition(uint64_t id, uint64_t* position) override;
+  Status SetOwnerPolicies(const OwnerPolicy& fallback, const std::map<std::string, OwnerPolicy>& by_owner) override;
+  Status OwnerStats(std::vector<OwnerCounts>* owners) override;
   Status Take(const TakeOptions& options, std::unique_ptr<Lease>* lease) override;
   Status Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) override;
   Status Progress(uint64_t id, uint64_t token, const std::string& progress_json) override;
@@ -112,6 +114,7 @@ class StoreImpl final : public Store {
     int32_t priority = 0;
     uint16_t max_attempts = 0;
     std::string batch_id;
+    std::string owner;
     std::vector<uint64_t> after;  // sorted, unique
     bool notify = false;
   };
@@ -149,6 +152,7 @@ class StoreImpl final : public Store {
   // --- reading records (state_mu_ held, shared or exclusive) ---
   std::shared_ptr<RandomAccessFile> SegmentFile(uint32_t segment, Status* s);
   Status ReadPayloadLocked(const log::RecordLoc& loc, log::RecordType want, std::string* payload);
+  void RecoverOwnersLocked();  // (store_recovery.cc)
   // With state_mu_ held: the framed bytes of a record of a group applied but not yet written.
   bool FindInflightLocked(const log::RecordLoc& loc, std::string_view* framed) const;
   Status LoadStatusLocked(const JobMeta& m, StatusDoc* doc);

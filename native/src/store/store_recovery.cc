@@ -72,6 +72,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
   std::sort(checkpoints.begin(), checkpoints.end());
 
   uint32_t start = 0;
+  bool owners_known = true;  // false: a checkpoint of an older build, which kept no owners
   for (auto it = checkpoints.rbegin(); it != checkpoints.rend(); ++it) {
     checkpoint::Header h;
     table_ = JobTable();
@@ -84,6 +85,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
       paused_ = h.paused;
       checkpoint_segment_ = h.segment;
       rep->checkpoint_segment = h.segment;
+      owners_known = h.owners;
       break;
     }
     rep->warnings.push_back("ignored checkpoint " + checkpoint::FileName(*it) + ": " + s.ToString());
@@ -201,6 +203,7 @@ Status StoreImpl::Recover(RecoveryReport* rep) {
     segment_used_[seg] = log::kSegmentHeaderSize;
   }
   ResetPlanLocked();
+  if (!owners_known) RecoverOwnersLocked();
 
   // Workers may still be running what was leased before the restart: give them time to report back.
   const int64_t grace_until = NowMs() + options_.reopen_lease_grace_ms;
@@ -243,6 +246,7 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
       n.updated_ms = JobIdMillis(v.id);
       n.priority = v.priority;
       n.batch = table_.InternBatch(v.batch_id);
+      n.owner = table_.InternOwner(v.owner);
       n.max_attempts = v.max_attempts;
       n.state = JobState::kPending;
       table_.SetWaits(v.id, std::move(v.after));  // (before Insert: it is in the dispatch order once ready)
@@ -311,6 +315,27 @@ Status StoreImpl::ReplayRecord(log::RecordType type, std::string_view payload, c
     case log::RecordType::kGroup: break;  // groups never nest
   }
   return Status::Corruption("unknown record type");
+}
+
+// A checkpoint written before owners were indexed left every job's owner 0: read the owners of the jobs
+// dispatch and the running limits care about (pending and running) from their records. Once per such store.
+void StoreImpl::RecoverOwnersLocked() {
+  std::vector<uint64_t> ids;
+  table_.ForEach([&](const JobMeta& m) {
+    if (m.owner == 0 && (m.state == JobState::kPending || m.state == JobState::kRunning)) ids.push_back(m.id);
+  });
+  std::string payload;
+  for (uint64_t id : ids) {
+    JobMeta n = *table_.Find(id);
+    records::JobView v;
+    if (!ReadPayloadLocked(n.job_loc, log::RecordType::kJob, &payload).ok() || !records::DecodeJob(payload, &v).ok() ||
+        v.owner.empty()) {
+      continue;  // (a record that cannot be read fails when taken, with its reason)
+    }
+    n.owner = table_.InternOwner(v.owner);
+    table_.Erase(id);  // out of the indexes as owner 0, back in as its owner
+    table_.Insert(n);
+  }
 }
 
 }  // namespace comfymq
