@@ -101,6 +101,9 @@ class QueueService:
         self.metrics = FarmMetrics(self)  # GET /comfymq/metrics; timed from broker events
         if self.broker is not None:
             self.add_listener(self.metrics)
+        from .metrics.estimates import Estimator
+
+        self.estimates = Estimator(self)  # pending jobs' expected start and end, from those run times
 
     def add_listener(self, fn: Callable[[dict], None]) -> None:
         """fn(event) is called on the event thread for every broker event (keep it quick)."""

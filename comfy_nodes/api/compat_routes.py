@@ -93,15 +93,31 @@ def add_compat_routes(routes: web.RouteTableDef, service, limits: RequestLimits 
         if owner:
             args["owner"] = owner
         pid = (args.get("metadata") or {}).get("prompt_id") if isinstance(args.get("metadata"), dict) else None
-        if pid:
-            await service.call(owners.check_prompt_ids, service.store, request, [pid])
-        # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
-        args["prompt"] = await service.call(resolve_prompt, args["prompt"], service.inputs)
         if notify_for(service):  # the host's webhooks (webhooks/)
             args["notify"] = True
-        async with service.owner_gate.admit(request, args.get("owner"), 1):
-            result = await service.call(service.store.enqueue, **args)
-        job = await service.call(service.store.get, result["id"], with_prompt=False)
+
+        def check() -> None:
+            if pid:
+                owners.check_prompt_ids(service.store, request, [pid])
+            # input references ({"comfymq_input": sha256}) are checked and stored as on POST /comfymq/jobs
+            args["prompt"] = resolve_prompt(args["prompt"], service.inputs)
+
+        def commit() -> tuple[dict, dict]:
+            result = service.store.enqueue(**args)
+            return result, service.store.get(result["id"], with_prompt=False)
+
+        def check_and_commit() -> tuple[dict, dict]:
+            check()
+            return commit()
+
+        if service.owner_gate.applies(request, args.get("owner")):  # its limits are held around the commit
+            await service.call(check)
+            async with service.owner_gate.admit(request, args.get("owner"), 1):
+                result, job = await service.call(commit)
+        else:  # in one trip to the pool: each costs the event loop about as much as a small request
+            result, job = await service.call(check_and_commit)
+        if result["existed"]:
+            owners.check_found(request, [job])
         body = {"status": "queued", "task": task_view(job, prompt=args["prompt"])}
         service.metrics.observe_enqueue("tasks", time.monotonic() - started, 0 if result["existed"] else 1)
         if result["existed"]:

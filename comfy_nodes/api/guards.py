@@ -49,13 +49,13 @@ def site_refusal(request: web.Request, policy: SitePolicy, handler=None) -> web.
         return error_response(
             403, "webhook_request", "this API takes no webhook requests (a job's webhook pointed at it)", close=True
         )
-    r = refusal(
-        policy,
-        request.method,
-        request.headers,
-        lambda name: request.headers.getall(name, []),
-        any_content_type=_is_upload_route(handler),
-    )
+    headers = request.headers
+    judged = tuple(tuple(headers.getall(name, ())) for name in _JUDGED)
+    any_type = _is_upload_route(handler)
+    if sum(len(v) for values in judged for v in values) <= _CACHED_CHARS:
+        r = _cached_refusal(policy, request.method, judged, any_type)
+    else:
+        r = refusal(policy, request.method, headers, lambda name: headers.getall(name, []), any_content_type=any_type)
     if r is None:
         return None
     key = (r.type, request.headers.get("Host"), request.headers.get("Origin"))
@@ -65,6 +65,17 @@ def site_refusal(request: web.Request, policy: SitePolicy, handler=None) -> web.
     log.log(level, "refused %s %s from %s: %s", request.method, request.path[:200], request.remote, r.message)
     # a refused request is never read on: close the connection rather than drain a body nobody wants
     return error_response(r.status, r.type, r.message, close=request.body_exists)
+
+
+_JUDGED = ("Host", "Origin", "Sec-Fetch-Site", "Content-Type")  # the headers site_policy.refusal reads
+_CACHED_CHARS = 512  # judged headers up to this size are looked up in a small cache: clients repeat them
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_refusal(policy: SitePolicy, method: str, judged: tuple, any_type: bool):
+    """site_policy.refusal for these values of the _JUDGED headers (a pure function of them: cached)."""
+    values = dict(zip(_JUDGED, judged, strict=True))
+    return refusal(policy, method, {}, lambda name: list(values[name]), any_content_type=any_type)
 
 
 def site_middleware(policy: SitePolicy):

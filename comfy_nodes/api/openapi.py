@@ -95,6 +95,16 @@ def _schemas() -> dict:
             "lease_expires_at": MS,
             "inputs": {"type": "array", "items": {"type": "object", "required": ["node", "input"]}},
             "waiting": {"type": "array", "items": {"type": "string"}, "description": "pending jobs: why it waits"},
+            "estimate": {
+                "type": ["object", "null"],
+                "description": "pending jobs: expected start and end (ms since the epoch) from measured run times",
+                "properties": {
+                    "start": {"type": "integer"},
+                    "end": {"type": "integer"},
+                    "ahead": {"type": "integer"},
+                    "run_seconds": {"type": "number"},
+                },
+            },
             "webhooks": {"type": "array", "items": _ref("WebhookDelivery"), "description": "its deliveries"},
         }
     )

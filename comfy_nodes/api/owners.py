@@ -102,12 +102,17 @@ class OwnerGate:
         self.defaults = {"max_pending": 0, "max_jobs_per_request": 0}
         self._lock = asyncio.Lock()
 
+    def applies(self, request: web.Request, owner: str | None) -> bool:
+        """Whether a limit holds for this owner's enqueue (else admit() lets it through at once, and a caller may
+        run its enqueue without it)."""
+        return owner is not None and any(limits_of(request, self.defaults).values())
+
     @contextlib.asynccontextmanager
     async def admit(self, request: web.Request, owner: str | None, jobs: int):
-        limits = limits_of(request, self.defaults)
-        if owner is None or not any(limits.values()):
+        if not self.applies(request, owner):
             yield
             return
+        limits = limits_of(request, self.defaults)
         async with self._lock:
             await self.service.call(check_owner_limits, self.service.store, owner, limits, jobs)
             yield
@@ -155,6 +160,18 @@ def check_prompt_ids(store, request: web.Request, prompt_ids) -> None:
             continue
         if not sees(request, job):
             raise ApiError(409, "prompt_id_taken", f"the prompt_id '{str(pid)[:64]}' is taken: choose another")
+
+
+def check_found(request: web.Request, jobs) -> None:
+    """After an enqueue answered "existed": for a submit token, each job it found by prompt_id is its own. (Two
+    owners' requests with one prompt_id at once both pass check_prompt_ids, which runs before either commits: the
+    later one finds the earlier one's job, and is refused here as it would have been a moment later.)"""
+    if lists_all(request):
+        return
+    for job in jobs:
+        if job is not None and not sees(request, job):
+            pid = str(job.get("prompt_id") or "")[:64]
+            raise ApiError(409, "prompt_id_taken", f"the prompt_id '{pid}' is taken: choose another")
 
 
 def check_batch(store, request: web.Request, batch_id: str | None) -> None:

@@ -10,7 +10,8 @@ ComfyUI's. Blocking store and broker calls run on the service's thread pool.
   POST   /comfymq/jobs                  queue one job, or many (count, sweep) committed all-or-nothing
   GET    /comfymq/jobs                  list: ?state=a,b &batch= &since= &until= (enqueue time, ms) &cursor=
                                         &limit=1..1000 &order=newest|oldest &prompt_id=
-  GET    /comfymq/jobs/{id}             one job in full (prompt, workflow, history; `waiting` when pending)
+  GET    /comfymq/jobs/{id}             one job in full (prompt, workflow, history; `waiting` and `estimate` when
+                                        pending: metrics/estimates.py)
   POST   /comfymq/jobs/{id}/cancel      pending|running -> cancelled   (body optional: {"reason": str})
   POST   /comfymq/jobs/{id}/retry       failed|cancelled -> pending
   DELETE /comfymq/jobs/{id}             removes a finished job's record (its files stay)
@@ -87,8 +88,9 @@ from ..webhooks.targets import LABEL as WEBHOOKS_LABEL
 from ..webhooks.targets import MAX_TARGETS, WebhookError, merge, notify_for, parse_targets
 from . import auth, openapi, owners
 from . import expand as ex
+from .batching import Batcher, Outcome
 from .compat_routes import health_status, parse_task, task_view
-from .errors import ApiError, BadRequest, read_json_object, read_optional_json_object
+from .errors import ApiError, BadRequest, parse_json_object, read_body, read_optional_json_object
 from .guards import protect
 from .input_routes import add_input_routes
 from .limits import RequestLimits
@@ -246,6 +248,18 @@ class Submission:
         if self.notify:
             common["notify"] = True
         return common
+
+
+def graph_text(prompt):
+    """A prompt as the JSON text the store is handed: what the native module makes of a dict (json.dumps,
+    ensure_ascii=False, allow_nan=False), made once by a caller that hands it over more than once. A value that is not
+    JSON stays as it is, for the native module to refuse in its own words."""
+    if not isinstance(prompt, dict):
+        return prompt
+    try:
+        return json.dumps(prompt, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return prompt
 
 
 def _text_bytes(value) -> int:
@@ -546,10 +560,10 @@ def add_routes(
                 reasons.append(f"waits for job {job['id']} ({job['state']}) to succeed")
         return reasons
 
-    async def unrunnable_check(prompts: list, after: list[str] = ()) -> list[str]:
+    def unrunnable_reasons(prompts: list, after: list[str] = ()) -> list[str]:
         """Why the job(s) will not run at once: the jobs they wait for, then why no online worker can run them. Only
-        the second makes a job unrunnable (refused with unrunnable="refuse")."""
-        waiting = await store_call(why_unrunnable, prompts)
+        the second makes a job unrunnable (refused with unrunnable="refuse"). Blocking: on the pool."""
+        waiting = why_unrunnable(prompts)
         if waiting and unrunnable == "refuse":
             raise ApiError(
                 409,
@@ -558,7 +572,10 @@ def add_routes(
                 + "; ".join(waiting[:5]),
                 extra={"waiting": waiting},
             )
-        return (await store_call(why_waiting, list(after)) if after else []) + waiting
+        return (why_waiting(list(after)) if after else []) + waiting
+
+    async def unrunnable_check(prompts: list, after: list[str] = ()) -> list[str]:
+        return await store_call(unrunnable_reasons, prompts, list(after))
 
     async def get_job(job_id: str, with_prompt: bool = False) -> dict:
         return await store_call(service.store.get, job_id, with_prompt=with_prompt)
@@ -610,40 +627,120 @@ def add_routes(
         service.metrics.observe_enqueue("jobs", time.monotonic() - started, answer.get("count") or len(answer["jobs"]))
         return web.json_response(answer)
 
-    async def enqueue_jobs(request: web.Request) -> dict:
-        sub = Submission(await read_json_object(request, limits), limits)
-        sub.owner = owners.owner_for(request, sub.owner)  # a submit token's jobs are its own
+    def check_names(request: web.Request, sub: Submission) -> None:
+        """What a request names that must not be another owner's (a submit token's jobs, batch and prompt_ids are its
+        own), then its input references in their stored form (resolve_inputs). Blocking: on the pool."""
         if not owners.lists_all(request):  # what it names of others' (jobs, a batch, prompt_ids) is not its own
-            await store_call(
-                owners.check_named_jobs,
-                service.store,
-                request,
-                set(sub.after) | owners.refs_of(sub.prompt, sub.sweep),
-                "after",
-            )
-            await store_call(owners.check_batch, service.store, request, sub.batch_id)
+            named = set(sub.after) | owners.refs_of(sub.prompt, sub.sweep)
+            owners.check_named_jobs(service.store, request, named, "after")
+            owners.check_batch(service.store, request, sub.batch_id)
         if sub.prompt_id:
-            await store_call(owners.check_prompt_ids, service.store, request, [sub.prompt_id])
+            owners.check_prompt_ids(service.store, request, [sub.prompt_id])
+        sub.prompt, sub.sweep = resolve_inputs(sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs)
+
+    def plan_single(request: web.Request, sub: Submission) -> tuple:
+        """A one-job request checked and resolved (check_names): (its prompt as the JSON text the store takes, the
+        jobs it waits for, why it will not run at once: a 409 when this host refuses unrunnable jobs). Blocking: on
+        the pool."""
+        check_names(request, sub)
+        after = sub.after_for(sub.prompt)
+        text = graph_text(sub.prompt)  # once, for the broker's check and the commit (each would make its own)
+        return text, after, unrunnable_reasons([text])
+
+    def job_item(sub: Submission, prompt, after: list[str]) -> dict:
+        """The enqueue() arguments of a one-job request (an enqueue_many() item); prompt: plan_single's text."""
+        return {
+            "prompt": prompt,
+            "workflow": sub.workflow,
+            "metadata": sub.metadata,
+            "batch_id": sub.batch_id,
+            "after": after or None,
+            **sub.common(),
+        }
+
+    def read_new(results: list[dict]) -> dict[str, dict]:
+        """The jobs one enqueue_many() made, read in one call: one commit gives its new jobs consecutive ids, so they
+        are the page after the id before the first (what is not there as expected is left to read_back)."""
+        new = [r["id"] for r in results if not r["existed"]][:1000]
+        if len(new) < 2:
+            return {}
+        page = service.store.list(cursor=f"{int(new[0], 16) - 1:016x}", limit=len(new), newest_first=False)
+        wanted = set(new)
+        return {j["id"]: j for j in page["jobs"] if j["id"] in wanted}
+
+    def read_back(result: dict, waiting: list[str], job: dict | None = None) -> tuple[dict, list[str]]:
+        """The job an enqueue made or found (read now unless given), with why it waits."""
+        if job is None:
+            job = service.store.get(result["id"], with_prompt=False)
+        if job.get("after"):  # (the job's own: an existing job keeps the `after` it was queued with)
+            waiting = why_waiting(job["after"]) + waiting
+        return job, waiting
+
+    def commit_single(sub: Submission, prompt, after: list[str], waiting: list[str]) -> tuple[dict, dict, list[str]]:
+        """Enqueues a request planned by plan_single (durable when it returns) and reads the job back. Blocking: on
+        the pool."""
+        item = job_item(sub, prompt, after)
+        del item["prompt"]
+        result = service.store.enqueue(prompt, **item)
+        return (result, *read_back(result, waiting))
+
+    def enqueue_singles(entries: list[tuple[web.Request, Submission]]) -> list[Outcome]:
+        """plan_single and commit_single for the one-job requests of a batch (api/batching.py), in one trip to the
+        pool: the planned ones enqueued in one commit (enqueue_many: one sync), each read back. Each request gets what
+        it would get alone: its own refusal; should the shared commit refuse a job (all or none: it then changed
+        nothing), each commits alone (value (None, plan): commit_single's arguments) and hears its own answer.
+        Blocking: on the pool."""
+        outcomes: list[Outcome | None] = [None] * len(entries)
+        planned = []
+        for i, (request, sub) in enumerate(entries):
+            try:
+                planned.append((i, sub, *plan_single(request, sub)))
+            except Exception as e:  # noqa: BLE001 - its own refusal, raised in its own request
+                outcomes[i] = Outcome(error=e)
+        if len(planned) == 1:
+            i, sub, *plan = planned[0]
+            try:
+                outcomes[i] = Outcome(commit_single(sub, *plan))
+            except Exception as e:  # noqa: BLE001
+                outcomes[i] = Outcome(error=e)
+        elif planned:
+            try:
+                results = service.store.enqueue_many([job_item(*p[1:4]) for p in planned])
+            except (ValueError, native.load().DiskFullError):  # one job refused (or too much at once) fails the
+                for i, _sub, *plan in planned:  # commit for all and changes nothing: each commits alone
+                    outcomes[i] = Outcome((None, plan))
+                return outcomes
+            except Exception as e:  # noqa: BLE001 - the store's own failure: each request hears it
+                for i, *_plan in planned:
+                    outcomes[i] = Outcome(error=e)
+                return outcomes
+            jobs = read_new(results)
+            for (i, _sub, _text, _after, waiting), result in zip(planned, results, strict=True):
+                try:
+                    outcomes[i] = Outcome((result, *read_back(result, waiting, jobs.get(result["id"]))))
+                except Exception as e:  # noqa: BLE001
+                    outcomes[i] = Outcome(error=e)
+        return outcomes
+
+    singles = Batcher(store_call, enqueue_singles)
+
+    async def enqueue_jobs(request: web.Request) -> dict:
+        raw = await read_body(request, limits)
+        sub = Submission(parse_json_object(raw), limits)
+        sub.owner = owners.owner_for(request, sub.owner)  # a submit token's jobs are its own
         sub.notify = notify_for(service, sub.webhooks)
-        sub.prompt, sub.sweep = await store_call(
-            resolve_inputs, sub.prompt, sub.sweep, service.inputs, local_inputs, job_outputs
-        )
         if not sub.expands:
-            after = sub.after_for(sub.prompt)
-            waiting = await unrunnable_check([sub.prompt])
-            async with service.owner_gate.admit(request, sub.owner, 1):
-                result = await store_call(
-                    service.store.enqueue,
-                    sub.prompt,
-                    workflow=sub.workflow,
-                    metadata=sub.metadata,
-                    batch_id=sub.batch_id,
-                    after=after or None,
-                    **sub.common(),
-                )
-            job = await get_job(result["id"])
-            if job.get("after"):  # (the job's own: an existing job keeps the `after` it was queued with)
-                waiting = await store_call(why_waiting, job["after"]) + waiting
+            if service.owner_gate.applies(request, sub.owner):  # its limits are checked and held around the commit
+                planned = await store_call(plan_single, request, sub)
+                async with service.owner_gate.admit(request, sub.owner, 1):
+                    result, job, waiting = await store_call(commit_single, sub, *planned)
+            else:  # the same steps in one trip to the pool, shared with the requests that came meanwhile
+                done = await singles.submit((request, sub), len(raw))
+                if done[0] is None:  # the shared commit refused another job: this one commits alone
+                    done = await store_call(commit_single, sub, *done[1])
+                result, job, waiting = done
+            if result["existed"]:
+                owners.check_found(request, [job])
             entry = summary_view(job, prefix)
             entry["existed"] = result["existed"]
             body = {
@@ -657,6 +754,7 @@ def add_routes(
             if result["existed"]:
                 body["existed"] = True
             return body
+        await store_call(check_names, request, sub)
         try:
             items, extras, batch_id = await store_call(plan_jobs, sub)
         except ex.TooManyJobs as e:
@@ -681,6 +779,7 @@ def add_routes(
         existed = [e for e in entries if e["existed"]]
         if existed:  # show what is really there, not what was asked for
             found = await store_call(lookup_jobs, [e["id"] for e in existed])
+            owners.check_found(request, found.values())
             for e in existed:
                 job = found.get(e["id"])
                 if job is not None:  # else deleted in the meantime
@@ -826,12 +925,13 @@ def add_routes(
         view = full_view(job, prefix)
         if job["state"] == "pending":
             try:
-                view["waiting"] = await store_call(service.waiting_reasons, job["id"])
+                view["waiting"] = await store_call(service.waiting_reasons, job["id"], job.get("owner"))
             except Exception as e:  # noqa: BLE001 - the record is still worth answering with
                 log.debug("explain %s failed: %s", job["id"], e)
                 view["waiting"] = []
             if not view["waiting"] and job.get("after"):  # (no broker to say it: the jobs it waits for)
                 view["waiting"] = await store_call(why_waiting, job["after"])
+            view["estimate"] = await store_call(service.estimates.estimate, job)  # null: nothing measured yet
         view["webhooks"] = await store_call(webhook_deliveries.for_job, service.store, job["id"])
         if auth.principal(request).role != "admin":  # receivers' URLs are the admin's to know in full
             view["webhooks"] = [webhook_deliveries.redacted(d) for d in view["webhooks"]]

@@ -93,17 +93,26 @@ class TokenBook:
         self.on_change: list = []  # called (no arguments) after a token is added, changed or revoked
         self._lock = threading.Lock()
         self._had_tokens = True  # the last answer the store gave (a store that cannot answer cannot change it)
+        self._asked = 0.0  # when the store last gave it (monotonic)
         self.has_tokens()  # (the first answer, while the store is surely open)
 
+    OPEN_RECHECK = 0.5  # seconds an "open" answer is reused (tokens added through this book close it at once)
+
     def has_tokens(self) -> bool:
-        """Whether a request needs a token. A store that cannot be read (closed, or refusing after a failed write)
-        cannot have had a token stored or revoked since it last answered: that answer holds."""
-        if self.admin_token:
+        """Whether a request needs a token. Once a token has been stored the answer is yes for good (CLOSED), so it
+        is kept in memory; an open API's answer is asked again after OPEN_RECHECK (another book on the same store
+        may add one). A store that cannot be read (closed, or refusing after a failed write) cannot have had a token
+        stored or revoked since it last answered: that answer holds."""
+        if self.admin_token or (self._had_tokens and self._asked):
             return True
+        now = time.monotonic()
+        if self._asked and now - self._asked < self.OPEN_RECHECK:
+            return self._had_tokens
         try:
             self._had_tokens = self.store.get_doc(CLOSED) is not None or bool(
                 self.store.list_docs(prefix=PREFIX, keys_only=True, limit=1)
             )
+            self._asked = now
         except Exception:  # noqa: BLE001 - see above
             pass
         return self._had_tokens
@@ -147,6 +156,7 @@ class TokenBook:
             if not self.store.put_doc(NAME_PREFIX + name, h, only_if_absent=True):
                 raise FileExistsError(f"'{name}' has a token already: revoke it first")
             self.store.put_doc(CLOSED, "1", only_if_absent=True)  # (before the token: never open with one stored)
+            self._had_tokens, self._asked = True, time.monotonic()
             rec = {"name": name, "role": role, "created_at": int(time.time() * 1000)}
             if limits:
                 rec["limits"] = limits

@@ -35,7 +35,8 @@ export {STATES};
 
 /**
  * GET /comfymq/jobs entries (summary view); the full view (GET /comfymq/jobs/{id}) adds prompt, workflow,
- * history, lease_expires_at, inputs (the files it reads, kept by the host) and, for pending jobs, waiting.
+ * history, lease_expires_at, inputs (the files it reads, kept by the host) and, for pending jobs, waiting and
+ * estimate (when it is expected to start and end, from measured run times; null before any).
  * @typedef {{
  *   id: string, state: JobState, priority: number, batch_id: string | null, prompt_id: string | null,
  *   owner?: string | null, create_time?: number | null, enqueued_at: number, updated_at?: number | null,
@@ -45,6 +46,7 @@ export {STATES};
  *   prompt?: Record<string, {class_type: string, inputs: Record<string, any>, _meta?: {title?: string}}>,
  *   workflow?: any, history?: {attempt?: number, worker?: string, outcome?: string, started_ms?: number,
  *   ended_ms?: number, reason?: string}[], waiting?: string[], after?: string[],
+ *   estimate?: {start: number, end: number, ahead: number, run_seconds: number} | null,
  *   inputs?: ({node: string, input: string, sha256: string, size: number, name: string, output_of?: undefined} |
  *             {node: string, input: string, output_of: {job: string, index?: number, filename?: string,
  *                                                       node?: string}})[],
@@ -59,6 +61,15 @@ export {STATES};
  */
 export function isDependencyReason(reason) {
   return /^waits for job [0-9a-f]{16} /.test(String(reason));
+}
+
+/**
+ * Whether a waiting reason is its owner's running limit ("owner 'ana' has 2 jobs running, its limit ..."): the job
+ * waits its turn, no worker is missing.
+ * @param {string} reason
+ */
+export function isOwnerLimitReason(reason) {
+  return /^owner '.*' has \d+ jobs running, its limit/.test(String(reason));
 }
 
 /**

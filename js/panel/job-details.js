@@ -4,7 +4,7 @@
 // outputs of the jobs it waits for), the attempts, and the actions.
 
 import {h, button, icon, replaceChildren, whileBusy} from "../lib/dom.js";
-import {jobLabel, batchLabel, progressFraction, durations, nodeName, isDependencyReason} from "../lib/model.js";
+import {jobLabel, batchLabel, progressFraction, durations, nodeName, isDependencyReason, isOwnerLimitReason} from "../lib/model.js";
 import {formatDuration, formatTime, formatBytes} from "../lib/format.js";
 import {jobImages} from "../lib/images.js";
 import {STATE_TEXT} from "./job-row.js";
@@ -250,13 +250,32 @@ export class JobDetails {
         h("strong", null, icon("pi-link"), " Waiting for other jobs to succeed"),
         h("ul", null, reasons.map((r) => h("li", null, r))));
     }
-    if (reasons.length) {
+    const limits = reasons.filter(isOwnerLimitReason);
+    const missing = reasons.filter((r) => !isOwnerLimitReason(r));
+    if (missing.length) {
       return h("div", {class: "mq-waitbox", role: "status"},
         h("strong", null, icon("pi-exclamation-circle"), " No connected worker can run this job"),
-        h("ul", null, reasons.map((r) => h("li", null, r))));
+        h("ul", null, missing.map((r) => h("li", null, r))));
+    }
+    if (limits.length) {
+      return h("div", {class: "mq-meta mq-waitlimit", role: "status"},
+        h("strong", null, icon("pi-hourglass"), " Waiting for its owner's running jobs"),
+        h("ul", null, limits.map((r) => h("li", null, r))), this.estimate(job));
     }
     return h("div", {class: "mq-meta", role: "status"}, this.o.paused() ? "The queue is paused: nothing starts until it resumes."
-      : "Waiting for a free worker.");
+      : "Waiting for a free worker.", this.estimate(job));
+  }
+
+  /** When a pending job is expected to start and end (the host's estimate from measured run times), or nothing.
+   * @param {Job} job */
+  estimate(job) {
+    const e = job.estimate;
+    if (!e || this.o.paused()) return null;
+    const now = Date.now();
+    return h("div", {class: "mq-estimate", "data-role": "estimate",
+      title: `${e.ahead} job(s) ahead; expected run ${formatDuration(e.run_seconds * 1000)}`},
+    `Expected to start in about ${formatDuration(e.start - now)}, done in about ${formatDuration(e.end - now)}`
+      + (e.ahead ? ` (${e.ahead} ahead)` : ""));
   }
 
   /** @param {Job} job */

@@ -18,8 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from comfy_nodes.host.standalone import build_app
 from comfy_nodes.service import QueueService
 
-pytestmark = pytest.mark.asyncio
-
 ADMIN = "admin-token-fair-share"
 PROMPT = {"1": {"class_type": "TestJob", "inputs": {"n": 1}}}
 
@@ -49,6 +47,7 @@ def worker_client(service, worker_id: str):
     return w
 
 
+@pytest.mark.asyncio
 async def test_three_owners_share_a_worker_by_their_weights_over_three_thousand_jobs(aiohttp_client, cluster):
     service, worker = cluster
     client = await aiohttp_client(build_app(service, token=ADMIN))
@@ -83,6 +82,7 @@ async def test_three_owners_share_a_worker_by_their_weights_over_three_thousand_
         assert abs(got[name] / 3000 - want) <= want * 0.05, (name, got)
 
 
+@pytest.mark.asyncio
 async def test_an_owner_at_its_running_limit_waits_with_the_reason_while_others_run(aiohttp_client, cluster):
     service, w1 = cluster
     w2 = await asyncio.to_thread(worker_client, service, "w2")
@@ -129,6 +129,7 @@ async def test_an_owner_at_its_running_limit_waits_with_the_reason_while_others_
         await asyncio.to_thread(w2.close, bye=True)
 
 
+@pytest.mark.asyncio
 async def test_raising_a_limit_lets_waiting_jobs_go_at_once(aiohttp_client, cluster):
     service, w1 = cluster
     w2 = await asyncio.to_thread(worker_client, service, "w2")
@@ -146,6 +147,7 @@ async def test_raising_a_limit_lets_waiting_jobs_go_at_once(aiohttp_client, clus
         await asyncio.to_thread(w2.close, bye=True)
 
 
+@pytest.mark.asyncio
 async def test_bad_limits_are_refused_and_change_nothing(aiohttp_client, service):
     client = await aiohttp_client(build_app(service, token=ADMIN))
     bob = service.tokens.add("bob", "submit", {"weight": 3})
@@ -169,6 +171,7 @@ async def test_bad_limits_are_refused_and_change_nothing(aiohttp_client, service
     assert [t["limits"] for t in service.tokens.list()] == [{"weight": 3}]
 
 
+@pytest.mark.asyncio
 async def test_policies_hold_after_a_restart(tmp_path):
     svc = QueueService(tmp_path / "data", threads=4)
     try:

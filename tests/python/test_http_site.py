@@ -400,3 +400,22 @@ async def test_refusals_with_ever_new_header_values_do_not_grow_the_host(client)
         r = await client.get(f"{P}/stats", headers={"Origin": f"http://evil-{i}.example" + "x" * 500})
         assert r.status == 403
     assert len(guards._reported) <= guards._MAX_REPORTED
+
+
+async def test_judged_headers_are_cached_in_bounds_and_judged_alike(client):
+    """guards.py keeps the rules' verdict for the header values clients repeat (a bounded cache), and judges
+    values too long to keep without it: the verdicts are the same either way."""
+    from comfy_nodes.api import guards
+
+    for origin, status in (("http://evil.example", 403), (f"http://127.0.0.1:{client.port}", 200)):
+        for pad in ("", "/" * 600):  # short: cached; long: judged each time (a path makes an origin foreign)
+            want = 403 if pad else status
+            for _ in range(2):
+                r = await client.get(f"{P}/stats", headers={"Origin": origin + pad})
+                assert r.status == want, (origin, len(pad), await r.text())
+    for i in range(1000):  # ever new values: the cache stays in bounds
+        r = await client.get(f"{P}/stats", headers={"Origin": f"http://evil-{i}.example"})
+        assert r.status == 403
+    assert guards._cached_refusal.cache_info().currsize <= 256
+    r = await client.post(f"{P}/jobs", data=b"{}", headers={"Content-Type": "text/plain"})
+    assert r.status == 415  # the method and the Content-Type are part of what is cached

@@ -35,7 +35,10 @@ DOC = document()
 
 def documented(doc: dict) -> set[tuple[str, str]]:
     return {
-        (m.upper(), p) for p, ops in doc["paths"].items() for m in ops if m in ("get", "post", "put", "patch", "delete", "head")
+        (m.upper(), p)
+        for p, ops in doc["paths"].items()
+        for m in ops
+        if m in ("get", "post", "put", "patch", "delete", "head")
     }
 
 

@@ -426,6 +426,28 @@ async def test_reusing_bobs_prompt_id_does_not_hand_alice_his_job(farm, path, ex
         assert job_states(service)[j] == before[j]
 
 
+@pytest.mark.parametrize("path", ["/comfymq/jobs", "/api/comfymq/tasks"])
+async def test_two_owners_racing_for_one_prompt_id_never_get_each_others_job(farm, path):
+    """Alice and bob send the same new prompt_id at once, many times over: both pass the check made before either
+    commits (and the host shares one commit between requests that arrive together), so one of them finds the
+    other's job. That one must be a 409, never a 200 naming the other's job."""
+    client, service, tokens = farm
+    for i in range(25):
+        body = {"prompt": SLOW, "metadata": {"prompt_id": f"race-{path[-4:]}-{i}"}}
+        first = {"prompt": SLOW, "metadata": {"prompt_id": f"first-{path[-4:]}-{i}"}}  # (holds the commit: the rest
+        answers = await asyncio.gather(  # come while it is out, and go together)
+            req(client, "POST", path, tokens["alice"], first),
+            *(req(client, "POST", path, tokens[who], body) for who in ("alice", "bob", "alice", "bob")),
+        )
+        answers = answers[1:]
+        owners_now = {j: owner for j, (_, owner, _) in job_states(service).items()}
+        for who, (st, text) in zip(("alice", "bob", "alice", "bob"), answers, strict=True):
+            assert st in (200, 409), text
+            if st == 200:
+                named = [j for j, owner in owners_now.items() if j in text and owner != who]
+                assert not named, f"{who} got {named} of another owner: {text[:300]}"
+
+
 async def test_after_naming_bobs_job_tells_alice_nothing_about_it(farm):
     """`after` (and an output reference, which makes an `after`) naming bob's job: alice learns its state through the
     answer's `waiting` ("waits for job X (pending)"), the 400 for a failed one ("is failed"), and through her own job

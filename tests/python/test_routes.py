@@ -121,6 +121,53 @@ async def test_concurrent_posts_with_one_prompt_id_make_one_job(client, service)
     assert service.store.stats()["total"] == 21
 
 
+class CountingStore:
+    """The service's store, counting the jobs of each enqueue_many() call (api/batching.py shares commits)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.many: list[int] = []
+
+    def enqueue_many(self, items):
+        self.many.append(len(items))
+        return self._store.enqueue_many(items)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+async def test_one_job_posts_at_once_share_commits_and_each_hears_its_own_answer(client, service):
+    real = service.store
+    service.store = counting = CountingStore(real)
+    try:
+        missing = "00000000000000ff"  # refused by the store, in the commit: it fails a shared commit for all
+
+        async def post(i):
+            body = {"prompt": graph(i), "metadata": {"prompt_id": f"p{i}"}}
+            if i % 7 == 3:
+                body["after"] = [missing]
+            return i, await client.post(f"{P}/jobs", json=body)
+
+        for _ in range(3):  # bursts, so that some land in a shared commit
+            answers = await asyncio.gather(*(post(i) for i in range(40)))
+            for i, resp in answers:
+                if i % 7 == 3:
+                    err = await assert_json_error(resp, 400)
+                    assert err["message"].startswith(f"after: no job {missing}"), err  # its own words, no "job N:"
+                    continue
+                body = await ok(resp)
+                job = body["jobs"][0]
+                assert body["task"]["prompt"] == graph(i) and job["prompt_id"] == f"p{i}"
+                assert real.get(job["id"])["prompt"] == graph(i)
+        assert max(counting.many) > 1, counting.many  # (else this test showed nothing of shared commits)
+        good = sum(1 for i in range(40) if i % 7 != 3)
+        assert real.stats()["total"] == good  # bursts 2 and 3 found every prompt_id already queued
+        again = await submit(client, {"prompt": graph(0), "metadata": {"prompt_id": "p0"}})
+        assert again["existed"] is True
+    finally:
+        service.store = real
+
+
 # ---- POST /comfymq/jobs: count and sweep ------------------------------------------------------------------
 
 
