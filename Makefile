@@ -98,6 +98,7 @@ bench: build
 	$(PY) bench/input_latency.py
 	$(PY) bench/api_v2.py
 	$(PY) bench/front_door.py
+	$(PY) bench/panel_scale.py
 
 # The long crash tests: 10,000+ simulated power cuts and 1,000+ SIGKILLs, with their counts.
 soak: build

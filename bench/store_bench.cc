@@ -4,7 +4,7 @@
 //   - raw append + fdatasync loop, and SQLite (WAL, synchronous=FULL) doing the same inserts;
 //   - a plain write + fsync + rename of the same bytes, for the artifact writer.
 // Nothing here asserts on time. Usage: comfymq_bench [--dir DIR] [--only NAME] [--scale F]
-// The cluster benchmarks are in cluster_bench.cc.
+// The cluster benchmarks are in cluster_bench.cc, one host with 100 to 1,000 workers in scale_bench.cc.
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -34,6 +34,8 @@ namespace comfymq::bench {
 void BenchClusterLatency(const std::string& base, double scale);     // cluster_bench.cc
 void BenchClusterThroughput(const std::string& base, double scale);  // cluster_bench.cc
 void BenchInputTransfer(const std::string& base, double scale);      // cluster_bench.cc
+void BenchScale(const std::string& base, double scale);              // scale_bench.cc
+int ScaleFarmMain();                                                 // scale_bench.cc: a farm of workers
 }  // namespace comfymq::bench
 
 namespace {
@@ -503,6 +505,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "rss-open" && i + 1 < argc) return RssOpenMain(argv[i + 1]);
+    if (a == "scale-farm") return ScaleFarmMain();
     if (a == "--dir" && i + 1 < argc)
       g_dir = argv[++i];
     else if (a == "--only" && i + 1 < argc)
@@ -510,9 +513,9 @@ int main(int argc, char** argv) {
     else if (a == "--scale" && i + 1 < argc)
       g_scale = std::stod(argv[++i]);
     else {
-      std::cerr
-          << "usage: comfymq_bench [--dir DIR] [--only "
-             "enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput] [--scale F]\n";
+      std::cerr << "usage: comfymq_bench [--dir DIR] [--only "
+                   "enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput|scale] "
+                   "[--scale F]\n";
       return 2;
     }
   }
@@ -524,6 +527,7 @@ int main(int argc, char** argv) {
   if (want("cluster") || only == "cluster-latency") BenchClusterLatency(g_dir, g_scale);
   if (want("cluster") || only == "cluster-throughput") BenchClusterThroughput(g_dir, g_scale);
   if (want("cluster") || only == "cluster-inputs") BenchInputTransfer(g_dir, g_scale);
+  if (want("scale")) BenchScale(g_dir, g_scale);
   RemoveTree(g_dir);
   return 0;
 }

@@ -5,6 +5,9 @@
   enqueue   put an API-format workflow file into a host's queue (--priority, --count, --sweep, --input)
   status    a host's queue counts and workers
   keys      make CurveZMQ key pairs and print the lines to paste
+  pair      pair this worker with a host, with the one-time code it shows (pairing/)
+  pairing-code   make that code on a running host (admin)
+  discover  list the ComfyMQ hosts advertised on the LAN (mDNS; hints only, pairing needs the code)
 
 Errors are one clear line on stderr and exit status 1.
 """
@@ -105,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--templates-dir",
         default=os.environ.get("COMFYMQ_TEMPLATES_DIR"),
         help="a folder of template files (YAML/JSON; seed 003's config too) loaded at start (env COMFYMQ_TEMPLATES_DIR)",
+    )
+    h.add_argument(
+        "--no-discovery",
+        dest="discovery",
+        action="store_false",
+        default=os.environ.get("COMFYMQ_DISCOVERY", "true").lower() not in ("0", "false", "no", "off"),
+        help="do not advertise this host on the LAN (mDNS); it never is when it listens on loopback only or its "
+        "broker has no CURVE key (env COMFYMQ_DISCOVERY=false)",
     )
     h.add_argument(
         "--workers-bind",
@@ -218,14 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run jobs from a host's broker on a ComfyUI")
     w.add_argument(
+        "--start-paused",
+        action="store_true",
+        default=os.environ.get("COMFYMQ_START_PAUSED", "").lower() in ("1", "true", "yes"),
+        help="join paused (drained): take no job until resumed from the host's panel or API (env COMFYMQ_START_PAUSED)",
+    )
+    w.add_argument(
         "--comfy-url",
         default=os.environ.get("COMFYMQ_COMFY_URL", "http://127.0.0.1:8188"),
         help="the ComfyUI to drive (env COMFYMQ_COMFY_URL)",
     )
     w.add_argument(
         "--broker",
-        default=os.environ.get("COMFYMQ_BROKER", "tcp://127.0.0.1:5557"),
-        help="the host's broker (env COMFYMQ_BROKER)",
+        default=os.environ.get("COMFYMQ_BROKER"),
+        help="the host's broker (env COMFYMQ_BROKER; default: the paired host's, else tcp://127.0.0.1:5557)",
     )
     w.add_argument(
         "--id",
@@ -312,6 +329,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keys", help="make CurveZMQ key pairs for a broker and its workers")
     k.add_argument("--workers", type=int, default=1, help="how many worker key pairs to make")
+
+    # -- pairing (pairing/): a worker joins a host with the one-time code the host shows --
+    pr = sub.add_parser("pair", help="pair this worker with a host, with the code the host shows (pairing-code)")
+    pr.add_argument("--host", required=True, help="the host's HTTP address (http://host.lan:8188, or :8190 standalone)")
+    pr.add_argument("--code", required=True, help="the 6-digit code the host shows")
+    pr.add_argument("--name", default=os.environ.get("COMFYMQ_WORKER_NAME"), help="this worker's name on the host")
+    pr.add_argument("--data-dir", default=default_data_dir(), help="where the keys are kept (paired-host.json)")
+    pr.add_argument(
+        "--fingerprint", help="the fingerprint `discover` showed for this host: a warning says when its key differs"
+    )
+    dc = sub.add_parser("discover", help="list the ComfyMQ hosts advertised on the LAN (mDNS; hints only)")
+    dc.add_argument("--timeout", type=float, default=3.0, help="seconds to listen for answers (default 3)")
+    dc.add_argument("--json", action="store_true", help="print the hosts as JSON")
+    pc = sub.add_parser("pairing-code", help="make a one-time pairing code on a running host (admin)")
+    pc.add_argument(
+        "--host-url", default=os.environ.get("COMFYMQ_HOST_URL", "http://127.0.0.1:8190"), help="the host's address"
+    )
+    pc.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"), help="an admin token (env COMFYMQ_TOKEN)")
     return p
 
 
@@ -372,6 +407,19 @@ def run_worker(args) -> None:
         raise ValueError("--input-cache-bytes must be 0 or more")
     if (args.public_key is None) != (args.secret_key is None):
         raise ValueError("--public-key and --secret-key go together")
+    # -- pairing hook: no keys given, and `pair` kept some in --data-dir: use them (and the broker it names) --
+    from .pairing.client import load as load_paired
+
+    paired = None if args.public_key or args.broker_key else load_paired(args.data_dir)
+    if paired is not None:
+        args.broker_key, args.public_key, args.secret_key = (
+            paired.broker_public_key,
+            paired.worker_public_key,
+            paired.worker_secret_key,
+        )
+        args.broker = args.broker or paired.broker
+        logging.getLogger("comfymq").info("paired with %s (broker key %s)", paired.host_url, paired.fingerprint)
+    args.broker = args.broker or "tcp://127.0.0.1:5557"
     identity = worker_identity(args.data_dir, args.id or None)
     bridge = WorkerBridge(
         BridgeSettings(
@@ -390,6 +438,7 @@ def run_worker(args) -> None:
             plugin_version=__version__,
             caps_refresh=args.caps_refresh,
             input_cache_bytes=args.input_cache_bytes,
+            start_paused=args.start_paused,
         )
     )
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -430,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 public_url=args.public_url,
                 templates_dir=args.templates_dir,
                 start_paused=args.start_paused,
+                discovery=args.discovery,
                 owner_limits={
                     "max_pending": max(0, args.owner_max_pending),
                     "max_jobs_per_request": max(0, args.owner_max_jobs_per_request),
@@ -450,6 +500,10 @@ def main(argv: list[str] | None = None) -> int:
             print_status(args)
         elif args.command == "keys":
             print_keys(n, args.workers)
+        elif args.command in ("pair", "pairing-code", "discover"):
+            from .pairing.cli import run
+
+            run(args)
         elif args.command == "tokens":
             from .remote import manage_tokens
 

@@ -53,11 +53,20 @@ Keys (toml name = env name without the COMFYMQ_ prefix, lower case):
                        owners take turns in proportion to their weights (fair share)
                        (a token's own limits and weight win over these four)
   start_paused         host: the queue starts paused (nothing is dispatched until it is resumed: panel, API, CLI);
+                       worker: this worker joins paused (drained: it takes no job until resumed from the host);
                        default false. Running jobs always finish; pausing stops what starts next
   templates_dir        host: a folder of template files (YAML/JSON, also seed 003's config) loaded at start
                        (templates/folder.py); each becomes (or updates) a stored template
   host_url             worker: the host's HTTP address (http://host.lan:8188, or the standalone host's); with it
                        this ComfyUI's "Queue (MQ)" sends jobs there (with `token`); without it the button is hidden
+
+  discovery            host: advertise it on the LAN with mDNS/DNS-SD (`_comfymq._tcp`, pairing/discovery.py) so
+                       workers' "Join a farm" lists it (default true); never when it listens on loopback only or its
+                       broker has no CURVE key. An advertisement is a hint: pairing still needs the code
+
+A worker paired with a host (`python -m comfy_nodes pair`) keeps its keys in <data_dir>/paired-host.json: with no
+keys configured, load_config takes them (and broker, host_url, role worker, each unless configured) from it
+(pairing/client.apply_paired).
 
 The toml file is looked for at $COMFYMQ_CONFIG, else <ComfyUI user dir>/comfymq.toml, else next to this
 package (the repo root). Anything wrong raises ConfigError with one line that says what and where: every message
@@ -151,6 +160,7 @@ class Config:
     public_url: str | None = None
     templates_dir: str | None = None
     start_paused: bool = False
+    discovery: bool = True
     owner_max_pending: int = 0
     owner_max_jobs_per_request: int = 0
     owner_max_running: int = 0
@@ -272,6 +282,15 @@ def load_config(
         cfg.data_dir = str(base / "comfymq")
     if not cfg.artifact_root:
         cfg.artifact_root = str(Path(output_dir) / "comfymq") if output_dir else str(Path(cfg.data_dir) / "artifacts")
+    # -- pairing hook (pairing/client.py): a worker paired with a host uses the keys it keeps in its data_dir --
+    from .pairing.client import apply_paired
+
+    try:
+        if apply_paired(cfg, where):
+            cfg.source += f" + {Path(cfg.data_dir) / 'paired-host.json'}"
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    # -- end of the pairing hook --
     if comfy_url and "COMFYMQ_COMFY_URL" not in env and not (path and "comfy_url" in _toml_keys(path)):
         cfg.comfy_url = comfy_url
         where["comfy_url"] = "from ComfyUI: its own address"

@@ -66,6 +66,15 @@ def site_policy(cfg: Config):
     return SitePolicy.build(comfy_listen_addresses(), cfg.allowed_hosts, cfg.allowed_origins)
 
 
+def comfy_port() -> int:
+    """This ComfyUI's HTTP port (its --port; 8188 outside ComfyUI), which a host inside it advertises."""
+    try:
+        from comfy.cli_args import args
+    except Exception:  # noqa: BLE001 - not inside ComfyUI
+        return 8188
+    return int(getattr(args, "port", 8188) or 8188)
+
+
 def own_comfy_url() -> str | None:
     """This ComfyUI's address as seen from loopback (from its command line arguments)."""
     try:
@@ -122,6 +131,7 @@ class Plugin:
         self.relay = None
         self.bridge = None
         self.retention = None  # the hourly retention pass (host roles)
+        self.advertiser = None  # LAN discovery (pairing/discovery.py; host roles)
         self._closed = threading.Lock()
 
     def start(self, routes: web.RouteTableDef | None) -> None:
@@ -194,6 +204,20 @@ class Plugin:
                         self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None
                     ),
                 )
+                from .pairing.routes import add_pairing_routes
+
+                # pairing workers with a one-time code (pairing/): start and finish take no token, the rest admin
+                add_pairing_routes(
+                    routes,
+                    self.service,
+                    prefix="/comfymq",
+                    token=self.service.tokens,
+                    site=site_policy(cfg),
+                    limits=RequestLimits.from_config(cfg),
+                )
+                from .pairing.routes import add_discover_route
+
+                add_discover_route(routes, prefix="/comfymq", token=self.service.tokens, site=site_policy(cfg))
                 from .api.v2 import add_v2_routes
 
                 # the Comfy API v2 under /comfymq/api/v2: an SDK's base URL is http://<comfyui>/comfymq
@@ -213,6 +237,12 @@ class Plugin:
             # every hour: jobs past retention_days (when > 0), then input files no kept job names
             self.retention = RetentionThread(self.service, cfg.retention_days)
             self.retention.start()
+            from .pairing.discovery import start_for_host
+
+            # LAN discovery (a hint; pairing still needs the code): not on loopback only, not without CURVE
+            self.advertiser = start_for_host(
+                self.service, enabled=cfg.discovery, hosts=comfy_listen_addresses(), port=comfy_port()
+            )
             log.info(
                 "ComfyMQ host: workers connect to %s%s; artifacts in %s",
                 self.service.broker.endpoint,
@@ -246,13 +276,17 @@ class Plugin:
                     allow_plaintext=cfg.allow_plaintext,
                     plugin_version=__version__,
                     input_cache_bytes=cfg.input_cache_bytes,
+                    start_paused=cfg.start_paused,  # (a worker's own: it joins drained)
                 )
             )
             self.bridge.start()
             if routes is not None and not cfg.runs_host:
                 from .api.limits import RequestLimits
                 from .api.status_routes import add_worker_role_routes
+                from .pairing.routes import add_discover_route
 
+                # "Join a farm": the hosts on the LAN (before the worker role's catch-all)
+                add_discover_route(routes, prefix="/comfymq", token=cfg.token, site=site_policy(cfg))
                 add_worker_role_routes(
                     routes,
                     worker_status=self.worker_status,
@@ -281,6 +315,8 @@ class Plugin:
     def close(self) -> None:
         if not self._closed.acquire(blocking=False):
             return
+        if self.advertiser is not None:
+            self.advertiser.close()
         if self.bridge is not None:
             self.bridge.stop(timeout=5)
         if self.retention is not None:

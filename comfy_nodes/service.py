@@ -74,6 +74,14 @@ class QueueService:
         self.tokens.on_change.append(self.apply_owner_policies)
         self.apply_owner_policies()
         self._events_thread: threading.Thread | None = None
+        # -- pairing hook (pairing/): workers paired through the API are allowed besides the configured keys --
+        from .pairing.book import PairedBook
+        from .pairing.host import PairingHost
+
+        self.paired = PairedBook(self.store, broker.allowed_worker_keys if broker is not None else [])
+        self.pairing = PairingHost(self, self.paired)
+        allowed = self.paired.allowed() if broker is not None and broker.curve_secret_key else None
+        # -- end of the pairing hook --
         if broker is not None:
             try:
                 self.broker = n.Broker(
@@ -83,7 +91,7 @@ class QueueService:
                     heartbeat=broker.heartbeat,
                     liveness=broker.liveness,
                     curve_secret_key=broker.curve_secret_key,
-                    allowed_worker_keys=broker.allowed_worker_keys,
+                    allowed_worker_keys=allowed if allowed is not None else broker.allowed_worker_keys,  # (pairing)
                     allow_plaintext=broker.allow_plaintext,
                     max_run_time=broker.max_run_time,
                     # under CURVE, which key each worker id belongs to (kept across restarts)
@@ -94,6 +102,7 @@ class QueueService:
             except Exception:
                 self.store.close()
                 raise
+            self.paired.broker = self.broker  # (pairing: changes apply at once from now on)
             self._events_thread = threading.Thread(target=self._pump_events, name="comfymq-events", daemon=True)
             self._events_thread.start()
         from .metrics.farm import FarmMetrics

@@ -58,6 +58,26 @@ def requires(permission: str):
     return mark
 
 
+# -- pairing hook (pairing/routes.py): routes whose request carries its own credential --
+_PUBLIC_MARK = "comfymq_public"
+
+
+def public(handler):
+    """Marks a handler that needs no token: its request carries a credential of its own (the pairing exchange's
+    one-time code, pairing/routes.py). The site rules still apply. Its requests are nobody (no permission)."""
+    setattr(handler, _PUBLIC_MARK, True)
+    return handler
+
+
+def _is_public(request: web.Request, handler) -> bool:
+    if not getattr(handler, _PUBLIC_MARK, False):
+        return False
+    from .tokens import Principal
+
+    request[PRINCIPAL] = Principal(None, "public")
+    return True
+
+
 def required(request: web.Request, handler) -> str:
     mark = getattr(handler, _PERMISSION_MARK, None)
     if mark:
@@ -83,7 +103,7 @@ def bearer(request: web.Request) -> str | None:
 
 def book_refusal(request: web.Request, book, handler) -> web.Response | None:
     """The 401 or 403 for a request the TokenBook refuses, or None (request[PRINCIPAL] then says who it is)."""
-    if request.method == "OPTIONS":
+    if request.method == "OPTIONS" or _is_public(request, handler):
         return None
     given = bearer(request)
     who = book.resolve(given)
@@ -195,7 +215,8 @@ def token_middleware(token, *, prefixes: Iterable[str] | None = None):
     async def require_token(request: web.Request, handler):
         if is_protected(request, guarded):
             denied = refusal(request, token)
-            if denied is not None and not _probe_without_token(request, request.match_info.handler):
+            handler_ = request.match_info.handler
+            if denied is not None and not _probe_without_token(request, handler_) and not _is_public(request, handler_):
                 return denied
         return await handler(request)
 
@@ -223,7 +244,7 @@ def token_guard(token):
         @functools.wraps(handler)
         async def guarded(request: web.Request):
             denied = refusal(request, token)
-            if denied is not None and not _probe_without_token(request, handler):
+            if denied is not None and not _probe_without_token(request, handler) and not _is_public(request, handler):
                 return denied
             return await handler(request)
 

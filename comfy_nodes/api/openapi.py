@@ -423,6 +423,9 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
     from . import openapi_templates  # (it builds on this module's helpers)
 
     paths.update(openapi_templates.paths(p))
+    from . import openapi_pairing  # (pairing/routes.py)
+
+    paths.update(openapi_pairing.paths(p))
     paths.update(_jobs_paths(p + "/tasks", "tasks_", True))
     paths.update(
         {
@@ -605,7 +608,7 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the host's token, when it has one"}
             },
-            "schemas": {**_schemas(), **openapi_templates.schemas()},
+            "schemas": {**_schemas(), **openapi_templates.schemas(), **openapi_pairing.schemas()},
             "responses": {
                 name: {"description": desc, **error}
                 for name, desc in (

@@ -2,8 +2,9 @@
 
 build_app() mounts the routes on a fresh app (tests use it directly); run_host() opens the store, serves
 until SIGINT/SIGTERM (host/http_server.py: timeouts, JSON errors of the HTTP layer), and closes the store
-cleanly (a checkpoint, so the next start is fast). Once an hour it runs retention_round() (retention.py): finished
-jobs past retention_days, then input files no kept job names.
+cleanly (a checkpoint, so the next start is fast). It advertises itself on the LAN (pairing/discovery.py) unless
+`discovery` is off, it listens on loopback only, or its broker has no CURVE key. Once an hour it runs
+retention_round() (retention.py): finished jobs past retention_days, then input files no kept job names.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..api.status_routes import add_status_route
 from ..api.v2 import add_v2_routes
 from ..config import check_token
 from ..inputs.store import DEFAULT_GRACE
+from ..pairing.routes import add_discover_route, add_pairing_routes
 from ..retention import retention_pass
 from ..service import BrokerSettings, QueueService
 from .http_server import ServerSettings, serve
@@ -55,6 +57,8 @@ def build_app(
     for prefix in ("/comfymq", "/api/comfymq"):  # site=None: the middlewares check
         add_routes(routes, service, prefix=prefix, site=None, limits=limits, unrunnable=unrunnable, seed_routes=True)
         add_status_route(routes, role="host", worker_status=lambda: None, prefix=prefix, site=None)
+        add_pairing_routes(routes, service, prefix=prefix, token=None, site=None, limits=limits)  # (pairing/)
+        add_discover_route(routes, prefix=prefix, token=None, site=None)  # (pairing/discovery.py)
     add_v2_routes(routes, service, mount="/api/v2", token=None, site=None, limits=limits)  # (the middlewares check)
     app.add_routes(routes)
     return app
@@ -108,6 +112,7 @@ def run_host(
     templates_dir: str | None = None,
     start_paused: bool = False,
     owner_limits: dict | None = None,
+    discovery: bool = True,
 ) -> None:
     token = check_token(token)
     site = site or SitePolicy.build([host])
@@ -143,8 +148,15 @@ def run_host(
     async def start_background(app: web.Application) -> None:
         # every hour: jobs past retention_days (when > 0), then input files no kept job names (always)
         app["retention"] = asyncio.create_task(_retention_loop(service, retention_days))
+        from ..pairing.discovery import start_for_host
+
+        # LAN discovery (a hint for workers; pairing still needs the code): returns at once, never raises
+        app["advertiser"] = start_for_host(service, enabled=discovery, hosts=[host], port=port)
 
     async def stop(app: web.Application) -> None:
+        advertiser = app.get("advertiser")
+        if advertiser is not None:
+            await asyncio.to_thread(advertiser.close)
         task = app.get("retention")
         if task:
             task.cancel()

@@ -139,6 +139,13 @@ class Histogram(_Metric):
             s[bisect.bisect_left(self.buckets, value)] += 1
             s[-1] += value
 
+    def set_series(self, counts: list, total: float, *labels) -> None:
+        """Replaces one series with counts kept elsewhere (the store's): per bucket, then past every bound."""
+        if len(counts) != len(self.buckets) + 1:
+            raise ValueError(f"{self.name} has {len(self.buckets)} buckets and one past them")
+        with self._lock:
+            self._series[self._key(labels, self._series)] = [int(c) for c in counts] + [float(total)]
+
     def render(self) -> list[str]:
         with self._lock:
             items = sorted((k, list(v)) for k, v in self._series.items())

@@ -4,6 +4,7 @@
   owner_jobs{owner,state}           gauge      pending and running jobs per owner ("" for none; exact: the
                                                store counts them)
   owner_at_running_limit{owner}     gauge      1 while an owner's further jobs wait for one of its runs to end
+  store_fsync_seconds               histogram  the store's log syncs (one per commit group), since it opened
   jobs_waiting                      gauge      pending jobs that wait for other jobs
   oldest_pending_age_seconds        gauge      how long the oldest ready job has waited
   queue_paused                      gauge      1 while dispatch is paused
@@ -52,6 +53,7 @@ class FarmMetrics:
         self.enqueued = Counter("comfymq_enqueued_jobs", "jobs made by enqueue requests", ("api",))
         self.jobs = Gauge("comfymq_jobs", "jobs in the store per state", ("state",))
         self.owner_jobs = Gauge("comfymq_owner_jobs", "pending and running jobs per owner", ("owner", "state"))
+        self.fsync: Histogram | None = None  # made at the first scrape, with the store's own bounds
         self.owner_limited = Gauge(
             "comfymq_owner_at_running_limit", "1 while an owner's further jobs wait (max_running)", ("owner",)
         )
@@ -166,6 +168,15 @@ class FarmMetrics:
                 limited[(o["owner"],)] = 1
         self.owner_jobs.set_all(per_owner)
         self.owner_limited.set_all(limited)
+        sync = st.get("sync")
+        if sync:
+            if self.fsync is None:
+                self.fsync = Histogram(
+                    "comfymq_store_fsync_seconds",
+                    "how long the store's log syncs took (one per commit group)",
+                    buckets=tuple(sync["bounds"]),
+                )
+            self.fsync.set_series(sync["counts"], sync["seconds"])
         g = self.gauges
         g["jobs_waiting"].set(st.get("waiting", 0))
         g["oldest_pending_age_seconds"].set(float(st.get("oldest_pending_age", 0.0)))
@@ -182,6 +193,7 @@ class FarmMetrics:
             self.jobs,
             self.owner_jobs,
             self.owner_limited,
+            *([self.fsync] if self.fsync is not None else []),
             *g.values(),
             self.workers,
             self.worker_jobs,

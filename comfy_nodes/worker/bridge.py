@@ -92,6 +92,7 @@ class BridgeSettings:
     orphan_grace: float = 30.0  # seconds after joining before an earlier run's prompt no job claimed is cancelled
     record_max_age: float = 86400.0  # seconds a run record nobody claimed is kept
     input_cache_bytes: int = 20 << 30  # bytes of job input files kept in <work_dir>/inputs (inputs/cache.py)
+    start_paused: bool = False  # join drained (takes no job until resumed from the host), once per process
 
 
 @dataclass
@@ -276,6 +277,15 @@ class WorkerBridge:
         except asyncio.TimeoutError:
             pass
 
+    def _hello_info(self, stats: dict) -> dict:
+        """What HELLO carries besides the protocol's fields: the host facts, and start_paused on this process's first
+        connection only (the broker drains a worker that says it; a later reconnect must not drain it again)."""
+        info = self._host_facts(stats)
+        if self.s.start_paused and not getattr(self, "_paused_sent", False):
+            info["start_paused"] = True
+            self._paused_sent = True
+        return info
+
     def _host_facts(self, stats: dict) -> dict:
         system = stats.get("system", {}) if isinstance(stats, dict) else {}
         devices = [
@@ -318,7 +328,7 @@ class WorkerBridge:
                 name=self.s.name,
                 capacity=self.s.capacity,
                 capabilities=self._caps,
-                info=self._host_facts(stats),
+                info=self._hello_info(stats),
                 plugin_version=self.s.plugin_version,
                 comfyui_version=version,
                 heartbeat=self.s.heartbeat,

@@ -544,6 +544,11 @@ class PyStore {
     d["docs"] = st.docs;
     d["doc_bytes"] = st.doc_bytes;
     d["outbox"] = st.outbox;
+    py::list bounds, per_bucket;  // the log's syncs: seconds' upper bounds, then counts per bucket (one more: past all)
+    for (int64_t b : kSyncBoundsMicros) bounds.append(static_cast<double>(b) / 1e6);
+    for (uint64_t c : st.sync_counts) per_bucket.append(c);
+    d["sync"] = py::dict(py::arg("bounds") = bounds, py::arg("counts") = per_bucket,
+                         py::arg("seconds") = static_cast<double>(st.sync_micros_total) / 1e6);
     d["background_error"] = OrNone(st.background_error);
     return d;
   }
@@ -1212,6 +1217,13 @@ PYBIND11_MODULE(_native, m) {
       .def(
           "drain", [](PyBroker& b, const std::string& id, bool drain) { Check(b.broker()->Drain(id, drain)); },
           py::arg("worker_id"), py::arg("drain") = true)
+      .def(
+          "set_allowed_keys",
+          [](PyBroker& b, const std::vector<std::string>& keys) {
+            std::shared_ptr<Broker> broker = b.broker();
+            Check(NoGil([&] { return broker->SetAllowedKeys(keys); }));
+          },
+          py::arg("keys"))
       .def(
           "refresh_capabilities",
           [](PyBroker& b, const py::object& id) { Check(b.broker()->RefreshCapabilities(OptText(id, "worker_id"))); },

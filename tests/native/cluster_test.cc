@@ -682,6 +682,53 @@ TEST_F(ClusterTest, CurveAdmitsOnlyAllowedKeys) {
   EXPECT_EQ(workers[0]["key"], good_pub);
 }
 
+// A key taken off the allow-list while its worker runs a job: the job goes back to the queue (no attempt
+// counted) and runs elsewhere, the worker is dropped and cannot come back; a key added later joins at once.
+TEST_F(ClusterTest, AKeyRemovedAtRunTimeDropsItsWorkerAndItsJobGoesBack) {
+  if (!CurveAvailable()) GTEST_SKIP() << "libzmq without CURVE";
+  std::string broker_pub, broker_sec, a_pub, a_sec, b_pub, b_sec;
+  ASSERT_TRUE(MakeCurveKeyPair(&broker_pub, &broker_sec).ok());
+  ASSERT_TRUE(MakeCurveKeyPair(&a_pub, &a_sec).ok());
+  ASSERT_TRUE(MakeCurveKeyPair(&b_pub, &b_sec).ok());
+  broker_.reset();
+  BrokerOptions bo;
+  bo.curve_secret_key = broker_sec;
+  bo.allowed_worker_keys = {a_pub};
+  StartBroker("tcp://127.0.0.1:*", &bo);
+  EXPECT_TRUE(broker_->SetAllowedKeys({"not a key"}).IsInvalidArgument());  // nothing changes
+  auto opts = [&](const std::string& pub, const std::string& sec) {
+    WorkerClientOptions o;
+    o.broker_public_key = broker_pub;
+    o.public_key = pub;
+    o.secret_key = sec;
+    return o;
+  };
+  WorkerClientOptions ao = opts(a_pub, a_sec), bo2 = opts(b_pub, b_sec);
+  WorkerClient* a = AddWorker("gpu-a", Caps({"EmptyImage", "SaveImage"}), 1, &ao);
+  const uint64_t id = Enqueue(Graph());
+  JobAssignment run;
+  ASSERT_TRUE(a->NextJob(5000, &run));
+  ASSERT_EQ(run.job_id, id);
+  // b is paired (added) and a removed, in one change
+  ASSERT_TRUE(broker_->SetAllowedKeys({b_pub}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kPending; })) << "a's job must go back at once";
+  EXPECT_EQ(Get(id).attempts, 0) << "no attempt counted against the job";
+  WorkerClient* b = AddWorker("gpu-b", Caps({"EmptyImage", "SaveImage"}), 1, &bo2);
+  JobAssignment again;
+  ASSERT_TRUE(b->NextJob(5000, &again));
+  EXPECT_EQ(again.job_id, id);
+  a->Complete(run.job_id, run.token, "{}", {}).IgnoreError();   // (its old lease: refused, if it gets through at all)
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // a keeps trying to come back
+  EXPECT_EQ(Get(id).state, JobState::kRunning) << "a's stale result must not end b's run";
+  bool a_online = false;
+  for (const auto& w : json::parse(broker_->WorkersJson())) {
+    if (w["id"] == "gpu-a") a_online = w["online"];
+  }
+  EXPECT_FALSE(a_online) << "a removed key cannot reconnect";
+  ASSERT_TRUE(b->Complete(again.job_id, again.token, "{}", {}).ok());
+  ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kSucceeded; }));
+}
+
 TEST_F(ClusterTest, PlainTextIsRefusedOffLoopbackUnlessOptedOut) {
   BrokerOptions o;
   o.bind = "tcp://0.0.0.0:*";

@@ -78,6 +78,10 @@ async def test_the_figures_follow_what_happened(aiohttp_client, cluster):
     assert value(found, "comfymq_workers", state="online") == 1
     assert value(found, "comfymq_worker_running_jobs", worker="w1") in (0, 1)
     assert value(found, "comfymq_broker_dispatched_total") >= 2
+    # the store's own syncs: at least the enqueue's, the leases' and the endings' commits, each timed
+    syncs = value(found, "comfymq_store_fsync_seconds_count")
+    assert syncs >= 3 and value(found, "comfymq_store_fsync_seconds_bucket", le="+Inf") == syncs
+    assert 0 < value(found, "comfymq_store_fsync_seconds_sum") < syncs * 5
     assert value(found, "comfymq_broker_messages_in_total") > 0
     assert value(found, "comfymq_store_writable") == 1
     assert value(found, "comfymq_disk_free_bytes") > 0

@@ -301,7 +301,13 @@ def fill(canonical: str, ids: dict) -> str:
 
 
 def is_workers_route(path: str) -> bool:
-    return "/workers/" in path
+    return "/workers/" in path and "/pairing/" not in path
+
+
+def is_public(path: str) -> bool:
+    """The pairing exchange's two steps take no token (the one-time code is their credential: pairing/routes.py). With
+    anyone's token or none they must still change nothing without a code: a 4xx."""
+    return path.rstrip("/").endswith(("/pairing/start", "/pairing/finish"))
 
 
 async def test_a_read_token_changes_nothing_on_any_route(any_farm):
@@ -316,6 +322,9 @@ async def test_a_read_token_changes_nothing_on_any_route(any_farm):
         st, text = await req(client, method, path, tokens["dash"], {})
         if st >= 500:
             problems.append(f"{method} {path}: {st} {text[:200]}")
+        elif is_public(path):
+            if not 400 <= st < 500:
+                problems.append(f"{method} {path}: a pairing step without a code got {st} {text[:200]}")
         elif method in WRITE_METHODS and st != 403:
             problems.append(f"{method} {path}: a read token got {st} (want 403) {text[:200]}")
         elif method == "OPTIONS" and 200 <= st < 300:
@@ -335,6 +344,9 @@ async def test_a_worker_admin_token_changes_no_job_and_no_document(any_farm):
         st, text = await req(client, method, path, tokens["ops"], {})
         if st >= 500 and not (is_workers_route(path) and st == 503):
             problems.append(f"{method} {path}: {st} {text[:200]}")
+        elif is_public(path):
+            if not 400 <= st < 500:
+                problems.append(f"{method} {path}: a pairing step without a code got {st} {text[:200]}")
         elif method in WRITE_METHODS and not is_workers_route(path) and st != 403:
             problems.append(f"{method} {path}: a worker-admin token got {st} (want 403) {text[:200]}")
     after = snapshot(service)
@@ -391,6 +403,10 @@ async def test_no_token_and_a_wrong_one_get_401_on_every_route_but_the_health_pr
         for token in (None, tokens["alice"] + "x", "Bearer", tokens["alice"][:-1]):
             st, text = await req(client, method, path, token, {})
             probe = method in ("GET", "HEAD") and path.rstrip("/").endswith("/health") and "/v2/" not in path
+            if is_public(path):
+                if not 400 <= st < 500 or st == 401:  # (it takes no token: refused for want of a code instead)
+                    problems.append(f"{method} {path}: a pairing step without a code got {st} {text[:120]}")
+                continue
             if st != 401 and not (probe and st == 200):
                 problems.append(f"{method} {path} token={'none' if token is None else 'wrong'}: {st} {text[:120]}")
     assert not problems, "\n".join(problems)

@@ -98,6 +98,11 @@ class Broker {
   virtual Status ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) = 0;
   // Stops (or resumes) giving jobs to a worker; it finishes what it runs.
   virtual Status Drain(const std::string& worker_id, bool drain) = 0;
+  // Replaces the CURVE allow-list (Z85 public keys; the caller includes BrokerOptions::allowed_worker_keys if they
+  // are to stay), effective at once: a key no longer listed cannot connect, and a worker connected with it is
+  // refused and dropped (its jobs go back to the queue, no attempt counted). InvalidArgument (nothing changes) for a
+  // key that is not one, or when the broker runs without CURVE.
+  virtual Status SetAllowedKeys(const std::vector<std::string>& keys_z85) = 0;
   // Asks a worker ("" = all) to send fresh capabilities (after models changed).
   virtual Status RefreshCapabilities(const std::string& worker_id) = 0;
   virtual BrokerCounters Counters() = 0;

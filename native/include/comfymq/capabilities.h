@@ -55,6 +55,8 @@ struct Requirements {
   // The stored inputs the prompt names ({"comfymq_input": "<sha256>", ...} node input values), unique, sorted.
   // Never a reason a worker cannot run it (inputs travel); a worker already holding them is preferred.
   std::vector<std::string> inputs;
+  // The graph's shape: a hash of its sorted node classes (jobs of one shape take alike; for speed measures).
+  uint64_t shape = 0;
 };
 
 Status ExtractRequirements(std::string_view prompt_json, Requirements* out);

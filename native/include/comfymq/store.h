@@ -88,6 +88,11 @@ struct ListPage {
   uint64_t next_cursor = 0;  // 0 = no more
 };
 
+// How long the log's syncs (one fdatasync per commit group) took: counts per bucket, upper bounds in microseconds,
+// the last bucket past every bound.
+constexpr int64_t kSyncBoundsMicros[] = {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+constexpr size_t kSyncBuckets = sizeof(kSyncBoundsMicros) / sizeof(kSyncBoundsMicros[0]) + 1;
+
 struct StoreStats {
   uint64_t counts[kNumJobStates] = {0, 0, 0, 0, 0};
   uint64_t total = 0;
@@ -100,10 +105,12 @@ struct StoreStats {
   uint64_t live_bytes = 0;  // bytes of records still referenced
   uint64_t segments = 0;
   uint32_t checkpoint_segment = 0;
-  uint64_t docs = 0;             // documents (Store::PutDoc)
-  uint64_t doc_bytes = 0;        // their keys and values
-  uint64_t outbox = 0;           // of them, outbox/ documents not yet removed
-  std::string background_error;  // the last failure of the background thread (checkpoint, compaction)
+  uint64_t docs = 0;                        // documents (Store::PutDoc)
+  uint64_t doc_bytes = 0;                   // their keys and values
+  uint64_t outbox = 0;                      // of them, outbox/ documents not yet removed
+  std::string background_error;             // the last failure of the background thread (checkpoint, compaction)
+  uint64_t sync_counts[kSyncBuckets] = {};  // commit groups' syncs since open, by duration (kSyncBoundsMicros)
+  uint64_t sync_micros_total = 0;
 };
 
 // Fair share for one owner (NewJob::owner): memory only, set again after each open (Store::SetOwnerPolicies).

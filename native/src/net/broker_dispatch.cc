@@ -97,6 +97,15 @@ void BrokerImpl::StartPass() {
     const PendingFailure& f = pass->failures[i];
     batch.Fail(f.job, f.token, f.error, /*retryable=*/false, &pass->failure_status[i]);
   }
+  // With no job pending (or the queue paused) no take can find one: no credit is reserved for takes, so the hook
+  // keeps every idle worker's credit for the next arrival, and an idle farm's passes cost no take per idle
+  // worker. A job that becomes pending later (this pass's releases and retries included) is a store event that
+  // makes the dispatch dirty again.
+  StoreStats st;
+  if (dispatch_dirty_ && pass->releases.empty() && store_->Stats(&st).ok() &&
+      (st.paused || st.counts[static_cast<int>(JobState::kPending)] == 0)) {
+    dispatch_dirty_ = false;
+  }
   if (dispatch_dirty_) {
     dispatch_dirty_ = false;
     // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
@@ -151,6 +160,13 @@ void BrokerImpl::FinishPass(std::unique_ptr<net::CommitPass> done, int64_t now) 
       Count([&](BrokerCounters& c) { item.status.ok() ? c.results++ : c.duplicates++; });
       if (item.status.ok()) {
         transfers_->Settle(item.published);
+        std::string who;
+        if (speed_.Ended(m.job_id, m.cmd == proto::Cmd::kResult, now, &who)) {
+          UpdateSlot(who, [&](Slot& s) {
+            s.speed = speed_.Factor(who);
+            s.speed_runs = speed_.Runs(who);
+          });
+        }
       } else {
         transfers_->Unpublish(item.published);
       }
@@ -246,6 +262,18 @@ void BrokerImpl::SendOutbox(int64_t now) {
 // Sends one leased job (its credit already spent). A job that cannot be sent goes back to the queue
 // without counting an attempt.
 bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
+  uint64_t shape = 0;  // (for the run's time: WorkerSpeed)
+  {
+    std::unique_lock<std::mutex> lk(req_mu_);
+    auto it = reqs_.find(l.job_id);
+    if (it != reqs_.end()) {
+      shape = it->second->shape;
+    } else {
+      lk.unlock();
+      Requirements req;
+      if (ExtractRequirements(l.job.prompt, &req).ok()) shape = req.shape;
+    }
+  }
   ForgetRequirements(l.job_id);
   std::string prompt;
   std::vector<UpstreamFile> outputs;
@@ -307,6 +335,7 @@ bool BrokerImpl::SendJob(WorkerState& w, const Lease& l, int64_t now) {
     const bool marked = SetTried(l.job_id, w.id, true);
     if (Send(w, job)) {
       AddAsking(w.id, -1);
+      speed_.Started(l.job_id, w.id, shape, now);
       return true;
     }
     if (marked) SetTried(l.job_id, w.id, false);  // it never reached the worker
@@ -357,9 +386,22 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
 // worker takes what it can run, highest priority first, as the loop's own dispatch would.
 void BrokerImpl::ChooseOnArrival(DispatchContext& ctx) {
   std::lock_guard<std::mutex> l(credit_mu_);
+  // A take offered no pending job at all means no later take of this walk is offered one either (takes only
+  // remove jobs): the rest of the walk is skipped, so an arrival costs a take per job, not one per idle worker.
+  bool none_pending = false;
   SpendCredit([&](const std::string& id, const Slot& slot) {
-    const Lease* lease = ctx.Take(TakeFor(id, slot.caps));
-    if (lease == nullptr) return false;  // nothing this worker can run: its credit stays
+    if (none_pending) return false;
+    bool offered = false;
+    TakeOptions o = TakeFor(id, slot.caps);
+    o.filter = [&offered, filter = std::move(o.filter)](uint64_t job, const PromptLoader& load) {
+      offered = true;
+      return filter(job, load);
+    };
+    const Lease* lease = ctx.Take(o);
+    if (lease == nullptr) {  // nothing this worker can run: its credit stays
+      none_pending = !offered;
+      return false;
+    }
     hook_epoch_[lease->job_id] = slot.epoch;
     return true;
   });

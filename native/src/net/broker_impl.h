@@ -39,6 +39,7 @@
 #include "net/protocol.h"
 #include "net/transfers.h"
 #include "net/wakeup_posix.h"
+#include "net/worker_speed.h"
 #include "net/zap_handler.h"
 #include "store/store_batch.h"
 #include "util/siphash.h"
@@ -139,6 +140,8 @@ struct Slot {
   uint64_t epoch = 0;
   bool draining = false;
   std::shared_ptr<const Capabilities> caps;
+  double speed = 1.0;       // WorkerSpeed::Factor: lower is faster, and is offered work first
+  uint64_t speed_runs = 0;  // runs that measure it
 };
 
 // Lets the store's listener reach the broker only while it is alive.
@@ -160,6 +163,7 @@ class BrokerImpl final : public Broker {
   Status Explain(uint64_t job_id, std::vector<std::string>* reasons) override;
   Status ExplainPrompt(const std::string& prompt_json, std::vector<std::string>* reasons) override;
   Status Drain(const std::string& worker_id, bool drain) override;
+  Status SetAllowedKeys(const std::vector<std::string>& keys_z85) override;
   Status RefreshCapabilities(const std::string& worker_id) override;
   BrokerCounters Counters() override {
     std::lock_guard<std::mutex> l(mu_);
@@ -202,10 +206,16 @@ class BrokerImpl final : public Broker {
   // reserves credit now and takes when the store applies the pass (unused credit comes back, ReturnCredit);
   // the store's hook takes at once, inside the enqueuer's commit group, with the store's lock held.
   template <typename Take>
+  // Offers work to the workers with credit, fastest first (speed-aware dispatch; equal ones in id order).
   void SpendCredit(Take&& take) {
+    std::vector<std::pair<const std::string*, Slot*>> free;
     for (auto& [id, slot] : slots_) {
-      if (slot.draining) continue;
-      while (slot.credit > 0 && take(id, static_cast<const Slot&>(slot))) slot.credit--;
+      if (!slot.draining && slot.credit > 0) free.emplace_back(&id, &slot);
+    }
+    std::stable_sort(free.begin(), free.end(),
+                     [](const auto& a, const auto& b) { return a.second->speed < b.second->speed; });
+    for (auto& [id, slot] : free) {
+      while (slot->credit > 0 && take(*id, static_cast<const Slot&>(*slot))) slot->credit--;
     }
   }
   void ReturnCredit(const std::string& worker_id, uint64_t epoch);
@@ -267,7 +277,7 @@ class BrokerImpl final : public Broker {
   void Emit(const json& e) { events_.Push(Dump(e)); }
   void Log(const std::string& level, const std::string& key, const std::string& message);
   json WorkerJson(const WorkerState& w);
-  int CreditOf(const WorkerState& w);
+  int CreditOf(const WorkerState& w, double* speed, uint64_t* speed_runs);  // and its Slot's speed
   WorkerState* ByRid(const std::string& rid);
   template <typename Fn>
   void Count(Fn fn) {
@@ -324,6 +334,7 @@ class BrokerImpl final : public Broker {
 
   std::mutex req_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<const Requirements>> reqs_;
+  WorkerSpeed speed_;  // loop thread only; each online worker's factor is copied to its Slot
 
   // Taken inside the store's state lock by the dispatch hook: never call the store while holding it.
   std::mutex credit_mu_;

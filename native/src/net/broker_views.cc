@@ -1,5 +1,7 @@
 // What others read of the broker (see broker_impl.h): the workers view, why a pending job waits, and the store's
 // events turned into the broker's (and the runs the store ended stopped on their workers).
+#include <cmath>
+
 #include "net/broker_impl.h"
 #include "util/json_text.h"
 
@@ -146,22 +148,30 @@ void BrokerImpl::OnStoreEvents(const std::vector<StoreEvent>& events) {
   });
 }
 
-int BrokerImpl::CreditOf(const WorkerState& w) {
+int BrokerImpl::CreditOf(const WorkerState& w, double* speed, uint64_t* speed_runs) {
   std::lock_guard<std::mutex> l(credit_mu_);
   auto it = slots_.find(w.id);
-  return w.online && it != slots_.end() ? it->second.credit : 0;
+  const bool here = w.online && it != slots_.end();
+  *speed = here ? it->second.speed : 1.0;
+  *speed_runs = here ? it->second.speed_runs : 0;
+  return here ? it->second.credit : 0;
 }
 
 json BrokerImpl::WorkerJson(const WorkerState& w) {
   json running = json::array();
   for (const auto& [job, token] : w.held) running.push_back(FormatJobId(job));
   json info = json::parse(w.info_json.empty() ? "{}" : w.info_json, nullptr, false);
+  double speed = 1.0;
+  uint64_t speed_runs = 0;
+  const int credit = CreditOf(w, &speed, &speed_runs);
   json j = {{"id", w.id},
             {"name", w.name},
             {"online", w.online},
             {"draining", w.draining},
             {"capacity", w.capacity},
-            {"credit", CreditOf(w)},
+            {"credit", credit},
+            {"speed", std::round(speed * 1000) / 1000},  // run time against the farm's mean: 0.5 = twice as fast
+            {"speed_runs", speed_runs},
             {"running", running},
             {"plugin_version", w.plugin_version},
             {"comfyui_version", w.comfyui_version},

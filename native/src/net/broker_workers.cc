@@ -6,6 +6,17 @@
 
 namespace comfymq {
 namespace net {
+namespace {
+
+bool StartsPaused(const std::string& info_json) {
+  if (info_json.find("start_paused") == std::string::npos) return false;  // (most HELLOs: no parse)
+  const json info = json::parse(info_json, nullptr, false);
+  if (!info.is_object()) return false;
+  auto it = info.find("start_paused");
+  return it != info.end() && it->is_boolean() && it->get<bool>();
+}
+
+}  // namespace
 
 void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id, proto::Message& m, int64_t now) {
   // Every check first: a refused HELLO changes nothing.
@@ -68,6 +79,8 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     q.cursor = page.next_cursor;
   }
 
+  // A worker started paused (its own start_paused, in its first HELLO of a process) is drained as from the panel.
+  if (StartsPaused(m.info_json) && drained_ids_.insert(m.worker_id).second) KeepDrained();
   WorkerState fresh;
   WorkerState& w = existing != nullptr ? *existing : fresh;
   {
@@ -100,7 +113,8 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   WorkerState& stored = workers_[m.worker_id];
   {
     std::lock_guard<std::mutex> l(credit_mu_);
-    slots_[stored.id] = Slot{0, stored.epoch, stored.draining, stored.caps};
+    slots_[stored.id] =
+        Slot{0, stored.epoch, stored.draining, stored.caps, speed_.Factor(stored.id), speed_.Runs(stored.id)};
   }
   SetCandidate(stored, true);
   welcome.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_ms);
@@ -125,6 +139,10 @@ std::string BrokerImpl::IdentityRefusal(const std::string& rid, const std::strin
       return "busy: this broker already serves " + std::to_string(online) + " workers (at most " +
              std::to_string(opt_.max_workers) + ")";
     }
+  }
+  if (!key.empty() && allowed_keys_.count(key) == 0) {
+    // (ZAP admitted the connection while the key was allowed: it no longer is. SetAllowedKeys)
+    return "this worker's key is no longer allowed on this host (it was removed): pair it again";
   }
   if (!key.empty()) {
     // CURVE: the id is the key's. Another key naming it is refused, online or not.
@@ -269,6 +287,7 @@ void BrokerImpl::ForgetOldestGone() {
     std::lock_guard<std::mutex> l(mu_);
     for (size_t i = 0; i < gone.size() && workers_.size() > most; ++i) {
       workers_.erase(gone[i].second);
+      speed_.Forget(gone[i].second);
       undrained |= drained_ids_.erase(gone[i].second) != 0;
     }
   }
@@ -441,6 +460,24 @@ Status BrokerImpl::Drain(const std::string& worker_id, bool drain) {
     if (it->second.online) SetCandidate(it->second);
     dispatch_dirty_ = true;
     Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(it->second)}});
+  });
+  return Status::OK();
+}
+
+Status BrokerImpl::SetAllowedKeys(const std::vector<std::string>& keys) {
+  if (zap_ == nullptr) return Status::InvalidArgument("this broker runs without CURVE: it has no allow-list");
+  CMQ_RETURN_IF_ERROR(zap_->SetAllowed(keys));  // new connections: at once
+  std::set<std::string> next(keys.begin(), keys.end());
+  Post([this, next = std::move(next)] {
+    allowed_keys_ = next;
+    const int64_t now = NowMs();
+    for (auto& [id, w] : workers_) {
+      if (!w.online || w.key.empty() || allowed_keys_.count(w.key) != 0) continue;
+      const std::string reason = "its key was removed from the host's allowed workers";
+      Log("warning", "keys", "worker " + id + " dropped: " + reason);
+      Refuse(w.rid, reason);  // its connection hears why; any HELLO on it is refused (IdentityRefusal)
+      LoseWorker(w, reason, /*count_attempts=*/false, now);
+    }
   });
   return Status::OK();
 }

@@ -1,10 +1,13 @@
 #include "comfymq/capabilities.h"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
+
+#include "util/checksum.h"
 
 namespace comfymq {
 namespace {
@@ -267,6 +270,11 @@ Status ExtractRequirements(std::string_view prompt_json, Requirements* out) {
   }
   if (!sax.top_is_object()) return Status::InvalidArgument("prompt must be a JSON object");
   sax.Finish();
+  std::vector<std::string> classes = out->classes;
+  std::sort(classes.begin(), classes.end());
+  std::string joined;
+  for (const std::string& c : classes) joined.append(c).push_back('\n');
+  out->shape = Hash64(joined);
   return Status::OK();
 }
 

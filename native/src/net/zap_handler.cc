@@ -13,13 +13,7 @@ ZapHandler::ZapHandler(zmq::context_t* ctx, DeniedFn on_denied)
 Status ZapHandler::Start(zmq::context_t* ctx, const std::vector<std::string>& keys, DeniedFn on_denied,
                          std::unique_ptr<ZapHandler>* out) {
   std::unique_ptr<ZapHandler> h(new ZapHandler(ctx, std::move(on_denied)));
-  for (const std::string& k : keys) {
-    uint8_t bin[32];
-    if (k.size() != 40 || zmq_z85_decode(bin, k.c_str()) == nullptr) {
-      return Status::InvalidArgument("allowed worker key '" + k + "' is not a 40-character Z85 CURVE key");
-    }
-    h->allowed_.insert(std::string(reinterpret_cast<char*>(bin), 32));
-  }
+  CMQ_RETURN_IF_ERROR(h->SetAllowed(keys));
   try {
     h->socket_.set(zmq::sockopt::linger, 0);
     h->socket_.bind("inproc://zeromq.zap.01");
@@ -28,6 +22,21 @@ Status ZapHandler::Start(zmq::context_t* ctx, const std::vector<std::string>& ke
   }
   h->thread_ = std::thread(&ZapHandler::Loop, h.get());
   *out = std::move(h);
+  return Status::OK();
+}
+
+Status ZapHandler::SetAllowed(const std::vector<std::string>& keys) {
+  std::set<std::string> next;
+  for (const std::string& k : keys) {
+    uint8_t bin[32];
+    if (k.size() != 40 || zmq_z85_decode(bin, k.c_str()) == nullptr) {
+      return Status::InvalidArgument("allowed worker key '" + k.substr(0, 64) +
+                                     "' is not a 40-character Z85 CURVE key");
+    }
+    next.insert(std::string(reinterpret_cast<char*>(bin), 32));
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  allowed_.swap(next);
   return Status::OK();
 }
 
@@ -49,7 +58,12 @@ void ZapHandler::Loop() {
       if (!RecvFrames(socket_, &req)) continue;
       std::string code = "400", text = "not allowed", user;
       if (req.size() >= 7 && req[0] == "1.0" && req[5] == "CURVE" && req[6].size() == 32) {
-        if (allowed_.count(req[6])) {
+        bool allowed;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          allowed = allowed_.count(req[6]) != 0;
+        }
+        if (allowed) {
           char z85[41];
           zmq_z85_encode(z85, reinterpret_cast<const uint8_t*>(req[6].data()), 32);
           code = "200";

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -22,13 +23,16 @@ class ZapHandler {
   static Status Start(zmq::context_t* ctx, const std::vector<std::string>& allowed_keys_z85, DeniedFn on_denied,
                       std::unique_ptr<ZapHandler>* out);
   ~ZapHandler();
+  // Replaces the allow list (every key checked first: InvalidArgument changes nothing). Thread-safe.
+  Status SetAllowed(const std::vector<std::string>& keys_z85);
 
  private:
   ZapHandler(zmq::context_t* ctx, DeniedFn on_denied);
   void Loop();
 
   zmq::socket_t socket_;
-  std::set<std::string> allowed_;  // 32-byte binary keys
+  std::mutex mu_;
+  std::set<std::string> allowed_;  // 32-byte binary keys, under mu_
   DeniedFn on_denied_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -296,7 +296,16 @@ Status StoreImpl::WriteSink(const RecordSink& sink) {
   const uint64_t end = p.offset + sink.size();
   Status s = f->WriteAt(p.offset, sink.bytes());
   if (s.ok()) ZeroAheadLocked(f, end, p.new_segment ? capacity : tail_capacity_, &written_to);
-  if (s.ok()) s = f->Sync();
+  if (s.ok()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    s = f->Sync();
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    const size_t bucket = std::lower_bound(std::begin(kSyncBoundsMicros), std::end(kSyncBoundsMicros), us) -
+                          std::begin(kSyncBoundsMicros);
+    sync_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
+    sync_micros_.fetch_add(static_cast<uint64_t>(us), std::memory_order_relaxed);
+  }
   // Space was reserved when the segment was made, so any failure here leaves the log in an unknown state.
   if (!s.ok()) return s.IsNoSpace() ? Status::IOError(s.message()) : s;
   {

@@ -257,6 +257,8 @@ class StoreImpl final : public Store {
   // Changed only in a group's turn, like the tail: the size of recent groups as written (a moving average).
   // Also read by the next group's leader to size its buffer (hence atomic; a hint only).
   std::atomic<uint64_t> group_bytes_avg_{0};
+  std::array<std::atomic<uint64_t>, kSyncBuckets> sync_counts_{};  // WriteSink's syncs by duration (StoreStats)
+  std::atomic<uint64_t> sync_micros_{0};
   // Zeros ahead (ZeroAheadLocked): written kZeroAheadChunk past a group's end once fewer than kZeroAheadLow
   // are left, while groups average under kZeroAheadMaxGroup. Measured on this project's disk (ext4, virtio):
   // a 10 KB write + fdatasync takes ~165 us on written blocks, ~265 us on reserved ones; zeros cost ~3 ms of

@@ -284,6 +284,8 @@ Status StoreImpl::Stats(StoreStats* out) {
     out->docs = docs_.size();
     out->doc_bytes = docs_.bytes();
     out->outbox = docs_.outbox_size();
+    for (size_t i = 0; i < kSyncBuckets; ++i) out->sync_counts[i] = sync_counts_[i].load(std::memory_order_relaxed);
+    out->sync_micros_total = sync_micros_.load(std::memory_order_relaxed);
   }
   {
     std::lock_guard<std::mutex> l(files_mu_);
