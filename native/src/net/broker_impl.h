@@ -276,7 +276,11 @@ class BrokerImpl final : public Broker {
   void OnStoreEvents(const std::vector<StoreEvent>& events);
   void Emit(const json& e) { events_.Push(Dump(e)); }
   void Log(const std::string& level, const std::string& key, const std::string& message);
-  json WorkerJson(const WorkerState& w);
+  // norm: SpeedNorm() (computed here when < 0; a caller showing many workers computes it once).
+  json WorkerJson(const WorkerState& w, double norm = -1);
+  // The mean speed factor of the online workers measured so far (1.0 when none): the views show each worker's factor
+  // against it, so the farm's average worker shows 1.0 whatever the farm's history (dispatch needs only the order).
+  double SpeedNorm();
   int CreditOf(const WorkerState& w, double* speed, uint64_t* speed_runs);  // and its Slot's speed
   WorkerState* ByRid(const std::string& rid);
   template <typename Fn>

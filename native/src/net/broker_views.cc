@@ -157,20 +157,33 @@ int BrokerImpl::CreditOf(const WorkerState& w, double* speed, uint64_t* speed_ru
   return here ? it->second.credit : 0;
 }
 
-json BrokerImpl::WorkerJson(const WorkerState& w) {
+double BrokerImpl::SpeedNorm() {
+  std::lock_guard<std::mutex> l(credit_mu_);
+  double sum = 0;
+  size_t n = 0;
+  for (const auto& [id, slot] : slots_) {
+    if (slot.speed_runs == 0) continue;
+    sum += slot.speed;
+    n++;
+  }
+  return n == 0 || sum <= 0 ? 1.0 : sum / static_cast<double>(n);
+}
+
+json BrokerImpl::WorkerJson(const WorkerState& w, double norm) {
   json running = json::array();
   for (const auto& [job, token] : w.held) running.push_back(FormatJobId(job));
   json info = json::parse(w.info_json.empty() ? "{}" : w.info_json, nullptr, false);
   double speed = 1.0;
   uint64_t speed_runs = 0;
   const int credit = CreditOf(w, &speed, &speed_runs);
+  if (speed_runs != 0) speed /= norm < 0 ? SpeedNorm() : norm;
   json j = {{"id", w.id},
             {"name", w.name},
             {"online", w.online},
             {"draining", w.draining},
             {"capacity", w.capacity},
             {"credit", credit},
-            {"speed", std::round(speed * 1000) / 1000},  // run time against the farm's mean: 0.5 = twice as fast
+            {"speed", std::round(speed * 1000) / 1000},  // run time against the online workers' mean: 0.5 = twice as fast
             {"speed_runs", speed_runs},
             {"running", running},
             {"plugin_version", w.plugin_version},
@@ -193,7 +206,8 @@ json BrokerImpl::WorkerJson(const WorkerState& w) {
 std::string BrokerImpl::WorkersJson() {
   std::lock_guard<std::mutex> l(mu_);
   json arr = json::array();
-  for (const auto& [id, w] : workers_) arr.push_back(WorkerJson(w));
+  const double norm = SpeedNorm();
+  for (const auto& [id, w] : workers_) arr.push_back(WorkerJson(w, norm));
   return Dump(arr);
 }
 
