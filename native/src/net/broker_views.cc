@@ -177,25 +177,26 @@ json BrokerImpl::WorkerJson(const WorkerState& w, double norm) {
   uint64_t speed_runs = 0;
   const int credit = CreditOf(w, &speed, &speed_runs);
   if (speed_runs != 0) speed /= norm < 0 ? SpeedNorm() : norm;
-  json j = {{"id", w.id},
-            {"name", w.name},
-            {"online", w.online},
-            {"draining", w.draining},
-            {"capacity", w.capacity},
-            {"credit", credit},
-            {"speed", std::round(speed * 1000) / 1000},  // run time against the online workers' mean: 0.5 = twice as fast
-            {"speed_runs", speed_runs},
-            {"running", running},
-            {"plugin_version", w.plugin_version},
-            {"comfyui_version", w.comfyui_version},
-            {"info", info.is_discarded() ? json::object() : info},
-            {"connected_at", w.connected_ms},
-            {"last_seen", w.last_seen_ms},
-            {"node_classes", w.online ? w.caps->node_classes() : w.classes_seen},
-            {"combo_inputs", w.online ? w.caps->combo_inputs() : w.inputs_seen},
-            {"models", w.online ? w.caps->model_files() : w.models_seen},  // model files, not every choice
-            {"combo_choices", w.online ? w.caps->combo_choices() : w.choices_seen},
-            {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
+  json j = {
+      {"id", w.id},
+      {"name", w.name},
+      {"online", w.online},
+      {"draining", w.draining},
+      {"capacity", w.capacity},
+      {"credit", credit},
+      {"speed", std::round(speed * 1000) / 1000},  // run time against the online workers' mean: 0.5 = twice as fast
+      {"speed_runs", speed_runs},
+      {"running", running},
+      {"plugin_version", w.plugin_version},
+      {"comfyui_version", w.comfyui_version},
+      {"info", info.is_discarded() ? json::object() : info},
+      {"connected_at", w.connected_ms},
+      {"last_seen", w.last_seen_ms},
+      {"node_classes", w.online ? w.caps->node_classes() : w.classes_seen},
+      {"combo_inputs", w.online ? w.caps->combo_inputs() : w.inputs_seen},
+      {"models", w.online ? w.caps->model_files() : w.models_seen},  // model files, not every choice
+      {"combo_choices", w.online ? w.caps->combo_choices() : w.choices_seen},
+      {"key", w.key.empty() ? json(nullptr) : json(w.key)}};
   if (!w.online) {
     j["left_at"] = w.left_ms;
     j["left_reason"] = w.left_reason;
