@@ -8,6 +8,8 @@
   pair      pair this worker with a host, with the one-time code it shows (pairing/)
   pairing-code   make that code on a running host (admin)
   discover  list the ComfyMQ hosts advertised on the LAN (mDNS; hints only, pairing needs the code)
+  paired    the host's paired worker keys: list, remove KEY (at once: its worker is dropped and kept out)
+  leave     this worker leaves the host it paired with (the host unpairs its key; the kept keys are deleted)
 
 Errors are one clear line on stderr and exit status 1.
 """
@@ -342,6 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     dc = sub.add_parser("discover", help="list the ComfyMQ hosts advertised on the LAN (mDNS; hints only)")
     dc.add_argument("--timeout", type=float, default=3.0, help="seconds to listen for answers (default 3)")
     dc.add_argument("--json", action="store_true", help="print the hosts as JSON")
+    pd = sub.add_parser("paired", help="the host's paired worker keys: list, remove KEY (effective at once)")
+    pd.add_argument("action", choices=("list", "remove"))
+    pd.add_argument("key", nargs="?", help="remove: the worker's public key (40 characters, as `list` shows it)")
+    pd.add_argument("--host-url", default=os.environ.get("COMFYMQ_HOST_URL"), help="a running host (http://host:port)")
+    pd.add_argument("--token", default=os.environ.get("COMFYMQ_TOKEN"), help="an admin token for --host-url")
+    pd.add_argument("--data-dir", default=default_data_dir(), help="the host's data dir (no host running)")
+    lv = sub.add_parser("leave", help="leave the host this worker paired with (the host unpairs its key)")
+    lv.add_argument("--data-dir", default=default_data_dir(), help="where `pair` kept the keys")
     pc = sub.add_parser("pairing-code", help="make a one-time pairing code on a running host (admin)")
     pc.add_argument(
         "--host-url", default=os.environ.get("COMFYMQ_HOST_URL", "http://127.0.0.1:8190"), help="the host's address"
@@ -500,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             print_status(args)
         elif args.command == "keys":
             print_keys(n, args.workers)
-        elif args.command in ("pair", "pairing-code", "discover"):
+        elif args.command in ("pair", "pairing-code", "discover", "paired", "leave"):
             from .pairing.cli import run
 
             run(args)

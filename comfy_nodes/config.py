@@ -174,6 +174,7 @@ class Config:
     http_read_timeout: float = RequestLimits.http_read_timeout
     http_body_timeout: float = RequestLimits.http_body_timeout
     source: str = "defaults"  # where the values came from, for the log
+    set_by: dict = field(default_factory=dict)  # key -> where its value came from ("in FILE", "from ENV_NAME")
 
     @property
     def runs_host(self) -> bool:
@@ -184,7 +185,7 @@ class Config:
         return self.role in ("both", "worker")
 
 
-_KEYS = {f.name: f for f in fields(Config) if f.name != "source"}
+_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source", "set_by")}
 
 
 def _coerce(name: str, value, where: str):
@@ -295,6 +296,7 @@ def load_config(
         cfg.comfy_url = comfy_url
         where["comfy_url"] = "from ComfyUI: its own address"
     _check(cfg, where)
+    cfg.set_by = dict(where)
     if not cfg.worker_name:
         cfg.worker_name = socket.gethostname()
     return cfg

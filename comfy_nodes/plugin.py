@@ -132,6 +132,9 @@ class Plugin:
         self.bridge = None
         self.retention = None  # the hourly retention pass (host roles)
         self.advertiser = None  # LAN discovery (pairing/discovery.py; host roles)
+        self.membership = None  # a farm joined from the panel (pairing/membership.py; worker roles)
+        self._home = None  # the worker bridge's settings from the configuration (serve(None))
+        self._serving = threading.Lock()
         self._closed = threading.Lock()
 
     def start(self, routes: web.RouteTableDef | None) -> None:
@@ -231,7 +234,6 @@ class Plugin:
                     local=self.local_files(self.service.inputs, cfg.max_input_bytes) if self.local_files else None,
                     retention_days=cfg.retention_days,
                 )
-                self._add_status_route(routes)
             from .retention import RetentionThread
 
             # every hour: jobs past retention_days (when > 0), then input files no kept job names
@@ -250,52 +252,113 @@ class Plugin:
                 self.service.artifact_root,
             )
         if cfg.runs_worker:
-            from .identity import worker_identity
-            from .worker.bridge import BridgeSettings, WorkerBridge
+            from .pairing.membership import Membership
 
-            identity = worker_identity(cfg.data_dir, cfg.worker_id or None)
-
-            broker_addr = self.service.broker.endpoint if self.service is not None else cfg.broker
-            pub, sec = local_worker_keys if local_worker_keys else (cfg.worker_public_key, cfg.worker_secret_key)
-            broker_key = cfg.broker_public_key
-            if local_worker_keys and cfg.curve_secret_key:
-                broker_key = n.curve_public_key(cfg.curve_secret_key)
-            self.bridge = WorkerBridge(
-                BridgeSettings(
-                    comfy_url=cfg.comfy_url,
-                    broker=broker_addr,
-                    worker_id=identity.worker_id,
-                    install_id=identity.install_id,
-                    name=cfg.worker_name,
-                    work_dir=str(Path(cfg.data_dir) / "worker"),
-                    capacity=cfg.capacity,
-                    heartbeat=cfg.heartbeat,
-                    broker_public_key=broker_key,
-                    public_key=pub,
-                    secret_key=sec,
-                    allow_plaintext=cfg.allow_plaintext,
-                    plugin_version=__version__,
-                    input_cache_bytes=cfg.input_cache_bytes,
-                    start_paused=cfg.start_paused,  # (a worker's own: it joins drained)
-                )
-            )
-            self.bridge.start()
+            # "Join a farm" from the panel (pairing/membership.py): swaps the bridge below without a restart
+            self.membership = Membership(cfg, self.serve)
+            if self.membership.joined is not None and not cfg.runs_host:
+                self._home = None  # the worker's settings came from its pairing: after "Leave" it serves nobody
+            else:
+                broker_addr = self.service.broker.endpoint if self.service is not None else cfg.broker
+                pub, sec = local_worker_keys if local_worker_keys else (cfg.worker_public_key, cfg.worker_secret_key)
+                broker_key = cfg.broker_public_key
+                if local_worker_keys and cfg.curve_secret_key:
+                    broker_key = n.curve_public_key(cfg.curve_secret_key)
+                self._home = self._bridge_settings(broker_addr, broker_key, pub, sec, start_paused=cfg.start_paused)
+            joined = self.membership.joined
+            if joined is not None and not cfg.runs_host:
+                self.serve(joined)
+            else:
+                self.serve(None)
             if routes is not None and not cfg.runs_host:
                 from .api.limits import RequestLimits
                 from .api.status_routes import add_worker_role_routes
-                from .pairing.routes import add_discover_route
+                from .pairing.routes import add_discover_route, add_membership_routes
 
-                # "Join a farm": the hosts on the LAN (before the worker role's catch-all)
+                # "Join a farm": the hosts on the LAN, and joining one (before the worker role's catch-all)
                 add_discover_route(routes, prefix="/comfymq", token=cfg.token, site=site_policy(cfg))
+                add_membership_routes(
+                    routes, self.membership, prefix="/comfymq", token=cfg.token, site=site_policy(cfg)
+                )
                 add_worker_role_routes(
                     routes,
                     worker_status=self.worker_status,
-                    broker=cfg.broker,
-                    host_url=cfg.host_url,
+                    broker=lambda: self.bridge.s.broker if self.bridge is not None else cfg.broker,
+                    host_url=self.forward_url,
                     token=cfg.token,
                     site=site_policy(cfg),
                     limits=RequestLimits.from_config(cfg),
+                    farm=self.membership.view,
                 )
+        if routes is not None and cfg.runs_host:
+            self._add_status_route(routes)
+            if self.membership is not None:
+                from .pairing.routes import add_membership_routes
+
+                add_membership_routes(
+                    routes, self.membership, prefix="/comfymq", token=self.service.tokens, site=site_policy(cfg)
+                )
+
+    def _bridge_settings(self, broker: str, broker_key, public_key, secret_key, *, start_paused=False):
+        from .identity import worker_identity
+        from .worker.bridge import BridgeSettings
+
+        cfg = self.cfg
+        identity = worker_identity(cfg.data_dir, cfg.worker_id or None)
+        return BridgeSettings(
+            comfy_url=cfg.comfy_url,
+            broker=broker,
+            worker_id=identity.worker_id,
+            install_id=identity.install_id,
+            name=cfg.worker_name,
+            work_dir=str(Path(cfg.data_dir) / "worker"),
+            capacity=cfg.capacity,
+            heartbeat=cfg.heartbeat,
+            broker_public_key=broker_key,
+            public_key=public_key,
+            secret_key=secret_key,
+            allow_plaintext=cfg.allow_plaintext,
+            plugin_version=__version__,
+            input_cache_bytes=cfg.input_cache_bytes,
+            start_paused=start_paused,  # (a worker's own: it joins drained)
+        )
+
+    def serve(self, paired) -> None:
+        """Runs the worker bridge for `paired` (a farm joined by pairing: its broker and keys), or, with None, the
+        one the configuration gives (self._home; none when that came from a pairing that was left). The bridge
+        before is stopped first (a job it runs goes back to its queue when its lease ends). Blocks up to ~5 s."""
+        from .worker.bridge import WorkerBridge
+
+        with self._serving:
+            old, self.bridge = self.bridge, None
+            if old is not None:
+                old.stop(timeout=5)
+            if paired is not None:
+                settings = self._bridge_settings(
+                    paired.broker, paired.broker_public_key, paired.worker_public_key, paired.worker_secret_key
+                )
+            else:
+                settings = self._home
+            if settings is None or self._closed.locked():
+                return
+            self.bridge = WorkerBridge(settings)
+            self.bridge.start()
+
+    def role(self) -> str:
+        """What this ComfyUI is now: a ComfyUI of the default role that joined a farm is a worker of it."""
+        if self.membership is not None and self.membership.joined is not None:
+            return "worker"
+        return self.cfg.role
+
+    def forward_url(self) -> str | None:
+        """Where the worker role's "Queue (MQ)" sends jobs: host_url when the user configured it, else the joined
+        farm's address (None outside a farm)."""
+        cfg, membership = self.cfg, self.membership
+        if membership is None:
+            return cfg.host_url
+        if cfg.host_url and membership.configured("host_url"):
+            return cfg.host_url
+        return membership.joined.host_url if membership.joined is not None else None
 
     def worker_status(self) -> dict | None:
         """The local worker's link and run (GET /comfymq/status), or None without one."""
@@ -306,10 +369,11 @@ class Plugin:
 
         add_status_route(
             routes,
-            role=self.cfg.role,
+            role=self.role,
             worker_status=self.worker_status,
             token=self.service.tokens if self.service is not None else self.cfg.token,
             site=site_policy(self.cfg),
+            farm=self.membership.view if self.membership is not None else None,
         )
 
     def close(self) -> None:
@@ -317,8 +381,9 @@ class Plugin:
             return
         if self.advertiser is not None:
             self.advertiser.close()
-        if self.bridge is not None:
-            self.bridge.stop(timeout=5)
+        with self._serving:
+            if self.bridge is not None:
+                self.bridge.stop(timeout=5)
         if self.retention is not None:
             self.retention.stop()
         if self.relay is not None:

@@ -217,7 +217,8 @@ def _schemas() -> dict:
                 "hosts_queue": {"type": "boolean"},
                 "worker": {"type": ["object", "null"]},
                 "queue": {"type": "object"},
-            }
+            },
+            {"farm": _nullable(_ref("Farm"))},
         ),
         "StoredInput": _obj(
             {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer"}},
@@ -412,10 +413,13 @@ def _v2_paths(m: str) -> dict:
     }
 
 
-def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: str | None = None) -> dict:
+def document(
+    prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: str | None = None, farm_routes: bool | None = None
+) -> dict:
     """The OpenAPI 3.1 document of the API under `prefix`; with `seed_routes`, the standalone host's /tasks and
     /health (the seed contract) too; the Comfy API v2 under `v2_mount` (default: /api/v2 on the standalone host,
-    /comfymq/api/v2 inside ComfyUI)."""
+    /comfymq/api/v2 inside ComfyUI); with `farm_routes` (default: inside ComfyUI, not seed_routes) the /farm routes
+    of a ComfyUI that can join a farm (the default and worker roles)."""
     p = prefix
     paths = {}
     paths.update(_v2_paths(v2_mount or ("/api/v2" if seed_routes else p + "/api/v2")))
@@ -426,6 +430,8 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
     from . import openapi_pairing  # (pairing/routes.py)
 
     paths.update(openapi_pairing.paths(p))
+    if farm_routes if farm_routes is not None else not seed_routes:
+        paths.update(openapi_pairing.farm_paths(p))
     paths.update(_jobs_paths(p + "/tasks", "tasks_", True))
     paths.update(
         {
@@ -597,7 +603,8 @@ def document(prefix: str = "/comfymq", *, seed_routes: bool = True, v2_mount: st
             "version": __version__,
             "description": (
                 "A durable, distributed job queue for ComfyUI. The prose: docs/http-api.md. A ComfyUI in the worker "
-                "role serves GET /comfymq/status, POST /comfymq/jobs (forwarded to its host) and POST /comfymq/inputs "
+                "role serves GET /comfymq/status, POST /comfymq/jobs (forwarded to its host), the /comfymq/farm routes, GET "
+                "/comfymq/pairing/discover and POST /comfymq/inputs "
                 "(409), and answers every other /comfymq route 409: the queue is on its host."
             ),
         },

@@ -26,6 +26,13 @@ def schemas() -> dict:
                 "configured": {"type": "boolean", "description": "also in allowed_worker_keys: stays allowed"},
             }
         ),
+        "Farm": _obj(
+            {
+                "joined": _nullable(JOINED),
+                "can_join": {"type": "boolean"},
+                "why_not": {"type": ["string", "null"], "description": "why this ComfyUI cannot join a farm"},
+            }
+        ),
         "PairingOverview": _obj(
             {
                 "enabled": {"type": "boolean"},
@@ -52,6 +59,58 @@ FOUND_HOST = _obj(
         "urls": {"type": "array", "items": {"type": "string"}, "description": "http://address:port, for pairing"},
     }
 )
+
+
+JOINED = _obj(
+    {
+        "host_url": {"type": "string"},
+        "broker": {"type": "string"},
+        "fingerprint": {"type": "string"},
+        "name": {"type": "string"},
+        "paired_at": MS,
+        "worker_public_key": Z85_KEY,
+    }
+)
+
+
+def farm_paths(p: str) -> dict:
+    """A ComfyUI that can be a worker (the worker role, or the default role): joining a farm from its panel."""
+    return {
+        p + "/farm": {
+            "get": _op(
+                "getFarm",
+                "the farm this ComfyUI joined by pairing, or whether it can join one and why not",
+                {"200": _json(_ref("Farm"))},
+            )
+        },
+        p + "/farm/join": {
+            "post": _op(
+                "joinFarm",
+                "pairs with the host at host_url with its code and serves its farm at once, without a restart (admin)",
+                {
+                    "200": _json(_ref("Farm")),
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                    "502": _json(_ref("Error"), "the exchange failed (pairing_failed): the host's words; nothing kept"),
+                },
+                body=_obj(
+                    {"host_url": {"type": "string"}, "code": {"type": "string"}},
+                    {"name": {"type": "string"}, "fingerprint": {"type": "string"}},
+                ),
+            )
+        },
+        p + "/farm/leave": {
+            "post": _op(
+                "leaveFarm",
+                "tells the host (it unpairs this worker's key), deletes the kept keys, stops serving the farm (admin)",
+                {
+                    "200": _json(
+                        _obj({"left": JOINED, "host_told": {"type": "boolean"}, "message": {"type": "string"}})
+                    ),
+                    "409": {"$ref": "#/components/responses/Conflict"},
+                },
+            )
+        },
+    }
 
 
 def paths(p: str) -> dict:
@@ -110,6 +169,19 @@ def paths(p: str) -> dict:
                 "the worker's confirmation and key box for the host's (no token: the code is the credential)",
                 {"200": _json(_obj({"confirm": B64, "host_key_box": B64})), **REFUSED},
                 body=_obj({"session": {"type": "string"}, "confirm": B64, "worker_key_box": B64}),
+                security=NO_TOKEN,
+            )
+        },
+        p + "/pairing/leave": {
+            "post": _op(
+                "pairingLeave",
+                "a paired worker leaving, with the leave secret the host sealed for it (no token: the secret is the "
+                "credential); its key is unpaired at once",
+                {
+                    "200": _json(_obj({"left": Z85_KEY, "still_allowed": {"type": "boolean"}})),
+                    **REFUSED,
+                },
+                body=_obj({"public_key": Z85_KEY, "secret": {"type": "string"}}),
                 security=NO_TOKEN,
             )
         },

@@ -3,7 +3,13 @@
   GET  /comfymq/status   {"role": "both"|"host"|"worker", "version", "hosts_queue": bool,
                           "worker": null | {id, name, broker, link: connecting|connected|refused|disconnected,
                                             refused, comfyui, comfyui_version, message, running: [job id], reconnects},
-                          "queue": {"target": "local"|"remote"|null, "host_url": str|null}}
+                          "queue": {"target": "local"|"remote"|null, "host_url": str|null},
+                          "farm": null | {"joined": {host_url, broker, fingerprint, name, paired_at,
+                                                     worker_public_key} | null, "can_join", "why_not"}}
+
+`farm` is there when this ComfyUI can be in a farm it joined from its panel (pairing/membership.py); a ComfyUI of
+the default role that joined one reports role "worker" (its own queue stays on disk, without a worker, until it
+leaves) and no queue target: its queue routes are its own queue's.
 
 A worker-role ComfyUI holds no queue. Its panel reads /comfymq/status and shows whose worker it is. Its
 "Queue (MQ)" sends to the host when `host_url` is configured: POST /comfymq/jobs here is passed to
@@ -41,7 +47,7 @@ FORWARD_TIMEOUT = 60.0  # seconds for the host to answer a forwarded enqueue
 MAX_ANSWER_BYTES = 16 << 20  # the most of the host's answer passed back
 
 
-def status_body(role: str, worker: dict | None, host_url: str | None) -> dict:
+def status_body(role: str, worker: dict | None, host_url: str | None, farm: dict | None = None) -> dict:
     hosts_queue = role in ("both", "host")
     target = "local" if hosts_queue else ("remote" if host_url else None)
     return {
@@ -50,23 +56,32 @@ def status_body(role: str, worker: dict | None, host_url: str | None) -> dict:
         "hosts_queue": hosts_queue,
         "worker": worker,
         "queue": {"target": target, "host_url": None if hosts_queue else host_url},
+        "farm": farm,
     }
+
+
+def _now(value):
+    """A setting that may change while the process runs (a farm joined from the panel): a callable is asked."""
+    return value() if callable(value) else value
 
 
 def add_status_route(
     routes: web.RouteTableDef,
     *,
-    role: str,
+    role: str | Callable[[], str],
     worker_status: Callable[[], dict | None],
-    host_url: str | None = None,
+    host_url: str | None | Callable[[], str | None] = None,
     prefix: str = "/comfymq",
     token: str | None = None,
     site: SitePolicy | None = None,
+    farm: Callable[[], dict | None] | None = None,
 ) -> None:
-    """GET <prefix>/status (the module doc). worker_status: the bridge's status(), or None without a worker."""
+    """GET <prefix>/status (the module doc). worker_status: the bridge's status(), or None without a worker; role
+    and host_url: values, or callables asked at each request; farm: membership.view, or None."""
 
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(status_body(role, worker_status(), host_url))
+        view = farm() if farm is not None else None
+        return web.json_response(status_body(_now(role), worker_status(), _now(host_url), view))
 
     routes.get(prefix + "/status")(protect(status, site=site, token=token))
 
@@ -95,13 +110,14 @@ def add_worker_role_routes(
     routes: web.RouteTableDef,
     *,
     worker_status: Callable[[], dict | None],
-    broker: str,
-    host_url: str | None,
+    broker: str | Callable[[], str],
+    host_url: str | None | Callable[[], str | None],
     token: str | None,
     site: SitePolicy | None,
     limits: RequestLimits | None = None,
     prefix: str = "/comfymq",
     uploads: ForwardUploads | None | str = "comfyui",
+    farm: Callable[[], dict | None] | None = None,
 ) -> None:
     """The routes of a worker-role ComfyUI (the module doc): status, the forwarded enqueue, and a 409 for the
     rest. Registered in that order, so the catch-all comes last. uploads: how the files a forwarded job names are
@@ -111,26 +127,35 @@ def add_worker_role_routes(
     if uploads == "comfyui":
         uploads = comfy_forward_uploads()
     add_status_route(
-        routes, role="worker", worker_status=worker_status, host_url=host_url, prefix=prefix, token=token, site=site
-    )
-    where = (
-        f"the queue is on the host at {host_url}"
-        if host_url
-        else f"the queue is on the host whose broker is {broker} (set host_url to queue from here)"
+        routes,
+        role="worker",
+        worker_status=worker_status,
+        host_url=host_url,
+        prefix=prefix,
+        token=token,
+        site=site,
+        farm=farm,
     )
 
+    def where() -> str:
+        url = _now(host_url)
+        if url:
+            return f"the queue is on the host at {url}"
+        return f"the queue is on the host whose broker is {_now(broker)} (set host_url to queue from here)"
+
     async def forward(request: web.Request) -> web.Response:
-        if not host_url:
-            raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}")
+        host = _now(host_url)
+        if not host:
+            raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where()}")
         body = await read_json_object(request, limits)  # checked here too: nothing malformed is passed on
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        url = host_url + "/comfymq/jobs"
+        url = host + "/comfymq/jobs"
         try:
             async with aiohttp.ClientSession() as session:
                 if uploads is not None:
-                    body = await uploads.prepare(body, HostInputs(session, host_url, token))
+                    body = await uploads.prepare(body, HostInputs(session, host, token))
                 timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
                 async with session.post(url, data=json.dumps(body), headers=headers, timeout=timeout) as resp:
                     raw = await read_at_most(resp, MAX_ANSWER_BYTES)
@@ -158,12 +183,12 @@ def add_worker_role_routes(
     routes.post(prefix + "/jobs")(protect(forward, site=site, token=token))
 
     async def elsewhere(request: web.Request) -> web.Response:
-        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}")
+        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where()}")
 
     async def upload_elsewhere(request: web.Request) -> web.Response:
         # an upload takes any Content-Type (api/input_routes.py), so it hears where the queue is, not a 415; its
         # body (maybe gigabytes) is left unread: the connection is closed rather than drained
-        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where}", close=request.body_exists)
+        raise ApiError(409, "worker_role", f"this ComfyUI is a ComfyMQ worker: {where()}", close=request.body_exists)
 
     routes.post(prefix + "/inputs")(protect(upload_route(upload_elsewhere), site=site, token=token))
     for method in ("GET", "POST", "DELETE"):

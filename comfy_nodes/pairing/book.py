@@ -1,6 +1,8 @@
 """The host's paired workers, kept as store documents, and the broker's allow-list they feed.
 
-  paired/<worker public key, Z85>   {"public_key", "name", "paired_at" (ms), "source" (the address it paired from)}
+  paired/<worker public key, Z85>   {"public_key", "name", "paired_at" (ms), "source" (the address it paired from),
+                                     "leave_hash" (SHA-256 hex of the secret the worker proves it is leaving with;
+                                     never listed)}
 
 The allow-list is always the configured keys (`allowed_worker_keys`, and in the plugin's `both` role its local
 worker's key: BrokerSettings.allowed_worker_keys) followed by every paired key. QueueService gives it to the broker
@@ -13,6 +15,8 @@ Thread-safe: one lock around each change and its apply.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -41,6 +45,10 @@ def check_name(name) -> str:
     return name.strip()
 
 
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()
+
+
 class PairedBook:
     def __init__(self, store, configured_keys: list[str] | None = None, broker=None):
         self.store = store
@@ -67,14 +75,17 @@ class PairedBook:
         """The allow-list: the configured keys, then the paired ones."""
         return list(dict.fromkeys(self.configured + self.keys()))
 
-    def add(self, public_key: str, name: str, source: str) -> dict:
-        """Pairs a worker key (again: its record is replaced) and applies the allow-list."""
+    def add(self, public_key: str, name: str, source: str, leave_secret: str | None = None) -> dict:
+        """Pairs a worker key (again: its record is replaced) and applies the allow-list. leave_secret: what the
+        worker may later leave with (check_leave_secret); kept as its hash only."""
         rec = {
             "public_key": check_key(public_key),
             "name": check_name(name),
             "paired_at": int(time.time() * 1000),
             "source": str(source)[:128],
         }
+        if leave_secret:
+            rec["leave_hash"] = _hash(leave_secret)
         with self._lock:
             if len(self.keys()) >= MAX_PAIRED and self.store.get_doc(PREFIX + public_key) is None:
                 raise ValueError(f"this host has {MAX_PAIRED} paired workers: remove some first")
@@ -82,6 +93,17 @@ class PairedBook:
             self.apply()
         log.info("paired worker %r (key %s) from %s", rec["name"], public_key, source)
         return rec
+
+    def check_leave_secret(self, public_key: str, secret: str) -> bool:
+        """Whether `public_key` is paired with the leave secret `secret` (compared in constant time)."""
+        if not isinstance(public_key, str) or not Z85_KEY.match(public_key) or not isinstance(secret, str):
+            return False
+        text = self.store.get_doc(PREFIX + public_key)
+        try:
+            kept = json.loads(text).get("leave_hash") if text else None
+        except (ValueError, AttributeError):
+            kept = None
+        return isinstance(kept, str) and hmac.compare_digest(kept, _hash(secret[:256]))
 
     def remove(self, public_key: str) -> None:
         """Unpairs a key at once (LookupError when it is not paired)."""

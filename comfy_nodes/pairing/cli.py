@@ -1,5 +1,7 @@
 """`python -m comfy_nodes pair --host URL --code CODE [--name NAME] [--fingerprint FP]`,
-`pairing-code --host-url URL` and `discover [--timeout S] [--json]` (the hosts advertised on the LAN: hints)."""
+`pairing-code --host-url URL`, `discover [--timeout S] [--json]` (the hosts advertised on the LAN: hints),
+`paired list|remove KEY [--host-url URL | --data-dir DIR]` (the host's side) and `leave [--data-dir DIR]` (the
+worker's)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,81 @@ import sys
 import time
 
 from .client import PairingError, pair, save
+
+
+def manage_paired(args) -> None:
+    """Lists the host's paired keys (key, name, paired at, from) or removes one: through a running host
+    (--host-url, admin token), else on its data dir (no host may hold the store)."""
+    import urllib.parse
+
+    if args.action == "remove" and not args.key:
+        raise ValueError("paired remove needs the worker's KEY (as `paired list` shows it)")
+    if args.host_url:
+        from ..remote import call
+
+        base = args.host_url.rstrip("/") + "/comfymq/pairing"
+        if args.action == "list":
+            _print_paired(call(base, token=args.token)["workers"])
+        else:
+            answer = call(f"{base}/workers/{urllib.parse.quote(args.key, safe='')}", "DELETE", token=args.token)
+            _removed(args.key, answer.get("still_allowed"))
+        return
+    from pathlib import Path
+
+    from .. import native
+    from .book import PairedBook
+
+    n = native.load()
+    try:
+        store = n.Store(str(Path(args.data_dir) / "store"))
+    except n.StoreLockedError:
+        raise ValueError(
+            f"a host holds the store in {args.data_dir}: give --host-url (and an admin token in COMFYMQ_TOKEN)"
+        ) from None
+    with store:
+        book = PairedBook(store)
+        if args.action == "list":
+            _print_paired(book.list())
+            return
+        try:
+            book.remove(args.key)
+        except LookupError as e:
+            raise ValueError(str(e)) from None
+        _removed(args.key, False)
+
+
+def _print_paired(workers: list[dict]) -> None:
+    if not workers:
+        print("no paired workers", file=sys.stderr)
+    for w in workers:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime((w.get("paired_at") or 0) / 1000))
+        print(f"{w['public_key']}\t{w.get('name') or '-'}\t{when}\t{w.get('source') or '-'}")
+
+
+def _removed(key: str, still_allowed) -> None:
+    print(f"unpaired {key}", file=sys.stderr)
+    if still_allowed:
+        print("(it stays allowed: the host's configuration lists it in allowed_worker_keys)", file=sys.stderr)
+
+
+def leave(args) -> None:
+    """Tells the host (best effort) and deletes the kept keys."""
+    from .client import forget, load, tell_host
+
+    try:
+        kept = load(args.data_dir)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    if kept is None:
+        raise ValueError(f"no pairing is kept in {args.data_dir}")
+    try:
+        tell_host(kept)
+        print(f"the host at {kept.host_url} unpaired this worker", file=sys.stderr)
+    except PairingError as e:
+        print(f"warning: the host at {kept.host_url} was not told ({e}): remove the key there "
+              f"({kept.worker_public_key})", file=sys.stderr)  # fmt: skip
+    forget(args.data_dir)
+    print(f"left {kept.host_url}; the keys in {args.data_dir} are deleted", file=sys.stderr)
 
 
 def discover(args) -> None:
@@ -38,6 +115,12 @@ def run(args) -> None:
     """Errors are ValueError (one line on stderr, exit 1)."""
     if args.command == "discover":
         discover(args)
+        return
+    if args.command == "paired":
+        manage_paired(args)
+        return
+    if args.command == "leave":
+        leave(args)
         return
     if args.command == "pair":
         from .discovery import fingerprint_note

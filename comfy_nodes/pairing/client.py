@@ -3,10 +3,11 @@
 
   <data_dir>/paired-host.json   (mode 0600, written atomically: temp file, fsync, rename, fsync of the folder)
       {"version": 1, "host_url", "broker", "broker_public_key", "fingerprint", "worker_public_key",
-       "worker_secret_key", "name", "paired_at" (ms)}
+       "worker_secret_key", "name", "paired_at" (ms), "leave_secret" (what tells the host this worker leaves)}
 
-A worker started later uses it (apply_paired: the plugin's config, the CLI's `worker`) when no keys are configured.
-forget() removes it ("Leave").
+A worker started later uses it (apply_paired: the plugin's config, the CLI's `worker`) when no keys are configured;
+a ComfyUI that pairs from its panel starts serving at once (membership.py). forget() removes it; tell_host() asks
+the host to unpair the key first ("Leave").
 
 Nothing the host says is trusted before it has proved it knows the code (its confirmation): a host that does not
 know it (a spoofed advertisement, a man in the middle) gets nothing but one failed try of the code, and the worker
@@ -48,6 +49,18 @@ class Paired:
     name: str
     paired_at: int
     version: int = 1
+    leave_secret: str = ""  # (pairings made before it existed have none: the host's admin removes those)
+
+    def view(self) -> dict:
+        """What may be shown (no secret): host_url, broker, fingerprint, name, paired_at, worker_public_key."""
+        return {
+            "host_url": self.host_url,
+            "broker": self.broker,
+            "fingerprint": self.fingerprint,
+            "name": self.name,
+            "paired_at": self.paired_at,
+            "worker_public_key": self.worker_public_key,
+        }
 
 
 def _post(url: str, body: dict, timeout: float) -> dict:
@@ -137,6 +150,9 @@ def pair(
         raise PairingError("the host sent no broker public key")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise PairingError("the host sent no broker port")
+    leave_secret = info.get("leave_secret")
+    if not isinstance(leave_secret, str) or len(leave_secret) > 256:
+        leave_secret = ""
     from .discovery import fingerprint_note
 
     note = fingerprint_note(advertised_fingerprint, exchange.fingerprint(broker_key))
@@ -151,6 +167,19 @@ def pair(
         worker_secret_key=secret,
         name=name,
         paired_at=int(time.time() * 1000),
+        leave_secret=leave_secret,
+    )
+
+
+def tell_host(paired: Paired, timeout: float = 10.0) -> None:
+    """Asks the host to unpair this worker's key (POST /comfymq/pairing/leave with the leave secret it sealed for
+    it). PairingError when it cannot be told (unreachable, refused, or a pairing without a leave secret)."""
+    if not paired.leave_secret:
+        raise PairingError("this pairing has no leave secret (made by an older version): remove it in the host's panel")
+    _post(
+        paired.host_url + "/comfymq/pairing/leave",
+        {"public_key": paired.worker_public_key, "secret": paired.leave_secret},
+        timeout,
     )
 
 

@@ -25,6 +25,7 @@ MAX_SESSIONS = 32
 SESSION_TTL = 60.0
 START_FIELDS = {"version", "msg"}
 FINISH_FIELDS = {"session", "confirm", "worker_key_box"}
+LEAVE_FIELDS = {"public_key", "secret"}
 
 NO_CURVE = (
     "this host's broker runs without CURVE, so a worker cannot pair with it (pairing hands out the broker's public "
@@ -152,8 +153,9 @@ class PairingHost:
         if problem is not None:  # (the broker went away in the meantime)
             raise self.codes.fail(s.code, source, problem)
         broker = self.service.broker
+        leave_secret = secrets.token_urlsafe(32)  # the worker's proof when it leaves (leave()); kept hashed
         try:
-            self.book.add(public_key, name, source)
+            self.book.add(public_key, name, source, leave_secret=leave_secret)
         except Exception as e:  # noqa: BLE001 - the store refused: the worker is told, the code keeps a try spent
             log.exception("pairing: could not keep the worker's key")
             raise self.codes.fail(s.code, source, f"the host could not keep the key: {e}") from None
@@ -166,12 +168,32 @@ class PairingHost:
                 "broker_endpoint": broker.endpoint,
                 "broker_port": int(port) if port.isdigit() else None,
                 "fingerprint": self.fingerprint(),
+                "leave_secret": leave_secret,
             },
         )
         return {"confirm": exchange.b64(s.keys.confirm("host")), "host_key_box": exchange.b64(box)}
 
     def unpair(self, public_key: str) -> None:
         self.book.remove(public_key)
+
+    def leave(self, source: str, body: dict) -> dict:
+        """A paired worker leaving ("Leave" in its panel): {"public_key", "secret"} with the leave secret this host
+        sealed in its box when it paired. Unpairs the key at once (book.remove); a wrong secret or a key that is not
+        paired is refused (403, the same answer for both, logged and kept) and changes nothing."""
+        self.codes.admit(source, "leave")
+        if set(body) != LEAVE_FIELDS or not all(isinstance(body[k], str) for k in LEAVE_FIELDS):
+            raise self.codes.refuse(source, 400, "invalid_request", "the body is {public_key, secret}", "leave")
+        key, secret = body["public_key"], body["secret"]
+        if not self.book.check_leave_secret(key, secret):
+            raise self.codes.refuse(
+                source, 403, "forbidden", "no paired worker has this key and leave secret: nothing changed", "leave"
+            )
+        try:
+            self.book.remove(key)
+        except LookupError:  # (removed in the meantime)
+            pass
+        log.info("paired worker key %s left from %s", key, source)
+        return {"left": key, "still_allowed": key in self.book.configured}
 
 
 __all__ = ["PairingHost", "PairingRefused"]

@@ -3,6 +3,8 @@
   POST   /comfymq/pairing/start           {"msg", "version"?} -> {"session", "msg", "version"}      (no token)
   POST   /comfymq/pairing/finish          {"session", "confirm", "worker_key_box"}
                                           -> {"confirm", "host_key_box"}                         (no token)
+  POST   /comfymq/pairing/leave           {"public_key", "secret"} -> {"left", "still_allowed"}: a paired worker
+                                          leaving with the secret the host sealed for it             (no token)
   POST   /comfymq/pairing/code            -> {"code", "expires_at", "fingerprint"}: a new one-time code  (admin)
   GET    /comfymq/pairing                 {"enabled", "problem", "fingerprint", "broker_public_key", "code"
                                           ({"expires_at", "tries_left"} | null: never the code), "workers",
@@ -11,7 +13,14 @@
   GET    /comfymq/pairing/discover?timeout=S   {"hosts": [discovery.Found.as_dict()], "timeout"}: the hosts
                                           advertised on the LAN (hints; S 0.5..10, default 3)      (read; any role)
 
-start and finish take no API token (the code is their credential) but pass the site rules like every route. A
+A ComfyUI that can be a worker (pairing/membership.py) has its side, "Join a farm" (add_membership_routes):
+
+  GET    /comfymq/farm                    membership.view(): {"joined", "can_join", "why_not"}     (read)
+  POST   /comfymq/farm/join               {"host_url", "code", "name"?, "fingerprint"?} -> the view   (admin)
+                                          (409 "cannot_join" why not; 502 "pairing_failed" what the exchange said)
+  POST   /comfymq/farm/leave              -> {"left", "host_told", "message"}                      (admin)
+
+start, finish and leave take no API token (the code, or the leave secret, is their credential) but pass the site rules like every route. A
 host whose broker has no CURVE key answers them, and /code, 409 saying how to turn CURVE on. /discover needs no
 host (a worker-role ComfyUI's panel uses it: add_discover_route); one browse runs at a time, and a machine where
 mDNS cannot run answers 503 "discovery_unavailable".
@@ -59,6 +68,64 @@ def add_discover_route(routes: web.RouteTableDef, *, prefix: str, token, site: S
     routes.get(prefix + "/pairing/discover")(protect(discover, site=site, token=token))
 
 
+JOIN_FIELDS = {"host_url", "code", "name", "fingerprint"}
+
+
+def add_membership_routes(routes: web.RouteTableDef, membership, *, prefix: str, token, site: SitePolicy | None):
+    """Registers prefix + /farm, /farm/join and /farm/leave (the module doc), with the checks of
+    api/guards.protect. A worker-role ComfyUI registers them before its catch-all."""
+    from .client import PairingError
+    from .membership import MembershipRefused
+
+    async def view(request: web.Request) -> web.Response:
+        return web.json_response(membership.view())
+
+    async def run(fn, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except MembershipRefused as e:
+            raise ApiError(409, "cannot_join", str(e)) from None
+        except PairingError as e:
+            raise ApiError(502, "pairing_failed", f"not paired: {e}") from None
+
+    @auth.requires("admin")
+    async def join(request: web.Request) -> web.Response:
+        body = await read_json_object(request, None)
+        extra = set(body) - JOIN_FIELDS
+        if extra:
+            raise BadRequest(f"unknown field '{sorted(extra)[0][:64]}' (known: {', '.join(sorted(JOIN_FIELDS))})")
+        for key in ("host_url", "code"):
+            if not isinstance(body.get(key), str) or not body[key].strip():
+                raise BadRequest(f"{key} is required: the host's address (http://host:8188) and the code it shows")
+        for key in ("name", "fingerprint"):
+            if body.get(key) is not None and (not isinstance(body[key], str) or len(body[key]) > 128):
+                raise BadRequest(f"{key} is text of at most 128 characters")
+        from .client import check_host_url
+        from .exchange import normalize_code
+
+        try:
+            check_host_url(body["host_url"].strip())
+            normalize_code(body["code"])
+        except (PairingError, ValueError) as e:
+            raise BadRequest(str(e)) from None
+        answer = await run(
+            membership.join,
+            body["host_url"].strip(),
+            body["code"],
+            name=(body.get("name") or "").strip(),
+            fingerprint=body.get("fingerprint"),
+        )
+        return web.json_response(answer)
+
+    @auth.requires("admin")
+    async def leave(request: web.Request) -> web.Response:
+        return web.json_response(await run(membership.leave))
+
+    routes.get(prefix + "/farm")(protect(view, site=site, token=token))
+    routes.post(prefix + "/farm/join")(protect(join, site=site, token=token))
+    routes.post(prefix + "/farm/leave")(protect(leave, site=site, token=token))
+
+
 def add_pairing_routes(
     routes: web.RouteTableDef, service, *, prefix: str, token, site: SitePolicy | None, limits=None
 ) -> None:
@@ -88,6 +155,10 @@ def add_pairing_routes(
     async def finish(request: web.Request) -> web.Response:
         return await exchange_step(request, pairing.finish)
 
+    @auth.public
+    async def leave(request: web.Request) -> web.Response:
+        return await exchange_step(request, pairing.leave)
+
     @auth.requires("admin")
     async def make_code(request: web.Request) -> web.Response:
         available()
@@ -114,6 +185,7 @@ def add_pairing_routes(
 
     add("POST", "/pairing/start", start)
     add("POST", "/pairing/finish", finish)
+    add("POST", "/pairing/leave", leave)
     add("POST", "/pairing/code", make_code)
     routes.get(prefix + "/pairing")(protect(overview, site=site, token=token))
     add("DELETE", "/pairing/workers/{key:.+}", unpair)

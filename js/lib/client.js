@@ -35,7 +35,24 @@ export class ApiError extends Error {
  *            refused: string | null, comfyui: string | null, comfyui_version?: string | null, message: string | null,
  *            running: string[], reconnects: number}} WorkerStatus
  * @typedef {{role: "both" | "host" | "worker", version: string, hosts_queue: boolean, worker: WorkerStatus | null,
- *            queue: {target: "local" | "remote" | null, host_url: string | null}}} Status
+ *            queue: {target: "local" | "remote" | null, host_url: string | null}, farm?: Farm | null}} Status
+ */
+
+/**
+ * Pairing (comfy_nodes/pairing/). `Farm`: this ComfyUI's side (GET /comfymq/farm, and `farm` in the status): the
+ * farm it joined from its panel, or whether it can join one and why not. `PairingOverview`: the host's side (GET
+ * /comfymq/pairing, admin): whether it can pair, its fingerprint, the code in force (never the code itself), the
+ * paired keys and the refusals, newest first. `FoundHost`: a host advertised on the LAN (a hint).
+ * @typedef {{host_url: string, broker: string, fingerprint: string, name: string, paired_at: number,
+ *            worker_public_key: string}} Joined
+ * @typedef {{joined: Joined | null, can_join: boolean, why_not: string | null}} Farm
+ * @typedef {{public_key: string, name: string, paired_at: number, source: string, configured: boolean}} PairedKey
+ * @typedef {{at: number, source: string, step: string, type: string, reason: string}} Refusal
+ * @typedef {{enabled: boolean, problem: string | null, fingerprint: string | null,
+ *            code: {expires_at: number, tries_left: number} | null, workers: PairedKey[],
+ *            refusals: Refusal[]}} PairingOverview
+ * @typedef {{name: string, addresses: string[], port: number, urls: string[], fingerprint: string, instance: string,
+ *            version: string}} FoundHost
  */
 
 /**
@@ -286,6 +303,45 @@ export class MQClient {
   /** @param {string} [id] */
   refreshWorkers(id) {
     return this.request("POST", "/workers/refresh", id ? {worker_id: id} : undefined);
+  }
+
+  /** The host's pairing state (admin). @returns {Promise<PairingOverview>} */
+  pairing() {
+    return this.request("GET", "/pairing");
+  }
+
+  /** A new one-time code (the one before is void). @returns {Promise<{code: string, expires_at: number, fingerprint: string}>} */
+  pairingCode() {
+    return this.request("POST", "/pairing/code", {});
+  }
+
+  /** Unpairs a worker key at once. @param {string} key */
+  unpair(key) {
+    return this.request("DELETE", "/pairing/workers/" + encodeURIComponent(key));
+  }
+
+  /** The hosts advertised on the LAN (hints). @param {number} [timeout] seconds @returns {Promise<{hosts: FoundHost[]}>} */
+  discover(timeout = 3) {
+    return this.request("GET", `/pairing/discover?timeout=${timeout}`);
+  }
+
+  /** @returns {Promise<Farm>} */
+  farm() {
+    return this.request("GET", "/farm");
+  }
+
+  /**
+   * Pairs this ComfyUI with a host and serves its farm at once.
+   * @param {{host_url: string, code: string, name?: string, fingerprint?: string}} body
+   * @returns {Promise<Farm>}
+   */
+  joinFarm(body) {
+    return this.request("POST", "/farm/join", body);
+  }
+
+  /** @returns {Promise<{left: Joined, host_told: boolean, message: string}>} */
+  leaveFarm() {
+    return this.request("POST", "/farm/leave", {});
   }
 
   /** @returns {Promise<Record<string, any>>} */

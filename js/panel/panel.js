@@ -156,7 +156,7 @@ export class Panel {
 
   startWorker() {
     const shared = this.ctx;
-    this.card = new WorkerCard({status: shared.status, doc: this.container.ownerDocument});
+    this.card = new WorkerCard({status: shared.status, doc: this.container.ownerDocument, farm: shared});
     this.form = new EnqueueForm({app: shared.app, state: shared.formState, submit: (o) => shared.enqueue(o)});
     this.form.el.hidden = true;
     this.root.replaceChildren(this.header, this.form.el, this.card.el);

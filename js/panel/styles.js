@@ -192,6 +192,18 @@ const CSS = `
 .comfymq-panel .mq-waitbox.mq-refusal { border-color: var(--mq-red); background: color-mix(in srgb, var(--mq-red) 10%, transparent);
   overflow-wrap: anywhere; }
 .comfymq-panel .mq-kv a { color: var(--mq-primary); }
+.comfymq-panel .mq-strong { font-weight: 600; font-size: 12px; }
+.comfymq-panel .mq-pairing { flex: none; max-height: 45%; overflow-y: auto; border-top: 1px solid var(--mq-border);
+  display: flex; flex-direction: column; gap: 6px; }
+.comfymq-panel .mq-code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 28px;
+  letter-spacing: .12em; font-weight: 700; margin: 4px 0; user-select: all; }
+.comfymq-panel .mq-paired, .comfymq-panel .mq-found { display: flex; flex-direction: column; gap: 4px; }
+.comfymq-panel .mq-paired-key .mq-btn, .comfymq-panel .mq-found-host .mq-btn { flex: none; }
+.comfymq-panel .mq-refusal-list { margin: 4px 0 0; padding-left: 16px; max-height: 160px; overflow-y: auto; }
+.comfymq-panel .mq-join-form { display: flex; flex-direction: column; gap: 4px; font-size: 12px; }
+.comfymq-panel .mq-join-form input { width: 100%; box-sizing: border-box; }
+.comfymq-panel .mq-join-details { flex: none; border-top: 1px solid var(--mq-border); }
+.comfymq-panel .mq-join p { font-size: 12px; margin: 4px 0; }
 .comfymq-lightbox { position: fixed; inset: 0; z-index: 10000; background: rgba(0, 0, 0, .82); display: flex;
   flex-direction: column; align-items: center; justify-content: center; gap: 10px; }
 .comfymq-lightbox img { max-width: 92vw; max-height: 82vh; object-fit: contain; border-radius: 4px;

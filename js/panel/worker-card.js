@@ -1,13 +1,16 @@
 // The panel of a ComfyUI in role "worker" (no queue here): whose worker it is (the host's broker address, its
 // HTTP address when known), the link (connecting, connected, refused with the host's reason, disconnected),
-// the ComfyUI it drives, the job(s) it runs, and where Queue (MQ) sends jobs. It asks for GET /comfymq/status
-// every few seconds while it is shown (the panel exists only while its tab is open; a hidden page is not asked).
+// the ComfyUI it drives, the job(s) it runs, and where Queue (MQ) sends jobs; then the farm it joined by pairing
+// with "Leave", or "Join a farm" (join-farm.js). It asks for GET /comfymq/status every few seconds while it is
+// shown (the panel exists only while its tab is open; a hidden page is not asked).
 
 import {h, button, icon, replaceChildren} from "../lib/dom.js";
 import {LINK_TEXT, queueTarget} from "../lib/status.js";
+import {FarmFacts, JoinFarm} from "./join-farm.js";
 
 /** @typedef {import("../lib/status.js").StatusStore} StatusStore */
 /** @typedef {import("../lib/client.js").Status} Status */
+/** @typedef {import("./join-farm.js").FarmContext} FarmContext */
 
 export const POLL_MS = 3000;
 
@@ -16,11 +19,18 @@ const COMFY_HEALTH = {ok: "answering", starting: "starting", unreachable: "not a
 const LINK_DOT = {connecting: "mq-draining", connected: "mq-online", refused: "mq-refused", disconnected: "mq-offline-dot"};
 
 export class WorkerCard {
-  /** @param {{status: StatusStore, doc?: Document}} o */
+  /** @param {{status: StatusStore, doc?: Document, farm?: FarmContext}} o  farm: for Join a farm / Leave */
   constructor(o) {
     this.status = o.status;
     this.doc = o.doc || document;
-    this.el = h("div", {class: "mq-view mq-worker-role", role: "region", "aria-label": "This worker"});
+    this.infoEl = h("div");
+    /** @type {JoinFarm | null} */
+    this.join = o.farm ? new JoinFarm(o.farm) : null;
+    /** @type {FarmFacts | null} */
+    this.facts = o.farm ? new FarmFacts(o.farm) : null;
+    this.farmEl = h("div");
+    this.el = h("div", {class: "mq-view mq-worker-role", role: "region", "aria-label": "This worker"}, this.infoEl,
+      this.farmEl);
     /** @type {ReturnType<typeof setInterval> | null} */
     this.poller = null;
   }
@@ -81,8 +91,9 @@ export class WorkerCard {
       ? `sends jobs to the host${q.host_url ? ` at ${q.host_url}` : ""}; its panel follows them`
       : "off: this worker does not know the host's HTTP address (docs/configuration.md)"]);
 
+    this.renderFarm(s);
     const err = this.status.error;
-    replaceChildren(this.el,
+    replaceChildren(this.infoEl,
       h("section", {class: "mq-section"},
         h("p", {class: "mq-muted mq-worker-intro"}, "This ComfyUI runs jobs from another ComfyUI's ComfyMQ queue; the " +
           "queue and its panel are on that host."),
@@ -91,5 +102,26 @@ export class WorkerCard {
         err ? h("div", {class: "mq-error-text mq-meta", role: "alert"}, `Could not ask for the status: ${err}`) : null,
         h("div", {class: "mq-toolbar"}, h("span", {class: "mq-grow"}),
           button({icon: "pi-refresh", title: "Ask again", action: "reload", onclick: () => this.status.load()}))));
+  }
+
+  /**
+   * The farm joined by pairing (with Leave), or Join a farm; their elements stay in place while nothing about the
+   * farm changes, so a poll never takes what is being typed or the focus.
+   * @param {Status} s
+   */
+  renderFarm(s) {
+    const farm = s.farm;
+    /** @type {HTMLElement | null} */
+    let show = null;
+    if (farm && farm.joined && this.facts) {
+      this.facts.render(farm.joined);
+      show = this.facts.el;
+    } else if (farm && this.join) {
+      this.join.setAllowed(farm.can_join ? null : farm.why_not);
+      show = this.join.el;
+    }
+    if (show ? this.farmEl.firstChild !== show || this.farmEl.childNodes.length !== 1 : this.farmEl.firstChild) {
+      replaceChildren(this.farmEl, show);
+    }
   }
 }

@@ -1,11 +1,15 @@
 // The Workers tab: every worker the host knows, online or not; what it runs now with its progress; heartbeat
 // age; host facts (machine, devices, memory, versions); how many models and node classes it offers; drain /
-// undrain; and asking all workers to report their models and nodes again.
+// undrain; and asking all workers to report their models and nodes again. Below the list, pairing: "Add a worker"
+// and the paired keys (pairing-view.js, an admin's), and, in a ComfyUI whose role is not set, "Join a farm"
+// (join-farm.js: this ComfyUI then serves another host's queue and the panel becomes its worker card).
 
 import {h, button, icon, replaceChildren} from "../lib/dom.js";
 import {progressFraction, jobLabel} from "../lib/model.js";
 import {formatAge, formatBytes, formatCount, plural} from "../lib/format.js";
 import {JOB, WORKER, RECONNECTED} from "../lib/events.js";
+import {PairingSection} from "./pairing-view.js";
+import {JoinFarm} from "./join-farm.js";
 
 /** @typedef {import("../lib/model.js").Worker} Worker */
 /** @typedef {import("../lib/model.js").Progress} Progress */
@@ -38,22 +42,31 @@ export class WorkersView {
     this.workerEvents = 0;
     this.summaryEl = h("span", {class: "mq-muted mq-grow", "aria-live": "polite"});
     this.listEl = h("div", {class: "mq-workers", role: "list", "aria-label": "Workers"});
+    this.pairing = new PairingSection(ctx, {onlineKeys: () => new Map(this.workers.filter((w) => w.online && w.key)
+      .map((w) => [/** @type {string} */ (w.key), w.name || w.id]))});
+    this.join = new JoinFarm(ctx);
+    this.joinEl = h("details", {class: "mq-section mq-join-details", hidden: true},
+      h("summary", {class: "mq-meta"}, "Use this ComfyUI as a worker of another farm"), this.join.el);
     this.el = h("div", {class: "mq-view", role: "tabpanel", "aria-label": "Workers", hidden: true},
       h("section", {class: "mq-section"}, h("div", {class: "mq-toolbar", style: {marginTop: "0"}}, this.summaryEl,
         button({icon: "pi-sync", label: "Rescan models", action: "refresh-caps",
           title: "Ask every worker to report its models and nodes again (after installing some)",
           onclick: () => this.refreshCapabilities()}),
         button({icon: "pi-refresh", title: "Reload the list", action: "reload", onclick: () => this.load()}))),
-      this.listEl);
+      this.listEl, this.pairing.el, this.joinEl);
   }
 
   start() {
-    const hub = this.ctx.hub;
+    const ctx = this.ctx;
+    const hub = ctx.hub;
     this.offs.push(
       hub.on(WORKER, (d) => this.onWorker(d)),
       hub.on(JOB, (d) => this.onJob(d)),
       hub.on(RECONNECTED, () => this.load()),
+      ctx.status.on((st) => this.showJoin(st)),
     );
+    this.showJoin(ctx.status.current);
+    this.pairing.start();
     this.ticker = setInterval(() => this.tick(), 1000);
     this.poller = setInterval(() => {
       if (this.visible) this.load();
@@ -61,9 +74,19 @@ export class WorkersView {
     this.load();
   }
 
+  /**
+   * "Join a farm" is offered where the host says this ComfyUI may join one (its role is not set).
+   * @param {import("../lib/status.js").Known} st
+   */
+  showJoin(st) {
+    const farm = st ? st.farm : null;
+    this.joinEl.hidden = !(farm && farm.can_join && !farm.joined);
+  }
+
   stop() {
     for (const off of this.offs) off();
     this.offs = [];
+    this.pairing.stop();
     clearInterval(this.ticker);
     clearInterval(this.poller);
   }
@@ -72,6 +95,7 @@ export class WorkersView {
   setVisible(v) {
     this.visible = v;
     this.el.hidden = !v;
+    this.pairing.setVisible(v);
     if (v) this.load();
   }
 

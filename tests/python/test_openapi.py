@@ -90,10 +90,23 @@ def test_the_plugins_routes_are_documented_and_a_host_role_registers_them_all(tm
     routes = web.RouteTableDef()
     host.start(routes)
     try:
-        seedless = documented(document(seed_routes=False))
+        seedless = documented(document(seed_routes=False, farm_routes=False))
         assert registered(routes) == seedless, "inside ComfyUI: the /comfymq API, without the seed contract"
     finally:
         host.close()
+    both_cfg = load_config(
+        {"COMFYMQ_BROKER_BIND": f"tcp://127.0.0.1:{free_port()}"},
+        user_dir=str(tmp_path / "both"),
+        output_dir=str(tmp_path / "bout"),
+    )
+    both = Plugin(both_cfg)
+    routes = web.RouteTableDef()
+    both.start(routes)
+    try:
+        inside = documented(document(seed_routes=False))
+        assert registered(routes) == inside, "the default role: the host's routes and joining a farm"
+    finally:
+        both.close()
     worker_cfg = load_config(
         {"COMFYMQ_ROLE": "worker", "COMFYMQ_BROKER": "tcp://127.0.0.1:9", "COMFYMQ_HOST_URL": "http://127.0.0.1:9"},
         user_dir=str(tmp_path / "worker"),
@@ -106,7 +119,8 @@ def test_the_plugins_routes_are_documented_and_a_host_role_registers_them_all(tm
         # (besides the catch-all that answers the host's other routes 409, as the document's description says)
         catch_all = {(m, "/comfymq/{tail}") for m in ("GET", "POST", "DELETE")}
         assert catch_all <= registered(routes)
-        assert registered(routes) - catch_all <= documented(DOC), "a worker-role ComfyUI's routes are documented ones"
+        inside = documented(document(seed_routes=False))
+        assert registered(routes) - catch_all <= inside, "a worker-role ComfyUI's routes are documented ones"
         assert ("POST", "/comfymq/jobs") in registered(routes)
     finally:
         worker.close()
