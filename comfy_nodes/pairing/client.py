@@ -16,14 +16,15 @@ keeps nothing.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,21 +64,56 @@ class Paired:
         }
 
 
-def _post(url: str, body: dict, timeout: float) -> dict:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            answer = json.loads(r.read(1 << 20) or b"null")
-    except urllib.error.HTTPError as e:
+MAX_ANSWER = 1 << 20  # bytes of a host's answer read at most
+
+
+def _abort(conn: http.client.HTTPConnection) -> None:
+    """The deadline passed: the socket is shut, so whatever read waits on it returns at once."""
+    sock = conn.sock
+    if sock is not None:
         try:
-            message = json.loads(e.read(1 << 16))["error"]["message"]
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _post(url: str, body: dict, timeout: float) -> dict:
+    """POSTs JSON and reads the JSON answer, all of it within `timeout` seconds (a host that trickles its answer
+    is cut off at the deadline, not per read) and at most MAX_ANSWER bytes. PairingError when it does not answer
+    2xx with a JSON object (the host's own message when it sent one)."""
+    parts = urllib.parse.urlsplit(url)
+    make = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = make(parts.hostname or "", parts.port, timeout=timeout)
+    except (ValueError, OSError) as e:
+        raise PairingError(f"cannot reach {url}: {e}") from None
+    deadline = threading.Timer(timeout, _abort, (conn,))
+    deadline.daemon = True
+    try:
+        conn.connect()
+        deadline.start()
+        conn.request("POST", parts.path or "/", body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})  # fmt: skip
+        r = conn.getresponse()
+        raw, status = r.read(MAX_ANSWER), r.status
+        if deadline.finished.is_set():  # (a read cut short by the deadline returns what came)
+            raise TimeoutError
+    except (OSError, http.client.HTTPException, ValueError) as e:  # (TimeoutError is an OSError)
+        late = deadline.finished.is_set()  # (before the cancel below: set only when the deadline fired)
+        raise PairingError(f"cannot reach {url}: {'no answer within %g s' % timeout if late else e}") from None
+    finally:
+        deadline.cancel()
+        conn.close()
+    if not 200 <= status < 300:
+        try:
+            message = json.loads(raw[: 1 << 16])["error"]["message"]
         except Exception:  # noqa: BLE001 - not one of ours
-            message = f"HTTP {e.code}"
-        raise PairingError(f"the host refused: {message}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise PairingError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+            message = f"HTTP {status}"
+        raise PairingError(f"the host refused: {message}")
+    try:
+        answer = json.loads(raw or b"null")
+    except ValueError:
+        answer = None
     if not isinstance(answer, dict):
         raise PairingError(f"{url} did not answer as a ComfyMQ host")
     return answer

@@ -359,3 +359,45 @@ def test_the_cli_lists_and_removes_paired_keys_and_a_worker_leaves(tmp_path, sub
     assert not (wdir / pairing_client.FILE_NAME).exists()
     again = cli("leave", "--data-dir", str(wdir))
     assert again.returncode == 1 and "no pairing" in again.stderr
+
+
+def test_a_host_that_trickles_its_answer_is_cut_off_at_the_deadline(tmp_path):
+    """A hostile or broken "host" that sends its answer a byte at a time cannot hold a join (and its thread) past
+    the exchange's timeout: the deadline covers the whole answer, not each read. Nothing is kept."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            try:
+                server.settimeout(0.2)
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            try:
+                while not stop.is_set():
+                    conn.sendall(b" ")
+                    time.sleep(0.2)
+            except OSError:
+                pass
+            conn.close()
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(pairing_client.PairingError, match="no answer within 1 s"):
+            pairing_client.pair(url, "123456", timeout=1.0, keypair=native.curve_keypair())
+        assert time.monotonic() - t0 < 10, "a guard against a hang, not a speed check"
+    finally:
+        stop.set()
+        t.join(5)
+        server.close()
