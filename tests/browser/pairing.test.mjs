@@ -24,12 +24,19 @@ let workerPage;
 const card = () => workerPage.locator(".comfymq-panel .mq-worker-role");
 const pairing = () => hostPage.locator(".comfymq-panel .mq-pairing");
 
-/** A new code from the host's panel ("Add a worker"); its digits. */
+let lastCode = "";
+
+/** A new code from the host's panel ("Add a worker"); its digits (once the box shows it, not the one before). */
 async function codeFromHostPanel() {
   await pairing().locator('[data-action="add-worker"]').click();
-  const shown = await pairing().locator('[data-testid="pairing-code"]').innerText({timeout: 10000});
-  const code = shown.replace(/\s/g, "");
-  assert.match(code, /^\d{6}$/, `the code as shown: ${shown}`);
+  const box = pairing().locator('[data-testid="pairing-code"]');
+  // (a new code equal to the one before, one chance in a million, would only make this wait fail)
+  const code = await waitFor(async () => {
+    const shown = (await box.count()) ? (await box.innerText()).replace(/\s/g, "") : "";
+    return /^\d{6}$/.test(shown) && shown !== lastCode ? shown : null;
+  }, 10000, "the new code in the host's panel");
+  assert.ok((await host.api("/comfymq/pairing")).code, "the host holds a code");
+  lastCode = code;
   return code;
 }
 
@@ -74,8 +81,17 @@ describe("Pairing from the panels", () => {
     assert.equal(await joinDetails.isVisible(), true, "offered in a ComfyUI whose role is not set");
   });
 
-  it("a wrong code is refused with the host's words and keeps nothing", async () => {
+  it("Find hosts asks the LAN and says what it found (hosts on loopback are not advertised)", async () => {
     await card().locator(".mq-join").waitFor({timeout: 10000});
+    await card().locator('[data-action="discover"]').click();
+    const found = card().locator(".mq-found");
+    await waitFor(async () => /No host answered|Could not look|Use/.test(await found.innerText()), 20000,
+      "the browse's answer");
+    const text = await found.innerText();
+    assert.ok(!text.includes(host.url), "a host on loopback only is not advertised: " + text);
+  });
+
+  it("a wrong code is refused with the host's words and keeps nothing", async () => {
     const code = await codeFromHostPanel();
     await joinFromWorkerPanel(code === "000000" ? "111111" : "000000");
     const msg = card().locator('.mq-join [role="alert"]');
@@ -94,7 +110,11 @@ describe("Pairing from the panels", () => {
     assert.ok((await pairing().innerText()).includes(fingerprint), "the host shows its fingerprint with the code");
     await screenshot(hostPage, "pairing-1-code", {panelOnly: true});
     await joinFromWorkerPanel(code);
-    await workerPage.locator(".p-toast-message", {hasText: "Joined the farm"}).first().waitFor({timeout: 20000});
+    // (counts, not innerText: a locator's innerText waits for its element, and the toast lives 5 s)
+    const joinedToast = workerPage.locator(".p-toast-message", {hasText: "Joined the farm"});
+    const refused = card().locator('.mq-join [role="alert"]');
+    await waitFor(async () => (await joinedToast.count()) + (await refused.count()) > 0, 20000, "the join's answer");
+    assert.equal(await refused.count(), 0, await card().innerText());
     const farm = card().locator(".mq-farm");
     await farm.waitFor({timeout: 10000});
     assert.ok((await farm.innerText()).includes(fingerprint), "the worker shows the fingerprint it pinned");
@@ -104,8 +124,7 @@ describe("Pairing from the panels", () => {
     // the host: the code is used up, the key is listed with its name and online
     await waitFor(async () => (await pairing().locator('[data-testid="pairing-code"]').count()) === 0, 10000,
       "the used code to go away");
-    const row = pairing().locator(".mq-paired-key", {hasText: "gpu-three"});
-    await waitFor(async () => /online as gpu-three/.test(await row.innerText().catch(() => "")), 20000,
+    await waitFor(async () => /gpu-three.*online as gpu-three/s.test(await pairing().innerText()), 20000,
       "the paired key shown online");
     await screenshot(workerPage, "pairing-2-joined", {panelOnly: true});
   });
