@@ -1,10 +1,10 @@
 // The queue view's data: a paged, filtered list of job summaries kept current by websocket deltas.
 //
 // Pages of `pageSize` come from GET /comfymq/jobs with the cursor; a delta changes a loaded job in place (new
-// object, so views can compare by identity) and marks it stale; stale and newly seen jobs are fetched in one
-// request per flush (the window of the list they fall in), so a burst of events costs one request, never a
-// refetch per event. The whole list is fetched again only on resync/reconnect (reload keeps as many jobs as
-// were loaded, up to 1,000).
+// object, so views can compare by identity; a record fetched again unchanged keeps its object) and marks it stale;
+// stale and newly seen jobs are fetched in one request per flush (the window of the list they fall in), so a burst
+// of events costs one request, never a refetch per event. The whole list is fetched again only on resync/reconnect
+// (reload keeps as many jobs as were loaded, up to 1,000).
 
 import {matchesFilter, FINISHED} from "./model.js";
 
@@ -106,7 +106,8 @@ export class JobList {
     try {
       const page = await this.client.listJobs({...this.query(), limit});
       if (gen !== this.generation || this.closed) return;
-      this.byId = new Map(page.jobs.map((j) => [j.id, j]));
+      const had = this.byId;
+      this.byId = new Map(page.jobs.map((j) => [j.id, kept(had.get(j.id), j)]));
       this.ids = page.jobs.map((j) => j.id);
       this.nextCursor = page.next_cursor;
       this.loaded = true;
@@ -145,7 +146,7 @@ export class JobList {
       if (gen !== this.generation || this.closed) return;
       for (const j of page.jobs) {
         if (!this.byId.has(j.id)) this.ids.push(j.id);
-        this.byId.set(j.id, j);
+        this.byId.set(j.id, kept(this.byId.get(j.id), j));
       }
       this.nextCursor = page.next_cursor;
       const brought = new Set(page.jobs.map((j) => j.id));
@@ -203,7 +204,7 @@ export class JobList {
       return;
     }
     if (this.byId.has(job.id)) {
-      this.byId.set(job.id, job);
+      this.byId.set(job.id, kept(this.byId.get(job.id), job));
       return;
     }
     if (!this.inRange(job.id)) return;
@@ -372,6 +373,18 @@ export class JobList {
     }
     return [...seen.entries()].sort((a, b) => (a[1] < b[1] ? 1 : -1)).map((e) => e[0]);
   }
+}
+
+/**
+ * The record to keep for a job: the one held when the new one says the same (a reload, a page or a window fetched
+ * after a burst of changes brings every job in it again, most of them unchanged: their rows are not rebuilt),
+ * else the new one.
+ * @param {Job | undefined} held
+ * @param {Job} fresh
+ * @returns {Job}
+ */
+function kept(held, fresh) {
+  return held && held !== fresh && JSON.stringify(held) === JSON.stringify(fresh) ? held : fresh;
 }
 
 /**

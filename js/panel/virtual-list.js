@@ -94,6 +94,9 @@ export class VirtualList {
         el.classList.add("mq-row");
         el.dataset.key = key;
         el.setAttribute("role", "listitem");
+        // focusable before it takes the old row's place: restoreFocus must be able to focus it (a div without
+        // a tabindex is not, and focus would fall to the body at each update of the focused row's job)
+        el.tabIndex = key === this.activeKey ? 0 : -1;
         if (row) {
           const had = focused && row.el.contains(focused) ? /** @type {HTMLElement} */ (focused) : null;
           row.el.replaceWith(el);

@@ -398,8 +398,18 @@ describe("ComfyMQ panel on ComfyUI frontend 1.35.9", () => {
     };
     page.on("request", count);
     const target = r.jobs[1199].id; // the newest: at the top
+    // focused while its job changes: the row is rebuilt, and the focus goes to the new row (not to the body)
+    await page.keyboard.press("Home");
+    const focusedKey = () => page.evaluate(() => /** @type {HTMLElement} */ (document.activeElement)?.dataset?.key || "");
+    assert.equal(await focusedKey(), target);
+    const before = await row(target).elementHandle();
     await comfy.api(`/comfymq/jobs/${target}/cancel`, {method: "POST"});
     await rowState(target, "cancelled");
+    assert.ok(await before?.evaluate((el) => !el.isConnected), "the row was rebuilt");
+    assert.equal(await focusedKey(), target, "the focus stayed on the row whose job changed");
+    await page.keyboard.press("ArrowDown");
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("aria-posinset")), "2",
+      "the keys still move from it");
     page.off("request", count);
     assert.equal(listRequests, 0, "no list refetch for one change");
     // cancel the whole batch from its batch row (with the confirmation dialog)
