@@ -35,7 +35,8 @@ void BenchClusterLatency(const std::string& base, double scale);     // cluster_
 void BenchClusterThroughput(const std::string& base, double scale);  // cluster_bench.cc
 void BenchInputTransfer(const std::string& base, double scale);      // cluster_bench.cc
 void BenchScale(const std::string& base, double scale);              // scale_bench.cc
-int ScaleFarmMain();                                                 // scale_bench.cc: a farm of workers
+void BenchUnrunnable(const std::string& base, double scale);         // unrunnable_bench.cc
+int ScaleFarmMain();                                                 // scale_farm.cc: a farm of workers
 }  // namespace comfymq::bench
 
 namespace {
@@ -513,9 +514,10 @@ int main(int argc, char** argv) {
     else if (a == "--scale" && i + 1 < argc)
       g_scale = std::stod(argv[++i]);
     else {
-      std::cerr << "usage: comfymq_bench [--dir DIR] [--only "
-                   "enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput|scale] "
-                   "[--scale F]\n";
+      std::cerr
+          << "usage: comfymq_bench [--dir DIR] [--only "
+             "enqueue|enqueue-many|open|history|artifacts|cluster|cluster-latency|cluster-throughput|scale|unrunnable] "
+             "[--scale F]\n";
       return 2;
     }
   }
@@ -528,6 +530,7 @@ int main(int argc, char** argv) {
   if (want("cluster") || only == "cluster-throughput") BenchClusterThroughput(g_dir, g_scale);
   if (want("cluster") || only == "cluster-inputs") BenchInputTransfer(g_dir, g_scale);
   if (want("scale")) BenchScale(g_dir, g_scale);
+  if (want("unrunnable")) BenchUnrunnable(g_dir, g_scale);
   RemoveTree(g_dir);
   return 0;
 }

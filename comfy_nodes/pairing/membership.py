@@ -12,8 +12,9 @@ Who may join (why_not() says why not, and join() refuses with it):
   - not a ComfyUI whose role is set to host or both: a restart would not keep it a worker;
   - not one whose CURVE keys are configured: the configuration wins at the next start.
 
-One join or leave at a time (MembershipBusy otherwise); each blocks for the exchange and the bridge swap, so the
-routes run them off the event loop.
+One join or leave at a time: a second one waits for the first (up to BUSY_WAIT seconds, then MembershipRefused);
+each blocks for the exchange and the bridge swap (stopping a bridge may take seconds), so the routes run them off
+the event loop. What view() says changes only once the swap is done: "joined" means serving that farm.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .client import Paired, PairingError
 log = logging.getLogger("comfymq.pairing")
 
 KEY_SETTINGS = ("broker_public_key", "worker_public_key", "worker_secret_key")
+BUSY_WAIT = 30.0  # seconds a join or leave waits for the one under way
 
 
 class MembershipRefused(Exception):
@@ -90,7 +92,7 @@ class Membership:
     ) -> dict:
         """Pairs with the host at host_url with `code`, keeps it, serves the farm. MembershipRefused when this
         ComfyUI may not join or is in a farm already, PairingError when the exchange fails (nothing is kept)."""
-        if not self._busy.acquire(blocking=False):
+        if not self._busy.acquire(timeout=BUSY_WAIT):
             raise MembershipRefused("a join or leave is under way: wait for it")
         try:
             why = self.why_not()
@@ -104,9 +106,11 @@ class Membership:
                 host_url, code, name=name or self.cfg.worker_name, timeout=timeout, advertised_fingerprint=fingerprint
             )
             client.save(self.cfg.data_dir, paired)
-            self._current = paired
+            try:
+                self.serve(paired)
+            finally:
+                self._current = paired  # (kept on disk: a restart serves it, whatever the swap did)
             log.info("ComfyMQ joined the farm at %s (fingerprint %s)", paired.host_url, paired.fingerprint)
-            self.serve(paired)
             return self.view()
         finally:
             self._busy.release()
@@ -114,7 +118,7 @@ class Membership:
     def leave(self, *, timeout: float = 10.0) -> dict:
         """Tells the host (best effort), forgets the pairing, goes back to the configured bridge. Answers
         {"left": the pairing's view, "host_told": bool, "message"}; MembershipRefused when not in a farm."""
-        if not self._busy.acquire(blocking=False):
+        if not self._busy.acquire(timeout=BUSY_WAIT):
             raise MembershipRefused("a join or leave is under way: wait for it")
         try:
             current = self._current
@@ -131,8 +135,10 @@ class Membership:
                 )
                 log.warning("ComfyMQ leaving the farm: %s", message)
             client.forget(self.cfg.data_dir)
-            self._current = None
-            self.serve(None)
+            try:
+                self.serve(None)
+            finally:
+                self._current = None
             log.info("ComfyMQ left the farm at %s", current.host_url)
             return {"left": current.view(), "host_told": told, "message": message}
         finally:

@@ -305,9 +305,10 @@ def is_workers_route(path: str) -> bool:
 
 
 def is_public(path: str) -> bool:
-    """The pairing exchange's two steps take no token (the one-time code is their credential: pairing/routes.py). With
-    anyone's token or none they must still change nothing without a code: a 4xx."""
-    return path.rstrip("/").endswith(("/pairing/start", "/pairing/finish"))
+    """The pairing exchange's two steps and a paired worker's leave take no token (the one-time code, or the leave
+    secret, is their credential: pairing/routes.py). With anyone's token or none they must still change nothing
+    without it: a 4xx."""
+    return path.rstrip("/").endswith(("/pairing/start", "/pairing/finish", "/pairing/leave"))
 
 
 async def test_a_read_token_changes_nothing_on_any_route(any_farm):

@@ -150,6 +150,15 @@ struct TakeOptions {
   JobFilter filter;     // optional
   size_t max_scan = 0;  // stop looking after this many candidates; 0 = no limit
   bool ignore_pause = false;
+  // Takes of one class share what the store learns about which pending jobs they could ever run. A caller that
+  // sets take_class (non-zero) and could_run promises that could_run's answer for a job depends only on the class
+  // and the job (never on time, other jobs or other state) and that `filter` accepts no job could_run refuses. The
+  // store then asks could_run about each job once per class, as the job becomes ready (again, if it comes back to
+  // the queue), and a take of the class looks only at what arrived since and at the jobs the class can run: a
+  // backlog the class cannot run costs its takes nothing. The job taken is the one a walk would take; when the class
+  // can run few pending jobs (up to 512) it is found wherever it lies, max_scan bounding only what is looked at anew.
+  uint64_t take_class = 0;
+  JobFilter could_run;
 };
 
 // What happened, for listeners (the broker; the plugin's event stream).

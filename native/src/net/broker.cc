@@ -348,7 +348,8 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
     case proto::Cmd::kBye: LoseWorker(*w, "worker " + w->id + " left", false, now); break;
     case proto::Cmd::kCaps: {
       std::shared_ptr<const Capabilities> caps;
-      Status cs = caps_pool_.Intern(m.caps_json, &caps);
+      uint64_t caps_class = 0;
+      Status cs = caps_pool_.Intern(m.caps_json, &caps, &caps_class);
       if (!cs.ok()) {
         Log("warning", "caps:" + w->id, "worker " + w->id + " sent bad capabilities: " + cs.message());
         break;
@@ -356,8 +357,12 @@ void BrokerImpl::HandleMessage(const std::vector<std::string>& frames, const std
       {
         std::lock_guard<std::mutex> l(mu_);
         w->caps = caps;
+        w->caps_class = caps_class;
       }
-      UpdateSlot(w->id, [&](Slot& s) { s.caps = caps; });
+      UpdateSlot(w->id, [&](Slot& s) {
+        s.caps = caps;
+        s.caps_class = caps_class;
+      });
       SetCandidate(*w);
       dispatch_dirty_ = true;
       Emit({{"type", "worker"}, {"event", "changed"}, {"worker", WorkerJson(*w)}});

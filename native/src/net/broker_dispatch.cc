@@ -109,18 +109,18 @@ void BrokerImpl::StartPass() {
   if (dispatch_dirty_) {
     dispatch_dirty_ = false;
     // Credits are reserved now (the hook may spend them meanwhile) and given back for takes that find nothing.
-    std::vector<std::pair<std::string, std::shared_ptr<const Capabilities>>> takes;
+    std::vector<TakeOptions> takes;
     {
       std::lock_guard<std::mutex> l(credit_mu_);
       SpendCredit([&](const std::string& id, const Slot& slot) {
-        takes.emplace_back(id, slot.caps);
+        takes.push_back(TakeFor(id, slot));
         pass->dispatches.push_back(BrokerPass::DispatchItem{id, slot.epoch, nullptr, Status()});
         return true;  // reserved: the take runs when the store applies the pass
       });
     }
     for (size_t i = 0; i < takes.size(); ++i) {
       BrokerPass::DispatchItem& d = pass->dispatches[i];
-      batch.Take(TakeFor(takes[i].first, takes[i].second), &d.lease, &d.status, &d.early);
+      batch.Take(std::move(takes[i]), &d.lease, &d.status, &d.early);
     }
   }
   if (batch.empty()) return;
@@ -368,16 +368,24 @@ void BrokerImpl::UnsendJob(const BrokerPass::DispatchItem& d, const std::string&
   w.held.erase(held);
 }
 
-TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps) {
+TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, const Slot& slot) {
   TakeOptions o;
   o.worker_id = worker_id;
   o.lease_ms = lease_ms_;
   o.max_scan = opt_.max_scan;
   o.default_timeout_ms = opt_.default_run_timeout_ms;
+  std::shared_ptr<const Capabilities> caps = slot.caps;
   o.filter = [this, caps, worker_id](uint64_t job, const PromptLoader& load) {
     auto req = RequirementsOf(job, &load);
     return req != nullptr && CanRun(*caps, *req) && !PreferOthers(worker_id, job, *req) &&
            !PreferHolder(worker_id, job, *req);
+  };
+  // The class's verdict depends on the capabilities and the prompt alone (the preferences are the filter's, asked
+  // at each take). A prompt that cannot be read now is not ruled out: the filter is asked about it each time.
+  o.take_class = slot.caps_class;
+  o.could_run = [this, caps](uint64_t job, const PromptLoader& load) {
+    auto req = RequirementsOf(job, &load);
+    return req == nullptr || CanRun(*caps, *req);
   };
   return o;
 }
@@ -386,20 +394,26 @@ TakeOptions BrokerImpl::TakeFor(const std::string& worker_id, std::shared_ptr<co
 // worker takes what it can run, highest priority first, as the loop's own dispatch would.
 void BrokerImpl::ChooseOnArrival(DispatchContext& ctx) {
   std::lock_guard<std::mutex> l(credit_mu_);
-  // A take offered no pending job at all means no later take of this walk is offered one either (takes only
-  // remove jobs): the rest of the walk is skipped, so an arrival costs a take per job, not one per idle worker.
-  bool none_pending = false;
+  // A take of a class (the workers with the same capabilities) that was offered no pending job at all means no
+  // later take of this walk of that class is offered one either (takes only remove jobs, and the store offers a
+  // class only the jobs it can run): its other workers are skipped, so an arrival costs a take per job and per
+  // class, not one per idle worker.
+  std::set<uint64_t> nothing_for;
   SpendCredit([&](const std::string& id, const Slot& slot) {
-    if (none_pending) return false;
+    if (nothing_for.count(slot.caps_class) != 0) return false;
     bool offered = false;
-    TakeOptions o = TakeFor(id, slot.caps);
+    TakeOptions o = TakeFor(id, slot);
     o.filter = [&offered, filter = std::move(o.filter)](uint64_t job, const PromptLoader& load) {
       offered = true;
       return filter(job, load);
     };
+    o.could_run = [&offered, could_run = std::move(o.could_run)](uint64_t job, const PromptLoader& load) {
+      offered = true;
+      return could_run(job, load);
+    };
     const Lease* lease = ctx.Take(o);
     if (lease == nullptr) {  // nothing this worker can run: its credit stays
-      none_pending = !offered;
+      if (!offered) nothing_for.insert(slot.caps_class);
       return false;
     }
     hook_epoch_[lease->job_id] = slot.epoch;

@@ -70,6 +70,7 @@ struct WorkerState {
   std::string instance;   // its HELLO's process and installation ids (empty from older workers): a HELLO as
   std::string install;    //   this id from another link proves a reconnect (same instance) or tells a clash
   std::shared_ptr<const Capabilities> caps = std::make_shared<Capabilities>();  // what it can run
+  uint64_t caps_class = 0;            // names caps (CapabilitiesPool::Intern): the store's take class of its takes
   int capacity = 1;                   // jobs it runs at once (credit never exceeds it)
   uint64_t epoch = 0;                 // which connection: a lease chosen for an older one is not sent to a newer one
   std::map<uint64_t, uint64_t> held;  // the leases this connection holds: job -> token
@@ -140,6 +141,7 @@ struct Slot {
   uint64_t epoch = 0;
   bool draining = false;
   std::shared_ptr<const Capabilities> caps;
+  uint64_t caps_class = 0;  // WorkerState::caps_class
   double speed = 1.0;       // WorkerSpeed::Factor: lower is faster, and is offered work first
   uint64_t speed_runs = 0;  // runs that measure it
 };
@@ -197,7 +199,10 @@ class BrokerImpl final : public Broker {
   void SendOutbox(int64_t now);
   bool SendJob(WorkerState& w, const Lease& l, int64_t now);
   void UnsendJob(const BrokerPass::DispatchItem& d, const std::string& reason);
-  TakeOptions TakeFor(const std::string& worker_id, std::shared_ptr<const Capabilities> caps);
+  // A take for a worker: its filter (what it can run, the retry-elsewhere and input-holder preferences) and its take
+  // class (the store remembers per class which pending jobs those capabilities can run: a backlog no idle worker can
+  // run costs their takes nothing, however many they are).
+  TakeOptions TakeFor(const std::string& worker_id, const Slot& slot);
   void ChooseOnArrival(DispatchContext& ctx);
   // The one walk both dispatch paths take (credit_mu_ held): every online, not draining worker's credit, one
   // unit at a time, highest priority jobs first as the store orders takes. take(worker, slot) spends the unit

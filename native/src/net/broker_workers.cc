@@ -30,7 +30,8 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     return;
   }
   std::shared_ptr<const Capabilities> caps;
-  Status cs = caps_pool_.Intern(m.caps_json, &caps);
+  uint64_t caps_class = 0;
+  Status cs = caps_pool_.Intern(m.caps_json, &caps, &caps_class);
   if (!cs.ok()) {
     Count([](BrokerCounters& c) { c.refused++; });
     Refuse(rid, cs.IsBusy() ? "busy: " + cs.message() : "bad capabilities: " + cs.message());
@@ -95,6 +96,7 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
     w.instance = m.instance;
     w.install = m.install;
     w.caps = caps;
+    w.caps_class = caps_class;
     w.capacity = static_cast<int>(m.capacity);
     w.epoch = ++next_epoch_;
     w.input_unread.clear();  // a new connection: its chunks in flight went with the old one
@@ -113,8 +115,13 @@ void BrokerImpl::HandleHello(const std::string& rid, const std::string& user_id,
   WorkerState& stored = workers_[m.worker_id];
   {
     std::lock_guard<std::mutex> l(credit_mu_);
-    slots_[stored.id] =
-        Slot{0, stored.epoch, stored.draining, stored.caps, speed_.Factor(stored.id), speed_.Runs(stored.id)};
+    slots_[stored.id] = Slot{0,
+                             stored.epoch,
+                             stored.draining,
+                             stored.caps,
+                             stored.caps_class,
+                             speed_.Factor(stored.id),
+                             speed_.Runs(stored.id)};
   }
   SetCandidate(stored, true);
   welcome.heartbeat_ms = static_cast<uint32_t>(opt_.heartbeat_ms);
@@ -438,6 +445,7 @@ void BrokerImpl::LoseWorker(WorkerState& w, const std::string& reason, bool coun
     w.choices_seen = w.caps->combo_choices();
     w.models_seen = w.caps->model_files();
     w.caps = std::make_shared<Capabilities>();
+    w.caps_class = 0;
   }
   dispatch_dirty_ = true;
   Emit({{"type", "worker"}, {"event", "left"}, {"reason", reason}, {"worker", WorkerJson(w)}});

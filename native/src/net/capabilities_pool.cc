@@ -4,17 +4,21 @@
 
 namespace comfymq::net {
 
-Status CapabilitiesPool::Intern(const std::string& json, std::shared_ptr<const Capabilities>* out) {
+Status CapabilitiesPool::Intern(const std::string& json, std::shared_ptr<const Capabilities>* out,
+                                uint64_t* take_class) {
   if (json.size() > max_one_) {
     return Status::InvalidArgument("capabilities are too large (" + std::to_string(json.size()) + " bytes, at most " +
                                    std::to_string(max_one_) + ")");
+  }
+  const std::string digest = Sha256::Hex(json);
+  if (take_class != nullptr) {
+    *take_class = std::stoull(digest.substr(0, 16), nullptr, 16) | 1;  // (never 0: 0 is no class)
   }
   if (json.empty()) {
     static const auto kNone = std::make_shared<const Capabilities>();
     *out = kNone;
     return Status::OK();
   }
-  const std::string digest = Sha256::Hex(json);
   auto it = by_digest_.find(digest);
   if (it != by_digest_.end()) {
     if (auto shared = it->second.lock()) {

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,9 +24,10 @@ class CapabilitiesPool {
   CapabilitiesPool(size_t max_one, size_t budget) : max_one_(max_one), budget_(budget) {}
 
   // The capabilities `json` describes (an empty text: none), shared with every worker that sent the same text.
-  // InvalidArgument when the text is bad or larger than max_one; Busy when a new distinct set would exceed the
-  // budget (it frees as workers with other sets leave).
-  Status Intern(const std::string& json, std::shared_ptr<const Capabilities>* out);
+  // *take_class (optional) names the text: 64 bits of its SHA-256, never 0 (the store's TakeOptions::take_class:
+  // workers that sent the same text run the same jobs). InvalidArgument when the text is bad or larger than
+  // max_one; Busy when a new distinct set would exceed the budget (it frees as workers with other sets leave).
+  Status Intern(const std::string& json, std::shared_ptr<const Capabilities>* out, uint64_t* take_class = nullptr);
   // Bytes of text of the distinct sets alive now.
   size_t live_bytes() const { return live_->load(); }
 

@@ -129,6 +129,18 @@ bool FairQueue::Position(uint64_t id, int32_t priority, uint16_t owner, uint64_t
   return false;
 }
 
+bool FairQueue::Turn(uint64_t id, int32_t priority, uint16_t owner, uint64_t* turn) const {
+  auto l = levels_.find(priority);
+  if (l == levels_.end()) return false;
+  auto mine = l->second.owners.find(owner);
+  if (mine == l->second.owners.end()) return false;
+  const auto& ids = mine->second.ids;
+  auto it = std::lower_bound(ids.begin(), ids.end(), id);
+  if (it == ids.end() || *it != id) return false;
+  *turn = mine->second.pass + static_cast<uint64_t>(it - ids.begin()) * Stride(owner);
+  return true;
+}
+
 uint64_t FairQueue::oldest() const {
   uint64_t best = 0;
   for (const auto& [p, level] : levels_) {

@@ -40,6 +40,9 @@ class FairQueue {
   void ForEach(const std::function<bool(uint16_t owner)>* eligible, const std::function<bool(uint64_t id)>& fn) const;
   // The job's place in that order (0 = next), with no owner skipped: O(owners of its level + levels above).
   bool Position(uint64_t id, int32_t priority, uint16_t owner, uint64_t* position) const;
+  // The job's turn in its level: ForEach gives jobs by priority (higher first), then turn, then id, whichever
+  // owners it skips (an owner's jobs come at its pass plus a stride each). O(log of its owner's queue).
+  bool Turn(uint64_t id, int32_t priority, uint16_t owner, uint64_t* turn) const;
 
   uint64_t size() const { return size_; }
   size_t levels() const { return levels_.size(); }

@@ -74,16 +74,26 @@ void JobTable::IndexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]++;
   CountOwner(m, +1);
   AddLive(m.status_loc, +1);
-  if (m.state == JobState::kPending && Ready(m.id)) pending_.Add(m.id, m.priority, m.owner);
-  ForEachReadyDependent(m, [&](const JobMeta& d) { pending_.Add(d.id, d.priority, d.owner); });
+  if (m.state == JobState::kPending && Ready(m.id)) AddReady(m);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { AddReady(d); });
 }
 
 void JobTable::UnindexState(const JobMeta& m) {
   counts_[static_cast<int>(m.state)]--;
   CountOwner(m, -1);
   AddLive(m.status_loc, -1);
-  if (m.state == JobState::kPending && Ready(m.id)) pending_.Remove(m.id, m.priority, m.owner);
-  ForEachReadyDependent(m, [&](const JobMeta& d) { pending_.Remove(d.id, d.priority, d.owner); });
+  if (m.state == JobState::kPending && Ready(m.id)) RemoveReady(m);
+  ForEachReadyDependent(m, [&](const JobMeta& d) { RemoveReady(d); });
+}
+
+void JobTable::AddReady(const JobMeta& m) {
+  pending_.Add(m.id, m.priority, m.owner);
+  arrivals_.Add(m.id);
+}
+
+void JobTable::RemoveReady(const JobMeta& m) {
+  pending_.Remove(m.id, m.priority, m.owner);
+  arrivals_.Remove(m.id);
 }
 
 void JobTable::SetWaits(uint64_t id, std::vector<uint64_t> after) {
@@ -213,6 +223,13 @@ bool JobTable::PendingPosition(uint64_t id, uint64_t* position) const {
   if (m == nullptr || m->state != JobState::kPending || !Ready(id)) return false;
   if (pending_.levels() > kMaxPositionLevels) return false;  // (so many priority levels: too long a walk to say)
   return pending_.Position(id, m->priority, m->owner, position);
+}
+
+bool JobTable::DispatchTurn(uint64_t id, int32_t* priority, uint64_t* turn) const {
+  const JobMeta* m = Find(id);
+  if (m == nullptr || arrivals_.SeqOf(id) == 0) return false;
+  *priority = m->priority;
+  return pending_.Turn(id, m->priority, m->owner, turn);
 }
 
 void JobTable::FindByPromptHash(uint64_t hash, std::vector<uint64_t>* ids) const {

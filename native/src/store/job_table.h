@@ -24,6 +24,7 @@
 
 #include "comfymq/job.h"
 #include "comfymq/store.h"
+#include "store/arrival_log.h"
 #include "store/fair_queue.h"
 #include "store/log_segment.h"
 #include "util/flat_multimap.h"
@@ -90,6 +91,11 @@ class JobTable {
   // Pending jobs in dispatch order (priority high to low, then owners' turns, each owner's oldest first), ready
   // ones only; with_limits leaves out the owners at their running limit. fn returns false to stop.
   void ForEachPending(const std::function<bool(uint64_t id)>& fn, bool with_limits = false) const;
+  // The ready pending jobs in the order they became ready (TakeMemo's view of what arrived).
+  const ArrivalLog& arrivals() const { return arrivals_; }
+  // Where a ready pending job comes in dispatch order: by *priority (higher first), then *turn, then id
+  // (FairQueue::Turn); false when it is not one.
+  bool DispatchTurn(uint64_t id, int32_t* priority, uint64_t* turn) const;
   // Counts a take of this pending job against its owner's turn (FairQueue::Took).
   void Took(const JobMeta& m) { pending_.Took(m.priority, m.owner); }
 
@@ -142,6 +148,8 @@ class JobTable {
   // What follows the job's state and status record: its state's count, its status bytes, the pending queue.
   void IndexState(const JobMeta& m);
   void UnindexState(const JobMeta& m);
+  void AddReady(const JobMeta& m);  // into the dispatch order and the arrival log
+  void RemoveReady(const JobMeta& m);
   void AddLive(const log::RecordLoc& loc, int64_t sign);
   void CountOwner(const JobMeta& m, int64_t sign);
   void ApplyPolicy(uint16_t owner);
@@ -152,6 +160,7 @@ class JobTable {
   uint64_t live_ = 0;
   uint64_t erased_ = 0;
   FairQueue pending_;                                               // ready ones only
+  ArrivalLog arrivals_;                                             // the same jobs, by when they became ready
   std::unordered_map<uint64_t, std::vector<uint64_t>> waits_;       // job -> the jobs it waits for
   std::unordered_map<uint64_t, std::vector<uint64_t>> dependents_;  // job -> the jobs that wait for it
   FlatMultiMap64 prompt_index_;

@@ -1,5 +1,6 @@
-// StoreImpl: its state changes (enqueue, lease, results, cancel, retry, delete, pause). Group commit is in
-// store_commit.cc, reads in store_reads.cc, recovery in store_recovery.cc, maintenance in store_maintenance.cc.
+// StoreImpl: its state changes (enqueue, results, cancel, retry, delete, pause). Takes are in store_take.cc, group
+// commit in store_commit.cc, reads in store_reads.cc, recovery in store_recovery.cc, maintenance in
+// store_maintenance.cc.
 #include "store/store_impl.h"
 
 #include <algorithm>
@@ -271,118 +272,6 @@ Status StoreImpl::CheckLeaseLocked(uint64_t id, uint64_t token, const JobMeta** 
   *meta = m;
   *run = r;
   return Status::OK();
-}
-
-Status StoreImpl::ApplyTake(const TakeOptions& o, std::unique_ptr<Lease>* lease, bool* early) {
-  lease->reset();
-  if (paused_ && !o.ignore_pause) return Status::OK();
-  std::vector<uint64_t> unreadable;
-  uint64_t chosen = 0;
-  JobMeta m;
-  std::string job_payload, prompt, workflow;
-  uint64_t loaded = 0;    // the job whose record job_payload holds (the filter's loader read it)
-  uint64_t unpacked = 0;  // the job whose prompt `prompt` holds (the loader unpacked it)
-  records::JobView jv;
-  for (;;) {
-    chosen = 0;
-    size_t scanned = 0;
-    table_.ForEachPending(
-        [&](uint64_t id) {
-          if (o.max_scan != 0 && scanned++ >= o.max_scan) return false;  // (owners at their running limit: not offered)
-          if (std::find(unreadable.begin(), unreadable.end(), id) != unreadable.end()) return true;
-          if (o.filter) {
-            const PromptLoader load = [&](std::string* out) {
-              loaded = unpacked = 0;
-              CMQ_RETURN_IF_ERROR(ReadPayloadLocked(table_.Find(id)->job_loc, log::RecordType::kJob, &job_payload));
-              loaded = id;
-              records::JobView v;
-              CMQ_RETURN_IF_ERROR(records::DecodeJob(job_payload, &v));
-              CMQ_RETURN_IF_ERROR(
-                  records::UnpackText(v.prompt, records::kMaxTextBytes, &prompt).WithContext("job " + FormatJobId(id)));
-              unpacked = id;
-              *out = prompt;  // kept: if this job is chosen, its prompt is not unpacked again
-              return Status::OK();
-            };
-            if (!o.filter(id, load)) return true;
-          }
-          chosen = id;
-          return false;
-        },
-        /*with_limits=*/true);
-    if (chosen == 0) return Status::OK();
-    m = *table_.Find(chosen);
-    Status rs = loaded == chosen ? Status::OK() : ReadPayloadLocked(m.job_loc, log::RecordType::kJob, &job_payload);
-    if (rs.ok()) rs = records::DecodeJob(job_payload, &jv);
-    if (rs.ok() && unpacked == chosen) {
-      rs =
-          records::UnpackText(jv.workflow, records::kMaxTextBytes, &workflow).WithContext("job " + FormatJobId(chosen));
-    } else if (rs.ok()) {
-      rs = UnpackTexts(jv, &prompt, &workflow);
-    }
-    if (rs.ok()) break;
-    // A job whose record cannot be read can never run: fail it, with the reason, instead of letting it
-    // block every later take.
-    unreadable.push_back(chosen);
-    StatusDoc bad = LoadStatusOrRebuildLocked(m);
-    bad.state = JobState::kFailed;
-    bad.finished_ms = bad.updated_ms = txn_->now_ms();
-    bad.error = ErrorJsonOf("corruption", "the job's record is damaged and cannot be run: " + rs.ToString());
-    WriteStatus(m, bad);
-    txn_->JobChanged(chosen, JobState::kPending, JobState::kFailed, "damaged");
-  }
-  table_.Took(m);  // the owner's turn, while the job is still queued
-  StatusDoc d = LoadStatusOrRebuildLocked(m);
-  const int64_t now = txn_->now_ms();
-  const int64_t lease_ms = o.lease_ms > 0 ? o.lease_ms : options_.default_lease_ms;
-  d.state = JobState::kRunning;
-  d.attempts = static_cast<uint16_t>(m.attempts + 1);
-  d.token = next_token_++;
-  d.lease_expires_ms = now + lease_ms;
-  const int64_t run_limit_ms = jv.timeout_ms > 0 ? jv.timeout_ms : std::max<int64_t>(0, o.default_timeout_ms);
-  d.deadline_ms = run_limit_ms > 0 ? now + run_limit_ms : 0;
-  d.started_ms = now;
-  d.finished_ms = 0;
-  d.updated_ms = now;
-  d.worker_id = o.worker_id;
-  d.outputs.clear();
-  d.artifacts.clear();
-  d.error.clear();
-  WriteStatus(m, d);
-  RunInfo run;
-  run.token = d.token;
-  run.expires_ms = d.lease_expires_ms;
-  run.deadline_ms = d.deadline_ms;
-  run.started_ms = now;
-  run.worker_id = o.worker_id;
-  txn_->SetRun(chosen, run);
-  txn_->JobChanged(chosen, JobState::kPending, JobState::kRunning, "leased", o.worker_id);
-
-  auto l = std::make_unique<Lease>();
-  l->job_id = chosen;
-  l->token = tokens_.External(d.token);
-  l->attempt = d.attempts;
-  l->expires_ms = d.lease_expires_ms;
-  l->deadline_ms = d.deadline_ms;
-  FillJob(*table_.Find(chosen), jv, &l->job);  // the index now says running, attempt counted
-  l->job.prompt = std::move(prompt);
-  l->job.workflow = std::move(workflow);
-  l->job.started_ms = now;
-  l->job.worker_id = o.worker_id;
-  l->job.lease_token = l->token;
-  l->job.lease_expires_ms = d.lease_expires_ms;
-  l->job.history = d.history;
-  if (early != nullptr) *early = d.token < token_reserve_;
-  *lease = std::move(l);
-  return Status::OK();
-}
-
-Status StoreImpl::Take(const TakeOptions& o, std::unique_ptr<Lease>* lease) {
-  lease->reset();
-  StoreBatch b;
-  Status s;
-  b.Take(o, lease, &s);
-  Commit(&b).IgnoreError();  // the item's status says the same
-  return s;
 }
 
 Status StoreImpl::Heartbeat(uint64_t id, uint64_t token, int64_t lease_ms, int64_t* expires_ms) {

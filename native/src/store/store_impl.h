@@ -1,5 +1,5 @@
-// StoreImpl: the Store. Split over store_impl.cc (state changes), store_commit.cc (group commit, batches, the
-// dispatch hook), store_reads.cc (records, jobs, lists, stats), store_recovery.cc (open and replay) and
+// StoreImpl: the Store. Split over store_impl.cc (state changes), store_take.cc (takes), store_commit.cc (group commit,
+// batches, the dispatch hook), store_reads.cc (records, jobs, lists, stats), store_recovery.cc (open and replay) and
 // store_maintenance.cc (lease expiry, checkpoints, compaction, the background thread).
 //
 // Locks, in the order they may be taken:
@@ -41,6 +41,7 @@
 #include "store/segment_prep.h"
 #include "store/status_doc.h"
 #include "store/store_batch.h"
+#include "store/take_memo.h"
 #include "store/token_codec.h"
 #include "store/txn.h"
 
@@ -202,6 +203,17 @@ class StoreImpl final : public Store {
   // The record's prompt and workflow as text (decompressed if need be); Corruption names the job.
   static Status UnpackTexts(const records::JobView& jv, std::string* prompt, std::string* workflow);
   Status ApplyTake(const TakeOptions& options, std::unique_ptr<Lease>* lease, bool* early);
+  // --- choosing a take's job (store_take.cc; state_mu_ held). `accepts` is the take's filter. ---
+  using JobCheck = std::function<bool(uint64_t id)>;
+  // The first ready pending job `accepts` takes, in dispatch order, owners at their running limit left out; 0 when
+  // none. options.max_scan bounds the jobs `accepts` is asked about; those `skip` (optional, cheap) passes over are
+  // not counted.
+  uint64_t WalkForTakeLocked(const TakeOptions& options, const JobCheck& accepts, const JobCheck& skip = nullptr);
+  // The same job, for a take of a class (TakeOptions::take_class), looking only at what arrived since the class
+  // last took and at the jobs it can run (TakeMemo); `could_run` is the class's TakeOptions::could_run.
+  uint64_t ChooseForClassLocked(const TakeOptions& options, const JobCheck& could_run, const JobCheck& accepts);
+  // Up to this many jobs a class can run are ordered by their turns; past it, a walk that passes over the others.
+  static constexpr size_t kChooseByTurnMax = 512;
   Status ApplyComplete(uint64_t id, uint64_t token, const std::string& outputs_json, const std::string& artifacts_json);
   Status ApplyFail(uint64_t id, uint64_t token, const std::string& error_json, bool retryable);
   Status ApplyRelease(uint64_t id, uint64_t token, const std::string& reason, bool count_attempt);
@@ -295,6 +307,7 @@ class StoreImpl final : public Store {
   static constexpr uint64_t kTokenReserveStep = 1u << 20;
   // The counters above are what the store keeps; callers see and give tokens through this (set at open).
   TokenCodec tokens_;
+  TakeMemo take_memo_;  // what each take class can run (soft state)
   Txn* txn_ = nullptr;  // the group being applied
   // Jobs that may wait for a job that cannot succeed, left for SweepOrphans: what a change did not cancel itself
   // (past max_cancels_per_commit), and what recovery finds. Checked again when swept (an entry of a change that
