@@ -2,9 +2,10 @@
 //
 // Pages of `pageSize` come from GET /comfymq/jobs with the cursor; a delta changes a loaded job in place (new
 // object, so views can compare by identity; a record fetched again unchanged keeps its object) and marks it stale;
-// stale and newly seen jobs are fetched in one request per flush (the window of the list they fall in), so a burst
-// of events costs one request, never a refetch per event. The whole list is fetched again only on resync/reconnect
-// (reload keeps as many jobs as were loaded, up to 1,000).
+// stale and newly seen jobs are fetched once per flush (the window of the list they fall in), so a burst of events
+// costs one fetch, never a refetch per event. The whole list is fetched again only on resync/reconnect (reload keeps
+// as many jobs as were loaded, up to 1,000). A window or a reload of more than 200 jobs is asked for in pages of 200,
+// one after the other (fetchRange): each answers within the host's page budget.
 
 import {matchesFilter, FINISHED} from "./model.js";
 
@@ -13,7 +14,8 @@ import {matchesFilter, FINISHED} from "./model.js";
 /** @typedef {import("./client.js").MQClient} MQClient */
 /** @typedef {{states: string[], batch: string | null, owner?: string | null}} Filter */
 
-const MAX_WINDOW = 1000;     // the API's largest page
+const MAX_WINDOW = 1000;     // the most jobs a reload or a window fetch brings
+const FETCH_PAGE = 200;      // ... in requests of at most this many (each answers fast; the host is not held long)
 const FEW = 6;               // up to this many changed jobs are fetched one by one (light requests)
 const FLUSH_MS = 200;
 
@@ -104,8 +106,8 @@ export class JobList {
     this.crossed = new Set();
     this.onChange();
     try {
-      const page = await this.client.listJobs({...this.query(), limit});
-      if (gen !== this.generation || this.closed) return;
+      const page = await this.fetchRange(null, limit, gen);
+      if (page === null) return;
       const had = this.byId;
       this.byId = new Map(page.jobs.map((j) => [j.id, kept(had.get(j.id), j)]));
       this.ids = page.jobs.map((j) => j.id);
@@ -321,7 +323,8 @@ export class JobList {
           return;
         }
         const cursor = first > 0 ? this.ids[first - 1] : null;
-        const page = await this.client.listJobs({...this.query(), cursor, limit});
+        const page = await this.fetchRange(cursor, limit, gen);
+        if (page === null) return;
         fresh = page.jobs;
       }
       if (gen !== this.generation || this.closed) return;
@@ -330,6 +333,26 @@ export class JobList {
     } finally {
       this.flushing = false;
     }
+  }
+
+  /**
+   * Up to `limit` jobs of the list after `cursor` (null: from its start), asked for in pages of FETCH_PAGE one after
+   * the other (a page of 1,000 holds the host for tens of milliseconds; five of 200 each answer in a few); null when
+   * the list was reset or closed meanwhile (generation `gen` is over).
+   * @param {string | null} cursor @param {number} limit @param {number} gen
+   * @returns {Promise<{jobs: Job[], next_cursor: string | null} | null>}
+   */
+  async fetchRange(cursor, limit, gen) {
+    /** @type {Job[]} */
+    const jobs = [];
+    let next = cursor;
+    do {
+      const page = await this.client.listJobs({...this.query(), cursor: next, limit: Math.min(FETCH_PAGE, limit - jobs.length)});
+      if (gen !== this.generation || this.closed) return null;
+      jobs.push(...page.jobs);
+      next = page.next_cursor;
+    } while (next && jobs.length < limit);
+    return {jobs, next_cursor: next};
   }
 
   /** @param {string} id @returns {Promise<Job | null>} */

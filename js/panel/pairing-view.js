@@ -42,6 +42,8 @@ export class PairingSection {
     this.pairedBefore = 0;
     this.visible = false;
     this.seq = 0;
+    /** @type {boolean | undefined} whether this panel's token is an admin's (GET /comfymq/whoami; undefined: not known) */
+    this.admin = undefined;
     this.codeEl = h("div", {class: "mq-pair-code", "aria-live": "polite"});
     this.keysEl = h("div", {class: "mq-paired", role: "list", "aria-label": "Paired worker keys"});
     this.refusalsEl = h("details", {class: "mq-refusals"});
@@ -76,6 +78,20 @@ export class PairingSection {
 
   async load() {
     const seq = ++this.seq;
+    if (this.admin === undefined) {
+      // asked first: a token that is not an admin's would be refused GET /comfymq/pairing (a 403 in the console)
+      try {
+        const me = await this.ctx.client.whoami();
+        this.admin = !me || me.role === "admin";
+      } catch {
+        return; // (not known yet: asked again at the next load)
+      }
+      if (seq !== this.seq) return;
+    }
+    if (!this.admin) {
+      this.el.hidden = true;
+      return;
+    }
     try {
       const o = await this.ctx.client.pairing();
       if (seq !== this.seq) return;

@@ -194,6 +194,23 @@ describe("job list", () => {
     assert.equal(list.hasMore, false);
   });
 
+  it("a reload of many loaded jobs asks for them in pages of at most 200, in order, and keeps them all", async () => {
+    const c = fakeClient(900);
+    const list = new JobList(c, {pageSize: 100});
+    await list.reload();
+    for (let i = 0; i < 6; i++) await list.loadMore();
+    assert.equal(list.size, 700);
+    c.calls.length = 0;
+    await list.reload();
+    const asked = c.calls.filter(([k]) => k === "list").map(([, q]) => q);
+    assert.deepEqual(asked.map((q) => q.limit), [200, 200, 200, 100], "no request bigger than 200");
+    assert.equal(asked[0].cursor, null);
+    for (let i = 1; i < asked.length; i++) assert.ok(asked[i].cursor, "each page after the one before");
+    assert.equal(list.size, 700);
+    assert.deepEqual(list.ids, c.jobs.slice(200).map((j) => j.id).reverse(), "the newest 700, newest first");
+    assert.equal(list.hasMore, true);
+  });
+
   it("applies deltas in place and fetches only the changed jobs", async () => {
     const c = fakeClient(300);
     const list = new JobList(c, {pageSize: 100});

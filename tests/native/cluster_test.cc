@@ -725,6 +725,10 @@ TEST_F(ClusterTest, AKeyRemovedAtRunTimeDropsItsWorkerAndItsJobGoesBack) {
     if (w["id"] == "gpu-a") a_online = w["online"];
   }
   EXPECT_FALSE(a_online) << "a removed key cannot reconnect";
+  const json a_state = json::parse(a->StateJson());  // a's panel says why, though its reconnects hear nothing
+  EXPECT_EQ(a_state["connected"], false);
+  EXPECT_NE(a_state["refused"].dump().find("removed from the host's allowed workers"), std::string::npos)
+      << a_state.dump();
   ASSERT_TRUE(b->Complete(again.job_id, again.token, "{}", {}).ok());
   ASSERT_TRUE(WaitFor([&] { return Get(id).state == JobState::kSucceeded; }));
 }

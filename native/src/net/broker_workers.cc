@@ -481,7 +481,7 @@ Status BrokerImpl::SetAllowedKeys(const std::vector<std::string>& keys) {
     const int64_t now = NowMs();
     for (auto& [id, w] : workers_) {
       if (!w.online || w.key.empty() || allowed_keys_.count(w.key) != 0) continue;
-      const std::string reason = "its key was removed from the host's allowed workers";
+      const std::string reason = proto::kKeyRemoved;
       Log("warning", "keys", "worker " + id + " dropped: " + reason);
       Refuse(w.rid, reason);  // its connection hears why; any HELLO on it is refused (IdentityRefusal)
       LoseWorker(w, reason, /*count_attempts=*/false, now);

@@ -31,6 +31,11 @@ constexpr size_t kChunkBytes = 1u << 20;  // what workers send per CHUNK
 constexpr uint32_t kChunkWindow = 8;      // CHUNKs in flight per transfer
 constexpr size_t kMaxInputsHeld = 4096;   // sha256s in one INPUTS
 
+// The REFUSE a connected worker hears when the host takes its key off the allow-list (Broker::SetAllowedKeys). A
+// worker that hears it holds it as a standing refusal: its later connections fail in the CURVE handshake (ZAP),
+// which says nothing, so this is the last word the worker's panel can show.
+constexpr const char* kKeyRemoved = "its key was removed from the host's allowed workers: pair it again";
+
 enum class Cmd : uint8_t {
   // worker -> broker
   kHello = 1,  // who I am, what I can run, what I hold

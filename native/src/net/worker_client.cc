@@ -769,7 +769,9 @@ void WorkerClientImpl::Handle(proto::Message& m, int64_t now) {
               {"retry_in", backoff_ms_ / 1000.0}});
         break;
       }
-      Disconnect("refused by the broker: " + m.reason, now, phase_ == Phase::kHandshake);
+      // a refusal at HELLO stands, and so does the removal of our key (the reconnects' ZAP failures say nothing)
+      Disconnect("refused by the broker: " + m.reason, now,
+                 phase_ == Phase::kHandshake || m.reason == proto::kKeyRemoved);
       if (phase_ != Phase::kHandshake && m.reason.find("HELLO") != std::string::npos) {
         next_connect_ms_ = now;  // the broker forgot us (it restarted): say HELLO again at once
       }
