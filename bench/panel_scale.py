@@ -8,7 +8,8 @@ One JSON line per figure, as `make bench` prints them; never asserts (target: ev
 The pages are the panel's: the first page of 100 (what the panel opens on), a state-filtered page (failed: 10%
 of the jobs), a page of 100 deep in the list (the 100 jobs older than the 200th oldest: at 100,000 jobs
 99.8% of the way down, as scrolling far down asks), a
-filtered deep page, and the largest page (1,000: the panel's reload after a resync). Latency is measured by one
+filtered deep page, the page the panel's reload and window fetches ask for (200: js/lib/job-list.js fetchRange), and
+the largest page (1,000: what the panel asked for in one request before). Latency is measured by one
 client on a kept-alive connection, requests one after another; p50 and p95 over `rounds` requests each.
 """
 
@@ -105,6 +106,7 @@ def pages(client: Client) -> dict[str, str]:
         "deep_page": f"/comfymq/jobs?limit=100&cursor={deep}",
         "tasks_deep_page": f"/comfymq/tasks?limit=100&cursor={deep}",
         "filtered_deep_page": f"/comfymq/jobs?state=failed&limit=100&cursor={deep_failed}",
+        "page_of_200": "/comfymq/jobs?limit=200",
         "page_of_1000": "/comfymq/jobs?limit=1000",
     }
 
