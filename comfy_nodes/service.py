@@ -196,9 +196,10 @@ class QueueService:
         if owner:
             for o in self.store.owner_stats():
                 if o["owner"] == owner and o["at_running_limit"]:
+                    n = o["running"]
                     reasons.append(
-                        f"owner '{owner}' has {o['running']} jobs running, its limit (max_running {o['max_running']}):"
-                        " this one starts when one of them ends"
+                        f"owner '{owner}' has {n} job{'' if n == 1 else 's'} running, its limit (max_running "
+                        f"{o['max_running']}): this one starts when {'it ends' if n == 1 else 'one of them ends'}"
                     )
         if self.broker is not None:
             reasons += self.broker.explain(job_id)

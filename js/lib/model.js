@@ -69,7 +69,7 @@ export function isDependencyReason(reason) {
  * @param {string} reason
  */
 export function isOwnerLimitReason(reason) {
-  return /^owner '.*' has \d+ jobs running, its limit/.test(String(reason));
+  return /^owner '.*' has \d+ jobs? running, its limit/.test(String(reason));
 }
 
 /**

@@ -9,7 +9,8 @@ import {findControlled, planCopies, step, hostSeedKeys} from "../../js/lib/seeds
 import {parseValues, jobTotal} from "../../js/lib/sweep.js";
 import {JobList} from "../../js/lib/job-list.js";
 import {Notifier, waitingText} from "../../js/lib/notifier.js";
-import {jobLabel, batchLabel, progressFraction, durations, shortIds, outputTitle, compactReason} from "../../js/lib/model.js";
+import {jobLabel, batchLabel, progressFraction, durations, shortIds, outputTitle, compactReason, isOwnerLimitReason}
+  from "../../js/lib/model.js";
 import {batchIdFor, applyPromptValues, enqueueWorkflow} from "../../js/lib/enqueue.js";
 import {userRebound} from "../../js/lib/shortcut.js";
 import {QueueView} from "../../js/panel/queue-view.js";
@@ -180,6 +181,14 @@ function fakeClient(n) {
     },
   };
 }
+
+describe("waiting reasons", () => {
+  it("an owner's running limit is told from a missing model, in both the host's wordings (service.waiting_reasons)", () => {
+    assert.ok(isOwnerLimitReason("owner 'ana' has 1 job running, its limit (max_running 1): this one starts when it ends"));
+    assert.ok(isOwnerLimitReason("owner 'a b' has 2 jobs running, its limit (max_running 2): this one starts when one of them ends"));
+    assert.ok(!isOwnerLimitReason("worker gpu-1: no model 'x.safetensors' in checkpoints"));
+  });
+});
 
 describe("job list", () => {
   it("pages with the cursor and windows nothing itself", async () => {

@@ -108,7 +108,7 @@ async def test_an_owner_at_its_running_limit_waits_with_the_reason_while_others_
         resp = await client.get(f"/comfymq/jobs/{second}", headers=auth(ana))
         view = (await resp.json())["job"]
         assert view["state"] == "pending", view
-        assert any("max_running 1" in r and "'ana'" in r for r in view["waiting"]), view["waiting"]
+        assert any("max_running 1" in r and "'ana' has 1 job running" in r for r in view["waiting"]), view["waiting"]
         resp = await client.get("/comfymq/metrics", headers=auth(ADMIN))
         found = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
