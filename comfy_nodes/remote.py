@@ -179,6 +179,22 @@ def _limits_text(limits) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted((limits or {}).items()))
 
 
+def open_host_store(data_dir: str):
+    """The store in a host's data dir, for the CLI's commands that work on it when no host runs (tokens, paired
+    keys). ValueError when a host holds it: go through that host with --host-url instead."""
+    from pathlib import Path
+
+    from . import native
+
+    n = native.load()
+    try:
+        return n.Store(str(Path(data_dir) / "store"))
+    except n.StoreLockedError:
+        raise ValueError(
+            f"a host holds the store in {data_dir}: give --host-url (and an admin token in COMFYMQ_TOKEN)"
+        ) from None
+
+
 def manage_tokens(args) -> None:
     """`tokens add NAME --role ROLE | list | set NAME [limits] | revoke NAME`: over a running host's API (--host-url,
     an admin token), or on the data dir's store when no host runs (a host that holds it: use --host-url). `add`
@@ -209,19 +225,9 @@ def manage_tokens(args) -> None:
             call(f"{base}/{urllib.parse.quote(args.name, safe='')}", "DELETE", token=args.token)
             print(f"revoked {args.name}", file=sys.stderr)
         return
-    from pathlib import Path
-
-    from . import native
     from .api.tokens import TokenBook
 
-    n = native.load()
-    try:
-        store = n.Store(str(Path(args.data_dir) / "store"))
-    except n.StoreLockedError:
-        raise ValueError(
-            f"a host holds the store in {args.data_dir}: give --host-url (and an admin token in COMFYMQ_TOKEN)"
-        ) from None
-    with store:
+    with open_host_store(args.data_dir) as store:
         book = TokenBook(store)
         if args.action == "add":
             try:

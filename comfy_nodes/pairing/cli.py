@@ -30,19 +30,10 @@ def manage_paired(args) -> None:
             answer = call(f"{base}/workers/{urllib.parse.quote(args.key, safe='')}", "DELETE", token=args.token)
             _removed(args.key, answer.get("still_allowed"))
         return
-    from pathlib import Path
-
-    from .. import native
+    from ..remote import open_host_store
     from .book import PairedBook
 
-    n = native.load()
-    try:
-        store = n.Store(str(Path(args.data_dir) / "store"))
-    except n.StoreLockedError:
-        raise ValueError(
-            f"a host holds the store in {args.data_dir}: give --host-url (and an admin token in COMFYMQ_TOKEN)"
-        ) from None
-    with store:
+    with open_host_store(args.data_dir) as store:
         book = PairedBook(store)
         if args.action == "list":
             _print_paired(book.list())

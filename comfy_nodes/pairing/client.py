@@ -67,8 +67,9 @@ class Paired:
 MAX_ANSWER = 1 << 20  # bytes of a host's answer read at most
 
 
-def _abort(conn: http.client.HTTPConnection) -> None:
-    """The deadline passed: the socket is shut, so whatever read waits on it returns at once."""
+def _abort(conn: http.client.HTTPConnection, fired: threading.Event) -> None:
+    """The deadline passed: said first (fired), then the socket is shut, so whatever read waits on it returns."""
+    fired.set()
     sock = conn.sock
     if sock is not None:
         try:
@@ -87,7 +88,8 @@ def _post(url: str, body: dict, timeout: float) -> dict:
         conn = make(parts.hostname or "", parts.port, timeout=timeout)
     except (ValueError, OSError) as e:
         raise PairingError(f"cannot reach {url}: {e}") from None
-    deadline = threading.Timer(timeout, _abort, (conn,))
+    fired = threading.Event()
+    deadline = threading.Timer(timeout, _abort, (conn, fired))
     deadline.daemon = True
     try:
         conn.connect()
@@ -96,10 +98,10 @@ def _post(url: str, body: dict, timeout: float) -> dict:
                      headers={"Content-Type": "application/json"})  # fmt: skip
         r = conn.getresponse()
         raw, status = r.read(MAX_ANSWER), r.status
-        if deadline.finished.is_set():  # (a read cut short by the deadline returns what came)
+        if fired.is_set():  # (a read cut short by the deadline returns what came)
             raise TimeoutError
     except (OSError, http.client.HTTPException, ValueError) as e:  # (TimeoutError is an OSError)
-        late = deadline.finished.is_set()  # (before the cancel below: set only when the deadline fired)
+        late = fired.is_set()
         raise PairingError(f"cannot reach {url}: {'no answer within %g s' % timeout if late else e}") from None
     finally:
         deadline.cancel()

@@ -321,3 +321,21 @@ def cluster(tmp_path):
     finally:
         worker.close(bye=True)
         svc.close()
+
+
+@pytest.fixture
+def standin(tmp_path):
+    """A ComfyUI stand-in (tests/standin) on a free port, outputs in tmp_path/out: its URL. For tests whose plugin or
+    worker bridge drives a ComfyUI."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    line = p.stdout.readline()
+    assert line.startswith("READY"), line
+    yield line.split()[-1]
+    p.terminate()
+    p.wait(timeout=10)

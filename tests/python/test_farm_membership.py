@@ -35,22 +35,6 @@ PROMPT = {
 }
 
 
-@pytest.fixture
-def standin(tmp_path):
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "comfy-out")],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = p.stdout.readline()
-    assert line.startswith("READY"), line
-    yield line.split()[-1]
-    p.terminate()
-    p.wait(timeout=10)
-
-
 async def serve(routes: web.RouteTableDef, aiohttp_client):
     app = web.Application()
     app.add_routes(routes)
@@ -371,6 +355,7 @@ def test_a_host_that_trickles_its_answer_is_cut_off_at_the_deadline(tmp_path):
     server.bind(("127.0.0.1", 0))
     server.listen(4)
     stop = threading.Event()
+    errors: list[OSError] = []
 
     def trickle():
         while not stop.is_set():
@@ -379,14 +364,17 @@ def test_a_host_that_trickles_its_answer_is_cut_off_at_the_deadline(tmp_path):
                 conn, _ = server.accept()
             except OSError:
                 continue
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+            conn.settimeout(None)  # (an accepted socket takes the listening one's timeout)
             try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
                 while not stop.is_set():
                     conn.sendall(b" ")
                     time.sleep(0.2)
-            except OSError:
-                pass
+            except OSError as e:
+                errors.append(e)
             conn.close()
 
     t = threading.Thread(target=trickle, daemon=True)

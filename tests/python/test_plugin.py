@@ -8,8 +8,6 @@ close() leaves quickly with the store closed cleanly. A failing start leaves 503
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,22 +21,6 @@ from comfy_nodes.plugin import Plugin, add_unavailable_routes
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.asyncio, pytest.mark.subprocess]
-
-
-@pytest.fixture
-def standin(tmp_path):
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin", "--port", "0", "--output-dir", str(tmp_path / "out")],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    line = p.stdout.readline()
-    assert line.startswith("READY"), line
-    yield line.split()[-1]
-    p.terminate()
-    p.wait(timeout=10)
 
 
 async def test_role_both_runs_a_job_through_its_routes_and_closes_cleanly(tmp_path, standin, aiohttp_client):
