@@ -256,8 +256,10 @@ class Plugin:
 
             # "Join a farm" from the panel (pairing/membership.py): swaps the bridge below without a restart
             self.membership = Membership(cfg, self.serve)
-            if self.membership.joined is not None and not cfg.runs_host:
+            joined = self.membership.joined
+            if joined is not None and not cfg.runs_host:
                 self._home = None  # the worker's settings came from its pairing: after "Leave" it serves nobody
+                self.serve(joined)
             else:
                 broker_addr = self.service.broker.endpoint if self.service is not None else cfg.broker
                 pub, sec = local_worker_keys if local_worker_keys else (cfg.worker_public_key, cfg.worker_secret_key)
@@ -265,10 +267,6 @@ class Plugin:
                 if local_worker_keys and cfg.curve_secret_key:
                     broker_key = n.curve_public_key(cfg.curve_secret_key)
                 self._home = self._bridge_settings(broker_addr, broker_key, pub, sec, start_paused=cfg.start_paused)
-            joined = self.membership.joined
-            if joined is not None and not cfg.runs_host:
-                self.serve(joined)
-            else:
                 self.serve(None)
             if routes is not None and not cfg.runs_host:
                 from .api.limits import RequestLimits

@@ -38,19 +38,18 @@ class MembershipRefused(Exception):
 
 
 class Membership:
-    def __init__(self, cfg, serve: Callable[[Paired | None], None], set_by: dict[str, str] | None = None):
-        """cfg: the plugin's Config; serve(paired): swaps the worker bridge (paired None: back to the configured
-        one); set_by: key -> where its value came from (config.Config.set_by)."""
+    def __init__(self, cfg, serve: Callable[[Paired | None], None]):
+        """cfg: the plugin's Config (its set_by says who set each key); serve(paired): swaps the worker bridge
+        (paired None: back to the configured one)."""
         self.cfg = cfg
         self.serve = serve
-        self.set_by = dict(set_by if set_by is not None else getattr(cfg, "set_by", {}))
+        self.set_by = cfg.set_by
         self._busy = threading.Lock()
         self._current: Paired | None = None
         try:
             self._current = client.load(cfg.data_dir)
         except ValueError as e:  # (load_config refused it already when it was read at start)
             log.warning("%s", e)
-        self.hosts_own_queue = cfg.runs_host  # the default role: its own queue stays while it serves a farm
 
     @property
     def paired_file(self) -> Path:

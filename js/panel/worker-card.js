@@ -120,8 +120,6 @@ export class WorkerCard {
       this.join.setAllowed(farm.can_join ? null : farm.why_not);
       show = this.join.el;
     }
-    if (show ? this.farmEl.firstChild !== show || this.farmEl.childNodes.length !== 1 : this.farmEl.firstChild) {
-      replaceChildren(this.farmEl, show);
-    }
+    if (this.farmEl.firstChild !== show || this.farmEl.childNodes.length > 1) replaceChildren(this.farmEl, show);
   }
 }
